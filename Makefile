@@ -1,0 +1,100 @@
+# sandvm — top-level build. `make` builds every binary into build/bin/ and the
+# guest kernel and initramfs into build/guest/; `make test` runs all tests.
+
+BUILD   ?= build
+CC      ?= cc
+CLANG   ?= clang
+VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
+
+CFLAGS_COMMON := -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow \
+	-Wstrict-prototypes -Wmissing-prototypes -Wno-missing-field-initializers \
+	-Ilib -Ivmm -DSANDVM_VERSION='"$(VERSION)"' $(shell pkg-config --cflags libcjson 2>/dev/null)
+CFLAGS  ?= -O2 -g
+LDLIBS_VMM := -lpthread $(shell pkg-config --libs libcjson 2>/dev/null || echo -lcjson)
+SAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+
+LIB_SRCS  := $(wildcard lib/*.c)
+VMM_SRCS  := $(filter-out vmm/main.c,$(wildcard vmm/*.c vmm/arch/x86/*.c vmm/devices/*.c))
+UNIT_SRCS := $(wildcard tests/unit/test_*.c)
+UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
+ASAN_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests-asan/%,$(UNIT_SRCS))
+
+OBJS      := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRCS) $(VMM_SRCS))
+ASAN_OBJS := $(patsubst %.c,$(BUILD)/obj-asan/%.o,$(LIB_SRCS) $(VMM_SRCS))
+
+GUEST := $(BUILD)/guest
+STAMP := $(BUILD)/.deps-installed
+
+.PHONY: all deps vmm guest kernel initramfs unit-tests test test-unit test-integration \
+	run bench clean
+all: vmm guest
+
+# Installs missing Debian packages once per build tree; every target needs it.
+deps: $(STAMP)
+$(STAMP): scripts/install-deps.sh
+	@mkdir -p $(BUILD)
+	./scripts/install-deps.sh
+	@touch $@
+
+vmm: $(BUILD)/bin/vmm
+
+$(BUILD)/bin/vmm: $(OBJS) $(BUILD)/obj/vmm/main.o | $(STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS_VMM)
+
+$(BUILD)/obj/%.o: %.c | $(STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_COMMON) $(CFLAGS) -MMD -MP -c -o $@ $<
+
+$(BUILD)/obj-asan/%.o: %.c | $(STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_COMMON) $(SAN_FLAGS) -MMD -MP -c -o $@ $<
+
+# ---- guest side ----
+guest: kernel initramfs
+kernel: $(STAMP)
+	./kernel-config/build.sh $(GUEST)
+
+$(BUILD)/bin/sandvm-init: guest-agent/init.c | $(STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) -std=gnu11 -D_GNU_SOURCE -static -O2 -Wall -Wextra -Werror -o $@ $<
+
+initramfs: $(GUEST)/initramfs.cpio.gz
+$(GUEST)/initramfs.cpio.gz: $(BUILD)/bin/sandvm-init rootfs/build-initramfs.sh | $(STAMP)
+	@mkdir -p $(dir $@)
+	./rootfs/build-initramfs.sh $@ $(BUILD)/bin/sandvm-init
+
+# ---- tests ----
+$(BUILD)/tests/%: tests/unit/%.c tests/unit/tap.h $(OBJS) | $(STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_COMMON) $(CFLAGS) -Itests/unit -o $@ $< $(OBJS) $(LDLIBS_VMM)
+
+$(BUILD)/tests-asan/%: tests/unit/%.c tests/unit/tap.h $(ASAN_OBJS) | $(STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_COMMON) $(SAN_FLAGS) -Itests/unit -o $@ $< $(ASAN_OBJS) $(LDLIBS_VMM)
+
+unit-tests: $(UNIT_BINS) $(ASAN_BINS)
+
+test-unit: unit-tests
+	./tests/run-unit $(BUILD)
+
+test-integration: all
+	./tests/nested/run ./tests/integration/run $(BUILD)
+
+# The README's test command: unit tests (plain and sanitized), then the
+# integration suite on real VMs, with one summary line at the end.
+test: all unit-tests
+	./tests/run-all $(BUILD)
+
+# The README's main command: boot a sandbox and run the guest init in it.
+run: all
+	./tests/nested/run $(BUILD)/bin/vmm --kernel $(GUEST)/bzImage \
+		--initrd $(GUEST)/initramfs.cpio.gz --cpus 2 --memory 256
+
+bench: all
+	./tests/nested/run ./bench/boot $(BUILD)
+
+clean:
+	rm -rf $(BUILD)
+
+-include $(shell find $(BUILD)/obj $(BUILD)/obj-asan -name '*.d' 2>/dev/null)

@@ -1,0 +1,391 @@
+#include "config.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "parse.h"
+
+/* Config files are small; anything bigger is a mistake, not a config. */
+#define CONFIG_FILE_MAX (1u << 20)
+
+const char vmm_config_usage[] =
+	"usage: vmm --kernel PATH [--initrd PATH] [--cmdline STR] [--cpus N]\n"
+	"           [--memory MIB] [--console stdout|none|FILE] [--config FILE.json]\n"
+	"           [--control SOCKET] [--boot-timeout SEC] [--hugepages] [--verbose]\n"
+	"\n"
+	"Boots one microVM on KVM and runs until the guest reboots or shuts down.\n"
+	"  --kernel PATH       ELF vmlinux (PVH entry) or bzImage (64-bit boot protocol)\n"
+	"  --initrd PATH       initial ramdisk (cpio, optionally compressed)\n"
+	"  --cmdline STR       appended to the default kernel command line\n"
+	"  --cpus N            vCPUs, 1..254 (default 1)\n"
+	"  --memory MIB        guest RAM in MiB, 32..1048576 (default 128)\n"
+	"  --console WHERE     guest serial console: stdout (default), none, or a file\n"
+	"  --config FILE       JSON with the same fields; flags given too override it\n"
+	"  --control SOCKET    unix socket for control requests (status, stop)\n"
+	"  --boot-timeout SEC  fail (exit 6) if the guest init does not signal within SEC\n"
+	"  --hugepages         back guest RAM with transparent huge pages\n"
+	"  --verbose           log VM set-up and exits\n"
+	"Exit status: 0 guest ended (reboot, shutdown) or stop requested; 1 VMM error;\n"
+	"2 invalid configuration; 3 kernel image rejected; 4 guest kernel panic;\n"
+	"5 guest crashed (triple fault or unrecoverable CPU state); 6 boot timeout.\n";
+
+__attribute__((format(printf, 3, 4)))
+static int fail(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+	return -EINVAL;
+}
+
+void vmm_config_init(struct vmm_config *cfg)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->cpus = 1;
+	cfg->memory_mib = 128;
+	cfg->console = VMM_CONSOLE_STDOUT;
+}
+
+void vmm_config_destroy(struct vmm_config *cfg)
+{
+	free(cfg->kernel);
+	free(cfg->initrd);
+	free(cfg->cmdline);
+	free(cfg->console_path);
+	free(cfg->control_path);
+	memset(cfg, 0, sizeof(*cfg));
+}
+
+static int set_string(char **field, const char *value)
+{
+	char *copy = strdup(value);
+
+	if (!copy)
+		return -ENOMEM;
+	free(*field);
+	*field = copy;
+	return 0;
+}
+
+static int set_console(struct vmm_config *cfg, const char *value, char *err,
+		       size_t errlen)
+{
+	if (!*value)
+		return fail(err, errlen, "console: empty value (use stdout, none or a file path)");
+	if (strcmp(value, "stdout") == 0) {
+		cfg->console = VMM_CONSOLE_STDOUT;
+		return 0;
+	}
+	if (strcmp(value, "none") == 0) {
+		cfg->console = VMM_CONSOLE_NONE;
+		return 0;
+	}
+	cfg->console = VMM_CONSOLE_FILE;
+	return set_string(&cfg->console_path, value);
+}
+
+static int set_number(const char *name, const char *text, uint64_t min, uint64_t max,
+		      uint64_t *out, char *err, size_t errlen)
+{
+	int r = sv_parse_u64(text, min, max, out);
+
+	if (r == -EINVAL)
+		return fail(err, errlen, "%s: '%s' is not a whole number", name, text);
+	if (r == -ERANGE)
+		return fail(err, errlen, "%s: %s is out of range (%llu..%llu)", name, text,
+			    (unsigned long long)min, (unsigned long long)max);
+	return r;
+}
+
+/* One setter for flags and JSON alike, so both accept exactly the same values. */
+static int apply_field(struct vmm_config *cfg, const char *name, const char *value,
+		       char *err, size_t errlen)
+{
+	uint64_t n;
+	int r;
+
+	if (strcmp(name, "kernel") == 0)
+		return set_string(&cfg->kernel, value);
+	if (strcmp(name, "initrd") == 0)
+		return set_string(&cfg->initrd, value);
+	if (strcmp(name, "cmdline") == 0)
+		return set_string(&cfg->cmdline, value);
+	if (strcmp(name, "control") == 0)
+		return set_string(&cfg->control_path, value);
+	if (strcmp(name, "console") == 0)
+		return set_console(cfg, value, err, errlen);
+	if (strcmp(name, "cpus") == 0) {
+		r = set_number("cpus", value, 1, VMM_MAX_CPUS, &n, err, errlen);
+		if (r == 0)
+			cfg->cpus = (uint32_t)n;
+		return r;
+	}
+	if (strcmp(name, "memory") == 0 || strcmp(name, "memory_mib") == 0) {
+		r = set_number("memory", value, VMM_MIN_MEMORY_MIB, VMM_MAX_MEMORY_MIB, &n,
+			       err, errlen);
+		if (r == 0)
+			cfg->memory_mib = n;
+		return r;
+	}
+	if (strcmp(name, "boot-timeout") == 0 || strcmp(name, "boot_timeout_s") == 0) {
+		r = set_number("boot-timeout", value, 0, VMM_MAX_BOOT_TIMEOUT_S, &n, err,
+			       errlen);
+		if (r == 0)
+			cfg->boot_timeout_s = (uint32_t)n;
+		return r;
+	}
+	return fail(err, errlen, "unknown option '%s'", name);
+}
+
+static int json_field_to_text(const cJSON *item, char *buf, size_t buflen, const char **text)
+{
+	if (cJSON_IsString(item)) {
+		*text = item->valuestring;
+		return 0;
+	}
+	if (cJSON_IsNumber(item)) {
+		double d = item->valuedouble;
+
+		/* Reject fractions and negatives here; ranges are checked by the setter. */
+		if (d < 0 || d > 9007199254740992.0 || d != (double)(uint64_t)d)
+			return -EINVAL;
+		snprintf(buf, buflen, "%llu", (unsigned long long)(uint64_t)d);
+		*text = buf;
+		return 0;
+	}
+	return -EINVAL;
+}
+
+static bool is_numeric_field(const char *name)
+{
+	return strcmp(name, "cpus") == 0 || strcmp(name, "memory_mib") == 0 ||
+	       strcmp(name, "boot_timeout_s") == 0;
+}
+
+static bool is_json_field(const char *name)
+{
+	static const char *const fields[] = {
+		"kernel", "initrd", "cmdline", "console", "control", "cpus",
+		"memory_mib", "boot_timeout_s", "hugepages", "verbose",
+	};
+
+	for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
+		if (strcmp(name, fields[i]) == 0)
+			return true;
+	return false;
+}
+
+int vmm_config_parse_json(struct vmm_config *cfg, const char *text, size_t len,
+			  char *err, size_t errlen)
+{
+	const cJSON *item;
+	cJSON *root;
+	int r = 0;
+
+	root = cJSON_ParseWithLength(text, len);
+	if (!root)
+		return fail(err, errlen, "config: not valid JSON (near byte %td)",
+			    cJSON_GetErrorPtr() ? cJSON_GetErrorPtr() - text : (ptrdiff_t)0);
+	if (!cJSON_IsObject(root)) {
+		r = fail(err, errlen, "config: top level must be a JSON object");
+		goto out;
+	}
+	cJSON_ArrayForEach(item, root) {
+		char numbuf[32];
+		const char *value;
+
+		if (!item->string || !is_json_field(item->string)) {
+			r = fail(err, errlen, "config: unknown field '%s'",
+				 item->string ? item->string : "");
+			goto out;
+		}
+		if (strcmp(item->string, "hugepages") == 0 ||
+		    strcmp(item->string, "verbose") == 0) {
+			if (!cJSON_IsBool(item)) {
+				r = fail(err, errlen, "config: %s must be true or false", item->string);
+				goto out;
+			}
+			if (item->string[0] == 'h')
+				cfg->hugepages = cJSON_IsTrue(item);
+			else
+				cfg->verbose = cJSON_IsTrue(item);
+			continue;
+		}
+		if (is_numeric_field(item->string) ? !cJSON_IsNumber(item) : !cJSON_IsString(item)) {
+			r = fail(err, errlen, "config: %s must be a %s", item->string,
+				 is_numeric_field(item->string) ? "non-negative whole number"
+								: "string");
+			goto out;
+		}
+		if (json_field_to_text(item, numbuf, sizeof(numbuf), &value) < 0) {
+			r = fail(err, errlen, "config: %s must be a non-negative whole number",
+				 item->string);
+			goto out;
+		}
+		r = apply_field(cfg, item->string, value, err, errlen);
+		if (r < 0)
+			goto out;
+	}
+out:
+	cJSON_Delete(root);
+	return r;
+}
+
+static int load_json_file(struct vmm_config *cfg, const char *path, char *err, size_t errlen)
+{
+	char *buf = NULL;
+	struct stat st;
+	ssize_t n;
+	int fd, r;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return fail(err, errlen, "config: cannot open '%s': %s", path, strerror(errno));
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > CONFIG_FILE_MAX) {
+		r = fail(err, errlen, "config: '%s' is not a regular file of at most 1 MiB", path);
+		goto out;
+	}
+	buf = malloc((size_t)st.st_size + 1);
+	if (!buf) {
+		r = -ENOMEM;
+		goto out;
+	}
+	n = read(fd, buf, (size_t)st.st_size);
+	if (n != st.st_size) {
+		r = fail(err, errlen, "config: cannot read '%s'", path);
+		goto out;
+	}
+	buf[n] = '\0';
+	r = vmm_config_parse_json(cfg, buf, (size_t)n, err, errlen);
+out:
+	free(buf);
+	close(fd);
+	return r;
+}
+
+/* Splits "--name=value" / "--name value"; returns the value or NULL. */
+static const char *option_value(int argc, char **argv, int *i, const char *arg,
+				char *name, size_t namelen)
+{
+	const char *eq = strchr(arg, '=');
+	size_t n = eq ? (size_t)(eq - arg) : strlen(arg);
+
+	if (n >= namelen)
+		n = namelen - 1;
+	memcpy(name, arg, n);
+	name[n] = '\0';
+	if (eq)
+		return eq + 1;
+	if (*i + 1 < argc)
+		return argv[++*i];
+	return NULL;
+}
+
+int vmm_config_parse_args(struct vmm_config *cfg, int argc, char **argv,
+			  enum vmm_config_action *action, char *err, size_t errlen)
+{
+	char name[64];
+	int i, r;
+
+	*action = VMM_CONFIG_RUN;
+	/* First pass: the config file, so that flags override it wherever they stand. */
+	for (i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--config") == 0 || strncmp(argv[i], "--config=", 9) == 0) {
+			const char *v = option_value(argc, argv, &i, argv[i] + 2, name, sizeof(name));
+
+			if (!v)
+				return fail(err, errlen, "--config needs a file path");
+			r = load_json_file(cfg, v, err, errlen);
+			if (r < 0)
+				return r;
+		}
+	}
+	for (i = 1; i < argc; i++) {
+		const char *arg = argv[i];
+		const char *value;
+
+		if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
+			*action = VMM_CONFIG_HELP;
+			return 0;
+		}
+		if (strcmp(arg, "--version") == 0) {
+			*action = VMM_CONFIG_VERSION;
+			return 0;
+		}
+		if (strcmp(arg, "--hugepages") == 0) {
+			cfg->hugepages = true;
+			continue;
+		}
+		if (strcmp(arg, "--verbose") == 0) {
+			cfg->verbose = true;
+			continue;
+		}
+		if (strncmp(arg, "--", 2) != 0 || arg[2] == '\0')
+			return fail(err, errlen, "unexpected argument '%s'", arg);
+		value = option_value(argc, argv, &i, arg + 2, name, sizeof(name));
+		if (strcmp(name, "config") == 0)
+			continue;
+		if (strcmp(name, "memory_mib") == 0 || strcmp(name, "boot_timeout_s") == 0)
+			return fail(err, errlen, "unknown option '--%s'", name);
+		if (!value)
+			return fail(err, errlen, "--%s needs a value", name);
+		r = apply_field(cfg, name, value, err, errlen);
+		if (r < 0) {
+			if (strncmp(err, "unknown option", 14) == 0)
+				return fail(err, errlen, "unknown option '--%s' (see --help)", name);
+			return r;
+		}
+	}
+	return 0;
+}
+
+static int check_readable_file(const char *what, const char *path, char *err, size_t errlen)
+{
+	struct stat st;
+
+	if (stat(path, &st) < 0)
+		return fail(err, errlen, "%s '%s': %s", what, path, strerror(errno));
+	if (!S_ISREG(st.st_mode))
+		return fail(err, errlen, "%s '%s': not a regular file", what, path);
+	if (access(path, R_OK) < 0)
+		return fail(err, errlen, "%s '%s': %s", what, path, strerror(errno));
+	if (st.st_size == 0)
+		return fail(err, errlen, "%s '%s': file is empty", what, path);
+	return 0;
+}
+
+int vmm_config_validate(const struct vmm_config *cfg, char *err, size_t errlen)
+{
+	int r;
+
+	if (!cfg->kernel || !*cfg->kernel)
+		return fail(err, errlen, "no kernel given (--kernel PATH)");
+	r = check_readable_file("kernel", cfg->kernel, err, errlen);
+	if (r < 0)
+		return r;
+	if (cfg->initrd) {
+		r = check_readable_file("initrd", cfg->initrd, err, errlen);
+		if (r < 0)
+			return r;
+	}
+	if (cfg->cpus < 1 || cfg->cpus > VMM_MAX_CPUS)
+		return fail(err, errlen, "cpus: %u is out of range (1..%u)", cfg->cpus, VMM_MAX_CPUS);
+	if (cfg->memory_mib < VMM_MIN_MEMORY_MIB || cfg->memory_mib > VMM_MAX_MEMORY_MIB)
+		return fail(err, errlen, "memory: %llu MiB is out of range (%u..%u)",
+			    (unsigned long long)cfg->memory_mib, VMM_MIN_MEMORY_MIB,
+			    VMM_MAX_MEMORY_MIB);
+	if (cfg->control_path && !*cfg->control_path)
+		return fail(err, errlen, "control: empty socket path");
+	if (cfg->control_path && strlen(cfg->control_path) >= 108)
+		return fail(err, errlen, "control: socket path longer than 107 bytes");
+	return 0;
+}

@@ -1,0 +1,274 @@
+#include "control.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "event_loop.h"
+#include "log.h"
+
+struct control_client {
+	struct event_handler h;
+	struct control *owner;
+	size_t len;
+	char buf[CONTROL_MAX_REQUEST];
+};
+
+struct control {
+	struct event_loop *loop;
+	struct event_handler listen_h;
+	const struct control_ops *ops;
+	void *ctx;
+	char *path;
+	struct control_client *clients[CONTROL_MAX_CLIENTS];
+};
+
+static char *reply_line(cJSON *reply)
+{
+	char *text = cJSON_PrintUnformatted(reply);
+	char *line;
+	size_t n;
+
+	cJSON_Delete(reply);
+	if (!text)
+		return NULL;
+	n = strlen(text);
+	line = realloc(text, n + 2);
+	if (!line) {
+		free(text);
+		return NULL;
+	}
+	line[n] = '\n';
+	line[n + 1] = '\0';
+	return line;
+}
+
+static char *error_reply(const char *msg)
+{
+	cJSON *reply = cJSON_CreateObject();
+
+	if (!reply)
+		return NULL;
+	cJSON_AddFalseToObject(reply, "ok");
+	cJSON_AddStringToObject(reply, "error", msg);
+	return reply_line(reply);
+}
+
+char *control_handle_request(const char *line, size_t len, const struct control_ops *ops,
+			     void *ctx)
+{
+	const cJSON *op;
+	cJSON *req, *reply;
+	char msg[128];
+
+	req = cJSON_ParseWithLength(line, len);
+	if (!req || !cJSON_IsObject(req)) {
+		cJSON_Delete(req);
+		return error_reply("request is not a JSON object");
+	}
+	op = cJSON_GetObjectItemCaseSensitive(req, "op");
+	if (!cJSON_IsString(op)) {
+		cJSON_Delete(req);
+		return error_reply("request has no \"op\" string");
+	}
+	reply = cJSON_CreateObject();
+	if (!reply) {
+		cJSON_Delete(req);
+		return NULL;
+	}
+	if (strcmp(op->valuestring, "status") == 0) {
+		cJSON_AddTrueToObject(reply, "ok");
+		ops->status(ctx, reply);
+	} else if (strcmp(op->valuestring, "stop") == 0) {
+		int r = ops->stop(ctx);
+
+		cJSON_AddBoolToObject(reply, "ok", r == 0);
+		if (r < 0)
+			cJSON_AddStringToObject(reply, "error", strerror(-r));
+	} else {
+		snprintf(msg, sizeof(msg), "unknown op '%.64s' (known: status, stop)",
+			 op->valuestring);
+		cJSON_Delete(reply);
+		cJSON_Delete(req);
+		return error_reply(msg);
+	}
+	cJSON_Delete(req);
+	return reply_line(reply);
+}
+
+static void client_close(struct control_client *cl)
+{
+	struct control *c = cl->owner;
+
+	for (size_t i = 0; i < CONTROL_MAX_CLIENTS; i++)
+		if (c->clients[i] == cl)
+			c->clients[i] = NULL;
+	event_loop_del(c->loop, &cl->h);
+	close(cl->h.fd);
+	free(cl);
+}
+
+/* Replies are small; a client that cannot take one at once is dropped. */
+static int client_send(struct control_client *cl, const char *text)
+{
+	size_t n = strlen(text);
+
+	return send(cl->h.fd, text, n, MSG_NOSIGNAL | MSG_DONTWAIT) == (ssize_t)n ? 0 : -EIO;
+}
+
+static void client_cb(struct event_handler *h, uint32_t events)
+{
+	struct control_client *cl = h->opaque;
+	struct control *c = cl->owner;
+	char *nl;
+	ssize_t n;
+
+	if (events & (EPOLLERR | EPOLLHUP) && !(events & EPOLLIN)) {
+		client_close(cl);
+		return;
+	}
+	n = recv(h->fd, cl->buf + cl->len, sizeof(cl->buf) - cl->len, MSG_DONTWAIT);
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return;
+	if (n <= 0) {
+		client_close(cl);
+		return;
+	}
+	cl->len += (size_t)n;
+	while ((nl = memchr(cl->buf, '\n', cl->len))) {
+		size_t line_len = (size_t)(nl - cl->buf);
+		char *reply = control_handle_request(cl->buf, line_len, c->ops, c->ctx);
+		int r = reply ? client_send(cl, reply) : -ENOMEM;
+
+		free(reply);
+		if (r < 0) {
+			client_close(cl);
+			return;
+		}
+		memmove(cl->buf, nl + 1, cl->len - line_len - 1);
+		cl->len -= line_len + 1;
+	}
+	if (cl->len == sizeof(cl->buf)) {
+		char *reply = error_reply("request longer than 4096 bytes");
+
+		if (reply)
+			client_send(cl, reply);
+		free(reply);
+		client_close(cl);
+	}
+}
+
+static void listen_cb(struct event_handler *h, uint32_t events)
+{
+	struct control *c = h->opaque;
+	struct control_client *cl;
+	size_t slot;
+	int fd;
+
+	(void)events;
+	fd = accept4(h->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	if (fd < 0)
+		return;
+	for (slot = 0; slot < CONTROL_MAX_CLIENTS && c->clients[slot]; slot++)
+		;
+	cl = slot < CONTROL_MAX_CLIENTS ? calloc(1, sizeof(*cl)) : NULL;
+	if (!cl) {
+		char *reply = error_reply("too many control connections");
+
+		if (reply)
+			send(fd, reply, strlen(reply), MSG_NOSIGNAL | MSG_DONTWAIT);
+		free(reply);
+		close(fd);
+		return;
+	}
+	cl->owner = c;
+	cl->h = (struct event_handler){ .fd = fd, .cb = client_cb, .opaque = cl };
+	if (event_loop_add(c->loop, &cl->h, EPOLLIN) < 0) {
+		close(fd);
+		free(cl);
+		return;
+	}
+	c->clients[slot] = cl;
+}
+
+static int remove_stale_socket(const char *path)
+{
+	struct stat st;
+
+	if (lstat(path, &st) < 0)
+		return errno == ENOENT ? 0 : -errno;
+	if (!S_ISSOCK(st.st_mode))
+		return -EEXIST;
+	return unlink(path) < 0 ? -errno : 0;
+}
+
+int control_create(struct control **out, struct event_loop *loop, const char *path,
+		   const struct control_ops *ops, void *ctx)
+{
+	struct sockaddr_un addr = { .sun_family = AF_UNIX };
+	struct control *c;
+	int fd = -1, r;
+
+	if (strlen(path) >= sizeof(addr.sun_path))
+		return -ENAMETOOLONG;
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	c->path = strdup(path);
+	if (!c->path) {
+		r = -ENOMEM;
+		goto fail;
+	}
+	r = remove_stale_socket(path);
+	if (r < 0)
+		goto fail;
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		r = -errno;
+		goto fail;
+	}
+	strcpy(addr.sun_path, path);
+	if (bind(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0 || chmod(path, 0600) < 0 ||
+	    listen(fd, 8) < 0) {
+		r = -errno;
+		goto fail;
+	}
+	c->loop = loop;
+	c->ops = ops;
+	c->ctx = ctx;
+	c->listen_h = (struct event_handler){ .fd = fd, .cb = listen_cb, .opaque = c };
+	r = event_loop_add(loop, &c->listen_h, EPOLLIN);
+	if (r < 0)
+		goto fail;
+	*out = c;
+	return 0;
+fail:
+	if (fd >= 0) {
+		close(fd);
+		unlink(path);
+	}
+	free(c->path);
+	free(c);
+	return r;
+}
+
+void control_destroy(struct control *c)
+{
+	if (!c)
+		return;
+	for (size_t i = 0; i < CONTROL_MAX_CLIENTS; i++)
+		if (c->clients[i])
+			client_close(c->clients[i]);
+	event_loop_del(c->loop, &c->listen_h);
+	close(c->listen_h.fd);
+	unlink(c->path);
+	free(c->path);
+	free(c);
+}

@@ -1,0 +1,40 @@
+#ifndef SANDVM_VMM_CONTROL_H
+#define SANDVM_VMM_CONTROL_H
+
+#include <stddef.h>
+
+struct cJSON;
+struct event_loop;
+
+/*
+ * The per-VM control socket: a unix stream socket speaking one JSON object
+ * per line each way. Requests: {"op":"status"} and {"op":"stop"}; every reply
+ * carries "ok" and, when false, "error". Later ops (drives, network policy)
+ * join the table in control.c.
+ */
+
+struct control_ops {
+	/* Adds the VM's state to reply. */
+	void (*status)(void *ctx, struct cJSON *reply);
+	/* Asks the VM to stop; 0 or -errno. */
+	int (*stop)(void *ctx);
+};
+
+struct control;
+
+/* Listens on path (a stale socket there is replaced, anything else is not). */
+int control_create(struct control **out, struct event_loop *loop, const char *path,
+		   const struct control_ops *ops, void *ctx);
+void control_destroy(struct control *c);
+
+/*
+ * Handles one request line (no newline) and returns the reply line, newline
+ * included, in malloc'd memory. Pure apart from the ops it calls.
+ */
+char *control_handle_request(const char *line, size_t len, const struct control_ops *ops,
+			     void *ctx);
+
+#define CONTROL_MAX_REQUEST 4096
+#define CONTROL_MAX_CLIENTS 16
+
+#endif

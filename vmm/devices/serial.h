@@ -1,0 +1,48 @@
+#ifndef SANDVM_VMM_DEVICES_SERIAL_H
+#define SANDVM_VMM_DEVICES_SERIAL_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "machine.h"
+
+/*
+ * A 16550A UART as far as a Linux console needs: transmit (to a file
+ * descriptor, or nowhere), THR-empty interrupts, divisor latch, scratch
+ * register, FIFO identification. Nothing is received. It also watches the
+ * byte stream for the kernel's panic banner, so a panicking guest is told
+ * apart from one that rebooted.
+ */
+
+#define SERIAL_REG_COUNT 8
+#define SERIAL_OUT_BUF 4096
+
+struct serial {
+	pthread_mutex_t lock;
+	struct machine_hooks hooks;
+	uint32_t irq;
+	int out_fd; /* -1: discard */
+	uint8_t ier, lcr, mcr, scr, dll, dlm;
+	bool fifo_enabled;
+	bool thr_empty_pending; /* THRE interrupt not yet acknowledged */
+	bool irq_level;
+	size_t panic_match; /* bytes of the panic banner matched so far */
+	size_t out_len;
+	char out[SERIAL_OUT_BUF];
+};
+
+int serial_init(struct serial *s, uint32_t irq, int out_fd, const struct machine_hooks *hooks);
+void serial_destroy(struct serial *s); /* flushes */
+
+/* Register access; offset 0..7 from the base port. */
+uint8_t serial_read(struct serial *s, unsigned offset);
+void serial_write(struct serial *s, unsigned offset, uint8_t value);
+
+void serial_flush(struct serial *s);
+
+struct bus_ops;
+extern const struct bus_ops serial_bus_ops;
+
+#endif

@@ -1,0 +1,30 @@
+#ifndef SANDVM_VMM_KVM_H
+#define SANDVM_VMM_KVM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Thin, checked wrappers over the /dev/kvm system and VM ioctls. */
+
+/* Opens /dev/kvm and checks the API version. -ENOENT: no KVM on this host. */
+int kvm_sys_open(int *kvm_fd);
+
+/* Checks every capability the VMM relies on; on failure names it in *missing. */
+int kvm_sys_check_caps(int kvm_fd, const char **missing);
+
+/* The most vCPUs one VM may have (KVM_CAP_MAX_VCPUS, or NR_VCPUS). */
+int kvm_sys_max_vcpus(int kvm_fd);
+
+/* Size of each vCPU's shared kvm_run area. */
+int kvm_sys_run_size(int kvm_fd, size_t *size);
+
+int kvm_sys_create_vm(int kvm_fd, int *vm_fd);
+
+int kvm_sys_set_memslot(int vm_fd, uint32_t slot, uint64_t gpa, uint64_t size, void *host);
+
+/* x86 platform set-up: TSS and identity map pages, in-kernel PIC/IOAPIC/LAPIC, PIT. */
+int kvm_sys_setup_x86_platform(int vm_fd, uint64_t tss_addr, uint64_t identity_map_addr);
+
+int kvm_sys_irq_line(int vm_fd, uint32_t gsi, int level);
+
+#endif

@@ -1,0 +1,140 @@
+/*
+ * vmm: boots one microVM on KVM and runs it until the guest ends.
+ * One process is one VM; every failure unwinds to here, the only exit.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "log.h"
+#include "vcpu.h"
+#include "vm.h"
+
+#ifndef SANDVM_VERSION
+#define SANDVM_VERSION "dev"
+#endif
+
+static void kick_handler(int sig)
+{
+	(void)sig;
+}
+
+/* Signals reach the event loop through a signalfd; vCPU threads only get kicks. */
+static int setup_signals(void)
+{
+	struct sigaction sa;
+	sigset_t set;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = kick_handler; /* no SA_RESTART: KVM_RUN must return EINTR */
+	if (sigaction(VCPU_KICK_SIGNAL, &sa, NULL) < 0)
+		return -errno;
+	signal(SIGPIPE, SIG_IGN);
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGHUP);
+	return -pthread_sigmask(SIG_BLOCK, &set, NULL);
+}
+
+static int open_console(const struct vmm_config *cfg, char *err, size_t errlen)
+{
+	int fd;
+
+	switch (cfg->console) {
+	case VMM_CONSOLE_NONE:
+		return -1;
+	case VMM_CONSOLE_STDOUT:
+		return STDOUT_FILENO;
+	case VMM_CONSOLE_FILE:
+		fd = open(cfg->console_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+		if (fd < 0) {
+			snprintf(err, errlen, "console '%s': %s", cfg->console_path, strerror(errno));
+			return -2;
+		}
+		return fd;
+	}
+	return -1;
+}
+
+int main(int argc, char **argv)
+{
+	uint64_t start_ns = vm_now_ns();
+	enum vmm_config_action action;
+	enum vm_stop_reason reason;
+	struct vmm_config cfg;
+	struct vm vm;
+	char err[512] = "";
+	int console_fd, code, r;
+
+	sv_log_init("vmm", SV_LOG_INFO);
+	vmm_config_init(&cfg);
+	r = vmm_config_parse_args(&cfg, argc, argv, &action, err, sizeof(err));
+	if (r == 0 && action == VMM_CONFIG_HELP) {
+		fputs(vmm_config_usage, stdout);
+		vmm_config_destroy(&cfg);
+		return 0;
+	}
+	if (r == 0 && action == VMM_CONFIG_VERSION) {
+		printf("vmm %s\n", SANDVM_VERSION);
+		vmm_config_destroy(&cfg);
+		return 0;
+	}
+	if (r == 0)
+		r = vmm_config_validate(&cfg, err, sizeof(err));
+	if (r < 0) {
+		sv_err("%s", r == -ENOMEM ? "out of memory" : err);
+		vmm_config_destroy(&cfg);
+		return VMM_EXIT_CONFIG;
+	}
+	if (cfg.verbose)
+		sv_log_init("vmm", SV_LOG_DEBUG);
+	code = VMM_EXIT_ERROR;
+	if (vm_probe_kernel(cfg.kernel, &code, err, sizeof(err)) < 0) {
+		sv_err("%s", err);
+		vmm_config_destroy(&cfg);
+		return code;
+	}
+
+	console_fd = open_console(&cfg, err, sizeof(err));
+	if (console_fd == -2) {
+		sv_err("%s", err);
+		vmm_config_destroy(&cfg);
+		return VMM_EXIT_CONFIG;
+	}
+	r = setup_signals();
+	if (r < 0) {
+		sv_err("setting up signals: %s", strerror(-r));
+		code = VMM_EXIT_ERROR;
+		goto out_console;
+	}
+	r = vm_init(&vm, &cfg, console_fd, start_ns, err, sizeof(err));
+	if (r < 0) {
+		sv_err("%s", err);
+		code = r == -E2BIG ? VMM_EXIT_CONFIG : VMM_EXIT_ERROR;
+		goto out_vm;
+	}
+	code = VMM_EXIT_ERROR;
+	r = vm_load(&vm, &code, err, sizeof(err));
+	if (r < 0) {
+		sv_err("%s", err);
+		goto out_vm;
+	}
+	reason = vm_run(&vm);
+	code = vm_exit_code(reason);
+	if (code == VMM_EXIT_OK)
+		sv_debug("VM ended: %s (%s)", vm_stop_reason_name(reason), vm.stop_detail);
+	else
+		sv_err("VM ended: %s: %s", vm_stop_reason_name(reason), vm.stop_detail);
+out_vm:
+	vm_destroy(&vm);
+out_console:
+	if (console_fd > STDERR_FILENO)
+		close(console_fd);
+	vmm_config_destroy(&cfg);
+	return code;
+}

@@ -1,0 +1,88 @@
+#include "memory.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/mman.h>
+
+int guest_mem_init(struct guest_mem *mem, const struct guest_mem_region *layout,
+		   unsigned nregions, bool hugepages)
+{
+	int err;
+
+	memset(mem, 0, sizeof(*mem));
+	if (nregions == 0 || nregions > GUEST_MEM_MAX_REGIONS)
+		return -EINVAL;
+	for (unsigned i = 0; i < nregions; i++) {
+		const struct guest_mem_region *r = &layout[i];
+		void *p;
+
+		if (r->size == 0 || r->gpa + r->size < r->gpa ||
+		    (i > 0 && r->gpa < layout[i - 1].gpa + layout[i - 1].size)) {
+			err = -EINVAL;
+			goto undo;
+		}
+		/* NORESERVE: a 4 GiB guest that touches 100 MiB costs 100 MiB. */
+		p = mmap(NULL, r->size, PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+		if (p == MAP_FAILED) {
+			err = -errno;
+			goto undo;
+		}
+		if (hugepages)
+			madvise(p, r->size, MADV_HUGEPAGE);
+		/* Guest RAM never belongs in a core dump of the VMM. */
+		madvise(p, r->size, MADV_DONTDUMP);
+		mem->regions[i] = *r;
+		mem->regions[i].host = p;
+		mem->nregions = i + 1;
+		mem->total += r->size;
+	}
+	return 0;
+undo:
+	guest_mem_destroy(mem);
+	return err;
+}
+
+void guest_mem_destroy(struct guest_mem *mem)
+{
+	for (unsigned i = 0; i < mem->nregions; i++)
+		munmap(mem->regions[i].host, mem->regions[i].size);
+	memset(mem, 0, sizeof(*mem));
+}
+
+void *guest_mem_ptr(const struct guest_mem *mem, uint64_t gpa, uint64_t len)
+{
+	for (unsigned i = 0; i < mem->nregions; i++) {
+		const struct guest_mem_region *r = &mem->regions[i];
+		uint64_t off;
+
+		if (gpa < r->gpa)
+			continue;
+		off = gpa - r->gpa;
+		/* Written so that no sum can wrap around. */
+		if (off >= r->size || len > r->size - off)
+			continue;
+		return r->host + off;
+	}
+	return NULL;
+}
+
+int guest_mem_write(const struct guest_mem *mem, uint64_t gpa, const void *src, size_t len)
+{
+	void *p = guest_mem_ptr(mem, gpa, len);
+
+	if (!p)
+		return -EFAULT;
+	memcpy(p, src, len);
+	return 0;
+}
+
+int guest_mem_read(const struct guest_mem *mem, uint64_t gpa, void *dst, size_t len)
+{
+	const void *p = guest_mem_ptr(mem, gpa, len);
+
+	if (!p)
+		return -EFAULT;
+	memcpy(dst, p, len);
+	return 0;
+}

@@ -1,0 +1,437 @@
+#include "vm.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <linux/kvm.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/signalfd.h>
+#include <sys/timerfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "arch/x86/e820.h"
+#include "arch/x86/layout.h"
+#include "control.h"
+#include "kvm.h"
+#include "log.h"
+#include "vcpu.h"
+
+uint64_t vm_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+__attribute__((format(printf, 4, 5)))
+static int fail(int r, char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+	return r;
+}
+
+static int hook_set_irq(void *ctx, uint32_t gsi, int level)
+{
+	struct vm *vm = ctx;
+
+	return kvm_sys_irq_line(vm->vm_fd, gsi, level);
+}
+
+static void hook_event(void *ctx, enum machine_event ev)
+{
+	struct vm *vm = ctx;
+	bool expected = false;
+
+	switch (ev) {
+	case MACHINE_EVENT_RESET:
+		vm_request_stop(vm, VM_STOP_GUEST_RESET, "guest reset through the i8042");
+		break;
+	case MACHINE_EVENT_PANIC:
+		atomic_store(&vm->panicked, true);
+		break;
+	case MACHINE_EVENT_INIT_REACHED:
+		if (atomic_compare_exchange_strong(&vm->init_reached, &expected, true)) {
+			uint64_t ns = vm_now_ns() - vm->start_ns;
+
+			atomic_store(&vm->init_ns, ns);
+			sv_info("boot timer: guest init reached %.3f ms after VMM start",
+				(double)ns / 1e6);
+		}
+		break;
+	}
+}
+
+void vm_request_stop(struct vm *vm, enum vm_stop_reason reason, const char *detail)
+{
+	int expected = VM_RUNNING;
+	uint64_t one = 1;
+
+	if (!atomic_compare_exchange_strong(&vm->stop_reason, &expected, (int)reason))
+		return;
+	if (detail)
+		snprintf(vm->stop_detail, sizeof(vm->stop_detail), "%s", detail);
+	for (unsigned i = 0; i < vm->nvcpus; i++)
+		vcpu_kick(&vm->vcpus[i]);
+	if (write(vm->stop_h.fd, &one, sizeof(one)) < 0) {
+		/* The counter cannot overflow with one write per VM; nothing to do. */
+	}
+}
+
+static int setup_memory(struct vm *vm, char *err, size_t errlen)
+{
+	struct guest_mem_region layout[GUEST_MEM_MAX_REGIONS];
+	unsigned n = x86_ram_layout(vm->cfg->memory_mib << 20, layout);
+	int r;
+
+	r = guest_mem_init(&vm->mem, layout, n, vm->cfg->hugepages);
+	if (r < 0)
+		return fail(r, err, errlen, "cannot reserve %llu MiB of guest RAM: %s",
+			    (unsigned long long)vm->cfg->memory_mib, strerror(-r));
+	for (unsigned i = 0; i < vm->mem.nregions; i++) {
+		const struct guest_mem_region *g = &vm->mem.regions[i];
+
+		r = kvm_sys_set_memslot(vm->vm_fd, i, g->gpa, g->size, g->host);
+		if (r < 0)
+			return fail(r, err, errlen, "KVM_SET_USER_MEMORY_REGION: %s", strerror(-r));
+	}
+	return 0;
+}
+
+static int setup_devices(struct vm *vm, char *err, size_t errlen)
+{
+	int r;
+
+	r = serial_init(&vm->serial, X86_IRQ_COM1, vm->console_fd, &vm->hooks);
+	if (r < 0)
+		return fail(r, err, errlen, "serial: %s", strerror(-r));
+	vm->serial_ready = true;
+	i8042_init(&vm->i8042, &vm->hooks);
+	boot_timer_init(&vm->boot_timer, &vm->hooks);
+	r = bus_register(&vm->pio, X86_PORT_COM1, 8, &serial_bus_ops, &vm->serial, "serial");
+	if (r == 0)
+		r = bus_register(&vm->pio, X86_PORT_I8042_DATA, 1, &i8042_data_ops, &vm->i8042,
+				 "i8042-data");
+	if (r == 0)
+		r = bus_register(&vm->pio, X86_PORT_I8042_CMD, 1, &i8042_cmd_ops, &vm->i8042,
+				 "i8042-cmd");
+	if (r == 0)
+		r = bus_register(&vm->pio, X86_PORT_BOOT_TIMER, 1, &boot_timer_ops,
+				 &vm->boot_timer, "boot-timer");
+	if (r < 0)
+		return fail(r, err, errlen, "registering devices: %s", strerror(-r));
+	return 0;
+}
+
+int vm_init(struct vm *vm, const struct vmm_config *cfg, int console_fd, uint64_t start_ns,
+	    char *err, size_t errlen)
+{
+	const char *missing = NULL;
+	int r, max;
+
+	memset(vm, 0, sizeof(*vm));
+	vm->cfg = cfg;
+	vm->kvm_fd = vm->vm_fd = -1;
+	vm->console_fd = console_fd;
+	vm->start_ns = start_ns;
+	vm->loop.epfd = -1;
+	vm->signal_h.fd = vm->stop_h.fd = vm->timeout_h.fd = -1;
+	vm->hooks = (struct machine_hooks){ .ctx = vm, .set_irq = hook_set_irq,
+					    .event = hook_event };
+	bus_init(&vm->pio);
+	bus_init(&vm->mmio);
+
+	r = kvm_sys_open(&vm->kvm_fd);
+	if (r == -ENOENT)
+		return fail(r, err, errlen,
+			    "/dev/kvm does not exist: this host offers no KVM "
+			    "(on such hosts run through tests/nested/run)");
+	if (r == -EACCES)
+		return fail(r, err, errlen, "/dev/kvm: permission denied (need rw access)");
+	if (r < 0)
+		return fail(r, err, errlen, "/dev/kvm: %s", r == -EPROTO ? "unsupported KVM API version" : strerror(-r));
+	r = kvm_sys_check_caps(vm->kvm_fd, &missing);
+	if (r < 0)
+		return fail(r, err, errlen, "KVM lacks a required capability: %s", missing);
+	max = kvm_sys_max_vcpus(vm->kvm_fd);
+	if (cfg->cpus > (unsigned)max)
+		return fail(-E2BIG, err, errlen, "cpus: %u exceeds this host's KVM limit of %d",
+			    cfg->cpus, max);
+	r = kvm_sys_run_size(vm->kvm_fd, &vm->run_size);
+	if (r < 0)
+		return fail(r, err, errlen, "KVM_GET_VCPU_MMAP_SIZE: %s", strerror(-r));
+	vm->cpuid = x86_cpuid_supported(vm->kvm_fd, &r);
+	if (!vm->cpuid)
+		return fail(r, err, errlen, "KVM_GET_SUPPORTED_CPUID: %s", strerror(-r));
+	r = kvm_sys_create_vm(vm->kvm_fd, &vm->vm_fd);
+	if (r < 0)
+		return fail(r, err, errlen, "KVM_CREATE_VM: %s", strerror(-r));
+	r = kvm_sys_setup_x86_platform(vm->vm_fd, X86_KVM_TSS_ADDR, X86_KVM_IDENTITY_MAP_ADDR);
+	if (r < 0)
+		return fail(r, err, errlen, "setting up interrupt controllers and PIT: %s",
+			    strerror(-r));
+	r = setup_memory(vm, err, errlen);
+	if (r < 0)
+		return r;
+	vm->stop_h.fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (vm->stop_h.fd < 0)
+		return fail(-errno, err, errlen, "eventfd: %s", strerror(errno));
+	return setup_devices(vm, err, errlen);
+}
+
+void vm_destroy(struct vm *vm)
+{
+	for (unsigned i = 0; i < vm->nvcpus; i++) {
+		vcpu_kick(&vm->vcpus[i]);
+		vcpu_join(&vm->vcpus[i]);
+	}
+	for (unsigned i = 0; i < vm->nvcpus; i++)
+		vcpu_destroy(&vm->vcpus[i]);
+	free(vm->vcpus);
+	vm->vcpus = NULL;
+	vm->nvcpus = 0;
+	control_destroy(vm->control);
+	vm->control = NULL;
+	if (vm->serial_ready)
+		serial_destroy(&vm->serial);
+	vm->serial_ready = false;
+	if (vm->signal_h.fd >= 0)
+		close(vm->signal_h.fd);
+	if (vm->timeout_h.fd >= 0)
+		close(vm->timeout_h.fd);
+	if (vm->stop_h.fd >= 0)
+		close(vm->stop_h.fd);
+	event_loop_destroy(&vm->loop);
+	bus_destroy(&vm->pio);
+	bus_destroy(&vm->mmio);
+	guest_mem_destroy(&vm->mem);
+	free(vm->cpuid);
+	if (vm->vm_fd >= 0)
+		close(vm->vm_fd);
+	if (vm->kvm_fd >= 0)
+		close(vm->kvm_fd);
+	vm->vm_fd = vm->kvm_fd = -1;
+}
+
+int vm_exit_code(enum vm_stop_reason reason)
+{
+	switch (reason) {
+	case VM_STOP_GUEST_RESET:
+	case VM_STOP_GUEST_SHUTDOWN:
+	case VM_STOP_REQUESTED:
+		return VMM_EXIT_OK;
+	case VM_STOP_GUEST_PANIC:
+		return VMM_EXIT_PANIC;
+	case VM_STOP_GUEST_CRASH:
+		return VMM_EXIT_CRASH;
+	case VM_STOP_BOOT_TIMEOUT:
+		return VMM_EXIT_BOOT_TIMEOUT;
+	default:
+		return VMM_EXIT_ERROR;
+	}
+}
+
+const char *vm_stop_reason_name(enum vm_stop_reason reason)
+{
+	static const char *const names[] = {
+		[VM_RUNNING] = "running",
+		[VM_STOP_GUEST_RESET] = "guest-reset",
+		[VM_STOP_GUEST_SHUTDOWN] = "guest-shutdown",
+		[VM_STOP_REQUESTED] = "stop-requested",
+		[VM_STOP_GUEST_PANIC] = "guest-panic",
+		[VM_STOP_GUEST_CRASH] = "guest-crash",
+		[VM_STOP_BOOT_TIMEOUT] = "boot-timeout",
+		[VM_STOP_ERROR] = "vmm-error",
+	};
+
+	return (unsigned)reason < sizeof(names) / sizeof(names[0]) ? names[reason] : "unknown";
+}
+
+/* ---- the event loop side ---- */
+
+static void on_signal(struct event_handler *h, uint32_t events)
+{
+	struct vm *vm = h->opaque;
+	struct signalfd_siginfo si;
+	char detail[64];
+
+	(void)events;
+	if (read(h->fd, &si, sizeof(si)) != sizeof(si))
+		return;
+	snprintf(detail, sizeof(detail), "stopped by signal %s", sigabbrev_np((int)si.ssi_signo));
+	vm_request_stop(vm, VM_STOP_REQUESTED, detail);
+}
+
+static void on_stop(struct event_handler *h, uint32_t events)
+{
+	uint64_t v;
+
+	(void)events;
+	if (read(h->fd, &v, sizeof(v)) < 0) {
+		/* Nothing to drain; the stop reason is already recorded. */
+	}
+}
+
+static void on_boot_timeout(struct event_handler *h, uint32_t events)
+{
+	struct vm *vm = h->opaque;
+	uint64_t v;
+	char detail[96];
+
+	(void)events;
+	if (read(h->fd, &v, sizeof(v)) < 0)
+		return;
+	if (atomic_load(&vm->init_reached))
+		return;
+	snprintf(detail, sizeof(detail), "guest init did not signal within %u s",
+		 vm->cfg->boot_timeout_s);
+	vm_request_stop(vm, VM_STOP_BOOT_TIMEOUT, detail);
+}
+
+static void control_status(void *ctx, cJSON *reply)
+{
+	struct vm *vm = ctx;
+	enum vm_stop_reason reason = (enum vm_stop_reason)atomic_load(&vm->stop_reason);
+
+	cJSON_AddStringToObject(reply, "state", reason == VM_RUNNING ? "running" : "stopping");
+	cJSON_AddNumberToObject(reply, "cpus", vm->cfg->cpus);
+	cJSON_AddNumberToObject(reply, "memory_mib", (double)vm->cfg->memory_mib);
+	cJSON_AddNumberToObject(reply, "uptime_ms", (double)(vm_now_ns() - vm->start_ns) / 1e6);
+	cJSON_AddBoolToObject(reply, "init_reached", atomic_load(&vm->init_reached));
+	if (atomic_load(&vm->init_reached))
+		cJSON_AddNumberToObject(reply, "boot_ms", (double)atomic_load(&vm->init_ns) / 1e6);
+}
+
+static int control_stop(void *ctx)
+{
+	vm_request_stop(ctx, VM_STOP_REQUESTED, "stopped through the control socket");
+	return 0;
+}
+
+static const struct control_ops vm_control_ops = {
+	.status = control_status,
+	.stop = control_stop,
+};
+
+static int setup_loop(struct vm *vm)
+{
+	sigset_t set;
+	int r;
+
+	r = event_loop_init(&vm->loop);
+	if (r < 0)
+		return r;
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGHUP);
+	vm->signal_h = (struct event_handler){ .fd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK),
+					       .cb = on_signal, .opaque = vm };
+	if (vm->signal_h.fd < 0)
+		return -errno;
+	r = event_loop_add(&vm->loop, &vm->signal_h, EPOLLIN);
+	if (r < 0)
+		return r;
+	vm->stop_h.cb = on_stop;
+	vm->stop_h.opaque = vm;
+	r = event_loop_add(&vm->loop, &vm->stop_h, EPOLLIN);
+	if (r < 0)
+		return r;
+	if (vm->cfg->boot_timeout_s) {
+		struct itimerspec its = { .it_value = { .tv_sec = vm->cfg->boot_timeout_s } };
+
+		vm->timeout_h = (struct event_handler){
+			.fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK),
+			.cb = on_boot_timeout, .opaque = vm };
+		if (vm->timeout_h.fd < 0)
+			return -errno;
+		if (timerfd_settime(vm->timeout_h.fd, 0, &its, NULL) < 0)
+			return -errno;
+		r = event_loop_add(&vm->loop, &vm->timeout_h, EPOLLIN);
+		if (r < 0)
+			return r;
+	}
+	if (vm->cfg->control_path) {
+		r = control_create(&vm->control, &vm->loop, vm->cfg->control_path, &vm_control_ops, vm);
+		if (r < 0) {
+			sv_err("control socket %s: %s", vm->cfg->control_path, strerror(-r));
+			return r;
+		}
+	}
+	return 0;
+}
+
+static int start_vcpus(struct vm *vm)
+{
+	int r;
+
+	vm->vcpus = calloc(vm->cfg->cpus, sizeof(*vm->vcpus));
+	if (!vm->vcpus)
+		return -ENOMEM;
+	for (unsigned i = 0; i < vm->cfg->cpus; i++) {
+		r = vcpu_init(&vm->vcpus[i], vm, i);
+		if (r < 0) {
+			sv_err("creating vCPU %u: %s", i, strerror(-r));
+			return r;
+		}
+		vm->nvcpus = i + 1;
+		r = x86_vcpu_setup(vm->vcpus[i].fd, i, vm->cfg->cpus, vm->cpuid, &vm->boot);
+		if (r < 0) {
+			sv_err("setting up vCPU %u: %s", i, strerror(-r));
+			return r;
+		}
+	}
+	for (unsigned i = 0; i < vm->nvcpus; i++) {
+		r = vcpu_start(&vm->vcpus[i]);
+		if (r < 0) {
+			sv_err("starting vCPU %u: %s", i, strerror(-r));
+			return r;
+		}
+	}
+	return 0;
+}
+
+enum vm_stop_reason vm_run(struct vm *vm)
+{
+	enum vm_stop_reason reason;
+	int r;
+
+	r = setup_loop(vm);
+	if (r == 0)
+		r = start_vcpus(vm);
+	if (r < 0)
+		vm_request_stop(vm, VM_STOP_ERROR, "could not start the VM");
+	while (atomic_load(&vm->stop_reason) == VM_RUNNING) {
+		r = event_loop_run_once(&vm->loop, -1);
+		if (r < 0) {
+			vm_request_stop(vm, VM_STOP_ERROR, "event loop failed");
+			break;
+		}
+	}
+	for (unsigned i = 0; i < vm->nvcpus; i++)
+		vcpu_kick(&vm->vcpus[i]);
+	for (unsigned i = 0; i < vm->nvcpus; i++)
+		vcpu_join(&vm->vcpus[i]);
+	if (vm->serial_ready)
+		serial_flush(&vm->serial);
+
+	reason = (enum vm_stop_reason)atomic_load(&vm->stop_reason);
+	/* With panic=-1 a panicking kernel resets; the banner on the console tells. */
+	if (atomic_load(&vm->panicked) &&
+	    (reason == VM_STOP_GUEST_RESET || reason == VM_STOP_GUEST_SHUTDOWN ||
+	     reason == VM_STOP_GUEST_CRASH)) {
+		reason = VM_STOP_GUEST_PANIC;
+		snprintf(vm->stop_detail, sizeof(vm->stop_detail), "guest kernel panicked");
+	}
+	return reason;
+}

@@ -1,0 +1,112 @@
+#ifndef SANDVM_VMM_VM_H
+#define SANDVM_VMM_VM_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "arch/x86/cpu.h"
+#include "bus.h"
+#include "config.h"
+#include "devices/boot_timer.h"
+#include "devices/i8042.h"
+#include "devices/serial.h"
+#include "event_loop.h"
+#include "machine.h"
+#include "memory.h"
+
+struct vcpu;
+struct control;
+
+/* Why the VM stopped; the first reason recorded wins. */
+enum vm_stop_reason {
+	VM_RUNNING = 0,
+	VM_STOP_GUEST_RESET,
+	VM_STOP_GUEST_SHUTDOWN,
+	VM_STOP_REQUESTED,
+	VM_STOP_GUEST_PANIC,
+	VM_STOP_GUEST_CRASH,
+	VM_STOP_BOOT_TIMEOUT,
+	VM_STOP_ERROR,
+};
+
+/* The VMM's documented exit statuses. */
+enum vmm_exit {
+	VMM_EXIT_OK = 0,
+	VMM_EXIT_ERROR = 1,
+	VMM_EXIT_CONFIG = 2,
+	VMM_EXIT_KERNEL = 3,
+	VMM_EXIT_PANIC = 4,
+	VMM_EXIT_CRASH = 5,
+	VMM_EXIT_BOOT_TIMEOUT = 6,
+};
+
+struct vm {
+	const struct vmm_config *cfg;
+	int kvm_fd;
+	int vm_fd;
+	size_t run_size;
+	struct kvm_cpuid2 *cpuid;
+	struct guest_mem mem;
+	struct bus pio;
+	struct bus mmio;
+	struct machine_hooks hooks;
+	struct serial serial;
+	struct i8042 i8042;
+	struct boot_timer boot_timer;
+	int console_fd;
+	bool serial_ready;
+	struct x86_boot_cpu boot;
+	struct vcpu *vcpus;
+	unsigned nvcpus;
+
+	struct event_loop loop;
+	struct event_handler signal_h;
+	struct event_handler stop_h;
+	struct event_handler timeout_h;
+	struct control *control;
+
+	_Atomic int stop_reason;
+	atomic_bool panicked;
+	atomic_bool init_reached;
+	_Atomic uint64_t init_ns; /* since VMM start */
+	uint64_t start_ns;        /* CLOCK_MONOTONIC at VMM start */
+	char stop_detail[160];
+};
+
+/* Monotonic nanoseconds. */
+uint64_t vm_now_ns(void);
+
+/*
+ * Creates the VM: KVM, memory, in-kernel interrupt controllers, devices.
+ * Returns 0 or -errno with a message in err.
+ */
+int vm_init(struct vm *vm, const struct vmm_config *cfg, int console_fd, uint64_t start_ns,
+	    char *err, size_t errlen);
+
+/*
+ * Loads kernel, initrd, command line and boot tables into guest memory.
+ * On failure *exit_code says whether it was the kernel image (VMM_EXIT_KERNEL)
+ * or something else.
+ */
+int vm_load(struct vm *vm, int *exit_code, char *err, size_t errlen);
+
+/*
+ * Reads and checks the kernel's headers without creating anything, so a bad
+ * image is refused (VMM_EXIT_KERNEL) before KVM is touched.
+ */
+int vm_probe_kernel(const char *path, int *exit_code, char *err, size_t errlen);
+
+/* Creates the vCPUs, starts them, and runs the event loop until the VM stops. */
+enum vm_stop_reason vm_run(struct vm *vm);
+
+void vm_destroy(struct vm *vm);
+
+/* Records why the VM stops (first caller wins) and kicks every vCPU out. */
+void vm_request_stop(struct vm *vm, enum vm_stop_reason reason, const char *detail);
+
+int vm_exit_code(enum vm_stop_reason reason);
+const char *vm_stop_reason_name(enum vm_stop_reason reason);
+
+#endif
