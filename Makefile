@@ -65,13 +65,13 @@ $(GUEST)/initramfs.cpio.gz: $(BUILD)/bin/sandvm-init rootfs/build-initramfs.sh |
 	./rootfs/build-initramfs.sh $@ $(BUILD)/bin/sandvm-init
 
 # ---- tests ----
-$(BUILD)/tests/%: tests/unit/%.c tests/unit/tap.h $(OBJS) | $(STAMP)
+$(BUILD)/tests/%: tests/unit/%.c tests/unit/unit.h $(OBJS) | $(STAMP)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_COMMON) $(CFLAGS) -Itests/unit -o $@ $< $(OBJS) $(LDLIBS_VMM)
+	$(CC) $(CFLAGS_COMMON) $(CFLAGS) -Itests/unit -o $@ $< $(OBJS) $(LDLIBS_VMM) -lcmocka
 
-$(BUILD)/tests-asan/%: tests/unit/%.c tests/unit/tap.h $(ASAN_OBJS) | $(STAMP)
+$(BUILD)/tests-asan/%: tests/unit/%.c tests/unit/unit.h $(ASAN_OBJS) | $(STAMP)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_COMMON) $(SAN_FLAGS) -Itests/unit -o $@ $< $(ASAN_OBJS) $(LDLIBS_VMM)
+	$(CC) $(CFLAGS_COMMON) $(SAN_FLAGS) -Itests/unit -o $@ $< $(ASAN_OBJS) $(LDLIBS_VMM) -lcmocka
 
 unit-tests: $(UNIT_BINS) $(ASAN_BINS)
 

@@ -35,7 +35,7 @@ int x86_e820_build(uint64_t ram_size, struct x86_e820_entry *out, unsigned max)
 	if (ram_size <= X86_HIMEM_START)
 		return -EINVAL;
 	r = add(out, max, &n, 0, X86_EBDA_START, X86_E820_RAM);
-	/* The MP table lives here; the kernel must not reuse it as RAM. */
+	/* The EBDA: never RAM on a PC, and kernels expect it reserved. */
 	if (!r)
 		r = add(out, max, &n, X86_EBDA_START, X86_BIOS_HOLE_START - X86_EBDA_START,
 			X86_E820_RESERVED);

@@ -10,7 +10,8 @@
  *   0x07000  zero page (struct boot_params)
  *   0x09000  page tables: PML4, PDPT, 4 page directories (identity map 4 GiB)
  *   0x20000  kernel command line
- *   0x9fc00  MP table (last KiB of base memory, where Linux looks for it)
+ *   0x9fc00  reserved (EBDA, as on a PC)
+ *   0xf0000  MP table (the BIOS area Linux scans; 64 KiB holds 254 CPUs)
  *   0x100000 kernel (bzImage: at its preferred address; ELF: at its p_paddr)
  *   ...      initrd, at the top of low RAM
  *   3 GiB .. 4 GiB  MMIO hole: virtio-mmio devices, I/O APIC, local APIC
@@ -27,8 +28,8 @@
 #define X86_CMDLINE_ADDR 0x20000ull
 #define X86_CMDLINE_MAX 0x10000ull
 #define X86_EBDA_START 0x9fc00ull
-#define X86_MPTABLE_ADDR X86_EBDA_START
-#define X86_MPTABLE_MAX 0x400ull
+#define X86_MPTABLE_ADDR 0xf0000ull
+#define X86_MPTABLE_MAX 0x10000ull
 #define X86_BIOS_HOLE_START 0xa0000ull
 #define X86_HIMEM_START 0x100000ull
 

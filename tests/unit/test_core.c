@@ -1,0 +1,170 @@
+/* Command-line builder, guest memory bounds and the device bus. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "unit.h"
+#include "bus.h"
+#include "cmdline.h"
+#include "memory.h"
+
+static void cmdline_bounds(void **state)
+{
+	struct cmdline cl;
+
+	(void)state;
+	assert_int_equal(cmdline_init(&cl, 16), 0);
+	assert_int_equal(cmdline_append(&cl, "  console=x  "), 0);
+	assert_string_equal(cl.buf, "console=x");
+	assert_int_equal(cmdline_append(&cl, ""), 0);
+	assert_int_equal(cmdline_append(&cl, "abcde"), 0); /* 9 + 1 + 5 = 15 < 16 */
+	assert_string_equal(cl.buf, "console=x abcde");
+	assert_int_equal(cmdline_append(&cl, "z"), -E2BIG);
+	assert_string_equal(cl.buf, "console=x abcde"); /* unchanged on failure */
+	cmdline_destroy(&cl);
+
+	assert_int_equal(cmdline_init(&cl, 8), 0);
+	assert_int_equal(cmdline_append(&cl, "12345678"), -E2BIG); /* needs 9 with NUL */
+	assert_int_equal(cmdline_append(&cl, "1234567"), 0);
+	cmdline_destroy(&cl);
+
+	assert_int_equal(cmdline_init(&cl, 64), 0);
+	assert_int_equal(cmdline_append(&cl, "a\nb"), -EINVAL);
+	assert_int_equal(cmdline_append(&cl, "a\x7f"), -EINVAL);
+	assert_int_equal(cl.len, 0);
+	cmdline_destroy(&cl);
+	assert_int_equal(cmdline_init(&cl, 0), -EINVAL);
+}
+
+static void memory_bounds(void **state)
+{
+	struct guest_mem_region layout[2] = { { .gpa = 0, .size = 1 << 20 },
+					       { .gpa = 4ull << 30, .size = 1 << 20 } };
+	struct guest_mem mem;
+	uint8_t b[16] = { 0 };
+
+	(void)state;
+	assert_int_equal(guest_mem_init(&mem, layout, 2, false), 0);
+	assert_int_equal(mem.total, 2 << 20);
+	assert_non_null(guest_mem_ptr(&mem, 0, 1 << 20));
+	assert_null(guest_mem_ptr(&mem, 0, (1 << 20) + 1));
+	assert_null(guest_mem_ptr(&mem, (1 << 20) - 1, 2));
+	assert_non_null(guest_mem_ptr(&mem, (1 << 20) - 1, 1));
+	assert_null(guest_mem_ptr(&mem, 1 << 20, 1)); /* the hole */
+	assert_non_null(guest_mem_ptr(&mem, 4ull << 30, 16));
+	assert_null(guest_mem_ptr(&mem, (4ull << 30) - 8, 16)); /* straddles into region 2 */
+	assert_null(guest_mem_ptr(&mem, UINT64_MAX, 2));
+	assert_null(guest_mem_ptr(&mem, 16, UINT64_MAX));
+	assert_null(guest_mem_ptr(&mem, (4ull << 30) + 8, UINT64_MAX - 4));
+	assert_int_equal(guest_mem_write(&mem, 100, "hello", 5), 0);
+	assert_int_equal(guest_mem_read(&mem, 100, b, 5), 0);
+	assert_memory_equal(b, "hello", 5);
+	assert_int_equal(guest_mem_write(&mem, (1 << 20) - 2, "hello", 5), -EFAULT);
+	assert_int_equal(guest_mem_read(&mem, 5ull << 30, b, 1), -EFAULT);
+	guest_mem_destroy(&mem);
+
+	/* Overlapping or unsorted layouts are refused. */
+	layout[1].gpa = 512 << 10;
+	assert_int_equal(guest_mem_init(&mem, layout, 2, false), -EINVAL);
+	assert_int_equal(guest_mem_init(&mem, layout, 0, false), -EINVAL);
+	assert_int_equal(guest_mem_init(&mem, layout, 3, false), -EINVAL);
+}
+
+struct fake_dev {
+	uint64_t last_off;
+	uint32_t last_len;
+	uint8_t last_val;
+	int reads, writes;
+};
+
+static void dev_read(void *opaque, uint64_t off, uint8_t *data, uint32_t len)
+{
+	struct fake_dev *d = opaque;
+
+	d->reads++;
+	d->last_off = off;
+	d->last_len = len;
+	memset(data, 0x5a, len);
+}
+
+static void dev_write(void *opaque, uint64_t off, const uint8_t *data, uint32_t len)
+{
+	struct fake_dev *d = opaque;
+
+	d->writes++;
+	d->last_off = off;
+	d->last_len = len;
+	d->last_val = data[0];
+}
+
+static const struct bus_ops fake_ops = { .read = dev_read, .write = dev_write };
+
+static void bus_dispatch(void **state)
+{
+	struct fake_dev a = { 0 }, b = { 0 };
+	struct bus bus;
+	uint8_t data[8];
+	uint8_t v = 7;
+
+	(void)state;
+	bus_init(&bus);
+	assert_int_equal(bus_register(&bus, 0x3f8, 8, &fake_ops, &a, "a"), 0);
+	assert_int_equal(bus_register(&bus, 0x60, 1, &fake_ops, &b, "b"), 0);
+	assert_int_equal(bus_register(&bus, 0x3f0, 9, &fake_ops, &b, "x"), -EEXIST);
+	assert_int_equal(bus_register(&bus, 0x3ff, 1, &fake_ops, &b, "x"), -EEXIST);
+	assert_int_equal(bus_register(&bus, 0x3f9, 1, &fake_ops, &b, "x"), -EEXIST);
+	assert_int_equal(bus_register(&bus, 0x400, 0, &fake_ops, &b, "x"), -EINVAL);
+	assert_int_equal(bus_register(&bus, UINT64_MAX, 2, &fake_ops, &b, "x"), -EINVAL);
+	assert_int_equal(bus_register(&bus, 0x400, 1, &fake_ops, &b, "c"), 0);
+
+	assert_true(bus_write(&bus, 0x3fb, &v, 1));
+	assert_int_equal(a.writes, 1);
+	assert_int_equal(a.last_off, 3);
+	assert_int_equal(a.last_val, 7);
+	assert_true(bus_read(&bus, 0x60, data, 1));
+	assert_int_equal(b.reads, 1);
+	assert_int_equal(b.last_off, 0);
+	/* An access hanging over the end of a range reaches nobody. */
+	assert_false(bus_read(&bus, 0x3fe, data, 4));
+	assert_int_equal(data[0], 0xff);
+	assert_false(bus_write(&bus, 0x1234, &v, 1));
+	assert_false(bus_read(&bus, 0x1234, data, 2));
+	assert_int_equal(data[1], 0xff);
+	bus_destroy(&bus);
+}
+
+static void bus_many_ranges(void **state)
+{
+	struct fake_dev d = { 0 };
+	struct bus bus;
+	uint8_t v;
+
+	(void)state;
+	bus_init(&bus);
+	/* Registered out of order; lookups must still find each one. */
+	for (uint64_t i = 0; i < 100; i++)
+		assert_int_equal(bus_register(&bus, ((i * 37) % 100) * 0x1000, 0x100, &fake_ops,
+					      &d, "r"),
+				 0);
+	for (uint64_t i = 0; i < 100; i++) {
+		const struct bus_range *r = bus_find(&bus, i * 0x1000 + 0x80, 4);
+
+		assert_non_null(r);
+		assert_int_equal(r->base, i * 0x1000);
+		assert_null(bus_find(&bus, i * 0x1000 + 0x100, 1));
+	}
+	assert_true(bus_read(&bus, 0x5000, &v, 1));
+	bus_destroy(&bus);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(cmdline_bounds),
+		cmocka_unit_test(memory_bounds),
+		cmocka_unit_test(bus_dispatch),
+		cmocka_unit_test(bus_many_ranges),
+	};
+
+	return cmocka_run_group_tests_name("core", tests, NULL, NULL);
+}

@@ -1,0 +1,266 @@
+/* Serial UART, i8042 reset, boot timer and the control protocol, with fake hooks. */
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/kvm.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "unit.h"
+#include "arch/x86/cpu.h"
+#include "bus.h"
+#include "control.h"
+#include "devices/boot_timer.h"
+#include "devices/i8042.h"
+#include "devices/serial.h"
+
+struct fake_machine {
+	int irq_level;
+	int irq_changes;
+	int resets, panics, inits;
+};
+
+static int fake_set_irq(void *ctx, uint32_t gsi, int level)
+{
+	struct fake_machine *m = ctx;
+
+	assert_int_equal(gsi, 4);
+	m->irq_level = level;
+	m->irq_changes++;
+	return 0;
+}
+
+static void fake_event(void *ctx, enum machine_event ev)
+{
+	struct fake_machine *m = ctx;
+
+	if (ev == MACHINE_EVENT_RESET)
+		m->resets++;
+	else if (ev == MACHINE_EVENT_PANIC)
+		m->panics++;
+	else
+		m->inits++;
+}
+
+static struct machine_hooks hooks_for(struct fake_machine *m)
+{
+	return (struct machine_hooks){ .ctx = m, .set_irq = fake_set_irq, .event = fake_event };
+}
+
+static void write_str(struct serial *s, const char *str)
+{
+	while (*str)
+		serial_write(s, 0, (uint8_t)*str++);
+}
+
+static void serial_transmits_to_fd(void **state)
+{
+	struct fake_machine m = { 0 };
+	struct machine_hooks h = hooks_for(&m);
+	struct serial s;
+	char buf[64] = { 0 };
+	int p[2];
+
+	(void)state;
+	assert_int_equal(pipe(p), 0);
+	assert_int_equal(serial_init(&s, 4, p[1], &h), 0);
+	write_str(&s, "hello\nworld");
+	/* Lines are flushed at newline; the rest at flush time. */
+	assert_int_equal(read(p[0], buf, sizeof(buf)), 6);
+	assert_string_equal(buf, "hello\n");
+	serial_flush(&s);
+	memset(buf, 0, sizeof(buf));
+	assert_int_equal(read(p[0], buf, sizeof(buf)), 5);
+	assert_string_equal(buf, "world");
+	/* Loopback mode sends nothing out. */
+	serial_write(&s, 4, 0x10);
+	write_str(&s, "hidden\n");
+	serial_destroy(&s);
+	close(p[1]);
+	assert_int_equal(read(p[0], buf, sizeof(buf)), 0);
+	close(p[0]);
+}
+
+static void serial_registers_as_linux_probes_them(void **state)
+{
+	struct fake_machine m = { 0 };
+	struct machine_hooks h = hooks_for(&m);
+	struct serial s;
+
+	(void)state;
+	assert_int_equal(serial_init(&s, 4, -1, &h), 0);
+	/* IER keeps exactly its low four bits. */
+	serial_write(&s, 1, 0xff);
+	assert_int_equal(serial_read(&s, 1), 0x0f);
+	serial_write(&s, 1, 0);
+	assert_int_equal(serial_read(&s, 1), 0);
+	/* FIFO identification: 16550A reports both FIFO bits. */
+	serial_write(&s, 2, 0x01);
+	assert_int_equal(serial_read(&s, 2) & 0xc0, 0xc0);
+	/* Divisor latch. */
+	serial_write(&s, 3, 0x80);
+	serial_write(&s, 0, 0x01);
+	serial_write(&s, 1, 0x00);
+	assert_int_equal(serial_read(&s, 0), 1);
+	serial_write(&s, 3, 0x03);
+	/* Scratch register. */
+	serial_write(&s, 7, 0xa5);
+	assert_int_equal(serial_read(&s, 7), 0xa5);
+	assert_int_equal(serial_read(&s, 5) & 0x60, 0x60);
+	assert_int_equal(m.irq_level, 0); /* IER is 0 again: line low */
+	serial_destroy(&s);
+}
+
+static void serial_thre_interrupt(void **state)
+{
+	struct fake_machine m = { 0 };
+	struct machine_hooks h = hooks_for(&m);
+	struct serial s;
+
+	(void)state;
+	assert_int_equal(serial_init(&s, 4, -1, &h), 0);
+	/* Enabling THRI with an empty transmitter raises the line at once. */
+	serial_write(&s, 1, 0x02);
+	assert_int_equal(m.irq_level, 1);
+	assert_int_equal(serial_read(&s, 2) & 0x0f, 0x02);
+	/* Reading IIR acknowledged it. */
+	assert_int_equal(m.irq_level, 0);
+	assert_int_equal(serial_read(&s, 2) & 0x01, 0x01);
+	/* Each transmitted byte empties the THR again. */
+	serial_write(&s, 0, 'x');
+	assert_int_equal(m.irq_level, 1);
+	serial_write(&s, 1, 0x00);
+	assert_int_equal(m.irq_level, 0);
+	serial_destroy(&s);
+}
+
+static void serial_detects_panic_banner(void **state)
+{
+	struct fake_machine m = { 0 };
+	struct machine_hooks h = hooks_for(&m);
+	struct serial s;
+
+	(void)state;
+	assert_int_equal(serial_init(&s, 4, -1, &h), 0);
+	write_str(&s, "Kernel panic - not syncin");
+	assert_int_equal(m.panics, 0);
+	write_str(&s, "KKernel panic - not syncing: Attempted to kill init!\n");
+	assert_int_equal(m.panics, 1);
+	write_str(&s, "Kernel panic - not  syncing");
+	assert_int_equal(m.panics, 1);
+	serial_destroy(&s);
+}
+
+static void i8042_reset_and_timer(void **state)
+{
+	struct fake_machine m = { 0 };
+	struct machine_hooks h = hooks_for(&m);
+	struct i8042 kbd;
+	struct boot_timer bt;
+	uint8_t v;
+
+	(void)state;
+	i8042_init(&kbd, &h);
+	boot_timer_init(&bt, &h);
+	i8042_cmd_ops.read(&kbd, 0, &v, 1);
+	assert_int_equal(v & 0x03, 0); /* buffers empty: Linux's kb_wait() returns */
+	v = 0xd1;
+	i8042_cmd_ops.write(&kbd, 0, &v, 1);
+	assert_int_equal(m.resets, 0);
+	v = 0xfe;
+	i8042_cmd_ops.write(&kbd, 0, &v, 1);
+	assert_int_equal(m.resets, 1);
+
+	v = 1;
+	boot_timer_ops.write(&bt, 0, &v, 1);
+	assert_int_equal(m.inits, 0);
+	v = 123;
+	boot_timer_ops.write(&bt, 0, &v, 1);
+	assert_int_equal(m.inits, 1);
+}
+
+static int stops;
+
+static void status_cb(void *ctx, cJSON *reply)
+{
+	(void)ctx;
+	cJSON_AddStringToObject(reply, "state", "running");
+}
+
+static int stop_cb(void *ctx)
+{
+	(void)ctx;
+	stops++;
+	return 0;
+}
+
+static const struct control_ops ops = { .status = status_cb, .stop = stop_cb };
+
+static void expect_reply(const char *req, const char *needle)
+{
+	char *reply = control_handle_request(req, strlen(req), &ops, NULL);
+
+	assert_non_null(reply);
+	if (!strstr(reply, needle))
+		fail_msg("reply '%s' to '%s' lacks '%s'", reply, req, needle);
+	assert_int_equal(reply[strlen(reply) - 1], '\n');
+	free(reply);
+}
+
+static void control_requests(void **state)
+{
+	(void)state;
+	expect_reply("{\"op\":\"status\"}", "\"state\":\"running\"");
+	expect_reply("{\"op\":\"status\"}", "\"ok\":true");
+	expect_reply("{\"op\":\"stop\"}", "\"ok\":true");
+	assert_int_equal(stops, 1);
+	expect_reply("{\"op\":\"reboot\"}", "unknown op");
+	expect_reply("{\"op\":5}", "no \\\"op\\\"");
+	expect_reply("not json", "\"ok\":false");
+	expect_reply("", "\"ok\":false");
+	expect_reply("[1,2]", "\"ok\":false");
+	assert_int_equal(stops, 1);
+}
+
+static void gdt_and_cpuid(void **state)
+{
+	struct kvm_cpuid2 *c = calloc(1, sizeof(*c) + 3 * sizeof(c->entries[0]));
+	uint64_t gdt[5];
+
+	(void)state;
+	x86_gdt_fill(gdt, X86_BOOT_LINUX64);
+	assert_int_equal(gdt[2], 0x00af9b000000ffffull); /* __BOOT_CS: 64-bit code */
+	assert_int_equal(gdt[3], 0x00cf93000000ffffull); /* __BOOT_DS */
+	x86_gdt_fill(gdt, X86_BOOT_PVH);
+	assert_int_equal(gdt[2], 0x00cf9b000000ffffull); /* 32-bit code for PVH */
+
+	c->nent = 3;
+	c->entries[0] = (struct kvm_cpuid_entry2){ .function = 1, .ebx = 0xffff0800 };
+	c->entries[1] = (struct kvm_cpuid_entry2){ .function = 0xb, .index = 1, .edx = 99 };
+	c->entries[2] = (struct kvm_cpuid_entry2){ .function = 0xa, .eax = 0x07300403 };
+	x86_cpuid_patch(c, 3, 4);
+	assert_int_equal(c->entries[0].ebx >> 24, 3);
+	assert_int_equal((c->entries[0].ebx >> 16) & 0xff, 4);
+	assert_int_equal(c->entries[0].ebx & 0xffff, 0x0800);
+	assert_true(c->entries[0].ecx & (1u << 31));
+	assert_true(c->entries[0].edx & (1u << 28));
+	assert_int_equal(c->entries[1].edx, 3);
+	assert_int_equal(c->entries[2].eax, 0);
+	free(c);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(serial_transmits_to_fd),
+		cmocka_unit_test(serial_registers_as_linux_probes_them),
+		cmocka_unit_test(serial_thre_interrupt),
+		cmocka_unit_test(serial_detects_panic_banner),
+		cmocka_unit_test(i8042_reset_and_timer),
+		cmocka_unit_test(control_requests),
+		cmocka_unit_test(gdt_and_cpuid),
+	};
+
+	return cmocka_run_group_tests_name("devices", tests, NULL, NULL);
+}
