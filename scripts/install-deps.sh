@@ -3,7 +3,7 @@
 # some are missing, so a second run costs one dpkg query.
 set -eu
 
-PACKAGES="build-essential pkg-config libfdt-dev libssl-dev libuv1-dev libcjson-dev
+PACKAGES="build-essential make pkg-config libfdt-dev libssl-dev libuv1-dev libcjson-dev
 libzstd-dev libcmocka-dev busybox-static qemu-system-x86 linux-source-6.1 bc bison
 flex libelf-dev cpio xz-utils kmod python3 curl ca-certificates"
 
