@@ -57,7 +57,7 @@ kernel: $(STAMP)
 
 $(BUILD)/bin/sandvm-init: guest-agent/init.c | $(STAMP)
 	@mkdir -p $(dir $@)
-	$(CC) -std=gnu11 -D_GNU_SOURCE -static -O2 -Wall -Wextra -Werror -o $@ $<
+	$(CC) -std=gnu11 -static -O2 -Wall -Wextra -Werror -o $@ $<
 
 initramfs: $(GUEST)/initramfs.cpio.gz
 $(GUEST)/initramfs.cpio.gz: $(BUILD)/bin/sandvm-init rootfs/build-initramfs.sh | $(STAMP)

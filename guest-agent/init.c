@@ -8,7 +8,9 @@
  * clean end of the VM. The console lines are a contract with the
  * integration tests; see docs/guest.md before changing any of them.
  */
-#define _GNU_SOURCE
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* ioperm, outb */
+#endif
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
