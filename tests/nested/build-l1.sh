@@ -253,13 +253,7 @@ build() {
 }
 
 main() {
-	need_tools apt-cache apt-get dpkg-deb cpio depmod flock sha256sum awk
-	busybox=$(command -v busybox) || die "busybox is missing (install busybox-static)"
-	# The initramfs has no libc: a dynamically linked busybox cannot run there.
-	if ldd "$busybox" >/dev/null 2>&1; then
-		die "$busybox is dynamically linked; install busybox-static"
-	fi
-
+	need_tools apt-cache apt-get sha256sum awk flock
 	mkdir -p "$cache"
 	local key out
 	resolve_kernel
@@ -269,7 +263,14 @@ main() {
 		exec 9>"$cache/.lock"
 		flock 9
 		if [ ! -d "$out" ]; then
-			rm -rf "$cache"/.build.*
+			need_tools dpkg-deb cpio depmod xz
+			busybox=$(command -v busybox) || die "busybox is missing (install busybox-static)"
+			# The initramfs has no libc: a dynamically linked busybox cannot run there.
+			if ldd "$busybox" >/dev/null 2>&1; then
+				die "$busybox is dynamically linked; install busybox-static"
+			fi
+			# Left by builds or downloads that were interrupted.
+			rm -rf "$cache"/.build.* "$cache"/deb/.dl.*
 			download_kernel
 			build "$out"
 		fi
