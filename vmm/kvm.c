@@ -49,6 +49,11 @@ int kvm_sys_check_caps(int kvm_fd, const char **missing)
 	return 0;
 }
 
+int kvm_sys_has_cap(int kvm_fd, int cap)
+{
+	return ioctl(kvm_fd, KVM_CHECK_EXTENSION, cap) > 0;
+}
+
 int kvm_sys_max_vcpus(int kvm_fd)
 {
 	int n = ioctl(kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_MAX_VCPUS);

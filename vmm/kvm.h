@@ -12,6 +12,9 @@ int kvm_sys_open(int *kvm_fd);
 /* Checks every capability the VMM relies on; on failure names it in *missing. */
 int kvm_sys_check_caps(int kvm_fd, const char **missing);
 
+/* 1 if the capability is present, else 0. */
+int kvm_sys_has_cap(int kvm_fd, int cap);
+
 /* The most vCPUs one VM may have (KVM_CAP_MAX_VCPUS, or NR_VCPUS). */
 int kvm_sys_max_vcpus(int kvm_fd);
 

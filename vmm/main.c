@@ -18,6 +18,12 @@
 #define SANDVM_VERSION "dev"
 #endif
 
+/* With --verbose, where start-up time goes. */
+static void phase_done(uint64_t start_ns, const char *what)
+{
+	sv_debug("%.3f ms: %s", (double)(vm_now_ns() - start_ns) / 1e6, what);
+}
+
 static void kick_handler(int sig)
 {
 	(void)sig;
@@ -112,6 +118,7 @@ int main(int argc, char **argv)
 		code = VMM_EXIT_ERROR;
 		goto out_console;
 	}
+	phase_done(start_ns, "configuration parsed and kernel probed");
 	r = vm_init(&vm, &cfg, console_fd, start_ns, err, sizeof(err));
 	if (r < 0) {
 		sv_err("%s", err);
@@ -124,6 +131,7 @@ int main(int argc, char **argv)
 		sv_err("%s", err);
 		goto out_vm;
 	}
+	phase_done(start_ns, "VM created and loaded");
 	reason = vm_run(&vm);
 	code = vm_exit_code(reason);
 	if (code == VMM_EXIT_OK)

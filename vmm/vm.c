@@ -167,6 +167,7 @@ int vm_init(struct vm *vm, const struct vmm_config *cfg, int console_fd, uint64_
 	if (cfg->cpus > (unsigned)max)
 		return fail(-E2BIG, err, errlen, "cpus: %u exceeds this host's KVM limit of %d",
 			    cfg->cpus, max);
+	vm->tsc_deadline = kvm_sys_has_cap(vm->kvm_fd, KVM_CAP_TSC_DEADLINE_TIMER);
 	r = kvm_sys_run_size(vm->kvm_fd, &vm->run_size);
 	if (r < 0)
 		return fail(r, err, errlen, "KVM_GET_VCPU_MMAP_SIZE: %s", strerror(-r));
@@ -176,6 +177,7 @@ int vm_init(struct vm *vm, const struct vmm_config *cfg, int console_fd, uint64_
 	r = kvm_sys_create_vm(vm->kvm_fd, &vm->vm_fd);
 	if (r < 0)
 		return fail(r, err, errlen, "KVM_CREATE_VM: %s", strerror(-r));
+	sv_debug("%.3f ms: KVM VM created", (double)(vm_now_ns() - vm->start_ns) / 1e6);
 	r = kvm_sys_setup_x86_platform(vm->vm_fd, X86_KVM_TSS_ADDR, X86_KVM_IDENTITY_MAP_ADDR);
 	if (r < 0)
 		return fail(r, err, errlen, "setting up interrupt controllers and PIT: %s",
@@ -385,12 +387,16 @@ static int start_vcpus(struct vm *vm)
 			return r;
 		}
 		vm->nvcpus = i + 1;
-		r = x86_vcpu_setup(vm->vcpus[i].fd, i, vm->cfg->cpus, vm->cpuid, &vm->boot);
+		struct x86_cpuid_opts opts = { .apic_id = i, .ncpus = vm->cfg->cpus,
+					       .tsc_deadline = vm->tsc_deadline };
+
+		r = x86_vcpu_setup(vm->vcpus[i].fd, &opts, vm->cpuid, &vm->boot);
 		if (r < 0) {
 			sv_err("setting up vCPU %u: %s", i, strerror(-r));
 			return r;
 		}
 	}
+	sv_debug("%.3f ms: vCPUs set up", (double)(vm_now_ns() - vm->start_ns) / 1e6);
 	for (unsigned i = 0; i < vm->nvcpus; i++) {
 		r = vcpu_start(&vm->vcpus[i]);
 		if (r < 0) {

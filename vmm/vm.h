@@ -47,6 +47,7 @@ struct vm {
 	int kvm_fd;
 	int vm_fd;
 	size_t run_size;
+	int tsc_deadline;
 	struct kvm_cpuid2 *cpuid;
 	struct guest_mem mem;
 	struct bus pio;

@@ -239,7 +239,7 @@ static void gdt_and_cpuid(void **state)
 	c->entries[0] = (struct kvm_cpuid_entry2){ .function = 1, .ebx = 0xffff0800 };
 	c->entries[1] = (struct kvm_cpuid_entry2){ .function = 0xb, .index = 1, .edx = 99 };
 	c->entries[2] = (struct kvm_cpuid_entry2){ .function = 0xa, .eax = 0x07300403 };
-	x86_cpuid_patch(c, 3, 4);
+	x86_cpuid_patch(c, &(struct x86_cpuid_opts){ .apic_id = 3, .ncpus = 4 });
 	assert_int_equal(c->entries[0].ebx >> 24, 3);
 	assert_int_equal((c->entries[0].ebx >> 16) & 0xff, 4);
 	assert_int_equal(c->entries[0].ebx & 0xffff, 0x0800);
@@ -247,6 +247,11 @@ static void gdt_and_cpuid(void **state)
 	assert_true(c->entries[0].edx & (1u << 28));
 	assert_int_equal(c->entries[1].edx, 3);
 	assert_int_equal(c->entries[2].eax, 0);
+	assert_false(c->entries[0].ecx & (1u << 24));
+	x86_cpuid_patch(c, &(struct x86_cpuid_opts){ .apic_id = 0, .ncpus = 1,
+						    .tsc_deadline = 1 });
+	assert_true(c->entries[0].ecx & (1u << 24));
+	assert_int_equal(c->entries[0].ebx >> 24, 0);
 	free(c);
 }
 

@@ -102,8 +102,10 @@ struct kvm_cpuid2 *x86_cpuid_supported(int kvm_fd, int *err)
 	return NULL;
 }
 
-void x86_cpuid_patch(struct kvm_cpuid2 *cpuid, unsigned apic_id, unsigned ncpus)
+void x86_cpuid_patch(struct kvm_cpuid2 *cpuid, const struct x86_cpuid_opts *opts)
 {
+	unsigned apic_id = opts->apic_id, ncpus = opts->ncpus;
+
 	for (unsigned i = 0; i < cpuid->nent; i++) {
 		struct kvm_cpuid_entry2 *e = &cpuid->entries[i];
 
@@ -113,6 +115,8 @@ void x86_cpuid_patch(struct kvm_cpuid2 *cpuid, unsigned apic_id, unsigned ncpus)
 			if (ncpus > 1)
 				e->edx |= 1u << 28; /* HTT: the count above is valid */
 			e->ecx |= 1u << 31;     /* running under a hypervisor */
+			if (opts->tsc_deadline)
+				e->ecx |= 1u << 24;
 			break;
 		case 0xb:
 		case 0x1f:
@@ -128,7 +132,8 @@ void x86_cpuid_patch(struct kvm_cpuid2 *cpuid, unsigned apic_id, unsigned ncpus)
 	}
 }
 
-static int set_cpuid(int fd, unsigned id, unsigned ncpus, const struct kvm_cpuid2 *supported)
+static int set_cpuid(int fd, const struct x86_cpuid_opts *opts,
+		     const struct kvm_cpuid2 *supported)
 {
 	size_t size = sizeof(*supported) + supported->nent * sizeof(supported->entries[0]);
 	struct kvm_cpuid2 *c = malloc(size);
@@ -137,7 +142,7 @@ static int set_cpuid(int fd, unsigned id, unsigned ncpus, const struct kvm_cpuid
 	if (!c)
 		return -ENOMEM;
 	memcpy(c, supported, size);
-	x86_cpuid_patch(c, id, ncpus);
+	x86_cpuid_patch(c, opts);
 	if (ioctl(fd, KVM_SET_CPUID2, c) < 0)
 		r = -errno;
 	free(c);
@@ -254,19 +259,19 @@ static int set_boot_registers(int fd, const struct x86_boot_cpu *boot)
 	return ioctl(fd, KVM_SET_REGS, &regs) < 0 ? -errno : 0;
 }
 
-int x86_vcpu_setup(int vcpu_fd, unsigned id, unsigned ncpus, const struct kvm_cpuid2 *supported,
-		   const struct x86_boot_cpu *boot)
+int x86_vcpu_setup(int vcpu_fd, const struct x86_cpuid_opts *opts,
+		   const struct kvm_cpuid2 *supported, const struct x86_boot_cpu *boot)
 {
 	int r;
 
-	r = set_cpuid(vcpu_fd, id, ncpus, supported);
+	r = set_cpuid(vcpu_fd, opts, supported);
 	if (r == 0)
 		r = set_msrs(vcpu_fd);
 	if (r == 0)
 		r = set_fpu(vcpu_fd);
 	if (r == 0)
 		r = set_lapic(vcpu_fd);
-	if (r == 0 && id == 0)
+	if (r == 0 && opts->apic_id == 0)
 		r = set_boot_registers(vcpu_fd, boot);
 	return r;
 }

@@ -33,14 +33,21 @@ struct kvm_cpuid2 *x86_cpuid_supported(int kvm_fd, int *err);
  * Per-vCPU CPUID: the supported set with this vCPU's APIC ID, the CPU count
  * and the hypervisor bit filled in. Pure; modifies `cpuid` in place.
  */
-void x86_cpuid_patch(struct kvm_cpuid2 *cpuid, unsigned apic_id, unsigned ncpus);
+struct x86_cpuid_opts {
+	unsigned apic_id;
+	unsigned ncpus;
+	/* KVM emulates the TSC-deadline LAPIC timer but leaves announcing it to us. */
+	int tsc_deadline;
+};
+
+void x86_cpuid_patch(struct kvm_cpuid2 *cpuid, const struct x86_cpuid_opts *opts);
 
 /*
  * Puts one vCPU in its boot state: CPUID, MSRs, FPU, LAPIC LINT wiring,
  * and for the boot vCPU (id 0) the registers for the kernel entry.
  * Application processors wait for INIT/SIPI from the kernel.
  */
-int x86_vcpu_setup(int vcpu_fd, unsigned id, unsigned ncpus, const struct kvm_cpuid2 *supported,
-		   const struct x86_boot_cpu *boot);
+int x86_vcpu_setup(int vcpu_fd, const struct x86_cpuid_opts *opts,
+		   const struct kvm_cpuid2 *supported, const struct x86_boot_cpu *boot);
 
 #endif
