@@ -21,12 +21,17 @@ ASAN_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests-asan/%,$(UNIT_SRCS))
 
 OBJS      := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRCS) $(VMM_SRCS))
 ASAN_OBJS := $(patsubst %.c,$(BUILD)/obj-asan/%.o,$(LIB_SRCS) $(VMM_SRCS))
+FUZZ_OBJS := $(patsubst %.c,$(BUILD)/obj-fuzz/%.o,$(LIB_SRCS) $(VMM_SRCS))
+FUZZ_BINS := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_FLAGS := -O1 -g -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all
 
 GUEST := $(BUILD)/guest
 STAMP := $(BUILD)/.deps-installed
 
 .PHONY: all deps vmm guest kernel initramfs unit-tests test test-unit test-integration \
-	run bench clean
+	fuzz fuzz-run run bench clean
+# Keep object files that only sanitizer and fuzz builds use.
+.SECONDARY:
 all: vmm guest
 
 # Installs missing Debian packages once per build tree; every target needs it.
@@ -75,6 +80,21 @@ $(BUILD)/tests-asan/%: tests/unit/%.c tests/unit/unit.h $(ASAN_OBJS) | $(STAMP)
 
 unit-tests: $(UNIT_BINS) $(ASAN_BINS)
 
+# libFuzzer targets (clang): every parser of untrusted bytes has one.
+$(BUILD)/obj-fuzz/%.o: %.c | $(STAMP)
+	@mkdir -p $(dir $@)
+	$(CLANG) $(CFLAGS_COMMON) $(FUZZ_FLAGS) -c -o $@ $<
+
+$(BUILD)/fuzz/%: tests/fuzz/%.c $(FUZZ_OBJS) | $(STAMP)
+	@mkdir -p $(dir $@)
+	$(CLANG) $(CFLAGS_COMMON) -O1 -g -fsanitize=fuzzer,address,undefined -o $@ $< \
+		$(FUZZ_OBJS) $(LDLIBS_VMM)
+
+fuzz: $(FUZZ_BINS)
+
+fuzz-run: fuzz
+	./tests/fuzz/run $(BUILD)
+
 test-unit: unit-tests
 	./tests/run-unit $(BUILD)
 
@@ -83,7 +103,7 @@ test-integration: all
 
 # The README's test command: unit tests (plain and sanitized), then the
 # integration suite on real VMs, with one summary line at the end.
-test: all unit-tests
+test: all unit-tests fuzz
 	./tests/run-all $(BUILD)
 
 # The README's main command: boot a sandbox and run the guest init in it.

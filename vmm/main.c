@@ -7,6 +7,9 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -47,8 +50,33 @@ static int setup_signals(void)
 	return -pthread_sigmask(SIG_BLOCK, &set, NULL);
 }
 
+/* A console path naming a listening unix socket gets the console as a stream client. */
+static int connect_console_socket(const char *path)
+{
+	struct sockaddr_un addr = { .sun_family = AF_UNIX };
+	int fd;
+
+	if (strlen(path) >= sizeof(addr.sun_path)) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	strcpy(addr.sun_path, path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -1;
+	if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
+		int e = errno;
+
+		close(fd);
+		errno = e;
+		return -1;
+	}
+	return fd;
+}
+
 static int open_console(const struct vmm_config *cfg, char *err, size_t errlen)
 {
+	struct stat st;
 	int fd;
 
 	switch (cfg->console) {
@@ -57,7 +85,10 @@ static int open_console(const struct vmm_config *cfg, char *err, size_t errlen)
 	case VMM_CONSOLE_STDOUT:
 		return STDOUT_FILENO;
 	case VMM_CONSOLE_FILE:
-		fd = open(cfg->console_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+		if (stat(cfg->console_path, &st) == 0 && S_ISSOCK(st.st_mode))
+			fd = connect_console_socket(cfg->console_path);
+		else
+			fd = open(cfg->console_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
 		if (fd < 0) {
 			snprintf(err, errlen, "console '%s': %s", cfg->console_path, strerror(errno));
 			return -2;

@@ -157,22 +157,21 @@ static int set_msrs(int fd)
 		MSR_IA32_TSC,
 	};
 	enum { N = sizeof(zeroed) / sizeof(zeroed[0]) + 2 };
-	struct {
-		struct kvm_msrs hdr;
-		struct kvm_msr_entry e[N];
-	} m;
+	struct kvm_msrs *m = calloc(1, sizeof(*m) + N * sizeof(m->entries[0]));
 	unsigned n = 0;
 	int r;
 
-	memset(&m, 0, sizeof(m));
+	if (!m)
+		return -ENOMEM;
 	for (unsigned i = 0; i < N - 2; i++)
-		m.e[n++].index = zeroed[i];
-	m.e[n].index = MSR_IA32_MISC_ENABLE;
-	m.e[n++].data = 1; /* fast string operations */
-	m.e[n].index = MSR_MTRR_DEF_TYPE;
-	m.e[n++].data = (1u << 11) | 6; /* MTRRs on, default write-back */
-	m.hdr.nmsrs = n;
-	r = ioctl(fd, KVM_SET_MSRS, &m);
+		m->entries[n++].index = zeroed[i];
+	m->entries[n].index = MSR_IA32_MISC_ENABLE;
+	m->entries[n++].data = 1; /* fast string operations */
+	m->entries[n].index = MSR_MTRR_DEF_TYPE;
+	m->entries[n++].data = (1u << 11) | 6; /* MTRRs on, default write-back */
+	m->nmsrs = n;
+	r = ioctl(fd, KVM_SET_MSRS, m);
+	free(m);
 	if (r < 0)
 		return -errno;
 	/* KVM stops at the first MSR it refuses and returns how many it set. */
