@@ -101,11 +101,13 @@ static bool handle_exit(struct vcpu *v)
 
 	switch (run->exit_reason) {
 	case KVM_EXIT_IO:
+		v->pio_exits++;
 		if (handle_io(v))
 			return true;
 		vm_request_stop(v->vm, VM_STOP_ERROR, "malformed port I/O exit");
 		return false;
 	case KVM_EXIT_MMIO:
+		v->mmio_exits++;
 		if (handle_mmio(v))
 			return true;
 		vm_request_stop(v->vm, VM_STOP_ERROR, "malformed MMIO exit");

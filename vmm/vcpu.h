@@ -17,7 +17,9 @@ struct vcpu {
 	size_t run_size;
 	pthread_t thread;
 	bool started;
-	unsigned long exits;
+	unsigned long exits;      /* exits handled in user space */
+	unsigned long pio_exits;
+	unsigned long mmio_exits;
 };
 
 int vcpu_init(struct vcpu *v, struct vm *vm, unsigned id);

@@ -426,8 +426,11 @@ enum vm_stop_reason vm_run(struct vm *vm)
 	}
 	for (unsigned i = 0; i < vm->nvcpus; i++)
 		vcpu_kick(&vm->vcpus[i]);
-	for (unsigned i = 0; i < vm->nvcpus; i++)
+	for (unsigned i = 0; i < vm->nvcpus; i++) {
 		vcpu_join(&vm->vcpus[i]);
+		sv_debug("vCPU %u: %lu exits to user space (%lu port I/O, %lu MMIO)", i,
+			 vm->vcpus[i].exits, vm->vcpus[i].pio_exits, vm->vcpus[i].mmio_exits);
+	}
 	if (vm->serial_ready)
 		serial_flush(&vm->serial);
 
