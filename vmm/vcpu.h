@@ -2,6 +2,7 @@
 #define SANDVM_VMM_VCPU_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -16,7 +17,7 @@ struct vcpu {
 	struct kvm_run *run;
 	size_t run_size;
 	pthread_t thread;
-	bool started;
+	atomic_bool started; /* read by other threads that kick this one */
 	unsigned long exits;      /* exits handled in user space */
 	unsigned long pio_exits;
 	unsigned long mmio_exits;
