@@ -14,7 +14,7 @@ LDLIBS_VMM := -lpthread $(shell pkg-config --libs libcjson 2>/dev/null || echo -
 SAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
 LIB_SRCS  := $(wildcard lib/*.c)
-VMM_SRCS  := $(filter-out vmm/main.c,$(wildcard vmm/*.c vmm/arch/x86/*.c vmm/devices/*.c))
+VMM_SRCS  := $(filter-out vmm/main.c,$(wildcard vmm/*.c vmm/arch/x86/*.c vmm/devices/*.c vmm/virtio/*.c))
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
 ASAN_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests-asan/%,$(UNIT_SRCS))
@@ -29,7 +29,7 @@ GUEST := $(BUILD)/guest
 STAMP := $(BUILD)/.deps-installed
 
 .PHONY: all deps vmm guest kernel initramfs unit-tests test test-unit test-integration \
-	fuzz fuzz-run run bench clean
+	fuzz fuzz-run run bench clean debian-image
 # Keep object files that only sanitizer and fuzz builds use.
 .SECONDARY:
 all: vmm guest
@@ -118,3 +118,9 @@ clean:
 	rm -rf $(BUILD)
 
 -include $(shell find $(BUILD)/obj $(BUILD)/obj-asan -name '*.d' 2>/dev/null)
+
+# The Debian root filesystem with python3 (cached; several minutes the first time).
+debian-image: $(GUEST)/debian.ext4
+$(GUEST)/debian.ext4: rootfs/build-debian.sh $(BUILD)/bin/sandvm-init | $(STAMP)
+	@mkdir -p $(dir $@)
+	./rootfs/build-debian.sh $@ $(BUILD)/bin/sandvm-init
