@@ -69,6 +69,13 @@ $(GUEST)/initramfs.cpio.gz: $(BUILD)/bin/sandvm-init rootfs/build-initramfs.sh |
 	@mkdir -p $(dir $@)
 	./rootfs/build-initramfs.sh $@ $(BUILD)/bin/sandvm-init
 
+# The initramfs plus the guest-side scripts of the integration tests (/tests/*.sh).
+TEST_INITRAMFS := $(GUEST)/test-initramfs.cpio.gz
+$(TEST_INITRAMFS): $(BUILD)/bin/sandvm-init rootfs/build-initramfs.sh \
+		$(wildcard tests/integration/guest/tests/*) | $(STAMP)
+	@mkdir -p $(dir $@)
+	./rootfs/build-initramfs.sh $@ $(BUILD)/bin/sandvm-init tests/integration/guest
+
 # ---- tests ----
 $(BUILD)/tests/%: tests/unit/%.c tests/unit/unit.h $(OBJS) | $(STAMP)
 	@mkdir -p $(dir $@)
@@ -98,12 +105,12 @@ fuzz-run: fuzz
 test-unit: unit-tests
 	./tests/run-unit $(BUILD)
 
-test-integration: all
+test-integration: all $(TEST_INITRAMFS)
 	./tests/nested/run ./tests/integration/run $(BUILD)
 
 # The README's test command: unit tests (plain and sanitized), then the
 # integration suite on real VMs, with one summary line at the end.
-test: all unit-tests fuzz
+test: all unit-tests fuzz $(TEST_INITRAMFS)
 	./tests/run-all $(BUILD)
 
 # The README's main command: boot a sandbox and run the guest init in it.

@@ -144,6 +144,13 @@ static int write_cmdline(struct vm *vm, struct load_state *st, struct x86_boot_i
 	if (r < 0)
 		return fail(e, r, VMM_EXIT_ERROR, "out of memory");
 	r = cmdline_append(&cl, default_cmdline);
+	for (unsigned i = 0; r == 0 && i < vm->nvirtio; i++) {
+		char dev[64];
+
+		r = virtio_mmio_cmdline(vm->virtio[i], dev, sizeof(dev));
+		if (r == 0)
+			r = cmdline_append(&cl, dev);
+	}
 	if (r == 0 && vm->cfg->cmdline)
 		r = cmdline_append(&cl, vm->cfg->cmdline);
 	if (r == 0)

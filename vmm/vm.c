@@ -21,6 +21,7 @@
 #include "kvm.h"
 #include "log.h"
 #include "vcpu.h"
+#include "virtio/rng.h"
 
 uint64_t vm_now_ns(void)
 {
@@ -108,6 +109,26 @@ static int setup_memory(struct vm *vm, char *err, size_t errlen)
 	return 0;
 }
 
+static int add_virtio(struct vm *vm, struct virtio_mmio *m, const struct virtio_dev_ops *ops,
+		      void *model, char *err, size_t errlen)
+{
+	unsigned slot = vm->nvirtio;
+	uint64_t base = X86_VIRTIO_MMIO_BASE + (uint64_t)slot * VIRTIO_MMIO_SIZE;
+	int r;
+
+	if (slot >= VM_MAX_VIRTIO)
+		return fail(-ENOSPC, err, errlen, "too many virtio devices (at most %u)",
+			    VM_MAX_VIRTIO);
+	r = virtio_mmio_init(m, ops, model, &vm->mem, vm->vm_fd, base, VM_VIRTIO_FIRST_GSI + slot);
+	if (r < 0)
+		return fail(r, err, errlen, "virtio-%s: %s", ops->name, strerror(-r));
+	vm->virtio[vm->nvirtio++] = m;
+	r = bus_register(&vm->mmio, base, VIRTIO_MMIO_SIZE, &virtio_mmio_bus_ops, m, ops->name);
+	if (r < 0)
+		return fail(r, err, errlen, "virtio-%s: %s", ops->name, strerror(-r));
+	return 0;
+}
+
 static int setup_devices(struct vm *vm, char *err, size_t errlen)
 {
 	int r;
@@ -130,7 +151,7 @@ static int setup_devices(struct vm *vm, char *err, size_t errlen)
 				 &vm->boot_timer, "boot-timer");
 	if (r < 0)
 		return fail(r, err, errlen, "registering devices: %s", strerror(-r));
-	return 0;
+	return add_virtio(vm, &vm->rng, &virtio_rng_ops, NULL, err, errlen);
 }
 
 int vm_init(struct vm *vm, const struct vmm_config *cfg, int console_fd, uint64_t start_ns,
@@ -204,6 +225,9 @@ void vm_destroy(struct vm *vm)
 	vm->nvcpus = 0;
 	control_destroy(vm->control);
 	vm->control = NULL;
+	for (unsigned i = 0; i < vm->nvirtio; i++)
+		virtio_mmio_destroy(vm->virtio[i]);
+	vm->nvirtio = 0;
 	if (vm->serial_ready)
 		serial_destroy(&vm->serial);
 	vm->serial_ready = false;
@@ -360,6 +384,11 @@ static int setup_loop(struct vm *vm)
 		if (timerfd_settime(vm->timeout_h.fd, 0, &its, NULL) < 0)
 			return -errno;
 		r = event_loop_add(&vm->loop, &vm->timeout_h, EPOLLIN);
+		if (r < 0)
+			return r;
+	}
+	for (unsigned i = 0; i < vm->nvirtio; i++) {
+		r = virtio_mmio_attach(vm->virtio[i], &vm->loop);
 		if (r < 0)
 			return r;
 	}

@@ -15,9 +15,13 @@
 #include "event_loop.h"
 #include "machine.h"
 #include "memory.h"
+#include "virtio/mmio.h"
 
 struct vcpu;
 struct control;
+
+#define VM_MAX_VIRTIO 11u /* GSIs 5..15 */
+#define VM_VIRTIO_FIRST_GSI 5u
 
 /* Why the VM stopped; the first reason recorded wins. */
 enum vm_stop_reason {
@@ -56,6 +60,10 @@ struct vm {
 	struct serial serial;
 	struct i8042 i8042;
 	struct boot_timer boot_timer;
+	struct virtio_mmio rng;
+	/* Every virtio-mmio device, in slot order (slot i: BASE + i * 4 KiB, GSI 5 + i). */
+	struct virtio_mmio *virtio[VM_MAX_VIRTIO];
+	unsigned nvirtio;
 	int console_fd;
 	bool serial_ready;
 	struct x86_boot_cpu boot;

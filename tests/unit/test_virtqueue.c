@@ -556,7 +556,11 @@ static void notify_event_idx(void **state)
 	post(&r, 0);
 	assert_int_equal(virtq_pop(&r.q, &r.chain), 1);
 	assert_int_equal(virtq_pop(&r.q, &r.chain), 1);
+	write16(&r, USED_GPA + 4 + 8 * 8, 0);
+	/* An empty pop re-arms the driver's kick by itself: no buffer is missed. */
 	assert_int_equal(virtq_pop(&r.q, &r.chain), 0);
+	assert_int_equal(read16(&r, USED_GPA + 4 + 8 * 8), 2);
+	write16(&r, USED_GPA + 4 + 8 * 8, 0);
 	virtq_set_avail_event(&r.q);
 	assert_int_equal(read16(&r, USED_GPA + 4 + 8 * 8), 2);
 	ring_teardown(&r);

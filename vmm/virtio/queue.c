@@ -167,8 +167,18 @@ int virtq_pop(struct virtq *q, struct virtq_chain *chain)
 		return 0;
 	/* Acquire: ring entries and descriptors written before idx are seen. */
 	avail_idx = le16toh(__atomic_load_n(&q->avail->idx, __ATOMIC_ACQUIRE));
-	if (avail_idx == q->last_avail_idx)
-		return 0;
+	if (avail_idx == q->last_avail_idx) {
+		if (!q->event_idx)
+			return 0;
+		/*
+		 * Empty: ask the driver to kick for its next buffer, then look once
+		 * more, since one may have arrived before it could see the request.
+		 */
+		virtq_set_avail_event(q);
+		avail_idx = le16toh(__atomic_load_n(&q->avail->idx, __ATOMIC_ACQUIRE));
+		if (avail_idx == q->last_avail_idx)
+			return 0;
+	}
 	if ((uint16_t)(avail_idx - q->last_avail_idx) > q->size) {
 		err = -EPROTO;
 		goto broken;

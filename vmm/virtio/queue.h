@@ -145,9 +145,9 @@ bool virtq_should_notify(struct virtq *q);
 
 /*
  * EVENT_IDX, device side: asks for a notification once the driver makes the
- * entry at last_avail_idx available. Call it when virtq_pop() returned 0, then
- * pop again: a chain made available in between would otherwise go unnoticed.
- * Does nothing without EVENT_IDX.
+ * entry at last_avail_idx available. virtq_pop() does this itself whenever it
+ * finds the queue empty (and looks once more afterwards), so device models
+ * just pop until 0. Does nothing without EVENT_IDX.
  */
 void virtq_set_avail_event(struct virtq *q);
 

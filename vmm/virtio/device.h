@@ -1,0 +1,81 @@
+#ifndef SANDVM_VMM_VIRTIO_DEVICE_H
+#define SANDVM_VMM_VIRTIO_DEVICE_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "virtio/queue.h"
+
+/*
+ * The transport-independent half of a virtio device. A device model fills a
+ * const virtio_dev_ops table and works on its queues; the transport (MMIO
+ * today) owns the registers, feature negotiation, notifications and
+ * interrupts, and calls the model through the table. Models never see the
+ * transport: they report used buffers with virtio_dev_notify_used().
+ */
+
+#define VIRTIO_MAX_QUEUES 8u
+
+#define VIRTIO_F_VERSION_1 (1ull << 32)
+
+#define VIRTIO_STATUS_ACKNOWLEDGE 1u
+#define VIRTIO_STATUS_DRIVER 2u
+#define VIRTIO_STATUS_DRIVER_OK 4u
+#define VIRTIO_STATUS_FEATURES_OK 8u
+#define VIRTIO_STATUS_NEEDS_RESET 0x40u
+#define VIRTIO_STATUS_FAILED 0x80u
+
+#define VIRTIO_ISR_QUEUE 1u
+#define VIRTIO_ISR_CONFIG 2u
+
+enum virtio_device_id {
+	VIRTIO_ID_NET = 1,
+	VIRTIO_ID_BLOCK = 2,
+	VIRTIO_ID_RNG = 4,
+	VIRTIO_ID_VSOCK = 19,
+};
+
+struct virtio_dev;
+
+struct virtio_dev_ops {
+	const char *name;
+	uint32_t device_id;
+	unsigned num_queues;
+	unsigned queue_max;
+	uint64_t features;   /* device-specific; the transport adds VERSION_1 etc. */
+	uint32_t config_size;
+	/* Config space access; offset + len <= config_size is checked by the transport. */
+	void (*config_read)(struct virtio_dev *dev, uint32_t offset, uint8_t *data, uint32_t len);
+	void (*config_write)(struct virtio_dev *dev, uint32_t offset, const uint8_t *data,
+			     uint32_t len);
+	/* The driver made buffers available on queue q (main thread, dev->lock held). */
+	void (*queue_notify)(struct virtio_dev *dev, unsigned q);
+	/* The driver reset the device (dev->lock held). */
+	void (*reset)(struct virtio_dev *dev);
+};
+
+struct virtio_dev {
+	const struct virtio_dev_ops *ops;
+	void *model;
+	pthread_mutex_t lock;
+	struct virtq queues[VIRTIO_MAX_QUEUES];
+	uint64_t driver_features;
+	uint32_t status;
+	uint32_t isr;
+	uint32_t config_generation;
+	/* Set by the transport: raise the device's interrupt for these ISR bits. */
+	void (*raise)(struct virtio_dev *dev, uint32_t isr_bits);
+	void *transport;
+};
+
+/* After pushing used buffers on q: interrupts the driver if it wants one. */
+void virtio_dev_notify_used(struct virtio_dev *dev, unsigned q);
+
+/*
+ * The guest broke the virtio rules on this device: it stops processing
+ * (DEVICE_NEEDS_RESET) until the driver resets it; the VMM goes on.
+ */
+void virtio_dev_set_broken(struct virtio_dev *dev, const char *why);
+
+#endif
