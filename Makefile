@@ -14,7 +14,7 @@ LDLIBS_VMM := -lpthread $(shell pkg-config --libs libcjson 2>/dev/null || echo -
 SAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
 LIB_SRCS  := $(wildcard lib/*.c)
-VMM_SRCS  := $(filter-out vmm/main.c,$(wildcard vmm/*.c vmm/arch/x86/*.c vmm/devices/*.c vmm/virtio/*.c))
+VMM_SRCS  := $(filter-out vmm/main.c,$(wildcard vmm/*.c vmm/arch/x86/*.c vmm/devices/*.c vmm/virtio/*.c vmm/backends/*.c))
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
 ASAN_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests-asan/%,$(UNIT_SRCS))

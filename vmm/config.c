@@ -19,6 +19,7 @@ const char vmm_config_usage[] =
 	"usage: vmm --kernel PATH [--initrd PATH] [--cmdline STR] [--cpus N]\n"
 	"           [--memory MIB] [--console stdout|none|FILE] [--config FILE.json]\n"
 	"           [--control SOCKET] [--boot-timeout SEC] [--hugepages] [--verbose]\n"
+	"           [--drive PATH[,ro][,serial=ID]]...\n"
 	"\n"
 	"Boots one microVM on KVM and runs until the guest reboots or shuts down.\n"
 	"  --kernel PATH       ELF vmlinux (PVH entry) or bzImage (64-bit boot protocol)\n"
@@ -31,6 +32,8 @@ const char vmm_config_usage[] =
 	"  --config FILE       JSON with the same fields; flags given too override it\n"
 	"  --control SOCKET    unix socket for control requests (status, stop)\n"
 	"  --boot-timeout SEC  fail (exit 6) if the guest init does not signal within SEC\n"
+	"  --drive SPEC        a virtio-blk disk backed by a raw file: PATH[,ro][,serial=ID];\n"
+	"                      repeatable (at most 8), the first is /dev/vda\n"
 	"  --hugepages         back guest RAM with transparent huge pages\n"
 	"  --verbose           log VM set-up and exits\n"
 	"Exit status: 0 guest ended (reboot, shutdown) or stop requested; 1 VMM error;\n"
@@ -58,6 +61,10 @@ void vmm_config_init(struct vmm_config *cfg)
 
 void vmm_config_destroy(struct vmm_config *cfg)
 {
+	for (unsigned i = 0; i < cfg->ndrives; i++) {
+		free(cfg->drives[i].path);
+		free(cfg->drives[i].serial);
+	}
 	free(cfg->kernel);
 	free(cfg->initrd);
 	free(cfg->cmdline);
@@ -105,6 +112,111 @@ static int set_number(const char *name, const char *text, uint64_t min, uint64_t
 		return fail(err, errlen, "%s: %s is out of range (%llu..%llu)", name, text,
 			    (unsigned long long)min, (unsigned long long)max);
 	return r;
+}
+
+static int check_serial(const char *serial, char *err, size_t errlen)
+{
+	size_t n = strlen(serial);
+
+	if (n == 0 || n > VMM_MAX_SERIAL)
+		return fail(err, errlen, "drive: serial must be 1..%u bytes", VMM_MAX_SERIAL);
+	for (size_t i = 0; i < n; i++)
+		if (serial[i] < 0x21 || serial[i] > 0x7e)
+			return fail(err, errlen, "drive: serial must be printable ASCII without spaces");
+	return 0;
+}
+
+static int add_drive(struct vmm_config *cfg, const char *path, bool read_only,
+		     const char *serial, char *err, size_t errlen)
+{
+	struct vmm_drive *d;
+	int r;
+
+	if (cfg->ndrives == VMM_MAX_DRIVES)
+		return fail(err, errlen, "drive: at most %u drives", VMM_MAX_DRIVES);
+	if (!path || !*path)
+		return fail(err, errlen, "drive: empty path");
+	if (serial) {
+		r = check_serial(serial, err, errlen);
+		if (r < 0)
+			return r;
+	}
+	d = &cfg->drives[cfg->ndrives];
+	d->path = strdup(path);
+	d->serial = serial ? strdup(serial) : NULL;
+	if (!d->path || (serial && !d->serial)) {
+		free(d->path);
+		free(d->serial);
+		d->path = d->serial = NULL;
+		return -ENOMEM;
+	}
+	d->read_only = read_only;
+	cfg->ndrives++;
+	return 0;
+}
+
+/* --drive PATH[,ro][,serial=ID] */
+static int parse_drive_flag(struct vmm_config *cfg, const char *spec, char *err, size_t errlen)
+{
+	char *copy = strdup(spec), *rest, *opt, *path;
+	const char *serial = NULL;
+	bool ro = false;
+	int r;
+
+	if (!copy)
+		return -ENOMEM;
+	/* strsep keeps empty fields, so ",ro" is an empty path, not a path "ro". */
+	rest = copy;
+	path = strsep(&rest, ",");
+	while ((opt = strsep(&rest, ","))) {
+		if (strcmp(opt, "ro") == 0) {
+			ro = true;
+		} else if (strncmp(opt, "serial=", 7) == 0) {
+			serial = opt + 7;
+		} else {
+			r = fail(err, errlen, "drive: unknown option '%s' (known: ro, serial=ID)", opt);
+			goto out;
+		}
+	}
+	r = add_drive(cfg, path, ro, serial, err, errlen);
+out:
+	free(copy);
+	return r;
+}
+
+static int parse_json_drives(struct vmm_config *cfg, const cJSON *arr, char *err, size_t errlen)
+{
+	const cJSON *d;
+
+	if (!cJSON_IsArray(arr))
+		return fail(err, errlen, "config: drives must be an array");
+	cJSON_ArrayForEach(d, arr) {
+		const cJSON *f, *path = NULL, *serial = NULL;
+		bool ro = false;
+		int r;
+
+		if (!cJSON_IsObject(d))
+			return fail(err, errlen, "config: each drive must be an object");
+		cJSON_ArrayForEach(f, d) {
+			if (strcmp(f->string, "path") == 0 && cJSON_IsString(f))
+				path = f;
+			else if (strcmp(f->string, "serial") == 0 && cJSON_IsString(f))
+				serial = f;
+			else if (strcmp(f->string, "read_only") == 0 && cJSON_IsBool(f))
+				ro = cJSON_IsTrue(f);
+			else
+				return fail(err, errlen,
+					    "config: drive field '%s' is unknown or of the wrong type",
+					    f->string);
+		}
+		if (!path)
+			return fail(err, errlen, "config: a drive has no \"path\"");
+		r = add_drive(cfg, path->valuestring, ro, serial ? serial->valuestring : NULL, err,
+			      errlen);
+		if (r < 0)
+			return r;
+	}
+	return 0;
 }
 
 /* One setter for flags and JSON alike, so both accept exactly the same values. */
@@ -176,7 +288,7 @@ static bool is_json_field(const char *name)
 {
 	static const char *const fields[] = {
 		"kernel", "initrd", "cmdline", "console", "control", "cpus",
-		"memory_mib", "boot_timeout_s", "hugepages", "verbose",
+		"memory_mib", "boot_timeout_s", "hugepages", "verbose", "drives",
 	};
 
 	for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
@@ -208,6 +320,12 @@ int vmm_config_parse_json(struct vmm_config *cfg, const char *text, size_t len,
 			r = fail(err, errlen, "config: unknown field '%s'",
 				 item->string ? item->string : "");
 			goto out;
+		}
+		if (strcmp(item->string, "drives") == 0) {
+			r = parse_json_drives(cfg, item, err, errlen);
+			if (r < 0)
+				goto out;
+			continue;
 		}
 		if (strcmp(item->string, "hugepages") == 0 ||
 		    strcmp(item->string, "verbose") == 0) {
@@ -339,6 +457,12 @@ int vmm_config_parse_args(struct vmm_config *cfg, int argc, char **argv,
 			return fail(err, errlen, "unknown option '--%s'", name);
 		if (!value)
 			return fail(err, errlen, "--%s needs a value", name);
+		if (strcmp(name, "drive") == 0) {
+			r = parse_drive_flag(cfg, value, err, errlen);
+			if (r < 0)
+				return r;
+			continue;
+		}
 		r = apply_field(cfg, name, value, err, errlen);
 		if (r < 0) {
 			if (strncmp(err, "unknown option", 14) == 0)
@@ -377,6 +501,19 @@ int vmm_config_validate(const struct vmm_config *cfg, char *err, size_t errlen)
 		r = check_readable_file("initrd", cfg->initrd, err, errlen);
 		if (r < 0)
 			return r;
+	}
+	for (unsigned i = 0; i < cfg->ndrives; i++) {
+		const struct vmm_drive *d = &cfg->drives[i];
+		struct stat st;
+
+		if (stat(d->path, &st) < 0)
+			return fail(err, errlen, "drive '%s': %s", d->path, strerror(errno));
+		if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode))
+			return fail(err, errlen, "drive '%s': not a regular file or block device",
+				    d->path);
+		if (access(d->path, d->read_only ? R_OK : R_OK | W_OK) < 0)
+			return fail(err, errlen, "drive '%s': %s%s", d->path, strerror(errno),
+				    d->read_only ? "" : " (add ,ro for a read-only drive)");
 	}
 	if (cfg->cpus < 1 || cfg->cpus > VMM_MAX_CPUS)
 		return fail(err, errlen, "cpus: %u is out of range (1..%u)", cfg->cpus, VMM_MAX_CPUS);

@@ -15,11 +15,20 @@
 /* APIC IDs are 8 bits in the MP table, and the I/O APIC takes the next one. */
 #define VMM_MAX_CPUS 254u
 #define VMM_MAX_BOOT_TIMEOUT_S 86400u
+#define VMM_MAX_DRIVES 8u
+#define VMM_MAX_SERIAL 20u /* virtio-blk's ID is 20 bytes */
 
 enum vmm_console {
 	VMM_CONSOLE_STDOUT,
 	VMM_CONSOLE_NONE,
 	VMM_CONSOLE_FILE,
+};
+
+/* A virtio-blk drive; the first is /dev/vda in the guest. */
+struct vmm_drive {
+	char *path;
+	char *serial; /* optional, at most 20 printable ASCII bytes */
+	bool read_only;
 };
 
 struct vmm_config {
@@ -34,6 +43,8 @@ struct vmm_config {
 	uint32_t boot_timeout_s; /* 0: none */
 	bool hugepages;
 	bool verbose;
+	struct vmm_drive drives[VMM_MAX_DRIVES];
+	unsigned ndrives;
 };
 
 /* What main() should do after parsing. */

@@ -151,7 +151,18 @@ static int setup_devices(struct vm *vm, char *err, size_t errlen)
 				 &vm->boot_timer, "boot-timer");
 	if (r < 0)
 		return fail(r, err, errlen, "registering devices: %s", strerror(-r));
-	return add_virtio(vm, &vm->rng, &virtio_rng_ops, NULL, err, errlen);
+	r = add_virtio(vm, &vm->rng, &virtio_rng_ops, NULL, err, errlen);
+	for (unsigned i = 0; r == 0 && i < vm->cfg->ndrives; i++) {
+		const struct vmm_drive *d = &vm->cfg->drives[i];
+
+		r = virtio_blk_open(&vm->blk[i], d->path, d->read_only, d->serial);
+		if (r < 0)
+			return fail(r, err, errlen, "drive '%s': %s", d->path, strerror(-r));
+		vm->nblk = i + 1;
+		r = add_virtio(vm, &vm->blk_mmio[i], d->read_only ? &virtio_blk_ro_ops : &virtio_blk_ops,
+			       &vm->blk[i], err, errlen);
+	}
+	return r;
 }
 
 int vm_init(struct vm *vm, const struct vmm_config *cfg, int console_fd, uint64_t start_ns,
@@ -228,6 +239,9 @@ void vm_destroy(struct vm *vm)
 	for (unsigned i = 0; i < vm->nvirtio; i++)
 		virtio_mmio_destroy(vm->virtio[i]);
 	vm->nvirtio = 0;
+	for (unsigned i = 0; i < vm->nblk; i++)
+		virtio_blk_close(&vm->blk[i]);
+	vm->nblk = 0;
 	if (vm->serial_ready)
 		serial_destroy(&vm->serial);
 	vm->serial_ready = false;

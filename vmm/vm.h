@@ -15,6 +15,7 @@
 #include "event_loop.h"
 #include "machine.h"
 #include "memory.h"
+#include "virtio/blk.h"
 #include "virtio/mmio.h"
 
 struct vcpu;
@@ -61,6 +62,9 @@ struct vm {
 	struct i8042 i8042;
 	struct boot_timer boot_timer;
 	struct virtio_mmio rng;
+	struct virtio_blk blk[VMM_MAX_DRIVES];
+	struct virtio_mmio blk_mmio[VMM_MAX_DRIVES];
+	unsigned nblk;
 	/* Every virtio-mmio device, in slot order (slot i: BASE + i * 4 KiB, GSI 5 + i). */
 	struct virtio_mmio *virtio[VM_MAX_VIRTIO];
 	unsigned nvirtio;

@@ -143,7 +143,14 @@ static void json_errors(void **state)
 		{ "{\"memory_mib\":8}", "out of range" },
 		{ "{\"kernel\":5}", "kernel must be a string" },
 		{ "{\"hugepages\":1}", "true or false" },
-		{ "{\"drives\":[]}", "unknown field 'drives'" },
+		{ "{\"network\":{}}", "unknown field 'network'" },
+		{ "{\"drives\":{}}", "drives must be an array" },
+		{ "{\"drives\":[5]}", "must be an object" },
+		{ "{\"drives\":[{}]}", "no \"path\"" },
+		{ "{\"drives\":[{\"path\":\"/x\",\"ro\":true}]}", "'ro' is unknown" },
+		{ "{\"drives\":[{\"path\":\"/x\",\"serial\":\"has space\"}]}", "printable" },
+		{ "{\"drives\":[{\"path\":\"/x\",\"serial\":\"123456789012345678901\"}]}",
+		  "1..20" },
 	};
 	struct vmm_config cfg;
 
@@ -178,6 +185,55 @@ static void flags_override_file(void **state)
 
 	assert_int_equal(parse(&cfg, &a, 2, "--config", "/nonexistent/x.json"), -EINVAL);
 	assert_non_null(strstr(err, "cannot open"));
+	vmm_config_destroy(&cfg);
+}
+
+static void drives(void **state)
+{
+	enum vmm_config_action a;
+	struct vmm_config cfg;
+
+	(void)state;
+	assert_int_equal(parse(&cfg, &a, 4, "--drive", "/a.img", "--drive", "/b.img,ro,serial=DISK2"),
+			 0);
+	assert_int_equal(cfg.ndrives, 2);
+	assert_string_equal(cfg.drives[0].path, "/a.img");
+	assert_false(cfg.drives[0].read_only);
+	assert_null(cfg.drives[0].serial);
+	assert_true(cfg.drives[1].read_only);
+	assert_string_equal(cfg.drives[1].serial, "DISK2");
+	vmm_config_destroy(&cfg);
+
+	assert_int_equal(parse(&cfg, &a, 2, "--drive", "/a.img,rw"), -EINVAL);
+	assert_non_null(strstr(err, "unknown option 'rw'"));
+	vmm_config_destroy(&cfg);
+	assert_int_equal(parse(&cfg, &a, 2, "--drive", ",ro"), -EINVAL);
+	vmm_config_destroy(&cfg);
+	assert_int_equal(parse(&cfg, &a, 18, "--drive", "1", "--drive", "2", "--drive", "3",
+			       "--drive", "4", "--drive", "5", "--drive", "6", "--drive", "7",
+			       "--drive", "8", "--drive", "9"),
+			 -EINVAL);
+	assert_non_null(strstr(err, "at most 8"));
+	vmm_config_destroy(&cfg);
+
+	assert_int_equal(json(&cfg, "{\"drives\":[{\"path\":\"/d\",\"read_only\":true,"
+				    "\"serial\":\"S1\"}]}"),
+			 0);
+	assert_int_equal(cfg.ndrives, 1);
+	assert_true(cfg.drives[0].read_only);
+	/* A drive that does not exist, and one that cannot be written, fail validation. */
+	cfg.kernel = strdup("/etc/hostname");
+	free(cfg.drives[0].path);
+	cfg.drives[0].path = strdup("/nonexistent.img");
+	assert_int_equal(vmm_config_validate(&cfg, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "drive '/nonexistent.img'"));
+	free(cfg.drives[0].path);
+	cfg.drives[0].path = strdup("/tmp");
+	assert_int_equal(vmm_config_validate(&cfg, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "not a regular file or block device"));
+	free(cfg.drives[0].path);
+	cfg.drives[0].path = strdup("/etc/hostname");
+	assert_int_equal(vmm_config_validate(&cfg, err, sizeof(err)), 0);
 	vmm_config_destroy(&cfg);
 }
 
@@ -218,6 +274,7 @@ int main(void)
 		cmocka_unit_test(json_parses),
 		cmocka_unit_test(json_errors),
 		cmocka_unit_test(flags_override_file),
+		cmocka_unit_test(drives),
 		cmocka_unit_test(validation),
 	};
 

@@ -1,0 +1,233 @@
+#include "virtio/blk.h"
+
+#include <errno.h>
+#include <endian.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "virtio/device.h"
+
+#define BLK_F_SEG_MAX (1ull << 2)
+#define BLK_F_RO (1ull << 5)
+#define BLK_F_FLUSH (1ull << 9)
+#define BLK_HEADER_BYTES 16u
+/* The header and the status byte take a segment each. */
+#define BLK_SEG_MAX (VIRTQ_MAX_SEGS - 2)
+
+/* Copies len bytes starting `skip` bytes into iov[0..n) out to dst. */
+static int gather(const struct iovec *iov, unsigned n, size_t skip, void *dst, size_t len)
+{
+	uint8_t *out = dst;
+
+	for (unsigned i = 0; i < n && len > 0; i++) {
+		size_t l = iov[i].iov_len;
+
+		if (skip >= l) {
+			skip -= l;
+			continue;
+		}
+		l -= skip;
+		if (l > len)
+			l = len;
+		memcpy(out, (uint8_t *)iov[i].iov_base + skip, l);
+		out += l;
+		len -= l;
+		skip = 0;
+	}
+	return len ? -EINVAL : 0;
+}
+
+/* The sub-range [skip, skip + len) of iov[0..n) as a new iovec list. */
+static int slice(const struct iovec *iov, unsigned n, size_t skip, uint64_t len,
+		 struct iovec *out, int *nout)
+{
+	int k = 0;
+
+	for (unsigned i = 0; i < n && len > 0; i++) {
+		size_t l = iov[i].iov_len;
+
+		if (skip >= l) {
+			skip -= l;
+			continue;
+		}
+		l -= skip;
+		if (l > len)
+			l = (size_t)len;
+		out[k].iov_base = (uint8_t *)iov[i].iov_base + skip;
+		out[k].iov_len = l;
+		k++;
+		len -= l;
+		skip = 0;
+	}
+	*nout = k;
+	return len ? -EINVAL : 0;
+}
+
+int virtio_blk_parse(const struct virtq_chain *chain, struct virtio_blk_req *req)
+{
+	const struct iovec *rd = chain->iov;
+	const struct iovec *wr = chain->iov + chain->nread;
+	struct {
+		uint32_t type;
+		uint32_t ioprio;
+		uint64_t sector;
+	} hdr;
+	const struct iovec *last;
+
+	memset(req, 0, sizeof(*req));
+	if (chain->read_len < BLK_HEADER_BYTES || chain->nwrite == 0 || chain->write_len < 1)
+		return -EINVAL;
+	if (gather(rd, chain->nread, 0, &hdr, sizeof(hdr)) < 0)
+		return -EINVAL;
+	req->type = le32toh(hdr.type);
+	req->sector = le64toh(hdr.sector);
+	last = &wr[chain->nwrite - 1];
+	req->status = (uint8_t *)last->iov_base + last->iov_len - 1;
+	if (req->type == VIRTIO_BLK_T_OUT) {
+		req->data_len = chain->read_len - BLK_HEADER_BYTES;
+		return slice(rd, chain->nread, BLK_HEADER_BYTES, req->data_len, req->data,
+			     &req->ndata);
+	}
+	/* Everything writable but the status byte is data for reads and get-id. */
+	req->data_len = chain->write_len - 1;
+	return slice(wr, chain->nwrite, 0, req->data_len, req->data, &req->ndata);
+}
+
+static bool in_range(const struct virtio_blk *blk, const struct virtio_blk_req *req)
+{
+	uint64_t sectors = blk->file.size / VIRTIO_BLK_SECTOR;
+	uint64_t count = req->data_len / VIRTIO_BLK_SECTOR;
+
+	return req->data_len % VIRTIO_BLK_SECTOR == 0 && req->sector <= sectors &&
+	       count <= sectors - req->sector;
+}
+
+static uint8_t get_id(const struct virtio_blk *blk, const struct virtio_blk_req *req,
+		      uint32_t *written)
+{
+	uint8_t id[VIRTIO_BLK_ID_BYTES] = { 0 };
+	size_t left = req->data_len < sizeof(id) ? (size_t)req->data_len : sizeof(id);
+	const uint8_t *src = id;
+
+	memcpy(id, blk->serial, strnlen(blk->serial, sizeof(id)));
+	*written = (uint32_t)left;
+	for (int i = 0; i < req->ndata && left > 0; i++) {
+		size_t l = req->data[i].iov_len < left ? req->data[i].iov_len : left;
+
+		memcpy(req->data[i].iov_base, src, l);
+		src += l;
+		left -= l;
+	}
+	return VIRTIO_BLK_S_OK;
+}
+
+uint8_t virtio_blk_execute(struct virtio_blk *blk, const struct virtio_blk_req *req,
+			   uint32_t *written)
+{
+	uint64_t offset = req->sector * VIRTIO_BLK_SECTOR;
+
+	*written = 0;
+	switch (req->type) {
+	case VIRTIO_BLK_T_IN:
+		if (!in_range(blk, req) || raw_file_read(&blk->file, offset, req->data, req->ndata) < 0)
+			return VIRTIO_BLK_S_IOERR;
+		*written = (uint32_t)req->data_len;
+		return VIRTIO_BLK_S_OK;
+	case VIRTIO_BLK_T_OUT:
+		if (blk->file.read_only || !in_range(blk, req) ||
+		    raw_file_write(&blk->file, offset, req->data, req->ndata) < 0)
+			return VIRTIO_BLK_S_IOERR;
+		return VIRTIO_BLK_S_OK;
+	case VIRTIO_BLK_T_FLUSH:
+		return raw_file_flush(&blk->file) < 0 ? VIRTIO_BLK_S_IOERR : VIRTIO_BLK_S_OK;
+	case VIRTIO_BLK_T_GET_ID:
+		return get_id(blk, req, written);
+	default:
+		return VIRTIO_BLK_S_UNSUPP;
+	}
+}
+
+static void blk_notify(struct virtio_dev *dev, unsigned qi)
+{
+	struct virtio_blk *blk = dev->model;
+	struct virtq *q = &dev->queues[qi];
+	struct virtq_chain chain;
+	struct virtio_blk_req req;
+	bool pushed = false;
+	int r;
+
+	while ((r = virtq_pop(q, &chain)) > 0) {
+		uint32_t written = 0;
+
+		if (virtio_blk_parse(&chain, &req) < 0) {
+			virtio_dev_set_broken(dev, "malformed block request");
+			return;
+		}
+		*req.status = virtio_blk_execute(blk, &req, &written);
+		if (virtq_push(q, chain.head, written + 1) < 0)
+			break;
+		pushed = true;
+	}
+	if (r < 0 && r != -EIO)
+		virtio_dev_set_broken(dev, strerror(-r));
+	if (pushed)
+		virtio_dev_notify_used(dev, qi);
+}
+
+static void blk_config_read(struct virtio_dev *dev, uint32_t offset, uint8_t *data, uint32_t len)
+{
+	struct virtio_blk *blk = dev->model;
+	struct {
+		uint64_t capacity;
+		uint32_t size_max;
+		uint32_t seg_max;
+	} cfg = {
+		.capacity = htole64(blk->file.size / VIRTIO_BLK_SECTOR),
+		.size_max = 0,
+		.seg_max = htole32(BLK_SEG_MAX),
+	};
+
+	memcpy(data, (uint8_t *)&cfg + offset, len);
+}
+
+static void blk_reset(struct virtio_dev *dev)
+{
+	(void)dev;
+}
+
+const struct virtio_dev_ops virtio_blk_ops = {
+	.name = "blk",
+	.device_id = VIRTIO_ID_BLOCK,
+	.num_queues = 1,
+	.queue_max = 256,
+	.features = BLK_F_SEG_MAX | BLK_F_FLUSH,
+	.config_size = 16,
+	.config_read = blk_config_read,
+	.queue_notify = blk_notify,
+	.reset = blk_reset,
+};
+
+const struct virtio_dev_ops virtio_blk_ro_ops = {
+	.name = "blk",
+	.device_id = VIRTIO_ID_BLOCK,
+	.num_queues = 1,
+	.queue_max = 256,
+	.features = BLK_F_SEG_MAX | BLK_F_FLUSH | BLK_F_RO,
+	.config_size = 16,
+	.config_read = blk_config_read,
+	.queue_notify = blk_notify,
+	.reset = blk_reset,
+};
+
+int virtio_blk_open(struct virtio_blk *blk, const char *path, bool read_only, const char *serial)
+{
+	memset(blk, 0, sizeof(*blk));
+	if (serial)
+		snprintf(blk->serial, sizeof(blk->serial), "%s", serial);
+	return raw_file_open(&blk->file, path, read_only);
+}
+
+void virtio_blk_close(struct virtio_blk *blk)
+{
+	raw_file_close(&blk->file);
+}

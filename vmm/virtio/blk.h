@@ -1,0 +1,64 @@
+#ifndef SANDVM_VMM_VIRTIO_BLK_H
+#define SANDVM_VMM_VIRTIO_BLK_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include "backends/raw_file.h"
+#include "virtio/queue.h"
+
+/*
+ * virtio-blk over a raw file: read, write, flush and get-id requests, with
+ * every sector range checked against the disk size. Read-only drives refuse
+ * writes with an I/O error status.
+ */
+
+#define VIRTIO_BLK_SECTOR 512u
+#define VIRTIO_BLK_ID_BYTES 20u
+
+enum {
+	VIRTIO_BLK_T_IN = 0,
+	VIRTIO_BLK_T_OUT = 1,
+	VIRTIO_BLK_T_FLUSH = 4,
+	VIRTIO_BLK_T_GET_ID = 8,
+	VIRTIO_BLK_S_OK = 0,
+	VIRTIO_BLK_S_IOERR = 1,
+	VIRTIO_BLK_S_UNSUPP = 2,
+};
+
+struct virtio_blk {
+	struct raw_file file;
+	char serial[VIRTIO_BLK_ID_BYTES + 1];
+};
+
+/* A request as found in one descriptor chain; pointers into guest RAM. */
+struct virtio_blk_req {
+	uint32_t type;
+	uint64_t sector;
+	struct iovec data[VIRTQ_MAX_SEGS];
+	int ndata;
+	uint64_t data_len;
+	uint8_t *status;
+};
+
+/*
+ * Splits a chain into header, data and status byte. Pure; -EINVAL when the
+ * chain cannot be a block request (no room for header or status). Range and
+ * size checks against the disk happen when it is executed.
+ */
+int virtio_blk_parse(const struct virtq_chain *chain, struct virtio_blk_req *req);
+
+/* Runs a parsed request; returns the status byte and sets *written (bytes to the guest). */
+uint8_t virtio_blk_execute(struct virtio_blk *blk, const struct virtio_blk_req *req,
+			   uint32_t *written);
+
+int virtio_blk_open(struct virtio_blk *blk, const char *path, bool read_only, const char *serial);
+void virtio_blk_close(struct virtio_blk *blk);
+
+struct virtio_dev_ops;
+/* Read-only drives use their own table: the RO feature bit is part of the offer. */
+extern const struct virtio_dev_ops virtio_blk_ops;
+extern const struct virtio_dev_ops virtio_blk_ro_ops;
+
+#endif
