@@ -92,8 +92,26 @@ char *control_handle_request(const char *line, size_t len, const struct control_
 		cJSON_AddBoolToObject(reply, "ok", r == 0);
 		if (r < 0)
 			cJSON_AddStringToObject(reply, "error", strerror(-r));
+	} else if (strcmp(op->valuestring, "drive-swap") == 0) {
+		const cJSON *drive = cJSON_GetObjectItemCaseSensitive(req, "drive");
+		const cJSON *path = cJSON_GetObjectItemCaseSensitive(req, "path");
+		char err[256] = "";
+		int r;
+
+		if (!cJSON_IsNumber(drive) || drive->valuedouble < 0 || drive->valuedouble > 64 ||
+		    drive->valuedouble != (double)(unsigned)drive->valuedouble ||
+		    !cJSON_IsString(path) || !ops->drive_swap) {
+			cJSON_Delete(reply);
+			cJSON_Delete(req);
+			return error_reply("drive-swap needs \"drive\" (an index) and \"path\"");
+		}
+		r = ops->drive_swap(ctx, (unsigned)drive->valuedouble, path->valuestring, err,
+				    sizeof(err));
+		cJSON_AddBoolToObject(reply, "ok", r == 0);
+		if (r < 0)
+			cJSON_AddStringToObject(reply, "error", err[0] ? err : strerror(-r));
 	} else {
-		snprintf(msg, sizeof(msg), "unknown op '%.64s' (known: status, stop)",
+		snprintf(msg, sizeof(msg), "unknown op '%.64s' (known: status, stop, drive-swap)",
 			 op->valuestring);
 		cJSON_Delete(reply);
 		cJSON_Delete(req);

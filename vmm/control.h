@@ -8,9 +8,9 @@ struct event_loop;
 
 /*
  * The per-VM control socket: a unix stream socket speaking one JSON object
- * per line each way. Requests: {"op":"status"} and {"op":"stop"}; every reply
- * carries "ok" and, when false, "error". Later ops (drives, network policy)
- * join the table in control.c.
+ * per line each way. Requests: {"op":"status"}, {"op":"stop"} and
+ * {"op":"drive-swap","drive":N,"path":P}; every reply carries "ok" and, when
+ * false, "error". Later ops (network policy) join the table in control.c.
  */
 
 struct control_ops {
@@ -18,6 +18,8 @@ struct control_ops {
 	void (*status)(void *ctx, struct cJSON *reply);
 	/* Asks the VM to stop; 0 or -errno. */
 	int (*stop)(void *ctx);
+	/* Replaces drive `index`'s backing file; 0 or -errno with a message in err. */
+	int (*drive_swap)(void *ctx, unsigned index, const char *path, char *err, size_t errlen);
 };
 
 struct control;

@@ -358,9 +358,25 @@ static int control_stop(void *ctx)
 	return 0;
 }
 
+static int control_drive_swap(void *ctx, unsigned index, const char *path, char *err,
+			      size_t errlen)
+{
+	struct vm *vm = ctx;
+	int r;
+
+	if (index >= vm->nblk)
+		return fail(-ENODEV, err, errlen, "no drive %u (the VM has %u)", index, vm->nblk);
+	r = virtio_blk_swap(&vm->blk_mmio[index].dev, path);
+	if (r < 0)
+		return fail(r, err, errlen, "drive %u: '%s': %s", index, path, strerror(-r));
+	sv_info("drive %u now backed by %s", index, path);
+	return 0;
+}
+
 static const struct control_ops vm_control_ops = {
 	.status = control_status,
 	.stop = control_stop,
+	.drive_swap = control_drive_swap,
 };
 
 static int setup_loop(struct vm *vm)

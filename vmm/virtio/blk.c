@@ -231,3 +231,22 @@ void virtio_blk_close(struct virtio_blk *blk)
 {
 	raw_file_close(&blk->file);
 }
+
+int virtio_blk_swap(struct virtio_dev *dev, const char *path)
+{
+	struct virtio_blk *blk = dev->model;
+	struct raw_file next;
+	int r;
+
+	r = raw_file_open(&next, path, blk->file.read_only);
+	if (r < 0)
+		return r;
+	pthread_mutex_lock(&dev->lock);
+	raw_file_close(&blk->file);
+	blk->file = next;
+	dev->config_generation++;
+	if (dev->status & VIRTIO_STATUS_DRIVER_OK)
+		dev->raise(dev, VIRTIO_ISR_CONFIG);
+	pthread_mutex_unlock(&dev->lock);
+	return 0;
+}

@@ -54,6 +54,14 @@ uint8_t virtio_blk_execute(struct virtio_blk *blk, const struct virtio_blk_req *
 			   uint32_t *written);
 
 int virtio_blk_open(struct virtio_blk *blk, const char *path, bool read_only, const char *serial);
+
+/*
+ * Replaces the backing file of a running drive (same read-only mode) and
+ * tells the driver its configuration changed, so it rereads the capacity.
+ * Call with the device's lock not held.
+ */
+struct virtio_dev;
+int virtio_blk_swap(struct virtio_dev *dev, const char *path);
 void virtio_blk_close(struct virtio_blk *blk);
 
 struct virtio_dev_ops;
