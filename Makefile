@@ -71,10 +71,16 @@ $(GUEST)/initramfs.cpio.gz: $(BUILD)/bin/sandvm-init rootfs/build-initramfs.sh |
 
 # The initramfs plus the guest-side scripts of the integration tests (/tests/*.sh).
 TEST_INITRAMFS := $(GUEST)/test-initramfs.cpio.gz
-$(TEST_INITRAMFS): $(BUILD)/bin/sandvm-init rootfs/build-initramfs.sh \
+GUEST_TEST_BINS := $(patsubst tests/integration/guest-src/%.c,$(BUILD)/guest-tests/tests/bin/%,\
+	$(wildcard tests/integration/guest-src/*.c))
+$(BUILD)/guest-tests/tests/bin/%: tests/integration/guest-src/%.c | $(STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) -std=gnu11 -static -O2 -Wall -Wextra -Werror -o $@ $<
+$(TEST_INITRAMFS): $(BUILD)/bin/sandvm-init rootfs/build-initramfs.sh $(GUEST_TEST_BINS) \
 		$(wildcard tests/integration/guest/tests/*) | $(STAMP)
 	@mkdir -p $(dir $@)
-	./rootfs/build-initramfs.sh $@ $(BUILD)/bin/sandvm-init tests/integration/guest
+	./rootfs/build-initramfs.sh $@ $(BUILD)/bin/sandvm-init tests/integration/guest \
+		$(BUILD)/guest-tests
 
 # ---- tests ----
 $(BUILD)/tests/%: tests/unit/%.c tests/unit/unit.h $(OBJS) | $(STAMP)

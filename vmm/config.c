@@ -19,7 +19,7 @@ const char vmm_config_usage[] =
 	"usage: vmm --kernel PATH [--initrd PATH] [--cmdline STR] [--cpus N]\n"
 	"           [--memory MIB] [--console stdout|none|FILE] [--config FILE.json]\n"
 	"           [--control SOCKET] [--boot-timeout SEC] [--hugepages] [--verbose]\n"
-	"           [--drive PATH[,ro][,serial=ID]]...\n"
+	"           [--drive PATH[,ro][,serial=ID]]... [--vsock SOCKET[,cid=N]]\n"
 	"\n"
 	"Boots one microVM on KVM and runs until the guest reboots or shuts down.\n"
 	"  --kernel PATH       ELF vmlinux (PVH entry) or bzImage (64-bit boot protocol)\n"
@@ -34,6 +34,9 @@ const char vmm_config_usage[] =
 	"  --boot-timeout SEC  fail (exit 6) if the guest init does not signal within SEC\n"
 	"  --drive SPEC        a virtio-blk disk backed by a raw file: PATH[,ro][,serial=ID];\n"
 	"                      repeatable (at most 8), the first is /dev/vda\n"
+	"  --vsock SPEC        virtio-vsock: SOCKET[,cid=N]; host clients connect to SOCKET\n"
+	"                      and send \"CONNECT <port>\\n\"; guest connections to the host's\n"
+	"                      port P reach SOCKET_P (guest CID 3 unless given)\n"
 	"  --hugepages         back guest RAM with transparent huge pages\n"
 	"  --verbose           log VM set-up and exits\n"
 	"Exit status: 0 guest ended (reboot, shutdown) or stop requested; 1 VMM error;\n"
@@ -57,6 +60,7 @@ void vmm_config_init(struct vmm_config *cfg)
 	cfg->cpus = 1;
 	cfg->memory_mib = 128;
 	cfg->console = VMM_CONSOLE_STDOUT;
+	cfg->vsock_cid = 3;
 }
 
 void vmm_config_destroy(struct vmm_config *cfg)
@@ -70,6 +74,7 @@ void vmm_config_destroy(struct vmm_config *cfg)
 	free(cfg->cmdline);
 	free(cfg->console_path);
 	free(cfg->control_path);
+	free(cfg->vsock_path);
 	memset(cfg, 0, sizeof(*cfg));
 }
 
@@ -153,6 +158,31 @@ static int add_drive(struct vmm_config *cfg, const char *path, bool read_only,
 	d->read_only = read_only;
 	cfg->ndrives++;
 	return 0;
+}
+
+/* --vsock SOCKET[,cid=N] */
+static int parse_vsock(struct vmm_config *cfg, const char *spec, char *err, size_t errlen)
+{
+	char *copy = strdup(spec), *rest, *opt, *path;
+	int r = 0;
+
+	if (!copy)
+		return -ENOMEM;
+	rest = copy;
+	path = strsep(&rest, ",");
+	while (r == 0 && (opt = strsep(&rest, ","))) {
+		if (strncmp(opt, "cid=", 4) == 0)
+			r = set_number("vsock cid", opt + 4, 3, 0xfffffffe, &cfg->vsock_cid, err,
+				       errlen);
+		else
+			r = fail(err, errlen, "vsock: unknown option '%s' (known: cid=N)", opt);
+	}
+	if (r == 0 && !*path)
+		r = fail(err, errlen, "vsock: empty socket path");
+	if (r == 0)
+		r = set_string(&cfg->vsock_path, path);
+	free(copy);
+	return r;
 }
 
 /* --drive PATH[,ro][,serial=ID] */
@@ -288,7 +318,7 @@ static bool is_json_field(const char *name)
 {
 	static const char *const fields[] = {
 		"kernel", "initrd", "cmdline", "console", "control", "cpus",
-		"memory_mib", "boot_timeout_s", "hugepages", "verbose", "drives",
+		"memory_mib", "boot_timeout_s", "hugepages", "verbose", "drives", "vsock",
 	};
 
 	for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
@@ -320,6 +350,26 @@ int vmm_config_parse_json(struct vmm_config *cfg, const char *text, size_t len,
 			r = fail(err, errlen, "config: unknown field '%s'",
 				 item->string ? item->string : "");
 			goto out;
+		}
+		if (strcmp(item->string, "vsock") == 0) {
+			const cJSON *sock = cJSON_GetObjectItemCaseSensitive(item, "socket");
+			const cJSON *cid = cJSON_GetObjectItemCaseSensitive(item, "cid");
+
+			if (!cJSON_IsObject(item) || !cJSON_IsString(sock) ||
+			    cJSON_GetArraySize(item) != 1 + (cid != NULL) ||
+			    (cid && (!cJSON_IsNumber(cid) || cid->valuedouble < 3 ||
+				     cid->valuedouble > 4294967294.0 ||
+				     cid->valuedouble != (double)(uint64_t)cid->valuedouble))) {
+				r = fail(err, errlen, "config: vsock must be {\"socket\": PATH, "
+						      "\"cid\": 3..4294967294}");
+				goto out;
+			}
+			r = set_string(&cfg->vsock_path, sock->valuestring);
+			if (r < 0)
+				goto out;
+			if (cid)
+				cfg->vsock_cid = (uint64_t)cid->valuedouble;
+			continue;
 		}
 		if (strcmp(item->string, "drives") == 0) {
 			r = parse_json_drives(cfg, item, err, errlen);
@@ -457,6 +507,12 @@ int vmm_config_parse_args(struct vmm_config *cfg, int argc, char **argv,
 			return fail(err, errlen, "unknown option '--%s'", name);
 		if (!value)
 			return fail(err, errlen, "--%s needs a value", name);
+		if (strcmp(name, "vsock") == 0) {
+			r = parse_vsock(cfg, value, err, errlen);
+			if (r < 0)
+				return r;
+			continue;
+		}
 		if (strcmp(name, "drive") == 0) {
 			r = parse_drive_flag(cfg, value, err, errlen);
 			if (r < 0)
@@ -523,6 +579,8 @@ int vmm_config_validate(const struct vmm_config *cfg, char *err, size_t errlen)
 			    VMM_MAX_MEMORY_MIB);
 	if (cfg->control_path && !*cfg->control_path)
 		return fail(err, errlen, "control: empty socket path");
+	if (cfg->vsock_path && strlen(cfg->vsock_path) >= 96)
+		return fail(err, errlen, "vsock: socket path longer than 95 bytes");
 	if (cfg->control_path && strlen(cfg->control_path) >= 108)
 		return fail(err, errlen, "control: socket path longer than 107 bytes");
 	return 0;

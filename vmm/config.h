@@ -45,6 +45,8 @@ struct vmm_config {
 	bool verbose;
 	struct vmm_drive drives[VMM_MAX_DRIVES];
 	unsigned ndrives;
+	char *vsock_path;    /* unix socket of the hybrid vsock; NULL: no vsock device */
+	uint64_t vsock_cid;  /* the guest's CID, 3 unless given */
 };
 
 /* What main() should do after parsing. */

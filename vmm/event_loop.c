@@ -29,6 +29,13 @@ int event_loop_del(struct event_loop *loop, struct event_handler *h)
 	return epoll_ctl(loop->epfd, EPOLL_CTL_DEL, h->fd, NULL) < 0 ? -errno : 0;
 }
 
+int event_loop_mod(struct event_loop *loop, struct event_handler *h, uint32_t events)
+{
+	struct epoll_event ev = { .events = events, .data.ptr = h };
+
+	return epoll_ctl(loop->epfd, EPOLL_CTL_MOD, h->fd, &ev) < 0 ? -errno : 0;
+}
+
 int event_loop_run_once(struct event_loop *loop, int timeout_ms)
 {
 	struct epoll_event evs[16];

@@ -25,6 +25,8 @@ void event_loop_destroy(struct event_loop *loop);
 /* The handler must stay valid until removed. events: EPOLLIN etc. */
 int event_loop_add(struct event_loop *loop, struct event_handler *h, uint32_t events);
 int event_loop_del(struct event_loop *loop, struct event_handler *h);
+/* Changes the events a registered handler waits for. */
+int event_loop_mod(struct event_loop *loop, struct event_handler *h, uint32_t events);
 
 /* Waits up to timeout_ms (-1: forever) and runs the ready handlers. */
 int event_loop_run_once(struct event_loop *loop, int timeout_ms);

@@ -152,6 +152,13 @@ static int setup_devices(struct vm *vm, char *err, size_t errlen)
 	if (r < 0)
 		return fail(r, err, errlen, "registering devices: %s", strerror(-r));
 	r = add_virtio(vm, &vm->rng, &virtio_rng_ops, NULL, err, errlen);
+	if (r == 0 && vm->cfg->vsock_path) {
+		r = vsock_dev_init(&vm->vsock, vm->cfg->vsock_cid, vm->cfg->vsock_path);
+		if (r < 0)
+			return fail(r, err, errlen, "vsock: %s", strerror(-r));
+		vm->has_vsock = true;
+		r = add_virtio(vm, &vm->vsock_mmio, &virtio_vsock_ops, &vm->vsock, err, errlen);
+	}
 	for (unsigned i = 0; r == 0 && i < vm->cfg->ndrives; i++) {
 		const struct vmm_drive *d = &vm->cfg->drives[i];
 
@@ -242,6 +249,9 @@ void vm_destroy(struct vm *vm)
 	for (unsigned i = 0; i < vm->nblk; i++)
 		virtio_blk_close(&vm->blk[i]);
 	vm->nblk = 0;
+	if (vm->has_vsock)
+		vsock_dev_destroy(&vm->vsock);
+	vm->has_vsock = false;
 	if (vm->serial_ready)
 		serial_destroy(&vm->serial);
 	vm->serial_ready = false;
@@ -421,6 +431,13 @@ static int setup_loop(struct vm *vm)
 		r = virtio_mmio_attach(vm->virtio[i], &vm->loop);
 		if (r < 0)
 			return r;
+	}
+	if (vm->has_vsock) {
+		r = vsock_dev_start(&vm->vsock, &vm->vsock_mmio.dev, &vm->loop);
+		if (r < 0) {
+			sv_err("vsock socket %s: %s", vm->cfg->vsock_path, strerror(-r));
+			return r;
+		}
 	}
 	if (vm->cfg->control_path) {
 		r = control_create(&vm->control, &vm->loop, vm->cfg->control_path, &vm_control_ops, vm);

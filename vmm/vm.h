@@ -17,6 +17,7 @@
 #include "memory.h"
 #include "virtio/blk.h"
 #include "virtio/mmio.h"
+#include "virtio/vsock.h"
 
 struct vcpu;
 struct control;
@@ -65,6 +66,9 @@ struct vm {
 	struct virtio_blk blk[VMM_MAX_DRIVES];
 	struct virtio_mmio blk_mmio[VMM_MAX_DRIVES];
 	unsigned nblk;
+	struct vsock_dev vsock;
+	struct virtio_mmio vsock_mmio;
+	bool has_vsock;
 	/* Every virtio-mmio device, in slot order (slot i: BASE + i * 4 KiB, GSI 5 + i). */
 	struct virtio_mmio *virtio[VM_MAX_VIRTIO];
 	unsigned nvirtio;

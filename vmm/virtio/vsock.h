@@ -1,0 +1,55 @@
+#ifndef SANDVM_VMM_VIRTIO_VSOCK_H
+#define SANDVM_VMM_VIRTIO_VSOCK_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "event_loop.h"
+#include "virtio/queue.h"
+#include "virtio/vsock_packet.h"
+
+/*
+ * virtio-vsock with a hybrid host side, so host programs need no vsock
+ * support: a host client connects to the unix socket at `path` and writes
+ * "CONNECT <port>\n"; once the guest accepts, it reads "OK <host port>\n" and
+ * the stream is the guest connection. A guest connecting to the host (CID 2)
+ * on port P reaches a listener on the unix socket "<path>_<P>". Flow control
+ * follows the virtio credit scheme both ways; a guest that overruns its
+ * credit, spoofs addresses or sends malformed packets gets its connection
+ * reset, and the VMM carries on.
+ */
+
+#define VSOCK_CONN_BUF (256u * 1024u) /* what the host side buffers per connection */
+#define VSOCK_MAX_CONNS 1024u
+#define VSOCK_CTL_QUEUE 512u
+
+struct vsock_conn;
+struct virtio_dev;
+
+struct vsock_dev {
+	struct virtio_dev *dev; /* set when attached to its transport */
+	struct event_loop *loop;
+	uint64_t guest_cid;
+	char *path;
+	struct event_handler listen_h;
+	struct vsock_conn *conns;
+	unsigned nconns;
+	uint32_t next_local_port;
+	/* Control packets waiting for an RX buffer. */
+	struct vsock_hdr ctl[VSOCK_CTL_QUEUE];
+	unsigned ctl_head, ctl_count;
+	/* An RX chain popped but not used yet (the read it was for had nothing). */
+	struct virtq_chain held;
+	bool have_held;
+	uint8_t bounce[VSOCK_MAX_PAYLOAD];
+};
+
+int vsock_dev_init(struct vsock_dev *vs, uint64_t guest_cid, const char *path);
+/* Starts listening for host clients; needs the device's transport already set. */
+int vsock_dev_start(struct vsock_dev *vs, struct virtio_dev *dev, struct event_loop *loop);
+void vsock_dev_destroy(struct vsock_dev *vs);
+
+struct virtio_dev_ops;
+extern const struct virtio_dev_ops virtio_vsock_ops;
+
+#endif
