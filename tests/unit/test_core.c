@@ -7,6 +7,7 @@
 #include "bus.h"
 #include "cmdline.h"
 #include "memory.h"
+#include "virtio/iov.h"
 
 static void cmdline_bounds(void **state)
 {
@@ -157,6 +158,33 @@ static void bus_many_ranges(void **state)
 	bus_destroy(&bus);
 }
 
+static void iov_ranges(void **state)
+{
+	char a[4] = "abcd", b[3] = "efg", out[8] = { 0 };
+	struct iovec iov[2] = { { a, 4 }, { b, 3 } }, sl[2];
+	int n;
+
+	(void)state;
+	assert_int_equal(iov_gather(iov, 2, 2, out, 4), 0);
+	assert_memory_equal(out, "cdef", 4);
+	assert_int_equal(iov_gather(iov, 2, 0, out, 7), 0);
+	assert_int_equal(iov_gather(iov, 2, 0, out, 8), -EINVAL);
+	assert_int_equal(iov_gather(iov, 2, 8, out, 0), -EINVAL);
+	assert_int_equal(iov_gather(iov, 2, 5, out, SIZE_MAX), -EINVAL);
+	assert_int_equal(iov_scatter(iov, 2, 3, "XY", 2), 0);
+	assert_memory_equal(a, "abcX", 4);
+	assert_memory_equal(b, "Yfg", 3);
+	assert_int_equal(iov_scatter(iov, 2, 6, "XY", 2), -EINVAL);
+	assert_memory_equal(b, "Yfg", 3); /* nothing written on failure */
+	assert_int_equal(iov_slice(iov, 2, 3, 2, sl, &n), 0);
+	assert_int_equal(n, 2);
+	assert_ptr_equal(sl[0].iov_base, a + 3);
+	assert_int_equal(sl[0].iov_len, 1);
+	assert_ptr_equal(sl[1].iov_base, b);
+	assert_int_equal(sl[1].iov_len, 1);
+	assert_int_equal(iov_slice(iov, 2, 0, 8, sl, &n), -EINVAL);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -164,6 +192,7 @@ int main(void)
 		cmocka_unit_test(memory_bounds),
 		cmocka_unit_test(bus_dispatch),
 		cmocka_unit_test(bus_many_ranges),
+		cmocka_unit_test(iov_ranges),
 	};
 
 	return cmocka_run_group_tests_name("core", tests, NULL, NULL);

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "virtio/device.h"
+#include "virtio/iov.h"
 
 #define BLK_F_SEG_MAX (1ull << 2)
 #define BLK_F_RO (1ull << 5)
@@ -13,55 +14,6 @@
 #define BLK_HEADER_BYTES 16u
 /* The header and the status byte take a segment each. */
 #define BLK_SEG_MAX (VIRTQ_MAX_SEGS - 2)
-
-/* Copies len bytes starting `skip` bytes into iov[0..n) out to dst. */
-static int gather(const struct iovec *iov, unsigned n, size_t skip, void *dst, size_t len)
-{
-	uint8_t *out = dst;
-
-	for (unsigned i = 0; i < n && len > 0; i++) {
-		size_t l = iov[i].iov_len;
-
-		if (skip >= l) {
-			skip -= l;
-			continue;
-		}
-		l -= skip;
-		if (l > len)
-			l = len;
-		memcpy(out, (uint8_t *)iov[i].iov_base + skip, l);
-		out += l;
-		len -= l;
-		skip = 0;
-	}
-	return len ? -EINVAL : 0;
-}
-
-/* The sub-range [skip, skip + len) of iov[0..n) as a new iovec list. */
-static int slice(const struct iovec *iov, unsigned n, size_t skip, uint64_t len,
-		 struct iovec *out, int *nout)
-{
-	int k = 0;
-
-	for (unsigned i = 0; i < n && len > 0; i++) {
-		size_t l = iov[i].iov_len;
-
-		if (skip >= l) {
-			skip -= l;
-			continue;
-		}
-		l -= skip;
-		if (l > len)
-			l = (size_t)len;
-		out[k].iov_base = (uint8_t *)iov[i].iov_base + skip;
-		out[k].iov_len = l;
-		k++;
-		len -= l;
-		skip = 0;
-	}
-	*nout = k;
-	return len ? -EINVAL : 0;
-}
 
 int virtio_blk_parse(const struct virtq_chain *chain, struct virtio_blk_req *req)
 {
@@ -77,7 +29,7 @@ int virtio_blk_parse(const struct virtq_chain *chain, struct virtio_blk_req *req
 	memset(req, 0, sizeof(*req));
 	if (chain->read_len < BLK_HEADER_BYTES || chain->nwrite == 0 || chain->write_len < 1)
 		return -EINVAL;
-	if (gather(rd, chain->nread, 0, &hdr, sizeof(hdr)) < 0)
+	if (iov_gather(rd, chain->nread, 0, &hdr, sizeof(hdr)) < 0)
 		return -EINVAL;
 	req->type = le32toh(hdr.type);
 	req->sector = le64toh(hdr.sector);
@@ -85,12 +37,12 @@ int virtio_blk_parse(const struct virtq_chain *chain, struct virtio_blk_req *req
 	req->status = (uint8_t *)last->iov_base + last->iov_len - 1;
 	if (req->type == VIRTIO_BLK_T_OUT) {
 		req->data_len = chain->read_len - BLK_HEADER_BYTES;
-		return slice(rd, chain->nread, BLK_HEADER_BYTES, req->data_len, req->data,
-			     &req->ndata);
+		return iov_slice(rd, chain->nread, BLK_HEADER_BYTES, req->data_len, req->data,
+				 &req->ndata);
 	}
 	/* Everything writable but the status byte is data for reads and get-id. */
 	req->data_len = chain->write_len - 1;
-	return slice(wr, chain->nwrite, 0, req->data_len, req->data, &req->ndata);
+	return iov_slice(wr, chain->nwrite, 0, req->data_len, req->data, &req->ndata);
 }
 
 static bool in_range(const struct virtio_blk *blk, const struct virtio_blk_req *req)
@@ -106,18 +58,11 @@ static uint8_t get_id(const struct virtio_blk *blk, const struct virtio_blk_req 
 		      uint32_t *written)
 {
 	uint8_t id[VIRTIO_BLK_ID_BYTES] = { 0 };
-	size_t left = req->data_len < sizeof(id) ? (size_t)req->data_len : sizeof(id);
-	const uint8_t *src = id;
+	size_t len = req->data_len < sizeof(id) ? (size_t)req->data_len : sizeof(id);
 
 	memcpy(id, blk->serial, strnlen(blk->serial, sizeof(id)));
-	*written = (uint32_t)left;
-	for (int i = 0; i < req->ndata && left > 0; i++) {
-		size_t l = req->data[i].iov_len < left ? req->data[i].iov_len : left;
-
-		memcpy(req->data[i].iov_base, src, l);
-		src += l;
-		left -= l;
-	}
+	*written = (uint32_t)len;
+	iov_scatter(req->data, (unsigned)req->ndata, 0, id, len);
 	return VIRTIO_BLK_S_OK;
 }
 

@@ -13,6 +13,7 @@
 
 #include "log.h"
 #include "virtio/device.h"
+#include "virtio/iov.h"
 
 enum { RXQ = 0, TXQ = 1, EVQ = 2 };
 
@@ -199,34 +200,16 @@ static int rx_chain(struct vsock_dev *vs, struct virtq_chain **out)
 	return 1;
 }
 
-static void copy_to_chain(struct virtq_chain *ch, size_t off, const uint8_t *src, size_t len)
-{
-	for (unsigned i = ch->nread; i < ch->nread + ch->nwrite && len > 0; i++) {
-		size_t l = ch->iov[i].iov_len;
-
-		if (off >= l) {
-			off -= l;
-			continue;
-		}
-		l -= off;
-		if (l > len)
-			l = len;
-		memcpy((uint8_t *)ch->iov[i].iov_base + off, src, l);
-		src += l;
-		len -= l;
-		off = 0;
-	}
-}
-
 static void rx_deliver(struct vsock_dev *vs, struct virtq_chain *ch, const struct vsock_hdr *h,
 		       const uint8_t *payload)
 {
 	uint8_t raw[VSOCK_HDR_BYTES];
 
 	vsock_hdr_encode(h, raw);
-	copy_to_chain(ch, 0, raw, sizeof(raw));
+	/* rx_data() never asks for more than the chain's writable room. */
+	iov_scatter(ch->iov + ch->nread, ch->nwrite, 0, raw, sizeof(raw));
 	if (h->len)
-		copy_to_chain(ch, VSOCK_HDR_BYTES, payload, h->len);
+		iov_scatter(ch->iov + ch->nread, ch->nwrite, VSOCK_HDR_BYTES, payload, h->len);
 	virtq_push(&vs->dev->queues[RXQ], ch->head, VSOCK_HDR_BYTES + h->len);
 	vs->have_held = false;
 }

@@ -1,33 +1,20 @@
 #include "virtio/vsock_packet.h"
 
+#include "virtio/iov.h"
+
 #include <endian.h>
 #include <errno.h>
 #include <string.h>
-
-static int gather(const struct iovec *iov, unsigned n, void *dst, size_t len)
-{
-	uint8_t *out = dst;
-
-	for (unsigned i = 0; i < n && len > 0; i++) {
-		size_t l = iov[i].iov_len < len ? iov[i].iov_len : len;
-
-		memcpy(out, iov[i].iov_base, l);
-		out += l;
-		len -= l;
-	}
-	return len ? -EINVAL : 0;
-}
 
 int vsock_packet_parse(const struct virtq_chain *chain, uint64_t guest_cid,
 		       struct vsock_packet *pkt)
 {
 	uint8_t raw[VSOCK_HDR_BYTES];
 	struct vsock_hdr *h = &pkt->hdr;
-	size_t skip = VSOCK_HDR_BYTES;
-	uint64_t left;
 
 	memset(pkt, 0, sizeof(*pkt));
-	if (chain->read_len < VSOCK_HDR_BYTES || gather(chain->iov, chain->nread, raw, sizeof(raw)))
+	if (chain->read_len < VSOCK_HDR_BYTES ||
+	    iov_gather(chain->iov, chain->nread, 0, raw, sizeof(raw)) < 0)
 		return -EINVAL;
 	memcpy(&h->src_cid, raw + 0, 8);
 	memcpy(&h->dst_cid, raw + 8, 8);
@@ -61,23 +48,10 @@ int vsock_packet_parse(const struct virtq_chain *chain, uint64_t guest_cid,
 	if (h->len > VSOCK_MAX_PAYLOAD || h->len > chain->read_len - VSOCK_HDR_BYTES)
 		return -EINVAL;
 	/* The payload: the next len readable bytes after the header. */
-	left = h->len;
-	for (unsigned i = 0; i < chain->nread && left > 0; i++) {
-		size_t l = chain->iov[i].iov_len;
-
-		if (skip >= l) {
-			skip -= l;
-			continue;
-		}
-		l -= skip;
-		if (l > left)
-			l = (size_t)left;
-		pkt->payload[pkt->npayload++] =
-			(struct iovec){ (uint8_t *)chain->iov[i].iov_base + skip, l };
-		left -= l;
-		skip = 0;
-	}
-	return left ? -EINVAL : 0;
+	if (iov_slice(chain->iov, chain->nread, VSOCK_HDR_BYTES, h->len, pkt->payload,
+		      &pkt->npayload) < 0)
+		return -EINVAL;
+	return 0;
 }
 
 void vsock_hdr_encode(const struct vsock_hdr *hdr, uint8_t out[VSOCK_HDR_BYTES])
