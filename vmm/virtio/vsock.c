@@ -130,6 +130,14 @@ static void update_events(struct vsock_conn *c)
 	set_events(c, ev);
 }
 
+static void conn_release(void *arg)
+{
+	struct vsock_conn *c = arg;
+
+	free(c->out);
+	free(c);
+}
+
 static void conn_free(struct vsock_dev *vs, struct vsock_conn *c)
 {
 	struct vsock_conn **p;
@@ -142,9 +150,10 @@ static void conn_free(struct vsock_dev *vs, struct vsock_conn *c)
 	if (c->polled)
 		event_loop_del(vs->loop, &c->h);
 	close(c->h.fd);
-	free(c->out);
-	free(c);
+	/* An event for this fd may still wait in the loop's current batch. */
+	c->h.fd = -1;
 	vs->nconns--;
+	event_loop_defer(vs->loop, conn_release, c);
 }
 
 static struct vsock_conn *conn_find(struct vsock_dev *vs, uint32_t local, uint32_t peer)
