@@ -121,8 +121,9 @@ test: all unit-tests fuzz $(TEST_INITRAMFS)
 
 # The README's main command: boot a sandbox and run the guest init in it.
 run: all
-	./tests/nested/run $(BUILD)/bin/vmm --kernel $(GUEST)/bzImage \
-		--initrd $(GUEST)/initramfs.cpio.gz --cpus 2 --memory 256
+	./tests/nested/run $(BUILD)/bin/vmm --kernel $(GUEST)/vmlinux \
+		--initrd $(GUEST)/initramfs.cpio.gz --cpus 2 --memory 256 \
+		--cmdline "quiet sandvm.expect_cpus=2 sandvm.expect_mem_mib=256"
 
 bench: all
 	./tests/nested/run ./bench/boot $(BUILD)
