@@ -92,31 +92,23 @@ uint8_t virtio_blk_execute(struct virtio_blk *blk, const struct virtio_blk_req *
 	}
 }
 
+static int blk_chain(struct virtio_dev *dev, struct virtq_chain *chain, uint32_t *written,
+		     const char **why)
+{
+	struct virtio_blk_req req;
+
+	if (virtio_blk_parse(chain, &req) < 0) {
+		*why = "malformed block request";
+		return -EINVAL;
+	}
+	*req.status = virtio_blk_execute(dev->model, &req, written);
+	*written += 1; /* the status byte */
+	return 0;
+}
+
 static void blk_notify(struct virtio_dev *dev, unsigned qi)
 {
-	struct virtio_blk *blk = dev->model;
-	struct virtq *q = &dev->queues[qi];
-	struct virtq_chain chain;
-	struct virtio_blk_req req;
-	bool pushed = false;
-	int r;
-
-	while ((r = virtq_pop(q, &chain)) > 0) {
-		uint32_t written = 0;
-
-		if (virtio_blk_parse(&chain, &req) < 0) {
-			virtio_dev_set_broken(dev, "malformed block request");
-			return;
-		}
-		*req.status = virtio_blk_execute(blk, &req, &written);
-		if (virtq_push(q, chain.head, written + 1) < 0)
-			break;
-		pushed = true;
-	}
-	if (r < 0 && r != -EIO)
-		virtio_dev_set_broken(dev, strerror(-r));
-	if (pushed)
-		virtio_dev_notify_used(dev, qi);
+	virtio_dev_serve_queue(dev, qi, blk_chain);
 }
 
 static void blk_config_read(struct virtio_dev *dev, uint32_t offset, uint8_t *data, uint32_t len)

@@ -73,6 +73,17 @@ struct virtio_dev {
 void virtio_dev_notify_used(struct virtio_dev *dev, unsigned q);
 
 /*
+ * Serves every chain available on queue q: handle() does the work and says
+ * how many bytes it wrote into the chain, and the chain goes back to the
+ * driver; one interrupt follows if the driver wants it. A chain that breaks
+ * the rules (in the queue, or handle() returning < 0 with `why`) stops the
+ * device. Called with dev->lock held.
+ */
+typedef int (*virtio_chain_handler)(struct virtio_dev *dev, struct virtq_chain *chain,
+				    uint32_t *written, const char **why);
+void virtio_dev_serve_queue(struct virtio_dev *dev, unsigned q, virtio_chain_handler handle);
+
+/*
  * The guest broke the virtio rules on this device: it stops processing
  * (DEVICE_NEEDS_RESET) until the driver resets it; the VMM goes on.
  */

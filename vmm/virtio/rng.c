@@ -36,26 +36,20 @@ static int fill(const struct virtq_chain *chain, uint32_t *written)
 	return 0;
 }
 
+static int rng_chain(struct virtio_dev *dev, struct virtq_chain *chain, uint32_t *written,
+		     const char **why)
+{
+	(void)dev;
+	(void)why;
+	/* A failing getrandom() leaves the buffer unfilled, never the guest stuck. */
+	if (fill(chain, written) < 0)
+		*written = 0;
+	return 0;
+}
+
 static void rng_notify(struct virtio_dev *dev, unsigned qi)
 {
-	struct virtq *q = &dev->queues[qi];
-	struct virtq_chain chain;
-	bool pushed = false;
-	int r;
-
-	while ((r = virtq_pop(q, &chain)) > 0) {
-		uint32_t written = 0;
-
-		if (fill(&chain, &written) < 0)
-			written = 0;
-		if (virtq_push(q, chain.head, written) < 0)
-			break;
-		pushed = true;
-	}
-	if (r < 0 && r != -EIO)
-		virtio_dev_set_broken(dev, strerror(-r));
-	if (pushed)
-		virtio_dev_notify_used(dev, qi);
+	virtio_dev_serve_queue(dev, qi, rng_chain);
 }
 
 static void rng_reset(struct virtio_dev *dev)

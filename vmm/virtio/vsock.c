@@ -456,37 +456,29 @@ static void tx_connected(struct vsock_dev *vs, struct vsock_conn *c, const struc
 	update_events(c);
 }
 
-static void tx_process(struct vsock_dev *vs)
+/* One guest packet; malformed ones are dropped, the queue goes on. */
+static int tx_chain(struct virtio_dev *dev, struct virtq_chain *ch, uint32_t *written,
+		    const char **why)
 {
-	struct virtq *q = &vs->dev->queues[TXQ];
-	static const char *const why[] = { "malformed packet" };
+	struct vsock_dev *vs = dev->model;
 	struct vsock_packet pkt;
-	struct virtq_chain ch;
-	bool pushed = false;
-	int r;
+	struct vsock_conn *c;
+	int e = vsock_packet_parse(ch, vs->guest_cid, &pkt);
 
-	while ((r = virtq_pop(q, &ch)) > 0) {
-		int e = vsock_packet_parse(&ch, vs->guest_cid, &pkt);
-
-		if (e == 0) {
-			struct vsock_conn *c = conn_find(vs, pkt.hdr.dst_port, pkt.hdr.src_port);
-
-			if (c)
-				tx_connected(vs, c, &pkt);
-			else if (pkt.hdr.op == VSOCK_OP_REQUEST)
-				tx_request(vs, &pkt);
-			else if (pkt.hdr.op != VSOCK_OP_RST)
-				queue_rst_to(vs, pkt.hdr.dst_port, pkt.hdr.src_port);
-		} else {
-			sv_debug("virtio-vsock: dropped a %s from the guest: %s", why[0], strerror(-e));
-		}
-		virtq_push(q, ch.head, 0);
-		pushed = true;
+	(void)why;
+	*written = 0;
+	if (e < 0) {
+		sv_debug("virtio-vsock: dropped a malformed packet from the guest: %s", strerror(-e));
+		return 0;
 	}
-	if (r < 0 && r != -EIO)
-		virtio_dev_set_broken(vs->dev, strerror(-r));
-	if (pushed)
-		virtio_dev_notify_used(vs->dev, TXQ);
+	c = conn_find(vs, pkt.hdr.dst_port, pkt.hdr.src_port);
+	if (c)
+		tx_connected(vs, c, &pkt);
+	else if (pkt.hdr.op == VSOCK_OP_REQUEST)
+		tx_request(vs, &pkt);
+	else if (pkt.hdr.op != VSOCK_OP_RST)
+		queue_rst_to(vs, pkt.hdr.dst_port, pkt.hdr.src_port);
+	return 0;
 }
 
 /* ---- host sockets ---- */
@@ -594,7 +586,7 @@ static void vsock_notify(struct virtio_dev *dev, unsigned q)
 	struct vsock_dev *vs = dev->model;
 
 	if (q == TXQ)
-		tx_process(vs);
+		virtio_dev_serve_queue(dev, TXQ, tx_chain);
 	/* New RX buffers, or TX may have freed credit or queued replies. */
 	rx_resume(vs);
 }

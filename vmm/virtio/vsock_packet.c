@@ -6,36 +6,46 @@
 #include <errno.h>
 #include <string.h>
 
+/* The header as it lies in guest memory (little-endian, no padding). */
+struct vsock_hdr_wire {
+	uint64_t src_cid;
+	uint64_t dst_cid;
+	uint32_t src_port;
+	uint32_t dst_port;
+	uint32_t len;
+	uint16_t type;
+	uint16_t op;
+	uint32_t flags;
+	uint32_t buf_alloc;
+	uint32_t fwd_cnt;
+} __attribute__((packed));
+
+_Static_assert(sizeof(struct vsock_hdr_wire) == VSOCK_HDR_BYTES, "virtio-vsock header ABI");
+
 int vsock_packet_parse(const struct virtq_chain *chain, uint64_t guest_cid,
 		       struct vsock_packet *pkt)
 {
 	uint8_t raw[VSOCK_HDR_BYTES];
 	struct vsock_hdr *h = &pkt->hdr;
+	struct vsock_hdr_wire wire;
 
 	memset(pkt, 0, sizeof(*pkt));
 	if (chain->read_len < VSOCK_HDR_BYTES ||
 	    iov_gather(chain->iov, chain->nread, 0, raw, sizeof(raw)) < 0)
 		return -EINVAL;
-	memcpy(&h->src_cid, raw + 0, 8);
-	memcpy(&h->dst_cid, raw + 8, 8);
-	memcpy(&h->src_port, raw + 16, 4);
-	memcpy(&h->dst_port, raw + 20, 4);
-	memcpy(&h->len, raw + 24, 4);
-	memcpy(&h->type, raw + 28, 2);
-	memcpy(&h->op, raw + 30, 2);
-	memcpy(&h->flags, raw + 32, 4);
-	memcpy(&h->buf_alloc, raw + 36, 4);
-	memcpy(&h->fwd_cnt, raw + 40, 4);
-	h->src_cid = le64toh(h->src_cid);
-	h->dst_cid = le64toh(h->dst_cid);
-	h->src_port = le32toh(h->src_port);
-	h->dst_port = le32toh(h->dst_port);
-	h->len = le32toh(h->len);
-	h->type = le16toh(h->type);
-	h->op = le16toh(h->op);
-	h->flags = le32toh(h->flags);
-	h->buf_alloc = le32toh(h->buf_alloc);
-	h->fwd_cnt = le32toh(h->fwd_cnt);
+	memcpy(&wire, raw, sizeof(wire));
+	*h = (struct vsock_hdr){
+		.src_cid = le64toh(wire.src_cid),
+		.dst_cid = le64toh(wire.dst_cid),
+		.src_port = le32toh(wire.src_port),
+		.dst_port = le32toh(wire.dst_port),
+		.len = le32toh(wire.len),
+		.type = le16toh(wire.type),
+		.op = le16toh(wire.op),
+		.flags = le32toh(wire.flags),
+		.buf_alloc = le32toh(wire.buf_alloc),
+		.fwd_cnt = le32toh(wire.fwd_cnt),
+	};
 
 	if (h->src_cid != guest_cid || h->dst_cid != VSOCK_HOST_CID)
 		return -EPERM;
@@ -56,28 +66,18 @@ int vsock_packet_parse(const struct virtq_chain *chain, uint64_t guest_cid,
 
 void vsock_hdr_encode(const struct vsock_hdr *hdr, uint8_t out[VSOCK_HDR_BYTES])
 {
-	uint64_t v64;
-	uint32_t v32;
-	uint16_t v16;
+	struct vsock_hdr_wire wire = {
+		.src_cid = htole64(hdr->src_cid),
+		.dst_cid = htole64(hdr->dst_cid),
+		.src_port = htole32(hdr->src_port),
+		.dst_port = htole32(hdr->dst_port),
+		.len = htole32(hdr->len),
+		.type = htole16(hdr->type),
+		.op = htole16(hdr->op),
+		.flags = htole32(hdr->flags),
+		.buf_alloc = htole32(hdr->buf_alloc),
+		.fwd_cnt = htole32(hdr->fwd_cnt),
+	};
 
-	v64 = htole64(hdr->src_cid);
-	memcpy(out + 0, &v64, 8);
-	v64 = htole64(hdr->dst_cid);
-	memcpy(out + 8, &v64, 8);
-	v32 = htole32(hdr->src_port);
-	memcpy(out + 16, &v32, 4);
-	v32 = htole32(hdr->dst_port);
-	memcpy(out + 20, &v32, 4);
-	v32 = htole32(hdr->len);
-	memcpy(out + 24, &v32, 4);
-	v16 = htole16(hdr->type);
-	memcpy(out + 28, &v16, 2);
-	v16 = htole16(hdr->op);
-	memcpy(out + 30, &v16, 2);
-	v32 = htole32(hdr->flags);
-	memcpy(out + 32, &v32, 4);
-	v32 = htole32(hdr->buf_alloc);
-	memcpy(out + 36, &v32, 4);
-	v32 = htole32(hdr->fwd_cnt);
-	memcpy(out + 40, &v32, 4);
+	memcpy(out, &wire, sizeof(wire));
 }
