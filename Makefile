@@ -32,7 +32,7 @@ STAMP := $(BUILD)/.deps-installed
 	fuzz fuzz-run run bench clean debian-image
 # Keep object files that only sanitizer and fuzz builds use.
 .SECONDARY:
-all: vmm guest
+all: vmm guest $(BUILD)/bin/sandvm-agent
 
 # Installs missing Debian packages once per build tree; every target needs it.
 deps: $(STAMP)
@@ -41,7 +41,13 @@ $(STAMP): scripts/install-deps.sh
 	./scripts/install-deps.sh
 	@touch $@
 
-vmm: $(BUILD)/bin/vmm
+vmm: $(BUILD)/bin/vmm $(BUILD)/bin/sandvm-run
+
+LIB_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRCS))
+# Boots a sandbox and runs one command in it, straight through the VMM.
+$(BUILD)/bin/sandvm-run: $(BUILD)/obj/api/sandvm-run.o $(LIB_OBJS) | $(STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $^
 
 $(BUILD)/bin/vmm: $(OBJS) $(BUILD)/obj/vmm/main.o | $(STAMP)
 	@mkdir -p $(dir $@)
@@ -60,14 +66,22 @@ guest: kernel initramfs
 kernel: $(STAMP)
 	./kernel-config/build.sh $(GUEST)
 
-$(BUILD)/bin/sandvm-init: guest-agent/init.c | $(STAMP)
+# The guest agent: static, PID 1 of every sandbox (initramfs and Debian image).
+AGENT_SRCS := $(wildcard guest-agent/*.c)
+AGENT_SRCS := $(filter-out guest-agent/test-init.c,$(AGENT_SRCS)) lib/agent_proto.c lib/log.c
+$(BUILD)/bin/sandvm-agent: $(AGENT_SRCS) $(wildcard guest-agent/*.h) lib/agent_proto.h lib/log.h | $(STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_COMMON) -static -O2 -Iguest-agent -o $@ $(AGENT_SRCS)
+
+# The test init: reports what the guest sees and runs one test action (docs/guest.md).
+$(BUILD)/bin/sandvm-init: guest-agent/test-init.c | $(STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) -std=gnu11 -static -O2 -Wall -Wextra -Werror -o $@ $<
 
 initramfs: $(GUEST)/initramfs.cpio.gz
-$(GUEST)/initramfs.cpio.gz: $(BUILD)/bin/sandvm-init rootfs/build-initramfs.sh | $(STAMP)
+$(GUEST)/initramfs.cpio.gz: $(BUILD)/bin/sandvm-agent rootfs/build-initramfs.sh | $(STAMP)
 	@mkdir -p $(dir $@)
-	./rootfs/build-initramfs.sh $@ $(BUILD)/bin/sandvm-init
+	./rootfs/build-initramfs.sh $@ $(BUILD)/bin/sandvm-agent
 
 # The initramfs plus the guest-side scripts of the integration tests (/tests/*.sh).
 TEST_INITRAMFS := $(GUEST)/test-initramfs.cpio.gz
@@ -135,6 +149,6 @@ clean:
 
 # The Debian root filesystem with python3 (cached; several minutes the first time).
 debian-image: $(GUEST)/debian.ext4
-$(GUEST)/debian.ext4: rootfs/build-debian.sh $(BUILD)/bin/sandvm-init | $(STAMP)
+$(GUEST)/debian.ext4: rootfs/build-debian.sh $(BUILD)/bin/sandvm-agent | $(STAMP)
 	@mkdir -p $(dir $@)
-	./rootfs/build-debian.sh $@ $(BUILD)/bin/sandvm-init
+	./rootfs/build-debian.sh $@ $(BUILD)/bin/sandvm-agent

@@ -1,0 +1,58 @@
+#ifndef SANDVM_LIB_SANDBOX_VM_H
+#define SANDVM_LIB_SANDBOX_VM_H
+
+/*
+ * One sandbox VM as a child process: builds the VMM's command line (kernel,
+ * root file system, vsock and control sockets in a private run directory),
+ * starts it, waits for the guest agent, and stops it. The run directory
+ * holds the VMM's log and the guest console, which is what a person reads
+ * when a sandbox fails to come up.
+ */
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+struct agent_client;
+
+struct sandbox_vm_config {
+	const char *vmm;    /* path of the vmm binary */
+	const char *kernel; /* vmlinux (PVH) or bzImage */
+	const char *initrd; /* the initramfs; ignored when rootfs is set */
+	/*
+	 * An ext4 image with the agent as /sbin/init, attached read-only as
+	 * /dev/vda; the agent puts an in-memory overlay over it, so a sandbox
+	 * never changes the image and many sandboxes share one.
+	 */
+	const char *rootfs;
+	unsigned cpus;
+	unsigned memory_mib;
+	const char *cmdline; /* extra kernel arguments, may be NULL */
+	const char *run_dir; /* NULL: a fresh directory under $TMPDIR (or /tmp) */
+};
+
+struct sandbox_vm {
+	pid_t pid;
+	bool own_dir;
+	int status; /* the VMM's exit status once reaped, else -1 */
+	char dir[256];
+	char vsock[320];
+	char control[320];
+	char console[320];
+	char log[320];
+};
+
+/* Starts the VMM; 0 or -errno with a message on stderr. */
+int sandbox_vm_start(const struct sandbox_vm_config *cfg, struct sandbox_vm *vm);
+/*
+ * Connects c to the guest agent, waiting up to timeout_ms for it to come
+ * up; -ECHILD if the VMM exited meanwhile (vm->status says how).
+ */
+int sandbox_vm_connect(struct sandbox_vm *vm, struct agent_client *c, int timeout_ms);
+/* Waits up to timeout_ms for the VMM to exit, then kills it; returns its exit status. */
+int sandbox_vm_wait(struct sandbox_vm *vm, int timeout_ms);
+/* Kills the VMM if it still runs and removes the run directory it created. */
+void sandbox_vm_destroy(struct sandbox_vm *vm);
+/* Copies the last lines of the console and the VMM log to stderr. */
+void sandbox_vm_report(const struct sandbox_vm *vm, int lines);
+
+#endif

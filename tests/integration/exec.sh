@@ -1,0 +1,263 @@
+# Guest agent cases, sourced by tests/integration/run (its helpers: report,
+# RESULTS, RUN, VMM...). One VM with the agent as PID 1 serves every exec
+# and file case through `sandvm-run --attach`; the Debian image gets a VM of
+# its own. Every case checks what came back, byte for byte where it can.
+
+exec_dir=$(mktemp -d "${TMPDIR:-/tmp}/sandvm-exec.XXXXXX")
+EXEC_SOCK=$exec_dir/vsock
+
+# ex NAME [sandvm-run options] -- CMD...: exec in the shared VM; output to
+# NAME.stdout / NAME.stderr, exit status in $rc.
+ex() {
+	local name=$1
+	shift
+	timeout -k 5 120 "$RUN" --attach "$EXEC_SOCK" "$@" \
+		>"$RESULTS/$name.stdout" 2>"$RESULTS/$name.stderr" </dev/null
+	rc=$?
+}
+out_is() { [ "$(cat "$RESULTS/$1.stdout")" = "$2" ]; }
+err_has() { grep -q -- "$2" "$RESULTS/$1.stderr"; }
+why() { echo "exit $rc, stdout '$(head -c 200 "$RESULTS/$1.stdout")', stderr '$(head -c 300 "$RESULTS/$1.stderr")'"; }
+
+"$VMM" --kernel "$VMLINUX" --initrd "$AGENT_INITRD" --cpus 2 --memory 768 \
+	--vsock "$EXEC_SOCK" --control "$exec_dir/control" --cmdline quiet \
+	>"$RESULTS/exec-vm.out" 2>"$RESULTS/exec-vm.err" &
+exec_vm=$!
+
+ex agent-ready --ready-timeout 90 --ping
+if [ "$rc" -eq 0 ] && grep -q '^pong from sandvm-agent ' "$RESULTS/agent-ready.stdout"; then
+	report OK agent-ready
+else
+	report FAIL agent-ready "$(why agent-ready)"
+fi
+
+ex exec-stdout-stderr -- sh -c 'echo to-out; echo to-err >&2; echo more-out'
+if [ "$rc" -eq 0 ] && out_is exec-stdout-stderr "$(printf 'to-out\nmore-out')" &&
+	[ "$(cat "$RESULTS/exec-stdout-stderr.stderr")" = to-err ]; then
+	report OK exec-stdout-stderr
+else
+	report FAIL exec-stdout-stderr "$(why exec-stdout-stderr)"
+fi
+
+ok=1
+for code in 0 1 42 255; do
+	ex exec-exit-code -- sh -c "exit $code"
+	[ "$rc" -eq "$code" ] || { ok=0; break; }
+done
+if [ $ok = 1 ]; then report OK exec-exit-code; else report FAIL exec-exit-code "exit $code gave $rc"; fi
+
+# A process killed by a signal: 128+N, as a shell reports it.
+ex exec-killed-by-signal -- sh -c 'kill -TERM $$; sleep 5'
+if [ "$rc" -eq 143 ]; then report OK exec-killed-by-signal; else
+	report FAIL exec-killed-by-signal "$(why exec-killed-by-signal), expected 143"; fi
+
+# SIGINT to sandvm-run is forwarded to the guest process, which dies of it.
+signal_case() {
+	local name=exec-signal-forwarded pid
+	"$RUN" --attach "$EXEC_SOCK" -- sh -c 'echo started; exec sleep 60' \
+		>"$RESULTS/$name.stdout" 2>"$RESULTS/$name.stderr" </dev/null &
+	pid=$!
+	for _ in $(seq 1 100); do grep -q started "$RESULTS/$name.stdout" && break; sleep 0.1; done
+	sleep 0.3
+	kill -INT "$pid"
+	wait "$pid"
+	rc=$?
+	if [ "$rc" -eq 130 ]; then report OK "$name"; else report FAIL "$name" "$(why "$name"), expected 130"; fi
+}
+signal_case
+
+# A timeout kills the whole process group, background children included.
+start=$(date +%s)
+ex exec-timeout --timeout 2 -- sh -c 'sleep 300 & sleep 301 & echo spawned; wait'
+took=$(($(date +%s) - start))
+ex exec-timeout-after -- sh -c 'ps -o pid,args | grep -c "[s]leep 30[01]"'
+if [ "$rc" -ne 0 ] && [ "$(cat "$RESULTS/exec-timeout.stdout")" = spawned ] && [ "$took" -lt 30 ] &&
+	out_is exec-timeout-after 0; then
+	ex exec-timeout -- true
+	report OK exec-timeout
+else
+	report FAIL exec-timeout "exit $rc after ${took}s; sleepers left: $(cat "$RESULTS/exec-timeout-after.stdout")"
+fi
+ex exec-timeout-status --timeout 1 -- sleep 30
+if [ "$rc" -eq 124 ] && err_has exec-timeout-status "timed out"; then report OK exec-timeout-status; else
+	report FAIL exec-timeout-status "$(why exec-timeout-status), expected 124"; fi
+
+# stdin: 3 MiB of random bytes through cat and back, and a checksum made in the guest.
+stdin_case() {
+	local name=exec-stdin-roundtrip
+	head -c 3145728 /dev/urandom >"$exec_dir/in"
+	timeout 120 "$RUN" --attach "$EXEC_SOCK" -- cat <"$exec_dir/in" >"$RESULTS/$name.stdout" \
+		2>"$RESULTS/$name.stderr"
+	rc=$?
+	local want got guest
+	want=$(sha256sum <"$exec_dir/in" | cut -d' ' -f1)
+	got=$(sha256sum <"$RESULTS/$name.stdout" | cut -d' ' -f1)
+	guest=$(timeout 120 "$RUN" --attach "$EXEC_SOCK" -- sha256sum <"$exec_dir/in" | cut -d' ' -f1)
+	if [ "$rc" -eq 0 ] && [ "$want" = "$got" ] && [ "$want" = "$guest" ]; then
+		report OK "$name"
+	else
+		report FAIL "$name" "exit $rc, sent $want, echoed $got, guest saw $guest"
+	fi
+}
+stdin_case
+
+# 100 MiB of output, checksummed by the guest as it is produced and by the host as it arrives.
+big_case() {
+	local name=exec-100mib-output start took
+	start=$(date +%s%N)
+	timeout 600 "$RUN" --attach "$EXEC_SOCK" -- sh -c \
+		'head -c 104857600 /dev/urandom >/tmp/big && sha256sum /tmp/big >&2 && cat /tmp/big && rm /tmp/big' \
+		2>"$RESULTS/$name.stderr" </dev/null | sha256sum >"$RESULTS/$name.stdout"
+	rc=${PIPESTATUS[0]}
+	took=$((($(date +%s%N) - start) / 1000000))
+	local want got
+	want=$(cut -d' ' -f1 "$RESULTS/$name.stderr")
+	got=$(cut -d' ' -f1 "$RESULTS/$name.stdout")
+	if [ "$rc" -eq 0 ] && [ -n "$want" ] && [ "$want" = "$got" ]; then
+		report OK "$name"
+		echo "# 100 MiB of stdout in ${took} ms (generation included)"
+	else
+		report FAIL "$name" "exit $rc, guest $want, host $got"
+	fi
+}
+big_case
+
+# 20 execs at once: each waits until all 20 have started, which only
+# completes if the agent runs them concurrently.
+concurrent_case() {
+	local name=exec-20-concurrent i pids="" bad=0
+	ex exec-concurrent-setup -- sh -c 'rm -rf /tmp/barrier && mkdir /tmp/barrier'
+	for i in $(seq 1 20); do
+		timeout 120 "$RUN" --attach "$EXEC_SOCK" -- sh -c \
+			"touch /tmp/barrier/$i; n=0; while [ \$(ls /tmp/barrier | wc -l) -lt 20 ]; do
+			   n=\$((n+1)); [ \$n -gt 600 ] && exit 9; sleep 0.1; done; echo exec-$i" \
+			>"$RESULTS/$name.$i" 2>&1 </dev/null &
+		pids="$pids $!"
+	done
+	i=0
+	for p in $pids; do
+		i=$((i + 1))
+		wait "$p" || bad=$((bad + 1))
+		[ "$(cat "$RESULTS/$name.$i")" = "exec-$i" ] || bad=$((bad + 1))
+	done
+	if [ "$bad" -eq 0 ]; then report OK "$name"; else report FAIL "$name" "$bad of 20 went wrong"; fi
+}
+concurrent_case
+
+ex exec-env-workdir-user --env FOO=bar --env PATH=/bin --workdir /tmp --user 1000:1001 -- \
+	sh -c 'echo "$FOO $(pwd) $(id -u):$(id -g) ${HOME:-nohome}"'
+if [ "$rc" -eq 0 ] && out_is exec-env-workdir-user "bar /tmp 1000:1001 nohome"; then
+	report OK exec-env-workdir-user
+else
+	report FAIL exec-env-workdir-user "$(why exec-env-workdir-user)"
+fi
+
+ex exec-missing-binary -- no-such-program --flag
+if [ "$rc" -eq 127 ] && err_has exec-missing-binary "cannot execute no-such-program: No such file"; then
+	report OK exec-missing-binary
+else
+	report FAIL exec-missing-binary "$(why exec-missing-binary), expected 127"
+fi
+ex exec-missing-workdir --workdir /no/such/dir -- true
+if [ "$rc" -eq 127 ] && err_has exec-missing-workdir "working directory /no/such/dir"; then
+	report OK exec-missing-workdir
+else
+	report FAIL exec-missing-workdir "$(why exec-missing-workdir)"
+fi
+
+ex exec-pty --tty -- sh -c 'tty; stty size'
+if [ "$rc" -eq 0 ] && grep -q '^/dev/pts/' "$RESULTS/exec-pty.stdout"; then
+	report OK exec-pty
+else
+	report FAIL exec-pty "$(why exec-pty)"
+fi
+
+# Background output after the main process exits does not hold the exec open.
+ex exec-background-child -- sh -c '(sleep 30; echo late) & echo main-done'
+if [ "$rc" -eq 0 ] && out_is exec-background-child main-done; then
+	report OK exec-background-child
+else
+	report FAIL exec-background-child "$(why exec-background-child)"
+fi
+
+# ---- files ----
+files_case() {
+	local name=files f=$exec_dir/file k=0 fails=""
+	head -c 1500000 /dev/urandom >"$f"
+	fcheck() { # fcheck DESCRIPTION EXPECTED-RC [GREP-IN-STDERR] -- sandvm-run args
+		local d=$1 want=$2 pat=$3
+		shift 4
+		k=$((k + 1))
+		ex "$name-$k" "$@"
+		if [ "$rc" -ne "$want" ] || { [ -n "$pat" ] && ! err_has "$name-$k" "$pat"; }; then
+			fails="$fails; $d: $(why "$name-$k")"
+		fi
+	}
+	fcheck "mkdir -p" 0 "" -- --mkdir /tmp/f/a/b --parents
+	fcheck "mkdir again" 1 "File exists" -- --mkdir /tmp/f/a/b
+	fcheck "mkdir -p again" 0 "" -- --mkdir /tmp/f/a/b --parents
+	timeout 60 "$RUN" --attach "$EXEC_SOCK" --put "$f" /tmp/f/a/data >"$RESULTS/$name.put" 2>&1 ||
+		fails="$fails; put: $(cat "$RESULTS/$name.put")"
+	timeout 60 "$RUN" --attach "$EXEC_SOCK" --cat /tmp/f/a/data >"$exec_dir/back" 2>"$RESULTS/$name.cat" ||
+		fails="$fails; cat: $(cat "$RESULTS/$name.cat")"
+	cmp -s "$f" "$exec_dir/back" || fails="$fails; content differs after put/cat"
+	fcheck "stat" 0 "" -- --stat /tmp/f/a/data
+	grep -q "type=1 mode=0644 size=1500000 " "$RESULTS/$name-$k.stdout" ||
+		fails="$fails; stat said $(cat "$RESULTS/$name-$k.stdout")"
+	fcheck "ls" 0 "" -- --ls /tmp/f/a
+	sort "$RESULTS/$name-$k.stdout" | tr -s ' ' >"$exec_dir/ls"
+	[ "$(cat "$exec_dir/ls")" = "$(printf 'd 40 b\nf 1500000 data')" ] ||
+		fails="$fails; ls said $(cat "$exec_dir/ls")"
+	fcheck "cat missing" 1 "No such file" -- --cat /tmp/f/nope
+	fcheck "cat directory" 1 "Is a directory" -- --cat /tmp/f/a
+	fcheck "put into a directory" 1 "Is a directory" -- --put "$f" /tmp/f/a
+	fcheck "put into missing dir" 1 "No such file" -- --put "$f" /tmp/nodir/x
+	fcheck "relative path" 1 "absolute" -- --stat tmp/f
+	ex "$name-chmod" -- sh -c 'chmod 000 /tmp/f/a/data && mkdir -p /tmp/u && chown 1000 /tmp/u'
+	fcheck "permission denied" 1 "Permission denied" -- --user 1000 -- cat /tmp/f/a/data
+	fcheck "rm non-empty" 1 "not empty" -- --rm /tmp/f/a
+	fcheck "rm -r" 0 "" -- --rm /tmp/f --recursive
+	fcheck "stat removed" 1 "No such file" -- --stat /tmp/f
+	if [ -z "$fails" ]; then report OK "$name"; else report FAIL "$name" "${fails#; }"; fi
+}
+files_case
+
+# SHUTDOWN ends the VM cleanly (the VMM exits 0).
+ex agent-shutdown --shutdown
+wait "$exec_vm"
+vm_rc=$?
+if [ "$rc" -eq 0 ] && [ "$vm_rc" -eq 0 ]; then report OK agent-shutdown; else
+	report FAIL agent-shutdown "client exit $rc, vmm exit $vm_rc"; fi
+
+# ---- fresh VMs through sandvm-run ----
+ex_fresh() { # ex_fresh NAME sandvm-run args...
+	local name=$1
+	shift
+	timeout -k 5 300 "$RUN" --verbose "$@" >"$RESULTS/$name.stdout" 2>"$RESULTS/$name.stderr" </dev/null
+	rc=$?
+}
+ex_fresh run-minimal --cpus 2 -- sh -c 'echo $(nproc) cpus; exit 7'
+if [ "$rc" -eq 7 ] && out_is run-minimal "2 cpus"; then report OK run-minimal; else
+	report FAIL run-minimal "$(why run-minimal)"; fi
+
+if [ -f "$DEBIAN_IMAGE" ]; then
+	ex_fresh run-debian-python --image "$DEBIAN_IMAGE" --memory 512 -- \
+		python3 -c 'import hashlib, sys; print(sum(i * i for i in range(10**5)), hashlib.sha256(b"sandvm").hexdigest()[:12], sys.version_info[0])'
+	want="333328333350000 $(printf sandvm | sha256sum | cut -c1-12) 3"
+	if [ "$rc" -eq 0 ] && out_is run-debian-python "$want"; then report OK run-debian-python; else
+		report FAIL run-debian-python "$(why run-debian-python), expected '$want'"; fi
+	# The image is shared: a sandbox's writes go to its in-memory overlay.
+	before=$(sha256sum "$DEBIAN_IMAGE" | cut -c1-16)
+	ex_fresh run-debian-overlay --image "$DEBIAN_IMAGE" -- \
+		sh -c 'echo x >/etc/sandvm-written && rm -f /usr/bin/python3 && cat /etc/sandvm-written && hostname'
+	after=$(sha256sum "$DEBIAN_IMAGE" | cut -c1-16)
+	if [ "$rc" -eq 0 ] && out_is run-debian-overlay "$(printf 'x\nsandbox')" && [ "$before" = "$after" ]; then
+		report OK run-debian-overlay
+	else
+		report FAIL run-debian-overlay "$(why run-debian-overlay); image $before -> $after"
+	fi
+else
+	report FAIL run-debian-python "$DEBIAN_IMAGE missing (make debian-image)"
+fi
+
+rm -rf "$exec_dir"
