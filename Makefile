@@ -125,22 +125,27 @@ fuzz-run: fuzz
 test-unit: unit-tests
 	./tests/run-unit $(BUILD)
 
-test-integration: all $(TEST_INITRAMFS)
+test-integration: all $(TEST_INITRAMFS) debian-image
 	./tests/nested/run ./tests/integration/run $(BUILD)
 
 # The README's test command: unit tests (plain and sanitized), then the
 # integration suite on real VMs, with one summary line at the end.
-test: all unit-tests fuzz $(TEST_INITRAMFS)
+test: all unit-tests fuzz $(TEST_INITRAMFS) debian-image
 	./tests/run-all $(BUILD)
 
-# The README's main command: boot a sandbox and run the guest init in it.
-run: all
-	./tests/nested/run $(BUILD)/bin/vmm --kernel $(GUEST)/vmlinux \
-		--initrd $(GUEST)/initramfs.cpio.gz --cpus 2 --memory 256 \
-		--cmdline "quiet sandvm.expect_cpus=2 sandvm.expect_mem_mib=256"
+# The README's main command: a fresh sandbox (Debian + python3) runs a Python
+# snippet through the guest agent; its output is printed and its status returned.
+DEMO_PY := import os, platform, hashlib; \
+print(f"hello from a sandvm sandbox: Python {platform.python_version()}, {os.cpu_count()} CPUs, kernel {platform.release()}"); \
+print("sum of squares below 10**6 =", sum(i * i for i in range(10**6))); \
+print("sha256(b\"sandvm\") =", hashlib.sha256(b"sandvm").hexdigest())
+run: all debian-image
+	./tests/nested/run $(BUILD)/bin/sandvm-run --verbose --image debian --cpus 2 --memory 512 \
+		--no-stdin -- python3 -c '$(DEMO_PY)'
 
-bench: all
-	./tests/nested/run ./bench/boot $(BUILD)
+# Boot and exec benchmarks in one L1 boot (docs/benchmarks.md).
+bench: all $(TEST_INITRAMFS) debian-image
+	./tests/nested/run sh -c './bench/boot $(BUILD) && ./bench/exec $(BUILD)'
 
 clean:
 	rm -rf $(BUILD)

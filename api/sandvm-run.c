@@ -48,6 +48,8 @@ static const char usage[] =
 	"  --tty                        run on a pseudo-terminal\n"
 	"  --no-stdin                   do not forward stdin (it is closed at once)\n"
 	"  --verbose                    progress and timings on stderr\n"
+	"  --repeat N                   run the command N times on one connection (benchmarks;\n"
+	"                               with --verbose, prints round-trip percentiles)\n"
 	"File commands (with --attach):\n"
 	"  --ping | --cat PATH | --put LOCAL PATH | --stat PATH | --ls PATH\n"
 	"  --mkdir PATH [--parents] | --rm PATH [--recursive] | --shutdown\n"
@@ -59,7 +61,7 @@ enum { FILE_NONE, FILE_PING, FILE_CAT, FILE_PUT, FILE_STAT, FILE_LS, FILE_MKDIR,
 
 struct options {
 	const char *image, *kernel, *cmdline, *attach, *keep_dir;
-	unsigned cpus, memory_mib, ready_timeout_s;
+	unsigned cpus, memory_mib, ready_timeout_s, repeat;
 	struct agent_exec_request req;
 	const char *env[MAX_ENV + 1];
 	unsigned nenv;
@@ -146,7 +148,7 @@ static void parse_args(int argc, char **argv, struct options *o)
 	enum {
 		O_IMAGE = 256, O_KERNEL, O_CPUS, O_MEMORY, O_CMDLINE, O_READY, O_KEEP, O_TIMEOUT, O_ENV,
 		O_WORKDIR, O_USER, O_TTY, O_NOSTDIN, O_VERBOSE, O_ATTACH, O_PING, O_CAT, O_PUT, O_STAT,
-		O_LS, O_MKDIR, O_RM, O_PARENTS, O_RECURSIVE, O_SHUTDOWN, O_HELP,
+		O_LS, O_MKDIR, O_RM, O_PARENTS, O_RECURSIVE, O_SHUTDOWN, O_HELP, O_REPEAT,
 	};
 	static const struct option opts[] = {
 		{ "image", required_argument, NULL, O_IMAGE },
@@ -175,6 +177,7 @@ static void parse_args(int argc, char **argv, struct options *o)
 		{ "recursive", no_argument, NULL, O_RECURSIVE },
 		{ "shutdown", no_argument, NULL, O_SHUTDOWN },
 		{ "help", no_argument, NULL, O_HELP },
+		{ "repeat", required_argument, NULL, O_REPEAT },
 		{ 0 },
 	};
 	int c;
@@ -231,6 +234,7 @@ static void parse_args(int argc, char **argv, struct options *o)
 		case O_PARENTS: o->parents = true; break;
 		case O_RECURSIVE: o->recursive = true; break;
 		case O_SHUTDOWN: o->file_cmd = FILE_SHUTDOWN; break;
+		case O_REPEAT: o->repeat = parse_count("--repeat", optarg, 1000000); break;
 		case O_HELP: fputs(usage, stdout); exit(0);
 		default: fputs(usage, stderr); exit(2);
 		}
@@ -308,6 +312,13 @@ static int file_command(struct agent_client *c, const struct options *o)
 	return 0;
 }
 
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return x < y ? -1 : x > y;
+}
+
 static int run_exec(struct agent_client *c, struct options *o, const struct timespec *t0)
 {
 	struct agent_exec_io io = {
@@ -316,16 +327,27 @@ static int run_exec(struct agent_client *c, struct options *o, const struct time
 		.err_fd = STDERR_FILENO,
 		.signal_fd = signal_pipe[0],
 	};
+	unsigned rounds = o->repeat ? o->repeat : 1;
+	double *took = calloc(rounds, sizeof(*took));
 	struct agent_exec_status st;
+	struct timespec ts;
 	struct winsize ws;
-	int r;
+	int r = 0;
 
+	if (!took)
+		return EXIT_SANDBOX_FAILED;
 	if (o->req.pty && ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0) {
 		o->req.rows = ws.ws_row;
 		o->req.cols = ws.ws_col;
 	}
-	r = agent_client_exec(c, &o->req, &io, &st);
+	for (unsigned i = 0; i < rounds && !r; i++) {
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		r = agent_client_exec(c, &o->req, &io, &st);
+		took[i] = ms_since(&ts);
+		io.in_fd = -1; /* stdin goes to the first run only */
+	}
 	if (r) {
+		free(took);
 		fprintf(stderr, "sandvm-run: %s\n", agent_client_error(c));
 		if (r == -ENOENT)
 			return EXIT_NOT_FOUND;
@@ -336,6 +358,12 @@ static int run_exec(struct agent_client *c, struct options *o, const struct time
 	if (o->verbose)
 		fprintf(stderr, "sandvm-run: exec done in %.1f ms (stdout %llu bytes, stderr %llu bytes)\n",
 			ms_since(t0), (unsigned long long)st.out_bytes, (unsigned long long)st.err_bytes);
+	if (o->verbose && rounds > 1) {
+		qsort(took, rounds, sizeof(*took), cmp_double);
+		fprintf(stderr, "sandvm-run: exec round trips: n=%u p50=%.3f ms p99=%.3f ms min=%.3f ms\n",
+			rounds, took[rounds / 2], took[(size_t)(rounds * 0.99)], took[0]);
+	}
+	free(took);
 	if (st.kind == AGENT_PROTO_EXIT_TIMED_OUT)
 		fprintf(stderr, "sandvm-run: command timed out after %u s and was killed\n",
 			o->req.timeout_ms / 1000);

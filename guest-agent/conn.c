@@ -5,6 +5,7 @@
  * agent reads neither from the host nor from processes' output.
  */
 #include <errno.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -55,6 +56,32 @@ uint8_t *agent_conn_reserve(struct agent_conn *c, size_t len)
 	return c->out + c->out_len;
 }
 
+/*
+ * The OK is in the socket, not yet with the host: resetting now could lose
+ * it. The host closes the connection once it has read it; wait for that
+ * (a second at most), then end the VM.
+ */
+static void shutdown_now(struct agent_conn *c)
+{
+	uint64_t deadline = agent_now_ms() + 1000;
+	char buf[256];
+
+	shutdown(c->w.fd, SHUT_WR);
+	for (;;) {
+		struct pollfd p = { .fd = c->w.fd, .events = POLLIN };
+		int64_t left = (int64_t)(deadline - agent_now_ms());
+
+		ssize_t n;
+
+		if (left <= 0 || poll(&p, 1, (int)left) <= 0)
+			break;
+		n = recv(c->w.fd, buf, sizeof(buf), MSG_DONTWAIT);
+		if (n == 0 || (n < 0 && errno != EAGAIN))
+			break;
+	}
+	agent_system_poweroff(c->shutdown_action);
+}
+
 static void conn_flush(struct agent_conn *c)
 {
 	bool was_backlogged = agent_conn_backlogged(c);
@@ -76,7 +103,7 @@ static void conn_flush(struct agent_conn *c)
 	if (c->out_off == c->out_len) {
 		c->out_off = c->out_len = 0;
 		if (c->shutdown_after_flush)
-			agent_system_poweroff(c->shutdown_action);
+			shutdown_now(c);
 	}
 	conn_update_events(c);
 	if (was_backlogged && !agent_conn_backlogged(c)) {

@@ -442,8 +442,12 @@ int agent_client_shutdown(struct agent_client *c, uint32_t action)
 		r = 0;
 		if (f.hdr.stream != 0)
 			continue;
-		if (f.hdr.type == AGENT_PROTO_OK)
+		if (f.hdr.type == AGENT_PROTO_OK) {
+			/* Closing tells the agent its answer arrived; it ends the VM then. */
+			close(c->fd);
+			c->fd = -1;
 			return 0;
+		}
 		if (f.hdr.type == AGENT_PROTO_ERROR)
 			return remote_error(c, &f);
 	}
