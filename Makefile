@@ -105,6 +105,17 @@ $(BUILD)/tests-asan/%: tests/unit/%.c tests/unit/unit.h $(ASAN_OBJS) | $(STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_COMMON) $(SAN_FLAGS) -Itests/unit -o $@ $< $(ASAN_OBJS) $(LDLIBS_VMM) -lcmocka
 
+# The agent as an ordinary dynamic program (its --unix mode) for test_agent_host,
+# plain and sanitized; the static one cannot carry ASan.
+$(BUILD)/tests/sandvm-agent: $(AGENT_SRCS) $(wildcard guest-agent/*.h) | $(STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_COMMON) $(CFLAGS) -Iguest-agent -o $@ $(AGENT_SRCS)
+$(BUILD)/tests-asan/sandvm-agent: $(AGENT_SRCS) $(wildcard guest-agent/*.h) | $(STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_COMMON) $(SAN_FLAGS) -Iguest-agent -o $@ $(AGENT_SRCS)
+$(BUILD)/tests/test_agent_host: $(BUILD)/tests/sandvm-agent
+$(BUILD)/tests-asan/test_agent_host: $(BUILD)/tests-asan/sandvm-agent
+
 unit-tests: $(UNIT_BINS) $(ASAN_BINS)
 
 # libFuzzer targets (clang): every parser of untrusted bytes has one.

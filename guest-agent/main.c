@@ -17,6 +17,7 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/timerfd.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -143,7 +144,29 @@ static int listen_vsock(unsigned port)
 	return fd;
 }
 
-static int setup_loop(struct agent *a)
+/* Host-side tests run the agent as an ordinary process on a unix socket. */
+static int listen_unix(const char *path)
+{
+	struct sockaddr_un addr = { .sun_family = AF_UNIX };
+	int fd;
+
+	if (strlen(path) >= sizeof(addr.sun_path))
+		return -ENAMETOOLONG;
+	strcpy(addr.sun_path, path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	unlink(path);
+	if (bind(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0 || listen(fd, 64) < 0) {
+		int err = -errno;
+
+		close(fd);
+		return err;
+	}
+	return fd;
+}
+
+static int setup_loop(struct agent *a, const char *unix_path)
 {
 	sigset_t mask;
 	int fd;
@@ -165,7 +188,7 @@ static int setup_loop(struct agent *a)
 		return -errno;
 	a->timer = (struct agent_watch){ .fd = fd, .fn = on_timer };
 
-	fd = listen_vsock(AGENT_VSOCK_PORT);
+	fd = unix_path ? listen_unix(unix_path) : listen_vsock(AGENT_VSOCK_PORT);
 	if (fd < 0)
 		return fd;
 	a->listen = (struct agent_watch){ .fd = fd, .fn = on_listen };
@@ -176,9 +199,10 @@ static int setup_loop(struct agent *a)
 	return 0;
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
 	struct agent agent = { .epfd = -1 };
+	const char *unix_path = NULL;
 	struct epoll_event events[64];
 	int err;
 
@@ -188,6 +212,12 @@ int main(void)
 		if (fcntl(fd, F_GETFD) < 0 && open("/dev/null", O_RDWR) != fd)
 			break;
 	agent.pid1 = getpid() == 1;
+	if (!agent.pid1 && argc == 3 && strcmp(argv[1], "--unix") == 0) {
+		unix_path = argv[2];
+	} else if (!agent.pid1 && argc != 1) {
+		fprintf(stderr, "usage: sandvm-agent [--unix SOCKET]  (PID 1 of a sandbox VM; --unix for tests)\n");
+		return 2;
+	}
 	/* Writes to a pipe whose reader left must fail with EPIPE, not kill PID 1. */
 	signal(SIGPIPE, SIG_IGN);
 	if (agent.pid1)
@@ -195,14 +225,17 @@ int main(void)
 	else
 		prctl(PR_SET_CHILD_SUBREAPER, 1);
 
-	err = setup_loop(&agent);
+	err = setup_loop(&agent, unix_path);
 	if (err) {
 		sv_err("cannot start: %s (is virtio-vsock present?)", strerror(-err));
 		if (agent.pid1)
 			agent_system_poweroff(AGENT_PROTO_POWEROFF);
 		return 1;
 	}
-	sv_info("ready on vsock port %u", AGENT_VSOCK_PORT);
+	if (unix_path)
+		sv_info("ready on %s", unix_path);
+	else
+		sv_info("ready on vsock port %u", AGENT_VSOCK_PORT);
 
 	for (;;) {
 		int n = epoll_wait(agent.epfd, events, 64, -1);

@@ -394,6 +394,32 @@ int agent_client_connect(struct agent_client *c, const char *vsock_path, uint32_
 	return r;
 }
 
+int agent_client_attach_fd(struct agent_client *c, int fd, int timeout_ms)
+{
+	int64_t deadline = timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
+	int r;
+
+	memset(c, 0, sizeof(*c));
+	c->fd = fd;
+	c->rbuf = malloc(AGENT_PROTO_MAX_PAYLOAD);
+	c->in = malloc(CLIENT_IN_SIZE);
+	if (!c->rbuf || !c->in) {
+		agent_client_close(c);
+		return fail(c, -ENOMEM, "out of memory");
+	}
+	agent_proto_reader_init(&c->reader, c->rbuf, AGENT_PROTO_MAX_PAYLOAD);
+	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+	r = hello(c, deadline);
+	if (r) {
+		char keep[sizeof(c->error)];
+
+		memcpy(keep, c->error, sizeof(keep));
+		agent_client_close(c);
+		memcpy(c->error, keep, sizeof(keep));
+	}
+	return r;
+}
+
 void agent_client_close(struct agent_client *c)
 {
 	if (c->fd >= 0)

@@ -73,6 +73,8 @@ extern const char *const agent_client_default_env[];
  */
 int agent_client_connect(struct agent_client *c, const char *vsock_path, uint32_t port,
 			 int timeout_ms);
+/* HELLO over an already connected stream (the agent's --unix test mode); takes fd. */
+int agent_client_attach_fd(struct agent_client *c, int fd, int timeout_ms);
 void agent_client_close(struct agent_client *c);
 const char *agent_client_error(const struct agent_client *c);
 
