@@ -13,7 +13,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -28,7 +30,7 @@
 
 static const char usage[] =
 	"usage: sandvm-run [VM OPTIONS] [EXEC OPTIONS] -- CMD [ARG...]\n"
-	"       sandvm-run --attach SOCKET [EXEC OPTIONS] -- CMD [ARG...]\n"
+	"       sandvm-run --attach SOCKET|unix:PATH [EXEC OPTIONS] -- CMD [ARG...]\n"
 	"       sandvm-run --attach SOCKET FILE-COMMAND\n"
 	"\n"
 	"VM options (a fresh VM, destroyed afterwards):\n"
@@ -436,6 +438,22 @@ static int run_in_fresh_vm(struct options *o)
 	return code;
 }
 
+/* unix:PATH: an agent run by hand with --unix PATH (debugging, tests). */
+static int attach_unix(struct agent_client *c, const char *path)
+{
+	struct sockaddr_un addr = { .sun_family = AF_UNIX };
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", path);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
+		snprintf(c->error, sizeof(c->error), "%s: %s", path, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return -errno;
+	}
+	return agent_client_attach_fd(c, fd, 10000);
+}
+
 int main(int argc, char **argv)
 {
 	struct options o = { 0 };
@@ -458,8 +476,11 @@ int main(int argc, char **argv)
 		int r;
 
 		clock_gettime(CLOCK_MONOTONIC, &t0);
-		r = agent_client_connect(&c, o.attach, AGENT_CLIENT_PORT,
-					 (int)(o.ready_timeout_s ? o.ready_timeout_s : 60) * 1000);
+		if (strncmp(o.attach, "unix:", 5) == 0)
+			r = attach_unix(&c, o.attach + 5);
+		else
+			r = agent_client_connect(&c, o.attach, AGENT_CLIENT_PORT,
+						 (int)(o.ready_timeout_s ? o.ready_timeout_s : 60) * 1000);
 		if (r) {
 			fprintf(stderr, "sandvm-run: %s\n", agent_client_error(&c));
 			return EXIT_SANDBOX_FAILED;

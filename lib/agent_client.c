@@ -355,21 +355,40 @@ static int hello(struct agent_client *c, int64_t deadline)
 	return 0;
 }
 
-int agent_client_connect(struct agent_client *c, const char *vsock_path, uint32_t port, int timeout_ms)
+static int client_init(struct agent_client *c, int fd)
 {
-	int64_t deadline = timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
-	int r;
-
 	memset(c, 0, sizeof(*c));
-	c->fd = -1;
+	c->fd = fd;
 	c->rbuf = malloc(AGENT_PROTO_MAX_PAYLOAD);
 	c->in = malloc(CLIENT_IN_SIZE);
-	if (!c->rbuf || !c->in) {
+	c->scratch = malloc(CLIENT_CHUNK);
+	if (!c->rbuf || !c->in || !c->scratch) {
 		agent_client_close(c);
 		return fail(c, -ENOMEM, "out of memory");
 	}
 	agent_proto_reader_init(&c->reader, c->rbuf, AGENT_PROTO_MAX_PAYLOAD);
-	for (;;) {
+	return 0;
+}
+
+/* On failure the client is closed, but its message stays readable. */
+static int close_on_error(struct agent_client *c, int r)
+{
+	char keep[sizeof(c->error)];
+
+	if (!r)
+		return 0;
+	memcpy(keep, c->error, sizeof(keep));
+	agent_client_close(c);
+	memcpy(c->error, keep, sizeof(keep));
+	return r;
+}
+
+int agent_client_connect(struct agent_client *c, const char *vsock_path, uint32_t port, int timeout_ms)
+{
+	int64_t deadline = timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
+	int r = client_init(c, -1);
+
+	while (!r) {
 		r = connect_once(c, vsock_path, port, deadline);
 		if (r < 0)
 			break;
@@ -384,40 +403,18 @@ int agent_client_connect(struct agent_client *c, const char *vsock_path, uint32_
 		}
 		poll(NULL, 0, CLIENT_RETRY_MS);
 	}
-	if (r) {
-		char keep[sizeof(c->error)];
-
-		memcpy(keep, c->error, sizeof(keep));
-		agent_client_close(c);
-		memcpy(c->error, keep, sizeof(keep));
-	}
-	return r;
+	return close_on_error(c, r);
 }
 
 int agent_client_attach_fd(struct agent_client *c, int fd, int timeout_ms)
 {
 	int64_t deadline = timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
-	int r;
+	int r = client_init(c, fd); /* closes fd on failure */
 
-	memset(c, 0, sizeof(*c));
-	c->fd = fd;
-	c->rbuf = malloc(AGENT_PROTO_MAX_PAYLOAD);
-	c->in = malloc(CLIENT_IN_SIZE);
-	if (!c->rbuf || !c->in) {
-		agent_client_close(c);
-		return fail(c, -ENOMEM, "out of memory");
-	}
-	agent_proto_reader_init(&c->reader, c->rbuf, AGENT_PROTO_MAX_PAYLOAD);
+	if (r)
+		return r;
 	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
-	r = hello(c, deadline);
-	if (r) {
-		char keep[sizeof(c->error)];
-
-		memcpy(keep, c->error, sizeof(keep));
-		agent_client_close(c);
-		memcpy(c->error, keep, sizeof(keep));
-	}
-	return r;
+	return close_on_error(c, hello(c, deadline));
 }
 
 void agent_client_close(struct agent_client *c)
@@ -427,6 +424,7 @@ void agent_client_close(struct agent_client *c)
 	free(c->rbuf);
 	free(c->in);
 	free(c->out);
+	free(c->scratch);
 	memset(c, 0, sizeof(*c));
 	c->fd = -1;
 }
@@ -587,7 +585,7 @@ static int exec_frame(struct agent_client *c, struct exec_state *x, const struct
 
 static int exec_read_stdin(struct agent_client *c, struct exec_state *x, int *in_fd)
 {
-	static uint8_t buf[CLIENT_CHUNK];
+	uint8_t *buf = c->scratch;
 	size_t want = x->stdin_window < CLIENT_CHUNK ? x->stdin_window : CLIENT_CHUNK;
 	struct agent_proto_data d = { .data = buf };
 	ssize_t n;
@@ -808,7 +806,7 @@ static int write_check(struct agent_client *c, uint32_t stream)
 int agent_client_write_file(struct agent_client *c, const char *path, int in_fd, uint32_t mode,
 			    uint64_t *copied)
 {
-	static uint8_t buf[CLIENT_CHUNK];
+	uint8_t *buf = c->scratch;
 	uint32_t stream = new_stream(c);
 	uint32_t flags = AGENT_PROTO_WRITE_CREATE | AGENT_PROTO_WRITE_TRUNCATE;
 	size_t cap = CLIENT_CHUNK + strlen(path) + 128;
@@ -818,7 +816,7 @@ int agent_client_write_file(struct agent_client *c, const char *path, int in_fd,
 	*copied = 0;
 	while (!(flags & AGENT_PROTO_WRITE_FINAL)) {
 		struct agent_proto_file_write m = { .path = path, .mode = mode, .data = buf };
-		ssize_t n = read(in_fd, buf, sizeof(buf));
+		ssize_t n = read(in_fd, buf, CLIENT_CHUNK);
 
 		if (n < 0 && errno == EINTR)
 			continue;

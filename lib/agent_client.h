@@ -32,6 +32,7 @@ struct agent_client {
 	size_t in_len, in_off;
 	uint8_t *out;
 	size_t out_len, out_cap;
+	uint8_t *scratch; /* one chunk of stdin or file data on its way out */
 	uint32_t next_stream;
 	char agent_name[128];
 	char error[512];

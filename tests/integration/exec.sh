@@ -122,6 +122,18 @@ big_case() {
 }
 big_case
 
+# A consumer faster than the guest: the host side drains at once, so the
+# guest's vsock credit must come back without host-to-guest traffic to
+# carry it (this once stalled for good).
+ex exec-fast-consumer --verbose -- head -c 67108864 /dev/zero
+if [ "$rc" -eq 0 ] && err_has exec-fast-consumer "stdout 67108864 bytes" &&
+	[ "$(stat -c %s "$RESULTS/exec-fast-consumer.stdout")" -eq 67108864 ]; then
+	report OK exec-fast-consumer
+	: >"$RESULTS/exec-fast-consumer.stdout"
+else
+	report FAIL exec-fast-consumer "exit $rc: $(tail -2 "$RESULTS/exec-fast-consumer.stderr")"
+fi
+
 # 20 execs at once: each waits until all 20 have started, which only
 # completes if the agent runs them concurrently.
 concurrent_case() {

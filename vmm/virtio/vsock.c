@@ -546,6 +546,12 @@ static void fd_event(struct event_handler *eh, uint32_t events)
 				reset_conn(vs, c);
 				goto out;
 			}
+			/*
+			 * The credit update flush_out may have queued must reach the
+			 * guest now: a guest out of credit sends nothing that would
+			 * make us deliver it later, and the stream would stall.
+			 */
+			rx_pump(vs, NULL);
 			update_events(c);
 		}
 		if (events & (EPOLLIN | EPOLLHUP | EPOLLERR))
