@@ -16,6 +16,7 @@
 #include <sys/types.h>
 
 #include "agent_proto.h"
+#include "byte_queue.h"
 
 /* The vsock port the agent listens on. */
 #define AGENT_VSOCK_PORT 1024u
@@ -60,8 +61,7 @@ struct agent_conn {
 	struct agent_conn *next;
 	struct agent_proto_reader reader;
 	uint8_t *rbuf;
-	uint8_t *out; /* frames not yet written to the socket */
-	size_t out_len, out_cap, out_off;
+	struct byte_queue out; /* frames not yet written to the socket */
 	bool hello_done;
 	bool closed;
 	bool shutdown_after_flush;

@@ -29,31 +29,12 @@ static struct agent_conn *conn_of(struct agent_watch *w)
 
 bool agent_conn_backlogged(const struct agent_conn *c)
 {
-	return c->out_len - c->out_off > AGENT_OUT_HIGH;
+	return byte_queue_len(&c->out) > AGENT_OUT_HIGH;
 }
 
 uint8_t *agent_conn_reserve(struct agent_conn *c, size_t len)
 {
-	if (c->out_off && c->out_off == c->out_len)
-		c->out_off = c->out_len = 0;
-	if (c->out_cap - c->out_len < len && c->out_off) {
-		memmove(c->out, c->out + c->out_off, c->out_len - c->out_off);
-		c->out_len -= c->out_off;
-		c->out_off = 0;
-	}
-	if (c->out_cap - c->out_len < len) {
-		size_t cap = c->out_cap ? c->out_cap : 64 * 1024;
-		uint8_t *n;
-
-		while (cap - c->out_len < len)
-			cap *= 2;
-		n = realloc(c->out, cap);
-		if (!n)
-			return NULL;
-		c->out = n;
-		c->out_cap = cap;
-	}
-	return c->out + c->out_len;
+	return byte_queue_reserve(&c->out, len);
 }
 
 /*
@@ -86,25 +67,12 @@ static void conn_flush(struct agent_conn *c)
 {
 	bool was_backlogged = agent_conn_backlogged(c);
 
-	while (c->out_off < c->out_len) {
-		ssize_t n = send(c->w.fd, c->out + c->out_off, c->out_len - c->out_off,
-				 MSG_DONTWAIT | MSG_NOSIGNAL);
-
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			if (errno == EAGAIN)
-				break;
-			conn_close(c);
-			return;
-		}
-		c->out_off += (size_t)n;
+	if (byte_queue_send(&c->out, c->w.fd) < 0) {
+		conn_close(c);
+		return;
 	}
-	if (c->out_off == c->out_len) {
-		c->out_off = c->out_len = 0;
-		if (c->shutdown_after_flush)
-			shutdown_now(c);
-	}
+	if (!byte_queue_len(&c->out) && c->shutdown_after_flush)
+		shutdown_now(c);
 	conn_update_events(c);
 	if (was_backlogged && !agent_conn_backlogged(c)) {
 		for (unsigned i = 0; i < c->nstreams; i++)
@@ -115,7 +83,7 @@ static void conn_flush(struct agent_conn *c)
 
 void agent_conn_commit(struct agent_conn *c, size_t len)
 {
-	c->out_len += len;
+	byte_queue_commit(&c->out, len);
 	if (!c->closed)
 		conn_flush(c);
 }
@@ -128,7 +96,7 @@ static void conn_update_events(struct agent_conn *c)
 		return;
 	if (!agent_conn_backlogged(c))
 		ev |= EPOLLIN;
-	if (c->out_off < c->out_len)
+	if (byte_queue_len(&c->out))
 		ev |= EPOLLOUT;
 	if (agent_watch_set(c->agent, &c->w, ev ? ev : EPOLLRDHUP) < 0)
 		sv_warn("connection: epoll: %s", strerror(errno));
@@ -416,7 +384,7 @@ static void conn_close(struct agent_conn *c)
 		}
 	a->nconns--;
 	agent_defer_free(a, c->rbuf);
-	agent_defer_free(a, c->out);
+	agent_defer_free(a, c->out.buf);
 	agent_defer_free(a, c);
 }
 

@@ -69,52 +69,22 @@ const char *agent_client_error(const struct agent_client *c)
 
 /* ---- output buffer ---- */
 
-static uint8_t *reserve(struct agent_client *c, size_t len)
-{
-	if (c->out_cap - c->out_len < len) {
-		size_t cap = c->out_cap ? c->out_cap : 64 * 1024;
-		uint8_t *n;
-
-		while (cap - c->out_len < len)
-			cap *= 2;
-		n = realloc(c->out, cap);
-		if (!n)
-			return NULL;
-		c->out = n;
-		c->out_cap = cap;
-	}
-	return c->out + c->out_len;
-}
-
 /* Writes what the socket takes now. */
 static int try_flush(struct agent_client *c)
 {
-	size_t off = 0;
+	int r = byte_queue_send(&c->out, c->fd);
 
-	while (off < c->out_len) {
-		ssize_t n = send(c->fd, c->out + off, c->out_len - off, MSG_DONTWAIT | MSG_NOSIGNAL);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0 && errno == EAGAIN)
-			break;
-		if (n < 0)
-			return fail(c, -errno, "connection to the agent: %s", strerror(errno));
-		off += (size_t)n;
-	}
-	memmove(c->out, c->out + off, c->out_len - off);
-	c->out_len -= off;
-	return 0;
+	return r ? fail(c, r, "connection to the agent: %s", strerror(-r)) : 0;
 }
 
 /* Encoders of the frames the client sends write into the output buffer through this. */
 #define QUEUE(c, cap, call)                                                                  \
 	({                                                                                   \
 		size_t len_;                                                                 \
-		uint8_t *p_ = reserve((c), (cap));                                           \
+		uint8_t *p_ = byte_queue_reserve(&(c)->out, (cap));                                           \
 		int r_ = p_ ? (call) : -ENOMEM;                                              \
 		if (!r_)                                                                     \
-			(c)->out_len += len_;                                                \
+			byte_queue_commit(&(c)->out, len_);                                  \
 		r_ ? fail((c), r_, "cannot encode a request: %s", strerror(-r_)) : 0;        \
 	})
 
@@ -167,7 +137,7 @@ static int next_frame(struct agent_client *c, struct agent_proto_frame *f, int64
 
 		if (r)
 			return r;
-		if (c->out_len)
+		if (byte_queue_len(&c->out))
 			p.events |= POLLOUT;
 		r = poll(&p, 1, remaining(deadline));
 		if (r < 0 && errno != EINTR)
@@ -235,7 +205,7 @@ static int stream_frame(struct agent_client *c, uint32_t stream, struct agent_pr
 
 static int flush_all(struct agent_client *c, int64_t deadline)
 {
-	while (c->out_len) {
+	while (byte_queue_len(&c->out)) {
 		struct pollfd p = { .fd = c->fd, .events = POLLOUT };
 		int r = poll(&p, 1, remaining(deadline));
 
@@ -423,7 +393,7 @@ void agent_client_close(struct agent_client *c)
 		close(c->fd);
 	free(c->rbuf);
 	free(c->in);
-	free(c->out);
+	byte_queue_free(&c->out);
 	free(c->scratch);
 	memset(c, 0, sizeof(*c));
 	c->fd = -1;
@@ -664,7 +634,7 @@ int agent_client_exec(struct agent_client *c, const struct agent_exec_request *r
 			    AGENT_PROTO_MAX_ARGS_BYTES);
 	while (!r && !x.done) {
 		struct pollfd p[3] = {
-			{ .fd = c->fd, .events = POLLIN | (c->out_len ? POLLOUT : 0) },
+			{ .fd = c->fd, .events = POLLIN | (byte_queue_len(&c->out) ? POLLOUT : 0) },
 			{ .fd = -1, .events = POLLIN },
 			{ .fd = -1, .events = POLLIN },
 		};
@@ -678,7 +648,7 @@ int agent_client_exec(struct agent_client *c, const struct agent_exec_request *r
 				break;
 			p[0].events |= POLLOUT;
 		}
-		if (x.started && in_fd >= 0 && x.stdin_window && c->out_len < CLIENT_OUT_HIGH)
+		if (x.started && in_fd >= 0 && x.stdin_window && byte_queue_len(&c->out) < CLIENT_OUT_HIGH)
 			p[1].fd = in_fd;
 		p[2].fd = sig_fd;
 		if (poll(p, 3, -1) < 0) {
@@ -707,7 +677,7 @@ int agent_client_exec(struct agent_client *c, const struct agent_exec_request *r
 		}
 		if (!r && p[2].fd >= 0 && (p[2].revents & (POLLIN | POLLHUP)))
 			r = exec_signals(c, &x, &sig_fd);
-		if (!r && c->out_len)
+		if (!r && byte_queue_len(&c->out))
 			r = try_flush(c);
 	}
 	if (!r)

@@ -20,6 +20,7 @@
 #include <stdint.h>
 
 #include "agent_proto.h"
+#include "byte_queue.h"
 
 /* The vsock port the guest agent listens on. */
 #define AGENT_CLIENT_PORT 1024u
@@ -30,8 +31,7 @@ struct agent_client {
 	uint8_t *rbuf;
 	uint8_t *in;
 	size_t in_len, in_off;
-	uint8_t *out;
-	size_t out_len, out_cap;
+	struct byte_queue out;
 	uint8_t *scratch; /* one chunk of stdin or file data on its way out */
 	uint32_t next_stream;
 	char agent_name[128];
