@@ -137,10 +137,8 @@ static int open_for_write(const char *path, uint32_t mode, uint32_t flags)
 		oflags |= O_TRUNC;
 	if (flags & AGENT_PROTO_WRITE_APPEND)
 		oflags |= O_APPEND;
-	if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
-		return -EISDIR;
 	if (stat(path, &st) == 0 && !S_ISREG(st.st_mode))
-		return -EINVAL;
+		return S_ISDIR(st.st_mode) ? -EISDIR : -EINVAL;
 	fd = open(path, oflags, (mode_t)mode);
 	if (fd < 0)
 		return -errno;

@@ -72,41 +72,48 @@ static void open_console(void)
 		close(fd);
 }
 
+/* Reads a small text file, NUL-terminated; its length, or 0 when unreadable or empty. */
+static size_t read_text(const char *path, char *buf, size_t cap)
+{
+	ssize_t n = -1;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+	if (fd >= 0) {
+		n = read(fd, buf, cap - 1);
+		close(fd);
+	}
+	buf[n > 0 ? n : 0] = '\0';
+	return n > 0 ? (size_t)n : 0;
+}
+
+/* The value of KEY=VALUE as a whole word of the command line, with its length; NULL if absent. */
+static const char *cmdline_param(const char *cmdline, const char *key, size_t *len)
+{
+	size_t klen = strlen(key);
+
+	for (const char *p = cmdline; (p = strstr(p, key)); p++) {
+		if ((p == cmdline || p[-1] == ' ') && p[klen] == '=') {
+			*len = strcspn(p + klen + 1, " \n");
+			return p + klen + 1;
+		}
+	}
+	return NULL;
+}
+
 /* sandvm.hostname= on the kernel command line, else /etc/hostname, else "sandbox". */
-static void set_hostname(void)
+static void set_hostname(const char *cmdline)
 {
 	char buf[4096], name[HOST_NAME_MAX + 1] = AGENT_DEFAULT_HOSTNAME;
-	ssize_t n = -1;
-	int fd;
+	const char *v;
+	size_t len;
 
-	fd = open("/proc/cmdline", O_RDONLY | O_CLOEXEC);
-	if (fd >= 0) {
-		n = read(fd, buf, sizeof(buf) - 1);
-		close(fd);
+	if ((v = cmdline_param(cmdline, "sandvm.hostname", &len))) {
+		snprintf(name, sizeof(name), "%.*s", (int)len, v);
+	} else if (read_text("/etc/hostname", buf, sizeof(buf))) {
+		buf[strcspn(buf, " \n")] = '\0';
+		if (buf[0])
+			snprintf(name, sizeof(name), "%.*s", (int)sizeof(name) - 1, buf);
 	}
-	if (n > 0) {
-		char *p;
-
-		buf[n] = '\0';
-		p = strstr(buf, "sandvm.hostname=");
-		if (p && (p == buf || p[-1] == ' ')) {
-			p += strlen("sandvm.hostname=");
-			snprintf(name, sizeof(name), "%.*s", (int)strcspn(p, " \n"), p);
-			goto set;
-		}
-	}
-	fd = open("/etc/hostname", O_RDONLY | O_CLOEXEC);
-	if (fd >= 0) {
-		n = read(fd, buf, sizeof(buf) - 1);
-		close(fd);
-		if (n > 0) {
-			buf[n] = '\0';
-			buf[strcspn(buf, " \n")] = '\0';
-			if (buf[0])
-				snprintf(name, sizeof(name), "%.*s", (int)sizeof(name) - 1, buf);
-		}
-	}
-set:
 	if (sethostname(name, strlen(name)) < 0)
 		sv_warn("sethostname: %s", strerror(errno));
 }
@@ -134,28 +141,6 @@ static void signal_boot(void)
 		return;
 	outb(AGENT_BOOT_VALUE, AGENT_BOOT_PORT);
 	ioperm(AGENT_BOOT_PORT, 1, 0);
-}
-
-static bool cmdline_flag(const char *flag)
-{
-	char buf[4096], *p;
-	ssize_t n = -1;
-	int fd = open("/proc/cmdline", O_RDONLY | O_CLOEXEC);
-
-	if (fd >= 0) {
-		n = read(fd, buf, sizeof(buf) - 1);
-		close(fd);
-	}
-	if (n <= 0)
-		return false;
-	buf[n] = '\0';
-	for (p = buf; (p = strstr(p, flag)); p++) {
-		size_t len = strlen(flag);
-
-		if ((p == buf || p[-1] == ' ') && (p[len] == ' ' || p[len] == '\n' || !p[len]))
-			return true;
-	}
-	return false;
 }
 
 /*
@@ -192,15 +177,20 @@ static bool overlay_root(void)
 
 void agent_system_setup(void)
 {
+	char cmdline[4096];
+	const char *v;
+	size_t len;
 	bool overlay;
 
 	/* /proc first: it is where the command line is read from. */
 	mount_one("proc", "/proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
-	overlay = cmdline_flag("sandvm.overlay=1") && overlay_root();
+	read_text("/proc/cmdline", cmdline, sizeof(cmdline));
+	v = cmdline_param(cmdline, "sandvm.overlay", &len);
+	overlay = v && len == 1 && v[0] == '1' && overlay_root();
 	mount_all(!overlay);
 	open_console();
 	signal_boot();
-	set_hostname();
+	set_hostname(cmdline);
 	loopback_up();
 	if (chdir("/") < 0)
 		sv_warn("chdir /: %s", strerror(errno));
