@@ -14,14 +14,17 @@ LDLIBS_VMM := -lpthread $(shell pkg-config --libs libcjson 2>/dev/null || echo -
 SAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
 LIB_SRCS  := $(wildcard lib/*.c)
+# The daemon's pure request parsers, which unit tests and fuzzers link too.
+API_PURE_SRCS := api/sandboxd/spec.c api/sandboxd/query.c
 VMM_SRCS  := $(filter-out vmm/main.c,$(wildcard vmm/*.c vmm/arch/x86/*.c vmm/devices/*.c vmm/virtio/*.c vmm/backends/*.c))
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
 ASAN_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests-asan/%,$(UNIT_SRCS))
 
 OBJS      := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRCS) $(VMM_SRCS))
-ASAN_OBJS := $(patsubst %.c,$(BUILD)/obj-asan/%.o,$(LIB_SRCS) $(VMM_SRCS))
-FUZZ_OBJS := $(patsubst %.c,$(BUILD)/obj-fuzz/%.o,$(LIB_SRCS) $(VMM_SRCS))
+API_PURE_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,$(API_PURE_SRCS))
+ASAN_OBJS := $(patsubst %.c,$(BUILD)/obj-asan/%.o,$(LIB_SRCS) $(VMM_SRCS) $(API_PURE_SRCS))
+FUZZ_OBJS := $(patsubst %.c,$(BUILD)/obj-fuzz/%.o,$(LIB_SRCS) $(VMM_SRCS) $(API_PURE_SRCS))
 FUZZ_BINS := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_FLAGS := -O1 -g -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all
 
@@ -41,13 +44,29 @@ $(STAMP): scripts/install-deps.sh
 	./scripts/install-deps.sh
 	@touch $@
 
-vmm: $(BUILD)/bin/vmm $(BUILD)/bin/sandvm-run
+vmm: $(BUILD)/bin/vmm $(BUILD)/bin/sandvm-run $(BUILD)/bin/vmctl $(BUILD)/bin/sandboxd
 
 LIB_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRCS))
 # Boots a sandbox and runs one command in it, straight through the VMM.
 $(BUILD)/bin/sandvm-run: $(BUILD)/obj/api/sandvm-run.o $(LIB_OBJS) | $(STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $^
+
+# The client of sandboxd (docs/api.md).
+# The worker daemon (docs/api.md): libuv, the packaged http_parser, cJSON, OpenSSL.
+SANDBOXD_SRCS := $(wildcard api/sandboxd/*.c)
+SANDBOXD_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,$(SANDBOXD_SRCS))
+LDLIBS_SANDBOXD := $(shell pkg-config --libs libuv libcjson libcrypto) -lhttp_parser -lpthread
+# Messages to people are cut to their buffers on purpose; paths are checked for length where made.
+$(SANDBOXD_OBJS): CFLAGS += -Wno-format-truncation
+$(BUILD)/bin/sandboxd: $(SANDBOXD_OBJS) $(LIB_OBJS) | $(STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS_SANDBOXD)
+
+VMCTL_SRCS := $(wildcard api/vmctl/*.c)
+$(BUILD)/bin/vmctl: $(patsubst %.c,$(BUILD)/obj/%.o,$(VMCTL_SRCS)) $(BUILD)/obj/lib/log.o | $(STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $^ $(shell pkg-config --libs libcurl libcjson) -lpthread
 
 $(BUILD)/bin/vmm: $(OBJS) $(BUILD)/obj/vmm/main.o | $(STAMP)
 	@mkdir -p $(dir $@)
@@ -99,13 +118,14 @@ $(TEST_INITRAMFS): $(BUILD)/bin/sandvm-init rootfs/build-initramfs.sh $(GUEST_TE
 		$(BUILD)/guest-tests
 
 # ---- tests ----
-$(BUILD)/tests/%: tests/unit/%.c tests/unit/unit.h $(OBJS) | $(STAMP)
+$(BUILD)/tests/%: tests/unit/%.c tests/unit/unit.h $(OBJS) $(API_PURE_OBJS) | $(STAMP)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_COMMON) $(CFLAGS) -Itests/unit -o $@ $< $(OBJS) $(LDLIBS_VMM) -lcmocka
+	$(CC) $(CFLAGS_COMMON) $(CFLAGS) -Itests/unit -Iapi/sandboxd -o $@ $< $(OBJS) $(API_PURE_OBJS) \
+		$(LDLIBS_VMM) -lcmocka
 
 $(BUILD)/tests-asan/%: tests/unit/%.c tests/unit/unit.h $(ASAN_OBJS) | $(STAMP)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_COMMON) $(SAN_FLAGS) -Itests/unit -o $@ $< $(ASAN_OBJS) $(LDLIBS_VMM) -lcmocka
+	$(CC) $(CFLAGS_COMMON) $(SAN_FLAGS) -Itests/unit -Iapi/sandboxd -o $@ $< $(ASAN_OBJS) $(LDLIBS_VMM) -lcmocka
 
 # The agent as an ordinary dynamic program (its --unix mode) for test_agent_host,
 # plain and sanitized; the static one cannot carry ASan.
@@ -127,7 +147,7 @@ $(BUILD)/obj-fuzz/%.o: %.c | $(STAMP)
 
 $(BUILD)/fuzz/%: tests/fuzz/%.c $(FUZZ_OBJS) | $(STAMP)
 	@mkdir -p $(dir $@)
-	$(CLANG) $(CFLAGS_COMMON) -O1 -g -fsanitize=fuzzer,address,undefined -o $@ $< \
+	$(CLANG) $(CFLAGS_COMMON) -Iapi/sandboxd -O1 -g -fsanitize=fuzzer,address,undefined -o $@ $< \
 		$(FUZZ_OBJS) $(LDLIBS_VMM)
 
 fuzz: $(FUZZ_BINS)

@@ -41,12 +41,10 @@ static int make_dir(const struct sandbox_vm_config *cfg, struct sandbox_vm *vm)
 	return 0;
 }
 
-int sandbox_vm_start(const struct sandbox_vm_config *cfg, struct sandbox_vm *vm)
+int sandbox_vm_prepare(const struct sandbox_vm_config *cfg, struct sandbox_vm *vm, struct sandbox_vm_cmd *cmd)
 {
-	char cpus[16], mem[16], cmdline[2048], drive[4096 + 8];
-	const char *argv[32];
-	int argc = 0, err, logfd;
-	pid_t pid;
+	const char **argv = cmd->argv;
+	int argc = 0, err;
 
 	memset(vm, 0, sizeof(*vm));
 	vm->pid = -1;
@@ -56,13 +54,19 @@ int sandbox_vm_start(const struct sandbox_vm_config *cfg, struct sandbox_vm *vm)
 		fprintf(stderr, "sandvm: cannot create a run directory: %s\n", strerror(-err));
 		return err;
 	}
+	/* A unix socket path is at most 107 bytes; say so rather than fail obscurely later. */
+	if (strlen(vm->dir) + sizeof("/control") > 108) {
+		fprintf(stderr, "sandvm: run directory %s is too long for unix socket paths\n", vm->dir);
+		sandbox_vm_destroy(vm);
+		return -ENAMETOOLONG;
+	}
 	snprintf(vm->vsock, sizeof(vm->vsock), "%s/vsock", vm->dir);
 	snprintf(vm->control, sizeof(vm->control), "%s/control", vm->dir);
 	snprintf(vm->console, sizeof(vm->console), "%s/console.log", vm->dir);
 	snprintf(vm->log, sizeof(vm->log), "%s/vmm.log", vm->dir);
-	snprintf(cpus, sizeof(cpus), "%u", cfg->cpus ? cfg->cpus : 1);
-	snprintf(mem, sizeof(mem), "%u", cfg->memory_mib ? cfg->memory_mib : 512);
-	snprintf(cmdline, sizeof(cmdline), "quiet%s%s%s",
+	snprintf(cmd->cpus, sizeof(cmd->cpus), "%u", cfg->cpus ? cfg->cpus : 1);
+	snprintf(cmd->mem, sizeof(cmd->mem), "%u", cfg->memory_mib ? cfg->memory_mib : 512);
+	snprintf(cmd->cmdline, sizeof(cmd->cmdline), "quiet%s%s%s",
 		 cfg->rootfs ? " root=/dev/vda ro rootfstype=ext4 sandvm.overlay=1" : "",
 		 cfg->cmdline ? " " : "", cfg->cmdline ? cfg->cmdline : "");
 
@@ -70,19 +74,19 @@ int sandbox_vm_start(const struct sandbox_vm_config *cfg, struct sandbox_vm *vm)
 	argv[argc++] = "--kernel";
 	argv[argc++] = cfg->kernel;
 	if (cfg->rootfs) {
-		snprintf(drive, sizeof(drive), "%s,ro,serial=rootfs", cfg->rootfs);
+		snprintf(cmd->drive, sizeof(cmd->drive), "%s,ro,serial=rootfs", cfg->rootfs);
 		argv[argc++] = "--drive";
-		argv[argc++] = drive;
+		argv[argc++] = cmd->drive;
 	} else if (cfg->initrd) {
 		argv[argc++] = "--initrd";
 		argv[argc++] = cfg->initrd;
 	}
 	argv[argc++] = "--cpus";
-	argv[argc++] = cpus;
+	argv[argc++] = cmd->cpus;
 	argv[argc++] = "--memory";
-	argv[argc++] = mem;
+	argv[argc++] = cmd->mem;
 	argv[argc++] = "--cmdline";
-	argv[argc++] = cmdline;
+	argv[argc++] = cmd->cmdline;
 	argv[argc++] = "--console";
 	argv[argc++] = vm->console;
 	argv[argc++] = "--vsock";
@@ -90,7 +94,19 @@ int sandbox_vm_start(const struct sandbox_vm_config *cfg, struct sandbox_vm *vm)
 	argv[argc++] = "--control";
 	argv[argc++] = vm->control;
 	argv[argc] = NULL;
+	return 0;
+}
 
+int sandbox_vm_start(const struct sandbox_vm_config *cfg, struct sandbox_vm *vm)
+{
+	struct sandbox_vm_cmd cmd;
+	const char **argv = cmd.argv;
+	int err, logfd;
+	pid_t pid;
+
+	err = sandbox_vm_prepare(cfg, vm, &cmd);
+	if (err)
+		return err;
 	logfd = open(vm->log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (logfd < 0) {
 		err = -errno;

@@ -41,6 +41,17 @@ struct sandbox_vm {
 	char log[320];
 };
 
+/* The VMM's command line; the strings argv points to live in the struct. */
+struct sandbox_vm_cmd {
+	const char *argv[32];
+	char cpus[16], mem[16], cmdline[2048], drive[4096 + 32];
+};
+
+/*
+ * Creates the run directory, fills vm's paths and cmd; starts nothing (a
+ * daemon spawns the VMM its own way). 0 or -errno with a message on stderr.
+ */
+int sandbox_vm_prepare(const struct sandbox_vm_config *cfg, struct sandbox_vm *vm, struct sandbox_vm_cmd *cmd);
 /* Starts the VMM; 0 or -errno with a message on stderr. */
 int sandbox_vm_start(const struct sandbox_vm_config *cfg, struct sandbox_vm *vm);
 /*

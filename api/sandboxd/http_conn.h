@@ -1,0 +1,110 @@
+#ifndef SANDVM_API_SANDBOXD_HTTP_CONN_H
+#define SANDVM_API_SANDBOXD_HTTP_CONN_H
+
+/*
+ * HTTP/1.1 server connections on libuv streams, parsed by the packaged
+ * http_parser. One request at a time per connection (keep-alive, pipelined
+ * requests wait); the body is buffered, spooled to a file or handed to a
+ * sink with back-pressure, as the route chooses once the headers are in.
+ * Responses are whole or chunked streams. A connection lives until its close
+ * callback and as long as someone holds a reference (an operation running on
+ * a worker thread), so a late reply to a vanished client is dropped safely.
+ */
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+struct http_conn;
+struct http_request;
+
+enum http_body_mode {
+	HTTP_BODY_DISCARD = 0,
+	HTTP_BODY_BUFFER, /* in memory, up to body_limit */
+	HTTP_BODY_FILE,   /* appended to body_fd, up to body_limit */
+	HTTP_BODY_SINK,   /* handed to sink as it arrives */
+};
+
+/* Called for what the route set up; may be NULL. */
+struct http_handler {
+	/* Body bytes for HTTP_BODY_SINK: 0, 1 to stop reading until http_conn_resume, or -errno. */
+	int (*sink)(struct http_request *req, const char *data, size_t len);
+	/* The whole request is in: reply (now or later). */
+	void (*complete)(struct http_request *req);
+	/* A chunked response took all queued bytes. */
+	void (*drained)(struct http_request *req);
+	/* The client went away before the reply ended. */
+	void (*aborted)(struct http_request *req);
+};
+
+#define HTTP_MAX_URL 8192
+#define HTTP_MAX_AUTH 256
+
+struct http_request {
+	struct http_conn *conn;
+	int method; /* enum http_method */
+	char url[HTTP_MAX_URL];
+	size_t url_len;
+	char path[HTTP_MAX_URL];  /* decoded by the route, query cut off */
+	const char *query;       /* points into url; "" when none */
+	char auth[HTTP_MAX_AUTH];
+	size_t auth_len;
+	int header_state; /* parser-internal */
+	uint64_t start_ns;
+	const char *key_name; /* for the log; set by the router */
+
+	enum http_body_mode body_mode;
+	size_t body_limit;
+	char *body;
+	size_t body_len;
+	int body_fd;
+	bool body_too_large;
+	int status_code; /* of the reply, for the log */
+
+	const struct http_handler *handler;
+	void *ctx;
+	bool responded, streaming, complete;
+};
+
+/* Called when a request's headers are in; sets body mode and handler. */
+typedef void (*http_route_fn)(struct http_request *req, void *ctx);
+
+struct http_server {
+	uv_loop_t *loop;
+	http_route_fn route;
+	void *route_ctx;
+	unsigned connections;
+};
+
+/* Accepts a connection from a listening unix or TCP stream. */
+int http_conn_accept(struct http_server *srv, uv_stream_t *listener);
+
+void http_conn_ref(struct http_conn *c);
+void http_conn_unref(struct http_conn *c);
+/* True once the client is gone; replies are then dropped. */
+bool http_conn_closed(const struct http_conn *c);
+/* Starts reading request body bytes again after a sink asked to stop. */
+void http_conn_resume(struct http_conn *c);
+
+void http_respond(struct http_request *req, int status, const char *content_type, const void *body,
+		  size_t len);
+/* {"error": msg[, "field": field]} */
+void http_respond_error(struct http_request *req, int status, const char *field, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+/* Serializes and frees json (a cJSON *). */
+void http_respond_json(struct http_request *req, int status, void *json);
+/* A reply whose body is the rest of fd from offset 0 (len bytes); takes fd. */
+void http_respond_fd(struct http_request *req, int status, const char *content_type, int fd,
+		     uint64_t len);
+
+void http_stream_begin(struct http_request *req, int status, const char *content_type);
+/* Queues one chunk; returns the bytes queued and not yet written. */
+size_t http_stream_write(struct http_request *req, const void *data, size_t len);
+void http_stream_end(struct http_request *req);
+
+const char *http_status_text(int status);
+
+#include "query.h"
+
+#endif

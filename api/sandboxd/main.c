@@ -1,0 +1,288 @@
+/*
+ * sandboxd: manages this worker's sandboxes behind an HTTP API (docs/api.md).
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <libgen.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/sysinfo.h>
+#include <unistd.h>
+
+#include "auth.h"
+#include "http_conn.h"
+#include "log.h"
+#include "routes.h"
+#include "sandboxd.h"
+
+#define DEFAULT_STATE_DIR "/var/lib/sandvm"
+#define DEFAULT_SOCKET "/run/sandvm/sandboxd.sock"
+#define SWEEP_MS 30000
+
+static const char usage[] =
+	"usage: sandboxd [--state-dir DIR] [--socket PATH] [--listen HOST:PORT] [--images DIR]\n"
+	"                [--vmm PATH] [--max-sandboxes N] [--max-memory MIB] [--log-level LEVEL]\n"
+	"       sandboxd [--state-dir DIR] --new-key NAME\n"
+	"\n"
+	"  --state-dir DIR      registry, API keys, sandbox run files (default " DEFAULT_STATE_DIR ")\n"
+	"  --socket PATH        unix socket of the API, mode 0600 (default " DEFAULT_SOCKET ")\n"
+	"  --listen HOST:PORT   also serve the API on TCP (plain HTTP; keep it on loopback)\n"
+	"  --images DIR         guest kernel and images: vmlinux, initramfs.cpio.gz, debian.ext4\n"
+	"                       (default: ../guest next to this binary, i.e. build/guest)\n"
+	"  --vmm PATH           the VMM binary (default: vmm next to this binary)\n"
+	"  --max-sandboxes N    sandboxes starting or running at once (default 64)\n"
+	"  --max-memory MIB     guest memory of those in all (default 80% of this host's)\n"
+	"  --log-level L        error, warn, info (default) or debug\n"
+	"  --new-key NAME       make an API key, store its hash, print the key, exit\n";
+
+static struct sandboxd daemon_state;
+static struct http_server server;
+static uv_pipe_t unix_listener;
+static uv_tcp_t tcp_listener;
+static bool tcp_on;
+static uv_signal_t sig_term, sig_int;
+
+static void on_connection(uv_stream_t *listener, int status)
+{
+	int r;
+
+	if (status < 0) {
+		sv_warn("accept: %s", uv_strerror(status));
+		return;
+	}
+	r = http_conn_accept(&server, listener);
+	if (r < 0)
+		sv_warn("accept: %s", uv_strerror(r));
+}
+
+static int make_dirs(const char *path, mode_t mode)
+{
+	char tmp[4096];
+
+	snprintf(tmp, sizeof(tmp), "%s", path);
+	for (char *p = tmp + 1; *p; p++)
+		if (*p == '/') {
+			*p = '\0';
+			if (mkdir(tmp, mode) < 0 && errno != EEXIST)
+				return -errno;
+			*p = '/';
+		}
+	if (mkdir(tmp, mode) < 0 && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
+static int listen_unix(const char *path)
+{
+	char dir[4096];
+	mode_t old;
+	int r;
+
+	snprintf(dir, sizeof(dir), "%s", path);
+	r = make_dirs(dirname(dir), 0755);
+	if (r < 0) {
+		sv_err("cannot create the folder of %s: %s", path, strerror(-r));
+		return r;
+	}
+	unlink(path); /* a stale socket of an earlier run */
+	uv_pipe_init(daemon_state.loop, &unix_listener, 0);
+	old = umask(0177);
+	r = uv_pipe_bind(&unix_listener, path);
+	umask(old);
+	if (r == 0)
+		r = uv_listen((uv_stream_t *)&unix_listener, 128, on_connection);
+	if (r < 0)
+		sv_err("cannot listen on %s: %s", path, uv_strerror(r));
+	return r;
+}
+
+static int listen_tcp(const char *spec)
+{
+	char host[256];
+	const char *colon = strrchr(spec, ':');
+	struct sockaddr_storage addr;
+	int port, r;
+
+	if (!colon || colon == spec || (size_t)(colon - spec) >= sizeof(host)) {
+		sv_err("--listen wants HOST:PORT, not %s", spec);
+		return -EINVAL;
+	}
+	snprintf(host, sizeof(host), "%.*s", (int)(colon - spec), spec);
+	port = atoi(colon + 1);
+	if (port <= 0 || port > 65535) {
+		sv_err("--listen: bad port in %s", spec);
+		return -EINVAL;
+	}
+	if (uv_ip4_addr(host, port, (struct sockaddr_in *)&addr) &&
+	    uv_ip6_addr(host, port, (struct sockaddr_in6 *)&addr)) {
+		sv_err("--listen: %s is not an IP address", host);
+		return -EINVAL;
+	}
+	uv_tcp_init(daemon_state.loop, &tcp_listener);
+	r = uv_tcp_bind(&tcp_listener, (struct sockaddr *)&addr, 0);
+	if (r == 0)
+		r = uv_listen((uv_stream_t *)&tcp_listener, 128, on_connection);
+	if (r < 0)
+		sv_err("cannot listen on %s: %s", spec, uv_strerror(r));
+	tcp_on = r == 0;
+	return r;
+}
+
+static void on_stop_signal(uv_signal_t *s, int signum)
+{
+	(void)s;
+	sv_info("signal %d: stopping; running sandboxes keep running and are adopted at the next start", signum);
+	daemon_state.stopping = true;
+	uv_stop(daemon_state.loop);
+}
+
+static void on_sweep(uv_timer_t *t)
+{
+	sandbox_sweep(t->data);
+}
+
+static void default_paths(const char *argv0, char *images, char *vmm, size_t cap)
+{
+	char self[PATH_MAX], *dir;
+	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+
+	if (n <= 0)
+		snprintf(self, sizeof(self), "%s", argv0);
+	else
+		self[n] = '\0';
+	dir = dirname(self);
+	if (!images[0])
+		snprintf(images, cap, "%s/../guest", dir);
+	if (!vmm[0])
+		snprintf(vmm, cap, "%s/vmm", dir);
+}
+
+static int parse_uint(const char *s, unsigned *out)
+{
+	char *end;
+	unsigned long v = strtoul(s, &end, 10);
+
+	if (!*s || *end || v == 0 || v > 1u << 24)
+		return -EINVAL;
+	*out = (unsigned)v;
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"state-dir", required_argument, NULL, 'd'}, {"socket", required_argument, NULL, 's'},
+		{"listen", required_argument, NULL, 'l'},    {"images", required_argument, NULL, 'i'},
+		{"vmm", required_argument, NULL, 'v'},       {"max-sandboxes", required_argument, NULL, 'n'},
+		{"max-memory", required_argument, NULL, 'm'}, {"log-level", required_argument, NULL, 'L'},
+		{"new-key", required_argument, NULL, 'k'},   {"help", no_argument, NULL, 'h'},
+		{"version", no_argument, NULL, 'V'},         {NULL, 0, NULL, 0}};
+	struct sandboxd *d = &daemon_state;
+	const char *socket_path = DEFAULT_SOCKET, *listen_addr = NULL, *new_key = NULL;
+	enum sv_log_level level = SV_LOG_INFO;
+	char keys_path[sizeof(d->state_dir) + 16], dir[sizeof(d->state_dir) + 16];
+	struct sysinfo si;
+	int c, r;
+
+	sv_log_init("sandboxd", SV_LOG_INFO);
+	snprintf(d->state_dir, sizeof(d->state_dir), "%s", DEFAULT_STATE_DIR);
+	d->max_sandboxes = 64;
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'd': snprintf(d->state_dir, sizeof(d->state_dir), "%s", optarg); break;
+		case 's': socket_path = optarg; break;
+		case 'l': listen_addr = optarg; break;
+		case 'i': snprintf(d->images_dir, sizeof(d->images_dir), "%s", optarg); break;
+		case 'v': snprintf(d->vmm_path, sizeof(d->vmm_path), "%s", optarg); break;
+		case 'n':
+			if (parse_uint(optarg, &d->max_sandboxes) < 0) {
+				fprintf(stderr, "sandboxd: --max-sandboxes wants a positive number\n");
+				return 2;
+			}
+			break;
+		case 'm':
+			if (parse_uint(optarg, &d->max_memory_mib) < 0) {
+				fprintf(stderr, "sandboxd: --max-memory wants a positive number of MiB\n");
+				return 2;
+			}
+			break;
+		case 'L':
+			level = !strcmp(optarg, "error")  ? SV_LOG_ERROR
+				: !strcmp(optarg, "warn") ? SV_LOG_WARN
+				: !strcmp(optarg, "debug") ? SV_LOG_DEBUG
+							   : SV_LOG_INFO;
+			break;
+		case 'k': new_key = optarg; break;
+		case 'V': printf("sandboxd %s\n", SANDVM_VERSION); return 0;
+		case 'h': fputs(usage, stdout); return 0;
+		default: fputs(usage, stderr); return 2;
+		}
+	}
+	if (optind != argc) {
+		fputs(usage, stderr);
+		return 2;
+	}
+	sv_log_init("sandboxd", level);
+	snprintf(dir, sizeof(dir), "%s/sandboxes", d->state_dir);
+	r = make_dirs(dir, 0700);
+	if (r < 0) {
+		sv_err("cannot create %s: %s", dir, strerror(-r));
+		return 1;
+	}
+	snprintf(keys_path, sizeof(keys_path), "%s/api-keys", d->state_dir);
+	if (new_key) {
+		char key[128];
+
+		r = auth_new_key(keys_path, new_key, key, sizeof(key));
+		if (r < 0) {
+			fprintf(stderr, "sandboxd: cannot make a key: %s\n",
+				r == -EINVAL ? "the name must match [A-Za-z0-9._-]{1,64}" : strerror(-r));
+			return 1;
+		}
+		printf("%s\n", key);
+		fprintf(stderr, "sandboxd: key \"%s\" added to %s (only its hash is stored; keep the key)\n",
+			new_key, keys_path);
+		return 0;
+	}
+	default_paths(argv[0], d->images_dir, d->vmm_path, sizeof(d->images_dir));
+	if (!d->max_memory_mib && sysinfo(&si) == 0)
+		d->max_memory_mib = (unsigned)((unsigned long long)si.totalram * si.mem_unit / (1024 * 1024) * 8 / 10);
+	if (access(d->vmm_path, X_OK) < 0) {
+		sv_err("the VMM %s is not there (build it, or name it with --vmm)", d->vmm_path);
+		return 1;
+	}
+	signal(SIGPIPE, SIG_IGN);
+	/* Readiness waits and file calls block worker threads; a few dozen may run at once. */
+	setenv("UV_THREADPOOL_SIZE", "64", 0);
+	d->loop = uv_default_loop();
+	r = auth_open(keys_path, &d->keys);
+	if (r < 0)
+		return 1;
+	routes_init(d);
+	server.loop = d->loop;
+	server.route = routes_on_headers;
+	server.route_ctx = d;
+	r = sandbox_restore_all(d);
+	if (r < 0)
+		sv_warn("reading the registry in %s: %s", dir, strerror(-r));
+	if (listen_unix(socket_path) < 0 || (listen_addr && listen_tcp(listen_addr) < 0))
+		return 1;
+	uv_timer_init(d->loop, &d->sweep_timer);
+	d->sweep_timer.data = d;
+	uv_timer_start(&d->sweep_timer, on_sweep, SWEEP_MS, SWEEP_MS);
+	uv_signal_init(d->loop, &sig_term);
+	uv_signal_start(&sig_term, on_stop_signal, SIGTERM);
+	uv_signal_init(d->loop, &sig_int);
+	uv_signal_start(&sig_int, on_stop_signal, SIGINT);
+	sv_info("serving the API on unix:%s%s%s (state %s, images %s, limits %u sandboxes / %u MiB)",
+		socket_path, tcp_on ? " and tcp:" : "", tcp_on ? listen_addr : "", d->state_dir, d->images_dir,
+		d->max_sandboxes, d->max_memory_mib);
+	uv_run(d->loop, UV_RUN_DEFAULT);
+	unlink(socket_path);
+	auth_close(d->keys);
+	return 0;
+}

@@ -1,0 +1,807 @@
+/*
+ * Sandbox lifecycle: spawn the VMM, wait for the agent on a worker thread,
+ * timers for the sandbox timeout and idle timeout, terminate, reap, adopt
+ * VMMs that outlived a previous daemon, forget finished sandboxes.
+ */
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "agent_client.h"
+#include "http_conn.h"
+#include "log.h"
+#include "sandboxd.h"
+
+#define READY_TIMEOUT_MS 120000
+#define READY_SLICE_MS 250
+#define KILL_GRACE_MS 3000
+#define IDLE_CHECK_MS 1000
+#define FINISHED_KEEP_S 3600
+#define WAIT_DEFAULT_S 60
+
+struct waiter {
+	struct waiter *next;
+	struct sandbox *sb;
+	struct http_request *req;
+	uv_timer_t timer;
+};
+
+static struct waiter *waiters;
+
+static void finish(struct sandbox *sb, const char *reason, int returncode, const char *message);
+
+double sandboxd_wall_time(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (double)ts.tv_sec + (double)(ts.tv_nsec / 1000000) / 1000.0;
+}
+
+void sandbox_make_id(const char *prefix, char *out, size_t len)
+{
+	unsigned char b[8];
+
+	if (uv_random(NULL, NULL, b, sizeof(b), 0, NULL) < 0)
+		for (size_t i = 0; i < sizeof(b); i++)
+			b[i] = (unsigned char)rand();
+	snprintf(out, len, "%s-%02x%02x%02x%02x%02x%02x%02x%02x", prefix, b[0], b[1], b[2], b[3], b[4], b[5],
+		 b[6], b[7]);
+}
+
+void sandbox_ref(struct sandbox *sb)
+{
+	sb->refs++;
+}
+
+void sandbox_unref(struct sandbox *sb)
+{
+	if (--sb->refs)
+		return;
+	spec_sandbox_free(&sb->spec);
+	free(sb);
+}
+
+static void on_handle_closed(uv_handle_t *h)
+{
+	sandbox_unref(h->data);
+}
+
+static void close_handle(struct sandbox *sb, uv_handle_t *h)
+{
+	if (!h->loop || uv_is_closing(h))
+		return;
+	h->data = sb;
+	sandbox_ref(sb);
+	uv_close(h, on_handle_closed);
+}
+
+static unsigned long long proc_start_time(int pid)
+{
+	char path[64], buf[1024], *p;
+	unsigned long long start = 0;
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = '\0';
+	/* Fields after the command name, which may hold spaces and parentheses. */
+	p = strrchr(buf, ')');
+	if (!p)
+		return 0;
+	/* state is field 3; starttime is field 22. */
+	for (int field = 2; field < 22 && p; field++)
+		p = strchr(p + 1, ' ');
+	if (p)
+		start = strtoull(p + 1, NULL, 10);
+	return start;
+}
+
+static void tail_file(const char *path, char *out, size_t cap)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	off_t size;
+	ssize_t n;
+
+	out[0] = '\0';
+	if (fd < 0)
+		return;
+	size = lseek(fd, 0, SEEK_END);
+	lseek(fd, size > (off_t)cap - 1 ? size - (off_t)cap + 1 : 0, SEEK_SET);
+	n = read(fd, out, cap - 1);
+	close(fd);
+	out[n > 0 ? n : 0] = '\0';
+	for (ssize_t i = 0; i < n; i++)
+		if ((unsigned char)out[i] < 0x20 && out[i] != '\n')
+			out[i] = ' ';
+}
+
+void sandbox_usage(const struct sandboxd *d, unsigned *count, unsigned *memory_mib)
+{
+	*count = 0;
+	*memory_mib = 0;
+	for (const struct sandbox *sb = d->sandboxes; sb; sb = sb->next)
+		if (sb->state != SANDBOX_FINISHED || sb->vmm_alive) {
+			(*count)++;
+			*memory_mib += sb->spec.memory_mib;
+		}
+}
+
+struct sandbox *sandbox_find(struct sandboxd *d, const char *id_or_name)
+{
+	struct sandbox *by_name = NULL;
+
+	for (struct sandbox *sb = d->sandboxes; sb; sb = sb->next) {
+		if (sb->deleted)
+			continue;
+		if (!strcmp(sb->id, id_or_name))
+			return sb;
+		if (sb->spec.name && !strcmp(sb->spec.name, id_or_name) && !strcmp(sb->spec.app, "default") &&
+		    (!by_name || sb->state != SANDBOX_FINISHED))
+			by_name = sb;
+	}
+	return by_name;
+}
+
+static const char *state_name(enum sandbox_state s)
+{
+	return s == SANDBOX_STARTING ? "starting" : s == SANDBOX_RUNNING ? "running" : "finished";
+}
+
+static cJSON *time_or_null(double t)
+{
+	return t > 0 ? cJSON_CreateNumber(t) : cJSON_CreateNull();
+}
+
+void *sandbox_to_json(const struct sandbox *sb)
+{
+	cJSON *o = cJSON_Duplicate(sb->spec.json, 1);
+
+	cJSON_AddStringToObject(o, "id", sb->id);
+	if (!cJSON_GetObjectItemCaseSensitive(o, "name"))
+		cJSON_AddNullToObject(o, "name");
+	if (!cJSON_GetObjectItemCaseSensitive(o, "command"))
+		cJSON_AddNullToObject(o, "command");
+	cJSON_AddStringToObject(o, "state", state_name(sb->state));
+	cJSON_AddItemToObject(o, "created_at", time_or_null(sb->created_at));
+	cJSON_AddItemToObject(o, "started_at", time_or_null(sb->started_at));
+	cJSON_AddItemToObject(o, "finished_at", time_or_null(sb->finished_at));
+	if (sb->state == SANDBOX_FINISHED) {
+		cJSON_AddNumberToObject(o, "returncode", sb->returncode);
+		cJSON_AddStringToObject(o, "reason", sb->reason ? sb->reason : "failed");
+	} else {
+		cJSON_AddNullToObject(o, "returncode");
+		cJSON_AddNullToObject(o, "reason");
+	}
+	if (sb->message[0])
+		cJSON_AddStringToObject(o, "message", sb->message);
+	cJSON_AddNumberToObject(o, "execs_running", sb->active);
+	return o;
+}
+
+/* ---- waiters on GET .../wait ---- */
+
+static void waiter_closed(uv_handle_t *h)
+{
+	struct waiter *w = h->data;
+
+	sandbox_unref(w->sb);
+	free(w);
+}
+
+static void waiter_end(struct waiter *w, bool reply)
+{
+	for (struct waiter **p = &waiters; *p; p = &(*p)->next)
+		if (*p == w) {
+			*p = w->next;
+			break;
+		}
+	if (reply && !http_conn_closed(w->req->conn))
+		http_respond_json(w->req, 200, sandbox_to_json(w->sb));
+	http_conn_unref(w->req->conn);
+	uv_close((uv_handle_t *)&w->timer, waiter_closed);
+}
+
+static void waiter_timeout(uv_timer_t *t)
+{
+	waiter_end(t->data, true);
+}
+
+static void waiter_aborted(struct http_request *req)
+{
+	for (struct waiter *w = waiters; w; w = w->next)
+		if (w->req == req) {
+			waiter_end(w, false);
+			return;
+		}
+}
+
+static const struct http_handler waiter_handler = {.aborted = waiter_aborted};
+
+void sandbox_wait_add(struct sandbox *sb, struct http_request *req, unsigned timeout_s)
+{
+	struct waiter *w;
+
+	if (sb->state == SANDBOX_FINISHED) {
+		http_respond_json(req, 200, sandbox_to_json(sb));
+		return;
+	}
+	w = calloc(1, sizeof(*w));
+	if (!w) {
+		http_respond_error(req, 500, NULL, "out of memory");
+		return;
+	}
+	w->sb = sb;
+	w->req = req;
+	sandbox_ref(sb);
+	http_conn_ref(req->conn);
+	req->handler = &waiter_handler;
+	uv_timer_init(sb->d->loop, &w->timer);
+	w->timer.data = w;
+	uv_timer_start(&w->timer, waiter_timeout, (uint64_t)(timeout_s ? timeout_s : WAIT_DEFAULT_S) * 1000, 0);
+	w->next = waiters;
+	waiters = w;
+}
+
+static void wake_waiters(struct sandbox *sb)
+{
+	struct waiter *w = waiters, *next;
+
+	for (; w; w = next) {
+		next = w->next;
+		if (w->sb == sb)
+			waiter_end(w, true);
+	}
+}
+
+/* ---- ending ---- */
+
+/* A sandbox that never made it into the registry. */
+static void discard(struct sandbox *sb)
+{
+	close_handle(sb, (uv_handle_t *)&sb->timeout_timer);
+	close_handle(sb, (uv_handle_t *)&sb->idle_timer);
+	close_handle(sb, (uv_handle_t *)&sb->kill_timer);
+	close_handle(sb, (uv_handle_t *)&sb->expire_timer);
+	sandbox_unref(sb);
+}
+
+static void forget(struct sandbox *sb)
+{
+	for (struct sandbox **p = &sb->d->sandboxes; *p; p = &(*p)->next)
+		if (*p == sb) {
+			*p = sb->next;
+			break;
+		}
+	store_remove(sb);
+	discard(sb);
+}
+
+static void vmm_gone(struct sandbox *sb, const char *how)
+{
+	char detail[400], log[400];
+
+	sb->vmm_alive = false;
+	atomic_store(&sb->vmm_exited, true);
+	uv_timer_stop(&sb->kill_timer);
+	if (sb->pidfd >= 0) {
+		close_handle(sb, (uv_handle_t *)&sb->pidfd_poll);
+		close(sb->pidfd);
+		sb->pidfd = -1;
+	}
+	if (sb->state != SANDBOX_FINISHED) {
+		tail_file(sb->vm.console, detail, sizeof(detail));
+		tail_file(sb->vm.log, log, sizeof(log));
+		snprintf(sb->message, sizeof(sb->message), "the VM stopped unexpectedly (%s); VMM log: %s; console: %s",
+			 how, log, detail);
+		finish(sb, "failed", RC_FAILED, NULL);
+	}
+	sv_info("sandbox %s: VMM %d ended (%s)", sb->id, sb->pid, how);
+	if (sb->deleted)
+		forget(sb);
+}
+
+static void on_vmm_exit(uv_process_t *p, int64_t status, int sig)
+{
+	struct sandbox *sb = p->data;
+	char how[64];
+
+	if (sig)
+		snprintf(how, sizeof(how), "killed by signal %d", sig);
+	else
+		snprintf(how, sizeof(how), "exit status %lld", (long long)status);
+	close_handle(sb, (uv_handle_t *)p);
+	vmm_gone(sb, how);
+}
+
+static void on_pidfd(uv_poll_t *h, int status, int events)
+{
+	(void)status;
+	(void)events;
+	vmm_gone(h->data, "adopted VMM exited");
+}
+
+static void on_kill_timer(uv_timer_t *t)
+{
+	struct sandbox *sb = t->data;
+
+	if (sb->vmm_alive) {
+		sv_warn("sandbox %s: VMM %d did not stop in %d ms; killing it", sb->id, sb->pid, KILL_GRACE_MS);
+		if (sb->pidfd >= 0)
+			syscall(SYS_pidfd_send_signal, sb->pidfd, SIGKILL, NULL, 0);
+		else
+			uv_process_kill(&sb->proc, SIGKILL);
+	}
+}
+
+static void stop_vmm(struct sandbox *sb)
+{
+	if (!sb->vmm_alive)
+		return;
+	if (sb->pidfd >= 0)
+		syscall(SYS_pidfd_send_signal, sb->pidfd, SIGTERM, NULL, 0);
+	else
+		uv_process_kill(&sb->proc, SIGTERM);
+	uv_timer_start(&sb->kill_timer, on_kill_timer, KILL_GRACE_MS, 0);
+}
+
+static void finish(struct sandbox *sb, const char *reason, int returncode, const char *message)
+{
+	if (sb->state == SANDBOX_FINISHED)
+		return;
+	sb->state = SANDBOX_FINISHED;
+	sb->reason = reason;
+	sb->returncode = returncode;
+	if (message)
+		snprintf(sb->message, sizeof(sb->message), "%s", message);
+	sb->finished_at = sandboxd_wall_time();
+	uv_timer_stop(&sb->timeout_timer);
+	uv_timer_stop(&sb->idle_timer);
+	if (!sb->deleted)
+		store_save(sb);
+	sv_info("sandbox %s: finished (%s, returncode %d)", sb->id, reason, returncode);
+	wake_waiters(sb);
+	stop_vmm(sb);
+	exec_forget_all(sb);
+}
+
+void sandbox_terminate(struct sandbox *sb, const char *reason, int returncode, const char *message)
+{
+	finish(sb, reason, returncode, message);
+}
+
+void sandbox_delete(struct sandbox *sb)
+{
+	if (sb->deleted)
+		return;
+	finish(sb, "terminated", RC_TERMINATED, NULL);
+	sb->deleted = true;
+	if (!sb->vmm_alive)
+		forget(sb);
+}
+
+/* ---- timers ---- */
+
+static void on_timeout(uv_timer_t *t)
+{
+	struct sandbox *sb = t->data;
+	char msg[96];
+
+	snprintf(msg, sizeof(msg), "the sandbox timeout of %u s passed", sb->spec.timeout);
+	finish(sb, "timeout", RC_TIMEOUT, msg);
+}
+
+static void on_idle_check(uv_timer_t *t)
+{
+	struct sandbox *sb = t->data;
+	char msg[96];
+
+	if (sb->active)
+		return;
+	if (uv_now(sb->d->loop) - sb->last_active_ms >= (uint64_t)sb->spec.idle_timeout * 1000) {
+		snprintf(msg, sizeof(msg), "idle for %u s", sb->spec.idle_timeout);
+		finish(sb, "idle_timeout", RC_TIMEOUT, msg);
+	}
+}
+
+void sandbox_activity(struct sandbox *sb, int delta)
+{
+	sb->active += delta;
+	sb->last_active_ms = uv_now(sb->d->loop);
+}
+
+static void arm_timers(struct sandbox *sb)
+{
+	double left = sb->created_at + sb->spec.timeout - sandboxd_wall_time();
+
+	uv_timer_start(&sb->timeout_timer, on_timeout, left > 0 ? (uint64_t)(left * 1000) : 0, 0);
+	if (sb->spec.idle_timeout) {
+		sb->last_active_ms = uv_now(sb->d->loop);
+		uv_timer_start(&sb->idle_timer, on_idle_check, IDLE_CHECK_MS, IDLE_CHECK_MS);
+	}
+}
+
+/* ---- create ---- */
+
+static struct sandbox *sandbox_alloc(struct sandboxd *d)
+{
+	struct sandbox *sb = calloc(1, sizeof(*sb));
+
+	if (!sb)
+		return NULL;
+	sb->d = d;
+	sb->refs = 1;
+	sb->pidfd = -1;
+	sb->pid = -1;
+	uv_timer_init(d->loop, &sb->timeout_timer);
+	uv_timer_init(d->loop, &sb->idle_timer);
+	uv_timer_init(d->loop, &sb->kill_timer);
+	uv_timer_init(d->loop, &sb->expire_timer);
+	sb->timeout_timer.data = sb->idle_timer.data = sb->kill_timer.data = sb->expire_timer.data = sb;
+	return sb;
+}
+
+static void ready_work(uv_work_t *w)
+{
+	struct sandbox *sb = w->data;
+	struct agent_client c;
+	uint64_t deadline = uv_hrtime() + (uint64_t)READY_TIMEOUT_MS * 1000000;
+
+	for (;;) {
+		int r;
+
+		if (atomic_load(&sb->vmm_exited)) {
+			sb->ready_result = -ECHILD;
+			snprintf(sb->ready_error, sizeof(sb->ready_error), "the VMM exited while the guest booted");
+			return;
+		}
+		if (uv_hrtime() > deadline) {
+			sb->ready_result = -ETIMEDOUT;
+			snprintf(sb->ready_error, sizeof(sb->ready_error), "the guest agent did not answer within %d s",
+				 READY_TIMEOUT_MS / 1000);
+			return;
+		}
+		r = agent_client_connect(&c, sb->vm.vsock, AGENT_CLIENT_PORT, READY_SLICE_MS);
+		if (r == 0) {
+			agent_client_close(&c);
+			sb->ready_result = 0;
+			return;
+		}
+		if (r != -ETIMEDOUT) {
+			/* Refused or reset while the VMM comes up: try again shortly. */
+			usleep(50 * 1000);
+		}
+	}
+}
+
+static void start_entrypoint(struct sandbox *sb)
+{
+	struct exec_spec es = {0};
+	char err[512];
+
+	es.argv = sb->spec.command;
+	if (exec_start(sb, &es, true, &sb->entrypoint, err, sizeof(err)) < 0)
+		finish(sb, "failed", RC_FAILED, err);
+}
+
+static void ready_done(uv_work_t *w, int status)
+{
+	struct sandbox *sb = w->data;
+	struct http_request *req = sb->create_req;
+	char console[600];
+
+	sb->create_req = NULL;
+	(void)status;
+	if (sb->state == SANDBOX_STARTING && sb->ready_result == 0) {
+		sb->state = SANDBOX_RUNNING;
+		sb->started_at = sandboxd_wall_time();
+		store_save(sb);
+		arm_timers(sb);
+		sv_info("sandbox %s: ready in %.0f ms", sb->id, (sb->started_at - sb->created_at) * 1000);
+		if (sb->spec.command)
+			start_entrypoint(sb);
+	} else if (sb->state == SANDBOX_STARTING) {
+		tail_file(sb->vm.console, console, sizeof(console));
+		snprintf(sb->message, sizeof(sb->message), "%s; console: %s", sb->ready_error, console);
+		sv_warn("sandbox %s: failed to start: %s", sb->id, sb->ready_error);
+		finish(sb, "failed", RC_FAILED, NULL);
+	}
+	if (req) {
+		if (!http_conn_closed(req->conn)) {
+			if (sb->state == SANDBOX_FINISHED && sb->reason && !strcmp(sb->reason, "failed"))
+				http_respond_error(req, 503, NULL, "sandbox %s failed to start: %s", sb->id, sb->message);
+			else
+				http_respond_json(req, 201, sandbox_to_json(sb));
+		}
+		http_conn_unref(req->conn);
+	}
+	sandbox_unref(sb);
+}
+
+static int image_paths(struct sandboxd *d, const char *image, struct sandbox_vm_config *cfg, char *kernel,
+		       char *other, size_t cap, char *err, size_t errlen)
+{
+	struct stat st;
+
+	snprintf(kernel, cap, "%s/vmlinux", d->images_dir);
+	cfg->kernel = kernel;
+	if (!strcmp(image, "minimal")) {
+		snprintf(other, cap, "%s/initramfs.cpio.gz", d->images_dir);
+		cfg->initrd = other;
+	} else if (!strcmp(image, "debian")) {
+		snprintf(other, cap, "%s/debian.ext4", d->images_dir);
+		cfg->rootfs = other;
+	} else {
+		snprintf(other, cap, "%s", image);
+		cfg->rootfs = other;
+	}
+	if (stat(kernel, &st) < 0) {
+		snprintf(err, errlen, "the guest kernel %s is not built (run `make guest`)", kernel);
+		return -ENOENT;
+	}
+	if (stat(other, &st) < 0 || !S_ISREG(st.st_mode)) {
+		if (!strcmp(image, "debian"))
+			snprintf(err, errlen, "image debian is not built yet (%s missing; run `make debian-image`)",
+				 other);
+		else if (!strcmp(image, "minimal"))
+			snprintf(err, errlen, "image minimal is not built yet (%s missing; run `make initramfs`)",
+				 other);
+		else
+			snprintf(err, errlen, "image %s is not a regular file", other);
+		return -ENOENT;
+	}
+	return 0;
+}
+
+static bool name_taken(struct sandboxd *d, const struct sandbox_spec *spec)
+{
+	if (!spec->name)
+		return false;
+	for (struct sandbox *sb = d->sandboxes; sb; sb = sb->next)
+		if (sb->state != SANDBOX_FINISHED && !sb->deleted && sb->spec.name &&
+		    !strcmp(sb->spec.name, spec->name) && !strcmp(sb->spec.app, spec->app))
+			return true;
+	return false;
+}
+
+static int spawn_vmm(struct sandbox *sb, const struct sandbox_vm_cmd *cmd)
+{
+	uv_process_options_t opt = {0};
+	uv_stdio_container_t stdio[3];
+	int logfd, r;
+
+	logfd = open(sb->vm.log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (logfd < 0)
+		return -errno;
+	stdio[0].flags = UV_IGNORE;
+	stdio[1].flags = UV_INHERIT_FD;
+	stdio[1].data.fd = logfd;
+	stdio[2].flags = UV_INHERIT_FD;
+	stdio[2].data.fd = logfd;
+	opt.file = cmd->argv[0];
+	opt.args = (char **)cmd->argv;
+	opt.exit_cb = on_vmm_exit;
+	/* Its own session: the VM outlives a daemon restart and ignores its terminal. */
+	opt.flags = UV_PROCESS_DETACHED;
+	opt.stdio = stdio;
+	opt.stdio_count = 3;
+	sb->proc.data = sb;
+	r = uv_spawn(sb->d->loop, &sb->proc, &opt);
+	close(logfd);
+	if (r < 0)
+		return r;
+	sb->pid = sb->proc.pid;
+	sb->pid_start = proc_start_time(sb->pid);
+	sb->vmm_alive = true;
+	return 0;
+}
+
+void sandbox_create(struct sandboxd *d, struct sandbox_spec *spec, struct http_request *req)
+{
+	struct sandbox_vm_config cfg = {0};
+	struct sandbox_vm_cmd cmd;
+	char kernel[4200], other[4200], err[512], run_dir[512];
+	unsigned count, memory;
+	struct sandbox *sb;
+	int r;
+
+	if (name_taken(d, spec)) {
+		http_respond_error(req, 409, "name", "a sandbox named %s is already running in app %s", spec->name,
+				   spec->app);
+		goto out_spec;
+	}
+	sandbox_usage(d, &count, &memory);
+	if (count + 1 > d->max_sandboxes) {
+		http_respond_error(req, 429, NULL, "this host runs %u sandboxes, its limit (--max-sandboxes)", count);
+		goto out_spec;
+	}
+	if (memory + spec->memory_mib > d->max_memory_mib) {
+		http_respond_error(req, 429, "memory_mib",
+				   "%u MiB more would exceed this host's sandbox memory limit of %u MiB (%u MiB in use)",
+				   spec->memory_mib, d->max_memory_mib, memory);
+		goto out_spec;
+	}
+	if (image_paths(d, spec->image, &cfg, kernel, other, sizeof(kernel), err, sizeof(err)) < 0) {
+		http_respond_error(req, 503, "image", "%s", err);
+		goto out_spec;
+	}
+	sb = sandbox_alloc(d);
+	if (!sb) {
+		http_respond_error(req, 500, NULL, "out of memory");
+		goto out_spec;
+	}
+	sb->spec = *spec;
+	memset(spec, 0, sizeof(*spec));
+	sandbox_make_id("sb", sb->id, sizeof(sb->id));
+	snprintf(run_dir, sizeof(run_dir), "%s/sandboxes/%s", d->state_dir, sb->id);
+	cfg.vmm = d->vmm_path;
+	cfg.cpus = sb->spec.cpu;
+	cfg.memory_mib = sb->spec.memory_mib;
+	cfg.run_dir = run_dir;
+	sb->created_at = sandboxd_wall_time();
+	sb->state = SANDBOX_STARTING;
+	r = sandbox_vm_prepare(&cfg, &sb->vm, &cmd);
+	if (r == 0)
+		r = spawn_vmm(sb, &cmd);
+	if (r < 0) {
+		http_respond_error(req, 500, NULL, "cannot start the VMM %s: %s", d->vmm_path, strerror(-r));
+		sandbox_vm_destroy(&sb->vm);
+		rmdir(run_dir);
+		sb->state = SANDBOX_FINISHED;
+		discard(sb);
+		return;
+	}
+	sb->next = d->sandboxes;
+	d->sandboxes = sb;
+	if (store_save(sb) < 0)
+		sv_warn("sandbox %s: its record could not be saved", sb->id);
+	sv_info("sandbox %s: starting (image %s, %u vCPU, %u MiB, VMM pid %d)", sb->id, sb->spec.image,
+		sb->spec.cpu, sb->spec.memory_mib, sb->pid);
+	sb->create_req = req;
+	http_conn_ref(req->conn);
+	sandbox_ref(sb);
+	sb->ready_work.data = sb;
+	r = uv_queue_work(d->loop, &sb->ready_work, ready_work, ready_done);
+	if (r < 0) {
+		sb->ready_result = r;
+		snprintf(sb->ready_error, sizeof(sb->ready_error), "cannot queue the readiness check");
+		ready_done(&sb->ready_work, r);
+	}
+	return;
+out_spec:
+	spec_sandbox_free(spec);
+}
+
+/* ---- restart ---- */
+
+static double num(const cJSON *o, const char *k)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+
+	return cJSON_IsNumber(v) ? v->valuedouble : 0;
+}
+
+static const char *known_reason(const char *r)
+{
+	static const char *const reasons[] = {"exited", "timeout", "idle_timeout", "terminated", "failed"};
+
+	for (size_t i = 0; r && i < sizeof(reasons) / sizeof(reasons[0]); i++)
+		if (!strcmp(r, reasons[i]))
+			return reasons[i];
+	return "failed";
+}
+
+static void restore_one(void *ctx, const char *id, void *record)
+{
+	struct sandboxd *d = ctx;
+	cJSON *rec = record, *spec_json;
+	struct spec_error err;
+	struct sandbox *sb;
+	const cJSON *st;
+	char run_dir[512];
+
+	spec_json = cJSON_DetachItemFromObjectCaseSensitive(rec, "spec");
+	sb = spec_json ? sandbox_alloc(d) : NULL;
+	if (!sb || spec_sandbox_from_json(spec_json, &sb->spec, &err) < 0) {
+		sv_err("sandbox %s: unreadable record, left on disk: %s", id, spec_json ? err.message : "no spec");
+		if (sb) {
+			discard(sb);
+		} else {
+			cJSON_Delete(spec_json);
+		}
+		cJSON_Delete(rec);
+		return;
+	}
+	snprintf(sb->id, sizeof(sb->id), "%s", id);
+	snprintf(run_dir, sizeof(run_dir), "%s/sandboxes/%s", d->state_dir, id);
+	snprintf(sb->vm.dir, sizeof(sb->vm.dir), "%s", run_dir);
+	snprintf(sb->vm.vsock, sizeof(sb->vm.vsock), "%s/vsock", run_dir);
+	snprintf(sb->vm.control, sizeof(sb->vm.control), "%s/control", run_dir);
+	snprintf(sb->vm.console, sizeof(sb->vm.console), "%s/console.log", run_dir);
+	snprintf(sb->vm.log, sizeof(sb->vm.log), "%s/vmm.log", run_dir);
+	sb->vm.pid = -1;
+	sb->created_at = num(rec, "created_at");
+	sb->started_at = num(rec, "started_at");
+	sb->finished_at = num(rec, "finished_at");
+	sb->pid = (int)num(rec, "pid");
+	sb->pid_start = (unsigned long long)num(rec, "pid_start");
+	sb->returncode = (int)num(rec, "returncode");
+	st = cJSON_GetObjectItemCaseSensitive(rec, "message");
+	if (cJSON_IsString(st))
+		snprintf(sb->message, sizeof(sb->message), "%s", st->valuestring);
+	st = cJSON_GetObjectItemCaseSensitive(rec, "state");
+	sb->state = cJSON_IsString(st) && !strcmp(st->valuestring, "running")    ? SANDBOX_RUNNING
+		    : cJSON_IsString(st) && !strcmp(st->valuestring, "starting") ? SANDBOX_STARTING
+										  : SANDBOX_FINISHED;
+	if (sb->state == SANDBOX_FINISHED) {
+		st = cJSON_GetObjectItemCaseSensitive(rec, "reason");
+		sb->reason = known_reason(cJSON_IsString(st) ? st->valuestring : NULL);
+	}
+	cJSON_Delete(rec);
+	sb->next = d->sandboxes;
+	d->sandboxes = sb;
+
+	/* Is the VMM of this record still the process with that pid? */
+	if (sb->pid > 0 && sb->pid_start && proc_start_time(sb->pid) == sb->pid_start) {
+		sb->pidfd = (int)syscall(SYS_pidfd_open, sb->pid, 0);
+		if (sb->pidfd >= 0 && uv_poll_init(d->loop, &sb->pidfd_poll, sb->pidfd) == 0) {
+			sb->pidfd_poll.data = sb;
+			uv_poll_start(&sb->pidfd_poll, UV_READABLE, on_pidfd);
+			sb->vmm_alive = true;
+		} else if (sb->pidfd >= 0) {
+			close(sb->pidfd);
+			sb->pidfd = -1;
+		}
+	}
+	if (sb->state == SANDBOX_FINISHED) {
+		if (sb->vmm_alive)
+			stop_vmm(sb);
+		return;
+	}
+	if (!sb->vmm_alive) {
+		finish(sb, "failed", RC_FAILED, "the VM ended while sandboxd was down");
+	} else if (sb->state == SANDBOX_STARTING) {
+		finish(sb, "failed", RC_FAILED, "sandboxd restarted while the sandbox was starting");
+	} else if (sb->spec.command) {
+		finish(sb, "failed", RC_FAILED, "the entrypoint command was lost when sandboxd restarted");
+	} else {
+		arm_timers(sb);
+		sv_info("sandbox %s: adopted running VMM %d", sb->id, sb->pid);
+	}
+}
+
+int sandbox_restore_all(struct sandboxd *d)
+{
+	return store_load_all(d->state_dir, restore_one, d);
+}
+
+void sandbox_sweep(struct sandboxd *d)
+{
+	double now = sandboxd_wall_time();
+	struct sandbox *sb = d->sandboxes, *next;
+
+	for (; sb; sb = next) {
+		next = sb->next;
+		if (sb->state == SANDBOX_FINISHED && !sb->deleted && !sb->vmm_alive && !sb->create_req &&
+		    now - sb->finished_at > FINISHED_KEEP_S) {
+			sv_info("sandbox %s: forgotten (finished over %d s ago)", sb->id, FINISHED_KEEP_S);
+			sb->deleted = true;
+			forget(sb);
+		}
+	}
+}

@@ -1,0 +1,124 @@
+#ifndef SANDVM_API_SANDBOXD_SANDBOXD_H
+#define SANDVM_API_SANDBOXD_SANDBOXD_H
+
+/*
+ * The daemon's state: its settings, the sandbox registry and, per sandbox,
+ * the VMM process, timers and running execs. Everything here is touched
+ * from the event loop thread only; worker threads get copies of what they
+ * need and report back through uv_async or uv_queue_work completions.
+ */
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "sandbox_vm.h"
+#include "spec.h"
+
+struct http_request;
+struct exec_session;
+struct auth_keys;
+
+enum sandbox_state { SANDBOX_STARTING, SANDBOX_RUNNING, SANDBOX_FINISHED };
+
+/* Why a sandbox finished, with its returncode (docs/api.md). */
+#define RC_TIMEOUT 124
+#define RC_FAILED 125
+#define RC_TERMINATED 137
+
+struct sandbox {
+	struct sandboxd *d;
+	struct sandbox *next;
+	char id[32];
+	struct sandbox_spec spec;
+	enum sandbox_state state;
+	int returncode;
+	const char *reason; /* static string, NULL while not finished */
+	char message[1024]; /* detail for failures */
+	double created_at, started_at, finished_at; /* wall clock, seconds */
+
+	struct sandbox_vm vm; /* run directory and socket paths */
+	uv_process_t proc;    /* when this daemon spawned the VMM */
+	uv_poll_t pidfd_poll; /* when it adopted one after a restart */
+	int pidfd;
+	int pid;
+	unsigned long long pid_start; /* /proc/PID/stat start time: pids are reused */
+	bool vmm_alive;
+	atomic_bool vmm_exited; /* read by the readiness worker */
+	bool deleted;           /* rm: forget the record once the VMM is gone */
+
+	uv_timer_t timeout_timer, idle_timer, kill_timer, expire_timer;
+	uv_work_t ready_work;
+	int ready_result;
+	char ready_error[512];
+	struct http_request *create_req; /* the create call waiting for readiness */
+
+	unsigned active;        /* execs and file calls in flight, for the idle timeout */
+	uint64_t last_active_ms; /* loop time */
+	unsigned execs_started;
+	struct exec_session *execs;
+	struct exec_session *entrypoint;
+	unsigned refs; /* handles open, workers, requests holding it */
+};
+
+struct sandboxd {
+	uv_loop_t *loop;
+	char state_dir[256];
+	char images_dir[4096];
+	char vmm_path[4096];
+	unsigned max_sandboxes;
+	unsigned max_memory_mib;
+	struct auth_keys *keys;
+	struct sandbox *sandboxes;
+	uv_timer_t sweep_timer;
+	bool stopping;
+};
+
+/* ---- sandbox.c: lifecycle ---- */
+/* Starts a sandbox from spec (taken); replies to req once it is ready or failed. */
+void sandbox_create(struct sandboxd *d, struct sandbox_spec *spec, struct http_request *req);
+struct sandbox *sandbox_find(struct sandboxd *d, const char *id_or_name);
+void sandbox_terminate(struct sandbox *sb, const char *reason, int returncode, const char *message);
+void sandbox_delete(struct sandbox *sb);
+void sandbox_ref(struct sandbox *sb);
+void sandbox_unref(struct sandbox *sb);
+/* An exec or file call starts or ends (idle timeout bookkeeping). */
+void sandbox_activity(struct sandbox *sb, int delta);
+/* The sandbox object of the API; a cJSON *. */
+void *sandbox_to_json(const struct sandbox *sb);
+/* Reads the registry and adopts VMMs that outlived the previous daemon. */
+int sandbox_restore_all(struct sandboxd *d);
+/* Counts sandboxes holding resources (starting or running, or a VMM still alive). */
+void sandbox_usage(const struct sandboxd *d, unsigned *count, unsigned *memory_mib);
+/* Waiters on GET .../wait. */
+void sandbox_wait_add(struct sandbox *sb, struct http_request *req, unsigned timeout_s);
+void sandbox_sweep(struct sandboxd *d);
+double sandboxd_wall_time(void);
+void sandbox_make_id(const char *prefix, char *out, size_t len);
+
+/* ---- store.c: the registry on disk ---- */
+int store_save(const struct sandbox *sb);
+/* Calls fn for each stored record (a cJSON * it takes). */
+int store_load_all(const char *state_dir, void (*fn)(void *ctx, const char *id, void *record), void *ctx);
+int store_remove(const struct sandbox *sb);
+
+/* ---- exec.c ---- */
+/* Starts argv in the sandbox; 0 with *out, or -errno with a message. */
+int exec_start(struct sandbox *sb, const struct exec_spec *spec, bool entrypoint, struct exec_session **out,
+	       char *err, size_t errlen);
+struct exec_session *exec_find(struct sandbox *sb, const char *id);
+const char *exec_id(const struct exec_session *ex);
+void *exec_to_json(const struct exec_session *ex);
+void exec_attach_output(struct exec_session *ex, struct http_request *req);
+/* POST .../stdin: set up at headers time; replies when the body ended. */
+int exec_attach_stdin(struct exec_session *ex, struct http_request *req);
+int exec_signal(struct exec_session *ex, int sig);
+/* The sandbox is going away: the session ends once its thread returns. */
+void exec_forget_all(struct sandbox *sb);
+
+/* ---- files.c ---- */
+/* Routes .../files[/op]; op is "", "stat", "list" or "mkdir". Set at headers time. */
+void files_route(struct sandbox *sb, const char *op, struct http_request *req);
+
+#endif

@@ -1,0 +1,64 @@
+#ifndef SANDVM_API_SANDBOXD_SPEC_H
+#define SANDVM_API_SANDBOXD_SPEC_H
+
+/*
+ * What a client asks for, checked field by field: the body of a sandbox
+ * create and of an exec (docs/api.md). Pure functions over the request
+ * bytes; the result keeps a normalized JSON copy (defaults filled in), which
+ * is also what the registry stores.
+ */
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct cJSON;
+
+#define SPEC_ARGV_MAX (64 * 1024)
+#define SPEC_ENV_MAX_ENTRIES 256
+#define SPEC_ENV_MAX_BYTES (64 * 1024)
+#define SPEC_TAGS_MAX 32
+#define SPEC_TIMEOUT_DEFAULT 300
+#define SPEC_TIMEOUT_MAX 86400
+
+struct spec_error {
+	char field[65]; /* "" when the body as a whole is wrong */
+	char message[256];
+};
+
+struct sandbox_spec {
+	struct cJSON *json; /* owned; the fields below point into it */
+	const char *image;
+	unsigned cpu, memory_mib, timeout, idle_timeout;
+	const char *workdir;
+	const struct cJSON *env;     /* object of strings */
+	const char *name;            /* NULL: none */
+	const char *app;
+	const struct cJSON *tags;    /* object of strings */
+	const struct cJSON *command; /* array of strings, NULL: none */
+	bool block_network, restricted;
+};
+
+struct exec_spec {
+	struct cJSON *json;
+	const struct cJSON *argv;
+	const struct cJSON *env;
+	const char *workdir; /* NULL: the sandbox's */
+	unsigned timeout;
+	bool stdin_open;
+};
+
+/* 0, or -EINVAL with err filled. */
+int spec_parse_sandbox(const char *body, size_t len, struct sandbox_spec *spec, struct spec_error *err);
+/* The same checks over an already parsed object; takes json. */
+int spec_sandbox_from_json(struct cJSON *json, struct sandbox_spec *spec, struct spec_error *err);
+void spec_sandbox_free(struct sandbox_spec *spec);
+
+int spec_parse_exec(const char *body, size_t len, struct exec_spec *spec, struct spec_error *err);
+void spec_exec_free(struct exec_spec *spec);
+
+/* [A-Za-z0-9._-]{1,64} */
+bool spec_valid_name(const char *s);
+/* [A-Za-z_][A-Za-z0-9_]* */
+bool spec_valid_env_name(const char *s);
+
+#endif

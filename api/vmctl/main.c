@@ -1,0 +1,123 @@
+/*
+ * vmctl: the command-line client of sandboxd (docs/api.md). Global options,
+ * then a command; each command parses the rest and returns the exit status.
+ */
+#include <curl/curl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "args.h"
+#include "commands.h"
+
+static const char usage[] =
+	"usage: vmctl [--host URL] [--key-file FILE] [--verbose] COMMAND [ARGS...]\n"
+	"\n"
+	"Commands:\n"
+	"  create [OPTIONS] [-- CMD...]   start a sandbox, print its id\n"
+	"  exec [OPTIONS] ID -- CMD...    run a command in a sandbox, exit with its status\n"
+	"  run [OPTIONS] -- CMD...        create, exec, remove: a single-use sandbox\n"
+	"  ls [--tag K=V]... [--json]     list sandboxes\n"
+	"  inspect ID [--json]            show a sandbox\n"
+	"  wait ID [--timeout S]          wait until it finished, exit with its returncode\n"
+	"  logs ID                        print the sandbox log (its entrypoint's output)\n"
+	"  rm ID...                       stop and forget sandboxes\n"
+	"  terminate ID...                stop sandboxes, keep their records\n"
+	"  cp LOCAL ID:PATH | ID:PATH LOCAL   copy a file in or out (LOCAL may be -)\n"
+	"  health [--json]                ask sandboxd how it is\n"
+	"'vmctl COMMAND --help' describes each.\n"
+	"\n"
+	"Options (also accepted after the command name):\n"
+	"  --host URL       unix:///PATH, http://HOST:PORT or https://HOST:PORT; default\n"
+	"                   $SANDVM_HOST, else " VMCTL_DEFAULT_HOST "\n"
+	"  --key-file FILE  file whose first line is the API key (default $SANDVM_API_KEY_FILE,\n"
+	"                   else ~/.config/sandvm/api-key); $SANDVM_API_KEY, when set, wins\n"
+	"  --verbose        progress on stderr\n"
+	"  --version        print the version\n"
+	"\n"
+	"Exit status: the command's for exec, run and wait; 2 for a usage error; 125 when\n"
+	"sandboxd cannot be reached or refuses the request.\n";
+
+static const struct {
+	const char *name;
+	vmctl_command_fn fn;
+} commands[] = {
+	{ "create", vmctl_cmd_create },
+	{ "exec", vmctl_cmd_exec },
+	{ "run", vmctl_cmd_run },
+	{ "ls", vmctl_cmd_ls },
+	{ "inspect", vmctl_cmd_inspect },
+	{ "wait", vmctl_cmd_wait },
+	{ "logs", vmctl_cmd_logs },
+	{ "rm", vmctl_cmd_rm },
+	{ "terminate", vmctl_cmd_terminate },
+	{ "cp", vmctl_cmd_cp },
+	{ "health", vmctl_cmd_health },
+};
+
+enum { OPT_VERSION = VMCTL_OPT_FIRST_COMMAND };
+
+static vmctl_command_fn find_command(const char *name)
+{
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+		if (!strcmp(commands[i].name, name))
+			return commands[i].fn;
+	return NULL;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		VMCTL_COMMON_OPTIONS,
+		{ "version", no_argument, NULL, OPT_VERSION },
+		{ 0 },
+	};
+	struct vmctl_args a = { 0 };
+	vmctl_command_fn fn;
+	char *help_argv[] = { NULL, "--help", NULL };
+	int c;
+
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "+:h", opts, NULL)) != -1) {
+		if (c == VMCTL_OPT_HELP || c == 'h') {
+			fputs(usage, stdout);
+			return 0;
+		}
+		if (c == OPT_VERSION) {
+			printf("vmctl %s\n", SANDVM_VERSION);
+			return 0;
+		}
+		if (!vmctl_args_common(&a, c, optarg))
+			return vmctl_getopt_error(NULL, c, argv);
+	}
+	if (optind >= argc) {
+		fputs(usage, stderr);
+		return VMCTL_EXIT_USAGE;
+	}
+	/* `vmctl help [COMMAND]` as people type it. */
+	if (!strcmp(argv[optind], "help")) {
+		if (optind + 1 >= argc) {
+			fputs(usage, stdout);
+			return 0;
+		}
+		fn = find_command(argv[optind + 1]);
+		if (!fn)
+			return vmctl_usage_error(NULL, "unknown command '%s'", argv[optind + 1]);
+		help_argv[0] = argv[optind + 1];
+		return fn(&a, 2, help_argv);
+	}
+	fn = find_command(argv[optind]);
+	if (!fn)
+		return vmctl_usage_error(NULL, "unknown command '%s'", argv[optind]);
+	/* A write to a closed pipe is an error to report, not a death. */
+	signal(SIGPIPE, SIG_IGN);
+	if (curl_global_init(CURL_GLOBAL_DEFAULT)) {
+		fprintf(stderr, "vmctl: cannot initialise libcurl\n");
+		return VMCTL_EXIT_FAILED;
+	}
+	/*
+	 * No curl_global_cleanup(): exec's stdin thread may still be inside
+	 * curl when the command returns, and the process ends here anyway.
+	 */
+	return fn(&a, argc - optind, argv + optind);
+}

@@ -1,0 +1,271 @@
+#include "output.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define TABLE_COLUMNS 9
+
+static const char *const table_header[TABLE_COLUMNS] = {
+	"ID", "NAME", "STATE", "IMAGE", "CPU", "MEM", "AGE", "RETURNCODE/REASON", "TAGS",
+};
+
+/* A growing string; on allocation failure it stays NULL and the caller reports it. */
+struct out_str {
+	char *s;
+	size_t len;
+	int err;
+};
+
+static void str_add(struct out_str *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void str_add(struct out_str *o, const char *fmt, ...)
+{
+	va_list ap;
+	char *piece, *p;
+	int n;
+
+	if (o->err)
+		return;
+	va_start(ap, fmt);
+	n = vasprintf(&piece, fmt, ap);
+	va_end(ap);
+	if (n < 0) {
+		o->err = -ENOMEM;
+		return;
+	}
+	/* Control characters of server strings would reach the terminal as is. */
+	for (p = piece; *p; p++)
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			*p = '?';
+	p = realloc(o->s, o->len + (size_t)n + 1);
+	if (!p) {
+		free(piece);
+		o->err = -ENOMEM;
+		return;
+	}
+	memcpy(p + o->len, piece, (size_t)n + 1);
+	o->s = p;
+	o->len += (size_t)n;
+	free(piece);
+}
+
+static double out_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void str_age(struct out_str *o, double seconds)
+{
+	long s = seconds > 0 ? (long)seconds : 0;
+
+	if (s < 60)
+		str_add(o, "%lds", s);
+	else if (s < 3600)
+		str_add(o, "%ldm", s / 60);
+	else if (s < 86400)
+		str_add(o, "%ldh", s / 3600);
+	else
+		str_add(o, "%ldd", s / 86400);
+}
+
+static void str_time(struct out_str *o, double t)
+{
+	time_t secs = (time_t)t;
+	struct tm tm;
+	char buf[64];
+
+	if (!localtime_r(&secs, &tm) || !strftime(buf, sizeof(buf), "%Y-%m-%d %H:%M:%S %Z", &tm)) {
+		str_add(o, "%.3f", t);
+		return;
+	}
+	str_add(o, "%s (", buf);
+	str_age(o, out_now() - t);
+	str_add(o, " ago)");
+}
+
+static void str_number(struct out_str *o, double v)
+{
+	if (v > -9007199254740992.0 && v < 9007199254740992.0 && v == (double)(long long)v)
+		str_add(o, "%.0f", v);
+	else
+		str_add(o, "%g", v);
+}
+
+/* A word as a shell would need it, so a printed command can be pasted back. */
+static void str_shell_word(struct out_str *o, const char *w)
+{
+	if (*w && strspn(w, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-./=:,+@%") ==
+			  strlen(w)) {
+		str_add(o, "%s", w);
+		return;
+	}
+	str_add(o, "'");
+	for (; *w; w++) {
+		if (*w == '\'')
+			str_add(o, "'\\''");
+		else
+			str_add(o, "%c", *w);
+	}
+	str_add(o, "'");
+}
+
+static void str_value(struct out_str *o, const char *key, const cJSON *v)
+{
+	const cJSON *e;
+	bool first = true;
+	size_t klen = key ? strlen(key) : 0;
+
+	if (!v || cJSON_IsNull(v)) {
+		str_add(o, "-");
+	} else if (cJSON_IsBool(v)) {
+		str_add(o, "%s", cJSON_IsTrue(v) ? "true" : "false");
+	} else if (cJSON_IsNumber(v)) {
+		if (klen > 3 && !strcmp(key + klen - 3, "_at"))
+			str_time(o, v->valuedouble);
+		else
+			str_number(o, v->valuedouble);
+	} else if (cJSON_IsString(v)) {
+		str_add(o, "%s", v->valuestring);
+	} else if (cJSON_IsObject(v)) {
+		cJSON_ArrayForEach(e, v) {
+			str_add(o, "%s%s=", first ? "" : ",", e->string);
+			if (cJSON_IsString(e))
+				str_add(o, "%s", e->valuestring);
+			else
+				str_value(o, NULL, e);
+			first = false;
+		}
+		if (first)
+			str_add(o, "-");
+	} else if (cJSON_IsArray(v)) {
+		cJSON_ArrayForEach(e, v) {
+			str_add(o, "%s", first ? "" : " ");
+			if (cJSON_IsString(e))
+				str_shell_word(o, e->valuestring);
+			else
+				str_value(o, NULL, e);
+			first = false;
+		}
+		if (first)
+			str_add(o, "-");
+	} else {
+		str_add(o, "?");
+	}
+}
+
+int vmctl_print_json(const cJSON *j)
+{
+	char *s = cJSON_Print(j);
+
+	if (!s)
+		return -ENOMEM;
+	puts(s);
+	free(s);
+	return 0;
+}
+
+int vmctl_print_fields(const cJSON *obj)
+{
+	const cJSON *f;
+	struct out_str v;
+	int width = 0, r = 0;
+
+	cJSON_ArrayForEach(f, obj)
+		if (f->string && (int)strlen(f->string) > width)
+			width = (int)strlen(f->string);
+	cJSON_ArrayForEach(f, obj) {
+		if (!f->string)
+			continue;
+		memset(&v, 0, sizeof(v));
+		str_value(&v, f->string, f);
+		if (v.err)
+			r = v.err;
+		else
+			printf("%s:%*s %s\n", f->string, width - (int)strlen(f->string), "", v.s);
+		free(v.s);
+	}
+	return r;
+}
+
+static void table_row(const cJSON *sb, struct out_str *cells, double now)
+{
+	const cJSON *rc = cJSON_GetObjectItemCaseSensitive(sb, "returncode");
+	const cJSON *reason = cJSON_GetObjectItemCaseSensitive(sb, "reason");
+	const cJSON *mem = cJSON_GetObjectItemCaseSensitive(sb, "memory_mib");
+	const cJSON *created = cJSON_GetObjectItemCaseSensitive(sb, "created_at");
+	static const char *const direct[] = { "id", "name", "state", "image", "cpu" };
+
+	for (int i = 0; i < 5; i++)
+		str_value(&cells[i], NULL, cJSON_GetObjectItemCaseSensitive(sb, direct[i]));
+	if (cJSON_IsNumber(mem)) {
+		str_number(&cells[5], mem->valuedouble);
+		str_add(&cells[5], "MiB");
+	} else {
+		str_add(&cells[5], "-");
+	}
+	if (cJSON_IsNumber(created))
+		str_age(&cells[6], now - created->valuedouble);
+	else
+		str_add(&cells[6], "-");
+	if (cJSON_IsNull(rc) || !rc) {
+		str_add(&cells[7], "-");
+	} else {
+		str_value(&cells[7], NULL, rc);
+		str_add(&cells[7], "/");
+		str_value(&cells[7], NULL, reason);
+	}
+	str_value(&cells[8], NULL, cJSON_GetObjectItemCaseSensitive(sb, "tags"));
+}
+
+int vmctl_print_table(const cJSON *sandboxes)
+{
+	int rows = cJSON_GetArraySize(sandboxes) + 1, width[TABLE_COLUMNS] = { 0 };
+	struct out_str *cells = calloc((size_t)rows * TABLE_COLUMNS, sizeof(*cells));
+	double now = out_now();
+	const cJSON *sb;
+	int i = 1, r = 0, n;
+
+	if (!cells)
+		return -ENOMEM;
+	for (int c = 0; c < TABLE_COLUMNS; c++)
+		str_add(&cells[c], "%s", table_header[c]);
+	cJSON_ArrayForEach(sb, sandboxes) {
+		if (i >= rows)
+			break;
+		table_row(sb, cells + (size_t)i * TABLE_COLUMNS, now);
+		i++;
+	}
+	for (i = 0; i < rows * TABLE_COLUMNS; i++) {
+		if (cells[i].err) {
+			r = cells[i].err;
+			goto out;
+		}
+		n = (int)strlen(cells[i].s);
+		if (n > width[i % TABLE_COLUMNS])
+			width[i % TABLE_COLUMNS] = n;
+	}
+	for (i = 0; i < rows; i++) {
+		for (int c = 0; c < TABLE_COLUMNS; c++) {
+			const char *s = cells[i * TABLE_COLUMNS + c].s;
+
+			if (c == TABLE_COLUMNS - 1)
+				printf("%s\n", s);
+			else
+				printf("%-*s  ", width[c], s);
+		}
+	}
+out:
+	for (i = 0; i < rows * TABLE_COLUMNS; i++)
+		free(cells[i].s);
+	free(cells);
+	return r;
+}

@@ -1,0 +1,466 @@
+#!/usr/bin/env python3
+"""sandboxd API tests against a running daemon with real VMs (docs/api.md).
+
+    tests/integration/api_test.py BUILD_DIR RESULTS_DIR
+
+Starts sandboxd on a private state dir and socket, runs every case over
+HTTP (http.client on the unix socket), and prints one line per case:
+"OK name" or "FAIL name: why". tests/integration/api.sh turns them into the
+suite's report. Needs /dev/kvm (run through tests/nested/run).
+"""
+import concurrent.futures
+import http.client
+import json
+import os
+import random
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+
+BUILD = sys.argv[1] if len(sys.argv) > 1 else "build"
+RESULTS = sys.argv[2] if len(sys.argv) > 2 else BUILD + "/test-results/integration"
+SANDBOXD = os.path.join(BUILD, "bin", "sandboxd")
+VMCTL = os.path.join(BUILD, "bin", "vmctl")
+TMP = tempfile.mkdtemp(prefix="sandvm-api.")
+STATE = os.path.join(TMP, "state")
+SOCK = os.path.join(TMP, "sandboxd.sock")
+MIN = {"image": "minimal", "memory_mib": 128}
+
+
+class UnixConn(http.client.HTTPConnection):
+    def __init__(self, path, timeout=120):
+        super().__init__("localhost", timeout=timeout)
+        self.path = path
+
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.path)
+
+
+class Daemon:
+    def __init__(self, *extra):
+        self.extra = list(extra)
+        self.proc = None
+        self.log = open(os.path.join(RESULTS, "sandboxd.log"), "ab")
+
+    def start(self):
+        self.proc = subprocess.Popen([SANDBOXD, "--state-dir", STATE, "--socket", SOCK, *self.extra],
+                                     stdout=self.log, stderr=self.log)
+        for _ in range(100):
+            try:
+                if request("GET", "/v1/health", key=None)[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("sandboxd did not come up")
+
+    def stop(self, sig=signal.SIGTERM):
+        self.proc.send_signal(sig)
+        self.proc.wait(timeout=30)
+
+
+KEY = None
+
+
+def request(method, path, body=None, key="default", headers=None, timeout=120, raw=False):
+    c = UnixConn(SOCK, timeout)
+    h = dict(headers or {})
+    if key == "default":
+        key = KEY
+    if key is not None:
+        h["Authorization"] = "Bearer " + key
+    chunked = False
+    if isinstance(body, (dict, list)):
+        body = json.dumps(body)
+        h["Content-Type"] = "application/json"
+    elif body is not None and not isinstance(body, (bytes, str)):
+        chunked = True  # an iterable of chunks: sent as they come (Transfer-Encoding: chunked)
+    c.request(method, path, body=body, headers=h, encode_chunked=chunked)
+    r = c.getresponse()
+    data = r.read()
+    c.close()
+    if raw:
+        return r.status, data
+    try:
+        return r.status, json.loads(data) if data else None
+    except ValueError:
+        return r.status, data
+
+
+def create(spec=None, expect=201):
+    st, o = request("POST", "/v1/sandboxes", dict(spec or MIN))
+    if st != expect:
+        raise AssertionError(f"create {spec}: HTTP {st} {o}")
+    return o
+
+
+def frames(data):
+    out, err, end = b"", b"", None
+    i = 0
+    while i < len(data):
+        t, n = data[i], struct.unpack(">I", data[i + 4:i + 8])[0]
+        assert data[i + 1:i + 4] == b"\0\0\0", "frame padding"
+        p = data[i + 8:i + 8 + n]
+        i += 8 + n
+        if t == 1:
+            out += p
+        elif t == 2:
+            err += p
+        else:
+            end = (t, json.loads(p))
+    return out, err, end
+
+
+def run_exec(sid, argv, stdin=None, **kw):
+    spec = {"argv": argv, **kw}
+    if stdin is not None:
+        spec["stdin"] = True
+    st, o = request("POST", f"/v1/sandboxes/{sid}/execs", spec)
+    if st != 201:
+        raise AssertionError(f"exec {argv}: HTTP {st} {o}")
+    eid = o["id"]
+    if stdin is not None:
+        st, _ = request("POST", f"/v1/sandboxes/{sid}/execs/{eid}/stdin", stdin)
+        assert st == 204, f"stdin: HTTP {st}"
+    st, data = request("GET", f"/v1/sandboxes/{sid}/execs/{eid}/output", raw=True, timeout=300)
+    assert st == 200, f"output: HTTP {st} {data[:200]}"
+    return frames(data)
+
+
+results = []
+
+
+def case(name):
+    def wrap(fn):
+        def run():
+            t = time.monotonic()
+            try:
+                fn()
+                results.append((name, None))
+                print(f"OK {name} ({time.monotonic() - t:.1f} s)", flush=True)
+            except Exception as e:  # noqa: BLE001 - every failure is reported
+                why = f"{type(e).__name__}: {e}"
+                traceback.print_exc(file=sys.stderr)
+                results.append((name, why))
+                print(f"FAIL {name}: {why}".replace("\n", " ")[:400], flush=True)
+        run.name = name
+        cases.append(run)
+        return fn
+    return wrap
+
+
+cases = []
+
+
+@case("api-auth")
+def _():
+    n = len(request("GET", "/v1/sandboxes")[1]["sandboxes"])
+    for key in (None, "wrong", "svk_" + "0" * 64, ""):
+        st, o = request("POST", "/v1/sandboxes", dict(MIN), key=key)
+        assert st == 401, f"key {key!r}: HTTP {st}"
+    st, o = request("GET", "/v1/sandboxes", key="Basic abc")
+    assert st == 401
+    assert len(request("GET", "/v1/sandboxes")[1]["sandboxes"]) == n, "a refused create left a sandbox"
+    assert request("GET", "/v1/health", key=None)[0] == 200
+
+
+@case("api-validation")
+def _():
+    bad = [({"cpu": 0}, "cpu"), ({"cpu": 1.5}, "cpu"), ({"memory_mib": -1}, "memory_mib"),
+           ({"timeout": 86401}, "timeout"), ({"timeout": "10"}, "timeout"), ({"workdir": "tmp"}, "workdir"),
+           ({"env": {"1X": "a"}}, "env"), ({"env": {"A": 1}}, "env"), ({"name": "a b"}, "name"),
+           ({"tags": []}, "tags"), ({"bogus": 1}, "bogus"), ({"command": ["x" * 70000]}, "command"),
+           ({"idle_timeout": -1}, "idle_timeout"), ({"image": "rel/path"}, "image")]
+    for spec, field in bad:
+        st, o = request("POST", "/v1/sandboxes", spec)
+        assert st == 400 and o.get("field") == field, f"{spec}: HTTP {st} {o}"
+    for body in ("{", "[]", "null", '{"cpu": 1} x'):
+        st, o = request("POST", "/v1/sandboxes", body)
+        assert st == 400 and "error" in o, f"{body!r}: {st} {o}"
+
+
+shared = {}
+
+
+@case("api-create-exec")
+def _():
+    t = time.monotonic()
+    o = create({**MIN, "tags": {"suite": "api", "n": "1"}, "env": {"GREETING": "hi"}, "name": "first",
+                "timeout": 1800})
+    assert o["state"] == "running" and o["id"].startswith("sb-"), o
+    shared["sb"] = sid = o["id"]
+    shared["ready_s"] = time.monotonic() - t
+    out, err, end = run_exec(sid, ["sh", "-c", "echo $GREETING; echo oops >&2; exit 3"])
+    assert out == b"hi\n" and err == b"oops\n" and end == (3, {"returncode": 3, "reason": "exited"}), (out, err, end)
+    st, o = request("GET", f"/v1/sandboxes/{sid}")
+    assert st == 200 and o["tags"] == {"suite": "api", "n": "1"} and o["name"] == "first"
+
+
+@case("api-list-tags")
+def _():
+    other = create({**MIN, "tags": {"suite": "api", "n": "2"}, "timeout": 1800})["id"]
+    shared["other"] = other
+    ids = {s["id"] for s in request("GET", "/v1/sandboxes?tag=suite=api")[1]["sandboxes"]}
+    assert {shared["sb"], other} <= ids, ids
+    ids = [s["id"] for s in request("GET", "/v1/sandboxes?tag=suite=api&tag=n=2")[1]["sandboxes"]]
+    assert ids == [other], ids
+    assert request("GET", "/v1/sandboxes?tag=suite=nope")[1]["sandboxes"] == []
+
+
+@case("api-name-conflict")
+def _():
+    st, o = request("POST", "/v1/sandboxes", {**MIN, "name": "first"})
+    assert st == 409 and o["field"] == "name", (st, o)
+    st, o = request("POST", "/v1/sandboxes", {**MIN, "name": "first", "app": "other", "timeout": 5})
+    assert st == 201, (st, o)
+    request("DELETE", f"/v1/sandboxes/{o['id']}")
+
+
+@case("api-exec-stdin-stream")
+def _():
+    data = os.urandom(3 * 1024 * 1024)
+
+    def chunks():
+        for i in range(0, len(data), 65536):
+            yield data[i:i + 65536]
+    out, err, end = run_exec(shared["sb"], ["sh", "-c", "cat; echo done >&2"], stdin=chunks())
+    assert out == data and err == b"done\n" and end[1]["returncode"] == 0, (len(out), err, end)
+
+
+@case("api-exec-large-output")
+def _():
+    out, err, end = run_exec(shared["sb"], ["sh", "-c", "head -c 20000000 /dev/zero | tr '\\0' a"])
+    assert len(out) == 20000000 and out.count(b"a") == 20000000 and end[1]["returncode"] == 0
+
+
+@case("api-exec-timeout-signal")
+def _():
+    t = time.monotonic()
+    out, err, end = run_exec(shared["sb"], ["sleep", "30"], timeout=1)
+    assert end[1] == {"returncode": 124, "reason": "timeout"} and time.monotonic() - t < 15, end
+    sid = shared["sb"]
+    eid = request("POST", f"/v1/sandboxes/{sid}/execs", {"argv": ["sh", "-c", "echo up; exec sleep 60"]})[1]["id"]
+    got = {}
+
+    def reader():
+        got["r"] = request("GET", f"/v1/sandboxes/{sid}/execs/{eid}/output", raw=True)
+    th = threading.Thread(target=reader)
+    th.start()
+    time.sleep(1.0)
+    st, _ = request("POST", f"/v1/sandboxes/{sid}/execs/{eid}/signal", {"signal": 15})
+    assert st == 204, st
+    th.join(30)
+    out, err, end = frames(got["r"][1])
+    assert out == b"up\n" and end[1]["returncode"] == 143, (out, end)
+    st, o = request("POST", f"/v1/sandboxes/{sid}/execs/{eid}/signal", {"signal": 99})
+    assert st in (400, 404), st
+
+
+@case("api-exec-errors")
+def _():
+    sid = shared["sb"]
+    out, err, end = run_exec(sid, ["/no/such/binary"])
+    assert end[0] == 4 and end[1]["returncode"] == 127, end
+    st, o = request("POST", f"/v1/sandboxes/{sid}/execs", {"argv": []})
+    assert st == 400 and o["field"] == "argv"
+    st, o = request("POST", f"/v1/sandboxes/{sid}/execs", {"argv": ["true"], "workdir": "rel"})
+    assert st == 400 and o["field"] == "workdir"
+    st, o = request("POST", f"/v1/sandboxes/{sid}/execs", {"argv": ["a" * 40000, "b" * 40000]})
+    assert st == 400 and o["field"] == "argv"
+    st, o = request("POST", "/v1/sandboxes/sb-nope/execs", {"argv": ["true"]})
+    assert st == 404
+
+
+@case("api-files")
+def _():
+    sid = shared["sb"]
+    blob = os.urandom(1024 * 1024 + 17)
+    st, _ = request("POST", f"/v1/sandboxes/{sid}/files/mkdir?path=/tmp/a/b&parents=1")
+    assert st == 204, st
+    st, _ = request("PUT", f"/v1/sandboxes/{sid}/files?path=/tmp/a/b/blob.bin&mode=0600", blob)
+    assert st == 204, st
+    st, got = request("GET", f"/v1/sandboxes/{sid}/files?path=/tmp/a/b/blob.bin", raw=True)
+    assert st == 200 and got == blob, (st, len(got))
+    st, o = request("GET", f"/v1/sandboxes/{sid}/files/stat?path=/tmp/a/b/blob.bin")
+    assert st == 200 and o["type"] == "file" and o["size"] == len(blob) and o["mode"] == 0o600, o
+    st, o = request("GET", f"/v1/sandboxes/{sid}/files/list?path=/tmp/a/b")
+    assert st == 200 and [e["name"] for e in o["entries"]] == ["blob.bin"], o
+    out, _, _ = run_exec(sid, ["sha256sum", "/tmp/a/b/blob.bin"])
+    import hashlib
+    assert out.split()[0].decode() == hashlib.sha256(blob).hexdigest()
+    st, o = request("GET", f"/v1/sandboxes/{sid}/files?path=/tmp/missing")
+    assert st == 404 and "error" in o, (st, o)
+    st, o = request("DELETE", f"/v1/sandboxes/{sid}/files?path=/tmp/a")
+    assert st == 409, (st, o)
+    st, _ = request("DELETE", f"/v1/sandboxes/{sid}/files?path=/tmp/a&recursive=1")
+    assert st == 204
+    assert request("GET", f"/v1/sandboxes/{sid}/files/stat?path=/tmp/a")[0] == 404
+    st, o = request("GET", f"/v1/sandboxes/{sid}/files?path=relative")
+    assert st == 400 and o["field"] == "path"
+
+
+@case("api-entrypoint-logs-wait")
+def _():
+    o = create({**MIN, "command": ["sh", "-c", "echo from-entrypoint; echo err-line >&2; sleep 1; exit 7"]})
+    st, o = request("GET", f"/v1/sandboxes/{o['id']}/wait?timeout=60")
+    assert st == 200 and o["state"] == "finished" and o["returncode"] == 7 and o["reason"] == "exited", o
+    st, logs = request("GET", f"/v1/sandboxes/{o['id']}/logs", raw=True)
+    assert b"from-entrypoint\n" in logs and b"err-line\n" in logs, logs
+
+
+@case("api-sandbox-timeout")
+def _():
+    o = create({**MIN, "timeout": 3})
+    st, o = request("GET", f"/v1/sandboxes/{o['id']}/wait?timeout=60")
+    assert o["returncode"] == 124 and o["reason"] == "timeout", o
+    st, e = request("POST", f"/v1/sandboxes/{o['id']}/execs", {"argv": ["true"]})
+    assert st == 409, (st, e)
+
+
+@case("api-idle-timeout")
+def _():
+    o = create({**MIN, "idle_timeout": 2})
+    sid = o["id"]
+    # A running exec keeps it alive past the idle timeout.
+    out, _, end = run_exec(sid, ["sh", "-c", "sleep 4; echo alive"])
+    assert out == b"alive\n", (out, end)
+    st, o = request("GET", f"/v1/sandboxes/{sid}/wait?timeout=60")
+    assert o["reason"] == "idle_timeout" and o["returncode"] == 124, o
+
+
+@case("api-terminate-delete")
+def _():
+    sid = create()["id"]
+    st, o = request("POST", f"/v1/sandboxes/{sid}/terminate")
+    assert st == 200 and o["returncode"] == 137 and o["reason"] == "terminated", o
+    st, _ = request("DELETE", f"/v1/sandboxes/{sid}")
+    assert st == 204
+    time.sleep(1)
+    assert request("GET", f"/v1/sandboxes/{sid}")[0] == 404
+    assert not os.path.exists(os.path.join(STATE, "sandboxes", sid)), "run dir left behind"
+
+
+@case("api-concurrent-creates")
+def _():
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        made = list(pool.map(lambda i: create({**MIN, "tags": {"batch": "c"}, "env": {"N": str(i)}}), range(6)))
+        outs = list(pool.map(lambda o: run_exec(o["id"], ["sh", "-c", "echo $N"])[0], made))
+    assert sorted(outs) == [f"{i}\n".encode() for i in range(6)], outs
+    assert len({o["id"] for o in made}) == 6
+    for o in made:
+        request("DELETE", f"/v1/sandboxes/{o['id']}")
+
+
+@case("api-memory-limit")
+def _():
+    st, o = request("POST", "/v1/sandboxes", {**MIN, "memory_mib": 60000})
+    assert st == 429 and "limit" in o["error"], (st, o)
+
+
+@case("api-restart-adopts")
+def _():
+    sid = shared["sb"]
+    run_exec(sid, ["sh", "-c", "echo kept > /tmp/marker"])
+    victim = shared["other"]
+    pid = json.load(open(os.path.join(STATE, "sandboxes", victim, "sandbox.json")))["pid"]
+    daemon.stop()
+    os.kill(pid, signal.SIGKILL)  # this VM dies while the daemon is down
+    time.sleep(0.5)
+    daemon.start()
+    st, o = request("GET", f"/v1/sandboxes/{sid}")
+    assert st == 200 and o["state"] == "running", o
+    out, _, end = run_exec(sid, ["cat", "/tmp/marker"])
+    assert out == b"kept\n", (out, end)
+    st, o = request("GET", f"/v1/sandboxes/{victim}")
+    assert o["state"] == "finished" and o["reason"] == "failed" and "down" in o["message"], o
+
+
+def vmctl(*args, stdin=b"", env_extra=None, timeout=300):
+    env = dict(os.environ, SANDVM_HOST="unix://" + SOCK, SANDVM_API_KEY=KEY, **(env_extra or {}))
+    return subprocess.run([VMCTL, *args], input=stdin, capture_output=True, env=env, timeout=timeout)
+
+
+@case("vmctl-exec")
+def _():
+    sid = shared["sb"]
+    p = vmctl("exec", sid, "--", "sh", "-c", "echo out; echo err >&2; exit 42")
+    assert p.returncode == 42 and p.stdout == b"out\n" and p.stderr.endswith(b"err\n"), p
+    p = vmctl("exec", sid, "--", "sh", "-c", "tr a-z A-Z", stdin=b"piped input\n")
+    assert p.returncode == 0 and p.stdout == b"PIPED INPUT\n", p
+    p = vmctl("ls", "--json")
+    assert p.returncode == 0 and sid in p.stdout.decode(), p
+    p = vmctl("exec", "sb-0000000000000000", "--", "true")
+    assert p.returncode == 125 and b"no sandbox" in p.stderr, p
+
+
+@case("vmctl-run-restricted")
+def _():
+    code = ("import os, socket\n"
+            "print('key' if any('SANDVM' in k for k in os.environ) else 'nokey')\n"
+            # No network device but loopback (sit0 is the kernel's idle IPv6-in-IPv4 stub), no route.
+            "print(sorted(set(os.listdir('/sys/class/net')) - {'sit0'}))\n"
+            "print(len(open('/proc/net/route').read().splitlines()) - 1)\n"
+            # The host (CID 2) answers no vsock port but the ones the VMM serves: not the API.
+            "for port in (1024, 80, 443, 8080):\n"
+            "  s = socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM); s.settimeout(3)\n"
+            "  try:\n"
+            "    s.connect((2, port)); print('reached', port)\n"
+            "  except OSError as e:\n"
+            "    print('refused', port)\n"
+            "print(6 * 7)\n")
+    before = set(os.listdir(os.path.join(STATE, "sandboxes")))
+    p = vmctl("run", "--restricted", "--block-network", "--timeout", "60", "--", "python3", "-c", code)
+    out = p.stdout.decode()
+    assert p.returncode == 0, p
+    assert out.splitlines() == ["nokey", "['lo']", "0", "refused 1024", "refused 80", "refused 443",
+                                "refused 8080", "42"], out
+    time.sleep(1)
+    after = set(os.listdir(os.path.join(STATE, "sandboxes")))
+    assert after <= before, f"sandbox left behind: {after - before}"
+
+
+def main():
+    global KEY, daemon
+    os.makedirs(RESULTS, exist_ok=True)
+    KEY = subprocess.run([SANDBOXD, "--state-dir", STATE, "--new-key", "tests"], capture_output=True,
+                         check=True).stdout.decode().strip()
+    with open(os.path.join(STATE, "api-keys")) as f:
+        assert KEY not in f.read(), "the key itself was stored"
+    daemon = Daemon("--max-memory", "3000", "--max-sandboxes", "16")
+    daemon.start()
+    only = os.environ.get("SANDVM_API_ONLY")
+    try:
+        for run in cases:
+            if not only or only in run.name:
+                run()
+    finally:
+        try:
+            daemon.stop()
+        except Exception:  # noqa: BLE001
+            daemon.proc.kill()
+        for d in os.listdir(os.path.join(STATE, "sandboxes")):
+            try:
+                pid = json.load(open(os.path.join(STATE, "sandboxes", d, "sandbox.json")))["pid"]
+                os.kill(pid, signal.SIGKILL)
+            except (OSError, ValueError, KeyError):
+                pass
+        with open(os.path.join(RESULTS, "sandboxd.log"), "rb") as f:
+            log = f.read()
+        if KEY.encode() in log:
+            print("FAIL api-log-hygiene: the API key appears in the daemon log")
+        else:
+            print("OK api-log-hygiene")
+    if "ready_s" in shared:
+        print(f"# create-to-ready (minimal image): {shared['ready_s']:.2f} s", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

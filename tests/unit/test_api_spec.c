@@ -1,0 +1,180 @@
+/* The daemon's checks of what clients send (api/sandboxd/spec.c, query.c). */
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "query.h"
+#include "spec.h"
+#include "unit.h"
+
+static int parse(const char *body, struct sandbox_spec *s, struct spec_error *err)
+{
+	return spec_parse_sandbox(body, strlen(body), s, err);
+}
+
+static void defaults_are_filled_in(void **state)
+{
+	struct sandbox_spec s;
+	struct spec_error err;
+
+	(void)state;
+	assert_int_equal(parse("", &s, &err), 0);
+	assert_string_equal(s.image, "debian");
+	assert_int_equal(s.cpu, 1);
+	assert_int_equal(s.memory_mib, 512);
+	assert_int_equal(s.timeout, 300);
+	assert_int_equal(s.idle_timeout, 0);
+	assert_string_equal(s.workdir, "/");
+	assert_string_equal(s.app, "default");
+	assert_null(s.name);
+	assert_null(s.command);
+	assert_false(s.block_network);
+	assert_non_null(cJSON_GetObjectItem(s.json, "timeout"));
+	spec_sandbox_free(&s);
+}
+
+static void full_spec_is_kept(void **state)
+{
+	struct sandbox_spec s;
+	struct spec_error err;
+
+	(void)state;
+	assert_int_equal(parse("{\"image\":\"/img/x.ext4\",\"cpu\":4,\"memory_mib\":1024,\"timeout\":86400,"
+			       "\"idle_timeout\":60,\"workdir\":\"/srv\",\"env\":{\"A_1\":\"x\"},\"name\":\"web-1\","
+			       "\"app\":\"shop\",\"tags\":{\"team\":\"ml\"},\"command\":[\"sleep\",\"9\"]}",
+			       &s, &err),
+			 0);
+	assert_string_equal(s.image, "/img/x.ext4");
+	assert_int_equal(s.cpu, 4);
+	assert_int_equal(s.idle_timeout, 60);
+	assert_string_equal(s.name, "web-1");
+	assert_string_equal(s.app, "shop");
+	assert_int_equal(cJSON_GetArraySize(s.command), 2);
+	assert_string_equal(cJSON_GetObjectItem(s.env, "A_1")->valuestring, "x");
+	spec_sandbox_free(&s);
+}
+
+static void restricted_implies_no_network(void **state)
+{
+	struct sandbox_spec s;
+	struct spec_error err;
+
+	(void)state;
+	assert_int_equal(parse("{\"restricted\":true,\"block_network\":false}", &s, &err), 0);
+	assert_true(s.block_network);
+	assert_true(s.restricted);
+	spec_sandbox_free(&s);
+}
+
+static void each_bad_field_is_named(void **state)
+{
+	static const struct {
+		const char *body, *field;
+	} bad[] = {
+		{"{\"cpu\":0}", "cpu"},
+		{"{\"cpu\":33}", "cpu"},
+		{"{\"cpu\":1.5}", "cpu"},
+		{"{\"cpu\":\"2\"}", "cpu"},
+		{"{\"memory_mib\":-1}", "memory_mib"},
+		{"{\"timeout\":0}", "timeout"},
+		{"{\"timeout\":86401}", "timeout"},
+		{"{\"idle_timeout\":-3}", "idle_timeout"},
+		{"{\"workdir\":\"tmp\"}", "workdir"},
+		{"{\"image\":\"relative.ext4\"}", "image"},
+		{"{\"env\":{\"1A\":\"x\"}}", "env"},
+		{"{\"env\":{\"A-B\":\"x\"}}", "env"},
+		{"{\"env\":{\"A\":1}}", "env"},
+		{"{\"env\":[]}", "env"},
+		{"{\"env\":{\"A\":\"1\",\"A\":\"2\"}}", "env"},
+		{"{\"name\":\"\"}", "name"},
+		{"{\"name\":\"a/b\"}", "name"},
+		{"{\"tags\":{\"k\":2}}", "tags"},
+		{"{\"command\":[]}", "command"},
+		{"{\"command\":[\"\"]}", "command"},
+		{"{\"command\":[1]}", "command"},
+		{"{\"block_network\":1}", "block_network"},
+		{"{\"nope\":1}", "nope"},
+		{"{\"cpu\":1,\"cpu\":2}", "cpu"},
+		{"{\"restricted\":true,\"command\":[\"x\"]}", "command"},
+	};
+	struct sandbox_spec s;
+	struct spec_error err;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		memset(&err, 0, sizeof(err));
+		if (parse(bad[i].body, &s, &err) != -EINVAL)
+			fail_msg("accepted %s", bad[i].body);
+		if (strcmp(err.field, bad[i].field))
+			fail_msg("%s: field \"%s\", expected \"%s\" (%s)", bad[i].body, err.field, bad[i].field,
+				 err.message);
+		assert_true(strlen(err.message) > 0);
+	}
+}
+
+static void bad_bodies_are_refused(void **state)
+{
+	static const char *const bodies[] = {"{", "[]", "null", "1", "\"x\"", "{} {}", "{\"cpu\":1} x"};
+	struct sandbox_spec s;
+	struct spec_error err;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++) {
+		assert_int_equal(parse(bodies[i], &s, &err), -EINVAL);
+		assert_string_equal(err.field, "");
+	}
+}
+
+static void argv_is_capped_at_64k(void **state)
+{
+	size_t n = SPEC_ARGV_MAX + 100;
+	char *body = malloc(n + 64), *big = body;
+	struct exec_spec e;
+	struct spec_error err;
+
+	(void)state;
+	strcpy(body, "{\"argv\":[\"");
+	memset(body + strlen(body), 'a', n);
+	strcpy(body + 10 + n, "\"]}");
+	assert_int_equal(spec_parse_exec(body, strlen(body), &e, &err), -EINVAL);
+	assert_string_equal(err.field, "argv");
+	free(big);
+	body = "{\"argv\":[\"true\"],\"timeout\":5,\"stdin\":true}";
+	assert_int_equal(spec_parse_exec(body, strlen(body), &e, &err), 0);
+	assert_int_equal(e.timeout, 5);
+	assert_true(e.stdin_open);
+	assert_null(e.workdir);
+	spec_exec_free(&e);
+	assert_int_equal(spec_parse_exec("{}", 2, &e, &err), -EINVAL);
+	assert_string_equal(err.field, "argv");
+}
+
+static void query_values_are_decoded(void **state)
+{
+	char v[HTTP_PARAM_MAX];
+	static char many[4][HTTP_PARAM_MAX];
+
+	(void)state;
+	assert_true(http_query_param("a=1&path=%2Ftmp%2Fx+y&z", "path", v, sizeof(v)));
+	assert_string_equal(v, "/tmp/x y");
+	assert_true(http_query_param("a=1&recursive", "recursive", v, sizeof(v)));
+	assert_string_equal(v, "");
+	assert_false(http_query_param("paths=1&xpath=2", "path", v, sizeof(v)));
+	assert_true(http_query_param("path=%zz%4", "path", v, sizeof(v)));
+	assert_string_equal(v, "%zz%4");
+	assert_int_equal(http_query_params("tag=a=b&x=1&tag=c%3Dd&tag=e=f&tag=g=h&tag=i=j", "tag", many, 4), 4);
+	assert_string_equal(many[1], "c=d");
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(defaults_are_filled_in),   cmocka_unit_test(full_spec_is_kept),
+		cmocka_unit_test(restricted_implies_no_network), cmocka_unit_test(each_bad_field_is_named),
+		cmocka_unit_test(bad_bodies_are_refused),   cmocka_unit_test(argv_is_capped_at_64k),
+		cmocka_unit_test(query_values_are_decoded),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
