@@ -239,10 +239,15 @@ static cJSON *parse_body(const char *body, size_t len, struct spec_error *err)
 	return json;
 }
 
+/* Writes the default where the field is absent or null. */
 static void set_default(cJSON *o, const char *field, cJSON *v)
 {
-	if (cJSON_GetObjectItemCaseSensitive(o, field))
+	const cJSON *old = cJSON_GetObjectItemCaseSensitive(o, field);
+
+	if (old && !cJSON_IsNull(old))
 		cJSON_Delete(v);
+	else if (old)
+		cJSON_ReplaceItemInObjectCaseSensitive(o, field, v);
 	else
 		cJSON_AddItemToObject(o, field, v);
 }
@@ -302,10 +307,10 @@ int spec_sandbox_from_json(cJSON *json, struct sandbox_spec *s, struct spec_erro
 		cJSON_ReplaceItemInObjectCaseSensitive(json, "block_network", cJSON_CreateTrue());
 	set_default(json, "block_network", cJSON_CreateBool(s->block_network || s->restricted));
 	set_default(json, "restricted", cJSON_CreateBool(s->restricted));
-	if (!cJSON_GetObjectItemCaseSensitive(json, "env") || cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(json, "env")))
-		cJSON_DeleteItemFromObjectCaseSensitive(json, "env"), cJSON_AddItemToObject(json, "env", cJSON_CreateObject());
-	if (!cJSON_GetObjectItemCaseSensitive(json, "tags") || cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(json, "tags")))
-		cJSON_DeleteItemFromObjectCaseSensitive(json, "tags"), cJSON_AddItemToObject(json, "tags", cJSON_CreateObject());
+	set_default(json, "env", cJSON_CreateObject());
+	set_default(json, "tags", cJSON_CreateObject());
+	if (cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(json, "name")))
+		cJSON_DeleteItemFromObjectCaseSensitive(json, "name");
 	/* Re-point every field into the normalized object. */
 	get_string(json, "image", &s->image, err);
 	get_string(json, "workdir", &s->workdir, err);

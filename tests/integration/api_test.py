@@ -127,10 +127,19 @@ def run_exec(sid, argv, stdin=None, **kw):
     if st != 201:
         raise AssertionError(f"exec {argv}: HTTP {st} {o}")
     eid = o["id"]
+    got = {}
+
+    def read_output():
+        got["r"] = request("GET", f"/v1/sandboxes/{sid}/execs/{eid}/output", raw=True, timeout=300)
+    # Output is read while stdin is written, as any client must: each side's buffers are bounded.
+    reader = threading.Thread(target=read_output)
+    reader.start()
     if stdin is not None:
         st, _ = request("POST", f"/v1/sandboxes/{sid}/execs/{eid}/stdin", stdin)
         assert st == 204, f"stdin: HTTP {st}"
-    st, data = request("GET", f"/v1/sandboxes/{sid}/execs/{eid}/output", raw=True, timeout=300)
+    reader.join(310)
+    assert "r" in got, "output: no reply"
+    st, data = got["r"]
     assert st == 200, f"output: HTTP {st} {data[:200]}"
     return frames(data)
 

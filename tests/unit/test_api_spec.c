@@ -55,6 +55,27 @@ static void full_spec_is_kept(void **state)
 	spec_sandbox_free(&s);
 }
 
+/* null means "the default", never a missing value the daemon trips over. */
+static void null_fields_get_defaults(void **state)
+{
+	struct sandbox_spec s;
+	struct spec_error err;
+
+	(void)state;
+	assert_int_equal(parse("{\"image\":null,\"workdir\":null,\"app\":null,\"env\":null,\"tags\":null,"
+			       "\"name\":null,\"command\":null}",
+			       &s, &err),
+			 0);
+	assert_string_equal(s.image, "debian");
+	assert_string_equal(s.workdir, "/");
+	assert_string_equal(s.app, "default");
+	assert_true(cJSON_IsObject(s.env));
+	assert_true(cJSON_IsObject(s.tags));
+	assert_null(s.name);
+	assert_null(s.command);
+	spec_sandbox_free(&s);
+}
+
 static void restricted_implies_no_network(void **state)
 {
 	struct sandbox_spec s;
@@ -171,6 +192,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(defaults_are_filled_in),   cmocka_unit_test(full_spec_is_kept),
+		cmocka_unit_test(null_fields_get_defaults),
 		cmocka_unit_test(restricted_implies_no_network), cmocka_unit_test(each_bad_field_is_named),
 		cmocka_unit_test(bad_bodies_are_refused),   cmocka_unit_test(argv_is_capped_at_64k),
 		cmocka_unit_test(query_values_are_decoded),
