@@ -34,6 +34,9 @@ static const char usage[] =
 	"  --images DIR         guest kernel and images: vmlinux, initramfs.cpio.gz, debian.ext4\n"
 	"                       (default: ../guest next to this binary, i.e. build/guest)\n"
 	"  --vmm PATH           the VMM binary (default: vmm next to this binary)\n"
+	"  --image-builder PATH builds a missing built-in image on first use, called as\n"
+	"                       PATH debian|minimal OUT (default: rootfs/build-image of the\n"
+	"                       source tree this binary was built in, if there is one; \"\" for none)\n"
 	"  --max-sandboxes N    sandboxes starting or running at once (default 64)\n"
 	"  --max-memory MIB     guest memory of those in all (default 80% of this host's)\n"
 	"  --log-level L        error, warn, info (default) or debug\n"
@@ -145,7 +148,7 @@ static void on_sweep(uv_timer_t *t)
 	sandbox_sweep(t->data);
 }
 
-static void default_paths(const char *argv0, char *images, char *vmm, size_t cap)
+static void default_paths(const char *argv0, char *images, char *vmm, char *builder, size_t cap)
 {
 	char self[PATH_MAX], *dir;
 	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
@@ -159,6 +162,12 @@ static void default_paths(const char *argv0, char *images, char *vmm, size_t cap
 		snprintf(images, cap, "%s/../guest", dir);
 	if (!vmm[0])
 		snprintf(vmm, cap, "%s/vmm", dir);
+	/* build/bin/sandboxd in a source tree: its image builder is ../../rootfs/build-image. */
+	if (builder) {
+		snprintf(builder, cap, "%s/../../rootfs/build-image", dir);
+		if (access(builder, X_OK) < 0)
+			builder[0] = '\0';
+	}
 }
 
 static int parse_uint(const char *s, unsigned *out)
@@ -180,9 +189,11 @@ int main(int argc, char **argv)
 		{"vmm", required_argument, NULL, 'v'},       {"max-sandboxes", required_argument, NULL, 'n'},
 		{"max-memory", required_argument, NULL, 'm'}, {"log-level", required_argument, NULL, 'L'},
 		{"new-key", required_argument, NULL, 'k'},   {"help", no_argument, NULL, 'h'},
-		{"version", no_argument, NULL, 'V'},         {NULL, 0, NULL, 0}};
+		{"version", no_argument, NULL, 'V'},         {"image-builder", required_argument, NULL, 'b'},
+		{NULL, 0, NULL, 0}};
 	struct sandboxd *d = &daemon_state;
 	const char *socket_path = DEFAULT_SOCKET, *listen_addr = NULL, *new_key = NULL;
+	bool builder_given = false;
 	enum sv_log_level level = SV_LOG_INFO;
 	char keys_path[sizeof(d->state_dir) + 16], dir[sizeof(d->state_dir) + 16];
 	struct sysinfo si;
@@ -198,6 +209,10 @@ int main(int argc, char **argv)
 		case 'l': listen_addr = optarg; break;
 		case 'i': snprintf(d->images_dir, sizeof(d->images_dir), "%s", optarg); break;
 		case 'v': snprintf(d->vmm_path, sizeof(d->vmm_path), "%s", optarg); break;
+		case 'b':
+			snprintf(d->image_builder, sizeof(d->image_builder), "%s", optarg);
+			builder_given = true;
+			break;
 		case 'n':
 			if (parse_uint(optarg, &d->max_sandboxes) < 0) {
 				fprintf(stderr, "sandboxd: --max-sandboxes wants a positive number\n");
@@ -248,7 +263,8 @@ int main(int argc, char **argv)
 			new_key, keys_path);
 		return 0;
 	}
-	default_paths(argv[0], d->images_dir, d->vmm_path, sizeof(d->images_dir));
+	default_paths(argv[0], d->images_dir, d->vmm_path, builder_given ? NULL : d->image_builder,
+		      sizeof(d->images_dir));
 	if (!d->max_memory_mib && sysinfo(&si) == 0)
 		d->max_memory_mib = (unsigned)((unsigned long long)si.totalram * si.mem_unit / (1024 * 1024) * 8 / 10);
 	if (access(d->vmm_path, X_OK) < 0) {

@@ -263,6 +263,8 @@ static void complete(struct http_request *req)
 	}
 	if (r.n == 2 && is(&r, 1, "health") && m == HTTP_GET)
 		return health(req);
+	if (r.n == 2 && is(&r, 1, "images") && m == HTTP_GET)
+		return http_respond_json(req, 200, images_to_json(daemon_state));
 	if (!is(&r, 1, "sandboxes")) {
 		http_respond_error(req, 404, NULL, "no such route");
 		return;

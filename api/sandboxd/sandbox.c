@@ -555,6 +555,8 @@ static int image_paths(struct sandboxd *d, const char *image, struct sandbox_vm_
 		return -ENOENT;
 	}
 	if (stat(other, &st) < 0 || !S_ISREG(st.st_mode)) {
+		if (images_can_build(d, image))
+			return -EAGAIN;
 		if (!strcmp(image, "debian"))
 			snprintf(err, errlen, "image debian is not built yet (%s missing; run `make debian-image`)",
 				 other);
@@ -615,7 +617,7 @@ void sandbox_create(struct sandboxd *d, struct sandbox_spec *spec, struct http_r
 {
 	struct sandbox_vm_config cfg = {0};
 	struct sandbox_vm_cmd cmd;
-	char kernel[4200], other[4200], err[512], run_dir[512];
+	char kernel[4200], other[4200], err[512] = "", run_dir[512];
 	unsigned count, memory;
 	struct sandbox *sb;
 	int r;
@@ -636,8 +638,14 @@ void sandbox_create(struct sandboxd *d, struct sandbox_spec *spec, struct http_r
 				   spec->memory_mib, d->max_memory_mib, memory);
 		goto out_spec;
 	}
-	if (image_paths(d, spec->image, &cfg, kernel, other, sizeof(kernel), err, sizeof(err)) < 0) {
-		http_respond_error(req, 503, "image", "%s", err);
+	r = image_paths(d, spec->image, &cfg, kernel, other, sizeof(kernel), err, sizeof(err));
+	if (r == -EAGAIN) {
+		r = images_build_and_create(d, spec, req);
+		if (r == 0)
+			return; /* comes back here once the image is built */
+	}
+	if (r < 0) {
+		http_respond_error(req, 503, "image", "%s", err[0] ? err : "the image cannot be built here");
 		goto out_spec;
 	}
 	sb = sandbox_alloc(d);

@@ -67,6 +67,7 @@ struct sandboxd {
 	char state_dir[256];
 	char images_dir[4096];
 	char vmm_path[4096];
+	char image_builder[4096]; /* "" when images cannot be built here */
 	unsigned max_sandboxes;
 	unsigned max_memory_mib;
 	struct auth_keys *keys;
@@ -116,6 +117,12 @@ int exec_attach_stdin(struct exec_session *ex, struct http_request *req);
 int exec_signal(struct exec_session *ex, int sig);
 /* The sandbox is going away: the session ends once its thread returns. */
 void exec_forget_all(struct sandbox *sb);
+
+/* ---- images.c: built-in images built on first use ---- */
+bool images_can_build(const struct sandboxd *d, const char *name);
+/* Builds spec's image (or joins the build under way), then creates; takes spec. */
+int images_build_and_create(struct sandboxd *d, struct sandbox_spec *spec, struct http_request *req);
+void *images_to_json(const struct sandboxd *d);
 
 /* ---- files.c ---- */
 /* Routes .../files[/op]; op is "", "stat", "list" or "mkdir". Set at headers time. */

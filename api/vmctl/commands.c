@@ -8,6 +8,7 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -155,9 +156,76 @@ static double seconds_since(const struct timespec *t0)
 	return (double)(t.tv_sec - t0->tv_sec) + (double)(t.tv_nsec - t0->tv_nsec) / 1e9;
 }
 
+/*
+ * While a create waits, sandboxd may be building the image it asked for (the
+ * first use of a built-in image takes minutes): its progress lines are shown.
+ */
+struct build_watch {
+	const struct vmctl_client *c;
+	const char *image;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool stop;
+	char last[512];
+};
+
+static void watch_once(struct build_watch *w)
+{
+	struct vmctl_req q;
+	const cJSON *it;
+	cJSON *reply;
+
+	if (vmctl_request(&q, w->c, "GET", "/v1/images", NULL) || !vmctl_req_ok(&q)) {
+		vmctl_req_destroy(&q);
+		return;
+	}
+	reply = cJSON_ParseWithLength(q.body.data ? q.body.data : "", q.body.len);
+	vmctl_req_destroy(&q);
+	cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(reply, "images")) {
+		const cJSON *name = cJSON_GetObjectItemCaseSensitive(it, "name");
+		const cJSON *prog = cJSON_GetObjectItemCaseSensitive(it, "progress");
+
+		if (!cJSON_IsString(name) || strcmp(name->valuestring, w->image) ||
+		    !cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(it, "building")))
+			continue;
+		if (!w->last[0])
+			fprintf(stderr, "vmctl: image %s is not built yet; sandboxd is building it "
+					"(minutes, the first time)\n", w->image);
+		if (cJSON_IsString(prog) && strcmp(prog->valuestring, w->last)) {
+			snprintf(w->last, sizeof(w->last), "%s", prog->valuestring);
+			fprintf(stderr, "vmctl: building image %s: %s\n", w->image, w->last);
+		}
+	}
+	cJSON_Delete(reply);
+}
+
+static void *watch_build(void *arg)
+{
+	struct build_watch *w = arg;
+	struct timespec until;
+
+	pthread_mutex_lock(&w->lock);
+	for (;;) {
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_sec += 2;
+		while (!w->stop && pthread_cond_timedwait(&w->cond, &w->lock, &until) == 0)
+			;
+		if (w->stop)
+			break;
+		pthread_mutex_unlock(&w->lock);
+		watch_once(w);
+		pthread_mutex_lock(&w->lock);
+	}
+	pthread_mutex_unlock(&w->lock);
+	return NULL;
+}
+
 int vmctl_create_sandbox(const struct vmctl_client *c, const cJSON *body, bool progress,
 			 const atomic_bool *cancel, char **id)
 {
+	struct build_watch watch = {.c = c, .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+	bool watching = false;
+	pthread_t watcher;
 	const cJSON *image = cJSON_GetObjectItemCaseSensitive(body, "image");
 	struct vmctl_req q;
 	struct timespec t0;
@@ -173,7 +241,17 @@ int vmctl_create_sandbox(const struct vmctl_client *c, const cJSON *body, bool p
 	if (r)
 		return vmctl_req_report(&q, r);
 	q.cancel = cancel;
+	watch.image = cJSON_IsString(image) ? image->valuestring : "debian";
+	if (!strcmp(watch.image, "debian") || !strcmp(watch.image, "minimal"))
+		watching = pthread_create(&watcher, NULL, watch_build, &watch) == 0;
 	r = vmctl_req_perform(&q);
+	if (watching) {
+		pthread_mutex_lock(&watch.lock);
+		watch.stop = true;
+		pthread_cond_signal(&watch.cond);
+		pthread_mutex_unlock(&watch.lock);
+		pthread_join(watcher, NULL);
+	}
 	if (r || !vmctl_req_ok(&q)) {
 		vmctl_req_report(&q, r);
 		vmctl_req_destroy(&q);

@@ -393,7 +393,8 @@ def _():
 
 
 def vmctl(*args, stdin=b"", env_extra=None, timeout=300):
-    env = dict(os.environ, SANDVM_HOST="unix://" + SOCK, SANDVM_API_KEY=KEY, **(env_extra or {}))
+    env = dict(os.environ, SANDVM_HOST="unix://" + SOCK, SANDVM_API_KEY=KEY)
+    env.update(env_extra or {})
     return subprocess.run([VMCTL, *args], input=stdin, capture_output=True, env=env, timeout=timeout)
 
 
@@ -434,6 +435,48 @@ def _():
     time.sleep(1)
     after = set(os.listdir(os.path.join(STATE, "sandboxes")))
     assert after <= before, f"sandbox left behind: {after - before}"
+
+
+@case("api-image-built-on-first-use")
+def _():
+    # A second daemon whose images folder lacks the initramfs, with a builder
+    # that makes it slowly and says so: creates wait for it, vmctl shows progress.
+    images = os.path.join(TMP, "images2")
+    os.makedirs(images, exist_ok=True)
+    os.symlink(os.path.abspath(os.path.join(BUILD, "guest", "vmlinux")), os.path.join(images, "vmlinux"))
+    builder = os.path.join(TMP, "builder.sh")
+    src = os.path.abspath(os.path.join(BUILD, "guest", "initramfs.cpio.gz"))
+    with open(builder, "w") as f:
+        f.write(f"#!/bin/sh\necho \"building $1 into $2\"\nfor i in 1 2 3; do echo \"step $i of 3\"; sleep 1.5; done\n"
+                f"cp {src} \"$2\"\necho done\n")
+    os.chmod(builder, 0o755)
+    sock2 = os.path.join(TMP, "sandboxd2.sock")
+    log = open(os.path.join(RESULTS, "sandboxd2.log"), "wb")
+    d2 = subprocess.Popen([SANDBOXD, "--state-dir", os.path.join(TMP, "state2"), "--socket", sock2,
+                           "--images", images, "--image-builder", builder], stdout=log, stderr=log)
+    try:
+        key2 = subprocess.run([SANDBOXD, "--state-dir", os.path.join(TMP, "state2"), "--new-key", "t"],
+                              capture_output=True, check=True).stdout.decode().strip()
+        for _ in range(100):
+            if os.path.exists(sock2):
+                break
+            time.sleep(0.05)
+        env = {"SANDVM_HOST": "unix://" + sock2, "SANDVM_API_KEY": key2}
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            runs = list(pool.map(lambda i: vmctl("create", "--image", "minimal", "--memory", "128",
+                                                  env_extra=env), range(2)))
+        for p in runs:
+            assert p.returncode == 0 and p.stdout.decode().startswith("sb-"), p
+        err = b"".join(p.stderr for p in runs)
+        assert b"building image minimal: step" in err, err
+        assert os.path.exists(os.path.join(images, "initramfs.cpio.gz"))
+        with open(os.path.join(RESULTS, "sandboxd2.log"), "rb") as f:
+            assert f.read().count(b"not built yet; building it") == 1, "the image was built twice"
+        for p in runs:
+            vmctl("rm", p.stdout.decode().strip(), env_extra=env)
+    finally:
+        d2.terminate()
+        d2.wait(30)
 
 
 def main():
