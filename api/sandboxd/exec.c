@@ -315,7 +315,8 @@ static void on_keep_expired(uv_timer_t *t)
 
 	if (ex->reader)
 		return;
-	sv_info("exec %s: forgotten, its output was not read within %d s", ex->id, EXEC_KEEP_MS / 1000);
+	sv_info("sandbox=%s exec=%s event=exec_forgotten why=\"output not read within %d s\"", ex->sb->id,
+		ex->id, EXEC_KEEP_MS / 1000);
 	forget(ex);
 }
 
@@ -356,7 +357,8 @@ static void maybe_end(struct exec_session *ex)
 		ex_close(ex, (uv_handle_t *)&ex->in_pipe);
 	}
 	sandbox_activity(sb, -1);
-	sv_info("exec %s in %s: ended (%s, returncode %d)", ex->id, sb->id, ex->reason, ex->returncode);
+	sv_info("sandbox=%s exec=%s event=exec_ended reason=%s returncode=%d", sb->id, ex->id, ex->reason,
+		ex->returncode);
 	if (ex->entrypoint) {
 		char msg[600];
 
@@ -531,7 +533,7 @@ int exec_start(struct sandbox *sb, const struct exec_spec *spec, bool entrypoint
 	sandbox_activity(sb, +1);
 	read_start(ex);
 	*out = ex;
-	sv_info("exec %s in %s: started", ex->id, sb->id);
+	sv_info("sandbox=%s exec=%s event=exec_started", sb->id, ex->id);
 	return 0;
 
 fail:

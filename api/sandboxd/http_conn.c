@@ -179,9 +179,10 @@ static void log_request(struct http_conn *c)
 	const char *q = memchr(req->url, '?', req->url_len);
 	int plen = q ? (int)(q - req->url) : (int)req->url_len;
 
-	sv_info("%s %.*s %d %.1f ms%s%s", http_method_str(req->method), plen, req->url, req->status_code,
-		(double)(mono_ns() - req->start_ns) / 1e6, req->key_name ? " key=" : "",
-		req->key_name ? req->key_name : "");
+	/* logfmt: one request per line, never a body, a query string or a key. */
+	sv_info("request method=%s path=%.*s status=%d ms=%.1f key=%s", http_method_str(req->method), plen,
+		req->url, req->status_code, (double)(mono_ns() - req->start_ns) / 1e6,
+		req->key_name ? req->key_name : "-");
 }
 
 static void reset_request(struct http_conn *c)

@@ -311,7 +311,7 @@ static void vmm_gone(struct sandbox *sb, const char *how)
 			 how, log, detail);
 		finish(sb, "failed", RC_FAILED, NULL);
 	}
-	sv_info("sandbox %s: VMM %d ended (%s)", sb->id, sb->pid, how);
+	sv_info("sandbox=%s event=vmm_exited pid=%d how=\"%s\"", sb->id, sb->pid, how);
 	if (sb->deleted)
 		forget(sb);
 }
@@ -341,7 +341,7 @@ static void on_kill_timer(uv_timer_t *t)
 	struct sandbox *sb = t->data;
 
 	if (sb->vmm_alive) {
-		sv_warn("sandbox %s: VMM %d did not stop in %d ms; killing it", sb->id, sb->pid, KILL_GRACE_MS);
+		sv_warn("sandbox=%s event=vmm_kill pid=%d why=\"no exit %d ms after SIGTERM\"", sb->id, sb->pid, KILL_GRACE_MS);
 		if (sb->pidfd >= 0)
 			syscall(SYS_pidfd_send_signal, sb->pidfd, SIGKILL, NULL, 0);
 		else
@@ -374,7 +374,7 @@ static void finish(struct sandbox *sb, const char *reason, int returncode, const
 	uv_timer_stop(&sb->idle_timer);
 	if (!sb->deleted)
 		store_save(sb);
-	sv_info("sandbox %s: finished (%s, returncode %d)", sb->id, reason, returncode);
+	sv_info("sandbox=%s event=finished reason=%s returncode=%d", sb->id, reason, returncode);
 	wake_waiters(sb);
 	stop_vmm(sb);
 	exec_forget_all(sb);
@@ -512,13 +512,13 @@ static void ready_done(uv_work_t *w, int status)
 		sb->started_at = sandboxd_wall_time();
 		store_save(sb);
 		arm_timers(sb);
-		sv_info("sandbox %s: ready in %.0f ms", sb->id, (sb->started_at - sb->created_at) * 1000);
+		sv_info("sandbox=%s event=ready ms=%.0f", sb->id, (sb->started_at - sb->created_at) * 1000);
 		if (sb->spec.command)
 			start_entrypoint(sb);
 	} else if (sb->state == SANDBOX_STARTING) {
 		tail_file(sb->vm.console, console, sizeof(console));
 		snprintf(sb->message, sizeof(sb->message), "%s; console: %s", sb->ready_error, console);
-		sv_warn("sandbox %s: failed to start: %s", sb->id, sb->ready_error);
+		sv_warn("sandbox=%s event=start_failed why=\"%s\"", sb->id, sb->ready_error);
 		finish(sb, "failed", RC_FAILED, NULL);
 	}
 	if (req) {
@@ -677,8 +677,8 @@ void sandbox_create(struct sandboxd *d, struct sandbox_spec *spec, struct http_r
 	sb->next = d->sandboxes;
 	d->sandboxes = sb;
 	if (store_save(sb) < 0)
-		sv_warn("sandbox %s: its record could not be saved", sb->id);
-	sv_info("sandbox %s: starting (image %s, %u vCPU, %u MiB, VMM pid %d)", sb->id, sb->spec.image,
+		sv_warn("sandbox=%s event=save_failed", sb->id);
+	sv_info("sandbox=%s event=starting image=%s cpu=%u memory_mib=%u pid=%d", sb->id, sb->spec.image,
 		sb->spec.cpu, sb->spec.memory_mib, sb->pid);
 	sb->create_req = req;
 	http_conn_ref(req->conn);
@@ -726,7 +726,7 @@ static void restore_one(void *ctx, const char *id, void *record)
 	spec_json = cJSON_DetachItemFromObjectCaseSensitive(rec, "spec");
 	sb = spec_json ? sandbox_alloc(d) : NULL;
 	if (!sb || spec_sandbox_from_json(spec_json, &sb->spec, &err) < 0) {
-		sv_err("sandbox %s: unreadable record, left on disk: %s", id, spec_json ? err.message : "no spec");
+		sv_err("sandbox=%s event=record_unreadable why=\"%s\"", id, spec_json ? err.message : "no spec");
 		if (sb) {
 			discard(sb);
 		} else {
@@ -789,7 +789,7 @@ static void restore_one(void *ctx, const char *id, void *record)
 		finish(sb, "failed", RC_FAILED, "the entrypoint command was lost when sandboxd restarted");
 	} else {
 		arm_timers(sb);
-		sv_info("sandbox %s: adopted running VMM %d", sb->id, sb->pid);
+		sv_info("sandbox=%s event=adopted pid=%d", sb->id, sb->pid);
 	}
 }
 
@@ -807,7 +807,7 @@ void sandbox_sweep(struct sandboxd *d)
 		next = sb->next;
 		if (sb->state == SANDBOX_FINISHED && !sb->deleted && !sb->vmm_alive && !sb->create_req &&
 		    now - sb->finished_at > FINISHED_KEEP_S) {
-			sv_info("sandbox %s: forgotten (finished over %d s ago)", sb->id, FINISHED_KEEP_S);
+			sv_info("sandbox=%s event=forgotten why=\"finished over %d s ago\"", sb->id, FINISHED_KEEP_S);
 			sb->deleted = true;
 			forget(sb);
 		}

@@ -411,6 +411,19 @@ def _():
     assert p.returncode == 125 and b"no sandbox" in p.stderr, p
 
 
+@case("vmctl-ctrl-c")
+def _():
+    # Ctrl-C at vmctl reaches the process in the guest, which dies of it (130).
+    env = dict(os.environ, SANDVM_HOST="unix://" + SOCK, SANDVM_API_KEY=KEY)
+    p = subprocess.Popen([VMCTL, "exec", shared["sb"], "--", "sh", "-c", "echo started; exec sleep 60"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    assert p.stdout.readline() == b"started\n"
+    t = time.monotonic()
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=30)
+    assert p.returncode == 130 and time.monotonic() - t < 20, (p.returncode, err)
+
+
 @case("vmctl-run-restricted")
 def _():
     code = ("import os, socket\n"
