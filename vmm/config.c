@@ -20,6 +20,7 @@ const char vmm_config_usage[] =
 	"           [--memory MIB] [--console stdout|none|FILE] [--config FILE.json]\n"
 	"           [--control SOCKET] [--boot-timeout SEC] [--hugepages] [--verbose]\n"
 	"           [--drive PATH[,ro][,serial=ID]]... [--vsock SOCKET[,cid=N]]\n"
+	"           [--net tap=NAME[,mac=MAC]]\n"
 	"\n"
 	"Boots one microVM on KVM and runs until the guest reboots or shuts down.\n"
 	"  --kernel PATH       ELF vmlinux (PVH entry) or bzImage (64-bit boot protocol)\n"
@@ -37,6 +38,7 @@ const char vmm_config_usage[] =
 	"  --vsock SPEC        virtio-vsock: SOCKET[,cid=N]; host clients connect to SOCKET\n"
 	"                      and send \"CONNECT <port>\\n\"; guest connections to the host's\n"
 	"                      port P reach SOCKET_P (guest CID 3 unless given)\n"
+	"  --net SPEC          virtio-net on a tap device: tap=NAME[,mac=aa:bb:cc:dd:ee:ff]\n"
 	"  --hugepages         back guest RAM with transparent huge pages\n"
 	"  --verbose           log VM set-up and exits\n"
 	"Exit status: 0 guest ended (reboot, shutdown) or stop requested; 1 VMM error;\n"
@@ -61,6 +63,8 @@ void vmm_config_init(struct vmm_config *cfg)
 	cfg->memory_mib = 128;
 	cfg->console = VMM_CONSOLE_STDOUT;
 	cfg->vsock_cid = 3;
+	/* Locally administered, unicast: the default when --net gives no mac. */
+	memcpy(cfg->net_mac, (const uint8_t[6]){0x02, 0x53, 0x56, 0x00, 0x00, 0x02}, 6);
 }
 
 void vmm_config_destroy(struct vmm_config *cfg)
@@ -75,6 +79,7 @@ void vmm_config_destroy(struct vmm_config *cfg)
 	free(cfg->console_path);
 	free(cfg->control_path);
 	free(cfg->vsock_path);
+	free(cfg->net_tap);
 	memset(cfg, 0, sizeof(*cfg));
 }
 
@@ -181,6 +186,45 @@ static int parse_vsock(struct vmm_config *cfg, const char *spec, char *err, size
 		r = fail(err, errlen, "vsock: empty socket path");
 	if (r == 0)
 		r = set_string(&cfg->vsock_path, path);
+	free(copy);
+	return r;
+}
+
+/* aa:bb:cc:dd:ee:ff, unicast (the guest must not own a group address). */
+static int parse_mac(const char *s, uint8_t mac[6], char *err, size_t errlen)
+{
+	unsigned v[6];
+	char tail;
+
+	if (sscanf(s, "%2x:%2x:%2x:%2x:%2x:%2x%c", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &tail) != 6 ||
+	    strlen(s) != 17)
+		return fail(err, errlen, "net: mac '%s' is not aa:bb:cc:dd:ee:ff", s);
+	if (v[0] & 1)
+		return fail(err, errlen, "net: mac '%s' is a multicast address", s);
+	for (int i = 0; i < 6; i++)
+		mac[i] = (uint8_t)v[i];
+	return 0;
+}
+
+/* --net tap=NAME[,mac=MAC] */
+static int parse_net(struct vmm_config *cfg, const char *spec, char *err, size_t errlen)
+{
+	char *copy = strdup(spec), *rest, *opt;
+	int r = 0;
+
+	if (!copy)
+		return -ENOMEM;
+	rest = copy;
+	while (r == 0 && (opt = strsep(&rest, ","))) {
+		if (strncmp(opt, "tap=", 4) == 0 && opt[4] && strlen(opt + 4) < 16)
+			r = set_string(&cfg->net_tap, opt + 4);
+		else if (strncmp(opt, "mac=", 4) == 0)
+			r = parse_mac(opt + 4, cfg->net_mac, err, errlen);
+		else
+			r = fail(err, errlen, "net: bad option '%s' (known: tap=NAME (< 16 bytes), mac=MAC)", opt);
+	}
+	if (r == 0 && !cfg->net_tap)
+		r = fail(err, errlen, "net: tap=NAME is required");
 	free(copy);
 	return r;
 }
@@ -509,6 +553,12 @@ int vmm_config_parse_args(struct vmm_config *cfg, int argc, char **argv,
 			return fail(err, errlen, "--%s needs a value", name);
 		if (strcmp(name, "vsock") == 0) {
 			r = parse_vsock(cfg, value, err, errlen);
+			if (r < 0)
+				return r;
+			continue;
+		}
+		if (strcmp(name, "net") == 0) {
+			r = parse_net(cfg, value, err, errlen);
 			if (r < 0)
 				return r;
 			continue;

@@ -46,6 +46,8 @@ struct vmm_config {
 	struct vmm_drive drives[VMM_MAX_DRIVES];
 	unsigned ndrives;
 	char *vsock_path;    /* unix socket of the hybrid vsock; NULL: no vsock device */
+	char *net_tap;       /* tap device of the virtio-net; NULL: no network device */
+	uint8_t net_mac[6];  /* the guest's MAC (locally administered unicast) */
 	uint64_t vsock_cid;  /* the guest's CID, 3 unless given */
 };
 

@@ -17,6 +17,7 @@
 
 #include "arch/x86/e820.h"
 #include "arch/x86/layout.h"
+#include "backends/tap.h"
 #include "control.h"
 #include "kvm.h"
 #include "log.h"
@@ -159,6 +160,21 @@ static int setup_devices(struct vm *vm, char *err, size_t errlen)
 		vm->has_vsock = true;
 		r = add_virtio(vm, &vm->vsock_mmio, &virtio_vsock_ops, &vm->vsock, err, errlen);
 	}
+	if (r == 0 && vm->cfg->net_tap) {
+		int tap_fd;
+
+		r = tap_open(vm->cfg->net_tap, &tap_fd);
+		if (r < 0)
+			return fail(r, err, errlen, "net: tap '%s': %s%s", vm->cfg->net_tap, strerror(-r),
+				    r == -EPERM ? " (needs CAP_NET_ADMIN, or a tap made for this user)" : "");
+		r = net_dev_init(&vm->net, tap_fd, vm->cfg->net_mac);
+		if (r < 0) {
+			close(tap_fd);
+			return fail(r, err, errlen, "net: %s", strerror(-r));
+		}
+		vm->has_net = true;
+		r = add_virtio(vm, &vm->net_mmio, &virtio_net_ops, &vm->net, err, errlen);
+	}
 	for (unsigned i = 0; r == 0 && i < vm->cfg->ndrives; i++) {
 		const struct vmm_drive *d = &vm->cfg->drives[i];
 
@@ -252,6 +268,9 @@ void vm_destroy(struct vm *vm)
 	if (vm->has_vsock)
 		vsock_dev_destroy(&vm->vsock);
 	vm->has_vsock = false;
+	if (vm->has_net)
+		net_dev_destroy(&vm->net);
+	vm->has_net = false;
 	if (vm->serial_ready)
 		serial_destroy(&vm->serial);
 	vm->serial_ready = false;
@@ -436,6 +455,13 @@ static int setup_loop(struct vm *vm)
 		r = vsock_dev_start(&vm->vsock, &vm->vsock_mmio.dev, &vm->loop);
 		if (r < 0) {
 			sv_err("vsock socket %s: %s", vm->cfg->vsock_path, strerror(-r));
+			return r;
+		}
+	}
+	if (vm->has_net) {
+		r = net_dev_start(&vm->net, &vm->net_mmio.dev, &vm->loop);
+		if (r < 0) {
+			sv_err("net: %s", strerror(-r));
 			return r;
 		}
 	}

@@ -17,6 +17,7 @@
 #include "memory.h"
 #include "virtio/blk.h"
 #include "virtio/mmio.h"
+#include "virtio/net.h"
 #include "virtio/vsock.h"
 
 struct vcpu;
@@ -69,6 +70,9 @@ struct vm {
 	struct vsock_dev vsock;
 	struct virtio_mmio vsock_mmio;
 	bool has_vsock;
+	struct net_dev net;
+	struct virtio_mmio net_mmio;
+	bool has_net;
 	/* Every virtio-mmio device, in slot order (slot i: BASE + i * 4 KiB, GSI 5 + i). */
 	struct virtio_mmio *virtio[VM_MAX_VIRTIO];
 	unsigned nvirtio;
