@@ -90,6 +90,10 @@ void agent_defer_free(struct agent *a, void *p);
 uint64_t agent_now_ms(void);
 
 /* ---- system duties of PID 1 (system.c) ---- */
+/* The value of KEY=VALUE as a whole word of the kernel command line, and its length; NULL if absent. */
+const char *agent_cmdline_param(const char *cmdline, const char *key, size_t *len);
+/* eth0's addresses, routes and resolver from sandvm.net=, sandvm.net6=, sandvm.dns= (net.c). */
+void agent_net_setup(const char *cmdline);
 void agent_system_setup(void);
 void agent_system_poweroff(uint32_t action) __attribute__((noreturn));
 /* Maps an errno value to the protocol's fixed error numbers. */

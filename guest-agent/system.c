@@ -87,7 +87,7 @@ static size_t read_text(const char *path, char *buf, size_t cap)
 }
 
 /* The value of KEY=VALUE as a whole word of the command line, with its length; NULL if absent. */
-static const char *cmdline_param(const char *cmdline, const char *key, size_t *len)
+const char *agent_cmdline_param(const char *cmdline, const char *key, size_t *len)
 {
 	size_t klen = strlen(key);
 
@@ -107,7 +107,7 @@ static void set_hostname(const char *cmdline)
 	const char *v;
 	size_t len;
 
-	if ((v = cmdline_param(cmdline, "sandvm.hostname", &len))) {
+	if ((v = agent_cmdline_param(cmdline, "sandvm.hostname", &len))) {
 		snprintf(name, sizeof(name), "%.*s", (int)len, v);
 	} else if (read_text("/etc/hostname", buf, sizeof(buf))) {
 		buf[strcspn(buf, " \n")] = '\0';
@@ -185,13 +185,14 @@ void agent_system_setup(void)
 	/* /proc first: it is where the command line is read from. */
 	mount_one("proc", "/proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
 	read_text("/proc/cmdline", cmdline, sizeof(cmdline));
-	v = cmdline_param(cmdline, "sandvm.overlay", &len);
+	v = agent_cmdline_param(cmdline, "sandvm.overlay", &len);
 	overlay = v && len == 1 && v[0] == '1' && overlay_root();
 	mount_all(!overlay);
 	open_console();
 	signal_boot();
 	set_hostname(cmdline);
 	loopback_up();
+	agent_net_setup(cmdline);
 	if (chdir("/") < 0)
 		sv_warn("chdir /: %s", strerror(errno));
 }

@@ -74,6 +74,25 @@ PY
 
 	timeout 30 "$RUN" --attach "$NET_SOCK" --shutdown >/dev/null 2>&1
 	wait "$net_vm"
+
+	# The agent configures eth0 itself from sandvm.net= / sandvm.dns= on the command line.
+	NET_SOCK=$net_dir/vsock2
+	"$VMM" --kernel "$VMLINUX" --initrd "$AGENT_INITRD" --cpus 1 --memory 256 \
+		--vsock "$NET_SOCK" --net "tap=$NET_TAP,mac=02:53:56:00:00:03" \
+		--cmdline "quiet sandvm.net=10.77.0.3/24,10.77.0.1 sandvm.dns=10.77.0.1" \
+		>"$RESULTS/net-vm2.out" 2>"$RESULTS/net-vm2.err" &
+	net_vm=$!
+	nx net-agent-config sh -c 'ip -4 addr show dev eth0; ip route; cat /etc/resolv.conf; ping -c 2 -W 3 10.77.0.1'
+	if [ "$rc" -eq 0 ] && grep -q 'inet 10.77.0.3/24' "$RESULTS/net-agent-config.stdout" &&
+		grep -q 'default via 10.77.0.1 dev eth0' "$RESULTS/net-agent-config.stdout" &&
+		grep -q 'nameserver 10.77.0.1' "$RESULTS/net-agent-config.stdout" &&
+		grep -q '2 packets received' "$RESULTS/net-agent-config.stdout"; then
+		report OK net-agent-config
+	else
+		report FAIL net-agent-config "exit $rc: $(head -c 400 "$RESULTS/net-agent-config.stdout")"
+	fi
+	timeout 30 "$RUN" --attach "$NET_SOCK" --shutdown >/dev/null 2>&1
+	wait "$net_vm"
 fi
 ip tuntap del dev "$NET_TAP" mode tap 2>/dev/null
 rm -rf "$net_dir"
