@@ -16,6 +16,9 @@ struct cidr {
 	uint8_t addr[16]; /* network byte order; IPv4 in addr[0..3], rest zero */
 };
 
+/* Room for the longest cidr_format() text and its NUL. */
+#define CIDR_STR_MAX 50
+
 /*
  * "10.0.0.0/8", "2001:db8::/32", "192.0.2.7" (= /32), "::1" (= /128).
  * Strict: host bits set ("10.0.0.1/8"), a length out of range or with a sign,

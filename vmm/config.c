@@ -20,7 +20,7 @@ const char vmm_config_usage[] =
 	"           [--memory MIB] [--console stdout|none|FILE] [--config FILE.json]\n"
 	"           [--control SOCKET] [--boot-timeout SEC] [--hugepages] [--verbose]\n"
 	"           [--drive PATH[,ro][,serial=ID]]... [--vsock SOCKET[,cid=N]]\n"
-	"           [--net tap=NAME[,mac=MAC]]\n"
+	"           [--net tap=NAME[,mac=MAC] --net-policy FILE.json]\n"
 	"\n"
 	"Boots one microVM on KVM and runs until the guest reboots or shuts down.\n"
 	"  --kernel PATH       ELF vmlinux (PVH entry) or bzImage (64-bit boot protocol)\n"
@@ -39,6 +39,7 @@ const char vmm_config_usage[] =
 	"                      and send \"CONNECT <port>\\n\"; guest connections to the host's\n"
 	"                      port P reach SOCKET_P (guest CID 3 unless given)\n"
 	"  --net SPEC          virtio-net on a tap device: tap=NAME[,mac=aa:bb:cc:dd:ee:ff]\n"
+	"  --net-policy FILE   its egress firewall policy (JSON; required with --net)\n"
 	"  --hugepages         back guest RAM with transparent huge pages\n"
 	"  --verbose           log VM set-up and exits\n"
 	"Exit status: 0 guest ended (reboot, shutdown) or stop requested; 1 VMM error;\n"
@@ -80,6 +81,7 @@ void vmm_config_destroy(struct vmm_config *cfg)
 	free(cfg->control_path);
 	free(cfg->vsock_path);
 	free(cfg->net_tap);
+	free(cfg->net_policy);
 	memset(cfg, 0, sizeof(*cfg));
 }
 
@@ -563,6 +565,12 @@ int vmm_config_parse_args(struct vmm_config *cfg, int argc, char **argv,
 				return r;
 			continue;
 		}
+		if (strcmp(name, "net-policy") == 0) {
+			r = set_string(&cfg->net_policy, value);
+			if (r < 0)
+				return r;
+			continue;
+		}
 		if (strcmp(name, "drive") == 0) {
 			r = parse_drive_flag(cfg, value, err, errlen);
 			if (r < 0)
@@ -633,5 +641,10 @@ int vmm_config_validate(const struct vmm_config *cfg, char *err, size_t errlen)
 		return fail(err, errlen, "vsock: socket path longer than 95 bytes");
 	if (cfg->control_path && strlen(cfg->control_path) >= 108)
 		return fail(err, errlen, "control: socket path longer than 107 bytes");
+	/* A network device never runs unfiltered: no policy, no device. */
+	if (cfg->net_tap && !cfg->net_policy)
+		return fail(err, errlen, "net: --net needs --net-policy FILE (the egress firewall policy)");
+	if (cfg->net_policy && !cfg->net_tap)
+		return fail(err, errlen, "net: --net-policy without --net");
 	return 0;
 }

@@ -48,6 +48,7 @@ struct vmm_config {
 	char *vsock_path;    /* unix socket of the hybrid vsock; NULL: no vsock device */
 	char *net_tap;       /* tap device of the virtio-net; NULL: no network device */
 	uint8_t net_mac[6];  /* the guest's MAC (locally administered unicast) */
+	char *net_policy;    /* egress policy JSON file (vmm/net/egress.h); required with net_tap */
 	uint64_t vsock_cid;  /* the guest's CID, 3 unless given */
 };
 

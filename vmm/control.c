@@ -66,7 +66,7 @@ char *control_handle_request(const char *line, size_t len, const struct control_
 {
 	const cJSON *op;
 	cJSON *req, *reply;
-	char msg[128];
+	char msg[192];
 
 	req = cJSON_ParseWithLength(line, len);
 	if (!req || !cJSON_IsObject(req)) {
@@ -110,8 +110,29 @@ char *control_handle_request(const char *line, size_t len, const struct control_
 		cJSON_AddBoolToObject(reply, "ok", r == 0);
 		if (r < 0)
 			cJSON_AddStringToObject(reply, "error", err[0] ? err : strerror(-r));
+	} else if (strcmp(op->valuestring, "net") == 0 && ops->net_status) {
+		char err[256] = "";
+		int r = ops->net_status(ctx, reply, err, sizeof(err));
+
+		cJSON_AddBoolToObject(reply, "ok", r == 0);
+		if (r < 0)
+			cJSON_AddStringToObject(reply, "error", err[0] ? err : strerror(-r));
+	} else if (strcmp(op->valuestring, "net-policy") == 0 && ops->net_policy) {
+		const cJSON *path = cJSON_GetObjectItemCaseSensitive(req, "path");
+		char err[512] = "";
+		int r;
+
+		if (!cJSON_IsString(path)) {
+			cJSON_Delete(reply);
+			cJSON_Delete(req);
+			return error_reply("net-policy needs \"path\" (a JSON policy file)");
+		}
+		r = ops->net_policy(ctx, path->valuestring, err, sizeof(err));
+		cJSON_AddBoolToObject(reply, "ok", r == 0);
+		if (r < 0)
+			cJSON_AddStringToObject(reply, "error", err[0] ? err : strerror(-r));
 	} else {
-		snprintf(msg, sizeof(msg), "unknown op '%.64s' (known: status, stop, drive-swap)",
+		snprintf(msg, sizeof(msg), "unknown op '%.64s' (known: status, stop, drive-swap, net, net-policy)",
 			 op->valuestring);
 		cJSON_Delete(reply);
 		cJSON_Delete(req);

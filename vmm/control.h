@@ -9,8 +9,10 @@ struct event_loop;
 /*
  * The per-VM control socket: a unix stream socket speaking one JSON object
  * per line each way. Requests: {"op":"status"}, {"op":"stop"} and
- * {"op":"drive-swap","drive":N,"path":P}; every reply carries "ok" and, when
- * false, "error". Later ops (network policy) join the table in control.c.
+ * {"op":"drive-swap","drive":N,"path":P}, {"op":"net"} (egress policy and
+ * counters) and {"op":"net-policy","path":P} (a new egress policy from a JSON
+ * file: policies with thousands of CIDRs do not fit a request line); every
+ * reply carries "ok" and, when false, "error".
  */
 
 struct control_ops {
@@ -20,6 +22,10 @@ struct control_ops {
 	int (*stop)(void *ctx);
 	/* Replaces drive `index`'s backing file; 0 or -errno with a message in err. */
 	int (*drive_swap)(void *ctx, unsigned index, const char *path, char *err, size_t errlen);
+	/* Adds the network device's policy and counters to reply; -ENODEV without one. */
+	int (*net_status)(void *ctx, struct cJSON *reply, char *err, size_t errlen);
+	/* Replaces the egress policy with the JSON file at path (vmm/net/egress.h). */
+	int (*net_policy)(void *ctx, const char *path, char *err, size_t errlen);
 };
 
 struct control;

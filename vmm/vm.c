@@ -173,6 +173,11 @@ static int setup_devices(struct vm *vm, char *err, size_t errlen)
 			return fail(r, err, errlen, "net: %s", strerror(-r));
 		}
 		vm->has_net = true;
+		vm->egress.mac = vm->net.mac;
+		r = net_egress_load_file(&vm->egress, vm->cfg->net_policy, err, errlen);
+		if (r < 0)
+			return r;
+		net_dev_set_egress(&vm->net, net_egress_check, &vm->egress);
 		r = add_virtio(vm, &vm->net_mmio, &virtio_net_ops, &vm->net, err, errlen);
 	}
 	for (unsigned i = 0; r == 0 && i < vm->cfg->ndrives; i++) {
@@ -268,8 +273,10 @@ void vm_destroy(struct vm *vm)
 	if (vm->has_vsock)
 		vsock_dev_destroy(&vm->vsock);
 	vm->has_vsock = false;
-	if (vm->has_net)
+	if (vm->has_net) {
 		net_dev_destroy(&vm->net);
+		net_egress_destroy(&vm->egress);
+	}
 	vm->has_net = false;
 	if (vm->serial_ready)
 		serial_destroy(&vm->serial);
@@ -402,10 +409,48 @@ static int control_drive_swap(void *ctx, unsigned index, const char *path, char 
 	return 0;
 }
 
+static int control_net_status(void *ctx, cJSON *reply, char *err, size_t errlen)
+{
+	struct vm *vm = ctx;
+	cJSON *n;
+
+	if (!vm->has_net)
+		return fail(-ENODEV, err, errlen, "the VM has no network device");
+	n = cJSON_AddObjectToObject(reply, "net");
+	pthread_mutex_lock(&vm->net_mmio.dev.lock);
+	net_egress_status(&vm->egress, n);
+	cJSON_AddNumberToObject(n, "tx_frames", (double)vm->net.stats.tx_frames);
+	cJSON_AddNumberToObject(n, "tx_bytes", (double)vm->net.stats.tx_bytes);
+	cJSON_AddNumberToObject(n, "tx_dropped", (double)vm->net.stats.tx_dropped);
+	cJSON_AddNumberToObject(n, "rx_frames", (double)vm->net.stats.rx_frames);
+	cJSON_AddNumberToObject(n, "rx_bytes", (double)vm->net.stats.rx_bytes);
+	cJSON_AddNumberToObject(n, "rx_dropped", (double)vm->net.stats.rx_dropped);
+	pthread_mutex_unlock(&vm->net_mmio.dev.lock);
+	return 0;
+}
+
+/* A new egress policy from a file; it governs the next frame the guest sends. */
+static int control_net_policy(void *ctx, const char *path, char *err, size_t errlen)
+{
+	struct vm *vm = ctx;
+	int r;
+
+	if (!vm->has_net)
+		return fail(-ENODEV, err, errlen, "the VM has no network device");
+	pthread_mutex_lock(&vm->net_mmio.dev.lock);
+	r = net_egress_load_file(&vm->egress, path, err, errlen);
+	pthread_mutex_unlock(&vm->net_mmio.dev.lock);
+	if (r == 0)
+		sv_info("net: egress policy replaced from %s", path);
+	return r;
+}
+
 static const struct control_ops vm_control_ops = {
 	.status = control_status,
 	.stop = control_stop,
 	.drive_swap = control_drive_swap,
+	.net_status = control_net_status,
+	.net_policy = control_net_policy,
 };
 
 static int setup_loop(struct vm *vm)

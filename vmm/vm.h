@@ -18,6 +18,7 @@
 #include "virtio/blk.h"
 #include "virtio/mmio.h"
 #include "virtio/net.h"
+#include "net/egress.h"
 #include "virtio/vsock.h"
 
 struct vcpu;
@@ -71,6 +72,7 @@ struct vm {
 	struct virtio_mmio vsock_mmio;
 	bool has_vsock;
 	struct net_dev net;
+	struct net_egress egress;
 	struct virtio_mmio net_mmio;
 	bool has_net;
 	/* Every virtio-mmio device, in slot order (slot i: BASE + i * 4 KiB, GSI 5 + i). */

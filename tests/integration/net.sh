@@ -14,14 +14,25 @@ nx() { # nx NAME CMD...: exec in the net VM; output in NAME.stdout/.stderr, stat
 	rc=$?
 }
 
+# policy FILE GUEST_IP EXTRA_JSON: an egress policy for a guest on the test tap.
+policy() {
+	cat >"$1" <<JSON
+{"ip": "$2", "gateway": "10.77.0.1", "gateway_mac": "$tap_mac",
+ "ip6": "fd77::${2##*.}", "gateway6": "fd77::1", $3}
+JSON
+}
+
 ip tuntap del dev "$NET_TAP" mode tap 2>/dev/null
 if ! ip tuntap add dev "$NET_TAP" mode tap || ! ip addr add 10.77.0.1/24 dev "$NET_TAP" ||
 	! ip link set "$NET_TAP" up; then
 	report FAIL net-tap-setup "cannot make tap $NET_TAP in the L1"
 else
+	tap_mac=$(cat "/sys/class/net/$NET_TAP/address")
+	# The device's own cases: open policy, the tap's address as gateway.
+	policy "$net_dir/open.json" 10.77.0.2 '"mode": "open"'
 	"$VMM" --kernel "$VMLINUX" --initrd "$AGENT_INITRD" --cpus 1 --memory 256 \
-		--vsock "$NET_SOCK" --net "tap=$NET_TAP,mac=02:53:56:00:00:02" --cmdline quiet \
-		>"$RESULTS/net-vm.out" 2>"$RESULTS/net-vm.err" &
+		--vsock "$NET_SOCK" --net "tap=$NET_TAP,mac=02:53:56:00:00:02" --net-policy "$net_dir/open.json" \
+		--cmdline quiet >"$RESULTS/net-vm.out" 2>"$RESULTS/net-vm.err" &
 	net_vm=$!
 
 	nx net-guest-config sh -c 'ip link set eth0 up && ip addr add 10.77.0.2/24 dev eth0 && cat /sys/class/net/eth0/address'
@@ -46,6 +57,7 @@ import hashlib, socket, sys
 data = open(sys.argv[1], "rb").read()
 srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 srv.bind(("10.77.0.1", 8077)); srv.listen(2); srv.settimeout(60)
+print("listening", flush=True)
 c, _ = srv.accept(); c.sendall(data); c.close()          # host -> guest
 c, _ = srv.accept(); got = b""
 while len(got) < len(data):                             # guest -> host; busybox nc may
@@ -56,7 +68,7 @@ c.close()
 print(hashlib.sha256(got).hexdigest(), len(got))
 PY
 	peer=$!
-	sleep 1
+	for _ in $(seq 1 150); do grep -q listening "$net_dir/peer.out" && break; sleep 0.2; done
 	nx net-tcp-in sh -c 'nc 10.77.0.1 8077 | sha256sum'
 	nx net-tcp-out sh -c 'head -c 4000000 /dev/urandom > /tmp/b; sha256sum < /tmp/b; nc 10.77.0.1 8077 < /tmp/b'
 	wait "$peer"
@@ -77,8 +89,9 @@ PY
 
 	# The agent configures eth0 itself from sandvm.net= / sandvm.dns= on the command line.
 	NET_SOCK=$net_dir/vsock2
+	policy "$net_dir/open3.json" 10.77.0.3 '"mode": "open"'
 	"$VMM" --kernel "$VMLINUX" --initrd "$AGENT_INITRD" --cpus 1 --memory 256 \
-		--vsock "$NET_SOCK" --net "tap=$NET_TAP,mac=02:53:56:00:00:03" \
+		--vsock "$NET_SOCK" --net "tap=$NET_TAP,mac=02:53:56:00:00:03" --net-policy "$net_dir/open3.json" \
 		--cmdline "quiet sandvm.net=10.77.0.3/24,10.77.0.1 sandvm.dns=10.77.0.1" \
 		>"$RESULTS/net-vm2.out" 2>"$RESULTS/net-vm2.err" &
 	net_vm=$!
@@ -93,6 +106,8 @@ PY
 	fi
 	timeout 30 "$RUN" --attach "$NET_SOCK" --shutdown >/dev/null 2>&1
 	wait "$net_vm"
+
+	. tests/integration/net_firewall.sh
 fi
 ip tuntap del dev "$NET_TAP" mode tap 2>/dev/null
 rm -rf "$net_dir"

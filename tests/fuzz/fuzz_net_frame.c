@@ -1,0 +1,194 @@
+/*
+ * libFuzzer target: arbitrary bytes as a frame from the guest, through
+ * net_frame_parse() and fw_check() against fixed policies in all three
+ * modes, cross-checked against each other and against the CIDR lists with
+ * cidr_contains() rather than the sets the policy uses.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cidr.h"
+#include "net/firewall.h"
+#include "net/frame.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+/* The addresses tests/fuzz/make-seeds writes its frames with. */
+static const uint8_t OWN_MAC[6] = { 0x02, 0x00, 0x00, 0x00, 0x00, 0x01 };
+static const uint8_t GW_MAC[6] = { 0x02, 0x00, 0x00, 0x00, 0x00, 0xfe };
+static const uint8_t OWN4[4] = { 10, 0, 0, 2 };
+static const uint8_t GW4[4] = { 10, 0, 0, 1 };
+static const uint8_t OWN6[16] = { 0x20, 0x01, 0x0d, 0xb8, [15] = 2 };
+static const uint8_t GW6[16] = { 0x20, 0x01, 0x0d, 0xb8, [15] = 1 };
+
+static const char *const ALLOW[] = { "198.51.100.0/24", "10.0.0.0/8", "127.0.0.0/16",
+				     "169.254.0.0/16", "2001:db8:1::/48", "64:ff9b::/96",
+				     "ff02::/16" };
+static const char *const DENY[] = { "10.1.0.0/16", "198.51.100.128/25", "2001:db8:1:ff::/64" };
+/* What must never be reached, checked here independently of the policy's own table. */
+static const char *const NEVER[] = { "0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4",
+				     "240.0.0.0/4", "::/128", "::1/128", "fe80::/10", "ff00::/8",
+				     "fd00:ec2::254/128" };
+
+#define N(a) (sizeof(a) / sizeof((a)[0]))
+
+static struct cidr allow_c[N(ALLOW)], deny_c[N(DENY)], never_c[N(NEVER)];
+static struct fw_policy *open_p, *block_p, *allow_p;
+
+static void parse_all(const char *const *s, struct cidr *out, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (cidr_parse(s[i], &out[i]) != 0)
+			abort();
+}
+
+static struct fw_policy *policy(enum fw_mode mode, const struct cidr_set *allow,
+				const struct cidr_set *deny)
+{
+	struct fw_policy_config c = { .mode = mode, .has_ipv6 = true, .has_gateway_ipv6 = true,
+				      .allow = allow, .deny = deny };
+	struct fw_policy *p;
+
+	memcpy(c.mac, OWN_MAC, 6);
+	memcpy(c.gateway_mac, GW_MAC, 6);
+	memcpy(c.ipv4, OWN4, 4);
+	memcpy(c.gateway_ipv4, GW4, 4);
+	memcpy(c.ipv6, OWN6, 16);
+	memcpy(c.gateway_ipv6, GW6, 16);
+	if (fw_policy_build(&c, &p, NULL, 0) != 0)
+		abort();
+	return p;
+}
+
+/* Built once and kept for the process: the sets must outlive the policies. */
+static void setup(void)
+{
+	static struct cidr_set *allow, *deny;
+	uint8_t av[N(ALLOW)], dv[N(DENY)];
+
+	parse_all(ALLOW, allow_c, N(ALLOW));
+	parse_all(DENY, deny_c, N(DENY));
+	parse_all(NEVER, never_c, N(NEVER));
+	memset(av, FW_ALLOW, sizeof(av));
+	memset(dv, FW_DENY_OTHER_SANDBOX, sizeof(dv));
+	if (cidr_set_build(allow_c, av, N(ALLOW), &allow) != 0 ||
+	    cidr_set_build(deny_c, dv, N(DENY), &deny) != 0)
+		abort();
+	open_p = policy(FW_OPEN, NULL, deny);
+	block_p = policy(FW_BLOCK, NULL, deny);
+	allow_p = policy(FW_ALLOWLIST, allow, deny);
+}
+
+static bool in_any(const struct cidr *list, size_t n, int family, const uint8_t *a)
+{
+	for (size_t i = 0; i < n; i++)
+		if (cidr_contains(&list[i], family, a))
+			return true;
+	return false;
+}
+
+/* The destination, and the IPv4 one inside an IPv4-mapped or NAT64 address. */
+static bool dst_in(const struct cidr *list, size_t n, const struct net_frame *f)
+{
+	static const uint8_t mapped[12] = { [10] = 0xff, [11] = 0xff };
+	static const uint8_t nat64[12] = { 0, 0x64, 0xff, 0x9b };
+
+	if (f->flags & NET_FRAME_IPV4)
+		return in_any(list, n, 4, f->ip.dst);
+	if (in_any(list, n, 6, f->ip.dst))
+		return true;
+	if (memcmp(f->ip.dst, mapped, 12) == 0 || memcmp(f->ip.dst, nat64, 12) == 0)
+		return in_any(list, n, 4, f->ip.dst + 12);
+	return false;
+}
+
+static void check_parse(const uint8_t *data, size_t size, const struct net_frame *f)
+{
+	struct net_frame again;
+
+	if ((unsigned)f->status > NET_FRAME_UNKNOWN_ETHERTYPE)
+		abort();
+	if (f->ip.ext_headers > NET_IPV6_MAX_EXT_HEADERS || f->vlan_tags > 2)
+		abort();
+	if ((f->flags & (NET_FRAME_PORTS | NET_FRAME_ICMP)) &&
+	    (f->ip.l4_off > size || f->ip.l4_len > size - f->ip.l4_off))
+		abort();
+	/* Pure: the same bytes give the same answer. */
+	net_frame_parse(data, size, &again);
+	if (memcmp(&again, f, sizeof(again)) != 0)
+		abort();
+}
+
+/* What any passing frame must be, whatever the mode. */
+static void check_pass(const struct net_frame *f, enum fw_verdict_reason r)
+{
+	if (!fw_reason_is_pass(r))
+		return;
+	if (f->status != NET_FRAME_OK || (f->flags & NET_FRAME_VLAN) ||
+	    memcmp(f->src_mac, OWN_MAC, 6) != 0)
+		abort();
+	if (r == FW_PASS_ARP) {
+		if (!(f->flags & NET_FRAME_ARP) || memcmp(f->arp.spa, OWN4, 4) != 0 ||
+		    memcmp(f->arp.tpa, GW4, 4) != 0 || memcmp(f->arp.sha, OWN_MAC, 6) != 0)
+			abort();
+		return;
+	}
+	if (r == FW_PASS_ND) {
+		if (!(f->flags & NET_FRAME_IPV6) || f->ip.proto != NET_PROTO_ICMPV6 ||
+		    (f->flags & NET_FRAME_FRAGMENT) ||
+		    (f->icmp_type != NET_ICMPV6_ROUTER_SOLICIT &&
+		     f->icmp_type != NET_ICMPV6_NEIGH_SOLICIT && f->icmp_type != NET_ICMPV6_NEIGH_ADVERT))
+			abort();
+		return;
+	}
+	/* PASS_OPEN / PASS_ALLOWLIST: own source, to the gateway's MAC, nowhere forbidden. */
+	if (f->flags & NET_FRAME_IPV4) {
+		if (memcmp(f->ip.src, OWN4, 4) != 0)
+			abort();
+	} else if (!(f->flags & NET_FRAME_IPV6) || memcmp(f->ip.src, OWN6, 16) != 0) {
+		abort();
+	}
+	if (memcmp(f->dst_mac, GW_MAC, 6) != 0 || (f->flags & NET_FRAME_SOURCE_ROUTE))
+		abort();
+	if (dst_in(deny_c, N(DENY), f) || dst_in(never_c, N(NEVER), f))
+		abort();
+	if ((f->flags & NET_FRAME_IPV4) && memcmp(f->ip.dst, "\xff\xff\xff\xff", 4) == 0)
+		abort();
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	enum fw_verdict_reason ro, rb, ra;
+	struct net_frame f;
+
+	if (!open_p)
+		setup();
+	net_frame_parse(data, size, &f);
+	check_parse(data, size, &f);
+
+	ro = fw_check(open_p, data, size);
+	rb = fw_check(block_p, data, size);
+	ra = fw_check(allow_p, data, size);
+	if ((unsigned)ro >= FW_REASON_COUNT || (unsigned)rb >= FW_REASON_COUNT ||
+	    (unsigned)ra >= FW_REASON_COUNT)
+		abort();
+	check_pass(&f, ro);
+	check_pass(&f, rb);
+	check_pass(&f, ra);
+
+	/* The modes differ only after the ARP/ND and source rules. */
+	if (ro == FW_PASS_ALLOWLIST || rb == FW_PASS_ALLOWLIST || rb == FW_PASS_OPEN ||
+	    ra == FW_PASS_OPEN || ro == FW_DROP_NOT_ALLOWED || ro == FW_DROP_BLOCKED ||
+	    ra == FW_DROP_BLOCKED)
+		abort();
+	if (ro == FW_PASS_OPEN) {
+		if (rb != FW_DROP_BLOCKED || (ra != FW_PASS_ALLOWLIST && ra != FW_DROP_NOT_ALLOWED))
+			abort();
+		if ((ra == FW_PASS_ALLOWLIST) != dst_in(allow_c, N(ALLOW), &f))
+			abort();
+	} else if (rb == FW_DROP_BLOCKED ? ra != ro : ro != rb || ra != rb) {
+		abort();
+	}
+	return 0;
+}

@@ -1,0 +1,932 @@
+/*
+ * The egress firewall: every rule and verdict with a concrete frame built
+ * byte by byte, policy build errors, and cut or corrupted frames never
+ * passing. Frames are checked from heap copies of exactly their length.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "unit.h"
+#include "cidr.h"
+#include "net/firewall.h"
+#include "net/frame.h"
+
+static const uint8_t GUEST_MAC[6] = { 0x02, 0x00, 0x00, 0x00, 0x00, 0x01 };
+static const uint8_t GW_MAC[6] = { 0x02, 0x00, 0x00, 0x00, 0x00, 0xfe };
+static const uint8_t OTHER_MAC[6] = { 0x02, 0x00, 0x00, 0x00, 0x00, 0x77 };
+static const uint8_t BCAST[6] = { 0xff, 0xff, 0xff, 0xff, 0xff, 0xff };
+static const uint8_t ZERO_MAC[6];
+
+#define GUEST4 "10.0.0.2"
+#define GW4 "10.0.0.1"
+#define GUEST6 "2001:db8::2"
+#define GW6 "2001:db8::1"
+#define GUEST_LL "fe80::ff:fe00:1" /* EUI-64 of GUEST_MAC */
+#define GW_LL "fe80::ff:fe00:fe"   /* EUI-64 of GW_MAC */
+
+enum { TCP = 6, UDP = 17, ICMP = 1, ICMP6 = 58 };
+
+static uint8_t fb[2048];
+
+/* ---- addresses from text, in a small ring so several fit in one call ---- */
+
+static const uint8_t *ip(const char *s)
+{
+	static uint8_t ring[8][16];
+	static unsigned next;
+	uint8_t *a = ring[next++ % 8];
+
+	memset(a, 0, 16);
+	if (inet_pton(strchr(s, ':') ? AF_INET6 : AF_INET, s, a) != 1)
+		fail_msg("bad address %s", s);
+	return a;
+}
+
+/* ---- frame builders ---- */
+
+static size_t put16(uint8_t *b, uint16_t v)
+{
+	b[0] = (uint8_t)(v >> 8);
+	b[1] = (uint8_t)v;
+	return 2;
+}
+
+static size_t eth(uint8_t *b, const uint8_t *dst, const uint8_t *src, uint16_t type)
+{
+	memcpy(b, dst, 6);
+	memcpy(b + 6, src, 6);
+	put16(b + 12, type);
+	return 14;
+}
+
+/* An upper-layer header of the given protocol: TCP SYN, UDP with 4 data bytes, ICMP(v6) echo. */
+static size_t l4(uint8_t *b, uint8_t proto)
+{
+	switch (proto) {
+	case TCP:
+		memset(b, 0, 20);
+		put16(b, 40000);
+		put16(b + 2, 443);
+		b[12] = 0x50;
+		b[13] = 0x02;
+		return 20;
+	case UDP:
+		memset(b, 0, 12);
+		put16(b, 40001);
+		put16(b + 2, 53);
+		put16(b + 4, 12);
+		return 12;
+	case ICMP:
+	case ICMP6:
+		memset(b, 0, 8);
+		b[0] = proto == ICMP ? 8 : 128;
+		return 8;
+	}
+	fail_msg("no builder for protocol %u", proto);
+	return 0;
+}
+
+static size_t ipv4_hdr(uint8_t *b, const uint8_t *src, const uint8_t *dst, uint8_t proto,
+		       uint16_t frag, const uint8_t *opt, size_t optlen, size_t plen)
+{
+	size_t hlen = 20 + optlen;
+
+	memset(b, 0, hlen);
+	b[0] = (uint8_t)(0x40 | hlen / 4);
+	put16(b + 2, (uint16_t)(hlen + plen));
+	put16(b + 6, frag);
+	b[8] = 64;
+	b[9] = proto;
+	memcpy(b + 12, src, 4);
+	memcpy(b + 16, dst, 4);
+	if (optlen)
+		memcpy(b + 20, opt, optlen);
+	return hlen;
+}
+
+static size_t ipv6_hdr(uint8_t *b, const uint8_t *src, const uint8_t *dst, uint8_t next, size_t plen)
+{
+	memset(b, 0, 40);
+	b[0] = 0x60;
+	put16(b + 4, (uint16_t)plen);
+	b[6] = next;
+	b[7] = 255;
+	memcpy(b + 8, src, 16);
+	memcpy(b + 24, dst, 16);
+	return 40;
+}
+
+static size_t v4(const uint8_t *dmac, const uint8_t *smac, const char *src, const char *dst,
+		 uint8_t proto)
+{
+	uint8_t s[4], d[4];
+	size_t n, hl;
+
+	memcpy(s, ip(src), 4);
+	memcpy(d, ip(dst), 4);
+	n = eth(fb, dmac, smac, 0x0800);
+	hl = l4(fb + n + 20, proto);
+	n += ipv4_hdr(fb + n, s, d, proto, 0, NULL, 0, hl);
+	return n + hl;
+}
+
+/* An IPv4 fragment: offset in bytes, with its 8 payload bytes (a header only at offset 0). */
+static size_t v4_frag(const char *src, const char *dst, uint16_t offset, int more)
+{
+	uint8_t s[4], d[4];
+	size_t n = eth(fb, GW_MAC, GUEST_MAC, 0x0800);
+
+	memcpy(s, ip(src), 4);
+	memcpy(d, ip(dst), 4);
+	n += ipv4_hdr(fb + n, s, d, UDP, (uint16_t)(offset / 8 | (more ? 0x2000 : 0)), NULL, 0, 8);
+	memset(fb + n, 0x42, 8);
+	return n + 8;
+}
+
+static size_t v6(const uint8_t *dmac, const uint8_t *smac, const char *src, const char *dst,
+		 uint8_t proto)
+{
+	uint8_t s[16], d[16];
+	size_t n, hl;
+
+	memcpy(s, ip(src), 16);
+	memcpy(d, ip(dst), 16);
+	n = eth(fb, dmac, smac, 0x86dd);
+	hl = l4(fb + n + 40, proto);
+	n += ipv6_hdr(fb + n, s, d, proto, hl);
+	return n + hl;
+}
+
+/* An IPv6 fragment header at `offset` and 16 bytes of UDP (a header only at offset 0). */
+static size_t v6_frag(const char *src, const char *dst, uint16_t offset, int more)
+{
+	uint8_t s[16], d[16];
+	size_t n = eth(fb, GW_MAC, GUEST_MAC, 0x86dd);
+
+	memcpy(s, ip(src), 16);
+	memcpy(d, ip(dst), 16);
+	n += ipv6_hdr(fb + n, s, d, 44, 8 + 16);
+	memset(fb + n, 0, 8);
+	fb[n] = UDP;
+	put16(fb + n + 2, (uint16_t)(offset | (more ? 1 : 0)));
+	fb[n + 7] = 9;
+	n += 8;
+	memset(fb + n, 0, 16);
+	put16(fb + n + 4, 16);
+	return n + 16;
+}
+
+static size_t arpf(const uint8_t *dmac, const uint8_t *smac, uint16_t op, const uint8_t *sha,
+		   const char *spa, const uint8_t *tha, const char *tpa)
+{
+	size_t n = eth(fb, dmac, smac, 0x0806);
+
+	put16(fb + n, 1);
+	put16(fb + n + 2, 0x0800);
+	fb[n + 4] = 6;
+	fb[n + 5] = 4;
+	put16(fb + n + 6, op);
+	memcpy(fb + n + 8, sha, 6);
+	memcpy(fb + n + 14, ip(spa), 4);
+	memcpy(fb + n + 18, tha, 6);
+	memcpy(fb + n + 24, ip(tpa), 4);
+	return n + 28;
+}
+
+/*
+ * ICMPv6 neighbor discovery: RS, RA, NS, NA or redirect, with a target for
+ * NS/NA/redirect and, when lladdr is given, a source (RS/NS) or target (NA)
+ * link-layer option.
+ */
+static size_t ndf(const uint8_t *dmac, const char *src, const char *dst, uint8_t type,
+		  const char *target, const uint8_t *lladdr)
+{
+	uint8_t s[16], d[16];
+	size_t n = eth(fb, dmac, GUEST_MAC, 0x86dd), body;
+	uint8_t *m = fb + n + 40;
+
+	memcpy(s, ip(src), 16);
+	memcpy(d, ip(dst), 16);
+	body = type == 133 ? 8 : type == 134 ? 16 : type == 137 ? 40 : 24;
+	memset(m, 0, body + 8);
+	m[0] = type;
+	if (target)
+		memcpy(m + 8, ip(target), 16);
+	if (lladdr) {
+		m[body] = type == 136 ? 2 : 1;
+		m[body + 1] = 1;
+		memcpy(m + body + 2, lladdr, 6);
+		body += 8;
+	}
+	n += ipv6_hdr(fb + n, s, d, ICMP6, body);
+	return n + body;
+}
+
+/* The multicast MAC of an IPv6 group: 33:33 and its last 32 bits. */
+static const uint8_t *mcast_mac(const char *group)
+{
+	static uint8_t mac[6];
+
+	mac[0] = 0x33;
+	mac[1] = 0x33;
+	memcpy(mac + 2, ip(group) + 12, 4);
+	return mac;
+}
+
+/* ---- policies: sets are borrowed by the policy, so they live here ---- */
+
+static struct cidr_set *allow_set, *deny_set;
+static struct fw_policy *pol;
+
+static const struct {
+	const char *cidr;
+	uint8_t value;
+} deny_list[] = {
+	{ "192.0.2.1", FW_DENY_HOST },                /* the host's API listener */
+	{ "2001:db8:0:ffff::1", FW_DENY_HOST },
+	{ "172.16.0.0/12", FW_DENY_HOST },
+	{ "10.1.0.0/16", FW_DENY_OTHER_SANDBOX },
+	{ "2001:db8:ff::/48", FW_DENY_OTHER_SANDBOX },
+	{ "203.0.113.0/24", 9 },                      /* an unknown value still denies */
+};
+
+static struct cidr_set *build_set(const char *const *cidrs, const uint8_t *values, size_t n)
+{
+	struct cidr items[16];
+	uint8_t vals[16];
+	struct cidr_set *s;
+
+	assert_true(n <= 16);
+	for (size_t i = 0; i < n; i++) {
+		if (cidr_parse(cidrs[i], &items[i]) != 0)
+			fail_msg("bad CIDR %s", cidrs[i]);
+		vals[i] = values ? values[i] : FW_ALLOW;
+	}
+	assert_int_equal(cidr_set_build(items, vals, n, &s), 0);
+	return s;
+}
+
+static void release(void)
+{
+	fw_policy_free(pol);
+	cidr_set_free(allow_set);
+	cidr_set_free(deny_set);
+	pol = NULL;
+	allow_set = deny_set = NULL;
+}
+
+static struct fw_policy_config base_config(enum fw_mode mode)
+{
+	struct fw_policy_config c = { .mode = mode, .has_ipv6 = true, .has_gateway_ipv6 = true };
+
+	memcpy(c.mac, GUEST_MAC, 6);
+	memcpy(c.gateway_mac, GW_MAC, 6);
+	memcpy(c.ipv4, ip(GUEST4), 4);
+	memcpy(c.gateway_ipv4, ip(GW4), 4);
+	memcpy(c.ipv6, ip(GUEST6), 16);
+	memcpy(c.gateway_ipv6, ip(GW6), 16);
+	return c;
+}
+
+/* Builds the policy under test: the fixed deny list, the given allowlist (NULL-terminated). */
+static void use_config(struct fw_policy_config c, const char *const *allow)
+{
+	const char *cidrs[16];
+	uint8_t values[16];
+	char err[160];
+	size_t n = 0;
+
+	release();
+	for (size_t i = 0; i < sizeof(deny_list) / sizeof(deny_list[0]); i++) {
+		cidrs[i] = deny_list[i].cidr;
+		values[i] = deny_list[i].value;
+	}
+	deny_set = build_set(cidrs, values, sizeof(deny_list) / sizeof(deny_list[0]));
+	if (allow) {
+		while (allow[n])
+			n++;
+		allow_set = build_set(allow, NULL, n);
+	}
+	c.allow = allow_set;
+	c.deny = deny_set;
+	if (fw_policy_build(&c, &pol, err, sizeof(err)) != 0)
+		fail_msg("policy: %s", err);
+}
+
+static void use(enum fw_mode mode, const char *const *allow)
+{
+	use_config(base_config(mode), allow);
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	release();
+	return 0;
+}
+
+static enum fw_verdict_reason check(size_t n)
+{
+	uint8_t *copy = malloc(n ? n : 1);
+	enum fw_verdict_reason r;
+
+	assert_non_null(copy);
+	memcpy(copy, fb, n);
+	r = fw_check(pol, copy, n);
+	free(copy);
+	return r;
+}
+
+static void expect_at(size_t n, enum fw_verdict_reason want, int line)
+{
+	enum fw_verdict_reason got = check(n);
+
+	if (got != want)
+		fail_msg("line %d: %s, expected %s", line, fw_reason_name(got), fw_reason_name(want));
+}
+#define EXPECT(n, want) expect_at((n), (want), __LINE__)
+
+/* ---- tests ---- */
+
+static void policy_build_errors(void **state)
+{
+	struct fw_policy_config c = base_config(FW_BLOCK);
+	static char sentinel;
+	/* *out must stay as it was when the build fails. */
+	struct fw_policy *const untouched = (struct fw_policy *)&sentinel;
+	struct fw_policy *p = untouched;
+	const char *one[] = { "198.51.100.0/24", NULL };
+	char err[160] = "";
+
+	(void)state;
+	allow_set = build_set(one, NULL, 1);
+	c.allow = allow_set;
+	assert_int_equal(fw_policy_build(&c, &p, err, sizeof(err)), -EINVAL);
+	assert_ptr_equal(p, untouched);
+	assert_non_null(strstr(err, "allowlist"));
+	assert_non_null(strstr(err, "blocked"));
+	c.mode = FW_OPEN;
+	err[0] = 0;
+	assert_int_equal(fw_policy_build(&c, &p, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "allowlist"));
+	/* No message buffer is fine too. */
+	assert_int_equal(fw_policy_build(&c, &p, NULL, 0), -EINVAL);
+	c.mode = FW_ALLOWLIST;
+	assert_int_equal(fw_policy_build(&c, &p, err, sizeof(err)), 0);
+	fw_policy_free(p);
+
+	p = untouched;
+	c = base_config((enum fw_mode)7);
+	assert_int_equal(fw_policy_build(&c, &p, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "mode"));
+	c = base_config(FW_OPEN);
+	memset(c.mac, 0, 6);
+	assert_int_equal(fw_policy_build(&c, &p, err, sizeof(err)), -EINVAL);
+	c = base_config(FW_OPEN);
+	c.gateway_mac[0] = 0x03; /* group bit */
+	assert_int_equal(fw_policy_build(&c, &p, err, sizeof(err)), -EINVAL);
+	c = base_config(FW_OPEN);
+	memcpy(c.gateway_mac, GUEST_MAC, 6);
+	assert_int_equal(fw_policy_build(&c, &p, err, sizeof(err)), -EINVAL);
+	c = base_config(FW_OPEN);
+	memset(c.ipv4, 0, 4);
+	assert_int_equal(fw_policy_build(&c, &p, err, sizeof(err)), -EINVAL);
+	c = base_config(FW_OPEN);
+	memcpy(c.gateway_ipv4, c.ipv4, 4);
+	assert_int_equal(fw_policy_build(&c, &p, err, sizeof(err)), -EINVAL);
+	c = base_config(FW_OPEN);
+	memcpy(c.ipv6, ip("ff02::1"), 16);
+	assert_int_equal(fw_policy_build(&c, &p, err, sizeof(err)), -EINVAL);
+	c = base_config(FW_OPEN);
+	memcpy(c.gateway_ipv6, c.ipv6, 16);
+	assert_int_equal(fw_policy_build(&c, &p, err, sizeof(err)), -EINVAL);
+	assert_ptr_equal(p, untouched);
+	assert_int_equal(fw_policy_build(NULL, &p, err, sizeof(err)), -EINVAL);
+	assert_int_equal(fw_policy_build(&c, NULL, err, sizeof(err)), -EINVAL);
+	assert_ptr_equal(p, untouched);
+	/* An empty allowlist object with block mode is no contradiction. */
+	cidr_set_free(allow_set);
+	allow_set = build_set(NULL, NULL, 0);
+	c = base_config(FW_BLOCK);
+	c.allow = allow_set;
+	assert_int_equal(fw_policy_build(&c, &p, err, sizeof(err)), 0);
+	fw_policy_free(p);
+	fw_policy_free(NULL);
+
+	/* Allowlist mode with no allowlist at all: nothing is allowed. */
+	use(FW_ALLOWLIST, NULL);
+	EXPECT(v4(GW_MAC, GUEST_MAC, GUEST4, "198.51.100.7", TCP), FW_DROP_NOT_ALLOWED);
+}
+
+static void malformed_vlan_mac_ethertype(void **state)
+{
+	size_t n;
+
+	(void)state;
+	use(FW_OPEN, NULL);
+	EXPECT(0, FW_DROP_MALFORMED);
+	eth(fb, GW_MAC, GUEST_MAC, 0x0800);
+	EXPECT(10, FW_DROP_MALFORMED);
+	EXPECT(14, FW_DROP_MALFORMED);
+	n = v4(GW_MAC, GUEST_MAC, GUEST4, "198.51.100.7", TCP);
+	fb[14] = 0x44; /* IHL 4 */
+	EXPECT(n, FW_DROP_MALFORMED);
+	n = v4(GW_MAC, GUEST_MAC, GUEST4, "198.51.100.7", TCP);
+	put16(fb + 16, 200); /* total length past the frame */
+	EXPECT(n, FW_DROP_MALFORMED);
+	/* Malformed beats everything, a spoofed MAC included. */
+	n = v4(GW_MAC, OTHER_MAC, GUEST4, "198.51.100.7", TCP);
+	EXPECT(n - 1, FW_DROP_MALFORMED);
+
+	/* 802.1Q: the guest has no VLANs, whatever the tag carries or who sends it. */
+	n = eth(fb, GW_MAC, GUEST_MAC, 0x8100);
+	n += put16(fb + n, 10);
+	n += put16(fb + n, 0x0800);
+	EXPECT(n, FW_DROP_VLAN);
+	memcpy(fb + 6, OTHER_MAC, 6);
+	EXPECT(n, FW_DROP_VLAN);
+	put16(fb + 12, 0x88a8);
+	EXPECT(n, FW_DROP_VLAN);
+
+	/* Spoofed source MAC, of another host, broadcast, zero. */
+	EXPECT(v4(GW_MAC, OTHER_MAC, GUEST4, "198.51.100.7", TCP), FW_DROP_SPOOF_MAC);
+	EXPECT(v4(GW_MAC, BCAST, GUEST4, "198.51.100.7", TCP), FW_DROP_SPOOF_MAC);
+	EXPECT(v4(GW_MAC, ZERO_MAC, GUEST4, "198.51.100.7", TCP), FW_DROP_SPOOF_MAC);
+	EXPECT(arpf(BCAST, OTHER_MAC, 1, OTHER_MAC, GUEST4, ZERO_MAC, GW4), FW_DROP_SPOOF_MAC);
+
+	/* LLDP, an 802.3 length, PPPoE: unknown ethertypes; spoofed still says so first. */
+	n = eth(fb, GW_MAC, GUEST_MAC, 0x88cc);
+	memset(fb + n, 0, 46);
+	EXPECT(n + 46, FW_DROP_ETHERTYPE);
+	put16(fb + 12, 46);
+	EXPECT(n + 46, FW_DROP_ETHERTYPE);
+	put16(fb + 12, 0x8864);
+	EXPECT(n + 46, FW_DROP_ETHERTYPE);
+	memcpy(fb + 6, OTHER_MAC, 6);
+	EXPECT(n + 46, FW_DROP_SPOOF_MAC);
+}
+
+static void arp_rules(void **state)
+{
+	(void)state;
+	use(FW_OPEN, NULL);
+	/* Who has the gateway: broadcast, or unicast to refresh the entry. */
+	EXPECT(arpf(BCAST, GUEST_MAC, 1, GUEST_MAC, GUEST4, ZERO_MAC, GW4), FW_PASS_ARP);
+	EXPECT(arpf(GW_MAC, GUEST_MAC, 1, GUEST_MAC, GUEST4, GW_MAC, GW4), FW_PASS_ARP);
+	/* Answering the gateway's request. */
+	EXPECT(arpf(GW_MAC, GUEST_MAC, 2, GUEST_MAC, GUEST4, GW_MAC, GW4), FW_PASS_ARP);
+
+	/* Asking for anyone else: a neighbour, another sandbox, the host. */
+	EXPECT(arpf(BCAST, GUEST_MAC, 1, GUEST_MAC, GUEST4, ZERO_MAC, "10.0.0.3"), FW_DROP_ARP);
+	EXPECT(arpf(BCAST, GUEST_MAC, 1, GUEST_MAC, GUEST4, ZERO_MAC, "10.1.0.2"), FW_DROP_ARP);
+	EXPECT(arpf(BCAST, GUEST_MAC, 1, GUEST_MAC, GUEST4, ZERO_MAC, "192.0.2.1"), FW_DROP_ARP);
+	/* Claiming another IPv4 or MAC inside ARP (cache poisoning). */
+	EXPECT(arpf(BCAST, GUEST_MAC, 1, GUEST_MAC, "10.0.0.3", ZERO_MAC, GW4), FW_DROP_ARP);
+	EXPECT(arpf(BCAST, GUEST_MAC, 1, OTHER_MAC, GUEST4, ZERO_MAC, GW4), FW_DROP_ARP);
+	EXPECT(arpf(GW_MAC, GUEST_MAC, 2, GUEST_MAC, GW4, GW_MAC, GW4), FW_DROP_ARP);
+	/* Gratuitous ARP and a DAD probe. */
+	EXPECT(arpf(BCAST, GUEST_MAC, 1, GUEST_MAC, GUEST4, ZERO_MAC, GUEST4), FW_DROP_ARP);
+	EXPECT(arpf(BCAST, GUEST_MAC, 2, GUEST_MAC, GUEST4, BCAST, GUEST4), FW_DROP_ARP);
+	EXPECT(arpf(BCAST, GUEST_MAC, 1, GUEST_MAC, "0.0.0.0", ZERO_MAC, GUEST4), FW_DROP_ARP);
+	/* A reply broadcast, or to someone else; a request to another MAC. */
+	EXPECT(arpf(BCAST, GUEST_MAC, 2, GUEST_MAC, GUEST4, GW_MAC, GW4), FW_DROP_ARP);
+	EXPECT(arpf(GW_MAC, GUEST_MAC, 2, GUEST_MAC, GUEST4, OTHER_MAC, GW4), FW_DROP_ARP);
+	EXPECT(arpf(OTHER_MAC, GUEST_MAC, 1, GUEST_MAC, GUEST4, ZERO_MAC, GW4), FW_DROP_ARP);
+	/* Other opcodes (RARP, InARP). */
+	EXPECT(arpf(BCAST, GUEST_MAC, 3, GUEST_MAC, GUEST4, ZERO_MAC, GW4), FW_DROP_ARP);
+	EXPECT(arpf(BCAST, GUEST_MAC, 8, GUEST_MAC, GUEST4, ZERO_MAC, GW4), FW_DROP_ARP);
+	/* ARP for the gateway works in block mode too, and a cut one is malformed. */
+	use(FW_BLOCK, NULL);
+	EXPECT(arpf(BCAST, GUEST_MAC, 1, GUEST_MAC, GUEST4, ZERO_MAC, GW4), FW_PASS_ARP);
+	EXPECT(arpf(BCAST, GUEST_MAC, 1, GUEST_MAC, GUEST4, ZERO_MAC, GW4) - 1, FW_DROP_MALFORMED);
+}
+
+static void spoofed_ip(void **state)
+{
+	struct fw_policy_config c;
+
+	(void)state;
+	use(FW_OPEN, NULL);
+	EXPECT(v4(GW_MAC, GUEST_MAC, "10.0.0.3", "198.51.100.7", TCP), FW_DROP_SPOOF_IP);
+	EXPECT(v4(GW_MAC, GUEST_MAC, "10.1.0.2", "198.51.100.7", UDP), FW_DROP_SPOOF_IP);
+	EXPECT(v4(GW_MAC, GUEST_MAC, GW4, "198.51.100.7", ICMP), FW_DROP_SPOOF_IP);
+	/* A DHCP discover: the sandbox is configured statically. */
+	EXPECT(v4(BCAST, GUEST_MAC, "0.0.0.0", "255.255.255.255", UDP), FW_DROP_SPOOF_IP);
+	EXPECT(v6(GW_MAC, GUEST_MAC, "2001:db8::3", "2001:db8:1::7", TCP), FW_DROP_SPOOF_IP);
+	/* The link-local source is for ND only, :: for DAD only. */
+	EXPECT(v6(GW_MAC, GUEST_MAC, GUEST_LL, "2001:db8:1::7", TCP), FW_DROP_SPOOF_IP);
+	EXPECT(v6(GW_MAC, GUEST_MAC, GUEST_LL, GW_LL, ICMP6), FW_DROP_SPOOF_IP);
+	EXPECT(v6(GW_MAC, GUEST_MAC, "::", "2001:db8:1::7", ICMP6), FW_DROP_SPOOF_IP);
+	EXPECT(ndf(mcast_mac("ff02::2"), "::", "ff02::2", 133, NULL, NULL), FW_DROP_SPOOF_IP);
+	/* ND from an address that is not the sandbox's. */
+	EXPECT(ndf(mcast_mac("ff02::1:ff00:1"), "fe80::99", "ff02::1:ff00:1", 135, GW6, GUEST_MAC),
+	       FW_DROP_SPOOF_IP);
+	EXPECT(ndf(GW_MAC, "2001:db8::9", GW6, 136, "2001:db8::9", GUEST_MAC), FW_DROP_SPOOF_IP);
+	/* Checked before the mode. */
+	use(FW_BLOCK, NULL);
+	EXPECT(v4(GW_MAC, GUEST_MAC, "10.0.0.3", "198.51.100.7", TCP), FW_DROP_SPOOF_IP);
+
+	/* A sandbox without IPv6 has no IPv6 source but its link-local one, for ND. */
+	c = base_config(FW_OPEN);
+	c.has_ipv6 = false;
+	use_config(c, NULL);
+	EXPECT(v6(GW_MAC, GUEST_MAC, GUEST6, "2001:db8:1::7", TCP), FW_DROP_SPOOF_IP);
+	EXPECT(v6(GW_MAC, GUEST_MAC, "::", "2001:db8:1::7", TCP), FW_DROP_SPOOF_IP);
+	EXPECT(v4(GW_MAC, GUEST_MAC, GUEST4, "198.51.100.7", TCP), FW_PASS_OPEN);
+}
+
+static void neighbor_discovery(void **state)
+{
+	struct fw_policy_config c;
+	size_t n;
+
+	(void)state;
+	use(FW_OPEN, NULL);
+	/* Solicitations for the gateway: to its group, unicast (NUD), for its link-local. */
+	EXPECT(ndf(mcast_mac("ff02::1:ff00:1"), GUEST_LL, "ff02::1:ff00:1", 135, GW6, GUEST_MAC),
+	       FW_PASS_ND);
+	EXPECT(ndf(mcast_mac("ff02::1:ff00:1"), GUEST6, "ff02::1:ff00:1", 135, GW6, GUEST_MAC),
+	       FW_PASS_ND);
+	EXPECT(ndf(GW_MAC, GUEST6, GW6, 135, GW6, NULL), FW_PASS_ND);
+	EXPECT(ndf(mcast_mac("ff02::1:ff00:fe"), GUEST_LL, "ff02::1:ff00:fe", 135, GW_LL, GUEST_MAC),
+	       FW_PASS_ND);
+	EXPECT(ndf(GW_MAC, GUEST_LL, GW_LL, 135, GW_LL, GUEST_MAC), FW_PASS_ND);
+	/* For anyone else, or with the wrong group, MAC or link-layer option. */
+	EXPECT(ndf(mcast_mac("ff02::1:ff00:5"), GUEST6, "ff02::1:ff00:5", 135, "2001:db8::5", NULL),
+	       FW_DROP_ND);
+	EXPECT(ndf(mcast_mac("ff02::1:ff00:1"), GUEST6, "ff02::1:ff00:1", 135, "2001:db8:ff::1", NULL),
+	       FW_DROP_ND); /* same low 24 bits as the gateway, another host */
+	EXPECT(ndf(mcast_mac("ff02::1:ff00:2"), GUEST6, "ff02::1:ff00:2", 135, GW6, NULL), FW_DROP_ND);
+	EXPECT(ndf(GW_MAC, GUEST6, "ff02::1:ff00:1", 135, GW6, NULL), FW_DROP_ND);
+	EXPECT(ndf(OTHER_MAC, GUEST6, GW6, 135, GW6, NULL), FW_DROP_ND);
+	EXPECT(ndf(mcast_mac("ff02::1:ff00:1"), GUEST6, "ff02::1:ff00:1", 135, GW6, OTHER_MAC),
+	       FW_DROP_ND);
+	EXPECT(ndf(GW_MAC, GUEST6, "2001:db8::5", 135, "2001:db8::5", NULL), FW_DROP_ND);
+	/* ICMPv6 code must be 0. */
+	n = ndf(GW_MAC, GUEST6, GW6, 135, GW6, NULL);
+	fb[14 + 40 + 1] = 1;
+	EXPECT(n, FW_DROP_ND);
+
+	/* DAD for the sandbox's own addresses, from :: and without an option. */
+	EXPECT(ndf(mcast_mac("ff02::1:ff00:2"), "::", "ff02::1:ff00:2", 135, GUEST6, NULL), FW_PASS_ND);
+	EXPECT(ndf(mcast_mac("ff02::1:ff00:1"), "::", "ff02::1:ff00:1", 135, GUEST_LL, NULL),
+	       FW_PASS_ND);
+	EXPECT(ndf(mcast_mac("ff02::1:ff00:1"), "::", "ff02::1:ff00:1", 135, GW6, NULL), FW_DROP_ND);
+	EXPECT(ndf(mcast_mac("ff02::1:ff00:2"), "::", "ff02::1:ff00:2", 135, GUEST6, GUEST_MAC),
+	       FW_DROP_ND);
+	EXPECT(ndf(GW_MAC, "::", GW6, 135, GUEST6, NULL), FW_DROP_ND);
+
+	/* Router solicitation to all-routers or the gateway. */
+	EXPECT(ndf(mcast_mac("ff02::2"), GUEST_LL, "ff02::2", 133, NULL, GUEST_MAC), FW_PASS_ND);
+	EXPECT(ndf(GW_MAC, GUEST_LL, GW_LL, 133, NULL, NULL), FW_PASS_ND);
+	EXPECT(ndf(mcast_mac("ff02::1"), GUEST_LL, "ff02::1", 133, NULL, GUEST_MAC), FW_DROP_ND);
+	EXPECT(ndf(mcast_mac("ff02::2"), GUEST_LL, "ff02::2", 133, NULL, OTHER_MAC), FW_DROP_ND);
+
+	/* Advertisements of the sandbox's own address to the gateway, and nothing else. */
+	EXPECT(ndf(GW_MAC, GUEST6, GW6, 136, GUEST6, GUEST_MAC), FW_PASS_ND);
+	EXPECT(ndf(GW_MAC, GUEST_LL, GW_LL, 136, GUEST_LL, NULL), FW_PASS_ND);
+	EXPECT(ndf(GW_MAC, GUEST6, GW6, 136, GW6, GUEST_MAC), FW_DROP_ND);
+	EXPECT(ndf(GW_MAC, GUEST6, GW6, 136, "2001:db8:ff::2", GUEST_MAC), FW_DROP_ND);
+	EXPECT(ndf(GW_MAC, GUEST6, GW6, 136, GUEST6, OTHER_MAC), FW_DROP_ND);
+	EXPECT(ndf(mcast_mac("ff02::1"), GUEST6, "ff02::1", 136, GUEST6, GUEST_MAC), FW_DROP_ND);
+	EXPECT(ndf(GW_MAC, GUEST6, "2001:db8::5", 136, GUEST6, GUEST_MAC), FW_DROP_ND);
+
+	/* Router advertisements and redirects are the gateway's. */
+	EXPECT(ndf(mcast_mac("ff02::1"), GUEST_LL, "ff02::1", 134, NULL, GUEST_MAC), FW_DROP_ND);
+	EXPECT(ndf(GW_MAC, GUEST_LL, GW_LL, 137, GW6, NULL), FW_DROP_ND);
+
+	/* ND in a fragment (RFC 6980). */
+	n = eth(fb, mcast_mac("ff02::1:ff00:1"), GUEST_MAC, 0x86dd);
+	n += ipv6_hdr(fb + n, ip(GUEST6), ip("ff02::1:ff00:1"), 44, 8 + 24);
+	memset(fb + n, 0, 8 + 24);
+	fb[n] = ICMP6;
+	fb[n + 3] = 1; /* M */
+	fb[n + 8] = 135;
+	memcpy(fb + n + 16, ip(GW6), 16);
+	EXPECT(n + 32, FW_DROP_ND);
+
+	/* ND with the gateway works in block mode. */
+	use(FW_BLOCK, NULL);
+	EXPECT(ndf(mcast_mac("ff02::1:ff00:1"), GUEST_LL, "ff02::1:ff00:1", 135, GW6, GUEST_MAC),
+	       FW_PASS_ND);
+	EXPECT(ndf(mcast_mac("ff02::2"), GUEST_LL, "ff02::2", 133, NULL, GUEST_MAC), FW_PASS_ND);
+
+	/* Without IPv6 addresses: the link-locals still find each other, nothing more. */
+	c = base_config(FW_OPEN);
+	c.has_ipv6 = false;
+	c.has_gateway_ipv6 = false;
+	use_config(c, NULL);
+	EXPECT(ndf(mcast_mac("ff02::1:ff00:fe"), GUEST_LL, "ff02::1:ff00:fe", 135, GW_LL, GUEST_MAC),
+	       FW_PASS_ND);
+	EXPECT(ndf(mcast_mac("ff02::1:ff00:1"), GUEST_LL, "ff02::1:ff00:1", 135, GW6, GUEST_MAC),
+	       FW_DROP_ND);
+	EXPECT(ndf(mcast_mac("ff02::1:ff00:2"), "::", "ff02::1:ff00:2", 135, GUEST6, NULL), FW_DROP_ND);
+	EXPECT(ndf(GW_MAC, GUEST6, GW6, 135, GW6, NULL), FW_DROP_SPOOF_IP);
+}
+
+static void block_mode(void **state)
+{
+	(void)state;
+	use(FW_BLOCK, NULL);
+	EXPECT(v4(GW_MAC, GUEST_MAC, GUEST4, "198.51.100.7", TCP), FW_DROP_BLOCKED);
+	EXPECT(v4(GW_MAC, GUEST_MAC, GUEST4, "8.8.8.8", UDP), FW_DROP_BLOCKED);
+	EXPECT(v4(GW_MAC, GUEST_MAC, GUEST4, "198.51.100.7", ICMP), FW_DROP_BLOCKED);
+	EXPECT(v4(GW_MAC, GUEST_MAC, GUEST4, GW4, UDP), FW_DROP_BLOCKED);
+	EXPECT(v6(GW_MAC, GUEST_MAC, GUEST6, "2001:db8:1::7", TCP), FW_DROP_BLOCKED);
+	EXPECT(v6(GW_MAC, GUEST_MAC, GUEST6, "2001:db8:1::7", UDP), FW_DROP_BLOCKED);
+	EXPECT(v6(GW_MAC, GUEST_MAC, GUEST6, GW6, ICMP6), FW_DROP_BLOCKED);
+	EXPECT(v4(GW_MAC, GUEST_MAC, GUEST4, "127.0.0.1", TCP), FW_DROP_BLOCKED);
+	EXPECT(v4_frag(GUEST4, "198.51.100.7", 1480, 0), FW_DROP_BLOCKED);
+}
+
+static void open_mode(void **state)
+{
+	(void)state;
+	use(FW_OPEN, NULL);
+	EXPECT(v4(GW_MAC, GUEST_MAC, GUEST4, "198.51.100.7", TCP), FW_PASS_OPEN);
+	EXPECT(v4(GW_MAC, GUEST_MAC, GUEST4, "8.8.8.8", UDP), FW_PASS_OPEN);
+	EXPECT(v4(GW_MAC, GUEST_MAC, GUEST4, "1.1.1.1", ICMP), FW_PASS_OPEN);
+	EXPECT(v6(GW_MAC, GUEST_MAC, GUEST6, "2001:db8:1::7", TCP), FW_PASS_OPEN);
+	EXPECT(v6(GW_MAC, GUEST_MAC, GUEST6, "2606:4700::1111", ICMP6), FW_PASS_OPEN);
+	/* The deny list and built-in ranges apply in open mode. */
+	EXPECT(v4(GW_MAC, GUEST_MAC, GUEST4, "192.0.2.1", TCP), FW_DROP_HOST);
+	EXPECT(v4(GW_MAC, GUEST_MAC, GUEST4, "172.31.255.255", TCP), FW_DROP_HOST);
+	EXPECT(v4(GW_MAC, GUEST_MAC, GUEST4, "203.0.113.9", TCP), FW_DROP_HOST);
+	EXPECT(v4(GW_MAC, GUEST_MAC, GUEST4, "10.1.200.3", TCP), FW_DROP_OTHER_SANDBOX);
+	EXPECT(v6(GW_MAC, GUEST_MAC, GUEST6, "2001:db8:0:ffff::1", TCP), FW_DROP_HOST);
+	EXPECT(v6(GW_MAC, GUEST_MAC, GUEST6, "2001:db8:ff::9", TCP), FW_DROP_OTHER_SANDBOX);
+	EXPECT(v4(GW_MAC, GUEST_MAC, GUEST4, "169.254.169.254", TCP), FW_DROP_METADATA);
+	/* Layer 2: broadcast, multicast, or straight to a MAC that is not the gateway's. */
+	EXPECT(v4(BCAST, GUEST_MAC, GUEST4, "198.51.100.7", UDP), FW_DROP_BROADCAST);
+	EXPECT(v4((const uint8_t[6]){ 0x01, 0, 0x5e, 0, 0, 1 }, GUEST_MAC, GUEST4, "198.51.100.7", UDP),
+	       FW_DROP_MULTICAST);
+	EXPECT(v4(OTHER_MAC, GUEST_MAC, GUEST4, "198.51.100.7", TCP), FW_DROP_DST_MAC);
+	EXPECT(v6(OTHER_MAC, GUEST_MAC, GUEST6, "2001:db8:1::7", TCP), FW_DROP_DST_MAC);
+	EXPECT(v6(mcast_mac("ff02::1"), GUEST_MAC, GUEST6, "2001:db8:1::7", TCP), FW_DROP_MULTICAST);
+}
+
+static void allowlist_mode(void **state)
+{
+	const char *allow[] = { "198.51.100.0/24", "2001:db8:1::/48", NULL };
+
+	(void)state;
+	use(FW_ALLOWLIST, allow);
+	EXPECT(v4(GW_MAC, GUEST_MAC, GUEST4, "198.51.100.7", TCP), FW_PASS_ALLOWLIST);
+	EXPECT(v4(GW_MAC, GUEST_MAC, GUEST4, "198.51.100.255", UDP), FW_PASS_ALLOWLIST);
+	EXPECT(v4(GW_MAC, GUEST_MAC, GUEST4, "198.51.101.1", TCP), FW_DROP_NOT_ALLOWED);
+	EXPECT(v4(GW_MAC, GUEST_MAC, GUEST4, "198.51.99.255", ICMP), FW_DROP_NOT_ALLOWED);
+	EXPECT(v6(GW_MAC, GUEST_MAC, GUEST6, "2001:db8:1:abcd::7", TCP), FW_PASS_ALLOWLIST);
+	EXPECT(v6(GW_MAC, GUEST_MAC, GUEST6, "2001:db8:2::7", TCP), FW_DROP_NOT_ALLOWED);
+	/* An IPv6 form of an allowed IPv4 address is that address. */
+	EXPECT(v6(GW_MAC, GUEST_MAC, GUEST6, "::ffff:198.51.100.7", TCP), FW_PASS_ALLOWLIST);
+	EXPECT(v6(GW_MAC, GUEST_MAC, GUEST6, "64:ff9b::198.51.100.7", TCP), FW_PASS_ALLOWLIST);
+	EXPECT(v6(GW_MAC, GUEST_MAC, GUEST6, "::ffff:198.51.101.1", TCP), FW_DROP_NOT_ALLOWED);
+	/* Allowed, but not to another MAC. */
+	EXPECT(v4(OTHER_MAC, GUEST_MAC, GUEST4, "198.51.100.7", TCP), FW_DROP_DST_MAC);
+}
+
+static void deny_list_wins(void **state)
+{
+	const char *allow[] = { "10.0.0.0/8", "172.16.5.0/24", "192.0.2.0/24", "2001:db8::/32", NULL };
+
+	(void)state;
+	use(FW_ALLOWLIST, allow);
+	/* The deny list's /16 inside the allowed /8; its /12 around the allowed /24. */
+	EXPECT(v4(GW_MAC, GUEST_MAC, GUEST4, "10.1.2.3", TCP), FW_DROP_OTHER_SANDBOX);
+	EXPECT(v4(GW_MAC, GUEST_MAC, GUEST4, "10.2.0.1", TCP), FW_PASS_ALLOWLIST);
+	EXPECT(v4(GW_MAC, GUEST_MAC, GUEST4, "172.16.5.1", TCP), FW_DROP_HOST);
+	EXPECT(v4(GW_MAC, GUEST_MAC, GUEST4, "192.0.2.1", TCP), FW_DROP_HOST);
+	EXPECT(v4(GW_MAC, GUEST_MAC, GUEST4, "192.0.2.2", TCP), FW_PASS_ALLOWLIST);
+	EXPECT(v6(GW_MAC, GUEST_MAC, GUEST6, "2001:db8:ff::1", TCP), FW_DROP_OTHER_SANDBOX);
+	EXPECT(v6(GW_MAC, GUEST_MAC, GUEST6, "2001:db8:0:ffff::1", TCP), FW_DROP_HOST);
+	EXPECT(v6(GW_MAC, GUEST_MAC, GUEST6, "2001:db8:0:ffff::2", TCP), FW_PASS_ALLOWLIST);
+	/* Through an IPv4-mapped destination too. */
+	EXPECT(v6(GW_MAC, GUEST_MAC, GUEST6, "::ffff:10.1.0.5", TCP), FW_DROP_OTHER_SANDBOX);
+	EXPECT(v6(GW_MAC, GUEST_MAC, GUEST6, "::ffff:192.0.2.1", TCP), FW_DROP_HOST);
+}
+
+static void built_in_ranges(void **state)
+{
+	const char *all[] = { "0.0.0.0/0", "::/0", NULL };
+	static const struct {
+		const char *dst;
+		enum fw_verdict_reason want;
+	} cases[] = {
+		{ "8.8.8.8", FW_PASS_ALLOWLIST },
+		{ "2606:4700::1111", FW_PASS_ALLOWLIST },
+		{ "127.0.0.1", FW_DROP_HOST },
+		{ "127.255.0.9", FW_DROP_HOST },
+		{ "0.0.0.0", FW_DROP_HOST },
+		{ "0.1.2.3", FW_DROP_HOST },
+		{ "192.0.2.1", FW_DROP_HOST }, /* the host, from the deny list */
+		{ "169.254.169.254", FW_DROP_METADATA },
+		{ "100.100.100.200", FW_DROP_METADATA },
+		{ "169.254.0.1", FW_DROP_LINK_LOCAL },
+		{ "169.254.169.253", FW_DROP_LINK_LOCAL },
+		{ "224.0.0.251", FW_DROP_MULTICAST },
+		{ "239.255.255.250", FW_DROP_MULTICAST },
+		{ "240.0.0.1", FW_DROP_RESERVED },
+		{ "255.255.255.254", FW_DROP_RESERVED },
+		{ "255.255.255.255", FW_DROP_BROADCAST },
+		{ "::", FW_DROP_HOST },
+		{ "::1", FW_DROP_HOST },
+		{ "fe80::1", FW_DROP_LINK_LOCAL },
+		{ "febf::1", FW_DROP_LINK_LOCAL },
+		{ "ff02::1", FW_DROP_MULTICAST },
+		{ "ff0e::1", FW_DROP_MULTICAST },
+		{ "fd00:ec2::254", FW_DROP_METADATA },
+		{ "fd00:ec2::253", FW_PASS_ALLOWLIST },
+		{ "::ffff:127.0.0.1", FW_DROP_HOST },
+		{ "::ffff:0.0.0.0", FW_DROP_HOST },
+		{ "::ffff:169.254.169.254", FW_DROP_METADATA },
+		{ "::ffff:224.0.0.1", FW_DROP_MULTICAST },
+		{ "::ffff:255.255.255.255", FW_DROP_BROADCAST },
+		{ "::ffff:8.8.8.8", FW_PASS_ALLOWLIST },
+		{ "64:ff9b::127.0.0.1", FW_DROP_HOST },
+		{ "64:ff9b::169.254.169.254", FW_DROP_METADATA },
+	};
+
+	(void)state;
+	use(FW_ALLOWLIST, all);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		bool six = strchr(cases[i].dst, ':');
+		size_t n = six ? v6(GW_MAC, GUEST_MAC, GUEST6, cases[i].dst, TCP)
+			       : v4(GW_MAC, GUEST_MAC, GUEST4, cases[i].dst, TCP);
+		enum fw_verdict_reason got = check(n);
+
+		if (got != cases[i].want)
+			fail_msg("%s: %s, expected %s", cases[i].dst, fw_reason_name(got),
+				 fw_reason_name(cases[i].want));
+	}
+	/* With the Ethernet addresses they would really go to. */
+	EXPECT(v4(BCAST, GUEST_MAC, GUEST4, "255.255.255.255", UDP), FW_DROP_BROADCAST);
+	EXPECT(v4((const uint8_t[6]){ 0x01, 0, 0x5e, 0, 0, 0xfb }, GUEST_MAC, GUEST4, "224.0.0.251", UDP),
+	       FW_DROP_MULTICAST);
+	EXPECT(v6(mcast_mac("ff02::fb"), GUEST_MAC, GUEST6, "ff02::fb", UDP), FW_DROP_MULTICAST);
+	/* Open mode has the same floor. */
+	use(FW_OPEN, NULL);
+	EXPECT(v4(GW_MAC, GUEST_MAC, GUEST4, "127.0.0.1", TCP), FW_DROP_HOST);
+	EXPECT(v6(GW_MAC, GUEST_MAC, GUEST6, "::ffff:127.0.0.1", TCP), FW_DROP_HOST);
+	EXPECT(v6(GW_MAC, GUEST_MAC, GUEST6, "fd00:ec2::254", TCP), FW_DROP_METADATA);
+}
+
+static void fragments_by_destination(void **state)
+{
+	const char *allow[] = { "198.51.100.0/24", "2001:db8:1::/48", NULL };
+
+	(void)state;
+	use(FW_ALLOWLIST, allow);
+	/* First and later fragments alike: the destination decides, never the ports. */
+	EXPECT(v4_frag(GUEST4, "198.51.100.7", 0, 1), FW_PASS_ALLOWLIST);
+	EXPECT(v4_frag(GUEST4, "198.51.100.7", 1480, 1), FW_PASS_ALLOWLIST);
+	EXPECT(v4_frag(GUEST4, "198.51.100.7", 2960, 0), FW_PASS_ALLOWLIST);
+	EXPECT(v4_frag(GUEST4, "198.51.101.1", 1480, 0), FW_DROP_NOT_ALLOWED);
+	EXPECT(v4_frag(GUEST4, "198.51.101.1", 0, 1), FW_DROP_NOT_ALLOWED);
+	EXPECT(v4_frag(GUEST4, "127.0.0.1", 1480, 0), FW_DROP_HOST);
+	EXPECT(v4_frag(GUEST4, "10.1.0.9", 8, 1), FW_DROP_OTHER_SANDBOX);
+	EXPECT(v4_frag(GUEST4, "169.254.169.254", 8, 0), FW_DROP_METADATA);
+	EXPECT(v4_frag("10.0.0.9", "198.51.100.7", 1480, 0), FW_DROP_SPOOF_IP);
+	EXPECT(v6_frag(GUEST6, "2001:db8:1::7", 0, 1), FW_PASS_ALLOWLIST);
+	EXPECT(v6_frag(GUEST6, "2001:db8:1::7", 1448, 0), FW_PASS_ALLOWLIST);
+	EXPECT(v6_frag(GUEST6, "2001:db8:2::7", 1448, 0), FW_DROP_NOT_ALLOWED);
+	EXPECT(v6_frag(GUEST6, "::1", 1448, 1), FW_DROP_HOST);
+	EXPECT(v6_frag(GUEST6, "::ffff:127.0.0.1", 1448, 1), FW_DROP_HOST);
+	EXPECT(v6_frag(GUEST_LL, "2001:db8:1::7", 1448, 0), FW_DROP_SPOOF_IP);
+}
+
+static void source_routes(void **state)
+{
+	static const uint8_t lsrr[8] = { 0x83, 7, 4, 10, 1, 0, 5, 0 };
+	size_t n;
+
+	(void)state;
+	use(FW_OPEN, NULL);
+	n = eth(fb, GW_MAC, GUEST_MAC, 0x0800);
+	n += ipv4_hdr(fb + n, ip(GUEST4), ip("198.51.100.7"), TCP, 0, lsrr, sizeof(lsrr), 20);
+	n += l4(fb + n, TCP);
+	EXPECT(n, FW_DROP_SOURCE_ROUTE);
+	fb[14 + 20] = 0x89; /* strict */
+	EXPECT(n, FW_DROP_SOURCE_ROUTE);
+	fb[14 + 20] = 0x07; /* record route only */
+	EXPECT(n, FW_PASS_OPEN);
+
+	/* A type 0 routing header, then one with no segments left. */
+	n = eth(fb, GW_MAC, GUEST_MAC, 0x86dd);
+	n += ipv6_hdr(fb + n, ip(GUEST6), ip("2001:db8:1::7"), 43, 24 + 20);
+	memset(fb + n, 0, 24);
+	fb[n] = TCP;
+	fb[n + 1] = 2;
+	fb[n + 3] = 1;
+	memcpy(fb + n + 8, ip("2001:db8:ff::1"), 16);
+	n += 24;
+	n += l4(fb + n, TCP);
+	EXPECT(n, FW_DROP_SOURCE_ROUTE);
+	fb[14 + 40 + 3] = 0;
+	EXPECT(n, FW_PASS_OPEN);
+}
+
+static void reason_names_and_counters(void **state)
+{
+	struct fw_counters c;
+
+	(void)state;
+	for (int r = 0; r < FW_REASON_COUNT; r++) {
+		const char *name = fw_reason_name((enum fw_verdict_reason)r);
+
+		assert_non_null(name);
+		assert_string_not_equal(name, "invalid");
+		assert_true(strspn(name, "abcdefghijklmnopqrstuvwxyz_") == strlen(name));
+		assert_int_equal(strncmp(name, "pass_", 5) == 0,
+				 fw_reason_is_pass((enum fw_verdict_reason)r));
+		assert_true(strncmp(name, "pass_", 5) == 0 || strncmp(name, "drop_", 5) == 0);
+		for (int s = 0; s < r; s++)
+			assert_string_not_equal(name, fw_reason_name((enum fw_verdict_reason)s));
+	}
+	assert_string_equal(fw_reason_name(FW_PASS_OPEN), "pass_open");
+	assert_string_equal(fw_reason_name(FW_PASS_ND), "pass_nd");
+	assert_string_equal(fw_reason_name(FW_DROP_SPOOF_IP), "drop_spoof_ip");
+	assert_string_equal(fw_reason_name(FW_DROP_OTHER_SANDBOX), "drop_other_sandbox");
+	assert_string_equal(fw_reason_name(FW_DROP_NOT_ALLOWED), "drop_not_allowed");
+	assert_string_equal(fw_reason_name(FW_REASON_COUNT), "invalid");
+	assert_string_equal(fw_reason_name((enum fw_verdict_reason)-1), "invalid");
+
+	memset(&c, 0, sizeof(c));
+	fw_counters_add(&c, FW_PASS_OPEN);
+	fw_counters_add(&c, FW_PASS_OPEN);
+	fw_counters_add(&c, FW_DROP_HOST);
+	fw_counters_add(&c, FW_REASON_COUNT);
+	assert_int_equal(c.count[FW_PASS_OPEN], 2);
+	assert_int_equal(c.count[FW_DROP_HOST], 1);
+	assert_int_equal(c.count[FW_DROP_MALFORMED], 1);
+}
+
+/* The passing frames of cut_and_corrupted_frames_never_pass, by number. */
+static size_t passing_frame(int k)
+{
+	switch (k) {
+	case 0:
+		return v4(GW_MAC, GUEST_MAC, GUEST4, "198.51.100.7", TCP);
+	case 1:
+		return arpf(BCAST, GUEST_MAC, 1, GUEST_MAC, GUEST4, ZERO_MAC, GW4);
+	case 2:
+		return ndf(mcast_mac("ff02::1:ff00:1"), GUEST_LL, "ff02::1:ff00:1", 135, GW6, GUEST_MAC);
+	case 3:
+		return v6(GW_MAC, GUEST_MAC, GUEST6, "2001:db8:1::7", UDP);
+	default:
+		return v6_frag(GUEST6, "2001:db8:1::7", 1448, 0);
+	}
+}
+
+/* No proper prefix of a passing frame passes, nor one with another source MAC or IP. */
+static void cut_and_corrupted_frames_never_pass(void **state)
+{
+	const char *allow[] = { "198.51.100.0/24", "2001:db8:1::/48", NULL };
+	uint8_t saved[256];
+	uint64_t rng = 42;
+
+	(void)state;
+	use(FW_ALLOWLIST, allow);
+	for (int k = 0; k < 5; k++) {
+		size_t n = passing_frame(k);
+
+		assert_true(fw_reason_is_pass(check(n)));
+		for (size_t cut = 0; cut < n; cut++)
+			if (check(cut) != FW_DROP_MALFORMED)
+				fail_msg("frame %d cut at %zu: %s", k, cut, fw_reason_name(check(cut)));
+		memcpy(saved, fb, n);
+		for (int round = 0; round < 3000; round++) {
+			size_t pos = 6 + unit_rand(&rng) % 6;
+
+			memcpy(fb, saved, n);
+			if (k != 1 && round % 2) /* the IP source instead */
+				pos = 14 + (k == 0 ? 12 + unit_rand(&rng) % 4 : 8 + unit_rand(&rng) % 16);
+			fb[pos] ^= (uint8_t)(1 + unit_rand(&rng) % 255);
+			if (fw_reason_is_pass(check(n)))
+				fail_msg("frame %d with byte %zu changed passes", k, pos);
+		}
+	}
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_teardown(policy_build_errors, teardown),
+		cmocka_unit_test_teardown(malformed_vlan_mac_ethertype, teardown),
+		cmocka_unit_test_teardown(arp_rules, teardown),
+		cmocka_unit_test_teardown(spoofed_ip, teardown),
+		cmocka_unit_test_teardown(neighbor_discovery, teardown),
+		cmocka_unit_test_teardown(block_mode, teardown),
+		cmocka_unit_test_teardown(open_mode, teardown),
+		cmocka_unit_test_teardown(allowlist_mode, teardown),
+		cmocka_unit_test_teardown(deny_list_wins, teardown),
+		cmocka_unit_test_teardown(built_in_ranges, teardown),
+		cmocka_unit_test_teardown(fragments_by_destination, teardown),
+		cmocka_unit_test_teardown(source_routes, teardown),
+		cmocka_unit_test(reason_names_and_counters),
+		cmocka_unit_test_teardown(cut_and_corrupted_frames_never_pass, teardown),
+	};
+
+	return cmocka_run_group_tests_name("firewall", tests, NULL, NULL);
+}

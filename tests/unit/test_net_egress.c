@@ -1,0 +1,130 @@
+/* The VMM's egress policy loading (vmm/net/egress.c): what is accepted, what is refused, swaps. */
+#include <arpa/inet.h>
+#include <cjson/cJSON.h>
+#include <string.h>
+
+#include "net/egress.h"
+#include "unit.h"
+
+static const uint8_t MAC[6] = {0x02, 0x53, 0x56, 0, 0, 2};
+
+#define BASE "\"ip\": \"10.0.0.2\", \"gateway\": \"10.0.0.1\", \"gateway_mac\": \"02:00:00:00:00:01\""
+
+static int load(struct net_egress *e, const char *json, char *err)
+{
+	return net_egress_load(e, json, strlen(json), err, 256);
+}
+
+static void good_policies_load(void **state)
+{
+	struct net_egress e = {.mac = MAC};
+	char err[256];
+	cJSON *o = cJSON_CreateObject();
+
+	(void)state;
+	assert_int_equal(load(&e, "{" BASE "}", err), 0);
+	assert_int_equal(e.mode, FW_OPEN);
+	assert_int_equal(load(&e, "{" BASE ", \"mode\": \"allowlist\", \"allow\": [\"198.51.100.0/24\", \"2001:db8::/32\"],"
+				  " \"deny_host\": [\"192.0.2.1/32\"], \"deny_sandboxes\": [\"10.0.0.0/16\"],"
+				  " \"ip6\": \"fd00::2\", \"gateway6\": \"fd00::1\"}",
+			      err),
+			 0);
+	assert_int_equal(e.mode, FW_ALLOWLIST);
+	assert_int_equal(e.nallow, 2);
+	assert_int_equal(e.ndeny, 2);
+	net_egress_status(&e, o);
+	assert_string_equal(cJSON_GetObjectItem(o, "mode")->valuestring, "allowlist");
+	assert_non_null(cJSON_GetObjectItem(cJSON_GetObjectItem(o, "counters"), "pass_allowlist"));
+	cJSON_Delete(o);
+	net_egress_destroy(&e);
+}
+
+static void bad_policies_are_refused_and_the_old_one_stays(void **state)
+{
+	static const char *const bad[] = {
+		"[]",
+		"{" BASE ", \"mode\": \"closed\"}",
+		"{" BASE ", \"bogus\": 1}",
+		"{\"gateway\": \"10.0.0.1\", \"gateway_mac\": \"02:00:00:00:00:01\"}",
+		"{" BASE ", \"mode\": \"block\", \"allow\": [\"10.1.0.0/16\"]}",
+		"{" BASE ", \"allow\": [\"10.1.0.0/16\"]}",
+		"{" BASE ", \"mode\": \"allowlist\", \"allow\": [\"10.1.0.1/16\"]}",
+		"{" BASE ", \"mode\": \"allowlist\", \"allow\": \"10.1.0.0/16\"}",
+		"{" BASE ", \"ip6\": \"fd00::2\"}",
+		"{\"ip\": \"10.0.0.2\", \"gateway\": \"10.0.0.1\", \"gateway_mac\": \"01:00:00:00:00:01\"}",
+		"{\"ip\": \"300.0.0.2\", \"gateway\": \"10.0.0.1\", \"gateway_mac\": \"02:00:00:00:00:01\"}",
+		"{\"ip\": \"10.0.0.1\", \"gateway\": \"10.0.0.1\", \"gateway_mac\": \"02:00:00:00:00:01\"}",
+	};
+	struct net_egress e = {.mac = MAC};
+	char err[256];
+
+	(void)state;
+	assert_int_equal(load(&e, "{" BASE ", \"mode\": \"block\"}", err), 0);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		err[0] = '\0';
+		if (load(&e, bad[i], err) == 0)
+			fail_msg("accepted %s", bad[i]);
+		if (!err[0])
+			fail_msg("no message for %s", bad[i]);
+		assert_int_equal(e.mode, FW_BLOCK);
+		assert_non_null(e.policy);
+	}
+	net_egress_destroy(&e);
+}
+
+/* A frame from the sandbox to dst over UDP, as the guest would send it through the gateway. */
+static size_t udp_frame(uint8_t *f, const char *dst)
+{
+	static const uint8_t gw[6] = {2, 0, 0, 0, 0, 1};
+	uint8_t *ip = f + 14;
+
+	memset(f, 0, 64);
+	memcpy(f, gw, 6);
+	memcpy(f + 6, MAC, 6);
+	f[12] = 0x08;
+	ip[0] = 0x45;
+	ip[3] = 28;
+	ip[8] = 64;
+	ip[9] = 17;
+	inet_pton(AF_INET, "10.0.0.2", ip + 12);
+	inet_pton(AF_INET, dst, ip + 16);
+	ip[20 + 1] = 53;
+	ip[20 + 3] = 53;
+	ip[20 + 5] = 8;
+	return 14 + 28;
+}
+
+static void verdicts_follow_the_current_policy(void **state)
+{
+	struct net_egress e = {.mac = MAC};
+	uint8_t f[64];
+	size_t n = udp_frame(f, "198.51.100.7");
+	char err[256];
+
+	(void)state;
+	assert_false(net_egress_check(&e, f, n)); /* no policy: nothing passes */
+	assert_int_equal(load(&e, "{" BASE "}", err), 0);
+	assert_true(net_egress_check(&e, f, n));
+	assert_int_equal(load(&e, "{" BASE ", \"mode\": \"block\"}", err), 0);
+	assert_false(net_egress_check(&e, f, n));
+	assert_int_equal(load(&e, "{" BASE ", \"mode\": \"allowlist\", \"allow\": [\"198.51.100.0/24\"]}", err), 0);
+	assert_true(net_egress_check(&e, f, n));
+	n = udp_frame(f, "203.0.113.7");
+	assert_false(net_egress_check(&e, f, n));
+	assert_int_equal(e.counters.count[FW_PASS_OPEN], 1);
+	assert_int_equal(e.counters.count[FW_DROP_BLOCKED], 1);
+	assert_int_equal(e.counters.count[FW_PASS_ALLOWLIST], 1);
+	assert_int_equal(e.counters.count[FW_DROP_NOT_ALLOWED], 1);
+	net_egress_destroy(&e);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(good_policies_load),
+		cmocka_unit_test(bad_policies_are_refused_and_the_old_one_stays),
+		cmocka_unit_test(verdicts_follow_the_current_policy),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
