@@ -93,6 +93,12 @@ int sandbox_vm_prepare(const struct sandbox_vm_config *cfg, struct sandbox_vm *v
 	argv[argc++] = vm->vsock;
 	argv[argc++] = "--control";
 	argv[argc++] = vm->control;
+	if (cfg->net && cfg->net_policy) {
+		argv[argc++] = "--net";
+		argv[argc++] = cfg->net;
+		argv[argc++] = "--net-policy";
+		argv[argc++] = cfg->net_policy;
+	}
 	argv[argc] = NULL;
 	return 0;
 }

@@ -27,6 +27,8 @@ struct sandbox_vm_config {
 	unsigned cpus;
 	unsigned memory_mib;
 	const char *cmdline; /* extra kernel arguments, may be NULL */
+	const char *net;        /* the VMM's --net value (tap=NAME,mac=MAC), NULL: no network device */
+	const char *net_policy; /* its --net-policy file, with net */
 	const char *run_dir; /* NULL: a fresh directory under $TMPDIR (or /tmp) */
 };
 

@@ -40,6 +40,8 @@ static const char usage[] =
 	"  --max-sandboxes N    sandboxes starting or running at once (default 64)\n"
 	"  --max-memory MIB     guest memory of those in all (default 80% of this host's)\n"
 	"  --log-level L        error, warn, info (default) or debug\n"
+	"  --no-net             sandboxes get no network device (default: a tap each, with NAT,\n"
+	"                       when running as root with /dev/net/tun; docs/network.md)\n"
 	"  --new-key NAME       make an API key, store its hash, print the key, exit\n";
 
 static struct sandboxd daemon_state;
@@ -190,6 +192,7 @@ int main(int argc, char **argv)
 		{"max-memory", required_argument, NULL, 'm'}, {"log-level", required_argument, NULL, 'L'},
 		{"new-key", required_argument, NULL, 'k'},   {"help", no_argument, NULL, 'h'},
 		{"version", no_argument, NULL, 'V'},         {"image-builder", required_argument, NULL, 'b'},
+		{"no-net", no_argument, NULL, 'N'},
 		{NULL, 0, NULL, 0}};
 	struct sandboxd *d = &daemon_state;
 	const char *socket_path = DEFAULT_SOCKET, *listen_addr = NULL, *new_key = NULL;
@@ -202,6 +205,7 @@ int main(int argc, char **argv)
 	sv_log_init("sandboxd", SV_LOG_INFO);
 	snprintf(d->state_dir, sizeof(d->state_dir), "%s", DEFAULT_STATE_DIR);
 	d->max_sandboxes = 64;
+	d->net_enabled = true;
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'd': snprintf(d->state_dir, sizeof(d->state_dir), "%s", optarg); break;
@@ -232,6 +236,7 @@ int main(int argc, char **argv)
 							   : SV_LOG_INFO;
 			break;
 		case 'k': new_key = optarg; break;
+		case 'N': d->net_enabled = false; break;
 		case 'V': printf("sandboxd %s\n", SANDVM_VERSION); return 0;
 		case 'h': fputs(usage, stdout); return 0;
 		default: fputs(usage, stderr); return 2;
@@ -282,6 +287,7 @@ int main(int argc, char **argv)
 	server.loop = d->loop;
 	server.route = routes_on_headers;
 	server.route_ctx = d;
+	net_init(d);
 	r = sandbox_restore_all(d);
 	if (r < 0)
 		sv_warn("reading the registry in %s: %s", dir, strerror(-r));

@@ -289,6 +289,10 @@ static void complete(struct http_request *req)
 	}
 	if (r.n == 4 && is(&r, 3, "logs") && m == HTTP_GET)
 		return send_logs(req, sb);
+	if (r.n == 4 && is(&r, 3, "network") && m == HTTP_GET)
+		return net_get(sb, req);
+	if (r.n == 4 && is(&r, 3, "network") && m == HTTP_PUT)
+		return net_put(sb, req);
 	if (r.n == 4 && is(&r, 3, "execs") && m == HTTP_POST)
 		return exec_create(req, sb);
 	if (r.n >= 5 && is(&r, 3, "execs")) {

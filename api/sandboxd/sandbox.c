@@ -66,6 +66,7 @@ void sandbox_unref(struct sandbox *sb)
 {
 	if (--sb->refs)
 		return;
+	cJSON_Delete(sb->net.allow);
 	spec_sandbox_free(&sb->spec);
 	free(sb);
 }
@@ -191,6 +192,7 @@ void *sandbox_to_json(const struct sandbox *sb)
 	if (sb->message[0])
 		cJSON_AddStringToObject(o, "message", sb->message);
 	cJSON_AddNumberToObject(o, "execs_running", sb->active);
+	net_add_json(sb, o);
 	return o;
 }
 
@@ -298,6 +300,7 @@ static void vmm_gone(struct sandbox *sb, const char *how)
 
 	sb->vmm_alive = false;
 	atomic_store(&sb->vmm_exited, true);
+	net_teardown(sb);
 	uv_timer_stop(&sb->kill_timer);
 	if (sb->pidfd >= 0) {
 		close_handle(sb, (uv_handle_t *)&sb->pidfd_poll);
@@ -617,7 +620,8 @@ void sandbox_create(struct sandboxd *d, struct sandbox_spec *spec, struct http_r
 {
 	struct sandbox_vm_config cfg = {0};
 	struct sandbox_vm_cmd cmd;
-	char kernel[4200], other[4200], err[512] = "", run_dir[512];
+	char kernel[4200], other[4200], err[512] = "", run_dir[512], vmm_net[64], net_cmdline[256],
+		policy_path[600];
 	unsigned count, memory;
 	struct sandbox *sb;
 	int r;
@@ -663,12 +667,33 @@ void sandbox_create(struct sandboxd *d, struct sandbox_spec *spec, struct http_r
 	cfg.run_dir = run_dir;
 	sb->created_at = sandboxd_wall_time();
 	sb->state = SANDBOX_STARTING;
-	r = sandbox_vm_prepare(&cfg, &sb->vm, &cmd);
+	sb->net.mode = sb->spec.block_network ? NET_BLOCK : sb->spec.cidr_allowlist ? NET_ALLOWLIST : NET_OPEN;
+	if (sb->spec.cidr_allowlist)
+		sb->net.allow = cJSON_Duplicate(sb->spec.cidr_allowlist, 1);
+	/* The network first: its policy file lives in the run directory the VMM gets. */
+	snprintf(sb->vm.dir, sizeof(sb->vm.dir), "%s", run_dir);
+	r = mkdir(run_dir, 0700) < 0 && errno != EEXIST ? -errno : 0;
+	if (r == 0 && (r = net_setup(sb, vmm_net, sizeof(vmm_net), net_cmdline, sizeof(net_cmdline), err,
+				     sizeof(err))) < 0) {
+		http_respond_error(req, 503, NULL, "cannot give the sandbox a network: %s", err);
+		rmdir(run_dir);
+		discard(sb);
+		return;
+	}
+	if (vmm_net[0]) {
+		snprintf(policy_path, sizeof(policy_path), "%s/policy.json", run_dir);
+		cfg.net = vmm_net;
+		cfg.net_policy = policy_path;
+		cfg.cmdline = net_cmdline;
+	}
+	r = r < 0 ? r : sandbox_vm_prepare(&cfg, &sb->vm, &cmd);
 	if (r == 0)
 		r = spawn_vmm(sb, &cmd);
 	if (r < 0) {
 		http_respond_error(req, 500, NULL, "cannot start the VMM %s: %s", d->vmm_path, strerror(-r));
+		net_teardown(sb);
 		sandbox_vm_destroy(&sb->vm);
+		unlink(policy_path);
 		rmdir(run_dir);
 		sb->state = SANDBOX_FINISHED;
 		discard(sb);
@@ -712,6 +737,31 @@ static const char *known_reason(const char *r)
 		if (!strcmp(r, reasons[i]))
 			return reasons[i];
 	return "failed";
+}
+
+static void restore_net(struct sandbox *sb, const cJSON *n)
+{
+	const cJSON *v;
+	unsigned m[6];
+
+	if (!cJSON_IsObject(n) || num(n, "index") < 1 || num(n, "index") > 65535)
+		return;
+	sb->net.index = (unsigned)num(n, "index");
+	v = cJSON_GetObjectItemCaseSensitive(n, "tap");
+	if (cJSON_IsString(v))
+		snprintf(sb->net.tap, sizeof(sb->net.tap), "%s", v->valuestring);
+	sb->net.has_v6 = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(n, "has_v6"));
+	v = cJSON_GetObjectItemCaseSensitive(n, "mode");
+	sb->net.mode = cJSON_IsString(v) && !strcmp(v->valuestring, "block")       ? NET_BLOCK
+		       : cJSON_IsString(v) && !strcmp(v->valuestring, "allowlist") ? NET_ALLOWLIST
+										   : NET_OPEN;
+	v = cJSON_GetObjectItemCaseSensitive(n, "allow");
+	if (cJSON_IsArray(v))
+		sb->net.allow = cJSON_Duplicate(v, 1);
+	v = cJSON_GetObjectItemCaseSensitive(n, "gateway_mac");
+	if (cJSON_IsString(v) && sscanf(v->valuestring, "%x:%x:%x:%x:%x:%x", &m[0], &m[1], &m[2], &m[3], &m[4], &m[5]) == 6)
+		for (int i = 0; i < 6; i++)
+			sb->net.gateway_mac[i] = (uint8_t)m[i];
 }
 
 static void restore_one(void *ctx, const char *id, void *record)
@@ -760,6 +810,7 @@ static void restore_one(void *ctx, const char *id, void *record)
 		st = cJSON_GetObjectItemCaseSensitive(rec, "reason");
 		sb->reason = known_reason(cJSON_IsString(st) ? st->valuestring : NULL);
 	}
+	restore_net(sb, cJSON_GetObjectItemCaseSensitive(rec, "net"));
 	cJSON_Delete(rec);
 	sb->next = d->sandboxes;
 	d->sandboxes = sb;
@@ -776,6 +827,10 @@ static void restore_one(void *ctx, const char *id, void *record)
 			sb->pidfd = -1;
 		}
 	}
+	if (sb->vmm_alive)
+		net_adopt(sb);
+	else
+		net_teardown(sb); /* the persistent tap of a VM that is gone */
 	if (sb->state == SANDBOX_FINISHED) {
 		if (sb->vmm_alive)
 			stop_vmm(sb);

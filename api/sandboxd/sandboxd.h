@@ -13,6 +13,8 @@
 #include <stdint.h>
 #include <uv.h>
 
+struct cJSON;
+
 #include "sandbox_vm.h"
 #include "spec.h"
 
@@ -26,6 +28,18 @@ enum sandbox_state { SANDBOX_STARTING, SANDBOX_RUNNING, SANDBOX_FINISHED };
 #define RC_TIMEOUT 124
 #define RC_FAILED 125
 #define RC_TERMINATED 137
+
+enum net_mode { NET_OPEN, NET_BLOCK, NET_ALLOWLIST };
+
+/* A sandbox's network (net.c); index 0: none. */
+struct sandbox_net {
+	unsigned index;
+	char tap[16];
+	uint8_t gateway_mac[6];
+	bool has_v6;
+	enum net_mode mode;
+	struct cJSON *allow; /* the allowlist's CIDR strings, with NET_ALLOWLIST */
+};
 
 struct sandbox {
 	struct sandboxd *d;
@@ -60,6 +74,7 @@ struct sandbox {
 	struct exec_session *execs;
 	struct exec_session *entrypoint;
 	unsigned refs; /* handles open, workers, requests holding it */
+	struct sandbox_net net;
 };
 
 struct sandboxd {
@@ -71,6 +86,7 @@ struct sandboxd {
 	unsigned max_sandboxes;
 	unsigned max_memory_mib;
 	struct auth_keys *keys;
+	bool net_enabled;
 	struct sandbox *sandboxes;
 	uv_timer_t sweep_timer;
 	bool stopping;
@@ -123,6 +139,19 @@ bool images_can_build(const struct sandboxd *d, const char *name);
 /* Builds spec's image (or joins the build under way), then creates; takes spec. */
 int images_build_and_create(struct sandboxd *d, struct sandbox_spec *spec, struct http_request *req);
 void *images_to_json(const struct sandboxd *d);
+
+/* ---- net.c: taps, addresses, NAT, the VMM's egress policy ---- */
+int net_init(struct sandboxd *d);
+/* Makes the tap and policy; fills the VMM's --net value and kernel arguments ("" without a network). */
+int net_setup(struct sandbox *sb, char *vmm_net, size_t net_len, char *cmdline, size_t cmd_len, char *err,
+	      size_t errlen);
+void net_teardown(struct sandbox *sb);
+/* A restored sandbox whose VMM still runs keeps its addresses. */
+void net_adopt(struct sandbox *sb);
+void net_add_json(const struct sandbox *sb, void *out);
+const char *net_mode_name(const struct sandbox *sb);
+void net_get(struct sandbox *sb, struct http_request *req);
+void net_put(struct sandbox *sb, struct http_request *req);
 
 /* ---- files.c ---- */
 /* Routes .../files[/op]; op is "", "stat", "list" or "mkdir". Set at headers time. */

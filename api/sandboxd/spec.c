@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "cidr.h"
+
 #define SPEC_BODY_MAX (1024 * 1024)
 #define SPEC_PATH_MAX 4095
 #define SPEC_TAG_VALUE_MAX 256
@@ -204,6 +206,32 @@ static int check_tags(const cJSON *o, struct spec_error *err)
 	return 0;
 }
 
+int spec_check_cidrs(const cJSON *arr, char *err, size_t errlen)
+{
+	const cJSON *it;
+	struct cidr c;
+	size_t n = 0;
+
+	if (!arr)
+		return 0;
+	if (!cJSON_IsArray(arr)) {
+		snprintf(err, errlen, "cidr_allowlist must be an array of CIDRs");
+		return -EINVAL;
+	}
+	cJSON_ArrayForEach(it, arr) {
+		if (++n > SPEC_CIDRS_MAX) {
+			snprintf(err, errlen, "cidr_allowlist has more than %d entries", SPEC_CIDRS_MAX);
+			return -EINVAL;
+		}
+		if (!cJSON_IsString(it) || cidr_parse(it->valuestring, &c) < 0) {
+			snprintf(err, errlen, "cidr_allowlist[%zu] \"%.64s\" is not a CIDR like 198.51.100.0/24 or 2001:db8::/32 "
+				 "(host bits zero)", n - 1, cJSON_IsString(it) ? it->valuestring : "?");
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
 static cJSON *parse_body(const char *body, size_t len, struct spec_error *err)
 {
 	cJSON *json;
@@ -254,7 +282,7 @@ static void set_default(cJSON *o, const char *field, cJSON *v)
 
 static const char *const sandbox_fields[] = {"image", "cpu", "memory_mib", "timeout", "idle_timeout",
 					     "workdir", "env", "name", "app", "tags", "command",
-					     "block_network", "restricted", NULL};
+					     "block_network", "restricted", "cidr_allowlist", NULL};
 
 int spec_sandbox_from_json(cJSON *json, struct sandbox_spec *s, struct spec_error *err)
 {
@@ -287,6 +315,18 @@ int spec_sandbox_from_json(cJSON *json, struct sandbox_spec *s, struct spec_erro
 	}
 	if (s->app && !spec_valid_name(s->app)) {
 		r = fail(err, "app", "app must match [A-Za-z0-9._-]{1,64}");
+		goto bad;
+	}
+	if ((r = spec_check_cidrs(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(json, "cidr_allowlist"))
+					  ? NULL
+					  : cJSON_GetObjectItemCaseSensitive(json, "cidr_allowlist"),
+				  err->message, sizeof(err->message)))) {
+		snprintf(err->field, sizeof(err->field), "cidr_allowlist");
+		goto bad;
+	}
+	if ((s->block_network || s->restricted) && cJSON_GetObjectItemCaseSensitive(json, "cidr_allowlist") &&
+	    !cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(json, "cidr_allowlist"))) {
+		r = fail(err, "cidr_allowlist", "block_network (or restricted) and cidr_allowlist exclude each other");
 		goto bad;
 	}
 	if (s->restricted && cJSON_GetObjectItemCaseSensitive(json, "command") &&
@@ -322,6 +362,9 @@ int spec_sandbox_from_json(cJSON *json, struct sandbox_spec *s, struct spec_erro
 	s->command = cJSON_GetObjectItemCaseSensitive(json, "command");
 	if (s->command && cJSON_IsNull(s->command))
 		s->command = NULL;
+	s->cidr_allowlist = cJSON_GetObjectItemCaseSensitive(json, "cidr_allowlist");
+	if (s->cidr_allowlist && cJSON_IsNull(s->cidr_allowlist))
+		s->cidr_allowlist = NULL;
 	return 0;
 bad:
 	cJSON_Delete(json);

@@ -35,6 +35,7 @@ struct sandbox_spec {
 	const char *app;
 	const struct cJSON *tags;    /* object of strings */
 	const struct cJSON *command; /* array of strings, NULL: none */
+	const struct cJSON *cidr_allowlist; /* array of CIDR strings, NULL: none */
 	bool block_network, restricted;
 };
 
@@ -55,6 +56,11 @@ void spec_sandbox_free(struct sandbox_spec *spec);
 
 int spec_parse_exec(const char *body, size_t len, struct exec_spec *spec, struct spec_error *err);
 void spec_exec_free(struct exec_spec *spec);
+
+#define SPEC_CIDRS_MAX 100000
+
+/* An array of CIDR strings (NULL is fine); -EINVAL with a message naming the bad one. */
+int spec_check_cidrs(const struct cJSON *arr, char *err, size_t errlen);
 
 /* [A-Za-z0-9._-]{1,64} */
 bool spec_valid_name(const char *s);

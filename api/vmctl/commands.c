@@ -62,11 +62,17 @@ static int cmd_parse(struct vmctl_args *a, const char *cmd, const char *usage, i
 		     const struct option *extra, int (*handle)(void *ctx, int opt, const char *arg),
 		     void *ctx, int *first)
 {
-	struct option opts[16] = { VMCTL_COMMON_OPTIONS };
+	/* The common four, every create option, a few more, and the end. */
+	struct option opts[32] = { VMCTL_COMMON_OPTIONS };
 	int n = 4, c, r;
 
-	for (; extra && extra->name && n < 15; extra++)
+	for (; extra && extra->name; extra++) {
+		if (n >= (int)(sizeof(opts) / sizeof(opts[0])) - 1) {
+			fprintf(stderr, "vmctl: %s: internal error: too many options\n", cmd);
+			return VMCTL_EXIT_FAILED;
+		}
 		opts[n++] = *extra;
+	}
 	optind = 0;
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
@@ -126,6 +132,7 @@ int vmctl_create_option(const char *cmd, cJSON *body, int opt, const char *arg)
 	switch (opt) {
 	case VMCTL_OPT_ENV: obj_field = "env"; flag = "--env"; break;
 	case VMCTL_OPT_TAG: obj_field = "tags"; flag = "--tag"; break;
+	case VMCTL_OPT_CIDR_ALLOW: return vmctl_add_cidr(cmd, "--cidr-allow", body, arg);
 	case VMCTL_OPT_BLOCK_NETWORK:
 	case VMCTL_OPT_RESTRICTED:
 		v = opt == VMCTL_OPT_RESTRICTED ? cJSON_AddTrueToObject(body, "restricted")
@@ -146,6 +153,25 @@ added:
 nomem:
 	fprintf(stderr, "vmctl: out of memory\n");
 	return -EINVAL;
+}
+
+int vmctl_add_cidr(const char *cmd, const char *opt, cJSON *body, const char *cidr)
+{
+	cJSON *list = cJSON_GetObjectItemCaseSensitive(body, "cidr_allowlist"), *v;
+
+	if (!cidr[0]) {
+		vmctl_usage_error(cmd, "%s: empty CIDR", opt);
+		return -EINVAL;
+	}
+	if (!list)
+		list = cJSON_AddArrayToObject(body, "cidr_allowlist");
+	v = list ? cJSON_CreateString(cidr) : NULL;
+	if (!v || !cJSON_AddItemToArray(list, v)) {
+		cJSON_Delete(v);
+		fprintf(stderr, "vmctl: out of memory\n");
+		return -EINVAL;
+	}
+	return 0;
 }
 
 static double seconds_since(const struct timespec *t0)

@@ -25,6 +25,7 @@ int vmctl_cmd_health(struct vmctl_args *a, int argc, char **argv);
 int vmctl_cmd_cp(struct vmctl_args *a, int argc, char **argv);
 int vmctl_cmd_exec(struct vmctl_args *a, int argc, char **argv);
 int vmctl_cmd_run(struct vmctl_args *a, int argc, char **argv);
+int vmctl_cmd_net(struct vmctl_args *a, int argc, char **argv);
 
 /* The create flags, shared by `create` and `run`. */
 enum {
@@ -40,6 +41,7 @@ enum {
 	VMCTL_OPT_TAG,
 	VMCTL_OPT_BLOCK_NETWORK,
 	VMCTL_OPT_RESTRICTED,
+	VMCTL_OPT_CIDR_ALLOW,
 	VMCTL_OPT_FIRST_OTHER, /* options of single commands from here */
 };
 
@@ -55,7 +57,8 @@ enum {
 	{ "app", required_argument, NULL, VMCTL_OPT_APP },                         \
 	{ "tag", required_argument, NULL, VMCTL_OPT_TAG },                         \
 	{ "block-network", no_argument, NULL, VMCTL_OPT_BLOCK_NETWORK },           \
-	{ "restricted", no_argument, NULL, VMCTL_OPT_RESTRICTED }
+	{ "restricted", no_argument, NULL, VMCTL_OPT_RESTRICTED },                 \
+	{ "cidr-allow", required_argument, NULL, VMCTL_OPT_CIDR_ALLOW }
 
 #define VMCTL_CREATE_USAGE                                                                   \
 	"  --image debian|minimal|PATH  root file system (default debian)\n"                \
@@ -70,6 +73,8 @@ enum {
 	"  --app APP                    namespace of names (default \"default\")\n"          \
 	"  --tag K=V                    label, for vmctl ls --tag (repeatable)\n"            \
 	"  --block-network              no network access for the guest\n"                   \
+	"  --cidr-allow CIDR            network access only to CIDR (repeatable; IPv4 or\n"  \
+	"                               IPv6); see vmctl net\n"                               \
 	"  --restricted                 single use: one exec, then the sandbox is destroyed\n"
 
 /*
@@ -77,6 +82,13 @@ enum {
  * is no create flag, 0 when it was, -EINVAL after a usage error.
  */
 int vmctl_create_option(const char *cmd, cJSON *body, int opt, const char *arg);
+
+/*
+ * Appends cidr to the "cidr_allowlist" array of body (made when missing).
+ * Only emptiness is checked here; the server judges the CIDR. 0, or -EINVAL
+ * after a usage error naming opt.
+ */
+int vmctl_add_cidr(const char *cmd, const char *opt, cJSON *body, const char *cidr);
 
 /*
  * POST /v1/sandboxes with body; *id is the new sandbox's (free it). With

@@ -24,6 +24,9 @@ static const char usage[] =
 	"  rm ID...                       stop and forget sandboxes\n"
 	"  terminate ID...                stop sandboxes, keep their records\n"
 	"  cp LOCAL ID:PATH | ID:PATH LOCAL   copy a file in or out (LOCAL may be -)\n"
+	"  net show ID [--json]           show a sandbox's network policy and counters\n"
+	"  net set ID --open | --block | --cidr-allow CIDR...\n"
+	"                                 change a running sandbox's network policy\n"
 	"  health [--json]                ask sandboxd how it is\n"
 	"'vmctl COMMAND --help' describes each.\n"
 	"\n"
@@ -52,6 +55,7 @@ static const struct {
 	{ "rm", vmctl_cmd_rm },
 	{ "terminate", vmctl_cmd_terminate },
 	{ "cp", vmctl_cmd_cp },
+	{ "net", vmctl_cmd_net },
 	{ "health", vmctl_cmd_health },
 };
 

@@ -196,6 +196,98 @@ int vmctl_print_fields(const cJSON *obj)
 	return r;
 }
 
+/* Prints line (unless it failed) and empties it; *r keeps the first error. */
+static void line_flush(struct out_str *line, int *r)
+{
+	if (!line->err)
+		printf("%s\n", line->s ? line->s : "");
+	else if (!*r)
+		*r = line->err;
+	free(line->s);
+	memset(line, 0, sizeof(*line));
+}
+
+int vmctl_print_network(const cJSON *net)
+{
+	const cJSON *mode = cJSON_GetObjectItemCaseSensitive(net, "mode");
+	const cJSON *allow = cJSON_GetObjectItemCaseSensitive(net, "allow");
+	const cJSON *ip = cJSON_GetObjectItemCaseSensitive(net, "ip");
+	const cJSON *ip6 = cJSON_GetObjectItemCaseSensitive(net, "ip6");
+	const cJSON *gw = cJSON_GetObjectItemCaseSensitive(net, "gateway");
+	const cJSON *tap = cJSON_GetObjectItemCaseSensitive(net, "tap");
+	const cJSON *counters = cJSON_GetObjectItemCaseSensitive(net, "counters");
+	static const char *const dirs[2][4] = {
+		{ "sent", "tx_frames", "tx_bytes", "tx_dropped" },
+		{ "received", "rx_frames", "rx_bytes", "rx_dropped" },
+	};
+	struct out_str line = { 0 };
+	const cJSON *f;
+	int width = 0, r = 0, shown = 0;
+
+	str_add(&line, "mode: ");
+	str_value(&line, NULL, mode);
+	if (cJSON_IsString(mode) && !strcmp(mode->valuestring, "allowlist") && cJSON_IsNumber(allow)) {
+		str_add(&line, " (");
+		str_number(&line, allow->valuedouble);
+		str_add(&line, " CIDR%s)", allow->valuedouble == 1 ? "" : "s");
+	} else if (cJSON_IsString(mode) && !strcmp(mode->valuestring, "none")) {
+		str_add(&line, " (no network device)");
+	}
+	line_flush(&line, &r);
+
+	if (cJSON_IsString(ip) || cJSON_IsString(ip6)) {
+		str_add(&line, "address: ");
+		if (cJSON_IsString(ip))
+			str_add(&line, "%s%s", ip->valuestring, cJSON_IsString(ip6) ? ", " : "");
+		if (cJSON_IsString(ip6))
+			str_add(&line, "%s", ip6->valuestring);
+		if (cJSON_IsString(gw) || cJSON_IsString(tap)) {
+			str_add(&line, " (");
+			if (cJSON_IsString(gw))
+				str_add(&line, "gateway %s%s", gw->valuestring, cJSON_IsString(tap) ? ", " : "");
+			if (cJSON_IsString(tap))
+				str_add(&line, "tap %s", tap->valuestring);
+			str_add(&line, ")");
+		}
+		line_flush(&line, &r);
+	}
+
+	if (cJSON_GetObjectItemCaseSensitive(net, "tx_frames") ||
+	    cJSON_GetObjectItemCaseSensitive(net, "rx_frames")) {
+		str_add(&line, "frames:");
+		for (int d = 0; d < 2; d++) {
+			str_add(&line, "%s %s ", d ? "," : "", dirs[d][0]);
+			str_value(&line, NULL, cJSON_GetObjectItemCaseSensitive(net, dirs[d][1]));
+			str_add(&line, " (");
+			str_value(&line, NULL, cJSON_GetObjectItemCaseSensitive(net, dirs[d][2]));
+			str_add(&line, " bytes, ");
+			str_value(&line, NULL, cJSON_GetObjectItemCaseSensitive(net, dirs[d][3]));
+			str_add(&line, " dropped)");
+		}
+		line_flush(&line, &r);
+	}
+
+	if (!cJSON_IsObject(counters))
+		return r;
+	cJSON_ArrayForEach(f, counters) {
+		if (!f->string || (cJSON_IsNumber(f) && f->valuedouble == 0))
+			continue;
+		if ((int)strlen(f->string) > width)
+			width = (int)strlen(f->string);
+		shown++;
+	}
+	str_add(&line, "verdicts:%s", shown ? "" : " none");
+	line_flush(&line, &r);
+	cJSON_ArrayForEach(f, counters) {
+		if (!f->string || (cJSON_IsNumber(f) && f->valuedouble == 0))
+			continue;
+		str_add(&line, "  %-*s  ", width, f->string);
+		str_value(&line, NULL, f);
+		line_flush(&line, &r);
+	}
+	return r;
+}
+
 static void table_row(const cJSON *sb, struct out_str *cells, double now)
 {
 	const cJSON *rc = cJSON_GetObjectItemCaseSensitive(sb, "returncode");

@@ -14,5 +14,10 @@ int vmctl_print_json(const cJSON *j);
 int vmctl_print_table(const cJSON *sandboxes);
 /* One "key: value" line per field of obj, in the server's order. */
 int vmctl_print_fields(const cJSON *obj);
+/*
+ * The network state of GET /v1/sandboxes/ID/network: mode, addresses,
+ * frame counts and the non-zero verdict counters, aligned.
+ */
+int vmctl_print_network(const cJSON *net);
 
 #endif

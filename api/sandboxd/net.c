@@ -1,0 +1,570 @@
+/*
+ * Sandbox networks: each sandbox with a network gets a persistent tap
+ * ("sbxN"), a /30 out of the pool (the host end .1 of it is the gateway, the
+ * guest .2; and a /64 of the IPv6 pool likewise), an egress policy file for
+ * the VMM's firewall (docs/network.md), and NAT to the outside through one
+ * nftables table that sandboxd owns ("inet sandvm"). The tap is removed and
+ * the addresses go back to the pool when the VMM is gone.
+ */
+#include <arpa/inet.h>
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ifaddrs.h>
+#include <linux/if_tun.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "cidr.h"
+#include "http_conn.h"
+#include "log.h"
+#include "sandboxd.h"
+
+#define POOL_BASE 0x0ac80000u /* 10.200.0.0/16: 16383 sandboxes of a /30 each */
+#define POOL_PREFIX 16
+#define POOL_SIZE (1u << (32 - POOL_PREFIX - 2))
+#define POOL6 "fd53:5356:0:"  /* + index + "::/64" */
+#define TAP_PREFIX "sbx"
+
+struct net_in6_ifreq {
+	struct in6_addr addr;
+	uint32_t prefixlen;
+	int ifindex;
+};
+
+static uint8_t pool_used[POOL_SIZE / 8];
+
+static bool pool_take(unsigned i)
+{
+	if (i == 0 || i >= POOL_SIZE || (pool_used[i / 8] & (1u << (i % 8))))
+		return false;
+	pool_used[i / 8] |= (uint8_t)(1u << (i % 8));
+	return true;
+}
+
+static void pool_give(unsigned i)
+{
+	if (i && i < POOL_SIZE)
+		pool_used[i / 8] &= (uint8_t)~(1u << (i % 8));
+}
+
+static unsigned pool_alloc(void)
+{
+	for (unsigned i = 1; i < POOL_SIZE; i++)
+		if (pool_take(i))
+			return i;
+	return 0;
+}
+
+static void addr4(unsigned index, unsigned host, char *out, size_t len)
+{
+	struct in_addr a = {.s_addr = htonl(POOL_BASE + index * 4 + host)};
+
+	inet_ntop(AF_INET, &a, out, (socklen_t)len);
+}
+
+static void addr6(unsigned index, unsigned host, char *out, size_t len)
+{
+	snprintf(out, len, POOL6 "%x::%x", index, host);
+}
+
+/* Runs argv with input on stdin; 0 or -EIO with its output in err. */
+static int run_tool(char *const argv[], const char *input, char *err, size_t errlen)
+{
+	int in[2], out[2], status;
+	pid_t pid;
+	ssize_t n;
+
+	if (pipe2(in, O_CLOEXEC) < 0)
+		return -errno;
+	if (pipe2(out, O_CLOEXEC) < 0) {
+		close(in[0]);
+		close(in[1]);
+		return -errno;
+	}
+	pid = fork();
+	if (pid == 0) {
+		dup2(in[0], 0);
+		dup2(out[1], 1);
+		dup2(out[1], 2);
+		execvp(argv[0], argv);
+		_exit(127);
+	}
+	close(in[0]);
+	close(out[1]);
+	if (input && write(in[1], input, strlen(input)) < 0)
+		sv_warn("net: writing to %s: %s", argv[0], strerror(errno));
+	close(in[1]);
+	n = read(out[0], err, errlen - 1);
+	err[n > 0 ? n : 0] = '\0';
+	close(out[0]);
+	if (pid < 0 || waitpid(pid, &status, 0) < 0)
+		return -errno;
+	return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -EIO;
+}
+
+int net_init(struct sandboxd *d)
+{
+	static const char rules[] =
+		"table inet sandvm\n"
+		"delete table inet sandvm\n"
+		"table inet sandvm {\n"
+		"  chain postrouting {\n"
+		"    type nat hook postrouting priority srcnat; policy accept;\n"
+		"    ip saddr 10.200.0.0/16 oifname != \"" TAP_PREFIX "*\" masquerade\n"
+		"    ip6 saddr fd53:5356::/48 oifname != \"" TAP_PREFIX "*\" masquerade\n"
+		"  }\n"
+		"  chain forward {\n"
+		"    type filter hook forward priority filter; policy accept;\n"
+		/* Sandboxes never reach each other, whatever their policies say. */
+		"    iifname \"" TAP_PREFIX "*\" oifname \"" TAP_PREFIX "*\" drop\n"
+		"  }\n"
+		"  chain input {\n"
+		"    type filter hook input priority filter; policy accept;\n"
+		/* The host answers a sandbox's ARP and neighbour discovery, nothing else. */
+		"    iifname \"" TAP_PREFIX "*\" icmpv6 type { nd-neighbor-solicit, nd-router-solicit, nd-neighbor-advert } accept\n"
+		"    iifname \"" TAP_PREFIX "*\" drop\n"
+		"  }\n"
+		"}\n";
+	char *nft[] = {"nft", "-f", "-", NULL}, out[1024];
+	int fd, r;
+
+	if (!d->net_enabled)
+		return 0;
+	if (access("/dev/net/tun", R_OK | W_OK) < 0 || geteuid() != 0) {
+		sv_warn("net: sandboxes get no network (needs root and /dev/net/tun)");
+		d->net_enabled = false;
+		return 0;
+	}
+	r = run_tool(nft, rules, out, sizeof(out));
+	if (r < 0) {
+		sv_err("net: installing the nftables table inet sandvm failed: %s", out);
+		d->net_enabled = false;
+		return 0;
+	}
+	/* Forwarding is what NAT needs; sandboxd turns it on for the host (docs/network.md). */
+	fd = open("/proc/sys/net/ipv4/ip_forward", O_WRONLY | O_CLOEXEC);
+	if (fd >= 0) {
+		if (write(fd, "1\n", 2) != 2)
+			sv_warn("net: cannot enable IPv4 forwarding");
+		close(fd);
+	}
+	fd = open("/proc/sys/net/ipv6/conf/all/forwarding", O_WRONLY | O_CLOEXEC);
+	if (fd >= 0) {
+		if (write(fd, "1\n", 2) != 2)
+			sv_warn("net: cannot enable IPv6 forwarding");
+		close(fd);
+	}
+	sv_info("net: sandbox networks on 10.200.0.0/16 and fd53:5356::/48, NAT by nftables table inet sandvm");
+	return 0;
+}
+
+static int tap_persist(const char *name, bool persist)
+{
+	struct ifreq ifr = {0};
+	int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC), r = 0;
+
+	if (fd < 0)
+		return -errno;
+	ifr.ifr_flags = IFF_TAP | IFF_NO_PI;
+	snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", name);
+	if (ioctl(fd, TUNSETIFF, &ifr) < 0 || ioctl(fd, TUNSETPERSIST, persist ? 1 : 0) < 0)
+		r = -errno;
+	close(fd);
+	return r;
+}
+
+static int tap_configure(struct sandbox *sb)
+{
+	struct ifreq ifr = {0};
+	struct sockaddr_in *sin = (struct sockaddr_in *)&ifr.ifr_addr;
+	struct net_in6_ifreq ifr6 = {.prefixlen = 64};
+	char a[64];
+	int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0), fd6, r = 0;
+
+	if (fd < 0)
+		return -errno;
+	snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", sb->net.tap);
+	sin->sin_family = AF_INET;
+	sin->sin_addr.s_addr = htonl(POOL_BASE + sb->net.index * 4 + 1);
+	if (ioctl(fd, SIOCSIFADDR, &ifr) < 0)
+		r = -errno;
+	sin->sin_addr.s_addr = htonl(0xfffffffcu);
+	if (!r && ioctl(fd, SIOCSIFNETMASK, &ifr) < 0)
+		r = -errno;
+	if (!r && ioctl(fd, SIOCGIFFLAGS, &ifr) == 0) {
+		ifr.ifr_flags |= IFF_UP;
+		if (ioctl(fd, SIOCSIFFLAGS, &ifr) < 0)
+			r = -errno;
+	}
+	if (!r && ioctl(fd, SIOCGIFHWADDR, &ifr) == 0)
+		memcpy(sb->net.gateway_mac, ifr.ifr_hwaddr.sa_data, 6);
+	close(fd);
+	if (r)
+		return r;
+	fd6 = socket(AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd6 >= 0) {
+		addr6(sb->net.index, 1, a, sizeof(a));
+		inet_pton(AF_INET6, a, &ifr6.addr);
+		ifr6.ifindex = (int)if_nametoindex(sb->net.tap);
+		/* IPv6 is a bonus: a host without it still gives the sandbox IPv4. */
+		sb->net.has_v6 = ifr6.ifindex && ioctl(fd6, SIOCSIFADDR, &ifr6) == 0;
+		close(fd6);
+	}
+	return 0;
+}
+
+/* Every address of this host, and the daemon's TCP listener: a sandbox reaches none of them. */
+static void add_host_addresses(cJSON *deny)
+{
+	struct ifaddrs *ifs, *i;
+	char a[INET6_ADDRSTRLEN + 8];
+
+	if (getifaddrs(&ifs) < 0)
+		return;
+	for (i = ifs; i; i = i->ifa_next) {
+		if (!i->ifa_addr || (i->ifa_addr->sa_family != AF_INET && i->ifa_addr->sa_family != AF_INET6))
+			continue;
+		if (i->ifa_addr->sa_family == AF_INET) {
+			inet_ntop(AF_INET, &((struct sockaddr_in *)i->ifa_addr)->sin_addr, a, sizeof(a));
+			strcat(a, "/32");
+		} else {
+			const struct in6_addr *x = &((struct sockaddr_in6 *)i->ifa_addr)->sin6_addr;
+
+			if (IN6_IS_ADDR_LINKLOCAL(x))
+				continue; /* fe80::/10 is denied as a whole already */
+			inet_ntop(AF_INET6, x, a, sizeof(a));
+			strcat(a, "/128");
+		}
+		cJSON_AddItemToArray(deny, cJSON_CreateString(a));
+	}
+	freeifaddrs(ifs);
+}
+
+const char *net_mode_name(const struct sandbox *sb)
+{
+	if (!sb->net.index)
+		return "none";
+	return sb->net.mode == NET_BLOCK ? "block" : sb->net.mode == NET_ALLOWLIST ? "allowlist" : "open";
+}
+
+/* Writes the VMM's policy file for the sandbox's current mode and allowlist. */
+static int write_policy(struct sandbox *sb, char *err, size_t errlen)
+{
+	cJSON *p = cJSON_CreateObject(), *deny = cJSON_CreateArray(), *sbx = cJSON_CreateArray();
+	char a[64], mac[32], path[400], tmp[420], *text;
+	const uint8_t *m = sb->net.gateway_mac;
+	int fd, r = 0;
+
+	addr4(sb->net.index, 2, a, sizeof(a));
+	cJSON_AddStringToObject(p, "ip", a);
+	addr4(sb->net.index, 1, a, sizeof(a));
+	cJSON_AddStringToObject(p, "gateway", a);
+	snprintf(mac, sizeof(mac), "%02x:%02x:%02x:%02x:%02x:%02x", m[0], m[1], m[2], m[3], m[4], m[5]);
+	cJSON_AddStringToObject(p, "gateway_mac", mac);
+	if (sb->net.has_v6) {
+		addr6(sb->net.index, 2, a, sizeof(a));
+		cJSON_AddStringToObject(p, "ip6", a);
+		addr6(sb->net.index, 1, a, sizeof(a));
+		cJSON_AddStringToObject(p, "gateway6", a);
+	}
+	cJSON_AddStringToObject(p, "mode", net_mode_name(sb));
+	if (sb->net.mode == NET_ALLOWLIST)
+		cJSON_AddItemToObject(p, "allow", cJSON_Duplicate(sb->net.allow, 1));
+	add_host_addresses(deny);
+	cJSON_AddItemToObject(p, "deny_host", deny);
+	cJSON_AddItemToArray(sbx, cJSON_CreateString("10.200.0.0/16"));
+	cJSON_AddItemToArray(sbx, cJSON_CreateString("fd53:5356::/48"));
+	cJSON_AddItemToObject(p, "deny_sandboxes", sbx);
+	text = cJSON_PrintUnformatted(p);
+	cJSON_Delete(p);
+	if (!text)
+		return -ENOMEM;
+	snprintf(path, sizeof(path), "%s/policy.json", sb->vm.dir);
+	snprintf(tmp, sizeof(tmp), "%s/policy.json.tmp", sb->vm.dir);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0 || write(fd, text, strlen(text)) != (ssize_t)strlen(text) || rename(tmp, path) < 0)
+		r = -errno ? -errno : -EIO;
+	if (fd >= 0)
+		close(fd);
+	free(text);
+	if (r < 0)
+		snprintf(err, errlen, "writing the network policy: %s", strerror(-r));
+	return r;
+}
+
+int net_setup(struct sandbox *sb, char *vmm_net, size_t net_len, char *cmdline, size_t cmd_len, char *err,
+	      size_t errlen)
+{
+	char a[64], gw[64];
+	int r;
+
+	vmm_net[0] = cmdline[0] = '\0';
+	if (!sb->d->net_enabled || sb->spec.restricted)
+		return 0; /* no device at all: stricter than block */
+	if (!sb->net.index && !(sb->net.index = pool_alloc())) {
+		snprintf(err, errlen, "no free sandbox network address left");
+		return -ENOSPC;
+	}
+	snprintf(sb->net.tap, sizeof(sb->net.tap), TAP_PREFIX "%u", sb->net.index);
+	r = tap_persist(sb->net.tap, true);
+	if (r == 0)
+		r = tap_configure(sb);
+	if (r < 0) {
+		snprintf(err, errlen, "making tap %s: %s", sb->net.tap, strerror(-r));
+		net_teardown(sb);
+		return r;
+	}
+	r = write_policy(sb, err, errlen);
+	if (r < 0) {
+		net_teardown(sb);
+		return r;
+	}
+	snprintf(vmm_net, net_len, "tap=%s,mac=02:53:56:%02x:%02x:%02x", sb->net.tap, (sb->net.index >> 16) & 0xff,
+		 (sb->net.index >> 8) & 0xff, sb->net.index & 0xff);
+	addr4(sb->net.index, 2, a, sizeof(a));
+	addr4(sb->net.index, 1, gw, sizeof(gw));
+	snprintf(cmdline, cmd_len, "sandvm.net=%s/30,%s", a, gw);
+	if (sb->net.has_v6) {
+		size_t n = strlen(cmdline);
+
+		addr6(sb->net.index, 2, a, sizeof(a));
+		addr6(sb->net.index, 1, gw, sizeof(gw));
+		snprintf(cmdline + n, cmd_len - n, " sandvm.net6=%s/64,%s", a, gw);
+	}
+	return 0;
+}
+
+void net_teardown(struct sandbox *sb)
+{
+	if (!sb->net.index)
+		return;
+	if (sb->net.tap[0] && tap_persist(sb->net.tap, false) < 0)
+		sv_warn("sandbox=%s event=tap_left tap=%s", sb->id, sb->net.tap);
+	pool_give(sb->net.index);
+	sb->net.index = 0;
+	sb->net.tap[0] = '\0';
+}
+
+void net_adopt(struct sandbox *sb)
+{
+	if (sb->net.index && !pool_take(sb->net.index))
+		sv_warn("sandbox=%s event=net_index_clash index=%u", sb->id, sb->net.index);
+}
+
+void net_add_json(const struct sandbox *sb, void *out)
+{
+	cJSON *n = cJSON_AddObjectToObject(out, "network");
+	char a[64];
+
+	cJSON_AddStringToObject(n, "mode", net_mode_name(sb));
+	if (!sb->net.index)
+		return;
+	addr4(sb->net.index, 2, a, sizeof(a));
+	cJSON_AddStringToObject(n, "ip", a);
+	addr4(sb->net.index, 1, a, sizeof(a));
+	cJSON_AddStringToObject(n, "gateway", a);
+	if (sb->net.has_v6) {
+		addr6(sb->net.index, 2, a, sizeof(a));
+		cJSON_AddStringToObject(n, "ip6", a);
+	}
+	cJSON_AddStringToObject(n, "tap", sb->net.tap);
+	if (sb->net.mode == NET_ALLOWLIST)
+		cJSON_AddNumberToObject(n, "allow", cJSON_GetArraySize(sb->net.allow));
+}
+
+/* ---- run time: the VMM's control socket, on a worker thread ---- */
+
+struct net_call {
+	uv_work_t work;
+	struct sandbox *sb;
+	struct http_request *req;
+	char control[320];
+	char request[512];
+	char reply[65536];
+	int result;
+};
+
+static void net_call_work(uv_work_t *w)
+{
+	struct net_call *c = w->data;
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	struct pollfd p;
+	size_t got = 0;
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	c->result = -EIO;
+	if (fd < 0)
+		return;
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", c->control);
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+	    write(fd, c->request, strlen(c->request)) != (ssize_t)strlen(c->request)) {
+		close(fd);
+		return;
+	}
+	p.fd = fd;
+	p.events = POLLIN;
+	while (got < sizeof(c->reply) - 1 && poll(&p, 1, 10000) == 1) {
+		ssize_t n = read(fd, c->reply + got, sizeof(c->reply) - 1 - got);
+
+		if (n <= 0)
+			break;
+		got += (size_t)n;
+		if (memchr(c->reply, '\n', got))
+			break;
+	}
+	c->reply[got] = '\0';
+	close(fd);
+	c->result = got ? 0 : -EIO;
+}
+
+static void net_call_done(uv_work_t *w, int status)
+{
+	struct net_call *c = w->data;
+	cJSON *reply = c->result == 0 ? cJSON_Parse(c->reply) : NULL, *out, *net;
+
+	(void)status;
+	if (!http_conn_closed(c->req->conn)) {
+		if (!cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(reply, "ok"))) {
+			const cJSON *e = cJSON_GetObjectItemCaseSensitive(reply, "error");
+
+			http_respond_error(c->req, 500, NULL, "the VMM refused: %s",
+					   cJSON_IsString(e) ? e->valuestring : "no answer on its control socket");
+		} else {
+			out = cJSON_CreateObject();
+			net_add_json(c->sb, out);
+			net = cJSON_DetachItemFromObject(out, "network");
+			cJSON_Delete(out);
+			if (!strstr(c->request, "\"net\"}")) {
+				/* A policy change: read the counters with the next call; say what is in force. */
+			} else {
+				cJSON *vn = cJSON_GetObjectItemCaseSensitive(reply, "net"), *it;
+
+				cJSON_ArrayForEach(it, vn) {
+					if (strcmp(it->string, "mode") && strcmp(it->string, "allow"))
+						cJSON_AddItemToObject(net, it->string, cJSON_Duplicate(it, 1));
+				}
+			}
+			http_respond_json(c->req, 200, net);
+		}
+	}
+	cJSON_Delete(reply);
+	sandbox_activity(c->sb, -1);
+	http_conn_unref(c->req->conn);
+	sandbox_unref(c->sb);
+	free(c);
+}
+
+static void net_call(struct sandbox *sb, struct http_request *req, const char *request)
+{
+	struct net_call *c = calloc(1, sizeof(*c));
+
+	if (!c) {
+		http_respond_error(req, 500, NULL, "out of memory");
+		return;
+	}
+	c->sb = sb;
+	c->req = req;
+	snprintf(c->control, sizeof(c->control), "%s", sb->vm.control);
+	snprintf(c->request, sizeof(c->request), "%s\n", request);
+	c->work.data = c;
+	sandbox_ref(sb);
+	http_conn_ref(req->conn);
+	sandbox_activity(sb, +1);
+	if (uv_queue_work(sb->d->loop, &c->work, net_call_work, net_call_done) < 0) {
+		c->result = -EIO;
+		net_call_done(&c->work, -EIO);
+	}
+}
+
+void net_get(struct sandbox *sb, struct http_request *req)
+{
+	if (!sb->net.index) {
+		cJSON *o = cJSON_CreateObject();
+
+		cJSON_AddStringToObject(o, "mode", "none");
+		http_respond_json(req, 200, o);
+		return;
+	}
+	if (sb->state != SANDBOX_RUNNING) {
+		http_respond_error(req, 409, NULL, "sandbox %s is not running", sb->id);
+		return;
+	}
+	net_call(sb, req, "{\"op\":\"net\"}");
+}
+
+/* PUT .../network: {} open, {"block_network": true}, or {"cidr_allowlist": [...]}. */
+void net_put(struct sandbox *sb, struct http_request *req)
+{
+	cJSON *body = cJSON_ParseWithLength(req->body ? req->body : "{}", req->body ? req->body_len : 2), *it;
+	const cJSON *block, *allow;
+	char err[512], request[480];
+	enum net_mode mode = NET_OPEN;
+
+	if (!cJSON_IsObject(body)) {
+		cJSON_Delete(body);
+		http_respond_error(req, 400, NULL, "body must be a JSON object");
+		return;
+	}
+	cJSON_ArrayForEach(it, body) {
+		if (strcmp(it->string, "block_network") && strcmp(it->string, "cidr_allowlist")) {
+			http_respond_error(req, 400, it->string, "unknown field \"%.64s\"", it->string);
+			cJSON_Delete(body);
+			return;
+		}
+	}
+	block = cJSON_GetObjectItemCaseSensitive(body, "block_network");
+	allow = cJSON_GetObjectItemCaseSensitive(body, "cidr_allowlist");
+	if (block && !cJSON_IsBool(block)) {
+		cJSON_Delete(body);
+		http_respond_error(req, 400, "block_network", "block_network must be true or false");
+		return;
+	}
+	if (spec_check_cidrs(allow, err, sizeof(err)) < 0) {
+		cJSON_Delete(body);
+		http_respond_error(req, 400, "cidr_allowlist", "%s", err);
+		return;
+	}
+	if (cJSON_IsTrue(block) && allow) {
+		cJSON_Delete(body);
+		http_respond_error(req, 400, "cidr_allowlist", "block_network and cidr_allowlist exclude each other");
+		return;
+	}
+	if (!sb->net.index) {
+		cJSON_Delete(body);
+		http_respond_error(req, 409, NULL, "sandbox %s has no network device (restricted, or networks are off)",
+				   sb->id);
+		return;
+	}
+	if (sb->state != SANDBOX_RUNNING) {
+		cJSON_Delete(body);
+		http_respond_error(req, 409, NULL, "sandbox %s is not running", sb->id);
+		return;
+	}
+	if (cJSON_IsTrue(block))
+		mode = NET_BLOCK;
+	else if (allow)
+		mode = NET_ALLOWLIST;
+	sb->net.mode = mode;
+	cJSON_Delete(sb->net.allow);
+	sb->net.allow = allow ? cJSON_Duplicate(allow, 1) : NULL;
+	cJSON_Delete(body);
+	if (write_policy(sb, err, sizeof(err)) < 0) {
+		http_respond_error(req, 500, NULL, "%s", err);
+		return;
+	}
+	store_save(sb);
+	sv_info("sandbox=%s event=net_policy mode=%s", sb->id, net_mode_name(sb));
+	snprintf(request, sizeof(request), "{\"op\":\"net-policy\",\"path\":\"%s/policy.json\"}", sb->vm.dir);
+	net_call(sb, req, request);
+}
