@@ -11,6 +11,14 @@ EXEC_SOCK=$exec_dir/vsock
 ex() {
 	local name=$1
 	shift
+	# A VM that died fails every later case at once, saying why, instead of each waiting for it.
+	if [ -n "${exec_vm:-}" ] && ! kill -0 "$exec_vm" 2>/dev/null; then
+		echo "the shared exec VM is gone: $(tail -2 "$RESULTS/exec-vm.err" | tr '\n' ' ')" \
+			>"$RESULTS/$name.stderr"
+		: >"$RESULTS/$name.stdout"
+		rc=125
+		return
+	fi
 	timeout -k 5 120 "$RUN" --attach "$EXEC_SOCK" "$@" \
 		>"$RESULTS/$name.stdout" 2>"$RESULTS/$name.stderr" </dev/null
 	rc=$?
