@@ -312,12 +312,22 @@ int net_setup(struct sandbox *sb, char *vmm_net, size_t net_len, char *cmdline, 
 	vmm_net[0] = cmdline[0] = '\0';
 	if (!sb->d->net_enabled || sb->spec.restricted)
 		return 0; /* no device at all: stricter than block */
-	if (!sb->net.index && !(sb->net.index = pool_alloc())) {
-		snprintf(err, errlen, "no free sandbox network address left");
-		return -ENOSPC;
+	/*
+	 * A tap of that name held by a process this daemon does not know (another
+	 * sandboxd, a VMM left from a crash) is busy: its index is taken, try the next.
+	 */
+	for (unsigned tries = 0;; tries++) {
+		if (!(sb->net.index = pool_alloc())) {
+			snprintf(err, errlen, "no free sandbox network address left");
+			return -ENOSPC;
+		}
+		snprintf(sb->net.tap, sizeof(sb->net.tap), TAP_PREFIX "%u", sb->net.index);
+		r = tap_persist(sb->net.tap, true);
+		if (r != -EBUSY || tries == 64)
+			break;
+		sv_warn("sandbox=%s event=tap_busy tap=%s", sb->id, sb->net.tap);
+		sb->net.index = 0; /* stays marked used in the pool */
 	}
-	snprintf(sb->net.tap, sizeof(sb->net.tap), TAP_PREFIX "%u", sb->net.index);
-	r = tap_persist(sb->net.tap, true);
 	if (r == 0)
 		r = tap_configure(sb);
 	if (r < 0) {

@@ -532,7 +532,8 @@ def _():
     sock2 = os.path.join(TMP, "sandboxd2.sock")
     log = open(os.path.join(RESULTS, "sandboxd2.log"), "wb")
     d2 = subprocess.Popen([SANDBOXD, "--state-dir", os.path.join(TMP, "state2"), "--socket", sock2,
-                           "--images", images, "--image-builder", builder], stdout=log, stderr=log)
+                           "--images", images, "--image-builder", builder, "--no-net"],
+                          stdout=log, stderr=log)
     try:
         key2 = subprocess.run([SANDBOXD, "--state-dir", os.path.join(TMP, "state2"), "--new-key", "t"],
                               capture_output=True, check=True).stdout.decode().strip()
