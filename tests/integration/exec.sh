@@ -28,7 +28,7 @@ err_has() { grep -q -- "$2" "$RESULTS/$1.stderr"; }
 why() { echo "exit $rc, stdout '$(head -c 200 "$RESULTS/$1.stdout")', stderr '$(head -c 300 "$RESULTS/$1.stderr")'"; }
 
 "$VMM" --kernel "$VMLINUX" --initrd "$AGENT_INITRD" --cpus 2 --memory 768 \
-	--vsock "$EXEC_SOCK" --control "$exec_dir/control" --cmdline quiet \
+	--vsock "$EXEC_SOCK" --control "$exec_dir/control" --cmdline "loglevel=4" \
 	>"$RESULTS/exec-vm.out" 2>"$RESULTS/exec-vm.err" &
 exec_vm=$!
 
