@@ -116,6 +116,18 @@ else
 		report FAIL net-fw-counters "pass_allowlist=$n_pass drop_not_allowed=$n_not drop_host=$n_host"
 	fi
 
+	# Counters count frames exactly: 25 datagrams to a denied peer are 25 drop_not_allowed,
+	# 25 to an allowed one 25 pass_allowlist (the guest is otherwise quiet towards those).
+	n0=$(counter drop_not_allowed) p0=$(counter pass_allowlist)
+	probe net-fw-count udpsend:203.0.113.7 udpsend:198.51.100.7
+	sleep 1
+	n1=$(counter drop_not_allowed) p1=$(counter pass_allowlist)
+	if [ $((n1 - n0)) -eq 25 ] && [ $((p1 - p0)) -eq 25 ]; then
+		report OK net-fw-counters-exact
+	else
+		report FAIL net-fw-counters-exact "drop_not_allowed +$((n1 - n0)), pass_allowlist +$((p1 - p0)); 25 each sent"
+	fi
+
 	# A source address that is not the sandbox's is dropped as spoofed.
 	before=$(counter drop_spoof_ip)
 	# A second address on eth0 (an alias, SIOCSIFADDR on eth0:1) to send from.

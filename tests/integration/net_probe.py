@@ -63,6 +63,16 @@ def icmp(addr, src):
         return False
 
 
+def udpsend(addr, src):
+    """25 datagrams, fire and forget: for counting frames at the firewall."""
+    with socket.socket(family(addr), socket.SOCK_DGRAM) as s:
+        if src:
+            s.bind((src, 0))
+        for i in range(25):
+            s.sendto(b"count-%d" % i, (addr, 9))  # no listener there: nothing comes back to answer
+        return True
+
+
 def main():
     args = sys.argv[1:]
     src = None
@@ -71,7 +81,7 @@ def main():
     for target in args:
         kind, addr = target.split(":", 1)
         try:
-            ok = {"tcp": tcp, "udp": udp, "icmp": icmp}[kind](addr, src)
+            ok = {"tcp": tcp, "udp": udp, "icmp": icmp, "udpsend": udpsend}[kind](addr, src)
         except OSError:
             ok = False
         print(kind, addr, "ok" if ok else "fail", flush=True)
