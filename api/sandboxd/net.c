@@ -262,9 +262,9 @@ const char *net_mode_name(const struct sandbox *sb)
 static int write_policy(struct sandbox *sb, char *err, size_t errlen)
 {
 	cJSON *p = cJSON_CreateObject(), *deny = cJSON_CreateArray(), *sbx = cJSON_CreateArray();
-	char a[64], mac[32], path[400], tmp[420], *text;
+	char a[64], mac[32], *text;
 	const uint8_t *m = sb->net.gateway_mac;
-	int fd, r = 0;
+	int r;
 
 	addr4(sb->net.index, 2, a, sizeof(a));
 	cJSON_AddStringToObject(p, "ip", a);
@@ -290,13 +290,7 @@ static int write_policy(struct sandbox *sb, char *err, size_t errlen)
 	cJSON_Delete(p);
 	if (!text)
 		return -ENOMEM;
-	snprintf(path, sizeof(path), "%s/policy.json", sb->vm.dir);
-	snprintf(tmp, sizeof(tmp), "%s/policy.json.tmp", sb->vm.dir);
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd < 0 || write(fd, text, strlen(text)) != (ssize_t)strlen(text) || rename(tmp, path) < 0)
-		r = -errno ? -errno : -EIO;
-	if (fd >= 0)
-		close(fd);
+	r = store_write_atomic(sb->vm.dir, "policy.json", text);
 	free(text);
 	if (r < 0)
 		snprintf(err, errlen, "writing the network policy: %s", strerror(-r));

@@ -115,6 +115,8 @@ double sandboxd_wall_time(void);
 void sandbox_make_id(const char *prefix, char *out, size_t len);
 
 /* ---- store.c: the registry on disk ---- */
+/* dir/name replaced by text all at once: write, fsync, rename, fsync dir. */
+int store_write_atomic(const char *dir, const char *name, const char *text);
 int store_save(const struct sandbox *sb);
 /* Calls fn for each stored record (a cJSON * it takes). */
 int store_load_all(const char *state_dir, void (*fn)(void *ctx, const char *id, void *record), void *ctx);

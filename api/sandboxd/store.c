@@ -51,11 +51,34 @@ static const char *state_word(enum sandbox_state s)
 	return s == SANDBOX_STARTING ? "starting" : s == SANDBOX_RUNNING ? "running" : "finished";
 }
 
+int store_write_atomic(const char *dir, const char *name, const char *text)
+{
+	char path[400], tmp[420];
+	int fd, r;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	snprintf(tmp, sizeof(tmp), "%s/%s.tmp", dir, name);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -errno;
+	r = write_all(fd, text, strlen(text));
+	if (!r && fsync(fd) < 0)
+		r = -errno;
+	close(fd);
+	if (!r && rename(tmp, path) < 0)
+		r = -errno;
+	if (!r)
+		r = sync_dir(dir);
+	if (r)
+		unlink(tmp);
+	return r;
+}
+
 int store_save(const struct sandbox *sb)
 {
-	char path[400], tmp[420], *text;
 	cJSON *o = cJSON_CreateObject();
-	int fd, r;
+	char *text;
+	int r;
 
 	cJSON_AddNumberToObject(o, "version", 1);
 	cJSON_AddStringToObject(o, "id", sb->id);
@@ -88,24 +111,9 @@ int store_save(const struct sandbox *sb)
 	cJSON_Delete(o);
 	if (!text)
 		return -ENOMEM;
-	snprintf(path, sizeof(path), "%s/sandbox.json", sb->vm.dir);
-	snprintf(tmp, sizeof(tmp), "%s/sandbox.json.tmp", sb->vm.dir);
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd < 0) {
-		r = -errno;
-		goto out;
-	}
-	r = write_all(fd, text, strlen(text));
-	if (!r && fsync(fd) < 0)
-		r = -errno;
-	close(fd);
-	if (!r && rename(tmp, path) < 0)
-		r = -errno;
-	if (!r)
-		r = sync_dir(sb->vm.dir);
-out:
+	r = store_write_atomic(sb->vm.dir, "sandbox.json", text);
 	if (r < 0)
-		sv_err("sandbox %s: cannot save its record %s: %s", sb->id, path, strerror(-r));
+		sv_err("sandbox=%s event=save_failed dir=%s why=\"%s\"", sb->id, sb->vm.dir, strerror(-r));
 	free(text);
 	return r;
 }
