@@ -411,13 +411,17 @@ def _():
              "ip link set svapi-p netns svapi && ip addr add 198.51.100.1/24 dev svapi-h && "
              "ip link set svapi-h up && ip -n svapi addr add 198.51.100.7/24 dev svapi-p && "
              "ip -n svapi link set svapi-p up && ip -n svapi link set lo up && "
-             "ip -n svapi route add default via 198.51.100.1")
+             "ip -n svapi route add default via 198.51.100.1 && "
+             "ip addr add 2001:db8:a::1/64 dev svapi-h nodad && "
+             "ip -n svapi addr add 2001:db8:a::7/64 dev svapi-p nodad && "
+             "ip -n svapi -6 route add default via 2001:db8:a::1")
     p = sh(setup)
     assert p.returncode == 0, p.stderr
     peer = subprocess.Popen(["ip", "netns", "exec", "svapi", "python3", "-c",
                              "import socket\n"
-                             "t = socket.socket(); t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
-                             "t.bind(('0.0.0.0', 8080)); t.listen(8); print('listening', flush=True)\n"
+                             "t = socket.socket(socket.AF_INET6); t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+                             "t.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)\n"
+                             "t.bind(('::', 8080)); t.listen(8); print('listening', flush=True)\n"
                              "while True:\n"
                              "    c, _ = t.accept(); c.settimeout(5)\n"
                              "    try: c.sendall(c.recv(64))\n"
@@ -430,7 +434,8 @@ def _():
         assert st == 400 and o["field"] == "cidr_allowlist", (st, o)
         st, o = request("POST", "/v1/sandboxes", {"image": "debian", "cidr_allowlist": ["198.51.100.1/24"]})
         assert st == 400 and o["field"] == "cidr_allowlist", (st, o)
-        o = create({"image": "debian", "memory_mib": 384, "cidr_allowlist": ["198.51.100.0/24"], "timeout": 900})
+        o = create({"image": "debian", "memory_mib": 384, "timeout": 900,
+                    "cidr_allowlist": ["198.51.100.0/24", "2001:db8:a::/48"]})
         sid, tap = o["id"], o["network"]["tap"]
         assert o["network"]["mode"] == "allowlist" and o["network"]["ip"].startswith("10.200."), o
         assert sh(f"ip link show {tap}").returncode == 0, "no tap on the host"
@@ -440,7 +445,10 @@ def _():
         def probe(*targets):
             out, err, end = run_exec(sid, ["python3", "/tmp/net_probe.py", *targets])
             return out.decode().splitlines()
-        assert probe("tcp:198.51.100.7", "tcp:198.51.100.1") == ["tcp 198.51.100.7 ok", "tcp 198.51.100.1 fail"]
+        assert o["network"].get("ip6", "").startswith("fd53:5356:"), o["network"]
+        time.sleep(2)  # IPv6 neighbour discovery settles
+        assert probe("tcp:198.51.100.7", "tcp:198.51.100.1", "tcp:2001:db8:a::7", "tcp:2001:db8:a::1") == [
+            "tcp 198.51.100.7 ok", "tcp 198.51.100.1 fail", "tcp 2001:db8:a::7 ok", "tcp 2001:db8:a::1 fail"]
         st, n = request("GET", f"/v1/sandboxes/{sid}/network")
         assert st == 200 and n["mode"] == "allowlist" and n["counters"]["pass_allowlist"] > 0 and \
             n["counters"]["drop_host"] > 0, n
