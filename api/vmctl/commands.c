@@ -54,11 +54,7 @@ static const char health_usage[] =
 
 enum { OPT_JSON = VMCTL_OPT_FIRST_OTHER, OPT_STATE, OPT_WAIT_TIMEOUT };
 
-/*
- * getopt over the common options plus extra; positional arguments are left
- * in argv[*first..argc). Returns -1 to go on, or an exit status.
- */
-static int cmd_parse(struct vmctl_args *a, const char *cmd, const char *usage, int argc, char **argv,
+int vmctl_cmd_parse(struct vmctl_args *a, const char *cmd, const char *usage, int argc, char **argv,
 		     const struct option *extra, int (*handle)(void *ctx, int opt, const char *arg),
 		     void *ctx, int *first)
 {
@@ -319,7 +315,7 @@ int vmctl_cmd_create(struct vmctl_args *a, int argc, char **argv)
 
 	if (!body)
 		return VMCTL_EXIT_FAILED;
-	r = cmd_parse(a, "create", create_usage, dd, argv, opts, create_handle, body, &first);
+	r = vmctl_cmd_parse(a, "create", create_usage, dd, argv, opts, create_handle, body, &first);
 	if (r >= 0)
 		goto out;
 	r = VMCTL_EXIT_USAGE;
@@ -462,7 +458,7 @@ int vmctl_cmd_ls(struct vmctl_args *a, int argc, char **argv)
 	char *path = NULL;
 	int first, r;
 
-	r = cmd_parse(a, "ls", ls_usage, argc, argv, opts, ls_handle, &o, &first);
+	r = vmctl_cmd_parse(a, "ls", ls_usage, argc, argv, opts, ls_handle, &o, &first);
 	if (r >= 0)
 		goto out;
 	if (first < argc) {
@@ -514,7 +510,7 @@ int vmctl_cmd_inspect(struct vmctl_args *a, int argc, char **argv)
 	char *path;
 	int first, r;
 
-	r = cmd_parse(a, "inspect", inspect_usage, argc, argv, opts, json_handle, &json, &first);
+	r = vmctl_cmd_parse(a, "inspect", inspect_usage, argc, argv, opts, json_handle, &json, &first);
 	if (r < 0)
 		r = one_id("inspect", first, argc, argv);
 	if (r >= 0)
@@ -559,7 +555,7 @@ int vmctl_cmd_wait(struct vmctl_args *a, int argc, char **argv)
 	double left;
 	int first, r;
 
-	r = cmd_parse(a, "wait", wait_usage, argc, argv, opts, wait_handle, &timeout, &first);
+	r = vmctl_cmd_parse(a, "wait", wait_usage, argc, argv, opts, wait_handle, &timeout, &first);
 	if (r < 0)
 		r = one_id("wait", first, argc, argv);
 	if (r >= 0)
@@ -638,7 +634,7 @@ int vmctl_cmd_logs(struct vmctl_args *a, int argc, char **argv)
 	char *path;
 	int first, r;
 
-	r = cmd_parse(a, "logs", logs_usage, argc, argv, NULL, NULL, NULL, &first);
+	r = vmctl_cmd_parse(a, "logs", logs_usage, argc, argv, NULL, NULL, NULL, &first);
 	if (r < 0)
 		r = one_id("logs", first, argc, argv);
 	if (r >= 0)
@@ -674,7 +670,7 @@ static int for_each_id(struct vmctl_args *a, const char *cmd, const char *usage,
 	int first, r, status = 0;
 	char *path;
 
-	r = cmd_parse(a, cmd, usage, argc, argv, NULL, NULL, NULL, &first);
+	r = vmctl_cmd_parse(a, cmd, usage, argc, argv, NULL, NULL, NULL, &first);
 	if (r >= 0)
 		return r;
 	if (first >= argc)
@@ -729,7 +725,7 @@ int vmctl_cmd_health(struct vmctl_args *a, int argc, char **argv)
 	bool json = false;
 	int first, r;
 
-	r = cmd_parse(a, "health", health_usage, argc, argv, opts, json_handle, &json, &first);
+	r = vmctl_cmd_parse(a, "health", health_usage, argc, argv, opts, json_handle, &json, &first);
 	if (r >= 0)
 		return r;
 	if (first < argc)

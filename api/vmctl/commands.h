@@ -10,6 +10,8 @@
 
 #include "args.h"
 
+struct option;
+
 struct vmctl_client;
 
 typedef int (*vmctl_command_fn)(struct vmctl_args *a, int argc, char **argv);
@@ -81,6 +83,15 @@ enum {
  * Adds create flag opt to the JSON body of POST /v1/sandboxes. 1 when opt
  * is no create flag, 0 when it was, -EINVAL after a usage error.
  */
+/*
+ * getopt over the common options plus extra (NULL: none), each other option
+ * handed to handle (non-zero: a usage error); positional arguments are left in
+ * argv[*first..argc). Returns -1 to go on, or an exit status (0 after --help).
+ */
+int vmctl_cmd_parse(struct vmctl_args *a, const char *cmd, const char *usage, int argc, char **argv,
+		    const struct option *extra, int (*handle)(void *ctx, int opt, const char *arg), void *ctx,
+		    int *first);
+
 int vmctl_create_option(const char *cmd, cJSON *body, int opt, const char *arg);
 
 /*

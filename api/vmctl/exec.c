@@ -577,37 +577,37 @@ static void run_delete(const struct vmctl_client *c, const char *id, bool progre
 	free(path);
 }
 
+struct run_parse_ctx {
+	cJSON *create;
+	struct exec_opts *o;
+};
+
+static int run_handle(void *ctx, int opt, const char *arg)
+{
+	struct run_parse_ctx *p = ctx;
+
+	if (opt == OPT_NO_STDIN) {
+		p->o->no_stdin = true;
+		return 0;
+	}
+	return vmctl_create_option("run", p->create, opt, arg);
+}
+
 static int run_parse(struct vmctl_args *a, int argc, char **argv, cJSON *create, struct exec_opts *o)
 {
 	static const struct option opts[] = {
-		VMCTL_COMMON_OPTIONS,
 		VMCTL_CREATE_OPTIONS,
 		{ "no-stdin", no_argument, NULL, OPT_NO_STDIN },
 		{ 0 },
 	};
-	int dd = vmctl_find_dashdash(argc, argv), c, r;
+	struct run_parse_ctx ctx = { create, o };
+	int dd = vmctl_find_dashdash(argc, argv), first, r;
 
-	optind = 0;
-	opterr = 0;
-	while ((c = getopt_long(dd, argv, ":h", opts, NULL)) != -1) {
-		if (c == VMCTL_OPT_HELP || c == 'h') {
-			fputs(run_usage, stdout);
-			return 0;
-		}
-		if (vmctl_args_common(a, c, optarg))
-			continue;
-		if (c == '?' || c == ':')
-			return vmctl_getopt_error("run", c, argv);
-		if (c == OPT_NO_STDIN) {
-			o->no_stdin = true;
-			continue;
-		}
-		r = vmctl_create_option("run", create, c, optarg);
-		if (r)
-			return VMCTL_EXIT_USAGE;
-	}
-	if (optind < dd)
-		return vmctl_usage_error("run", "unexpected argument '%s' (the command goes after --)", argv[optind]);
+	r = vmctl_cmd_parse(a, "run", run_usage, dd, argv, opts, run_handle, &ctx, &first);
+	if (r >= 0)
+		return r;
+	if (first < dd)
+		return vmctl_usage_error("run", "unexpected argument '%s' (the command goes after --)", argv[first]);
 	if (dd + 1 >= argc)
 		return vmctl_usage_error("run", "missing the command to run (after --)");
 	if (exec_add_argv(o->body, argv + dd + 1, argc - dd - 1, "argv") ||

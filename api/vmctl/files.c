@@ -235,26 +235,18 @@ out:
 
 int vmctl_cmd_cp(struct vmctl_args *a, int argc, char **argv)
 {
-	static const struct option opts[] = { VMCTL_COMMON_OPTIONS, { 0 } };
 	struct cp_remote src = { 0 }, dst = { 0 };
 	bool src_remote, dst_remote;
 	struct vmctl_client c;
-	int ch, r;
+	int first, r;
 
-	optind = 0;
-	opterr = 0;
-	while ((ch = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
-		if (ch == VMCTL_OPT_HELP || ch == 'h') {
-			fputs(cp_usage, stdout);
-			return 0;
-		}
-		if (!vmctl_args_common(a, ch, optarg))
-			return vmctl_getopt_error("cp", ch, argv);
-	}
-	if (argc - optind != 2)
+	r = vmctl_cmd_parse(a, "cp", cp_usage, argc, argv, NULL, NULL, NULL, &first);
+	if (r >= 0)
+		return r;
+	if (argc - first != 2)
 		return vmctl_usage_error("cp", "expected LOCAL ID:PATH or ID:PATH LOCAL");
-	src_remote = cp_parse_remote(argv[optind], &src);
-	dst_remote = cp_parse_remote(argv[optind + 1], &dst);
+	src_remote = cp_parse_remote(argv[first], &src);
+	dst_remote = cp_parse_remote(argv[first + 1], &dst);
 	if (src_remote == dst_remote) {
 		r = vmctl_usage_error("cp", "%s", src_remote ? "both arguments name a sandbox file (copy through a local file)"
 					   : "one argument must name a sandbox file, as ID:/absolute/path");
@@ -263,7 +255,7 @@ int vmctl_cmd_cp(struct vmctl_args *a, int argc, char **argv)
 	r = vmctl_client_open(&c, a, true);
 	if (r)
 		goto out;
-	r = dst_remote ? cp_upload(&c, argv[optind], &dst) : cp_download(&c, &src, argv[optind + 1]);
+	r = dst_remote ? cp_upload(&c, argv[first], &dst) : cp_download(&c, &src, argv[first + 1]);
 	vmctl_client_close(&c);
 out:
 	free(src.id);

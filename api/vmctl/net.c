@@ -39,42 +39,31 @@ struct net_opts {
 	cJSON *body; /* the PUT body; holds the --cidr-allow list */
 };
 
+static int net_handle(void *ctx, int opt, const char *arg)
+{
+	struct net_opts *o = ctx;
+
+	switch (opt) {
+	case OPT_JSON: o->json = true; return 0;
+	case OPT_OPEN: o->open = true; return 0;
+	case OPT_BLOCK: o->block = true; return 0;
+	case VMCTL_OPT_CIDR_ALLOW: return vmctl_add_cidr("net", "--cidr-allow", o->body, arg) ? -EINVAL : 0;
+	default: return -EINVAL;
+	}
+}
+
 /* Returns -1 to go on, or an exit status; the sub-command and ID from argv[*first]. */
 static int net_parse(struct vmctl_args *a, int argc, char **argv, struct net_opts *o, int *first)
 {
 	static const struct option opts[] = {
-		VMCTL_COMMON_OPTIONS,
 		{ "json", no_argument, NULL, OPT_JSON },
 		{ "open", no_argument, NULL, OPT_OPEN },
 		{ "block", no_argument, NULL, OPT_BLOCK },
 		{ "cidr-allow", required_argument, NULL, VMCTL_OPT_CIDR_ALLOW },
 		{ 0 },
 	};
-	int c;
 
-	optind = 0;
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
-		if (c == VMCTL_OPT_HELP || c == 'h') {
-			fputs(net_usage, stdout);
-			return 0;
-		}
-		if (vmctl_args_common(a, c, optarg))
-			continue;
-		switch (c) {
-		case OPT_JSON: o->json = true; break;
-		case OPT_OPEN: o->open = true; break;
-		case OPT_BLOCK: o->block = true; break;
-		case VMCTL_OPT_CIDR_ALLOW:
-			if (vmctl_add_cidr("net", "--cidr-allow", o->body, optarg))
-				return VMCTL_EXIT_USAGE;
-			break;
-		default:
-			return vmctl_getopt_error("net", c, argv);
-		}
-	}
-	*first = optind;
-	return -1;
+	return vmctl_cmd_parse(a, "net", net_usage, argc, argv, opts, net_handle, o, first);
 }
 
 /* The sandbox's network, by GET (body NULL) or PUT body, printed. */
