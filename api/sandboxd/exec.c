@@ -757,12 +757,3 @@ int exec_signal(struct exec_session *ex, int sig)
 		return -errno;
 	return 0;
 }
-
-void exec_forget_all(struct sandbox *sb)
-{
-	/*
-	 * The VM is going away: every worker's connection breaks and its
-	 * session ends through the usual path. Nothing to do until then.
-	 */
-	(void)sb;
-}

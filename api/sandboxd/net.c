@@ -397,6 +397,7 @@ struct net_call {
 	char request[512];
 	char reply[65536];
 	int result;
+	bool with_counters; /* a status call: the VMM's counters go into the reply */
 };
 
 static void net_call_work(uv_work_t *w)
@@ -449,9 +450,7 @@ static void net_call_done(uv_work_t *w, int status)
 			net_add_json(c->sb, out);
 			net = cJSON_DetachItemFromObject(out, "network");
 			cJSON_Delete(out);
-			if (!strstr(c->request, "\"net\"}")) {
-				/* A policy change: read the counters with the next call; say what is in force. */
-			} else {
+			if (c->with_counters) {
 				cJSON *vn = cJSON_GetObjectItemCaseSensitive(reply, "net"), *it;
 
 				cJSON_ArrayForEach(it, vn) {
@@ -469,7 +468,7 @@ static void net_call_done(uv_work_t *w, int status)
 	free(c);
 }
 
-static void net_call(struct sandbox *sb, struct http_request *req, const char *request)
+static void net_call(struct sandbox *sb, struct http_request *req, const char *request, bool with_counters)
 {
 	struct net_call *c = calloc(1, sizeof(*c));
 
@@ -479,6 +478,7 @@ static void net_call(struct sandbox *sb, struct http_request *req, const char *r
 	}
 	c->sb = sb;
 	c->req = req;
+	c->with_counters = with_counters;
 	snprintf(c->control, sizeof(c->control), "%s", sb->vm.control);
 	snprintf(c->request, sizeof(c->request), "%s\n", request);
 	c->work.data = c;
@@ -504,7 +504,7 @@ void net_get(struct sandbox *sb, struct http_request *req)
 		http_respond_error(req, 409, NULL, "sandbox %s is not running", sb->id);
 		return;
 	}
-	net_call(sb, req, "{\"op\":\"net\"}");
+	net_call(sb, req, "{\"op\":\"net\"}", true);
 }
 
 /* PUT .../network: {} open, {"block_network": true}, or {"cidr_allowlist": [...]}. */
@@ -570,5 +570,6 @@ void net_put(struct sandbox *sb, struct http_request *req)
 	store_save(sb);
 	sv_info("sandbox=%s event=net_policy mode=%s", sb->id, net_mode_name(sb));
 	snprintf(request, sizeof(request), "{\"op\":\"net-policy\",\"path\":\"%s/policy.json\"}", sb->vm.dir);
-	net_call(sb, req, request);
+	/* A policy change replies with what is now in force; counters come with GET. */
+	net_call(sb, req, request, false);
 }

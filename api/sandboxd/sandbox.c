@@ -159,7 +159,7 @@ struct sandbox *sandbox_find(struct sandboxd *d, const char *id_or_name)
 	return by_name;
 }
 
-static const char *state_name(enum sandbox_state s)
+const char *sandbox_state_name(enum sandbox_state s)
 {
 	return s == SANDBOX_STARTING ? "starting" : s == SANDBOX_RUNNING ? "running" : "finished";
 }
@@ -178,7 +178,7 @@ void *sandbox_to_json(const struct sandbox *sb)
 		cJSON_AddNullToObject(o, "name");
 	if (!cJSON_GetObjectItemCaseSensitive(o, "command"))
 		cJSON_AddNullToObject(o, "command");
-	cJSON_AddStringToObject(o, "state", state_name(sb->state));
+	cJSON_AddStringToObject(o, "state", sandbox_state_name(sb->state));
 	cJSON_AddItemToObject(o, "created_at", time_or_null(sb->created_at));
 	cJSON_AddItemToObject(o, "started_at", time_or_null(sb->started_at));
 	cJSON_AddItemToObject(o, "finished_at", time_or_null(sb->finished_at));
@@ -379,8 +379,8 @@ static void finish(struct sandbox *sb, const char *reason, int returncode, const
 		store_save(sb);
 	sv_info("sandbox=%s event=finished reason=%s returncode=%d", sb->id, reason, returncode);
 	wake_waiters(sb);
+	/* Running execs end with the VM: their agent connections break and they finish as usual. */
 	stop_vmm(sb);
-	exec_forget_all(sb);
 }
 
 void sandbox_terminate(struct sandbox *sb, const char *reason, int returncode, const char *message)

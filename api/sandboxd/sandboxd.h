@@ -98,6 +98,8 @@ void sandbox_create(struct sandboxd *d, struct sandbox_spec *spec, struct http_r
 struct sandbox *sandbox_find(struct sandboxd *d, const char *id_or_name);
 void sandbox_terminate(struct sandbox *sb, const char *reason, int returncode, const char *message);
 void sandbox_delete(struct sandbox *sb);
+/* "starting", "running", "finished": the API's and the record's word. */
+const char *sandbox_state_name(enum sandbox_state s);
 void sandbox_ref(struct sandbox *sb);
 void sandbox_unref(struct sandbox *sb);
 /* An exec or file call starts or ends (idle timeout bookkeeping). */
@@ -133,8 +135,6 @@ void exec_attach_output(struct exec_session *ex, struct http_request *req);
 /* POST .../stdin: set up at headers time; replies when the body ended. */
 int exec_attach_stdin(struct exec_session *ex, struct http_request *req);
 int exec_signal(struct exec_session *ex, int sig);
-/* The sandbox is going away: the session ends once its thread returns. */
-void exec_forget_all(struct sandbox *sb);
 
 /* ---- images.c: built-in images built on first use ---- */
 bool images_can_build(const struct sandboxd *d, const char *name);

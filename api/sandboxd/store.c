@@ -46,11 +46,6 @@ static int sync_dir(const char *dir)
 	return r;
 }
 
-static const char *state_word(enum sandbox_state s)
-{
-	return s == SANDBOX_STARTING ? "starting" : s == SANDBOX_RUNNING ? "running" : "finished";
-}
-
 int store_write_atomic(const char *dir, const char *name, const char *text)
 {
 	char path[400], tmp[420];
@@ -83,7 +78,7 @@ int store_save(const struct sandbox *sb)
 	cJSON_AddNumberToObject(o, "version", 1);
 	cJSON_AddStringToObject(o, "id", sb->id);
 	cJSON_AddItemToObject(o, "spec", cJSON_Duplicate(sb->spec.json, 1));
-	cJSON_AddStringToObject(o, "state", state_word(sb->state));
+	cJSON_AddStringToObject(o, "state", sandbox_state_name(sb->state));
 	cJSON_AddNumberToObject(o, "returncode", sb->returncode);
 	if (sb->reason)
 		cJSON_AddStringToObject(o, "reason", sb->reason);

@@ -98,11 +98,6 @@ static int add_cidrs(const cJSON *o, const char *field, uint8_t value, struct ci
 	return 0;
 }
 
-static int build_set(const struct cidr *items, const uint8_t *values, size_t n, struct cidr_set **out)
-{
-	return cidr_set_build(items, values, n, out);
-}
-
 int net_egress_load(struct net_egress *e, const char *json, size_t len, char *err, size_t errlen)
 {
 	static const char *const fields[] = {"ip", "gateway", "gateway_mac", "ip6", "gateway6", "mode",
@@ -166,7 +161,8 @@ int net_egress_load(struct net_egress *e, const char *json, size_t len, char *er
 	    (r = add_cidrs(o, "deny_sandboxes", FW_DENY_OTHER_SANDBOX, &deny, &deny_v, &ndeny, &cap_d, err,
 			   errlen)))
 		goto out;
-	if ((r = build_set(allow, allow_v, nallow, &allow_set)) || (r = build_set(deny, deny_v, ndeny, &deny_set))) {
+	if ((r = cidr_set_build(allow, allow_v, nallow, &allow_set)) ||
+	    (r = cidr_set_build(deny, deny_v, ndeny, &deny_set))) {
 		fail(err, errlen, "net policy: %s", strerror(-r));
 		goto out;
 	}
