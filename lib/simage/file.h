@@ -1,0 +1,64 @@
+#ifndef SANDVM_LIB_SIMAGE_FILE_H
+#define SANDVM_LIB_SIMAGE_FILE_H
+
+/*
+ * Snapshot image files: written from a raw disk in one pass, opened with a
+ * key (every check made before anything is served), read chunk by chunk.
+ */
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "simage/crypto.h"
+#include "simage/format.h"
+
+struct simage_write_opts {
+	uint32_t flags;       /* SIMAGE_FLAG_MANAGED for a managed key */
+	uint32_t chunk_shift; /* 0: SIMAGE_CHUNK_SHIFT_DEFAULT */
+	/* Called after each chunk with bytes done and total; may be NULL. */
+	void (*progress)(void *ctx, uint64_t done, uint64_t total);
+	void *progress_ctx;
+};
+
+struct simage_write_stats {
+	uint64_t chunks, holes, compressed, file_size;
+};
+
+/*
+ * Writes the disk in raw_fd (disk_size bytes, a multiple of 512) as an
+ * image to out_fd, keyed by ikm; fills h (the image id among it). 0, -errno
+ * or a SIMAGE_E_* code. out_fd is synced before returning.
+ */
+int simage_write(int raw_fd, uint64_t disk_size, int out_fd, const uint8_t *ikm, size_t ikm_len,
+		 const struct simage_write_opts *opts, struct simage_header *h,
+		 struct simage_write_stats *stats);
+
+/* Reads and checks the header only (no key needed): for listings. */
+int simage_peek(int fd, struct simage_header *h);
+
+struct simage_reader {
+	int fd;
+	struct simage_header h;
+	struct simage_entry *table;
+	struct simage_keys keys;
+	struct simage_codec codec;
+	uint8_t *sealed; /* one sealed chunk read from the file */
+};
+
+/*
+ * Opens the image in fd (the reader does not own it) with ikm: header,
+ * file size, key check (SIMAGE_E_KEY), MAC over header and table
+ * (SIMAGE_E_AUTH), table layout. ikm NULL: SIMAGE_E_NOKEY.
+ */
+int simage_reader_open(struct simage_reader *r, int fd, const uint8_t *ikm, size_t ikm_len);
+/* The same with keys already derived (the VMM gets these, never the customer key). */
+int simage_reader_open_keys(struct simage_reader *r, int fd, const struct simage_keys *keys);
+/* Chunk index in plaintext (simage_chunk_len bytes); SIMAGE_E_AUTH if tampered. */
+int simage_reader_read_chunk(struct simage_reader *r, uint64_t index, uint8_t *plain);
+void simage_reader_close(struct simage_reader *r);
+
+/* Hex of the 16-byte image id (33 bytes with the NUL). */
+void simage_id_hex(const uint8_t id[SIMAGE_ID_BYTES], char out[2 * SIMAGE_ID_BYTES + 1]);
+
+#endif
