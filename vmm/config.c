@@ -19,7 +19,8 @@ const char vmm_config_usage[] =
 	"usage: vmm --kernel PATH [--initrd PATH] [--cmdline STR] [--cpus N]\n"
 	"           [--memory MIB] [--console stdout|none|FILE] [--config FILE.json]\n"
 	"           [--control SOCKET] [--boot-timeout SEC] [--hugepages] [--verbose]\n"
-	"           [--drive PATH[,ro][,serial=ID]]... [--vsock SOCKET[,cid=N]]\n"
+	"           [--drive PATH[,ro][,serial=ID]]... [--spare-drive SERIAL]...\n"
+	"           [--vsock SOCKET[,cid=N]]\n"
 	"           [--net tap=NAME[,mac=MAC] --net-policy FILE.json]\n"
 	"\n"
 	"Boots one microVM on KVM and runs until the guest reboots or shuts down.\n"
@@ -31,10 +32,12 @@ const char vmm_config_usage[] =
 	"  --console WHERE     guest serial console: stdout (default), none, a file,\n"
 	"                      or a listening unix socket to connect to\n"
 	"  --config FILE       JSON with the same fields; flags given too override it\n"
-	"  --control SOCKET    unix socket for control requests (status, stop)\n"
+	"  --control SOCKET    unix socket for control requests (docs/vmm.md)\n"
 	"  --boot-timeout SEC  fail (exit 6) if the guest init does not signal within SEC\n"
 	"  --drive SPEC        a virtio-blk disk backed by a raw file: PATH[,ro][,serial=ID];\n"
 	"                      repeatable (at most 8), the first is /dev/vda\n"
+	"  --spare-drive ID    an empty read-write virtio-blk disk with serial ID; the\n"
+	"                      control socket attaches a file or snapshot image to it\n"
 	"  --vsock SPEC        virtio-vsock: SOCKET[,cid=N]; host clients connect to SOCKET\n"
 	"                      and send \"CONNECT <port>\\n\"; guest connections to the host's\n"
 	"                      port P reach SOCKET_P (guest CID 3 unless given)\n"
@@ -138,6 +141,7 @@ static int check_serial(const char *serial, char *err, size_t errlen)
 	return 0;
 }
 
+/* path NULL: a spare, which needs a serial (the control socket finds it by that). */
 static int add_drive(struct vmm_config *cfg, const char *path, bool read_only,
 		     const char *serial, char *err, size_t errlen)
 {
@@ -146,17 +150,20 @@ static int add_drive(struct vmm_config *cfg, const char *path, bool read_only,
 
 	if (cfg->ndrives == VMM_MAX_DRIVES)
 		return fail(err, errlen, "drive: at most %u drives", VMM_MAX_DRIVES);
-	if (!path || !*path)
+	if (path && !*path)
 		return fail(err, errlen, "drive: empty path");
+	if (!path && !serial)
+		return fail(err, errlen, "spare-drive: a spare drive needs a serial");
 	if (serial) {
 		r = check_serial(serial, err, errlen);
 		if (r < 0)
 			return r;
 	}
 	d = &cfg->drives[cfg->ndrives];
-	d->path = strdup(path);
+	d->spare = !path;
+	d->path = path ? strdup(path) : NULL;
 	d->serial = serial ? strdup(serial) : NULL;
-	if (!d->path || (serial && !d->serial)) {
+	if ((path && !d->path) || (serial && !d->serial)) {
 		free(d->path);
 		free(d->serial);
 		d->path = d->serial = NULL;
@@ -268,7 +275,7 @@ static int parse_json_drives(struct vmm_config *cfg, const cJSON *arr, char *err
 		return fail(err, errlen, "config: drives must be an array");
 	cJSON_ArrayForEach(d, arr) {
 		const cJSON *f, *path = NULL, *serial = NULL;
-		bool ro = false;
+		bool ro = false, spare = false;
 		int r;
 
 		if (!cJSON_IsObject(d))
@@ -280,14 +287,16 @@ static int parse_json_drives(struct vmm_config *cfg, const cJSON *arr, char *err
 				serial = f;
 			else if (strcmp(f->string, "read_only") == 0 && cJSON_IsBool(f))
 				ro = cJSON_IsTrue(f);
+			else if (strcmp(f->string, "spare") == 0 && cJSON_IsBool(f))
+				spare = cJSON_IsTrue(f);
 			else
 				return fail(err, errlen,
 					    "config: drive field '%s' is unknown or of the wrong type",
 					    f->string);
 		}
-		if (!path)
-			return fail(err, errlen, "config: a drive has no \"path\"");
-		r = add_drive(cfg, path->valuestring, ro, serial ? serial->valuestring : NULL, err,
+		if (!path == !spare)
+			return fail(err, errlen, "config: a drive has no \"path\" (or it is a \"spare\", not both)");
+		r = add_drive(cfg, path ? path->valuestring : NULL, ro, serial ? serial->valuestring : NULL, err,
 			      errlen);
 		if (r < 0)
 			return r;
@@ -571,6 +580,12 @@ int vmm_config_parse_args(struct vmm_config *cfg, int argc, char **argv,
 				return r;
 			continue;
 		}
+		if (strcmp(name, "spare-drive") == 0) {
+			r = add_drive(cfg, NULL, false, value, err, errlen);
+			if (r < 0)
+				return r;
+			continue;
+		}
 		if (strcmp(name, "drive") == 0) {
 			r = parse_drive_flag(cfg, value, err, errlen);
 			if (r < 0)
@@ -620,6 +635,8 @@ int vmm_config_validate(const struct vmm_config *cfg, char *err, size_t errlen)
 		const struct vmm_drive *d = &cfg->drives[i];
 		struct stat st;
 
+		if (d->spare)
+			continue;
 		if (stat(d->path, &st) < 0)
 			return fail(err, errlen, "drive '%s': %s", d->path, strerror(errno));
 		if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode))

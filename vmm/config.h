@@ -26,9 +26,10 @@ enum vmm_console {
 
 /* A virtio-blk drive; the first is /dev/vda in the guest. */
 struct vmm_drive {
-	char *path;
-	char *serial; /* optional, at most 20 printable ASCII bytes */
+	char *path;   /* NULL for a spare */
+	char *serial; /* optional, at most 20 printable ASCII bytes; required for a spare */
 	bool read_only;
+	bool spare; /* empty until the control socket attaches something (drive-attach) */
 };
 
 struct vmm_config {

@@ -1,6 +1,7 @@
 #include "control.h"
 
 #include <cjson/cJSON.h>
+#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +14,7 @@
 
 #include "event_loop.h"
 #include "log.h"
+#include "simage/crypto.h"
 
 struct control_client {
 	struct event_handler h;
@@ -59,6 +61,79 @@ static char *error_reply(const char *msg)
 	cJSON_AddFalseToObject(reply, "ok");
 	cJSON_AddStringToObject(reply, "error", msg);
 	return reply_line(reply);
+}
+
+/* "drive": N or "serial": S; the index or -1 with msg filled. */
+static int drive_index(const cJSON *req, const struct control_ops *ops, void *ctx, char *msg,
+		       size_t len)
+{
+	const cJSON *drive = cJSON_GetObjectItemCaseSensitive(req, "drive");
+	const cJSON *serial = cJSON_GetObjectItemCaseSensitive(req, "serial");
+	int i;
+
+	if (cJSON_IsNumber(drive) && drive->valuedouble >= 0 && drive->valuedouble <= 64 &&
+	    drive->valuedouble == (double)(unsigned)drive->valuedouble)
+		return (int)drive->valuedouble;
+	if (cJSON_IsString(serial) && ops->drive_find) {
+		i = ops->drive_find(ctx, serial->valuestring);
+		if (i >= 0)
+			return i;
+		snprintf(msg, len, "no drive with serial '%.32s'", serial->valuestring);
+		return -1;
+	}
+	snprintf(msg, len, "needs \"drive\" (an index) or \"serial\"");
+	return -1;
+}
+
+static int hex_key(const cJSON *item, uint8_t *out, size_t len)
+{
+	const char *s = cJSON_IsString(item) ? item->valuestring : NULL;
+
+	if (!s || strlen(s) != 2 * len)
+		return -1;
+	for (size_t i = 0; i < len; i++) {
+		unsigned v;
+
+		if (sscanf(s + 2 * i, "%2x", &v) != 1 || !isxdigit((unsigned char)s[2 * i]) ||
+		    !isxdigit((unsigned char)s[2 * i + 1]))
+			return -1;
+		out[i] = (uint8_t)v;
+	}
+	return 0;
+}
+
+static void drive_op(const cJSON *req, const char *op, const struct control_ops *ops, void *ctx,
+		     cJSON *reply)
+{
+	const cJSON *path = cJSON_GetObjectItemCaseSensitive(req, "path");
+	const cJSON *data_key = cJSON_GetObjectItemCaseSensitive(req, "data_key");
+	const cJSON *meta_key = cJSON_GetObjectItemCaseSensitive(req, "meta_key");
+	const cJSON *overlay = cJSON_GetObjectItemCaseSensitive(req, "overlay_dir");
+	struct simage_keys keys;
+	char err[256] = "";
+	int index = drive_index(req, ops, ctx, err, sizeof(err)), r = -EINVAL;
+
+	memset(&keys, 0, sizeof(keys));
+	if (index < 0) {
+		/* err says what */
+	} else if (!strcmp(op, "drive-detach")) {
+		r = ops->drive_detach(ctx, (unsigned)index, err, sizeof(err));
+	} else if (!cJSON_IsString(path)) {
+		snprintf(err, sizeof(err), "drive-attach needs \"path\"");
+	} else if (!data_key && !meta_key) {
+		r = ops->drive_attach(ctx, (unsigned)index, path->valuestring, NULL, NULL, err, sizeof(err));
+	} else if (hex_key(data_key, keys.data, sizeof(keys.data)) < 0 ||
+		   hex_key(meta_key, keys.meta, sizeof(keys.meta)) < 0) {
+		snprintf(err, sizeof(err), "data_key and meta_key must be %zu hex digits each",
+			 2 * sizeof(keys.data));
+	} else {
+		r = ops->drive_attach(ctx, (unsigned)index, path->valuestring, &keys,
+				      cJSON_IsString(overlay) ? overlay->valuestring : "/tmp", err, sizeof(err));
+	}
+	simage_keys_wipe(&keys);
+	cJSON_AddBoolToObject(reply, "ok", r == 0);
+	if (r < 0)
+		cJSON_AddStringToObject(reply, "error", err[0] ? err : strerror(-r));
 }
 
 char *control_handle_request(const char *line, size_t len, const struct control_ops *ops,
@@ -110,6 +185,9 @@ char *control_handle_request(const char *line, size_t len, const struct control_
 		cJSON_AddBoolToObject(reply, "ok", r == 0);
 		if (r < 0)
 			cJSON_AddStringToObject(reply, "error", err[0] ? err : strerror(-r));
+	} else if ((!strcmp(op->valuestring, "drive-attach") || !strcmp(op->valuestring, "drive-detach")) &&
+		   ops->drive_attach && ops->drive_detach) {
+		drive_op(req, op->valuestring, ops, ctx, reply);
 	} else if (strcmp(op->valuestring, "net") == 0 && ops->net_status) {
 		char err[256] = "";
 		int r = ops->net_status(ctx, reply, err, sizeof(err));
@@ -132,7 +210,7 @@ char *control_handle_request(const char *line, size_t len, const struct control_
 		if (r < 0)
 			cJSON_AddStringToObject(reply, "error", err[0] ? err : strerror(-r));
 	} else {
-		snprintf(msg, sizeof(msg), "unknown op '%.64s' (known: status, stop, drive-swap, net, net-policy)",
+		snprintf(msg, sizeof(msg), "unknown op '%.64s' (known: status, stop, drive-swap, drive-attach, drive-detach, net, net-policy)",
 			 op->valuestring);
 		cJSON_Delete(reply);
 		cJSON_Delete(req);

@@ -5,14 +5,18 @@
 
 struct cJSON;
 struct event_loop;
+struct simage_keys;
 
 /*
  * The per-VM control socket: a unix stream socket speaking one JSON object
  * per line each way. Requests: {"op":"status"}, {"op":"stop"} and
  * {"op":"drive-swap","drive":N,"path":P}, {"op":"net"} (egress policy and
  * counters) and {"op":"net-policy","path":P} (a new egress policy from a JSON
- * file: policies with thousands of CIDRs do not fit a request line); every
- * reply carries "ok" and, when false, "error".
+ * file: policies with thousands of CIDRs do not fit a request line),
+ * {"op":"drive-attach","drive":N | "serial":S,"path":P[,"data_key":HEX,
+ * "meta_key":HEX,"overlay_dir":D]} (a raw file, or with keys an encrypted
+ * snapshot image) and {"op":"drive-detach",...} (the drive becomes empty);
+ * every reply carries "ok" and, when false, "error".
  */
 
 struct control_ops {
@@ -22,6 +26,16 @@ struct control_ops {
 	int (*stop)(void *ctx);
 	/* Replaces drive `index`'s backing file; 0 or -errno with a message in err. */
 	int (*drive_swap)(void *ctx, unsigned index, const char *path, char *err, size_t errlen);
+	/* The index of the drive with this serial, or -ENODEV. */
+	int (*drive_find)(void *ctx, const char *serial);
+	/*
+	 * Backs drive `index` by the raw file at path, or with keys by the
+	 * snapshot image there (overlay in overlay_dir); 0 or -errno with err.
+	 */
+	int (*drive_attach)(void *ctx, unsigned index, const char *path, const struct simage_keys *keys,
+			    const char *overlay_dir, char *err, size_t errlen);
+	/* Empties drive `index`. */
+	int (*drive_detach)(void *ctx, unsigned index, char *err, size_t errlen);
 	/* Adds the network device's policy and counters to reply; -ENODEV without one. */
 	int (*net_status)(void *ctx, struct cJSON *reply, char *err, size_t errlen);
 	/* Replaces the egress policy with the JSON file at path (vmm/net/egress.h). */

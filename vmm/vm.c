@@ -17,10 +17,13 @@
 
 #include "arch/x86/e820.h"
 #include "arch/x86/layout.h"
+#include "backends/image_disk.h"
+#include "backends/raw_file.h"
 #include "backends/tap.h"
 #include "control.h"
 #include "kvm.h"
 #include "log.h"
+#include "simage/format.h"
 #include "vcpu.h"
 #include "virtio/rng.h"
 
@@ -183,9 +186,13 @@ static int setup_devices(struct vm *vm, char *err, size_t errlen)
 	for (unsigned i = 0; r == 0 && i < vm->cfg->ndrives; i++) {
 		const struct vmm_drive *d = &vm->cfg->drives[i];
 
-		r = virtio_blk_open(&vm->blk[i], d->path, d->read_only, d->serial);
-		if (r < 0)
-			return fail(r, err, errlen, "drive '%s': %s", d->path, strerror(-r));
+		if (d->spare) {
+			virtio_blk_open_spare(&vm->blk[i], d->serial);
+		} else {
+			r = virtio_blk_open(&vm->blk[i], d->path, d->read_only, d->serial);
+			if (r < 0)
+				return fail(r, err, errlen, "drive '%s': %s", d->path, strerror(-r));
+		}
 		vm->nblk = i + 1;
 		r = add_virtio(vm, &vm->blk_mmio[i], d->read_only ? &virtio_blk_ro_ops : &virtio_blk_ops,
 			       &vm->blk[i], err, errlen);
@@ -378,6 +385,7 @@ static void control_status(void *ctx, cJSON *reply)
 {
 	struct vm *vm = ctx;
 	enum vm_stop_reason reason = (enum vm_stop_reason)atomic_load(&vm->stop_reason);
+	cJSON *drives;
 
 	cJSON_AddStringToObject(reply, "state", reason == VM_RUNNING ? "running" : "stopping");
 	cJSON_AddNumberToObject(reply, "cpus", vm->cfg->cpus);
@@ -386,6 +394,24 @@ static void control_status(void *ctx, cJSON *reply)
 	cJSON_AddBoolToObject(reply, "init_reached", atomic_load(&vm->init_reached));
 	if (atomic_load(&vm->init_reached))
 		cJSON_AddNumberToObject(reply, "boot_ms", (double)atomic_load(&vm->init_ns) / 1e6);
+	drives = cJSON_AddArrayToObject(reply, "drives");
+	for (unsigned i = 0; drives && i < vm->nblk; i++) {
+		struct virtio_dev *dev = &vm->blk_mmio[i].dev;
+		cJSON *d = cJSON_CreateObject();
+		const struct blk_backend *b;
+
+		if (!d)
+			break;
+		pthread_mutex_lock(&dev->lock);
+		b = vm->blk[i].backend;
+		cJSON_AddStringToObject(d, "serial", vm->blk[i].serial);
+		cJSON_AddNumberToObject(d, "size", b ? (double)b->size : 0);
+		cJSON_AddStringToObject(d, "backend", !b ? "empty" : image_disk_is(b) ? "image" : "raw");
+		if (image_disk_is(b))
+			cJSON_AddNumberToObject(d, "auth_failures", (double)image_disk_auth_failures(b));
+		pthread_mutex_unlock(&dev->lock);
+		cJSON_AddItemToArray(drives, d);
+	}
 }
 
 static int control_stop(void *ctx)
@@ -406,6 +432,57 @@ static int control_drive_swap(void *ctx, unsigned index, const char *path, char 
 	if (r < 0)
 		return fail(r, err, errlen, "drive %u: '%s': %s", index, path, strerror(-r));
 	sv_info("drive %u now backed by %s", index, path);
+	return 0;
+}
+
+static int control_drive_find(void *ctx, const char *serial)
+{
+	struct vm *vm = ctx;
+
+	for (unsigned i = 0; i < vm->nblk; i++)
+		if (!strcmp(vm->blk[i].serial, serial))
+			return (int)i;
+	return -ENODEV;
+}
+
+static int control_drive_attach(void *ctx, unsigned index, const char *path, const struct simage_keys *keys,
+				const char *overlay_dir, char *err, size_t errlen)
+{
+	struct vm *vm = ctx;
+	struct blk_backend *b;
+	char label[48];
+	int r;
+
+	if (index >= vm->nblk)
+		return fail(-ENODEV, err, errlen, "no drive %u (the VM has %u)", index, vm->nblk);
+	snprintf(label, sizeof(label), "drive %u (%s)", index, vm->blk[index].serial);
+	if (keys)
+		r = image_disk_create(&b, path, keys, overlay_dir, label);
+	else
+		r = raw_file_create(&b, path, vm->blk[index].read_only);
+	if (r <= SIMAGE_E_TRUNCATED)
+		return fail(-EINVAL, err, errlen, "drive %u: '%s': %s", index, path,
+			    r == SIMAGE_E_AUTH ? "the image failed authentication (tampered, or another key)"
+					       : simage_strerror(r));
+	if (r < 0)
+		return fail(r, err, errlen, "drive %u: '%s': %s", index, path, strerror(-r));
+	r = virtio_blk_replace(&vm->blk_mmio[index].dev, b);
+	if (r < 0) {
+		blk_backend_destroy(b);
+		return fail(r, err, errlen, "drive %u: %s", index, strerror(-r));
+	}
+	sv_info("drive %u now backed by %s%s", index, path, keys ? " (encrypted image, overlay)" : "");
+	return 0;
+}
+
+static int control_drive_detach(void *ctx, unsigned index, char *err, size_t errlen)
+{
+	struct vm *vm = ctx;
+
+	if (index >= vm->nblk)
+		return fail(-ENODEV, err, errlen, "no drive %u (the VM has %u)", index, vm->nblk);
+	virtio_blk_replace(&vm->blk_mmio[index].dev, NULL);
+	sv_info("drive %u is empty", index);
 	return 0;
 }
 
@@ -449,6 +526,9 @@ static const struct control_ops vm_control_ops = {
 	.status = control_status,
 	.stop = control_stop,
 	.drive_swap = control_drive_swap,
+	.drive_find = control_drive_find,
+	.drive_attach = control_drive_attach,
+	.drive_detach = control_drive_detach,
 	.net_status = control_net_status,
 	.net_policy = control_net_policy,
 };

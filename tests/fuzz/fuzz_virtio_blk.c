@@ -1,5 +1,6 @@
 /* libFuzzer target: virtio-blk requests built from the input, parsed and run on a memfd disk. */
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -16,12 +17,13 @@ static struct virtio_blk *disk(void)
 
 	if (!ready) {
 		int fd = memfd_create("fuzz-disk", 0);
+		char path[64];
 
 		if (fd < 0 || ftruncate(fd, 64 * 1024) < 0)
 			abort();
-		blk.file.fd = fd;
-		blk.file.size = 64 * 1024;
-		strcpy(blk.serial, "FUZZ");
+		snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+		if (virtio_blk_open(&blk, path, false, "FUZZ") < 0)
+			abort();
 		ready = 1;
 	}
 	return &blk;

@@ -4,49 +4,16 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <linux/fs.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-int raw_file_open(struct raw_file *f, const char *path, bool read_only)
-{
-	struct stat st;
-	int r;
-
-	memset(f, 0, sizeof(*f));
-	f->fd = open(path, (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC);
-	if (f->fd < 0)
-		return -errno;
-	if (fstat(f->fd, &st) < 0) {
-		r = -errno;
-		goto fail;
-	}
-	if (S_ISREG(st.st_mode)) {
-		f->size = (uint64_t)st.st_size;
-	} else if (S_ISBLK(st.st_mode)) {
-		if (ioctl(f->fd, BLKGETSIZE64, &f->size) < 0) {
-			r = -errno;
-			goto fail;
-		}
-	} else {
-		r = -EINVAL;
-		goto fail;
-	}
-	f->read_only = read_only;
-	return 0;
-fail:
-	close(f->fd);
-	f->fd = -1;
-	return r;
-}
-
-void raw_file_close(struct raw_file *f)
-{
-	if (f->fd >= 0)
-		close(f->fd);
-	f->fd = -1;
-}
+struct raw_file {
+	struct blk_backend base;
+	int fd;
+};
 
 static int transfer(struct raw_file *f, uint64_t offset, const struct iovec *iov, int iovcnt,
 		    bool write)
@@ -79,21 +46,75 @@ static int transfer(struct raw_file *f, uint64_t offset, const struct iovec *iov
 	return 0;
 }
 
-int raw_file_read(struct raw_file *f, uint64_t offset, const struct iovec *iov, int iovcnt)
+static int raw_read(struct blk_backend *b, uint64_t offset, const struct iovec *iov, int iovcnt)
 {
-	return transfer(f, offset, iov, iovcnt, false);
+	return transfer((struct raw_file *)b, offset, iov, iovcnt, false);
 }
 
-int raw_file_write(struct raw_file *f, uint64_t offset, const struct iovec *iov, int iovcnt)
+static int raw_write(struct blk_backend *b, uint64_t offset, const struct iovec *iov, int iovcnt)
 {
-	if (f->read_only)
+	if (b->read_only)
 		return -EROFS;
-	return transfer(f, offset, iov, iovcnt, true);
+	return transfer((struct raw_file *)b, offset, iov, iovcnt, true);
 }
 
-int raw_file_flush(struct raw_file *f)
+static int raw_flush(struct blk_backend *b)
 {
-	if (f->read_only)
+	if (b->read_only)
 		return 0;
-	return fdatasync(f->fd) < 0 ? -errno : 0;
+	return fdatasync(((struct raw_file *)b)->fd) < 0 ? -errno : 0;
+}
+
+static void raw_destroy(struct blk_backend *b)
+{
+	struct raw_file *f = (struct raw_file *)b;
+
+	close(f->fd);
+	free(f);
+}
+
+static const struct blk_backend_ops raw_ops = {
+	.read = raw_read,
+	.write = raw_write,
+	.flush = raw_flush,
+	.destroy = raw_destroy,
+};
+
+int raw_file_create(struct blk_backend **out, const char *path, bool read_only)
+{
+	struct raw_file *f = calloc(1, sizeof(*f));
+	struct stat st;
+	int r;
+
+	if (!f)
+		return -ENOMEM;
+	f->fd = open(path, (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+	if (f->fd < 0) {
+		r = -errno;
+		free(f);
+		return r;
+	}
+	if (fstat(f->fd, &st) < 0) {
+		r = -errno;
+		goto fail;
+	}
+	if (S_ISREG(st.st_mode)) {
+		f->base.size = (uint64_t)st.st_size;
+	} else if (S_ISBLK(st.st_mode)) {
+		if (ioctl(f->fd, BLKGETSIZE64, &f->base.size) < 0) {
+			r = -errno;
+			goto fail;
+		}
+	} else {
+		r = -EINVAL;
+		goto fail;
+	}
+	f->base.ops = &raw_ops;
+	f->base.read_only = read_only;
+	*out = &f->base;
+	return 0;
+fail:
+	close(f->fd);
+	free(f);
+	return r;
 }

@@ -7,6 +7,7 @@
 
 #include "virtio/device.h"
 #include "virtio/iov.h"
+#include "backends/raw_file.h"
 
 #define BLK_F_SEG_MAX (1ull << 2)
 #define BLK_F_RO (1ull << 5)
@@ -45,9 +46,14 @@ int virtio_blk_parse(const struct virtq_chain *chain, struct virtio_blk_req *req
 	return iov_slice(wr, chain->nwrite, 0, req->data_len, req->data, &req->ndata);
 }
 
+static uint64_t disk_size(const struct virtio_blk *blk)
+{
+	return blk->backend ? blk->backend->size : 0;
+}
+
 static bool in_range(const struct virtio_blk *blk, const struct virtio_blk_req *req)
 {
-	uint64_t sectors = blk->file.size / VIRTIO_BLK_SECTOR;
+	uint64_t sectors = disk_size(blk) / VIRTIO_BLK_SECTOR;
 	uint64_t count = req->data_len / VIRTIO_BLK_SECTOR;
 
 	return req->data_len % VIRTIO_BLK_SECTOR == 0 && req->sector <= sectors &&
@@ -74,17 +80,20 @@ uint8_t virtio_blk_execute(struct virtio_blk *blk, const struct virtio_blk_req *
 	*written = 0;
 	switch (req->type) {
 	case VIRTIO_BLK_T_IN:
-		if (!in_range(blk, req) || raw_file_read(&blk->file, offset, req->data, req->ndata) < 0)
+		if (!blk->backend || !in_range(blk, req) ||
+		    blk->backend->ops->read(blk->backend, offset, req->data, req->ndata) < 0)
 			return VIRTIO_BLK_S_IOERR;
 		*written = (uint32_t)req->data_len;
 		return VIRTIO_BLK_S_OK;
 	case VIRTIO_BLK_T_OUT:
-		if (blk->file.read_only || !in_range(blk, req) ||
-		    raw_file_write(&blk->file, offset, req->data, req->ndata) < 0)
+		if (!blk->backend || blk->read_only || blk->backend->read_only || !in_range(blk, req) ||
+		    blk->backend->ops->write(blk->backend, offset, req->data, req->ndata) < 0)
 			return VIRTIO_BLK_S_IOERR;
 		return VIRTIO_BLK_S_OK;
 	case VIRTIO_BLK_T_FLUSH:
-		return raw_file_flush(&blk->file) < 0 ? VIRTIO_BLK_S_IOERR : VIRTIO_BLK_S_OK;
+		if (!blk->backend)
+			return VIRTIO_BLK_S_OK;
+		return blk->backend->ops->flush(blk->backend) < 0 ? VIRTIO_BLK_S_IOERR : VIRTIO_BLK_S_OK;
 	case VIRTIO_BLK_T_GET_ID:
 		return get_id(blk, req, written);
 	default:
@@ -119,7 +128,7 @@ static void blk_config_read(struct virtio_dev *dev, uint32_t offset, uint8_t *da
 		uint32_t size_max;
 		uint32_t seg_max;
 	} cfg = {
-		.capacity = htole64(blk->file.size / VIRTIO_BLK_SECTOR),
+		.capacity = htole64(disk_size(blk) / VIRTIO_BLK_SECTOR),
 		.size_max = 0,
 		.seg_max = htole32(BLK_SEG_MAX),
 	};
@@ -158,32 +167,50 @@ const struct virtio_dev_ops virtio_blk_ro_ops = {
 
 int virtio_blk_open(struct virtio_blk *blk, const char *path, bool read_only, const char *serial)
 {
+	virtio_blk_open_spare(blk, serial);
+	blk->read_only = read_only;
+	return raw_file_create(&blk->backend, path, read_only);
+}
+
+void virtio_blk_open_spare(struct virtio_blk *blk, const char *serial)
+{
 	memset(blk, 0, sizeof(*blk));
 	if (serial)
 		snprintf(blk->serial, sizeof(blk->serial), "%s", serial);
-	return raw_file_open(&blk->file, path, read_only);
 }
 
 void virtio_blk_close(struct virtio_blk *blk)
 {
-	raw_file_close(&blk->file);
+	blk_backend_destroy(blk->backend);
+	blk->backend = NULL;
+}
+
+int virtio_blk_replace(struct virtio_dev *dev, struct blk_backend *next)
+{
+	struct virtio_blk *blk = dev->model;
+	struct blk_backend *old;
+
+	if (next && blk->read_only && !next->read_only)
+		return -EROFS;
+	pthread_mutex_lock(&dev->lock);
+	old = blk->backend;
+	blk->backend = next;
+	dev->config_generation++;
+	if (dev->status & VIRTIO_STATUS_DRIVER_OK)
+		dev->raise(dev, VIRTIO_ISR_CONFIG);
+	pthread_mutex_unlock(&dev->lock);
+	blk_backend_destroy(old);
+	return 0;
 }
 
 int virtio_blk_swap(struct virtio_dev *dev, const char *path)
 {
 	struct virtio_blk *blk = dev->model;
-	struct raw_file next;
+	struct blk_backend *next;
 	int r;
 
-	r = raw_file_open(&next, path, blk->file.read_only);
+	r = raw_file_create(&next, path, blk->read_only);
 	if (r < 0)
 		return r;
-	pthread_mutex_lock(&dev->lock);
-	raw_file_close(&blk->file);
-	blk->file = next;
-	dev->config_generation++;
-	if (dev->status & VIRTIO_STATUS_DRIVER_OK)
-		dev->raise(dev, VIRTIO_ISR_CONFIG);
-	pthread_mutex_unlock(&dev->lock);
-	return 0;
+	return virtio_blk_replace(dev, next);
 }

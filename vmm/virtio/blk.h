@@ -5,13 +5,15 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
-#include "backends/raw_file.h"
+#include "backends/blk_backend.h"
 #include "virtio/queue.h"
 
 /*
- * virtio-blk over a raw file: read, write, flush and get-id requests, with
- * every sector range checked against the disk size. Read-only drives refuse
- * writes with an I/O error status.
+ * virtio-blk over a block backend (a raw file or an encrypted snapshot
+ * image): read, write, flush and get-id requests, with every sector range
+ * checked against the disk size. Read-only drives refuse writes with an I/O
+ * error status. A spare drive starts empty (capacity 0, every transfer an
+ * I/O error) and gets a backend at run time.
  */
 
 #define VIRTIO_BLK_SECTOR 512u
@@ -28,7 +30,8 @@ enum {
 };
 
 struct virtio_blk {
-	struct raw_file file;
+	struct blk_backend *backend; /* NULL: empty */
+	bool read_only;              /* the device's offer, fixed for its life */
 	char serial[VIRTIO_BLK_ID_BYTES + 1];
 };
 
@@ -54,6 +57,8 @@ uint8_t virtio_blk_execute(struct virtio_blk *blk, const struct virtio_blk_req *
 			   uint32_t *written);
 
 int virtio_blk_open(struct virtio_blk *blk, const char *path, bool read_only, const char *serial);
+/* A read-write drive with no backend yet. */
+void virtio_blk_open_spare(struct virtio_blk *blk, const char *serial);
 
 /*
  * Replaces the backing file of a running drive (same read-only mode) and
@@ -62,6 +67,12 @@ int virtio_blk_open(struct virtio_blk *blk, const char *path, bool read_only, co
  */
 struct virtio_dev;
 int virtio_blk_swap(struct virtio_dev *dev, const char *path);
+/*
+ * The same with a backend built by the caller, which the drive then owns;
+ * NULL empties the drive. A read-only drive refuses a writable backend
+ * (-EROFS) and next is then still the caller's.
+ */
+int virtio_blk_replace(struct virtio_dev *dev, struct blk_backend *next);
 void virtio_blk_close(struct virtio_blk *blk);
 
 struct virtio_dev_ops;
