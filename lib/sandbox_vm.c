@@ -93,6 +93,10 @@ int sandbox_vm_prepare(const struct sandbox_vm_config *cfg, struct sandbox_vm *v
 	argv[argc++] = vm->vsock;
 	argv[argc++] = "--control";
 	argv[argc++] = vm->control;
+	for (unsigned i = 0; cfg->spare_drives && cfg->spare_drives[i] && i < SANDBOX_VM_MAX_SPARES; i++) {
+		argv[argc++] = "--spare-drive";
+		argv[argc++] = cfg->spare_drives[i];
+	}
 	if (cfg->net && cfg->net_policy) {
 		argv[argc++] = "--net";
 		argv[argc++] = cfg->net;

@@ -30,6 +30,8 @@ struct sandbox_vm_config {
 	const char *net;        /* the VMM's --net value (tap=NAME,mac=MAC), NULL: no network device */
 	const char *net_policy; /* its --net-policy file, with net */
 	const char *run_dir; /* NULL: a fresh directory under $TMPDIR (or /tmp) */
+	/* Serials of empty drives to attach images to at run time; NULL-terminated, may be NULL. */
+	const char *const *spare_drives;
 };
 
 struct sandbox_vm {
@@ -42,6 +44,8 @@ struct sandbox_vm {
 	char console[320];
 	char log[320];
 };
+
+#define SANDBOX_VM_MAX_SPARES 4u
 
 /* The VMM's command line; the strings argv points to live in the struct. */
 struct sandbox_vm_cmd {

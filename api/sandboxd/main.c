@@ -28,6 +28,7 @@ static const char usage[] =
 	"usage: sandboxd [--state-dir DIR] [--socket PATH] [--listen HOST:PORT] [--images DIR]\n"
 	"                [--vmm PATH] [--max-sandboxes N] [--max-memory MIB] [--log-level LEVEL]\n"
 	"       sandboxd [--state-dir DIR] --new-key NAME\n"
+	"       sandboxd [--state-dir DIR] --rotate-managed-key\n"
 	"\n"
 	"  --state-dir DIR      registry, API keys, sandbox run files (default " DEFAULT_STATE_DIR ")\n"
 	"  --socket PATH        unix socket of the API, mode 0600 (default " DEFAULT_SOCKET ")\n"
@@ -43,7 +44,10 @@ static const char usage[] =
 	"  --log-level L        error, warn, info (default) or debug\n"
 	"  --no-net             sandboxes get no network device (default: a tap each, with NAT,\n"
 	"                       when running as root with /dev/net/tun; docs/network.md)\n"
-	"  --new-key NAME       make an API key, store its hash, print the key, exit\n";
+	"  --image-sweep S      delete expired snapshot images every S seconds (default 3600)\n"
+	"  --new-key NAME       make an API key, store its hash, print the key, exit\n"
+	"  --rotate-managed-key replace the managed key of snapshot images, re-wrapping each\n"
+	"                       image's key with the new one (run while sandboxd is stopped)\n";
 
 static struct sandboxd daemon_state;
 static struct http_server server;
@@ -146,6 +150,11 @@ static void on_stop_signal(uv_signal_t *s, int signum)
 	uv_stop(daemon_state.loop);
 }
 
+static void on_image_sweep(uv_timer_t *t)
+{
+	snapshots_sweep(t->data);
+}
+
 static void on_sweep(uv_timer_t *t)
 {
 	sandbox_sweep(t->data);
@@ -193,11 +202,12 @@ int main(int argc, char **argv)
 		{"max-memory", required_argument, NULL, 'm'}, {"log-level", required_argument, NULL, 'L'},
 		{"new-key", required_argument, NULL, 'k'},   {"help", no_argument, NULL, 'h'},
 		{"version", no_argument, NULL, 'V'},         {"image-builder", required_argument, NULL, 'b'},
-		{"no-net", no_argument, NULL, 'N'},
+		{"no-net", no_argument, NULL, 'N'},          {"image-sweep", required_argument, NULL, 'S'},
+		{"rotate-managed-key", no_argument, NULL, 'R'},
 		{NULL, 0, NULL, 0}};
 	struct sandboxd *d = &daemon_state;
 	const char *socket_path = DEFAULT_SOCKET, *listen_addr = NULL, *new_key = NULL;
-	bool builder_given = false;
+	bool builder_given = false, rotate = false;
 	enum sv_log_level level = SV_LOG_INFO;
 	char keys_path[sizeof(d->state_dir) + 16], dir[sizeof(d->state_dir) + 16];
 	struct sysinfo si;
@@ -206,6 +216,7 @@ int main(int argc, char **argv)
 	sv_log_init("sandboxd", SV_LOG_INFO);
 	snprintf(d->state_dir, sizeof(d->state_dir), "%s", DEFAULT_STATE_DIR);
 	d->max_sandboxes = 64;
+	d->image_sweep_s = 3600;
 	d->net_enabled = true;
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		switch (c) {
@@ -238,6 +249,13 @@ int main(int argc, char **argv)
 			break;
 		case 'k': new_key = optarg; break;
 		case 'N': d->net_enabled = false; break;
+		case 'R': rotate = true; break;
+		case 'S':
+			if (parse_uint(optarg, &d->image_sweep_s) < 0) {
+				fprintf(stderr, "sandboxd: --image-sweep wants a positive number of seconds\n");
+				return 2;
+			}
+			break;
 		case 'V': printf("sandboxd %s\n", SANDVM_VERSION); return 0;
 		case 'h': fputs(usage, stdout); return 0;
 		default: fputs(usage, stderr); return 2;
@@ -269,6 +287,10 @@ int main(int argc, char **argv)
 			new_key, keys_path);
 		return 0;
 	}
+	if (rotate)
+		return snapshots_rotate_managed_key(d->state_dir) < 0 ? 1 : 0;
+	if (snapshots_init(d) < 0)
+		return 1;
 	default_paths(argv[0], d->images_dir, d->vmm_path, builder_given ? NULL : d->image_builder,
 		      sizeof(d->images_dir));
 	if (!d->max_memory_mib && sysinfo(&si) == 0)
@@ -304,6 +326,9 @@ int main(int argc, char **argv)
 	uv_timer_init(d->loop, &d->sweep_timer);
 	d->sweep_timer.data = d;
 	uv_timer_start(&d->sweep_timer, on_sweep, SWEEP_MS, SWEEP_MS);
+	uv_timer_init(d->loop, &d->image_sweep_timer);
+	d->image_sweep_timer.data = d;
+	uv_timer_start(&d->image_sweep_timer, on_image_sweep, 0, (uint64_t)d->image_sweep_s * 1000);
 	uv_signal_init(d->loop, &sig_term);
 	uv_signal_start(&sig_term, on_stop_signal, SIGTERM);
 	uv_signal_init(d->loop, &sig_int);

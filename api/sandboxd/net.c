@@ -403,34 +403,8 @@ struct net_call {
 static void net_call_work(uv_work_t *w)
 {
 	struct net_call *c = w->data;
-	struct sockaddr_un sa = {.sun_family = AF_UNIX};
-	struct pollfd p;
-	size_t got = 0;
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 
-	c->result = -EIO;
-	if (fd < 0)
-		return;
-	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", c->control);
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
-	    write(fd, c->request, strlen(c->request)) != (ssize_t)strlen(c->request)) {
-		close(fd);
-		return;
-	}
-	p.fd = fd;
-	p.events = POLLIN;
-	while (got < sizeof(c->reply) - 1 && poll(&p, 1, 10000) == 1) {
-		ssize_t n = read(fd, c->reply + got, sizeof(c->reply) - 1 - got);
-
-		if (n <= 0)
-			break;
-		got += (size_t)n;
-		if (memchr(c->reply, '\n', got))
-			break;
-	}
-	c->reply[got] = '\0';
-	close(fd);
-	c->result = got ? 0 : -EIO;
+	c->result = vmm_control_call(c->control, c->request, c->reply, sizeof(c->reply));
 }
 
 static void net_call_done(uv_work_t *w, int status)

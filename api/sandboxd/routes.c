@@ -265,6 +265,12 @@ static void complete(struct http_request *req)
 		return health(req);
 	if (r.n == 2 && is(&r, 1, "images") && m == HTTP_GET)
 		return http_respond_json(req, 200, images_to_json(daemon_state));
+	if (r.n == 2 && is(&r, 1, "snapshots") && m == HTTP_GET)
+		return snapshots_list(daemon_state, req);
+	if (r.n == 3 && is(&r, 1, "snapshots") && m == HTTP_GET)
+		return snapshots_get(daemon_state, r.seg[2], req);
+	if (r.n == 3 && is(&r, 1, "snapshots") && m == HTTP_DELETE)
+		return snapshots_delete(daemon_state, r.seg[2], req);
 	if (!is(&r, 1, "sandboxes")) {
 		http_respond_error(req, 404, NULL, "no such route");
 		return;
@@ -295,6 +301,12 @@ static void complete(struct http_request *req)
 		return net_put(sb, req);
 	if (r.n == 4 && is(&r, 3, "execs") && m == HTTP_POST)
 		return exec_create(req, sb);
+	if (r.n == 4 && is(&r, 3, "snapshots") && m == HTTP_POST)
+		return snapshot_create(sb, req);
+	if (r.n == 4 && is(&r, 3, "mounts") && m == HTTP_POST)
+		return snapshot_mount(sb, req);
+	if (r.n == 4 && is(&r, 3, "unmount") && m == HTTP_POST)
+		return snapshot_unmount(sb, req);
 	if (r.n >= 5 && is(&r, 3, "execs")) {
 		ex = exec_find(sb, r.seg[4]);
 		if (!ex)

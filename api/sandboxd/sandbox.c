@@ -193,6 +193,8 @@ void *sandbox_to_json(const struct sandbox *sb)
 		cJSON_AddStringToObject(o, "message", sb->message);
 	cJSON_AddNumberToObject(o, "execs_running", sb->active);
 	net_add_json(sb, o);
+	if (!sb->spec.restricted)
+		cJSON_AddItemToObject(o, "mounts", snapshot_mounts_json(sb));
 	return o;
 }
 
@@ -665,6 +667,9 @@ void sandbox_create(struct sandboxd *d, struct sandbox_spec *spec, struct http_r
 	cfg.cpus = sb->spec.cpu;
 	cfg.memory_mib = sb->spec.memory_mib;
 	cfg.run_dir = run_dir;
+	/* Restricted one-shot sandboxes get no drives to mount images on. */
+	if (!sb->spec.restricted)
+		cfg.spare_drives = snapshot_spare_drives;
 	sb->created_at = sandboxd_wall_time();
 	sb->state = SANDBOX_STARTING;
 	sb->net.mode = sb->spec.block_network ? NET_BLOCK : sb->spec.cidr_allowlist ? NET_ALLOWLIST : NET_OPEN;

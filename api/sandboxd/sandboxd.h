@@ -41,6 +41,14 @@ struct sandbox_net {
 	struct cJSON *allow; /* the allowlist's CIDR strings, with NET_ALLOWLIST */
 };
 
+/* A snapshot image mounted in a sandbox (snapshots.c); path "" when the slot is free. */
+#define SANDBOX_MOUNT_SLOTS 3
+struct sandbox_mount {
+	char path[256];
+	char image[40];
+	bool busy; /* a mount or unmount is under way */
+};
+
 struct sandbox {
 	struct sandboxd *d;
 	struct sandbox *next;
@@ -75,6 +83,8 @@ struct sandbox {
 	struct exec_session *entrypoint;
 	unsigned refs; /* handles open, workers, requests holding it */
 	struct sandbox_net net;
+	struct sandbox_mount mounts[SANDBOX_MOUNT_SLOTS];
+	bool snapshot_busy; /* the scratch drive is in use */
 };
 
 struct sandboxd {
@@ -90,6 +100,9 @@ struct sandboxd {
 	struct sandbox *sandboxes;
 	uv_timer_t sweep_timer;
 	bool stopping;
+	char snapshot_dir[320];     /* snapshot images, their records and wrapped keys */
+	unsigned image_sweep_s;     /* how often expired images are deleted */
+	uv_timer_t image_sweep_timer;
 };
 
 /* ---- sandbox.c: lifecycle ---- */
@@ -154,6 +167,27 @@ void net_add_json(const struct sandbox *sb, void *out);
 const char *net_mode_name(const struct sandbox *sb);
 void net_get(struct sandbox *sb, struct http_request *req);
 void net_put(struct sandbox *sb, struct http_request *req);
+
+/* ---- snapshots.c: encrypted snapshot images (docs/image-format.md) ---- */
+/* The VMM's spare drives: a scratch disk for snapshots, then one per mount. */
+extern const char *const snapshot_spare_drives[];
+/* Creates the store and the managed key; 0 or -errno with a message on stderr. */
+int snapshots_init(struct sandboxd *d);
+/* Replaces the managed key, re-wrapping every managed image's key; for --rotate-managed-key. */
+int snapshots_rotate_managed_key(const char *state_dir);
+void snapshots_sweep(struct sandboxd *d);
+void snapshot_create(struct sandbox *sb, struct http_request *req);
+void snapshot_mount(struct sandbox *sb, struct http_request *req);
+void snapshot_unmount(struct sandbox *sb, struct http_request *req);
+void snapshots_list(struct sandboxd *d, struct http_request *req);
+void snapshots_get(struct sandboxd *d, const char *id, struct http_request *req);
+void snapshots_delete(struct sandboxd *d, const char *id, struct http_request *req);
+/* The mounts of a sandbox for its JSON; a cJSON array. */
+void *snapshot_mounts_json(const struct sandbox *sb);
+
+/* ---- vmm_control.c ---- */
+/* One JSON request line to a VMM's control socket and its reply line; 0 or -errno. */
+int vmm_control_call(const char *socket_path, const char *request, char *reply, size_t cap);
 
 /* ---- files.c ---- */
 /* Routes .../files[/op]; op is "", "stat", "list" or "mkdir". Set at headers time. */

@@ -1,0 +1,1168 @@
+/*
+ * Encrypted snapshot images (docs/image-format.md, docs/api.md):
+ *
+ * - snapshot: the guest makes an ext4 file system of a directory on the
+ *   VMM's scratch drive (untrusted content never becomes a file system on
+ *   the host); the daemon turns that raw disk into an image sealed with the
+ *   customer's key (never stored) or a managed one, and removes the disk.
+ * - mount: the image is opened with the key here first (a wrong or missing
+ *   key is refused before anything is attached); the VMM gets the derived
+ *   keys only and serves the image on a spare drive with an encrypted
+ *   copy-on-write overlay; the guest mounts it.
+ *
+ * The store is STATE/snapshots/: ID.img, ID.json (record: times, ttl, key
+ * kind, source) and, for managed images, ID.key (a random per-image key
+ * wrapped with the managed key, so deleting the image deletes its key).
+ * Slow work runs on the threadpool; records change on the loop thread.
+ */
+#include <cjson/cJSON.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "agent_client.h"
+#include "http_conn.h"
+#include "log.h"
+#include "sandboxd.h"
+#include "simage/file.h"
+
+#define DEFAULT_TTL_S (30ll * 24 * 3600)
+#define MAX_TTL_S (10ll * 365 * 24 * 3600)
+#define SCRATCH_SERIAL "sandvm-scratch"
+#define GUEST_CONNECT_MS 10000
+#define GUEST_STEP_MS (30 * 60 * 1000) /* mke2fs of a large tree is slow under nested virtualization */
+#define MANAGED_KEY_FILE "managed.key"
+#define WRAP_VERSION 1
+#define WRAPPED_BYTES (1 + SIMAGE_NONCE_BYTES + SIMAGE_KEY_BYTES + SIMAGE_TAG_BYTES)
+
+const char *const snapshot_spare_drives[] = { SCRATCH_SERIAL, "sandvm-mount0", "sandvm-mount1",
+					      "sandvm-mount2", NULL };
+
+_Static_assert(SANDBOX_MOUNT_SLOTS == 3, "one spare drive per mount slot");
+
+/*
+ * Guest side, run by /bin/sh with arguments as positional parameters (never
+ * pasted into the script). find_drive waits for the drive with serial $1 to
+ * show a non-zero size: attaching raises a configuration interrupt the
+ * guest handles on its own time.
+ */
+#define FIND_DRIVE                                                                                   \
+	"find_drive() { i=0; while [ $i -lt 100 ]; do for b in /sys/block/vd*; do "                  \
+	"if [ \"$(cat $b/serial 2>/dev/null)\" = \"$1\" ] && [ \"$(cat $b/size)\" != 0 ]; then "     \
+	"dev=/dev/${b##*/}; return 0; fi; done; i=$((i+1)); sleep 0.1; done; "                       \
+	"echo \"drive $1 did not appear in the guest\" >&2; exit 5; }\n"
+
+static const char probe_script[] =
+	"[ -d \"$1\" ] || { echo \"$1 is not a directory in the sandbox\" >&2; exit 3; }\n"
+	"command -v mke2fs >/dev/null || { echo 'the sandbox image has no mke2fs (e2fsprogs)' >&2; exit 4; }\n"
+	"echo \"$(du -skx -- \"$1\" | cut -f1) $(find \"$1\" -xdev | wc -l)\"\n";
+
+static const char mkfs_script[] = FIND_DRIVE
+	"set -e\nfind_drive \"$1\"\nblockdev --flushbufs \"$dev\"\n"
+	"mke2fs -q -F -t ext4 -N \"$3\" -L snapshot -d \"$2\" \"$dev\"\nsync\nblockdev --flushbufs \"$dev\"\n";
+
+static const char mount_script[] = FIND_DRIVE
+	"set -e\nfind_drive \"$1\"\nblockdev --flushbufs \"$dev\"\nmkdir -p -- \"$2\"\n"
+	"mount -t ext4 -o nosuid,nodev \"$dev\" \"$2\"\n";
+
+static const char unmount_script[] =
+	"set -e\numount -- \"$1\"\nfor b in /sys/block/vd*; do "
+	"if [ \"$(cat $b/serial 2>/dev/null)\" = \"$2\" ]; then blockdev --flushbufs /dev/${b##*/}; fi; done\n";
+
+enum job_kind { JOB_SNAPSHOT, JOB_MOUNT, JOB_UNMOUNT };
+
+struct image_job {
+	uv_work_t work;
+	enum job_kind kind;
+	struct sandboxd *d;
+	struct sandbox *sb;
+	struct http_request *req;
+	char vsock[320], control[320], run_dir[256], store[320];
+	char path[256];
+	char id[40];
+	char serial[24];
+	int slot;
+	uint8_t ikm[SIMAGE_IKM_MAX];
+	size_t ikm_len;
+	bool managed;
+	long long ttl; /* -1: keep forever */
+	/* Results */
+	int status; /* HTTP status of a failure, 0 on success */
+	char error[768];
+	struct simage_header h;
+	struct simage_write_stats stats;
+};
+
+static void job_fail(struct image_job *j, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void job_fail(struct image_job *j, int status, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (j->status)
+		return; /* the first failure is the one to report */
+	j->status = status;
+	va_start(ap, fmt);
+	vsnprintf(j->error, sizeof(j->error), fmt, ap);
+	va_end(ap);
+}
+
+static void job_free(struct image_job *j)
+{
+	OPENSSL_cleanse(j->ikm, sizeof(j->ikm));
+	free(j);
+}
+
+/* ---- the store ---- */
+
+static bool valid_id(const char *id)
+{
+	size_t n = strlen(id);
+
+	if (n != 2 * SIMAGE_ID_BYTES)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!((id[i] >= '0' && id[i] <= '9') || (id[i] >= 'a' && id[i] <= 'f')))
+			return false;
+	return true;
+}
+
+static void store_path(const char *store, const char *id, const char *ext, char *out, size_t len)
+{
+	snprintf(out, len, "%s/%s.%s", store, id, ext);
+}
+
+static cJSON *record_load(const char *store, const char *id)
+{
+	char path[400], buf[8192];
+	ssize_t n;
+	int fd;
+
+	if (!valid_id(id))
+		return NULL;
+	store_path(store, id, "json", path, sizeof(path));
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return NULL;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return NULL;
+	buf[n] = '\0';
+	return cJSON_Parse(buf);
+}
+
+static int record_save(const char *store, const char *id, const cJSON *rec)
+{
+	char name[64], *text = cJSON_PrintUnformatted(rec);
+	int r;
+
+	if (!text)
+		return -ENOMEM;
+	snprintf(name, sizeof(name), "%s.json", id);
+	r = store_write_atomic(store, name, text);
+	free(text);
+	return r;
+}
+
+static double num(const cJSON *rec, const char *name, double dflt)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(rec, name);
+
+	return cJSON_IsNumber(v) ? v->valuedouble : dflt;
+}
+
+/* Seconds since the epoch at which the record expires; 0: never. */
+static double expires_at(const cJSON *rec)
+{
+	const cJSON *ttl = cJSON_GetObjectItemCaseSensitive(rec, "ttl");
+
+	if (cJSON_IsNull(ttl))
+		return 0;
+	return num(rec, "last_used", 0) + (cJSON_IsNumber(ttl) ? ttl->valuedouble : (double)DEFAULT_TTL_S);
+}
+
+static void touch_record(const char *store, const char *id)
+{
+	cJSON *rec = record_load(store, id);
+
+	if (!rec)
+		return;
+	cJSON_DeleteItemFromObject(rec, "last_used");
+	cJSON_AddNumberToObject(rec, "last_used", (double)(long long)sandboxd_wall_time());
+	record_save(store, id, rec);
+	cJSON_Delete(rec);
+}
+
+/* Unlinks an image with its record and wrapped key: its key material is gone with it. */
+static int remove_image(const char *store, const char *id)
+{
+	static const char *const exts[] = { "key", "img", "json" };
+	char path[400];
+	int r = 0;
+
+	for (size_t i = 0; i < sizeof(exts) / sizeof(exts[0]); i++) {
+		store_path(store, id, exts[i], path, sizeof(path));
+		if (unlink(path) < 0 && errno != ENOENT)
+			r = -errno;
+	}
+	return r;
+}
+
+/* ---- managed keys ---- */
+
+static int read_exact(const char *path, uint8_t *buf, size_t len)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC), r = 0;
+	ssize_t n;
+
+	if (fd < 0)
+		return -errno;
+	n = read(fd, buf, len);
+	if (n != (ssize_t)len)
+		r = n < 0 ? -errno : -EINVAL;
+	close(fd);
+	return r;
+}
+
+static int write_secret(const char *dir, const char *name, const uint8_t *buf, size_t len)
+{
+	char tmp[400], path[400];
+	int fd, r = 0;
+
+	snprintf(tmp, sizeof(tmp), "%s/.%s.tmp", dir, name);
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -errno;
+	if (write(fd, buf, len) != (ssize_t)len || fsync(fd) < 0)
+		r = -EIO;
+	close(fd);
+	if (r == 0 && rename(tmp, path) < 0)
+		r = -errno;
+	if (r < 0)
+		unlink(tmp);
+	return r;
+}
+
+static int wrap_aad(const char *id, uint8_t *aad)
+{
+	memcpy(aad, "sandvm managed v1 ", 18);
+	memcpy(aad + 18, id, 2 * SIMAGE_ID_BYTES);
+	return 18 + 2 * SIMAGE_ID_BYTES;
+}
+
+/* The per-image key sealed under the managed key, the image id as associated data. */
+static int wrap_key(const uint8_t master[SIMAGE_KEY_BYTES], const char *id, const uint8_t key[SIMAGE_KEY_BYTES],
+		    uint8_t out[WRAPPED_BYTES])
+{
+	struct simage_codec c;
+	uint8_t aad[64];
+	int r = simage_codec_init(&c, SIMAGE_KEY_BYTES);
+
+	if (r < 0)
+		return r;
+	out[0] = WRAP_VERSION;
+	r = simage_random(out + 1, SIMAGE_NONCE_BYTES);
+	if (r == 0)
+		r = simage_gcm_seal(&c, master, out + 1, aad, (size_t)wrap_aad(id, aad), key, SIMAGE_KEY_BYTES,
+				    out + 1 + SIMAGE_NONCE_BYTES);
+	simage_codec_destroy(&c);
+	return r;
+}
+
+static int unwrap_key(const uint8_t master[SIMAGE_KEY_BYTES], const char *id, const uint8_t in[WRAPPED_BYTES],
+		      uint8_t key[SIMAGE_KEY_BYTES])
+{
+	struct simage_codec c;
+	uint8_t aad[64];
+	int r;
+
+	if (in[0] != WRAP_VERSION)
+		return -EINVAL;
+	r = simage_codec_init(&c, SIMAGE_KEY_BYTES);
+	if (r < 0)
+		return r;
+	r = simage_gcm_open(&c, master, in + 1, aad, (size_t)wrap_aad(id, aad), in + 1 + SIMAGE_NONCE_BYTES,
+			    SIMAGE_KEY_BYTES + SIMAGE_TAG_BYTES, key);
+	simage_codec_destroy(&c);
+	return r;
+}
+
+static int load_master(const char *store, uint8_t master[SIMAGE_KEY_BYTES])
+{
+	char path[400];
+
+	snprintf(path, sizeof(path), "%s/%s", store, MANAGED_KEY_FILE);
+	return read_exact(path, master, SIMAGE_KEY_BYTES);
+}
+
+static int managed_key_get(const char *store, const char *id, uint8_t key[SIMAGE_KEY_BYTES])
+{
+	uint8_t master[SIMAGE_KEY_BYTES], wrapped[WRAPPED_BYTES];
+	char path[400];
+	int r = load_master(store, master);
+
+	store_path(store, id, "key", path, sizeof(path));
+	if (r == 0)
+		r = read_exact(path, wrapped, sizeof(wrapped));
+	if (r == 0)
+		r = unwrap_key(master, id, wrapped, key);
+	OPENSSL_cleanse(master, sizeof(master));
+	return r;
+}
+
+int snapshots_init(struct sandboxd *d)
+{
+	uint8_t master[SIMAGE_KEY_BYTES];
+	char path[400];
+	struct stat st;
+	int r;
+
+	snprintf(d->snapshot_dir, sizeof(d->snapshot_dir), "%s/snapshots", d->state_dir);
+	if (mkdir(d->snapshot_dir, 0700) < 0 && errno != EEXIST) {
+		fprintf(stderr, "sandboxd: %s: %s\n", d->snapshot_dir, strerror(errno));
+		return -errno;
+	}
+	snprintf(path, sizeof(path), "%s/%s", d->snapshot_dir, MANAGED_KEY_FILE);
+	if (stat(path, &st) == 0) {
+		if ((st.st_mode & 077) || st.st_size != SIMAGE_KEY_BYTES) {
+			fprintf(stderr, "sandboxd: %s must be %u bytes with mode 0600\n", path, SIMAGE_KEY_BYTES);
+			return -EPERM;
+		}
+		return 0;
+	}
+	r = simage_random(master, sizeof(master));
+	if (r == 0)
+		r = write_secret(d->snapshot_dir, MANAGED_KEY_FILE, master, sizeof(master));
+	OPENSSL_cleanse(master, sizeof(master));
+	if (r < 0)
+		fprintf(stderr, "sandboxd: cannot create %s: %s\n", path, strerror(-r));
+	return r;
+}
+
+int snapshots_rotate_managed_key(const char *state_dir)
+{
+	uint8_t old[SIMAGE_KEY_BYTES], fresh[SIMAGE_KEY_BYTES], key[SIMAGE_KEY_BYTES], wrapped[WRAPPED_BYTES];
+	char store[320], path[400], name[64];
+	unsigned rewrapped = 0;
+	struct dirent *e;
+	DIR *dir;
+	int r;
+
+	snprintf(store, sizeof(store), "%s/snapshots", state_dir);
+	r = load_master(store, old);
+	if (r < 0) {
+		fprintf(stderr, "sandboxd: no managed key in %s: %s\n", store, strerror(-r));
+		return r;
+	}
+	r = simage_random(fresh, sizeof(fresh));
+	/* The new key is written aside first: a crash leaves each image under one of the two. */
+	if (r == 0)
+		r = write_secret(store, MANAGED_KEY_FILE ".new", fresh, sizeof(fresh));
+	dir = r == 0 ? opendir(store) : NULL;
+	while (dir && r == 0 && (e = readdir(dir))) {
+		char id[40];
+		size_t n = strlen(e->d_name);
+
+		if (n != 2 * SIMAGE_ID_BYTES + 4 || strcmp(e->d_name + 2 * SIMAGE_ID_BYTES, ".key"))
+			continue;
+		snprintf(id, sizeof(id), "%.*s", (int)(2 * SIMAGE_ID_BYTES), e->d_name);
+		if (!valid_id(id))
+			continue;
+		store_path(store, id, "key", path, sizeof(path));
+		r = read_exact(path, wrapped, sizeof(wrapped));
+		if (r == 0)
+			r = unwrap_key(old, id, wrapped, key);
+		if (r == 0)
+			r = wrap_key(fresh, id, key, wrapped);
+		snprintf(name, sizeof(name), "%s.key", id);
+		if (r == 0)
+			r = write_secret(store, name, wrapped, sizeof(wrapped));
+		if (r < 0)
+			fprintf(stderr, "sandboxd: re-wrapping the key of image %s failed: %s\n", id,
+				r <= SIMAGE_E_TRUNCATED ? simage_strerror(r) : strerror(-r));
+		rewrapped += r == 0;
+	}
+	if (dir)
+		closedir(dir);
+	if (r == 0)
+		r = write_secret(store, MANAGED_KEY_FILE, fresh, sizeof(fresh));
+	snprintf(path, sizeof(path), "%s/%s.new", store, MANAGED_KEY_FILE);
+	unlink(path);
+	OPENSSL_cleanse(old, sizeof(old));
+	OPENSSL_cleanse(fresh, sizeof(fresh));
+	OPENSSL_cleanse(key, sizeof(key));
+	if (r == 0)
+		fprintf(stderr, "sandboxd: managed key replaced; %u image keys re-wrapped\n", rewrapped);
+	return r;
+}
+
+/* ---- the guest and the VMM, from a worker ---- */
+
+/* Runs script in the guest with args; its exit code, output (both streams) in out. */
+static int guest_sh(struct image_job *j, const char *script, const char *const *args, char *out, size_t len)
+{
+	const char *argv[8] = { "/bin/sh", "-c", script, "sh" };
+	struct agent_exec_request rq = { .argv = argv, .timeout_ms = GUEST_STEP_MS };
+	struct agent_exec_status st;
+	struct agent_exec_io io = { .in_fd = -1, .signal_fd = -1 };
+	struct agent_client c;
+	int fd = memfd_create("guest-output", MFD_CLOEXEC), r;
+	ssize_t n;
+
+	for (int i = 0; args[i] && i < 4; i++)
+		argv[4 + i] = args[i];
+	out[0] = '\0';
+	if (fd < 0)
+		return -errno;
+	io.out_fd = io.err_fd = fd;
+	r = agent_client_connect(&c, j->vsock, AGENT_CLIENT_PORT, GUEST_CONNECT_MS);
+	if (r == 0)
+		r = agent_client_exec(&c, &rq, &io, &st);
+	if (r < 0)
+		snprintf(out, len, "the guest agent: %s", agent_client_error(&c));
+	agent_client_close(&c);
+	if (r == 0) {
+		n = pread(fd, out, len - 1, 0);
+		out[n > 0 ? n : 0] = '\0';
+		/* One line is what people need; trailing newlines go. */
+		while (n > 0 && out[n - 1] == '\n')
+			out[--n] = '\0';
+		r = agent_exec_status_code(&st);
+	}
+	close(fd);
+	return r;
+}
+
+/* {"op":..., "serial":..., more} to the VMM; 0 or -1 with the VMM's words in j->error. */
+static int vmm_call(struct image_job *j, cJSON *req)
+{
+	char *text = cJSON_PrintUnformatted(req), reply[1024];
+	cJSON *rep;
+	int r;
+
+	cJSON_Delete(req);
+	if (!text)
+		return -ENOMEM;
+	/* The request may carry keys: it is wiped, never logged. */
+	{
+		size_t n = strlen(text);
+		char *line = realloc(text, n + 2);
+
+		if (!line) {
+			OPENSSL_cleanse(text, n);
+			free(text);
+			return -ENOMEM;
+		}
+		text = line;
+		text[n] = '\n';
+		text[n + 1] = '\0';
+		r = vmm_control_call(j->control, text, reply, sizeof(reply));
+		OPENSSL_cleanse(text, n);
+		free(text);
+	}
+	if (r < 0) {
+		job_fail(j, 500, "the VMM did not answer on its control socket: %s", strerror(-r));
+		return -1;
+	}
+	rep = cJSON_Parse(reply);
+	if (!cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(rep, "ok"))) {
+		const cJSON *e = cJSON_GetObjectItemCaseSensitive(rep, "error");
+
+		job_fail(j, 500, "the VMM refused: %s", cJSON_IsString(e) ? e->valuestring : "no reason given");
+		cJSON_Delete(rep);
+		return -1;
+	}
+	cJSON_Delete(rep);
+	return 0;
+}
+
+static cJSON *drive_req(const char *op, const char *serial)
+{
+	cJSON *req = cJSON_CreateObject();
+
+	cJSON_AddStringToObject(req, "op", op);
+	cJSON_AddStringToObject(req, "serial", serial);
+	return req;
+}
+
+static void hex(const uint8_t *in, size_t len, char *out)
+{
+	static const char digits[] = "0123456789abcdef";
+
+	for (size_t i = 0; i < len; i++) {
+		out[2 * i] = digits[in[i] >> 4];
+		out[2 * i + 1] = digits[in[i] & 15];
+	}
+	out[2 * len] = '\0';
+}
+
+/* ---- snapshot ---- */
+
+static void snapshot_work(uv_work_t *w)
+{
+	struct image_job *j = w->data;
+	const char *probe_args[] = { j->path, NULL };
+	char out[1024], raw[400], img[400], tmp_img[400], size_text[32], inodes_text[32];
+	unsigned long long kb = 0, files = 0, size, inodes;
+	struct simage_write_opts opts = { 0 };
+	uint8_t managed_key[SIMAGE_KEY_BYTES];
+	int code, rfd = -1, ofd = -1;
+	bool attached = false;
+
+	code = guest_sh(j, probe_script, probe_args, out, sizeof(out));
+	if (code != 0 || sscanf(out, "%llu %llu", &kb, &files) != 2) {
+		job_fail(j, code == 3 ? 404 : code == 4 ? 409 : 500, "%s",
+			 out[0] ? out : "cannot size the directory in the guest");
+		return;
+	}
+	/* Room for the data, ext4's metadata and journal, and inodes for every file. */
+	size = kb * 1024 * 13 / 10 + files * 4096 + (64ull << 20);
+	size = (size + (1 << 20) - 1) & ~((1ull << 20) - 1);
+	inodes = files + files / 2 + 1024;
+	snprintf(size_text, sizeof(size_text), "%llu", size);
+	snprintf(inodes_text, sizeof(inodes_text), "%llu", inodes);
+	snprintf(raw, sizeof(raw), "%s/.scratch-%s.raw", j->store, j->sb->id);
+	rfd = open(raw, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (rfd < 0 || ftruncate(rfd, (off_t)size) < 0) {
+		job_fail(j, 500, "cannot make a %llu-byte scratch disk: %s", size, strerror(errno));
+		goto out;
+	}
+	{
+		cJSON *req = drive_req("drive-attach", SCRATCH_SERIAL);
+
+		cJSON_AddStringToObject(req, "path", raw);
+		if (vmm_call(j, req) < 0)
+			goto out;
+		attached = true;
+	}
+	{
+		const char *args[] = { SCRATCH_SERIAL, j->path, inodes_text, NULL };
+
+		code = guest_sh(j, mkfs_script, args, out, sizeof(out));
+		if (code != 0) {
+			job_fail(j, 500, "making the file system in the guest failed (%d): %s", code, out);
+			goto out;
+		}
+	}
+	if (vmm_call(j, drive_req("drive-detach", SCRATCH_SERIAL)) < 0)
+		goto out;
+	attached = false;
+	/* The image: sealed with the customer key, or a fresh managed key once the id is known. */
+	opts.flags = j->managed ? SIMAGE_FLAG_MANAGED : 0;
+	snprintf(tmp_img, sizeof(tmp_img), "%s/.writing-%s.img", j->store, j->sb->id);
+	ofd = open(tmp_img, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (ofd < 0) {
+		job_fail(j, 500, "%s: %s", tmp_img, strerror(errno));
+		goto out;
+	}
+	if (j->managed) {
+		/* A random per-image key, wrapped below once the writer has made the image's id. */
+		if (simage_random(managed_key, sizeof(managed_key)) < 0) {
+			job_fail(j, 500, "no random bytes");
+			goto out;
+		}
+		memcpy(j->ikm, managed_key, sizeof(managed_key));
+		j->ikm_len = sizeof(managed_key);
+	}
+	code = simage_write(rfd, size, ofd, j->ikm, j->ikm_len, &opts, &j->h, &j->stats);
+	if (code < 0) {
+		job_fail(j, 500, "writing the image failed: %s",
+			 code <= SIMAGE_E_TRUNCATED ? simage_strerror(code) : strerror(-code));
+		goto out;
+	}
+	simage_id_hex(j->h.image_id, j->id);
+	if (j->managed) {
+		uint8_t wrapped[WRAPPED_BYTES], master[SIMAGE_KEY_BYTES];
+		char name[64];
+
+		snprintf(name, sizeof(name), "%s.key", j->id);
+		code = load_master(j->store, master);
+		if (code == 0)
+			code = wrap_key(master, j->id, managed_key, wrapped);
+		if (code == 0)
+			code = write_secret(j->store, name, wrapped, sizeof(wrapped));
+		OPENSSL_cleanse(master, sizeof(master));
+		if (code < 0) {
+			job_fail(j, 500, "cannot store the managed image key: %s", strerror(-code));
+			goto out;
+		}
+	}
+	store_path(j->store, j->id, "img", img, sizeof(img));
+	if (rename(tmp_img, img) < 0)
+		job_fail(j, 500, "%s: %s", img, strerror(errno));
+out:
+	OPENSSL_cleanse(managed_key, sizeof(managed_key));
+	if (attached)
+		vmm_call(j, drive_req("drive-detach", SCRATCH_SERIAL));
+	if (rfd >= 0) {
+		close(rfd);
+		unlink(raw);
+	}
+	if (ofd >= 0) {
+		close(ofd);
+		if (j->status)
+			unlink(tmp_img);
+	}
+}
+
+static void snapshot_done(uv_work_t *w, int status)
+{
+	struct image_job *j = w->data;
+	struct sandbox *sb = j->sb;
+	cJSON *rec, *o;
+
+	(void)status;
+	sb->snapshot_busy = false;
+	if (!j->status) {
+		double now = (double)(long long)sandboxd_wall_time();
+
+		rec = cJSON_CreateObject();
+		cJSON_AddStringToObject(rec, "id", j->id);
+		cJSON_AddNumberToObject(rec, "created", now);
+		cJSON_AddNumberToObject(rec, "last_used", now);
+		if (j->ttl < 0)
+			cJSON_AddNullToObject(rec, "ttl");
+		else
+			cJSON_AddNumberToObject(rec, "ttl", (double)j->ttl);
+		cJSON_AddStringToObject(rec, "key", j->managed ? "managed" : "customer");
+		cJSON_AddNumberToObject(rec, "disk_size", (double)j->h.disk_size);
+		cJSON_AddNumberToObject(rec, "file_size", (double)j->stats.file_size);
+		cJSON_AddStringToObject(rec, "sandbox", sb->id);
+		cJSON_AddStringToObject(rec, "path", j->path);
+		if (record_save(j->store, j->id, rec) < 0)
+			job_fail(j, 500, "cannot write the image record");
+		cJSON_Delete(rec);
+		if (j->status)
+			remove_image(j->store, j->id);
+	}
+	if (j->status) {
+		sv_warn("snapshot of %s in %s failed: %s", j->path, sb->id, j->error);
+	} else {
+		sv_info("snapshot %s of %s in %s: %llu bytes (%s key)", j->id, j->path, sb->id,
+			(unsigned long long)j->stats.file_size, j->managed ? "managed" : "customer");
+	}
+	if (!http_conn_closed(j->req->conn)) {
+		if (j->status) {
+			http_respond_error(j->req, j->status, NULL, "%s", j->error);
+		} else {
+			o = cJSON_CreateObject();
+			cJSON_AddStringToObject(o, "image", j->id);
+			cJSON_AddStringToObject(o, "key", j->managed ? "managed" : "customer");
+			cJSON_AddNumberToObject(o, "file_size", (double)j->stats.file_size);
+			http_respond_json(j->req, 201, o);
+		}
+	}
+	sandbox_activity(sb, -1);
+	http_conn_unref(j->req->conn);
+	sandbox_unref(sb);
+	job_free(j);
+}
+
+/* ---- request bodies ---- */
+
+/* "key": base64 of 16..512 bytes; absent is fine (then none). */
+static int parse_key(struct http_request *req, const cJSON *body, struct image_job *j)
+{
+	const cJSON *k = cJSON_GetObjectItemCaseSensitive(body, "key");
+	uint8_t buf[(SIMAGE_IKM_MAX + 2) / 3 * 3 + 3];
+	size_t len, pad = 0;
+	int n;
+
+	if (!k || cJSON_IsNull(k))
+		return 0;
+	len = cJSON_IsString(k) ? strlen(k->valuestring) : 0;
+	if (!cJSON_IsString(k) || len == 0 || len % 4 || len / 4 * 3 > sizeof(buf)) {
+		http_respond_error(req, 400, "key", "key must be base64 of %u..%u bytes", SIMAGE_IKM_MIN,
+				   SIMAGE_IKM_MAX);
+		return -1;
+	}
+	n = EVP_DecodeBlock(buf, (const unsigned char *)k->valuestring, (int)len);
+	if (n < 0) {
+		http_respond_error(req, 400, "key", "key is not valid base64");
+		return -1;
+	}
+	while (pad < 2 && k->valuestring[len - 1 - pad] == '=')
+		pad++;
+	n -= (int)pad;
+	if (n < (int)SIMAGE_IKM_MIN || n > (int)SIMAGE_IKM_MAX) {
+		OPENSSL_cleanse(buf, sizeof(buf));
+		http_respond_error(req, 400, "key", "a key is %u..%u bytes; this one is %d", SIMAGE_IKM_MIN,
+				   SIMAGE_IKM_MAX, n);
+		return -1;
+	}
+	memcpy(j->ikm, buf, (size_t)n);
+	j->ikm_len = (size_t)n;
+	OPENSSL_cleanse(buf, sizeof(buf));
+	return 0;
+}
+
+static int parse_path(struct http_request *req, const cJSON *body, char *out, size_t len)
+{
+	const cJSON *p = cJSON_GetObjectItemCaseSensitive(body, "path");
+
+	if (!cJSON_IsString(p) || p->valuestring[0] != '/' || strlen(p->valuestring) >= len ||
+	    strstr(p->valuestring, "/../") || !strcmp(p->valuestring, "/")) {
+		http_respond_error(req, 400, "path", "path must be an absolute directory other than / (under %zu bytes)",
+				   len);
+		return -1;
+	}
+	snprintf(out, len, "%s", p->valuestring);
+	/* "/project/" and "/project" are one mount point. */
+	for (size_t n = strlen(out); n > 1 && out[n - 1] == '/'; n--)
+		out[n - 1] = '\0';
+	return 0;
+}
+
+static struct image_job *job_new(struct sandbox *sb, struct http_request *req, enum job_kind kind)
+{
+	struct image_job *j = calloc(1, sizeof(*j));
+
+	if (!j) {
+		http_respond_error(req, 500, NULL, "out of memory");
+		return NULL;
+	}
+	j->kind = kind;
+	j->d = sb->d;
+	j->sb = sb;
+	j->req = req;
+	j->slot = -1;
+	snprintf(j->vsock, sizeof(j->vsock), "%s", sb->vm.vsock);
+	snprintf(j->control, sizeof(j->control), "%s", sb->vm.control);
+	snprintf(j->run_dir, sizeof(j->run_dir), "%s", sb->vm.dir);
+	snprintf(j->store, sizeof(j->store), "%s", sb->d->snapshot_dir);
+	j->work.data = j;
+	return j;
+}
+
+static bool sandbox_usable(struct sandbox *sb, struct http_request *req)
+{
+	if (sb->state != SANDBOX_RUNNING) {
+		http_respond_error(req, 409, NULL, "sandbox %s is %s", sb->id, sandbox_state_name(sb->state));
+		return false;
+	}
+	if (sb->spec.restricted) {
+		http_respond_error(req, 409, NULL, "restricted sandboxes cannot snapshot or mount images");
+		return false;
+	}
+	return true;
+}
+
+static void queue(struct image_job *j, uv_work_cb work, uv_after_work_cb done)
+{
+	sandbox_ref(j->sb);
+	sandbox_activity(j->sb, +1);
+	http_conn_ref(j->req->conn);
+	uv_queue_work(j->d->loop, &j->work, work, done);
+}
+
+void snapshot_create(struct sandbox *sb, struct http_request *req)
+{
+	cJSON *body = cJSON_ParseWithLength(req->body ? req->body : "", req->body_len);
+	const cJSON *ttl, *it;
+	struct image_job *j;
+
+	if (!cJSON_IsObject(body)) {
+		http_respond_error(req, 400, NULL, "body must be a JSON object");
+		goto out;
+	}
+	cJSON_ArrayForEach(it, body) {
+		if (strcmp(it->string, "path") && strcmp(it->string, "key") && strcmp(it->string, "ttl")) {
+			http_respond_error(req, 400, it->string, "unknown field %s (known: path, key, ttl)", it->string);
+			goto out;
+		}
+	}
+	if (!sandbox_usable(sb, req))
+		goto out;
+	if (sb->snapshot_busy) {
+		http_respond_error(req, 409, NULL, "a snapshot of sandbox %s is already being made", sb->id);
+		goto out;
+	}
+	j = job_new(sb, req, JOB_SNAPSHOT);
+	if (!j)
+		goto out;
+	if (parse_path(req, body, j->path, sizeof(j->path)) < 0 || parse_key(req, body, j) < 0) {
+		job_free(j);
+		goto out;
+	}
+	j->managed = j->ikm_len == 0;
+	ttl = cJSON_GetObjectItemCaseSensitive(body, "ttl");
+	j->ttl = DEFAULT_TTL_S;
+	if (cJSON_IsNull(ttl) || (cJSON_IsString(ttl) && !strcmp(ttl->valuestring, "none"))) {
+		j->ttl = -1;
+	} else if (ttl) {
+		if (!cJSON_IsNumber(ttl) || ttl->valuedouble < 1 || ttl->valuedouble > (double)MAX_TTL_S ||
+		    ttl->valuedouble != (double)(long long)ttl->valuedouble) {
+			http_respond_error(req, 400, "ttl", "ttl is whole seconds 1..%lld, or \"none\" to keep",
+					   MAX_TTL_S);
+			job_free(j);
+			goto out;
+		}
+		j->ttl = (long long)ttl->valuedouble;
+	}
+	sb->snapshot_busy = true;
+	queue(j, snapshot_work, snapshot_done);
+out:
+	cJSON_Delete(body);
+}
+
+/* ---- mount and unmount ---- */
+
+static void mount_work(uv_work_t *w)
+{
+	struct image_job *j = w->data;
+	struct simage_reader rd;
+	char img[400], out[1024], data_hex[2 * SIMAGE_KEY_BYTES + 1], meta_hex[2 * SIMAGE_KEY_BYTES + 1];
+	int fd, r;
+
+	store_path(j->store, j->id, "img", img, sizeof(img));
+	fd = open(img, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		job_fail(j, 404, "image %s: %s", j->id, strerror(errno));
+		return;
+	}
+	r = simage_reader_open(&rd, fd, j->ikm, j->ikm_len);
+	close(fd);
+	if (r == SIMAGE_E_KEY) {
+		job_fail(j, 403, "wrong key: the key does not match image %s", j->id);
+		return;
+	}
+	if (r < 0) {
+		job_fail(j, r == SIMAGE_E_NOKEY ? 400 : 500, "image %s: %s", j->id,
+			 r <= SIMAGE_E_TRUNCATED ? simage_strerror(r) : strerror(-r));
+		if (r != SIMAGE_E_NOKEY)
+			sv_warn("image %s refused: %s", j->id, simage_strerror(r));
+		return;
+	}
+	hex(rd.keys.data, SIMAGE_KEY_BYTES, data_hex);
+	hex(rd.keys.meta, SIMAGE_KEY_BYTES, meta_hex);
+	simage_reader_close(&rd);
+	{
+		cJSON *req = drive_req("drive-attach", snapshot_spare_drives[1 + j->slot]);
+
+		cJSON_AddStringToObject(req, "path", img);
+		cJSON_AddStringToObject(req, "data_key", data_hex);
+		cJSON_AddStringToObject(req, "meta_key", meta_hex);
+		cJSON_AddStringToObject(req, "overlay_dir", j->run_dir);
+		OPENSSL_cleanse(data_hex, sizeof(data_hex));
+		OPENSSL_cleanse(meta_hex, sizeof(meta_hex));
+		r = vmm_call(j, req);
+	}
+	if (r < 0)
+		return;
+	{
+		const char *args[] = { snapshot_spare_drives[1 + j->slot], j->path, NULL };
+
+		r = guest_sh(j, mount_script, args, out, sizeof(out));
+	}
+	if (r != 0) {
+		job_fail(j, 500, "mounting in the guest failed (%d): %s", r, out);
+		vmm_call(j, drive_req("drive-detach", snapshot_spare_drives[1 + j->slot]));
+	}
+}
+
+static void unmount_work(uv_work_t *w)
+{
+	struct image_job *j = w->data;
+	const char *args[] = { j->path, snapshot_spare_drives[1 + j->slot], NULL };
+	char out[1024];
+	int r = guest_sh(j, unmount_script, args, out, sizeof(out));
+
+	if (r != 0) {
+		job_fail(j, r == 32 || strstr(out, "busy") ? 409 : 500, "unmounting %s in the guest failed: %s",
+			 j->path, out);
+		return;
+	}
+	vmm_call(j, drive_req("drive-detach", snapshot_spare_drives[1 + j->slot]));
+}
+
+static void mount_done(uv_work_t *w, int status)
+{
+	struct image_job *j = w->data;
+	struct sandbox *sb = j->sb;
+	struct sandbox_mount *m = &sb->mounts[j->slot];
+	cJSON *o;
+
+	(void)status;
+	m->busy = false;
+	if (j->kind == JOB_MOUNT && j->status) {
+		m->path[0] = '\0';
+		m->image[0] = '\0';
+	} else if (j->kind == JOB_MOUNT) {
+		touch_record(j->store, j->id);
+		sv_info("image %s mounted at %s in %s", j->id, j->path, sb->id);
+	} else if (!j->status) {
+		sv_info("image %s unmounted from %s in %s", m->image, m->path, sb->id);
+		m->path[0] = '\0';
+		m->image[0] = '\0';
+	}
+	if (!http_conn_closed(j->req->conn)) {
+		if (j->status) {
+			http_respond_error(j->req, j->status, j->status == 400 ? "key" : NULL, "%s", j->error);
+		} else if (j->kind == JOB_MOUNT) {
+			o = cJSON_CreateObject();
+			cJSON_AddStringToObject(o, "path", j->path);
+			cJSON_AddStringToObject(o, "image", j->id);
+			http_respond_json(j->req, 200, o);
+		} else {
+			http_respond(j->req, 204, NULL, NULL, 0);
+		}
+	}
+	sandbox_activity(sb, -1);
+	http_conn_unref(j->req->conn);
+	sandbox_unref(sb);
+	job_free(j);
+}
+
+static int find_mount(const struct sandbox *sb, const char *path)
+{
+	for (int i = 0; i < SANDBOX_MOUNT_SLOTS; i++)
+		if (sb->mounts[i].path[0] && !strcmp(sb->mounts[i].path, path))
+			return i;
+	return -1;
+}
+
+void snapshot_mount(struct sandbox *sb, struct http_request *req)
+{
+	cJSON *body = cJSON_ParseWithLength(req->body ? req->body : "", req->body_len), *rec = NULL;
+	const cJSON *image, *kind, *it;
+	struct image_job *j = NULL;
+	int slot = -1;
+
+	if (!cJSON_IsObject(body)) {
+		http_respond_error(req, 400, NULL, "body must be a JSON object");
+		goto out;
+	}
+	cJSON_ArrayForEach(it, body) {
+		if (strcmp(it->string, "path") && strcmp(it->string, "key") && strcmp(it->string, "image")) {
+			http_respond_error(req, 400, it->string, "unknown field %s (known: path, image, key)", it->string);
+			goto out;
+		}
+	}
+	if (!sandbox_usable(sb, req))
+		goto out;
+	image = cJSON_GetObjectItemCaseSensitive(body, "image");
+	if (!cJSON_IsString(image) || !valid_id(image->valuestring)) {
+		http_respond_error(req, 400, "image", "image must be an image id (32 hex digits)");
+		goto out;
+	}
+	rec = record_load(sb->d->snapshot_dir, image->valuestring);
+	if (!rec) {
+		http_respond_error(req, 404, "image", "no image %s", image->valuestring);
+		goto out;
+	}
+	j = job_new(sb, req, JOB_MOUNT);
+	if (!j || parse_path(req, body, j->path, sizeof(j->path)) < 0 || parse_key(req, body, j) < 0)
+		goto out;
+	snprintf(j->id, sizeof(j->id), "%s", image->valuestring);
+	kind = cJSON_GetObjectItemCaseSensitive(rec, "key");
+	if (cJSON_IsString(kind) && !strcmp(kind->valuestring, "managed")) {
+		if (j->ikm_len) {
+			http_respond_error(req, 400, "key", "image %s uses managed encryption: give no key", j->id);
+			goto out;
+		}
+		if (managed_key_get(sb->d->snapshot_dir, j->id, j->ikm) < 0) {
+			http_respond_error(req, 500, NULL, "the managed key of image %s cannot be read", j->id);
+			goto out;
+		}
+		j->ikm_len = SIMAGE_KEY_BYTES;
+		j->managed = true;
+	} else if (!j->ikm_len) {
+		http_respond_error(req, 400, "key",
+				   "missing key: image %s is encrypted with a customer key; give the key it was made with",
+				   j->id);
+		goto out;
+	}
+	if (find_mount(sb, j->path) >= 0) {
+		http_respond_error(req, 409, "path", "an image is already mounted at %s", j->path);
+		goto out;
+	}
+	for (int i = 0; i < SANDBOX_MOUNT_SLOTS && slot < 0; i++)
+		if (!sb->mounts[i].path[0])
+			slot = i;
+	if (slot < 0) {
+		http_respond_error(req, 409, NULL, "sandbox %s has %d images mounted, the most it can", sb->id,
+				   SANDBOX_MOUNT_SLOTS);
+		goto out;
+	}
+	j->slot = slot;
+	snprintf(sb->mounts[slot].path, sizeof(sb->mounts[slot].path), "%s", j->path);
+	snprintf(sb->mounts[slot].image, sizeof(sb->mounts[slot].image), "%s", j->id);
+	sb->mounts[slot].busy = true;
+	queue(j, mount_work, mount_done);
+	j = NULL;
+out:
+	if (j)
+		job_free(j);
+	cJSON_Delete(rec);
+	cJSON_Delete(body);
+}
+
+void snapshot_unmount(struct sandbox *sb, struct http_request *req)
+{
+	cJSON *body = cJSON_ParseWithLength(req->body ? req->body : "", req->body_len);
+	struct image_job *j = NULL;
+	int slot;
+
+	if (!cJSON_IsObject(body)) {
+		http_respond_error(req, 400, NULL, "body must be a JSON object {\"path\": P}");
+		goto out;
+	}
+	if (!sandbox_usable(sb, req))
+		goto out;
+	j = job_new(sb, req, JOB_UNMOUNT);
+	if (!j || parse_path(req, body, j->path, sizeof(j->path)) < 0)
+		goto out;
+	slot = find_mount(sb, j->path);
+	if (slot < 0) {
+		http_respond_error(req, 404, "path", "no image is mounted at %s", j->path);
+		goto out;
+	}
+	if (sb->mounts[slot].busy) {
+		http_respond_error(req, 409, "path", "%s is being mounted or unmounted", j->path);
+		goto out;
+	}
+	j->slot = slot;
+	snprintf(j->id, sizeof(j->id), "%s", sb->mounts[slot].image);
+	sb->mounts[slot].busy = true;
+	queue(j, unmount_work, mount_done);
+	j = NULL;
+out:
+	if (j)
+		job_free(j);
+	cJSON_Delete(body);
+}
+
+void *snapshot_mounts_json(const struct sandbox *sb)
+{
+	cJSON *arr = cJSON_CreateArray();
+
+	for (int i = 0; arr && i < SANDBOX_MOUNT_SLOTS; i++) {
+		cJSON *m;
+
+		if (!sb->mounts[i].path[0] || sb->mounts[i].busy)
+			continue;
+		m = cJSON_CreateObject();
+		cJSON_AddStringToObject(m, "path", sb->mounts[i].path);
+		cJSON_AddStringToObject(m, "image", sb->mounts[i].image);
+		cJSON_AddItemToArray(arr, m);
+	}
+	return arr;
+}
+
+/* ---- listing, deletion, retention ---- */
+
+static cJSON *record_public(cJSON *rec)
+{
+	double exp = expires_at(rec);
+
+	if (exp)
+		cJSON_AddNumberToObject(rec, "expires", exp);
+	else
+		cJSON_AddNullToObject(rec, "expires");
+	return rec;
+}
+
+/* Calls fn for every image record in the store. */
+static void for_each_record(const char *store, void (*fn)(void *ctx, const char *id, cJSON *rec), void *ctx)
+{
+	DIR *dir = opendir(store);
+	struct dirent *e;
+
+	while (dir && (e = readdir(dir))) {
+		char id[40];
+		cJSON *rec;
+
+		if (strlen(e->d_name) != 2 * SIMAGE_ID_BYTES + 5 || strcmp(e->d_name + 2 * SIMAGE_ID_BYTES, ".json"))
+			continue;
+		snprintf(id, sizeof(id), "%.*s", (int)(2 * SIMAGE_ID_BYTES), e->d_name);
+		rec = record_load(store, id);
+		if (rec)
+			fn(ctx, id, rec);
+	}
+	if (dir)
+		closedir(dir);
+}
+
+static void add_listed(void *ctx, const char *id, cJSON *rec)
+{
+	(void)id;
+	cJSON_AddItemToArray(ctx, record_public(rec));
+}
+
+void snapshots_list(struct sandboxd *d, struct http_request *req)
+{
+	cJSON *o = cJSON_CreateObject(), *arr = cJSON_AddArrayToObject(o, "images");
+
+	for_each_record(d->snapshot_dir, add_listed, arr);
+	http_respond_json(req, 200, o);
+}
+
+void snapshots_get(struct sandboxd *d, const char *id, struct http_request *req)
+{
+	cJSON *rec = record_load(d->snapshot_dir, id);
+
+	if (!rec)
+		return http_respond_error(req, 404, NULL, "no image %.64s", id);
+	http_respond_json(req, 200, record_public(rec));
+}
+
+static bool image_in_use(struct sandboxd *d, const char *id)
+{
+	for (struct sandbox *sb = d->sandboxes; sb; sb = sb->next)
+		if (sb->state != SANDBOX_FINISHED)
+			for (int i = 0; i < SANDBOX_MOUNT_SLOTS; i++)
+				if (!strcmp(sb->mounts[i].image, id))
+					return true;
+	return false;
+}
+
+void snapshots_delete(struct sandboxd *d, const char *id, struct http_request *req)
+{
+	cJSON *rec = record_load(d->snapshot_dir, id);
+	int r;
+
+	if (!rec)
+		return http_respond_error(req, 404, NULL, "no image %.64s", id);
+	cJSON_Delete(rec);
+	if (image_in_use(d, id))
+		return http_respond_error(req, 409, NULL, "image %s is mounted in a running sandbox", id);
+	r = remove_image(d->snapshot_dir, id);
+	if (r < 0)
+		return http_respond_error(req, 500, NULL, "deleting image %s: %s", id, strerror(-r));
+	sv_info("image %s deleted", id);
+	http_respond(req, 204, NULL, NULL, 0);
+}
+
+struct sweep {
+	struct sandboxd *d;
+	double now;
+	unsigned removed;
+};
+
+static void sweep_one(void *ctx, const char *id, cJSON *rec)
+{
+	struct sweep *s = ctx;
+	double exp = expires_at(rec);
+
+	if (exp && exp <= s->now && !image_in_use(s->d, id) && remove_image(s->d->snapshot_dir, id) == 0) {
+		sv_info("image %s expired (last used %.0f s ago) and was deleted", id, s->now - num(rec, "last_used", 0));
+		s->removed++;
+	}
+	cJSON_Delete(rec);
+}
+
+void snapshots_sweep(struct sandboxd *d)
+{
+	struct sweep s = { .d = d, .now = sandboxd_wall_time() };
+
+	for_each_record(d->snapshot_dir, sweep_one, &s);
+}
