@@ -28,6 +28,11 @@ int vmctl_cmd_cp(struct vmctl_args *a, int argc, char **argv);
 int vmctl_cmd_exec(struct vmctl_args *a, int argc, char **argv);
 int vmctl_cmd_run(struct vmctl_args *a, int argc, char **argv);
 int vmctl_cmd_net(struct vmctl_args *a, int argc, char **argv);
+int vmctl_cmd_snapshot_dir(struct vmctl_args *a, int argc, char **argv);
+int vmctl_cmd_mount(struct vmctl_args *a, int argc, char **argv);
+int vmctl_cmd_unmount(struct vmctl_args *a, int argc, char **argv);
+int vmctl_cmd_images(struct vmctl_args *a, int argc, char **argv);
+int vmctl_cmd_image(struct vmctl_args *a, int argc, char **argv);
 
 /* The create flags, shared by `create` and `run`. */
 enum {

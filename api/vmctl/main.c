@@ -27,6 +27,12 @@ static const char usage[] =
 	"  net show ID [--json]           show a sandbox's network policy and counters\n"
 	"  net set ID --open | --block | --cidr-allow CIDR...\n"
 	"                                 change a running sandbox's network policy\n"
+	"  snapshot-dir ID PATH [--key-file F] [--ttl S|none]\n"
+	"                                 make an encrypted image of a directory, print its id\n"
+	"  mount ID PATH IMAGE [--key-file F]   mount an image in a sandbox\n"
+	"  unmount ID PATH                unmount it\n"
+	"  images [--json]                list snapshot images\n"
+	"  image rm IMAGE...              delete snapshot images\n"
 	"  health [--json]                ask sandboxd how it is\n"
 	"'vmctl COMMAND --help' describes each.\n"
 	"\n"
@@ -54,6 +60,11 @@ static const struct {
 	{ "logs", vmctl_cmd_logs },
 	{ "rm", vmctl_cmd_rm },
 	{ "terminate", vmctl_cmd_terminate },
+	{ "snapshot-dir", vmctl_cmd_snapshot_dir },
+	{ "mount", vmctl_cmd_mount },
+	{ "unmount", vmctl_cmd_unmount },
+	{ "images", vmctl_cmd_images },
+	{ "image", vmctl_cmd_image },
 	{ "cp", vmctl_cmd_cp },
 	{ "net", vmctl_cmd_net },
 	{ "health", vmctl_cmd_health },
