@@ -566,6 +566,208 @@ def _():
         d2.terminate()
         d2.wait(30)
 
+# ---- encrypted snapshot images (docs/image-format.md) ----
+
+SNAP = {"image": "debian", "memory_mib": 512, "timeout": 1800}
+PROJECT_SETUP = r"""set -e
+mkdir -p /project/sub /project/many
+echo 'private data' > /project/secret.txt
+chmod 0640 /project/secret.txt
+: > /project/empty
+ln -s secret.txt /project/link
+head -c 209715200 /dev/urandom > /project/big.bin
+for i in $(seq 1 1000); do echo "file $i" > /project/many/f$i; done
+cd /project && sha256sum big.bin > /tmp/big.sha
+"""
+PROJECT_CHECK = r"""set -e
+cd "$1"
+cat secret.txt
+stat -c '%a %s' secret.txt empty
+readlink link
+ls many | wc -l
+cat many/f777
+sha256sum big.bin
+"""
+
+
+def key_file(name, n):
+    path = os.path.join(TMP, name)
+    with open(path, "wb") as f:
+        f.write(os.urandom(n))
+    return path
+
+
+def guest(sid, script, *args):
+    out, err, end = run_exec(sid, ["sh", "-c", script, "sh", *args])
+    return out.decode(errors="replace"), err.decode(errors="replace"), end[1]["returncode"]
+
+
+def mounted(sid, path):
+    out, _, _ = guest(sid, "grep -c \" $1 \" /proc/mounts || true", path)
+    return out.strip() != "0"
+
+
+@case("api-snapshot-csek")
+def _():
+    a = create(SNAP)["id"]
+    out, err, code = guest(a, PROJECT_SETUP)
+    assert code == 0, (out, err)
+    want_sha = guest(a, "cat /tmp/big.sha")[0].split()[0]
+    k = key_file("key32", 32)
+    p = vmctl("snapshot-dir", a, "/project", "--key-file", k, timeout=1500)
+    assert p.returncode == 0, p
+    img = p.stdout.decode().strip()
+    assert len(img) == 32 and p.stdout.decode() == img + "\n", p.stdout
+    shared["csek_image"], shared["csek_key"] = img, k
+    assert vmctl("terminate", a).returncode == 0
+    b = create(SNAP)["id"]
+    shared["snap_sb"] = b
+    # Wrong key, no key, keys of 15 and 513 bytes: refused, nothing mounted.
+    p = vmctl("mount", b, "/project", img, "--key-file", key_file("wrong", 32))
+    assert p.returncode == 125 and b"wrong key" in p.stderr, p
+    p = vmctl("mount", b, "/project", img)
+    assert p.returncode == 125 and b"missing key" in p.stderr, p
+    for n in (15, 513):
+        p = vmctl("mount", b, "/project", img, "--key-file", key_file(f"k{n}", n))
+        assert p.returncode == 2 and b"16..512" in p.stderr, p
+        st, o = request("POST", f"/v1/sandboxes/{b}/mounts",
+                        {"path": "/project", "image": img,
+                         "key": __import__("base64").b64encode(os.urandom(n)).decode()})
+        assert st == 400 and "16..512" in o["error"], (st, o)
+    assert not mounted(b, "/project")
+    p = vmctl("mount", b, "/project", img, "--key-file", k)
+    assert p.returncode == 0, p
+    out, err, code = guest(b, PROJECT_CHECK, "/project")
+    assert code == 0, (out, err)
+    lines = out.splitlines()
+    assert lines[0] == "private data", lines
+    assert lines[1] == "640 13" and lines[2].endswith(" 0"), lines
+    assert lines[3] == "secret.txt" and lines[4] == "1000" and lines[5] == "file 777", lines
+    assert lines[6].split()[0] == want_sha, (lines[6], want_sha)
+    st, o = request("GET", f"/v1/sandboxes/{b}")
+    assert o["mounts"] == [{"path": "/project", "image": img}], o
+    # Writes go to the overlay; the image stays as it was.
+    assert guest(b, "echo changed > /project/secret.txt && sync")[2] == 0
+    assert vmctl("unmount", b, "/project").returncode == 0
+    assert not mounted(b, "/project")
+    assert vmctl("mount", b, "/data", img, "--key-file", k).returncode == 0
+    assert guest(b, "cat /data/secret.txt")[0] == "private data\n"
+
+
+@case("api-snapshot-reseal")
+def _():
+    b, img, k = shared["snap_sb"], shared["csek_image"], shared["csek_key"]
+    k2 = key_file("key-new", 48)
+    p = vmctl("snapshot-dir", b, "/data", "--key-file", k2, timeout=1500)
+    assert p.returncode == 0, p
+    img2 = p.stdout.decode().strip()
+    p = vmctl("snapshot-dir", b, "/data", "--ttl", "none", timeout=1500)
+    assert p.returncode == 0, p
+    img3 = p.stdout.decode().strip()
+    assert len({img, img2, img3}) == 3
+    st, o = request("GET", f"/v1/snapshots/{img3}")
+    assert o["key"] == "managed" and o["ttl"] is None and o["expires"] is None, o
+    p = vmctl("mount", b, "/resealed", img2, "--key-file", k)
+    assert p.returncode == 125 and b"wrong key" in p.stderr, p
+    assert vmctl("mount", b, "/resealed", img2, "--key-file", k2).returncode == 0
+    assert vmctl("mount", b, "/managed", img3).returncode == 0
+    out = guest(b, "cat /resealed/secret.txt /managed/secret.txt; sha256sum /managed/big.bin | cut -c1-64")[0]
+    assert out.splitlines()[:2] == ["private data", "private data"], out
+    p = vmctl("mount", b, "/x", img3, "--key-file", k)
+    assert p.returncode == 125 and b"managed" in p.stderr, p
+    p = vmctl("images")
+    assert p.returncode == 0 and img3.encode() in p.stdout and b"managed" in p.stdout, p
+    shared["managed_image"] = img3
+    for path in ("/resealed", "/managed", "/data"):
+        assert vmctl("unmount", b, path).returncode == 0
+
+
+def copy_image(src, tamper):
+    """A copy of image src under a fresh id, its bytes changed by tamper(bytearray)."""
+    new = os.urandom(16).hex()
+    store = os.path.join(STATE, "snapshots")
+    data = bytearray(open(os.path.join(store, src + ".img"), "rb").read())
+    tamper(data)
+    open(os.path.join(store, new + ".img"), "wb").write(data)
+    rec = json.load(open(os.path.join(store, src + ".json")))
+    rec["id"] = new
+    json.dump(rec, open(os.path.join(store, new + ".json"), "w"))
+    return new
+
+
+def chunk_table(data):
+    count, data_off = struct.unpack_from("<Q", data, 32)[0], struct.unpack_from("<Q", data, 48)[0]
+    entries = [struct.unpack_from("<QII", data, 512 + 16 * i) for i in range(count)]
+    return data_off, entries
+
+
+@case("api-snapshot-tamper")
+def _():
+    b, img, k = shared["snap_sb"], shared["csek_image"], shared["csek_key"]
+    tool = os.path.join(BUILD, "bin", "sandvm-image")
+
+    def flip(d):
+        _, entries = chunk_table(d)
+        big = [e for e in entries if e[1] == 262144 + 16]  # whole random chunks: the big file
+        off = big[len(big) // 2][0] + 1000
+        d[off] ^= 0x40
+
+    def swap(d):
+        _, entries = chunk_table(d)
+        big = [e for e in entries if e[1] == 262144 + 16]
+        x, y = big[len(big) // 3], big[2 * len(big) // 3]
+        d[x[0]:x[0] + x[1]], d[y[0]:y[0] + y[1]] = d[y[0]:y[0] + y[1]], d[x[0]:x[0] + x[1]]
+
+    def truncate(d):
+        del d[len(d) - 4096:]
+
+    for name, fn in (("flip", flip), ("swap", swap), ("truncate", truncate)):
+        bad = copy_image(img, fn)
+        path = os.path.join(STATE, "snapshots", bad + ".img")
+        v = subprocess.run([tool, "verify", path, "--key-file", k], capture_output=True)
+        assert v.returncode != 0, (name, v)
+        p = vmctl("mount", b, "/t-" + name, bad, "--key-file", k)
+        if name == "truncate":
+            assert p.returncode == 125 and b"truncated" in p.stderr, (name, p)
+            assert not mounted(b, "/t-" + name)
+            continue
+        assert p.returncode == 0, (name, p)
+        out, err, code = guest(b, "sha256sum /t-$1/big.bin", name)
+        assert code != 0 and "Input/output error" in err, (name, out, err, code)
+        assert vmctl("unmount", b, "/t-" + name).returncode == 0
+    log = open(os.path.join(STATE, "sandboxes", b, "vmm.log"), "rb").read()
+    assert b"failed authentication" in log, log[-2000:]
+
+
+@case("api-snapshot-retention")
+def _():
+    b = shared["snap_sb"]
+    assert guest(b, "mkdir -p /small && echo x > /small/f")[2] == 0
+    p = vmctl("snapshot-dir", b, "/small", "--ttl", "1", timeout=900)
+    assert p.returncode == 0, p
+    short = p.stdout.decode().strip()
+    p = vmctl("snapshot-dir", b, "/small", timeout=900)
+    assert p.returncode == 0, p
+    fresh = p.stdout.decode().strip()
+    time.sleep(2)
+    daemon.stop()
+    daemon.start()  # the sweep runs at start, then every --image-sweep seconds
+    store = os.path.join(STATE, "snapshots")
+    for _ in range(50):
+        if not os.path.exists(os.path.join(store, short + ".img")):
+            break
+        time.sleep(0.1)
+    assert not os.path.exists(os.path.join(store, short + ".img")), "expired image kept"
+    assert not os.path.exists(os.path.join(store, short + ".key")), "its key kept"
+    assert request("GET", f"/v1/snapshots/{short}")[0] == 404
+    assert os.path.exists(os.path.join(store, fresh + ".img")), "fresh image removed"
+    assert os.path.exists(os.path.join(store, shared["managed_image"] + ".img"))
+    assert vmctl("image", "rm", fresh).returncode == 0
+    assert not os.path.exists(os.path.join(store, fresh + ".img"))
+    assert not os.path.exists(os.path.join(store, fresh + ".key")), "deleted image left its key"
+    assert vmctl("rm", b).returncode == 0
+
+
 
 def main():
     global KEY, daemon
