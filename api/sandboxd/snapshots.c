@@ -38,7 +38,7 @@
 #define MAX_TTL_S (10ll * 365 * 24 * 3600)
 #define SCRATCH_SERIAL "sandvm-scratch"
 #define GUEST_CONNECT_MS 10000
-#define GUEST_STEP_MS (30 * 60 * 1000) /* mke2fs of a large tree is slow under nested virtualization */
+#define GUEST_STEP_MS (15 * 60 * 1000) /* mke2fs of a large tree is slow under nested virtualization */
 #define MANAGED_KEY_FILE "managed.key"
 #define WRAP_VERSION 1
 #define WRAPPED_BYTES (1 + SIMAGE_NONCE_BYTES + SIMAGE_KEY_BYTES + SIMAGE_TAG_BYTES)
@@ -60,14 +60,21 @@ _Static_assert(SANDBOX_MOUNT_SLOTS == 3, "one spare drive per mount slot");
 	"dev=/dev/${b##*/}; return 0; fi; done; i=$((i+1)); sleep 0.1; done; "                       \
 	"echo \"drive $1 did not appear in the guest\" >&2; exit 5; }\n"
 
+/*
+ * No -x: on an overlay root, files report the upper layer's device, and du
+ * -x would skip them; mke2fs -d copies whatever is below the path anyway.
+ */
 static const char probe_script[] =
 	"[ -d \"$1\" ] || { echo \"$1 is not a directory in the sandbox\" >&2; exit 3; }\n"
 	"command -v mke2fs >/dev/null || { echo 'the sandbox image has no mke2fs (e2fsprogs)' >&2; exit 4; }\n"
-	"echo \"$(du -skx -- \"$1\" | cut -f1) $(find \"$1\" -xdev | wc -l)\"\n";
+	"echo \"$(du -sk -- \"$1\" | cut -f1) $(du -sk --apparent-size -- \"$1\" | cut -f1) "
+	"$(find \"$1\" | wc -l)\"\n";
 
 static const char mkfs_script[] = FIND_DRIVE
-	"set -e\nfind_drive \"$1\"\nblockdev --flushbufs \"$dev\"\n"
-	"mke2fs -q -F -t ext4 -N \"$3\" -L snapshot -d \"$2\" \"$dev\"\nsync\nblockdev --flushbufs \"$dev\"\n";
+	"find_drive \"$1\"\nblockdev --flushbufs \"$dev\" || exit 6\n"
+	"mke2fs -q -F -t ext4 -N \"$3\" -L snapshot -d \"$2\" \"$dev\"\nrc=$?\n"
+	/* Failed or not, nothing of this disk stays cached once it is detached. */
+	"sync\nblockdev --flushbufs \"$dev\"\nexit $rc\n";
 
 static const char mount_script[] = FIND_DRIVE
 	"set -e\nfind_drive \"$1\"\nblockdev --flushbufs \"$dev\"\nmkdir -p -- \"$2\"\n"
@@ -511,47 +518,63 @@ static void snapshot_work(uv_work_t *w)
 {
 	struct image_job *j = w->data;
 	const char *probe_args[] = { j->path, NULL };
-	char out[1024], raw[400], img[400], tmp_img[400], size_text[32], inodes_text[32];
-	unsigned long long kb = 0, files = 0, size, inodes;
+	char out[1024], raw[400], img[400], tmp_img[400], inodes_text[32];
+	unsigned long long kb = 0, apparent_kb = 0, files = 0, size, inodes;
 	struct simage_write_opts opts = { 0 };
 	uint8_t managed_key[SIMAGE_KEY_BYTES];
 	int code, rfd = -1, ofd = -1;
 	bool attached = false;
 
 	code = guest_sh(j, probe_script, probe_args, out, sizeof(out));
-	if (code != 0 || sscanf(out, "%llu %llu", &kb, &files) != 2) {
+	if (code != 0 || sscanf(out, "%llu %llu %llu", &kb, &apparent_kb, &files) != 3) {
 		job_fail(j, code == 3 ? 404 : code == 4 ? 409 : 500, "%s",
 			 out[0] ? out : "cannot size the directory in the guest");
 		return;
 	}
-	/* Room for the data, ext4's metadata and journal, and inodes for every file. */
+	if (apparent_kb > kb)
+		kb = apparent_kb;
+	/*
+	 * Room for the data, ext4's metadata and journal, and inodes for every
+	 * file. The scratch file is sparse, so room never written costs nothing;
+	 * a tree that still does not fit gets twice the room, twice.
+	 */
 	size = kb * 1024 * 13 / 10 + files * 4096 + (64ull << 20);
-	size = (size + (1 << 20) - 1) & ~((1ull << 20) - 1);
 	inodes = files + files / 2 + 1024;
-	snprintf(size_text, sizeof(size_text), "%llu", size);
 	snprintf(inodes_text, sizeof(inodes_text), "%llu", inodes);
 	snprintf(raw, sizeof(raw), "%s/.scratch-%s.raw", j->store, j->sb->id);
 	rfd = open(raw, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (rfd < 0 || ftruncate(rfd, (off_t)size) < 0) {
-		job_fail(j, 500, "cannot make a %llu-byte scratch disk: %s", size, strerror(errno));
+	if (rfd < 0) {
+		job_fail(j, 500, "cannot make a scratch disk: %s", strerror(errno));
 		goto out;
 	}
-	{
-		cJSON *req = drive_req("drive-attach", SCRATCH_SERIAL);
+	for (int attempt = 0;; attempt++) {
+		const char *args[] = { SCRATCH_SERIAL, j->path, inodes_text, NULL };
+		cJSON *req;
 
+		size = (size + (1 << 20) - 1) & ~((1ull << 20) - 1);
+		if (size > SIMAGE_MAX_DISK_SIZE || ftruncate(rfd, 0) < 0 || ftruncate(rfd, (off_t)size) < 0) {
+			job_fail(j, 500, "cannot make a %llu-byte scratch disk: %s", size,
+				 size > SIMAGE_MAX_DISK_SIZE ? "over the 1 TiB limit" : strerror(errno));
+			goto out;
+		}
+		sv_info("snapshot of %s in %s: %llu KiB in %llu files, a %llu MiB file system", j->path, j->sb->id,
+			kb, files, size >> 20);
+		req = drive_req("drive-attach", SCRATCH_SERIAL);
 		cJSON_AddStringToObject(req, "path", raw);
 		if (vmm_call(j, req) < 0)
 			goto out;
 		attached = true;
-	}
-	{
-		const char *args[] = { SCRATCH_SERIAL, j->path, inodes_text, NULL };
-
 		code = guest_sh(j, mkfs_script, args, out, sizeof(out));
-		if (code != 0) {
+		if (code == 0)
+			break;
+		if (attempt == 2 || !strstr(out, "allocate")) {
 			job_fail(j, 500, "making the file system in the guest failed (%d): %s", code, out);
 			goto out;
 		}
+		if (vmm_call(j, drive_req("drive-detach", SCRATCH_SERIAL)) < 0)
+			goto out;
+		attached = false;
+		size *= 2;
 	}
 	if (vmm_call(j, drive_req("drive-detach", SCRATCH_SERIAL)) < 0)
 		goto out;

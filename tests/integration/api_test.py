@@ -614,7 +614,7 @@ def _():
     assert code == 0, (out, err)
     want_sha = guest(a, "cat /tmp/big.sha")[0].split()[0]
     k = key_file("key32", 32)
-    p = vmctl("snapshot-dir", a, "/project", "--key-file", k, timeout=1500)
+    p = vmctl("snapshot-dir", a, "/project", "--key-file", k, timeout=700)
     assert p.returncode == 0, p
     img = p.stdout.decode().strip()
     assert len(img) == 32 and p.stdout.decode() == img + "\n", p.stdout
@@ -658,10 +658,10 @@ def _():
 def _():
     b, img, k = shared["snap_sb"], shared["csek_image"], shared["csek_key"]
     k2 = key_file("key-new", 48)
-    p = vmctl("snapshot-dir", b, "/data", "--key-file", k2, timeout=1500)
+    p = vmctl("snapshot-dir", b, "/data", "--key-file", k2, timeout=700)
     assert p.returncode == 0, p
     img2 = p.stdout.decode().strip()
-    p = vmctl("snapshot-dir", b, "/data", "--ttl", "none", timeout=1500)
+    p = vmctl("snapshot-dir", b, "/data", "--ttl", "none", timeout=700)
     assert p.returncode == 0, p
     img3 = p.stdout.decode().strip()
     assert len({img, img2, img3}) == 3
@@ -794,6 +794,13 @@ def main():
                 os.kill(pid, signal.SIGKILL)
             except (OSError, ValueError, KeyError):
                 pass
+        # Each sandbox's console and VMM log, for whoever reads a failure.
+        for d in os.listdir(os.path.join(STATE, "sandboxes")):
+            for f in ("console.log", "vmm.log"):
+                src = os.path.join(STATE, "sandboxes", d, f)
+                if os.path.exists(src):
+                    os.makedirs(os.path.join(RESULTS, "sandboxes", d), exist_ok=True)
+                    sh(f"tail -c 200000 {src} > {os.path.join(RESULTS, 'sandboxes', d, f)}")
         # VMMs killed above leave their persistent taps: sandboxd removes them when it
         # sees the VMM gone, but it is stopped; clean up what this run made.
         sh("for t in $(ls /sys/class/net | grep '^sbx'); do ip link del $t; done")
