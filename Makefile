@@ -37,7 +37,7 @@ GUEST := $(BUILD)/guest
 STAMP := $(BUILD)/.deps-installed
 
 .PHONY: all deps vmm guest kernel initramfs unit-tests test test-unit test-integration \
-	fuzz fuzz-run run bench bench-api clean debian-image
+	fuzz fuzz-run run bench bench-api bench-image clean debian-image
 # Keep object files that only sanitizer and fuzz builds use.
 .SECONDARY:
 all: vmm guest $(BUILD)/bin/sandvm-agent
@@ -196,10 +196,15 @@ run: all debian-image
 # one holds 50 sandboxes at once, hence the larger L1.
 bench: all $(TEST_INITRAMFS) debian-image
 	SANDVM_L1_MEMORY=$${SANDVM_L1_MEMORY:-8192} ./tests/nested/run sh -c \
-		'./bench/boot $(BUILD) && ./bench/exec $(BUILD) && ./bench/api $(BUILD)'
+		'./bench/boot $(BUILD) && ./bench/exec $(BUILD) && ./bench/api $(BUILD) && ./bench/image $(BUILD)'
 
 bench-api: all
 	SANDVM_L1_MEMORY=$${SANDVM_L1_MEMORY:-8192} ./tests/nested/run ./bench/api $(BUILD)
+
+# Snapshot image write/read against openssl speed, and the guest's reads from a
+# mounted image against a raw drive (docs/benchmarks.md).
+bench-image: all debian-image
+	./tests/nested/run ./bench/image $(BUILD)
 
 clean:
 	rm -rf $(BUILD)

@@ -13,5 +13,5 @@ while IFS= read -r line; do
 	"exit "*) report FAIL api-test-runner "api_test.py ended with status ${line#exit }" ;;
 	*) echo "# $line" ;;
 	esac
-done < <(timeout -k 5 1500 python3 tests/integration/api_test.py "$BUILD" "$RESULTS" 2>"$RESULTS/api_test.err"; echo "exit $?")
+done < <(timeout -k 5 3000 python3 tests/integration/api_test.py "$BUILD" "$RESULTS" 2>"$RESULTS/api_test.err"; echo "exit $?")
 grep -q . "$RESULTS/api_test.err" && tail -20 "$RESULTS/api_test.err" | sed 's/^/# api_test: /'
