@@ -816,6 +816,7 @@ static void restore_one(void *ctx, const char *id, void *record)
 		sb->reason = known_reason(cJSON_IsString(st) ? st->valuestring : NULL);
 	}
 	restore_net(sb, cJSON_GetObjectItemCaseSensitive(rec, "net"));
+	snapshot_mounts_restore(sb, cJSON_GetObjectItemCaseSensitive(rec, "mounts"));
 	cJSON_Delete(rec);
 	sb->next = d->sandboxes;
 	d->sandboxes = sb;

@@ -182,6 +182,9 @@ void snapshot_unmount(struct sandbox *sb, struct http_request *req);
 void snapshots_list(struct sandboxd *d, struct http_request *req);
 void snapshots_get(struct sandboxd *d, const char *id, struct http_request *req);
 void snapshots_delete(struct sandboxd *d, const char *id, struct http_request *req);
+/* The mounts in the registry record (a cJSON object), and back at a restart. */
+void snapshot_mounts_save(const struct sandbox *sb, void *record);
+void snapshot_mounts_restore(struct sandbox *sb, const void *mounts);
 /* The mounts of a sandbox for its JSON; a cJSON array. */
 void *snapshot_mounts_json(const struct sandbox *sb);
 

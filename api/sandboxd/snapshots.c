@@ -927,6 +927,8 @@ static void mount_done(uv_work_t *w, int status)
 		m->path[0] = '\0';
 		m->image[0] = '\0';
 	}
+	if (!j->status)
+		store_save(sb);
 	if (!http_conn_closed(j->req->conn)) {
 		if (j->status) {
 			http_respond_error(j->req, j->status, j->status == 400 ? "key" : NULL, "%s", j->error);
@@ -1079,6 +1081,41 @@ void *snapshot_mounts_json(const struct sandbox *sb)
 		cJSON_AddItemToArray(arr, m);
 	}
 	return arr;
+}
+
+/* The registry keeps the slots: a restarted daemon must not attach over a mounted drive. */
+void snapshot_mounts_save(const struct sandbox *sb, void *record)
+{
+	cJSON *arr = cJSON_AddArrayToObject(record, "mounts");
+
+	for (int i = 0; arr && i < SANDBOX_MOUNT_SLOTS; i++) {
+		cJSON *m;
+
+		if (!sb->mounts[i].path[0])
+			continue;
+		m = cJSON_CreateObject();
+		cJSON_AddNumberToObject(m, "slot", i);
+		cJSON_AddStringToObject(m, "path", sb->mounts[i].path);
+		cJSON_AddStringToObject(m, "image", sb->mounts[i].image);
+		cJSON_AddItemToArray(arr, m);
+	}
+}
+
+void snapshot_mounts_restore(struct sandbox *sb, const void *mounts)
+{
+	const cJSON *m;
+
+	cJSON_ArrayForEach(m, (const cJSON *)mounts) {
+		const cJSON *slot = cJSON_GetObjectItemCaseSensitive(m, "slot");
+		const cJSON *path = cJSON_GetObjectItemCaseSensitive(m, "path");
+		const cJSON *image = cJSON_GetObjectItemCaseSensitive(m, "image");
+		int i = cJSON_IsNumber(slot) ? (int)slot->valuedouble : -1;
+
+		if (i < 0 || i >= SANDBOX_MOUNT_SLOTS || !cJSON_IsString(path) || !cJSON_IsString(image))
+			continue;
+		snprintf(sb->mounts[i].path, sizeof(sb->mounts[i].path), "%s", path->valuestring);
+		snprintf(sb->mounts[i].image, sizeof(sb->mounts[i].image), "%s", image->valuestring);
+	}
 }
 
 /* ---- listing, deletion, retention ---- */

@@ -102,6 +102,7 @@ int store_save(const struct sandbox *sb)
 		if (sb->net.allow)
 			cJSON_AddItemToObject(n, "allow", cJSON_Duplicate(sb->net.allow, 1));
 	}
+	snapshot_mounts_save(sb, o);
 	text = cJSON_Print(o);
 	cJSON_Delete(o);
 	if (!text)
