@@ -10,9 +10,7 @@
  *   keys only and serves the image on a spare drive with an encrypted
  *   copy-on-write overlay; the guest mounts it.
  *
- * The store is STATE/snapshots/: ID.img, ID.json (record: times, ttl, key
- * kind, source) and, for managed images, ID.key (a random per-image key
- * wrapped with the managed key, so deleting the image deletes its key).
+ * The store, managed keys, listing and retention are snapshot_store.c's.
  * Slow work runs on the threadpool; records change on the loop thread.
  */
 #include <cjson/cJSON.h>
@@ -33,15 +31,12 @@
 #include "log.h"
 #include "sandboxd.h"
 #include "simage/file.h"
+#include "snapshot_store.h"
 
-#define DEFAULT_TTL_S (30ll * 24 * 3600)
 #define MAX_TTL_S (10ll * 365 * 24 * 3600)
 #define SCRATCH_SERIAL "sandvm-scratch"
 #define GUEST_CONNECT_MS 10000
 #define GUEST_STEP_MS (15 * 60 * 1000) /* mke2fs of a large tree is slow under nested virtualization */
-#define MANAGED_KEY_FILE "managed.key"
-#define WRAP_VERSION 1
-#define WRAPPED_BYTES (1 + SIMAGE_NONCE_BYTES + SIMAGE_KEY_BYTES + SIMAGE_TAG_BYTES)
 
 const char *const snapshot_spare_drives[] = { SCRATCH_SERIAL, "sandvm-mount0", "sandvm-mount1",
 					      "sandvm-mount2", NULL };
@@ -125,291 +120,6 @@ static void job_free(struct image_job *j)
 {
 	OPENSSL_cleanse(j->ikm, sizeof(j->ikm));
 	free(j);
-}
-
-/* ---- the store ---- */
-
-static bool valid_id(const char *id)
-{
-	size_t n = strlen(id);
-
-	if (n != 2 * SIMAGE_ID_BYTES)
-		return false;
-	for (size_t i = 0; i < n; i++)
-		if (!((id[i] >= '0' && id[i] <= '9') || (id[i] >= 'a' && id[i] <= 'f')))
-			return false;
-	return true;
-}
-
-static void store_path(const char *store, const char *id, const char *ext, char *out, size_t len)
-{
-	snprintf(out, len, "%s/%s.%s", store, id, ext);
-}
-
-static cJSON *record_load(const char *store, const char *id)
-{
-	char path[400], buf[8192];
-	ssize_t n;
-	int fd;
-
-	if (!valid_id(id))
-		return NULL;
-	store_path(store, id, "json", path, sizeof(path));
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return NULL;
-	n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n <= 0)
-		return NULL;
-	buf[n] = '\0';
-	return cJSON_Parse(buf);
-}
-
-static int record_save(const char *store, const char *id, const cJSON *rec)
-{
-	char name[64], *text = cJSON_PrintUnformatted(rec);
-	int r;
-
-	if (!text)
-		return -ENOMEM;
-	snprintf(name, sizeof(name), "%s.json", id);
-	r = store_write_atomic(store, name, text);
-	free(text);
-	return r;
-}
-
-static double num(const cJSON *rec, const char *name, double dflt)
-{
-	const cJSON *v = cJSON_GetObjectItemCaseSensitive(rec, name);
-
-	return cJSON_IsNumber(v) ? v->valuedouble : dflt;
-}
-
-/* Seconds since the epoch at which the record expires; 0: never. */
-static double expires_at(const cJSON *rec)
-{
-	const cJSON *ttl = cJSON_GetObjectItemCaseSensitive(rec, "ttl");
-
-	if (cJSON_IsNull(ttl))
-		return 0;
-	return num(rec, "last_used", 0) + (cJSON_IsNumber(ttl) ? ttl->valuedouble : (double)DEFAULT_TTL_S);
-}
-
-static void touch_record(const char *store, const char *id)
-{
-	cJSON *rec = record_load(store, id);
-
-	if (!rec)
-		return;
-	cJSON_DeleteItemFromObject(rec, "last_used");
-	cJSON_AddNumberToObject(rec, "last_used", (double)(long long)sandboxd_wall_time());
-	record_save(store, id, rec);
-	cJSON_Delete(rec);
-}
-
-/* Unlinks an image with its record and wrapped key: its key material is gone with it. */
-static int remove_image(const char *store, const char *id)
-{
-	static const char *const exts[] = { "key", "img", "json" };
-	char path[400];
-	int r = 0;
-
-	for (size_t i = 0; i < sizeof(exts) / sizeof(exts[0]); i++) {
-		store_path(store, id, exts[i], path, sizeof(path));
-		if (unlink(path) < 0 && errno != ENOENT)
-			r = -errno;
-	}
-	return r;
-}
-
-/* ---- managed keys ---- */
-
-static int read_exact(const char *path, uint8_t *buf, size_t len)
-{
-	int fd = open(path, O_RDONLY | O_CLOEXEC), r = 0;
-	ssize_t n;
-
-	if (fd < 0)
-		return -errno;
-	n = read(fd, buf, len);
-	if (n != (ssize_t)len)
-		r = n < 0 ? -errno : -EINVAL;
-	close(fd);
-	return r;
-}
-
-static int write_secret(const char *dir, const char *name, const uint8_t *buf, size_t len)
-{
-	char tmp[400], path[400];
-	int fd, r = 0;
-
-	snprintf(tmp, sizeof(tmp), "%s/.%s.tmp", dir, name);
-	snprintf(path, sizeof(path), "%s/%s", dir, name);
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd < 0)
-		return -errno;
-	if (write(fd, buf, len) != (ssize_t)len || fsync(fd) < 0)
-		r = -EIO;
-	close(fd);
-	if (r == 0 && rename(tmp, path) < 0)
-		r = -errno;
-	if (r < 0)
-		unlink(tmp);
-	return r;
-}
-
-static int wrap_aad(const char *id, uint8_t *aad)
-{
-	memcpy(aad, "sandvm managed v1 ", 18);
-	memcpy(aad + 18, id, 2 * SIMAGE_ID_BYTES);
-	return 18 + 2 * SIMAGE_ID_BYTES;
-}
-
-/* The per-image key sealed under the managed key, the image id as associated data. */
-static int wrap_key(const uint8_t master[SIMAGE_KEY_BYTES], const char *id, const uint8_t key[SIMAGE_KEY_BYTES],
-		    uint8_t out[WRAPPED_BYTES])
-{
-	struct simage_codec c;
-	uint8_t aad[64];
-	int r = simage_codec_init(&c, SIMAGE_KEY_BYTES);
-
-	if (r < 0)
-		return r;
-	out[0] = WRAP_VERSION;
-	r = simage_random(out + 1, SIMAGE_NONCE_BYTES);
-	if (r == 0)
-		r = simage_gcm_seal(&c, master, out + 1, aad, (size_t)wrap_aad(id, aad), key, SIMAGE_KEY_BYTES,
-				    out + 1 + SIMAGE_NONCE_BYTES);
-	simage_codec_destroy(&c);
-	return r;
-}
-
-static int unwrap_key(const uint8_t master[SIMAGE_KEY_BYTES], const char *id, const uint8_t in[WRAPPED_BYTES],
-		      uint8_t key[SIMAGE_KEY_BYTES])
-{
-	struct simage_codec c;
-	uint8_t aad[64];
-	int r;
-
-	if (in[0] != WRAP_VERSION)
-		return -EINVAL;
-	r = simage_codec_init(&c, SIMAGE_KEY_BYTES);
-	if (r < 0)
-		return r;
-	r = simage_gcm_open(&c, master, in + 1, aad, (size_t)wrap_aad(id, aad), in + 1 + SIMAGE_NONCE_BYTES,
-			    SIMAGE_KEY_BYTES + SIMAGE_TAG_BYTES, key);
-	simage_codec_destroy(&c);
-	return r;
-}
-
-static int load_master(const char *store, uint8_t master[SIMAGE_KEY_BYTES])
-{
-	char path[400];
-
-	snprintf(path, sizeof(path), "%s/%s", store, MANAGED_KEY_FILE);
-	return read_exact(path, master, SIMAGE_KEY_BYTES);
-}
-
-static int managed_key_get(const char *store, const char *id, uint8_t key[SIMAGE_KEY_BYTES])
-{
-	uint8_t master[SIMAGE_KEY_BYTES], wrapped[WRAPPED_BYTES];
-	char path[400];
-	int r = load_master(store, master);
-
-	store_path(store, id, "key", path, sizeof(path));
-	if (r == 0)
-		r = read_exact(path, wrapped, sizeof(wrapped));
-	if (r == 0)
-		r = unwrap_key(master, id, wrapped, key);
-	OPENSSL_cleanse(master, sizeof(master));
-	return r;
-}
-
-int snapshots_init(struct sandboxd *d)
-{
-	uint8_t master[SIMAGE_KEY_BYTES];
-	char path[400];
-	struct stat st;
-	int r;
-
-	snprintf(d->snapshot_dir, sizeof(d->snapshot_dir), "%s/snapshots", d->state_dir);
-	if (mkdir(d->snapshot_dir, 0700) < 0 && errno != EEXIST) {
-		fprintf(stderr, "sandboxd: %s: %s\n", d->snapshot_dir, strerror(errno));
-		return -errno;
-	}
-	snprintf(path, sizeof(path), "%s/%s", d->snapshot_dir, MANAGED_KEY_FILE);
-	if (stat(path, &st) == 0) {
-		if ((st.st_mode & 077) || st.st_size != SIMAGE_KEY_BYTES) {
-			fprintf(stderr, "sandboxd: %s must be %u bytes with mode 0600\n", path, SIMAGE_KEY_BYTES);
-			return -EPERM;
-		}
-		return 0;
-	}
-	r = simage_random(master, sizeof(master));
-	if (r == 0)
-		r = write_secret(d->snapshot_dir, MANAGED_KEY_FILE, master, sizeof(master));
-	OPENSSL_cleanse(master, sizeof(master));
-	if (r < 0)
-		fprintf(stderr, "sandboxd: cannot create %s: %s\n", path, strerror(-r));
-	return r;
-}
-
-int snapshots_rotate_managed_key(const char *state_dir)
-{
-	uint8_t old[SIMAGE_KEY_BYTES], fresh[SIMAGE_KEY_BYTES], key[SIMAGE_KEY_BYTES], wrapped[WRAPPED_BYTES];
-	char store[320], path[400], name[64];
-	unsigned rewrapped = 0;
-	struct dirent *e;
-	DIR *dir;
-	int r;
-
-	snprintf(store, sizeof(store), "%s/snapshots", state_dir);
-	r = load_master(store, old);
-	if (r < 0) {
-		fprintf(stderr, "sandboxd: no managed key in %s: %s\n", store, strerror(-r));
-		return r;
-	}
-	r = simage_random(fresh, sizeof(fresh));
-	/* The new key is written aside first: a crash leaves each image under one of the two. */
-	if (r == 0)
-		r = write_secret(store, MANAGED_KEY_FILE ".new", fresh, sizeof(fresh));
-	dir = r == 0 ? opendir(store) : NULL;
-	while (dir && r == 0 && (e = readdir(dir))) {
-		char id[40];
-		size_t n = strlen(e->d_name);
-
-		if (n != 2 * SIMAGE_ID_BYTES + 4 || strcmp(e->d_name + 2 * SIMAGE_ID_BYTES, ".key"))
-			continue;
-		snprintf(id, sizeof(id), "%.*s", (int)(2 * SIMAGE_ID_BYTES), e->d_name);
-		if (!valid_id(id))
-			continue;
-		store_path(store, id, "key", path, sizeof(path));
-		r = read_exact(path, wrapped, sizeof(wrapped));
-		if (r == 0)
-			r = unwrap_key(old, id, wrapped, key);
-		if (r == 0)
-			r = wrap_key(fresh, id, key, wrapped);
-		snprintf(name, sizeof(name), "%s.key", id);
-		if (r == 0)
-			r = write_secret(store, name, wrapped, sizeof(wrapped));
-		if (r < 0)
-			fprintf(stderr, "sandboxd: re-wrapping the key of image %s failed: %s\n", id,
-				r <= SIMAGE_E_TRUNCATED ? simage_strerror(r) : strerror(-r));
-		rewrapped += r == 0;
-	}
-	if (dir)
-		closedir(dir);
-	if (r == 0)
-		r = write_secret(store, MANAGED_KEY_FILE, fresh, sizeof(fresh));
-	snprintf(path, sizeof(path), "%s/%s.new", store, MANAGED_KEY_FILE);
-	unlink(path);
-	OPENSSL_cleanse(old, sizeof(old));
-	OPENSSL_cleanse(fresh, sizeof(fresh));
-	OPENSSL_cleanse(key, sizeof(key));
-	if (r == 0)
-		fprintf(stderr, "sandboxd: managed key replaced; %u image keys re-wrapped\n", rewrapped);
-	return r;
 }
 
 /* ---- the guest and the VMM, from a worker ---- */
@@ -604,22 +314,13 @@ static void snapshot_work(uv_work_t *w)
 	}
 	simage_id_hex(j->h.image_id, j->id);
 	if (j->managed) {
-		uint8_t wrapped[WRAPPED_BYTES], master[SIMAGE_KEY_BYTES];
-		char name[64];
-
-		snprintf(name, sizeof(name), "%s.key", j->id);
-		code = load_master(j->store, master);
-		if (code == 0)
-			code = wrap_key(master, j->id, managed_key, wrapped);
-		if (code == 0)
-			code = write_secret(j->store, name, wrapped, sizeof(wrapped));
-		OPENSSL_cleanse(master, sizeof(master));
+		code = snapshot_managed_key_store(j->store, j->id, managed_key);
 		if (code < 0) {
 			job_fail(j, 500, "cannot store the managed image key: %s", strerror(-code));
 			goto out;
 		}
 	}
-	store_path(j->store, j->id, "img", img, sizeof(img));
+	snapshot_store_path(j->store, j->id, "img", img, sizeof(img));
 	if (rename(tmp_img, img) < 0)
 		job_fail(j, 500, "%s: %s", img, strerror(errno));
 out:
@@ -661,11 +362,11 @@ static void snapshot_done(uv_work_t *w, int status)
 		cJSON_AddNumberToObject(rec, "file_size", (double)j->stats.file_size);
 		cJSON_AddStringToObject(rec, "sandbox", sb->id);
 		cJSON_AddStringToObject(rec, "path", j->path);
-		if (record_save(j->store, j->id, rec) < 0)
+		if (snapshot_record_save(j->store, j->id, rec) < 0)
 			job_fail(j, 500, "cannot write the image record");
 		cJSON_Delete(rec);
 		if (j->status)
-			remove_image(j->store, j->id);
+			snapshot_store_remove(j->store, j->id);
 	}
 	if (j->status) {
 		sv_warn("snapshot of %s in %s failed: %s", j->path, sb->id, j->error);
@@ -846,7 +547,7 @@ static void mount_work(uv_work_t *w)
 	char img[400], out[1024], data_hex[2 * SIMAGE_KEY_BYTES + 1], meta_hex[2 * SIMAGE_KEY_BYTES + 1];
 	int fd, r;
 
-	store_path(j->store, j->id, "img", img, sizeof(img));
+	snapshot_store_path(j->store, j->id, "img", img, sizeof(img));
 	fd = open(img, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
 		job_fail(j, 404, "image %s: %s", j->id, strerror(errno));
@@ -920,7 +621,7 @@ static void mount_done(uv_work_t *w, int status)
 		m->path[0] = '\0';
 		m->image[0] = '\0';
 	} else if (j->kind == JOB_MOUNT) {
-		touch_record(j->store, j->id);
+		snapshot_record_touch(j->store, j->id);
 		sv_info("image %s mounted at %s in %s", j->id, j->path, sb->id);
 	} else if (!j->status) {
 		sv_info("image %s unmounted from %s in %s", m->image, m->path, sb->id);
@@ -975,11 +676,11 @@ void snapshot_mount(struct sandbox *sb, struct http_request *req)
 	if (!sandbox_usable(sb, req))
 		goto out;
 	image = cJSON_GetObjectItemCaseSensitive(body, "image");
-	if (!cJSON_IsString(image) || !valid_id(image->valuestring)) {
+	if (!cJSON_IsString(image) || !snapshot_id_valid(image->valuestring)) {
 		http_respond_error(req, 400, "image", "image must be an image id (32 hex digits)");
 		goto out;
 	}
-	rec = record_load(sb->d->snapshot_dir, image->valuestring);
+	rec = snapshot_record_load(sb->d->snapshot_dir, image->valuestring);
 	if (!rec) {
 		http_respond_error(req, 404, "image", "no image %s", image->valuestring);
 		goto out;
@@ -994,7 +695,7 @@ void snapshot_mount(struct sandbox *sb, struct http_request *req)
 			http_respond_error(req, 400, "key", "image %s uses managed encryption: give no key", j->id);
 			goto out;
 		}
-		if (managed_key_get(sb->d->snapshot_dir, j->id, j->ikm) < 0) {
+		if (snapshot_managed_key_get(sb->d->snapshot_dir, j->id, j->ikm) < 0) {
 			http_respond_error(req, 500, NULL, "the managed key of image %s cannot be read", j->id);
 			goto out;
 		}
@@ -1116,113 +817,4 @@ void snapshot_mounts_restore(struct sandbox *sb, const void *mounts)
 		snprintf(sb->mounts[i].path, sizeof(sb->mounts[i].path), "%s", path->valuestring);
 		snprintf(sb->mounts[i].image, sizeof(sb->mounts[i].image), "%s", image->valuestring);
 	}
-}
-
-/* ---- listing, deletion, retention ---- */
-
-static cJSON *record_public(cJSON *rec)
-{
-	double exp = expires_at(rec);
-
-	if (exp)
-		cJSON_AddNumberToObject(rec, "expires", exp);
-	else
-		cJSON_AddNullToObject(rec, "expires");
-	return rec;
-}
-
-/* Calls fn for every image record in the store. */
-static void for_each_record(const char *store, void (*fn)(void *ctx, const char *id, cJSON *rec), void *ctx)
-{
-	DIR *dir = opendir(store);
-	struct dirent *e;
-
-	while (dir && (e = readdir(dir))) {
-		char id[40];
-		cJSON *rec;
-
-		if (strlen(e->d_name) != 2 * SIMAGE_ID_BYTES + 5 || strcmp(e->d_name + 2 * SIMAGE_ID_BYTES, ".json"))
-			continue;
-		snprintf(id, sizeof(id), "%.*s", (int)(2 * SIMAGE_ID_BYTES), e->d_name);
-		rec = record_load(store, id);
-		if (rec)
-			fn(ctx, id, rec);
-	}
-	if (dir)
-		closedir(dir);
-}
-
-static void add_listed(void *ctx, const char *id, cJSON *rec)
-{
-	(void)id;
-	cJSON_AddItemToArray(ctx, record_public(rec));
-}
-
-void snapshots_list(struct sandboxd *d, struct http_request *req)
-{
-	cJSON *o = cJSON_CreateObject(), *arr = cJSON_AddArrayToObject(o, "images");
-
-	for_each_record(d->snapshot_dir, add_listed, arr);
-	http_respond_json(req, 200, o);
-}
-
-void snapshots_get(struct sandboxd *d, const char *id, struct http_request *req)
-{
-	cJSON *rec = record_load(d->snapshot_dir, id);
-
-	if (!rec)
-		return http_respond_error(req, 404, NULL, "no image %.64s", id);
-	http_respond_json(req, 200, record_public(rec));
-}
-
-static bool image_in_use(struct sandboxd *d, const char *id)
-{
-	for (struct sandbox *sb = d->sandboxes; sb; sb = sb->next)
-		if (sb->state != SANDBOX_FINISHED)
-			for (int i = 0; i < SANDBOX_MOUNT_SLOTS; i++)
-				if (!strcmp(sb->mounts[i].image, id))
-					return true;
-	return false;
-}
-
-void snapshots_delete(struct sandboxd *d, const char *id, struct http_request *req)
-{
-	cJSON *rec = record_load(d->snapshot_dir, id);
-	int r;
-
-	if (!rec)
-		return http_respond_error(req, 404, NULL, "no image %.64s", id);
-	cJSON_Delete(rec);
-	if (image_in_use(d, id))
-		return http_respond_error(req, 409, NULL, "image %s is mounted in a running sandbox", id);
-	r = remove_image(d->snapshot_dir, id);
-	if (r < 0)
-		return http_respond_error(req, 500, NULL, "deleting image %s: %s", id, strerror(-r));
-	sv_info("image %s deleted", id);
-	http_respond(req, 204, NULL, NULL, 0);
-}
-
-struct sweep {
-	struct sandboxd *d;
-	double now;
-	unsigned removed;
-};
-
-static void sweep_one(void *ctx, const char *id, cJSON *rec)
-{
-	struct sweep *s = ctx;
-	double exp = expires_at(rec);
-
-	if (exp && exp <= s->now && !image_in_use(s->d, id) && remove_image(s->d->snapshot_dir, id) == 0) {
-		sv_info("image %s expired (last used %.0f s ago) and was deleted", id, s->now - num(rec, "last_used", 0));
-		s->removed++;
-	}
-	cJSON_Delete(rec);
-}
-
-void snapshots_sweep(struct sandboxd *d)
-{
-	struct sweep s = { .d = d, .now = sandboxd_wall_time() };
-
-	for_each_record(d->snapshot_dir, sweep_one, &s);
 }
