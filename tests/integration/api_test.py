@@ -759,6 +759,12 @@ def _():
     fresh = p.stdout.decode().strip()
     time.sleep(2)
     daemon.stop()
+    # The managed key is replaced while the daemon is down; managed images stay readable.
+    master = os.path.join(STATE, "snapshots", "managed.key")
+    before = open(master, "rb").read()
+    rot = subprocess.run([SANDBOXD, "--state-dir", STATE, "--rotate-managed-key"], capture_output=True)
+    assert rot.returncode == 0 and b"re-wrapped" in rot.stderr, rot
+    assert open(master, "rb").read() != before and os.stat(master).st_mode & 0o077 == 0
     daemon.start()  # the sweep runs at start, then every --image-sweep seconds
     store = os.path.join(STATE, "snapshots")
     for _ in range(50):
@@ -770,6 +776,9 @@ def _():
     assert request("GET", f"/v1/snapshots/{short}")[0] == 404
     assert os.path.exists(os.path.join(store, fresh + ".img")), "fresh image removed"
     assert os.path.exists(os.path.join(store, shared["managed_image"] + ".img"))
+    assert vmctl("mount", b, "/managed", shared["managed_image"]).returncode == 0
+    assert guest(b, "cat /managed/secret.txt")[0] == "private data\n"
+    assert vmctl("unmount", b, "/managed").returncode == 0
     assert vmctl("image", "rm", fresh).returncode == 0
     assert not os.path.exists(os.path.join(store, fresh + ".img"))
     assert not os.path.exists(os.path.join(store, fresh + ".key")), "deleted image left its key"
