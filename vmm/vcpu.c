@@ -93,6 +93,35 @@ static void handle_system_event(struct vcpu *v)
 	}
 }
 
+/*
+ * What a person needs to tell why a guest died: where it was and, for KVM's
+ * internal errors, the words KVM attached (for an emulation failure: flags,
+ * the instruction's length and bytes, when the kernel provides them).
+ */
+static void log_crash_state(struct vcpu *v)
+{
+	struct kvm_run *run = v->run;
+	struct kvm_regs regs;
+	struct kvm_sregs sregs;
+	char words[16 * 19 + 1] = "";
+	size_t len = 0;
+
+	if (ioctl(v->fd, KVM_GET_REGS, &regs) == 0 && ioctl(v->fd, KVM_GET_SREGS, &sregs) == 0)
+		sv_err("vCPU %u: rip 0x%llx rsp 0x%llx rax 0x%llx rcx 0x%llx rdx 0x%llx cs 0x%x cr0 0x%llx "
+		       "cr3 0x%llx cr4 0x%llx efer 0x%llx",
+		       v->id, (unsigned long long)regs.rip, (unsigned long long)regs.rsp,
+		       (unsigned long long)regs.rax, (unsigned long long)regs.rcx, (unsigned long long)regs.rdx,
+		       sregs.cs.selector, (unsigned long long)sregs.cr0, (unsigned long long)sregs.cr3,
+		       (unsigned long long)sregs.cr4, (unsigned long long)sregs.efer);
+	if (run->exit_reason != KVM_EXIT_INTERNAL_ERROR)
+		return;
+	for (unsigned i = 0; i < run->internal.ndata && i < 16; i++)
+		len += (size_t)snprintf(words + len, sizeof(words) - len, " %llx",
+					(unsigned long long)run->internal.data[i]);
+	sv_err("vCPU %u: internal error %u, %u data words:%s", v->id, run->internal.suberror,
+	       run->internal.ndata, words);
+}
+
 /* Returns false when the vCPU must stop. */
 static bool handle_exit(struct vcpu *v)
 {
@@ -116,6 +145,7 @@ static bool handle_exit(struct vcpu *v)
 		vm_request_stop(v->vm, VM_STOP_GUEST_SHUTDOWN, "guest halted");
 		return false;
 	case KVM_EXIT_SHUTDOWN:
+		log_crash_state(v);
 		snprintf(detail, sizeof(detail), "triple fault on vCPU %u", v->id);
 		vm_request_stop(v->vm, VM_STOP_GUEST_CRASH, detail);
 		return false;
@@ -128,6 +158,7 @@ static bool handle_exit(struct vcpu *v)
 		vm_request_stop(v->vm, VM_STOP_GUEST_CRASH, detail);
 		return false;
 	case KVM_EXIT_INTERNAL_ERROR:
+		log_crash_state(v);
 		snprintf(detail, sizeof(detail), "KVM internal error on vCPU %u (suberror %u)",
 			 v->id, run->internal.suberror);
 		vm_request_stop(v->vm, VM_STOP_GUEST_CRASH, detail);
