@@ -34,6 +34,12 @@
 #include "snapshot_store.h"
 
 #define MAX_TTL_S (10ll * 365 * 24 * 3600)
+/*
+ * The largest scratch disk a snapshot may use. The guest says how big its
+ * directory is and then writes the disk: without a cap, a hostile guest
+ * could fill the host's disk through it.
+ */
+#define MAX_SCRATCH_BYTES (64ull << 30)
 #define SCRATCH_SERIAL "sandvm-scratch"
 #define GUEST_CONNECT_MS 10000
 #define GUEST_STEP_MS (15 * 60 * 1000) /* mke2fs of a large tree is slow under nested virtualization */
@@ -262,9 +268,13 @@ static void snapshot_work(uv_work_t *w)
 		cJSON *req;
 
 		size = (size + (1 << 20) - 1) & ~((1ull << 20) - 1);
-		if (size > SIMAGE_MAX_DISK_SIZE || ftruncate(rfd, 0) < 0 || ftruncate(rfd, (off_t)size) < 0) {
-			job_fail(j, 500, "cannot make a %llu-byte scratch disk: %s", size,
-				 size > SIMAGE_MAX_DISK_SIZE ? "over the 1 TiB limit" : strerror(errno));
+		if (size > MAX_SCRATCH_BYTES) {
+			job_fail(j, 413, "%s needs a %llu MiB file system; snapshots are limited to %llu MiB", j->path,
+				 size >> 20, MAX_SCRATCH_BYTES >> 20);
+			goto out;
+		}
+		if (ftruncate(rfd, 0) < 0 || ftruncate(rfd, (off_t)size) < 0) {
+			job_fail(j, 500, "cannot make a %llu-byte scratch disk: %s", size, strerror(errno));
 			goto out;
 		}
 		sv_info("snapshot of %s in %s: %llu KiB in %llu files, a %llu MiB file system", j->path, j->sb->id,
