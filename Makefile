@@ -37,7 +37,7 @@ GUEST := $(BUILD)/guest
 STAMP := $(BUILD)/.deps-installed
 
 .PHONY: all deps vmm guest kernel initramfs unit-tests test test-unit test-integration \
-	fuzz fuzz-run run bench bench-api bench-image clean debian-image
+	fuzz fuzz-run run bench bench-api bench-image bench-net clean debian-image
 # Keep object files that only sanitizer and fuzz builds use.
 .SECONDARY:
 all: vmm guest $(BUILD)/bin/sandvm-agent
@@ -197,6 +197,11 @@ run: all debian-image
 bench: all $(TEST_INITRAMFS) debian-image
 	SANDVM_L1_MEMORY=$${SANDVM_L1_MEMORY:-8192} ./tests/nested/run sh -c \
 		'./bench/boot $(BUILD) && ./bench/exec $(BUILD) && ./bench/api $(BUILD) && ./bench/image $(BUILD)'
+
+# Network throughput (iperf3 in the Debian guest): sandvm open and allowlist
+# policies against QEMU's virtio-net on a tap.
+bench-net: all debian-image
+	./tests/nested/run ./bench/net $(BUILD)
 
 bench-api: all
 	SANDVM_L1_MEMORY=$${SANDVM_L1_MEMORY:-8192} ./tests/nested/run ./bench/api $(BUILD)

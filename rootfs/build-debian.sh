@@ -1,8 +1,9 @@
 #!/bin/bash
 # Build the Debian root filesystem image that sandboxes boot to run real
-# code: Debian bookworm (debootstrap --variant=minbase) with python3 and
-# ca-certificates, trimmed for size, with the sandvm init at /sbin/init,
-# packed into an ext4 image by mke2fs -d (no root mount, no loop device).
+# code: Debian bookworm (debootstrap --variant=minbase) with python3,
+# ca-certificates and iperf3 (for bench/net), trimmed for size, with the
+# sandvm init at /sbin/init, packed into an ext4 image by mke2fs -d (no
+# root mount, no loop device).
 #
 # usage: rootfs/build-debian.sh OUT.ext4 INIT_BINARY
 #
@@ -37,7 +38,7 @@
 set -euo pipefail
 
 SUITE=bookworm
-INCLUDE=python3,ca-certificates
+INCLUDE=python3,ca-certificates,iperf3
 FALLBACK_MIRROR=http://deb.debian.org/debian
 
 say() { printf 'sandvm-debian: %s\n' "$*" >&2; }
