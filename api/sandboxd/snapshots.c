@@ -217,17 +217,6 @@ static cJSON *drive_req(const char *op, const char *serial)
 	return req;
 }
 
-static void hex(const uint8_t *in, size_t len, char *out)
-{
-	static const char digits[] = "0123456789abcdef";
-
-	for (size_t i = 0; i < len; i++) {
-		out[2 * i] = digits[in[i] >> 4];
-		out[2 * i + 1] = digits[in[i] & 15];
-	}
-	out[2 * len] = '\0';
-}
-
 /* ---- snapshot ---- */
 
 static void snapshot_work(uv_work_t *w)
@@ -576,8 +565,8 @@ static void mount_work(uv_work_t *w)
 			sv_warn("image %s refused: %s", j->id, simage_strerror(r));
 		return;
 	}
-	hex(rd.keys.data, SIMAGE_KEY_BYTES, data_hex);
-	hex(rd.keys.meta, SIMAGE_KEY_BYTES, meta_hex);
+	simage_hex(rd.keys.data, SIMAGE_KEY_BYTES, data_hex);
+	simage_hex(rd.keys.meta, SIMAGE_KEY_BYTES, meta_hex);
 	simage_reader_close(&rd);
 	{
 		cJSON *req = drive_req("drive-attach", snapshot_spare_drives[1 + j->slot]);

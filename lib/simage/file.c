@@ -7,7 +7,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static int pread_full(int fd, void *buf, size_t len, uint64_t off)
+int simage_pread_full(int fd, void *buf, size_t len, uint64_t off)
 {
 	uint8_t *p = buf;
 
@@ -27,7 +27,7 @@ static int pread_full(int fd, void *buf, size_t len, uint64_t off)
 	return 0;
 }
 
-static int pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
+int simage_pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
 {
 	const uint8_t *p = buf;
 
@@ -45,15 +45,20 @@ static int pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
 	return 0;
 }
 
-void simage_id_hex(const uint8_t id[SIMAGE_ID_BYTES], char out[2 * SIMAGE_ID_BYTES + 1])
+void simage_hex(const uint8_t *in, size_t len, char *out)
 {
 	static const char digits[] = "0123456789abcdef";
 
-	for (unsigned i = 0; i < SIMAGE_ID_BYTES; i++) {
-		out[2 * i] = digits[id[i] >> 4];
-		out[2 * i + 1] = digits[id[i] & 15];
+	for (size_t i = 0; i < len; i++) {
+		out[2 * i] = digits[in[i] >> 4];
+		out[2 * i + 1] = digits[in[i] & 15];
 	}
-	out[2 * SIMAGE_ID_BYTES] = '\0';
+	out[2 * len] = '\0';
+}
+
+void simage_id_hex(const uint8_t id[SIMAGE_ID_BYTES], char out[2 * SIMAGE_ID_BYTES + 1])
+{
+	simage_hex(id, SIMAGE_ID_BYTES, out);
 }
 
 int simage_write(int raw_fd, uint64_t disk_size, int out_fd, const uint8_t *ikm, size_t ikm_len,
@@ -102,7 +107,7 @@ int simage_write(int raw_fd, uint64_t disk_size, int out_fd, const uint8_t *ikm,
 		uint64_t len = simage_chunk_len(h, i);
 		struct simage_entry e;
 
-		r = pread_full(raw_fd, plain, len, i * chunk);
+		r = simage_pread_full(raw_fd, plain, len, i * chunk);
 		if (r < 0)
 			goto out;
 		r = simage_seal_chunk(&codec, h, &keys, i, plain, sealed, &e);
@@ -110,7 +115,7 @@ int simage_write(int raw_fd, uint64_t disk_size, int out_fd, const uint8_t *ikm,
 			goto out;
 		if (!(e.flags & SIMAGE_CHUNK_HOLE)) {
 			e.offset = pos;
-			r = pwrite_full(out_fd, sealed, e.length, pos);
+			r = simage_pwrite_full(out_fd, sealed, e.length, pos);
 			if (r < 0)
 				goto out;
 			pos += e.length;
@@ -130,9 +135,9 @@ int simage_write(int raw_fd, uint64_t disk_size, int out_fd, const uint8_t *ikm,
 	if (r < 0)
 		goto out;
 	simage_header_encode(h, header);
-	r = pwrite_full(out_fd, table, h->chunk_count * SIMAGE_ENTRY_SIZE, h->table_offset);
+	r = simage_pwrite_full(out_fd, table, h->chunk_count * SIMAGE_ENTRY_SIZE, h->table_offset);
 	if (r == 0)
-		r = pwrite_full(out_fd, header, sizeof(header), 0);
+		r = simage_pwrite_full(out_fd, header, sizeof(header), 0);
 	if (r == 0 && ftruncate(out_fd, (off_t)pos) < 0)
 		r = -errno;
 	if (r == 0 && fsync(out_fd) < 0)
@@ -157,11 +162,11 @@ static int read_header(int fd, struct simage_header *h, uint8_t raw[SIMAGE_HEADE
 	if ((uint64_t)st.st_size < SIMAGE_HEADER_SIZE) {
 		uint8_t magic[8];
 
-		if (st.st_size >= 8 && pread_full(fd, magic, 8, 0) == 0 && memcmp(magic, SIMAGE_MAGIC, 8))
+		if (st.st_size >= 8 && simage_pread_full(fd, magic, 8, 0) == 0 && memcmp(magic, SIMAGE_MAGIC, 8))
 			return SIMAGE_E_MAGIC;
 		return SIMAGE_E_TRUNCATED;
 	}
-	r = pread_full(fd, raw, SIMAGE_HEADER_SIZE, 0);
+	r = simage_pread_full(fd, raw, SIMAGE_HEADER_SIZE, 0);
 	if (r == 0)
 		r = simage_header_decode(raw, SIMAGE_HEADER_SIZE, h);
 	if (r == 0 && (uint64_t)st.st_size != h->file_size)
@@ -188,7 +193,7 @@ static int reader_finish(struct simage_reader *r, const uint8_t raw[SIMAGE_HEADE
 		free(table);
 		return -ENOMEM;
 	}
-	e = pread_full(r->fd, table, table_len, r->h.table_offset);
+	e = simage_pread_full(r->fd, table, table_len, r->h.table_offset);
 	if (e == 0)
 		e = simage_compute_mac(&r->keys, raw, table, table_len, mac);
 	/* Authenticate before parsing: a forged table never reaches the checks below. */
@@ -253,7 +258,7 @@ int simage_reader_read_chunk(struct simage_reader *r, uint64_t index, uint8_t *p
 		return -EINVAL;
 	e = &r->table[index];
 	if (!(e->flags & SIMAGE_CHUNK_HOLE)) {
-		err = pread_full(r->fd, r->sealed, e->length, e->offset);
+		err = simage_pread_full(r->fd, r->sealed, e->length, e->offset);
 		if (err < 0)
 			return err;
 	}

@@ -58,6 +58,12 @@ int simage_reader_open_keys(struct simage_reader *r, int fd, const struct simage
 int simage_reader_read_chunk(struct simage_reader *r, uint64_t index, uint8_t *plain);
 void simage_reader_close(struct simage_reader *r);
 
+/* Whole transfers at off, or -errno; a read that meets the end is SIMAGE_E_TRUNCATED. */
+int simage_pread_full(int fd, void *buf, size_t len, uint64_t off);
+int simage_pwrite_full(int fd, const void *buf, size_t len, uint64_t off);
+
+/* Lowercase hex of len bytes into out (2 * len + 1 bytes with the NUL). */
+void simage_hex(const uint8_t *in, size_t len, char *out);
 /* Hex of the 16-byte image id (33 bytes with the NUL). */
 void simage_id_hex(const uint8_t id[SIMAGE_ID_BYTES], char out[2 * SIMAGE_ID_BYTES + 1]);
 

@@ -68,24 +68,6 @@ static uint64_t overlay_offset(const struct image_disk *d, uint64_t index)
 	return index * (chunk_size(d) + SIMAGE_TAG_BYTES);
 }
 
-static int pio_full(int fd, void *buf, size_t len, uint64_t off, bool write)
-{
-	uint8_t *p = buf;
-
-	while (len) {
-		ssize_t n = write ? pwrite(fd, p, len, (off_t)off) : pread(fd, p, len, (off_t)off);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return n < 0 ? -errno : -EIO;
-		p += n;
-		len -= (size_t)n;
-		off += (uint64_t)n;
-	}
-	return 0;
-}
-
 static void auth_failed(struct image_disk *d, uint64_t index, const char *where)
 {
 	d->auth_failures++;
@@ -105,8 +87,8 @@ static int load(struct image_disk *d, struct cache_slot *slot, uint64_t index)
 	if (d->overlay_nonce[index]) {
 		uint8_t aad[20], nonce[SIMAGE_NONCE_BYTES];
 
-		r = pio_full(d->overlay_fd, d->rd.sealed, len + SIMAGE_TAG_BYTES, overlay_offset(d, index),
-			     false);
+		r = simage_pread_full(d->overlay_fd, d->rd.sealed, len + SIMAGE_TAG_BYTES,
+				      overlay_offset(d, index));
 		if (r < 0)
 			return r;
 		overlay_aad(index, (uint32_t)len, aad);
@@ -121,7 +103,7 @@ static int load(struct image_disk *d, struct cache_slot *slot, uint64_t index)
 			auth_failed(d, index, "image");
 	}
 	if (r < 0)
-		return r == SIMAGE_E_AUTH || r == SIMAGE_E_TABLE ? -EIO : r;
+		return r <= SIMAGE_E_TRUNCATED ? -EIO : r; /* format errors are I/O errors to the guest */
 	slot->index = index;
 	slot->valid = true;
 	return 0;
@@ -170,8 +152,8 @@ static int store(struct image_disk *d, struct cache_slot *slot)
 	r = simage_gcm_seal(&d->rd.codec, d->overlay_key, nonce, aad, sizeof(aad), slot->data, len,
 			    d->rd.sealed);
 	if (r == 0)
-		r = pio_full(d->overlay_fd, d->rd.sealed, len + SIMAGE_TAG_BYTES,
-			     overlay_offset(d, slot->index), true);
+		r = simage_pwrite_full(d->overlay_fd, d->rd.sealed, len + SIMAGE_TAG_BYTES,
+				       overlay_offset(d, slot->index));
 	if (r < 0) {
 		/* The overlay may now hold half a chunk: forget the cached copy too. */
 		slot->valid = false;
