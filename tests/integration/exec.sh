@@ -59,6 +59,12 @@ ex exec-killed-by-signal -- sh -c 'kill -TERM $$; sleep 5'
 if [ "$rc" -eq 143 ]; then report OK exec-killed-by-signal; else
 	report FAIL exec-killed-by-signal "$(why exec-killed-by-signal), expected 143"; fi
 
+# No nested virtualization inside a sandbox: the flags name neither VMX nor SVM (fpu is counted
+# too, so an empty or missing flags line fails rather than passes).
+ex cpu-no-nested-virt -- sh -c 'grep -m1 "^flags" /proc/cpuinfo | tr " " "\n" | grep -c -x -E "vmx|svm|fpu"'
+if out_is cpu-no-nested-virt 1; then report OK cpu-no-nested-virt; else
+	report FAIL cpu-no-nested-virt "$(why cpu-no-nested-virt), expected 1 (fpu alone)"; fi
+
 # SIGINT to sandvm-run is forwarded to the guest process, which dies of it.
 signal_case() {
 	local name=exec-signal-forwarded pid

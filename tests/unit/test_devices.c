@@ -225,7 +225,7 @@ static void control_requests(void **state)
 
 static void gdt_and_cpuid(void **state)
 {
-	struct kvm_cpuid2 *c = calloc(1, sizeof(*c) + 3 * sizeof(c->entries[0]));
+	struct kvm_cpuid2 *c = calloc(1, sizeof(*c) + 5 * sizeof(c->entries[0]));
 	uint64_t gdt[5];
 
 	(void)state;
@@ -235,10 +235,14 @@ static void gdt_and_cpuid(void **state)
 	x86_gdt_fill(gdt, X86_BOOT_PVH);
 	assert_int_equal(gdt[2], 0x00cf9b000000ffffull); /* 32-bit code for PVH */
 
-	c->nent = 3;
-	c->entries[0] = (struct kvm_cpuid_entry2){ .function = 1, .ebx = 0xffff0800 };
+	c->nent = 5;
+	c->entries[0] = (struct kvm_cpuid_entry2){ .function = 1, .ebx = 0xffff0800,
+						   .ecx = 1u << 5 | 1u << 0 };
 	c->entries[1] = (struct kvm_cpuid_entry2){ .function = 0xb, .index = 1, .edx = 99 };
 	c->entries[2] = (struct kvm_cpuid_entry2){ .function = 0xa, .eax = 0x07300403 };
+	c->entries[3] = (struct kvm_cpuid_entry2){ .function = 0x80000001, .ecx = 0x7 };
+	c->entries[4] = (struct kvm_cpuid_entry2){ .function = 0x8000000a, .eax = 1, .ebx = 0x8000,
+						   .edx = 0x1ebfbcff };
 	x86_cpuid_patch(c, &(struct x86_cpuid_opts){ .apic_id = 3, .ncpus = 4 });
 	assert_int_equal(c->entries[0].ebx >> 24, 3);
 	assert_int_equal((c->entries[0].ebx >> 16) & 0xff, 4);
@@ -248,6 +252,11 @@ static void gdt_and_cpuid(void **state)
 	assert_int_equal(c->entries[1].edx, 3);
 	assert_int_equal(c->entries[2].eax, 0);
 	assert_false(c->entries[0].ecx & (1u << 24));
+	/* No nested virtualization: VMX and SVM hidden, other bits kept. */
+	assert_false(c->entries[0].ecx & (1u << 5));
+	assert_true(c->entries[0].ecx & 1u);
+	assert_int_equal(c->entries[3].ecx, 0x3);
+	assert_int_equal(c->entries[4].eax | c->entries[4].ebx | c->entries[4].edx, 0);
 	x86_cpuid_patch(c, &(struct x86_cpuid_opts){ .apic_id = 0, .ncpus = 1,
 						    .tsc_deadline = 1 });
 	assert_true(c->entries[0].ecx & (1u << 24));

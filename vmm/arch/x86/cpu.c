@@ -117,6 +117,18 @@ void x86_cpuid_patch(struct kvm_cpuid2 *cpuid, const struct x86_cpuid_opts *opts
 			e->ecx |= 1u << 31;     /* running under a hypervisor */
 			if (opts->tsc_deadline)
 				e->ecx |= 1u << 24;
+			/*
+			 * No VMX: a sandbox gets no nested virtualization, whatever the
+			 * host's KVM offers (its nested code is attack surface).
+			 */
+			e->ecx &= ~(1u << 5);
+			break;
+		case 0x80000001:
+			e->ecx &= ~(1u << 2); /* no SVM, for the same reason */
+			break;
+		case 0x8000000a:
+			/* The SVM feature leaf describes a feature the guest does not have. */
+			e->eax = e->ebx = e->ecx = e->edx = 0;
 			break;
 		case 0xb:
 		case 0x1f:

@@ -31,7 +31,8 @@ struct kvm_cpuid2 *x86_cpuid_supported(int kvm_fd, int *err);
 
 /*
  * Per-vCPU CPUID: the supported set with this vCPU's APIC ID, the CPU count
- * and the hypervisor bit filled in. Pure; modifies `cpuid` in place.
+ * and the hypervisor bit filled in, and without VMX/SVM (no nested
+ * virtualization inside a sandbox) or a PMU. Pure; modifies `cpuid` in place.
  */
 struct x86_cpuid_opts {
 	unsigned apic_id;
