@@ -25,6 +25,9 @@
 /* Chains one received frame may take with mergeable buffers (1.5 KiB each covers 64 KiB). */
 #define NET_RX_MAX_CHAINS 48u
 
+/* Where the held chains sit behind the pending frame: aligned for the struct. */
+#define NET_RX_HELD_OFFSET ((NET_MAX_FRAME + 15u) & ~15u)
+
 struct net_rx_held {
 	struct virtq_chain chains[NET_RX_MAX_CHAINS];
 	unsigned n;
@@ -92,7 +95,7 @@ static int tx_chain(struct virtio_dev *dev, struct virtq_chain *ch, uint32_t *wr
 
 static struct net_rx_held *held_of(struct net_dev *n)
 {
-	return (struct net_rx_held *)(void *)(n->rx_frame + NET_MAX_FRAME);
+	return (struct net_rx_held *)(void *)(n->rx_frame + NET_RX_HELD_OFFSET);
 }
 
 /* Collects buffers until the pending frame fits: 1 ready, 0 waiting for the guest, < 0 broken. */
@@ -109,6 +112,8 @@ static int rx_collect(struct net_dev *n)
 			return -E2BIG;
 		ch = &h->chains[h->n];
 		r = virtq_pop(&n->dev->queues[RXQ], ch);
+		if (r < 0 && r != -EIO)
+			virtio_dev_set_broken(n->dev, "net RX queue broke the ring rules");
 		if (r <= 0)
 			return r;
 		if (ch->nread != 0 || ch->write_len < NET_HDR_BYTES) {
@@ -186,8 +191,11 @@ static void rx_pump(struct net_dev *n)
 			h->room = 0;
 			n->rx_pending = false;
 			n->stats.rx_dropped++;
-			if (r != -E2BIG)
+			if (r != -E2BIG) {
+				/* The queue is broken: nothing moves until the driver resets the device. */
+				set_tap_events(n, false);
 				goto out;
+			}
 			continue;
 		}
 		rx_deliver(n);
@@ -277,7 +285,7 @@ int net_dev_init(struct net_dev *n, int tap_fd, const uint8_t mac[6])
 	memset(n, 0, sizeof(*n));
 	n->tap_h.fd = -1;
 	/* The pending RX frame and the chains it will fill, in one allocation. */
-	n->rx_frame = malloc(NET_MAX_FRAME + sizeof(struct net_rx_held) + 16);
+	n->rx_frame = malloc(NET_RX_HELD_OFFSET + sizeof(struct net_rx_held));
 	n->tx_frame = malloc(NET_MAX_FRAME);
 	if (!n->rx_frame || !n->tx_frame) {
 		free(n->rx_frame);

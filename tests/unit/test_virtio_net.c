@@ -1,0 +1,441 @@
+/*
+ * The virtio-net device model, driven through the virtio-mmio registers as the
+ * guest's driver would, with a SOCK_SEQPACKET socket pair standing in for the
+ * tap (one read or write per frame, like a tap). Covers TX through the egress
+ * filter, RX into mergeable buffers, RX waiting for buffers, oversized frames
+ * and rings that break the rules.
+ */
+#include <endian.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "unit.h"
+#include "bus.h"
+#include "event_loop.h"
+#include "memory.h"
+#include "virtio/mmio.h"
+#include "virtio/net.h"
+
+#define MEM_SIZE (4u << 20)
+#define QSIZE 16u
+#define BUF_BASE 0x100000u
+#define BUF_SIZE 0x1000u
+
+#define F_MRG_RXBUF (1ull << 15)
+#define NET_HDR 12u
+#define RXQ 0u
+#define TXQ 1u
+
+struct ring {
+	uint64_t desc, avail, used;
+	uint16_t avail_idx, used_seen, next_desc;
+};
+
+struct rig {
+	struct guest_mem mem;
+	struct event_loop loop;
+	struct net_dev net;
+	struct virtio_mmio m;
+	int peer; /* the far side of the "tap" */
+	struct ring q[2];
+	unsigned egress_calls;
+	bool egress_verdict;
+};
+
+static uint32_t rd(struct rig *r, uint64_t off)
+{
+	uint32_t v;
+
+	virtio_mmio_bus_ops.read(&r->m, off, (uint8_t *)&v, 4);
+	return v;
+}
+
+static void wr(struct rig *r, uint64_t off, uint32_t v)
+{
+	virtio_mmio_bus_ops.write(&r->m, off, (const uint8_t *)&v, 4);
+}
+
+static uint8_t *gpa(struct rig *r, uint64_t addr, uint64_t len)
+{
+	uint8_t *p = guest_mem_ptr(&r->mem, addr, len);
+
+	assert_non_null(p);
+	return p;
+}
+
+static bool egress(void *ctx, const uint8_t *frame, size_t len)
+{
+	struct rig *r = ctx;
+
+	(void)frame;
+	(void)len;
+	r->egress_calls++;
+	return r->egress_verdict;
+}
+
+static void setup_queue(struct rig *r, unsigned qi)
+{
+	struct ring *q = &r->q[qi];
+
+	q->desc = 0x1000 + qi * 0x1000;
+	q->avail = 0x10000 + qi * 0x1000;
+	q->used = 0x20000 + qi * 0x1000;
+	wr(r, 0x030, qi);
+	wr(r, 0x038, QSIZE);
+	wr(r, 0x080, (uint32_t)q->desc);
+	wr(r, 0x084, 0);
+	wr(r, 0x090, (uint32_t)q->avail);
+	wr(r, 0x094, 0);
+	wr(r, 0x0a0, (uint32_t)q->used);
+	wr(r, 0x0a4, 0);
+	wr(r, 0x044, 1);
+}
+
+static void rig_up(struct rig *r, uint64_t features)
+{
+	struct guest_mem_region layout = { .gpa = 0, .size = MEM_SIZE };
+	const uint8_t mac[6] = { 0x02, 0x53, 0x56, 0, 0, 2 };
+	int sv[2];
+
+	memset(r, 0, sizeof(*r));
+	r->egress_verdict = true;
+	assert_int_equal(guest_mem_init(&r->mem, &layout, 1, false), 0);
+	assert_int_equal(event_loop_init(&r->loop), 0);
+	assert_int_equal(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
+	/* Room for a 64 KiB frame in flight either way. */
+	setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &(int){ 1 << 20 }, sizeof(int));
+	setsockopt(sv[1], SOL_SOCKET, SO_SNDBUF, &(int){ 1 << 20 }, sizeof(int));
+	r->peer = sv[1];
+	assert_int_equal(net_dev_init(&r->net, sv[0], mac), 0);
+	net_dev_set_egress(&r->net, egress, r);
+	assert_int_equal(virtio_mmio_init(&r->m, &virtio_net_ops, &r->net, &r->mem, -1, 0xd0000000, 5), 0);
+	assert_int_equal(net_dev_start(&r->net, &r->m.dev, &r->loop), 0);
+	/* The Linux driver's bring-up. */
+	wr(r, 0x070, 0);
+	wr(r, 0x070, 1);
+	wr(r, 0x070, 3);
+	features |= VIRTIO_F_VERSION_1;
+	wr(r, 0x024, 0);
+	wr(r, 0x020, (uint32_t)features);
+	wr(r, 0x024, 1);
+	wr(r, 0x020, (uint32_t)(features >> 32));
+	wr(r, 0x070, 0xb);
+	assert_true(rd(r, 0x070) & 8);
+	setup_queue(r, RXQ);
+	setup_queue(r, TXQ);
+	wr(r, 0x070, 0xf);
+}
+
+static void rig_down(struct rig *r)
+{
+	virtio_mmio_destroy(&r->m);
+	net_dev_destroy(&r->net);
+	event_loop_destroy(&r->loop);
+	close(r->peer);
+	guest_mem_destroy(&r->mem);
+}
+
+/* Makes one chain of buffers (each `lens[i]` bytes, writable or not) available on queue qi. */
+static uint16_t post(struct rig *r, unsigned qi, const uint32_t *lens, unsigned n, bool writable,
+		     uint64_t *addrs)
+{
+	struct ring *q = &r->q[qi];
+	struct virtq_desc *table = (struct virtq_desc *)gpa(r, q->desc, 16 * QSIZE);
+	uint16_t head = q->next_desc % QSIZE;
+
+	for (unsigned i = 0; i < n; i++) {
+		uint16_t id = (uint16_t)((head + i) % QSIZE);
+		uint64_t addr = BUF_BASE + (uint64_t)(qi * QSIZE + id) * BUF_SIZE * 16;
+
+		table[id] = (struct virtq_desc){
+			.addr = htole64(addr), .len = htole32(lens[i]),
+			.flags = htole16((writable ? VIRTQ_DESC_F_WRITE : 0) |
+					 (i + 1 < n ? VIRTQ_DESC_F_NEXT : 0)),
+			.next = htole16((uint16_t)((id + 1) % QSIZE)),
+		};
+		if (addrs)
+			addrs[i] = addr;
+	}
+	q->next_desc = (uint16_t)(q->next_desc + n);
+	{
+		uint16_t *avail = (uint16_t *)gpa(r, q->avail, 4 + 2 * QSIZE);
+
+		avail[2 + q->avail_idx % QSIZE] = htole16(head);
+		q->avail_idx++;
+		__atomic_store_n(&avail[1], htole16(q->avail_idx), __ATOMIC_RELEASE);
+	}
+	return head;
+}
+
+static void kick(struct rig *r, unsigned qi)
+{
+	wr(r, 0x050, qi);
+}
+
+/* The next used element of queue qi, or false when the device has returned none. */
+static bool take_used(struct rig *r, unsigned qi, uint32_t *id, uint32_t *len)
+{
+	struct ring *q = &r->q[qi];
+	struct virtq_used *u = (struct virtq_used *)gpa(r, q->used, VIRTQ_USED_BYTES(QSIZE));
+
+	if (le16toh(u->idx) == q->used_seen)
+		return false;
+	*id = le32toh(u->ring[q->used_seen % QSIZE].id);
+	*len = le32toh(u->ring[q->used_seen % QSIZE].len);
+	q->used_seen++;
+	return true;
+}
+
+static void tap_ready(struct rig *r)
+{
+	r->net.tap_h.cb(&r->net.tap_h, EPOLLIN);
+}
+
+static size_t fill_frame(uint8_t *f, size_t len, uint8_t seed)
+{
+	for (size_t i = 0; i < len; i++)
+		f[i] = (uint8_t)(seed + i * 7);
+	return len;
+}
+
+static void tx_reaches_the_tap_through_the_filter(void **state)
+{
+	static uint8_t frame[NET_HDR + 1514], got[2048];
+	uint32_t lens[2] = { NET_HDR, 1514 };
+	uint64_t addrs[2];
+	uint32_t id, len;
+	struct rig r;
+
+	(void)state;
+	rig_up(&r, F_MRG_RXBUF);
+	memset(frame, 0, NET_HDR);
+	fill_frame(frame + NET_HDR, 1514, 1);
+	/* Header and frame in separate descriptors, as Linux sends them. */
+	post(&r, TXQ, lens, 2, false, addrs);
+	memcpy(gpa(&r, addrs[0], NET_HDR), frame, NET_HDR);
+	memcpy(gpa(&r, addrs[1], 1514), frame + NET_HDR, 1514);
+	kick(&r, TXQ);
+	assert_true(take_used(&r, TXQ, &id, &len));
+	assert_int_equal(len, 0);
+	assert_int_equal(read(r.peer, got, sizeof(got)), 1514);
+	assert_memory_equal(got, frame + NET_HDR, 1514);
+	assert_int_equal(r.egress_calls, 1);
+	assert_int_equal(r.net.stats.tx_frames, 1);
+	assert_int_equal(r.net.stats.tx_bytes, 1514);
+
+	/* Denied by the filter: the buffer comes back, nothing reaches the tap. */
+	r.egress_verdict = false;
+	post(&r, TXQ, lens, 2, false, addrs);
+	memcpy(gpa(&r, addrs[1], 1514), frame + NET_HDR, 1514);
+	kick(&r, TXQ);
+	assert_true(take_used(&r, TXQ, &id, &len));
+	assert_int_equal(read(r.peer, got, sizeof(got)), -1);
+	assert_int_equal(errno, EAGAIN);
+	assert_int_equal(r.net.stats.tx_dropped, 1);
+
+	/* A header asking for checksum help that was never offered: dropped before the filter. */
+	r.egress_verdict = true;
+	post(&r, TXQ, lens, 2, false, addrs);
+	gpa(&r, addrs[0], 1)[0] = 1; /* VIRTIO_NET_HDR_F_NEEDS_CSUM */
+	kick(&r, TXQ);
+	assert_true(take_used(&r, TXQ, &id, &len));
+	assert_int_equal(r.egress_calls, 2);
+	assert_int_equal(r.net.stats.tx_dropped, 2);
+
+	/* Shorter than a header and an Ethernet header. */
+	lens[1] = 13;
+	post(&r, TXQ, lens, 2, false, addrs);
+	memset(gpa(&r, addrs[0], NET_HDR), 0, NET_HDR);
+	kick(&r, TXQ);
+	assert_true(take_used(&r, TXQ, &id, &len));
+	assert_int_equal(r.net.stats.tx_dropped, 3);
+	assert_int_equal(read(r.peer, got, sizeof(got)), -1);
+	assert_false(rd(&r, 0x070) & VIRTIO_STATUS_NEEDS_RESET);
+	rig_down(&r);
+}
+
+static void rx_spreads_a_frame_over_mergeable_buffers(void **state)
+{
+	static uint8_t frame[4000], out[8192];
+	uint32_t one = 1536;
+	uint64_t addrs[4];
+	uint32_t id, len, lens[4];
+	size_t off = 0;
+	struct rig r;
+
+	(void)state;
+	rig_up(&r, F_MRG_RXBUF);
+	for (int i = 0; i < 4; i++)
+		post(&r, RXQ, &one, 1, true, &addrs[i]);
+	kick(&r, RXQ);
+	fill_frame(frame, sizeof(frame), 3);
+	assert_int_equal(write(r.peer, frame, sizeof(frame)), (ssize_t)sizeof(frame));
+	tap_ready(&r);
+	/* 12 + 4000 bytes: three 1536-byte buffers, the last one partly. */
+	for (int i = 0; i < 3; i++) {
+		assert_true(take_used(&r, RXQ, &id, &lens[i]));
+		assert_int_equal(id, i);
+		memcpy(out + off, gpa(&r, addrs[i], lens[i]), lens[i]);
+		off += lens[i];
+	}
+	assert_int_equal(lens[0], 1536);
+	assert_int_equal(lens[1], 1536);
+	assert_int_equal(lens[2], NET_HDR + 4000 - 2 * 1536);
+	assert_false(take_used(&r, RXQ, &id, &len));
+	assert_int_equal(out[10] | out[11] << 8, 3); /* num_buffers */
+	assert_int_equal(out[0], 0);                 /* no flags, no GSO */
+	assert_memory_equal(out + NET_HDR, frame, sizeof(frame));
+	assert_int_equal(r.net.stats.rx_frames, 1);
+	assert_int_equal(r.net.stats.rx_bytes, 4000);
+	assert_true(r.m.dev.isr & 1);
+	rig_down(&r);
+}
+
+static void rx_waits_for_buffers_then_delivers(void **state)
+{
+	static uint8_t frame[600];
+	uint32_t one = 1536;
+	uint64_t addr;
+	uint32_t id, len;
+	struct rig r;
+
+	(void)state;
+	rig_up(&r, F_MRG_RXBUF);
+	kick(&r, RXQ); /* an empty ring: the tap is polled all the same */
+	assert_true(r.net.tap_polled);
+	fill_frame(frame, sizeof(frame), 9);
+	assert_int_equal(write(r.peer, frame, sizeof(frame)), (ssize_t)sizeof(frame));
+	assert_int_equal(write(r.peer, frame, 100), 100);
+	/* No buffers yet: the frame is held and the tap is no longer polled. */
+	tap_ready(&r);
+	assert_true(r.net.rx_pending);
+	assert_false(r.net.tap_polled);
+	assert_false(take_used(&r, RXQ, &id, &len));
+	/* The guest's buffer and its kick bring both frames in, in order. */
+	post(&r, RXQ, &one, 1, true, &addr);
+	kick(&r, RXQ);
+	assert_true(take_used(&r, RXQ, &id, &len));
+	assert_int_equal(len, NET_HDR + sizeof(frame));
+	assert_memory_equal(gpa(&r, addr + NET_HDR, sizeof(frame)), frame, sizeof(frame));
+	assert_false(take_used(&r, RXQ, &id, &len));
+	assert_false(r.net.tap_polled); /* the second frame waits again */
+	post(&r, RXQ, &one, 1, true, &addr);
+	kick(&r, RXQ);
+	assert_true(take_used(&r, RXQ, &id, &len));
+	assert_int_equal(len, NET_HDR + 100);
+	/* Both taken, buffers to spare: the tap is polled again. */
+	post(&r, RXQ, &one, 1, true, &addr);
+	kick(&r, RXQ);
+	assert_true(r.net.tap_polled);
+	assert_false(r.net.rx_pending);
+	rig_down(&r);
+}
+
+static void rx_drops_what_cannot_fit(void **state)
+{
+	static uint8_t frame[3000];
+	uint32_t one = 1536;
+	uint64_t addr;
+	uint32_t id, len;
+	struct rig r;
+
+	(void)state;
+	/* Without mergeable buffers one buffer must take the whole frame. */
+	rig_up(&r, 0);
+	post(&r, RXQ, &one, 1, true, &addr);
+	post(&r, RXQ, &one, 1, true, &addr);
+	kick(&r, RXQ);
+	fill_frame(frame, sizeof(frame), 5);
+	assert_int_equal(write(r.peer, frame, sizeof(frame)), (ssize_t)sizeof(frame));
+	assert_int_equal(write(r.peer, frame, 200), 200);
+	tap_ready(&r);
+	/* The big frame is dropped and its buffer returned empty; the small one arrives. */
+	assert_true(take_used(&r, RXQ, &id, &len));
+	assert_int_equal(len, 0);
+	assert_true(take_used(&r, RXQ, &id, &len));
+	assert_int_equal(len, NET_HDR + 200);
+	assert_int_equal(r.net.stats.rx_dropped, 1);
+	assert_int_equal(r.net.stats.rx_frames, 1);
+	assert_false(rd(&r, 0x070) & VIRTIO_STATUS_NEEDS_RESET);
+	rig_down(&r);
+}
+
+static void rx_rules_broken_by_the_guest(void **state)
+{
+	static uint8_t frame[100];
+	uint32_t one = 1536, tiny = 4;
+	uint32_t id, len;
+	struct rig r;
+
+	(void)state;
+	/* A device-readable RX buffer. */
+	rig_up(&r, F_MRG_RXBUF);
+	post(&r, RXQ, &one, 1, false, NULL);
+	kick(&r, RXQ);
+	assert_int_equal(write(r.peer, frame, sizeof(frame)), (ssize_t)sizeof(frame));
+	tap_ready(&r);
+	assert_true(rd(&r, 0x070) & VIRTIO_STATUS_NEEDS_RESET);
+	assert_false(take_used(&r, RXQ, &id, &len));
+	rig_down(&r);
+
+	/* A buffer too small for the header. */
+	rig_up(&r, F_MRG_RXBUF);
+	post(&r, RXQ, &tiny, 1, true, NULL);
+	kick(&r, RXQ);
+	assert_int_equal(write(r.peer, frame, sizeof(frame)), (ssize_t)sizeof(frame));
+	tap_ready(&r);
+	assert_true(rd(&r, 0x070) & VIRTIO_STATUS_NEEDS_RESET);
+	rig_down(&r);
+
+	/* An avail index that runs more than a ring ahead: the queue is broken, the device says so. */
+	rig_up(&r, F_MRG_RXBUF);
+	{
+		uint16_t *avail = (uint16_t *)gpa(&r, r.q[RXQ].avail, 4 + 2 * QSIZE);
+
+		avail[1] = htole16(QSIZE + 5);
+	}
+	kick(&r, RXQ);
+	assert_int_equal(write(r.peer, frame, sizeof(frame)), (ssize_t)sizeof(frame));
+	tap_ready(&r);
+	assert_true(rd(&r, 0x070) & VIRTIO_STATUS_NEEDS_RESET);
+	assert_false(r.net.tap_polled);
+	/* A reset brings the device back: buffers posted after it are filled. */
+	wr(&r, 0x070, 0);
+	memset(r.q, 0, sizeof(r.q));
+	wr(&r, 0x070, 1);
+	wr(&r, 0x070, 3);
+	wr(&r, 0x024, 0);
+	wr(&r, 0x020, (uint32_t)F_MRG_RXBUF);
+	wr(&r, 0x024, 1);
+	wr(&r, 0x020, 1); /* VERSION_1 */
+	wr(&r, 0x070, 0xb);
+	setup_queue(&r, RXQ);
+	setup_queue(&r, TXQ);
+	wr(&r, 0x070, 0xf);
+	memset(gpa(&r, r.q[RXQ].avail, 4 + 2 * QSIZE), 0, 4 + 2 * QSIZE);
+	memset(gpa(&r, r.q[RXQ].used, VIRTQ_USED_BYTES(QSIZE)), 0, VIRTQ_USED_BYTES(QSIZE));
+	post(&r, RXQ, &one, 1, true, NULL);
+	kick(&r, RXQ);
+	assert_int_equal(write(r.peer, frame, sizeof(frame)), (ssize_t)sizeof(frame));
+	tap_ready(&r);
+	assert_true(take_used(&r, RXQ, &id, &len));
+	assert_int_equal(len, NET_HDR + sizeof(frame));
+	rig_down(&r);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(tx_reaches_the_tap_through_the_filter),
+		cmocka_unit_test(rx_spreads_a_frame_over_mergeable_buffers),
+		cmocka_unit_test(rx_waits_for_buffers_then_delivers),
+		cmocka_unit_test(rx_drops_what_cannot_fit),
+		cmocka_unit_test(rx_rules_broken_by_the_guest),
+	};
+
+	return cmocka_run_group_tests_name("virtio_net", tests, NULL, NULL);
+}
