@@ -129,12 +129,12 @@ $(TEST_INITRAMFS): $(BUILD)/bin/sandvm-init rootfs/build-initramfs.sh $(GUEST_TE
 		$(BUILD)/guest-tests
 
 # ---- tests ----
-$(BUILD)/tests/%: tests/unit/%.c tests/unit/unit.h $(OBJS) $(API_PURE_OBJS) | $(STAMP)
+$(BUILD)/tests/%: tests/unit/%.c $(wildcard tests/unit/*.h) $(OBJS) $(API_PURE_OBJS) | $(STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_COMMON) $(CFLAGS) -Itests/unit -Iapi/sandboxd -o $@ $< $(OBJS) $(API_PURE_OBJS) \
 		$(LDLIBS_VMM) -lcmocka
 
-$(BUILD)/tests-asan/%: tests/unit/%.c tests/unit/unit.h $(ASAN_OBJS) | $(STAMP)
+$(BUILD)/tests-asan/%: tests/unit/%.c $(wildcard tests/unit/*.h) $(ASAN_OBJS) | $(STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_COMMON) $(SAN_FLAGS) -Itests/unit -Iapi/sandboxd -o $@ $< $(ASAN_OBJS) $(LDLIBS_VMM) -lcmocka
 

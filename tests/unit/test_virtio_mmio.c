@@ -5,7 +5,7 @@
 #include <unistd.h>
 
 #include "unit.h"
-#include "bus.h"
+#include "mmio_driver.h"
 #include "memory.h"
 #include "virtio/mmio.h"
 #include "virtio/rng.h"
@@ -21,18 +21,8 @@ struct rig {
 	struct virtio_mmio m;
 };
 
-static uint32_t rd(struct rig *r, uint64_t off)
-{
-	uint32_t v;
-
-	virtio_mmio_bus_ops.read(&r->m, off, (uint8_t *)&v, 4);
-	return v;
-}
-
-static void wr(struct rig *r, uint64_t off, uint32_t v)
-{
-	virtio_mmio_bus_ops.write(&r->m, off, (const uint8_t *)&v, 4);
-}
+#define rd(r, off) mmio_rd(&(r)->m, off)
+#define wr(r, off, v) mmio_wr(&(r)->m, off, v)
 
 static void setup(struct rig *r)
 {
@@ -59,19 +49,7 @@ static uint64_t irqs(struct rig *r)
 	return n;
 }
 
-/* The Linux driver's sequence up to FEATURES_OK; returns the status read back. */
-static uint32_t negotiate(struct rig *r, uint64_t features)
-{
-	wr(r, 0x070, 0);
-	wr(r, 0x070, 1);
-	wr(r, 0x070, 3);
-	wr(r, 0x024, 0);
-	wr(r, 0x020, (uint32_t)features);
-	wr(r, 0x024, 1);
-	wr(r, 0x020, (uint32_t)(features >> 32));
-	wr(r, 0x070, 0xb);
-	return rd(r, 0x070);
-}
+#define negotiate(r, features) mmio_negotiate(&(r)->m, features)
 
 static void setup_queue(struct rig *r, uint32_t num, uint64_t desc)
 {

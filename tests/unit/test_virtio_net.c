@@ -14,10 +14,9 @@
 #include <unistd.h>
 
 #include "unit.h"
-#include "bus.h"
 #include "event_loop.h"
 #include "memory.h"
-#include "virtio/mmio.h"
+#include "mmio_driver.h"
 #include "virtio/net.h"
 
 #define MEM_SIZE (4u << 20)
@@ -46,18 +45,8 @@ struct rig {
 	bool egress_verdict;
 };
 
-static uint32_t rd(struct rig *r, uint64_t off)
-{
-	uint32_t v;
-
-	virtio_mmio_bus_ops.read(&r->m, off, (uint8_t *)&v, 4);
-	return v;
-}
-
-static void wr(struct rig *r, uint64_t off, uint32_t v)
-{
-	virtio_mmio_bus_ops.write(&r->m, off, (const uint8_t *)&v, 4);
-}
+#define rd(r, off) mmio_rd(&(r)->m, off)
+#define wr(r, off, v) mmio_wr(&(r)->m, off, v)
 
 static uint8_t *gpa(struct rig *r, uint64_t addr, uint64_t len)
 {
@@ -95,6 +84,16 @@ static void setup_queue(struct rig *r, unsigned qi)
 	wr(r, 0x044, 1);
 }
 
+/* The Linux driver's bring-up: features, both queues, DRIVER_OK. */
+static void bring_up(struct rig *r, uint64_t features)
+{
+	memset(r->q, 0, sizeof(r->q));
+	assert_true(mmio_negotiate(&r->m, features | VIRTIO_F_VERSION_1) & 8);
+	setup_queue(r, RXQ);
+	setup_queue(r, TXQ);
+	wr(r, 0x070, 0xf);
+}
+
 static void rig_up(struct rig *r, uint64_t features)
 {
 	struct guest_mem_region layout = { .gpa = 0, .size = MEM_SIZE };
@@ -114,20 +113,7 @@ static void rig_up(struct rig *r, uint64_t features)
 	net_dev_set_egress(&r->net, egress, r);
 	assert_int_equal(virtio_mmio_init(&r->m, &virtio_net_ops, &r->net, &r->mem, -1, 0xd0000000, 5), 0);
 	assert_int_equal(net_dev_start(&r->net, &r->m.dev, &r->loop), 0);
-	/* The Linux driver's bring-up. */
-	wr(r, 0x070, 0);
-	wr(r, 0x070, 1);
-	wr(r, 0x070, 3);
-	features |= VIRTIO_F_VERSION_1;
-	wr(r, 0x024, 0);
-	wr(r, 0x020, (uint32_t)features);
-	wr(r, 0x024, 1);
-	wr(r, 0x020, (uint32_t)(features >> 32));
-	wr(r, 0x070, 0xb);
-	assert_true(rd(r, 0x070) & 8);
-	setup_queue(r, RXQ);
-	setup_queue(r, TXQ);
-	wr(r, 0x070, 0xf);
+	bring_up(r, features);
 }
 
 static void rig_down(struct rig *r)
@@ -404,18 +390,7 @@ static void rx_rules_broken_by_the_guest(void **state)
 	assert_true(rd(&r, 0x070) & VIRTIO_STATUS_NEEDS_RESET);
 	assert_false(r.net.tap_polled);
 	/* A reset brings the device back: buffers posted after it are filled. */
-	wr(&r, 0x070, 0);
-	memset(r.q, 0, sizeof(r.q));
-	wr(&r, 0x070, 1);
-	wr(&r, 0x070, 3);
-	wr(&r, 0x024, 0);
-	wr(&r, 0x020, (uint32_t)F_MRG_RXBUF);
-	wr(&r, 0x024, 1);
-	wr(&r, 0x020, 1); /* VERSION_1 */
-	wr(&r, 0x070, 0xb);
-	setup_queue(&r, RXQ);
-	setup_queue(&r, TXQ);
-	wr(&r, 0x070, 0xf);
+	bring_up(&r, F_MRG_RXBUF);
 	memset(gpa(&r, r.q[RXQ].avail, 4 + 2 * QSIZE), 0, 4 + 2 * QSIZE);
 	memset(gpa(&r, r.q[RXQ].used, VIRTQ_USED_BYTES(QSIZE)), 0, VIRTQ_USED_BYTES(QSIZE));
 	post(&r, RXQ, &one, 1, true, NULL);
