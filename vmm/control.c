@@ -188,9 +188,11 @@ char *control_handle_request(const char *line, size_t len, const struct control_
 	} else if ((!strcmp(op->valuestring, "drive-attach") || !strcmp(op->valuestring, "drive-detach")) &&
 		   ops->drive_attach && ops->drive_detach) {
 		drive_op(req, op->valuestring, ops, ctx, reply);
-	} else if (strcmp(op->valuestring, "net") == 0 && ops->net_status) {
+	} else if ((strcmp(op->valuestring, "net") == 0 && ops->net_status) ||
+		   (strcmp(op->valuestring, "vsock") == 0 && ops->vsock_status)) {
 		char err[256] = "";
-		int r = ops->net_status(ctx, reply, err, sizeof(err));
+		int r = strcmp(op->valuestring, "net") == 0 ? ops->net_status(ctx, reply, err, sizeof(err))
+							     : ops->vsock_status(ctx, reply, err, sizeof(err));
 
 		cJSON_AddBoolToObject(reply, "ok", r == 0);
 		if (r < 0)
@@ -210,7 +212,7 @@ char *control_handle_request(const char *line, size_t len, const struct control_
 		if (r < 0)
 			cJSON_AddStringToObject(reply, "error", err[0] ? err : strerror(-r));
 	} else {
-		snprintf(msg, sizeof(msg), "unknown op '%.64s' (known: status, stop, drive-swap, drive-attach, drive-detach, net, net-policy)",
+		snprintf(msg, sizeof(msg), "unknown op '%.64s' (known: status, stop, drive-swap, drive-attach, drive-detach, net, net-policy, vsock)",
 			 op->valuestring);
 		cJSON_Delete(reply);
 		cJSON_Delete(req);

@@ -40,6 +40,8 @@ struct control_ops {
 	int (*net_status)(void *ctx, struct cJSON *reply, char *err, size_t errlen);
 	/* Replaces the egress policy with the JSON file at path (vmm/net/egress.h). */
 	int (*net_policy)(void *ctx, const char *path, char *err, size_t errlen);
+	/* Adds the vsock device's queues and connections to reply; -ENODEV without one. */
+	int (*vsock_status)(void *ctx, struct cJSON *reply, char *err, size_t errlen);
 };
 
 struct control;

@@ -502,7 +502,23 @@ static int control_net_status(void *ctx, cJSON *reply, char *err, size_t errlen)
 	cJSON_AddNumberToObject(n, "rx_frames", (double)vm->net.stats.rx_frames);
 	cJSON_AddNumberToObject(n, "rx_bytes", (double)vm->net.stats.rx_bytes);
 	cJSON_AddNumberToObject(n, "rx_dropped", (double)vm->net.stats.rx_dropped);
+	virtio_dev_queue_status(&vm->net_mmio.dev, 0, cJSON_AddObjectToObject(n, "rxq"));
+	virtio_dev_queue_status(&vm->net_mmio.dev, 1, cJSON_AddObjectToObject(n, "txq"));
+	cJSON_AddBoolToObject(n, "tap_polled", vm->net.tap_polled);
+	cJSON_AddBoolToObject(n, "rx_frame_waiting", vm->net.rx_pending);
 	pthread_mutex_unlock(&vm->net_mmio.dev.lock);
+	return 0;
+}
+
+static int control_vsock_status(void *ctx, cJSON *reply, char *err, size_t errlen)
+{
+	struct vm *vm = ctx;
+
+	if (!vm->has_vsock)
+		return fail(-ENODEV, err, errlen, "the VM has no vsock device");
+	pthread_mutex_lock(&vm->vsock_mmio.dev.lock);
+	vsock_dev_status(&vm->vsock, cJSON_AddObjectToObject(reply, "vsock"));
+	pthread_mutex_unlock(&vm->vsock_mmio.dev.lock);
 	return 0;
 }
 
@@ -531,6 +547,7 @@ static const struct control_ops vm_control_ops = {
 	.drive_detach = control_drive_detach,
 	.net_status = control_net_status,
 	.net_policy = control_net_policy,
+	.vsock_status = control_vsock_status,
 };
 
 static int setup_loop(struct vm *vm)

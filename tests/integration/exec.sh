@@ -23,6 +23,26 @@ ex() {
 		>"$RESULTS/$name.stdout" 2>"$RESULTS/$name.stderr" </dev/null
 	rc=$?
 }
+# control_query SOCKET OP: the VMM control socket's JSON reply to {"op": OP}, on one line.
+control_query() {
+	/usr/bin/python3 - "$1" "$2" <<'PY'
+import json, socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(10)
+s.connect(sys.argv[1])
+s.sendall(json.dumps({"op": sys.argv[2]}).encode() + b"\n")
+print(s.makefile().readline().strip())
+PY
+}
+# exec_vm_state: where the shared exec VM's VMM threads are and its vsock device's state, for a
+# case whose stream stalled (the VMM outlives the case).
+exec_vm_state() {
+	local t
+	for t in /proc/"$exec_vm"/task/*; do
+		echo "# thread $(cat "$t/comm" 2>/dev/null) $(cut -d' ' -f3 "$t/stat" 2>/dev/null) $(cat "$t/wchan" 2>/dev/null)"
+	done
+	echo "# vsock: $(control_query "$exec_dir/control" vsock 2>&1)"
+}
 out_is() { [ "$(cat "$RESULTS/$1.stdout")" = "$2" ]; }
 err_has() { grep -q -- "$2" "$RESULTS/$1.stderr"; }
 why() { echo "exit $rc, stdout '$(head -c 200 "$RESULTS/$1.stdout")', stderr '$(head -c 300 "$RESULTS/$1.stderr")'"; }
@@ -58,6 +78,21 @@ if [ $ok = 1 ]; then report OK exec-exit-code; else report FAIL exec-exit-code "
 ex exec-killed-by-signal -- sh -c 'kill -TERM $$; sleep 5'
 if [ "$rc" -eq 143 ]; then report OK exec-killed-by-signal; else
 	report FAIL exec-killed-by-signal "$(why exec-killed-by-signal), expected 143"; fi
+
+# The control socket describes the vsock device: both queues set up by the guest's driver,
+# and the agent's connection from the ping above gone again.
+vsock_state=$(control_query "$exec_dir/control" vsock 2>&1)
+if printf '%s' "$vsock_state" | /usr/bin/python3 -c '
+import json, sys
+r = json.load(sys.stdin)
+v = r["vsock"]
+assert r["ok"] and v["rxq"]["ready"] and v["txq"]["ready"] and v["rxq"]["size"] > 0, r
+assert v["rxq"]["guest_avail_idx"] != v["rxq"]["last_avail_idx"], "no RX buffers posted"
+assert isinstance(v["connections"], list), r'; then
+	report OK control-vsock-status
+else
+	report FAIL control-vsock-status "$vsock_state"
+fi
 
 # No nested virtualization inside a sandbox: the flags name neither VMX nor SVM (fpu is counted
 # too, so an empty or missing flags line fails rather than passes).
@@ -111,6 +146,7 @@ stdin_case() {
 		report OK "$name"
 	else
 		report FAIL "$name" "exit $rc, sent $want, echoed $got, guest saw $guest"
+		exec_vm_state
 	fi
 }
 stdin_case
@@ -119,10 +155,21 @@ stdin_case
 big_case() {
 	local name=exec-100mib-output start took
 	start=$(date +%s%N)
-	timeout 600 "$RUN" --attach "$EXEC_SOCK" -- sh -c \
-		'head -c 104857600 /dev/urandom >/tmp/big && sha256sum /tmp/big >&2 && cat /tmp/big && rm /tmp/big' \
-		2>"$RESULTS/$name.stderr" </dev/null | sha256sum >"$RESULTS/$name.stdout"
-	rc=${PIPESTATUS[0]}
+	(
+		set -o pipefail
+		timeout 600 "$RUN" --attach "$EXEC_SOCK" -- sh -c \
+			'head -c 104857600 /dev/urandom >/tmp/big && sha256sum /tmp/big >&2 && cat /tmp/big && rm /tmp/big' \
+			2>"$RESULTS/$name.stderr" </dev/null | sha256sum >"$RESULTS/$name.stdout"
+	) &
+	local job=$! waited=0
+	# It takes well under a minute; at 4 minutes it has stalled: record where, while it still is.
+	while kill -0 "$job" 2>/dev/null && [ "$waited" -lt 240 ]; do
+		sleep 1
+		waited=$((waited + 1))
+	done
+	kill -0 "$job" 2>/dev/null && exec_vm_state >"$RESULTS/$name.stalled"
+	wait "$job"
+	rc=$?
 	took=$((($(date +%s%N) - start) / 1000000))
 	local want got
 	want=$(cut -d' ' -f1 "$RESULTS/$name.stderr")
@@ -132,6 +179,11 @@ big_case() {
 		echo "# 100 MiB of stdout in ${took} ms (generation included)"
 	else
 		report FAIL "$name" "exit $rc, guest $want, host $got"
+		if [ -s "$RESULTS/$name.stalled" ]; then
+			echo "# stalled for 240 s; then:"
+			cat "$RESULTS/$name.stalled"
+		fi
+		exec_vm_state
 	fi
 }
 big_case
@@ -146,6 +198,7 @@ if [ "$rc" -eq 0 ] && err_has exec-fast-consumer "stdout 67108864 bytes" &&
 	: >"$RESULTS/exec-fast-consumer.stdout"
 else
 	report FAIL exec-fast-consumer "exit $rc: $(tail -2 "$RESULTS/exec-fast-consumer.stderr")"
+	exec_vm_state
 fi
 
 # 20 execs at once: each waits until all 20 have started, which only

@@ -1,5 +1,7 @@
 #include "virtio/device.h"
 
+#include <cjson/cJSON.h>
+#include <endian.h>
 #include <errno.h>
 #include <string.h>
 
@@ -44,4 +46,32 @@ void virtio_dev_serve_queue(struct virtio_dev *dev, unsigned qi, virtio_chain_ha
 		virtio_dev_set_broken(dev, strerror(-r));
 	if (pushed)
 		virtio_dev_notify_used(dev, qi);
+}
+
+void virtio_dev_queue_status(const struct virtio_dev *dev, unsigned qi, cJSON *out)
+{
+	const struct virtq *q = &dev->queues[qi];
+
+	cJSON_AddNumberToObject(out, "size", q->size);
+	cJSON_AddBoolToObject(out, "ready", q->ready);
+	cJSON_AddBoolToObject(out, "broken", q->broken);
+	cJSON_AddBoolToObject(out, "event_idx", q->event_idx);
+	cJSON_AddNumberToObject(out, "last_avail_idx", q->last_avail_idx);
+	cJSON_AddNumberToObject(out, "used_idx", q->used_idx);
+	cJSON_AddNumberToObject(out, "signalled_used", q->signalled_used);
+	if (!q->ready)
+		return;
+	/* The guest's side, read once each: diagnostics only, nothing is decided on them. */
+	cJSON_AddNumberToObject(out, "guest_avail_idx",
+				le16toh(__atomic_load_n(&q->avail->idx, __ATOMIC_ACQUIRE)));
+	cJSON_AddNumberToObject(out, "guest_avail_flags",
+				le16toh(__atomic_load_n(&q->avail->flags, __ATOMIC_RELAXED)));
+	if (q->event_idx) {
+		const uint16_t *avail_event =
+			(const uint16_t *)((const uint8_t *)q->used + 4 + sizeof(struct virtq_used_elem) * q->size);
+
+		cJSON_AddNumberToObject(out, "used_event",
+					le16toh(__atomic_load_n(&q->avail->ring[q->size], __ATOMIC_RELAXED)));
+		cJSON_AddNumberToObject(out, "avail_event", le16toh(__atomic_load_n(avail_event, __ATOMIC_RELAXED)));
+	}
 }

@@ -69,6 +69,15 @@ struct virtio_dev {
 	void *transport;
 };
 
+struct cJSON;
+
+/*
+ * Adds queue q's state to out (for the control socket's diagnostics): its
+ * size and flags, the device's indices, and the indices and event fields as
+ * the guest's ring memory holds them now. Called with dev->lock held.
+ */
+void virtio_dev_queue_status(const struct virtio_dev *dev, unsigned q, struct cJSON *out);
+
 /* After pushing used buffers on q: interrupts the driver if it wants one. */
 void virtio_dev_notify_used(struct virtio_dev *dev, unsigned q);
 

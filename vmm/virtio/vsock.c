@@ -1,5 +1,6 @@
 #include "virtio/vsock.h"
 
+#include <cjson/cJSON.h>
 #include <endian.h>
 #include <errno.h>
 #include <stdio.h>
@@ -693,4 +694,38 @@ void vsock_dev_destroy(struct vsock_dev *vs)
 	}
 	free(vs->path);
 	vs->path = NULL;
+}
+
+void vsock_dev_status(const struct vsock_dev *vs, cJSON *out)
+{
+	static const char *const states[] = { "handshake", "connecting", "established" };
+	cJSON *conns;
+
+	if (vs->dev) {
+		virtio_dev_queue_status(vs->dev, RXQ, cJSON_AddObjectToObject(out, "rxq"));
+		virtio_dev_queue_status(vs->dev, TXQ, cJSON_AddObjectToObject(out, "txq"));
+	}
+	cJSON_AddNumberToObject(out, "control_packets_waiting", vs->ctl_count);
+	cJSON_AddBoolToObject(out, "rx_chain_held", vs->have_held);
+	conns = cJSON_AddArrayToObject(out, "connections");
+	for (const struct vsock_conn *c = vs->conns; c; c = c->next) {
+		cJSON *j = cJSON_CreateObject();
+
+		cJSON_AddNumberToObject(j, "host_port", c->local_port);
+		cJSON_AddNumberToObject(j, "guest_port", c->peer_port);
+		cJSON_AddStringToObject(j, "state", states[c->state]);
+		cJSON_AddNumberToObject(j, "tx_cnt", c->tx_cnt);
+		cJSON_AddNumberToObject(j, "peer_fwd_cnt", c->peer_fwd_cnt);
+		cJSON_AddNumberToObject(j, "peer_buf_alloc", c->peer_buf_alloc);
+		cJSON_AddNumberToObject(j, "peer_credit", peer_credit(c));
+		cJSON_AddNumberToObject(j, "fwd_cnt", c->fwd_cnt);
+		cJSON_AddNumberToObject(j, "fwd_announced", c->fwd_announced);
+		cJSON_AddNumberToObject(j, "out_len", (double)c->out_len);
+		cJSON_AddNumberToObject(j, "polled_events", c->polled ? c->events : 0);
+		cJSON_AddBoolToObject(j, "host_eof", c->host_eof);
+		cJSON_AddBoolToObject(j, "rx_blocked", c->rx_blocked);
+		cJSON_AddBoolToObject(j, "guest_no_send", c->guest_no_send);
+		cJSON_AddBoolToObject(j, "guest_gone", c->guest_gone);
+		cJSON_AddItemToArray(conns, j);
+	}
 }

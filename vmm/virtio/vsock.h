@@ -48,6 +48,13 @@ int vsock_dev_init(struct vsock_dev *vs, uint64_t guest_cid, const char *path);
 /* Starts listening for host clients; needs the device's transport already set. */
 int vsock_dev_start(struct vsock_dev *vs, struct virtio_dev *dev, struct event_loop *loop);
 void vsock_dev_destroy(struct vsock_dev *vs);
+/*
+ * Adds the device's state to out: both queues, control packets waiting, and
+ * each connection's ports, state, credit counters and buffered bytes. For
+ * diagnosing a stalled stream; called with the device lock held.
+ */
+struct cJSON;
+void vsock_dev_status(const struct vsock_dev *vs, struct cJSON *out);
 
 struct virtio_dev_ops;
 extern const struct virtio_dev_ops virtio_vsock_ops;
