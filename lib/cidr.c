@@ -180,7 +180,15 @@ static bool host_bits_set(const struct cidr *c)
 	return false;
 }
 
-int cidr_parse(const char *s, struct cidr *out)
+static void clear_host_bits(struct cidr *c)
+{
+	unsigned bytes = width(c->family) / 8;
+
+	for (unsigned i = c->len / 8; i < bytes; i++)
+		c->addr[i] &= i == c->len / 8 ? (uint8_t)~(0xff >> (c->len % 8)) : 0;
+}
+
+static int parse(const char *s, struct cidr *out, bool mask)
 {
 	char text[INET6_ADDRSTRLEN];
 	struct cidr c = { 0 };
@@ -217,10 +225,34 @@ int cidr_parse(const char *s, struct cidr *out)
 		return -EINVAL;
 	c.len = (uint8_t)len;
 	/* "10.0.0.1/8" is more likely a typo than a wish for 10.0.0.0/8. */
-	if (host_bits_set(&c))
-		return -EINVAL;
+	if (mask)
+		clear_host_bits(&c);
+	else if (host_bits_set(&c))
+		return -EDOM;
 	*out = c;
 	return 0;
+}
+
+int cidr_parse(const char *s, struct cidr *out)
+{
+	return parse(s, out, false);
+}
+
+int cidr_parse_masked(const char *s, struct cidr *out)
+{
+	return parse(s, out, true);
+}
+
+const char *cidr_parse_why(const char *s, char *buf, size_t len)
+{
+	struct cidr c;
+	char text[CIDR_STR_MAX];
+
+	if (cidr_parse_masked(s, &c) == 0 && cidr_format(&c, text, sizeof(text)) == 0) {
+		snprintf(buf, len, "has host bits set (the prefix would be %s)", text);
+		return buf;
+	}
+	return "is not an IPv4 or IPv6 prefix such as 198.51.100.0/24 or 2001:db8::/32";
 }
 
 int cidr_format(const struct cidr *c, char *buf, size_t len)

@@ -21,11 +21,20 @@ struct cidr {
 
 /*
  * "10.0.0.0/8", "2001:db8::/32", "192.0.2.7" (= /32), "::1" (= /128).
- * Strict: host bits set ("10.0.0.1/8"), a length out of range or with a sign,
- * spaces or leading zeros ("/08"), leading zeros in IPv4 octets ("010.0.0.1"),
- * zone ids and any other junk give -EINVAL; *out is written only on success.
+ * Strict: host bits set ("10.0.0.1/8") give -EDOM; a length out of range or
+ * with a sign, spaces or leading zeros ("/08"), leading zeros in IPv4 octets
+ * ("010.0.0.1"), zone ids and any other junk give -EINVAL; *out is written
+ * only on success.
  */
 int cidr_parse(const char *s, struct cidr *out);
+/* The same, but host bits are cleared rather than refused: "10.0.0.1/8" is 10.0.0.0/8. */
+int cidr_parse_masked(const char *s, struct cidr *out);
+/*
+ * Why cidr_parse refused s, as the end of a sentence naming it: "has host bits
+ * set (the prefix would be 10.0.0.0/8)" (written into buf) or "is not an IPv4
+ * or IPv6 prefix such as ...". For error messages.
+ */
+const char *cidr_parse_why(const char *s, char *buf, size_t len);
 
 /*
  * Canonical text: inet_ntop's form of the address, then "/len" (always).

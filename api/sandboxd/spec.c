@@ -223,9 +223,15 @@ int spec_check_cidrs(const cJSON *arr, char *err, size_t errlen)
 			snprintf(err, errlen, "cidr_allowlist has more than %d entries", SPEC_CIDRS_MAX);
 			return -EINVAL;
 		}
-		if (!cJSON_IsString(it) || cidr_parse(it->valuestring, &c) < 0) {
-			snprintf(err, errlen, "cidr_allowlist[%zu] \"%.64s\" is not a CIDR like 198.51.100.0/24 or 2001:db8::/32 "
-				 "(host bits zero)", n - 1, cJSON_IsString(it) ? it->valuestring : "?");
+		if (!cJSON_IsString(it)) {
+			snprintf(err, errlen, "cidr_allowlist[%zu] is not a string", n - 1);
+			return -EINVAL;
+		}
+		if (cidr_parse(it->valuestring, &c) < 0) {
+			char why[96];
+
+			snprintf(err, errlen, "cidr_allowlist[%zu] \"%.64s\" %s", n - 1, it->valuestring,
+				 cidr_parse_why(it->valuestring, why, sizeof(why)));
 			return -EINVAL;
 		}
 	}

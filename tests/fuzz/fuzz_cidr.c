@@ -26,10 +26,23 @@ static bool parse_line(const char *line, struct cidr *c)
 	struct cidr again;
 	size_t len;
 	int r = cidr_parse(line, c);
+	struct cidr masked;
+	int m = cidr_parse_masked(line, &masked);
 
-	if (r == -EINVAL)
+	if (r == -EINVAL) {
+		/* Junk is junk with or without the host bits. */
+		if (m != -EINVAL)
+			abort();
 		return false;
-	if (r != 0)
+	}
+	if (r == -EDOM) {
+		/* Only the host bits were wrong: clearing them gives a prefix that parses strictly. */
+		if (m != 0 || cidr_format(&masked, buf, sizeof(buf)) != 0 || cidr_parse(buf, &again) != 0 ||
+		    memcmp(&masked, &again, sizeof(again)) != 0)
+			abort();
+		return false;
+	}
+	if (r != 0 || m != 0 || memcmp(c, &masked, sizeof(masked)) != 0)
 		abort();
 	if (cidr_format(c, buf, sizeof(buf)) != 0 || cidr_parse(buf, &again) != 0 ||
 	    memcmp(c, &again, sizeof(*c)) != 0)

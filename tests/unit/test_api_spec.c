@@ -134,6 +134,26 @@ static void each_bad_field_is_named(void **state)
 	}
 }
 
+/* A CIDR with host bits set is refused with the prefix that was probably meant; junk is named as such. */
+static void cidr_errors_say_why(void **state)
+{
+	struct sandbox_spec s;
+	struct spec_error err;
+
+	(void)state;
+	memset(&err, 0, sizeof(err));
+	assert_int_equal(parse("{\"cidr_allowlist\":[\"198.51.100.0/24\",\"10.1.2.3/16\"]}", &s, &err), -EINVAL);
+	assert_string_equal(err.field, "cidr_allowlist");
+	assert_non_null(strstr(err.message, "cidr_allowlist[1] \"10.1.2.3/16\" has host bits set"));
+	assert_non_null(strstr(err.message, "10.1.0.0/16"));
+	memset(&err, 0, sizeof(err));
+	assert_int_equal(parse("{\"cidr_allowlist\":[\"example.com\"]}", &s, &err), -EINVAL);
+	assert_non_null(strstr(err.message, "is not an IPv4 or IPv6 prefix"));
+	memset(&err, 0, sizeof(err));
+	assert_int_equal(parse("{\"cidr_allowlist\":[7]}", &s, &err), -EINVAL);
+	assert_non_null(strstr(err.message, "cidr_allowlist[0] is not a string"));
+}
+
 static void bad_bodies_are_refused(void **state)
 {
 	static const char *const bodies[] = {"{", "[]", "null", "1", "\"x\"", "{} {}", "{\"cpu\":1} x"};
@@ -194,6 +214,7 @@ int main(void)
 		cmocka_unit_test(defaults_are_filled_in),   cmocka_unit_test(full_spec_is_kept),
 		cmocka_unit_test(null_fields_get_defaults),
 		cmocka_unit_test(restricted_implies_no_network), cmocka_unit_test(each_bad_field_is_named),
+		cmocka_unit_test(cidr_errors_say_why),
 		cmocka_unit_test(bad_bodies_are_refused),   cmocka_unit_test(argv_is_capped_at_64k),
 		cmocka_unit_test(query_values_are_decoded),
 	};

@@ -109,11 +109,6 @@ static void parse_rejects(void **state)
 		"/",
 		"/8",
 		"10.0.0.0/",
-		"10.0.0.1/8",       /* host bits */
-		"10.0.0.128/24",
-		"192.0.2.7/31",
-		"2001:db8::1/32",
-		"::1/127",
 		"10.0.0.0/33",
 		"10.0.0.0/64",
 		"10.0.0.0/-1",
@@ -181,6 +176,46 @@ static void parse_rejects(void **state)
 	}
 	assert_int_equal(cidr_parse(NULL, &c), -EINVAL);
 	assert_int_equal(cidr_parse("10.0.0.0/8", NULL), -EINVAL);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		char why[96];
+
+		assert_int_equal(cidr_parse_masked(bad[i], &c), -EINVAL);
+		assert_non_null(strstr(cidr_parse_why(bad[i], why, sizeof(why)), "is not an IPv4 or IPv6"));
+	}
+}
+
+/* Host bits set: a refusal of its own, with the prefix that was probably meant. */
+static void parse_host_bits(void **state)
+{
+	static const struct {
+		const char *in, *meant;
+	} cases[] = {
+		{ "10.0.0.1/8", "10.0.0.0/8" },
+		{ "10.0.0.128/24", "10.0.0.0/24" },
+		{ "192.0.2.7/31", "192.0.2.6/31" },
+		{ "2001:db8::1/32", "2001:db8::/32" },
+		{ "::1/127", "::/127" },
+		{ "255.255.255.255/1", "128.0.0.0/1" },
+	};
+	struct cidr c, untouched;
+	char text[CIDR_STR_MAX], why[96];
+
+	(void)state;
+	memset(&c, 0x5a, sizeof(c));
+	untouched = c;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		assert_int_equal(cidr_parse(cases[i].in, &c), -EDOM);
+		assert_memory_equal(&c, &untouched, sizeof(c));
+		assert_int_equal(cidr_parse_masked(cases[i].in, &c), 0);
+		assert_int_equal(cidr_format(&c, text, sizeof(text)), 0);
+		assert_string_equal(text, cases[i].meant);
+		assert_non_null(strstr(cidr_parse_why(cases[i].in, why, sizeof(why)), cases[i].meant));
+		c = untouched;
+	}
+	/* A valid prefix is its own masked form. */
+	assert_int_equal(cidr_parse_masked("198.51.100.0/24", &c), 0);
+	assert_int_equal(cidr_format(&c, text, sizeof(text)), 0);
+	assert_string_equal(text, "198.51.100.0/24");
 }
 
 static void format_limits(void **state)
@@ -812,6 +847,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(parse_and_format),
 		cmocka_unit_test(parse_rejects),
+		cmocka_unit_test(parse_host_bits),
 		cmocka_unit_test(format_limits),
 		cmocka_unit_test(contains_edges),
 		cmocka_unit_test(nested),

@@ -90,9 +90,14 @@ static int add_cidrs(const cJSON *o, const char *field, uint8_t value, struct ci
 			*values = nv;
 			*cap = nc;
 		}
-		if (!cJSON_IsString(it) || cidr_parse(it->valuestring, &(*items)[*n]) < 0)
-			return fail(err, errlen, "net policy: \"%s\": \"%.64s\" is not a CIDR (host bits must be zero)",
-				    field, cJSON_IsString(it) ? it->valuestring : "?");
+		if (!cJSON_IsString(it))
+			return fail(err, errlen, "net policy: \"%s\" must be an array of CIDR strings", field);
+		if (cidr_parse(it->valuestring, &(*items)[*n]) < 0) {
+			char why[96];
+
+			return fail(err, errlen, "net policy: \"%s\": \"%.64s\" %s", field, it->valuestring,
+				    cidr_parse_why(it->valuestring, why, sizeof(why)));
+		}
 		(*values)[(*n)++] = value;
 	}
 	return 0;
