@@ -164,16 +164,16 @@ $(BUILD)/fuzz/%: tests/fuzz/%.c $(FUZZ_OBJS) | $(STAMP)
 fuzz: $(FUZZ_BINS)
 
 # Longest-prefix-match lookups per second in lib/cidr.c sets (run by hand: M lookups/s).
-$(BUILD)/bench/cidr_lookup: bench/cidr_lookup.c $(BUILD)/obj/lib/cidr.o | $(STAMP)
+$(BUILD)/bench/cidr_lookup: bench/cidr_lookup.c bench/bench_util.h $(BUILD)/obj/lib/cidr.o | $(STAMP)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_COMMON) $(CFLAGS) -O2 -o $@ $^
+	$(CC) $(CFLAGS_COMMON) $(CFLAGS) -O2 -o $@ $(filter-out %.h,$^)
 
 # The whole per-frame egress check, open against a 10,000-CIDR allowlist (run by hand: ns per frame).
-$(BUILD)/bench/egress_check: bench/egress_check.c $(BUILD)/obj/vmm/net/egress.o $(BUILD)/obj/vmm/net/firewall.o \
+$(BUILD)/bench/egress_check: bench/egress_check.c bench/bench_util.h $(BUILD)/obj/vmm/net/egress.o $(BUILD)/obj/vmm/net/firewall.o \
 		$(BUILD)/obj/vmm/net/frame.o $(BUILD)/obj/lib/cidr.o $(BUILD)/obj/lib/log.o $(BUILD)/obj/lib/parse.o \
 		| $(STAMP)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_COMMON) $(CFLAGS) -Ivmm -O2 -o $@ $^ $(LDLIBS_VMM)
+	$(CC) $(CFLAGS_COMMON) $(CFLAGS) -Ivmm -O2 -o $@ $(filter-out %.h,$^) $(LDLIBS_VMM)
 
 fuzz-run: fuzz
 	./tests/fuzz/run $(BUILD)

@@ -11,28 +11,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "cidr.h"
+#include "bench_util.h"
 
 #define ADDRS (1u << 20)
 #define RUNS 5
-
-static uint64_t rng = 0x9e3779b97f4a7c15ull;
-
-static uint32_t rand32(void)
-{
-	rng = rng * 6364136223846793005ull + 1442695040888963407ull;
-	return (uint32_t)(rng >> 32);
-}
-
-static double now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static void random_bytes(uint8_t *a, size_t n)
 {

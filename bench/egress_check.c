@@ -13,9 +13,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "net/egress.h"
+#include "bench_util.h"
 
 #define FRAMES 4096u
 #define FRAME_LEN 1514u
@@ -23,22 +23,6 @@
 
 static const uint8_t guest_mac[6] = { 0x02, 0x53, 0x56, 0x00, 0x01, 0x02 };
 static const uint8_t gateway_mac[6] = { 0x02, 0x53, 0x56, 0x00, 0x00, 0x01 };
-static uint64_t rng = 0x9e3779b97f4a7c15ull;
-
-static uint32_t rand32(void)
-{
-	rng = rng * 6364136223846793005ull + 1442695040888963407ull;
-	return (uint32_t)(rng >> 32);
-}
-
-static double now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 static uint16_t ip_checksum(const uint8_t *h, size_t len)
 {
 	uint32_t sum = 0;

@@ -21,10 +21,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "bus.h"
 #include "event_loop.h"
 #include "memory.h"
-#include "virtio/mmio.h"
+#include "../unit/mmio_driver.h"
 #include "virtio/net.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -46,10 +45,7 @@ struct rig {
 	int peer;
 };
 
-static void wr(struct rig *r, uint64_t off, uint32_t v)
-{
-	virtio_mmio_bus_ops.write(&r->m, off, (const uint8_t *)&v, 4);
-}
+#define wr(r, off, v) mmio_wr(&(r)->m, off, v)
 
 static struct rig *rig(void)
 {
@@ -77,15 +73,7 @@ static struct rig *rig(void)
 
 static void bring_up(struct rig *r, uint64_t features, unsigned qsize)
 {
-	features |= VIRTIO_F_VERSION_1;
-	wr(r, 0x070, 0);
-	wr(r, 0x070, 1);
-	wr(r, 0x070, 3);
-	wr(r, 0x024, 0);
-	wr(r, 0x020, (uint32_t)features);
-	wr(r, 0x024, 1);
-	wr(r, 0x020, (uint32_t)(features >> 32));
-	wr(r, 0x070, 0xb);
+	mmio_negotiate(&r->m, features | VIRTIO_F_VERSION_1);
 	for (unsigned q = 0; q < 2; q++) {
 		wr(r, 0x030, q);
 		wr(r, 0x038, qsize);
