@@ -136,11 +136,24 @@ static void drive_op(const cJSON *req, const char *op, const struct control_ops 
 		cJSON_AddStringToObject(reply, "error", err[0] ? err : strerror(-r));
 }
 
+typedef int (*device_status_fn)(void *ctx, cJSON *reply, char *err, size_t errlen);
+
+/* The ops that report one device's state ("net", "vsock"), if the VM has that device. */
+static device_status_fn device_status_op(const struct control_ops *ops, const char *op)
+{
+	if (strcmp(op, "net") == 0)
+		return ops->net_status;
+	if (strcmp(op, "vsock") == 0)
+		return ops->vsock_status;
+	return NULL;
+}
+
 char *control_handle_request(const char *line, size_t len, const struct control_ops *ops,
 			     void *ctx)
 {
 	const cJSON *op;
 	cJSON *req, *reply;
+	device_status_fn device_status;
 	char msg[192];
 
 	req = cJSON_ParseWithLength(line, len);
@@ -188,11 +201,9 @@ char *control_handle_request(const char *line, size_t len, const struct control_
 	} else if ((!strcmp(op->valuestring, "drive-attach") || !strcmp(op->valuestring, "drive-detach")) &&
 		   ops->drive_attach && ops->drive_detach) {
 		drive_op(req, op->valuestring, ops, ctx, reply);
-	} else if ((strcmp(op->valuestring, "net") == 0 && ops->net_status) ||
-		   (strcmp(op->valuestring, "vsock") == 0 && ops->vsock_status)) {
+	} else if ((device_status = device_status_op(ops, op->valuestring))) {
 		char err[256] = "";
-		int r = strcmp(op->valuestring, "net") == 0 ? ops->net_status(ctx, reply, err, sizeof(err))
-							     : ops->vsock_status(ctx, reply, err, sizeof(err));
+		int r = device_status(ctx, reply, err, sizeof(err));
 
 		cJSON_AddBoolToObject(reply, "ok", r == 0);
 		if (r < 0)

@@ -1,6 +1,7 @@
 /* Serial UART, i8042 reset, boot timer and the control protocol, with fake hooks. */
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <stdio.h>
 #include <fcntl.h>
 #include <linux/kvm.h>
 #include <stdlib.h>
@@ -195,17 +196,41 @@ static int stop_cb(void *ctx)
 	return 0;
 }
 
-static const struct control_ops ops = { .status = status_cb, .stop = stop_cb };
-
-static void expect_reply(const char *req, const char *needle)
+static int vsock_cb(void *ctx, cJSON *reply, char *err, size_t errlen)
 {
-	char *reply = control_handle_request(req, strlen(req), &ops, NULL);
+	(void)ctx;
+	(void)err;
+	(void)errlen;
+	cJSON_AddObjectToObject(reply, "vsock");
+	return 0;
+}
+
+static int no_device_cb(void *ctx, cJSON *reply, char *err, size_t errlen)
+{
+	(void)ctx;
+	(void)reply;
+	snprintf(err, errlen, "the VM has no network device");
+	return -ENODEV;
+}
+
+static const struct control_ops ops = { .status = status_cb, .stop = stop_cb };
+static const struct control_ops device_ops = { .status = status_cb, .stop = stop_cb,
+					       .net_status = no_device_cb, .vsock_status = vsock_cb };
+
+static void expect_reply_ops(const struct control_ops *o, const char *req, const char *needle)
+{
+	char *reply = control_handle_request(req, strlen(req), o, NULL);
 
 	assert_non_null(reply);
 	if (!strstr(reply, needle))
 		fail_msg("reply '%s' to '%s' lacks '%s'", reply, req, needle);
 	assert_int_equal(reply[strlen(reply) - 1], '\n');
 	free(reply);
+}
+
+static void expect_reply(const char *req, const char *needle)
+{
+	expect_reply_ops(&ops, req, needle);
 }
 
 static void control_requests(void **state)
@@ -221,6 +246,13 @@ static void control_requests(void **state)
 	expect_reply("", "\"ok\":false");
 	expect_reply("[1,2]", "\"ok\":false");
 	assert_int_equal(stops, 1);
+	/* Device status ops: unknown without the device's callback, its reply or error with it. */
+	expect_reply("{\"op\":\"vsock\"}", "unknown op");
+	expect_reply("{\"op\":\"net\"}", "unknown op");
+	expect_reply_ops(&device_ops, "{\"op\":\"vsock\"}", "\"vsock\":{}");
+	expect_reply_ops(&device_ops, "{\"op\":\"vsock\"}", "\"ok\":true");
+	expect_reply_ops(&device_ops, "{\"op\":\"net\"}", "\"ok\":false");
+	expect_reply_ops(&device_ops, "{\"op\":\"net\"}", "the VM has no network device");
 }
 
 static void gdt_and_cpuid(void **state)

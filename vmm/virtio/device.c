@@ -67,11 +67,9 @@ void virtio_dev_queue_status(const struct virtio_dev *dev, unsigned qi, cJSON *o
 	cJSON_AddNumberToObject(out, "guest_avail_flags",
 				le16toh(__atomic_load_n(&q->avail->flags, __ATOMIC_RELAXED)));
 	if (q->event_idx) {
-		const uint16_t *avail_event =
-			(const uint16_t *)((const uint8_t *)q->used + 4 + sizeof(struct virtq_used_elem) * q->size);
-
 		cJSON_AddNumberToObject(out, "used_event",
-					le16toh(__atomic_load_n(&q->avail->ring[q->size], __ATOMIC_RELAXED)));
-		cJSON_AddNumberToObject(out, "avail_event", le16toh(__atomic_load_n(avail_event, __ATOMIC_RELAXED)));
+					le16toh(__atomic_load_n(virtq_used_event(q), __ATOMIC_RELAXED)));
+		cJSON_AddNumberToObject(out, "avail_event",
+					le16toh(__atomic_load_n(virtq_avail_event(q), __ATOMIC_RELAXED)));
 	}
 }

@@ -230,8 +230,7 @@ bool virtq_should_notify(struct virtq *q)
 	 */
 	__atomic_thread_fence(__ATOMIC_SEQ_CST);
 	if (q->event_idx) {
-		/* used_event sits just after avail->ring[size]. */
-		v = le16toh(__atomic_load_n(&q->avail->ring[q->size], __ATOMIC_RELAXED));
+		v = le16toh(__atomic_load_n(virtq_used_event(q), __ATOMIC_RELAXED));
 		/* Notify iff used_event lies in [old, now): spec 2.7.7.2. */
 		return (uint16_t)(now - v - 1) < (uint16_t)(now - old);
 	}
@@ -241,13 +240,9 @@ bool virtq_should_notify(struct virtq *q)
 
 void virtq_set_avail_event(struct virtq *q)
 {
-	uint16_t *ev;
-
 	if (!q->ready || !q->event_idx || q->broken)
 		return;
-	/* avail_event sits just after used->ring[size]. */
-	ev = (uint16_t *)((uint8_t *)q->used + 4 + sizeof(struct virtq_used_elem) * q->size);
-	__atomic_store_n(ev, htole16(q->last_avail_idx), __ATOMIC_RELAXED);
+	__atomic_store_n(virtq_avail_event(q), htole16(q->last_avail_idx), __ATOMIC_RELAXED);
 	/* Full barrier: visible before the caller re-reads avail idx. */
 	__atomic_thread_fence(__ATOMIC_SEQ_CST);
 }

@@ -151,4 +151,19 @@ bool virtq_should_notify(struct virtq *q);
  */
 void virtq_set_avail_event(struct virtq *q);
 
+/*
+ * The two event-index fields (VIRTIO_F_RING_EVENT_IDX): used_event, the
+ * driver's, just after avail->ring[size]; avail_event, the device's, just
+ * after used->ring[size]. Only for a configured queue.
+ */
+static inline uint16_t *virtq_used_event(const struct virtq *q)
+{
+	return &q->avail->ring[q->size];
+}
+
+static inline uint16_t *virtq_avail_event(const struct virtq *q)
+{
+	return (uint16_t *)(void *)((uint8_t *)q->used + 4 + sizeof(struct virtq_used_elem) * q->size);
+}
+
 #endif
