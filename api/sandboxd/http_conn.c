@@ -15,6 +15,15 @@
 #define CONN_INPUT_MAX (256 * 1024)
 #define CONN_READ_CHUNK (64 * 1024)
 #define FD_REPLY_CHUNK (256 * 1024)
+/*
+ * After the last reply of a connection the server shuts down its sending side
+ * and reads on (discarding) until the client closes, this long or this much at
+ * most: a client still sending a body the server answered early (a 401 before
+ * the body was read) then reads the reply instead of failing with EPIPE or a
+ * reset.
+ */
+#define LINGER_MS 2000
+#define LINGER_MAX_BYTES (4u << 20)
 
 enum header_state { HDR_NONE, HDR_AUTH, HDR_EXPECT, HDR_OTHER };
 
@@ -31,6 +40,10 @@ struct http_conn {
 	unsigned refs;
 	bool closing, in_pump, dispatched, sink_paused, keep_alive, reading, expect_continue;
 	bool close_after_write, handler_done, finished;
+	bool lingering, linger_timer_open;
+	uv_timer_t linger_timer;
+	uv_shutdown_t shutdown_req;
+	size_t linger_bytes;
 	char field[32];
 	size_t field_len;
 	char *in;
@@ -106,6 +119,11 @@ static void on_closed(uv_handle_t *h)
 	http_conn_unref(h->data);
 }
 
+static void on_linger_timer_closed(uv_handle_t *h)
+{
+	http_conn_unref(h->data);
+}
+
 static void conn_close(struct http_conn *c)
 {
 	struct http_request *req = &c->req;
@@ -117,7 +135,77 @@ static void conn_close(struct http_conn *c)
 	if (req->url_len && (!req->responded || req->streaming || !c->handler_done) && req->handler &&
 	    req->handler->aborted)
 		req->handler->aborted(req);
+	if (c->linger_timer_open) {
+		c->linger_timer_open = false;
+		http_conn_ref(c);
+		uv_close((uv_handle_t *)&c->linger_timer, on_linger_timer_closed);
+	}
 	uv_close(&c->h.handle, on_closed);
+}
+
+/* ---- lingering close ---- */
+
+static void on_linger_timeout(uv_timer_t *t)
+{
+	conn_close(t->data);
+}
+
+static void on_shutdown(uv_shutdown_t *sr, int status)
+{
+	struct http_conn *c = sr->data;
+
+	if (status < 0 && status != UV_ECANCELED)
+		conn_close(c);
+	http_conn_unref(c);
+}
+
+static void on_linger_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+	struct http_conn *c = h->data;
+
+	(void)suggested;
+	*buf = uv_buf_init(c->in, CONN_READ_CHUNK);
+}
+
+static void on_linger_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+	struct http_conn *c = s->data;
+
+	(void)buf;
+	if (n < 0) {
+		conn_close(c); /* the client closed: done */
+		return;
+	}
+	c->linger_bytes += (size_t)n;
+	if (c->linger_bytes > LINGER_MAX_BYTES)
+		conn_close(c);
+}
+
+/* The connection's last reply is out: stop sending, drain what the client still sends, then close. */
+static void conn_linger(struct http_conn *c)
+{
+	if (c->closing || c->lingering)
+		return;
+	c->lingering = true;
+	if (c->reading) {
+		uv_read_stop(&c->h.stream);
+		c->reading = false;
+	}
+	c->in_off = c->in_len = 0;
+	c->shutdown_req.data = c;
+	if (uv_shutdown(&c->shutdown_req, &c->h.stream, on_shutdown) < 0) {
+		conn_close(c);
+		return;
+	}
+	http_conn_ref(c);
+	if (uv_read_start(&c->h.stream, on_linger_alloc, on_linger_read) < 0 ||
+	    uv_timer_init(c->h.handle.loop, &c->linger_timer) < 0) {
+		conn_close(c);
+		return;
+	}
+	c->linger_timer.data = c;
+	c->linger_timer_open = true;
+	uv_timer_start(&c->linger_timer, on_linger_timeout, LINGER_MS, 0);
 }
 
 /* ---- writing ---- */
@@ -225,7 +313,7 @@ static void request_done(struct http_conn *c)
 	}
 	if (!c->keep_alive) {
 		if (!c->write_queued)
-			conn_close(c);
+			conn_linger(c);
 		else
 			c->close_after_write = true;
 		return;
@@ -281,7 +369,7 @@ static void maybe_drained(struct http_conn *c)
 		return;
 	}
 	if (c->close_after_write)
-		conn_close(c);
+		conn_linger(c);
 }
 
 static void write_head(struct http_request *req, int status, const char *content_type,
@@ -607,7 +695,7 @@ static void pump(struct http_conn *c)
 	if (c->in_pump)
 		return;
 	c->in_pump = true;
-	while (!c->closing) {
+	while (!c->closing && !c->lingering) {
 		struct http_request *req = &c->req;
 		size_t n, avail;
 		enum http_errno err;
@@ -689,7 +777,7 @@ static void update_reading(struct http_conn *c)
 {
 	bool want;
 
-	if (c->closing)
+	if (c->closing || c->lingering)
 		return;
 	want = !c->sink_paused && !(c->req.complete && c->dispatched) && c->in_len < CONN_INPUT_MAX;
 	if (want && !c->reading) {

@@ -181,6 +181,43 @@ def _():
     assert request("GET", "/v1/health", key=None)[0] == 200
 
 
+@case("api-early-reply")
+def _():
+    # A 401 sent before the body was read: the client that sends its body afterwards still
+    # gets to send it and read the reply (the daemon drains it before closing), and the
+    # connection then ends.
+    body = json.dumps(MIN).encode()
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(30)
+    s.connect(SOCK)
+    s.sendall(b"POST /v1/sandboxes HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer wrong\r\n"
+              b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body))
+    time.sleep(0.5)  # the reply is out by now
+    s.sendall(body)
+    reply = b""
+    while True:
+        d = s.recv(65536)
+        if not d:
+            break
+        reply += d
+    s.close()
+    assert reply.startswith(b"HTTP/1.1 401 "), reply[:80]
+    assert b"Connection: close" in reply, reply[:200]
+    # But not forever: a huge body after an early reply is cut off after a few MiB.
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(30)
+    s.connect(SOCK)
+    s.sendall(b"POST /v1/sandboxes HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000\r\n\r\n")
+    sent, chunk = 0, b"x" * 65536
+    try:
+        while sent < 1000000000:
+            sent += s.send(chunk)
+    except OSError:
+        pass
+    s.close()
+    assert sent < 64 << 20, f"the daemon read {sent} bytes of a refused body"
+
+
 @case("api-validation")
 def _():
     bad = [({"cpu": 0}, "cpu"), ({"cpu": 1.5}, "cpu"), ({"memory_mib": -1}, "memory_mib"),
