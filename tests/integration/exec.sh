@@ -305,6 +305,7 @@ files_case
 ex agent-shutdown --shutdown
 wait "$exec_vm"
 vm_rc=$?
+exec_vm=
 if [ "$rc" -eq 0 ] && [ "$vm_rc" -eq 0 ]; then report OK agent-shutdown; else
 	report FAIL agent-shutdown "client exit $rc, vmm exit $vm_rc"; fi
 
