@@ -1,6 +1,8 @@
 #include "parse.h"
 
 #include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
 
 int sv_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
 {
@@ -22,4 +24,16 @@ int sv_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
 		return -ERANGE;
 	*out = v;
 	return 0;
+}
+
+int sv_errf(int r, char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!err || !errlen)
+		return r;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+	return r;
 }

@@ -3,7 +3,6 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,17 +48,6 @@ const char vmm_config_usage[] =
 	"2 invalid configuration; 3 kernel image rejected; 4 guest kernel panic;\n"
 	"5 guest crashed (triple fault or unrecoverable CPU state); 6 boot timeout.\n";
 
-__attribute__((format(printf, 3, 4)))
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-	return -EINVAL;
-}
-
 void vmm_config_init(struct vmm_config *cfg)
 {
 	memset(cfg, 0, sizeof(*cfg));
@@ -103,7 +91,7 @@ static int set_console(struct vmm_config *cfg, const char *value, char *err,
 		       size_t errlen)
 {
 	if (!*value)
-		return fail(err, errlen, "console: empty value (use stdout, none or a file path)");
+		return sv_errf(-EINVAL, err, errlen, "console: empty value (use stdout, none or a file path)");
 	if (strcmp(value, "stdout") == 0) {
 		cfg->console = VMM_CONSOLE_STDOUT;
 		return 0;
@@ -122,9 +110,9 @@ static int set_number(const char *name, const char *text, uint64_t min, uint64_t
 	int r = sv_parse_u64(text, min, max, out);
 
 	if (r == -EINVAL)
-		return fail(err, errlen, "%s: '%s' is not a whole number", name, text);
+		return sv_errf(-EINVAL, err, errlen, "%s: '%s' is not a whole number", name, text);
 	if (r == -ERANGE)
-		return fail(err, errlen, "%s: %s is out of range (%llu..%llu)", name, text,
+		return sv_errf(-EINVAL, err, errlen, "%s: %s is out of range (%llu..%llu)", name, text,
 			    (unsigned long long)min, (unsigned long long)max);
 	return r;
 }
@@ -134,10 +122,10 @@ static int check_serial(const char *serial, char *err, size_t errlen)
 	size_t n = strlen(serial);
 
 	if (n == 0 || n > VMM_MAX_SERIAL)
-		return fail(err, errlen, "drive: serial must be 1..%u bytes", VMM_MAX_SERIAL);
+		return sv_errf(-EINVAL, err, errlen, "drive: serial must be 1..%u bytes", VMM_MAX_SERIAL);
 	for (size_t i = 0; i < n; i++)
 		if (serial[i] < 0x21 || serial[i] > 0x7e)
-			return fail(err, errlen, "drive: serial must be printable ASCII without spaces");
+			return sv_errf(-EINVAL, err, errlen, "drive: serial must be printable ASCII without spaces");
 	return 0;
 }
 
@@ -149,11 +137,11 @@ static int add_drive(struct vmm_config *cfg, const char *path, bool read_only,
 	int r;
 
 	if (cfg->ndrives == VMM_MAX_DRIVES)
-		return fail(err, errlen, "drive: at most %u drives", VMM_MAX_DRIVES);
+		return sv_errf(-EINVAL, err, errlen, "drive: at most %u drives", VMM_MAX_DRIVES);
 	if (path && !*path)
-		return fail(err, errlen, "drive: empty path");
+		return sv_errf(-EINVAL, err, errlen, "drive: empty path");
 	if (!path && !serial)
-		return fail(err, errlen, "spare-drive: a spare drive needs a serial");
+		return sv_errf(-EINVAL, err, errlen, "spare-drive: a spare drive needs a serial");
 	if (serial) {
 		r = check_serial(serial, err, errlen);
 		if (r < 0)
@@ -189,10 +177,10 @@ static int parse_vsock(struct vmm_config *cfg, const char *spec, char *err, size
 			r = set_number("vsock cid", opt + 4, 3, 0xfffffffe, &cfg->vsock_cid, err,
 				       errlen);
 		else
-			r = fail(err, errlen, "vsock: unknown option '%s' (known: cid=N)", opt);
+			r = sv_errf(-EINVAL, err, errlen, "vsock: unknown option '%s' (known: cid=N)", opt);
 	}
 	if (r == 0 && !*path)
-		r = fail(err, errlen, "vsock: empty socket path");
+		r = sv_errf(-EINVAL, err, errlen, "vsock: empty socket path");
 	if (r == 0)
 		r = set_string(&cfg->vsock_path, path);
 	free(copy);
@@ -207,9 +195,9 @@ static int parse_mac(const char *s, uint8_t mac[6], char *err, size_t errlen)
 
 	if (sscanf(s, "%2x:%2x:%2x:%2x:%2x:%2x%c", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &tail) != 6 ||
 	    strlen(s) != 17)
-		return fail(err, errlen, "net: mac '%s' is not aa:bb:cc:dd:ee:ff", s);
+		return sv_errf(-EINVAL, err, errlen, "net: mac '%s' is not aa:bb:cc:dd:ee:ff", s);
 	if (v[0] & 1)
-		return fail(err, errlen, "net: mac '%s' is a multicast address", s);
+		return sv_errf(-EINVAL, err, errlen, "net: mac '%s' is a multicast address", s);
 	for (int i = 0; i < 6; i++)
 		mac[i] = (uint8_t)v[i];
 	return 0;
@@ -230,10 +218,10 @@ static int parse_net(struct vmm_config *cfg, const char *spec, char *err, size_t
 		else if (strncmp(opt, "mac=", 4) == 0)
 			r = parse_mac(opt + 4, cfg->net_mac, err, errlen);
 		else
-			r = fail(err, errlen, "net: bad option '%s' (known: tap=NAME (< 16 bytes), mac=MAC)", opt);
+			r = sv_errf(-EINVAL, err, errlen, "net: bad option '%s' (known: tap=NAME (< 16 bytes), mac=MAC)", opt);
 	}
 	if (r == 0 && !cfg->net_tap)
-		r = fail(err, errlen, "net: tap=NAME is required");
+		r = sv_errf(-EINVAL, err, errlen, "net: tap=NAME is required");
 	free(copy);
 	return r;
 }
@@ -257,7 +245,7 @@ static int parse_drive_flag(struct vmm_config *cfg, const char *spec, char *err,
 		} else if (strncmp(opt, "serial=", 7) == 0) {
 			serial = opt + 7;
 		} else {
-			r = fail(err, errlen, "drive: unknown option '%s' (known: ro, serial=ID)", opt);
+			r = sv_errf(-EINVAL, err, errlen, "drive: unknown option '%s' (known: ro, serial=ID)", opt);
 			goto out;
 		}
 	}
@@ -272,14 +260,14 @@ static int parse_json_drives(struct vmm_config *cfg, const cJSON *arr, char *err
 	const cJSON *d;
 
 	if (!cJSON_IsArray(arr))
-		return fail(err, errlen, "config: drives must be an array");
+		return sv_errf(-EINVAL, err, errlen, "config: drives must be an array");
 	cJSON_ArrayForEach(d, arr) {
 		const cJSON *f, *path = NULL, *serial = NULL;
 		bool ro = false, spare = false;
 		int r;
 
 		if (!cJSON_IsObject(d))
-			return fail(err, errlen, "config: each drive must be an object");
+			return sv_errf(-EINVAL, err, errlen, "config: each drive must be an object");
 		cJSON_ArrayForEach(f, d) {
 			if (strcmp(f->string, "path") == 0 && cJSON_IsString(f))
 				path = f;
@@ -290,12 +278,12 @@ static int parse_json_drives(struct vmm_config *cfg, const cJSON *arr, char *err
 			else if (strcmp(f->string, "spare") == 0 && cJSON_IsBool(f))
 				spare = cJSON_IsTrue(f);
 			else
-				return fail(err, errlen,
+				return sv_errf(-EINVAL, err, errlen,
 					    "config: drive field '%s' is unknown or of the wrong type",
 					    f->string);
 		}
 		if (!path == !spare)
-			return fail(err, errlen, "config: a drive has no \"path\" (or it is a \"spare\", not both)");
+			return sv_errf(-EINVAL, err, errlen, "config: a drive has no \"path\" (or it is a \"spare\", not both)");
 		r = add_drive(cfg, path ? path->valuestring : NULL, ro, serial ? serial->valuestring : NULL, err,
 			      errlen);
 		if (r < 0)
@@ -341,7 +329,7 @@ static int apply_field(struct vmm_config *cfg, const char *name, const char *val
 			cfg->boot_timeout_s = (uint32_t)n;
 		return r;
 	}
-	return fail(err, errlen, "unknown option '%s'", name);
+	return sv_errf(-EINVAL, err, errlen, "unknown option '%s'", name);
 }
 
 static int json_field_to_text(const cJSON *item, char *buf, size_t buflen, const char **text)
@@ -391,10 +379,10 @@ int vmm_config_parse_json(struct vmm_config *cfg, const char *text, size_t len,
 
 	root = cJSON_ParseWithLength(text, len);
 	if (!root)
-		return fail(err, errlen, "config: not valid JSON (near byte %td)",
+		return sv_errf(-EINVAL, err, errlen, "config: not valid JSON (near byte %td)",
 			    cJSON_GetErrorPtr() ? cJSON_GetErrorPtr() - text : (ptrdiff_t)0);
 	if (!cJSON_IsObject(root)) {
-		r = fail(err, errlen, "config: top level must be a JSON object");
+		r = sv_errf(-EINVAL, err, errlen, "config: top level must be a JSON object");
 		goto out;
 	}
 	cJSON_ArrayForEach(item, root) {
@@ -402,7 +390,7 @@ int vmm_config_parse_json(struct vmm_config *cfg, const char *text, size_t len,
 		const char *value;
 
 		if (!item->string || !is_json_field(item->string)) {
-			r = fail(err, errlen, "config: unknown field '%s'",
+			r = sv_errf(-EINVAL, err, errlen, "config: unknown field '%s'",
 				 item->string ? item->string : "");
 			goto out;
 		}
@@ -415,7 +403,7 @@ int vmm_config_parse_json(struct vmm_config *cfg, const char *text, size_t len,
 			    (cid && (!cJSON_IsNumber(cid) || cid->valuedouble < 3 ||
 				     cid->valuedouble > 4294967294.0 ||
 				     cid->valuedouble != (double)(uint64_t)cid->valuedouble))) {
-				r = fail(err, errlen, "config: vsock must be {\"socket\": PATH, "
+				r = sv_errf(-EINVAL, err, errlen, "config: vsock must be {\"socket\": PATH, "
 						      "\"cid\": 3..4294967294}");
 				goto out;
 			}
@@ -435,7 +423,7 @@ int vmm_config_parse_json(struct vmm_config *cfg, const char *text, size_t len,
 		if (strcmp(item->string, "hugepages") == 0 ||
 		    strcmp(item->string, "verbose") == 0) {
 			if (!cJSON_IsBool(item)) {
-				r = fail(err, errlen, "config: %s must be true or false", item->string);
+				r = sv_errf(-EINVAL, err, errlen, "config: %s must be true or false", item->string);
 				goto out;
 			}
 			if (item->string[0] == 'h')
@@ -445,13 +433,13 @@ int vmm_config_parse_json(struct vmm_config *cfg, const char *text, size_t len,
 			continue;
 		}
 		if (is_numeric_field(item->string) ? !cJSON_IsNumber(item) : !cJSON_IsString(item)) {
-			r = fail(err, errlen, "config: %s must be a %s", item->string,
+			r = sv_errf(-EINVAL, err, errlen, "config: %s must be a %s", item->string,
 				 is_numeric_field(item->string) ? "non-negative whole number"
 								: "string");
 			goto out;
 		}
 		if (json_field_to_text(item, numbuf, sizeof(numbuf), &value) < 0) {
-			r = fail(err, errlen, "config: %s must be a non-negative whole number",
+			r = sv_errf(-EINVAL, err, errlen, "config: %s must be a non-negative whole number",
 				 item->string);
 			goto out;
 		}
@@ -473,9 +461,9 @@ static int load_json_file(struct vmm_config *cfg, const char *path, char *err, s
 
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
-		return fail(err, errlen, "config: cannot open '%s': %s", path, strerror(errno));
+		return sv_errf(-EINVAL, err, errlen, "config: cannot open '%s': %s", path, strerror(errno));
 	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > CONFIG_FILE_MAX) {
-		r = fail(err, errlen, "config: '%s' is not a regular file of at most 1 MiB", path);
+		r = sv_errf(-EINVAL, err, errlen, "config: '%s' is not a regular file of at most 1 MiB", path);
 		goto out;
 	}
 	buf = malloc((size_t)st.st_size + 1);
@@ -485,7 +473,7 @@ static int load_json_file(struct vmm_config *cfg, const char *path, char *err, s
 	}
 	n = read(fd, buf, (size_t)st.st_size);
 	if (n != st.st_size) {
-		r = fail(err, errlen, "config: cannot read '%s'", path);
+		r = sv_errf(-EINVAL, err, errlen, "config: cannot read '%s'", path);
 		goto out;
 	}
 	buf[n] = '\0';
@@ -527,7 +515,7 @@ int vmm_config_parse_args(struct vmm_config *cfg, int argc, char **argv,
 			const char *v = option_value(argc, argv, &i, argv[i] + 2, name, sizeof(name));
 
 			if (!v)
-				return fail(err, errlen, "--config needs a file path");
+				return sv_errf(-EINVAL, err, errlen, "--config needs a file path");
 			r = load_json_file(cfg, v, err, errlen);
 			if (r < 0)
 				return r;
@@ -554,14 +542,14 @@ int vmm_config_parse_args(struct vmm_config *cfg, int argc, char **argv,
 			continue;
 		}
 		if (strncmp(arg, "--", 2) != 0 || arg[2] == '\0')
-			return fail(err, errlen, "unexpected argument '%s'", arg);
+			return sv_errf(-EINVAL, err, errlen, "unexpected argument '%s'", arg);
 		value = option_value(argc, argv, &i, arg + 2, name, sizeof(name));
 		if (strcmp(name, "config") == 0)
 			continue;
 		if (strcmp(name, "memory_mib") == 0 || strcmp(name, "boot_timeout_s") == 0)
-			return fail(err, errlen, "unknown option '--%s'", name);
+			return sv_errf(-EINVAL, err, errlen, "unknown option '--%s'", name);
 		if (!value)
-			return fail(err, errlen, "--%s needs a value", name);
+			return sv_errf(-EINVAL, err, errlen, "--%s needs a value", name);
 		if (strcmp(name, "vsock") == 0) {
 			r = parse_vsock(cfg, value, err, errlen);
 			if (r < 0)
@@ -595,7 +583,7 @@ int vmm_config_parse_args(struct vmm_config *cfg, int argc, char **argv,
 		r = apply_field(cfg, name, value, err, errlen);
 		if (r < 0) {
 			if (strncmp(err, "unknown option", 14) == 0)
-				return fail(err, errlen, "unknown option '--%s' (see --help)", name);
+				return sv_errf(-EINVAL, err, errlen, "unknown option '--%s' (see --help)", name);
 			return r;
 		}
 	}
@@ -607,13 +595,13 @@ static int check_readable_file(const char *what, const char *path, char *err, si
 	struct stat st;
 
 	if (stat(path, &st) < 0)
-		return fail(err, errlen, "%s '%s': %s", what, path, strerror(errno));
+		return sv_errf(-EINVAL, err, errlen, "%s '%s': %s", what, path, strerror(errno));
 	if (!S_ISREG(st.st_mode))
-		return fail(err, errlen, "%s '%s': not a regular file", what, path);
+		return sv_errf(-EINVAL, err, errlen, "%s '%s': not a regular file", what, path);
 	if (access(path, R_OK) < 0)
-		return fail(err, errlen, "%s '%s': %s", what, path, strerror(errno));
+		return sv_errf(-EINVAL, err, errlen, "%s '%s': %s", what, path, strerror(errno));
 	if (st.st_size == 0)
-		return fail(err, errlen, "%s '%s': file is empty", what, path);
+		return sv_errf(-EINVAL, err, errlen, "%s '%s': file is empty", what, path);
 	return 0;
 }
 
@@ -622,7 +610,7 @@ int vmm_config_validate(const struct vmm_config *cfg, char *err, size_t errlen)
 	int r;
 
 	if (!cfg->kernel || !*cfg->kernel)
-		return fail(err, errlen, "no kernel given (--kernel PATH)");
+		return sv_errf(-EINVAL, err, errlen, "no kernel given (--kernel PATH)");
 	r = check_readable_file("kernel", cfg->kernel, err, errlen);
 	if (r < 0)
 		return r;
@@ -638,30 +626,30 @@ int vmm_config_validate(const struct vmm_config *cfg, char *err, size_t errlen)
 		if (d->spare)
 			continue;
 		if (stat(d->path, &st) < 0)
-			return fail(err, errlen, "drive '%s': %s", d->path, strerror(errno));
+			return sv_errf(-EINVAL, err, errlen, "drive '%s': %s", d->path, strerror(errno));
 		if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode))
-			return fail(err, errlen, "drive '%s': not a regular file or block device",
+			return sv_errf(-EINVAL, err, errlen, "drive '%s': not a regular file or block device",
 				    d->path);
 		if (access(d->path, d->read_only ? R_OK : R_OK | W_OK) < 0)
-			return fail(err, errlen, "drive '%s': %s%s", d->path, strerror(errno),
+			return sv_errf(-EINVAL, err, errlen, "drive '%s': %s%s", d->path, strerror(errno),
 				    d->read_only ? "" : " (add ,ro for a read-only drive)");
 	}
 	if (cfg->cpus < 1 || cfg->cpus > VMM_MAX_CPUS)
-		return fail(err, errlen, "cpus: %u is out of range (1..%u)", cfg->cpus, VMM_MAX_CPUS);
+		return sv_errf(-EINVAL, err, errlen, "cpus: %u is out of range (1..%u)", cfg->cpus, VMM_MAX_CPUS);
 	if (cfg->memory_mib < VMM_MIN_MEMORY_MIB || cfg->memory_mib > VMM_MAX_MEMORY_MIB)
-		return fail(err, errlen, "memory: %llu MiB is out of range (%u..%u)",
+		return sv_errf(-EINVAL, err, errlen, "memory: %llu MiB is out of range (%u..%u)",
 			    (unsigned long long)cfg->memory_mib, VMM_MIN_MEMORY_MIB,
 			    VMM_MAX_MEMORY_MIB);
 	if (cfg->control_path && !*cfg->control_path)
-		return fail(err, errlen, "control: empty socket path");
+		return sv_errf(-EINVAL, err, errlen, "control: empty socket path");
 	if (cfg->vsock_path && strlen(cfg->vsock_path) >= 96)
-		return fail(err, errlen, "vsock: socket path longer than 95 bytes");
+		return sv_errf(-EINVAL, err, errlen, "vsock: socket path longer than 95 bytes");
 	if (cfg->control_path && strlen(cfg->control_path) >= 108)
-		return fail(err, errlen, "control: socket path longer than 107 bytes");
+		return sv_errf(-EINVAL, err, errlen, "control: socket path longer than 107 bytes");
 	/* A network device never runs unfiltered: no policy, no device. */
 	if (cfg->net_tap && !cfg->net_policy)
-		return fail(err, errlen, "net: --net needs --net-policy FILE (the egress firewall policy)");
+		return sv_errf(-EINVAL, err, errlen, "net: --net needs --net-policy FILE (the egress firewall policy)");
 	if (cfg->net_policy && !cfg->net_tap)
-		return fail(err, errlen, "net: --net-policy without --net");
+		return sv_errf(-EINVAL, err, errlen, "net: --net-policy without --net");
 	return 0;
 }

@@ -4,7 +4,6 @@
 #include <errno.h>
 #include <linux/kvm.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +22,7 @@
 #include "control.h"
 #include "kvm.h"
 #include "log.h"
+#include "parse.h"
 #include "simage/format.h"
 #include "vcpu.h"
 #include "virtio/rng.h"
@@ -33,17 +33,6 @@ uint64_t vm_now_ns(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-__attribute__((format(printf, 4, 5)))
-static int fail(int r, char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-	return r;
 }
 
 static int hook_set_irq(void *ctx, uint32_t gsi, int level)
@@ -101,14 +90,14 @@ static int setup_memory(struct vm *vm, char *err, size_t errlen)
 
 	r = guest_mem_init(&vm->mem, layout, n, vm->cfg->hugepages);
 	if (r < 0)
-		return fail(r, err, errlen, "cannot reserve %llu MiB of guest RAM: %s",
+		return sv_errf(r, err, errlen, "cannot reserve %llu MiB of guest RAM: %s",
 			    (unsigned long long)vm->cfg->memory_mib, strerror(-r));
 	for (unsigned i = 0; i < vm->mem.nregions; i++) {
 		const struct guest_mem_region *g = &vm->mem.regions[i];
 
 		r = kvm_sys_set_memslot(vm->vm_fd, i, g->gpa, g->size, g->host);
 		if (r < 0)
-			return fail(r, err, errlen, "KVM_SET_USER_MEMORY_REGION: %s", strerror(-r));
+			return sv_errf(r, err, errlen, "KVM_SET_USER_MEMORY_REGION: %s", strerror(-r));
 	}
 	return 0;
 }
@@ -121,15 +110,15 @@ static int add_virtio(struct vm *vm, struct virtio_mmio *m, const struct virtio_
 	int r;
 
 	if (slot >= VM_MAX_VIRTIO)
-		return fail(-ENOSPC, err, errlen, "too many virtio devices (at most %u)",
+		return sv_errf(-ENOSPC, err, errlen, "too many virtio devices (at most %u)",
 			    VM_MAX_VIRTIO);
 	r = virtio_mmio_init(m, ops, model, &vm->mem, vm->vm_fd, base, VM_VIRTIO_FIRST_GSI + slot);
 	if (r < 0)
-		return fail(r, err, errlen, "virtio-%s: %s", ops->name, strerror(-r));
+		return sv_errf(r, err, errlen, "virtio-%s: %s", ops->name, strerror(-r));
 	vm->virtio[vm->nvirtio++] = m;
 	r = bus_register(&vm->mmio, base, VIRTIO_MMIO_SIZE, &virtio_mmio_bus_ops, m, ops->name);
 	if (r < 0)
-		return fail(r, err, errlen, "virtio-%s: %s", ops->name, strerror(-r));
+		return sv_errf(r, err, errlen, "virtio-%s: %s", ops->name, strerror(-r));
 	return 0;
 }
 
@@ -139,7 +128,7 @@ static int setup_devices(struct vm *vm, char *err, size_t errlen)
 
 	r = serial_init(&vm->serial, X86_IRQ_COM1, vm->console_fd, &vm->hooks);
 	if (r < 0)
-		return fail(r, err, errlen, "serial: %s", strerror(-r));
+		return sv_errf(r, err, errlen, "serial: %s", strerror(-r));
 	vm->serial_ready = true;
 	i8042_init(&vm->i8042, &vm->hooks);
 	boot_timer_init(&vm->boot_timer, &vm->hooks);
@@ -154,12 +143,12 @@ static int setup_devices(struct vm *vm, char *err, size_t errlen)
 		r = bus_register(&vm->pio, X86_PORT_BOOT_TIMER, 1, &boot_timer_ops,
 				 &vm->boot_timer, "boot-timer");
 	if (r < 0)
-		return fail(r, err, errlen, "registering devices: %s", strerror(-r));
+		return sv_errf(r, err, errlen, "registering devices: %s", strerror(-r));
 	r = add_virtio(vm, &vm->rng, &virtio_rng_ops, NULL, err, errlen);
 	if (r == 0 && vm->cfg->vsock_path) {
 		r = vsock_dev_init(&vm->vsock, vm->cfg->vsock_cid, vm->cfg->vsock_path);
 		if (r < 0)
-			return fail(r, err, errlen, "vsock: %s", strerror(-r));
+			return sv_errf(r, err, errlen, "vsock: %s", strerror(-r));
 		vm->has_vsock = true;
 		r = add_virtio(vm, &vm->vsock_mmio, &virtio_vsock_ops, &vm->vsock, err, errlen);
 	}
@@ -168,12 +157,12 @@ static int setup_devices(struct vm *vm, char *err, size_t errlen)
 
 		r = tap_open(vm->cfg->net_tap, &tap_fd);
 		if (r < 0)
-			return fail(r, err, errlen, "net: tap '%s': %s%s", vm->cfg->net_tap, strerror(-r),
+			return sv_errf(r, err, errlen, "net: tap '%s': %s%s", vm->cfg->net_tap, strerror(-r),
 				    r == -EPERM ? " (needs CAP_NET_ADMIN, or a tap made for this user)" : "");
 		r = net_dev_init(&vm->net, tap_fd, vm->cfg->net_mac);
 		if (r < 0) {
 			close(tap_fd);
-			return fail(r, err, errlen, "net: %s", strerror(-r));
+			return sv_errf(r, err, errlen, "net: %s", strerror(-r));
 		}
 		vm->has_net = true;
 		vm->egress.mac = vm->net.mac;
@@ -191,7 +180,7 @@ static int setup_devices(struct vm *vm, char *err, size_t errlen)
 		} else {
 			r = virtio_blk_open(&vm->blk[i], d->path, d->read_only, d->serial);
 			if (r < 0)
-				return fail(r, err, errlen, "drive '%s': %s", d->path, strerror(-r));
+				return sv_errf(r, err, errlen, "drive '%s': %s", d->path, strerror(-r));
 		}
 		vm->nblk = i + 1;
 		r = add_virtio(vm, &vm->blk_mmio[i], d->read_only ? &virtio_blk_ro_ops : &virtio_blk_ops,
@@ -220,41 +209,41 @@ int vm_init(struct vm *vm, const struct vmm_config *cfg, int console_fd, uint64_
 
 	r = kvm_sys_open(&vm->kvm_fd);
 	if (r == -ENOENT)
-		return fail(r, err, errlen,
+		return sv_errf(r, err, errlen,
 			    "/dev/kvm does not exist: this host offers no KVM "
 			    "(on such hosts run through tests/nested/run)");
 	if (r == -EACCES)
-		return fail(r, err, errlen, "/dev/kvm: permission denied (need rw access)");
+		return sv_errf(r, err, errlen, "/dev/kvm: permission denied (need rw access)");
 	if (r < 0)
-		return fail(r, err, errlen, "/dev/kvm: %s", r == -EPROTO ? "unsupported KVM API version" : strerror(-r));
+		return sv_errf(r, err, errlen, "/dev/kvm: %s", r == -EPROTO ? "unsupported KVM API version" : strerror(-r));
 	r = kvm_sys_check_caps(vm->kvm_fd, &missing);
 	if (r < 0)
-		return fail(r, err, errlen, "KVM lacks a required capability: %s", missing);
+		return sv_errf(r, err, errlen, "KVM lacks a required capability: %s", missing);
 	max = kvm_sys_max_vcpus(vm->kvm_fd);
 	if (cfg->cpus > (unsigned)max)
-		return fail(-E2BIG, err, errlen, "cpus: %u exceeds this host's KVM limit of %d",
+		return sv_errf(-E2BIG, err, errlen, "cpus: %u exceeds this host's KVM limit of %d",
 			    cfg->cpus, max);
 	vm->tsc_deadline = kvm_sys_has_cap(vm->kvm_fd, KVM_CAP_TSC_DEADLINE_TIMER);
 	r = kvm_sys_run_size(vm->kvm_fd, &vm->run_size);
 	if (r < 0)
-		return fail(r, err, errlen, "KVM_GET_VCPU_MMAP_SIZE: %s", strerror(-r));
+		return sv_errf(r, err, errlen, "KVM_GET_VCPU_MMAP_SIZE: %s", strerror(-r));
 	vm->cpuid = x86_cpuid_supported(vm->kvm_fd, &r);
 	if (!vm->cpuid)
-		return fail(r, err, errlen, "KVM_GET_SUPPORTED_CPUID: %s", strerror(-r));
+		return sv_errf(r, err, errlen, "KVM_GET_SUPPORTED_CPUID: %s", strerror(-r));
 	r = kvm_sys_create_vm(vm->kvm_fd, &vm->vm_fd);
 	if (r < 0)
-		return fail(r, err, errlen, "KVM_CREATE_VM: %s", strerror(-r));
+		return sv_errf(r, err, errlen, "KVM_CREATE_VM: %s", strerror(-r));
 	sv_debug("%.3f ms: KVM VM created", (double)(vm_now_ns() - vm->start_ns) / 1e6);
 	r = kvm_sys_setup_x86_platform(vm->vm_fd, X86_KVM_TSS_ADDR, X86_KVM_IDENTITY_MAP_ADDR);
 	if (r < 0)
-		return fail(r, err, errlen, "setting up interrupt controllers and PIT: %s",
+		return sv_errf(r, err, errlen, "setting up interrupt controllers and PIT: %s",
 			    strerror(-r));
 	r = setup_memory(vm, err, errlen);
 	if (r < 0)
 		return r;
 	vm->stop_h.fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (vm->stop_h.fd < 0)
-		return fail(-errno, err, errlen, "eventfd: %s", strerror(errno));
+		return sv_errf(-errno, err, errlen, "eventfd: %s", strerror(errno));
 	return setup_devices(vm, err, errlen);
 }
 
@@ -427,10 +416,10 @@ static int control_drive_swap(void *ctx, unsigned index, const char *path, char 
 	int r;
 
 	if (index >= vm->nblk)
-		return fail(-ENODEV, err, errlen, "no drive %u (the VM has %u)", index, vm->nblk);
+		return sv_errf(-ENODEV, err, errlen, "no drive %u (the VM has %u)", index, vm->nblk);
 	r = virtio_blk_swap(&vm->blk_mmio[index].dev, path);
 	if (r < 0)
-		return fail(r, err, errlen, "drive %u: '%s': %s", index, path, strerror(-r));
+		return sv_errf(r, err, errlen, "drive %u: '%s': %s", index, path, strerror(-r));
 	sv_info("drive %u now backed by %s", index, path);
 	return 0;
 }
@@ -454,22 +443,22 @@ static int control_drive_attach(void *ctx, unsigned index, const char *path, con
 	int r;
 
 	if (index >= vm->nblk)
-		return fail(-ENODEV, err, errlen, "no drive %u (the VM has %u)", index, vm->nblk);
+		return sv_errf(-ENODEV, err, errlen, "no drive %u (the VM has %u)", index, vm->nblk);
 	snprintf(label, sizeof(label), "drive %u (%s)", index, vm->blk[index].serial);
 	if (keys)
 		r = image_disk_create(&b, path, keys, overlay_dir, label);
 	else
 		r = raw_file_create(&b, path, vm->blk[index].read_only);
 	if (r <= SIMAGE_E_TRUNCATED)
-		return fail(-EINVAL, err, errlen, "drive %u: '%s': %s", index, path,
+		return sv_errf(-EINVAL, err, errlen, "drive %u: '%s': %s", index, path,
 			    r == SIMAGE_E_AUTH ? "the image failed authentication (tampered, or another key)"
 					       : simage_strerror(r));
 	if (r < 0)
-		return fail(r, err, errlen, "drive %u: '%s': %s", index, path, strerror(-r));
+		return sv_errf(r, err, errlen, "drive %u: '%s': %s", index, path, strerror(-r));
 	r = virtio_blk_replace(&vm->blk_mmio[index].dev, b);
 	if (r < 0) {
 		blk_backend_destroy(b);
-		return fail(r, err, errlen, "drive %u: %s", index, strerror(-r));
+		return sv_errf(r, err, errlen, "drive %u: %s", index, strerror(-r));
 	}
 	sv_info("drive %u now backed by %s%s", index, path, keys ? " (encrypted image, overlay)" : "");
 	return 0;
@@ -480,7 +469,7 @@ static int control_drive_detach(void *ctx, unsigned index, char *err, size_t err
 	struct vm *vm = ctx;
 
 	if (index >= vm->nblk)
-		return fail(-ENODEV, err, errlen, "no drive %u (the VM has %u)", index, vm->nblk);
+		return sv_errf(-ENODEV, err, errlen, "no drive %u (the VM has %u)", index, vm->nblk);
 	virtio_blk_replace(&vm->blk_mmio[index].dev, NULL);
 	sv_info("drive %u is empty", index);
 	return 0;
@@ -492,7 +481,7 @@ static int control_net_status(void *ctx, cJSON *reply, char *err, size_t errlen)
 	cJSON *n;
 
 	if (!vm->has_net)
-		return fail(-ENODEV, err, errlen, "the VM has no network device");
+		return sv_errf(-ENODEV, err, errlen, "the VM has no network device");
 	n = cJSON_AddObjectToObject(reply, "net");
 	pthread_mutex_lock(&vm->net_mmio.dev.lock);
 	net_egress_status(&vm->egress, n);
@@ -515,7 +504,7 @@ static int control_vsock_status(void *ctx, cJSON *reply, char *err, size_t errle
 	struct vm *vm = ctx;
 
 	if (!vm->has_vsock)
-		return fail(-ENODEV, err, errlen, "the VM has no vsock device");
+		return sv_errf(-ENODEV, err, errlen, "the VM has no vsock device");
 	pthread_mutex_lock(&vm->vsock_mmio.dev.lock);
 	vsock_dev_status(&vm->vsock, cJSON_AddObjectToObject(reply, "vsock"));
 	pthread_mutex_unlock(&vm->vsock_mmio.dev.lock);
@@ -529,7 +518,7 @@ static int control_net_policy(void *ctx, const char *path, char *err, size_t err
 	int r;
 
 	if (!vm->has_net)
-		return fail(-ENODEV, err, errlen, "the VM has no network device");
+		return sv_errf(-ENODEV, err, errlen, "the VM has no network device");
 	pthread_mutex_lock(&vm->net_mmio.dev.lock);
 	r = net_egress_load_file(&vm->egress, path, err, errlen);
 	pthread_mutex_unlock(&vm->net_mmio.dev.lock);

@@ -4,7 +4,6 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,22 +13,11 @@
 
 #include "cidr.h"
 #include "log.h"
+#include "parse.h"
 #include "net/frame.h"
 
 /* Drops logged per second at most: enough to see what a sandbox tries, not enough to flood. */
 #define DROP_LOG_PER_SECOND 5u
-
-static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-	return -EINVAL;
-}
 
 static int get_addr(const cJSON *o, const char *field, int af, void *out, bool required, bool *present,
 		    char *err, size_t errlen)
@@ -40,11 +28,11 @@ static int get_addr(const cJSON *o, const char *field, int af, void *out, bool r
 		*present = v != NULL;
 	if (!v) {
 		if (required)
-			return fail(err, errlen, "net policy: \"%s\" is required", field);
+			return sv_errf(-EINVAL, err, errlen, "net policy: \"%s\" is required", field);
 		return 0;
 	}
 	if (!cJSON_IsString(v) || inet_pton(af, v->valuestring, out) != 1)
-		return fail(err, errlen, "net policy: \"%s\" must be an IPv%d address", field, af == AF_INET ? 4 : 6);
+		return sv_errf(-EINVAL, err, errlen, "net policy: \"%s\" must be an IPv%d address", field, af == AF_INET ? 4 : 6);
 	return 0;
 }
 
@@ -57,7 +45,7 @@ static int get_mac(const cJSON *o, const char *field, uint8_t mac[6], char *err,
 	if (!cJSON_IsString(v) || strlen(v->valuestring) != 17 ||
 	    sscanf(v->valuestring, "%2x:%2x:%2x:%2x:%2x:%2x%c", &b[0], &b[1], &b[2], &b[3], &b[4], &b[5],
 		   &tail) != 6)
-		return fail(err, errlen, "net policy: \"%s\" must be a MAC aa:bb:cc:dd:ee:ff", field);
+		return sv_errf(-EINVAL, err, errlen, "net policy: \"%s\" must be a MAC aa:bb:cc:dd:ee:ff", field);
 	for (int i = 0; i < 6; i++)
 		mac[i] = (uint8_t)b[i];
 	return 0;
@@ -72,10 +60,10 @@ static int add_cidrs(const cJSON *o, const char *field, uint8_t value, struct ci
 	if (!arr)
 		return 0;
 	if (!cJSON_IsArray(arr))
-		return fail(err, errlen, "net policy: \"%s\" must be an array of CIDRs", field);
+		return sv_errf(-EINVAL, err, errlen, "net policy: \"%s\" must be an array of CIDRs", field);
 	cJSON_ArrayForEach(it, arr) {
 		if (*n == NET_POLICY_MAX_CIDRS)
-			return fail(err, errlen, "net policy: more than %u CIDRs", NET_POLICY_MAX_CIDRS);
+			return sv_errf(-EINVAL, err, errlen, "net policy: more than %u CIDRs", NET_POLICY_MAX_CIDRS);
 		if (*n == *cap) {
 			size_t nc = *cap ? *cap * 2 : 64;
 			struct cidr *ni = realloc(*items, nc * sizeof(**items));
@@ -91,11 +79,11 @@ static int add_cidrs(const cJSON *o, const char *field, uint8_t value, struct ci
 			*cap = nc;
 		}
 		if (!cJSON_IsString(it))
-			return fail(err, errlen, "net policy: \"%s\" must be an array of CIDR strings", field);
+			return sv_errf(-EINVAL, err, errlen, "net policy: \"%s\" must be an array of CIDR strings", field);
 		if (cidr_parse(it->valuestring, &(*items)[*n]) < 0) {
 			char why[96];
 
-			return fail(err, errlen, "net policy: \"%s\": \"%.64s\" %s", field, it->valuestring,
+			return sv_errf(-EINVAL, err, errlen, "net policy: \"%s\": \"%.64s\" %s", field, it->valuestring,
 				    cidr_parse_why(it->valuestring, why, sizeof(why)));
 		}
 		(*values)[(*n)++] = value;
@@ -119,7 +107,7 @@ int net_egress_load(struct net_egress *e, const char *json, size_t len, char *er
 	int r;
 
 	if (!cJSON_IsObject(o)) {
-		r = fail(err, errlen, "net policy: not a JSON object");
+		r = sv_errf(-EINVAL, err, errlen, "net policy: not a JSON object");
 		goto out;
 	}
 	cJSON_ArrayForEach(it, o) {
@@ -128,7 +116,7 @@ int net_egress_load(struct net_egress *e, const char *json, size_t len, char *er
 		for (const char *const *f = fields; *f; f++)
 			known |= it->string && !strcmp(it->string, *f);
 		if (!known) {
-			r = fail(err, errlen, "net policy: unknown field \"%.64s\"", it->string ? it->string : "");
+			r = sv_errf(-EINVAL, err, errlen, "net policy: unknown field \"%.64s\"", it->string ? it->string : "");
 			goto out;
 		}
 	}
@@ -141,7 +129,7 @@ int net_egress_load(struct net_egress *e, const char *json, size_t len, char *er
 	} else if (cJSON_IsString(mode) && !strcmp(mode->valuestring, "allowlist")) {
 		cfg.mode = FW_ALLOWLIST;
 	} else {
-		r = fail(err, errlen, "net policy: \"mode\" must be open, block or allowlist");
+		r = sv_errf(-EINVAL, err, errlen, "net policy: \"mode\" must be open, block or allowlist");
 		goto out;
 	}
 	if ((r = get_addr(o, "ip", AF_INET, cfg.ipv4, true, NULL, err, errlen)) ||
@@ -151,13 +139,13 @@ int net_egress_load(struct net_egress *e, const char *json, size_t len, char *er
 	    (r = get_addr(o, "gateway6", AF_INET6, cfg.gateway_ipv6, false, &hasgw6, err, errlen)))
 		goto out;
 	if (has6 != hasgw6) {
-		r = fail(err, errlen, "net policy: \"ip6\" and \"gateway6\" go together");
+		r = sv_errf(-EINVAL, err, errlen, "net policy: \"ip6\" and \"gateway6\" go together");
 		goto out;
 	}
 	cfg.has_ipv6 = has6;
 	cfg.has_gateway_ipv6 = hasgw6;
 	if (cJSON_GetObjectItemCaseSensitive(o, "allow") && cfg.mode != FW_ALLOWLIST) {
-		r = fail(err, errlen, "net policy: \"allow\" needs mode allowlist (%s would ignore it)",
+		r = sv_errf(-EINVAL, err, errlen, "net policy: \"allow\" needs mode allowlist (%s would ignore it)",
 			 cfg.mode == FW_BLOCK ? "block" : "open");
 		goto out;
 	}
@@ -168,7 +156,7 @@ int net_egress_load(struct net_egress *e, const char *json, size_t len, char *er
 		goto out;
 	if ((r = cidr_set_build(allow, allow_v, nallow, &allow_set)) ||
 	    (r = cidr_set_build(deny, deny_v, ndeny, &deny_set))) {
-		fail(err, errlen, "net policy: %s", strerror(-r));
+		sv_errf(-EINVAL, err, errlen, "net policy: %s", strerror(-r));
 		goto out;
 	}
 	cfg.allow = allow_set;
@@ -207,10 +195,10 @@ int net_egress_load_file(struct net_egress *e, const char *path, char *err, size
 
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
-		return fail(err, errlen, "net policy %s: %s", path, strerror(errno)), -errno;
+		return sv_errf(-EINVAL, err, errlen, "net policy %s: %s", path, strerror(errno)), -errno;
 	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > NET_POLICY_MAX_BYTES) {
 		close(fd);
-		return fail(err, errlen, "net policy %s: not a regular file of at most %u bytes", path,
+		return sv_errf(-EINVAL, err, errlen, "net policy %s: not a regular file of at most %u bytes", path,
 			    NET_POLICY_MAX_BYTES);
 	}
 	buf = malloc((size_t)st.st_size + 1);
@@ -222,7 +210,7 @@ int net_egress_load_file(struct net_egress *e, const char *path, char *err, size
 	close(fd);
 	if (n != st.st_size) {
 		free(buf);
-		return fail(err, errlen, "net policy %s: short read", path);
+		return sv_errf(-EINVAL, err, errlen, "net policy %s: short read", path);
 	}
 	r = net_egress_load(e, buf, (size_t)n, err, errlen);
 	free(buf);

@@ -2,9 +2,9 @@
 
 #include "cidr.h"
 #include "net/frame.h"
+#include "parse.h"
 
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -76,19 +76,6 @@ static const char *const fw_names[FW_REASON_COUNT] = {
 	[FW_DROP_SOURCE_ROUTE] = "drop_source_route",
 	[FW_DROP_RESERVED] = "drop_reserved",
 };
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || !errlen)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
 
 static bool is_zero(const uint8_t *a, size_t n)
 {
@@ -377,40 +364,40 @@ static int check_config(const struct fw_policy_config *cfg, char *err, size_t er
 	size_t nallow = cfg->allow ? cidr_set_count(cfg->allow) : 0;
 
 	if (cfg->mode != FW_OPEN && cfg->mode != FW_BLOCK && cfg->mode != FW_ALLOWLIST) {
-		set_err(err, errlen, "firewall: unknown mode %d", (int)cfg->mode);
+		sv_errf(0, err, errlen, "firewall: unknown mode %d", (int)cfg->mode);
 		return -EINVAL;
 	}
 	if (nallow && cfg->mode == FW_BLOCK) {
-		set_err(err, errlen,
+		sv_errf(0, err, errlen,
 			"firewall: the network is blocked but an allowlist of %zu prefixes "
 			"is given; choose one", nallow);
 		return -EINVAL;
 	}
 	if (nallow && cfg->mode == FW_OPEN) {
-		set_err(err, errlen,
+		sv_errf(0, err, errlen,
 			"firewall: an allowlist of %zu prefixes is given in open mode, "
 			"where it would be ignored", nallow);
 		return -EINVAL;
 	}
 	if (is_zero(cfg->mac, 6) || mac_is_group(cfg->mac) || is_zero(cfg->gateway_mac, 6) ||
 	    mac_is_group(cfg->gateway_mac)) {
-		set_err(err, errlen, "firewall: the sandbox and gateway MACs must be unicast");
+		sv_errf(0, err, errlen, "firewall: the sandbox and gateway MACs must be unicast");
 		return -EINVAL;
 	}
 	if (mac_eq(cfg->mac, cfg->gateway_mac)) {
-		set_err(err, errlen, "firewall: the sandbox and the gateway have the same MAC");
+		sv_errf(0, err, errlen, "firewall: the sandbox and the gateway have the same MAC");
 		return -EINVAL;
 	}
 	if (is_zero(cfg->ipv4, 4) || is_zero(cfg->gateway_ipv4, 4) ||
 	    memcmp(cfg->ipv4, cfg->gateway_ipv4, 4) == 0) {
-		set_err(err, errlen,
+		sv_errf(0, err, errlen,
 			"firewall: the sandbox and gateway need distinct IPv4 addresses");
 		return -EINVAL;
 	}
 	if ((cfg->has_ipv6 && !ip6_unicast(cfg->ipv6)) ||
 	    (cfg->has_gateway_ipv6 && !ip6_unicast(cfg->gateway_ipv6)) ||
 	    (cfg->has_ipv6 && cfg->has_gateway_ipv6 && ip6_eq(cfg->ipv6, cfg->gateway_ipv6))) {
-		set_err(err, errlen,
+		sv_errf(0, err, errlen,
 			"firewall: the sandbox and gateway need distinct unicast IPv6 addresses");
 		return -EINVAL;
 	}
@@ -424,7 +411,7 @@ int fw_policy_build(const struct fw_policy_config *cfg, struct fw_policy **out, 
 	int rc;
 
 	if (!cfg || !out) {
-		set_err(err, errlen, "firewall: no configuration");
+		sv_errf(0, err, errlen, "firewall: no configuration");
 		return -EINVAL;
 	}
 	rc = check_config(cfg, err, errlen);
@@ -432,12 +419,12 @@ int fw_policy_build(const struct fw_policy_config *cfg, struct fw_policy **out, 
 		return rc;
 	p = calloc(1, sizeof(*p));
 	if (!p) {
-		set_err(err, errlen, "firewall: out of memory");
+		sv_errf(0, err, errlen, "firewall: out of memory");
 		return -ENOMEM;
 	}
 	rc = build_builtin(&p->builtin);
 	if (rc < 0) {
-		set_err(err, errlen, "firewall: built-in ranges: %s", strerror(-rc));
+		sv_errf(0, err, errlen, "firewall: built-in ranges: %s", strerror(-rc));
 		free(p);
 		return rc;
 	}
