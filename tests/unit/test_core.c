@@ -1,4 +1,4 @@
-/* Command-line builder, guest memory bounds and the device bus. */
+/* Command-line builder, guest memory bounds, the device bus, and the strict number parser. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -7,6 +7,7 @@
 #include "bus.h"
 #include "cmdline.h"
 #include "memory.h"
+#include "parse.h"
 #include "virtio/iov.h"
 
 static void cmdline_bounds(void **state)
@@ -185,6 +186,34 @@ static void iov_ranges(void **state)
 	assert_int_equal(iov_slice(iov, 2, 0, 8, sl, &n), -EINVAL);
 }
 
+static void parse_numbers_and_refusals(void **state)
+{
+	uint64_t v = 7;
+	char err[16];
+
+	(void)state;
+	assert_int_equal(sv_parse_u64("0", 0, 10, &v), 0);
+	assert_int_equal(v, 0);
+	assert_int_equal(sv_parse_u64("18446744073709551615", 0, UINT64_MAX, &v), 0);
+	assert_true(v == UINT64_MAX);
+	assert_int_equal(sv_parse_u64("18446744073709551616", 0, UINT64_MAX, &v), -ERANGE);
+	assert_int_equal(sv_parse_u64("11", 0, 10, &v), -ERANGE);
+	assert_int_equal(sv_parse_u64("", 0, 10, &v), -EINVAL);
+	assert_int_equal(sv_parse_u64("-1", 0, 10, &v), -EINVAL);
+	assert_int_equal(sv_parse_u64("1 ", 0, 10, &v), -EINVAL);
+	assert_int_equal(sv_parse_u64(NULL, 0, 10, &v), -EINVAL);
+
+	/* sv_errf: the message, cut to the buffer, and the code it was given. */
+	assert_int_equal(sv_errf(-EINVAL, err, sizeof(err), "cpus: %u", 9u), -EINVAL);
+	assert_string_equal(err, "cpus: 9");
+	assert_int_equal(sv_errf(-ERANGE, err, sizeof(err), "%s", "a message longer than 16"), -ERANGE);
+	assert_string_equal(err, "a message longe");
+	assert_int_equal(sv_errf(0, NULL, 0, "nowhere %d", 1), 0);
+	err[0] = 'x';
+	assert_int_equal(sv_errf(-EIO, err, 0, "nothing written"), -EIO);
+	assert_int_equal(err[0], 'x');
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -193,6 +222,7 @@ int main(void)
 		cmocka_unit_test(bus_dispatch),
 		cmocka_unit_test(bus_many_ranges),
 		cmocka_unit_test(iov_ranges),
+		cmocka_unit_test(parse_numbers_and_refusals),
 	};
 
 	return cmocka_run_group_tests_name("core", tests, NULL, NULL);
