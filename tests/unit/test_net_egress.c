@@ -1,7 +1,11 @@
 /* The VMM's egress policy loading (vmm/net/egress.c): what is accepted, what is refused, swaps. */
 #include <arpa/inet.h>
 #include <cjson/cJSON.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "net/egress.h"
 #include "unit.h"
@@ -118,12 +122,39 @@ static void verdicts_follow_the_current_policy(void **state)
 	net_egress_destroy(&e);
 }
 
+/* --net-policy FILE: the file's errors name the file and keep their errno; a good file loads. */
+static void policy_files(void **state)
+{
+	struct net_egress e = {.mac = MAC};
+	char err[256], dir[] = "/tmp/sandvm-egress.XXXXXX", path[64];
+	FILE *f;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/policy.json", dir);
+	assert_int_equal(net_egress_load_file(&e, path, err, sizeof(err)), -ENOENT);
+	assert_non_null(strstr(err, path));
+	assert_non_null(strstr(err, strerror(ENOENT)));
+	assert_int_equal(net_egress_load_file(&e, dir, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "not a regular file"));
+	f = fopen(path, "w");
+	assert_non_null(f);
+	fputs("{" BASE ", \"mode\": \"block\"}", f);
+	fclose(f);
+	assert_int_equal(net_egress_load_file(&e, path, err, sizeof(err)), 0);
+	assert_int_equal(e.mode, FW_BLOCK);
+	net_egress_destroy(&e);
+	unlink(path);
+	rmdir(dir);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(good_policies_load),
 		cmocka_unit_test(bad_policies_are_refused_and_the_old_one_stays),
 		cmocka_unit_test(verdicts_follow_the_current_policy),
+		cmocka_unit_test(policy_files),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -195,7 +195,7 @@ int net_egress_load_file(struct net_egress *e, const char *path, char *err, size
 
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
-		return sv_errf(-EINVAL, err, errlen, "net policy %s: %s", path, strerror(errno)), -errno;
+		return sv_errf(-errno, err, errlen, "net policy %s: %s", path, strerror(errno));
 	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > NET_POLICY_MAX_BYTES) {
 		close(fd);
 		return sv_errf(-EINVAL, err, errlen, "net policy %s: not a regular file of at most %u bytes", path,
