@@ -16,8 +16,9 @@
 
 const char vmm_config_usage[] =
 	"usage: vmm --kernel PATH [--initrd PATH] [--cmdline STR] [--cpus N]\n"
-	"           [--memory MIB] [--console stdout|none|FILE] [--config FILE.json]\n"
-	"           [--control SOCKET] [--boot-timeout SEC] [--hugepages] [--verbose]\n"
+	"           [--memory MIB] [--console stdout|none|FILE] [--console-max-bytes N]\n"
+	"           [--config FILE.json] [--control SOCKET] [--boot-timeout SEC]\n"
+	"           [--hugepages] [--verbose]\n"
 	"           [--drive PATH[,ro][,serial=ID]]... [--spare-drive SERIAL]...\n"
 	"           [--vsock SOCKET[,cid=N]]\n"
 	"           [--net tap=NAME[,mac=MAC] --net-policy FILE.json]\n"
@@ -30,6 +31,8 @@ const char vmm_config_usage[] =
 	"  --memory MIB        guest RAM in MiB, 32..1048576 (default 128)\n"
 	"  --console WHERE     guest serial console: stdout (default), none, a file,\n"
 	"                      or a listening unix socket to connect to\n"
+	"  --console-max-bytes N  a file console keeps at most N bytes, the newest:\n"
+	"                      FILE and FILE.1 (rotated at N/2), 16384..2^40 (default 1 MiB)\n"
 	"  --config FILE       JSON with the same fields; flags given too override it\n"
 	"  --control SOCKET    unix socket for control requests (docs/vmm.md)\n"
 	"  --boot-timeout SEC  fail (exit 6) if the guest init does not signal within SEC\n"
@@ -54,6 +57,7 @@ void vmm_config_init(struct vmm_config *cfg)
 	cfg->cpus = 1;
 	cfg->memory_mib = 128;
 	cfg->console = VMM_CONSOLE_STDOUT;
+	cfg->console_max_bytes = VMM_CONSOLE_MAX_BYTES_DEFAULT;
 	cfg->vsock_cid = 3;
 	/* Locally administered, unicast: the default when --net gives no mac. */
 	memcpy(cfg->net_mac, (const uint8_t[6]){0x02, 0x53, 0x56, 0x00, 0x00, 0x02}, 6);
@@ -322,6 +326,13 @@ static int apply_field(struct vmm_config *cfg, const char *name, const char *val
 			cfg->memory_mib = n;
 		return r;
 	}
+	if (strcmp(name, "console-max-bytes") == 0 || strcmp(name, "console_max_bytes") == 0) {
+		r = set_number("console-max-bytes", value, VMM_CONSOLE_MAX_BYTES_MIN, VMM_CONSOLE_MAX_BYTES_MAX, &n,
+			       err, errlen);
+		if (r == 0)
+			cfg->console_max_bytes = n;
+		return r;
+	}
 	if (strcmp(name, "boot-timeout") == 0 || strcmp(name, "boot_timeout_s") == 0) {
 		r = set_number("boot-timeout", value, 0, VMM_MAX_BOOT_TIMEOUT_S, &n, err,
 			       errlen);
@@ -354,7 +365,7 @@ static int json_field_to_text(const cJSON *item, char *buf, size_t buflen, const
 static bool is_numeric_field(const char *name)
 {
 	return strcmp(name, "cpus") == 0 || strcmp(name, "memory_mib") == 0 ||
-	       strcmp(name, "boot_timeout_s") == 0;
+	       strcmp(name, "boot_timeout_s") == 0 || strcmp(name, "console_max_bytes") == 0;
 }
 
 static bool is_json_field(const char *name)
@@ -362,6 +373,7 @@ static bool is_json_field(const char *name)
 	static const char *const fields[] = {
 		"kernel", "initrd", "cmdline", "console", "control", "cpus",
 		"memory_mib", "boot_timeout_s", "hugepages", "verbose", "drives", "vsock",
+		"console_max_bytes",
 	};
 
 	for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
@@ -546,7 +558,8 @@ int vmm_config_parse_args(struct vmm_config *cfg, int argc, char **argv,
 		value = option_value(argc, argv, &i, arg + 2, name, sizeof(name));
 		if (strcmp(name, "config") == 0)
 			continue;
-		if (strcmp(name, "memory_mib") == 0 || strcmp(name, "boot_timeout_s") == 0)
+		if (strcmp(name, "memory_mib") == 0 || strcmp(name, "boot_timeout_s") == 0 ||
+		    strcmp(name, "console_max_bytes") == 0)
 			return sv_errf(-EINVAL, err, errlen, "unknown option '--%s'", name);
 		if (!value)
 			return sv_errf(-EINVAL, err, errlen, "--%s needs a value", name);

@@ -17,6 +17,10 @@
 #define VMM_MAX_BOOT_TIMEOUT_S 86400u
 #define VMM_MAX_DRIVES 8u
 #define VMM_MAX_SERIAL 20u /* virtio-blk's ID is 20 bytes */
+/* A console file and its one rotated predecessor together (devices/console.h). */
+#define VMM_CONSOLE_MAX_BYTES_DEFAULT (1024ull * 1024)
+#define VMM_CONSOLE_MAX_BYTES_MIN (16ull * 1024)
+#define VMM_CONSOLE_MAX_BYTES_MAX (1ull << 40)
 
 enum vmm_console {
 	VMM_CONSOLE_STDOUT,
@@ -39,6 +43,7 @@ struct vmm_config {
 	char *console_path;  /* VMM_CONSOLE_FILE only */
 	char *control_path;  /* unix socket, optional */
 	enum vmm_console console;
+	uint64_t console_max_bytes; /* a file console's cap, NAME and NAME.1 together */
 	uint32_t cpus;
 	uint64_t memory_mib;
 	uint32_t boot_timeout_s; /* 0: none */

@@ -3,16 +3,13 @@
  * One process is one VM; every failure unwinds to here, the only exit.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include "config.h"
+#include "devices/console.h"
 #include "log.h"
 #include "vcpu.h"
 #include "vm.h"
@@ -50,52 +47,28 @@ static int setup_signals(void)
 	return -pthread_sigmask(SIG_BLOCK, &set, NULL);
 }
 
-/* A console path naming a listening unix socket gets the console as a stream client. */
-static int connect_console_socket(const char *path)
+/* Returns 0, or -1 with a message in err. */
+static int open_console(const struct vmm_config *cfg, struct console_out *console, char *err, size_t errlen)
 {
-	struct sockaddr_un addr = { .sun_family = AF_UNIX };
-	int fd;
-
-	if (strlen(path) >= sizeof(addr.sun_path)) {
-		errno = ENAMETOOLONG;
-		return -1;
-	}
-	strcpy(addr.sun_path, path);
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -1;
-	if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
-		int e = errno;
-
-		close(fd);
-		errno = e;
-		return -1;
-	}
-	return fd;
-}
-
-static int open_console(const struct vmm_config *cfg, char *err, size_t errlen)
-{
-	struct stat st;
-	int fd;
+	int r;
 
 	switch (cfg->console) {
 	case VMM_CONSOLE_NONE:
-		return -1;
+		r = console_out_init_fd(console, -1);
+		break;
 	case VMM_CONSOLE_STDOUT:
-		return STDOUT_FILENO;
-	case VMM_CONSOLE_FILE:
-		if (stat(cfg->console_path, &st) == 0 && S_ISSOCK(st.st_mode))
-			fd = connect_console_socket(cfg->console_path);
-		else
-			fd = open(cfg->console_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
-		if (fd < 0) {
-			snprintf(err, errlen, "console '%s': %s", cfg->console_path, strerror(errno));
-			return -2;
-		}
-		return fd;
+		r = console_out_init_fd(console, STDOUT_FILENO);
+		break;
+	default:
+		r = console_out_open(console, cfg->console_path, cfg->console_max_bytes);
+		break;
 	}
-	return -1;
+	if (r < 0) {
+		snprintf(err, errlen, "console '%s': %s", cfg->console_path ? cfg->console_path : "-",
+			 strerror(-r));
+		return -1;
+	}
+	return 0;
 }
 
 int main(int argc, char **argv)
@@ -106,7 +79,8 @@ int main(int argc, char **argv)
 	struct vmm_config cfg;
 	struct vm vm;
 	char err[512] = "";
-	int console_fd, code, r;
+	struct console_out console;
+	int code, r;
 
 	sv_log_init("vmm", SV_LOG_INFO);
 	vmm_config_init(&cfg);
@@ -137,8 +111,7 @@ int main(int argc, char **argv)
 		return code;
 	}
 
-	console_fd = open_console(&cfg, err, sizeof(err));
-	if (console_fd == -2) {
+	if (open_console(&cfg, &console, err, sizeof(err)) < 0) {
 		sv_err("%s", err);
 		vmm_config_destroy(&cfg);
 		return VMM_EXIT_CONFIG;
@@ -150,7 +123,7 @@ int main(int argc, char **argv)
 		goto out_console;
 	}
 	phase_done(start_ns, "configuration parsed and kernel probed");
-	r = vm_init(&vm, &cfg, console_fd, start_ns, err, sizeof(err));
+	r = vm_init(&vm, &cfg, &console, start_ns, err, sizeof(err));
 	if (r < 0) {
 		sv_err("%s", err);
 		code = r == -E2BIG ? VMM_EXIT_CONFIG : VMM_EXIT_ERROR;
@@ -172,8 +145,7 @@ int main(int argc, char **argv)
 out_vm:
 	vm_destroy(&vm);
 out_console:
-	if (console_fd > STDERR_FILENO)
-		close(console_fd);
+	console_out_destroy(&console);
 	vmm_config_destroy(&cfg);
 	return code;
 }

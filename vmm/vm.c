@@ -126,7 +126,7 @@ static int setup_devices(struct vm *vm, char *err, size_t errlen)
 {
 	int r;
 
-	r = serial_init(&vm->serial, X86_IRQ_COM1, vm->console_fd, &vm->hooks);
+	r = serial_init(&vm->serial, X86_IRQ_COM1, vm->console, &vm->hooks);
 	if (r < 0)
 		return sv_errf(r, err, errlen, "serial: %s", strerror(-r));
 	vm->serial_ready = true;
@@ -189,7 +189,7 @@ static int setup_devices(struct vm *vm, char *err, size_t errlen)
 	return r;
 }
 
-int vm_init(struct vm *vm, const struct vmm_config *cfg, int console_fd, uint64_t start_ns,
+int vm_init(struct vm *vm, const struct vmm_config *cfg, struct console_out *console, uint64_t start_ns,
 	    char *err, size_t errlen)
 {
 	const char *missing = NULL;
@@ -198,7 +198,7 @@ int vm_init(struct vm *vm, const struct vmm_config *cfg, int console_fd, uint64_
 	memset(vm, 0, sizeof(*vm));
 	vm->cfg = cfg;
 	vm->kvm_fd = vm->vm_fd = -1;
-	vm->console_fd = console_fd;
+	vm->console = console;
 	vm->start_ns = start_ns;
 	vm->loop.epfd = -1;
 	vm->signal_h.fd = vm->stop_h.fd = vm->timeout_h.fd = -1;

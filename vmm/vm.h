@@ -78,7 +78,7 @@ struct vm {
 	/* Every virtio-mmio device, in slot order (slot i: BASE + i * 4 KiB, GSI 5 + i). */
 	struct virtio_mmio *virtio[VM_MAX_VIRTIO];
 	unsigned nvirtio;
-	int console_fd;
+	struct console_out *console; /* main()'s; NULL: no console */
 	bool serial_ready;
 	struct x86_boot_cpu boot;
 	struct vcpu *vcpus;
@@ -105,7 +105,7 @@ uint64_t vm_now_ns(void);
  * Creates the VM: KVM, memory, in-kernel interrupt controllers, devices.
  * Returns 0 or -errno with a message in err.
  */
-int vm_init(struct vm *vm, const struct vmm_config *cfg, int console_fd, uint64_t start_ns,
+int vm_init(struct vm *vm, const struct vmm_config *cfg, struct console_out *console, uint64_t start_ns,
 	    char *err, size_t errlen);
 
 /*

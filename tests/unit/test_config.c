@@ -163,6 +163,44 @@ static void json_errors(void **state)
 	}
 }
 
+/* The console file's cap: a flag and a JSON field, bounded, 1 MiB unless given. */
+static void console_max_bytes(void **state)
+{
+	enum vmm_config_action a;
+	struct vmm_config cfg;
+
+	(void)state;
+	vmm_config_init(&cfg);
+	assert_int_equal(cfg.console_max_bytes, 1024 * 1024);
+	vmm_config_destroy(&cfg);
+	assert_int_equal(parse(&cfg, &a, 4, "--console", "/tmp/c.log", "--console-max-bytes", "65536"), 0);
+	assert_int_equal(cfg.console_max_bytes, 65536);
+	vmm_config_destroy(&cfg);
+	assert_int_equal(parse(&cfg, &a, 1, "--console-max-bytes=16384"), 0);
+	assert_int_equal(cfg.console_max_bytes, 16384);
+	vmm_config_destroy(&cfg);
+	/* Less than two serial chunks cannot be rotated within the cap. */
+	assert_int_equal(parse(&cfg, &a, 2, "--console-max-bytes", "16383"), -EINVAL);
+	assert_non_null(strstr(err, "console-max-bytes: 16383 is out of range"));
+	vmm_config_destroy(&cfg);
+	assert_int_equal(parse(&cfg, &a, 2, "--console-max-bytes", "1M"), -EINVAL);
+	assert_non_null(strstr(err, "not a whole number"));
+	vmm_config_destroy(&cfg);
+	assert_int_equal(parse(&cfg, &a, 2, "--console_max_bytes", "65536"), -EINVAL);
+	assert_non_null(strstr(err, "unknown option"));
+	vmm_config_destroy(&cfg);
+
+	assert_int_equal(json(&cfg, "{\"console\":\"/c.log\",\"console_max_bytes\":2097152}"), 0);
+	assert_int_equal(cfg.console_max_bytes, 2097152);
+	vmm_config_destroy(&cfg);
+	assert_int_equal(json(&cfg, "{\"console_max_bytes\":\"65536\"}"), -EINVAL);
+	assert_non_null(strstr(err, "console_max_bytes must be a non-negative whole number"));
+	vmm_config_destroy(&cfg);
+	assert_int_equal(json(&cfg, "{\"console_max_bytes\":1024}"), -EINVAL);
+	assert_non_null(strstr(err, "out of range"));
+	vmm_config_destroy(&cfg);
+}
+
 static void flags_override_file(void **state)
 {
 	char path[] = "/tmp/sandvm-test-config-XXXXXX";
@@ -273,6 +311,7 @@ int main(void)
 		cmocka_unit_test(flag_errors_name_the_field),
 		cmocka_unit_test(json_parses),
 		cmocka_unit_test(json_errors),
+		cmocka_unit_test(console_max_bytes),
 		cmocka_unit_test(flags_override_file),
 		cmocka_unit_test(drives),
 		cmocka_unit_test(validation),

@@ -13,6 +13,7 @@
 #include "bus.h"
 #include "control.h"
 #include "devices/boot_timer.h"
+#include "devices/console.h"
 #include "devices/i8042.h"
 #include "devices/serial.h"
 
@@ -59,13 +60,15 @@ static void serial_transmits_to_fd(void **state)
 {
 	struct fake_machine m = { 0 };
 	struct machine_hooks h = hooks_for(&m);
+	struct console_out c;
 	struct serial s;
 	char buf[64] = { 0 };
 	int p[2];
 
 	(void)state;
 	assert_int_equal(pipe(p), 0);
-	assert_int_equal(serial_init(&s, 4, p[1], &h), 0);
+	assert_int_equal(console_out_init_fd(&c, p[1]), 0);
+	assert_int_equal(serial_init(&s, 4, &c, &h), 0);
 	write_str(&s, "hello\nworld");
 	/* Lines are flushed at newline; the rest at flush time. */
 	assert_int_equal(read(p[0], buf, sizeof(buf)), 6);
@@ -78,6 +81,7 @@ static void serial_transmits_to_fd(void **state)
 	serial_write(&s, 4, 0x10);
 	write_str(&s, "hidden\n");
 	serial_destroy(&s);
+	console_out_destroy(&c);
 	close(p[1]);
 	assert_int_equal(read(p[0], buf, sizeof(buf)), 0);
 	close(p[0]);
@@ -90,7 +94,7 @@ static void serial_registers_as_linux_probes_them(void **state)
 	struct serial s;
 
 	(void)state;
-	assert_int_equal(serial_init(&s, 4, -1, &h), 0);
+	assert_int_equal(serial_init(&s, 4, NULL, &h), 0);
 	/* IER keeps exactly its low four bits. */
 	serial_write(&s, 1, 0xff);
 	assert_int_equal(serial_read(&s, 1), 0x0f);
@@ -120,7 +124,7 @@ static void serial_thre_interrupt(void **state)
 	struct serial s;
 
 	(void)state;
-	assert_int_equal(serial_init(&s, 4, -1, &h), 0);
+	assert_int_equal(serial_init(&s, 4, NULL, &h), 0);
 	/* Enabling THRI with an empty transmitter raises the line at once. */
 	serial_write(&s, 1, 0x02);
 	assert_int_equal(m.irq_level, 1);
@@ -143,7 +147,7 @@ static void serial_detects_panic_banner(void **state)
 	struct serial s;
 
 	(void)state;
-	assert_int_equal(serial_init(&s, 4, -1, &h), 0);
+	assert_int_equal(serial_init(&s, 4, NULL, &h), 0);
 	write_str(&s, "Kernel panic - not syncin");
 	assert_int_equal(m.panics, 0);
 	write_str(&s, "KKernel panic - not syncing: Attempted to kill init!\n");

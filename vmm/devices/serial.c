@@ -1,10 +1,9 @@
 #include "serial.h"
 
-#include <errno.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "bus.h"
+#include "console.h"
 
 enum {
 	REG_DATA = 0, /* RBR / THR, or DLL with DLAB */
@@ -31,9 +30,12 @@ enum {
 	MSR_DCD = 0x80,
 };
 
+_Static_assert(SERIAL_OUT_BUF <= CONSOLE_CHUNK_MAX, "the console's rotation bound assumes chunks this small");
+
 static const char panic_banner[] = "Kernel panic - not syncing";
 
-int serial_init(struct serial *s, uint32_t irq, int out_fd, const struct machine_hooks *hooks)
+int serial_init(struct serial *s, uint32_t irq, struct console_out *console,
+		const struct machine_hooks *hooks)
 {
 	int r;
 
@@ -42,7 +44,7 @@ int serial_init(struct serial *s, uint32_t irq, int out_fd, const struct machine
 	if (r)
 		return -r;
 	s->irq = irq;
-	s->out_fd = out_fd;
+	s->console = console;
 	s->hooks = *hooks;
 	s->dll = 12; /* 9600 baud until the guest says otherwise */
 	return 0;
@@ -50,20 +52,8 @@ int serial_init(struct serial *s, uint32_t irq, int out_fd, const struct machine
 
 static void flush_locked(struct serial *s)
 {
-	size_t done = 0;
-
-	while (s->out_fd >= 0 && done < s->out_len) {
-		ssize_t n = write(s->out_fd, s->out + done, s->out_len - done);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			/* A console reader that went away must not stop the guest. */
-			s->out_fd = -1;
-			break;
-		}
-		done += (size_t)n;
-	}
+	if (s->out_len && s->console)
+		console_out_write(s->console, s->out, s->out_len);
 	s->out_len = 0;
 }
 
@@ -109,7 +99,7 @@ static bool transmit_locked(struct serial *s, uint8_t c)
 {
 	if (s->mcr & MCR_LOOP)
 		return false;
-	if (s->out_fd >= 0) {
+	if (console_out_active(s->console)) {
 		s->out[s->out_len++] = (char)c;
 		if (c == '\n' || s->out_len == sizeof(s->out))
 			flush_locked(s);

@@ -8,9 +8,11 @@
 
 #include "machine.h"
 
+struct console_out;
+
 /*
- * A 16550A UART as far as a Linux console needs: transmit (to a file
- * descriptor, or nowhere), THR-empty interrupts, divisor latch, scratch
+ * A 16550A UART as far as a Linux console needs: transmit (to a console,
+ * devices/console.h, or nowhere), THR-empty interrupts, divisor latch, scratch
  * register, FIFO identification. Nothing is received. It also watches the
  * byte stream for the kernel's panic banner, so a panicking guest is told
  * apart from one that rebooted.
@@ -23,7 +25,7 @@ struct serial {
 	pthread_mutex_t lock;
 	struct machine_hooks hooks;
 	uint32_t irq;
-	int out_fd; /* -1: discard */
+	struct console_out *console; /* borrowed; NULL: discard */
 	uint8_t ier, lcr, mcr, scr, dll, dlm;
 	bool fifo_enabled;
 	bool thr_empty_pending; /* THRE interrupt not yet acknowledged */
@@ -33,7 +35,9 @@ struct serial {
 	char out[SERIAL_OUT_BUF];
 };
 
-int serial_init(struct serial *s, uint32_t irq, int out_fd, const struct machine_hooks *hooks);
+/* console must outlive the serial device (serial_destroy flushes into it). */
+int serial_init(struct serial *s, uint32_t irq, struct console_out *console,
+		const struct machine_hooks *hooks);
 void serial_destroy(struct serial *s); /* flushes */
 
 /* Register access; offset 0..7 from the base port. */
