@@ -203,7 +203,7 @@ int sandbox_vm_wait(struct sandbox_vm *vm, int timeout_ms)
 
 static void remove_run_dir(struct sandbox_vm *vm)
 {
-	static const char *const names[] = { "vsock", "control", "console.log", "vmm.log" };
+	static const char *const names[] = { "vsock", "control", "console.log", "console.log.1", "vmm.log" };
 	char path[512];
 
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
@@ -224,36 +224,65 @@ void sandbox_vm_destroy(struct sandbox_vm *vm)
 	vm->own_dir = false;
 }
 
-static void tail(const char *title, const char *path, int lines)
+/* Appends the end of path to buf[0..len), keeping the newest cap bytes of both. */
+static size_t append_tail(const char *path, char *buf, size_t cap, size_t len)
 {
-	char buf[16384];
-	ssize_t n;
-	int fd = open(path, O_RDONLY | O_CLOEXEC), seen = 0;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	off_t size;
-	char *p;
+	size_t want;
+	ssize_t n;
 
 	if (fd < 0)
-		return;
+		return len;
 	size = lseek(fd, 0, SEEK_END);
-	if (size > (off_t)sizeof(buf) - 1)
-		lseek(fd, size - (off_t)sizeof(buf) + 1, SEEK_SET);
-	else
-		lseek(fd, 0, SEEK_SET);
-	n = read(fd, buf, sizeof(buf) - 1);
+	want = size > 0 ? ((size_t)size < cap ? (size_t)size : cap) : 0;
+	if (len + want > cap) {
+		memmove(buf, buf + (len + want - cap), cap - want);
+		len = cap - want;
+	}
+	n = want ? pread(fd, buf + len, want, size - (off_t)want) : 0;
 	close(fd);
-	if (n <= 0)
+	return len + (n > 0 ? (size_t)n : 0);
+}
+
+size_t sandbox_vm_console_tail(const struct sandbox_vm *vm, char *out, size_t cap)
+{
+	char older[sizeof(vm->console) + 2];
+	size_t n;
+
+	if (cap == 0)
+		return 0;
+	/* The VMM rotates console.log into console.log.1 (docs/vmm.md): the older part first. */
+	snprintf(older, sizeof(older), "%s.1", vm->console);
+	n = append_tail(older, out, cap - 1, 0);
+	n = append_tail(vm->console, out, cap - 1, n);
+	out[n] = '\0';
+	return n;
+}
+
+static void tail(const char *title, const char *path, const char *text, size_t n, int lines)
+{
+	const char *p;
+	int seen = 0;
+
+	if (n == 0)
 		return;
-	buf[n] = '\0';
-	for (p = buf + n - 1; p > buf; p--)
+	for (p = text + n - 1; p > text; p--)
 		if (*p == '\n' && ++seen > lines) {
 			p++;
 			break;
 		}
-	fprintf(stderr, "---- %s (%s) ----\n%s%s", title, path, p, buf[n - 1] == '\n' ? "" : "\n");
+	fprintf(stderr, "---- %s (%s) ----\n%s%s", title, path, p, text[n - 1] == '\n' ? "" : "\n");
 }
 
 void sandbox_vm_report(const struct sandbox_vm *vm, int lines)
 {
-	tail("guest console", vm->console, lines);
-	tail("vmm log", vm->log, lines);
+	char buf[16384];
+	size_t n;
+
+	n = sandbox_vm_console_tail(vm, buf, sizeof(buf));
+	tail("guest console", vm->console, buf, n, lines);
+	n = append_tail(vm->log, buf, sizeof(buf) - 1, 0);
+	buf[n] = '\0';
+	tail("vmm log", vm->log, buf, n, lines);
 }

@@ -10,6 +10,7 @@
  */
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <sys/types.h>
 
 struct agent_client;
@@ -69,6 +70,12 @@ int sandbox_vm_connect(struct sandbox_vm *vm, struct agent_client *c, int timeou
 int sandbox_vm_wait(struct sandbox_vm *vm, int timeout_ms);
 /* Kills the VMM if it still runs and removes the run directory it created. */
 void sandbox_vm_destroy(struct sandbox_vm *vm);
+/*
+ * The newest cap - 1 bytes of the guest console, NUL-terminated: console.log
+ * after the tail of console.log.1, which the VMM rotates it into. Returns the
+ * length.
+ */
+size_t sandbox_vm_console_tail(const struct sandbox_vm *vm, char *out, size_t cap);
 /* Copies the last lines of the console and the VMM log to stderr. */
 void sandbox_vm_report(const struct sandbox_vm *vm, int lines);
 

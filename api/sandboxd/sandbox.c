@@ -132,6 +132,16 @@ static void tail_file(const char *path, char *out, size_t cap)
 			out[i] = ' ';
 }
 
+/* The console's newest bytes, across the VMM's rotation (console.log.1, console.log). */
+static void tail_console(const struct sandbox *sb, char *out, size_t cap)
+{
+	size_t n = sandbox_vm_console_tail(&sb->vm, out, cap);
+
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)out[i] < 0x20 && out[i] != '\n')
+			out[i] = ' ';
+}
+
 void sandbox_usage(const struct sandboxd *d, unsigned *count, unsigned *memory_mib)
 {
 	*count = 0;
@@ -310,7 +320,7 @@ static void vmm_gone(struct sandbox *sb, const char *how)
 		sb->pidfd = -1;
 	}
 	if (sb->state != SANDBOX_FINISHED) {
-		tail_file(sb->vm.console, detail, sizeof(detail));
+		tail_console(sb, detail, sizeof(detail));
 		tail_file(sb->vm.log, log, sizeof(log));
 		snprintf(sb->message, sizeof(sb->message), "the VM stopped unexpectedly (%s); VMM log: %s; console: %s",
 			 how, log, detail);
@@ -521,7 +531,7 @@ static void ready_done(uv_work_t *w, int status)
 		if (sb->spec.command)
 			start_entrypoint(sb);
 	} else if (sb->state == SANDBOX_STARTING) {
-		tail_file(sb->vm.console, console, sizeof(console));
+		tail_console(sb, console, sizeof(console));
 		snprintf(sb->message, sizeof(sb->message), "%s; console: %s", sb->ready_error, console);
 		sv_warn("sandbox=%s event=start_failed why=\"%s\"", sb->id, sb->ready_error);
 		finish(sb, "failed", RC_FAILED, NULL);

@@ -850,7 +850,7 @@ def main():
                 pass
         # Each sandbox's console and VMM log, for whoever reads a failure.
         for d in os.listdir(os.path.join(STATE, "sandboxes")):
-            for f in ("console.log", "vmm.log"):
+            for f in ("console.log.1", "console.log", "vmm.log"):
                 src = os.path.join(STATE, "sandboxes", d, f)
                 if os.path.exists(src):
                     os.makedirs(os.path.join(RESULTS, "sandboxes", d), exist_ok=True)
