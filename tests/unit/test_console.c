@@ -17,6 +17,7 @@
 #include "log_capture.h"
 #include "devices/console.h"
 #include "devices/serial.h"
+#include "sandbox_vm.h"
 
 #define CAP 16384u
 
@@ -103,7 +104,7 @@ static void file_console_rotates_within_the_cap(void **state)
 	struct serial s;
 	struct tmp t;
 	size_t total = 0, old_len, cur_len;
-	char *all = malloc(1 << 20), *old, *cur;
+	char *all = calloc(1, 1 << 20), *old, *cur;
 	int fd;
 
 	(void)state;
@@ -138,6 +139,19 @@ static void file_console_rotates_within_the_cap(void **state)
 	assert_memory_equal(all + total - cur_len, cur, cur_len);
 	assert_memory_equal(all + total - cur_len - old_len, old, old_len);
 	assert_non_null(strstr(cur_len ? cur : old, "guest line 004999"));
+	/* What sandbox_vm and sandboxd report on a failure: the newest bytes across both files. */
+	{
+		struct sandbox_vm vm = { 0 };
+		char tail[CAP + 100];
+
+		snprintf(vm.console, sizeof(vm.console), "%s", t.path);
+		assert_int_equal(sandbox_vm_console_tail(&vm, tail, sizeof(tail)), old_len + cur_len);
+		assert_memory_equal(tail, all + total - cur_len - old_len, old_len + cur_len);
+		assert_int_equal(sandbox_vm_console_tail(&vm, tail, 100), 99);
+		assert_string_equal(tail, all + total - 99);
+		unlink(t.old);
+		assert_int_equal(sandbox_vm_console_tail(&vm, tail, sizeof(tail)), cur_len);
+	}
 	console_out_destroy(&c);
 	free(old);
 	free(cur);
@@ -193,13 +207,13 @@ static void failed_rotation_truncates_and_is_rate_limited(void **state)
 	log_capture_start(&cap);
 	assert_int_equal(console_out_open(&c, t.path, CAP), 0);
 	sv_ratelimit_set_clock(&c.warn_rl, fake_clock, &now);
-	for (int i = 0; i < 20000; i++) {
+	for (int i = 0; i < 20001; i++) {
 		console_out_write(&c, chunk, sizeof(chunk));
 		if (i % 1000 == 0)
 			assert_true(file_size(t.path) <= CAP / 2);
 	}
 	truncations = c.truncations;
-	assert_int_equal(truncations, 9999);
+	assert_int_equal(truncations, 10000); /* every other write after the first two */
 	assert_int_equal(c.rotations, 0);
 	assert_int_equal(sv_ratelimit_suppressed(&c.warn_rl), truncations - SV_RATELIMIT_BURST);
 	now += SV_RATELIMIT_INTERVAL_NS; /* the next window: the count, then the message */
