@@ -179,6 +179,12 @@ $(BUILD)/bench/egress_check: bench/egress_check.c bench/bench_util.h $(BUILD)/ob
 fuzz-run: fuzz
 	./tests/fuzz/run $(BUILD)
 
+# Every fuzz target for 600 CPU s or 10M runs, minimised into tests/fuzz/corpus/;
+# figures in $(BUILD)/fuzz-campaign/summary.tsv (docs/testing.md, "Fuzz campaign").
+.PHONY: fuzz-campaign
+fuzz-campaign: fuzz
+	./tests/fuzz/campaign $(BUILD)
+
 test-unit: unit-tests
 	./tests/run-unit $(BUILD)
 
