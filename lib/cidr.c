@@ -289,6 +289,27 @@ bool cidr_contains(const struct cidr *c, int family, const uint8_t *addr)
 	return !rem || !((c->addr[full] ^ addr[full]) & (uint8_t)(0xff << (8 - rem)));
 }
 
+const struct cidr cidr_private_ranges[CIDR_PRIVATE_COUNT] = {
+	{ .family = 4, .len = 8, .addr = { 10 } },
+	{ .family = 4, .len = 12, .addr = { 172, 16 } },
+	{ .family = 4, .len = 16, .addr = { 192, 168 } },
+	{ .family = 4, .len = 10, .addr = { 100, 64 } },
+	{ .family = 6, .len = 7, .addr = { 0xfc } },
+};
+
+bool cidr_is_private(const struct cidr *c)
+{
+	if (!c || !valid(c))
+		return false;
+	for (size_t i = 0; i < CIDR_PRIVATE_COUNT; i++) {
+		const struct cidr *r = &cidr_private_ranges[i];
+
+		if (c->len >= r->len && cidr_contains(r, c->family, c->addr))
+			return true;
+	}
+	return false;
+}
+
 /* By start, then shorter (enclosing) first, then in the order given. */
 static int entry_cmp(const void *pa, const void *pb)
 {

@@ -50,6 +50,24 @@ int cidr_format(const struct cidr *c, char *buf, size_t len);
  */
 bool cidr_contains(const struct cidr *c, int family, const uint8_t *addr);
 
+/*
+ * The private ranges: RFC 1918 (10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16),
+ * the shared address space of carrier-grade NAT (RFC 6598, 100.64.0.0/10)
+ * and unique local IPv6 (RFC 4193, fc00::/7). Addresses there belong to some
+ * local network (a worker's VPC, its neighbours, a provider's NAT), never to
+ * the internet. cidr_private_ranges has CIDR_PRIVATE_COUNT entries.
+ */
+#define CIDR_PRIVATE_COUNT 5
+#define CIDR_PRIVATE_TEXT "10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 100.64.0.0/10, fc00::/7"
+extern const struct cidr cidr_private_ranges[CIDR_PRIVATE_COUNT];
+
+/*
+ * Whether c lies wholly inside one private range: 10.1.0.0/16 and 10.0.0.0/8
+ * do, 0.0.0.0/0 and 8.0.0.0/5 (which hold 10.0.0.0/8 and more) do not. A bad
+ * c is not private.
+ */
+bool cidr_is_private(const struct cidr *c);
+
 /* An immutable longest-prefix-match map from prefixes to a small value. */
 struct cidr_set;
 

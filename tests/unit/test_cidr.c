@@ -311,6 +311,48 @@ static void contains_edges(void **state)
 	assert_true(cidr_contains(&c, 4, (const uint8_t[]){ 10, 200, 0, 0 }));
 }
 
+static void private_ranges(void **state)
+{
+	static const char *const inside[] = {
+		"10.0.0.0/8", "10.1.0.0/16", "10.255.255.255", "172.16.0.0/12", "172.31.0.0/16",
+		"192.168.0.0/16", "192.168.1.7", "100.64.0.0/10", "100.127.255.0/24", "fc00::/7",
+		"fd00::/8", "fd53:5356::/48", "fc00::1",
+	};
+	static const char *const outside[] = {
+		"0.0.0.0/0", "8.0.0.0/5", "10.0.0.0/7", "11.0.0.0/8", "9.255.255.255", "172.0.0.0/8",
+		"172.15.255.255", "172.32.0.0/16", "192.0.0.0/8", "192.169.0.0/16", "100.0.0.0/8",
+		"100.128.0.0/10", "100.63.255.255", "::/0", "fc00::/6", "fe00::/8", "fbff::1",
+		"::ffff:10.0.0.1", "::a00:1", "2002:a00:1::/48", "198.51.100.0/24",
+	};
+	struct cidr c;
+	char text[CIDR_STR_MAX];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(inside) / sizeof(inside[0]); i++) {
+		c = pfx(inside[i]);
+		if (!cidr_is_private(&c))
+			fail_msg("%s is not private", inside[i]);
+	}
+	for (size_t i = 0; i < sizeof(outside) / sizeof(outside[0]); i++) {
+		c = pfx(outside[i]);
+		if (cidr_is_private(&c))
+			fail_msg("%s is private", outside[i]);
+	}
+	/* The table and its text agree, and each range is private itself. */
+	for (size_t i = 0; i < CIDR_PRIVATE_COUNT; i++) {
+		assert_int_equal(cidr_format(&cidr_private_ranges[i], text, sizeof(text)), 0);
+		assert_non_null(strstr(CIDR_PRIVATE_TEXT, text));
+		assert_true(cidr_is_private(&cidr_private_ranges[i]));
+	}
+	assert_false(cidr_is_private(NULL));
+	c = pfx("10.0.0.0/8");
+	c.len = 33;
+	assert_false(cidr_is_private(&c));
+	c.family = 5;
+	c.len = 8;
+	assert_false(cidr_is_private(&c));
+}
+
 static void nested(void **state)
 {
 	static const char *text[] = { "10.0.0.0/8", "10.1.0.0/16", "10.1.2.0/24" };
@@ -850,6 +892,7 @@ int main(void)
 		cmocka_unit_test(parse_host_bits),
 		cmocka_unit_test(format_limits),
 		cmocka_unit_test(contains_edges),
+		cmocka_unit_test(private_ranges),
 		cmocka_unit_test(nested),
 		cmocka_unit_test(adjacent_and_overlapping),
 		cmocka_unit_test(bunched_at_the_ends),

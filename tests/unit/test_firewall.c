@@ -237,7 +237,7 @@ static const uint8_t *mcast_mac(const char *group)
 
 /* ---- policies: sets are borrowed by the policy, so they live here ---- */
 
-static struct cidr_set *allow_set, *deny_set;
+static struct cidr_set *allow_set, *deny_set, *private_set;
 static struct fw_policy *pol;
 
 static const struct {
@@ -273,8 +273,9 @@ static void release(void)
 	fw_policy_free(pol);
 	cidr_set_free(allow_set);
 	cidr_set_free(deny_set);
+	cidr_set_free(private_set);
 	pol = NULL;
-	allow_set = deny_set = NULL;
+	allow_set = deny_set = private_set = NULL;
 }
 
 static struct fw_policy_config base_config(enum fw_mode mode)
@@ -290,13 +291,31 @@ static struct fw_policy_config base_config(enum fw_mode mode)
 	return c;
 }
 
-/* Builds the policy under test: the fixed deny list, the given allowlist (NULL-terminated). */
-static void use_config(struct fw_policy_config c, const char *const *allow)
+/* Parses a NULL-terminated list of CIDRs into items (room for 16); returns how many. */
+static size_t parse_list(const char *const *list, struct cidr *items)
 {
+	size_t n = 0;
+
+	for (; list && list[n]; n++) {
+		assert_true(n < 16);
+		if (cidr_parse(list[n], &items[n]) != 0)
+			fail_msg("bad CIDR %s", list[n]);
+	}
+	return n;
+}
+
+/*
+ * Builds the policy under test: the fixed deny list, the given allowlist and
+ * the operator's private opt-in (NULL-terminated), private_open as egress.c
+ * builds it.
+ */
+static void use_optin(struct fw_policy_config c, const char *const *allow, const char *const *optin)
+{
+	struct cidr allow_items[16], optin_items[16];
+	size_t nallow = parse_list(allow, allow_items), noptin = parse_list(optin, optin_items);
 	const char *cidrs[16];
 	uint8_t values[16];
 	char err[160];
-	size_t n = 0;
 
 	release();
 	for (size_t i = 0; i < sizeof(deny_list) / sizeof(deny_list[0]); i++) {
@@ -304,15 +323,20 @@ static void use_config(struct fw_policy_config c, const char *const *allow)
 		values[i] = deny_list[i].value;
 	}
 	deny_set = build_set(cidrs, values, sizeof(deny_list) / sizeof(deny_list[0]));
-	if (allow) {
-		while (allow[n])
-			n++;
-		allow_set = build_set(allow, NULL, n);
-	}
+	if (allow)
+		allow_set = build_set(allow, NULL, nallow);
+	if (fw_private_open_build(optin_items, noptin, allow_items, nallow, &private_set, err, sizeof(err)) != 0)
+		fail_msg("private ranges: %s", err);
 	c.allow = allow_set;
 	c.deny = deny_set;
+	c.private_open = private_set;
 	if (fw_policy_build(&c, &pol, err, sizeof(err)) != 0)
 		fail_msg("policy: %s", err);
+}
+
+static void use_config(struct fw_policy_config c, const char *const *allow)
+{
+	use_optin(c, allow, NULL);
 }
 
 static void use(enum fw_mode mode, const char *const *allow)
@@ -737,7 +761,7 @@ static void built_in_ranges(void **state)
 		{ "ff02::1", FW_DROP_MULTICAST },
 		{ "ff0e::1", FW_DROP_MULTICAST },
 		{ "fd00:ec2::254", FW_DROP_METADATA },
-		{ "fd00:ec2::253", FW_PASS_ALLOWLIST },
+		{ "fd00:ec2::253", FW_DROP_PRIVATE }, /* the rest of fc00::/7: a ULA */
 		{ "::ffff:127.0.0.1", FW_DROP_HOST },
 		{ "::ffff:0.0.0.0", FW_DROP_HOST },
 		{ "::ffff:169.254.169.254", FW_DROP_METADATA },
@@ -770,6 +794,304 @@ static void built_in_ranges(void **state)
 	EXPECT(v4(GW_MAC, GUEST_MAC, GUEST4, "127.0.0.1", TCP), FW_DROP_HOST);
 	EXPECT(v6(GW_MAC, GUEST_MAC, GUEST6, "::ffff:127.0.0.1", TCP), FW_DROP_HOST);
 	EXPECT(v6(GW_MAC, GUEST_MAC, GUEST6, "fd00:ec2::254", TCP), FW_DROP_METADATA);
+}
+
+struct dst_case {
+	const char *dst;
+	enum fw_verdict_reason want;
+};
+
+/* Each destination with a TCP SYN from the sandbox to the gateway's MAC, against the policy in use. */
+static void expect_cases(const struct dst_case *cases, size_t n, const char *what)
+{
+	for (size_t i = 0; i < n; i++) {
+		bool six = strchr(cases[i].dst, ':');
+		size_t len = six ? v6(GW_MAC, GUEST_MAC, GUEST6, cases[i].dst, TCP)
+				 : v4(GW_MAC, GUEST_MAC, GUEST4, cases[i].dst, TCP);
+		enum fw_verdict_reason got = check(len);
+
+		if (got != cases[i].want)
+			fail_msg("%s: %s: %s, expected %s", what, cases[i].dst, fw_reason_name(got),
+				 fw_reason_name(cases[i].want));
+	}
+}
+#define EXPECT_CASES(cases, what) expect_cases((cases), sizeof(cases) / sizeof((cases)[0]), (what))
+
+/* The policy without the fixed deny list, whose 172.16.0.0/12 would hide that private range. */
+static void use_bare(enum fw_mode mode, const char *const *allow)
+{
+	struct fw_policy_config c = base_config(mode);
+	char err[160];
+
+	use(mode, allow);
+	fw_policy_free(pol);
+	c.allow = allow_set;
+	c.private_open = private_set;
+	if (fw_policy_build(&c, &pol, err, sizeof(err)) != 0)
+		fail_msg("policy: %s", err);
+}
+
+/* The worker's own networks: denied in every mode, whatever a wide allowlist says. */
+static void private_ranges_denied(void **state)
+{
+	const char *all[] = { "0.0.0.0/0", "::/0", NULL };
+	const char *wide[] = { "8.0.0.0/5", "96.0.0.0/4", "172.0.0.0/8", "192.0.0.0/8", "fc00::/6", NULL };
+	static const struct dst_case open_cases[] = {
+		{ "10.0.0.0", FW_DROP_PRIVATE },
+		{ "10.2.3.4", FW_DROP_PRIVATE },
+		{ "10.255.255.255", FW_DROP_PRIVATE },
+		{ "172.16.0.1", FW_DROP_PRIVATE },
+		{ "172.31.255.255", FW_DROP_PRIVATE },
+		{ "192.168.0.1", FW_DROP_PRIVATE },
+		{ "192.168.255.255", FW_DROP_PRIVATE },
+		{ "100.64.0.0", FW_DROP_PRIVATE },
+		{ "100.127.255.255", FW_DROP_PRIVATE },
+		{ "fc00::1", FW_DROP_PRIVATE },
+		{ "fd12:3456::1", FW_DROP_PRIVATE },
+		{ "fdff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", FW_DROP_PRIVATE },
+		{ "::ffff:10.2.3.4", FW_DROP_PRIVATE },
+		{ "64:ff9b::192.168.1.1", FW_DROP_PRIVATE },
+		/* Longer built-in prefixes inside keep their own reason. */
+		{ "100.100.100.200", FW_DROP_METADATA },
+		{ "fd00:ec2::254", FW_DROP_METADATA },
+		/* The neighbours of each range are the internet. */
+		{ "9.255.255.255", FW_PASS_OPEN },
+		{ "11.0.0.0", FW_PASS_OPEN },
+		{ "172.15.255.255", FW_PASS_OPEN },
+		{ "172.32.0.0", FW_PASS_OPEN },
+		{ "192.167.255.255", FW_PASS_OPEN },
+		{ "192.169.0.0", FW_PASS_OPEN },
+		{ "100.63.255.255", FW_PASS_OPEN },
+		{ "100.128.0.0", FW_PASS_OPEN },
+		{ "fbff:ffff::1", FW_PASS_OPEN },
+		{ "fe00::1", FW_PASS_OPEN },
+	};
+	struct dst_case cases[sizeof(open_cases) / sizeof(open_cases[0])];
+
+	(void)state;
+	use_bare(FW_OPEN, NULL);
+	EXPECT_CASES(open_cases, "open");
+	/* Allowlists that hold the private ranges without naming them: the same floor. */
+	memcpy(cases, open_cases, sizeof(cases));
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+		if (cases[i].want == FW_PASS_OPEN)
+			cases[i].want = FW_PASS_ALLOWLIST;
+	use_bare(FW_ALLOWLIST, all);
+	EXPECT_CASES(cases, "allow everything");
+	use_bare(FW_ALLOWLIST, wide);
+	EXPECT(v4(GW_MAC, GUEST_MAC, GUEST4, "10.2.3.4", TCP), FW_DROP_PRIVATE);
+	EXPECT(v4(GW_MAC, GUEST_MAC, GUEST4, "100.64.0.1", UDP), FW_DROP_PRIVATE);
+	EXPECT(v4(GW_MAC, GUEST_MAC, GUEST4, "172.16.0.1", ICMP), FW_DROP_PRIVATE);
+	EXPECT(v4(GW_MAC, GUEST_MAC, GUEST4, "192.168.1.1", TCP), FW_DROP_PRIVATE);
+	EXPECT(v6(GW_MAC, GUEST_MAC, GUEST6, "fd12::1", TCP), FW_DROP_PRIVATE);
+	EXPECT(v4(GW_MAC, GUEST_MAC, GUEST4, "8.8.8.8", TCP), FW_PASS_ALLOWLIST);
+	EXPECT(v4(GW_MAC, GUEST_MAC, GUEST4, "100.1.2.3", TCP), FW_PASS_ALLOWLIST);
+	EXPECT(v4(GW_MAC, GUEST_MAC, GUEST4, "192.0.2.7", TCP), FW_PASS_ALLOWLIST);
+	EXPECT(v6(GW_MAC, GUEST_MAC, GUEST6, "fe00::1", TCP), FW_PASS_ALLOWLIST);
+	EXPECT(v6(GW_MAC, GUEST_MAC, GUEST6, "2606:4700::1111", TCP), FW_DROP_NOT_ALLOWED);
+	/* Fragments too; block mode blocks before. */
+	EXPECT(v4_frag(GUEST4, "192.168.0.9", 1480, 0), FW_DROP_PRIVATE);
+	use_bare(FW_BLOCK, NULL);
+	EXPECT(v4(GW_MAC, GUEST_MAC, GUEST4, "10.2.3.4", TCP), FW_DROP_BLOCKED);
+}
+
+/* What opens a private range: the operator's opt-in, or an allowlist entry inside it. */
+static void private_ranges_opened(void **state)
+{
+	const char *lab[] = { "10.77.0.0/24", "fd77::/64", NULL };
+	const char *every[] = { "10.0.0.0/8", "100.64.0.0/10", "172.16.0.0/12", "fc00::/7", NULL };
+	const char *peers[] = { "198.51.100.0/24", NULL };
+	const char *named[] = { "10.2.0.0/16", "192.168.7.0/24", "fd12::/16", "198.51.100.0/24", NULL };
+	const char *slash8[] = { "10.0.0.0/8", NULL };
+	static const struct dst_case lab_cases[] = {
+		{ "10.77.0.5", FW_PASS_OPEN },
+		{ "10.77.1.5", FW_DROP_PRIVATE },
+		{ "192.168.1.1", FW_DROP_PRIVATE },
+		{ "fd77::5", FW_PASS_OPEN },
+		{ "fd78::5", FW_DROP_PRIVATE },
+		{ "::ffff:10.77.0.5", FW_PASS_OPEN },
+		{ "2002:a4d:5::1", FW_PASS_OPEN }, /* 6to4 of 10.77.0.5 */
+	};
+	static const struct dst_case every_cases[] = {
+		{ "10.2.3.4", FW_PASS_OPEN },
+		{ "100.64.0.1", FW_PASS_OPEN },
+		{ "fd00::1", FW_PASS_OPEN },
+		{ "192.168.1.1", FW_DROP_PRIVATE }, /* not opted in */
+		/* The deny list and the longer built-in ranges stay. */
+		{ "10.1.2.3", FW_DROP_OTHER_SANDBOX },
+		{ "172.20.0.1", FW_DROP_HOST },
+		{ "100.100.100.200", FW_DROP_METADATA },
+		{ "fd00:ec2::254", FW_DROP_METADATA },
+		{ "127.0.0.1", FW_DROP_HOST },
+	};
+	static const struct dst_case named_cases[] = {
+		{ "10.2.3.4", FW_PASS_ALLOWLIST },
+		{ "10.3.0.1", FW_DROP_PRIVATE },
+		{ "192.168.7.9", FW_PASS_ALLOWLIST },
+		{ "192.168.8.1", FW_DROP_PRIVATE },
+		{ "fd12::9", FW_PASS_ALLOWLIST },
+		{ "fd13::1", FW_DROP_PRIVATE },
+		{ "::ffff:10.2.3.4", FW_PASS_ALLOWLIST },
+		{ "198.51.100.7", FW_PASS_ALLOWLIST },
+		{ "203.0.113.7", FW_DROP_HOST },
+		{ "8.8.8.8", FW_DROP_NOT_ALLOWED },
+	};
+	struct fw_policy_config c;
+	struct cidr items[2];
+	uint8_t values[2] = { FW_DENY_HOST, 9 };
+	struct cidr_set *odd;
+
+	(void)state;
+	use_optin(base_config(FW_OPEN), NULL, lab);
+	EXPECT_CASES(lab_cases, "opt-in 10.77.0.0/24");
+	use_optin(base_config(FW_OPEN), NULL, every);
+	EXPECT_CASES(every_cases, "opt-in of every range but 192.168.0.0/16");
+	/* In allowlist mode the opt-in lifts the private floor; the allowlist still decides. */
+	use_optin(base_config(FW_ALLOWLIST), peers, lab);
+	EXPECT(v4(GW_MAC, GUEST_MAC, GUEST4, "10.77.0.5", TCP), FW_DROP_NOT_ALLOWED);
+	EXPECT(v4(GW_MAC, GUEST_MAC, GUEST4, "198.51.100.7", TCP), FW_PASS_ALLOWLIST);
+	use_optin(base_config(FW_BLOCK), NULL, lab);
+	EXPECT(v4(GW_MAC, GUEST_MAC, GUEST4, "10.77.0.5", TCP), FW_DROP_BLOCKED);
+	/* Entries inside a private range open that part of it, and only that. */
+	use(FW_ALLOWLIST, named);
+	EXPECT_CASES(named_cases, "allowlist naming private networks");
+	use(FW_ALLOWLIST, slash8);
+	EXPECT(v4(GW_MAC, GUEST_MAC, GUEST4, "10.2.3.4", TCP), FW_PASS_ALLOWLIST);
+	EXPECT(v4(GW_MAC, GUEST_MAC, GUEST4, "10.1.2.3", TCP), FW_DROP_OTHER_SANDBOX);
+
+	/* A private_open entry opens only with the value FW_ALLOW. */
+	release();
+	items[0] = (struct cidr){ .family = 4, .len = 16, .addr = { 10, 2 } };
+	items[1] = (struct cidr){ .family = 4, .len = 16, .addr = { 10, 3 } };
+	assert_int_equal(cidr_set_build(items, values, 2, &odd), 0);
+	c = base_config(FW_OPEN);
+	c.private_open = odd;
+	assert_int_equal(fw_policy_build(&c, &pol, NULL, 0), 0);
+	EXPECT(v4(GW_MAC, GUEST_MAC, GUEST4, "10.2.3.4", TCP), FW_DROP_PRIVATE);
+	EXPECT(v4(GW_MAC, GUEST_MAC, GUEST4, "10.3.3.4", TCP), FW_DROP_PRIVATE);
+	fw_policy_free(pol);
+	pol = NULL;
+	cidr_set_free(odd);
+}
+
+static void private_open_build_errors(void **state)
+{
+	static const char *const bad[] = { "8.0.0.0/8", "0.0.0.0/0", "10.0.0.0/7", "172.0.0.0/8",
+					   "100.0.0.0/9", "::/0", "fc00::/6", "2001:db8::/32" };
+	static char sentinel;
+	struct cidr_set *const untouched = (struct cidr_set *)&sentinel;
+	struct cidr_set *s = untouched;
+	struct cidr c[2];
+	char err[256], text[CIDR_STR_MAX];
+
+	(void)state;
+	c[0] = (struct cidr){ .family = 4, .len = 24, .addr = { 10, 77 } };
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		assert_int_equal(cidr_parse(bad[i], &c[1]), 0);
+		err[0] = '\0';
+		assert_int_equal(fw_private_open_build(c, 2, NULL, 0, &s, err, sizeof(err)), -EINVAL);
+		assert_ptr_equal(s, untouched);
+		assert_int_equal(cidr_format(&c[1], text, sizeof(text)), 0);
+		if (!strstr(err, text) || !strstr(err, "private range"))
+			fail_msg("%s: message \"%s\"", bad[i], err);
+	}
+	/* The same prefixes in an allowlist are fine: they just open nothing. */
+	assert_int_equal(fw_private_open_build(NULL, 0, c, 2, &s, err, sizeof(err)), 0);
+	assert_int_equal(cidr_set_count(s), 1);
+	cidr_set_free(s);
+	s = untouched;
+	assert_int_equal(fw_private_open_build(NULL, 1, NULL, 0, &s, err, sizeof(err)), -EINVAL);
+	assert_int_equal(fw_private_open_build(NULL, 0, NULL, 1, &s, err, sizeof(err)), -EINVAL);
+	assert_int_equal(fw_private_open_build(c, 1, NULL, 0, NULL, err, sizeof(err)), -EINVAL);
+	assert_ptr_equal(s, untouched);
+	assert_int_equal(fw_private_open_build(NULL, 0, NULL, 0, &s, NULL, 0), 0);
+	assert_int_equal(cidr_set_count(s), 0);
+	cidr_set_free(s);
+}
+
+/* IPv6 forms that carry an IPv4 address are judged by it. */
+static void ipv4_in_ipv6(void **state)
+{
+	const char *peers[] = { "198.51.100.0/24", "2001:db8:1::/48", NULL };
+	const char *all[] = { "0.0.0.0/0", "::/0", NULL };
+	const char *ten2[] = { "10.2.0.0/16", NULL };
+	static const struct dst_case open_cases[] = {
+		/* IPv4-mapped and the NAT64 well-known prefix, as before. */
+		{ "::ffff:10.2.3.4", FW_DROP_PRIVATE },
+		{ "::ffff:100.64.0.1", FW_DROP_PRIVATE },
+		{ "64:ff9b::10.2.3.4", FW_DROP_PRIVATE },
+		{ "64:ff9b::8.8.8.8", FW_PASS_OPEN },
+		/* 6to4: bytes 2..5. */
+		{ "2002:a02:304::1", FW_DROP_PRIVATE },
+		{ "2002:c0a8:101::", FW_DROP_PRIVATE },
+		{ "2002:7f00:1::", FW_DROP_HOST },
+		{ "2002::1", FW_DROP_HOST },
+		{ "2002:a9fe:a9fe::1", FW_DROP_METADATA },
+		{ "2002:c000:201::1", FW_DROP_HOST },         /* 192.0.2.1, the deny list */
+		{ "2002:a01:5::1", FW_DROP_OTHER_SANDBOX },   /* 10.1.0.5 */
+		{ "2002:808:808::1", FW_PASS_OPEN },
+		/* Teredo: the server in bytes 4..7, the client inverted in the last 32 bits. */
+		{ "2001:0:808:808::f7f7:f7f7", FW_PASS_OPEN },
+		{ "2001:0:808:808::f5fd:fcfb", FW_DROP_PRIVATE },      /* client 10.2.3.4 */
+		{ "2001:0:808:808:8000:f227:f5fd:fcfb", FW_DROP_PRIVATE },
+		{ "2001:0:a02:304::f7f7:f7f7", FW_DROP_PRIVATE },      /* server 10.2.3.4 */
+		{ "2001:0:808:808::80ff:fffe", FW_DROP_HOST },         /* client 127.0.0.1 */
+		{ "2001:0:808:808::5601:5601", FW_DROP_METADATA },     /* client 169.254.169.254 */
+		{ "2001:0:808:808::f5fe:fffa", FW_DROP_OTHER_SANDBOX }, /* client 10.1.0.5 */
+		{ "2001:1::f5fd:fcfb", FW_PASS_OPEN },                 /* not Teredo */
+		/* IPv4-compatible ::/96. */
+		{ "::10.2.3.4", FW_DROP_PRIVATE },
+		{ "::127.0.0.1", FW_DROP_HOST },
+		{ "::169.254.169.254", FW_DROP_METADATA },
+		{ "::2", FW_DROP_HOST },
+		{ "::8.8.8.8", FW_PASS_OPEN },
+		/* Local-use NAT64: its /96 by the last 32 bits, the rest of the /48 refused. */
+		{ "64:ff9b:1::10.2.3.4", FW_DROP_PRIVATE },
+		{ "64:ff9b:1::127.0.0.1", FW_DROP_HOST },
+		{ "64:ff9b:1::8.8.8.8", FW_PASS_OPEN },
+		{ "64:ff9b:1:a02:304::", FW_DROP_RESERVED },
+		{ "64:ff9b:1:808:8:800::", FW_DROP_RESERVED },
+		{ "64:ff9b:1:0:0:1:808:808", FW_DROP_RESERVED },
+		{ "64:ff9b:1:ffff:ffff:ffff:ffff:ffff", FW_DROP_RESERVED },
+		{ "64:ff9b:2::1", FW_PASS_OPEN },
+		{ "64:ff9b:0:1::808:808", FW_PASS_OPEN },
+	};
+	static const struct dst_case allow_cases[] = {
+		{ "2002:c633:6407::1", FW_PASS_ALLOWLIST },          /* 198.51.100.7 */
+		{ "2002:cb00:7107::1", FW_DROP_HOST },               /* 203.0.113.7, the deny list */
+		{ "2002:808:808::1", FW_DROP_NOT_ALLOWED },
+		{ "2001:0:c633:6407::39cc:9bf7", FW_PASS_ALLOWLIST }, /* both allowed */
+		{ "2001:0:c633:6407::f7f7:f7f7", FW_DROP_NOT_ALLOWED }, /* client 8.8.8.8 */
+		{ "2001:0:808:808::39cc:9bf7", FW_DROP_NOT_ALLOWED },   /* server 8.8.8.8 */
+		{ "::198.51.100.7", FW_PASS_ALLOWLIST },
+		{ "64:ff9b:1::198.51.100.7", FW_PASS_ALLOWLIST },
+		{ "64:ff9b:1::8.8.8.8", FW_DROP_NOT_ALLOWED },
+		{ "2001:db8:1::7", FW_PASS_ALLOWLIST },
+	};
+	static const struct dst_case all_cases[] = {
+		{ "64:ff9b:1:a02:304::", FW_DROP_RESERVED },
+		{ "2002:a02:304::1", FW_DROP_PRIVATE },
+		{ "2001:0:808:808::f5fd:fcfb", FW_DROP_PRIVATE },
+		{ "2002:808:808::1", FW_PASS_ALLOWLIST },
+	};
+	static const struct dst_case opened_cases[] = {
+		{ "2002:a02:304::1", FW_PASS_OPEN },
+		{ "2001:0:808:808::f5fd:fcfb", FW_PASS_OPEN },
+		{ "::10.2.3.4", FW_PASS_OPEN },
+		{ "64:ff9b:1::10.2.3.4", FW_PASS_OPEN },
+		{ "64:ff9b:1:a02:304::", FW_DROP_RESERVED },
+		{ "2002:a03:304::1", FW_DROP_PRIVATE },
+	};
+
+	(void)state;
+	use(FW_OPEN, NULL);
+	EXPECT_CASES(open_cases, "open");
+	use(FW_ALLOWLIST, peers);
+	EXPECT_CASES(allow_cases, "allowlist");
+	use(FW_ALLOWLIST, all);
+	EXPECT_CASES(all_cases, "allow everything");
+	use_optin(base_config(FW_OPEN), NULL, ten2);
+	EXPECT_CASES(opened_cases, "opt-in 10.2.0.0/16");
 }
 
 static void fragments_by_destination(void **state)
@@ -849,6 +1171,7 @@ static void reason_names_and_counters(void **state)
 	assert_string_equal(fw_reason_name(FW_DROP_SPOOF_IP), "drop_spoof_ip");
 	assert_string_equal(fw_reason_name(FW_DROP_OTHER_SANDBOX), "drop_other_sandbox");
 	assert_string_equal(fw_reason_name(FW_DROP_NOT_ALLOWED), "drop_not_allowed");
+	assert_string_equal(fw_reason_name(FW_DROP_PRIVATE), "drop_private");
 	assert_string_equal(fw_reason_name(FW_REASON_COUNT), "invalid");
 	assert_string_equal(fw_reason_name((enum fw_verdict_reason)-1), "invalid");
 
@@ -922,6 +1245,10 @@ int main(void)
 		cmocka_unit_test_teardown(allowlist_mode, teardown),
 		cmocka_unit_test_teardown(deny_list_wins, teardown),
 		cmocka_unit_test_teardown(built_in_ranges, teardown),
+		cmocka_unit_test_teardown(private_ranges_denied, teardown),
+		cmocka_unit_test_teardown(private_ranges_opened, teardown),
+		cmocka_unit_test(private_open_build_errors),
+		cmocka_unit_test_teardown(ipv4_in_ipv6, teardown),
 		cmocka_unit_test_teardown(fragments_by_destination, teardown),
 		cmocka_unit_test_teardown(source_routes, teardown),
 		cmocka_unit_test(reason_names_and_counters),

@@ -58,6 +58,14 @@ static void bad_policies_are_refused_and_the_old_one_stays(void **state)
 		"{\"ip\": \"10.0.0.2\", \"gateway\": \"10.0.0.1\", \"gateway_mac\": \"01:00:00:00:00:01\"}",
 		"{\"ip\": \"300.0.0.2\", \"gateway\": \"10.0.0.1\", \"gateway_mac\": \"02:00:00:00:00:01\"}",
 		"{\"ip\": \"10.0.0.1\", \"gateway\": \"10.0.0.1\", \"gateway_mac\": \"02:00:00:00:00:01\"}",
+		/* The operator's opt-in: CIDR strings, each inside a private range. */
+		"{" BASE ", \"allow_private\": \"10.0.0.0/8\"}",
+		"{" BASE ", \"allow_private\": [10]}",
+		"{" BASE ", \"allow_private\": [\"10.0.0.1/8\"]}",
+		"{" BASE ", \"allow_private\": [\"8.0.0.0/8\"]}",
+		"{" BASE ", \"allow_private\": [\"10.77.0.0/24\", \"0.0.0.0/0\"]}",
+		"{" BASE ", \"allow_private\": [\"10.0.0.0/7\"]}",
+		"{" BASE ", \"allow_private\": [\"::/0\"]}",
 	};
 	struct net_egress e = {.mac = MAC};
 	char err[256];
@@ -122,6 +130,87 @@ static void verdicts_follow_the_current_policy(void **state)
 	net_egress_destroy(&e);
 }
 
+/* The counter of one verdict, by its name in the status. */
+static double counter(const struct net_egress *e, const char *name)
+{
+	cJSON *o = cJSON_CreateObject();
+	const cJSON *c;
+	double v;
+
+	net_egress_status(e, o);
+	c = cJSON_GetObjectItem(cJSON_GetObjectItem(o, "counters"), name);
+	if (!cJSON_IsNumber(c))
+		fail_msg("no counter %s", name);
+	v = c->valuedouble;
+	cJSON_Delete(o);
+	return v;
+}
+
+/* The worker's private networks: closed in open mode, opened by the operator or an explicit entry. */
+static void private_ranges(void **state)
+{
+	static const struct {
+		const char *policy;
+		bool passes; /* the frame to 10.2.3.4 */
+	} cases[] = {
+		{ "{" BASE "}", false },
+		{ "{" BASE ", \"mode\": \"allowlist\", \"allow\": [\"0.0.0.0/0\"]}", false },
+		{ "{" BASE ", \"mode\": \"allowlist\", \"allow\": [\"8.0.0.0/5\"]}", false },
+		{ "{" BASE ", \"allow_private\": [\"192.168.0.0/16\", \"fd00::/8\"]}", false },
+		{ "{" BASE ", \"allow_private\": [\"10.2.0.0/16\"]}", true },
+		{ "{" BASE ", \"allow_private\": [\"10.0.0.0/8\"]}", true },
+		{ "{" BASE ", \"mode\": \"allowlist\", \"allow\": [\"10.2.3.0/24\"]}", true },
+		{ "{" BASE ", \"mode\": \"allowlist\", \"allow\": [\"10.0.0.0/8\", \"0.0.0.0/0\"]}", true },
+		/* The opt-in lifts the private floor; in allowlist mode the list still decides. */
+		{ "{" BASE ", \"mode\": \"allowlist\", \"allow\": [\"198.51.100.0/24\"], \"allow_private\": [\"10.2.0.0/16\"]}",
+		  false },
+		{ "{" BASE ", \"mode\": \"block\", \"allow_private\": [\"10.0.0.0/8\"]}", false },
+		/* Never past the deny list. */
+		{ "{" BASE ", \"allow_private\": [\"10.0.0.0/8\"], \"deny_sandboxes\": [\"10.2.0.0/16\"]}", false },
+	};
+	struct net_egress e = {.mac = MAC};
+	uint8_t f[64];
+	size_t n = udp_frame(f, "10.2.3.4");
+	char err[256];
+	cJSON *o;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		if (load(&e, cases[i].policy, err) != 0)
+			fail_msg("refused %s: %s", cases[i].policy, err);
+		if (net_egress_check(&e, f, n) != cases[i].passes)
+			fail_msg("%s: 10.2.3.4 %s", cases[i].policy, cases[i].passes ? "dropped" : "passed");
+	}
+	/* Open mode to a private address is counted as such. */
+	memset(&e.counters, 0, sizeof(e.counters));
+	assert_int_equal(load(&e, "{" BASE "}", err), 0);
+	assert_false(net_egress_check(&e, f, n));
+	n = udp_frame(f, "192.168.1.1");
+	assert_false(net_egress_check(&e, f, n));
+	n = udp_frame(f, "100.64.0.1");
+	assert_false(net_egress_check(&e, f, n));
+	n = udp_frame(f, "172.16.0.1");
+	assert_false(net_egress_check(&e, f, n));
+	n = udp_frame(f, "198.51.100.7");
+	assert_true(net_egress_check(&e, f, n));
+	assert_true(counter(&e, "drop_private") == 4);
+	assert_true(counter(&e, "pass_open") == 1);
+	/* The status says how many prefixes the operator opened. */
+	assert_int_equal(load(&e, "{" BASE ", \"allow_private\": [\"10.77.0.0/24\", \"fd77::/64\"]}", err), 0);
+	o = cJSON_CreateObject();
+	net_egress_status(&e, o);
+	assert_true(cJSON_GetObjectItem(o, "allow_private")->valuedouble == 2);
+	cJSON_Delete(o);
+	/* A refusal names the prefix and the ranges. */
+	assert_int_equal(load(&e, "{" BASE ", \"allow_private\": [\"10.77.0.0/24\", \"8.0.0.0/5\"]}", err), -EINVAL);
+	assert_non_null(strstr(err, "allow_private"));
+	assert_non_null(strstr(err, "8.0.0.0/5"));
+	assert_non_null(strstr(err, "10.0.0.0/8, 172.16.0.0/12"));
+	assert_int_equal(load(&e, "{" BASE ", \"allow_private\": [\"10.77.0.1/24\"]}", err), -EINVAL);
+	assert_non_null(strstr(err, "10.77.0.0/24"));
+	net_egress_destroy(&e);
+}
+
 /* --net-policy FILE: the file's errors name the file and keep their errno; a good file loads. */
 static void policy_files(void **state)
 {
@@ -154,6 +243,7 @@ int main(void)
 		cmocka_unit_test(good_policies_load),
 		cmocka_unit_test(bad_policies_are_refused_and_the_old_one_stays),
 		cmocka_unit_test(verdicts_follow_the_current_policy),
+		cmocka_unit_test(private_ranges),
 		cmocka_unit_test(policy_files),
 	};
 

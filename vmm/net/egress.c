@@ -94,15 +94,16 @@ static int add_cidrs(const cJSON *o, const char *field, uint8_t value, struct ci
 int net_egress_load(struct net_egress *e, const char *json, size_t len, char *err, size_t errlen)
 {
 	static const char *const fields[] = {"ip", "gateway", "gateway_mac", "ip6", "gateway6", "mode",
-					     "allow", "deny_host", "deny_sandboxes", NULL};
+					     "allow", "deny_host", "deny_sandboxes", "allow_private", NULL};
 	struct fw_policy_config cfg = {0};
-	struct cidr *allow = NULL, *deny = NULL;
-	uint8_t *allow_v = NULL, *deny_v = NULL;
-	size_t nallow = 0, ndeny = 0, cap_a = 0, cap_d = 0;
-	struct cidr_set *allow_set = NULL, *deny_set = NULL;
+	struct cidr *allow = NULL, *deny = NULL, *priv = NULL;
+	uint8_t *allow_v = NULL, *deny_v = NULL, *priv_v = NULL;
+	size_t nallow = 0, ndeny = 0, npriv = 0, cap_a = 0, cap_d = 0, cap_p = 0;
+	struct cidr_set *allow_set = NULL, *deny_set = NULL, *priv_set = NULL;
 	struct fw_policy *policy = NULL;
 	const cJSON *mode, *it;
 	bool has6 = false, hasgw6 = false;
+	char why[256];
 	cJSON *o = cJSON_ParseWithLength(json, len);
 	int r;
 
@@ -152,15 +153,22 @@ int net_egress_load(struct net_egress *e, const char *json, size_t len, char *er
 	if ((r = add_cidrs(o, "allow", FW_ALLOW, &allow, &allow_v, &nallow, &cap_a, err, errlen)) ||
 	    (r = add_cidrs(o, "deny_host", FW_DENY_HOST, &deny, &deny_v, &ndeny, &cap_d, err, errlen)) ||
 	    (r = add_cidrs(o, "deny_sandboxes", FW_DENY_OTHER_SANDBOX, &deny, &deny_v, &ndeny, &cap_d, err,
-			   errlen)))
+			   errlen)) ||
+	    (r = add_cidrs(o, "allow_private", FW_ALLOW, &priv, &priv_v, &npriv, &cap_p, err, errlen)))
 		goto out;
 	if ((r = cidr_set_build(allow, allow_v, nallow, &allow_set)) ||
 	    (r = cidr_set_build(deny, deny_v, ndeny, &deny_set))) {
 		sv_errf(-EINVAL, err, errlen, "net policy: %s", strerror(-r));
 		goto out;
 	}
+	r = fw_private_open_build(priv, npriv, allow, nallow, &priv_set, why, sizeof(why));
+	if (r < 0) {
+		sv_errf(r, err, errlen, "net policy: \"allow_private\": %s", why);
+		goto out;
+	}
 	cfg.allow = allow_set;
 	cfg.deny = deny_set;
+	cfg.private_open = priv_set;
 	r = fw_policy_build(&cfg, &policy, err, errlen);
 	if (r < 0)
 		goto out;
@@ -168,20 +176,26 @@ int net_egress_load(struct net_egress *e, const char *json, size_t len, char *er
 	fw_policy_free(e->policy);
 	cidr_set_free(e->allow);
 	cidr_set_free(e->deny);
+	cidr_set_free(e->private_open);
 	e->policy = policy;
 	e->allow = allow_set;
 	e->deny = deny_set;
+	e->private_open = priv_set;
 	e->mode = cfg.mode;
 	e->nallow = nallow;
 	e->ndeny = ndeny;
-	allow_set = deny_set = NULL;
+	e->nprivate = npriv;
+	allow_set = deny_set = priv_set = NULL;
 out:
 	cidr_set_free(allow_set);
 	cidr_set_free(deny_set);
+	cidr_set_free(priv_set);
 	free(allow);
 	free(allow_v);
 	free(deny);
 	free(deny_v);
+	free(priv);
+	free(priv_v);
 	cJSON_Delete(o);
 	return r;
 }
@@ -270,6 +284,7 @@ void net_egress_status(const struct net_egress *e, cJSON *out)
 	cJSON_AddStringToObject(out, "mode", e->mode == FW_BLOCK ? "block" : e->mode == FW_ALLOWLIST ? "allowlist" : "open");
 	cJSON_AddNumberToObject(out, "allow", (double)e->nallow);
 	cJSON_AddNumberToObject(out, "deny", (double)e->ndeny);
+	cJSON_AddNumberToObject(out, "allow_private", (double)e->nprivate);
 	for (int r = 0; r < FW_REASON_COUNT; r++)
 		cJSON_AddNumberToObject(c, fw_reason_name((enum fw_verdict_reason)r), (double)e->counters.count[r]);
 	cJSON_AddItemToObject(out, "counters", c);
@@ -280,6 +295,7 @@ void net_egress_destroy(struct net_egress *e)
 	fw_policy_free(e->policy);
 	cidr_set_free(e->allow);
 	cidr_set_free(e->deny);
+	cidr_set_free(e->private_open);
 	e->policy = NULL;
-	e->allow = e->deny = NULL;
+	e->allow = e->deny = e->private_open = NULL;
 }

@@ -15,8 +15,12 @@
  *    "mode": "open" | "block" | "allowlist",
  *    "allow": ["198.51.100.0/24", "2001:db8::/32", ...],    (allowlist mode only)
  *    "deny_host": ["192.0.2.1/32", ...],                    (the host's addresses: always denied)
- *    "deny_sandboxes": ["10.200.0.0/16", ...]}              (other sandboxes: always denied)
- * The MAC is the device's own (--net mac=).
+ *    "deny_sandboxes": ["10.200.0.0/16", ...],              (other sandboxes: always denied)
+ *    "allow_private": ["10.77.0.0/24", "fd77::/64", ...]}   (the operator's opt-in, any mode)
+ * The MAC is the device's own (--net mac=). The private ranges (lib/cidr.h)
+ * are denied in every mode but where "allow_private" names them, each of its
+ * entries inside one (anything else refuses the policy), or an "allow"
+ * entry lies inside one: the user named that network explicitly.
  */
 
 #include <stdbool.h>
@@ -35,8 +39,9 @@ struct net_egress {
 	const uint8_t *mac; /* the device's */
 	struct fw_policy *policy;
 	struct cidr_set *allow, *deny;
+	struct cidr_set *private_open; /* the firewall's private_open */
 	enum fw_mode mode;
-	size_t nallow, ndeny;
+	size_t nallow, ndeny, nprivate; /* nprivate: "allow_private" entries */
 	struct fw_counters counters;
 	uint64_t log_second;
 	unsigned logged_this_second;
@@ -47,7 +52,7 @@ int net_egress_load(struct net_egress *e, const char *json, size_t len, char *er
 int net_egress_load_file(struct net_egress *e, const char *path, char *err, size_t errlen);
 /* net_egress_fn for virtio/net.h: counts the verdict, logs some drops, says pass or not. */
 bool net_egress_check(void *ctx, const uint8_t *frame, size_t len);
-/* {"mode", "allow": N, "deny": N, "counters": {"pass_open": N, ...}} */
+/* {"mode", "allow": N, "deny": N, "allow_private": N, "counters": {"pass_open": N, ...}} */
 void net_egress_status(const struct net_egress *e, struct cJSON *out);
 void net_egress_destroy(struct net_egress *e);
 

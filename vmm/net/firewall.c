@@ -26,6 +26,7 @@ struct fw_policy {
 	uint8_t gw_ll6[16]; /* fe80:: from gw_mac, where a router's advertisements come from */
 	const struct cidr_set *allow;
 	const struct cidr_set *deny;
+	const struct cidr_set *private_open;
 	struct cidr_set *builtin; /* values are fw_verdict_reason */
 };
 
@@ -50,6 +51,7 @@ static const struct {
 	{ "fe80::/10", FW_DROP_LINK_LOCAL },
 	{ "ff00::/8", FW_DROP_MULTICAST },
 	{ "fd00:ec2::254/128", FW_DROP_METADATA }, /* AWS over IPv6 */
+	/* The private ranges (cidr_private_ranges) follow, as FW_DROP_PRIVATE. */
 };
 
 static const char *const fw_names[FW_REASON_COUNT] = {
@@ -75,6 +77,7 @@ static const char *const fw_names[FW_REASON_COUNT] = {
 	[FW_DROP_DST_MAC] = "drop_dst_mac",
 	[FW_DROP_SOURCE_ROUTE] = "drop_source_route",
 	[FW_DROP_RESERVED] = "drop_reserved",
+	[FW_DROP_PRIVATE] = "drop_private",
 };
 
 static bool is_zero(const uint8_t *a, size_t n)
@@ -136,20 +139,55 @@ static bool is_solicited_node_of(const uint8_t *dst, const uint8_t *target)
 	return memcmp(dst, prefix, 13) == 0 && memcmp(dst + 13, target + 13, 3) == 0;
 }
 
+/* What an IPv6 destination carries: nothing, one or two IPv4 addresses, or an unknown one. */
+enum fw_embedded { FW_EMBED_NONE, FW_EMBED_ONE, FW_EMBED_TWO, FW_EMBED_UNKNOWN };
+
 /*
- * The IPv4 address an IPv6 destination stands for: IPv4-mapped, which a
- * dual-stack host stack treats as IPv4, and the NAT64 well-known prefix,
- * which a translator on the path turns into IPv4.
+ * The IPv4 addresses an IPv6 destination stands for, where a stack or a
+ * translator on the path would turn it into IPv4:
+ *  - IPv4-mapped ::ffff:0:0/96, which a dual-stack host stack treats as IPv4;
+ *  - IPv4-compatible ::/96 (deprecated, RFC 4291 2.5.5.1), the last 32 bits;
+ *    :: and ::1 are caught before as HOST;
+ *  - the NAT64 well-known prefix 64:ff9b::/96 (RFC 6052), the last 32 bits;
+ *  - the local-use NAT64 prefix 64:ff9b:1::/48 (RFC 8215): a translator may
+ *    use it as a /48, /56, /64 or /96 (RFC 6052 2.2), each putting the IPv4
+ *    in another place, and which one is a setting of that translator that
+ *    this firewall cannot know. Its /96 form 64:ff9b:1::/96 is judged by the
+ *    last 32 bits like the well-known prefix; any other address in the /48
+ *    is UNKNOWN and refused, since the same bits read under another layout
+ *    could name any IPv4 address (sandboxes have IPv4 of their own and need
+ *    no local translator);
+ *  - 6to4 2002::/16 (RFC 3056): the relay's IPv4 in bytes 2..5;
+ *  - Teredo 2001::/32 (RFC 4380): the server's IPv4 in bytes 4..7 and the
+ *    client's, where the packet is delivered, in the last 32 bits
+ *    inverted. Both are judged.
+ * v4 gets the addresses; the return says how many.
  */
-static bool embedded_ipv4(const uint8_t *a, uint8_t v4[4])
+static enum fw_embedded embedded_ipv4(const uint8_t *a, uint8_t v4[2][4])
 {
 	static const uint8_t mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+	static const uint8_t compat[12] = { 0 };
 	static const uint8_t nat64[12] = { 0, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0 };
+	static const uint8_t nat64_local[12] = { 0, 0x64, 0xff, 0x9b, 0, 1, 0, 0, 0, 0, 0, 0 };
 
-	if (memcmp(a, mapped, 12) != 0 && memcmp(a, nat64, 12) != 0)
-		return false;
-	memcpy(v4, a + 12, 4);
-	return true;
+	if (!memcmp(a, mapped, 12) || !memcmp(a, compat, 12) || !memcmp(a, nat64, 12) ||
+	    !memcmp(a, nat64_local, 12)) {
+		memcpy(v4[0], a + 12, 4);
+		return FW_EMBED_ONE;
+	}
+	if (!memcmp(a, nat64_local, 6))
+		return FW_EMBED_UNKNOWN;
+	if (a[0] == 0x20 && a[1] == 0x02) {
+		memcpy(v4[0], a + 2, 4);
+		return FW_EMBED_ONE;
+	}
+	if (a[0] == 0x20 && a[1] == 0x01 && a[2] == 0 && a[3] == 0) {
+		memcpy(v4[0], a + 4, 4);
+		for (int i = 0; i < 4; i++)
+			v4[1][i] = (uint8_t)~a[12 + i];
+		return FW_EMBED_TWO;
+	}
+	return FW_EMBED_NONE;
 }
 
 static bool own_ipv6(const struct fw_policy *p, const uint8_t *a)
@@ -162,20 +200,26 @@ static bool gateway_ipv6(const struct fw_policy *p, const uint8_t *a)
 	return (p->has_gw_ipv6 && ip6_eq(a, p->gw_ipv6)) || ip6_eq(a, p->gw_ll6);
 }
 
+/*
+ * The built-in ranges, then the deny list, then the private ranges unless the
+ * policy opens that part of them: neither an opt-in nor an allowlist entry
+ * inside a private range reaches a host or another sandbox there.
+ */
 static enum fw_verdict_reason denied(const struct fw_policy *p, int family, const uint8_t *addr)
 {
-	uint8_t v;
+	uint8_t builtin = FW_NONE, v;
 	int rc;
 
-	if (cidr_set_lookup(p->builtin, family, addr, &v) == 1)
-		return (enum fw_verdict_reason)v;
-	if (!p->deny)
-		return FW_NONE;
-	rc = cidr_set_lookup(p->deny, family, addr, &v);
-	if (rc == 0)
-		return FW_NONE;
+	if (cidr_set_lookup(p->builtin, family, addr, &builtin) == 1 && builtin != FW_DROP_PRIVATE)
+		return (enum fw_verdict_reason)builtin;
+	rc = p->deny ? cidr_set_lookup(p->deny, family, addr, &v) : 0;
 	/* A lookup error fails closed. */
-	return rc == 1 && v == FW_DENY_OTHER_SANDBOX ? FW_DROP_OTHER_SANDBOX : FW_DROP_HOST;
+	if (rc != 0)
+		return rc == 1 && v == FW_DENY_OTHER_SANDBOX ? FW_DROP_OTHER_SANDBOX : FW_DROP_HOST;
+	if (builtin == FW_DROP_PRIVATE &&
+	    !(p->private_open && cidr_set_lookup(p->private_open, family, addr, &v) == 1 && v == FW_ALLOW))
+		return FW_DROP_PRIVATE;
+	return FW_NONE;
 }
 
 static bool allowed(const struct fw_policy *p, int family, const uint8_t *addr)
@@ -280,8 +324,9 @@ static enum fw_verdict_reason check_frame(const struct fw_policy *p, const struc
 	bool v6 = f->flags & NET_FRAME_IPV6;
 	int family = v6 ? 6 : 4;
 	enum fw_verdict_reason r;
-	bool has_v4 = false;
-	uint8_t v4[4];
+	enum fw_embedded nv4 = FW_EMBED_NONE;
+	uint8_t v4[2][4];
+	bool v4_allowed;
 
 	if (f->status == NET_FRAME_TRUNCATED || f->status == NET_FRAME_MALFORMED)
 		return FW_DROP_MALFORMED;
@@ -316,9 +361,12 @@ static enum fw_verdict_reason check_frame(const struct fw_policy *p, const struc
 	r = denied(p, family, f->ip.dst);
 	if (r != FW_NONE)
 		return r;
-	if (v6 && embedded_ipv4(f->ip.dst, v4)) {
-		has_v4 = true;
-		r = denied(p, 4, v4);
+	if (v6)
+		nv4 = embedded_ipv4(f->ip.dst, v4);
+	if (nv4 == FW_EMBED_UNKNOWN)
+		return FW_DROP_RESERVED;
+	for (int i = 0; i < (int)nv4; i++) {
+		r = denied(p, 4, v4[i]);
 		if (r != FW_NONE)
 			return r;
 	}
@@ -332,9 +380,13 @@ static enum fw_verdict_reason check_frame(const struct fw_policy *p, const struc
 
 	if (p->mode == FW_OPEN)
 		return FW_PASS_OPEN;
-	if (allowed(p, family, f->ip.dst) || (has_v4 && allowed(p, 4, v4)))
+	if (allowed(p, family, f->ip.dst))
 		return FW_PASS_ALLOWLIST;
-	return FW_DROP_NOT_ALLOWED;
+	/* Through the IPv4 form only when every address it carries is allowed. */
+	v4_allowed = nv4 != FW_EMBED_NONE;
+	for (int i = 0; i < (int)nv4; i++)
+		v4_allowed = v4_allowed && allowed(p, 4, v4[i]);
+	return v4_allowed ? FW_PASS_ALLOWLIST : FW_DROP_NOT_ALLOWED;
 }
 
 enum fw_verdict_reason fw_check(const struct fw_policy *p, const uint8_t *frame, size_t len)
@@ -348,15 +400,19 @@ enum fw_verdict_reason fw_check(const struct fw_policy *p, const uint8_t *frame,
 static int build_builtin(struct cidr_set **out)
 {
 	enum { N = sizeof(fw_builtin) / sizeof(fw_builtin[0]) };
-	struct cidr items[N];
-	uint8_t values[N];
+	struct cidr items[N + CIDR_PRIVATE_COUNT];
+	uint8_t values[N + CIDR_PRIVATE_COUNT];
 
 	for (size_t i = 0; i < N; i++) {
 		if (cidr_parse(fw_builtin[i].cidr, &items[i]) < 0)
 			return -EINVAL; /* a typo in the table above */
 		values[i] = (uint8_t)fw_builtin[i].reason;
 	}
-	return cidr_set_build(items, values, N, out);
+	for (size_t i = 0; i < CIDR_PRIVATE_COUNT; i++) {
+		items[N + i] = cidr_private_ranges[i];
+		values[N + i] = FW_DROP_PRIVATE;
+	}
+	return cidr_set_build(items, values, N + CIDR_PRIVATE_COUNT, out);
 }
 
 static int check_config(const struct fw_policy_config *cfg, char *err, size_t errlen)
@@ -443,7 +499,51 @@ int fw_policy_build(const struct fw_policy_config *cfg, struct fw_policy **out, 
 	link_local_from_mac(p->gw_mac, p->gw_ll6);
 	p->allow = cfg->allow;
 	p->deny = cfg->deny;
+	p->private_open = cfg->private_open;
 	*out = p;
+	return 0;
+}
+
+int fw_private_open_build(const struct cidr *optin, size_t noptin, const struct cidr *allow, size_t nallow,
+			  struct cidr_set **out, char *err, size_t errlen)
+{
+	struct cidr *items;
+	uint8_t *values;
+	size_t n = 0;
+	int r;
+
+	/* The bound keeps (noptin + nallow + 1) * sizeof(*items) from overflowing. */
+	if (!out || (noptin && !optin) || (nallow && !allow) || noptin > SIZE_MAX / 64 ||
+	    nallow > SIZE_MAX / 64)
+		return sv_errf(-EINVAL, err, errlen, "firewall: bad private ranges");
+	for (size_t i = 0; i < noptin; i++) {
+		char text[CIDR_STR_MAX] = "?";
+
+		if (cidr_is_private(&optin[i]))
+			continue;
+		cidr_format(&optin[i], text, sizeof(text));
+		return sv_errf(-EINVAL, err, errlen,
+			       "%s is not inside a private range (%s), and only those need opening", text,
+			       CIDR_PRIVATE_TEXT);
+	}
+	items = malloc((noptin + nallow + 1) * sizeof(*items));
+	values = malloc(noptin + nallow + 1);
+	if (!items || !values) {
+		free(items);
+		free(values);
+		return sv_errf(-ENOMEM, err, errlen, "firewall: out of memory");
+	}
+	for (size_t i = 0; i < noptin; i++)
+		items[n++] = optin[i];
+	for (size_t i = 0; i < nallow; i++)
+		if (cidr_is_private(&allow[i]))
+			items[n++] = allow[i];
+	memset(values, FW_ALLOW, n);
+	r = cidr_set_build(items, values, n, out);
+	free(items);
+	free(values);
+	if (r < 0)
+		return sv_errf(r, err, errlen, "firewall: private ranges: %s", strerror(-r));
 	return 0;
 }
 

@@ -38,15 +38,22 @@
  *  9. IPv4 source route options or an IPv6 routing header with segments
  *     left: the packet would go on past the destination judged here
  *                                                            DROP_SOURCE_ROUTE
- * 10. destination in the built-in ranges, then the deny list: HOST,
- *     OTHER_SANDBOX, LINK_LOCAL, METADATA, MULTICAST, BROADCAST, RESERVED
- *     by which prefix matched (longest first: 169.254.169.254 is METADATA,
- *     the rest of 169.254.0.0/16 LINK_LOCAL). The deny list applies in every
- *     mode and whatever the allowlist says, however long its prefixes.
+ * 10. destination in the built-in ranges, then the deny list, then the
+ *     private ranges: HOST, OTHER_SANDBOX, LINK_LOCAL, METADATA, MULTICAST,
+ *     BROADCAST, RESERVED, PRIVATE by which prefix matched (longest first:
+ *     169.254.169.254 is METADATA, the rest of 169.254.0.0/16 LINK_LOCAL).
+ *     The built-in ranges and the deny list apply in every mode and whatever
+ *     the allowlist or private_open say, however long their prefixes.
  *     Built in: HOST 0.0.0.0/8 127.0.0.0/8 ::/128 ::1/128; LINK_LOCAL
  *     169.254.0.0/16 fe80::/10; METADATA 169.254.169.254 100.100.100.200
  *     (Alibaba) fd00:ec2::254; MULTICAST 224.0.0.0/4 ff00::/8; RESERVED
- *     240.0.0.0/4; BROADCAST 255.255.255.255.
+ *     240.0.0.0/4, and 64:ff9b:1::/48 outside 64:ff9b:1::/96 (below);
+ *     BROADCAST 255.255.255.255.
+ *     PRIVATE: 10.0.0.0/8 172.16.0.0/12 192.168.0.0/16 100.64.0.0/10
+ *     fc00::/7 (cidr_private_ranges), the worker's own networks, in every
+ *     mode, except where private_open holds the destination (the operator's
+ *     opt-in and the allowlist's entries that lie inside a private range,
+ *     egress.h).
  * 11. destination MAC: broadcast -> DROP_BROADCAST, multicast ->
  *     DROP_MULTICAST, a unicast MAC other than the gateway's -> DROP_DST_MAC
  *     (on a tap or bridge that frame would reach whoever owns that MAC).
@@ -54,10 +61,16 @@
  *     FW_ALLOWLIST: destination in the allowlist             PASS_ALLOWLIST
  *                   otherwise                                DROP_NOT_ALLOWED
  *
- * IPv6 destinations that embed an IPv4 address (IPv4-mapped ::ffff:0:0/96
- * and the NAT64 prefix 64:ff9b::/96) are judged as that IPv4 address too: a
- * deny or built-in match on either form drops, an allowlist match on either
- * form passes.
+ * IPv6 destinations that embed an IPv4 address are judged as that IPv4
+ * address too: IPv4-mapped ::ffff:0:0/96, IPv4-compatible ::/96, the NAT64
+ * prefixes 64:ff9b::/96 and 64:ff9b:1::/96 (the last 32 bits), 6to4
+ * 2002::/16 (bytes 2..5) and Teredo 2001::/32 (the server in bytes 4..7 and
+ * the client in the last 32 bits, inverted: both). A built-in, deny or
+ * private match on any form drops; the allowlist passes the IPv6 address
+ * itself, or its IPv4 form when every address it carries is allowed. The
+ * rest of the local-use NAT64 prefix 64:ff9b:1::/48 (RFC 8215) is RESERVED:
+ * where its IPv4 sits depends on the prefix length of a translator this
+ * firewall cannot see.
  *
  * IP fragments are judged by their destination like any other packet, the
  * first and the later ones alike. This is deliberate: no rule looks at
@@ -65,11 +78,12 @@
  * firewall keeps no reassembly state that a guest could exhaust.
  */
 
+struct cidr;
 struct cidr_set;
 struct fw_policy;
 
 enum fw_mode {
-	FW_OPEN,      /* anywhere but the deny list and built-in ranges */
+	FW_OPEN,      /* anywhere but the deny list, built-in and unopened private ranges */
 	FW_BLOCK,     /* nothing but ARP/ND with the gateway */
 	FW_ALLOWLIST, /* only the allowlist, minus the deny list */
 };
@@ -96,7 +110,8 @@ enum fw_verdict_reason {
 	FW_DROP_ND,
 	FW_DROP_DST_MAC,       /* unicast to a MAC other than the gateway's */
 	FW_DROP_SOURCE_ROUTE,  /* IPv4 LSRR/SSRR, IPv6 routing header with segments left */
-	FW_DROP_RESERVED,      /* 240.0.0.0/4 (not 255.255.255.255) */
+	FW_DROP_RESERVED,      /* 240.0.0.0/4 (not 255.255.255.255); 64:ff9b:1::/48 outside its /96 */
+	FW_DROP_PRIVATE,       /* 10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7 not opened */
 	FW_REASON_COUNT
 };
 
@@ -123,6 +138,13 @@ struct fw_policy_config {
 	 */
 	const struct cidr_set *allow;
 	const struct cidr_set *deny;
+	/*
+	 * Borrowed likewise, NULL is empty: the parts of the private ranges the
+	 * sandbox may reach (entries with FW_ALLOW), in every mode but block. It
+	 * only lifts FW_DROP_PRIVATE: the built-in ranges and the deny list stay,
+	 * and in FW_ALLOWLIST mode the allowlist must still name the destination.
+	 */
+	const struct cidr_set *private_open;
 };
 
 /*
@@ -136,6 +158,17 @@ struct fw_policy_config {
 int fw_policy_build(const struct fw_policy_config *cfg, struct fw_policy **out, char *err,
 		    size_t errlen);
 void fw_policy_free(struct fw_policy *p);
+
+/*
+ * Builds a config's private_open: the operator's opt-in (noptin prefixes,
+ * each inside a private range, else -EINVAL naming it) and every allowlist
+ * entry that lies inside a private range (cidr_is_private: 10.1.0.0/16 or
+ * 10.0.0.0/8, not 0.0.0.0/0 or 8.0.0.0/5), an explicit choice of that
+ * network. Either list may be empty. 0, -EINVAL or -ENOMEM; *out is written
+ * only on success and is the caller's to free (cidr_set_free).
+ */
+int fw_private_open_build(const struct cidr *optin, size_t noptin, const struct cidr *allow, size_t nallow,
+			  struct cidr_set **out, char *err, size_t errlen);
 
 /* The verdict on one frame the guest sent (no FCS, no virtio-net header). */
 enum fw_verdict_reason fw_check(const struct fw_policy *p, const uint8_t *frame, size_t len);
