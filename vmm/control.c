@@ -219,6 +219,12 @@ char *control_handle_request(const char *line, size_t len, const struct control_
 			return error_reply("net-policy needs \"path\" (a JSON policy file)");
 		}
 		r = ops->net_policy(ctx, path->valuestring, err, sizeof(err));
+		/*
+		 * The reply says what is now in force (mode, list sizes,
+		 * counters): the caller reports that, not what it asked for.
+		 */
+		if (r == 0 && ops->net_status)
+			r = ops->net_status(ctx, reply, err, sizeof(err));
 		cJSON_AddBoolToObject(reply, "ok", r == 0);
 		if (r < 0)
 			cJSON_AddStringToObject(reply, "error", err[0] ? err : strerror(-r));

@@ -12,7 +12,8 @@ struct simage_keys;
  * per line each way. Requests: {"op":"status"}, {"op":"stop"} and
  * {"op":"drive-swap","drive":N,"path":P}, {"op":"net"} (egress policy and
  * counters) and {"op":"net-policy","path":P} (a new egress policy from a JSON
- * file: policies with thousands of CIDRs do not fit a request line),
+ * file: policies with thousands of CIDRs do not fit a request line; the
+ * reply carries "net" as {"op":"net"} would: the policy now in force),
  * {"op":"drive-attach","drive":N | "serial":S,"path":P[,"data_key":HEX,
  * "meta_key":HEX,"overlay_dir":D]} (a raw file, or with keys an encrypted
  * snapshot image) and {"op":"drive-detach",...} (the drive becomes empty);

@@ -1,6 +1,7 @@
 /*
  * sandboxd: manages this worker's sandboxes behind an HTTP API (docs/api.md).
  */
+#include <cjson/cJSON.h>
 #include <errno.h>
 #include <getopt.h>
 #include <libgen.h>
@@ -27,6 +28,7 @@
 static const char usage[] =
 	"usage: sandboxd [--state-dir DIR] [--socket PATH] [--listen HOST:PORT] [--images DIR]\n"
 	"                [--vmm PATH] [--max-sandboxes N] [--max-memory MIB] [--log-level LEVEL]\n"
+	"                [--no-net] [--allow-private-egress CIDR[,CIDR...]]...\n"
 	"       sandboxd [--state-dir DIR] --new-key NAME\n"
 	"       sandboxd [--state-dir DIR] --rotate-managed-key\n"
 	"\n"
@@ -44,6 +46,11 @@ static const char usage[] =
 	"  --log-level L        error, warn, info (default) or debug\n"
 	"  --no-net             sandboxes get no network device (default: a tap each, with NAT,\n"
 	"                       when running as root with /dev/net/tun; docs/network.md)\n"
+	"  --allow-private-egress CIDR[,CIDR...]\n"
+	"                       let every sandbox reach these parts of the private ranges\n"
+	"                       (10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 100.64.0.0/10,\n"
+	"                       fc00::/7), which are closed to sandboxes otherwise; repeatable,\n"
+	"                       each prefix inside one of them (docs/network.md)\n"
 	"  --image-sweep S      delete expired snapshot images every S seconds (default 3600)\n"
 	"  --new-key NAME       make an API key, store its hash, print the key, exit\n"
 	"  --rotate-managed-key replace the managed key of snapshot images, re-wrapping each\n"
@@ -204,12 +211,13 @@ int main(int argc, char **argv)
 		{"version", no_argument, NULL, 'V'},         {"image-builder", required_argument, NULL, 'b'},
 		{"no-net", no_argument, NULL, 'N'},          {"image-sweep", required_argument, NULL, 'S'},
 		{"rotate-managed-key", no_argument, NULL, 'R'},
+		{"allow-private-egress", required_argument, NULL, 'P'},
 		{NULL, 0, NULL, 0}};
 	struct sandboxd *d = &daemon_state;
 	const char *socket_path = DEFAULT_SOCKET, *listen_addr = NULL, *new_key = NULL;
 	bool builder_given = false, rotate = false;
 	enum sv_log_level level = SV_LOG_INFO;
-	char keys_path[sizeof(d->state_dir) + 16], dir[sizeof(d->state_dir) + 16];
+	char keys_path[sizeof(d->state_dir) + 16], dir[sizeof(d->state_dir) + 16], why[512];
 	struct sysinfo si;
 	int c, r;
 
@@ -218,6 +226,9 @@ int main(int argc, char **argv)
 	d->max_sandboxes = 64;
 	d->image_sweep_s = 3600;
 	d->net_enabled = true;
+	d->allow_private = cJSON_CreateArray();
+	if (!d->allow_private)
+		return 1;
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'd': snprintf(d->state_dir, sizeof(d->state_dir), "%s", optarg); break;
@@ -249,6 +260,12 @@ int main(int argc, char **argv)
 			break;
 		case 'k': new_key = optarg; break;
 		case 'N': d->net_enabled = false; break;
+		case 'P':
+			if (net_private_add(d->allow_private, optarg, why, sizeof(why)) < 0) {
+				fprintf(stderr, "sandboxd: --allow-private-egress: %s\n", why);
+				return 2;
+			}
+			break;
 		case 'R': rotate = true; break;
 		case 'S':
 			if (parse_uint(optarg, &d->image_sweep_s) < 0) {
@@ -339,5 +356,6 @@ int main(int argc, char **argv)
 	uv_run(d->loop, UV_RUN_DEFAULT);
 	unlink(socket_path);
 	auth_close(d->keys);
+	cJSON_Delete(d->allow_private);
 	return 0;
 }

@@ -166,6 +166,12 @@ int net_init(struct sandboxd *d)
 		close(fd);
 	}
 	sv_info("net: sandbox networks on 10.200.0.0/16 and fd53:5356::/48, NAT by nftables table inet sandvm");
+	if (cJSON_GetArraySize(d->allow_private) > 0) {
+		char *list = cJSON_PrintUnformatted(d->allow_private);
+
+		sv_info("net: sandboxes may reach these private networks: %s", list ? list : "?");
+		free(list);
+	}
 	return 0;
 }
 
@@ -255,11 +261,15 @@ const char *net_mode_name(const struct sandbox *sb)
 {
 	if (!sb->net.index)
 		return "none";
-	return sb->net.mode == NET_BLOCK ? "block" : sb->net.mode == NET_ALLOWLIST ? "allowlist" : "open";
+	return net_mode_word(sb->net.mode);
 }
 
-/* Writes the VMM's policy file for the sandbox's current mode and allowlist. */
-static int write_policy(struct sandbox *sb, char *err, size_t errlen)
+/*
+ * Writes the VMM's policy file `name` in the sandbox's run directory for mode
+ * and allow (the allowlist's CIDR strings, with NET_ALLOWLIST).
+ */
+static int write_policy(struct sandbox *sb, enum net_mode mode, const cJSON *allow, const char *name, char *err,
+			size_t errlen)
 {
 	cJSON *p = cJSON_CreateObject(), *deny = cJSON_CreateArray(), *sbx = cJSON_CreateArray();
 	char a[64], mac[32], *text;
@@ -278,19 +288,22 @@ static int write_policy(struct sandbox *sb, char *err, size_t errlen)
 		addr6(sb->net.index, 1, a, sizeof(a));
 		cJSON_AddStringToObject(p, "gateway6", a);
 	}
-	cJSON_AddStringToObject(p, "mode", net_mode_name(sb));
-	if (sb->net.mode == NET_ALLOWLIST)
-		cJSON_AddItemToObject(p, "allow", cJSON_Duplicate(sb->net.allow, 1));
+	cJSON_AddStringToObject(p, "mode", net_mode_word(mode));
+	if (mode == NET_ALLOWLIST)
+		cJSON_AddItemToObject(p, "allow", allow ? cJSON_Duplicate(allow, 1) : cJSON_CreateArray());
 	add_host_addresses(deny);
 	cJSON_AddItemToObject(p, "deny_host", deny);
 	cJSON_AddItemToArray(sbx, cJSON_CreateString("10.200.0.0/16"));
 	cJSON_AddItemToArray(sbx, cJSON_CreateString("fd53:5356::/48"));
 	cJSON_AddItemToObject(p, "deny_sandboxes", sbx);
+	/* The worker's private networks stay closed but where the operator opened them. */
+	if (cJSON_GetArraySize(sb->d->allow_private) > 0)
+		cJSON_AddItemToObject(p, "allow_private", cJSON_Duplicate(sb->d->allow_private, 1));
 	text = cJSON_PrintUnformatted(p);
 	cJSON_Delete(p);
 	if (!text)
 		return -ENOMEM;
-	r = store_write_atomic(sb->vm.dir, "policy.json", text);
+	r = store_write_atomic(sb->vm.dir, name, text);
 	free(text);
 	if (r < 0)
 		snprintf(err, errlen, "writing the network policy: %s", strerror(-r));
@@ -329,7 +342,11 @@ int net_setup(struct sandbox *sb, char *vmm_net, size_t net_len, char *cmdline, 
 		net_teardown(sb);
 		return r;
 	}
-	r = write_policy(sb, err, errlen);
+	/*
+	 * The VMM loads this file before the guest runs and refuses to start
+	 * without it, so a running sandbox's mode is this one, confirmed.
+	 */
+	r = write_policy(sb, sb->net.mode, sb->net.allow, "policy.json", err, errlen);
 	if (r < 0) {
 		net_teardown(sb);
 		return r;
@@ -389,6 +406,8 @@ void net_add_json(const struct sandbox *sb, void *out)
 
 /* ---- run time: the VMM's control socket, on a worker thread ---- */
 
+#define POLICY_NEXT "policy.next.json"
+
 struct net_call {
 	uv_work_t work;
 	struct sandbox *sb;
@@ -397,7 +416,9 @@ struct net_call {
 	char request[512];
 	char reply[65536];
 	int result;
-	bool with_counters; /* a status call: the VMM's counters go into the reply */
+	bool change;             /* a policy change (PUT), not a status call (GET) */
+	enum net_mode want;      /* with change: what was asked for */
+	cJSON *want_allow;       /* with change: its allowlist, or NULL */
 };
 
 static void net_call_work(uv_work_t *w)
@@ -407,58 +428,118 @@ static void net_call_work(uv_work_t *w)
 	c->result = vmm_control_call(c->control, c->request, c->reply, sizeof(c->reply));
 }
 
+/*
+ * The sandbox's network object with the VMM's own word over ours: its mode
+ * and list sizes, and with all its counters and device figures too.
+ */
+static cJSON *network_json(const struct sandbox *sb, const cJSON *vmm_net, bool all)
+{
+	static const char *const policy_fields[] = { "mode", "allow", "deny", "allow_private", NULL };
+	cJSON *out = cJSON_CreateObject(), *net, *it;
+
+	net_add_json(sb, out);
+	net = cJSON_DetachItemFromObject(out, "network");
+	cJSON_Delete(out);
+	cJSON_ArrayForEach(it, vmm_net) {
+		bool wanted = all;
+
+		for (const char *const *f = policy_fields; *f && !wanted; f++)
+			wanted = !strcmp(it->string, *f);
+		if (!wanted)
+			continue;
+		cJSON_DeleteItemFromObjectCaseSensitive(net, it->string);
+		cJSON_AddItemToObject(net, it->string, cJSON_Duplicate(it, 1));
+	}
+	return net;
+}
+
+/*
+ * Records the mode the VMM confirmed after a change. The change's allowlist
+ * comes with it when that is the mode asked for (*allow is taken); a VMM
+ * that confirms another mode is believed, and logged.
+ */
+static void record_mode(struct sandbox *sb, enum net_mode mode, cJSON **allow, enum net_mode asked)
+{
+	cJSON_Delete(sb->net.allow);
+	sb->net.allow = NULL;
+	if (mode == asked) {
+		sb->net.allow = *allow;
+		*allow = NULL;
+		sv_info("sandbox=%s event=net_policy mode=%s", sb->id, net_mode_word(mode));
+	} else {
+		sv_warn("sandbox=%s event=net_policy mode=%s asked=%s: the VMM confirmed another mode", sb->id,
+			net_mode_word(mode), net_mode_word(asked));
+	}
+	sb->net.mode = mode;
+	store_save(sb);
+}
+
 static void net_call_done(uv_work_t *w, int status)
 {
 	struct net_call *c = w->data;
-	cJSON *reply = c->result == 0 ? cJSON_Parse(c->reply) : NULL, *out, *net;
+	struct sandbox *sb = c->sb;
+	char why[512], next[sizeof(sb->vm.dir) + sizeof(POLICY_NEXT) + 1], cur[sizeof(next)];
+	enum net_mode mode = sb->net.mode;
+	int code = net_policy_outcome(status < 0 ? status : c->result, c->reply, &mode, why, sizeof(why));
+	cJSON *reply = code == 200 ? cJSON_Parse(c->reply) : NULL;
 
-	(void)status;
+	if (c->change) {
+		snprintf(next, sizeof(next), "%s/" POLICY_NEXT, sb->vm.dir);
+		snprintf(cur, sizeof(cur), "%s/policy.json", sb->vm.dir);
+		/* policy.json is what is in force: a VMM started again from it gets the same. */
+		if (code == 200 ? rename(next, cur) < 0 : unlink(next) < 0 && errno != ENOENT)
+			sv_warn("sandbox=%s event=policy_file_left path=%s: %s", sb->id, next, strerror(errno));
+		sb->net.changing = false;
+		if (code != 200)
+			sv_warn("sandbox=%s event=net_policy_failed status=%d asked=%s in_force=%s: %s", sb->id, code,
+				net_mode_word(c->want), net_mode_word(sb->net.mode), why);
+	}
+	/*
+	 * The VMM's word is what is in force, whatever was asked for. Only a
+	 * change's own reply is recorded: a status reply may have been overtaken
+	 * by a change since, so it is reported, never recorded.
+	 */
+	if (code == 200 && c->change)
+		record_mode(sb, mode, &c->want_allow, c->want);
 	if (!http_conn_closed(c->req->conn)) {
-		if (!cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(reply, "ok"))) {
-			const cJSON *e = cJSON_GetObjectItemCaseSensitive(reply, "error");
-
-			http_respond_error(c->req, 500, NULL, "the VMM refused: %s",
-					   cJSON_IsString(e) ? e->valuestring : "no answer on its control socket");
-		} else {
-			out = cJSON_CreateObject();
-			net_add_json(c->sb, out);
-			net = cJSON_DetachItemFromObject(out, "network");
-			cJSON_Delete(out);
-			if (c->with_counters) {
-				cJSON *vn = cJSON_GetObjectItemCaseSensitive(reply, "net"), *it;
-
-				cJSON_ArrayForEach(it, vn) {
-					if (strcmp(it->string, "mode") && strcmp(it->string, "allow"))
-						cJSON_AddItemToObject(net, it->string, cJSON_Duplicate(it, 1));
-				}
-			}
-			http_respond_json(c->req, 200, net);
-		}
+		if (code != 200)
+			http_respond_error(c->req, code, NULL, "%s", why);
+		else
+			http_respond_json(c->req, 200,
+					  network_json(sb, cJSON_GetObjectItemCaseSensitive(reply, "net"), !c->change));
 	}
 	cJSON_Delete(reply);
-	sandbox_activity(c->sb, -1);
+	cJSON_Delete(c->want_allow);
+	sandbox_activity(sb, -1);
 	http_conn_unref(c->req->conn);
-	sandbox_unref(c->sb);
+	sandbox_unref(sb);
 	free(c);
 }
 
-static void net_call(struct sandbox *sb, struct http_request *req, const char *request, bool with_counters)
+/* Takes want_allow. */
+static void net_call(struct sandbox *sb, struct http_request *req, const char *request, bool change,
+		     enum net_mode want, cJSON *want_allow)
 {
 	struct net_call *c = calloc(1, sizeof(*c));
 
 	if (!c) {
+		cJSON_Delete(want_allow);
 		http_respond_error(req, 500, NULL, "out of memory");
 		return;
 	}
 	c->sb = sb;
 	c->req = req;
-	c->with_counters = with_counters;
+	c->change = change;
+	c->want = want;
+	c->want_allow = want_allow;
 	snprintf(c->control, sizeof(c->control), "%s", sb->vm.control);
 	snprintf(c->request, sizeof(c->request), "%s\n", request);
 	c->work.data = c;
 	sandbox_ref(sb);
 	http_conn_ref(req->conn);
 	sandbox_activity(sb, +1);
+	if (change)
+		sb->net.changing = true;
 	if (uv_queue_work(sb->d->loop, &c->work, net_call_work, net_call_done) < 0) {
 		c->result = -EIO;
 		net_call_done(&c->work, -EIO);
@@ -478,14 +559,20 @@ void net_get(struct sandbox *sb, struct http_request *req)
 		http_respond_error(req, 409, NULL, "sandbox %s is not running", sb->id);
 		return;
 	}
-	net_call(sb, req, "{\"op\":\"net\"}", true);
+	net_call(sb, req, "{\"op\":\"net\"}", false, sb->net.mode, NULL);
 }
 
-/* PUT .../network: {} open, {"block_network": true}, or {"cidr_allowlist": [...]}. */
+/*
+ * PUT .../network: {} open, {"block_network": true}, or {"cidr_allowlist": [...]}.
+ * The new policy goes to the VMM in a file of its own; the daemon records and
+ * reports the mode the VMM's reply says is in force, and only then makes that
+ * file policy.json. A refusal or no answer leaves the record as it was.
+ */
 void net_put(struct sandbox *sb, struct http_request *req)
 {
 	cJSON *body = cJSON_ParseWithLength(req->body ? req->body : "{}", req->body ? req->body_len : 2), *it;
 	const cJSON *block, *allow;
+	cJSON *want_allow;
 	char err[512], request[480];
 	enum net_mode mode = NET_OPEN;
 
@@ -529,21 +616,29 @@ void net_put(struct sandbox *sb, struct http_request *req)
 		http_respond_error(req, 409, NULL, "sandbox %s is not running", sb->id);
 		return;
 	}
+	/* One change at a time: each is answered with what the VMM then has in force. */
+	if (sb->net.changing) {
+		cJSON_Delete(body);
+		http_respond_error(req, 409, NULL, "a network change of sandbox %s is under way", sb->id);
+		return;
+	}
 	if (cJSON_IsTrue(block))
 		mode = NET_BLOCK;
 	else if (allow)
 		mode = NET_ALLOWLIST;
-	sb->net.mode = mode;
-	cJSON_Delete(sb->net.allow);
-	sb->net.allow = allow ? cJSON_Duplicate(allow, 1) : NULL;
+	want_allow = allow ? cJSON_Duplicate(allow, 1) : NULL;
 	cJSON_Delete(body);
-	if (write_policy(sb, err, sizeof(err)) < 0) {
+	if (mode == NET_ALLOWLIST && !want_allow) {
+		http_respond_error(req, 500, NULL, "out of memory");
+		return;
+	}
+	if (write_policy(sb, mode, want_allow, POLICY_NEXT, err, sizeof(err)) < 0) {
+		cJSON_Delete(want_allow);
 		http_respond_error(req, 500, NULL, "%s", err);
 		return;
 	}
-	store_save(sb);
-	sv_info("sandbox=%s event=net_policy mode=%s", sb->id, net_mode_name(sb));
-	snprintf(request, sizeof(request), "{\"op\":\"net-policy\",\"path\":\"%s/policy.json\"}", sb->vm.dir);
-	/* A policy change replies with what is now in force; counters come with GET. */
-	net_call(sb, req, request, false);
+	sv_info("sandbox=%s event=net_policy_asked mode=%s", sb->id, net_mode_word(mode));
+	snprintf(request, sizeof(request), "{\"op\":\"net-policy\",\"path\":\"%s/" POLICY_NEXT "\"}", sb->vm.dir);
+	/* The VMM replies with what is now in force; counters come with GET. */
+	net_call(sb, req, request, true, mode, want_allow);
 }

@@ -15,6 +15,7 @@
 
 struct cJSON;
 
+#include "net_policy.h"
 #include "sandbox_vm.h"
 #include "spec.h"
 
@@ -29,16 +30,15 @@ enum sandbox_state { SANDBOX_STARTING, SANDBOX_RUNNING, SANDBOX_FINISHED };
 #define RC_FAILED 125
 #define RC_TERMINATED 137
 
-enum net_mode { NET_OPEN, NET_BLOCK, NET_ALLOWLIST };
-
 /* A sandbox's network (net.c); index 0: none. */
 struct sandbox_net {
 	unsigned index;
 	char tap[16];
 	uint8_t gateway_mac[6];
 	bool has_v6;
-	enum net_mode mode;
+	enum net_mode mode;  /* the one the VMM confirmed */
 	struct cJSON *allow; /* the allowlist's CIDR strings, with NET_ALLOWLIST */
+	bool changing;       /* a policy change waits for the VMM's answer */
 };
 
 /* A snapshot image mounted in a sandbox (snapshots.c); path "" when the slot is free. */
@@ -97,6 +97,7 @@ struct sandboxd {
 	unsigned max_memory_mib;
 	struct auth_keys *keys;
 	bool net_enabled;
+	struct cJSON *allow_private; /* --allow-private-egress: CIDR strings, for every sandbox */
 	struct sandbox *sandboxes;
 	uv_timer_t sweep_timer;
 	bool stopping;
@@ -189,7 +190,11 @@ void snapshot_mounts_restore(struct sandbox *sb, const void *mounts);
 void *snapshot_mounts_json(const struct sandbox *sb);
 
 /* ---- vmm_control.c ---- */
-/* One JSON request line to a VMM's control socket and its reply line; 0 or -errno. */
+/*
+ * One JSON request line to a VMM's control socket and its reply line; 0 or
+ * -errno: -ETIMEDOUT when no whole line came back within 10 s, the connect's
+ * error when the socket takes no connection (-ENOENT, -ECONNREFUSED).
+ */
 int vmm_control_call(const char *socket_path, const char *request, char *reply, size_t cap);
 
 /* ---- files.c ---- */

@@ -19,7 +19,7 @@ int vmm_control_call(const char *socket_path, const char *request, char *reply, 
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 	struct pollfd p;
 	size_t got = 0, len = strlen(request);
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0), ready = 1;
 
 	if (cap == 0)
 		return -EINVAL;
@@ -27,13 +27,19 @@ int vmm_control_call(const char *socket_path, const char *request, char *reply, 
 	if (fd < 0)
 		return -errno;
 	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", socket_path);
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || write(fd, request, len) != (ssize_t)len) {
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		int e = errno;
+
+		close(fd);
+		return -e;
+	}
+	if (write(fd, request, len) != (ssize_t)len) {
 		close(fd);
 		return -EIO;
 	}
 	p.fd = fd;
 	p.events = POLLIN;
-	while (got < cap - 1 && poll(&p, 1, CONTROL_REPLY_MS) == 1) {
+	while (got < cap - 1 && (ready = poll(&p, 1, CONTROL_REPLY_MS)) == 1) {
 		ssize_t n = read(fd, reply + got, cap - 1 - got);
 
 		if (n <= 0)
@@ -44,5 +50,8 @@ int vmm_control_call(const char *socket_path, const char *request, char *reply, 
 	}
 	reply[got] = '\0';
 	close(fd);
+	/* No answer in time is not the same failure as a VMM gone: callers tell them apart. */
+	if (ready == 0 && !memchr(reply, '\n', got))
+		return -ETIMEDOUT;
 	return got ? 0 : -EIO;
 }

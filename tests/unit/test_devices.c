@@ -217,6 +217,26 @@ static int no_device_cb(void *ctx, cJSON *reply, char *err, size_t errlen)
 	return -ENODEV;
 }
 
+static int net_status_cb(void *ctx, cJSON *reply, char *err, size_t errlen)
+{
+	(void)ctx;
+	(void)err;
+	(void)errlen;
+	cJSON_AddStringToObject(cJSON_AddObjectToObject(reply, "net"), "mode", "block");
+	return 0;
+}
+
+/* Accepts any path but "bad.json". */
+static int net_policy_cb(void *ctx, const char *path, char *err, size_t errlen)
+{
+	(void)ctx;
+	if (strcmp(path, "bad.json") == 0) {
+		snprintf(err, errlen, "net policy: \"allow\" needs mode allowlist");
+		return -EINVAL;
+	}
+	return 0;
+}
+
 static const struct control_ops ops = { .status = status_cb, .stop = stop_cb };
 static const struct control_ops device_ops = { .status = status_cb, .stop = stop_cb,
 					       .net_status = no_device_cb, .vsock_status = vsock_cb };
@@ -257,6 +277,33 @@ static void control_requests(void **state)
 	expect_reply_ops(&device_ops, "{\"op\":\"vsock\"}", "\"ok\":true");
 	expect_reply_ops(&device_ops, "{\"op\":\"net\"}", "\"ok\":false");
 	expect_reply_ops(&device_ops, "{\"op\":\"net\"}", "the VM has no network device");
+}
+
+/* A policy change replies with the policy in force, as the net op reports it; a refusal says why. */
+static void control_net_policy(void **state)
+{
+	static const struct control_ops net_ops = { .status = status_cb, .stop = stop_cb,
+						    .net_status = net_status_cb, .net_policy = net_policy_cb };
+	static const struct control_ops no_net_ops = { .status = status_cb, .stop = stop_cb,
+						       .net_status = no_device_cb, .net_policy = net_policy_cb };
+	const char *req = "{\"op\":\"net-policy\",\"path\":\"p.json\"}";
+	char *reply;
+	cJSON *o;
+
+	(void)state;
+	reply = control_handle_request(req, strlen(req), &net_ops, NULL);
+	assert_non_null(reply);
+	o = cJSON_Parse(reply);
+	assert_true(cJSON_IsTrue(cJSON_GetObjectItem(o, "ok")));
+	assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(o, "net"), "mode")->valuestring, "block");
+	cJSON_Delete(o);
+	free(reply);
+	expect_reply_ops(&net_ops, "{\"op\":\"net-policy\",\"path\":\"bad.json\"}", "\"ok\":false");
+	expect_reply_ops(&net_ops, "{\"op\":\"net-policy\",\"path\":\"bad.json\"}", "needs mode allowlist");
+	expect_reply_ops(&net_ops, "{\"op\":\"net-policy\"}", "needs \\\"path\\\"");
+	/* Applied but not reported: not a confirmation. */
+	expect_reply_ops(&no_net_ops, "{\"op\":\"net-policy\",\"path\":\"p.json\"}", "\"ok\":false");
+	expect_reply_ops(&ops, "{\"op\":\"net-policy\",\"path\":\"p.json\"}", "unknown op");
 }
 
 static void gdt_and_cpuid(void **state)
@@ -309,6 +356,7 @@ int main(void)
 		cmocka_unit_test(serial_detects_panic_banner),
 		cmocka_unit_test(i8042_reset_and_timer),
 		cmocka_unit_test(control_requests),
+		cmocka_unit_test(control_net_policy),
 		cmocka_unit_test(gdt_and_cpuid),
 	};
 
