@@ -13,6 +13,9 @@ CFLAGS  ?= -O2 -g
 LDLIBS_VMM := -lpthread $(shell pkg-config --libs libcjson 2>/dev/null || echo -lcjson) \
 	$(shell pkg-config --libs libcrypto libzstd 2>/dev/null || echo -lcrypto -lzstd)
 SAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+# ThreadSanitizer: the unit tests that run device work beside vCPU-like threads.
+# (-Wno-tsan: the ring fences order guest memory, which no test shares between threads.)
+TSAN_FLAGS := -O1 -g -fsanitize=thread -fno-omit-frame-pointer -Wno-tsan
 
 LIB_SRCS  := $(wildcard lib/*.c)
 # Encrypted snapshot images (docs/image-format.md): OpenSSL and zstd, so kept
@@ -25,11 +28,13 @@ VMM_SRCS  := $(filter-out vmm/main.c,$(wildcard vmm/*.c vmm/arch/x86/*.c vmm/dev
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
 ASAN_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests-asan/%,$(UNIT_SRCS))
+TSAN_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests-tsan/%,$(UNIT_SRCS))
 
 OBJS      := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRCS) $(SIMAGE_SRCS) $(VMM_SRCS))
 SIMAGE_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,$(SIMAGE_SRCS))
 API_PURE_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,$(API_PURE_SRCS))
 ASAN_OBJS := $(patsubst %.c,$(BUILD)/obj-asan/%.o,$(LIB_SRCS) $(SIMAGE_SRCS) $(VMM_SRCS) $(API_PURE_SRCS))
+TSAN_OBJS := $(patsubst %.c,$(BUILD)/obj-tsan/%.o,$(LIB_SRCS) $(SIMAGE_SRCS) $(VMM_SRCS) $(API_PURE_SRCS))
 FUZZ_OBJS := $(patsubst %.c,$(BUILD)/obj-fuzz/%.o,$(LIB_SRCS) $(SIMAGE_SRCS) $(VMM_SRCS) $(API_PURE_SRCS))
 FUZZ_BINS := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_FLAGS := -O1 -g -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all
@@ -92,6 +97,10 @@ $(BUILD)/obj-asan/%.o: %.c | $(STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_COMMON) $(SAN_FLAGS) -MMD -MP -c -o $@ $<
 
+$(BUILD)/obj-tsan/%.o: %.c | $(STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_COMMON) $(TSAN_FLAGS) -MMD -MP -c -o $@ $<
+
 # ---- guest side ----
 guest: kernel initramfs
 kernel: $(STAMP)
@@ -139,6 +148,10 @@ $(BUILD)/tests-asan/%: tests/unit/%.c $(wildcard tests/unit/*.h) $(ASAN_OBJS) | 
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_COMMON) $(SAN_FLAGS) -Itests/unit -Iapi/sandboxd -o $@ $< $(ASAN_OBJS) $(LDLIBS_VMM) -lcmocka
 
+$(BUILD)/tests-tsan/%: tests/unit/%.c $(wildcard tests/unit/*.h) $(TSAN_OBJS) | $(STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_COMMON) $(TSAN_FLAGS) -Itests/unit -Iapi/sandboxd -o $@ $< $(TSAN_OBJS) $(LDLIBS_VMM) -lcmocka
+
 # The agent as an ordinary dynamic program (its --unix mode) for test_agent_host,
 # plain and sanitized; the static one cannot carry ASan.
 $(BUILD)/tests/sandvm-agent: $(AGENT_SRCS) $(wildcard guest-agent/*.h) | $(STAMP)
@@ -149,8 +162,12 @@ $(BUILD)/tests-asan/sandvm-agent: $(AGENT_SRCS) $(wildcard guest-agent/*.h) | $(
 	$(CC) $(CFLAGS_COMMON) $(SAN_FLAGS) -Iguest-agent -o $@ $(AGENT_SRCS)
 $(BUILD)/tests/test_agent_host: $(BUILD)/tests/sandvm-agent
 $(BUILD)/tests-asan/test_agent_host: $(BUILD)/tests-asan/sandvm-agent
+$(BUILD)/tests-tsan/sandvm-agent: $(AGENT_SRCS) $(wildcard guest-agent/*.h) | $(STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_COMMON) $(TSAN_FLAGS) -Iguest-agent -o $@ $(AGENT_SRCS)
+$(BUILD)/tests-tsan/test_agent_host: $(BUILD)/tests-tsan/sandvm-agent
 
-unit-tests: $(UNIT_BINS) $(ASAN_BINS)
+unit-tests: $(UNIT_BINS) $(ASAN_BINS) $(TSAN_BINS)
 
 # libFuzzer targets (clang): every parser of untrusted bytes has one.
 $(BUILD)/obj-fuzz/%.o: %.c | $(STAMP)

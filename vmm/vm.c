@@ -249,6 +249,8 @@ int vm_init(struct vm *vm, const struct vmm_config *cfg, struct console_out *con
 
 void vm_destroy(struct vm *vm)
 {
+	for (unsigned i = 0; i < vm->nvirtio; i++)
+		virtio_mmio_stop(vm->virtio[i]);
 	for (unsigned i = 0; i < vm->nvcpus; i++) {
 		vcpu_kick(&vm->vcpus[i]);
 		vcpu_join(&vm->vcpus[i]);
@@ -657,6 +659,9 @@ enum vm_stop_reason vm_run(struct vm *vm)
 			break;
 		}
 	}
+	/* A vCPU waiting for the loop to reset a device must not wait for ever. */
+	for (unsigned i = 0; i < vm->nvirtio; i++)
+		virtio_mmio_stop(vm->virtio[i]);
 	for (unsigned i = 0; i < vm->nvcpus; i++)
 		vcpu_kick(&vm->vcpus[i]);
 	for (unsigned i = 0; i < vm->nvcpus; i++) {

@@ -23,29 +23,44 @@ void virtio_dev_set_broken(struct virtio_dev *dev, const char *why)
 	dev->raise(dev, VIRTIO_ISR_CONFIG);
 }
 
-void virtio_dev_serve_queue(struct virtio_dev *dev, unsigned qi, virtio_chain_handler handle)
+bool virtio_dev_serve_queue(struct virtio_dev *dev, unsigned qi, virtio_chain_handler handle)
 {
 	struct virtq *q = &dev->queues[qi];
 	struct virtq_chain chain;
-	bool pushed = false;
-	int r;
+	unsigned served = 0;
+	bool pushed = false, more = false;
+	int r = 0;
 
-	while ((r = virtq_pop(q, &chain)) > 0) {
+	while (served < VIRTIO_QUEUE_BUDGET && (r = virtq_pop(q, &chain)) > 0) {
 		const char *why = NULL;
 		uint32_t written = 0;
 
+		served++;
 		if (handle(dev, &chain, &written, &why) < 0) {
 			virtio_dev_set_broken(dev, why ? why : "malformed request");
+			r = 0;
 			break;
 		}
-		if (virtq_push(q, chain.head, written) < 0)
+		if (virtq_push(q, chain.head, written) < 0) {
+			r = 0;
 			break;
+		}
 		pushed = true;
 	}
 	if (r < 0 && r != -EIO)
 		virtio_dev_set_broken(dev, strerror(-r));
+	/*
+	 * Out of budget with the ring maybe not empty: the driver will not kick
+	 * again for chains it already made available, so come back ourselves.
+	 */
+	if (served == VIRTIO_QUEUE_BUDGET && r > 0 && !(dev->status & VIRTIO_STATUS_NEEDS_RESET) &&
+	    dev->requeue) {
+		dev->requeue(dev, qi);
+		more = true;
+	}
 	if (pushed)
 		virtio_dev_notify_used(dev, qi);
+	return more;
 }
 
 void virtio_dev_queue_status(const struct virtio_dev *dev, unsigned qi, cJSON *out)

@@ -17,6 +17,15 @@
 
 #define VIRTIO_MAX_QUEUES 8u
 
+/*
+ * Chains one queue serves per turn of the main loop. A guest that keeps a
+ * ring fed from another vCPU would otherwise hold the main thread for as long
+ * as it likes; past the budget the queue asks the transport for another turn
+ * (dev->requeue), and the loop serves the control socket, signals, timers and
+ * the other devices first.
+ */
+#define VIRTIO_QUEUE_BUDGET 64u
+
 #define VIRTIO_F_VERSION_1 (1ull << 32)
 
 #define VIRTIO_STATUS_ACKNOWLEDGE 1u
@@ -66,6 +75,12 @@ struct virtio_dev {
 	uint32_t config_generation;
 	/* Set by the transport: raise the device's interrupt for these ISR bits. */
 	void (*raise)(struct virtio_dev *dev, uint32_t isr_bits);
+	/*
+	 * Set by the transport: call queue_notify(q) again on a later turn of
+	 * the main loop, after what is already waiting there (a queue that ran
+	 * out of budget). Called with dev->lock held; never calls back at once.
+	 */
+	void (*requeue)(struct virtio_dev *dev, unsigned q);
 	void *transport;
 };
 
@@ -82,15 +97,17 @@ void virtio_dev_queue_status(const struct virtio_dev *dev, unsigned q, struct cJ
 void virtio_dev_notify_used(struct virtio_dev *dev, unsigned q);
 
 /*
- * Serves every chain available on queue q: handle() does the work and says
- * how many bytes it wrote into the chain, and the chain goes back to the
- * driver; one interrupt follows if the driver wants it. A chain that breaks
- * the rules (in the queue, or handle() returning < 0 with `why`) stops the
- * device. Called with dev->lock held.
+ * Serves the chains available on queue q, at most VIRTIO_QUEUE_BUDGET of
+ * them: handle() does the work and says how many bytes it wrote into the
+ * chain, and the chain goes back to the driver; one interrupt follows if the
+ * driver wants it. With chains left after the budget, the queue is requeued
+ * (dev->requeue) and true returned. A chain that breaks the rules (in the
+ * queue, or handle() returning < 0 with `why`) stops the device. Called with
+ * dev->lock held.
  */
 typedef int (*virtio_chain_handler)(struct virtio_dev *dev, struct virtq_chain *chain,
 				    uint32_t *written, const char **why);
-void virtio_dev_serve_queue(struct virtio_dev *dev, unsigned q, virtio_chain_handler handle);
+bool virtio_dev_serve_queue(struct virtio_dev *dev, unsigned q, virtio_chain_handler handle);
 
 /*
  * The guest broke the virtio rules on this device: it stops processing

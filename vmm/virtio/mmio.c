@@ -60,6 +60,24 @@ static void raise_irq(struct virtio_dev *dev, uint32_t isr_bits)
 	}
 }
 
+/* Wakes the main loop's handler of queue q (an ioeventfd's or our own write). */
+static void kick_queue(struct virtio_mmio *m, unsigned q)
+{
+	uint64_t one = 1;
+
+	if (write(m->notify[q].h.fd, &one, sizeof(one)) < 0) {
+		/* Only on counter overflow: the eventfd is readable anyway. */
+	}
+}
+
+static void requeue(struct virtio_dev *dev, unsigned q)
+{
+	struct virtio_mmio *m = dev->transport;
+
+	if (q < dev->ops->num_queues)
+		kick_queue(m, q);
+}
+
 static void reset_locked(struct virtio_mmio *m)
 {
 	struct virtio_dev *dev = &m->dev;
@@ -88,6 +106,41 @@ static void notify_locked(struct virtio_mmio *m, unsigned q)
 	if (q >= dev->ops->num_queues || !active(dev) || !dev->queues[q].ready)
 		return;
 	dev->ops->queue_notify(dev, q);
+}
+
+/* A QueueNotify write that KVM did not turn into an ioeventfd signal. */
+static void notify_from_guest(struct virtio_mmio *m, unsigned q)
+{
+	if (!m->loop) {
+		notify_locked(m, q);
+		return;
+	}
+	/* On a vCPU thread: the model runs on the main loop only. */
+	if (q < m->dev.ops->num_queues)
+		kick_queue(m, q);
+}
+
+/*
+ * Status = 0 from the guest. With a loop attached the reset runs there, on
+ * the main thread, and this vCPU waits (dev.lock released meanwhile) until
+ * it is done or the loop has stopped.
+ */
+static void reset_from_guest(struct virtio_mmio *m)
+{
+	uint64_t one = 1;
+
+	if (!m->loop) {
+		reset_locked(m);
+		return;
+	}
+	if (m->loop_stopped)
+		return;
+	m->reset_pending = true;
+	if (write(m->reset_h.fd, &one, sizeof(one)) < 0) {
+		/* Only on counter overflow: the eventfd is readable anyway. */
+	}
+	while (m->reset_pending && !m->loop_stopped)
+		pthread_cond_wait(&m->reset_done, &m->dev.lock);
 }
 
 static uint32_t read_reg(struct virtio_mmio *m, uint64_t off)
@@ -147,7 +200,7 @@ static void set_status(struct virtio_mmio *m, uint32_t value)
 	uint64_t offered = virtio_mmio_offered_features(dev->ops);
 
 	if (value == 0) {
-		reset_locked(m);
+		reset_from_guest(m);
 		return;
 	}
 	/* FEATURES_OK sticks only for a subset of what was offered, VERSION_1 included. */
@@ -195,7 +248,7 @@ static void write_reg(struct virtio_mmio *m, uint64_t off, uint32_t value)
 		set_queue_ready(m, sel, value);
 		break;
 	case REG_QUEUE_NOTIFY:
-		notify_locked(m, value);
+		notify_from_guest(m, value);
 		break;
 	case REG_INTERRUPT_ACK:
 		dev->isr &= ~value;
@@ -266,6 +319,21 @@ static void mmio_write(void *opaque, uint64_t off, const uint8_t *data, uint32_t
 
 const struct bus_ops virtio_mmio_bus_ops = { .read = mmio_read, .write = mmio_write };
 
+static void close_fds(struct virtio_mmio *m)
+{
+	for (unsigned q = 0; q < VIRTIO_MAX_QUEUES; q++) {
+		if (m->notify[q].h.fd >= 0)
+			close(m->notify[q].h.fd);
+		m->notify[q].h.fd = -1;
+	}
+	if (m->reset_h.fd >= 0)
+		close(m->reset_h.fd);
+	m->reset_h.fd = -1;
+	if (m->irq_fd >= 0)
+		close(m->irq_fd);
+	m->irq_fd = -1;
+}
+
 int virtio_mmio_init(struct virtio_mmio *m, const struct virtio_dev_ops *ops, void *model,
 		     const struct guest_mem *mem, int vm_fd, uint64_t base, uint32_t gsi)
 {
@@ -274,6 +342,7 @@ int virtio_mmio_init(struct virtio_mmio *m, const struct virtio_dev_ops *ops, vo
 
 	memset(m, 0, sizeof(*m));
 	m->irq_fd = -1;
+	m->reset_h.fd = -1;
 	for (unsigned i = 0; i < VIRTIO_MAX_QUEUES; i++)
 		m->notify[i].h.fd = -1;
 	if (ops->num_queues == 0 || ops->num_queues > VIRTIO_MAX_QUEUES)
@@ -281,9 +350,15 @@ int virtio_mmio_init(struct virtio_mmio *m, const struct virtio_dev_ops *ops, vo
 	r = pthread_mutex_init(&m->dev.lock, NULL);
 	if (r)
 		return -r;
+	r = pthread_cond_init(&m->reset_done, NULL);
+	if (r) {
+		pthread_mutex_destroy(&m->dev.lock);
+		return -r;
+	}
 	m->dev.ops = ops;
 	m->dev.model = model;
 	m->dev.raise = raise_irq;
+	m->dev.requeue = requeue;
 	m->dev.transport = m;
 	m->base = base;
 	m->gsi = gsi;
@@ -292,6 +367,16 @@ int virtio_mmio_init(struct virtio_mmio *m, const struct virtio_dev_ops *ops, vo
 		r = virtq_init(&m->dev.queues[i], mem, ops->queue_max);
 		if (r < 0)
 			goto fail;
+		m->notify[i].h.fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+		if (m->notify[i].h.fd < 0) {
+			r = -errno;
+			goto fail;
+		}
+	}
+	m->reset_h.fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (m->reset_h.fd < 0) {
+		r = -errno;
+		goto fail;
 	}
 	m->irq_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (m->irq_fd < 0) {
@@ -306,9 +391,8 @@ int virtio_mmio_init(struct virtio_mmio *m, const struct virtio_dev_ops *ops, vo
 	}
 	return 0;
 fail:
-	if (m->irq_fd >= 0)
-		close(m->irq_fd);
-	m->irq_fd = -1;
+	close_fds(m);
+	pthread_cond_destroy(&m->reset_done);
 	pthread_mutex_destroy(&m->dev.lock);
 	return r;
 }
@@ -340,55 +424,99 @@ static int add_ioeventfd(struct virtio_mmio *m, unsigned q, int fd, uint32_t fla
 	return ioctl(m->vm_fd, KVM_IOEVENTFD, &io) < 0 ? -errno : 0;
 }
 
-int virtio_mmio_attach(struct virtio_mmio *m, struct event_loop *loop)
+static void on_reset(struct event_handler *h, uint32_t events)
 {
-	m->loop = loop;
-	for (unsigned q = 0; q < m->dev.ops->num_queues; q++) {
-		struct virtio_mmio_notify *n = &m->notify[q];
-		int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	struct virtio_mmio *m = h->opaque;
+	uint64_t count;
 
-		if (fd < 0)
-			return -errno;
-		*n = (struct virtio_mmio_notify){ .h = { .fd = fd, .cb = on_notify, .opaque = n },
-						  .m = m, .queue = q };
-		if (add_ioeventfd(m, q, fd, 0) < 0) {
-			/* Without it, QueueNotify writes still arrive as MMIO exits. */
-			sv_debug("virtio-%s: no ioeventfd for queue %u; using MMIO exits",
-				 m->dev.ops->name, q);
-			close(fd);
-			n->h.fd = -1;
-			continue;
-		}
-		if (event_loop_add(loop, &n->h, EPOLLIN) < 0) {
-			add_ioeventfd(m, q, fd, KVM_IOEVENTFD_FLAG_DEASSIGN);
-			close(fd);
-			n->h.fd = -1;
-			return -EIO;
-		}
+	(void)events;
+	if (read(h->fd, &count, sizeof(count)) < 0)
+		return;
+	pthread_mutex_lock(&m->dev.lock);
+	if (m->reset_pending) {
+		reset_locked(m);
+		m->reset_pending = false;
+		pthread_cond_broadcast(&m->reset_done);
 	}
-	return 0;
+	pthread_mutex_unlock(&m->dev.lock);
 }
 
-void virtio_mmio_destroy(struct virtio_mmio *m)
+static void detach(struct virtio_mmio *m)
 {
-	if (!m->dev.ops)
-		return;
-	for (unsigned q = 0; q < VIRTIO_MAX_QUEUES; q++) {
+	for (unsigned q = 0; q < m->dev.ops->num_queues; q++) {
 		struct virtio_mmio_notify *n = &m->notify[q];
 
 		if (n->h.fd < 0)
 			continue;
 		if (m->loop)
 			event_loop_del(m->loop, &n->h);
-		add_ioeventfd(m, q, n->h.fd, KVM_IOEVENTFD_FLAG_DEASSIGN);
-		close(n->h.fd);
-		n->h.fd = -1;
+		if (m->ioeventfd[q])
+			add_ioeventfd(m, q, n->h.fd, KVM_IOEVENTFD_FLAG_DEASSIGN);
+		m->ioeventfd[q] = false;
 	}
-	if (m->irq_fd >= 0)
-		close(m->irq_fd);
-	m->irq_fd = -1;
+	if (m->loop && m->reset_h.fd >= 0)
+		event_loop_del(m->loop, &m->reset_h);
+	m->loop = NULL;
+}
+
+int virtio_mmio_attach(struct virtio_mmio *m, struct event_loop *loop)
+{
+	unsigned q;
+
+	m->loop = loop;
+	m->reset_h.cb = on_reset;
+	m->reset_h.opaque = m;
+	if (event_loop_add(loop, &m->reset_h, EPOLLIN) < 0)
+		goto fail;
+	for (q = 0; q < m->dev.ops->num_queues; q++) {
+		struct virtio_mmio_notify *n = &m->notify[q];
+
+		n->h.cb = on_notify;
+		n->h.opaque = n;
+		n->m = m;
+		n->queue = q;
+		if (event_loop_add(loop, &n->h, EPOLLIN) < 0)
+			goto fail;
+		if (m->vm_fd < 0)
+			continue;
+		if (add_ioeventfd(m, q, n->h.fd, 0) == 0)
+			m->ioeventfd[q] = true;
+		else
+			/* Without it, QueueNotify writes arrive as MMIO exits and are forwarded. */
+			sv_debug("virtio-%s: no ioeventfd for queue %u; using MMIO exits",
+				 m->dev.ops->name, q);
+	}
+	return 0;
+fail:
+	/* Handlers not yet added fail their removal harmlessly. */
+	detach(m);
+	return -EIO;
+}
+
+void virtio_mmio_stop(struct virtio_mmio *m)
+{
+	if (!m->dev.ops)
+		return;
+	pthread_mutex_lock(&m->dev.lock);
+	m->loop_stopped = true;
+	pthread_cond_broadcast(&m->reset_done);
+	pthread_mutex_unlock(&m->dev.lock);
+}
+
+void virtio_mmio_destroy(struct virtio_mmio *m)
+{
+	if (!m->dev.ops)
+		return;
+	detach(m);
+	close_fds(m);
+	pthread_cond_destroy(&m->reset_done);
 	pthread_mutex_destroy(&m->dev.lock);
 	m->dev.ops = NULL;
+}
+
+int virtio_mmio_notify_fd(const struct virtio_mmio *m, unsigned q)
+{
+	return q < VIRTIO_MAX_QUEUES ? m->notify[q].h.fd : -1;
 }
 
 int virtio_mmio_cmdline(const struct virtio_mmio *m, char *buf, size_t len)

@@ -1,6 +1,8 @@
 #ifndef SANDVM_VMM_VIRTIO_MMIO_H
 #define SANDVM_VMM_VIRTIO_MMIO_H
 
+#include <pthread.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -12,6 +14,14 @@
  * arrive through ioeventfds on the main thread's event loop (falling back to
  * MMIO exits where KVM refuses one), interrupts leave through an irqfd, so the
  * data path never stops a vCPU in user space.
+ *
+ * Threads: register accesses come from vCPU threads, device work runs on the
+ * main thread, both under dev.lock. Once a loop is attached, nothing a vCPU
+ * thread does reaches a device model: a QueueNotify that arrives as an MMIO
+ * exit writes the queue's notify eventfd, and a reset (Status = 0) is done by
+ * the main loop while the writing vCPU waits for it (so the guest still sees
+ * the reset complete when its write returns). Device models may therefore
+ * touch the event loop and host fds in queue_notify and reset.
  */
 
 #define VIRTIO_MMIO_SIZE 0x1000u
@@ -39,6 +49,12 @@ struct virtio_mmio {
 		uint64_t desc, avail, used;
 	} qcfg[VIRTIO_MAX_QUEUES];
 	struct virtio_mmio_notify notify[VIRTIO_MAX_QUEUES];
+	/* Reset requests from vCPU threads, done on the main loop (see above). */
+	struct event_handler reset_h;
+	pthread_cond_t reset_done;
+	bool reset_pending;
+	bool loop_stopped;      /* the main loop runs no more: nobody waits for it */
+	bool ioeventfd[VIRTIO_MAX_QUEUES]; /* KVM writes notify[q] itself */
 };
 
 /*
@@ -47,9 +63,21 @@ struct virtio_mmio {
  */
 int virtio_mmio_init(struct virtio_mmio *m, const struct virtio_dev_ops *ops, void *model,
 		     const struct guest_mem *mem, int vm_fd, uint64_t base, uint32_t gsi);
-/* Registers the queue-notify ioeventfds and their handlers. */
+/*
+ * Registers the queue-notify eventfds (as KVM ioeventfds where KVM takes
+ * them) and the reset handler on the loop. Before it, the transport runs
+ * device work on the calling thread (unit tests, fuzzers).
+ */
 int virtio_mmio_attach(struct virtio_mmio *m, struct event_loop *loop);
+/*
+ * The main loop has stopped: vCPU threads waiting for a reset stop waiting,
+ * and later resets are left undone. Called before the vCPUs are joined.
+ */
+void virtio_mmio_stop(struct virtio_mmio *m);
 void virtio_mmio_destroy(struct virtio_mmio *m);
+
+/* Queue q's notify eventfd: readable while the queue waits for service. */
+int virtio_mmio_notify_fd(const struct virtio_mmio *m, unsigned q);
 
 /* The kernel parameter announcing the device: virtio_mmio.device=4K@BASE:IRQ */
 int virtio_mmio_cmdline(const struct virtio_mmio *m, char *buf, size_t len);

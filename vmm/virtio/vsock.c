@@ -272,8 +272,11 @@ static void rx_pump(struct vsock_dev *vs, struct vsock_conn *only)
 	}
 	if (only && only->state == CONN_ESTABLISHED) {
 		/* Control packets go first; without buffers for them, data waits too. */
+		unsigned budget = VIRTIO_QUEUE_BUDGET;
+
 		only->rx_blocked = vs->ctl_count != 0;
-		while (!only->rx_blocked && !only->host_eof) {
+		/* Past the budget the fd stays polled and the loop brings us back. */
+		while (!only->rx_blocked && !only->host_eof && budget--) {
 			if (rx_chain(vs, &ch) <= 0) {
 				only->rx_blocked = true;
 				break;
