@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include "unit.h"
+#include "log_capture.h"
 #include "mmio_driver.h"
 #include "memory.h"
 #include "virtio/mmio.h"
@@ -175,6 +176,39 @@ static void hostile_driver(void **state)
 	teardown(&r);
 }
 
+static uint64_t frozen_clock(void *ctx)
+{
+	(void)ctx;
+	return 42;
+}
+
+/* A guest breaking the device, resetting it and breaking it again cannot fill the log. */
+static void broken_cycles_log_bounded(void **state)
+{
+	struct log_capture cap;
+	struct rig r;
+	char *text;
+
+	(void)state;
+	setup(&r);
+	/* One window, however slow the machine (sanitizer builds). */
+	sv_ratelimit_set_clock(&r.m.dev.broken_log, frozen_clock, NULL);
+	log_capture_start(&cap);
+	for (unsigned i = 0; i < 10000; i++) {
+		wr(&r, 0x070, 0);
+		assert_true(negotiate(&r, VIRTIO_F_VERSION_1) & 8);
+		setup_queue(&r, 8, MEM_SIZE - 16);
+		assert_true(rd(&r, 0x070) & VIRTIO_STATUS_NEEDS_RESET);
+	}
+	teardown(&r); /* flushes the suppressed count */
+	text = log_capture_end(&cap);
+	assert_int_equal(log_count_lines(text, "broke the rules (queue set up outside guest RAM"),
+			 SV_RATELIMIT_BURST);
+	assert_int_equal(log_count_lines(text, "9990 similar messages suppressed"), 1);
+	assert_true(log_count_lines(text, NULL) <= SV_RATELIMIT_BURST + 1);
+	free(text);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -182,6 +216,7 @@ int main(void)
 		cmocka_unit_test(feature_negotiation),
 		cmocka_unit_test(rng_request_round_trip),
 		cmocka_unit_test(hostile_driver),
+		cmocka_unit_test(broken_cycles_log_bounded),
 	};
 
 	return cmocka_run_group_tests_name("virtio_mmio", tests, NULL, NULL);

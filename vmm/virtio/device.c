@@ -17,8 +17,9 @@ void virtio_dev_set_broken(struct virtio_dev *dev, const char *why)
 {
 	if (dev->status & VIRTIO_STATUS_NEEDS_RESET)
 		return;
-	sv_warn("virtio-%s: guest driver broke the rules (%s); device stopped until reset",
-		dev->ops->name, why);
+	sv_warn_ratelimited(&dev->broken_log,
+			    "virtio-%s: guest driver broke the rules (%s); device stopped until reset",
+			    dev->ops->name, why);
 	dev->status |= VIRTIO_STATUS_NEEDS_RESET;
 	dev->raise(dev, VIRTIO_ISR_CONFIG);
 }

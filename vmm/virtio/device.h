@@ -5,6 +5,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "log.h"
 #include "virtio/queue.h"
 
 /*
@@ -82,6 +83,8 @@ struct virtio_dev {
 	 */
 	void (*requeue)(struct virtio_dev *dev, unsigned q);
 	void *transport;
+	/* "broke the rules": a guest can break, reset and break again at will. */
+	struct sv_ratelimit broken_log;
 };
 
 struct cJSON;

@@ -355,6 +355,13 @@ int virtio_mmio_init(struct virtio_mmio *m, const struct virtio_dev_ops *ops, vo
 		pthread_mutex_destroy(&m->dev.lock);
 		return -r;
 	}
+	r = sv_ratelimit_init(&m->dev.broken_log, "virtio: guest driver broke the rules",
+			      SV_RATELIMIT_BURST, SV_RATELIMIT_INTERVAL_NS);
+	if (r < 0) {
+		pthread_cond_destroy(&m->reset_done);
+		pthread_mutex_destroy(&m->dev.lock);
+		return r;
+	}
 	m->dev.ops = ops;
 	m->dev.model = model;
 	m->dev.raise = raise_irq;
@@ -392,6 +399,7 @@ int virtio_mmio_init(struct virtio_mmio *m, const struct virtio_dev_ops *ops, vo
 	return 0;
 fail:
 	close_fds(m);
+	sv_ratelimit_destroy(&m->dev.broken_log);
 	pthread_cond_destroy(&m->reset_done);
 	pthread_mutex_destroy(&m->dev.lock);
 	return r;
@@ -509,6 +517,7 @@ void virtio_mmio_destroy(struct virtio_mmio *m)
 		return;
 	detach(m);
 	close_fds(m);
+	sv_ratelimit_destroy(&m->dev.broken_log);
 	pthread_cond_destroy(&m->reset_done);
 	pthread_mutex_destroy(&m->dev.lock);
 	m->dev.ops = NULL;

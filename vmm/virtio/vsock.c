@@ -73,7 +73,7 @@ static void queue_ctl(struct vsock_dev *vs, const struct vsock_hdr *h)
 {
 	if (vs->ctl_count == VSOCK_CTL_QUEUE) {
 		/* The guest is not taking RX buffers; it loses control packets first. */
-		sv_warn("virtio-vsock: control queue full; dropping a packet");
+		sv_warn_ratelimited(&vs->ctl_full_log, "virtio-vsock: control queue full; dropping a packet");
 		return;
 	}
 	vs->ctl[(vs->ctl_head + vs->ctl_count++) % VSOCK_CTL_QUEUE] = *h;
@@ -342,7 +342,8 @@ static void tx_rw(struct vsock_dev *vs, struct vsock_conn *c, const struct vsock
 
 	/* A guest sending past the window it was given breaks the protocol. */
 	if (c->out_len + len > VSOCK_CONN_BUF) {
-		sv_warn("virtio-vsock: guest port %u overran its credit; resetting", c->peer_port);
+		sv_warn_ratelimited(&vs->credit_log, "virtio-vsock: guest port %u overran its credit; resetting",
+				    c->peer_port);
 		reset_conn(vs, c);
 		return;
 	}
@@ -472,7 +473,8 @@ static int tx_chain(struct virtio_dev *dev, struct virtq_chain *ch, uint32_t *wr
 	(void)why;
 	*written = 0;
 	if (e < 0) {
-		sv_debug("virtio-vsock: dropped a malformed packet from the guest: %s", strerror(-e));
+		sv_debug_ratelimited(&vs->malformed_log,
+				     "virtio-vsock: dropped a malformed packet from the guest: %s", strerror(-e));
 		return 0;
 	}
 	c = conn_find(vs, pkt.hdr.dst_port, pkt.hdr.src_port);
@@ -643,6 +645,14 @@ int vsock_dev_init(struct vsock_dev *vs, uint64_t guest_cid, const char *path)
 	vs->listen_h.fd = -1;
 	if (guest_cid <= VSOCK_HOST_CID || guest_cid >= 0xffffffffull)
 		return -EINVAL;
+	if (sv_ratelimit_init(&vs->ctl_full_log, "virtio-vsock: control queue full", SV_RATELIMIT_BURST,
+			      SV_RATELIMIT_INTERVAL_NS) < 0 ||
+	    sv_ratelimit_init(&vs->credit_log, "virtio-vsock: guest overran its credit",
+			      SV_RATELIMIT_BURST, SV_RATELIMIT_INTERVAL_NS) < 0 ||
+	    sv_ratelimit_init(&vs->malformed_log, "virtio-vsock: malformed packet",
+			      SV_RATELIMIT_BURST, SV_RATELIMIT_INTERVAL_NS) < 0)
+		return -ENOMEM;
+	vs->limits_ready = true;
 	vs->guest_cid = guest_cid;
 	/* Ports the host side picks for its own connections, out of the way of services. */
 	vs->next_local_port = 1u << 30;
@@ -697,6 +707,12 @@ void vsock_dev_destroy(struct vsock_dev *vs)
 	}
 	free(vs->path);
 	vs->path = NULL;
+	if (vs->limits_ready) {
+		sv_ratelimit_destroy(&vs->ctl_full_log);
+		sv_ratelimit_destroy(&vs->credit_log);
+		sv_ratelimit_destroy(&vs->malformed_log);
+		vs->limits_ready = false;
+	}
 }
 
 void vsock_dev_status(const struct vsock_dev *vs, cJSON *out)

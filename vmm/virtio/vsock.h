@@ -5,6 +5,7 @@
 #include <stdint.h>
 
 #include "event_loop.h"
+#include "log.h"
 #include "virtio/queue.h"
 #include "virtio/vsock_packet.h"
 
@@ -42,6 +43,9 @@ struct vsock_dev {
 	struct virtq_chain held;
 	bool have_held;
 	uint8_t bounce[VSOCK_MAX_PAYLOAD];
+	/* Warnings a guest can cause at will (lib/log.h). */
+	struct sv_ratelimit ctl_full_log, credit_log, malformed_log;
+	bool limits_ready;
 };
 
 int vsock_dev_init(struct vsock_dev *vs, uint64_t guest_cid, const char *path);
