@@ -181,6 +181,9 @@ fcntl.ioctl(socket.socket(), 0x8916, ifr)' >"$RESULTS/net-fw-spoof-setup.out" 2>
 		report FAIL net-fw-bad-policy "reply $reply; probe $(cat "$RESULTS/net-fw-bad-policy.stdout")"
 	fi
 
+	# The main thread under a guest flood: a switch to block is in force at once.
+	. tests/integration/net_flood.sh
+
 	timeout 30 "$RUN" --attach "$fw_dir/vsock" --shutdown >/dev/null 2>&1
 	wait "$fw_vm"
 fi
