@@ -54,6 +54,16 @@ int kvm_sys_has_cap(int kvm_fd, int cap)
 	return ioctl(kvm_fd, KVM_CHECK_EXTENSION, cap) > 0;
 }
 
+size_t kvm_sys_xsave_size(int kvm_fd)
+{
+	int n;
+
+	if (!kvm_sys_has_cap(kvm_fd, KVM_CAP_XSAVE))
+		return 0;
+	n = ioctl(kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_XSAVE2);
+	return n > (int)sizeof(struct kvm_xsave) ? (size_t)n : sizeof(struct kvm_xsave);
+}
+
 int kvm_sys_max_vcpus(int kvm_fd)
 {
 	int n = ioctl(kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_MAX_VCPUS);

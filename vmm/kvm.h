@@ -15,6 +15,12 @@ int kvm_sys_check_caps(int kvm_fd, const char **missing);
 /* 1 if the capability is present, else 0. */
 int kvm_sys_has_cap(int kvm_fd, int cap);
 
+/*
+ * Bytes of a KVM_SET_XSAVE buffer (KVM_CAP_XSAVE2, at least struct kvm_xsave),
+ * or 0 when KVM has no KVM_SET_XSAVE.
+ */
+size_t kvm_sys_xsave_size(int kvm_fd);
+
 /* The most vCPUs one VM may have (KVM_CAP_MAX_VCPUS, or NR_VCPUS). */
 int kvm_sys_max_vcpus(int kvm_fd);
 

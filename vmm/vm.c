@@ -230,6 +230,12 @@ int vm_init(struct vm *vm, const struct vmm_config *cfg, struct console_out *con
 	vm->cpuid = x86_cpuid_supported(vm->kvm_fd, &r);
 	if (!vm->cpuid)
 		return sv_errf(r, err, errlen, "KVM_GET_SUPPORTED_CPUID: %s", strerror(-r));
+	x86_cpuid_normalize(vm->cpuid, &vm->xsave);
+	vm->xsave_size = kvm_sys_xsave_size(vm->kvm_fd);
+	if (!kvm_sys_has_cap(vm->kvm_fd, KVM_CAP_XCRS))
+		vm->xsave.xcr0 = 0;
+	sv_debug("CPUID: XCR0 0x%llx, XSAVE area %u bytes, KVM_SET_XSAVE %zu bytes",
+		 (unsigned long long)vm->xsave.xcr0, vm->xsave.size, vm->xsave_size);
 	r = kvm_sys_create_vm(vm->kvm_fd, &vm->vm_fd);
 	if (r < 0)
 		return sv_errf(r, err, errlen, "KVM_CREATE_VM: %s", strerror(-r));
@@ -623,7 +629,8 @@ static int start_vcpus(struct vm *vm)
 		}
 		vm->nvcpus = i + 1;
 		struct x86_cpuid_opts opts = { .apic_id = i, .ncpus = vm->cfg->cpus,
-					       .tsc_deadline = vm->tsc_deadline };
+					       .tsc_deadline = vm->tsc_deadline,
+					       .xcr0 = vm->xsave.xcr0, .xsave_size = vm->xsave_size };
 
 		r = x86_vcpu_setup(vm->vcpus[i].fd, &opts, vm->cpuid, &vm->boot);
 		if (r < 0) {

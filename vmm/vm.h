@@ -56,7 +56,9 @@ struct vm {
 	int vm_fd;
 	size_t run_size;
 	int tsc_deadline;
-	struct kvm_cpuid2 *cpuid;
+	struct kvm_cpuid2 *cpuid;    /* normalised once (x86_cpuid_normalize), patched per vCPU */
+	struct x86_xsave_cfg xsave;  /* the XCR0 that CPUID declares */
+	size_t xsave_size;           /* KVM_SET_XSAVE buffer; 0: KVM_SET_FPU */
 	struct guest_mem mem;
 	struct bus pio;
 	struct bus mmio;

@@ -1,6 +1,7 @@
 #include "cpu.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <linux/kvm.h>
 #include <stdlib.h>
 #include <string.h>
@@ -144,6 +145,236 @@ void x86_cpuid_patch(struct kvm_cpuid2 *cpuid, const struct x86_cpuid_opts *opts
 	}
 }
 
+static const struct kvm_cpuid_entry2 *cpuid_find(const struct kvm_cpuid2 *c, uint32_t function,
+						 uint32_t index)
+{
+	for (unsigned i = 0; i < c->nent; i++)
+		if (c->entries[i].function == function && c->entries[i].index == index)
+			return &c->entries[i];
+	return NULL;
+}
+
+/* A component's size, offset and flags from its leaf 0xD sub-leaf; false when absent. */
+static bool xfeature_layout(const struct kvm_cpuid2 *c, unsigned i, uint32_t *size,
+			    uint32_t *offset, uint32_t *flags)
+{
+	const struct kvm_cpuid_entry2 *e = cpuid_find(c, 0xd, i);
+
+	if (!e || e->eax == 0)
+		return false;
+	*size = e->eax;
+	*offset = e->ebx;
+	*flags = e->ecx;
+	return true;
+}
+
+uint64_t x86_xcr0_choose(const struct kvm_cpuid2 *cpuid)
+{
+	const struct kvm_cpuid_entry2 *l1 = cpuid_find(cpuid, 1, 0);
+	const struct kvm_cpuid_entry2 *d0 = cpuid_find(cpuid, 0xd, 0);
+	uint64_t mask;
+
+	if (!l1 || !(l1->ecx & (1u << 26)) || !d0)
+		return 0;
+	mask = (d0->eax | (uint64_t)d0->edx << 32) & X86_XFEATURE_OFFERED;
+	/* A component whose layout KVM does not describe cannot be sized: leave it out. */
+	for (unsigned i = 2; i < 64; i++) {
+		uint32_t size, offset, flags;
+
+		if ((mask & (1ull << i)) && !xfeature_layout(cpuid, i, &size, &offset, &flags))
+			mask &= ~(1ull << i);
+	}
+	/* XSETBV refuses anything else (SDM vol. 1, 13.3), and so does KVM_SET_XCRS. */
+	if (!(mask & X86_XFEATURE_FP))
+		return 0;
+	if (!(mask & X86_XFEATURE_SSE))
+		mask &= ~X86_XFEATURE_AVX;
+	if (!(mask & X86_XFEATURE_AVX) || (mask & X86_XFEATURE_AVX512) != X86_XFEATURE_AVX512)
+		mask &= ~X86_XFEATURE_AVX512;
+	return mask;
+}
+
+/* Size of the XSAVE area holding `xfeatures`, standard or compacted format. */
+static uint32_t xsave_size(const struct kvm_cpuid2 *c, uint64_t xfeatures, bool compacted)
+{
+	uint32_t end = X86_XSAVE_BASE_SIZE;
+
+	for (unsigned i = 2; i < 64; i++) {
+		uint32_t size, offset, flags;
+
+		if (!(xfeatures & (1ull << i)) || !xfeature_layout(c, i, &size, &offset, &flags))
+			continue;
+		if (compacted) {
+			if (flags & 2) /* 64-byte aligned when compacted */
+				end = (end + 63) & ~63u;
+			end += size;
+		} else if (offset + size > end) {
+			end = offset + size;
+		}
+	}
+	return end;
+}
+
+enum cpuid_reg { REG_EAX, REG_EBX, REG_ECX, REG_EDX };
+
+static uint32_t *cpuid_reg(struct kvm_cpuid_entry2 *e, enum cpuid_reg r)
+{
+	switch (r) {
+	case REG_EAX:
+		return &e->eax;
+	case REG_EBX:
+		return &e->ebx;
+	case REG_ECX:
+		return &e->ecx;
+	default:
+		return &e->edx;
+	}
+}
+
+/*
+ * Feature flags that need an XSAVE component: a guest that sees the flag
+ * without the component in XCR0 takes #UD or faults in XRSTOR, so each goes
+ * with its component (SDM vol. 1, 13.2; AMX: 3.2 of Intel's ISA extensions).
+ */
+static const struct {
+	uint32_t function, index;
+	enum cpuid_reg reg;
+	uint8_t bit;
+	uint64_t needs;
+} xfeature_flags[] = {
+	{ 1, 0, REG_ECX, 12, X86_XFEATURE_AVX },          /* FMA */
+	{ 1, 0, REG_ECX, 28, X86_XFEATURE_AVX },          /* AVX */
+	{ 1, 0, REG_ECX, 29, X86_XFEATURE_AVX },          /* F16C */
+	{ 7, 0, REG_EBX, 5, X86_XFEATURE_AVX },           /* AVX2 */
+	{ 7, 0, REG_ECX, 9, X86_XFEATURE_AVX },           /* VAES */
+	{ 7, 0, REG_ECX, 10, X86_XFEATURE_AVX },          /* VPCLMULQDQ */
+	{ 7, 1, REG_EAX, 4, X86_XFEATURE_AVX },           /* AVX-VNNI */
+	{ 7, 1, REG_EAX, 23, X86_XFEATURE_AVX },          /* AVX-IFMA */
+	{ 7, 1, REG_EDX, 4, X86_XFEATURE_AVX },           /* AVX-VNNI-INT8 */
+	{ 7, 1, REG_EDX, 5, X86_XFEATURE_AVX },           /* AVX-NE-CONVERT */
+	{ 7, 1, REG_EDX, 10, X86_XFEATURE_AVX },          /* AVX-VNNI-INT16 */
+	{ 7, 0, REG_EBX, 14, X86_XFEATURE_BNDREGS | X86_XFEATURE_BNDCSR }, /* MPX */
+	{ 7, 0, REG_EBX, 16, X86_XFEATURE_AVX512 },       /* AVX512F */
+	{ 7, 0, REG_EBX, 17, X86_XFEATURE_AVX512 },       /* AVX512DQ */
+	{ 7, 0, REG_EBX, 21, X86_XFEATURE_AVX512 },       /* AVX512_IFMA */
+	{ 7, 0, REG_EBX, 26, X86_XFEATURE_AVX512 },       /* AVX512PF */
+	{ 7, 0, REG_EBX, 27, X86_XFEATURE_AVX512 },       /* AVX512ER */
+	{ 7, 0, REG_EBX, 28, X86_XFEATURE_AVX512 },       /* AVX512CD */
+	{ 7, 0, REG_EBX, 30, X86_XFEATURE_AVX512 },       /* AVX512BW */
+	{ 7, 0, REG_EBX, 31, X86_XFEATURE_AVX512 },       /* AVX512VL */
+	{ 7, 0, REG_ECX, 1, X86_XFEATURE_AVX512 },        /* AVX512_VBMI */
+	{ 7, 0, REG_ECX, 6, X86_XFEATURE_AVX512 },        /* AVX512_VBMI2 */
+	{ 7, 0, REG_ECX, 11, X86_XFEATURE_AVX512 },       /* AVX512_VNNI */
+	{ 7, 0, REG_ECX, 12, X86_XFEATURE_AVX512 },       /* AVX512_BITALG */
+	{ 7, 0, REG_ECX, 14, X86_XFEATURE_AVX512 },       /* AVX512_VPOPCNTDQ */
+	{ 7, 0, REG_EDX, 2, X86_XFEATURE_AVX512 },        /* AVX512_4VNNIW */
+	{ 7, 0, REG_EDX, 3, X86_XFEATURE_AVX512 },        /* AVX512_4FMAPS */
+	{ 7, 0, REG_EDX, 8, X86_XFEATURE_AVX512 },        /* AVX512_VP2INTERSECT */
+	{ 7, 0, REG_EDX, 23, X86_XFEATURE_AVX512 },       /* AVX512_FP16 */
+	{ 7, 1, REG_EAX, 5, X86_XFEATURE_AVX512 },        /* AVX512_BF16 */
+	{ 7, 1, REG_EDX, 19, X86_XFEATURE_AVX512 },       /* AVX10 */
+	{ 7, 0, REG_ECX, 3, X86_XFEATURE_PKRU },          /* PKU */
+	{ 7, 0, REG_ECX, 7, X86_XFEATURE_CET_U | X86_XFEATURE_CET_S }, /* CET shadow stacks */
+	{ 7, 0, REG_EDX, 20, X86_XFEATURE_CET_U | X86_XFEATURE_CET_S }, /* CET IBT */
+	{ 7, 0, REG_EDX, 22, X86_XFEATURE_XTILECFG | X86_XFEATURE_XTILEDATA }, /* AMX-BF16 */
+	{ 7, 0, REG_EDX, 24, X86_XFEATURE_XTILECFG | X86_XFEATURE_XTILEDATA }, /* AMX-TILE */
+	{ 7, 0, REG_EDX, 25, X86_XFEATURE_XTILECFG | X86_XFEATURE_XTILEDATA }, /* AMX-INT8 */
+	{ 7, 1, REG_EAX, 21, X86_XFEATURE_XTILECFG | X86_XFEATURE_XTILEDATA }, /* AMX-FP16 */
+	{ 7, 1, REG_EDX, 8, X86_XFEATURE_XTILECFG | X86_XFEATURE_XTILEDATA },  /* AMX-COMPLEX */
+};
+
+#define CPUID7_EBX_FDP_EXCPTN_ONLY (1u << 6)
+#define CPUID7_EBX_ZERO_FCS_FDS (1u << 13)
+#define CPUID7_ECX_WAITPKG (1u << 5)
+#define CPUIDD1_EAX_XSAVEC (1u << 1)
+#define CPUIDD1_EAX_XSAVES (1u << 3)
+#define CPUIDD1_EAX_XFD (1u << 4)
+
+/* Sizes are taken from the table before leaf 0xD is edited. */
+static void normalize_xsave_leaf(struct kvm_cpuid_entry2 *e, uint64_t xcr0, uint32_t size,
+				 uint32_t compacted_size)
+{
+	if (xcr0 == 0) {
+		e->eax = e->ebx = e->ecx = e->edx = 0;
+		return;
+	}
+	switch (e->index) {
+	case 0:
+		e->eax = (uint32_t)xcr0;
+		e->edx = (uint32_t)(xcr0 >> 32);
+		/* EBX follows the guest's XCR0 at run time (KVM updates it); it starts at xcr0. */
+		e->ebx = e->ecx = size;
+		break;
+	case 1:
+		/* XFD only serves AMX's lazily allocated tile data, which is not offered. */
+		e->eax &= ~CPUIDD1_EAX_XFD;
+		e->ebx = e->eax & (CPUIDD1_EAX_XSAVEC | CPUIDD1_EAX_XSAVES) ? compacted_size : 0;
+		/* No supervisor state (XSS 0): no CET, PT or other XSAVES-only component. */
+		e->ecx = e->edx = 0;
+		break;
+	default:
+		if (e->index >= 64 || !(xcr0 & (1ull << e->index)))
+			e->eax = e->ebx = e->ecx = e->edx = 0;
+		break;
+	}
+}
+
+void x86_cpuid_normalize(struct kvm_cpuid2 *cpuid, struct x86_xsave_cfg *out)
+{
+	uint64_t xcr0 = x86_xcr0_choose(cpuid);
+	uint32_t size = xcr0 ? xsave_size(cpuid, xcr0, false) : 0;
+	uint32_t compacted_size = xcr0 ? xsave_size(cpuid, xcr0, true) : 0;
+
+	for (unsigned i = 0; i < cpuid->nent; i++) {
+		struct kvm_cpuid_entry2 *e = &cpuid->entries[i];
+
+		if (e->function == 1 && e->index == 0 && !xcr0)
+			e->ecx &= ~(1u << 26); /* XSAVE, when leaf 0xD cannot back it */
+		if (e->function == 7 && e->index == 0) {
+			/*
+			 * UMWAIT/TPAUSE would let the guest park a physical CPU in
+			 * C0.2 for as long as IA32_UMWAIT_CONTROL allows, and that
+			 * MSR is the host's.
+			 */
+			e->ecx &= ~CPUID7_ECX_WAITPKG;
+			/*
+			 * Inverted "deprecation" flags: set means the old x87 FDP/FCS/FDS
+			 * behaviour is gone, which is true in any VM; KVM's errata notes
+			 * (Documentation/virt/kvm/x86/errata.rst) recommend setting both.
+			 */
+			e->ebx |= CPUID7_EBX_FDP_EXCPTN_ONLY | CPUID7_EBX_ZERO_FCS_FDS;
+		}
+		if (e->function == 0xd)
+			normalize_xsave_leaf(e, xcr0, size, compacted_size);
+		/* AMX palette and TMUL leaves: no AMX. */
+		if (e->function == 0x1d || e->function == 0x1e)
+			e->eax = e->ebx = e->ecx = e->edx = 0;
+		for (size_t f = 0; f < sizeof(xfeature_flags) / sizeof(xfeature_flags[0]); f++) {
+			if (xfeature_flags[f].function != e->function ||
+			    xfeature_flags[f].index != e->index ||
+			    (xfeature_flags[f].needs & ~xcr0) == 0)
+				continue;
+			*cpuid_reg(e, xfeature_flags[f].reg) &= ~(1u << xfeature_flags[f].bit);
+		}
+	}
+	out->xcr0 = xcr0;
+	out->size = size;
+}
+
+void x86_xsave_init(void *area, size_t len)
+{
+	uint8_t *a = area;
+	uint16_t fcw = 0x37f;
+	uint32_t mxcsr = 0x1f80;
+	uint64_t xstate_bv = X86_XFEATURE_FP | X86_XFEATURE_SSE;
+
+	memset(a, 0, len);
+	/* FXSAVE layout: FCW at 0, MXCSR at 24; the XSAVE header's XSTATE_BV at 512. */
+	memcpy(a, &fcw, sizeof(fcw));
+	memcpy(a + 24, &mxcsr, sizeof(mxcsr));
+	memcpy(a + 512, &xstate_bv, sizeof(xstate_bv));
+}
+
 static int set_cpuid(int fd, const struct x86_cpuid_opts *opts,
 		     const struct kvm_cpuid2 *supported)
 {
@@ -198,6 +429,41 @@ static int set_fpu(int fd)
 	fpu.fcw = 0x37f;
 	fpu.mxcsr = 0x1f80;
 	return ioctl(fd, KVM_SET_FPU, &fpu) < 0 ? -errno : 0;
+}
+
+/*
+ * XCR0 as the normalised CPUID declares it, set before the first KVM_RUN
+ * (as QEMU does) so the state KVM saves and restores for the guest matches
+ * what the guest was told from its first instruction; the guest's own
+ * XSETBV replaces it when it enables XSAVE.
+ */
+static int set_xcrs(int fd, uint64_t xcr0)
+{
+	struct kvm_xcrs x;
+
+	memset(&x, 0, sizeof(x));
+	x.nr_xcrs = 1;
+	x.xcrs[0].xcr = 0;
+	x.xcrs[0].value = xcr0;
+	return ioctl(fd, KVM_SET_XCRS, &x) < 0 ? -errno : 0;
+}
+
+static int set_xsave(int fd, size_t size)
+{
+	void *area;
+	int r = 0;
+
+	/* struct kvm_xsave is at least 4 KiB; KVM copies its guest's full size. */
+	if (size < sizeof(struct kvm_xsave))
+		size = sizeof(struct kvm_xsave);
+	area = calloc(1, size);
+	if (!area)
+		return -ENOMEM;
+	x86_xsave_init(area, size);
+	if (ioctl(fd, KVM_SET_XSAVE, area) < 0)
+		r = -errno;
+	free(area);
+	return r;
 }
 
 static int set_lapic(int fd)
@@ -276,10 +542,13 @@ int x86_vcpu_setup(int vcpu_fd, const struct x86_cpuid_opts *opts,
 	int r;
 
 	r = set_cpuid(vcpu_fd, opts, supported);
+	/* After the CPUID: KVM checks XCR0 against the XSAVE components it declares. */
+	if (r == 0 && opts->xcr0)
+		r = set_xcrs(vcpu_fd, opts->xcr0);
 	if (r == 0)
 		r = set_msrs(vcpu_fd);
 	if (r == 0)
-		r = set_fpu(vcpu_fd);
+		r = opts->xsave_size ? set_xsave(vcpu_fd, opts->xsave_size) : set_fpu(vcpu_fd);
 	if (r == 0)
 		r = set_lapic(vcpu_fd);
 	if (r == 0 && opts->apic_id == 0)
