@@ -242,6 +242,16 @@ bench-api: all
 bench-image: all debian-image
 	./tests/nested/run ./bench/image $(BUILD)
 
+# The prepared check for a host with real KVM (docs/testing.md, "Real KVM check"):
+# everything tests/real-kvm/check boots, built here into one directory it can take.
+REAL_KVM := $(BUILD)/real-kvm
+$(BUILD)/bin/kvm-probe: tests/real-kvm/kvm-probe.c | $(STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) -std=gnu11 -static -O2 -Wall -Wextra -Werror -o $@ $<
+.PHONY: real-kvm-check-bundle
+real-kvm-check-bundle: all $(TEST_INITRAMFS) $(BUILD)/bin/kvm-probe
+	./tests/real-kvm/make-bundle $(BUILD) $(REAL_KVM)
+
 clean:
 	rm -rf $(BUILD)
 
