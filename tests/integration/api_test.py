@@ -443,7 +443,10 @@ def sh(cmd):
 def _():
     # A peer in a network namespace, routed through this host (the L1): the
     # daemon's NAT masquerades the sandbox to it. The sandbox (Debian) probes it
-    # under each policy, changed at run time through the API.
+    # under each policy, changed at run time through the API. The peer also
+    # has addresses on two private networks of the worker's: 172.30.8.0/24 and
+    # fd30:8::/64, which the daemon opens (--allow-private-egress, main()), and
+    # 172.30.9.0/24 and fd30:9::/64, which stay closed.
     setup = ("ip netns add svapi && ip link add svapi-h type veth peer name svapi-p && "
              "ip link set svapi-p netns svapi && ip addr add 198.51.100.1/24 dev svapi-h && "
              "ip link set svapi-h up && ip -n svapi addr add 198.51.100.7/24 dev svapi-p && "
@@ -452,6 +455,10 @@ def _():
              "ip addr add 2001:db8:a::1/64 dev svapi-h nodad && "
              "ip -n svapi addr add 2001:db8:a::7/64 dev svapi-p nodad && "
              "ip -n svapi -6 route add default via 2001:db8:a::1")
+    for net in ("172.30.8", "172.30.9"):
+        setup += f" && ip addr add {net}.1/24 dev svapi-h && ip -n svapi addr add {net}.7/24 dev svapi-p"
+    for net in ("fd30:8", "fd30:9"):
+        setup += f" && ip addr add {net}::1/64 dev svapi-h nodad && ip -n svapi addr add {net}::7/64 dev svapi-p nodad"
     p = sh(setup)
     assert p.returncode == 0, p.stderr
     peer = subprocess.Popen(["ip", "netns", "exec", "svapi", "python3", "-c",
@@ -489,8 +496,10 @@ def _():
         st, n = request("GET", f"/v1/sandboxes/{sid}/network")
         assert st == 200 and n["mode"] == "allowlist" and n["counters"]["pass_allowlist"] > 0 and \
             n["counters"]["drop_host"] > 0, n
+        # The reply is the VMM's word: its mode and list sizes (deny, allow_private: only its reply has them).
         st, n = request("PUT", f"/v1/sandboxes/{sid}/network", {"block_network": True})
-        assert st == 200 and n["mode"] == "block", (st, n)
+        assert st == 200 and n["mode"] == "block" and n["deny"] > 0 and n["allow_private"] == 2, (st, n)
+        assert request("GET", f"/v1/sandboxes/{sid}")[1]["network"]["mode"] == "block"
         assert probe("tcp:198.51.100.7") == ["tcp 198.51.100.7 fail"]
         assert request("GET", f"/v1/sandboxes/{sid}/network")[1]["counters"]["drop_blocked"] > 0
         p = vmctl("net", "set", sid, "--open")
@@ -498,6 +507,51 @@ def _():
         assert probe("tcp:198.51.100.7", "tcp:198.51.100.1") == ["tcp 198.51.100.7 ok", "tcp 198.51.100.1 fail"]
         p = vmctl("net", "show", sid, "--json")
         assert p.returncode == 0 and json.loads(p.stdout)["mode"] == "open", p
+
+        # The worker's private networks: the daemon's opt-in reaches, the other is closed.
+        assert probe("tcp:172.30.8.7", "tcp:fd30:8::7", "tcp:172.30.9.7", "tcp:fd30:9::7") == [
+            "tcp 172.30.8.7 ok", "tcp fd30:8::7 ok", "tcp 172.30.9.7 fail", "tcp fd30:9::7 fail"]
+        st, n = request("GET", f"/v1/sandboxes/{sid}/network")
+        assert st == 200 and n["allow_private"] == 2 and n["counters"]["drop_private"] > 0, n
+        # An allowlist entry inside a private network opens it; the opt-in still needs the list.
+        st, n = request("PUT", f"/v1/sandboxes/{sid}/network",
+                        {"cidr_allowlist": ["172.30.9.0/24", "198.51.100.0/24"]})
+        assert st == 200 and n["mode"] == "allowlist" and n["allow"] == 2, (st, n)
+        assert probe("tcp:172.30.9.7", "tcp:172.30.8.7", "tcp:198.51.100.7") == [
+            "tcp 172.30.9.7 ok", "tcp 172.30.8.7 fail", "tcp 198.51.100.7 ok"]
+        # An allowlist that merely holds it does not.
+        st, n = request("PUT", f"/v1/sandboxes/{sid}/network", {"cidr_allowlist": ["0.0.0.0/0", "::/0"]})
+        assert st == 200 and n["mode"] == "allowlist", (st, n)
+        assert probe("tcp:172.30.9.7", "tcp:fd30:9::7", "tcp:198.51.100.7") == [
+            "tcp 172.30.9.7 fail", "tcp fd30:9::7 fail", "tcp 198.51.100.7 ok"]
+
+        # A VMM that does not answer: 504 after the daemon's 10 s, and the mode recorded and in
+        # force stays allowlist (the change it asked for is withdrawn, so it cannot land late).
+        with open(os.path.join(STATE, "sandboxes", sid, "sandbox.json")) as f:
+            vmm_pid = json.load(f)["pid"]
+        # Meanwhile a second change is refused rather than raced.
+        got = {}
+
+        def slow_put():
+            got["r"] = request("PUT", f"/v1/sandboxes/{sid}/network", {"block_network": True}, timeout=60)
+        os.kill(vmm_pid, signal.SIGSTOP)
+        try:
+            t = time.monotonic()
+            th = threading.Thread(target=slow_put)
+            th.start()
+            time.sleep(1)
+            second = request("PUT", f"/v1/sandboxes/{sid}/network", {}, timeout=30)
+            th.join(60)
+            took = time.monotonic() - t
+        finally:
+            os.kill(vmm_pid, signal.SIGCONT)
+        assert second[0] == 409, second
+        st, n = got["r"]
+        assert st == 504 and 8 < took < 40, (st, n, took)
+        assert request("GET", f"/v1/sandboxes/{sid}")[1]["network"]["mode"] == "allowlist"
+        st, n = request("GET", f"/v1/sandboxes/{sid}/network")
+        assert st == 200 and n["mode"] == "allowlist", (st, n)
+        assert probe("tcp:198.51.100.7") == ["tcp 198.51.100.7 ok"]
         request("DELETE", f"/v1/sandboxes/{sid}")
         for _ in range(50):
             if sh(f"ip link show {tap}").returncode != 0:
@@ -830,7 +884,9 @@ def main():
                          check=True).stdout.decode().strip()
     with open(os.path.join(STATE, "api-keys")) as f:
         assert KEY not in f.read(), "the key itself was stored"
-    daemon = Daemon("--max-memory", "3000", "--max-sandboxes", "16")
+    # The worker opens one private network of api-network's peer, and leaves another closed.
+    daemon = Daemon("--max-memory", "3000", "--max-sandboxes", "16",
+                    "--allow-private-egress", "172.30.8.0/24,fd30:8::/64")
     daemon.start()
     only = os.environ.get("SANDVM_API_ONLY")
     try:

@@ -14,11 +14,16 @@ nx() { # nx NAME CMD...: exec in the net VM; output in NAME.stdout/.stderr, stat
 	rc=$?
 }
 
+# The test network is private (10.77.0.0/24, fd77::/64), which the firewall
+# closes unless the policy opens it, as an operator's --allow-private-egress
+# would; PRIVATE is what policy() opens.
+LAB_PRIVATE='"10.77.0.0/24", "fd77::/64"'
+PRIVATE=$LAB_PRIVATE
 # policy FILE GUEST_IP EXTRA_JSON: an egress policy for a guest on the test tap.
 policy() {
 	cat >"$1" <<JSON
 {"ip": "$2", "gateway": "10.77.0.1", "gateway_mac": "$tap_mac",
- "ip6": "fd77::${2##*.}", "gateway6": "fd77::1", $3}
+ "ip6": "fd77::${2##*.}", "gateway6": "fd77::1", "allow_private": [$PRIVATE], $3}
 JSON
 }
 

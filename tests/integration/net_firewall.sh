@@ -2,6 +2,7 @@
 # (the tap $NET_TAP is up, 10.77.0.1/24 and fd77::1/64 on the L1 side). Two
 # peers live in network namespaces made here, routed through the L1:
 #   svpeerA 198.51.100.7, 2001:db8:a::7    svpeerB 203.0.113.7, 2001:db8:b::7
+#   svpeerC 172.30.0.7, fd30::7 (a private network of the worker's)
 # each with a TCP echo on 8080 and a UDP echo on 8081. A Debian sandbox
 # (python3) probes them (tests/integration/net_probe.py) while the policy is
 # changed at run time through the VMM's control socket.
@@ -10,7 +11,7 @@ fw_dir=$net_dir/fw
 mkdir -p "$fw_dir"
 peer_ok=1
 fw_cleanup() {
-	for p in A B; do
+	for p in A B C; do
 		[ -n "${peer_pid[$p]:-}" ] && kill "${peer_pid[$p]}" 2>/dev/null
 		ip netns del "svpeer$p" 2>/dev/null
 		ip link del "sv$p-h" 2>/dev/null
@@ -19,8 +20,12 @@ fw_cleanup() {
 declare -A peer_pid
 ip addr add fd77::1/64 dev "$NET_TAP" nodad || peer_ok=0
 sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1 || peer_ok=0
-for p in A B; do
-	if [ $p = A ]; then v4=198.51.100; v6=2001:db8:a; else v4=203.0.113; v6=2001:db8:b; fi
+for p in A B C; do
+	case $p in
+	A) v4=198.51.100 v6=2001:db8:a ;;
+	B) v4=203.0.113 v6=2001:db8:b ;;
+	C) v4=172.30.0 v6=fd30:0:0 ;;
+	esac
 	ip netns add "svpeer$p" &&
 		ip link add "sv$p-h" type veth peer name "sv$p-p" &&
 		ip link set "sv$p-p" netns "svpeer$p" &&
@@ -50,7 +55,7 @@ while True:
 PY
 	peer_pid[$p]=$!
 done
-for p in A B; do
+for p in A B C; do
 	for _ in $(seq 1 150); do grep -q listening "$RESULTS/net-peer$p.log" && break; sleep 0.2; done
 done
 
@@ -158,10 +163,12 @@ fcntl.ioctl(socket.socket(), 0x8916, ifr)' >"$RESULTS/net-fw-spoof-setup.out" 2>
 	# Everything allowed (0.0.0.0/0, ::/0): both peers, but never the host's own addresses.
 	policy "$fw_dir/all.json" 10.77.0.4 "\"mode\": \"allowlist\", \"allow\": [\"0.0.0.0/0\", \"::/0\"], $HOSTS"
 	ctl "{\"op\":\"net-policy\",\"path\":\"$fw_dir/all.json\"}" >/dev/null
+	# Nor a private network the allowlist holds without naming it.
 	probe net-fw-allow-all tcp:198.51.100.7 tcp:203.0.113.7 tcp:2001:db8:b::7 tcp:10.77.0.1 tcp:198.51.100.1 \
-		tcp:2001:db8:a::1 icmp:169.254.169.254
+		tcp:2001:db8:a::1 icmp:169.254.169.254 tcp:172.30.0.7 tcp:fd30::7
 	expect net-fw-allow-all "tcp 198.51.100.7 ok" "tcp 203.0.113.7 ok" "tcp 2001:db8:b::7 ok" \
-		"tcp 10.77.0.1 fail" "tcp 198.51.100.1 fail" "tcp 2001:db8:a::1 fail" "icmp 169.254.169.254 fail"
+		"tcp 10.77.0.1 fail" "tcp 198.51.100.1 fail" "tcp 2001:db8:a::1 fail" "icmp 169.254.169.254 fail" \
+		"tcp 172.30.0.7 fail" "tcp fd30::7 fail"
 
 	# Longest prefix: 198.51.100.0/24 allowed but 198.51.100.7/32 denied as another sandbox's.
 	policy "$fw_dir/lpm.json" 10.77.0.4 "\"mode\": \"allowlist\", \"allow\": [\"198.51.100.0/24\", \"203.0.113.0/25\"], \"deny_sandboxes\": [\"198.51.100.7/32\"], $HOSTS"
@@ -180,6 +187,42 @@ fcntl.ioctl(socket.socket(), 0x8916, ifr)' >"$RESULTS/net-fw-spoof-setup.out" 2>
 	else
 		report FAIL net-fw-bad-policy "reply $reply; probe $(cat "$RESULTS/net-fw-bad-policy.stdout")"
 	fi
+
+	# The worker's private networks: peer C is out of reach in open mode, over IPv4, IPv6 and
+	# an IPv6 form that carries its IPv4 (6to4 2002:ac1e:7::), each frame a drop_private.
+	policy "$fw_dir/open.json" 10.77.0.4 "\"mode\": \"open\", $HOSTS"
+	reply=$(ctl "{\"op\":\"net-policy\",\"path\":\"$fw_dir/open.json\"}")
+	# The reply says what is now in force, as the net op would.
+	if echo "$reply" | python3 -c 'import json,sys; n=json.load(sys.stdin)["net"]; assert n["mode"] == "open" and n["allow_private"] == 2, n'; then
+		report OK net-fw-policy-reply
+	else
+		report FAIL net-fw-policy-reply "reply $reply"
+	fi
+	d0=$(counter drop_private)
+	probe net-fw-private-closed tcp:172.30.0.7 udp:172.30.0.7 icmp:172.30.0.7 tcp:fd30::7 icmp:fd30::7 \
+		tcp:2002:ac1e:7::1 tcp:198.51.100.7
+	d1=$(counter drop_private)
+	expect net-fw-private-closed "tcp 172.30.0.7 fail" "udp 172.30.0.7 fail" "icmp 172.30.0.7 fail" \
+		"tcp fd30::7 fail" "icmp fd30::7 fail" "tcp 2002:ac1e:7::1 fail" "tcp 198.51.100.7 ok"
+	if [ $((d1 - d0)) -ge 6 ]; then
+		report OK net-fw-private-counter
+	else
+		report FAIL net-fw-private-counter "drop_private $d0 -> $d1 for at least 6 frames to peer C"
+	fi
+
+	# The operator opens it (allow_private, what sandboxd --allow-private-egress writes).
+	PRIVATE="$LAB_PRIVATE, \"172.30.0.0/24\", \"fd30::/64\""
+	policy "$fw_dir/open-private.json" 10.77.0.4 "\"mode\": \"open\", $HOSTS"
+	PRIVATE=$LAB_PRIVATE
+	ctl "{\"op\":\"net-policy\",\"path\":\"$fw_dir/open-private.json\"}" >/dev/null
+	probe net-fw-private-opt-in tcp:172.30.0.7 udp:172.30.0.7 icmp:172.30.0.7 tcp:fd30::7
+	expect net-fw-private-opt-in "tcp 172.30.0.7 ok" "udp 172.30.0.7 ok" "icmp 172.30.0.7 ok" "tcp fd30::7 ok"
+
+	# A sandbox's allowlist names it: that part opens, the rest of the list as usual.
+	policy "$fw_dir/allow-c.json" 10.77.0.4 "\"mode\": \"allowlist\", \"allow\": [\"172.30.0.0/24\", \"198.51.100.0/24\"], $HOSTS"
+	ctl "{\"op\":\"net-policy\",\"path\":\"$fw_dir/allow-c.json\"}" >/dev/null
+	probe net-fw-private-allowlist tcp:172.30.0.7 tcp:fd30::7 tcp:198.51.100.7 tcp:203.0.113.7
+	expect net-fw-private-allowlist "tcp 172.30.0.7 ok" "tcp fd30::7 fail" "tcp 198.51.100.7 ok" "tcp 203.0.113.7 fail"
 
 	# The main thread under a guest flood: a switch to block is in force at once.
 	. tests/integration/net_flood.sh
