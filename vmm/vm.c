@@ -253,10 +253,16 @@ int vm_init(struct vm *vm, const struct vmm_config *cfg, struct console_out *con
 	return setup_devices(vm, err, errlen);
 }
 
-void vm_destroy(struct vm *vm)
+/* A vCPU waiting for the loop to reset a device must not wait for ever. */
+static void stop_virtio(struct vm *vm)
 {
 	for (unsigned i = 0; i < vm->nvirtio; i++)
 		virtio_mmio_stop(vm->virtio[i]);
+}
+
+void vm_destroy(struct vm *vm)
+{
+	stop_virtio(vm);
 	for (unsigned i = 0; i < vm->nvcpus; i++) {
 		vcpu_kick(&vm->vcpus[i]);
 		vcpu_join(&vm->vcpus[i]);
@@ -666,9 +672,7 @@ enum vm_stop_reason vm_run(struct vm *vm)
 			break;
 		}
 	}
-	/* A vCPU waiting for the loop to reset a device must not wait for ever. */
-	for (unsigned i = 0; i < vm->nvirtio; i++)
-		virtio_mmio_stop(vm->virtio[i]);
+	stop_virtio(vm);
 	for (unsigned i = 0; i < vm->nvcpus; i++)
 		vcpu_kick(&vm->vcpus[i]);
 	for (unsigned i = 0; i < vm->nvcpus; i++) {

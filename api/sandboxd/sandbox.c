@@ -113,6 +113,14 @@ static unsigned long long proc_start_time(int pid)
 	return start;
 }
 
+/* Control characters a guest wrote become spaces before they reach a message. */
+static void scrub_controls(char *text, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)text[i] < 0x20 && text[i] != '\n')
+			text[i] = ' ';
+}
+
 static void tail_file(const char *path, char *out, size_t cap)
 {
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -127,19 +135,13 @@ static void tail_file(const char *path, char *out, size_t cap)
 	n = read(fd, out, cap - 1);
 	close(fd);
 	out[n > 0 ? n : 0] = '\0';
-	for (ssize_t i = 0; i < n; i++)
-		if ((unsigned char)out[i] < 0x20 && out[i] != '\n')
-			out[i] = ' ';
+	scrub_controls(out, n > 0 ? (size_t)n : 0);
 }
 
 /* The console's newest bytes, across the VMM's rotation (console.log.1, console.log). */
 static void tail_console(const struct sandbox *sb, char *out, size_t cap)
 {
-	size_t n = sandbox_vm_console_tail(&sb->vm, out, cap);
-
-	for (size_t i = 0; i < n; i++)
-		if ((unsigned char)out[i] < 0x20 && out[i] != '\n')
-			out[i] = ' ';
+	scrub_controls(out, sandbox_vm_console_tail(&sb->vm, out, cap));
 }
 
 void sandbox_usage(const struct sandboxd *d, unsigned *count, unsigned *memory_mib)

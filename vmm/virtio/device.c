@@ -24,12 +24,12 @@ void virtio_dev_set_broken(struct virtio_dev *dev, const char *why)
 	dev->raise(dev, VIRTIO_ISR_CONFIG);
 }
 
-bool virtio_dev_serve_queue(struct virtio_dev *dev, unsigned qi, virtio_chain_handler handle)
+void virtio_dev_serve_queue(struct virtio_dev *dev, unsigned qi, virtio_chain_handler handle)
 {
 	struct virtq *q = &dev->queues[qi];
 	struct virtq_chain chain;
 	unsigned served = 0;
-	bool pushed = false, more = false;
+	bool pushed = false;
 	int r = 0;
 
 	while (served < VIRTIO_QUEUE_BUDGET && (r = virtq_pop(q, &chain)) > 0) {
@@ -55,13 +55,10 @@ bool virtio_dev_serve_queue(struct virtio_dev *dev, unsigned qi, virtio_chain_ha
 	 * again for chains it already made available, so come back ourselves.
 	 */
 	if (served == VIRTIO_QUEUE_BUDGET && r > 0 && !(dev->status & VIRTIO_STATUS_NEEDS_RESET) &&
-	    dev->requeue) {
+	    dev->requeue)
 		dev->requeue(dev, qi);
-		more = true;
-	}
 	if (pushed)
 		virtio_dev_notify_used(dev, qi);
-	return more;
 }
 
 void virtio_dev_queue_status(const struct virtio_dev *dev, unsigned qi, cJSON *out)

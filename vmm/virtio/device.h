@@ -104,13 +104,13 @@ void virtio_dev_notify_used(struct virtio_dev *dev, unsigned q);
  * them: handle() does the work and says how many bytes it wrote into the
  * chain, and the chain goes back to the driver; one interrupt follows if the
  * driver wants it. With chains left after the budget, the queue is requeued
- * (dev->requeue) and true returned. A chain that breaks the rules (in the
+ * (dev->requeue). A chain that breaks the rules (in the
  * queue, or handle() returning < 0 with `why`) stops the device. Called with
  * dev->lock held.
  */
 typedef int (*virtio_chain_handler)(struct virtio_dev *dev, struct virtq_chain *chain,
 				    uint32_t *written, const char **why);
-bool virtio_dev_serve_queue(struct virtio_dev *dev, unsigned q, virtio_chain_handler handle);
+void virtio_dev_serve_queue(struct virtio_dev *dev, unsigned q, virtio_chain_handler handle);
 
 /*
  * The guest broke the virtio rules on this device: it stops processing

@@ -49,33 +49,33 @@ uint64_t virtio_mmio_offered_features(const struct virtio_dev_ops *ops)
 	       VIRTQ_F_INDIRECT_DESC;
 }
 
-static void raise_irq(struct virtio_dev *dev, uint32_t isr_bits)
+static void signal_eventfd(int fd)
 {
-	struct virtio_mmio *m = dev->transport;
 	uint64_t one = 1;
 
-	dev->isr |= isr_bits;
-	if (write(m->irq_fd, &one, sizeof(one)) < 0) {
-		/* An eventfd write fails only on counter overflow; the irq is pending anyway. */
+	if (write(fd, &one, sizeof(one)) < 0) {
+		/* An eventfd write fails only on counter overflow; it is readable anyway. */
 	}
 }
 
-/* Wakes the main loop's handler of queue q (an ioeventfd's or our own write). */
+static void raise_irq(struct virtio_dev *dev, uint32_t isr_bits)
+{
+	struct virtio_mmio *m = dev->transport;
+
+	dev->isr |= isr_bits;
+	signal_eventfd(m->irq_fd);
+}
+
+/* Wakes the main loop's handler of queue q, as an ioeventfd would. */
 static void kick_queue(struct virtio_mmio *m, unsigned q)
 {
-	uint64_t one = 1;
-
-	if (write(m->notify[q].h.fd, &one, sizeof(one)) < 0) {
-		/* Only on counter overflow: the eventfd is readable anyway. */
-	}
+	if (q < m->dev.ops->num_queues)
+		signal_eventfd(m->notify[q].h.fd);
 }
 
 static void requeue(struct virtio_dev *dev, unsigned q)
 {
-	struct virtio_mmio *m = dev->transport;
-
-	if (q < dev->ops->num_queues)
-		kick_queue(m, q);
+	kick_queue(dev->transport, q);
 }
 
 static void reset_locked(struct virtio_mmio *m)
@@ -116,8 +116,7 @@ static void notify_from_guest(struct virtio_mmio *m, unsigned q)
 		return;
 	}
 	/* On a vCPU thread: the model runs on the main loop only. */
-	if (q < m->dev.ops->num_queues)
-		kick_queue(m, q);
+	kick_queue(m, q);
 }
 
 /*
@@ -127,8 +126,6 @@ static void notify_from_guest(struct virtio_mmio *m, unsigned q)
  */
 static void reset_from_guest(struct virtio_mmio *m)
 {
-	uint64_t one = 1;
-
 	if (!m->loop) {
 		reset_locked(m);
 		return;
@@ -136,9 +133,7 @@ static void reset_from_guest(struct virtio_mmio *m)
 	if (m->loop_stopped)
 		return;
 	m->reset_pending = true;
-	if (write(m->reset_h.fd, &one, sizeof(one)) < 0) {
-		/* Only on counter overflow: the eventfd is readable anyway. */
-	}
+	signal_eventfd(m->reset_h.fd);
 	while (m->reset_pending && !m->loop_stopped)
 		pthread_cond_wait(&m->reset_done, &m->dev.lock);
 }
@@ -458,9 +453,9 @@ static void detach(struct virtio_mmio *m)
 			continue;
 		if (m->loop)
 			event_loop_del(m->loop, &n->h);
-		if (m->ioeventfd[q])
+		/* One KVM never took (or never was asked to take) fails harmlessly. */
+		if (m->vm_fd >= 0)
 			add_ioeventfd(m, q, n->h.fd, KVM_IOEVENTFD_FLAG_DEASSIGN);
-		m->ioeventfd[q] = false;
 	}
 	if (m->loop && m->reset_h.fd >= 0)
 		event_loop_del(m->loop, &m->reset_h);
@@ -487,9 +482,7 @@ int virtio_mmio_attach(struct virtio_mmio *m, struct event_loop *loop)
 			goto fail;
 		if (m->vm_fd < 0)
 			continue;
-		if (add_ioeventfd(m, q, n->h.fd, 0) == 0)
-			m->ioeventfd[q] = true;
-		else
+		if (add_ioeventfd(m, q, n->h.fd, 0) < 0)
 			/* Without it, QueueNotify writes arrive as MMIO exits and are forwarded. */
 			sv_debug("virtio-%s: no ioeventfd for queue %u; using MMIO exits",
 				 m->dev.ops->name, q);

@@ -54,7 +54,6 @@ struct virtio_mmio {
 	pthread_cond_t reset_done;
 	bool reset_pending;
 	bool loop_stopped;      /* the main loop runs no more: nobody waits for it */
-	bool ioeventfd[VIRTIO_MAX_QUEUES]; /* KVM writes notify[q] itself */
 };
 
 /*

@@ -645,19 +645,30 @@ int vsock_dev_init(struct vsock_dev *vs, uint64_t guest_cid, const char *path)
 	vs->listen_h.fd = -1;
 	if (guest_cid <= VSOCK_HOST_CID || guest_cid >= 0xffffffffull)
 		return -EINVAL;
-	if (sv_ratelimit_init(&vs->ctl_full_log, "virtio-vsock: control queue full", SV_RATELIMIT_BURST,
-			      SV_RATELIMIT_INTERVAL_NS) < 0 ||
-	    sv_ratelimit_init(&vs->credit_log, "virtio-vsock: guest overran its credit",
-			      SV_RATELIMIT_BURST, SV_RATELIMIT_INTERVAL_NS) < 0 ||
-	    sv_ratelimit_init(&vs->malformed_log, "virtio-vsock: malformed packet",
-			      SV_RATELIMIT_BURST, SV_RATELIMIT_INTERVAL_NS) < 0)
-		return -ENOMEM;
-	vs->limits_ready = true;
 	vs->guest_cid = guest_cid;
 	/* Ports the host side picks for its own connections, out of the way of services. */
 	vs->next_local_port = 1u << 30;
 	vs->path = strdup(path);
-	return vs->path ? 0 : -ENOMEM;
+	if (!vs->path)
+		return -ENOMEM;
+	if (sv_ratelimit_init(&vs->ctl_full_log, "virtio-vsock: control queue full", SV_RATELIMIT_BURST,
+			      SV_RATELIMIT_INTERVAL_NS) < 0)
+		goto fail_ctl;
+	if (sv_ratelimit_init(&vs->credit_log, "virtio-vsock: guest overran its credit", SV_RATELIMIT_BURST,
+			      SV_RATELIMIT_INTERVAL_NS) < 0)
+		goto fail_credit;
+	if (sv_ratelimit_init(&vs->malformed_log, "virtio-vsock: malformed packet", SV_RATELIMIT_BURST,
+			      SV_RATELIMIT_INTERVAL_NS) < 0)
+		goto fail_malformed;
+	return 0;
+fail_malformed:
+	sv_ratelimit_destroy(&vs->credit_log);
+fail_credit:
+	sv_ratelimit_destroy(&vs->ctl_full_log);
+fail_ctl:
+	free(vs->path);
+	vs->path = NULL;
+	return -ENOMEM;
 }
 
 int vsock_dev_start(struct vsock_dev *vs, struct virtio_dev *dev, struct event_loop *loop)
@@ -707,12 +718,9 @@ void vsock_dev_destroy(struct vsock_dev *vs)
 	}
 	free(vs->path);
 	vs->path = NULL;
-	if (vs->limits_ready) {
-		sv_ratelimit_destroy(&vs->ctl_full_log);
-		sv_ratelimit_destroy(&vs->credit_log);
-		sv_ratelimit_destroy(&vs->malformed_log);
-		vs->limits_ready = false;
-	}
+	sv_ratelimit_destroy(&vs->ctl_full_log);
+	sv_ratelimit_destroy(&vs->credit_log);
+	sv_ratelimit_destroy(&vs->malformed_log);
 }
 
 void vsock_dev_status(const struct vsock_dev *vs, cJSON *out)

@@ -45,7 +45,6 @@ struct vsock_dev {
 	uint8_t bounce[VSOCK_MAX_PAYLOAD];
 	/* Warnings a guest can cause at will (lib/log.h). */
 	struct sv_ratelimit ctl_full_log, credit_log, malformed_log;
-	bool limits_ready;
 };
 
 int vsock_dev_init(struct vsock_dev *vs, uint64_t guest_cid, const char *path);
