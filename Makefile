@@ -12,6 +12,8 @@ CFLAGS_COMMON := -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow \
 CFLAGS  ?= -O2 -g
 LDLIBS_VMM := -lpthread $(shell pkg-config --libs libcjson 2>/dev/null || echo -lcjson) \
 	$(shell pkg-config --libs libcrypto libzstd 2>/dev/null || echo -lcrypto -lzstd)
+# Unit tests and fuzzers also link the daemon's HTTP core.
+LDLIBS_TEST := $(LDLIBS_VMM) $(shell pkg-config --libs libuv 2>/dev/null || echo -luv) -lhttp_parser
 SAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 # ThreadSanitizer: the unit tests that run device work beside vCPU-like threads.
 # (-Wno-tsan: the ring fences order guest memory, which no test shares between threads.)
@@ -21,9 +23,10 @@ LIB_SRCS  := $(wildcard lib/*.c)
 # Encrypted snapshot images (docs/image-format.md): OpenSSL and zstd, so kept
 # out of the programs that need neither.
 SIMAGE_SRCS := $(wildcard lib/simage/*.c)
-# The API side's pure parsers (the daemon's requests, vmctl's exec output
-# frames), which unit tests and fuzzers link too.
-API_PURE_SRCS := api/sandboxd/spec.c api/sandboxd/query.c api/sandboxd/net_policy.c api/vmctl/exec_frames.c
+# The API side's pure parsers (the daemon's requests and request heads, vmctl's
+# exec output frames) and its HTTP core, which unit tests and fuzzers link too.
+API_PURE_SRCS := api/sandboxd/spec.c api/sandboxd/query.c api/sandboxd/net_policy.c api/vmctl/exec_frames.c \
+	api/sandboxd/http_head.c api/sandboxd/http_conn.c
 VMM_SRCS  := $(filter-out vmm/main.c,$(wildcard vmm/*.c vmm/arch/x86/*.c vmm/devices/*.c vmm/virtio/*.c vmm/backends/*.c vmm/net/*.c))
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
@@ -142,15 +145,15 @@ $(TEST_INITRAMFS): $(BUILD)/bin/sandvm-init rootfs/build-initramfs.sh $(GUEST_TE
 $(BUILD)/tests/%: tests/unit/%.c $(wildcard tests/unit/*.h) $(OBJS) $(API_PURE_OBJS) | $(STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_COMMON) $(CFLAGS) -Itests/unit -Iapi/sandboxd -o $@ $< $(OBJS) $(API_PURE_OBJS) \
-		$(LDLIBS_VMM) -lcmocka
+		$(LDLIBS_TEST) -lcmocka
 
 $(BUILD)/tests-asan/%: tests/unit/%.c $(wildcard tests/unit/*.h) $(ASAN_OBJS) | $(STAMP)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_COMMON) $(SAN_FLAGS) -Itests/unit -Iapi/sandboxd -o $@ $< $(ASAN_OBJS) $(LDLIBS_VMM) -lcmocka
+	$(CC) $(CFLAGS_COMMON) $(SAN_FLAGS) -Itests/unit -Iapi/sandboxd -o $@ $< $(ASAN_OBJS) $(LDLIBS_TEST) -lcmocka
 
 $(BUILD)/tests-tsan/%: tests/unit/%.c $(wildcard tests/unit/*.h) $(TSAN_OBJS) | $(STAMP)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_COMMON) $(TSAN_FLAGS) -Itests/unit -Iapi/sandboxd -o $@ $< $(TSAN_OBJS) $(LDLIBS_VMM) -lcmocka
+	$(CC) $(CFLAGS_COMMON) $(TSAN_FLAGS) -Itests/unit -Iapi/sandboxd -o $@ $< $(TSAN_OBJS) $(LDLIBS_TEST) -lcmocka
 
 # The agent as an ordinary dynamic program (its --unix mode) for test_agent_host,
 # plain and sanitized; the static one cannot carry ASan.
@@ -177,7 +180,7 @@ $(BUILD)/obj-fuzz/%.o: %.c | $(STAMP)
 $(BUILD)/fuzz/%: tests/fuzz/%.c $(FUZZ_OBJS) | $(STAMP)
 	@mkdir -p $(dir $@)
 	$(CLANG) $(CFLAGS_COMMON) -Iapi/sandboxd -O1 -g -fsanitize=fuzzer,address,undefined -o $@ $< \
-		$(FUZZ_OBJS) $(LDLIBS_VMM)
+		$(FUZZ_OBJS) $(LDLIBS_TEST)
 
 fuzz: $(FUZZ_BINS)
 

@@ -25,7 +25,8 @@
 #define LINGER_MS 2000
 #define LINGER_MAX_BYTES (4u << 20)
 
-enum header_state { HDR_NONE, HDR_AUTH, HDR_EXPECT, HDR_OTHER };
+/* What a connection in relay mode reads into. */
+#define RELAY_READ_CHUNK (64 * 1024)
 
 struct http_conn {
 	union {
@@ -35,22 +36,29 @@ struct http_conn {
 		uv_stream_t stream;
 	} h;
 	struct http_server *srv;
+	struct http_conn *prev, *next; /* in srv->conns */
+	uint64_t accepted_ns;
 	http_parser parser;
+	struct http_head_scan scan;
 	struct http_request req;
 	unsigned refs;
 	bool closing, in_pump, dispatched, sink_paused, keep_alive, reading, expect_continue;
 	bool close_after_write, handler_done, finished;
-	bool lingering, linger_timer_open;
-	uv_timer_t linger_timer;
+	bool in_head;       /* the bytes being read are a request head */
+	bool request_begun; /* some bytes of a request arrived (not idle) */
+	bool lingering, timer_open;
+	uv_timer_t timer; /* the head or idle limit, then the lingering close */
 	uv_shutdown_t shutdown_req;
 	size_t linger_bytes;
-	char field[32];
-	size_t field_len;
-	char *in;
+	char *in; /* allocated while a request is arriving */
 	size_t in_len, in_off;
 	size_t write_queued;
 	int reply_fd;
 	uint64_t reply_left;
+	/* Relay mode (http_conn_detach). */
+	const struct http_relay_ops *relay;
+	void *relay_ctx;
+	bool relay_paused, relay_eof, relay_closing;
 };
 
 struct conn_write {
@@ -68,10 +76,34 @@ static uint64_t mono_ns(void)
 	return uv_hrtime();
 }
 
+/* The input buffer, counted in srv->input_buffers. */
+static bool input_alloc(struct http_conn *c, size_t size)
+{
+	if (!c->in) {
+		c->in = malloc(size);
+		if (!c->in)
+			return false;
+		c->srv->input_buffers++;
+		c->in_len = c->in_off = 0;
+	}
+	return true;
+}
+
+static void input_free(struct http_conn *c)
+{
+	if (c->in) {
+		free(c->in);
+		c->in = NULL;
+		c->srv->input_buffers--;
+	}
+	c->in_len = c->in_off = 0;
+}
+
 const char *http_status_text(int status)
 {
 	switch (status) {
 	case 100: return "Continue";
+	case 101: return "Switching Protocols";
 	case 200: return "OK";
 	case 201: return "Created";
 	case 204: return "No Content";
@@ -83,8 +115,11 @@ const char *http_status_text(int status)
 	case 408: return "Request Timeout";
 	case 409: return "Conflict";
 	case 413: return "Payload Too Large";
+	case 414: return "URI Too Long";
 	case 429: return "Too Many Requests";
+	case 431: return "Request Header Fields Too Large";
 	case 500: return "Internal Server Error";
+	case 502: return "Bad Gateway";
 	case 503: return "Service Unavailable";
 	default: return "Unknown";
 	}
@@ -99,13 +134,13 @@ void http_conn_unref(struct http_conn *c)
 {
 	if (--c->refs)
 		return;
-	free(c->in);
+	input_free(c);
+	free(c->req.headers);
 	free(c->req.body);
 	if (c->req.body_fd >= 0)
 		close(c->req.body_fd);
 	if (c->reply_fd >= 0)
 		close(c->reply_fd);
-	c->srv->connections--;
 	free(c);
 }
 
@@ -119,9 +154,22 @@ static void on_closed(uv_handle_t *h)
 	http_conn_unref(h->data);
 }
 
-static void on_linger_timer_closed(uv_handle_t *h)
+static void on_timer_closed(uv_handle_t *h)
 {
 	http_conn_unref(h->data);
+}
+
+static void unlink_conn(struct http_conn *c)
+{
+	struct http_server *srv = c->srv;
+
+	if (c->prev)
+		c->prev->next = c->next;
+	else if (srv->conns == c)
+		srv->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	c->prev = c->next = NULL;
 }
 
 static void conn_close(struct http_conn *c)
@@ -131,16 +179,39 @@ static void conn_close(struct http_conn *c)
 	if (c->closing)
 		return;
 	c->closing = true;
-	/* A reply still owed (or streaming) will never reach anyone. */
-	if (req->url_len && (!req->responded || req->streaming || !c->handler_done) && req->handler &&
-	    req->handler->aborted)
+	c->srv->connections--;
+	unlink_conn(c);
+	if (c->relay) {
+		/* The relay's owner hears of it once, unless it closed the relay itself. */
+		if (!c->relay_closing && c->relay->closed)
+			c->relay->closed(c->relay_ctx, -ECONNRESET);
+	} else if (req->url_len && (!req->responded || req->streaming || !c->handler_done) && req->handler &&
+		   req->handler->aborted) {
+		/* A reply still owed (or streaming) will never reach anyone. */
 		req->handler->aborted(req);
-	if (c->linger_timer_open) {
-		c->linger_timer_open = false;
+	}
+	if (c->timer_open) {
+		c->timer_open = false;
 		http_conn_ref(c);
-		uv_close((uv_handle_t *)&c->linger_timer, on_linger_timer_closed);
+		uv_close((uv_handle_t *)&c->timer, on_timer_closed);
 	}
 	uv_close(&c->h.handle, on_closed);
+}
+
+/* ---- time limits ---- */
+
+static void timer_stop(struct http_conn *c)
+{
+	if (c->timer_open)
+		uv_timer_stop(&c->timer);
+}
+
+static void on_limit_timeout(uv_timer_t *t);
+
+static void timer_arm(struct http_conn *c, uv_timer_cb cb, unsigned ms)
+{
+	if (c->timer_open && ms)
+		uv_timer_start(&c->timer, cb, ms, 0);
 }
 
 /* ---- lingering close ---- */
@@ -164,6 +235,10 @@ static void on_linger_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 	struct http_conn *c = h->data;
 
 	(void)suggested;
+	if (!c->in && !input_alloc(c, CONN_INPUT_MAX)) {
+		*buf = uv_buf_init(NULL, 0);
+		return;
+	}
 	*buf = uv_buf_init(c->in, CONN_READ_CHUNK);
 }
 
@@ -198,14 +273,11 @@ static void conn_linger(struct http_conn *c)
 		return;
 	}
 	http_conn_ref(c);
-	if (uv_read_start(&c->h.stream, on_linger_alloc, on_linger_read) < 0 ||
-	    uv_timer_init(c->h.handle.loop, &c->linger_timer) < 0) {
+	if (uv_read_start(&c->h.stream, on_linger_alloc, on_linger_read) < 0 || !c->timer_open) {
 		conn_close(c);
 		return;
 	}
-	c->linger_timer.data = c;
-	c->linger_timer_open = true;
-	uv_timer_start(&c->linger_timer, on_linger_timeout, LINGER_MS, 0);
+	uv_timer_start(&c->timer, on_linger_timeout, LINGER_MS, 0);
 }
 
 /* ---- writing ---- */
@@ -268,7 +340,8 @@ static void log_request(struct http_conn *c)
 	int plen = q ? (int)(q - req->url) : (int)req->url_len;
 
 	/* logfmt: one request per line, never a body, a query string or a key. */
-	sv_info("request method=%s path=%.*s status=%d ms=%.1f key=%s", http_method_str(req->method), plen,
+	sv_info("request method=%s path=%.*s status=%d ms=%.1f key=%s",
+		req->method < 0 ? "-" : http_method_str(req->method), plen,
 		req->url, req->status_code, (double)(mono_ns() - req->start_ns) / 1e6,
 		req->key_name ? req->key_name : "-");
 }
@@ -278,6 +351,7 @@ static void reset_request(struct http_conn *c)
 	struct http_request *req = &c->req;
 
 	free(req->body);
+	free(req->headers);
 	if (req->body_fd >= 0)
 		close(req->body_fd);
 	memset(req, 0, sizeof(*req));
@@ -319,6 +393,10 @@ static void request_done(struct http_conn *c)
 		return;
 	}
 	reset_request(c);
+	http_head_scan_init(&c->scan);
+	c->in_head = true;
+	c->request_begun = false;
+	timer_arm(c, on_limit_timeout, c->srv->idle_timeout_ms);
 	http_parser_pause(&c->parser, 0);
 	pump(c);
 }
@@ -360,6 +438,13 @@ static void maybe_drained(struct http_conn *c)
 
 	if (c->write_queued)
 		return;
+	if (c->relay) {
+		if (c->relay_closing)
+			conn_linger(c);
+		else if (c->relay->drained)
+			c->relay->drained(c->relay_ctx);
+		return;
+	}
 	if (c->reply_fd >= 0) {
 		reply_fd_more(c);
 		return;
@@ -509,6 +594,10 @@ static int on_message_begin(http_parser *p)
 
 	reset_request(c);
 	c->req.start_ns = mono_ns();
+	c->req.headers = malloc(sizeof(*c->req.headers));
+	if (!c->req.headers)
+		return -1;
+	http_headers_init(c->req.headers);
 	return 0;
 }
 
@@ -524,49 +613,47 @@ static int on_url(http_parser *p, const char *at, size_t len)
 	return 0;
 }
 
+/* The head scanner bounds every field before the parser sees it; the list bounds them again. */
 static int on_header_field(http_parser *p, const char *at, size_t len)
 {
-	struct http_conn *c = conn_of(p);
-
-	if (c->req.header_state != HDR_NONE) {
-		/* A new field begins after a value. */
-		c->field_len = 0;
-		c->req.header_state = HDR_NONE;
-	}
-	if (c->field_len + len < sizeof(c->field)) {
-		memcpy(c->field + c->field_len, at, len);
-		c->field_len += len;
-	} else {
-		c->field_len = sizeof(c->field); /* too long to be one we want */
-	}
-	return 0;
+	return http_headers_add_name(conn_of(p)->req.headers, at, len) < 0 ? -1 : 0;
 }
 
 static int on_header_value(http_parser *p, const char *at, size_t len)
 {
-	struct http_conn *c = conn_of(p);
-	struct http_request *req = &c->req;
+	return http_headers_add_value(conn_of(p)->req.headers, at, len) < 0 ? -1 : 0;
+}
 
-	if (req->header_state == HDR_NONE) {
-		if (c->field_len == 13 && !strncasecmp(c->field, "authorization", 13)) {
-			req->header_state = HDR_AUTH;
-			if (req->auth_len)
-				return -1; /* two Authorization headers: refuse */
-		} else if (c->field_len == 6 && !strncasecmp(c->field, "expect", 6)) {
-			req->header_state = HDR_EXPECT;
-			c->expect_continue = true;
-		} else {
-			req->header_state = HDR_OTHER;
+/* What the head says that the connection itself acts on; a reply when it is refused. */
+static bool judge_head(struct http_conn *c, http_parser *p)
+{
+	struct http_request *req = &c->req;
+	const struct http_headers *h = req->headers;
+	const char *v;
+	size_t len = 0;
+
+	/* RFC 9112 section 3.2: exactly one Host in HTTP/1.1. */
+	if (p->http_major == 1 && p->http_minor >= 1 && http_headers_count_of(h, "host") != 1) {
+		http_respond_error(req, 400, NULL, "malformed HTTP request: %s",
+				   http_headers_count_of(h, "host") ? "more than one Host header" : "no Host header");
+		return false;
+	}
+	if (http_headers_count_of(h, "authorization") > 1) {
+		http_respond_error(req, 400, NULL, "malformed HTTP request: more than one Authorization header");
+		return false;
+	}
+	v = http_headers_get(h, "authorization", &len);
+	if (v) {
+		if (len >= sizeof(req->auth)) {
+			http_respond_error(req, 400, NULL, "malformed HTTP request: Authorization header is too long");
+			return false;
 		}
+		memcpy(req->auth, v, len + 1);
+		req->auth_len = len;
 	}
-	if (req->header_state == HDR_AUTH) {
-		if (req->auth_len + len >= sizeof(req->auth))
-			return -1;
-		memcpy(req->auth + req->auth_len, at, len);
-		req->auth_len += len;
-		req->auth[req->auth_len] = '\0';
-	}
-	return 0;
+	v = http_headers_get(h, "expect", NULL);
+	c->expect_continue = v && !strcasecmp(v, "100-continue");
+	return true;
 }
 
 static int on_headers_complete(http_parser *p)
@@ -575,13 +662,19 @@ static int on_headers_complete(http_parser *p)
 	struct http_request *req = &c->req;
 	char *q;
 
-	c->field_len = 0;
+	http_headers_finish(req->headers);
+	req->headers_done = true;
 	req->method = p->method;
-	c->keep_alive = http_should_keep_alive(p);
+	req->upgrade = p->upgrade;
+	c->keep_alive = http_should_keep_alive(p) && !p->upgrade;
 	q = strchr(req->url, '?');
 	if (q) {
 		req->query = q + 1;
 	}
+	/* The head is in: the route takes as long as it needs. */
+	timer_stop(c);
+	if (!judge_head(c, p))
+		return 0;
 	c->srv->route(req, c->srv->route_ctx);
 	if (!req->responded && req->body_mode != HTTP_BODY_DISCARD && (p->flags & F_CONTENTLENGTH) &&
 	    p->content_length > req->body_limit) {
@@ -681,6 +774,10 @@ static void dispatch_complete(struct http_conn *c)
 		http_respond_error(req, 413, NULL, "request body is over the limit of %zu bytes", req->body_limit);
 		return;
 	}
+	if (req->upgrade && !req->accepts_upgrade) {
+		http_respond_error(req, 400, NULL, "malformed HTTP request: protocol upgrade is not supported");
+		return;
+	}
 	c->handler_done = true;
 	if (req->handler && req->handler->complete)
 		req->handler->complete(req);
@@ -690,14 +787,54 @@ static void dispatch_complete(struct http_conn *c)
 
 static void update_reading(struct http_conn *c);
 
+/* A request the connection cannot take: answered (once) and the connection ends. */
+static void refuse_request(struct http_conn *c, int status, const char *why)
+{
+	struct http_request *req = &c->req;
+
+	sv_debug("bad request: %s", why);
+	if (req->responded || c->closing) {
+		conn_close(c);
+		return;
+	}
+	c->keep_alive = false;
+	req->complete = true;
+	c->dispatched = true;
+	if (!req->url_len)
+		snprintf(req->url, sizeof(req->url), "-"), req->url_len = 1;
+	if (!req->headers_done)
+		req->method = -1; /* for the log: none was read */
+	http_respond_error(req, status, NULL, "malformed HTTP request: %s", why);
+}
+
+/* How many of the avail bytes the parser may see now: a head only once the scanner passed it. */
+static bool scan_head(struct http_conn *c, size_t avail, size_t *feed)
+{
+	int status = 400, r;
+	const char *why = "";
+
+	if (!c->in_head) {
+		*feed = avail;
+		return true;
+	}
+	r = http_head_scan(&c->scan, c->in + c->in_off, avail, feed, &status, &why);
+	if (r < 0) {
+		refuse_request(c, status, why);
+		return false;
+	}
+	if (r == 1)
+		c->in_head = false;
+	return true;
+}
+
 static void pump(struct http_conn *c)
 {
-	if (c->in_pump)
+	if (c->in_pump || c->relay)
 		return;
 	c->in_pump = true;
-	while (!c->closing && !c->lingering) {
+	while (!c->closing && !c->lingering && !c->relay) {
 		struct http_request *req = &c->req;
-		size_t n, avail;
+		size_t n, avail, feed;
 		enum http_errno err;
 
 		if (req->complete && !c->dispatched) {
@@ -710,25 +847,21 @@ static void pump(struct http_conn *c)
 		avail = c->in_len - c->in_off;
 		if (!avail)
 			break;
-		n = http_parser_execute(&c->parser, &parser_settings, c->in + c->in_off, avail);
+		if (!scan_head(c, avail, &feed))
+			break;
+		n = http_parser_execute(&c->parser, &parser_settings, c->in + c->in_off, feed);
 		c->in_off += n;
 		err = HTTP_PARSER_ERRNO(&c->parser);
 		if (err == HPE_PAUSED)
 			continue;
-		if (err != HPE_OK || c->parser.upgrade) {
-			sv_debug("bad request: %s", http_errno_description(err));
-			if (!req->responded && !c->closing) {
-				c->keep_alive = false;
-				req->complete = true;
-				c->dispatched = true;
-				if (!req->url_len)
-					snprintf(req->url, sizeof(req->url), "-"), req->url_len = 1;
-				http_respond_error(req, 400, NULL, "malformed HTTP request: %s",
-						   c->parser.upgrade ? "protocol upgrade is not supported"
-								     : http_errno_description(err));
-			} else {
-				conn_close(c);
-			}
+		if (err != HPE_OK) {
+			refuse_request(c, 400, http_errno_description(err));
+			break;
+		}
+		if (c->parser.upgrade && req->complete)
+			continue; /* the bytes after an upgrade request are not HTTP: dispatch it */
+		if (n < feed) {
+			refuse_request(c, 400, "request framing");
 			break;
 		}
 	}
@@ -752,6 +885,10 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 	struct http_conn *c = h->data;
 
 	(void)suggested;
+	if (!input_alloc(c, CONN_INPUT_MAX)) {
+		*buf = uv_buf_init(NULL, 0); /* UV_ENOBUFS: the connection ends */
+		return;
+	}
 	if (c->in_off) {
 		memmove(c->in, c->in + c->in_off, c->in_len - c->in_off);
 		c->in_len -= c->in_off;
@@ -769,16 +906,30 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 		conn_close(c);
 		return;
 	}
+	if (n > 0 && !c->request_begun) {
+		/* A request starts arriving: its head has the head's time limit from now. */
+		c->request_begun = true;
+		c->req.start_ns = mono_ns();
+		timer_arm(c, on_limit_timeout, c->srv->header_timeout_ms);
+	}
 	c->in_len += (size_t)n;
 	pump(c);
+}
+
+/* Between requests, a connection keeps no input buffer. */
+static void release_input(struct http_conn *c)
+{
+	if (c->in && !c->in_pump && c->in_len == c->in_off && !c->request_begun && !c->lingering)
+		input_free(c);
 }
 
 static void update_reading(struct http_conn *c)
 {
 	bool want;
 
-	if (c->closing || c->lingering)
+	if (c->closing || c->lingering || c->relay)
 		return;
+	release_input(c);
 	want = !c->sink_paused && !(c->req.complete && c->dispatched) && c->in_len < CONN_INPUT_MAX;
 	if (want && !c->reading) {
 		if (uv_read_start(&c->h.stream, on_alloc, on_read) == 0)
@@ -789,42 +940,292 @@ static void update_reading(struct http_conn *c)
 	}
 }
 
-int http_conn_accept(struct http_server *srv, uv_stream_t *listener)
+static void on_limit_timeout(uv_timer_t *t)
 {
-	struct http_conn *c = calloc(1, sizeof(*c));
+	struct http_conn *c = t->data;
+
+	if (c->closing || c->lingering || c->relay)
+		return;
+	c->srv->timed_out++;
+	if (c->request_begun && !c->req.responded && !c->req.complete) {
+		/* A head (or, for a new client, anything at all) that never came in time. */
+		refuse_request(c, 408, "the request head did not arrive in time");
+		return;
+	}
+	conn_close(c);
+}
+
+/* ---- the server ---- */
+
+void http_server_init(struct http_server *srv, uv_loop_t *loop, http_route_fn route, void *route_ctx)
+{
+	memset(srv, 0, sizeof(*srv));
+	srv->loop = loop;
+	srv->route = route;
+	srv->route_ctx = route_ctx;
+	srv->max_connections = HTTP_DEFAULT_MAX_CONNECTIONS;
+	srv->header_timeout_ms = HTTP_DEFAULT_HEADER_TIMEOUT_MS;
+	srv->idle_timeout_ms = HTTP_DEFAULT_IDLE_TIMEOUT_MS;
+}
+
+/* The oldest connection with no request under way, or NULL. */
+static struct http_conn *oldest_idle(struct http_server *srv)
+{
+	struct http_conn *best = NULL;
+
+	for (struct http_conn *c = srv->conns; c; c = c->next)
+		if (!c->request_begun && !c->relay && !c->closing && (!best || c->accepted_ns < best->accepted_ns))
+			best = c;
+	return best;
+}
+
+/* A new connection's handle, made room for and linked; NULL with *err. */
+static struct http_conn *conn_new(struct http_server *srv, bool is_pipe, int *err)
+{
+	struct http_conn *c, *victim;
 	int r;
 
-	if (!c)
-		return -ENOMEM;
-	c->in = malloc(CONN_INPUT_MAX);
-	if (!c->in) {
-		free(c);
-		return -ENOMEM;
+	if (srv->max_connections && srv->connections >= srv->max_connections) {
+		victim = oldest_idle(srv);
+		if (victim) {
+			srv->evicted++;
+			conn_close(victim);
+		}
+	}
+	c = calloc(1, sizeof(*c));
+	if (!c) {
+		*err = -ENOMEM;
+		return NULL;
 	}
 	c->srv = srv;
 	c->refs = 1;
 	c->reply_fd = -1;
 	c->req.body_fd = -1;
 	c->keep_alive = true;
-	if (listener->type == UV_NAMED_PIPE)
-		r = uv_pipe_init(srv->loop, &c->h.pipe, 0);
-	else
-		r = uv_tcp_init(srv->loop, &c->h.tcp);
+	c->accepted_ns = mono_ns();
+	r = is_pipe ? uv_pipe_init(srv->loop, &c->h.pipe, 0) : uv_tcp_init(srv->loop, &c->h.tcp);
 	if (r < 0) {
-		free(c->in);
 		free(c);
-		return r;
+		*err = r;
+		return NULL;
 	}
 	c->h.handle.data = c;
 	srv->connections++;
+	c->next = srv->conns;
+	if (srv->conns)
+		srv->conns->prev = c;
+	srv->conns = c;
 	reset_request(c);
-	r = uv_accept(listener, &c->h.stream);
-	if (r < 0) {
+	if (uv_timer_init(srv->loop, &c->timer) == 0) {
+		c->timer.data = c;
+		c->timer_open = true;
+	}
+	return c;
+}
+
+/* The handle holds its socket: start serving it, or close it (r < 0: why the socket failed). */
+static int conn_start(struct http_conn *c, int r)
+{
+	struct http_server *srv = c->srv;
+
+	if (r < 0 || !c->timer_open) {
 		conn_close(c);
-		return r;
+		return r < 0 ? r : -ENOMEM;
+	}
+	if (srv->max_connections && srv->connections > srv->max_connections) {
+		/* Every other connection is busy: this one cannot be served. */
+		srv->refused++;
+		conn_close(c);
+		return -EMFILE;
 	}
 	http_parser_init(&c->parser, HTTP_REQUEST);
 	c->parser.data = c;
+	http_head_scan_init(&c->scan);
+	c->in_head = true;
+	/* A client that connects and sends nothing has the head's time limit. */
+	timer_arm(c, on_limit_timeout, srv->header_timeout_ms);
 	update_reading(c);
 	return 0;
+}
+
+int http_conn_accept(struct http_server *srv, uv_stream_t *listener)
+{
+	int r = 0;
+	struct http_conn *c = conn_new(srv, listener->type == UV_NAMED_PIPE, &r);
+
+	if (!c)
+		return r;
+	return conn_start(c, uv_accept(listener, &c->h.stream));
+}
+
+int http_conn_adopt(struct http_server *srv, int fd)
+{
+	uv_handle_type type = uv_guess_handle(fd);
+	struct http_conn *c;
+	int r = 0;
+
+	if (type != UV_NAMED_PIPE && type != UV_TCP)
+		return -ENOTSOCK;
+	c = conn_new(srv, type == UV_NAMED_PIPE, &r);
+	if (!c)
+		return r;
+	r = type == UV_NAMED_PIPE ? uv_pipe_open(&c->h.pipe, fd) : uv_tcp_open(&c->h.tcp, fd);
+	if (r < 0)
+		close(fd); /* the handle never took it */
+	return conn_start(c, r);
+}
+
+const char *http_request_header(const struct http_request *req, const char *name)
+{
+	return req->headers ? http_headers_get(req->headers, name, NULL) : NULL;
+}
+
+/* ---- relays ---- */
+
+static void on_relay_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+	struct http_conn *c = h->data;
+
+	(void)suggested;
+	if (!c->in && !input_alloc(c, RELAY_READ_CHUNK)) {
+		*buf = uv_buf_init(NULL, 0);
+		return;
+	}
+	*buf = uv_buf_init(c->in, RELAY_READ_CHUNK);
+}
+
+static void relay_update_reading(struct http_conn *c);
+
+static void on_relay_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+	struct http_conn *c = s->data;
+
+	(void)buf;
+	if (n == UV_EOF) {
+		uv_read_stop(&c->h.stream);
+		c->reading = false;
+		c->relay_eof = true;
+		if (c->relay->closed)
+			c->relay->closed(c->relay_ctx, 0);
+		return;
+	}
+	if (n < 0) {
+		conn_close(c);
+		return;
+	}
+	if (n > 0 && c->relay->data(c->relay_ctx, c->in, (size_t)n) > 0)
+		http_relay_pause(c);
+}
+
+static void relay_update_reading(struct http_conn *c)
+{
+	bool want = !c->closing && !c->relay_paused && !c->relay_eof && !c->relay_closing;
+
+	if (want && !c->reading) {
+		if (uv_read_start(&c->h.stream, on_relay_alloc, on_relay_read) == 0)
+			c->reading = true;
+		else
+			conn_close(c);
+	} else if (!want && c->reading) {
+		uv_read_stop(&c->h.stream);
+		c->reading = false;
+	}
+}
+
+int http_conn_detach(struct http_request *req, int status, const char *headers, const struct http_relay_ops *ops,
+		     void *ctx)
+{
+	struct http_conn *c = req->conn;
+	size_t left;
+	char *rest = NULL;
+
+	if (!ops || !ops->data || req->responded || !req->complete || c->closing)
+		return -EINVAL;
+	if (c->reply_fd >= 0 || c->sink_paused)
+		return -EBUSY;
+	req->responded = true;
+	req->status_code = status;
+	c->handler_done = true;
+	c->finished = true;
+	{
+		char head[1024];
+		int n = snprintf(head, sizeof(head), "HTTP/1.1 %d %s\r\n%s\r\n", status, http_status_text(status),
+				 headers ? headers : "");
+		uv_buf_t b;
+
+		if (n < 0 || (size_t)n >= sizeof(head)) {
+			req->responded = false;
+			c->keep_alive = false;
+			http_respond_error(req, 500, NULL, "reply head too long");
+			return -E2BIG;
+		}
+		b = uv_buf_init(head, (unsigned)n);
+		if (write_bufs(c, &b, 1) < 0)
+			return -EPIPE;
+	}
+	log_request(c);
+	/* From here on the connection is a byte pipe. */
+	if (c->reading) {
+		uv_read_stop(&c->h.stream);
+		c->reading = false;
+	}
+	timer_stop(c);
+	c->relay = ops;
+	c->relay_ctx = ctx;
+	left = c->in ? c->in_len - c->in_off : 0;
+	if (left) {
+		rest = malloc(left);
+		if (!rest) {
+			conn_close(c);
+			return -ENOMEM;
+		}
+		memcpy(rest, c->in + c->in_off, left);
+	}
+	input_free(c);
+	if (left) {
+		int r = ops->data(ctx, rest, left);
+
+		free(rest);
+		if (c->closing || c->relay_closing)
+			return 0;
+		if (r > 0)
+			c->relay_paused = true;
+	}
+	relay_update_reading(c);
+	return 0;
+}
+
+size_t http_relay_write(struct http_conn *c, const void *data, size_t len)
+{
+	uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
+
+	if (c->relay && !c->closing && !c->relay_closing && len)
+		write_bufs(c, &b, 1);
+	return c->write_queued;
+}
+
+void http_relay_pause(struct http_conn *c)
+{
+	c->relay_paused = true;
+	relay_update_reading(c);
+}
+
+void http_relay_resume(struct http_conn *c)
+{
+	c->relay_paused = false;
+	relay_update_reading(c);
+}
+
+void http_relay_close(struct http_conn *c)
+{
+	if (!c->relay || c->closing || c->relay_closing)
+		return;
+	c->relay_closing = true;
+	if (c->reading) {
+		uv_read_stop(&c->h.stream);
+		c->reading = false;
+	}
+	if (!c->write_queued)
+		conn_linger(c);
+	/* else maybe_drained lingers once the queue is out */
 }

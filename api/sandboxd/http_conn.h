@@ -9,12 +9,22 @@
  * Responses are whole or chunked streams. A connection lives until its close
  * callback and as long as someone holds a reference (an operation running on
  * a worker thread), so a late reply to a vanished client is dropped safely.
+ *
+ * Every request head is judged by http_head.h before the parser sees it; its
+ * header fields are kept in a bounded list. A server caps its connections
+ * (evicting the oldest idle one for a new client), gives a client a time
+ * limit for each request head and for keep-alive idleness, and allocates a
+ * connection's input buffer only while a request is arriving. After a reply
+ * a route may hand the connection over to a byte relay (WebSocket upgrades,
+ * tunnels): from then on its bytes go both ways unparsed.
  */
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
+
+#include "http_head.h"
 
 struct http_conn;
 struct http_request;
@@ -38,19 +48,21 @@ struct http_handler {
 	void (*aborted)(struct http_request *req);
 };
 
-#define HTTP_MAX_URL 8192
 #define HTTP_MAX_AUTH 256
 
 struct http_request {
 	struct http_conn *conn;
-	int method; /* enum http_method */
+	int method; /* enum http_method; -1 when the head was refused before it was read */
 	char url[HTTP_MAX_URL];
 	size_t url_len;
 	char path[HTTP_MAX_URL];  /* decoded by the route, query cut off */
 	const char *query;       /* points into url; "" when none */
 	char auth[HTTP_MAX_AUTH];
 	size_t auth_len;
-	int header_state; /* parser-internal */
+	struct http_headers *headers; /* every field, while the request lives */
+	bool headers_done;
+	bool upgrade;        /* Connection: upgrade or CONNECT: only a relay can answer */
+	bool accepts_upgrade; /* set by the route that will call http_conn_detach */
 	uint64_t start_ns;
 	const char *key_name; /* for the log; set by the router */
 
@@ -70,15 +82,35 @@ struct http_request {
 /* Called when a request's headers are in; sets body mode and handler. */
 typedef void (*http_route_fn)(struct http_request *req, void *ctx);
 
+#define HTTP_DEFAULT_MAX_CONNECTIONS 16384
+#define HTTP_DEFAULT_HEADER_TIMEOUT_MS 10000
+#define HTTP_DEFAULT_IDLE_TIMEOUT_MS 60000
+
 struct http_server {
 	uv_loop_t *loop;
 	http_route_fn route;
 	void *route_ctx;
-	unsigned connections;
+	/* Limits; http_server_init sets the defaults above. */
+	unsigned max_connections;
+	unsigned header_timeout_ms; /* from a request's first byte (or the accept) to its blank line */
+	unsigned idle_timeout_ms;   /* between requests of a kept-alive connection */
+	/* State. */
+	unsigned connections;   /* open, not closing */
+	unsigned input_buffers; /* connections holding an input buffer */
+	unsigned long long evicted, timed_out, refused;
+	struct http_conn *conns; /* every open connection, newest first */
 };
 
-/* Accepts a connection from a listening unix or TCP stream. */
+void http_server_init(struct http_server *srv, uv_loop_t *loop, http_route_fn route, void *route_ctx);
+
+/*
+ * Accepts a connection from a listening unix or TCP stream. At the cap the
+ * oldest connection that has no request under way is closed for it; with
+ * none such, the new one is accepted and closed at once (-EMFILE).
+ */
 int http_conn_accept(struct http_server *srv, uv_stream_t *listener);
+/* Serves a connected unix or TCP socket; takes fd (closed with the connection, or on failure unless -ENOTSOCK). */
+int http_conn_adopt(struct http_server *srv, int fd);
 
 void http_conn_ref(struct http_conn *c);
 void http_conn_unref(struct http_conn *c);
@@ -104,6 +136,39 @@ size_t http_stream_write(struct http_request *req, const void *data, size_t len)
 void http_stream_end(struct http_request *req);
 
 const char *http_status_text(int status);
+
+/* A request header's value (NUL-terminated), NULL when absent. */
+const char *http_request_header(const struct http_request *req, const char *name);
+
+/* ---- byte relays ---- */
+
+struct http_relay_ops {
+	/* Bytes from the client: 0, or 1 to stop reading until http_relay_resume. */
+	int (*data)(void *ctx, const char *data, size_t len);
+	/*
+	 * The client ended its side (err 0: it may still read what the relay
+	 * writes; http_relay_close when done) or the connection failed (err < 0:
+	 * it is closed already). Called once; never after http_relay_close.
+	 */
+	void (*closed)(void *ctx, int err);
+	/* Everything written went out (for back-pressure). May be NULL. */
+	void (*drained)(void *ctx);
+};
+
+/*
+ * Answers req (whole, its body read) with a head of status and headers
+ * (lines ending in CRLF, may be "") and no body, then hands the connection
+ * to ops: bytes that followed the request arrive at ops->data before this
+ * returns. 0, or -errno with the request answered 500 or gone.
+ */
+int http_conn_detach(struct http_request *req, int status, const char *headers, const struct http_relay_ops *ops,
+		     void *ctx);
+/* Queues bytes to the client; returns the bytes queued and not yet written. */
+size_t http_relay_write(struct http_conn *c, const void *data, size_t len);
+void http_relay_pause(struct http_conn *c);
+void http_relay_resume(struct http_conn *c);
+/* Sends what is queued, then closes; no callback follows. */
+void http_relay_close(struct http_conn *c);
 
 #include "query.h"
 

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/sysinfo.h>
 #include <unistd.h>
@@ -74,6 +75,19 @@ static void on_connection(uv_stream_t *listener, int status)
 	r = http_conn_accept(&server, listener);
 	if (r < 0)
 		sv_warn("accept: %s", uv_strerror(r));
+}
+
+/* Each connection, VMM socket and tap is a file descriptor: take all the kernel allows us. */
+static void raise_nofile_limit(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur >= rl.rlim_max)
+		return;
+	rl.rlim_cur = rl.rlim_max;
+	if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+		sv_warn("cannot raise the open files limit to %llu: %s", (unsigned long long)rl.rlim_max,
+			strerror(errno));
 }
 
 static int make_dirs(const char *path, mode_t mode)
@@ -331,9 +345,8 @@ int main(int argc, char **argv)
 	if (r < 0)
 		return 1;
 	routes_init(d);
-	server.loop = d->loop;
-	server.route = routes_on_headers;
-	server.route_ctx = d;
+	http_server_init(&server, d->loop, routes_on_headers, d);
+	raise_nofile_limit();
 	net_init(d);
 	r = sandbox_restore_all(d);
 	if (r < 0)

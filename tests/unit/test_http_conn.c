@@ -1,0 +1,657 @@
+/*
+ * sandboxd's HTTP core (api/sandboxd/http_conn.c, http_head.c) on a real
+ * libuv loop and unix sockets: the strict request head, the header list,
+ * pipelining, time limits, the connection cap, lazy input buffers and the
+ * hand-over to a byte relay. The client side is plain blocking sockets
+ * driven between turns of the loop.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "http_conn.h"
+#include "http_head.h"
+#include "unit.h"
+
+struct fixture {
+	uv_loop_t loop;
+	uv_pipe_t listener;
+	struct http_server srv;
+	char dir[48], path[64];
+	/* the relay under test */
+	struct http_conn *relay_conn;
+	int relay_closed; /* -1: not yet, else the err it got + 1000 */
+	char relayed[256];
+	size_t relayed_len;
+	/* requests to /never, answered when the test says so */
+	struct http_request *pending[8];
+	unsigned npending;
+};
+
+/* Answers every /never request (they hold their connections until then). */
+static void answer_pending(struct fixture *f)
+{
+	for (unsigned i = 0; i < f->npending; i++)
+		http_respond(f->pending[i], 204, NULL, NULL, 0);
+	f->npending = 0;
+}
+
+static void on_connection(uv_stream_t *listener, int status)
+{
+	struct fixture *f = listener->data;
+
+	assert_int_equal(status, 0);
+	http_conn_accept(&f->srv, listener);
+}
+
+/* ---- the routes under test ---- */
+
+static int relay_data(void *ctx, const char *data, size_t len)
+{
+	struct fixture *f = ctx;
+
+	if (f->relayed_len + len < sizeof(f->relayed)) {
+		memcpy(f->relayed + f->relayed_len, data, len);
+		f->relayed_len += len;
+	}
+	http_relay_write(f->relay_conn, data, len); /* an echo */
+	return 0;
+}
+
+static void relay_closed(void *ctx, int err)
+{
+	struct fixture *f = ctx;
+
+	f->relay_closed = 1000 + err;
+	if (err == 0)
+		http_relay_close(f->relay_conn);
+}
+
+static const struct http_relay_ops echo_relay = {
+	.data = relay_data,
+	.closed = relay_closed,
+};
+
+static void complete(struct http_request *req)
+{
+	struct fixture *f = req->ctx;
+	char body[4096];
+	size_t n = 0;
+	const char *name, *value;
+
+	if (!strcmp(req->url, "/relay")) {
+		f->relay_conn = req->conn;
+		assert_int_equal(http_conn_detach(req, 101, "Upgrade: echo\r\nConnection: Upgrade\r\n", &echo_relay, f),
+				 0);
+		return;
+	}
+	if (!strcmp(req->url, "/never")) {
+		/* A route that takes its time. */
+		assert_true(f->npending < 8);
+		f->pending[f->npending++] = req;
+		return;
+	}
+	/* Every header as NAME=VALUE lines, then the Authorization the core picked out. */
+	for (unsigned i = 0; http_headers_at(req->headers, i, &name, &value); i++)
+		n += (size_t)snprintf(body + n, sizeof(body) - n, "%s=%s\n", name, value);
+	n += (size_t)snprintf(body + n, sizeof(body) - n, "auth=%s\n", req->auth);
+	http_respond(req, 200, "text/plain", body, n);
+}
+
+static const struct http_handler test_handler = { .complete = complete };
+
+static void route(struct http_request *req, void *ctx)
+{
+	req->ctx = ctx;
+	req->handler = &test_handler;
+	req->body_mode = HTTP_BODY_BUFFER;
+	req->body_limit = 4096;
+	req->accepts_upgrade = !strcmp(req->url, "/relay");
+}
+
+static int setup(void **state)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+
+	assert_non_null(f);
+	snprintf(f->dir, sizeof(f->dir), "/tmp/sandvm-http-XXXXXX");
+	assert_non_null(mkdtemp(f->dir));
+	snprintf(f->path, sizeof(f->path), "%s/api.sock", f->dir);
+	assert_int_equal(uv_loop_init(&f->loop), 0);
+	http_server_init(&f->srv, &f->loop, route, f);
+	assert_int_equal(uv_pipe_init(&f->loop, &f->listener, 0), 0);
+	f->listener.data = f;
+	assert_int_equal(uv_pipe_bind(&f->listener, f->path), 0);
+	assert_int_equal(uv_listen((uv_stream_t *)&f->listener, 4096, on_connection), 0);
+	f->relay_closed = -1;
+	*state = f;
+	return 0;
+}
+
+static void close_walk(uv_handle_t *h, void *arg)
+{
+	(void)arg;
+	if (!uv_is_closing(h))
+		uv_close(h, NULL);
+}
+
+static int teardown(void **state)
+{
+	struct fixture *f = *state;
+
+	/* The tests closed their clients: the server's side goes through the core, memory and all. */
+	answer_pending(f);
+	for (int i = 0; i < 3000 && f->srv.conns; i++) {
+		uv_run(&f->loop, UV_RUN_NOWAIT);
+		usleep(1000);
+	}
+	assert_null(f->srv.conns);
+	uv_walk(&f->loop, close_walk, NULL);
+	uv_run(&f->loop, UV_RUN_DEFAULT);
+	assert_int_equal(uv_loop_close(&f->loop), 0);
+	unlink(f->path);
+	rmdir(f->dir);
+	free(f);
+	return 0;
+}
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Runs the loop for about ms milliseconds. */
+static void spin(struct fixture *f, unsigned ms)
+{
+	double end = now_s() + ms / 1000.0;
+
+	while (now_s() < end) {
+		uv_run(&f->loop, UV_RUN_NOWAIT);
+		usleep(1000);
+	}
+}
+
+static int client(struct fixture *f)
+{
+	struct sockaddr_un a = { .sun_family = AF_UNIX };
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	assert_true(fd >= 0);
+	snprintf(a.sun_path, sizeof(a.sun_path), "%s", f->path);
+	assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	uv_run(&f->loop, UV_RUN_NOWAIT); /* accepted */
+	return fd;
+}
+
+static void send_all(int fd, const char *data, size_t len)
+{
+	while (len) {
+		ssize_t n = send(fd, data, len, MSG_NOSIGNAL);
+
+		assert_true(n > 0);
+		data += n;
+		len -= (size_t)n;
+	}
+}
+
+static void send_str(int fd, const char *s)
+{
+	send_all(fd, s, strlen(s));
+}
+
+/*
+ * Reads what the server sends until want_bytes arrived, the stream ended
+ * (*eof) or timeout_ms passed, running the loop meanwhile.
+ */
+static size_t receive(struct fixture *f, int fd, char *buf, size_t cap, size_t want_bytes, unsigned timeout_ms,
+		      bool *eof)
+{
+	double end = now_s() + timeout_ms / 1000.0;
+	size_t got = 0;
+
+	*eof = false;
+	while (got < want_bytes && got < cap - 1 && now_s() < end) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+
+		uv_run(&f->loop, UV_RUN_NOWAIT);
+		if (poll(&p, 1, 1) == 1) {
+			ssize_t n = recv(fd, buf + got, cap - 1 - got, MSG_DONTWAIT);
+
+			if (n == 0 || (n < 0 && errno != EAGAIN)) {
+				*eof = true;
+				break;
+			}
+			if (n > 0)
+				got += (size_t)n;
+		}
+	}
+	buf[got] = '\0';
+	return got;
+}
+
+/* One whole reply (head and Content-Length body); its text in buf. */
+static void reply(struct fixture *f, int fd, char *buf, size_t cap)
+{
+	bool eof;
+	size_t got = 0;
+
+	for (;;) {
+		char *end, *cl;
+		size_t need;
+
+		got += receive(f, fd, buf + got, cap - got, got + 1, 2000, &eof);
+		end = strstr(buf, "\r\n\r\n");
+		if (end) {
+			cl = strcasestr(buf, "Content-Length: ");
+			need = (size_t)(end + 4 - buf) + (cl && cl < end ? strtoul(cl + 16, NULL, 10) : 0);
+			if (got >= need)
+				return;
+		}
+		if (eof || got == 0)
+			fail_msg("no whole reply; got %zu bytes: %s", got, buf);
+	}
+}
+
+/* The server closes (EOF) within timeout_ms. */
+static bool closed_by_server(struct fixture *f, int fd, unsigned timeout_ms)
+{
+	char buf[4096];
+	bool eof;
+
+	receive(f, fd, buf, sizeof(buf), sizeof(buf), timeout_ms, &eof);
+	return eof;
+}
+
+/* ---- the tests ---- */
+
+static void header_list(void **state)
+{
+	struct fixture *f = *state;
+	int fd = client(f);
+	char buf[8192];
+
+	send_str(fd, "GET /h HTTP/1.1\r\nHost: x\r\nX-One: 1\r\nX-Two:  two words \t\r\nAuthorization: Bearer k\r\n"
+		     "X-Empty:\r\n\r\n");
+	reply(f, fd, buf, sizeof(buf));
+	assert_non_null(strstr(buf, "HTTP/1.1 200 OK\r\n"));
+	assert_non_null(strstr(buf, "\r\n\r\nHost=x\nX-One=1\nX-Two=two words\nAuthorization=Bearer k\nX-Empty=\n"
+				    "auth=Bearer k\n"));
+	close(fd);
+}
+
+static void hostile_heads(void **state)
+{
+	static const struct {
+		const char *head;
+		const char *status;
+		const char *why;
+	} cases[] = {
+		{ "GET / HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n  folded\r\n\r\n", "400", "folding" },
+		{ "GET / HTTP/1.1\r\nHost: x\r\nX-A : 1\r\n\r\n", "400", "and its colon" },
+		{ "GET / HTTP/1.1\r\nHost: x\nX-A: 1\r\n\r\n", "400", "bare LF" },
+		{ "GET / HTTP/1.1\nHost: x\r\n\r\n", "400", "bare LF" },
+		{ "GET / HTTP/1.1\r\nHost: x\r\nX-A: 1\r2\r\n\r\n", "400", "bare CR" },
+		{ "GET / HTTP/1.1\r\nHost: x\r\nX-A: \x01\r\n\r\n", "400", "control character" },
+		{ "GET / HTTP/1.1\r\nHost: x\r\n: empty\r\n\r\n", "400", "field name" },
+		{ "GET / HTTP/1.1\r\nHost: x\r\nX(A): 1\r\n\r\n", "400", "field name" },
+		{ "GET / HTTP/1.1\r\nX-A: 1\r\n\r\n", "400", "no Host" },
+		{ "GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n", "400", "more than one Host" },
+		{ "GET / HTTP/1.1\r\nHost: x\r\nAuthorization: a\r\nAuthorization: b\r\n\r\n", "400",
+		  "more than one Authorization" },
+		{ "GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", "400", "" },
+		{ "GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", "400", "" },
+		{ "GET /never HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: x\r\n\r\n", "400",
+		  "upgrade is not supported" },
+		{ "\r\n\r\n\r\n\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n", "400", "empty lines" },
+	};
+	struct fixture *f = *state;
+	char buf[8192];
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		int fd = client(f);
+		char want[32];
+
+		send_str(fd, cases[i].head);
+		reply(f, fd, buf, sizeof(buf));
+		snprintf(want, sizeof(want), "HTTP/1.1 %s ", cases[i].status);
+		if (strncmp(buf, want, strlen(want)) || !strstr(buf, cases[i].why) || !strstr(buf, "Connection: close"))
+			fail_msg("case %zu: %s", i, buf);
+		assert_true(closed_by_server(f, fd, 3000));
+		close(fd);
+	}
+}
+
+static void oversized_heads(void **state)
+{
+	struct fixture *f = *state;
+	char buf[8192], *big = malloc(64 * 1024);
+	size_t n;
+	int fd;
+
+	assert_non_null(big);
+	/* 65 fields */
+	n = (size_t)sprintf(big, "GET / HTTP/1.1\r\nHost: x\r\n");
+	for (int i = 0; i < 64; i++)
+		n += (size_t)sprintf(big + n, "X-%d: v\r\n", i);
+	strcpy(big + n, "\r\n");
+	fd = client(f);
+	send_str(fd, big);
+	reply(f, fd, buf, sizeof(buf));
+	assert_non_null(strstr(buf, "HTTP/1.1 431 "));
+	assert_non_null(strstr(buf, "too many header fields"));
+	close(fd);
+
+	/* one 20 KB value */
+	n = (size_t)sprintf(big, "GET / HTTP/1.1\r\nHost: x\r\nX-Big: ");
+	memset(big + n, 'a', 20000);
+	strcpy(big + n + 20000, "\r\n\r\n");
+	fd = client(f);
+	send_str(fd, big);
+	reply(f, fd, buf, sizeof(buf));
+	assert_non_null(strstr(buf, "HTTP/1.1 431 "));
+	close(fd);
+
+	/* a 9 KB target */
+	n = (size_t)sprintf(big, "GET /");
+	memset(big + n, 'a', 9000);
+	strcpy(big + n + 9000, " HTTP/1.1\r\nHost: x\r\n\r\n");
+	fd = client(f);
+	send_str(fd, big);
+	reply(f, fd, buf, sizeof(buf));
+	assert_non_null(strstr(buf, "HTTP/1.1 414 "));
+	close(fd);
+	free(big);
+}
+
+static void pipelined(void **state)
+{
+	struct fixture *f = *state;
+	int fd = client(f);
+	char buf[8192];
+	bool eof;
+	size_t got;
+
+	/* Two requests in one write, one with a body: two replies in order. */
+	send_str(fd, "POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nX-N: 1\r\n\r\nhelloGET /b HTTP/1.1\r\n"
+		     "Host: x\r\nX-N: 2\r\n\r\n");
+	got = receive(f, fd, buf, sizeof(buf), 2 * 80, 2000, &eof);
+	assert_false(eof);
+	assert_true(got > 0);
+	for (;;) {
+		char *second = strstr(buf, "X-N=1");
+
+		if (second && strstr(second, "X-N=2"))
+			break;
+		got += receive(f, fd, buf + got, sizeof(buf) - got, 1, 2000, &eof);
+		assert_false(eof);
+	}
+	close(fd);
+}
+
+static void relay_hand_over(void **state)
+{
+	struct fixture *f = *state;
+	int fd = client(f);
+	char buf[8192];
+	bool eof;
+
+	/* The bytes after the request in the same write go to the relay first. */
+	send_str(fd, "GET /relay HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\nhello ");
+	receive(f, fd, buf, sizeof(buf), strlen("HTTP/1.1 101 Switching Protocols\r\n"
+						"Upgrade: echo\r\nConnection: Upgrade\r\n\r\nhello "),
+		2000, &eof);
+	assert_string_equal(buf, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n"
+				 "hello ");
+	/* Bytes that look like HTTP are just bytes now. */
+	send_str(fd, "GET / HTTP/1.1\r\n\r\n");
+	receive(f, fd, buf, sizeof(buf), 18, 2000, &eof);
+	assert_string_equal(buf, "GET / HTTP/1.1\r\n\r\n");
+	assert_int_equal(f->relayed_len, 24);
+	/* The client ends its side: the relay hears it, closes, and the client sees EOF. */
+	shutdown(fd, SHUT_WR);
+	assert_true(closed_by_server(f, fd, 3000));
+	assert_int_equal(f->relay_closed, 1000);
+	close(fd);
+}
+
+static void head_time_limit(void **state)
+{
+	struct fixture *f = *state;
+	char buf[4096];
+	double t0;
+	int silent, partial;
+
+	f->srv.header_timeout_ms = 150;
+	silent = client(f);
+	partial = client(f);
+	send_str(partial, "GET / HTTP/1.1\r\nHost: x\r\n");
+	t0 = now_s();
+	reply(f, partial, buf, sizeof(buf));
+	assert_non_null(strstr(buf, "HTTP/1.1 408 "));
+	assert_true(now_s() - t0 < 2.0);
+	assert_true(closed_by_server(f, silent, 2000));
+	assert_true(f->srv.timed_out >= 2);
+	close(silent);
+	close(partial);
+}
+
+static void idle_time_limit(void **state)
+{
+	struct fixture *f = *state;
+	char buf[4096];
+	int fd;
+
+	f->srv.idle_timeout_ms = 150;
+	fd = client(f);
+	send_str(fd, "GET /h HTTP/1.1\r\nHost: x\r\n\r\n");
+	reply(f, fd, buf, sizeof(buf));
+	assert_non_null(strstr(buf, "HTTP/1.1 200 "));
+	/* Kept alive, then closed once idle for the limit; no input buffer kept meanwhile. */
+	assert_int_equal(f->srv.connections, 1);
+	assert_true(closed_by_server(f, fd, 2000));
+	close(fd);
+}
+
+static void no_buffer_while_idle(void **state)
+{
+	struct fixture *f = *state;
+	int fds[50];
+
+	for (int i = 0; i < 50; i++)
+		fds[i] = client(f);
+	spin(f, 20);
+	assert_int_equal(f->srv.connections, 50);
+	assert_int_equal(f->srv.input_buffers, 0);
+	send_str(fds[0], "GET /never HTTP/1.1\r\nHost: x\r\n\r\n");
+	spin(f, 20);
+	assert_int_equal(f->srv.input_buffers, 1);
+	answer_pending(f);
+	for (int i = 0; i < 50; i++)
+		close(fds[i]);
+	spin(f, 20);
+	assert_int_equal(f->srv.connections, 0);
+	assert_int_equal(f->srv.input_buffers, 0);
+}
+
+static void cap_evicts_idle(void **state)
+{
+	struct fixture *f = *state;
+	char buf[4096];
+	int idle[3], busy, fd;
+
+	f->srv.max_connections = 4;
+	busy = client(f);
+	send_str(busy, "GET /never HTTP/1.1\r\nHost: x\r\n\r\n");
+	spin(f, 10);
+	for (int i = 0; i < 3; i++) {
+		idle[i] = client(f);
+		spin(f, 2);
+	}
+	/* At the cap: the oldest idle one makes room; the busy one is kept. */
+	fd = client(f);
+	send_str(fd, "GET /h HTTP/1.1\r\nHost: x\r\n\r\n");
+	reply(f, fd, buf, sizeof(buf));
+	assert_non_null(strstr(buf, "HTTP/1.1 200 "));
+	assert_int_equal(f->srv.evicted, 1);
+	assert_true(closed_by_server(f, idle[0], 1000));
+	assert_false(closed_by_server(f, idle[1], 50));
+	assert_false(closed_by_server(f, busy, 50));
+	for (int i = 0; i < 3; i++)
+		close(idle[i]);
+	close(busy);
+	close(fd);
+}
+
+/* 2,000 idle unauthenticated clients do not keep a request from being served within 1 s. */
+static void idle_crowd(void **state)
+{
+	struct fixture *f = *state;
+	enum { CROWD = 2000 };
+	struct rlimit rl;
+	int *fds = calloc(CROWD, sizeof(int));
+	char buf[4096];
+	double t0, took;
+	int fd;
+
+	assert_non_null(fds);
+	assert_int_equal(getrlimit(RLIMIT_NOFILE, &rl), 0);
+	if (rl.rlim_cur < 2 * CROWD + 64) {
+		rl.rlim_cur = rl.rlim_max;
+		assert_int_equal(setrlimit(RLIMIT_NOFILE, &rl), 0);
+	}
+	assert_true(rl.rlim_cur >= 2 * CROWD + 64);
+	for (int i = 0; i < CROWD; i++) {
+		struct sockaddr_un a = { .sun_family = AF_UNIX };
+
+		fds[i] = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		assert_true(fds[i] >= 0);
+		snprintf(a.sun_path, sizeof(a.sun_path), "%s", f->path);
+		assert_int_equal(connect(fds[i], (struct sockaddr *)&a, sizeof(a)), 0);
+		if (i % 64 == 0)
+			uv_run(&f->loop, UV_RUN_NOWAIT);
+		if (i % 2)
+			send_str(fds[i], "GET / HT"); /* half a head: not idle, but not done either */
+	}
+	spin(f, 50);
+	t0 = now_s();
+	fd = client(f);
+	send_str(fd, "GET /h HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k\r\n\r\n");
+	reply(f, fd, buf, sizeof(buf));
+	took = now_s() - t0;
+	assert_non_null(strstr(buf, "HTTP/1.1 200 "));
+	if (took >= 1.0)
+		fail_msg("served after %.3f s", took);
+	assert_true(f->srv.connections >= CROWD);
+	/* Only the connections with bytes in flight hold an input buffer. */
+	assert_true(f->srv.input_buffers <= CROWD / 2 + 1);
+	for (int i = 0; i < CROWD; i++)
+		close(fds[i]);
+	close(fd);
+	spin(f, 100);
+	assert_int_equal(f->srv.connections, 0);
+	free(fds);
+}
+
+/* ---- the pure parts ---- */
+
+static void scan_in_pieces(void **state)
+{
+	const char *head = "\r\nGET /x HTTP/1.1\r\nHost: a\r\nX-Y: z\r\n\r\nBODY";
+	size_t len = strlen(head);
+
+	(void)state;
+	/* Any split gives the same verdict and end. */
+	for (size_t cut = 0; cut <= len; cut++) {
+		struct http_head_scan s;
+		size_t used = 0, used2 = 0;
+		int status, r;
+		const char *why;
+
+		http_head_scan_init(&s);
+		r = http_head_scan(&s, head, cut, &used, &status, &why);
+		if (r == 1) {
+			assert_int_equal(used, len - 4);
+			continue;
+		}
+		assert_int_equal(r, 0);
+		assert_int_equal(used, cut);
+		r = http_head_scan(&s, head + cut, len - cut, &used2, &status, &why);
+		assert_int_equal(r, 1);
+		assert_int_equal(cut + used2, len - 4);
+	}
+}
+
+static void header_list_bounds(void **state)
+{
+	struct http_headers *h = malloc(sizeof(*h));
+	const char *name, *value;
+	char big[HTTP_MAX_HEADER_BYTES];
+
+	(void)state;
+	assert_non_null(h);
+	http_headers_init(h);
+	/* Pieces join; a name after a value starts a new field. */
+	assert_int_equal(http_headers_add_name(h, "Ho", 2), 0);
+	assert_int_equal(http_headers_add_name(h, "st", 2), 0);
+	assert_int_equal(http_headers_add_value(h, "a", 1), 0);
+	assert_int_equal(http_headers_add_value(h, "b ", 2), 0);
+	assert_int_equal(http_headers_add_name(h, "X", 1), 0);
+	assert_int_equal(http_headers_add_value(h, "", 0), 0);
+	http_headers_finish(h);
+	assert_true(http_headers_at(h, 0, &name, &value));
+	assert_string_equal(name, "Host");
+	assert_string_equal(value, "ab");
+	assert_string_equal(http_headers_get(h, "HOST", NULL), "ab");
+	assert_string_equal(http_headers_get(h, "x", NULL), "");
+	assert_null(http_headers_get(h, "y", NULL));
+	assert_false(http_headers_at(h, 2, &name, &value));
+	/* Over the arena: refused, never written past it. */
+	http_headers_init(h);
+	memset(big, 'v', sizeof(big));
+	assert_int_equal(http_headers_add_name(h, "A", 1), 0);
+	assert_true(http_headers_add_value(h, big, sizeof(big)) < 0);
+	assert_true(h->overflow);
+	assert_false(http_headers_at(h, 0, &name, &value));
+	/* Over the count. */
+	http_headers_init(h);
+	for (int i = 0; i < HTTP_MAX_HEADERS; i++) {
+		assert_int_equal(http_headers_add_name(h, "N", 1), 0);
+		assert_int_equal(http_headers_add_value(h, "v", 1), 0);
+	}
+	assert_true(http_headers_add_name(h, "N", 1) < 0);
+	free(h);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(scan_in_pieces),
+		cmocka_unit_test(header_list_bounds),
+		cmocka_unit_test_setup_teardown(header_list, setup, teardown),
+		cmocka_unit_test_setup_teardown(hostile_heads, setup, teardown),
+		cmocka_unit_test_setup_teardown(oversized_heads, setup, teardown),
+		cmocka_unit_test_setup_teardown(pipelined, setup, teardown),
+		cmocka_unit_test_setup_teardown(relay_hand_over, setup, teardown),
+		cmocka_unit_test_setup_teardown(head_time_limit, setup, teardown),
+		cmocka_unit_test_setup_teardown(idle_time_limit, setup, teardown),
+		cmocka_unit_test_setup_teardown(no_buffer_while_idle, setup, teardown),
+		cmocka_unit_test_setup_teardown(cap_evicts_idle, setup, teardown),
+		cmocka_unit_test_setup_teardown(idle_crowd, setup, teardown),
+	};
+
+	/* As in sandboxd: a write to a client that went away is an error, not a signal. */
+	signal(SIGPIPE, SIG_IGN);
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
