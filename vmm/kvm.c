@@ -3,7 +3,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/kvm.h>
+#include <stdio.h>
 #include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 int kvm_sys_open(int *kvm_fd)
@@ -133,4 +135,21 @@ int kvm_sys_irq_line(int vm_fd, uint32_t gsi, int level)
 	struct kvm_irq_level l = { .irq = gsi, .level = (uint32_t)level };
 
 	return ioctl(vm_fd, KVM_IRQ_LINE, &l) < 0 ? -errno : 0;
+}
+
+static bool module_loaded(const char *sys_module, const char *name)
+{
+	char path[512];
+	struct stat st;
+
+	snprintf(path, sizeof(path), "%s/%s", sys_module, name);
+	return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+bool kvm_host_is_pvm(const char *sys_module)
+{
+	if (!sys_module)
+		sys_module = "/sys/module";
+	return module_loaded(sys_module, "kvm_pvm") && !module_loaded(sys_module, "kvm_intel") &&
+	       !module_loaded(sys_module, "kvm_amd");
 }

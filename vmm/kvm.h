@@ -1,6 +1,7 @@
 #ifndef SANDVM_VMM_KVM_H
 #define SANDVM_VMM_KVM_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -8,6 +9,14 @@
 
 /* Opens /dev/kvm and checks the API version. -ENOENT: no KVM on this host. */
 int kvm_sys_open(int *kvm_fd);
+
+/*
+ * True when /dev/kvm is served by PVM (the kvm_pvm module, no kvm_intel or
+ * kvm_amd), as on some cloud VMs without VMX or SVM: PVM runs only guest
+ * kernels built for it, and any other kernel ends in a KVM emulation failure
+ * early in its boot (docs/vmm.md). sys_module: "/sys/module" when NULL.
+ */
+bool kvm_host_is_pvm(const char *sys_module);
 
 /* Checks every capability the VMM relies on; on failure names it in *missing. */
 int kvm_sys_check_caps(int kvm_fd, const char **missing);

@@ -126,7 +126,7 @@ static void log_crash_state(struct vcpu *v)
 static bool handle_exit(struct vcpu *v)
 {
 	struct kvm_run *run = v->run;
-	char detail[160];
+	char detail[224];
 
 	switch (run->exit_reason) {
 	case KVM_EXIT_IO:
@@ -159,8 +159,9 @@ static bool handle_exit(struct vcpu *v)
 		return false;
 	case KVM_EXIT_INTERNAL_ERROR:
 		log_crash_state(v);
-		snprintf(detail, sizeof(detail), "KVM internal error on vCPU %u (suberror %u)",
-			 v->id, run->internal.suberror);
+		snprintf(detail, sizeof(detail), "KVM internal error on vCPU %u (suberror %u)%s",
+			 v->id, run->internal.suberror,
+			 v->vm->host_pvm ? "; this host's KVM is PVM, which boots only kernels built for it" : "");
 		vm_request_stop(v->vm, VM_STOP_GUEST_CRASH, detail);
 		return false;
 	case KVM_EXIT_INTR:

@@ -216,6 +216,10 @@ int vm_init(struct vm *vm, const struct vmm_config *cfg, struct console_out *con
 		return sv_errf(r, err, errlen, "/dev/kvm: permission denied (need rw access)");
 	if (r < 0)
 		return sv_errf(r, err, errlen, "/dev/kvm: %s", r == -EPROTO ? "unsupported KVM API version" : strerror(-r));
+	vm->host_pvm = kvm_host_is_pvm(NULL);
+	if (vm->host_pvm)
+		sv_warn("this host's KVM is PVM (kvm_pvm), which boots only guest kernels built for PVM; "
+			"a standard kernel fails early in its boot (docs/vmm.md, \"Hosts whose KVM is PVM\")");
 	r = kvm_sys_check_caps(vm->kvm_fd, &missing);
 	if (r < 0)
 		return sv_errf(r, err, errlen, "KVM lacks a required capability: %s", missing);

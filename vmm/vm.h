@@ -54,6 +54,7 @@ struct vm {
 	const struct vmm_config *cfg;
 	int kvm_fd;
 	int vm_fd;
+	bool host_pvm; /* kvm_host_is_pvm(): an internal error says why */
 	size_t run_size;
 	int tsc_deadline;
 	struct kvm_cpuid2 *cpuid;    /* normalised once (x86_cpuid_normalize), patched per vCPU */

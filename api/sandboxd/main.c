@@ -29,7 +29,7 @@
 static const char usage[] =
 	"usage: sandboxd [--state-dir DIR] [--socket PATH] [--listen HOST:PORT] [--images DIR]\n"
 	"                [--vmm PATH] [--max-sandboxes N] [--max-memory MIB] [--log-level LEVEL]\n"
-	"                [--no-net] [--allow-private-egress CIDR[,CIDR...]]...\n"
+	"                [--no-net] [--allow-private-egress CIDR[,CIDR...]]... [--image-dir DIR]...\n"
 	"       sandboxd [--state-dir DIR] --new-key NAME\n"
 	"       sandboxd [--state-dir DIR] --rotate-managed-key\n"
 	"\n"
@@ -38,6 +38,8 @@ static const char usage[] =
 	"  --listen HOST:PORT   also serve the API on TCP (plain HTTP; keep it on loopback)\n"
 	"  --images DIR         guest kernel and images: vmlinux, initramfs.cpio.gz, debian.ext4\n"
 	"                       (default: ../guest next to this binary, i.e. build/guest)\n"
+	"  --image-dir DIR      a folder whose files a sandbox's \"image\" may name by absolute path,\n"
+	"                       besides the --images folder; repeatable (at most 7)\n"
 	"  --vmm PATH           the VMM binary (default: vmm next to this binary)\n"
 	"  --image-builder PATH builds a missing built-in image on first use, called as\n"
 	"                       PATH debian|minimal OUT (default: rootfs/build-image of the\n"
@@ -226,6 +228,7 @@ int main(int argc, char **argv)
 		{"no-net", no_argument, NULL, 'N'},          {"image-sweep", required_argument, NULL, 'S'},
 		{"rotate-managed-key", no_argument, NULL, 'R'},
 		{"allow-private-egress", required_argument, NULL, 'P'},
+		{"image-dir", required_argument, NULL, 'I'},
 		{NULL, 0, NULL, 0}};
 	struct sandboxd *d = &daemon_state;
 	const char *socket_path = DEFAULT_SOCKET, *listen_addr = NULL, *new_key = NULL;
@@ -280,6 +283,14 @@ int main(int argc, char **argv)
 				return 2;
 			}
 			break;
+		case 'I':
+			if (image_dirs_add(&d->image_dirs, optarg, why, sizeof(why)) < 0 ||
+			    d->image_dirs.count == IMAGE_PATH_MAX_DIRS) {
+				fprintf(stderr, "sandboxd: --image-dir: %s\n",
+					d->image_dirs.count == IMAGE_PATH_MAX_DIRS ? "at most 7 folders" : why);
+				return 2;
+			}
+			break;
 		case 'R': rotate = true; break;
 		case 'S':
 			if (parse_uint(optarg, &d->image_sweep_s) < 0) {
@@ -324,6 +335,9 @@ int main(int argc, char **argv)
 		return 1;
 	default_paths(argv[0], d->images_dir, d->vmm_path, builder_given ? NULL : d->image_builder,
 		      sizeof(d->images_dir));
+	/* The images folder may not exist yet (built on first use): then no path points into it. */
+	if (image_dirs_add(&d->image_dirs, d->images_dir, why, sizeof(why)) < 0)
+		sv_debug("%s", why);
 	if (!d->max_memory_mib && sysinfo(&si) == 0)
 		d->max_memory_mib = (unsigned)((unsigned long long)si.totalram * si.mem_unit / (1024 * 1024) * 8 / 10);
 	if (access(d->vmm_path, X_OK) < 0) {

@@ -17,6 +17,7 @@
 
 #include "agent_client.h"
 #include "http_conn.h"
+#include "image_path.h"
 #include "log.h"
 #include "sandboxd.h"
 
@@ -564,7 +565,11 @@ static int image_paths(struct sandboxd *d, const char *image, struct sandbox_vm_
 		snprintf(other, cap, "%s/debian.ext4", d->images_dir);
 		cfg->rootfs = other;
 	} else {
-		snprintf(other, cap, "%s", image);
+		/* A client's path: only a file in the folders the operator allows, resolved. */
+		int r = image_path_resolve(&d->image_dirs, image, other, cap, err, errlen);
+
+		if (r < 0)
+			return r;
 		cfg->rootfs = other;
 	}
 	if (stat(kernel, &st) < 0) {
@@ -598,6 +603,12 @@ static bool name_taken(struct sandboxd *d, const struct sandbox_spec *spec)
 	return false;
 }
 
+/*
+ * The VMM's whole environment: it reads none, and must not inherit the
+ * daemon's (an exported API key, proxy settings, anything an operator set).
+ */
+static char *const vmm_env[] = {"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C", NULL};
+
 static int spawn_vmm(struct sandbox *sb, const struct sandbox_vm_cmd *cmd)
 {
 	uv_process_options_t opt = {0};
@@ -615,6 +626,7 @@ static int spawn_vmm(struct sandbox *sb, const struct sandbox_vm_cmd *cmd)
 	opt.file = cmd->argv[0];
 	opt.args = (char **)cmd->argv;
 	opt.exit_cb = on_vmm_exit;
+	opt.env = (char **)vmm_env;
 	/* Its own session: the VM outlives a daemon restart and ignores its terminal. */
 	opt.flags = UV_PROCESS_DETACHED;
 	opt.stdio = stdio;
@@ -635,7 +647,7 @@ void sandbox_create(struct sandboxd *d, struct sandbox_spec *spec, struct http_r
 	struct sandbox_vm_config cfg = {0};
 	struct sandbox_vm_cmd cmd;
 	char kernel[4200], other[4200], err[512] = "", run_dir[512], vmm_net[64], net_cmdline[256],
-		policy_path[600];
+		policy_path[600] = "";
 	unsigned count, memory;
 	struct sandbox *sb;
 	int r;
@@ -663,7 +675,8 @@ void sandbox_create(struct sandboxd *d, struct sandbox_spec *spec, struct http_r
 			return; /* comes back here once the image is built */
 	}
 	if (r < 0) {
-		http_respond_error(req, 503, "image", "%s", err[0] ? err : "the image cannot be built here");
+		http_respond_error(req, r == -EACCES ? 403 : 503, "image", "%s",
+				   err[0] ? err : "the image cannot be built here");
 		goto out_spec;
 	}
 	sb = sandbox_alloc(d);
@@ -710,7 +723,8 @@ void sandbox_create(struct sandboxd *d, struct sandbox_spec *spec, struct http_r
 		http_respond_error(req, 500, NULL, "cannot start the VMM %s: %s", d->vmm_path, strerror(-r));
 		net_teardown(sb);
 		sandbox_vm_destroy(&sb->vm);
-		unlink(policy_path);
+		if (policy_path[0])
+			unlink(policy_path);
 		rmdir(run_dir);
 		sb->state = SANDBOX_FINISHED;
 		discard(sb);

@@ -15,9 +15,11 @@
 
 struct cJSON;
 
+#include "image_path.h"
 #include "net_policy.h"
 #include "sandbox_vm.h"
 #include "spec.h"
+#include "vmm_control.h"
 
 struct http_request;
 struct exec_session;
@@ -91,6 +93,7 @@ struct sandboxd {
 	uv_loop_t *loop;
 	char state_dir[256];
 	char images_dir[4096];
+	struct image_dirs image_dirs; /* where a client's image path may point: images_dir, --image-dir */
 	char vmm_path[4096];
 	char image_builder[4096]; /* "" when images cannot be built here */
 	unsigned max_sandboxes;
@@ -188,14 +191,6 @@ void snapshot_mounts_save(const struct sandbox *sb, void *record);
 void snapshot_mounts_restore(struct sandbox *sb, const void *mounts);
 /* The mounts of a sandbox for its JSON; a cJSON array. */
 void *snapshot_mounts_json(const struct sandbox *sb);
-
-/* ---- vmm_control.c ---- */
-/*
- * One JSON request line to a VMM's control socket and its reply line; 0 or
- * -errno: -ETIMEDOUT when no whole line came back within 10 s, the connect's
- * error when the socket takes no connection (-ENOENT, -ECONNREFUSED).
- */
-int vmm_control_call(const char *socket_path, const char *request, char *reply, size_t cap);
 
 /* ---- files.c ---- */
 /* Routes .../files[/op]; op is "", "stat", "list" or "mkdir". Set at headers time. */

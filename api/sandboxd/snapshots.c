@@ -543,7 +543,8 @@ static void mount_work(uv_work_t *w)
 {
 	struct image_job *j = w->data;
 	struct simage_reader rd;
-	char img[400], out[1024], data_hex[2 * SIMAGE_KEY_BYTES + 1], meta_hex[2 * SIMAGE_KEY_BYTES + 1];
+	char img[400], out[1024], data_hex[2 * SIMAGE_KEY_BYTES + 1], meta_hex[2 * SIMAGE_KEY_BYTES + 1],
+		id_hex[2 * SIMAGE_ID_BYTES + 1];
 	int fd, r;
 
 	snapshot_store_path(j->store, j->id, "img", img, sizeof(img));
@@ -563,6 +564,15 @@ static void mount_work(uv_work_t *w)
 			 r <= SIMAGE_E_TRUNCATED ? simage_strerror(r) : strerror(-r));
 		if (r != SIMAGE_E_NOKEY)
 			sv_warn("image %s refused: %s", j->id, simage_strerror(r));
+		return;
+	}
+	/* The id is in the authenticated header: a file renamed to another image's name is not that image. */
+	simage_id_hex(rd.h.image_id, id_hex);
+	if (strcmp(id_hex, j->id)) {
+		simage_reader_close(&rd);
+		job_fail(j, 500, "image %s: the file holds image %s (renamed in the store?); not mounted", j->id,
+			 id_hex);
+		sv_warn("image %s refused: the file holds image %s", j->id, id_hex);
 		return;
 	}
 	simage_hex(rd.keys.data, SIMAGE_KEY_BYTES, data_hex);

@@ -313,6 +313,11 @@ int spec_sandbox_from_json(cJSON *json, struct sandbox_spec *s, struct spec_erro
 	if (s->image && strcmp(s->image, "debian") && strcmp(s->image, "minimal") &&
 	    (r = check_path("image", s->image, err)))
 		goto bad;
+	/* The VMM's drive option list is comma-separated: a comma would add options of the client's. */
+	if (s->image && strchr(s->image, ',')) {
+		r = fail(err, "image", "image must not contain a comma");
+		goto bad;
+	}
 	if (s->workdir && (r = check_path("workdir", s->workdir, err)))
 		goto bad;
 	if (s->name && !spec_valid_name(s->name)) {

@@ -1,57 +1,108 @@
-/*
- * One request to a VMM's control socket (docs/vmm.md), from a worker
- * thread: a JSON line out, a JSON line back.
- */
+#include "vmm_control.h"
+
 #include <errno.h>
 #include <poll.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
-#include "sandboxd.h"
-
-#define CONTROL_REPLY_MS 10000
-
-int vmm_control_call(const char *socket_path, const char *request, char *reply, size_t cap)
+static long long now_ms(void)
 {
-	struct sockaddr_un sa = {.sun_family = AF_UNIX};
-	struct pollfd p;
-	size_t got = 0, len = strlen(request);
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0), ready = 1;
+	struct timespec ts;
 
-	if (cap == 0)
-		return -EINVAL;
-	reply[0] = '\0';
-	if (fd < 0)
-		return -errno;
-	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", socket_path);
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		int e = errno;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
-		close(fd);
-		return -e;
+/* Waits for events on fd until deadline: 1 ready, 0 timed out, -errno. */
+static int wait_fd(int fd, short events, long long deadline)
+{
+	struct pollfd p = { .fd = fd, .events = events };
+
+	for (;;) {
+		long long left = deadline - now_ms();
+		int r;
+
+		if (left <= 0)
+			return 0;
+		r = poll(&p, 1, left > 60000 ? 60000 : (int)left);
+		if (r > 0)
+			return 1;
+		if (r < 0 && errno != EINTR)
+			return -errno;
 	}
-	if (write(fd, request, len) != (ssize_t)len) {
-		close(fd);
-		return -EIO;
-	}
-	p.fd = fd;
-	p.events = POLLIN;
-	while (got < cap - 1 && (ready = poll(&p, 1, CONTROL_REPLY_MS)) == 1) {
-		ssize_t n = read(fd, reply + got, cap - 1 - got);
+}
 
+static int exchange(int fd, const char *request, char *reply, size_t cap, long long deadline)
+{
+	size_t len = strlen(request), sent = 0, got = 0;
+	int r;
+
+	while (sent < len) {
+		ssize_t n = send(fd, request + sent, len - sent, MSG_NOSIGNAL | MSG_DONTWAIT);
+
+		if (n > 0) {
+			sent += (size_t)n;
+			continue;
+		}
+		if (n < 0 && errno != EAGAIN && errno != EINTR)
+			return -EIO;
+		r = wait_fd(fd, POLLOUT, deadline);
+		if (r <= 0)
+			return r == 0 ? -ETIMEDOUT : r;
+	}
+	for (;;) {
+		ssize_t n;
+
+		r = wait_fd(fd, POLLIN, deadline);
+		if (r <= 0)
+			return r == 0 ? -ETIMEDOUT : r;
+		n = recv(fd, reply + got, cap - 1 - got, MSG_DONTWAIT);
+		if (n < 0 && (errno == EAGAIN || errno == EINTR))
+			continue;
 		if (n <= 0)
 			break;
 		got += (size_t)n;
-		if (memchr(reply, '\n', got))
+		reply[got] = '\0';
+		if (memchr(reply, '\n', got) || got == cap - 1)
 			break;
 	}
-	reply[got] = '\0';
-	close(fd);
-	/* No answer in time is not the same failure as a VMM gone: callers tell them apart. */
-	if (ready == 0 && !memchr(reply, '\n', got))
-		return -ETIMEDOUT;
 	return got ? 0 : -EIO;
+}
+
+int vmm_control_call_timeout(const char *socket_path, const char *request, char *reply, size_t cap,
+			     int timeout_ms)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	long long deadline;
+	int fd, r;
+
+	/* Arguments first: nothing is opened for a call that cannot be made. */
+	if (!socket_path || !request || !reply || cap == 0 || timeout_ms <= 0)
+		return -EINVAL;
+	reply[0] = '\0';
+	if (strlen(socket_path) >= sizeof(sa.sun_path))
+		return -ENAMETOOLONG;
+	memcpy(sa.sun_path, socket_path, strlen(socket_path) + 1);
+	deadline = now_ms() + timeout_ms;
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	/* A unix socket connects at once or fails: the VMM's backlog is the only wait. */
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		r = -errno;
+		close(fd);
+		return r;
+	}
+	r = exchange(fd, request, reply, cap, deadline);
+	close(fd);
+	return r;
+}
+
+int vmm_control_call(const char *socket_path, const char *request, char *reply, size_t cap)
+{
+	return vmm_control_call_timeout(socket_path, request, reply, cap, VMM_CONTROL_TIMEOUT_MS);
 }

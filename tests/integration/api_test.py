@@ -51,8 +51,10 @@ class Daemon:
         self.log = open(os.path.join(RESULTS, "sandboxd.log"), "ab")
 
     def start(self):
+        # A secret in the daemon's environment, which its VMMs must not inherit (api-vmm-environment).
         self.proc = subprocess.Popen([SANDBOXD, "--state-dir", STATE, "--socket", SOCK, *self.extra],
-                                     stdout=self.log, stderr=self.log)
+                                     stdout=self.log, stderr=self.log,
+                                     env=dict(os.environ, SANDVM_API_KEY=ENV_SECRET))
         for _ in range(100):
             try:
                 if request("GET", "/v1/health", key=None)[0] == 200:
@@ -68,6 +70,7 @@ class Daemon:
 
 
 KEY = None
+ENV_SECRET = "sk-daemon-environment-marker"
 
 
 def request(method, path, body=None, key="default", headers=None, timeout=120, raw=False):
@@ -248,6 +251,20 @@ def _():
     assert out == b"hi\n" and err == b"oops\n" and end == (3, {"returncode": 3, "reason": "exited"}), (out, err, end)
     st, o = request("GET", f"/v1/sandboxes/{sid}")
     assert st == 200 and o["tags"] == {"suite": "api", "n": "1"} and o["name"] == "first"
+
+
+@case("api-vmm-environment")
+def _():
+    # The VMM gets a clean environment: nothing of the daemon's, the API key above least of all.
+    sid = shared["sb"]
+    with open(os.path.join(STATE, "sandboxes", sid, "sandbox.json")) as f:
+        pid = json.load(f)["pid"]
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        assert b"--vsock" in f.read(), "pid %d is not the sandbox's VMM" % pid
+    with open(f"/proc/{pid}/environ", "rb") as f:
+        env = [e for e in f.read().split(b"\0") if e]
+    assert not any(ENV_SECRET.encode() in e for e in env), env
+    assert sorted(env) == [b"LC_ALL=C", b"PATH=/usr/sbin:/usr/bin:/sbin:/bin"], env
 
 
 @case("api-list-tags")
@@ -820,20 +837,39 @@ def _():
     def truncate(d):
         del d[len(d) - 4096:]
 
-    for name, fn in (("flip", flip), ("swap", swap), ("truncate", truncate)):
-        bad = copy_image(img, fn)
-        path = os.path.join(STATE, "snapshots", bad + ".img")
-        v = subprocess.run([tool, "verify", path, "--key-file", k], capture_output=True)
-        assert v.returncode != 0, (name, v)
-        p = vmctl("mount", b, "/t-" + name, bad, "--key-file", k)
-        if name == "truncate":
-            assert p.returncode == 125 and b"truncated" in p.stderr, (name, p)
-            assert not mounted(b, "/t-" + name)
-            continue
-        assert p.returncode == 0, (name, p)
-        out, err, code = guest(b, "sha256sum /t-$1/big.bin", name)
-        assert code != 0 and "Input/output error" in err, (name, out, err, code)
-        assert vmctl("unmount", b, "/t-" + name).returncode == 0
+    # The image's own file is tampered with (the id is in its authenticated header, so a tampered
+    # copy under another name would be refused for that alone), and put back afterwards; a file is
+    # replaced by a rename, so a VMM that has the original open keeps reading the original.
+    path = os.path.join(STATE, "snapshots", img + ".img")
+    original = open(path, "rb").read()
+
+    def replace(data):
+        open(path + ".tmp", "wb").write(data)
+        os.replace(path + ".tmp", path)
+
+    try:
+        for name, fn in (("flip", flip), ("swap", swap), ("truncate", truncate)):
+            data = bytearray(original)
+            fn(data)
+            replace(data)
+            v = subprocess.run([tool, "verify", path, "--key-file", k], capture_output=True)
+            assert v.returncode != 0, (name, v)
+            p = vmctl("mount", b, "/t-" + name, img, "--key-file", k)
+            if name == "truncate":
+                assert p.returncode == 125 and b"truncated" in p.stderr, (name, p)
+                assert not mounted(b, "/t-" + name)
+                continue
+            assert p.returncode == 0, (name, p)
+            out, err, code = guest(b, "sha256sum /t-$1/big.bin", name)
+            assert code != 0 and "Input/output error" in err, (name, out, err, code)
+            assert vmctl("unmount", b, "/t-" + name).returncode == 0
+    finally:
+        replace(original)
+    # An intact image under another image's name (same key) is not mounted as that image.
+    renamed = copy_image(img, lambda d: None)
+    p = vmctl("mount", b, "/t-renamed", renamed, "--key-file", k)
+    assert p.returncode != 0 and b"holds image " + img.encode() in p.stderr, p
+    assert not mounted(b, "/t-renamed")
     log = open(os.path.join(STATE, "sandboxes", b, "vmm.log"), "rb").read()
     assert b"failed authentication" in log, log[-2000:]
 

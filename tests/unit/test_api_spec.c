@@ -103,6 +103,8 @@ static void each_bad_field_is_named(void **state)
 		{"{\"idle_timeout\":-3}", "idle_timeout"},
 		{"{\"workdir\":\"tmp\"}", "workdir"},
 		{"{\"image\":\"relative.ext4\"}", "image"},
+		{"{\"image\":\"/srv/images/a.ext4,serial=rootfs2\"}", "image"},
+		{"{\"image\":\"/x,ro\"}", "image"},
 		{"{\"env\":{\"1A\":\"x\"}}", "env"},
 		{"{\"env\":{\"A-B\":\"x\"}}", "env"},
 		{"{\"env\":{\"A\":1}}", "env"},
