@@ -13,7 +13,7 @@ CFLAGS  ?= -O2 -g
 LDLIBS_VMM := -lpthread $(shell pkg-config --libs libcjson 2>/dev/null || echo -lcjson) \
 	$(shell pkg-config --libs libcrypto libzstd 2>/dev/null || echo -lcrypto -lzstd)
 # Unit tests and fuzzers also link the daemon's HTTP core.
-LDLIBS_TEST := $(LDLIBS_VMM) $(shell pkg-config --libs libuv 2>/dev/null || echo -luv) -lhttp_parser
+LDLIBS_TEST := $(LDLIBS_VMM) $(shell pkg-config --libs libuv libssl 2>/dev/null || echo -luv -lssl) -lhttp_parser
 SAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 # ThreadSanitizer: the unit tests that run device work beside vCPU-like threads.
 # (-Wno-tsan: the ring fences order guest memory, which no test shares between threads.)
@@ -27,7 +27,7 @@ SIMAGE_SRCS := $(wildcard lib/simage/*.c)
 # exec output frames) and its HTTP core, which unit tests and fuzzers link too.
 API_PURE_SRCS := api/sandboxd/spec.c api/sandboxd/query.c api/sandboxd/net_policy.c api/vmctl/exec_frames.c \
 	api/sandboxd/http_head.c api/sandboxd/http_conn.c api/sandboxd/vmm_control.c \
-	api/sandboxd/image_path.c
+	api/sandboxd/image_path.c api/sandboxd/tls.c
 VMM_SRCS  := $(filter-out vmm/main.c,$(wildcard vmm/*.c vmm/arch/x86/*.c vmm/devices/*.c vmm/virtio/*.c vmm/backends/*.c vmm/net/*.c))
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
@@ -72,7 +72,7 @@ $(BUILD)/bin/sandvm-run: $(BUILD)/obj/api/sandvm-run.o $(LIB_OBJS) | $(STAMP)
 # The worker daemon (docs/api.md): libuv, the packaged http_parser, cJSON, OpenSSL.
 SANDBOXD_SRCS := $(wildcard api/sandboxd/*.c)
 SANDBOXD_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,$(SANDBOXD_SRCS))
-LDLIBS_SANDBOXD := $(shell pkg-config --libs libuv libcjson libcrypto libzstd) -lhttp_parser -lpthread
+LDLIBS_SANDBOXD := $(shell pkg-config --libs libuv libcjson libssl libcrypto libzstd) -lhttp_parser -lpthread
 # Messages to people are cut to their buffers on purpose; paths are checked for length where made.
 $(SANDBOXD_OBJS): CFLAGS += -Wno-format-truncation
 $(BUILD)/bin/sandboxd: $(SANDBOXD_OBJS) $(LIB_OBJS) $(SIMAGE_OBJS) | $(STAMP)

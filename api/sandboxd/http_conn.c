@@ -3,6 +3,8 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <http_parser.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +29,9 @@
 
 /* What a connection in relay mode reads into. */
 #define RELAY_READ_CHUNK (64 * 1024)
+/* Ciphertext read per turn, and the most kept undecrypted while the plaintext waits. */
+#define TLS_RAW_CHUNK (64 * 1024)
+#define TLS_RAW_MAX (64 * 1024)
 
 struct http_conn {
 	union {
@@ -55,6 +60,10 @@ struct http_conn {
 	size_t write_queued;
 	int reply_fd;
 	uint64_t reply_left;
+	/* TLS (srv->tls): ciphertext in rbio and out of wbio, memory BIOs the SSL owns. */
+	SSL *ssl;
+	BIO *rbio, *wbio;
+	bool tls_ready; /* handshake done */
 	/* Relay mode (http_conn_detach). */
 	const struct http_relay_ops *relay;
 	void *relay_ctx;
@@ -70,6 +79,7 @@ struct conn_write {
 
 static void pump(struct http_conn *c);
 static void conn_close(struct http_conn *c);
+static int tls_flush(struct http_conn *c);
 
 static uint64_t mono_ns(void)
 {
@@ -97,6 +107,16 @@ static void input_free(struct http_conn *c)
 		c->srv->input_buffers--;
 	}
 	c->in_len = c->in_off = 0;
+}
+
+/* Moves what is left of the input to the front of the buffer. */
+static void input_compact(struct http_conn *c)
+{
+	if (c->in && c->in_off) {
+		memmove(c->in, c->in + c->in_off, c->in_len - c->in_off);
+		c->in_len -= c->in_off;
+		c->in_off = 0;
+	}
 }
 
 const char *http_status_text(int status)
@@ -134,6 +154,7 @@ void http_conn_unref(struct http_conn *c)
 {
 	if (--c->refs)
 		return;
+	SSL_free(c->ssl);
 	input_free(c);
 	free(c->req.headers);
 	free(c->req.body);
@@ -267,6 +288,10 @@ static void conn_linger(struct http_conn *c)
 		c->reading = false;
 	}
 	c->in_off = c->in_len = 0;
+	if (c->ssl && c->tls_ready) {
+		SSL_shutdown(c->ssl); /* close_notify, queued before the stream's shutdown */
+		tls_flush(c);
+	}
 	c->shutdown_req.data = c;
 	if (uv_shutdown(&c->shutdown_req, &c->h.stream, on_shutdown) < 0) {
 		conn_close(c);
@@ -299,15 +324,62 @@ static void on_written(uv_write_t *w, int status)
 	http_conn_unref(c);
 }
 
+/* Queues bytes as they go on the wire; cw holds them. */
+static int queue_write(struct http_conn *c, struct conn_write *cw)
+{
+	uv_buf_t b = uv_buf_init(cw->data, (unsigned)cw->len);
+	int r;
+
+	cw->conn = c;
+	r = uv_write(&cw->w, &c->h.stream, &b, 1, on_written);
+	if (r < 0) {
+		free(cw);
+		conn_close(c);
+		return r;
+	}
+	c->write_queued += cw->len;
+	http_conn_ref(c);
+	return 0;
+}
+
+/* Sends the records TLS made (handshake, data, alerts, close_notify). */
+static int tls_flush(struct http_conn *c)
+{
+	size_t pending = BIO_ctrl_pending(c->wbio);
+	struct conn_write *cw;
+
+	if (!pending || c->closing)
+		return 0;
+	cw = malloc(sizeof(*cw) + pending);
+	if (!cw) {
+		conn_close(c);
+		return -ENOMEM;
+	}
+	if (BIO_read(c->wbio, cw->data, (int)pending) != (int)pending) {
+		free(cw);
+		conn_close(c);
+		return -EIO;
+	}
+	cw->len = pending;
+	return queue_write(c, cw);
+}
+
 static int write_bufs(struct http_conn *c, const uv_buf_t *bufs, unsigned n)
 {
 	struct conn_write *cw;
 	size_t total = 0, off = 0;
-	uv_buf_t b;
-	int r;
 
 	if (c->closing)
 		return -EPIPE;
+	if (c->ssl) {
+		for (unsigned i = 0; i < n; i++)
+			if (bufs[i].len && SSL_write(c->ssl, bufs[i].base, (int)bufs[i].len) <= 0) {
+				ERR_clear_error();
+				conn_close(c);
+				return -EIO;
+			}
+		return tls_flush(c);
+	}
 	for (unsigned i = 0; i < n; i++)
 		total += bufs[i].len;
 	cw = malloc(sizeof(*cw) + total);
@@ -319,18 +391,8 @@ static int write_bufs(struct http_conn *c, const uv_buf_t *bufs, unsigned n)
 		memcpy(cw->data + off, bufs[i].base, bufs[i].len);
 		off += bufs[i].len;
 	}
-	cw->conn = c;
 	cw->len = total;
-	b = uv_buf_init(cw->data, total);
-	r = uv_write(&cw->w, &c->h.stream, &b, 1, on_written);
-	if (r < 0) {
-		free(cw);
-		conn_close(c);
-		return r;
-	}
-	c->write_queued += total;
-	http_conn_ref(c);
-	return 0;
+	return queue_write(c, cw);
 }
 
 static void log_request(struct http_conn *c)
@@ -786,6 +848,8 @@ static void dispatch_complete(struct http_conn *c)
 }
 
 static void update_reading(struct http_conn *c);
+static void pump_input(struct http_conn *c);
+static void on_limit_timeout(uv_timer_t *t);
 
 /* A request the connection cannot take: answered (once) and the connection ends. */
 static void refuse_request(struct http_conn *c, int status, const char *why)
@@ -827,11 +891,87 @@ static bool scan_head(struct http_conn *c, size_t avail, size_t *feed)
 	return true;
 }
 
+/* The parser takes more input now (not waiting for a reply or a sink). */
+static bool wants_input(const struct http_conn *c)
+{
+	return !c->closing && !c->lingering && !c->relay && !c->sink_paused && !(c->req.complete && c->dispatched);
+}
+
+/*
+ * Runs the TLS handshake on, then decrypts what rbio holds into the input
+ * buffer while it has room. True when plaintext was added.
+ */
+static bool tls_fill(struct http_conn *c)
+{
+	bool added = false;
+	int r, e;
+
+	if (!c->ssl || c->closing || c->lingering)
+		return false;
+	if (!c->tls_ready) {
+		r = SSL_do_handshake(c->ssl);
+		tls_flush(c);
+		if (r != 1) {
+			e = SSL_get_error(c->ssl, r);
+			if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
+				return false;
+			/* A TLS 1.2 client, a bad record: the alert is queued; send it, then close. */
+			c->srv->tls_failed++;
+			sv_debug("TLS handshake failed: %s", ERR_reason_error_string(ERR_peek_error()));
+			ERR_clear_error();
+			conn_linger(c);
+			return false;
+		}
+		c->tls_ready = true;
+	}
+	for (;;) {
+		if (!input_alloc(c, CONN_INPUT_MAX)) {
+			conn_close(c);
+			return false;
+		}
+		input_compact(c);
+		if (c->in_len == CONN_INPUT_MAX)
+			break;
+		r = SSL_read(c->ssl, c->in + c->in_len, (int)(CONN_INPUT_MAX - c->in_len));
+		if (r > 0) {
+			c->in_len += (size_t)r;
+			added = true;
+			continue;
+		}
+		e = SSL_get_error(c->ssl, r);
+		if (e == SSL_ERROR_WANT_READ)
+			break;
+		/* close_notify (the client is done, as at EOF) or a broken record. */
+		ERR_clear_error();
+		conn_close(c);
+		return false;
+	}
+	tls_flush(c);
+	if (added && !c->request_begun) {
+		c->request_begun = true;
+		c->req.start_ns = mono_ns();
+		timer_arm(c, on_limit_timeout, c->srv->header_timeout_ms);
+	}
+	return added;
+}
+
 static void pump(struct http_conn *c)
 {
 	if (c->in_pump || c->relay)
 		return;
 	c->in_pump = true;
+	for (;;) {
+		pump_input(c);
+		if (!c->ssl || !wants_input(c) || !tls_fill(c))
+			break;
+	}
+	c->in_pump = false;
+	update_reading(c);
+}
+
+/* Parses and dispatches what the input buffer holds. */
+static void pump_input(struct http_conn *c)
+{
 	while (!c->closing && !c->lingering && !c->relay) {
 		struct http_request *req = &c->req;
 		size_t n, avail, feed;
@@ -867,8 +1007,6 @@ static void pump(struct http_conn *c)
 	}
 	if (c->in_off == c->in_len)
 		c->in_off = c->in_len = 0;
-	c->in_pump = false;
-	update_reading(c);
 }
 
 void http_conn_resume(struct http_conn *c)
@@ -885,15 +1023,18 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 	struct http_conn *c = h->data;
 
 	(void)suggested;
+	if (c->ssl) {
+		/* Ciphertext goes into the server's one buffer and on into rbio at once. */
+		if (!c->srv->tls_raw)
+			c->srv->tls_raw = malloc(TLS_RAW_CHUNK);
+		*buf = uv_buf_init(c->srv->tls_raw, c->srv->tls_raw ? TLS_RAW_CHUNK : 0);
+		return;
+	}
 	if (!input_alloc(c, CONN_INPUT_MAX)) {
 		*buf = uv_buf_init(NULL, 0); /* UV_ENOBUFS: the connection ends */
 		return;
 	}
-	if (c->in_off) {
-		memmove(c->in, c->in + c->in_off, c->in_len - c->in_off);
-		c->in_len -= c->in_off;
-		c->in_off = 0;
-	}
+	input_compact(c);
 	*buf = uv_buf_init(c->in + c->in_len, (unsigned)(CONN_INPUT_MAX - c->in_len));
 }
 
@@ -901,9 +1042,19 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 {
 	struct http_conn *c = s->data;
 
-	(void)buf;
 	if (n < 0) {
 		conn_close(c);
+		return;
+	}
+	if (c->ssl) {
+		if (n > 0 && BIO_write(c->rbio, buf->base, (int)n) != (int)n) {
+			conn_close(c);
+			return;
+		}
+		if (wants_input(c) && tls_fill(c))
+			pump(c);
+		else
+			update_reading(c);
 		return;
 	}
 	if (n > 0 && !c->request_begun) {
@@ -930,7 +1081,8 @@ static void update_reading(struct http_conn *c)
 	if (c->closing || c->lingering || c->relay)
 		return;
 	release_input(c);
-	want = !c->sink_paused && !(c->req.complete && c->dispatched) && c->in_len < CONN_INPUT_MAX;
+	want = !c->sink_paused && !(c->req.complete && c->dispatched) && c->in_len < CONN_INPUT_MAX &&
+	       (!c->ssl || BIO_ctrl_pending(c->rbio) < TLS_RAW_MAX);
 	if (want && !c->reading) {
 		if (uv_read_start(&c->h.stream, on_alloc, on_read) == 0)
 			c->reading = true;
@@ -966,6 +1118,12 @@ void http_server_init(struct http_server *srv, uv_loop_t *loop, http_route_fn ro
 	srv->max_connections = HTTP_DEFAULT_MAX_CONNECTIONS;
 	srv->header_timeout_ms = HTTP_DEFAULT_HEADER_TIMEOUT_MS;
 	srv->idle_timeout_ms = HTTP_DEFAULT_IDLE_TIMEOUT_MS;
+}
+
+void http_server_destroy(struct http_server *srv)
+{
+	free(srv->tls_raw);
+	srv->tls_raw = NULL;
 }
 
 /* The oldest connection with no request under way, or NULL. */
@@ -1020,6 +1178,19 @@ static struct http_conn *conn_new(struct http_server *srv, bool is_pipe, int *er
 		c->timer.data = c;
 		c->timer_open = true;
 	}
+	if (srv->tls) {
+		c->ssl = SSL_new(srv->tls);
+		c->rbio = BIO_new(BIO_s_mem());
+		c->wbio = BIO_new(BIO_s_mem());
+		if (!c->ssl || !c->rbio || !c->wbio) {
+			BIO_free(c->rbio);
+			BIO_free(c->wbio);
+			c->rbio = c->wbio = NULL; /* conn_start closes the connection */
+		} else {
+			SSL_set_bio(c->ssl, c->rbio, c->wbio); /* the SSL owns both now */
+			SSL_set_accept_state(c->ssl);
+		}
+	}
 	return c;
 }
 
@@ -1028,7 +1199,7 @@ static int conn_start(struct http_conn *c, int r)
 {
 	struct http_server *srv = c->srv;
 
-	if (r < 0 || !c->timer_open) {
+	if (r < 0 || !c->timer_open || (srv->tls && !c->rbio)) {
 		conn_close(c);
 		return r < 0 ? r : -ENOMEM;
 	}
@@ -1087,11 +1258,50 @@ static void on_relay_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 	struct http_conn *c = h->data;
 
 	(void)suggested;
+	if (c->ssl) {
+		if (!c->srv->tls_raw)
+			c->srv->tls_raw = malloc(TLS_RAW_CHUNK);
+		*buf = uv_buf_init(c->srv->tls_raw, c->srv->tls_raw ? TLS_RAW_CHUNK : 0);
+		return;
+	}
 	if (!c->in && !input_alloc(c, RELAY_READ_CHUNK)) {
 		*buf = uv_buf_init(NULL, 0);
 		return;
 	}
 	*buf = uv_buf_init(c->in, RELAY_READ_CHUNK);
+}
+
+/* Hands the relay what TLS can decrypt now, until it pauses. */
+static void relay_tls_deliver(struct http_conn *c)
+{
+	while (!c->closing && !c->relay_closing && !c->relay_paused && !c->relay_eof) {
+		int r, e;
+
+		if (!c->in && !input_alloc(c, RELAY_READ_CHUNK)) {
+			conn_close(c);
+			return;
+		}
+		r = SSL_read(c->ssl, c->in, RELAY_READ_CHUNK);
+		if (r > 0) {
+			if (c->relay->data(c->relay_ctx, c->in, (size_t)r) > 0)
+				c->relay_paused = true;
+			continue;
+		}
+		e = SSL_get_error(c->ssl, r);
+		ERR_clear_error();
+		if (e == SSL_ERROR_WANT_READ)
+			break;
+		if (e == SSL_ERROR_ZERO_RETURN) {
+			/* close_notify: the client ended its side. */
+			c->relay_eof = true;
+			if (c->relay->closed)
+				c->relay->closed(c->relay_ctx, 0);
+			return;
+		}
+		conn_close(c);
+		return;
+	}
+	tls_flush(c);
 }
 
 static void relay_update_reading(struct http_conn *c);
@@ -1100,7 +1310,6 @@ static void on_relay_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 {
 	struct http_conn *c = s->data;
 
-	(void)buf;
 	if (n == UV_EOF) {
 		uv_read_stop(&c->h.stream);
 		c->reading = false;
@@ -1113,13 +1322,23 @@ static void on_relay_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 		conn_close(c);
 		return;
 	}
+	if (c->ssl) {
+		if (n > 0 && BIO_write(c->rbio, buf->base, (int)n) != (int)n) {
+			conn_close(c);
+			return;
+		}
+		relay_tls_deliver(c);
+		relay_update_reading(c);
+		return;
+	}
 	if (n > 0 && c->relay->data(c->relay_ctx, c->in, (size_t)n) > 0)
 		http_relay_pause(c);
 }
 
 static void relay_update_reading(struct http_conn *c)
 {
-	bool want = !c->closing && !c->relay_paused && !c->relay_eof && !c->relay_closing;
+	bool want = !c->closing && !c->relay_paused && !c->relay_eof && !c->relay_closing &&
+		    (!c->ssl || BIO_ctrl_pending(c->rbio) < TLS_RAW_MAX);
 
 	if (want && !c->reading) {
 		if (uv_read_start(&c->h.stream, on_relay_alloc, on_relay_read) == 0)
@@ -1191,7 +1410,10 @@ int http_conn_detach(struct http_request *req, int status, const char *headers, 
 		if (r > 0)
 			c->relay_paused = true;
 	}
-	relay_update_reading(c);
+	if (c->ssl)
+		relay_tls_deliver(c);
+	if (!c->closing)
+		relay_update_reading(c);
 	return 0;
 }
 
@@ -1213,6 +1435,8 @@ void http_relay_pause(struct http_conn *c)
 void http_relay_resume(struct http_conn *c)
 {
 	c->relay_paused = false;
+	if (c->ssl && c->relay)
+		relay_tls_deliver(c); /* what was decrypted-to-be while paused */
 	relay_update_reading(c);
 }
 

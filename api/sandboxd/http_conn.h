@@ -28,6 +28,7 @@
 
 struct http_conn;
 struct http_request;
+struct ssl_ctx_st;
 
 enum http_body_mode {
 	HTTP_BODY_DISCARD = 0,
@@ -94,14 +95,18 @@ struct http_server {
 	unsigned max_connections;
 	unsigned header_timeout_ms; /* from a request's first byte (or the accept) to its blank line */
 	unsigned idle_timeout_ms;   /* between requests of a kept-alive connection */
+	struct ssl_ctx_st *tls;     /* TLS on every connection (tls.h), or NULL */
 	/* State. */
 	unsigned connections;   /* open, not closing */
 	unsigned input_buffers; /* connections holding an input buffer */
-	unsigned long long evicted, timed_out, refused;
+	unsigned long long evicted, timed_out, refused, tls_failed;
 	struct http_conn *conns; /* every open connection, newest first */
+	char *tls_raw;           /* ciphertext of the read under way (one at a time on the loop) */
 };
 
 void http_server_init(struct http_server *srv, uv_loop_t *loop, http_route_fn route, void *route_ctx);
+/* Frees what the server holds once its connections are gone. */
+void http_server_destroy(struct http_server *srv);
 
 /*
  * Accepts a connection from a listening unix or TCP stream. At the cap the

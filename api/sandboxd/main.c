@@ -7,6 +7,7 @@
 #include <libgen.h>
 #include <malloc.h>
 #include <limits.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +21,7 @@
 #include "http_conn.h"
 #include "log.h"
 #include "routes.h"
+#include "tls.h"
 #include "sandboxd.h"
 
 #define DEFAULT_STATE_DIR "/var/lib/sandvm"
@@ -27,7 +29,8 @@
 #define SWEEP_MS 30000
 
 static const char usage[] =
-	"usage: sandboxd [--state-dir DIR] [--socket PATH] [--listen HOST:PORT] [--images DIR]\n"
+	"usage: sandboxd [--state-dir DIR] [--socket PATH] [--listen HOST:PORT [--tls-cert F --tls-key F]]\n"
+	"                [--listen-insecure HOST:PORT] [--images DIR]\n"
 	"                [--vmm PATH] [--max-sandboxes N] [--max-memory MIB] [--log-level LEVEL]\n"
 	"                [--no-net] [--allow-private-egress CIDR[,CIDR...]]... [--image-dir DIR]...\n"
 	"       sandboxd [--state-dir DIR] --new-key NAME\n"
@@ -35,7 +38,13 @@ static const char usage[] =
 	"\n"
 	"  --state-dir DIR      registry, API keys, sandbox run files (default " DEFAULT_STATE_DIR ")\n"
 	"  --socket PATH        unix socket of the API, mode 0600 (default " DEFAULT_SOCKET ")\n"
-	"  --listen HOST:PORT   also serve the API on TCP (plain HTTP; keep it on loopback)\n"
+	"  --listen HOST:PORT   also serve the API on TCP, HTTPS with TLS 1.3 only; without\n"
+	"                       --tls-cert/--tls-key a private CA and a certificate are made once\n"
+	"                       in STATE_DIR/tls (clients trust STATE_DIR/tls/ca.pem)\n"
+	"  --tls-cert FILE      the listener's certificate chain (PEM)\n"
+	"  --tls-key FILE       its private key (PEM)\n"
+	"  --listen-insecure HOST:PORT\n"
+	"                       plain HTTP on TCP instead, on a loopback address only\n"
 	"  --images DIR         guest kernel and images: vmlinux, initramfs.cpio.gz, debian.ext4\n"
 	"                       (default: ../guest next to this binary, i.e. build/guest)\n"
 	"  --image-dir DIR      a folder whose files a sandbox's \"image\" may name by absolute path,\n"
@@ -60,11 +69,17 @@ static const char usage[] =
 	"                       image's key with the new one (run while sandboxd is stopped)\n";
 
 static struct sandboxd daemon_state;
-static struct http_server server;
+static struct http_server unix_server, tcp_server;
 static uv_pipe_t unix_listener;
 static uv_tcp_t tcp_listener;
 static bool tcp_on;
 static uv_signal_t sig_term, sig_int;
+
+/* Where the TCP listener's certificate comes from. */
+struct tls_options {
+	const char *cert, *key; /* the operator's, or NULL: STATE_DIR/tls is made once */
+	bool insecure;          /* --listen-insecure: plain HTTP, loopback only */
+};
 
 static void on_connection(uv_stream_t *listener, int status)
 {
@@ -74,7 +89,8 @@ static void on_connection(uv_stream_t *listener, int status)
 		sv_warn("accept: %s", uv_strerror(status));
 		return;
 	}
-	r = http_conn_accept(&server, listener);
+	/* Each listener's server: TLS on TCP, none on the unix socket. */
+	r = http_conn_accept(listener->data, listener);
 	if (r < 0)
 		sv_warn("accept: %s", uv_strerror(r));
 }
@@ -123,6 +139,7 @@ static int listen_unix(const char *path)
 	}
 	unlink(path); /* a stale socket of an earlier run */
 	uv_pipe_init(daemon_state.loop, &unix_listener, 0);
+	unix_listener.data = &unix_server;
 	old = umask(0177);
 	r = uv_pipe_bind(&unix_listener, path);
 	umask(old);
@@ -133,32 +150,89 @@ static int listen_unix(const char *path)
 	return r;
 }
 
-static int listen_tcp(const char *spec)
+static bool is_loopback(const struct sockaddr_storage *a)
 {
+	if (a->ss_family == AF_INET)
+		return (ntohl(((const struct sockaddr_in *)a)->sin_addr.s_addr) >> 24) == 127;
+	return IN6_IS_ADDR_LOOPBACK(&((const struct sockaddr_in6 *)a)->sin6_addr);
+}
+
+/* The TCP server's TLS context: the operator's certificate, or the one made in STATE_DIR/tls. */
+static int setup_tls(const char *host, const struct tls_options *tls)
+{
+	char dir[sizeof(daemon_state.state_dir) + 8], cert[sizeof(dir) + 16], key[sizeof(dir) + 16], err[512];
+	bool made = false;
+
+	if (tls->cert || tls->key) {
+		if (!tls->cert || !tls->key) {
+			sv_err("--tls-cert and --tls-key go together");
+			return -EINVAL;
+		}
+		snprintf(cert, sizeof(cert), "%s", tls->cert);
+		snprintf(key, sizeof(key), "%s", tls->key);
+	} else {
+		snprintf(dir, sizeof(dir), "%s/tls", daemon_state.state_dir);
+		if (tls_ensure_certificates(dir, host, &made, err, sizeof(err)) < 0) {
+			sv_err("making a certificate for --listen: %s", err);
+			return -EIO;
+		}
+		snprintf(cert, sizeof(cert), "%s/cert.pem", dir);
+		snprintf(key, sizeof(key), "%s/key.pem", dir);
+		if (made)
+			sv_info("made a private CA and a certificate for %s in %s", host, dir);
+		sv_info("TLS: clients verify this server with the CA %s/ca.pem (vmctl --cacert, $SANDVM_CACERT)",
+			dir);
+	}
+	tcp_server.tls = tls_server_ctx_new(cert, key, err, sizeof(err));
+	if (!tcp_server.tls) {
+		sv_err("TLS for --listen: %s", err);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int listen_tcp(const char *spec, const struct tls_options *tls)
+{
+	const char *opt = tls->insecure ? "--listen-insecure" : "--listen";
 	char host[256];
 	const char *colon = strrchr(spec, ':');
 	struct sockaddr_storage addr;
 	int port, r;
 
 	if (!colon || colon == spec || (size_t)(colon - spec) >= sizeof(host)) {
-		sv_err("--listen wants HOST:PORT, not %s", spec);
+		sv_err("%s wants HOST:PORT, not %s", opt, spec);
 		return -EINVAL;
 	}
 	snprintf(host, sizeof(host), "%.*s", (int)(colon - spec), spec);
+	/* "[::1]:8443" as well as "::1:8443" */
+	if (host[0] == '[' && host[strlen(host) - 1] == ']') {
+		memmove(host, host + 1, strlen(host));
+		host[strlen(host) - 1] = '\0';
+	}
 	port = atoi(colon + 1);
 	if (port <= 0 || port > 65535) {
-		sv_err("--listen: bad port in %s", spec);
+		sv_err("%s: bad port in %s", opt, spec);
 		return -EINVAL;
 	}
+	memset(&addr, 0, sizeof(addr));
 	if (uv_ip4_addr(host, port, (struct sockaddr_in *)&addr) &&
 	    uv_ip6_addr(host, port, (struct sockaddr_in6 *)&addr)) {
-		sv_err("--listen: %s is not an IP address", host);
+		sv_err("%s: %s is not an IP address", opt, host);
 		return -EINVAL;
 	}
+	if (tls->insecure && !is_loopback(&addr)) {
+		sv_err("--listen-insecure serves plain HTTP, so only on a loopback address (not %s); "
+		       "use --listen for TLS",
+		       host);
+		return -EINVAL;
+	}
+	if (!tls->insecure && (r = setup_tls(host, tls)) < 0)
+		return r;
 	uv_tcp_init(daemon_state.loop, &tcp_listener);
+	tcp_listener.data = &tcp_server;
 	r = uv_tcp_bind(&tcp_listener, (struct sockaddr *)&addr, 0);
 	if (r == 0)
-		r = uv_listen((uv_stream_t *)&tcp_listener, 128, on_connection);
+		r = uv_listen((uv_stream_t *)&tcp_listener, 511, on_connection);
 	if (r < 0)
 		sv_err("cannot listen on %s: %s", spec, uv_strerror(r));
 	tcp_on = r == 0;
@@ -229,9 +303,13 @@ int main(int argc, char **argv)
 		{"rotate-managed-key", no_argument, NULL, 'R'},
 		{"allow-private-egress", required_argument, NULL, 'P'},
 		{"image-dir", required_argument, NULL, 'I'},
+		{"listen-insecure", required_argument, NULL, 'T'},
+		{"tls-cert", required_argument, NULL, 'C'},
+		{"tls-key", required_argument, NULL, 'K'},
 		{NULL, 0, NULL, 0}};
 	struct sandboxd *d = &daemon_state;
-	const char *socket_path = DEFAULT_SOCKET, *listen_addr = NULL, *new_key = NULL;
+	const char *socket_path = DEFAULT_SOCKET, *listen_addr = NULL, *insecure_addr = NULL, *new_key = NULL;
+	struct tls_options tls = {0};
 	bool builder_given = false, rotate = false;
 	enum sv_log_level level = SV_LOG_INFO;
 	char keys_path[sizeof(d->state_dir) + 16], dir[sizeof(d->state_dir) + 16], why[512];
@@ -251,6 +329,9 @@ int main(int argc, char **argv)
 		case 'd': snprintf(d->state_dir, sizeof(d->state_dir), "%s", optarg); break;
 		case 's': socket_path = optarg; break;
 		case 'l': listen_addr = optarg; break;
+		case 'T': insecure_addr = optarg; break;
+		case 'C': tls.cert = optarg; break;
+		case 'K': tls.key = optarg; break;
 		case 'i': snprintf(d->images_dir, sizeof(d->images_dir), "%s", optarg); break;
 		case 'v': snprintf(d->vmm_path, sizeof(d->vmm_path), "%s", optarg); break;
 		case 'b':
@@ -359,13 +440,22 @@ int main(int argc, char **argv)
 	if (r < 0)
 		return 1;
 	routes_init(d);
-	http_server_init(&server, d->loop, routes_on_headers, d);
+	http_server_init(&unix_server, d->loop, routes_on_headers, d);
+	http_server_init(&tcp_server, d->loop, routes_on_headers, d);
 	raise_nofile_limit();
 	net_init(d);
 	r = sandbox_restore_all(d);
 	if (r < 0)
 		sv_warn("reading the registry in %s: %s", dir, strerror(-r));
-	if (listen_unix(socket_path) < 0 || (listen_addr && listen_tcp(listen_addr) < 0))
+	if (listen_addr && insecure_addr) {
+		sv_err("--listen and --listen-insecure exclude each other");
+		return 2;
+	}
+	if (insecure_addr) {
+		tls.insecure = true;
+		listen_addr = insecure_addr;
+	}
+	if (listen_unix(socket_path) < 0 || (listen_addr && listen_tcp(listen_addr, &tls) < 0))
 		return 1;
 	uv_timer_init(d->loop, &d->sweep_timer);
 	d->sweep_timer.data = d;
@@ -378,10 +468,13 @@ int main(int argc, char **argv)
 	uv_signal_init(d->loop, &sig_int);
 	uv_signal_start(&sig_int, on_stop_signal, SIGINT);
 	sv_info("serving the API on unix:%s%s%s (state %s, images %s, limits %u sandboxes / %u MiB)",
-		socket_path, tcp_on ? " and tcp:" : "", tcp_on ? listen_addr : "", d->state_dir, d->images_dir,
-		d->max_sandboxes, d->max_memory_mib);
+		socket_path, !tcp_on ? "" : tls.insecure ? " and plain http://" : " and https://",
+		tcp_on ? listen_addr : "", d->state_dir, d->images_dir, d->max_sandboxes, d->max_memory_mib);
 	uv_run(d->loop, UV_RUN_DEFAULT);
 	unlink(socket_path);
+	tls_server_ctx_free(tcp_server.tls);
+	http_server_destroy(&unix_server);
+	http_server_destroy(&tcp_server);
 	auth_close(d->keys);
 	cJSON_Delete(d->allow_private);
 	return 0;

@@ -12,6 +12,7 @@ bool vmctl_args_common(struct vmctl_args *a, int opt, const char *arg)
 	switch (opt) {
 	case VMCTL_OPT_HOST: a->host = arg; return true;
 	case VMCTL_OPT_KEY_FILE: a->key_file = arg; return true;
+	case VMCTL_OPT_CACERT: a->cacert = arg; return true;
 	case VMCTL_OPT_VERBOSE: a->verbose = true; return true;
 	default: return false;
 	}

@@ -22,6 +22,7 @@ typedef struct cJSON cJSON;
 struct vmctl_args {
 	const char *host;     /* --host, else SANDVM_HOST, else the default */
 	const char *key_file; /* --key-file; NULL when not given */
+	const char *cacert;   /* --cacert, else SANDVM_CACERT, else the system's CAs */
 	bool verbose;
 };
 
@@ -29,6 +30,7 @@ struct vmctl_args {
 enum {
 	VMCTL_OPT_HOST = 1000,
 	VMCTL_OPT_KEY_FILE,
+	VMCTL_OPT_CACERT,
 	VMCTL_OPT_VERBOSE,
 	VMCTL_OPT_HELP,
 	VMCTL_OPT_FIRST_COMMAND, /* commands number their own options from here */
@@ -37,11 +39,12 @@ enum {
 #define VMCTL_COMMON_OPTIONS                                                   \
 	{ "host", required_argument, NULL, VMCTL_OPT_HOST },                   \
 	{ "key-file", required_argument, NULL, VMCTL_OPT_KEY_FILE },           \
+	{ "cacert", required_argument, NULL, VMCTL_OPT_CACERT },               \
 	{ "verbose", no_argument, NULL, VMCTL_OPT_VERBOSE },                   \
 	{ "help", no_argument, NULL, VMCTL_OPT_HELP }
 
 #define VMCTL_COMMON_USAGE                                                     \
-	"Common options: --host URL, --key-file FILE, --verbose, --help (see vmctl --help)\n"
+	"Common options: --host URL, --key-file FILE, --cacert FILE, --verbose, --help (see vmctl --help)\n"
 
 /*
  * Handles the options of VMCTL_COMMON_OPTIONS except --help. Returns true

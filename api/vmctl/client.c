@@ -187,6 +187,9 @@ int vmctl_client_open(struct vmctl_client *c, const struct vmctl_args *a, bool n
 		host = VMCTL_DEFAULT_HOST;
 	c->host = host;
 	c->verbose = a->verbose;
+	c->cacert = a->cacert && *a->cacert ? a->cacert : getenv("SANDVM_CACERT");
+	if (c->cacert && !*c->cacert)
+		c->cacert = NULL;
 	r = client_parse_host(c, host);
 	if (r == -EINVAL) {
 		vmctl_client_close(c);

@@ -141,6 +141,10 @@ int vmctl_req_init(struct vmctl_req *q, const struct vmctl_client *c, const char
 	curl_easy_setopt(e, CURLOPT_URL, q->url);
 	if (c->unix_path)
 		curl_easy_setopt(e, CURLOPT_UNIX_SOCKET_PATH, c->unix_path);
+	/* sandboxd speaks TLS 1.3 only; its certificate is verified (a private CA with --cacert). */
+	curl_easy_setopt(e, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_3);
+	if (c->cacert)
+		curl_easy_setopt(e, CURLOPT_CAINFO, c->cacert);
 	/* Threads (exec's stdin and signal threads) and no signal-based timeouts. */
 	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
 	/* A sandbox named ".." must reach the server as such, not as a parent directory. */
@@ -266,6 +270,9 @@ int vmctl_req_report(const struct vmctl_req *q, int r)
 				host, why);
 		else
 			fprintf(stderr, "vmctl: request to sandboxd at %s failed: %s\n", host, why);
+		if (q->curl_result == CURLE_PEER_FAILED_VERIFICATION)
+			fprintf(stderr, "vmctl: the server's certificate is not trusted: give its CA with --cacert "
+					"or $SANDVM_CACERT (sandboxd's own: STATE_DIR/tls/ca.pem)\n");
 	} else if (r == -ECANCELED) {
 		fprintf(stderr, "vmctl: request to sandboxd at %s interrupted\n", host);
 	} else if (r == -EFBIG) {

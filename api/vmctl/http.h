@@ -18,6 +18,7 @@ struct vmctl_client {
 	const char *host;  /* as the user gave it, for messages */
 	char *base;        /* URL prefix: "http://localhost" for a unix socket */
 	char *unix_path;   /* NULL over TCP */
+	const char *cacert; /* CA file for https://, NULL: the system's */
 	char *auth;        /* "Authorization: Bearer KEY"; NULL when no key */
 	char *key_origin;  /* where the key came from, for a 401 hint */
 	bool verbose;

@@ -11,7 +11,7 @@
 #include "commands.h"
 
 static const char usage[] =
-	"usage: vmctl [--host URL] [--key-file FILE] [--verbose] COMMAND [ARGS...]\n"
+	"usage: vmctl [--host URL] [--key-file FILE] [--cacert FILE] [--verbose] COMMAND [ARGS...]\n"
 	"\n"
 	"Commands:\n"
 	"  create [OPTIONS] [-- CMD...]   start a sandbox, print its id\n"
@@ -39,6 +39,9 @@ static const char usage[] =
 	"Options (also accepted after the command name):\n"
 	"  --host URL       unix:///PATH, http://HOST:PORT or https://HOST:PORT; default\n"
 	"                   $SANDVM_HOST, else " VMCTL_DEFAULT_HOST "\n"
+	"  --cacert FILE    CA certificate(s) that https:// hosts are verified with (default\n"
+	"                   $SANDVM_CACERT, else the system's); sandboxd's own CA is\n"
+	"                   STATE_DIR/tls/ca.pem\n"
 	"  --key-file FILE  file whose first line is the API key (default $SANDVM_API_KEY_FILE,\n"
 	"                   else ~/.config/sandvm/api-key); $SANDVM_API_KEY, when set, wins\n"
 	"  --verbose        progress on stderr\n"

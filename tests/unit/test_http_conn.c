@@ -6,6 +6,7 @@
  * driven between turns of the loop.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -18,8 +19,13 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <sys/stat.h>
+
 #include "http_conn.h"
 #include "http_head.h"
+#include "tls.h"
 #include "unit.h"
 
 struct fixture {
@@ -158,9 +164,35 @@ static int teardown(void **state)
 	uv_walk(&f->loop, close_walk, NULL);
 	uv_run(&f->loop, UV_RUN_DEFAULT);
 	assert_int_equal(uv_loop_close(&f->loop), 0);
-	unlink(f->path);
-	rmdir(f->dir);
+	tls_server_ctx_free(f->srv.tls);
+	http_server_destroy(&f->srv);
+	{
+		char cmd[128];
+
+		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
+		assert_int_equal(system(cmd), 0);
+	}
 	free(f);
+	return 0;
+}
+
+/* The same server with TLS, its certificate from a CA made in the fixture's folder. */
+static int setup_tls(void **state)
+{
+	struct fixture *f;
+	char dir[80], cert[128], key[128], err[256];
+	bool made;
+
+	setup(state);
+	f = *state;
+	snprintf(dir, sizeof(dir), "%s/tls", f->dir);
+	assert_int_equal(tls_ensure_certificates(dir, "127.0.0.1", &made, err, sizeof(err)), 0);
+	assert_true(made);
+	snprintf(cert, sizeof(cert), "%s/cert.pem", dir);
+	snprintf(key, sizeof(key), "%s/key.pem", dir);
+	f->srv.tls = tls_server_ctx_new(cert, key, err, sizeof(err));
+	if (!f->srv.tls)
+		fail_msg("%s", err);
 	return 0;
 }
 
@@ -564,6 +596,213 @@ static void idle_crowd(void **state)
 	free(fds);
 }
 
+
+/* ---- TLS ---- */
+
+/* A TLS client on a non-blocking socket, the server's loop run while it waits. */
+static SSL *tls_client(struct fixture *f, int fd, int max_version, bool *ok)
+{
+	char ca[128];
+	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+	SSL *ssl;
+	double end = now_s() + 3;
+
+	assert_non_null(ctx);
+	snprintf(ca, sizeof(ca), "%s/tls/ca.pem", f->dir);
+	assert_int_equal(SSL_CTX_load_verify_locations(ctx, ca, NULL), 1);
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+	if (max_version)
+		SSL_CTX_set_max_proto_version(ctx, max_version);
+	ssl = SSL_new(ctx);
+	SSL_CTX_free(ctx); /* the SSL holds its own reference */
+	assert_non_null(ssl);
+	SSL_set1_host(ssl, "127.0.0.1");
+	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+	SSL_set_fd(ssl, fd);
+	*ok = false;
+	while (now_s() < end) {
+		int r = SSL_connect(ssl), e;
+
+		if (r == 1) {
+			*ok = true;
+			break;
+		}
+		e = SSL_get_error(ssl, r);
+		if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE)
+			break;
+		uv_run(&f->loop, UV_RUN_NOWAIT);
+		usleep(500);
+	}
+	ERR_clear_error();
+	return ssl;
+}
+
+static void tls_send(struct fixture *f, SSL *ssl, const char *text)
+{
+	size_t len = strlen(text), off = 0;
+
+	while (off < len) {
+		int r = SSL_write(ssl, text + off, (int)(len - off));
+
+		if (r > 0) {
+			off += (size_t)r;
+			continue;
+		}
+		assert_true(SSL_get_error(ssl, r) == SSL_ERROR_WANT_WRITE || SSL_get_error(ssl, r) == SSL_ERROR_WANT_READ);
+		uv_run(&f->loop, UV_RUN_NOWAIT);
+	}
+}
+
+/* Reads until want bytes came (or 2 s passed); the text in buf. */
+static size_t tls_receive(struct fixture *f, SSL *ssl, char *buf, size_t cap, size_t want)
+{
+	double end = now_s() + 2;
+	size_t got = 0;
+
+	while (got < want && got < cap - 1 && now_s() < end) {
+		int r = SSL_read(ssl, buf + got, (int)(cap - 1 - got));
+
+		if (r > 0) {
+			got += (size_t)r;
+			continue;
+		}
+		if (SSL_get_error(ssl, r) != SSL_ERROR_WANT_READ)
+			break;
+		uv_run(&f->loop, UV_RUN_NOWAIT);
+		usleep(500);
+	}
+	ERR_clear_error();
+	buf[got] = '\0';
+	return got;
+}
+
+static void tls_requests(void **state)
+{
+	struct fixture *f = *state;
+	int fd = client(f);
+	bool ok;
+	SSL *ssl = tls_client(f, fd, 0, &ok);
+	char buf[8192];
+
+	assert_true(ok);
+	assert_string_equal(SSL_get_version(ssl), "TLSv1.3");
+	/* Two pipelined requests in one record: both answered, in order. */
+	tls_send(f, ssl, "GET /h HTTP/1.1\r\nHost: x\r\nX-N: 1\r\n\r\nGET /h HTTP/1.1\r\nHost: x\r\nX-N: 2\r\n\r\n");
+	for (size_t got = 0; !strstr(buf, "X-N=2") || got == 0;) {
+		got += tls_receive(f, ssl, buf + got, sizeof(buf) - got, 1);
+		assert_true(got > 0);
+		if (strstr(buf, "X-N=1") && strstr(buf, "X-N=2"))
+			break;
+	}
+	assert_non_null(strstr(buf, "HTTP/1.1 200 OK\r\n"));
+	assert_true(strstr(buf, "X-N=1") < strstr(buf, "X-N=2"));
+	/* The same strict head rules behind TLS. */
+	tls_send(f, ssl, "GET /h HTTP/1.1\r\nHost: x\r\nX-A : 1\r\n\r\n");
+	tls_receive(f, ssl, buf, sizeof(buf), 12);
+	assert_non_null(strstr(buf, "HTTP/1.1 400 "));
+	SSL_free(ssl);
+	close(fd);
+}
+
+static void tls12_refused(void **state)
+{
+	struct fixture *f = *state;
+	int fd = client(f);
+	bool ok;
+	SSL *ssl = tls_client(f, fd, TLS1_2_VERSION, &ok);
+
+	assert_false(ok);
+	assert_int_equal(f->srv.tls_failed, 1);
+	SSL_free(ssl);
+	assert_true(closed_by_server(f, fd, 3000));
+	close(fd);
+}
+
+static void tls_relay(void **state)
+{
+	struct fixture *f = *state;
+	int fd = client(f);
+	bool ok;
+	SSL *ssl = tls_client(f, fd, 0, &ok);
+	char buf[8192];
+	const char *head = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n";
+
+	assert_true(ok);
+	tls_send(f, ssl, "GET /relay HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\nfirst ");
+	tls_receive(f, ssl, buf, sizeof(buf), strlen(head) + 6);
+	assert_int_equal(strncmp(buf, head, strlen(head)), 0);
+	assert_string_equal(buf + strlen(head), "first ");
+	tls_send(f, ssl, "second");
+	tls_receive(f, ssl, buf, sizeof(buf), 6);
+	assert_string_equal(buf, "second");
+	/* close_notify ends the client's side: the relay hears it and closes. */
+	SSL_shutdown(ssl);
+	assert_true(closed_by_server(f, fd, 3000));
+	assert_int_equal(f->relay_closed, 1000);
+	SSL_free(ssl);
+	close(fd);
+}
+
+static void certificates_made_once(void **state)
+{
+	char dir[] = "/tmp/sandvm-tls-XXXXXX", sub[64], path[128], err[256], cmd[96];
+	struct stat st;
+	bool made;
+	FILE *f;
+	char ca_before[4096] = "", ca_after[4096] = "";
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	snprintf(sub, sizeof(sub), "%s/tls", dir);
+	assert_int_equal(tls_ensure_certificates(sub, "10.1.2.3", &made, err, sizeof(err)), 0);
+	assert_true(made);
+	snprintf(path, sizeof(path), "%s/ca.key", sub);
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0600);
+	snprintf(path, sizeof(path), "%s/key.pem", sub);
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0600);
+	snprintf(path, sizeof(path), "%s/cert.pem", sub);
+	assert_true(tls_cert_covers(path, "10.1.2.3"));
+	assert_true(tls_cert_covers(path, "localhost"));
+	assert_true(tls_cert_covers(path, "::1"));
+	assert_false(tls_cert_covers(path, "10.1.2.4"));
+	assert_false(tls_cert_covers(path, "example.org"));
+	/* A second start makes nothing; another host gets a new certificate from the same CA. */
+	assert_int_equal(tls_ensure_certificates(sub, "10.1.2.3", &made, err, sizeof(err)), 0);
+	assert_false(made);
+	snprintf(path, sizeof(path), "%s/ca.pem", sub);
+	f = fopen(path, "r");
+	assert_non_null(f);
+	assert_true(fread(ca_before, 1, sizeof(ca_before) - 1, f) > 0);
+	fclose(f);
+	assert_int_equal(tls_ensure_certificates(sub, "sandbox.example", &made, err, sizeof(err)), 0);
+	assert_true(made);
+	f = fopen(path, "r");
+	assert_non_null(f);
+	assert_true(fread(ca_after, 1, sizeof(ca_after) - 1, f) > 0);
+	fclose(f);
+	assert_string_equal(ca_before, ca_after);
+	snprintf(path, sizeof(path), "%s/cert.pem", sub);
+	assert_true(tls_cert_covers(path, "sandbox.example"));
+	/* A key that does not match its certificate is refused. */
+	{
+		char cert[128], key[128], ca_key[128];
+		void *ctx;
+
+		snprintf(cert, sizeof(cert), "%s/cert.pem", sub);
+		snprintf(key, sizeof(key), "%s/key.pem", sub);
+		snprintf(ca_key, sizeof(ca_key), "%s/ca.key", sub);
+		ctx = tls_server_ctx_new(cert, key, err, sizeof(err));
+		assert_non_null(ctx);
+		tls_server_ctx_free(ctx);
+		assert_null(tls_server_ctx_new(cert, ca_key, err, sizeof(err)));
+		assert_true(strstr(err, "does not match") || strstr(err, "mismatch"));
+	}
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	assert_int_equal(system(cmd), 0);
+}
+
 /* ---- the pure parts ---- */
 
 static void scan_in_pieces(void **state)
@@ -649,6 +888,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(no_buffer_while_idle, setup, teardown),
 		cmocka_unit_test_setup_teardown(cap_evicts_idle, setup, teardown),
 		cmocka_unit_test_setup_teardown(idle_crowd, setup, teardown),
+		cmocka_unit_test_setup_teardown(tls_requests, setup_tls, teardown),
+		cmocka_unit_test_setup_teardown(tls12_refused, setup_tls, teardown),
+		cmocka_unit_test_setup_teardown(tls_relay, setup_tls, teardown),
+		cmocka_unit_test(certificates_made_once),
 	};
 
 	/* As in sandboxd: a write to a client that went away is an error, not a signal. */
