@@ -70,6 +70,7 @@ class Daemon:
 
 
 KEY = None
+TLS_PORT = 18443
 ENV_SECRET = "sk-daemon-environment-marker"
 
 
@@ -265,6 +266,31 @@ def _():
         env = [e for e in f.read().split(b"\0") if e]
     assert not any(ENV_SECRET.encode() in e for e in env), env
     assert sorted(env) == [b"LC_ALL=C", b"PATH=/usr/sbin:/usr/bin:/sbin:/bin"], env
+
+
+@case("api-tls")
+def _():
+    # --listen is HTTPS with TLS 1.3 only, its certificate from the CA sandboxd made in STATE/tls.
+    ca = os.path.join(STATE, "tls", "ca.pem")
+    host = "https://127.0.0.1:%d" % TLS_PORT
+    p = vmctl("--host", host, "--cacert", ca, "ls", "--json")
+    assert p.returncode == 0 and shared["sb"] in p.stdout.decode(), p
+    p = vmctl("--host", "https://localhost:%d" % TLS_PORT, "inspect", shared["sb"], env_extra={"SANDVM_CACERT": ca})
+    assert p.returncode == 0, p
+    p = vmctl("--host", host, "ls")
+    assert p.returncode == 125 and b"--cacert" in p.stderr, p
+    # A wrong key is still a 401 behind TLS.
+    p = vmctl("--host", host, "--cacert", ca, "ls", env_extra={"SANDVM_API_KEY": "svk_wrong"})
+    assert p.returncode == 125 and b"HTTP 401" in p.stderr, p
+    for version, ok in (("-tls1_2", False), ("-tls1_3", True)):
+        s = subprocess.run(["openssl", "s_client", "-connect", "127.0.0.1:%d" % TLS_PORT, version,
+                            "-CAfile", ca, "-verify_return_error", "-brief"],
+                           input=b"", capture_output=True, timeout=30)
+        out = s.stdout + s.stderr
+        if ok:
+            assert s.returncode == 0 and b"TLSv1.3" in out, out
+        else:
+            assert s.returncode != 0 and b"protocol version" in out, out
 
 
 @case("api-list-tags")
@@ -922,7 +948,8 @@ def main():
         assert KEY not in f.read(), "the key itself was stored"
     # The worker opens one private network of api-network's peer, and leaves another closed.
     daemon = Daemon("--max-memory", "3000", "--max-sandboxes", "16",
-                    "--allow-private-egress", "172.30.8.0/24,fd30:8::/64")
+                    "--allow-private-egress", "172.30.8.0/24,fd30:8::/64",
+                    "--listen", "127.0.0.1:" + str(TLS_PORT))
     daemon.start()
     only = os.environ.get("SANDVM_API_ONLY")
     try:
