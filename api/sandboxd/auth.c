@@ -18,6 +18,7 @@
 #include "spec.h"
 
 #define AUTH_MAX_KEYS 1024
+#define AUTH_RELOAD_MS 1000
 #define KEY_PREFIX "svk_"
 
 struct auth_entry {
@@ -29,6 +30,7 @@ struct auth_keys {
 	char path[512];
 	struct timespec mtime;
 	off_t size;
+	uint64_t checked_ms; /* when the file was last looked at (monotonic) */
 	size_t n;
 	struct auth_entry e[AUTH_MAX_KEYS];
 };
@@ -52,12 +54,25 @@ static int from_hex(const char *s, uint8_t *out, size_t n)
 	return 0;
 }
 
+static uint64_t monotonic_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Keys added or removed on disk count within AUTH_RELOAD_MS; the file is not looked at per request. */
 static void reload(struct auth_keys *k)
 {
 	char line[256];
 	struct stat st;
+	uint64_t now = monotonic_ms();
 	FILE *f;
 
+	if (k->checked_ms && now - k->checked_ms < AUTH_RELOAD_MS)
+		return;
+	k->checked_ms = now;
 	if (stat(k->path, &st) < 0) {
 		k->n = 0;
 		return;

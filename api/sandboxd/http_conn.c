@@ -6,6 +6,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,6 +61,7 @@ struct http_conn {
 	size_t write_queued;
 	int reply_fd;
 	uint64_t reply_left;
+	struct request_head *head; /* the request's target and fields, from srv's pool */
 	/* TLS (srv->tls): ciphertext in rbio and out of wbio, memory BIOs the SSL owns. */
 	SSL *ssl;
 	BIO *rbio, *wbio;
@@ -86,11 +88,49 @@ static uint64_t mono_ns(void)
 	return uv_hrtime();
 }
 
+/*
+ * Input buffers (all CONN_INPUT_MAX bytes) and header lists go back to a small
+ * pool of the server's when a request is done, so a busy keep-alive connection
+ * does not allocate and free them per request; the pool holds at most
+ * HTTP_POOL_MAX of each.
+ */
+static void *pool_get(void **pool, unsigned *n, size_t size)
+{
+	return *n ? pool[--*n] : malloc(size);
+}
+
+static void pool_put(void **pool, unsigned *n, void *p)
+{
+	if (!p)
+		return;
+	if (*n < HTTP_POOL_MAX)
+		pool[(*n)++] = p;
+	else
+		free(p);
+}
+
+/* What a request's head needs while it lives: its target and its header fields. */
+struct request_head {
+	struct http_headers headers;
+	char url[HTTP_MAX_URL];
+};
+
+static struct request_head *head_get(struct http_server *srv)
+{
+	return pool_get(srv->head_pool, &srv->heads_pooled, sizeof(struct request_head));
+}
+
+static void head_put(struct http_server *srv, struct request_head *h)
+{
+	pool_put(srv->head_pool, &srv->heads_pooled, h);
+}
+
 /* The input buffer, counted in srv->input_buffers. */
 static bool input_alloc(struct http_conn *c, size_t size)
 {
+	(void)size;
 	if (!c->in) {
-		c->in = malloc(size);
+		c->in = pool_get(c->srv->input_pool, &c->srv->inputs_pooled, CONN_INPUT_MAX);
 		if (!c->in)
 			return false;
 		c->srv->input_buffers++;
@@ -102,7 +142,7 @@ static bool input_alloc(struct http_conn *c, size_t size)
 static void input_free(struct http_conn *c)
 {
 	if (c->in) {
-		free(c->in);
+		pool_put(c->srv->input_pool, &c->srv->inputs_pooled, c->in);
 		c->in = NULL;
 		c->srv->input_buffers--;
 	}
@@ -156,7 +196,7 @@ void http_conn_unref(struct http_conn *c)
 		return;
 	SSL_free(c->ssl);
 	input_free(c);
-	free(c->req.headers);
+	head_put(c->srv, c->head);
 	free(c->req.body);
 	if (c->req.body_fd >= 0)
 		close(c->req.body_fd);
@@ -372,13 +412,28 @@ static int write_bufs(struct http_conn *c, const uv_buf_t *bufs, unsigned n)
 	if (c->closing)
 		return -EPIPE;
 	if (c->ssl) {
+		char small[4096];
+
 		for (unsigned i = 0; i < n; i++)
-			if (bufs[i].len && SSL_write(c->ssl, bufs[i].base, (int)bufs[i].len) <= 0) {
-				ERR_clear_error();
-				conn_close(c);
-				return -EIO;
+			total += bufs[i].len;
+		/* Small pieces (a head and its body) go in one record. */
+		if (n > 1 && total <= sizeof(small)) {
+			for (unsigned i = 0; i < n; i++) {
+				memcpy(small + off, bufs[i].base, bufs[i].len);
+				off += bufs[i].len;
 			}
+			if (SSL_write(c->ssl, small, (int)total) <= 0)
+				goto tls_failed;
+			return tls_flush(c);
+		}
+		for (unsigned i = 0; i < n; i++)
+			if (bufs[i].len && SSL_write(c->ssl, bufs[i].base, (int)bufs[i].len) <= 0)
+				goto tls_failed;
 		return tls_flush(c);
+	tls_failed:
+		ERR_clear_error();
+		conn_close(c);
+		return -EIO;
 	}
 	for (unsigned i = 0; i < n; i++)
 		total += bufs[i].len;
@@ -413,10 +468,12 @@ static void reset_request(struct http_conn *c)
 	struct http_request *req = &c->req;
 
 	free(req->body);
-	free(req->headers);
+	head_put(c->srv, c->head);
+	c->head = NULL;
 	if (req->body_fd >= 0)
 		close(req->body_fd);
 	memset(req, 0, sizeof(*req));
+	req->url = "";
 	req->conn = c;
 	req->body_fd = -1;
 	req->query = "";
@@ -519,13 +576,14 @@ static void maybe_drained(struct http_conn *c)
 		conn_linger(c);
 }
 
+/* A reply head, then body (len bytes, may be 0) in the same write: one segment, one TLS flush. */
 static void write_head(struct http_request *req, int status, const char *content_type,
-		       const char *length_header)
+		       const char *length_header, const void *body, size_t len)
 {
 	struct http_conn *c = req->conn;
 	char head[512];
 	int n;
-	uv_buf_t b;
+	uv_buf_t b[2];
 
 	req->status_code = status;
 	if (!req->complete)
@@ -534,8 +592,9 @@ static void write_head(struct http_request *req, int status, const char *content
 		     http_status_text(status), content_type ? "Content-Type: " : "",
 		     content_type ? content_type : "", content_type ? "\r\n" : "", length_header,
 		     c->keep_alive ? "" : "Connection: close\r\n");
-	b = uv_buf_init(head, (unsigned)n);
-	write_bufs(c, &b, 1);
+	b[0] = uv_buf_init(head, (unsigned)n);
+	b[1] = uv_buf_init((char *)body, (unsigned)len);
+	write_bufs(c, b, len ? 2 : 1);
 }
 
 void http_respond(struct http_request *req, int status, const char *content_type, const void *body,
@@ -543,17 +602,12 @@ void http_respond(struct http_request *req, int status, const char *content_type
 {
 	struct http_conn *c = req->conn;
 	char length[64];
-	uv_buf_t b;
 
 	if (req->responded)
 		return;
 	req->responded = true;
 	snprintf(length, sizeof(length), "Content-Length: %zu\r\n", len);
-	write_head(req, status, len ? content_type : NULL, length);
-	if (len) {
-		b = uv_buf_init((char *)body, (unsigned)len);
-		write_bufs(c, &b, 1);
-	}
+	write_head(req, status, len ? content_type : NULL, length, body, len);
 	request_done(c);
 }
 
@@ -596,7 +650,7 @@ void http_respond_fd(struct http_request *req, int status, const char *content_t
 	}
 	req->responded = true;
 	snprintf(length, sizeof(length), "Content-Length: %llu\r\n", (unsigned long long)len);
-	write_head(req, status, content_type, length);
+	write_head(req, status, content_type, length, NULL, 0);
 	if (lseek(fd, 0, SEEK_SET) < 0) {
 		close(fd);
 		conn_close(c);
@@ -613,7 +667,7 @@ void http_stream_begin(struct http_request *req, int status, const char *content
 		return;
 	req->responded = true;
 	req->streaming = true;
-	write_head(req, status, content_type, "Transfer-Encoding: chunked\r\n");
+	write_head(req, status, content_type, "Transfer-Encoding: chunked\r\n", NULL, 0);
 }
 
 size_t http_stream_write(struct http_request *req, const void *data, size_t len)
@@ -656,22 +710,26 @@ static int on_message_begin(http_parser *p)
 
 	reset_request(c);
 	c->req.start_ns = mono_ns();
-	c->req.headers = malloc(sizeof(*c->req.headers));
-	if (!c->req.headers)
+	c->head = head_get(c->srv);
+	if (!c->head)
 		return -1;
-	http_headers_init(c->req.headers);
+	http_headers_init(&c->head->headers);
+	c->head->url[0] = '\0';
+	c->req.headers = &c->head->headers;
+	c->req.url = c->head->url;
 	return 0;
 }
 
 static int on_url(http_parser *p, const char *at, size_t len)
 {
-	struct http_request *req = &conn_of(p)->req;
+	struct http_conn *c = conn_of(p);
+	struct http_request *req = &c->req;
 
-	if (req->url_len + len >= sizeof(req->url))
+	if (req->url_len + len >= sizeof(c->head->url))
 		return -1;
-	memcpy(req->url + req->url_len, at, len);
+	memcpy(c->head->url + req->url_len, at, len);
 	req->url_len += len;
-	req->url[req->url_len] = '\0';
+	c->head->url[req->url_len] = '\0';
 	return 0;
 }
 
@@ -729,7 +787,7 @@ static int on_headers_complete(http_parser *p)
 	req->method = p->method;
 	req->upgrade = p->upgrade;
 	c->keep_alive = http_should_keep_alive(p) && !p->upgrade;
-	q = strchr(req->url, '?');
+	q = strchr(c->head->url, '?');
 	if (q) {
 		req->query = q + 1;
 	}
@@ -864,8 +922,10 @@ static void refuse_request(struct http_conn *c, int status, const char *why)
 	c->keep_alive = false;
 	req->complete = true;
 	c->dispatched = true;
-	if (!req->url_len)
-		snprintf(req->url, sizeof(req->url), "-"), req->url_len = 1;
+	if (!req->url_len) {
+		req->url = "-"; /* for the log */
+		req->url_len = 1;
+	}
 	if (!req->headers_done)
 		req->method = -1; /* for the log: none was read */
 	http_respond_error(req, status, NULL, "malformed HTTP request: %s", why);
@@ -1124,6 +1184,10 @@ void http_server_destroy(struct http_server *srv)
 {
 	free(srv->tls_raw);
 	srv->tls_raw = NULL;
+	while (srv->heads_pooled)
+		free(srv->head_pool[--srv->heads_pooled]);
+	while (srv->inputs_pooled)
+		free(srv->input_pool[--srv->inputs_pooled]);
 }
 
 /* The oldest connection with no request under way, or NULL. */
@@ -1209,6 +1273,9 @@ static int conn_start(struct http_conn *c, int r)
 		conn_close(c);
 		return -EMFILE;
 	}
+	/* Replies are whole writes: waiting to coalesce them only adds a delayed-ACK round trip. */
+	if (c->h.handle.type == UV_TCP)
+		uv_tcp_nodelay(&c->h.tcp, 1);
 	http_parser_init(&c->parser, HTTP_REQUEST);
 	c->parser.data = c;
 	http_head_scan_init(&c->scan);

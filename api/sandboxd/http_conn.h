@@ -54,13 +54,12 @@ struct http_handler {
 struct http_request {
 	struct http_conn *conn;
 	int method; /* enum http_method; -1 when the head was refused before it was read */
-	char url[HTTP_MAX_URL];
+	const char *url; /* the request target as sent, NUL-terminated; "" before it is read */
 	size_t url_len;
-	char path[HTTP_MAX_URL];  /* decoded by the route, query cut off */
 	const char *query;       /* points into url; "" when none */
 	char auth[HTTP_MAX_AUTH];
 	size_t auth_len;
-	struct http_headers *headers; /* every field, while the request lives */
+	struct http_headers *headers; /* every field, while the request lives (NULL before) */
 	bool headers_done;
 	bool upgrade;        /* Connection: upgrade or CONNECT: only a relay can answer */
 	bool accepts_upgrade; /* set by the route that will call http_conn_detach */
@@ -86,6 +85,7 @@ typedef void (*http_route_fn)(struct http_request *req, void *ctx);
 #define HTTP_DEFAULT_MAX_CONNECTIONS 16384
 #define HTTP_DEFAULT_HEADER_TIMEOUT_MS 10000
 #define HTTP_DEFAULT_IDLE_TIMEOUT_MS 60000
+#define HTTP_POOL_MAX 32
 
 struct http_server {
 	uv_loop_t *loop;
@@ -102,6 +102,8 @@ struct http_server {
 	unsigned long long evicted, timed_out, refused, tls_failed;
 	struct http_conn *conns; /* every open connection, newest first */
 	char *tls_raw;           /* ciphertext of the read under way (one at a time on the loop) */
+	void *head_pool[HTTP_POOL_MAX], *input_pool[HTTP_POOL_MAX]; /* spare ones, for reuse */
+	unsigned heads_pooled, inputs_pooled;
 };
 
 void http_server_init(struct http_server *srv, uv_loop_t *loop, http_route_fn route, void *route_ctx);
