@@ -47,7 +47,7 @@ GUEST := $(BUILD)/guest
 STAMP := $(BUILD)/.deps-installed
 
 .PHONY: all deps vmm guest kernel initramfs unit-tests test test-unit test-integration \
-	fuzz fuzz-run run bench bench-api bench-image bench-net clean debian-image
+	fuzz fuzz-run run bench bench-api bench-http bench-image bench-net clean debian-image
 # Keep object files that only sanitizer and fuzz builds use.
 .SECONDARY:
 all: vmm guest $(BUILD)/bin/sandvm-agent
@@ -240,6 +240,10 @@ bench-net: all debian-image
 
 bench-api: all
 	SANDVM_L1_MEMORY=$${SANDVM_L1_MEMORY:-8192} ./tests/nested/run ./bench/api $(BUILD)
+
+# sandboxd's HTTP core over TLS against nginx (wrk), and RSS with idle connections; no VM needed.
+bench-http: $(BUILD)/bin/sandboxd $(BUILD)/bin/vmm
+	./bench/http $(BUILD)
 
 # Snapshot image write/read against openssl speed, and the guest's reads from a
 # mounted image against a raw drive (docs/benchmarks.md).
