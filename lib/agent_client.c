@@ -191,7 +191,9 @@ static int stream_frame(struct agent_client *c, uint32_t stream, struct agent_pr
 			int64_t deadline)
 {
 	for (;;) {
-		int r = next_frame(c, f, deadline);
+		/* Without a deadline of its own, each frame waits the client's frame timeout at most. */
+		int r = next_frame(c, f, deadline >= 0 || !c->frame_timeout_ms ? deadline
+										: now_ms() + c->frame_timeout_ms);
 
 		if (r < 0)
 			return r;
@@ -488,6 +490,7 @@ struct exec_state {
 	bool started, done;
 	int out_fd, err_fd;
 	uint32_t stdin_window;
+	uint64_t output_limit;
 	struct agent_exec_status *st;
 };
 
@@ -521,6 +524,9 @@ static int exec_frame(struct agent_client *c, struct exec_state *x, const struct
 			x->st->out_bytes += d.len;
 		else
 			x->st->err_bytes += d.len;
+		if (x->output_limit && x->st->out_bytes + x->st->err_bytes > x->output_limit)
+			return fail(c, -EFBIG, "the command wrote more than %llu bytes of output",
+				    (unsigned long long)x->output_limit);
 		w.credit = d.len;
 		if (!d.len)
 			return 0;
@@ -614,8 +620,10 @@ int agent_client_exec(struct agent_client *c, const struct agent_exec_request *r
 		.out_fd = io->out_fd,
 		.err_fd = io->err_fd,
 		.stdin_window = AGENT_PROTO_INITIAL_WINDOW,
+		.output_limit = req->output_limit,
 		.st = st,
 	};
+	long long deadline = req->deadline_ms ? now_ms() + req->deadline_ms : 0;
 	int in_fd = io->in_fd, sig_fd = io->signal_fd;
 	bool stdin_closed = false;
 	int r;
@@ -651,11 +659,23 @@ int agent_client_exec(struct agent_client *c, const struct agent_exec_request *r
 		if (x.started && in_fd >= 0 && x.stdin_window && byte_queue_len(&c->out) < CLIENT_OUT_HIGH)
 			p[1].fd = in_fd;
 		p[2].fd = sig_fd;
-		if (poll(p, 3, -1) < 0) {
-			if (errno == EINTR)
-				continue;
-			r = fail(c, -errno, "poll: %s", strerror(errno));
-			break;
+		{
+			long long left = deadline ? deadline - now_ms() : -1;
+			int n;
+
+			if (deadline && left <= 0) {
+				r = fail(c, -ETIMEDOUT, "the command did not finish within %u ms", req->deadline_ms);
+				break;
+			}
+			n = poll(p, 3, deadline ? (int)(left > 60000 ? 60000 : left) : -1);
+			if (n < 0) {
+				if (errno == EINTR)
+					continue;
+				r = fail(c, -errno, "poll: %s", strerror(errno));
+				break;
+			}
+			if (n == 0)
+				continue; /* the deadline is checked at the top */
 		}
 		if ((p[0].revents & POLLOUT) && (r = try_flush(c)))
 			break;
@@ -841,9 +861,18 @@ int agent_client_list(struct agent_client *c, const char *path,
 			return remote_error(c, &f);
 		if (f.hdr.type != AGENT_PROTO_LIST_ENTRY || agent_proto_decode_list_entry(&f, &e))
 			return fail(c, -EPROTO, "malformed FILE_LIST reply");
-		/* Entries keep coming after fn says stop; they are read and dropped. */
-		if (!stop)
-			stop = fn(ctx, &e);
+		/*
+		 * A guest may send entries for ever: once fn says stop, the call ends
+		 * here, and what the agent still sends on this stream would be out of
+		 * step, so the connection is closed.
+		 */
+		stop = fn(ctx, &e);
+		if (stop) {
+			fail(c, stop, "the listing was stopped");
+			close(c->fd);
+			c->fd = -1;
+			return stop;
+		}
 	}
 	return r;
 }

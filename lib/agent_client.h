@@ -34,6 +34,8 @@ struct agent_client {
 	struct byte_queue out;
 	uint8_t *scratch; /* one chunk of stdin or file data on its way out */
 	uint32_t next_stream;
+	/* File calls wait this long for each frame of the agent's (0: for ever); then -ETIMEDOUT. */
+	uint32_t frame_timeout_ms;
 	char agent_name[128];
 	char error[512];
 };
@@ -46,6 +48,14 @@ struct agent_exec_request {
 	bool pty;
 	uint16_t rows, cols; /* with pty; 0: 24x80 */
 	uint32_t timeout_ms; /* 0: none */
+	/*
+	 * Bounds the client keeps itself, whatever the guest does (0: none):
+	 * more stdout and stderr than output_limit bytes in all fails the call
+	 * with -EFBIG; no exit within deadline_ms fails it with -ETIMEDOUT. The
+	 * connection is then unusable; the caller closes it.
+	 */
+	uint64_t output_limit;
+	uint32_t deadline_ms;
 };
 
 /*
@@ -96,7 +106,10 @@ int agent_client_read_file(struct agent_client *c, const char *path, int out_fd,
 int agent_client_write_file(struct agent_client *c, const char *path, int in_fd, uint32_t mode,
 			    uint64_t *copied);
 int agent_client_stat(struct agent_client *c, const char *path, struct agent_proto_stat_result *st);
-/* Calls fn for every entry; a non-zero return from fn stops the listing and is returned. */
+/*
+ * Calls fn for every entry; a non-zero return from fn stops the listing and
+ * is returned, and closes the connection (the rest of the listing is not read).
+ */
 int agent_client_list(struct agent_client *c, const char *path,
 		      int (*fn)(void *ctx, const struct agent_proto_list_entry *e), void *ctx);
 int agent_client_mkdir(struct agent_client *c, const char *path, uint32_t mode, bool parents);

@@ -19,6 +19,8 @@
 #include "sandboxd.h"
 
 #define FILE_MAX (256ull * 1024 * 1024)
+#define FILE_LIST_MAX 100000
+#define FILE_FRAME_TIMEOUT_MS 30000
 #define FILE_CONNECT_MS 10000
 
 enum file_op { OP_READ, OP_WRITE, OP_STAT, OP_LIST, OP_MKDIR, OP_REMOVE };
@@ -38,6 +40,7 @@ struct file_call {
 	char error[512];
 	struct agent_proto_stat_result st;
 	cJSON *list;
+	unsigned list_count;
 };
 
 static int spool_file(const struct sandbox *sb)
@@ -57,12 +60,20 @@ static const char *type_name(uint32_t t)
 
 static int add_entry(void *ctx, const struct agent_proto_list_entry *e)
 {
-	cJSON *arr = ctx, *o = cJSON_CreateObject();
+	struct file_call *fc = ctx;
+	cJSON *o;
 
+	/* A guest can make a folder of any size: the reply (and this daemon's memory) stays bounded. */
+	if (fc->list_count == FILE_LIST_MAX)
+		return -E2BIG;
+	fc->list_count++;
+	o = cJSON_CreateObject();
+	if (!o)
+		return -ENOMEM;
 	cJSON_AddStringToObject(o, "name", e->name);
 	cJSON_AddStringToObject(o, "type", type_name(e->type));
 	cJSON_AddNumberToObject(o, "size", (double)e->size);
-	cJSON_AddItemToArray(arr, o);
+	cJSON_AddItemToArray(fc->list, o);
 	return 0;
 }
 
@@ -78,6 +89,8 @@ static void file_work(uv_work_t *w)
 		snprintf(fc->error, sizeof(fc->error), "cannot reach the guest agent: %s", agent_client_error(&c));
 		return;
 	}
+	/* A guest that stops answering fails the call instead of holding a worker thread. */
+	c.frame_timeout_ms = FILE_FRAME_TIMEOUT_MS;
 	switch (fc->op) {
 	case OP_READ:
 		r = agent_client_read_file(&c, fc->path, fc->fd, FILE_MAX, &fc->bytes);
@@ -93,7 +106,10 @@ static void file_work(uv_work_t *w)
 		break;
 	case OP_LIST:
 		fc->list = cJSON_CreateArray();
-		r = agent_client_list(&c, fc->path, add_entry, fc->list);
+		r = agent_client_list(&c, fc->path, add_entry, fc);
+		if (r == -E2BIG)
+			snprintf(c.error, sizeof(c.error), "the folder has more than %d entries, the most a listing returns",
+				 FILE_LIST_MAX);
 		break;
 	case OP_MKDIR:
 		r = agent_client_mkdir(&c, fc->path, fc->mode, fc->flag);
@@ -118,7 +134,8 @@ static int status_for(int r)
 	case ENOTDIR: return 409;
 	case EACCES:
 	case EPERM: return 403;
-	case EFBIG: return 413;
+	case EFBIG:
+	case E2BIG: return 413;
 	case EINVAL: return 400;
 	default: return 500;
 	}

@@ -131,10 +131,14 @@ static void job_free(struct image_job *j)
 /* ---- the guest and the VMM, from a worker ---- */
 
 /* Runs script in the guest with args; its exit code, output (both streams) in out. */
+#define GUEST_OUTPUT_MAX (64 * 1024)
+
 static int guest_sh(struct image_job *j, const char *script, const char *const *args, char *out, size_t len)
 {
 	const char *argv[8] = { "/bin/sh", "-c", script, "sh" };
-	struct agent_exec_request rq = { .argv = argv, .timeout_ms = GUEST_STEP_MS };
+	/* What the guest says is read into a small buffer: more is refused, as is a guest that stalls. */
+	struct agent_exec_request rq = { .argv = argv, .timeout_ms = GUEST_STEP_MS,
+					 .output_limit = GUEST_OUTPUT_MAX, .deadline_ms = GUEST_STEP_MS + 15000 };
 	struct agent_exec_status st;
 	struct agent_exec_io io = { .in_fd = -1, .signal_fd = -1 };
 	struct agent_client c;

@@ -235,6 +235,90 @@ static void test_exec_timeout_kills_group(void **state)
 	agent_client_close(&c);
 }
 
+/* The client's own bounds hold whatever the guest does: output over the limit, no exit by the deadline. */
+static void test_exec_client_bounds(void **state)
+{
+	const char *const flood[] = { "/bin/sh", "-c", "head -c 10000000 /dev/zero", NULL };
+	const char *const stall[] = { "/bin/sh", "-c", "sleep 30", NULL };
+	const char *const small[] = { "/bin/sh", "-c", "echo fits", NULL };
+	struct agent_exec_request req = { .argv = flood, .output_limit = 65536 };
+	struct agent_exec_io io = { .in_fd = -1, .out_fd = -1, .err_fd = -1, .signal_fd = -1 };
+	struct agent_exec_status st;
+	struct agent_client c;
+	struct timespec t0, t1;
+	double took;
+
+	(void)state;
+	client(&c);
+	assert_int_equal(agent_client_exec(&c, &req, &io, &st), -EFBIG);
+	assert_non_null(strstr(agent_client_error(&c), "more than 65536 bytes"));
+	/* It stopped soon after the limit, not after all 10 MB. */
+	assert_true(st.out_bytes < 65536 + 2 * 65536);
+	agent_client_close(&c);
+
+	client(&c);
+	req = (struct agent_exec_request){ .argv = stall, .deadline_ms = 300 };
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	assert_int_equal(agent_client_exec(&c, &req, &io, &st), -ETIMEDOUT);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	took = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+	if (took < 0.25 || took > 2.0)
+		fail_msg("the deadline of 300 ms ended the call after %.3f s", took);
+	agent_client_close(&c);
+
+	/* Within the bounds nothing changes. */
+	client(&c);
+	req = (struct agent_exec_request){ .argv = small, .output_limit = 65536, .deadline_ms = 10000 };
+	assert_int_equal(agent_client_exec(&c, &req, &io, &st), 0);
+	assert_int_equal(st.out_bytes, 5);
+	assert_int_equal(agent_exec_status_code(&st), 0);
+	agent_client_close(&c);
+}
+
+static int stop_after_ten(void *ctx, const struct agent_proto_list_entry *e)
+{
+	unsigned *n = ctx;
+
+	(void)e;
+	return ++*n == 10 ? -E2BIG : 0;
+}
+
+/* A listing its caller stops ends there (a guest could send entries for ever), closing the connection. */
+static void test_list_stops(void **state)
+{
+	char path[160];
+	struct agent_client c;
+	unsigned n = 0;
+
+	(void)state;
+	for (int i = 0; i < 50; i++) {
+		int fd;
+
+		snprintf(path, sizeof(path), "%s/many/f%d", dir, i);
+		if (i == 0) {
+			char sub[140];
+
+			snprintf(sub, sizeof(sub), "%s/many", dir);
+			assert_int_equal(mkdir(sub, 0700), 0);
+		}
+		fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+		assert_true(fd >= 0);
+		close(fd);
+	}
+	snprintf(path, sizeof(path), "%s/many", dir);
+	client(&c);
+	assert_int_equal(agent_client_list(&c, path, stop_after_ten, &n), -E2BIG);
+	assert_int_equal(n, 10);
+	assert_int_equal(c.fd, -1);
+	agent_client_close(&c);
+	for (int i = 0; i < 50; i++) {
+		snprintf(path, sizeof(path), "%s/many/f%d", dir, i);
+		unlink(path);
+	}
+	snprintf(path, sizeof(path), "%s/many", dir);
+	rmdir(path);
+}
+
 static void test_files(void **state)
 {
 	char path[256], sub[256];
@@ -507,6 +591,8 @@ int main(void)
 		cmocka_unit_test(test_exec_output_and_status),
 		cmocka_unit_test(test_exec_stdin_roundtrip),
 		cmocka_unit_test(test_exec_timeout_kills_group),
+		cmocka_unit_test(test_exec_client_bounds),
+		cmocka_unit_test(test_list_stops),
 		cmocka_unit_test(test_files),
 		cmocka_unit_test(test_flow_control),
 		cmocka_unit_test(test_disconnect_kills),
