@@ -42,16 +42,42 @@ struct image_build {
 	struct sandboxd *d;
 };
 
-static struct image_build builds[] = {
-	{.name = "debian", .file = "debian.ext4", .status = -1},
-	{.name = "minimal", .file = "initramfs.cpio.gz", .status = -1},
+static const struct {
+	const char *name, *file;
+} builtin[] = {
+	{"debian", "debian.ext4"},
+	{"minimal", "initramfs.cpio.gz"},
 };
 
-static struct image_build *find(const char *name)
+int images_init(struct sandboxd *d)
 {
-	for (size_t i = 0; i < sizeof(builds) / sizeof(builds[0]); i++)
-		if (!strcmp(builds[i].name, name))
-			return &builds[i];
+	size_t n = sizeof(builtin) / sizeof(builtin[0]);
+
+	d->builds = calloc(n, sizeof(*d->builds));
+	if (!d->builds)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		d->builds[i].name = builtin[i].name;
+		d->builds[i].file = builtin[i].file;
+		d->builds[i].status = -1;
+		d->builds[i].d = d;
+	}
+	d->nbuilds = n;
+	return 0;
+}
+
+void images_destroy(struct sandboxd *d)
+{
+	free(d->builds);
+	d->builds = NULL;
+	d->nbuilds = 0;
+}
+
+static struct image_build *find(const struct sandboxd *d, const char *name)
+{
+	for (size_t i = 0; i < d->nbuilds; i++)
+		if (!strcmp(d->builds[i].name, name))
+			return &d->builds[i];
 	return NULL;
 }
 
@@ -156,12 +182,12 @@ static void build_exited(uv_process_t *p, int64_t status, int sig)
 
 bool images_can_build(const struct sandboxd *d, const char *name)
 {
-	return d->image_builder[0] && find(name);
+	return d->image_builder[0] && find(d, name);
 }
 
 int images_build_and_create(struct sandboxd *d, struct sandbox_spec *spec, struct http_request *req)
 {
-	struct image_build *b = find(spec->image);
+	struct image_build *b = find(d, spec->image);
 	struct image_waiter *w;
 	char out[4200];
 
@@ -231,8 +257,8 @@ void *images_to_json(const struct sandboxd *d)
 {
 	cJSON *o = cJSON_CreateObject(), *arr = cJSON_AddArrayToObject(o, "images");
 
-	for (size_t i = 0; i < sizeof(builds) / sizeof(builds[0]); i++) {
-		const struct image_build *b = &builds[i];
+	for (size_t i = 0; i < d->nbuilds; i++) {
+		const struct image_build *b = &d->builds[i];
 		cJSON *j = cJSON_CreateObject();
 		char path[4200];
 		struct stat st;

@@ -68,12 +68,15 @@ static const char usage[] =
 	"  --rotate-managed-key replace the managed key of snapshot images, re-wrapping each\n"
 	"                       image's key with the new one (run while sandboxd is stopped)\n";
 
-static struct sandboxd daemon_state;
-static struct http_server unix_server, tcp_server;
-static uv_pipe_t unix_listener;
-static uv_tcp_t tcp_listener;
-static bool tcp_on;
-static uv_signal_t sig_term, sig_int;
+/* The process: the daemon's state, and the listeners and signals that feed it. */
+struct daemon {
+	struct sandboxd d;
+	struct http_server unix_server, tcp_server; /* no TLS; TLS (or --listen-insecure) */
+	uv_pipe_t unix_listener;
+	uv_tcp_t tcp_listener;
+	bool tcp_on;
+	uv_signal_t sig_term, sig_int;
+};
 
 /* Where the TCP listener's certificate comes from. */
 struct tls_options {
@@ -125,7 +128,7 @@ static int make_dirs(const char *path, mode_t mode)
 	return 0;
 }
 
-static int listen_unix(const char *path)
+static int listen_unix(struct daemon *dm, const char *path)
 {
 	char dir[4096];
 	mode_t old;
@@ -138,13 +141,13 @@ static int listen_unix(const char *path)
 		return r;
 	}
 	unlink(path); /* a stale socket of an earlier run */
-	uv_pipe_init(daemon_state.loop, &unix_listener, 0);
-	unix_listener.data = &unix_server;
+	uv_pipe_init(dm->d.loop, &dm->unix_listener, 0);
+	dm->unix_listener.data = &dm->unix_server;
 	old = umask(0177);
-	r = uv_pipe_bind(&unix_listener, path);
+	r = uv_pipe_bind(&dm->unix_listener, path);
 	umask(old);
 	if (r == 0)
-		r = uv_listen((uv_stream_t *)&unix_listener, 128, on_connection);
+		r = uv_listen((uv_stream_t *)&dm->unix_listener, 128, on_connection);
 	if (r < 0)
 		sv_err("cannot listen on %s: %s", path, uv_strerror(r));
 	return r;
@@ -158,9 +161,9 @@ static bool is_loopback(const struct sockaddr_storage *a)
 }
 
 /* The TCP server's TLS context: the operator's certificate, or the one made in STATE_DIR/tls. */
-static int setup_tls(const char *host, const struct tls_options *tls)
+static int setup_tls(struct daemon *dm, const char *host, const struct tls_options *tls)
 {
-	char dir[sizeof(daemon_state.state_dir) + 8], cert[sizeof(dir) + 16], key[sizeof(dir) + 16], err[512];
+	char dir[sizeof(dm->d.state_dir) + 8], cert[sizeof(dir) + 16], key[sizeof(dir) + 16], err[512];
 	bool made = false;
 
 	if (tls->cert || tls->key) {
@@ -171,7 +174,7 @@ static int setup_tls(const char *host, const struct tls_options *tls)
 		snprintf(cert, sizeof(cert), "%s", tls->cert);
 		snprintf(key, sizeof(key), "%s", tls->key);
 	} else {
-		snprintf(dir, sizeof(dir), "%s/tls", daemon_state.state_dir);
+		snprintf(dir, sizeof(dir), "%s/tls", dm->d.state_dir);
 		if (tls_ensure_certificates(dir, host, &made, err, sizeof(err)) < 0) {
 			sv_err("making a certificate for --listen: %s", err);
 			return -EIO;
@@ -183,15 +186,15 @@ static int setup_tls(const char *host, const struct tls_options *tls)
 		sv_info("TLS: clients verify this server with the CA %s/ca.pem (vmctl --cacert, $SANDVM_CACERT)",
 			dir);
 	}
-	tcp_server.tls = tls_server_ctx_new(cert, key, err, sizeof(err));
-	if (!tcp_server.tls) {
+	dm->tcp_server.tls = tls_server_ctx_new(cert, key, err, sizeof(err));
+	if (!dm->tcp_server.tls) {
 		sv_err("TLS for --listen: %s", err);
 		return -EINVAL;
 	}
 	return 0;
 }
 
-static int listen_tcp(const char *spec, const struct tls_options *tls)
+static int listen_tcp(struct daemon *dm, const char *spec, const struct tls_options *tls)
 {
 	const char *opt = tls->insecure ? "--listen-insecure" : "--listen";
 	char host[256];
@@ -226,16 +229,16 @@ static int listen_tcp(const char *spec, const struct tls_options *tls)
 		       host);
 		return -EINVAL;
 	}
-	if (!tls->insecure && (r = setup_tls(host, tls)) < 0)
+	if (!tls->insecure && (r = setup_tls(dm, host, tls)) < 0)
 		return r;
-	uv_tcp_init(daemon_state.loop, &tcp_listener);
-	tcp_listener.data = &tcp_server;
-	r = uv_tcp_bind(&tcp_listener, (struct sockaddr *)&addr, 0);
+	uv_tcp_init(dm->d.loop, &dm->tcp_listener);
+	dm->tcp_listener.data = &dm->tcp_server;
+	r = uv_tcp_bind(&dm->tcp_listener, (struct sockaddr *)&addr, 0);
 	if (r == 0)
-		r = uv_listen((uv_stream_t *)&tcp_listener, 511, on_connection);
+		r = uv_listen((uv_stream_t *)&dm->tcp_listener, 511, on_connection);
 	if (r < 0)
 		sv_err("cannot listen on %s: %s", spec, uv_strerror(r));
-	tcp_on = r == 0;
+	dm->tcp_on = r == 0;
 	return r;
 }
 
@@ -243,8 +246,10 @@ static void on_stop_signal(uv_signal_t *s, int signum)
 {
 	(void)s;
 	sv_info("signal %d: stopping; running sandboxes keep running and are adopted at the next start", signum);
-	daemon_state.stopping = true;
-	uv_stop(daemon_state.loop);
+	struct daemon *dm = s->data;
+
+	dm->d.stopping = true;
+	uv_stop(dm->d.loop);
 }
 
 static void on_image_sweep(uv_timer_t *t)
@@ -307,7 +312,8 @@ int main(int argc, char **argv)
 		{"tls-cert", required_argument, NULL, 'C'},
 		{"tls-key", required_argument, NULL, 'K'},
 		{NULL, 0, NULL, 0}};
-	struct sandboxd *d = &daemon_state;
+	struct daemon *dm = calloc(1, sizeof(*dm));
+	struct sandboxd *d = &dm->d;
 	const char *socket_path = DEFAULT_SOCKET, *listen_addr = NULL, *insecure_addr = NULL, *new_key = NULL;
 	struct tls_options tls = {0};
 	bool builder_given = false, rotate = false;
@@ -317,6 +323,10 @@ int main(int argc, char **argv)
 	int c, r;
 
 	sv_log_init("sandboxd", SV_LOG_INFO);
+	if (!dm) {
+		fprintf(stderr, "sandboxd: out of memory\n");
+		return 1;
+	}
 	snprintf(d->state_dir, sizeof(d->state_dir), "%s", DEFAULT_STATE_DIR);
 	d->max_sandboxes = 64;
 	d->image_sweep_s = 3600;
@@ -416,6 +426,10 @@ int main(int argc, char **argv)
 		return 1;
 	default_paths(argv[0], d->images_dir, d->vmm_path, builder_given ? NULL : d->image_builder,
 		      sizeof(d->images_dir));
+	if (images_init(d) < 0) {
+		sv_err("out of memory");
+		return 1;
+	}
 	/* The images folder may not exist yet (built on first use): then no path points into it. */
 	if (image_dirs_add(&d->image_dirs, d->images_dir, why, sizeof(why)) < 0)
 		sv_debug("%s", why);
@@ -439,9 +453,8 @@ int main(int argc, char **argv)
 	r = auth_open(keys_path, &d->keys);
 	if (r < 0)
 		return 1;
-	routes_init(d);
-	http_server_init(&unix_server, d->loop, routes_on_headers, d);
-	http_server_init(&tcp_server, d->loop, routes_on_headers, d);
+	http_server_init(&dm->unix_server, d->loop, routes_on_headers, d);
+	http_server_init(&dm->tcp_server, d->loop, routes_on_headers, d);
 	raise_nofile_limit();
 	net_init(d);
 	r = sandbox_restore_all(d);
@@ -455,7 +468,7 @@ int main(int argc, char **argv)
 		tls.insecure = true;
 		listen_addr = insecure_addr;
 	}
-	if (listen_unix(socket_path) < 0 || (listen_addr && listen_tcp(listen_addr, &tls) < 0))
+	if (listen_unix(dm, socket_path) < 0 || (listen_addr && listen_tcp(dm, listen_addr, &tls) < 0))
 		return 1;
 	uv_timer_init(d->loop, &d->sweep_timer);
 	d->sweep_timer.data = d;
@@ -463,18 +476,21 @@ int main(int argc, char **argv)
 	uv_timer_init(d->loop, &d->image_sweep_timer);
 	d->image_sweep_timer.data = d;
 	uv_timer_start(&d->image_sweep_timer, on_image_sweep, 0, (uint64_t)d->image_sweep_s * 1000);
-	uv_signal_init(d->loop, &sig_term);
-	uv_signal_start(&sig_term, on_stop_signal, SIGTERM);
-	uv_signal_init(d->loop, &sig_int);
-	uv_signal_start(&sig_int, on_stop_signal, SIGINT);
+	uv_signal_init(d->loop, &dm->sig_term);
+	dm->sig_term.data = dm;
+	uv_signal_start(&dm->sig_term, on_stop_signal, SIGTERM);
+	uv_signal_init(d->loop, &dm->sig_int);
+	dm->sig_int.data = dm;
+	uv_signal_start(&dm->sig_int, on_stop_signal, SIGINT);
 	sv_info("serving the API on unix:%s%s%s (state %s, images %s, limits %u sandboxes / %u MiB)",
-		socket_path, !tcp_on ? "" : tls.insecure ? " and plain http://" : " and https://",
-		tcp_on ? listen_addr : "", d->state_dir, d->images_dir, d->max_sandboxes, d->max_memory_mib);
+		socket_path, !dm->tcp_on ? "" : tls.insecure ? " and plain http://" : " and https://",
+		dm->tcp_on ? listen_addr : "", d->state_dir, d->images_dir, d->max_sandboxes, d->max_memory_mib);
 	uv_run(d->loop, UV_RUN_DEFAULT);
 	unlink(socket_path);
-	tls_server_ctx_free(tcp_server.tls);
-	http_server_destroy(&unix_server);
-	http_server_destroy(&tcp_server);
+	tls_server_ctx_free(dm->tcp_server.tls);
+	http_server_destroy(&dm->unix_server);
+	http_server_destroy(&dm->tcp_server);
+	images_destroy(d);
 	auth_close(d->keys);
 	cJSON_Delete(d->allow_private);
 	return 0;

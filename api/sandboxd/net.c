@@ -32,7 +32,8 @@
 
 #define POOL_BASE 0x0ac80000u /* 10.200.0.0/16: 16383 sandboxes of a /30 each */
 #define POOL_PREFIX 16
-#define POOL_SIZE (1u << (32 - POOL_PREFIX - 2))
+#define POOL_SIZE SANDBOXD_NET_POOL_SIZE
+_Static_assert(POOL_SIZE == (1u << (32 - POOL_PREFIX - 2)), "one /30 per sandbox in the pool");
 #define POOL6 "fd53:5356:0:"  /* + index + "::/64" */
 #define TAP_PREFIX "sbx"
 
@@ -42,26 +43,25 @@ struct net_in6_ifreq {
 	int ifindex;
 };
 
-static uint8_t pool_used[POOL_SIZE / 8];
-
-static bool pool_take(unsigned i)
+/* The daemon's address pool: bit i of d->net_pool is the /30 of sandbox network index i. */
+static bool pool_take(struct sandboxd *d, unsigned i)
 {
-	if (i == 0 || i >= POOL_SIZE || (pool_used[i / 8] & (1u << (i % 8))))
+	if (i == 0 || i >= POOL_SIZE || (d->net_pool[i / 8] & (1u << (i % 8))))
 		return false;
-	pool_used[i / 8] |= (uint8_t)(1u << (i % 8));
+	d->net_pool[i / 8] |= (uint8_t)(1u << (i % 8));
 	return true;
 }
 
-static void pool_give(unsigned i)
+static void pool_give(struct sandboxd *d, unsigned i)
 {
 	if (i && i < POOL_SIZE)
-		pool_used[i / 8] &= (uint8_t)~(1u << (i % 8));
+		d->net_pool[i / 8] &= (uint8_t)~(1u << (i % 8));
 }
 
-static unsigned pool_alloc(void)
+static unsigned pool_alloc(struct sandboxd *d)
 {
 	for (unsigned i = 1; i < POOL_SIZE; i++)
-		if (pool_take(i))
+		if (pool_take(d, i))
 			return i;
 	return 0;
 }
@@ -324,7 +324,7 @@ int net_setup(struct sandbox *sb, char *vmm_net, size_t net_len, char *cmdline, 
 	 * sandboxd, a VMM left from a crash) is busy: its index is taken, try the next.
 	 */
 	for (unsigned tries = 0;; tries++) {
-		if (!(sb->net.index = pool_alloc())) {
+		if (!(sb->net.index = pool_alloc(sb->d))) {
 			snprintf(err, errlen, "no free sandbox network address left");
 			return -ENOSPC;
 		}
@@ -372,14 +372,14 @@ void net_teardown(struct sandbox *sb)
 		return;
 	if (sb->net.tap[0] && tap_persist(sb->net.tap, false) < 0)
 		sv_warn("sandbox=%s event=tap_left tap=%s", sb->id, sb->net.tap);
-	pool_give(sb->net.index);
+	pool_give(sb->d, sb->net.index);
 	sb->net.index = 0;
 	sb->net.tap[0] = '\0';
 }
 
 void net_adopt(struct sandbox *sb)
 {
-	if (sb->net.index && !pool_take(sb->net.index))
+	if (sb->net.index && !pool_take(sb->d, sb->net.index))
 		sv_warn("sandbox=%s event=net_index_clash index=%u", sb->id, sb->net.index);
 }
 

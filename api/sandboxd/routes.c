@@ -21,9 +21,8 @@
 #define MAX_TAG_FILTERS 32
 #define LOG_TAIL_MAX (1024 * 1024)
 
-static struct sandboxd *daemon_state;
-
 struct route {
+	struct sandboxd *d;
 	char buf[HTTP_MAX_URL];
 	const char *seg[MAX_SEGMENTS];
 	int n;
@@ -62,7 +61,7 @@ static bool is(const struct route *r, int i, const char *s)
 
 static struct sandbox *lookup(struct http_request *req, const struct route *r)
 {
-	struct sandbox *sb = r->n > 2 ? sandbox_find(daemon_state, r->seg[2]) : NULL;
+	struct sandbox *sb = r->n > 2 ? sandbox_find(r->d, r->seg[2]) : NULL;
 
 	if (!sb)
 		http_respond_error(req, 404, NULL, "no sandbox %.64s", r->n > 2 ? r->seg[2] : "");
@@ -76,22 +75,22 @@ static void reply_spec_error(struct http_request *req, const struct spec_error *
 
 /* ---- whole-request handlers ---- */
 
-static void health(struct http_request *req)
+static void health(struct http_request *req, struct sandboxd *d)
 {
 	cJSON *o = cJSON_CreateObject();
 	unsigned count, memory;
 
-	sandbox_usage(daemon_state, &count, &memory);
+	sandbox_usage(d, &count, &memory);
 	cJSON_AddTrueToObject(o, "ok");
 	cJSON_AddStringToObject(o, "version", SANDVM_VERSION);
 	cJSON_AddNumberToObject(o, "sandboxes", count);
 	cJSON_AddNumberToObject(o, "memory_mib", memory);
-	cJSON_AddNumberToObject(o, "max_sandboxes", daemon_state->max_sandboxes);
-	cJSON_AddNumberToObject(o, "max_memory_mib", daemon_state->max_memory_mib);
+	cJSON_AddNumberToObject(o, "max_sandboxes", d->max_sandboxes);
+	cJSON_AddNumberToObject(o, "max_memory_mib", d->max_memory_mib);
 	http_respond_json(req, 200, o);
 }
 
-static void create(struct http_request *req)
+static void create(struct http_request *req, struct sandboxd *d)
 {
 	struct sandbox_spec spec;
 	struct spec_error err;
@@ -100,7 +99,7 @@ static void create(struct http_request *req)
 		reply_spec_error(req, &err);
 		return;
 	}
-	sandbox_create(daemon_state, &spec, req);
+	sandbox_create(d, &spec, req);
 }
 
 static bool tags_match(const struct sandbox *sb, char filters[][HTTP_PARAM_MAX], size_t n)
@@ -120,9 +119,9 @@ static bool tags_match(const struct sandbox *sb, char filters[][HTTP_PARAM_MAX],
 	return true;
 }
 
-static void list(struct http_request *req)
+static void list(struct http_request *req, struct sandboxd *d)
 {
-	static char filters[MAX_TAG_FILTERS][HTTP_PARAM_MAX];
+	char filters[MAX_TAG_FILTERS][HTTP_PARAM_MAX];
 	char state[32];
 	size_t n = http_query_params(req->query, "tag", filters, MAX_TAG_FILTERS);
 	bool by_state = http_query_param(req->query, "state", state, sizeof(state));
@@ -134,7 +133,7 @@ static void list(struct http_request *req)
 			http_respond_error(req, 400, "tag", "tag filters are K=V");
 			return;
 		}
-	for (const struct sandbox *sb = daemon_state->sandboxes; sb; sb = sb->next) {
+	for (const struct sandbox *sb = d->sandboxes; sb; sb = sb->next) {
 		cJSON *j;
 
 		if (sb->deleted || !tags_match(sb, filters, n))
@@ -261,24 +260,25 @@ static void complete(struct http_request *req)
 		http_respond_error(req, 404, NULL, "no such route");
 		return;
 	}
+	r.d = req->ctx;
 	if (r.n == 2 && is(&r, 1, "health") && m == HTTP_GET)
-		return health(req);
+		return health(req, r.d);
 	if (r.n == 2 && is(&r, 1, "images") && m == HTTP_GET)
-		return http_respond_json(req, 200, images_to_json(daemon_state));
+		return http_respond_json(req, 200, images_to_json(r.d));
 	if (r.n == 2 && is(&r, 1, "snapshots") && m == HTTP_GET)
-		return snapshots_list(daemon_state, req);
+		return snapshots_list(r.d, req);
 	if (r.n == 3 && is(&r, 1, "snapshots") && m == HTTP_GET)
-		return snapshots_get(daemon_state, r.seg[2], req);
+		return snapshots_get(r.d, r.seg[2], req);
 	if (r.n == 3 && is(&r, 1, "snapshots") && m == HTTP_DELETE)
-		return snapshots_delete(daemon_state, r.seg[2], req);
+		return snapshots_delete(r.d, r.seg[2], req);
 	if (!is(&r, 1, "sandboxes")) {
 		http_respond_error(req, 404, NULL, "no such route");
 		return;
 	}
 	if (r.n == 2 && m == HTTP_POST)
-		return create(req);
+		return create(req, r.d);
 	if (r.n == 2 && m == HTTP_GET)
-		return list(req);
+		return list(req, r.d);
 	if (!(sb = lookup(req, &r)))
 		return;
 	if (r.n == 3 && m == HTTP_GET)
@@ -357,28 +357,25 @@ static bool route_streams(struct http_request *req, const struct route *r)
 	return false;
 }
 
-void routes_init(struct sandboxd *d)
-{
-	daemon_state = d;
-}
-
 void routes_on_headers(struct http_request *req, void *ctx)
 {
+	struct sandboxd *d = ctx;
 	struct route r;
 	bool health_call;
 
-	(void)ctx;
 	health_call = !strncmp(req->url, "/v1/health", 10) && (req->url[10] == '\0' || req->url[10] == '?');
 	if (!health_call) {
-		req->key_name = auth_check(daemon_state->keys, req->auth, req->auth_len);
+		req->key_name = auth_check(d->keys, req->auth, req->auth_len);
 		if (!req->key_name) {
 			http_respond_error(req, 401, NULL, "missing or invalid API key (Authorization: Bearer KEY)");
 			return;
 		}
 	}
+	r.d = d;
 	if (split_path(req, &r) == 0 && route_streams(req, &r))
 		return;
 	req->handler = &complete_handler;
+	req->ctx = d;
 	req->body_mode = HTTP_BODY_BUFFER;
 	req->body_limit = JSON_BODY_MAX;
 }

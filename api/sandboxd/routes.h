@@ -6,8 +6,7 @@
 struct sandboxd;
 struct http_request;
 
-void routes_init(struct sandboxd *d);
-/* http_server's route callback. */
+/* http_server's route callback; ctx is the struct sandboxd. */
 void routes_on_headers(struct http_request *req, void *ctx);
 
 #endif

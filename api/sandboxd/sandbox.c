@@ -35,8 +35,6 @@ struct waiter {
 	uv_timer_t timer;
 };
 
-static struct waiter *waiters;
-
 static void finish(struct sandbox *sb, const char *reason, int returncode, const char *message);
 
 double sandboxd_wall_time(void)
@@ -223,7 +221,7 @@ static void waiter_closed(uv_handle_t *h)
 
 static void waiter_end(struct waiter *w, bool reply)
 {
-	for (struct waiter **p = &waiters; *p; p = &(*p)->next)
+	for (struct waiter **p = &w->sb->waiters; *p; p = &(*p)->next)
 		if (*p == w) {
 			*p = w->next;
 			break;
@@ -241,11 +239,7 @@ static void waiter_timeout(uv_timer_t *t)
 
 static void waiter_aborted(struct http_request *req)
 {
-	for (struct waiter *w = waiters; w; w = w->next)
-		if (w->req == req) {
-			waiter_end(w, false);
-			return;
-		}
+	waiter_end(req->ctx, false);
 }
 
 static const struct http_handler waiter_handler = {.aborted = waiter_aborted};
@@ -268,22 +262,18 @@ void sandbox_wait_add(struct sandbox *sb, struct http_request *req, unsigned tim
 	sandbox_ref(sb);
 	http_conn_ref(req->conn);
 	req->handler = &waiter_handler;
+	req->ctx = w;
 	uv_timer_init(sb->d->loop, &w->timer);
 	w->timer.data = w;
 	uv_timer_start(&w->timer, waiter_timeout, (uint64_t)(timeout_s ? timeout_s : WAIT_DEFAULT_S) * 1000, 0);
-	w->next = waiters;
-	waiters = w;
+	w->next = sb->waiters;
+	sb->waiters = w;
 }
 
 static void wake_waiters(struct sandbox *sb)
 {
-	struct waiter *w = waiters, *next;
-
-	for (; w; w = next) {
-		next = w->next;
-		if (w->sb == sb)
-			waiter_end(w, true);
-	}
+	while (sb->waiters)
+		waiter_end(sb->waiters, true);
 }
 
 /* ---- ending ---- */

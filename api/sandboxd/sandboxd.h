@@ -24,6 +24,11 @@ struct cJSON;
 struct http_request;
 struct exec_session;
 struct auth_keys;
+struct waiter;
+struct image_build;
+
+/* Sandbox networks: one /30 each out of 10.200.0.0/16 (net.c). */
+#define SANDBOXD_NET_POOL_SIZE 16384
 
 enum sandbox_state { SANDBOX_STARTING, SANDBOX_RUNNING, SANDBOX_FINISHED };
 
@@ -87,6 +92,7 @@ struct sandbox {
 	struct sandbox_net net;
 	struct sandbox_mount mounts[SANDBOX_MOUNT_SLOTS];
 	bool snapshot_busy; /* the scratch drive is in use */
+	struct waiter *waiters; /* GET .../wait calls waiting for this sandbox to finish */
 };
 
 struct sandboxd {
@@ -104,6 +110,9 @@ struct sandboxd {
 	struct sandbox *sandboxes;
 	uv_timer_t sweep_timer;
 	bool stopping;
+	uint8_t net_pool[SANDBOXD_NET_POOL_SIZE / 8]; /* network indexes in use (net.c) */
+	struct image_build *builds; /* built-in images built on first use (images.c) */
+	size_t nbuilds;
 	char snapshot_dir[320];     /* snapshot images, their records and wrapped keys */
 	unsigned image_sweep_s;     /* how often expired images are deleted */
 	uv_timer_t image_sweep_timer;
@@ -154,6 +163,8 @@ int exec_attach_stdin(struct exec_session *ex, struct http_request *req);
 int exec_signal(struct exec_session *ex, int sig);
 
 /* ---- images.c: built-in images built on first use ---- */
+int images_init(struct sandboxd *d);
+void images_destroy(struct sandboxd *d);
 bool images_can_build(const struct sandboxd *d, const char *name);
 /* Builds spec's image (or joins the build under way), then creates; takes spec. */
 int images_build_and_create(struct sandboxd *d, struct sandbox_spec *spec, struct http_request *req);
