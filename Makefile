@@ -27,7 +27,7 @@ SIMAGE_SRCS := $(wildcard lib/simage/*.c)
 # exec output frames) and its HTTP core, which unit tests and fuzzers link too.
 API_PURE_SRCS := api/sandboxd/spec.c api/sandboxd/query.c api/sandboxd/net_policy.c api/vmctl/exec_frames.c \
 	api/sandboxd/http_head.c api/sandboxd/http_conn.c api/sandboxd/vmm_control.c \
-	api/sandboxd/image_path.c api/sandboxd/tls.c
+	api/sandboxd/image_path.c api/sandboxd/tls.c api/sandboxd/agent_conn.c
 VMM_SRCS  := $(filter-out vmm/main.c,$(wildcard vmm/*.c vmm/arch/x86/*.c vmm/devices/*.c vmm/virtio/*.c vmm/backends/*.c vmm/net/*.c))
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
@@ -164,12 +164,12 @@ $(BUILD)/tests/sandvm-agent: $(AGENT_SRCS) $(wildcard guest-agent/*.h) | $(STAMP
 $(BUILD)/tests-asan/sandvm-agent: $(AGENT_SRCS) $(wildcard guest-agent/*.h) | $(STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_COMMON) $(SAN_FLAGS) -Iguest-agent -o $@ $(AGENT_SRCS)
-$(BUILD)/tests/test_agent_host: $(BUILD)/tests/sandvm-agent
-$(BUILD)/tests-asan/test_agent_host: $(BUILD)/tests-asan/sandvm-agent
+$(BUILD)/tests/test_agent_host $(BUILD)/tests/test_agent_conn: $(BUILD)/tests/sandvm-agent
+$(BUILD)/tests-asan/test_agent_host $(BUILD)/tests-asan/test_agent_conn: $(BUILD)/tests-asan/sandvm-agent
 $(BUILD)/tests-tsan/sandvm-agent: $(AGENT_SRCS) $(wildcard guest-agent/*.h) | $(STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_COMMON) $(TSAN_FLAGS) -Iguest-agent -o $@ $(AGENT_SRCS)
-$(BUILD)/tests-tsan/test_agent_host: $(BUILD)/tests-tsan/sandvm-agent
+$(BUILD)/tests-tsan/test_agent_host $(BUILD)/tests-tsan/test_agent_conn: $(BUILD)/tests-tsan/sandvm-agent
 
 unit-tests: $(UNIT_BINS) $(ASAN_BINS) $(TSAN_BINS)
 

@@ -1,0 +1,624 @@
+#include "agent_conn.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "agent_proto.h"
+
+#define EXEC_STREAM 1u
+#define RETRY_MS 100
+#define READ_CHUNK (64 * 1024)
+#define STDIN_CHUNK (64u * 1024u)
+/* Frames the host writes and the agent has not read yet (PONGs, credit, stdin): beyond this it is stuck. */
+#define WRITE_QUEUE_MAX (2u * 1024 * 1024)
+#define MAX_PENDING_SIGNALS 8
+
+enum ac_state { S_CONNECTING, S_CONNECT_REPLY, S_HELLO, S_RUNNING };
+
+struct agent_conn {
+	uv_loop_t *loop;
+	uv_pipe_t pipe;
+	uv_connect_t connect_req;
+	uv_timer_t deadline, retry;
+	unsigned open_handles;
+	bool pipe_open, retrying, done, cancelled;
+	enum ac_state state;
+	char path[108];
+	uint32_t port, connect_ms, deadline_ms;
+	uint64_t connect_deadline; /* loop time */
+
+	const struct agent_conn_ops *ops;
+	void *ctx;
+
+	char line[64]; /* the VMM's answer to CONNECT */
+	size_t line_len;
+	struct agent_proto_reader reader;
+	uint8_t *payload;
+	uint8_t *start_frame; /* EXEC_START, encoded at once: the request's strings need not outlive the call */
+	size_t start_len;
+
+	bool started, exited;
+	uint32_t out_window[2]; /* output the agent may still send: stdout, stderr */
+	uint32_t stdin_window;
+	bool stdin_close_wanted, stdin_closed;
+	int pending_signals[MAX_PENDING_SIGNALS];
+	unsigned npending;
+	struct agent_exec_status st;
+};
+
+struct ac_write {
+	uv_write_t w;
+	struct agent_conn *ac;
+	uint8_t data[];
+};
+
+static void start_connect(struct agent_conn *ac);
+
+static void on_retry(uv_timer_t *t)
+{
+	start_connect(t->data);
+}
+
+/* ---- ending ---- */
+
+static void ac_free(struct agent_conn *ac)
+{
+	free(ac->payload);
+	free(ac->start_frame);
+	free(ac);
+}
+
+static void on_handle_closed(uv_handle_t *h)
+{
+	struct agent_conn *ac = h->data;
+
+	if (h == (uv_handle_t *)&ac->pipe && ac->retrying && !ac->done) {
+		/* Nothing listened yet: try again shortly, while the connect time lasts. */
+		ac->retrying = false;
+		ac->open_handles--;
+		uv_timer_start(&ac->retry, on_retry, RETRY_MS, 0);
+		return;
+	}
+	if (--ac->open_handles == 0 && ac->done)
+		ac_free(ac);
+}
+
+static void close_handle(struct agent_conn *ac, uv_handle_t *h)
+{
+	if (!uv_is_closing(h))
+		uv_close(h, on_handle_closed);
+	(void)ac;
+}
+
+static void close_all(struct agent_conn *ac)
+{
+	uv_timer_stop(&ac->deadline);
+	uv_timer_stop(&ac->retry);
+	if (ac->pipe_open) {
+		ac->pipe_open = false;
+		close_handle(ac, (uv_handle_t *)&ac->pipe);
+	}
+	close_handle(ac, (uv_handle_t *)&ac->deadline);
+	close_handle(ac, (uv_handle_t *)&ac->retry);
+}
+
+__attribute__((format(printf, 3, 4))) static void finish(struct agent_conn *ac, int r, const char *fmt, ...)
+{
+	char msg[512] = "";
+	va_list ap;
+
+	if (ac->done)
+		return;
+	ac->done = true;
+	if (fmt) {
+		va_start(ap, fmt);
+		vsnprintf(msg, sizeof(msg), fmt, ap);
+		va_end(ap);
+	}
+	close_all(ac);
+	if (!ac->cancelled && ac->ops->ended)
+		ac->ops->ended(ac->ctx, r, &ac->st, msg);
+}
+
+void agent_conn_cancel(struct agent_conn *ac)
+{
+	ac->cancelled = true;
+	finish(ac, -ECANCELED, NULL);
+}
+
+/* ---- writing ---- */
+
+static void on_written(uv_write_t *w, int status)
+{
+	struct ac_write *aw = (struct ac_write *)w;
+
+	(void)status; /* a broken connection shows on the read side */
+	free(aw);
+}
+
+/* Encodes one frame with encode(buf, cap, &len) and queues it. */
+#define SEND(ac, cap, call)                                                                      \
+	({                                                                                       \
+		struct ac_write *aw_ = malloc(sizeof(*aw_) + (cap));                             \
+		size_t len_ = 0;                                                                 \
+		uint8_t *p_ = aw_ ? aw_->data : NULL;                                            \
+		int r_ = p_ ? (call) : -ENOMEM;                                                  \
+		if (!r_)                                                                         \
+			r_ = send_frame((ac), aw_, len_);                                        \
+		else                                                                             \
+			free(aw_);                                                               \
+		r_;                                                                              \
+	})
+
+static int send_frame(struct agent_conn *ac, struct ac_write *aw, size_t len)
+{
+	uv_buf_t b = uv_buf_init((char *)aw->data, (unsigned)len);
+	int r;
+
+	if (!ac->pipe_open || ac->done) {
+		free(aw);
+		return -EPIPE;
+	}
+	if (uv_stream_get_write_queue_size((uv_stream_t *)&ac->pipe) > WRITE_QUEUE_MAX) {
+		free(aw);
+		finish(ac, -EPROTO, "the guest agent does not read what the host sends");
+		return -EPROTO;
+	}
+	aw->ac = ac;
+	r = uv_write(&aw->w, (uv_stream_t *)&ac->pipe, &b, 1, on_written);
+	if (r < 0) {
+		free(aw);
+		finish(ac, -EIO, "writing to the guest agent: %s", uv_strerror(r));
+	}
+	return r;
+}
+
+static int send_bytes(struct agent_conn *ac, const void *data, size_t len)
+{
+	struct ac_write *aw = malloc(sizeof(*aw) + len);
+
+	if (!aw)
+		return -ENOMEM;
+	memcpy(aw->data, data, len);
+	return send_frame(ac, aw, len);
+}
+
+/* ---- the exec's frames ---- */
+
+static void flush_pending(struct agent_conn *ac)
+{
+	for (unsigned i = 0; i < ac->npending && !ac->done; i++) {
+		struct agent_proto_signal s = { .signo = (uint32_t)ac->pending_signals[i] };
+
+		SEND(ac, 64, agent_proto_encode_signal(p_, 64, EXEC_STREAM, &s, &len_));
+	}
+	ac->npending = 0;
+	if (ac->stdin_close_wanted && !ac->stdin_closed && !ac->done) {
+		ac->stdin_closed = true;
+		SEND(ac, 64, agent_proto_encode_empty(p_, 64, AGENT_PROTO_STDIN_CLOSE, EXEC_STREAM, &len_));
+	}
+}
+
+static void remote_error(struct agent_conn *ac, const struct agent_proto_frame *f, const char *what)
+{
+	struct agent_proto_error e = { 0 };
+
+	if (agent_proto_decode_error(f, &e)) {
+		finish(ac, -EPROTO, "malformed ERROR from the guest agent");
+		return;
+	}
+	finish(ac, -(int)(e.code && e.code <= 4095 ? e.code : EIO), "%s%s", what,
+	       e.message ? e.message : strerror((int)(e.code <= 4095 ? e.code : EIO)));
+}
+
+static void exec_frame(struct agent_conn *ac, const struct agent_proto_frame *f)
+{
+	switch (f->hdr.type) {
+	case AGENT_PROTO_EXEC_STARTED: {
+		struct agent_proto_exec_started m;
+
+		if (ac->started || agent_proto_decode_exec_started(f, &m)) {
+			finish(ac, -EPROTO, "malformed EXEC_STARTED from the guest agent");
+			return;
+		}
+		ac->started = true;
+		ac->st.pid = m.pid;
+		flush_pending(ac);
+		if (!ac->done && ac->ops->started)
+			ac->ops->started(ac->ctx, m.pid);
+		if (!ac->done && ac->ops->stdin_ready)
+			ac->ops->stdin_ready(ac->ctx);
+		return;
+	}
+	case AGENT_PROTO_STDOUT:
+	case AGENT_PROTO_STDERR: {
+		bool out = f->hdr.type == AGENT_PROTO_STDOUT;
+		struct agent_proto_data d;
+
+		if (agent_proto_decode_data(f, &d)) {
+			finish(ac, -EPROTO, "malformed output frame from the guest agent");
+			return;
+		}
+		/* Output beyond the credit granted is a guest ignoring flow control: memory would follow. */
+		if (d.len > ac->out_window[out ? 0 : 1]) {
+			finish(ac, -EPROTO, "the guest agent sent more output than its window allows");
+			return;
+		}
+		ac->out_window[out ? 0 : 1] -= d.len;
+		if (out)
+			ac->st.out_bytes += d.len;
+		else
+			ac->st.err_bytes += d.len;
+		if (d.len)
+			ac->ops->output(ac->ctx, out, d.data, d.len);
+		return;
+	}
+	case AGENT_PROTO_WINDOW: {
+		struct agent_proto_window w;
+
+		if (agent_proto_decode_window(f, &w)) {
+			finish(ac, -EPROTO, "malformed WINDOW from the guest agent");
+			return;
+		}
+		if (w.direction == AGENT_PROTO_DIR_STDIN) {
+			ac->stdin_window = w.credit > UINT32_MAX - ac->stdin_window ? UINT32_MAX
+										  : ac->stdin_window + w.credit;
+			if (ac->ops->stdin_ready)
+				ac->ops->stdin_ready(ac->ctx);
+		}
+		return;
+	}
+	case AGENT_PROTO_EXIT: {
+		struct agent_proto_exit m;
+
+		if (agent_proto_decode_exit(f, &m)) {
+			finish(ac, -EPROTO, "malformed EXIT from the guest agent");
+			return;
+		}
+		ac->st.kind = m.kind;
+		ac->st.code = m.code;
+		ac->exited = true;
+		finish(ac, 0, NULL);
+		return;
+	}
+	case AGENT_PROTO_ERROR:
+		remote_error(ac, f, "");
+		return;
+	default:
+		finish(ac, -EPROTO, "unexpected %s from the guest agent on an exec", agent_proto_type_name(f->hdr.type));
+	}
+}
+
+static void on_deadline(uv_timer_t *t);
+
+static void hello_frame(struct agent_conn *ac, const struct agent_proto_frame *f)
+{
+	struct agent_proto_hello theirs;
+
+	if (f->hdr.type == AGENT_PROTO_ERROR) {
+		remote_error(ac, f, "the guest agent refused HELLO: ");
+		return;
+	}
+	if (f->hdr.type != AGENT_PROTO_HELLO || agent_proto_decode_hello(f, &theirs)) {
+		finish(ac, -EPROTO, "the guest agent did not answer HELLO");
+		return;
+	}
+	if (theirs.max_version < AGENT_PROTO_VERSION_MIN || theirs.min_version > AGENT_PROTO_VERSION_MAX) {
+		finish(ac, -EPROTONOSUPPORT, "the guest agent speaks protocol %u..%u, this host %u..%u",
+		       theirs.min_version, theirs.max_version, AGENT_PROTO_VERSION_MIN, AGENT_PROTO_VERSION_MAX);
+		return;
+	}
+	ac->state = S_RUNNING;
+	/* Connected: from here only the exec's own deadline bounds it (a silent guest costs this timer). */
+	uv_timer_stop(&ac->deadline);
+	if (ac->deadline_ms)
+		uv_timer_start(&ac->deadline, on_deadline, ac->deadline_ms, 0);
+	send_bytes(ac, ac->start_frame, ac->start_len);
+	free(ac->start_frame);
+	ac->start_frame = NULL;
+}
+
+static void frame(struct agent_conn *ac, const struct agent_proto_frame *f)
+{
+	if (f->hdr.stream == 0) {
+		if (f->hdr.type == AGENT_PROTO_PING) {
+			struct agent_proto_ping ping;
+
+			if (agent_proto_decode_ping(f, &ping)) {
+				finish(ac, -EPROTO, "bad PING from the guest agent");
+				return;
+			}
+			SEND(ac, 64, agent_proto_encode_ping(p_, 64, AGENT_PROTO_PONG, &ping, &len_));
+			return;
+		}
+		if (ac->state == S_HELLO) {
+			hello_frame(ac, f);
+			return;
+		}
+		if (f->hdr.type == AGENT_PROTO_ERROR) {
+			remote_error(ac, f, "the guest agent reports a protocol error: ");
+			return;
+		}
+		return; /* PONG, OK on stream 0 */
+	}
+	if (ac->state != S_RUNNING || f->hdr.stream != EXEC_STREAM) {
+		finish(ac, -EPROTO, "the guest agent sent a frame on stream %u", f->hdr.stream);
+		return;
+	}
+	exec_frame(ac, f);
+}
+
+/* ---- reading ---- */
+
+static void feed(struct agent_conn *ac, const uint8_t *data, size_t len)
+{
+	while (len && !ac->done) {
+		struct agent_proto_frame f;
+		size_t used = 0;
+		int r = agent_proto_reader_feed(&ac->reader, data, len, &used, &f);
+
+		data += used;
+		len -= used;
+		if (r < 0) {
+			finish(ac, -EPROTO, "bad frame from the guest agent: %s", strerror(-r));
+			return;
+		}
+		if (r == 1)
+			frame(ac, &f);
+	}
+}
+
+static void retry_later(struct agent_conn *ac, const char *why)
+{
+	if (uv_now(ac->loop) + RETRY_MS >= ac->connect_deadline) {
+		finish(ac, -ETIMEDOUT, "the guest agent did not answer within %u ms (%s)", ac->connect_ms, why);
+		return;
+	}
+	ac->pipe_open = false;
+	ac->retrying = true;
+	uv_close((uv_handle_t *)&ac->pipe, on_handle_closed);
+}
+
+/* The VMM's answer to CONNECT, a line; what follows it is the agent's. */
+static void connect_reply(struct agent_conn *ac, const uint8_t *data, size_t len)
+{
+	for (size_t i = 0; i < len; i++) {
+		if (data[i] != '\n') {
+			if (ac->line_len == sizeof(ac->line) - 1) {
+				finish(ac, -EPROTO, "overlong answer from the VMM's vsock socket");
+				return;
+			}
+			ac->line[ac->line_len++] = (char)data[i];
+			continue;
+		}
+		ac->line[ac->line_len] = '\0';
+		if (strncmp(ac->line, "OK ", 3)) {
+			finish(ac, -ECONNREFUSED, "the VMM refused the connection: %.60s", ac->line);
+			return;
+		}
+		{
+			struct agent_proto_hello mine = {
+				.min_version = AGENT_PROTO_VERSION_MIN,
+				.max_version = AGENT_PROTO_VERSION_MAX,
+				.name = "sandboxd",
+			};
+
+			ac->state = S_HELLO;
+			if (SEND(ac, 256, agent_proto_encode_hello(p_, 256, &mine, &len_)) < 0)
+				return;
+		}
+		feed(ac, data + i + 1, len - i - 1);
+		return;
+	}
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+	(void)h;
+	(void)suggested;
+	buf->base = malloc(READ_CHUNK);
+	buf->len = buf->base ? READ_CHUNK : 0;
+}
+
+static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+	struct agent_conn *ac = s->data;
+
+	if (n > 0 && !ac->done) {
+		if (ac->state == S_CONNECT_REPLY)
+			connect_reply(ac, (const uint8_t *)buf->base, (size_t)n);
+		else
+			feed(ac, (const uint8_t *)buf->base, (size_t)n);
+	}
+	free(buf->base);
+	if (n >= 0 || ac->done)
+		return;
+	if (ac->state == S_CONNECT_REPLY && n == UV_EOF) {
+		/* The VMM took the connection but nothing listens on the port yet. */
+		retry_later(ac, "the agent is not listening yet");
+		return;
+	}
+	finish(ac, -ECONNRESET, "the guest agent closed the connection (did the VM stop?)");
+}
+
+static void on_connected(uv_connect_t *req, int status)
+{
+	struct agent_conn *ac = req->data;
+	char line[32];
+	int n;
+
+	if (ac->done)
+		return;
+	if (status == UV_ENOENT || status == UV_ECONNREFUSED) {
+		retry_later(ac, "no vsock socket yet");
+		return;
+	}
+	if (status < 0) {
+		finish(ac, status, "%s: %s", ac->path, uv_strerror(status));
+		return;
+	}
+	ac->state = S_CONNECT_REPLY;
+	ac->line_len = 0;
+	n = snprintf(line, sizeof(line), "CONNECT %u\n", ac->port);
+	if (send_bytes(ac, line, (size_t)n) < 0)
+		return;
+	if (uv_read_start((uv_stream_t *)&ac->pipe, on_alloc, on_read) < 0)
+		finish(ac, -EIO, "reading from the VMM's vsock socket");
+}
+
+static void start_connect(struct agent_conn *ac)
+{
+	if (ac->done)
+		return;
+	if (uv_pipe_init(ac->loop, &ac->pipe, 0) < 0) {
+		finish(ac, -ENOMEM, "cannot make a pipe handle");
+		return;
+	}
+	ac->pipe.data = ac;
+	ac->pipe_open = true;
+	ac->open_handles++;
+	ac->state = S_CONNECTING;
+	ac->connect_req.data = ac;
+	uv_pipe_connect(&ac->connect_req, &ac->pipe, ac->path, on_connected);
+}
+
+static void on_deadline(uv_timer_t *t)
+{
+	struct agent_conn *ac = t->data;
+
+	if (ac->state == S_RUNNING)
+		finish(ac, -ETIMEDOUT, "the command did not finish within %u ms", ac->deadline_ms);
+	else
+		finish(ac, -ETIMEDOUT, "the guest agent did not answer within %u ms", ac->connect_ms);
+}
+
+/* ---- the caller's side ---- */
+
+int agent_conn_exec(uv_loop_t *loop, const struct agent_conn_config *cfg, const struct agent_exec_request *rq,
+		    const struct agent_conn_ops *ops, void *ctx, struct agent_conn **out)
+{
+	const char *const *env = rq->env ? rq->env : agent_client_default_env;
+	struct agent_proto_exec_start m = {
+		.argv = rq->argv,
+		.env = env,
+		.workdir = rq->workdir,
+		.uid = rq->uid,
+		.gid = rq->gid,
+		.flags = rq->pty ? AGENT_PROTO_EXEC_PTY : 0,
+		.timeout_ms = rq->timeout_ms,
+		.rows = rq->pty ? (rq->rows ? rq->rows : 24) : 0,
+		.cols = rq->pty ? (rq->cols ? rq->cols : 80) : 0,
+	};
+	struct agent_conn *ac;
+	int r;
+
+	if (!cfg->vsock_path || strlen(cfg->vsock_path) >= sizeof(ac->path) || !rq->argv || !rq->argv[0] ||
+	    !ops || !ops->output || !ops->ended)
+		return -EINVAL;
+	for (m.argc = 0; rq->argv[m.argc]; m.argc++)
+		;
+	for (m.envc = 0; env[m.envc]; m.envc++)
+		;
+	ac = calloc(1, sizeof(*ac));
+	if (!ac)
+		return -ENOMEM;
+	ac->payload = malloc(AGENT_CONN_MAX_PAYLOAD);
+	ac->start_frame = malloc(AGENT_PROTO_MAX_FRAME);
+	if (!ac->payload || !ac->start_frame) {
+		r = -ENOMEM;
+		goto fail;
+	}
+	r = agent_proto_encode_exec_start(ac->start_frame, AGENT_PROTO_MAX_FRAME, EXEC_STREAM, &m, &ac->start_len);
+	if (r < 0) {
+		r = r == -EMSGSIZE ? -E2BIG : r;
+		goto fail;
+	}
+	agent_proto_reader_init(&ac->reader, ac->payload, AGENT_CONN_MAX_PAYLOAD);
+	ac->loop = loop;
+	ac->ops = ops;
+	ac->ctx = ctx;
+	snprintf(ac->path, sizeof(ac->path), "%s", cfg->vsock_path);
+	ac->port = cfg->port;
+	ac->connect_ms = cfg->connect_ms ? cfg->connect_ms : 10000;
+	ac->deadline_ms = cfg->deadline_ms;
+	ac->out_window[0] = ac->out_window[1] = AGENT_PROTO_INITIAL_WINDOW;
+	ac->stdin_window = AGENT_PROTO_INITIAL_WINDOW;
+	uv_timer_init(loop, &ac->deadline);
+	uv_timer_init(loop, &ac->retry);
+	ac->deadline.data = ac->retry.data = ac;
+	ac->open_handles = 2;
+	ac->connect_deadline = uv_now(loop) + ac->connect_ms;
+	uv_timer_start(&ac->deadline, on_deadline, ac->connect_ms, 0);
+	start_connect(ac);
+	*out = ac;
+	return 0;
+fail:
+	free(ac->payload);
+	free(ac->start_frame);
+	free(ac);
+	return r;
+}
+
+void agent_conn_consumed(struct agent_conn *ac, bool is_stdout, size_t n)
+{
+	struct agent_proto_window w = { .direction = is_stdout ? AGENT_PROTO_DIR_STDOUT : AGENT_PROTO_DIR_STDERR };
+
+	if (ac->done || !n)
+		return;
+	w.credit = (uint32_t)n;
+	ac->out_window[is_stdout ? 0 : 1] += (uint32_t)n;
+	SEND(ac, 64, agent_proto_encode_window(p_, 64, EXEC_STREAM, &w, &len_));
+}
+
+size_t agent_conn_stdin(struct agent_conn *ac, const void *data, size_t len)
+{
+	size_t taken = 0;
+
+	while (!ac->done && ac->started && !ac->stdin_closed && !ac->stdin_close_wanted && ac->stdin_window &&
+	       taken < len) {
+		size_t n = len - taken;
+		struct agent_proto_data d;
+
+		if (n > ac->stdin_window)
+			n = ac->stdin_window;
+		if (n > STDIN_CHUNK)
+			n = STDIN_CHUNK;
+		d.data = (const uint8_t *)data + taken;
+		d.len = (uint32_t)n;
+		if (SEND(ac, STDIN_CHUNK + 64,
+			 agent_proto_encode_data(p_, STDIN_CHUNK + 64, AGENT_PROTO_STDIN, EXEC_STREAM, &d, &len_)) < 0)
+			break;
+		ac->stdin_window -= (uint32_t)n;
+		taken += n;
+	}
+	return taken;
+}
+
+void agent_conn_stdin_close(struct agent_conn *ac)
+{
+	if (ac->done || ac->stdin_closed)
+		return;
+	ac->stdin_close_wanted = true;
+	if (ac->started)
+		flush_pending(ac);
+}
+
+int agent_conn_signal(struct agent_conn *ac, int sig)
+{
+	struct agent_proto_signal s = { .signo = (uint32_t)sig };
+
+	if (sig < 1 || sig > 64)
+		return -EINVAL;
+	if (ac->done)
+		return -ESRCH;
+	if (!ac->started) {
+		if (ac->npending == MAX_PENDING_SIGNALS)
+			return -EAGAIN;
+		ac->pending_signals[ac->npending++] = sig;
+		return 0;
+	}
+	return SEND(ac, 64, agent_proto_encode_signal(p_, 64, EXEC_STREAM, &s, &len_));
+}
