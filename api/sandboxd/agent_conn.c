@@ -452,7 +452,7 @@ static void on_connected(uv_connect_t *req, int status)
 
 	if (ac->done)
 		return;
-	if (status == UV_ENOENT || status == UV_ECONNREFUSED) {
+	if (status == UV_ENOENT || status == UV_ECONNREFUSED || status == UV_EAGAIN) {
 		retry_later(ac, "no vsock socket yet");
 		return;
 	}

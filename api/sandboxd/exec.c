@@ -1,10 +1,10 @@
 /*
- * Exec sessions: one worker thread per running process drives the blocking
- * agent client; pipes carry the process's stdin, stdout, stderr and signals
- * between that thread and the event loop. Output is framed (docs/api.md)
- * and kept until a reader takes it: at most EXEC_BACKLOG bytes, after which
- * the pipes are no longer read, the thread blocks, the agent's window closes
- * and the guest process waits. Nothing is dropped.
+ * Exec sessions, each driven on the event loop by an agent_conn (no thread):
+ * the process's output is framed (docs/api.md) and kept until a reader takes
+ * it, at most EXEC_BACKLOG bytes, after which the agent gets no more credit,
+ * its window closes and the guest process waits. Nothing is dropped. Stdin
+ * goes out as the agent's window allows, at most EXEC_STDIN_QUEUE bytes kept
+ * before the client's upload is paused.
  */
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "agent_client.h"
+#include "agent_conn.h"
 #include "http_conn.h"
 #include "log.h"
 #include "sandboxd.h"
@@ -24,6 +25,8 @@
 #define EXEC_STDIN_QUEUE (256 * 1024)
 #define EXEC_KEEP_MS (10 * 60 * 1000)
 #define EXEC_CONNECT_MS 10000
+/* The agent enforces an exec's timeout; the host gives up this much later on a guest that does not. */
+#define EXEC_DEADLINE_GRACE_MS 30000
 #define LOG_ROTATE_BYTES (2 * 1024 * 1024)
 
 enum frame_type { FRAME_STDOUT = 1, FRAME_STDERR = 2, FRAME_EXIT = 3, FRAME_ERROR = 4 };
@@ -33,46 +36,33 @@ struct exec_session {
 	struct sandbox *sb;
 	char id[32];
 	bool entrypoint;
-
-	/* Thread side: read-only for the loop until done_async fires. */
-	uv_thread_t thread;
-	char vsock[320];
 	char **argv, **env;
-	char workdir[4096];
-	uint32_t timeout_ms;
-	int t_in, t_out, t_err, t_sig;
+
+	struct agent_conn *ac; /* until it reports the end */
 	int result;
 	struct agent_exec_status status;
 	char error[512];
+	size_t owed[2]; /* output credit held back while the backlog is full: stdout, stderr */
 
-	/* Loop side. */
-	uv_async_t done_async;
-	uv_pipe_t out_pipe, err_pipe, in_pipe;
-	bool in_open, in_shutting;
-	int sig_w;
-	bool out_eof, err_eof, thread_done, ended, forgotten;
+	bool conn_done, ended, forgotten;
 	int returncode;
 	const char *reason;
 	char *q;
 	size_t q_len, q_cap;
-	bool reading;
 	struct http_request *reader;
+
+	/* stdin: what the client sent and the agent's window did not take yet */
+	bool stdin_open; /* more may come (asked for, and not finished) */
+	char *sq;
+	size_t sq_len, sq_cap;
 	struct http_request *stdin_req;
-	size_t stdin_queued;
 	bool stdin_paused;
+
 	int log_fd;
 	uv_timer_t keep_timer;
 	unsigned refs;
 };
 
-struct stdin_write {
-	uv_write_t w;
-	struct exec_session *ex;
-	size_t len;
-	char data[];
-};
-
-static void read_start(struct exec_session *ex);
 static void maybe_end(struct exec_session *ex);
 
 const char *exec_id(const struct exec_session *ex)
@@ -96,10 +86,9 @@ static void ex_unref(struct exec_session *ex)
 	free_strv(ex->argv);
 	free_strv(ex->env);
 	free(ex->q);
+	free(ex->sq);
 	if (ex->log_fd >= 0)
 		close(ex->log_fd);
-	if (ex->sig_w >= 0)
-		close(ex->sig_w);
 	sandbox_unref(ex->sb);
 	free(ex);
 }
@@ -140,39 +129,6 @@ static void forget(struct exec_session *ex)
 	ex_unref(ex);
 }
 
-/* ---- the worker thread ---- */
-
-static void exec_thread(void *arg)
-{
-	struct exec_session *ex = arg;
-	struct agent_exec_request rq = {0};
-	struct agent_exec_io io = {ex->t_in, ex->t_out, ex->t_err, ex->t_sig};
-	struct agent_client c;
-	int r;
-
-	rq.argv = (const char *const *)ex->argv;
-	rq.env = (const char *const *)ex->env;
-	rq.workdir = ex->workdir;
-	rq.timeout_ms = ex->timeout_ms;
-	r = agent_client_connect(&c, ex->vsock, AGENT_CLIENT_PORT, EXEC_CONNECT_MS);
-	if (r == 0) {
-		r = agent_client_exec(&c, &rq, &io, &ex->status);
-		if (r < 0)
-			snprintf(ex->error, sizeof(ex->error), "%s", agent_client_error(&c));
-		agent_client_close(&c);
-	} else {
-		snprintf(ex->error, sizeof(ex->error), "cannot reach the guest agent: %s", agent_client_error(&c));
-	}
-	ex->result = r;
-	/* EOF on the output pipes tells the loop the output is complete. */
-	if (ex->t_in >= 0)
-		close(ex->t_in);
-	close(ex->t_out);
-	close(ex->t_err);
-	close(ex->t_sig);
-	uv_async_send(&ex->done_async);
-}
-
 /* ---- output ---- */
 
 static void queue_frame(struct exec_session *ex, int type, const void *data, size_t len)
@@ -208,6 +164,19 @@ static size_t backlog(struct exec_session *ex)
 	return n;
 }
 
+/* Output credit held back while the backlog was full goes to the agent once there is room. */
+static void return_credit(struct exec_session *ex)
+{
+	if (!ex->ac || backlog(ex) >= EXEC_BACKLOG)
+		return;
+	for (int i = 0; i < 2 && ex->ac; i++) {
+		size_t n = ex->owed[i];
+
+		ex->owed[i] = 0;
+		agent_conn_consumed(ex->ac, i == 0, n);
+	}
+}
+
 static void flush(struct exec_session *ex)
 {
 	if (ex->reader && ex->q_len) {
@@ -225,8 +194,7 @@ static void flush(struct exec_session *ex)
 		ex_unref(ex); /* the reader's reference */
 		return;
 	}
-	if (backlog(ex) < EXEC_BACKLOG)
-		read_start(ex);
+	return_credit(ex);
 }
 
 static void log_output(struct exec_session *ex, const char *data, size_t len)
@@ -250,63 +218,22 @@ static void log_output(struct exec_session *ex, const char *data, size_t len)
 		sv_warn("sandbox %s: writing its log: %s", ex->sb->id, strerror(errno));
 }
 
-static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+/* agent_conn: output of the process. */
+static void on_output(void *ctx, bool is_stdout, const uint8_t *data, size_t len)
 {
-	(void)h;
-	(void)suggested;
-	buf->base = malloc(65536);
-	buf->len = buf->base ? 65536 : 0;
-}
+	struct exec_session *ex = ctx;
 
-static void read_stop(struct exec_session *ex)
-{
-	if (!ex->reading)
-		return;
-	ex->reading = false;
-	if (!ex->out_eof)
-		uv_read_stop((uv_stream_t *)&ex->out_pipe);
-	if (!ex->err_eof)
-		uv_read_stop((uv_stream_t *)&ex->err_pipe);
-}
-
-static void on_output(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
-{
-	struct exec_session *ex = s->data;
-	bool is_out = s == (uv_stream_t *)&ex->out_pipe;
-
-	if (n > 0) {
-		if (ex->entrypoint)
-			log_output(ex, buf->base, (size_t)n);
-		else
-			queue_frame(ex, is_out ? FRAME_STDOUT : FRAME_STDERR, buf->base, (size_t)n);
-	}
-	free(buf->base);
-	if (n < 0) {
-		uv_read_stop(s);
-		if (is_out)
-			ex->out_eof = true;
-		else
-			ex->err_eof = true;
-		maybe_end(ex);
+	if (ex->entrypoint) {
+		log_output(ex, (const char *)data, len);
+		agent_conn_consumed(ex->ac, is_stdout, len);
 		return;
 	}
-	if (n > 0 && !ex->entrypoint) {
-		if (ex->reader)
-			flush(ex);
-		if (backlog(ex) >= EXEC_BACKLOG)
-			read_stop(ex);
-	}
-}
-
-static void read_start(struct exec_session *ex)
-{
-	if (ex->reading || ex->ended)
-		return;
-	ex->reading = true;
-	if (!ex->out_eof)
-		uv_read_start((uv_stream_t *)&ex->out_pipe, on_alloc, on_output);
-	if (!ex->err_eof)
-		uv_read_start((uv_stream_t *)&ex->err_pipe, on_alloc, on_output);
+	queue_frame(ex, is_stdout ? FRAME_STDOUT : FRAME_STDERR, data, len);
+	ex->owed[is_stdout ? 0 : 1] += len;
+	if (ex->reader)
+		flush(ex); /* returns the credit once the reader took it */
+	else
+		return_credit(ex);
 }
 
 static void on_keep_expired(uv_timer_t *t)
@@ -327,7 +254,7 @@ static void maybe_end(struct exec_session *ex)
 	cJSON *o;
 	char *text;
 
-	if (!ex->thread_done || !ex->out_eof || !ex->err_eof || ex->ended)
+	if (!ex->conn_done || ex->ended)
 		return;
 	ex->ended = true;
 	o = cJSON_CreateObject();
@@ -349,12 +276,12 @@ static void maybe_end(struct exec_session *ex)
 	if (!ex->entrypoint && text)
 		queue_frame(ex, ex->result == 0 ? FRAME_EXIT : FRAME_ERROR, text, strlen(text));
 	free(text);
-	ex_close(ex, (uv_handle_t *)&ex->out_pipe);
-	ex_close(ex, (uv_handle_t *)&ex->err_pipe);
-	ex_close(ex, (uv_handle_t *)&ex->done_async);
-	if (ex->in_open && !ex->in_shutting) {
-		ex->in_open = false;
-		ex_close(ex, (uv_handle_t *)&ex->in_pipe);
+	/* Stdin still on its way has nowhere to go. */
+	ex->stdin_open = false;
+	ex->sq_len = 0;
+	if (ex->stdin_paused && ex->stdin_req) {
+		ex->stdin_paused = false;
+		http_conn_resume(ex->stdin_req->conn);
 	}
 	sandbox_activity(sb, -1);
 	sv_info("sandbox=%s exec=%s event=exec_ended reason=%s returncode=%d", sb->id, ex->id, ex->reason,
@@ -379,16 +306,34 @@ static void maybe_end(struct exec_session *ex)
 	}
 }
 
-static void on_thread_done(uv_async_t *a)
-{
-	struct exec_session *ex = a->data;
+static void pump_stdin(struct exec_session *ex);
 
-	if (ex->thread_done)
-		return;
-	ex->thread_done = true;
-	uv_thread_join(&ex->thread);
+/* agent_conn: the end, whatever it was. */
+static void on_ended(void *ctx, int r, const struct agent_exec_status *st, const char *error)
+{
+	struct exec_session *ex = ctx;
+
+	ex->ac = NULL;
+	ex->conn_done = true;
+	ex->result = r;
+	ex->status = *st;
+	snprintf(ex->error, sizeof(ex->error), "%s", error);
+	ex->refs++; /* maybe_end may forget the session */
 	maybe_end(ex);
+	ex_unref(ex);
+	ex_unref(ex); /* the connection's reference */
 }
+
+static void on_stdin_ready(void *ctx)
+{
+	pump_stdin(ctx);
+}
+
+static const struct agent_conn_ops exec_conn_ops = {
+	.output = on_output,
+	.stdin_ready = on_stdin_ready,
+	.ended = on_ended,
+};
 
 /* ---- start ---- */
 
@@ -452,22 +397,16 @@ static char **merge_env(const cJSON *sandbox_env, const cJSON *exec_env)
 	return v;
 }
 
-static int open_pipe(struct exec_session *ex, uv_pipe_t *p, int fd)
-{
-	int r = uv_pipe_init(ex->sb->d->loop, p, 0);
-
-	if (r < 0)
-		return r;
-	p->data = ex;
-	return uv_pipe_open(p, fd);
-}
-
 int exec_start(struct sandbox *sb, const struct exec_spec *spec, bool entrypoint, struct exec_session **out,
 	       char *err, size_t errlen)
 {
-	int outp[2] = {-1, -1}, errp[2] = {-1, -1}, inp[2] = {-1, -1}, sigp[2] = {-1, -1};
+	struct agent_exec_request rq = {0};
+	struct agent_conn_config cfg = {
+		.vsock_path = sb->vm.vsock,
+		.port = AGENT_CLIENT_PORT,
+		.connect_ms = EXEC_CONNECT_MS,
+	};
 	struct exec_session *ex;
-	uv_loop_t *loop = sb->d->loop;
 	int r = -ENOMEM;
 
 	if (sb->state != SANDBOX_RUNNING) {
@@ -480,13 +419,9 @@ int exec_start(struct sandbox *sb, const struct exec_spec *spec, bool entrypoint
 	ex->refs = 1;
 	ex->sb = sb;
 	ex->log_fd = -1;
-	ex->sig_w = -1;
 	ex->entrypoint = entrypoint;
 	sandbox_ref(sb);
 	sandbox_make_id("ex", ex->id, sizeof(ex->id));
-	snprintf(ex->vsock, sizeof(ex->vsock), "%s", sb->vm.vsock);
-	snprintf(ex->workdir, sizeof(ex->workdir), "%s", spec->workdir ? spec->workdir : sb->spec.workdir);
-	ex->timeout_ms = spec->timeout * 1000u;
 	ex->argv = json_strv(spec->argv);
 	ex->env = merge_env(sb->spec.env, spec->env);
 	if (!ex->argv || !ex->env)
@@ -497,59 +432,29 @@ int exec_start(struct sandbox *sb, const struct exec_spec *spec, bool entrypoint
 		snprintf(path, sizeof(path), "%s/output.log", sb->vm.dir);
 		ex->log_fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
 	}
-	if (pipe2(outp, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0 || pipe2(sigp, O_CLOEXEC) < 0 ||
-	    (spec->stdin_open && pipe2(inp, O_CLOEXEC) < 0)) {
-		r = -errno;
+	rq.argv = (const char *const *)ex->argv;
+	rq.env = (const char *const *)ex->env;
+	rq.workdir = spec->workdir ? spec->workdir : sb->spec.workdir;
+	rq.timeout_ms = spec->timeout * 1000u;
+	if (rq.timeout_ms)
+		cfg.deadline_ms = rq.timeout_ms + EXEC_DEADLINE_GRACE_MS;
+	r = agent_conn_exec(sb->d->loop, &cfg, &rq, &exec_conn_ops, ex, &ex->ac);
+	if (r < 0)
 		goto fail;
-	}
-	fcntl(sigp[1], F_SETFL, O_NONBLOCK);
-	if ((r = open_pipe(ex, &ex->out_pipe, outp[0])) < 0 || (r = open_pipe(ex, &ex->err_pipe, errp[0])) < 0)
-		goto fail;
-	outp[0] = errp[0] = -1;
-	if (spec->stdin_open) {
-		if ((r = open_pipe(ex, &ex->in_pipe, inp[1])) < 0)
-			goto fail;
-		inp[1] = -1;
-		ex->in_open = true;
-	}
-	ex->t_in = inp[0];
-	ex->t_out = outp[1];
-	ex->t_err = errp[1];
-	ex->t_sig = sigp[0];
-	ex->sig_w = sigp[1];
-	sigp[1] = -1;
-	uv_timer_init(loop, &ex->keep_timer);
-	uv_async_init(loop, &ex->done_async, on_thread_done);
-	ex->done_async.data = ex;
-	r = uv_thread_create(&ex->thread, exec_thread, ex);
-	if (r < 0) {
-		ex_close(ex, (uv_handle_t *)&ex->keep_timer);
-		ex_close(ex, (uv_handle_t *)&ex->done_async);
-		goto fail;
-	}
+	ex->refs++; /* the connection's, until it reports the end */
+	ex->stdin_open = spec->stdin_open;
+	if (!spec->stdin_open)
+		agent_conn_stdin_close(ex->ac);
+	uv_timer_init(sb->d->loop, &ex->keep_timer);
 	ex->next = sb->execs;
 	sb->execs = ex;
 	sb->execs_started++;
 	sandbox_activity(sb, +1);
-	read_start(ex);
 	*out = ex;
 	sv_info("sandbox=%s exec=%s event=exec_started", sb->id, ex->id);
 	return 0;
 
 fail:
-	ex_close(ex, (uv_handle_t *)&ex->out_pipe);
-	ex_close(ex, (uv_handle_t *)&ex->err_pipe);
-	ex_close(ex, (uv_handle_t *)&ex->in_pipe);
-	for (int i = 0; i < 2; i++) {
-		if (outp[i] >= 0)
-			close(outp[i]);
-		if (errp[i] >= 0)
-			close(errp[i]);
-		if (inp[i] >= 0)
-			close(inp[i]);
-		if (sigp[i] >= 0)
-			close(sigp[i]);
-	}
 	ex_unref(ex);
 fail_msg:
 	snprintf(err, errlen, "cannot start the exec: %s", strerror(-r));
@@ -606,8 +511,7 @@ static void reader_aborted(struct http_request *req)
 		ex->keep_timer.data = ex;
 		uv_timer_start(&ex->keep_timer, on_keep_expired, EXEC_KEEP_MS, 0);
 	}
-	if (backlog(ex) < EXEC_BACKLOG)
-		read_start(ex);
+	return_credit(ex);
 	ex_unref(ex);
 }
 
@@ -631,71 +535,57 @@ void exec_attach_output(struct exec_session *ex, struct http_request *req)
 
 /* ---- stdin ---- */
 
-static void stdin_closed_after_shutdown(uv_shutdown_t *s, int status)
+/* Hands the agent what its window takes; ends stdin once the client finished and all went out. */
+static void pump_stdin(struct exec_session *ex)
 {
-	struct exec_session *ex = s->data;
+	size_t n;
 
-	(void)status;
-	free(s);
-	ex_close(ex, (uv_handle_t *)&ex->in_pipe);
-	ex_unref(ex);
-}
-
-static void stdin_finish(struct exec_session *ex)
-{
-	uv_shutdown_t *s;
-
-	if (!ex->in_open || ex->in_shutting)
+	if (!ex->ac)
 		return;
-	ex->in_shutting = true;
-	ex->in_open = false;
-	s = malloc(sizeof(*s));
-	if (!s || uv_shutdown(s, (uv_stream_t *)&ex->in_pipe, stdin_closed_after_shutdown) < 0) {
-		free(s);
-		ex_close(ex, (uv_handle_t *)&ex->in_pipe);
-		return;
+	if (ex->sq_len) {
+		n = agent_conn_stdin(ex->ac, ex->sq, ex->sq_len);
+		if (!ex->ac)
+			return; /* the write failed and ended the exec */
+		memmove(ex->sq, ex->sq + n, ex->sq_len - n);
+		ex->sq_len -= n;
 	}
-	s->data = ex;
-	ex->refs++;
-}
-
-static void on_stdin_written(uv_write_t *w, int status)
-{
-	struct stdin_write *sw = (struct stdin_write *)w;
-	struct exec_session *ex = sw->ex;
-
-	(void)status; /* the process closed its stdin: the rest is dropped, as a pipe would */
-	ex->stdin_queued -= sw->len;
-	free(sw);
-	if (ex->stdin_paused && ex->stdin_queued < EXEC_STDIN_QUEUE / 2 && ex->stdin_req) {
+	if (!ex->stdin_open && !ex->sq_len)
+		agent_conn_stdin_close(ex->ac);
+	if (ex->stdin_paused && ex->sq_len < EXEC_STDIN_QUEUE / 2 && ex->stdin_req) {
 		ex->stdin_paused = false;
 		http_conn_resume(ex->stdin_req->conn);
 	}
-	ex_unref(ex);
+}
+
+/* The client's upload ended (or broke off): stdin closes once what came went out. */
+static void stdin_finish(struct exec_session *ex)
+{
+	if (!ex->stdin_open)
+		return;
+	ex->stdin_open = false;
+	pump_stdin(ex);
 }
 
 static int stdin_sink(struct http_request *req, const char *data, size_t len)
 {
 	struct exec_session *ex = session_of(req);
-	struct stdin_write *sw;
-	uv_buf_t b;
 
-	if (!ex->in_open || ex->in_shutting)
+	/* The process ended or closed its stdin: the rest is dropped, as a pipe would. */
+	if (!ex->stdin_open || !ex->ac)
 		return 0;
-	sw = malloc(sizeof(*sw) + len);
-	if (!sw)
-		return -ENOMEM;
-	memcpy(sw->data, data, len);
-	sw->ex = ex;
-	sw->len = len;
-	b = uv_buf_init(sw->data, (unsigned)len);
-	if (uv_write(&sw->w, (uv_stream_t *)&ex->in_pipe, &b, 1, on_stdin_written) < 0) {
-		free(sw);
-		return 0;
+	/* Bounded: the sink pauses at EXEC_STDIN_QUEUE, and one call brings one read of the connection. */
+	if (ex->sq_len + len > ex->sq_cap) {
+		char *q = realloc(ex->sq, ex->sq_len + len);
+
+		if (!q)
+			return -ENOMEM;
+		ex->sq = q;
+		ex->sq_cap = ex->sq_len + len;
 	}
-	ex->refs++;
-	ex->stdin_queued += len;
-	if (ex->stdin_queued >= EXEC_STDIN_QUEUE) {
+	memcpy(ex->sq + ex->sq_len, data, len);
+	ex->sq_len += len;
+	pump_stdin(ex);
+	if (ex->sq_len >= EXEC_STDIN_QUEUE) {
 		ex->stdin_paused = true;
 		return 1;
 	}
@@ -707,6 +597,7 @@ static void stdin_release(struct exec_session *ex, struct http_request *req)
 	if (ex->stdin_req != req)
 		return;
 	ex->stdin_req = NULL;
+	ex->stdin_paused = false;
 	http_conn_unref(req->conn);
 	ex_unref(ex);
 }
@@ -734,7 +625,7 @@ static const struct http_handler stdin_handler = {
 
 int exec_attach_stdin(struct exec_session *ex, struct http_request *req)
 {
-	if (!ex->in_open || ex->in_shutting)
+	if (!ex->stdin_open || ex->ended)
 		return -EPIPE;
 	if (ex->stdin_req)
 		return -EBUSY;
@@ -749,11 +640,7 @@ int exec_attach_stdin(struct exec_session *ex, struct http_request *req)
 
 int exec_signal(struct exec_session *ex, int sig)
 {
-	unsigned char b = (unsigned char)sig;
-
-	if (ex->ended)
+	if (ex->ended || !ex->ac)
 		return -ESRCH;
-	if (write(ex->sig_w, &b, 1) != 1)
-		return -errno;
-	return 0;
+	return agent_conn_signal(ex->ac, sig);
 }
