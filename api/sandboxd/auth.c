@@ -62,15 +62,20 @@ static uint64_t monotonic_ms(void)
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-/* Keys added or removed on disk count within AUTH_RELOAD_MS; the file is not looked at per request. */
-static void reload(struct auth_keys *k)
+/*
+ * The key file is read again when it changed. Unforced, it is looked at no
+ * more than once per AUTH_RELOAD_MS (a removed key stops working within
+ * that); a key that matches nothing forces a look, so a key just added works
+ * at once, and only refused requests pay for the stat.
+ */
+static void reload(struct auth_keys *k, bool force)
 {
 	char line[256];
 	struct stat st;
 	uint64_t now = monotonic_ms();
 	FILE *f;
 
-	if (k->checked_ms && now - k->checked_ms < AUTH_RELOAD_MS)
+	if (!force && k->checked_ms && now - k->checked_ms < AUTH_RELOAD_MS)
 		return;
 	k->checked_ms = now;
 	if (stat(k->path, &st) < 0) {
@@ -109,7 +114,7 @@ int auth_open(const char *path, struct auth_keys **out)
 	if (!k)
 		return -ENOMEM;
 	snprintf(k->path, sizeof(k->path), "%s", path);
-	reload(k);
+	reload(k, true);
 	*out = k;
 	return 0;
 }
@@ -121,12 +126,23 @@ void auth_close(struct auth_keys *k)
 	free(k);
 }
 
+/* Every entry is compared, so timing says nothing about which one matched. */
+static const char *match(const struct auth_keys *k, const uint8_t h[32])
+{
+	const char *who = NULL;
+
+	for (size_t i = 0; i < k->n; i++)
+		if (CRYPTO_memcmp(h, k->e[i].hash, 32) == 0)
+			who = k->e[i].name;
+	return who;
+}
+
 const char *auth_check(struct auth_keys *k, const char *header, size_t len)
 {
 	uint8_t h[32];
 	const char *who = NULL;
 
-	reload(k);
+	reload(k, false);
 	if (len < 7 || strncasecmp(header, "Bearer ", 7))
 		return NULL;
 	header += 7;
@@ -137,10 +153,12 @@ const char *auth_check(struct auth_keys *k, const char *header, size_t len)
 		len--;
 	if (!len || hash_token(header, len, h) < 0)
 		return NULL;
-	/* Every entry is compared, so timing says nothing about which one matched. */
-	for (size_t i = 0; i < k->n; i++)
-		if (CRYPTO_memcmp(h, k->e[i].hash, 32) == 0)
-			who = k->e[i].name;
+	who = match(k, h);
+	if (!who) {
+		/* Perhaps a key added since the last look. */
+		reload(k, true);
+		who = match(k, h);
+	}
 	return who;
 }
 
