@@ -25,6 +25,7 @@ struct agent_conn {
 	uv_timer_t deadline, retry;
 	unsigned open_handles;
 	bool pipe_open, retrying, done, cancelled;
+	bool hello_only; /* agent_conn_hello: done once the agent answered */
 	enum ac_state state;
 	char path[108];
 	uint32_t port, connect_ms, deadline_ms;
@@ -311,6 +312,10 @@ static void hello_frame(struct agent_conn *ac, const struct agent_proto_frame *f
 		       theirs.min_version, theirs.max_version, AGENT_PROTO_VERSION_MIN, AGENT_PROTO_VERSION_MAX);
 		return;
 	}
+	if (ac->hello_only) {
+		finish(ac, 0, NULL);
+		return;
+	}
 	ac->state = S_RUNNING;
 	/* Connected: from here only the exec's own deadline bounds it (a silent guest costs this timer). */
 	uv_timer_stop(&ac->deadline);
@@ -497,6 +502,9 @@ static void on_deadline(uv_timer_t *t)
 
 /* ---- the caller's side ---- */
 
+static int conn_start(struct agent_conn *ac, uv_loop_t *loop, const struct agent_conn_config *cfg,
+		      const struct agent_conn_ops *ops, void *ctx);
+
 int agent_conn_exec(uv_loop_t *loop, const struct agent_conn_config *cfg, const struct agent_exec_request *rq,
 		    const struct agent_conn_ops *ops, void *ctx, struct agent_conn **out)
 {
@@ -536,6 +544,45 @@ int agent_conn_exec(uv_loop_t *loop, const struct agent_conn_config *cfg, const 
 		r = r == -EMSGSIZE ? -E2BIG : r;
 		goto fail;
 	}
+	r = conn_start(ac, loop, cfg, ops, ctx);
+	if (r < 0)
+		goto fail;
+	*out = ac;
+	return 0;
+fail:
+	free(ac->payload);
+	free(ac->start_frame);
+	free(ac);
+	return r;
+}
+
+int agent_conn_hello(uv_loop_t *loop, const struct agent_conn_config *cfg, const struct agent_conn_ops *ops,
+		     void *ctx, struct agent_conn **out)
+{
+	struct agent_conn *ac;
+	int r;
+
+	if (!cfg->vsock_path || strlen(cfg->vsock_path) >= sizeof(ac->path) || !ops || !ops->ended)
+		return -EINVAL;
+	ac = calloc(1, sizeof(*ac));
+	if (!ac)
+		return -ENOMEM;
+	ac->hello_only = true;
+	ac->payload = malloc(AGENT_CONN_MAX_PAYLOAD);
+	r = ac->payload ? conn_start(ac, loop, cfg, ops, ctx) : -ENOMEM;
+	if (r < 0) {
+		free(ac->payload);
+		free(ac);
+		return r;
+	}
+	*out = ac;
+	return 0;
+}
+
+/* Timers up, the first connection attempt under way. */
+static int conn_start(struct agent_conn *ac, uv_loop_t *loop, const struct agent_conn_config *cfg,
+		      const struct agent_conn_ops *ops, void *ctx)
+{
 	agent_proto_reader_init(&ac->reader, ac->payload, AGENT_CONN_MAX_PAYLOAD);
 	ac->loop = loop;
 	ac->ops = ops;
@@ -553,13 +600,7 @@ int agent_conn_exec(uv_loop_t *loop, const struct agent_conn_config *cfg, const 
 	ac->connect_deadline = uv_now(loop) + ac->connect_ms;
 	uv_timer_start(&ac->deadline, on_deadline, ac->connect_ms, 0);
 	start_connect(ac);
-	*out = ac;
 	return 0;
-fail:
-	free(ac->payload);
-	free(ac->start_frame);
-	free(ac);
-	return r;
 }
 
 void agent_conn_consumed(struct agent_conn *ac, bool is_stdout, size_t n)

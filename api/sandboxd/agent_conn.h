@@ -57,6 +57,13 @@ struct agent_conn_config {
 int agent_conn_exec(uv_loop_t *loop, const struct agent_conn_config *cfg, const struct agent_exec_request *rq,
 		    const struct agent_conn_ops *ops, void *ctx, struct agent_conn **out);
 
+/*
+ * Only connects and says HELLO: ops->ended reports 0 once the agent answered
+ * (the guest is ready), or why not within connect_ms. ops->ended is all it needs.
+ */
+int agent_conn_hello(uv_loop_t *loop, const struct agent_conn_config *cfg, const struct agent_conn_ops *ops,
+		     void *ctx, struct agent_conn **out);
+
 /* n bytes of stdout (or stderr) were taken: the agent may send that much more. */
 void agent_conn_consumed(struct agent_conn *ac, bool is_stdout, size_t n);
 /* Sends what the stdin window allows now; returns the bytes taken (0 before the process started). */

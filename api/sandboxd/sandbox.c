@@ -16,13 +16,13 @@
 #include <unistd.h>
 
 #include "agent_client.h"
+#include "agent_conn.h"
 #include "http_conn.h"
 #include "image_path.h"
 #include "log.h"
 #include "sandboxd.h"
 
 #define READY_TIMEOUT_MS 120000
-#define READY_SLICE_MS 250
 #define KILL_GRACE_MS 3000
 #define IDLE_CHECK_MS 1000
 #define FINISHED_KEEP_S 3600
@@ -36,6 +36,7 @@ struct waiter {
 };
 
 static void finish(struct sandbox *sb, const char *reason, int returncode, const char *message);
+static void ready_abort(struct sandbox *sb);
 
 double sandboxd_wall_time(void)
 {
@@ -304,7 +305,6 @@ static void vmm_gone(struct sandbox *sb, const char *how)
 	char detail[400], log[400];
 
 	sb->vmm_alive = false;
-	atomic_store(&sb->vmm_exited, true);
 	net_teardown(sb);
 	uv_timer_stop(&sb->kill_timer);
 	if (sb->pidfd >= 0) {
@@ -319,6 +319,7 @@ static void vmm_gone(struct sandbox *sb, const char *how)
 			 how, log, detail);
 		finish(sb, "failed", RC_FAILED, NULL);
 	}
+	ready_abort(sb);
 	sv_info("sandbox=%s event=vmm_exited pid=%d how=\"%s\"", sb->id, sb->pid, how);
 	if (sb->deleted)
 		forget(sb);
@@ -464,39 +465,6 @@ static struct sandbox *sandbox_alloc(struct sandboxd *d)
 	return sb;
 }
 
-static void ready_work(uv_work_t *w)
-{
-	struct sandbox *sb = w->data;
-	struct agent_client c;
-	uint64_t deadline = uv_hrtime() + (uint64_t)READY_TIMEOUT_MS * 1000000;
-
-	for (;;) {
-		int r;
-
-		if (atomic_load(&sb->vmm_exited)) {
-			sb->ready_result = -ECHILD;
-			snprintf(sb->ready_error, sizeof(sb->ready_error), "the VMM exited while the guest booted");
-			return;
-		}
-		if (uv_hrtime() > deadline) {
-			sb->ready_result = -ETIMEDOUT;
-			snprintf(sb->ready_error, sizeof(sb->ready_error), "the guest agent did not answer within %d s",
-				 READY_TIMEOUT_MS / 1000);
-			return;
-		}
-		r = agent_client_connect(&c, sb->vm.vsock, AGENT_CLIENT_PORT, READY_SLICE_MS);
-		if (r == 0) {
-			agent_client_close(&c);
-			sb->ready_result = 0;
-			return;
-		}
-		if (r != -ETIMEDOUT) {
-			/* Refused or reset while the VMM comes up: try again shortly. */
-			usleep(50 * 1000);
-		}
-	}
-}
-
 static void start_entrypoint(struct sandbox *sb)
 {
 	struct exec_spec es = {0};
@@ -507,14 +475,13 @@ static void start_entrypoint(struct sandbox *sb)
 		finish(sb, "failed", RC_FAILED, err);
 }
 
-static void ready_done(uv_work_t *w, int status)
+/* The readiness check's verdict (ready_result, ready_error) is in: the create call gets its answer. */
+static void ready_done(struct sandbox *sb)
 {
-	struct sandbox *sb = w->data;
 	struct http_request *req = sb->create_req;
 	char console[600];
 
 	sb->create_req = NULL;
-	(void)status;
 	if (sb->state == SANDBOX_STARTING && sb->ready_result == 0) {
 		sb->state = SANDBOX_RUNNING;
 		sb->started_at = sandboxd_wall_time();
@@ -539,6 +506,53 @@ static void ready_done(uv_work_t *w, int status)
 		http_conn_unref(req->conn);
 	}
 	sandbox_unref(sb);
+}
+
+/* agent_conn_hello: the guest agent answered (r 0), or why it did not. */
+static void on_ready_ended(void *ctx, int r, const struct agent_exec_status *st, const char *error)
+{
+	struct sandbox *sb = ctx;
+
+	(void)st;
+	sb->ready_conn = NULL;
+	sb->ready_result = r;
+	if (r == -ETIMEDOUT)
+		snprintf(sb->ready_error, sizeof(sb->ready_error), "the guest agent did not answer within %d s",
+			 READY_TIMEOUT_MS / 1000);
+	else
+		snprintf(sb->ready_error, sizeof(sb->ready_error), "%s", error);
+	ready_done(sb);
+}
+
+static const struct agent_conn_ops ready_ops = {.ended = on_ready_ended};
+
+/* On the loop, no thread: connects to the agent (retrying while the guest boots) until it says HELLO. */
+static void ready_start(struct sandbox *sb)
+{
+	struct agent_conn_config cfg = {
+		.vsock_path = sb->vm.vsock,
+		.port = AGENT_CLIENT_PORT,
+		.connect_ms = READY_TIMEOUT_MS,
+	};
+	int r = agent_conn_hello(sb->d->loop, &cfg, &ready_ops, sb, &sb->ready_conn);
+
+	if (r < 0) {
+		sb->ready_result = r;
+		snprintf(sb->ready_error, sizeof(sb->ready_error), "cannot start the readiness check: %s", strerror(-r));
+		ready_done(sb);
+	}
+}
+
+/* The VMM went away while the guest booted: the check ends with that. */
+static void ready_abort(struct sandbox *sb)
+{
+	if (!sb->ready_conn)
+		return;
+	agent_conn_cancel(sb->ready_conn);
+	sb->ready_conn = NULL;
+	sb->ready_result = -ECHILD;
+	snprintf(sb->ready_error, sizeof(sb->ready_error), "the VMM exited while the guest booted");
+	ready_done(sb);
 }
 
 static int image_paths(struct sandboxd *d, const char *image, struct sandbox_vm_config *cfg, char *kernel,
@@ -728,14 +742,8 @@ void sandbox_create(struct sandboxd *d, struct sandbox_spec *spec, struct http_r
 		sb->spec.cpu, sb->spec.memory_mib, sb->pid);
 	sb->create_req = req;
 	http_conn_ref(req->conn);
-	sandbox_ref(sb);
-	sb->ready_work.data = sb;
-	r = uv_queue_work(d->loop, &sb->ready_work, ready_work, ready_done);
-	if (r < 0) {
-		sb->ready_result = r;
-		snprintf(sb->ready_error, sizeof(sb->ready_error), "cannot queue the readiness check");
-		ready_done(&sb->ready_work, r);
-	}
+	sandbox_ref(sb); /* the readiness check's, dropped by ready_done */
+	ready_start(sb);
 	return;
 out_spec:
 	spec_sandbox_free(spec);

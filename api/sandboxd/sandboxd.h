@@ -8,7 +8,6 @@
  * need and report back through uv_async or uv_queue_work completions.
  */
 
-#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <uv.h>
@@ -26,6 +25,7 @@ struct exec_session;
 struct auth_keys;
 struct waiter;
 struct image_build;
+struct agent_conn;
 
 /* Sandbox networks: one /30 each out of 10.200.0.0/16 (net.c). */
 #define SANDBOXD_NET_POOL_SIZE 16384
@@ -74,11 +74,10 @@ struct sandbox {
 	int pid;
 	unsigned long long pid_start; /* /proc/PID/stat start time: pids are reused */
 	bool vmm_alive;
-	atomic_bool vmm_exited; /* read by the readiness worker */
 	bool deleted;           /* rm: forget the record once the VMM is gone */
 
 	uv_timer_t timeout_timer, idle_timer, kill_timer, expire_timer;
-	uv_work_t ready_work;
+	struct agent_conn *ready_conn; /* the readiness check while the guest boots */
 	int ready_result;
 	char ready_error[512];
 	struct http_request *create_req; /* the create call waiting for readiness */

@@ -33,6 +33,7 @@ enum fake_mode {
 	FAKE_SILENT,    /* OK, HELLO, then nothing */
 	FAKE_FLOOD,     /* OK, HELLO, EXEC_STARTED, then output beyond the window */
 	FAKE_BIG_FRAME, /* OK, HELLO, then a frame over the client's limit */
+	FAKE_NO_HELLO,  /* OK, then nothing: an agent that never says HELLO */
 };
 
 struct fixture {
@@ -168,7 +169,8 @@ static void *fake_main(void *arg)
 			pthread_detach(t);
 			continue;
 		}
-		send_frame(fd, enc_hello, NULL);
+		if (f->mode != FAKE_NO_HELLO)
+			send_frame(fd, enc_hello, NULL);
 		if (f->mode == FAKE_FLOOD) {
 			uint32_t n = 64 * 1024;
 
@@ -534,6 +536,30 @@ static void thousand_silent_guests(void **state)
 	free(silent);
 }
 
+/* The readiness check: HELLO only; quick when the agent answers, bounded when it does not. */
+static void hello_only(void **state)
+{
+	struct fixture *f = *state;
+	struct result ok = { 0 }, mute = { 0 };
+	struct agent_conn_config cfg = { .vsock_path = f->vmm_sock, .port = AGENT_CLIENT_PORT, .connect_ms = 10000 };
+	struct agent_conn_ops hello_ops = { .ended = on_ended };
+	double t0;
+
+	f->mode = FAKE_PROXY;
+	fake_listen(f);
+	assert_int_equal(agent_conn_hello(&f->loop, &cfg, &hello_ops, &ok, &ok.ac), 0);
+	assert_true(run_until_ended(f, &ok, 10));
+	assert_int_equal(ok.r, 0);
+	f->mode = FAKE_NO_HELLO;
+	cfg.connect_ms = 400;
+	t0 = now_s();
+	assert_int_equal(agent_conn_hello(&f->loop, &cfg, &hello_ops, &mute, &mute.ac), 0);
+	assert_true(run_until_ended(f, &mute, 5));
+	assert_int_equal(mute.r, -ETIMEDOUT);
+	assert_true(now_s() - t0 < 2.0);
+	drain_loop(f);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -543,6 +569,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(connect_retries_then_times_out, setup, teardown),
 		cmocka_unit_test_setup_teardown(hostile_agents, setup, teardown),
 		cmocka_unit_test_setup_teardown(thousand_silent_guests, setup, teardown),
+		cmocka_unit_test_setup_teardown(hello_only, setup, teardown),
 	};
 
 	signal(SIGPIPE, SIG_IGN);
