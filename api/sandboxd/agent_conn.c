@@ -10,6 +10,8 @@
 
 #define EXEC_STREAM 1u
 #define RETRY_MS 100
+/* An answer to CONNECT that does not come this soon is asked for again (the request may be lost while the guest boots). */
+#define ATTEMPT_MS 1000
 #define READ_CHUNK (64 * 1024)
 #define STDIN_CHUNK (64u * 1024u)
 /* Frames the host writes and the agent has not read yet (PONGs, credit, stdin): beyond this it is stuck. */
@@ -382,9 +384,18 @@ static void retry_later(struct agent_conn *ac, const char *why)
 		finish(ac, -ETIMEDOUT, "the guest agent did not answer within %u ms (%s)", ac->connect_ms, why);
 		return;
 	}
+	uv_timer_stop(&ac->retry);
 	ac->pipe_open = false;
 	ac->retrying = true;
 	uv_close((uv_handle_t *)&ac->pipe, on_handle_closed);
+}
+
+static void on_attempt_timeout(uv_timer_t *t)
+{
+	struct agent_conn *ac = t->data;
+
+	if (!ac->done && ac->state == S_CONNECT_REPLY && ac->pipe_open)
+		retry_later(ac, "no answer to CONNECT");
 }
 
 /* The VMM's answer to CONNECT, a line; what follows it is the agent's. */
@@ -400,6 +411,7 @@ static void connect_reply(struct agent_conn *ac, const uint8_t *data, size_t len
 			continue;
 		}
 		ac->line[ac->line_len] = '\0';
+		uv_timer_stop(&ac->retry);
 		if (strncmp(ac->line, "OK ", 3)) {
 			finish(ac, -ECONNREFUSED, "the VMM refused the connection: %.60s", ac->line);
 			return;
@@ -470,8 +482,11 @@ static void on_connected(uv_connect_t *req, int status)
 	n = snprintf(line, sizeof(line), "CONNECT %u\n", ac->port);
 	if (send_bytes(ac, line, (size_t)n) < 0)
 		return;
-	if (uv_read_start((uv_stream_t *)&ac->pipe, on_alloc, on_read) < 0)
+	if (uv_read_start((uv_stream_t *)&ac->pipe, on_alloc, on_read) < 0) {
 		finish(ac, -EIO, "reading from the VMM's vsock socket");
+		return;
+	}
+	uv_timer_start(&ac->retry, on_attempt_timeout, ATTEMPT_MS, 0);
 }
 
 static void start_connect(struct agent_conn *ac)

@@ -34,6 +34,7 @@ enum fake_mode {
 	FAKE_FLOOD,     /* OK, HELLO, EXEC_STARTED, then output beyond the window */
 	FAKE_BIG_FRAME, /* OK, HELLO, then a frame over the client's limit */
 	FAKE_NO_HELLO,  /* OK, then nothing: an agent that never says HELLO */
+	FAKE_MUTE_FIRST, /* no answer at all to the first CONNECT, then as FAKE_PROXY */
 };
 
 struct fixture {
@@ -158,6 +159,13 @@ static void *fake_main(void *arg)
 			continue;
 		while (got < sizeof(line) - 1 && read(fd, line + got, 1) == 1 && line[got] != '\n')
 			got++;
+		if (f->mode == FAKE_MUTE_FIRST) {
+			/* A CONNECT lost on its way to a booting guest: never answered. */
+			f->held[f->nheld] = fd;
+			f->nheld++;
+			f->mode = FAKE_PROXY;
+			continue;
+		}
 		write_all(fd, "OK 1\n", 5);
 		if (f->mode == FAKE_PROXY) {
 			int *fds = malloc(2 * sizeof(int));
@@ -560,6 +568,24 @@ static void hello_only(void **state)
 	drain_loop(f);
 }
 
+/* A CONNECT that gets no answer is asked again after a second, not waited on for the whole connect time. */
+static void unanswered_connect_retried(void **state)
+{
+	struct fixture *f = *state;
+	struct result res = { 0 };
+	double t0 = now_s();
+
+	f->mode = FAKE_MUTE_FIRST;
+	fake_listen(f);
+	start(f, &res, "echo second try", 30000, 0);
+	assert_true(run_until_ended(f, &res, 10));
+	assert_int_equal(res.r, 0);
+	assert_string_equal(res.out, "second try\n");
+	assert_true(now_s() - t0 < 5.0);
+	assert_int_equal(f->nheld, 1);
+	drain_loop(f);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -570,6 +596,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(hostile_agents, setup, teardown),
 		cmocka_unit_test_setup_teardown(thousand_silent_guests, setup, teardown),
 		cmocka_unit_test_setup_teardown(hello_only, setup, teardown),
+		cmocka_unit_test_setup_teardown(unanswered_connect_retried, setup, teardown),
 	};
 
 	signal(SIGPIPE, SIG_IGN);
