@@ -171,6 +171,15 @@ $(BUILD)/tests-tsan/sandvm-agent: $(AGENT_SRCS) $(wildcard guest-agent/*.h) | $(
 	$(CC) $(CFLAGS_COMMON) $(TSAN_FLAGS) -Iguest-agent -o $@ $(AGENT_SRCS)
 $(BUILD)/tests-tsan/test_agent_host $(BUILD)/tests-tsan/test_agent_conn: $(BUILD)/tests-tsan/sandvm-agent
 
+# The lifecycle tests run the real sandboxd with a stand-in VMM that serves the real agent.
+FAKE_VMM_FLAGS := -std=gnu11 -D_GNU_SOURCE -O1 -g -Wall -Wextra -Werror -Wno-format-truncation -lpthread
+$(BUILD)/tests/fake-vmm $(BUILD)/tests-asan/fake-vmm $(BUILD)/tests-tsan/fake-vmm: tests/unit/fake-vmm.c | $(STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) -o $@ $< $(FAKE_VMM_FLAGS)
+$(BUILD)/tests/test_lifecycle: $(BUILD)/tests/fake-vmm $(BUILD)/tests/sandvm-agent $(BUILD)/bin/sandboxd
+$(BUILD)/tests-asan/test_lifecycle: $(BUILD)/tests-asan/fake-vmm $(BUILD)/tests-asan/sandvm-agent $(BUILD)/bin/sandboxd
+$(BUILD)/tests-tsan/test_lifecycle: $(BUILD)/tests-tsan/fake-vmm $(BUILD)/tests-tsan/sandvm-agent $(BUILD)/bin/sandboxd
+
 unit-tests: $(UNIT_BINS) $(ASAN_BINS) $(TSAN_BINS)
 
 # libFuzzer targets (clang): every parser of untrusted bytes has one.

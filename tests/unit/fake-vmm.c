@@ -1,0 +1,235 @@
+/*
+ * A stand-in for the VMM, so unit tests drive sandboxd's whole sandbox
+ * lifecycle without KVM: it takes the VMM's command line, runs the real
+ * guest agent (sandvm-agent --unix, next to this binary) as its "guest",
+ * and serves the VMM's vsock socket (CONNECT PORT -> OK, then bytes spliced
+ * to the agent) and control socket (every request answered {"ok": true}).
+ *
+ * What it does is read from the first line of its root file system or
+ * initrd (the image a test names): "crash" exits at once with a message on
+ * the console, "mute" never answers CONNECT; anything else boots.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <limits.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static pid_t agent_pid = -1;
+
+static void on_term(int sig)
+{
+	(void)sig;
+	if (agent_pid > 0)
+		kill(agent_pid, SIGKILL);
+	_exit(0);
+}
+
+static int listen_at(const char *path)
+{
+	struct sockaddr_un a = { .sun_family = AF_UNIX };
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	snprintf(a.sun_path, sizeof(a.sun_path), "%s", path);
+	unlink(path);
+	if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(fd, 64) < 0) {
+		fprintf(stderr, "fake-vmm: %s: %s\n", path, strerror(errno));
+		exit(1);
+	}
+	return fd;
+}
+
+static int connect_to(const char *path)
+{
+	struct sockaddr_un a = { .sun_family = AF_UNIX };
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	snprintf(a.sun_path, sizeof(a.sun_path), "%s", path);
+	if (connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+static void write_all(int fd, const void *p, size_t n)
+{
+	while (n) {
+		ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+
+		if (w <= 0)
+			return;
+		p = (const char *)p + w;
+		n -= (size_t)w;
+	}
+}
+
+struct splice {
+	int a, b;
+};
+
+static void *splice_main(void *arg)
+{
+	struct splice *s = arg;
+	char buf[65536];
+
+	for (;;) {
+		struct pollfd p[2] = { { .fd = s->a, .events = POLLIN }, { .fd = s->b, .events = POLLIN } };
+		ssize_t n;
+
+		if (poll(p, 2, -1) < 0 && errno != EINTR)
+			break;
+		if (p[0].revents) {
+			n = read(s->a, buf, sizeof(buf));
+			if (n <= 0)
+				break;
+			write_all(s->b, buf, (size_t)n);
+		}
+		if (p[1].revents) {
+			n = read(s->b, buf, sizeof(buf));
+			if (n <= 0)
+				break;
+			write_all(s->a, buf, (size_t)n);
+		}
+	}
+	close(s->a);
+	close(s->b);
+	free(s);
+	return NULL;
+}
+
+/* One vsock connection: "CONNECT PORT\n", then the agent's bytes both ways. */
+static void vsock_conn(int fd, const char *agent_sock, int mute)
+{
+	char line[64];
+	size_t got = 0;
+	int agent;
+	struct splice *s;
+	pthread_t t;
+
+	while (got < sizeof(line) - 1 && read(fd, line + got, 1) == 1 && line[got] != '\n')
+		got++;
+	if (mute)
+		return; /* held open, never answered (the fd leaks on purpose: the test kills us) */
+	agent = connect_to(agent_sock);
+	if (agent < 0) {
+		close(fd); /* nothing listens yet: the client retries */
+		return;
+	}
+	write_all(fd, "OK 1\n", 5);
+	s = malloc(sizeof(*s));
+	s->a = fd;
+	s->b = agent;
+	pthread_create(&t, NULL, splice_main, s);
+	pthread_detach(t);
+}
+
+static void control_conn(int fd)
+{
+	char buf[4096];
+	ssize_t n = read(fd, buf, sizeof(buf));
+
+	if (n > 0)
+		write_all(fd, "{\"ok\":true}\n", 12);
+	close(fd);
+}
+
+int main(int argc, char **argv)
+{
+	const char *vsock = NULL, *control = NULL, *console = NULL, *image = NULL;
+	char self[PATH_MAX], agent[PATH_MAX + 32], dir[PATH_MAX], agent_sock[PATH_MAX + 16], what[64] = "";
+	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	int vfd, cfd, mute = 0;
+	FILE *f;
+
+	for (int i = 1; i + 1 < argc; i++) {
+		if (!strcmp(argv[i], "--vsock"))
+			vsock = argv[++i];
+		else if (!strcmp(argv[i], "--control"))
+			control = argv[++i];
+		else if (!strcmp(argv[i], "--console"))
+			console = argv[++i];
+		else if (!strcmp(argv[i], "--initrd"))
+			image = argv[++i];
+		else if (!strcmp(argv[i], "--drive") && !image)
+			image = argv[++i];
+	}
+	if (!vsock || !control || n <= 0) {
+		fprintf(stderr, "fake-vmm: needs --vsock and --control\n");
+		return 2;
+	}
+	self[n] = '\0';
+	if (image) {
+		char path[PATH_MAX];
+
+		snprintf(path, sizeof(path), "%s", image);
+		path[strcspn(path, ",")] = '\0'; /* a --drive value: PATH,ro,serial=... */
+		f = fopen(path, "r");
+		if (f) {
+			if (!fgets(what, sizeof(what), f))
+				what[0] = '\0';
+			fclose(f);
+		}
+	}
+	if (console) {
+		f = fopen(console, "a");
+		if (f) {
+			fprintf(f, "fake-vmm: booting %s", what[0] ? what : "\n");
+			fclose(f);
+		}
+	}
+	if (!strncmp(what, "crash", 5)) {
+		fprintf(stderr, "fake-vmm: the guest crashed (as its image asked)\n");
+		return 5;
+	}
+	mute = !strncmp(what, "mute", 4);
+	snprintf(agent, sizeof(agent), "%s/sandvm-agent", dirname(self));
+	snprintf(dir, sizeof(dir), "%s", vsock);
+	snprintf(agent_sock, sizeof(agent_sock), "%s/agent.sock", dirname(dir));
+	signal(SIGTERM, on_term);
+	signal(SIGINT, on_term);
+	signal(SIGPIPE, SIG_IGN);
+	agent_pid = fork();
+	if (agent_pid == 0) {
+		int null = open("/dev/null", O_WRONLY);
+
+		dup2(null, STDOUT_FILENO);
+		dup2(null, STDERR_FILENO);
+		execl(agent, agent, "--unix", agent_sock, (char *)NULL);
+		_exit(127);
+	}
+	vfd = listen_at(vsock);
+	cfd = listen_at(control);
+	for (;;) {
+		struct pollfd p[2] = { { .fd = vfd, .events = POLLIN }, { .fd = cfd, .events = POLLIN } };
+		int st;
+
+		if (waitpid(agent_pid, &st, WNOHANG) == agent_pid) {
+			fprintf(stderr, "fake-vmm: the agent exited\n");
+			return 1;
+		}
+		if (poll(p, 2, 200) <= 0)
+			continue;
+		if (p[0].revents) {
+			int fd = accept4(vfd, NULL, NULL, SOCK_CLOEXEC);
+
+			if (fd >= 0)
+				vsock_conn(fd, agent_sock, mute);
+		}
+		if (p[1].revents) {
+			int fd = accept4(cfd, NULL, NULL, SOCK_CLOEXEC);
+
+			if (fd >= 0)
+				control_conn(fd);
+		}
+	}
+}

@@ -1,0 +1,378 @@
+/*
+ * sandboxd's sandbox lifecycle end to end without KVM: the real daemon
+ * (build/bin/sandboxd) with tests/unit/fake-vmm as its VMM, which runs the
+ * real guest agent on this host as the "guest". Through the API: create and
+ * readiness, exec with output and status, an entrypoint, timeouts, idle
+ * timeouts, terminate, a VMM that crashes at boot and one whose agent never
+ * answers, and adoption of running sandboxes by a restarted daemon.
+ */
+/* Paths here are short temporary folders; snprintf cuts rather than overflows. */
+#pragma GCC diagnostic ignored "-Wformat-truncation"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "unit.h"
+
+struct daemon {
+	char dir[64], state[96], sock[96], images[96], sandboxd[PATH_MAX], vmm[PATH_MAX];
+	char key[128];
+	pid_t pid;
+};
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void write_file(const char *path, const char *text)
+{
+	FILE *f = fopen(path, "w");
+
+	assert_non_null(f);
+	fputs(text, f);
+	fclose(f);
+}
+
+/* One request, Connection: close; the status, and the body in body. */
+static int request(struct daemon *d, const char *method, const char *path, const char *json, char *body,
+		   size_t cap)
+{
+	struct sockaddr_un a = { .sun_family = AF_UNIX };
+	char head[1024], *buf = malloc(1 << 20), *p;
+	size_t got = 0;
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0), status = 0, n;
+
+	assert_non_null(buf);
+	snprintf(a.sun_path, sizeof(a.sun_path), "%s", d->sock);
+	assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	n = snprintf(head, sizeof(head),
+		     "%s %s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nConnection: close\r\n"
+		     "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n",
+		     method, path, d->key, json ? strlen(json) : 0);
+	assert_int_equal(send(fd, head, (size_t)n, MSG_NOSIGNAL), n);
+	if (json)
+		assert_int_equal(send(fd, json, strlen(json), MSG_NOSIGNAL), (ssize_t)strlen(json));
+	for (;;) {
+		ssize_t r = recv(fd, buf + got, (1 << 20) - 1 - got, 0);
+
+		if (r <= 0)
+			break;
+		got += (size_t)r;
+	}
+	close(fd);
+	buf[got] = '\0';
+	sscanf(buf, "HTTP/1.1 %d", &status);
+	p = strstr(buf, "\r\n\r\n");
+	if (body) {
+		/* Exec output frames hold zero bytes: kept as spaces, so the text can be searched. */
+		size_t off = p ? (size_t)(p + 4 - buf) : got, len = got - off < cap - 1 ? got - off : cap - 1;
+
+		for (size_t i = 0; i < len; i++)
+			body[i] = buf[off + i] ? buf[off + i] : ' ';
+		body[len] = '\0';
+	}
+	free(buf);
+	return status;
+}
+
+static void start_daemon(struct daemon *d)
+{
+	double end = now_s() + 10;
+
+	d->pid = fork();
+	if (d->pid == 0) {
+		int log = open("/dev/null", O_WRONLY);
+		char logpath[128];
+
+		snprintf(logpath, sizeof(logpath), "%s/sandboxd.log", d->dir);
+		log = open(logpath, O_WRONLY | O_CREAT | O_APPEND, 0600);
+		dup2(log, STDOUT_FILENO);
+		dup2(log, STDERR_FILENO);
+		execl(d->sandboxd, d->sandboxd, "--state-dir", d->state, "--socket", d->sock, "--images", d->images,
+		      "--vmm", d->vmm, "--image-builder", "", "--no-net", "--max-memory", "4096", (char *)NULL);
+		_exit(127);
+	}
+	while (now_s() < end) {
+		char body[256];
+
+		if (access(d->sock, F_OK) == 0 && request(d, "GET", "/v1/health", NULL, body, sizeof(body)) == 200)
+			return;
+		usleep(20000);
+	}
+	fail_msg("sandboxd did not come up (see %s/sandboxd.log)", d->dir);
+}
+
+static void stop_daemon(struct daemon *d)
+{
+	int st;
+
+	kill(d->pid, SIGTERM);
+	waitpid(d->pid, &st, 0);
+	d->pid = -1;
+}
+
+static int setup(void **state)
+{
+	struct daemon *d = calloc(1, sizeof(*d));
+	char self[PATH_MAX], path[PATH_MAX + 64], cmd[PATH_MAX + 64];
+	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	FILE *p;
+
+	if (!d || n <= 0)
+		return -1;
+	self[n] = '\0';
+	/* BUILD/tests (or tests-asan, tests-tsan): fake-vmm beside this binary, sandboxd in BUILD/bin. */
+	snprintf(d->vmm, sizeof(d->vmm), "%s/fake-vmm", dirname(self));
+	snprintf(d->sandboxd, sizeof(d->sandboxd), "%s/../bin/sandboxd", self);
+	snprintf(d->dir, sizeof(d->dir), "/tmp/sandvm-life.XXXXXX");
+	if (!mkdtemp(d->dir))
+		return -1;
+	snprintf(d->state, sizeof(d->state), "%s/state", d->dir);
+	snprintf(d->sock, sizeof(d->sock), "%s/api.sock", d->dir);
+	snprintf(d->images, sizeof(d->images), "%s/images", d->dir);
+	mkdir(d->images, 0700);
+	snprintf(path, sizeof(path), "%s/vmlinux", d->images);
+	write_file(path, "not a kernel\n");
+	snprintf(path, sizeof(path), "%s/initramfs.cpio.gz", d->images);
+	write_file(path, "boot\n");
+	snprintf(path, sizeof(path), "%s/crash.img", d->images);
+	write_file(path, "crash\n");
+	snprintf(path, sizeof(path), "%s/mute.img", d->images);
+	write_file(path, "mute\n");
+	snprintf(cmd, sizeof(cmd), "'%s' --state-dir '%s' --new-key tests", d->sandboxd, d->state);
+	p = popen(cmd, "r");
+	if (!p || !fgets(d->key, sizeof(d->key), p))
+		return -1;
+	pclose(p);
+	d->key[strcspn(d->key, "\n")] = '\0';
+	start_daemon(d);
+	*state = d;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct daemon *d = *state;
+	char body[64 * 1024], cmd[128];
+
+	/* Whatever still runs goes: terminate every sandbox, then the daemon. */
+	if (d->pid > 0) {
+		request(d, "GET", "/v1/sandboxes", NULL, body, sizeof(body));
+		for (char *p = body; (p = strstr(p, "\"id\":\"")); p += 6) {
+			char id[64], path[128];
+
+			sscanf(p + 6, "%63[^\"]", id);
+			snprintf(path, sizeof(path), "/v1/sandboxes/%s", id);
+			request(d, "DELETE", path, NULL, NULL, 0);
+		}
+		usleep(300 * 1000);
+		stop_daemon(d);
+	}
+	snprintf(cmd, sizeof(cmd), "pkill -f '%s/' >/dev/null 2>&1; rm -rf '%s'", d->dir, d->dir);
+	if (system(cmd) < 0)
+		return -1;
+	free(d);
+	return 0;
+}
+
+/* "id" of a sandbox object. */
+static void id_of(const char *json, char *id, size_t cap)
+{
+	const char *p = strstr(json, "\"id\":\"");
+
+	assert_non_null(p);
+	snprintf(id, cap, "%.*s", (int)strcspn(p + 6, "\""), p + 6);
+}
+
+static bool has(const char *json, const char *needle)
+{
+	return strstr(json, needle) != NULL;
+}
+
+/* Waits (GET .../wait) until the sandbox finished; its object in body. */
+static void wait_finished(struct daemon *d, const char *id, char *body, size_t cap)
+{
+	char path[128];
+
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/wait?timeout=20", id);
+	assert_int_equal(request(d, "GET", path, NULL, body, cap), 200);
+	if (!has(body, "\"state\":\"finished\""))
+		fail_msg("not finished: %s", body);
+}
+
+/* Runs argv (a JSON array) in the sandbox; the exec stream's bytes in out. */
+static size_t exec_in(struct daemon *d, const char *id, const char *argv_json, char *out, size_t cap)
+{
+	char path[160], json[512], body[4096], ex[64];
+	size_t n;
+
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/execs", id);
+	snprintf(json, sizeof(json), "{\"argv\":%s}", argv_json);
+	assert_int_equal(request(d, "POST", path, json, body, sizeof(body)), 201);
+	id_of(body, ex, sizeof(ex));
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/execs/%s/output", id, ex);
+	assert_int_equal(request(d, "GET", path, NULL, out, cap), 200);
+	n = strlen(out);
+	return n;
+}
+
+static void create_exec_terminate(void **state)
+{
+	struct daemon *d = *state;
+	char body[65536], id[64], path[128], out[65536];
+	double t0 = now_s();
+
+	assert_int_equal(request(d, "POST", "/v1/sandboxes", "{\"image\":\"minimal\",\"memory_mib\":64}", body,
+				 sizeof(body)),
+			 201);
+	assert_true(has(body, "\"state\":\"running\""));
+	assert_true(now_s() - t0 < 5);
+	id_of(body, id, sizeof(id));
+	/* Output frames (chunked, framed) hold the text and the exit status. */
+	exec_in(d, id, "[\"sh\",\"-c\",\"echo hello from the fake guest; exit 3\"]", out, sizeof(out));
+	assert_true(has(out, "hello from the fake guest"));
+	assert_true(has(out, "\"returncode\":3"));
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/terminate", id);
+	assert_int_equal(request(d, "POST", path, NULL, body, sizeof(body)), 200);
+	wait_finished(d, id, body, sizeof(body));
+	assert_true(has(body, "\"reason\":\"terminated\""));
+	assert_true(has(body, "\"returncode\":137"));
+}
+
+static void entrypoint_and_timeouts(void **state)
+{
+	struct daemon *d = *state;
+	char body[65536], id[64], path[128], logs[4096];
+
+	/* An entrypoint's exit status is the sandbox's; its output is in the logs. */
+	assert_int_equal(request(d, "POST", "/v1/sandboxes",
+				 "{\"image\":\"minimal\",\"command\":[\"sh\",\"-c\",\"echo entry; exit 7\"]}", body,
+				 sizeof(body)),
+			 201);
+	id_of(body, id, sizeof(id));
+	wait_finished(d, id, body, sizeof(body));
+	assert_true(has(body, "\"returncode\":7"));
+	assert_true(has(body, "\"reason\":\"exited\""));
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/logs", id);
+	assert_int_equal(request(d, "GET", path, NULL, logs, sizeof(logs)), 200);
+	assert_true(has(logs, "entry"));
+	/* The sandbox's own timeout. */
+	assert_int_equal(request(d, "POST", "/v1/sandboxes", "{\"image\":\"minimal\",\"timeout\":1}", body,
+				 sizeof(body)),
+			 201);
+	id_of(body, id, sizeof(id));
+	wait_finished(d, id, body, sizeof(body));
+	assert_true(has(body, "\"reason\":\"timeout\""));
+	/* Idle: no exec for a second. */
+	assert_int_equal(request(d, "POST", "/v1/sandboxes", "{\"image\":\"minimal\",\"idle_timeout\":1}", body,
+				 sizeof(body)),
+			 201);
+	id_of(body, id, sizeof(id));
+	wait_finished(d, id, body, sizeof(body));
+	assert_true(has(body, "\"reason\":\"idle_timeout\""));
+}
+
+static void failures_at_start(void **state)
+{
+	struct daemon *d = *state;
+	char body[65536], json[256];
+
+	/* A VMM that dies at boot: 503 with what its console said. */
+	snprintf(json, sizeof(json), "{\"image\":\"%s/crash.img\"}", d->images);
+	assert_int_equal(request(d, "POST", "/v1/sandboxes", json, body, sizeof(body)), 503);
+	assert_true(has(body, "failed to start"));
+	assert_true(has(body, "fake-vmm: booting crash"));
+	/* An image outside the allowed folders, and one with a comma. */
+	assert_int_equal(request(d, "POST", "/v1/sandboxes", "{\"image\":\"/etc/hostname\"}", body, sizeof(body)),
+			 403);
+	assert_int_equal(request(d, "POST", "/v1/sandboxes", "{\"image\":\"/x,serial=y\"}", body, sizeof(body)),
+			 400);
+}
+
+/* A VMM whose agent never answers: the create waits for readiness; deleting the sandbox ends it at once. */
+static void mute_guest(void **state)
+{
+	struct daemon *d = *state;
+	char body[65536], json[256];
+	pid_t child;
+	int st;
+	double t0;
+
+	snprintf(json, sizeof(json), "{\"image\":\"%s/mute.img\"}", d->images);
+	child = fork();
+	if (child == 0) {
+		/* The create call blocks until the sandbox is ready or ended: here, terminated while starting. */
+		int status = request(d, "POST", "/v1/sandboxes", json, body, sizeof(body));
+
+		_exit(status == 201 && has(body, "\"state\":\"finished\"") && has(body, "\"reason\":\"terminated\"")
+			      ? 0
+			      : 1);
+	}
+	usleep(1500 * 1000);
+	/* Meanwhile the daemon serves others. */
+	t0 = now_s();
+	assert_int_equal(request(d, "GET", "/v1/health", NULL, body, sizeof(body)), 200);
+	assert_true(now_s() - t0 < 1.0);
+	assert_int_equal(request(d, "GET", "/v1/sandboxes?state=starting", NULL, body, sizeof(body)), 200);
+	{
+		char id[64], path[128];
+
+		id_of(body, id, sizeof(id));
+		snprintf(path, sizeof(path), "/v1/sandboxes/%s/terminate", id);
+		assert_int_equal(request(d, "POST", path, NULL, body, sizeof(body)), 200);
+	}
+	/* The VMM's end cancels the readiness check: the create is answered now, not after 120 s. */
+	t0 = now_s();
+	assert_int_equal(waitpid(child, &st, 0), child);
+	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	assert_true(now_s() - t0 < 10);
+}
+
+static void restart_adopts(void **state)
+{
+	struct daemon *d = *state;
+	char body[65536], id[64], path[128], out[65536];
+
+	assert_int_equal(request(d, "POST", "/v1/sandboxes", "{\"image\":\"minimal\",\"timeout\":600}", body,
+				 sizeof(body)),
+			 201);
+	id_of(body, id, sizeof(id));
+	stop_daemon(d);
+	start_daemon(d);
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s", id);
+	assert_int_equal(request(d, "GET", path, NULL, body, sizeof(body)), 200);
+	assert_true(has(body, "\"state\":\"running\""));
+	exec_in(d, id, "[\"echo\",\"still here\"]", out, sizeof(out));
+	assert_true(has(out, "still here"));
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(create_exec_terminate, setup, teardown),
+		cmocka_unit_test_setup_teardown(entrypoint_and_timeouts, setup, teardown),
+		cmocka_unit_test_setup_teardown(failures_at_start, setup, teardown),
+		cmocka_unit_test_setup_teardown(mute_guest, setup, teardown),
+		cmocka_unit_test_setup_teardown(restart_adopts, setup, teardown),
+	};
+
+	signal(SIGPIPE, SIG_IGN);
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
