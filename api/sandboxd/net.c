@@ -28,6 +28,7 @@
 #include "cidr.h"
 #include "http_conn.h"
 #include "log.h"
+#include "sandbox_part.h"
 #include "sandboxd.h"
 
 #define POOL_BASE 0x0ac80000u /* 10.200.0.0/16: 16383 sandboxes of a /30 each */
@@ -310,15 +311,35 @@ static int write_policy(struct sandbox *sb, enum net_mode mode, const cJSON *all
 	return r;
 }
 
-int net_setup(struct sandbox *sb, char *vmm_net, size_t net_len, char *cmdline, size_t cmd_len, char *err,
-	      size_t errlen)
+static void net_part_teardown(struct sandbox *sb);
+
+static int net_make(struct sandbox *sb, struct sandbox_launch *l, char *err, size_t errlen);
+
+/* A tap, addresses, NAT and the egress policy file; the VMM's --net, --net-policy and kernel arguments. */
+static int net_part_setup(struct sandbox *sb, struct sandbox_launch *l, char *err, size_t errlen)
 {
-	char a[64], gw[64];
+	char *vmm_net = l->net, *cmdline = l->cmdline;
 	int r;
 
 	vmm_net[0] = cmdline[0] = '\0';
 	if (!sb->d->net_enabled || sb->spec.restricted)
 		return 0; /* no device at all: stricter than block */
+	r = net_make(sb, l, err, errlen);
+	if (r < 0) {
+		char why[400];
+
+		snprintf(why, sizeof(why), "%s", err);
+		snprintf(err, errlen, "cannot give the sandbox a network: %s", why);
+	}
+	return r;
+}
+
+static int net_make(struct sandbox *sb, struct sandbox_launch *l, char *err, size_t errlen)
+{
+	char *vmm_net = l->net, *cmdline = l->cmdline, a[64], gw[64];
+	size_t net_len = sizeof(l->net), cmd_len = sizeof(l->cmdline);
+	int r;
+
 	/*
 	 * A tap of that name held by a process this daemon does not know (another
 	 * sandboxd, a VMM left from a crash) is busy: its index is taken, try the next.
@@ -339,7 +360,7 @@ int net_setup(struct sandbox *sb, char *vmm_net, size_t net_len, char *cmdline, 
 		r = tap_configure(sb);
 	if (r < 0) {
 		snprintf(err, errlen, "making tap %s: %s", sb->net.tap, strerror(-r));
-		net_teardown(sb);
+		net_part_teardown(sb);
 		return r;
 	}
 	/*
@@ -348,9 +369,13 @@ int net_setup(struct sandbox *sb, char *vmm_net, size_t net_len, char *cmdline, 
 	 */
 	r = write_policy(sb, sb->net.mode, sb->net.allow, "policy.json", err, errlen);
 	if (r < 0) {
-		net_teardown(sb);
+		net_part_teardown(sb);
 		return r;
 	}
+	snprintf(l->net_policy, sizeof(l->net_policy), "%s/policy.json", l->run_dir);
+	l->cfg->net = l->net;
+	l->cfg->net_policy = l->net_policy;
+	l->cfg->cmdline = l->cmdline;
 	snprintf(vmm_net, net_len, "tap=%s,mac=02:53:56:%02x:%02x:%02x", sb->net.tap, (sb->net.index >> 16) & 0xff,
 		 (sb->net.index >> 8) & 0xff, sb->net.index & 0xff);
 	addr4(sb->net.index, 2, a, sizeof(a));
@@ -366,7 +391,7 @@ int net_setup(struct sandbox *sb, char *vmm_net, size_t net_len, char *cmdline, 
 	return 0;
 }
 
-void net_teardown(struct sandbox *sb)
+static void net_part_teardown(struct sandbox *sb)
 {
 	if (!sb->net.index)
 		return;
@@ -377,13 +402,65 @@ void net_teardown(struct sandbox *sb)
 	sb->net.tap[0] = '\0';
 }
 
-void net_adopt(struct sandbox *sb)
+static void net_part_adopt(struct sandbox *sb)
 {
 	if (sb->net.index && !pool_take(sb->d, sb->net.index))
 		sv_warn("sandbox=%s event=net_index_clash index=%u", sb->id, sb->net.index);
 }
 
-void net_add_json(const struct sandbox *sb, void *out)
+static double num(const cJSON *o, const char *k)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+
+	return cJSON_IsNumber(v) ? v->valuedouble : 0;
+}
+
+static void net_part_restore(struct sandbox *sb, const cJSON *record)
+{
+	const cJSON *n = cJSON_GetObjectItemCaseSensitive(record, "net"), *v;
+	unsigned m[6];
+
+	if (!cJSON_IsObject(n) || num(n, "index") < 1 || num(n, "index") > 65535)
+		return;
+	sb->net.index = (unsigned)num(n, "index");
+	v = cJSON_GetObjectItemCaseSensitive(n, "tap");
+	if (cJSON_IsString(v))
+		snprintf(sb->net.tap, sizeof(sb->net.tap), "%s", v->valuestring);
+	sb->net.has_v6 = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(n, "has_v6"));
+	v = cJSON_GetObjectItemCaseSensitive(n, "mode");
+	sb->net.mode = cJSON_IsString(v) && !strcmp(v->valuestring, "block")       ? NET_BLOCK
+		       : cJSON_IsString(v) && !strcmp(v->valuestring, "allowlist") ? NET_ALLOWLIST
+										   : NET_OPEN;
+	v = cJSON_GetObjectItemCaseSensitive(n, "allow");
+	if (cJSON_IsArray(v))
+		sb->net.allow = cJSON_Duplicate(v, 1);
+	v = cJSON_GetObjectItemCaseSensitive(n, "gateway_mac");
+	if (cJSON_IsString(v) &&
+	    sscanf(v->valuestring, "%x:%x:%x:%x:%x:%x", &m[0], &m[1], &m[2], &m[3], &m[4], &m[5]) == 6)
+		for (int i = 0; i < 6; i++)
+			sb->net.gateway_mac[i] = (uint8_t)m[i];
+}
+
+static void net_part_save(const struct sandbox *sb, cJSON *record)
+{
+	cJSON *n;
+	const uint8_t *m = sb->net.gateway_mac;
+	char mac[32];
+
+	if (!sb->net.index)
+		return;
+	n = cJSON_AddObjectToObject(record, "net");
+	snprintf(mac, sizeof(mac), "%02x:%02x:%02x:%02x:%02x:%02x", m[0], m[1], m[2], m[3], m[4], m[5]);
+	cJSON_AddNumberToObject(n, "index", sb->net.index);
+	cJSON_AddStringToObject(n, "tap", sb->net.tap);
+	cJSON_AddBoolToObject(n, "has_v6", sb->net.has_v6);
+	cJSON_AddStringToObject(n, "mode", net_mode_name(sb));
+	cJSON_AddStringToObject(n, "gateway_mac", mac);
+	if (sb->net.allow)
+		cJSON_AddItemToObject(n, "allow", cJSON_Duplicate(sb->net.allow, 1));
+}
+
+static void net_part_to_json(const struct sandbox *sb, cJSON *out)
 {
 	cJSON *n = cJSON_AddObjectToObject(out, "network");
 	char a[64];
@@ -403,6 +480,16 @@ void net_add_json(const struct sandbox *sb, void *out)
 	if (sb->net.mode == NET_ALLOWLIST)
 		cJSON_AddNumberToObject(n, "allow", cJSON_GetArraySize(sb->net.allow));
 }
+
+const struct sandbox_part_ops sandbox_net_part = {
+	.name = "net",
+	.setup = net_part_setup,
+	.teardown = net_part_teardown,
+	.restore = net_part_restore,
+	.adopt = net_part_adopt,
+	.save = net_part_save,
+	.to_json = net_part_to_json,
+};
 
 /* ---- run time: the VMM's control socket, on a worker thread ---- */
 
@@ -437,7 +524,7 @@ static cJSON *network_json(const struct sandbox *sb, const cJSON *vmm_net, bool 
 	static const char *const policy_fields[] = { "mode", "allow", "deny", "allow_private", NULL };
 	cJSON *out = cJSON_CreateObject(), *net, *it;
 
-	net_add_json(sb, out);
+	net_part_to_json(sb, out);
 	net = cJSON_DetachItemFromObject(out, "network");
 	cJSON_Delete(out);
 	cJSON_ArrayForEach(it, vmm_net) {

@@ -4,6 +4,7 @@
  * VMMs that outlived a previous daemon, forget finished sandboxes.
  */
 #include <cjson/cJSON.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -20,6 +21,7 @@
 #include "http_conn.h"
 #include "image_path.h"
 #include "log.h"
+#include "sandbox_part.h"
 #include "sandboxd.h"
 
 #define READY_TIMEOUT_MS 120000
@@ -37,6 +39,20 @@ struct waiter {
 
 static void finish(struct sandbox *sb, const char *reason, int returncode, const char *message);
 static void ready_abort(struct sandbox *sb);
+
+const struct sandbox_part_ops *const sandbox_parts[] = {&sandbox_net_part, &sandbox_mounts_part, NULL};
+
+/* Every part's teardown, the last set up first. */
+static void parts_teardown(struct sandbox *sb)
+{
+	size_t n = 0;
+
+	while (sandbox_parts[n])
+		n++;
+	while (n--)
+		if (sandbox_parts[n]->teardown)
+			sandbox_parts[n]->teardown(sb);
+}
 
 double sandboxd_wall_time(void)
 {
@@ -204,9 +220,9 @@ void *sandbox_to_json(const struct sandbox *sb)
 	if (sb->message[0])
 		cJSON_AddStringToObject(o, "message", sb->message);
 	cJSON_AddNumberToObject(o, "execs_running", sb->active);
-	net_add_json(sb, o);
-	if (!sb->spec.restricted)
-		cJSON_AddItemToObject(o, "mounts", snapshot_mounts_json(sb));
+	for (const struct sandbox_part_ops *const *part = sandbox_parts; *part; part++)
+		if ((*part)->to_json)
+			(*part)->to_json(sb, o);
 	return o;
 }
 
@@ -305,7 +321,7 @@ static void vmm_gone(struct sandbox *sb, const char *how)
 	char detail[400], log[400];
 
 	sb->vmm_alive = false;
-	net_teardown(sb);
+	parts_teardown(sb);
 	uv_timer_stop(&sb->kill_timer);
 	if (sb->pidfd >= 0) {
 		close_handle(sb, (uv_handle_t *)&sb->pidfd_poll);
@@ -646,12 +662,29 @@ static int spawn_vmm(struct sandbox *sb, const struct sandbox_vm_cmd *cmd)
 	return 0;
 }
 
+/* What a sandbox that never started left in its run directory (files the parts wrote), and the folder. */
+static void remove_run_files(const char *run_dir)
+{
+	char path[600];
+	DIR *dir = opendir(run_dir);
+	struct dirent *e;
+
+	while (dir && (e = readdir(dir)))
+		if (e->d_type == DT_REG) {
+			snprintf(path, sizeof(path), "%s/%s", run_dir, e->d_name);
+			unlink(path);
+		}
+	if (dir)
+		closedir(dir);
+	rmdir(run_dir);
+}
+
 void sandbox_create(struct sandboxd *d, struct sandbox_spec *spec, struct http_request *req)
 {
 	struct sandbox_vm_config cfg = {0};
 	struct sandbox_vm_cmd cmd;
-	char kernel[4200], other[4200], err[512] = "", run_dir[512], vmm_net[64], net_cmdline[256],
-		policy_path[600] = "";
+	char kernel[4200], other[4200], err[512] = "", run_dir[512];
+	struct sandbox_launch launch = {0};
 	unsigned count, memory;
 	struct sandbox *sb;
 	int r;
@@ -696,40 +729,36 @@ void sandbox_create(struct sandboxd *d, struct sandbox_spec *spec, struct http_r
 	cfg.cpus = sb->spec.cpu;
 	cfg.memory_mib = sb->spec.memory_mib;
 	cfg.run_dir = run_dir;
-	/* Restricted one-shot sandboxes get no drives to mount images on. */
-	if (!sb->spec.restricted)
-		cfg.spare_drives = snapshot_spare_drives;
+	launch.cfg = &cfg;
+	launch.run_dir = run_dir;
 	sb->created_at = sandboxd_wall_time();
 	sb->state = SANDBOX_STARTING;
 	sb->net.mode = sb->spec.block_network ? NET_BLOCK : sb->spec.cidr_allowlist ? NET_ALLOWLIST : NET_OPEN;
 	if (sb->spec.cidr_allowlist)
 		sb->net.allow = cJSON_Duplicate(sb->spec.cidr_allowlist, 1);
-	/* The network first: its policy file lives in the run directory the VMM gets. */
+	/* The parts first: the network's policy file lives in the run directory the VMM gets. */
 	snprintf(sb->vm.dir, sizeof(sb->vm.dir), "%s", run_dir);
 	r = mkdir(run_dir, 0700) < 0 && errno != EEXIST ? -errno : 0;
-	if (r == 0 && (r = net_setup(sb, vmm_net, sizeof(vmm_net), net_cmdline, sizeof(net_cmdline), err,
-				     sizeof(err))) < 0) {
-		http_respond_error(req, 503, NULL, "cannot give the sandbox a network: %s", err);
-		rmdir(run_dir);
-		discard(sb);
-		return;
-	}
-	if (vmm_net[0]) {
-		snprintf(policy_path, sizeof(policy_path), "%s/policy.json", run_dir);
-		cfg.net = vmm_net;
-		cfg.net_policy = policy_path;
-		cfg.cmdline = net_cmdline;
+	for (const struct sandbox_part_ops *const *part = sandbox_parts; r == 0 && *part; part++) {
+		if ((*part)->setup && (r = (*part)->setup(sb, &launch, err, sizeof(err))) < 0) {
+			/* Undo the parts set up before this one. */
+			while (part-- != sandbox_parts)
+				if ((*part)->teardown)
+					(*part)->teardown(sb);
+			http_respond_error(req, 503, NULL, "%s", err);
+			remove_run_files(run_dir);
+			discard(sb);
+			return;
+		}
 	}
 	r = r < 0 ? r : sandbox_vm_prepare(&cfg, &sb->vm, &cmd);
 	if (r == 0)
 		r = spawn_vmm(sb, &cmd);
 	if (r < 0) {
 		http_respond_error(req, 500, NULL, "cannot start the VMM %s: %s", d->vmm_path, strerror(-r));
-		net_teardown(sb);
+		parts_teardown(sb);
 		sandbox_vm_destroy(&sb->vm);
-		if (policy_path[0])
-			unlink(policy_path);
-		rmdir(run_dir);
+		remove_run_files(run_dir);
 		sb->state = SANDBOX_FINISHED;
 		discard(sb);
 		return;
@@ -766,31 +795,6 @@ static const char *known_reason(const char *r)
 		if (!strcmp(r, reasons[i]))
 			return reasons[i];
 	return "failed";
-}
-
-static void restore_net(struct sandbox *sb, const cJSON *n)
-{
-	const cJSON *v;
-	unsigned m[6];
-
-	if (!cJSON_IsObject(n) || num(n, "index") < 1 || num(n, "index") > 65535)
-		return;
-	sb->net.index = (unsigned)num(n, "index");
-	v = cJSON_GetObjectItemCaseSensitive(n, "tap");
-	if (cJSON_IsString(v))
-		snprintf(sb->net.tap, sizeof(sb->net.tap), "%s", v->valuestring);
-	sb->net.has_v6 = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(n, "has_v6"));
-	v = cJSON_GetObjectItemCaseSensitive(n, "mode");
-	sb->net.mode = cJSON_IsString(v) && !strcmp(v->valuestring, "block")       ? NET_BLOCK
-		       : cJSON_IsString(v) && !strcmp(v->valuestring, "allowlist") ? NET_ALLOWLIST
-										   : NET_OPEN;
-	v = cJSON_GetObjectItemCaseSensitive(n, "allow");
-	if (cJSON_IsArray(v))
-		sb->net.allow = cJSON_Duplicate(v, 1);
-	v = cJSON_GetObjectItemCaseSensitive(n, "gateway_mac");
-	if (cJSON_IsString(v) && sscanf(v->valuestring, "%x:%x:%x:%x:%x:%x", &m[0], &m[1], &m[2], &m[3], &m[4], &m[5]) == 6)
-		for (int i = 0; i < 6; i++)
-			sb->net.gateway_mac[i] = (uint8_t)m[i];
 }
 
 static void restore_one(void *ctx, const char *id, void *record)
@@ -839,8 +843,9 @@ static void restore_one(void *ctx, const char *id, void *record)
 		st = cJSON_GetObjectItemCaseSensitive(rec, "reason");
 		sb->reason = known_reason(cJSON_IsString(st) ? st->valuestring : NULL);
 	}
-	restore_net(sb, cJSON_GetObjectItemCaseSensitive(rec, "net"));
-	snapshot_mounts_restore(sb, cJSON_GetObjectItemCaseSensitive(rec, "mounts"));
+	for (const struct sandbox_part_ops *const *part = sandbox_parts; *part; part++)
+		if ((*part)->restore)
+			(*part)->restore(sb, rec);
 	cJSON_Delete(rec);
 	sb->next = d->sandboxes;
 	d->sandboxes = sb;
@@ -857,10 +862,13 @@ static void restore_one(void *ctx, const char *id, void *record)
 			sb->pidfd = -1;
 		}
 	}
-	if (sb->vmm_alive)
-		net_adopt(sb);
-	else
-		net_teardown(sb); /* the persistent tap of a VM that is gone */
+	if (sb->vmm_alive) {
+		for (const struct sandbox_part_ops *const *part = sandbox_parts; *part; part++)
+			if ((*part)->adopt)
+				(*part)->adopt(sb);
+	} else {
+		parts_teardown(sb); /* e.g. the persistent tap of a VM that is gone */
+	}
 	if (sb->state == SANDBOX_FINISHED) {
 		if (sb->vmm_alive)
 			stop_vmm(sb);

@@ -171,20 +171,12 @@ void *images_to_json(const struct sandboxd *d);
 
 /* ---- net.c: taps, addresses, NAT, the VMM's egress policy ---- */
 int net_init(struct sandboxd *d);
-/* Makes the tap and policy; fills the VMM's --net value and kernel arguments ("" without a network). */
-int net_setup(struct sandbox *sb, char *vmm_net, size_t net_len, char *cmdline, size_t cmd_len, char *err,
-	      size_t errlen);
-void net_teardown(struct sandbox *sb);
-/* A restored sandbox whose VMM still runs keeps its addresses. */
-void net_adopt(struct sandbox *sb);
-void net_add_json(const struct sandbox *sb, void *out);
+/* The network part of a sandbox's lifecycle (setup, teardown, adopt, ...) is sandbox_net_part (sandbox_part.h). */
 const char *net_mode_name(const struct sandbox *sb);
 void net_get(struct sandbox *sb, struct http_request *req);
 void net_put(struct sandbox *sb, struct http_request *req);
 
 /* ---- snapshots.c: encrypted snapshot images (docs/image-format.md) ---- */
-/* The VMM's spare drives: a scratch disk for snapshots, then one per mount. */
-extern const char *const snapshot_spare_drives[];
 /* Creates the store and the managed key; 0 or -errno with a message on stderr. */
 int snapshots_init(struct sandboxd *d);
 /* Replaces the managed key, re-wrapping every managed image's key; for --rotate-managed-key. */
@@ -196,11 +188,7 @@ void snapshot_unmount(struct sandbox *sb, struct http_request *req);
 void snapshots_list(struct sandboxd *d, struct http_request *req);
 void snapshots_get(struct sandboxd *d, const char *id, struct http_request *req);
 void snapshots_delete(struct sandboxd *d, const char *id, struct http_request *req);
-/* The mounts in the registry record (a cJSON object), and back at a restart. */
-void snapshot_mounts_save(const struct sandbox *sb, void *record);
-void snapshot_mounts_restore(struct sandbox *sb, const void *mounts);
-/* The mounts of a sandbox for its JSON; a cJSON array. */
-void *snapshot_mounts_json(const struct sandbox *sb);
+/* The mounts' part of a sandbox's lifecycle is sandbox_mounts_part (sandbox_part.h). */
 
 /* ---- files.c ---- */
 /* Routes .../files[/op]; op is "", "stat", "list" or "mkdir". Set at headers time. */

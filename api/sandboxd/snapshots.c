@@ -29,6 +29,7 @@
 #include "agent_client.h"
 #include "http_conn.h"
 #include "log.h"
+#include "sandbox_part.h"
 #include "sandboxd.h"
 #include "simage/file.h"
 #include "snapshot_store.h"
@@ -44,7 +45,8 @@
 #define GUEST_CONNECT_MS 10000
 #define GUEST_STEP_MS (15 * 60 * 1000) /* mke2fs of a large tree is slow under nested virtualization */
 
-const char *const snapshot_spare_drives[] = { SCRATCH_SERIAL, "sandvm-mount0", "sandvm-mount1",
+/* The VMM's spare drives: a scratch disk for snapshots, then one per mount. */
+static const char *const snapshot_spare_drives[] = { SCRATCH_SERIAL, "sandvm-mount0", "sandvm-mount1",
 					      "sandvm-mount2", NULL };
 
 _Static_assert(SANDBOX_MOUNT_SLOTS == 3, "one spare drive per mount slot");
@@ -780,10 +782,23 @@ out:
 	cJSON_Delete(body);
 }
 
-void *snapshot_mounts_json(const struct sandbox *sb)
+/* The spare drives (a scratch disk, then one per mount); restricted sandboxes get none. */
+static int mounts_part_setup(struct sandbox *sb, struct sandbox_launch *l, char *err, size_t errlen)
 {
-	cJSON *arr = cJSON_CreateArray();
+	(void)err;
+	(void)errlen;
+	if (!sb->spec.restricted)
+		l->cfg->spare_drives = snapshot_spare_drives;
+	return 0;
+}
 
+static void mounts_part_to_json(const struct sandbox *sb, cJSON *out)
+{
+	cJSON *arr;
+
+	if (sb->spec.restricted)
+		return;
+	arr = cJSON_AddArrayToObject(out, "mounts");
 	for (int i = 0; arr && i < SANDBOX_MOUNT_SLOTS; i++) {
 		cJSON *m;
 
@@ -794,11 +809,10 @@ void *snapshot_mounts_json(const struct sandbox *sb)
 		cJSON_AddStringToObject(m, "image", sb->mounts[i].image);
 		cJSON_AddItemToArray(arr, m);
 	}
-	return arr;
 }
 
 /* The registry keeps the slots: a restarted daemon must not attach over a mounted drive. */
-void snapshot_mounts_save(const struct sandbox *sb, void *record)
+static void mounts_part_save(const struct sandbox *sb, cJSON *record)
 {
 	cJSON *arr = cJSON_AddArrayToObject(record, "mounts");
 
@@ -815,11 +829,11 @@ void snapshot_mounts_save(const struct sandbox *sb, void *record)
 	}
 }
 
-void snapshot_mounts_restore(struct sandbox *sb, const void *mounts)
+static void mounts_part_restore(struct sandbox *sb, const cJSON *record)
 {
 	const cJSON *m;
 
-	cJSON_ArrayForEach(m, (const cJSON *)mounts) {
+	cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(record, "mounts")) {
 		const cJSON *slot = cJSON_GetObjectItemCaseSensitive(m, "slot");
 		const cJSON *path = cJSON_GetObjectItemCaseSensitive(m, "path");
 		const cJSON *image = cJSON_GetObjectItemCaseSensitive(m, "image");
@@ -831,3 +845,11 @@ void snapshot_mounts_restore(struct sandbox *sb, const void *mounts)
 		snprintf(sb->mounts[i].image, sizeof(sb->mounts[i].image), "%s", image->valuestring);
 	}
 }
+
+const struct sandbox_part_ops sandbox_mounts_part = {
+	.name = "mounts",
+	.setup = mounts_part_setup,
+	.restore = mounts_part_restore,
+	.save = mounts_part_save,
+	.to_json = mounts_part_to_json,
+};

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "sandbox_part.h"
 #include "sandboxd.h"
 
 #define RECORD_MAX (4 * 1024 * 1024)
@@ -88,21 +89,9 @@ int store_save(const struct sandbox *sb)
 	cJSON_AddNumberToObject(o, "finished_at", sb->finished_at);
 	cJSON_AddNumberToObject(o, "pid", sb->pid);
 	cJSON_AddNumberToObject(o, "pid_start", (double)sb->pid_start);
-	if (sb->net.index) {
-		cJSON *n = cJSON_AddObjectToObject(o, "net");
-		const uint8_t *m = sb->net.gateway_mac;
-		char mac[32];
-
-		snprintf(mac, sizeof(mac), "%02x:%02x:%02x:%02x:%02x:%02x", m[0], m[1], m[2], m[3], m[4], m[5]);
-		cJSON_AddNumberToObject(n, "index", sb->net.index);
-		cJSON_AddStringToObject(n, "tap", sb->net.tap);
-		cJSON_AddBoolToObject(n, "has_v6", sb->net.has_v6);
-		cJSON_AddStringToObject(n, "mode", net_mode_name(sb));
-		cJSON_AddStringToObject(n, "gateway_mac", mac);
-		if (sb->net.allow)
-			cJSON_AddItemToObject(n, "allow", cJSON_Duplicate(sb->net.allow, 1));
-	}
-	snapshot_mounts_save(sb, o);
+	for (const struct sandbox_part_ops *const *part = sandbox_parts; *part; part++)
+		if ((*part)->save)
+			(*part)->save(sb, o);
 	text = cJSON_Print(o);
 	cJSON_Delete(o);
 	if (!text)

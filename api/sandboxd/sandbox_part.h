@@ -1,0 +1,48 @@
+#ifndef SANDVM_API_SANDBOXD_SANDBOX_PART_H
+#define SANDVM_API_SANDBOXD_SANDBOX_PART_H
+
+/*
+ * The parts of a sandbox (its network, its mounted images) plug into the
+ * lifecycle through one const ops table each, as the VMM's devices plug into
+ * their transport: sandbox.c calls every part at each step of the lifecycle
+ * and knows none of them, and each part keeps its state in its own
+ * sub-struct of struct sandbox (sb->net, sb->mounts) and its own record
+ * fields. Any hook may be NULL.
+ */
+
+#include <stddef.h>
+
+struct sandbox;
+struct cJSON;
+struct sandbox_vm_config;
+
+/* What the parts add to the VMM's command line; the buffers live as long as the launch. */
+struct sandbox_launch {
+	struct sandbox_vm_config *cfg;
+	const char *run_dir;
+	char net[64], net_policy[600], cmdline[256];
+};
+
+struct sandbox_part_ops {
+	const char *name;
+	/* Before the VMM starts: take resources, fill the launch. 0 or -errno with a message; teardown undoes it. */
+	int (*setup)(struct sandbox *sb, struct sandbox_launch *l, char *err, size_t errlen);
+	/* The VMM is gone (or never started, or a restart found it gone). */
+	void (*teardown)(struct sandbox *sb);
+	/* A restart reads the part back from the sandbox's record. */
+	void (*restore)(struct sandbox *sb, const struct cJSON *record);
+	/* A restored sandbox's VMM still runs: take back what it holds. */
+	void (*adopt)(struct sandbox *sb);
+	/* Into the registry record. */
+	void (*save)(const struct sandbox *sb, struct cJSON *record);
+	/* Into the sandbox object of the API. */
+	void (*to_json)(const struct sandbox *sb, struct cJSON *out);
+};
+
+extern const struct sandbox_part_ops sandbox_net_part;    /* net.c */
+extern const struct sandbox_part_ops sandbox_mounts_part; /* snapshots.c */
+
+/* Every part, in set-up order (torn down in reverse), NULL-terminated. */
+extern const struct sandbox_part_ops *const sandbox_parts[];
+
+#endif
