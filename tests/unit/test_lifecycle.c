@@ -245,7 +245,7 @@ static void create_exec_terminate(void **state)
 	assert_true(has(body, "\"state\":\"running\""));
 	assert_true(now_s() - t0 < 5);
 	/* Each part of the sandbox adds its own fields: the network (none here: --no-net) and the mounts. */
-	assert_true(has(body, "\"network\":{\"mode\":\"open\"}"));
+	assert_true(has(body, "\"network\":{\"mode\":\"none\"}"));
 	assert_true(has(body, "\"mounts\":[]"));
 	id_of(body, id, sizeof(id));
 	/* Output frames (chunked, framed) hold the text and the exit status. */
