@@ -9,6 +9,7 @@
 /* Paths here are short temporary folders; snprintf cuts rather than overflows. */
 #pragma GCC diagnostic ignored "-Wformat-truncation"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
@@ -309,6 +310,35 @@ static void failures_at_start(void **state)
 			 400);
 }
 
+/* The VMM cannot even be started: 500, and nothing of the sandbox is left behind. */
+static void spawn_fails(void **state)
+{
+	struct daemon *d = *state;
+	char body[65536], cmd[PATH_MAX * 2], sandboxes[128];
+	int entries = 0;
+	DIR *dir;
+	struct dirent *e;
+
+	stop_daemon(d);
+	snprintf(cmd, sizeof(cmd), "cp '%s' '%s/vmm-copy'", d->vmm, d->dir);
+	assert_int_equal(system(cmd), 0);
+	snprintf(d->vmm, sizeof(d->vmm), "%s/vmm-copy", d->dir);
+	start_daemon(d);
+	/* Executable when the daemon started (it checks), not when it spawns. */
+	assert_int_equal(chmod(d->vmm, 0600), 0);
+	assert_int_equal(request(d, "POST", "/v1/sandboxes", "{\"image\":\"minimal\"}", body, sizeof(body)), 500);
+	assert_true(has(body, "cannot start the VMM"));
+	snprintf(sandboxes, sizeof(sandboxes), "%s/sandboxes", d->state);
+	dir = opendir(sandboxes);
+	assert_non_null(dir);
+	while ((e = readdir(dir)))
+		entries += e->d_name[0] != '.';
+	closedir(dir);
+	assert_int_equal(entries, 0);
+	assert_int_equal(request(d, "GET", "/v1/sandboxes", NULL, body, sizeof(body)), 200);
+	assert_string_equal(body, "{\"sandboxes\":[]}");
+}
+
 /* A VMM whose agent never answers: the create waits for readiness; deleting the sandbox ends it at once. */
 static void mute_guest(void **state)
 {
@@ -372,6 +402,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(create_exec_terminate, setup, teardown),
 		cmocka_unit_test_setup_teardown(entrypoint_and_timeouts, setup, teardown),
 		cmocka_unit_test_setup_teardown(failures_at_start, setup, teardown),
+		cmocka_unit_test_setup_teardown(spawn_fails, setup, teardown),
 		cmocka_unit_test_setup_teardown(mute_guest, setup, teardown),
 		cmocka_unit_test_setup_teardown(restart_adopts, setup, teardown),
 	};
