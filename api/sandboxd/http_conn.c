@@ -275,6 +275,21 @@ static void timer_arm(struct http_conn *c, uv_timer_cb cb, unsigned ms)
 		uv_timer_start(&c->timer, cb, ms, 0);
 }
 
+/*
+ * While a request's body arrives, the client must send some of it every
+ * body_timeout_ms. Streamed bodies (sinks: an exec's stdin, typed by a person
+ * perhaps) have no such limit, nor a body the server paused itself.
+ */
+static void body_timer(struct http_conn *c)
+{
+	struct http_request *req = &c->req;
+
+	if (req->complete || req->responded || c->sink_paused || req->body_mode == HTTP_BODY_SINK)
+		timer_stop(c);
+	else
+		timer_arm(c, on_limit_timeout, c->srv->body_timeout_ms);
+}
+
 /* ---- lingering close ---- */
 
 static void on_linger_timeout(uv_timer_t *t)
@@ -796,6 +811,7 @@ static int on_headers_complete(http_parser *p)
 	if (!judge_head(c, p))
 		return 0;
 	c->srv->route(req, c->srv->route_ctx);
+	body_timer(c);
 	if (!req->responded && req->body_mode != HTTP_BODY_DISCARD && (p->flags & F_CONTENTLENGTH) &&
 	    p->content_length > req->body_limit) {
 		http_respond_error(req, 413, NULL, "request body of %llu bytes is over the limit of %zu",
@@ -814,6 +830,8 @@ static int on_body(http_parser *p, const char *at, size_t len)
 	struct http_conn *c = conn_of(p);
 	struct http_request *req = &c->req;
 	int r;
+
+	body_timer(c); /* bytes came: the body's time limit starts again */
 
 	switch (req->body_mode) {
 	case HTTP_BODY_DISCARD:
@@ -870,6 +888,7 @@ static int on_message_complete(http_parser *p)
 	struct http_conn *c = conn_of(p);
 
 	c->req.complete = true;
+	timer_stop(c);
 	http_parser_pause(p, 1);
 	return 0;
 }
@@ -1160,8 +1179,9 @@ static void on_limit_timeout(uv_timer_t *t)
 		return;
 	c->srv->timed_out++;
 	if (c->request_begun && !c->req.responded && !c->req.complete) {
-		/* A head (or, for a new client, anything at all) that never came in time. */
-		refuse_request(c, 408, "the request head did not arrive in time");
+		/* A head (or, for a new client, anything at all) or a body that did not come in time. */
+		refuse_request(c, 408, c->req.headers_done ? "the request body stalled"
+							   : "the request head did not arrive in time");
 		return;
 	}
 	conn_close(c);
@@ -1178,6 +1198,7 @@ void http_server_init(struct http_server *srv, uv_loop_t *loop, http_route_fn ro
 	srv->max_connections = HTTP_DEFAULT_MAX_CONNECTIONS;
 	srv->header_timeout_ms = HTTP_DEFAULT_HEADER_TIMEOUT_MS;
 	srv->idle_timeout_ms = HTTP_DEFAULT_IDLE_TIMEOUT_MS;
+	srv->body_timeout_ms = HTTP_DEFAULT_BODY_TIMEOUT_MS;
 }
 
 void http_server_destroy(struct http_server *srv)

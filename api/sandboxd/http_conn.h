@@ -85,6 +85,7 @@ typedef void (*http_route_fn)(struct http_request *req, void *ctx);
 #define HTTP_DEFAULT_MAX_CONNECTIONS 16384
 #define HTTP_DEFAULT_HEADER_TIMEOUT_MS 10000
 #define HTTP_DEFAULT_IDLE_TIMEOUT_MS 60000
+#define HTTP_DEFAULT_BODY_TIMEOUT_MS 60000
 #define HTTP_POOL_MAX 32
 
 struct http_server {
@@ -95,6 +96,7 @@ struct http_server {
 	unsigned max_connections;
 	unsigned header_timeout_ms; /* from a request's first byte (or the accept) to its blank line */
 	unsigned idle_timeout_ms;   /* between requests of a kept-alive connection */
+	unsigned body_timeout_ms;   /* without a byte of a (not streamed) request body */
 	struct ssl_ctx_st *tls;     /* TLS on every connection (tls.h), or NULL */
 	/* State. */
 	unsigned connections;   /* open, not closing */

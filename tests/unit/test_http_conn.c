@@ -479,6 +479,32 @@ static void head_time_limit(void **state)
 	close(partial);
 }
 
+static void body_time_limit(void **state)
+{
+	struct fixture *f = *state;
+	char buf[4096];
+	int stalled, steady;
+
+	f->srv.body_timeout_ms = 150;
+	/* A body that stops: 408 once no byte came for the limit. */
+	stalled = client(f);
+	send_str(stalled, "POST /h HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab");
+	reply(f, stalled, buf, sizeof(buf));
+	assert_non_null(strstr(buf, "HTTP/1.1 408 "));
+	assert_non_null(strstr(buf, "body stalled"));
+	close(stalled);
+	/* A slow body that keeps coming is fine: each byte starts the limit again. */
+	steady = client(f);
+	send_str(steady, "POST /h HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\n\r\n");
+	for (int i = 0; i < 6; i++) {
+		spin(f, 100);
+		send_str(steady, "z");
+	}
+	reply(f, steady, buf, sizeof(buf));
+	assert_non_null(strstr(buf, "HTTP/1.1 200 "));
+	close(steady);
+}
+
 static void idle_time_limit(void **state)
 {
 	struct fixture *f = *state;
@@ -884,6 +910,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(pipelined, setup, teardown),
 		cmocka_unit_test_setup_teardown(relay_hand_over, setup, teardown),
 		cmocka_unit_test_setup_teardown(head_time_limit, setup, teardown),
+		cmocka_unit_test_setup_teardown(body_time_limit, setup, teardown),
 		cmocka_unit_test_setup_teardown(idle_time_limit, setup, teardown),
 		cmocka_unit_test_setup_teardown(no_buffer_while_idle, setup, teardown),
 		cmocka_unit_test_setup_teardown(cap_evicts_idle, setup, teardown),
