@@ -192,9 +192,21 @@ const char *sandbox_state_name(enum sandbox_state s)
 	return s == SANDBOX_STARTING ? "starting" : s == SANDBOX_RUNNING ? "running" : "finished";
 }
 
+/*
+ * Seconds since the epoch with microseconds, written with integer arithmetic:
+ * cJSON's own printing of a fraction (%.15g, read back, maybe %.17g) was the
+ * biggest cost of a GET of a sandbox (docs/benchmarks.md, bench/http).
+ */
 static cJSON *time_or_null(double t)
 {
-	return t > 0 ? cJSON_CreateNumber(t) : cJSON_CreateNull();
+	long long us;
+	char text[32];
+
+	if (!(t > 0) || t > 1e15)
+		return cJSON_CreateNull();
+	us = (long long)(t * 1e6 + 0.5);
+	snprintf(text, sizeof(text), "%lld.%06lld", us / 1000000, us % 1000000);
+	return cJSON_CreateRaw(text);
 }
 
 void *sandbox_to_json(const struct sandbox *sb)
