@@ -54,7 +54,6 @@ struct agent_conn {
 
 struct ac_write {
 	uv_write_t w;
-	struct agent_conn *ac;
 	uint8_t data[];
 };
 
@@ -89,11 +88,10 @@ static void on_handle_closed(uv_handle_t *h)
 		ac_free(ac);
 }
 
-static void close_handle(struct agent_conn *ac, uv_handle_t *h)
+static void close_handle(uv_handle_t *h)
 {
 	if (!uv_is_closing(h))
 		uv_close(h, on_handle_closed);
-	(void)ac;
 }
 
 static void close_all(struct agent_conn *ac)
@@ -102,10 +100,10 @@ static void close_all(struct agent_conn *ac)
 	uv_timer_stop(&ac->retry);
 	if (ac->pipe_open) {
 		ac->pipe_open = false;
-		close_handle(ac, (uv_handle_t *)&ac->pipe);
+		close_handle((uv_handle_t *)&ac->pipe);
 	}
-	close_handle(ac, (uv_handle_t *)&ac->deadline);
-	close_handle(ac, (uv_handle_t *)&ac->retry);
+	close_handle((uv_handle_t *)&ac->deadline);
+	close_handle((uv_handle_t *)&ac->retry);
 }
 
 __attribute__((format(printf, 3, 4))) static void finish(struct agent_conn *ac, int r, const char *fmt, ...)
@@ -170,7 +168,6 @@ static int send_frame(struct agent_conn *ac, struct ac_write *aw, size_t len)
 		finish(ac, -EPROTO, "the guest agent does not read what the host sends");
 		return -EPROTO;
 	}
-	aw->ac = ac;
 	r = uv_write(&aw->w, (uv_stream_t *)&ac->pipe, &b, 1, on_written);
 	if (r < 0) {
 		free(aw);

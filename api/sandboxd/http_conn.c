@@ -1097,16 +1097,21 @@ void http_conn_resume(struct http_conn *c)
 	pump(c);
 }
 
+/* Ciphertext goes into the server's one buffer (one read at a time on the loop) and on into rbio at once. */
+static void tls_raw_buf(struct http_conn *c, uv_buf_t *buf)
+{
+	if (!c->srv->tls_raw)
+		c->srv->tls_raw = malloc(TLS_RAW_CHUNK);
+	*buf = uv_buf_init(c->srv->tls_raw, c->srv->tls_raw ? TLS_RAW_CHUNK : 0);
+}
+
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
 	struct http_conn *c = h->data;
 
 	(void)suggested;
 	if (c->ssl) {
-		/* Ciphertext goes into the server's one buffer and on into rbio at once. */
-		if (!c->srv->tls_raw)
-			c->srv->tls_raw = malloc(TLS_RAW_CHUNK);
-		*buf = uv_buf_init(c->srv->tls_raw, c->srv->tls_raw ? TLS_RAW_CHUNK : 0);
+		tls_raw_buf(c, buf);
 		return;
 	}
 	if (!input_alloc(c, CONN_INPUT_MAX)) {
@@ -1347,9 +1352,7 @@ static void on_relay_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 
 	(void)suggested;
 	if (c->ssl) {
-		if (!c->srv->tls_raw)
-			c->srv->tls_raw = malloc(TLS_RAW_CHUNK);
-		*buf = uv_buf_init(c->srv->tls_raw, c->srv->tls_raw ? TLS_RAW_CHUNK : 0);
+		tls_raw_buf(c, buf);
 		return;
 	}
 	if (!c->in && !input_alloc(c, RELAY_READ_CHUNK)) {

@@ -94,16 +94,13 @@ static bool is_ip(const char *host)
 	return true;
 }
 
+static X509 *read_cert(const char *path);
+
 bool tls_cert_covers(const char *cert_file, const char *host)
 {
-	FILE *f = fopen(cert_file, "re");
-	X509 *x;
+	X509 *x = read_cert(cert_file);
 	bool ok;
 
-	if (!f)
-		return false;
-	x = PEM_read_X509(f, NULL, NULL, NULL);
-	fclose(f);
 	if (!x)
 		return false;
 	ok = is_ip(host) ? X509_check_ip_asc(x, host, 0) == 1 : X509_check_host(x, host, 0, 0, NULL) == 1;
