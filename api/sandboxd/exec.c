@@ -17,6 +17,7 @@
 
 #include "agent_client.h"
 #include "agent_conn.h"
+#include "api_call.h"
 #include "http_conn.h"
 #include "log.h"
 #include "sandboxd.h"
@@ -517,20 +518,19 @@ static void reader_aborted(struct http_request *req)
 
 static const struct http_handler reader_handler = {.drained = reader_drained, .aborted = reader_aborted};
 
-void exec_attach_output(struct exec_session *ex, struct http_request *req)
+int exec_attach_output(struct exec_session *ex, struct http_request *req)
 {
-	if (ex->reader) {
-		http_respond_error(req, 409, NULL, "exec %s's output is already being read", ex->id);
-		return;
-	}
+	if (ex->reader)
+		return -EBUSY;
 	ex->reader = req;
 	ex->refs++;
 	req->ctx = ex;
 	req->handler = &reader_handler;
 	http_conn_ref(req->conn);
 	uv_timer_stop(&ex->keep_timer);
-	http_stream_begin(req, 200, "application/vnd.sandvm.exec-stream");
+	http_stream_begin(req, req->route_status, "application/vnd.sandvm.exec-stream");
 	flush(ex); /* may end the stream at once, and drop the reader's reference with it */
+	return 0;
 }
 
 /* ---- stdin ---- */
@@ -607,7 +607,7 @@ static void stdin_complete(struct http_request *req)
 	struct exec_session *ex = session_of(req);
 
 	stdin_finish(ex);
-	http_respond(req, 204, NULL, NULL, 0);
+	api_call_ok(api_call_of(req), NULL);
 	stdin_release(ex, req);
 }
 

@@ -73,6 +73,7 @@ struct http_request {
 	int body_fd;
 	bool body_too_large;
 	int status_code; /* of the reply, for the log */
+	int route_status; /* a success's status, from the route table (api_call.h) */
 
 	const struct http_handler *handler;
 	void *ctx;

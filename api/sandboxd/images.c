@@ -13,7 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "http_conn.h"
+#include "api_call.h"
 #include "log.h"
 #include "sandboxd.h"
 
@@ -22,7 +22,7 @@
 struct image_waiter {
 	struct image_waiter *next;
 	struct sandbox_spec spec;
-	struct http_request *req;
+	struct api_call *call;
 };
 
 struct image_build {
@@ -148,14 +148,16 @@ static void finish_waiters(struct image_build *b)
 	b->waiters = NULL;
 	for (; w; w = next) {
 		next = w->next;
-		if (http_conn_closed(w->req->conn))
+		if (api_call_gone(w->call)) {
+			spec_sandbox_free(&w->spec); /* nobody waits for that sandbox any more */
+		} else if (b->status != 0) {
+			api_call_fail(w->call, -EAGAIN, "image", "building image %s failed (status %d): %s", b->name,
+				      b->status, b->tail);
 			spec_sandbox_free(&w->spec);
-		else if (b->status != 0)
-			http_respond_error(w->req, 503, "image", "building image %s failed (status %d): %s", b->name,
-					   b->status, b->tail), spec_sandbox_free(&w->spec);
-		else
-			sandbox_create(b->d, &w->spec, w->req);
-		http_conn_unref(w->req->conn);
+		} else {
+			sandbox_create(b->d, &w->spec, w->call);
+		}
+		api_call_release(w->call);
 		free(w);
 	}
 }
@@ -185,7 +187,7 @@ bool images_can_build(const struct sandboxd *d, const char *name)
 	return d->image_builder[0] && find(d, name);
 }
 
-int images_build_and_create(struct sandboxd *d, struct sandbox_spec *spec, struct http_request *req)
+int images_build_and_create(struct sandboxd *d, struct sandbox_spec *spec, struct api_call *call)
 {
 	struct image_build *b = find(d, spec->image);
 	struct image_waiter *w;
@@ -246,8 +248,8 @@ int images_build_and_create(struct sandboxd *d, struct sandbox_spec *spec, struc
 	}
 	w->spec = *spec;
 	memset(spec, 0, sizeof(*spec));
-	w->req = req;
-	http_conn_ref(req->conn);
+	w->call = call;
+	api_call_hold(call);
 	w->next = b->waiters;
 	b->waiters = w;
 	return 0;

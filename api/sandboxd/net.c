@@ -26,7 +26,7 @@
 #include <unistd.h>
 
 #include "cidr.h"
-#include "http_conn.h"
+#include "api_call.h"
 #include "log.h"
 #include "sandbox_part.h"
 #include "sandboxd.h"
@@ -498,7 +498,7 @@ const struct sandbox_part_ops sandbox_net_part = {
 struct net_call {
 	uv_work_t work;
 	struct sandbox *sb;
-	struct http_request *req;
+	struct api_call *call;
 	char control[320];
 	char request[512];
 	char reply[65536];
@@ -567,18 +567,18 @@ static void net_call_done(uv_work_t *w, int status)
 	struct sandbox *sb = c->sb;
 	char why[512], next[sizeof(sb->vm.dir) + sizeof(POLICY_NEXT) + 1], cur[sizeof(next)];
 	enum net_mode mode = sb->net.mode;
-	int code = net_policy_outcome(status < 0 ? status : c->result, c->reply, &mode, why, sizeof(why));
-	cJSON *reply = code == 200 ? cJSON_Parse(c->reply) : NULL;
+	int r = net_policy_outcome(status < 0 ? status : c->result, c->reply, &mode, why, sizeof(why));
+	cJSON *reply = r == 0 ? cJSON_Parse(c->reply) : NULL;
 
 	if (c->change) {
 		snprintf(next, sizeof(next), "%s/" POLICY_NEXT, sb->vm.dir);
 		snprintf(cur, sizeof(cur), "%s/policy.json", sb->vm.dir);
 		/* policy.json is what is in force: a VMM started again from it gets the same. */
-		if (code == 200 ? rename(next, cur) < 0 : unlink(next) < 0 && errno != ENOENT)
+		if (r == 0 ? rename(next, cur) < 0 : unlink(next) < 0 && errno != ENOENT)
 			sv_warn("sandbox=%s event=policy_file_left path=%s: %s", sb->id, next, strerror(errno));
 		sb->net.changing = false;
-		if (code != 200)
-			sv_warn("sandbox=%s event=net_policy_failed status=%d asked=%s in_force=%s: %s", sb->id, code,
+		if (r < 0)
+			sv_warn("sandbox=%s event=net_policy_failed err=%d asked=%s in_force=%s: %s", sb->id, r,
 				net_mode_word(c->want), net_mode_word(sb->net.mode), why);
 	}
 	/*
@@ -586,36 +586,33 @@ static void net_call_done(uv_work_t *w, int status)
 	 * change's own reply is recorded: a status reply may have been overtaken
 	 * by a change since, so it is reported, never recorded.
 	 */
-	if (code == 200 && c->change)
+	if (r == 0 && c->change)
 		record_mode(sb, mode, &c->want_allow, c->want);
-	if (!http_conn_closed(c->req->conn)) {
-		if (code != 200)
-			http_respond_error(c->req, code, NULL, "%s", why);
-		else
-			http_respond_json(c->req, 200,
-					  network_json(sb, cJSON_GetObjectItemCaseSensitive(reply, "net"), !c->change));
-	}
+	if (r < 0)
+		api_call_fail(c->call, r, NULL, "%s", why);
+	else
+		api_call_ok(c->call, network_json(sb, cJSON_GetObjectItemCaseSensitive(reply, "net"), !c->change));
 	cJSON_Delete(reply);
 	cJSON_Delete(c->want_allow);
 	sandbox_activity(sb, -1);
-	http_conn_unref(c->req->conn);
+	api_call_release(c->call);
 	sandbox_unref(sb);
 	free(c);
 }
 
 /* Takes want_allow. */
-static void net_call(struct sandbox *sb, struct http_request *req, const char *request, bool change,
+static void net_call(struct sandbox *sb, struct api_call *call, const char *request, bool change,
 		     enum net_mode want, cJSON *want_allow)
 {
 	struct net_call *c = calloc(1, sizeof(*c));
 
 	if (!c) {
 		cJSON_Delete(want_allow);
-		http_respond_error(req, 500, NULL, "out of memory");
+		api_call_fail(call, -ENOMEM, NULL, "out of memory");
 		return;
 	}
 	c->sb = sb;
-	c->req = req;
+	c->call = call;
 	c->change = change;
 	c->want = want;
 	c->want_allow = want_allow;
@@ -623,7 +620,7 @@ static void net_call(struct sandbox *sb, struct http_request *req, const char *r
 	snprintf(c->request, sizeof(c->request), "%s\n", request);
 	c->work.data = c;
 	sandbox_ref(sb);
-	http_conn_ref(req->conn);
+	api_call_hold(call);
 	sandbox_activity(sb, +1);
 	if (change)
 		sb->net.changing = true;
@@ -633,20 +630,20 @@ static void net_call(struct sandbox *sb, struct http_request *req, const char *r
 	}
 }
 
-void net_get(struct sandbox *sb, struct http_request *req)
+void net_get(struct sandbox *sb, struct api_call *call)
 {
 	if (!sb->net.index) {
 		cJSON *o = cJSON_CreateObject();
 
 		cJSON_AddStringToObject(o, "mode", "none");
-		http_respond_json(req, 200, o);
+		api_call_ok(call, o);
 		return;
 	}
 	if (sb->state != SANDBOX_RUNNING) {
-		http_respond_error(req, 409, NULL, "sandbox %s is not running", sb->id);
+		api_call_fail(call, -ESRCH, NULL, "sandbox %s is not running", sb->id);
 		return;
 	}
-	net_call(sb, req, "{\"op\":\"net\"}", false, sb->net.mode, NULL);
+	net_call(sb, call, "{\"op\":\"net\"}", false, sb->net.mode, NULL);
 }
 
 /*
@@ -655,9 +652,11 @@ void net_get(struct sandbox *sb, struct http_request *req)
  * reports the mode the VMM's reply says is in force, and only then makes that
  * file policy.json. A refusal or no answer leaves the record as it was.
  */
-void net_put(struct sandbox *sb, struct http_request *req)
+void net_put(struct sandbox *sb, struct api_call *call)
 {
-	cJSON *body = cJSON_ParseWithLength(req->body ? req->body : "{}", req->body ? req->body_len : 2), *it;
+	size_t len;
+	const char *text = api_call_body(call, &len);
+	cJSON *body = cJSON_ParseWithLength(len ? text : "{}", len ? len : 2), *it;
 	const cJSON *block, *allow;
 	cJSON *want_allow;
 	char err[512], request[480];
@@ -665,12 +664,12 @@ void net_put(struct sandbox *sb, struct http_request *req)
 
 	if (!cJSON_IsObject(body)) {
 		cJSON_Delete(body);
-		http_respond_error(req, 400, NULL, "body must be a JSON object");
+		api_call_fail(call, -EINVAL, NULL, "body must be a JSON object");
 		return;
 	}
 	cJSON_ArrayForEach(it, body) {
 		if (strcmp(it->string, "block_network") && strcmp(it->string, "cidr_allowlist")) {
-			http_respond_error(req, 400, it->string, "unknown field \"%.64s\"", it->string);
+			api_call_fail(call, -EINVAL, it->string, "unknown field \"%.64s\"", it->string);
 			cJSON_Delete(body);
 			return;
 		}
@@ -679,34 +678,34 @@ void net_put(struct sandbox *sb, struct http_request *req)
 	allow = cJSON_GetObjectItemCaseSensitive(body, "cidr_allowlist");
 	if (block && !cJSON_IsBool(block)) {
 		cJSON_Delete(body);
-		http_respond_error(req, 400, "block_network", "block_network must be true or false");
+		api_call_fail(call, -EINVAL, "block_network", "block_network must be true or false");
 		return;
 	}
 	if (spec_check_cidrs(allow, err, sizeof(err)) < 0) {
 		cJSON_Delete(body);
-		http_respond_error(req, 400, "cidr_allowlist", "%s", err);
+		api_call_fail(call, -EINVAL, "cidr_allowlist", "%s", err);
 		return;
 	}
 	if (cJSON_IsTrue(block) && allow) {
 		cJSON_Delete(body);
-		http_respond_error(req, 400, "cidr_allowlist", "block_network and cidr_allowlist exclude each other");
+		api_call_fail(call, -EINVAL, "cidr_allowlist", "block_network and cidr_allowlist exclude each other");
 		return;
 	}
 	if (!sb->net.index) {
 		cJSON_Delete(body);
-		http_respond_error(req, 409, NULL, "sandbox %s has no network device (restricted, or networks are off)",
+		api_call_fail(call, -EBUSY, NULL, "sandbox %s has no network device (restricted, or networks are off)",
 				   sb->id);
 		return;
 	}
 	if (sb->state != SANDBOX_RUNNING) {
 		cJSON_Delete(body);
-		http_respond_error(req, 409, NULL, "sandbox %s is not running", sb->id);
+		api_call_fail(call, -ESRCH, NULL, "sandbox %s is not running", sb->id);
 		return;
 	}
 	/* One change at a time: each is answered with what the VMM then has in force. */
 	if (sb->net.changing) {
 		cJSON_Delete(body);
-		http_respond_error(req, 409, NULL, "a network change of sandbox %s is under way", sb->id);
+		api_call_fail(call, -EBUSY, NULL, "a network change of sandbox %s is under way", sb->id);
 		return;
 	}
 	if (cJSON_IsTrue(block))
@@ -716,16 +715,16 @@ void net_put(struct sandbox *sb, struct http_request *req)
 	want_allow = allow ? cJSON_Duplicate(allow, 1) : NULL;
 	cJSON_Delete(body);
 	if (mode == NET_ALLOWLIST && !want_allow) {
-		http_respond_error(req, 500, NULL, "out of memory");
+		api_call_fail(call, -ENOMEM, NULL, "out of memory");
 		return;
 	}
 	if (write_policy(sb, mode, want_allow, POLICY_NEXT, err, sizeof(err)) < 0) {
 		cJSON_Delete(want_allow);
-		http_respond_error(req, 500, NULL, "%s", err);
+		api_call_fail(call, -EIO, NULL, "%s", err);
 		return;
 	}
 	sv_info("sandbox=%s event=net_policy_asked mode=%s", sb->id, net_mode_word(mode));
 	snprintf(request, sizeof(request), "{\"op\":\"net-policy\",\"path\":\"%s/" POLICY_NEXT "\"}", sb->vm.dir);
 	/* The VMM replies with what is now in force; counters come with GET. */
-	net_call(sb, req, request, true, mode, want_allow);
+	net_call(sb, call, request, true, mode, want_allow);
 }

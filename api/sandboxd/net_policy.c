@@ -106,17 +106,17 @@ int net_policy_outcome(int call_result, const char *reply, enum net_mode *mode, 
 {
 	const cJSON *e, *m;
 	cJSON *o;
-	int status = 502;
+	int status = -EPROTO;
 
 	if (call_result == -ETIMEDOUT) {
 		snprintf(err, errlen, "the VMM did not answer in time; a change may yet take effect, and "
 				      "GET .../network reports what is in force");
-		return 504;
+		return -ETIMEDOUT;
 	}
 	if (call_result < 0 || !reply) {
 		snprintf(err, errlen, "the VMM did not answer on its control socket: %s",
 			 strerror(call_result < 0 ? -call_result : EIO));
-		return 502;
+		return -EPROTO;
 	}
 	o = cJSON_Parse(reply);
 	e = cJSON_GetObjectItemCaseSensitive(o, "error");
@@ -129,7 +129,7 @@ int net_policy_outcome(int call_result, const char *reply, enum net_mode *mode, 
 	else if (!cJSON_IsString(m) || net_mode_parse(m->valuestring, mode) < 0)
 		snprintf(err, errlen, "the VMM did not say which mode is in force");
 	else
-		status = 200;
+		status = 0;
 	cJSON_Delete(o);
 	return status;
 }

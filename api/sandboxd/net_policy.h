@@ -32,11 +32,11 @@ int net_mode_parse(const char *word, enum net_mode *m);
 
 /*
  * What a policy change came to, from vmm_control_call's result and the VMM's
- * reply line: 200 with *mode the mode the VMM says is now in force (its
- * "net":{"mode"}); 504 when the VMM did not answer in time (-ETIMEDOUT);
- * 502 when it could not be reached, refused the request, or answered without
- * saying which mode is in force. For a status call ({"op":"net"}) the same. Except for 200, err says what happened and
- * *mode is untouched.
+ * reply line: 0 with *mode the mode the VMM says is now in force (its
+ * "net":{"mode"}); -ETIMEDOUT when the VMM did not answer in time; -EPROTO
+ * when it could not be reached, refused the request, or answered without
+ * saying which mode is in force. For a status call ({"op":"net"}) the same.
+ * On failure err says what happened and *mode is untouched.
  */
 int net_policy_outcome(int call_result, const char *reply, enum net_mode *mode, char *err, size_t errlen);
 

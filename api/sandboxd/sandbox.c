@@ -18,7 +18,7 @@
 
 #include "agent_client.h"
 #include "agent_conn.h"
-#include "http_conn.h"
+#include "api_call.h"
 #include "image_path.h"
 #include "log.h"
 #include "sandbox_part.h"
@@ -28,14 +28,6 @@
 #define KILL_GRACE_MS 3000
 #define IDLE_CHECK_MS 1000
 #define FINISHED_KEEP_S 3600
-#define WAIT_DEFAULT_S 60
-
-struct waiter {
-	struct waiter *next;
-	struct sandbox *sb;
-	struct http_request *req;
-	uv_timer_t timer;
-};
 
 static void finish(struct sandbox *sb, const char *reason, int returncode, const char *message);
 static void ready_abort(struct sandbox *sb);
@@ -238,71 +230,32 @@ void *sandbox_to_json(const struct sandbox *sb)
 	return o;
 }
 
-/* ---- waiters on GET .../wait ---- */
+/* ---- watchers of the end ---- */
 
-static void waiter_closed(uv_handle_t *h)
+void sandbox_watch(struct sandbox *sb, struct sandbox_watch *w)
 {
-	struct waiter *w = h->data;
-
-	sandbox_unref(w->sb);
-	free(w);
+	w->next = sb->watchers;
+	sb->watchers = w;
 }
 
-static void waiter_end(struct waiter *w, bool reply)
+void sandbox_unwatch(struct sandbox *sb, struct sandbox_watch *w)
 {
-	for (struct waiter **p = &w->sb->waiters; *p; p = &(*p)->next)
+	for (struct sandbox_watch **p = &sb->watchers; *p; p = &(*p)->next)
 		if (*p == w) {
 			*p = w->next;
-			break;
+			return;
 		}
-	if (reply && !http_conn_closed(w->req->conn))
-		http_respond_json(w->req, 200, sandbox_to_json(w->sb));
-	http_conn_unref(w->req->conn);
-	uv_close((uv_handle_t *)&w->timer, waiter_closed);
 }
 
-static void waiter_timeout(uv_timer_t *t)
+static void tell_watchers(struct sandbox *sb)
 {
-	waiter_end(t->data, true);
-}
+	struct sandbox_watch *w;
 
-static void waiter_aborted(struct http_request *req)
-{
-	waiter_end(req->ctx, false);
-}
-
-static const struct http_handler waiter_handler = {.aborted = waiter_aborted};
-
-void sandbox_wait_add(struct sandbox *sb, struct http_request *req, unsigned timeout_s)
-{
-	struct waiter *w;
-
-	if (sb->state == SANDBOX_FINISHED) {
-		http_respond_json(req, 200, sandbox_to_json(sb));
-		return;
+	while ((w = sb->watchers)) {
+		sb->watchers = w->next;
+		w->next = NULL;
+		w->finished(w);
 	}
-	w = calloc(1, sizeof(*w));
-	if (!w) {
-		http_respond_error(req, 500, NULL, "out of memory");
-		return;
-	}
-	w->sb = sb;
-	w->req = req;
-	sandbox_ref(sb);
-	http_conn_ref(req->conn);
-	req->handler = &waiter_handler;
-	req->ctx = w;
-	uv_timer_init(sb->d->loop, &w->timer);
-	w->timer.data = w;
-	uv_timer_start(&w->timer, waiter_timeout, (uint64_t)(timeout_s ? timeout_s : WAIT_DEFAULT_S) * 1000, 0);
-	w->next = sb->waiters;
-	sb->waiters = w;
-}
-
-static void wake_waiters(struct sandbox *sb)
-{
-	while (sb->waiters)
-		waiter_end(sb->waiters, true);
 }
 
 /* ---- ending ---- */
@@ -412,7 +365,7 @@ static void finish(struct sandbox *sb, const char *reason, int returncode, const
 	if (!sb->deleted)
 		store_save(sb);
 	sv_info("sandbox=%s event=finished reason=%s returncode=%d", sb->id, reason, returncode);
-	wake_waiters(sb);
+	tell_watchers(sb);
 	/* Running execs end with the VM: their agent connections break and they finish as usual. */
 	stop_vmm(sb);
 }
@@ -506,10 +459,10 @@ static void start_entrypoint(struct sandbox *sb)
 /* The readiness check's verdict (ready_result, ready_error) is in: the create call gets its answer. */
 static void ready_done(struct sandbox *sb)
 {
-	struct http_request *req = sb->create_req;
+	struct api_call *call = sb->create_call;
 	char console[600];
 
-	sb->create_req = NULL;
+	sb->create_call = NULL;
 	if (sb->state == SANDBOX_STARTING && sb->ready_result == 0) {
 		sb->state = SANDBOX_RUNNING;
 		sb->started_at = sandboxd_wall_time();
@@ -524,14 +477,12 @@ static void ready_done(struct sandbox *sb)
 		sv_warn("sandbox=%s event=start_failed why=\"%s\"", sb->id, sb->ready_error);
 		finish(sb, "failed", RC_FAILED, NULL);
 	}
-	if (req) {
-		if (!http_conn_closed(req->conn)) {
-			if (sb->state == SANDBOX_FINISHED && sb->reason && !strcmp(sb->reason, "failed"))
-				http_respond_error(req, 503, NULL, "sandbox %s failed to start: %s", sb->id, sb->message);
-			else
-				http_respond_json(req, 201, sandbox_to_json(sb));
-		}
-		http_conn_unref(req->conn);
+	if (call) {
+		if (sb->state == SANDBOX_FINISHED && sb->reason && !strcmp(sb->reason, "failed"))
+			api_call_fail(call, -EHOSTDOWN, NULL, "sandbox %s failed to start: %s", sb->id, sb->message);
+		else if (!api_call_gone(call))
+			api_call_ok(call, sandbox_to_json(sb));
+		api_call_release(call);
 	}
 	sandbox_unref(sb);
 }
@@ -691,7 +642,7 @@ static void remove_run_files(const char *run_dir)
 	rmdir(run_dir);
 }
 
-void sandbox_create(struct sandboxd *d, struct sandbox_spec *spec, struct http_request *req)
+void sandbox_create(struct sandboxd *d, struct sandbox_spec *spec, struct api_call *call)
 {
 	struct sandbox_vm_config cfg = {0};
 	struct sandbox_vm_cmd cmd;
@@ -702,35 +653,35 @@ void sandbox_create(struct sandboxd *d, struct sandbox_spec *spec, struct http_r
 	int r;
 
 	if (name_taken(d, spec)) {
-		http_respond_error(req, 409, "name", "a sandbox named %s is already running in app %s", spec->name,
+		api_call_fail(call, -EEXIST, "name", "a sandbox named %s is already running in app %s", spec->name,
 				   spec->app);
 		goto out_spec;
 	}
 	sandbox_usage(d, &count, &memory);
 	if (count + 1 > d->max_sandboxes) {
-		http_respond_error(req, 429, NULL, "this host runs %u sandboxes, its limit (--max-sandboxes)", count);
+		api_call_fail(call, -EDQUOT, NULL, "this host runs %u sandboxes, its limit (--max-sandboxes)", count);
 		goto out_spec;
 	}
 	if (memory + spec->memory_mib > d->max_memory_mib) {
-		http_respond_error(req, 429, "memory_mib",
+		api_call_fail(call, -EDQUOT, "memory_mib",
 				   "%u MiB more would exceed this host's sandbox memory limit of %u MiB (%u MiB in use)",
 				   spec->memory_mib, d->max_memory_mib, memory);
 		goto out_spec;
 	}
 	r = image_paths(d, spec->image, &cfg, kernel, other, sizeof(kernel), err, sizeof(err));
 	if (r == -EAGAIN) {
-		r = images_build_and_create(d, spec, req);
+		r = images_build_and_create(d, spec, call);
 		if (r == 0)
 			return; /* comes back here once the image is built */
 	}
 	if (r < 0) {
-		http_respond_error(req, r == -EACCES ? 403 : 503, "image", "%s",
+		api_call_fail(call, r == -EACCES ? -EACCES : -EAGAIN, "image", "%s",
 				   err[0] ? err : "the image cannot be built here");
 		goto out_spec;
 	}
 	sb = sandbox_alloc(d);
 	if (!sb) {
-		http_respond_error(req, 500, NULL, "out of memory");
+		api_call_fail(call, -ENOMEM, NULL, "out of memory");
 		goto out_spec;
 	}
 	sb->spec = *spec;
@@ -757,7 +708,7 @@ void sandbox_create(struct sandboxd *d, struct sandbox_spec *spec, struct http_r
 			while (part-- != sandbox_parts)
 				if ((*part)->teardown)
 					(*part)->teardown(sb);
-			http_respond_error(req, 503, NULL, "%s", err);
+			api_call_fail(call, -EAGAIN, NULL, "%s", err);
 			remove_run_files(run_dir);
 			discard(sb);
 			return;
@@ -767,7 +718,7 @@ void sandbox_create(struct sandboxd *d, struct sandbox_spec *spec, struct http_r
 	if (r == 0)
 		r = spawn_vmm(sb, &cmd);
 	if (r < 0) {
-		http_respond_error(req, 500, NULL, "cannot start the VMM %s: %s", d->vmm_path, strerror(-r));
+		api_call_fail(call, -EIO, NULL, "cannot start the VMM %s: %s", d->vmm_path, strerror(-r));
 		parts_teardown(sb);
 		sandbox_vm_destroy(&sb->vm);
 		remove_run_files(run_dir);
@@ -781,8 +732,8 @@ void sandbox_create(struct sandboxd *d, struct sandbox_spec *spec, struct http_r
 		sv_warn("sandbox=%s event=save_failed", sb->id);
 	sv_info("sandbox=%s event=starting image=%s cpu=%u memory_mib=%u pid=%d", sb->id, sb->spec.image,
 		sb->spec.cpu, sb->spec.memory_mib, sb->pid);
-	sb->create_req = req;
-	http_conn_ref(req->conn);
+	sb->create_call = call;
+	api_call_hold(call);
 	sandbox_ref(sb); /* the readiness check's, dropped by ready_done */
 	ready_start(sb);
 	return;
@@ -910,7 +861,7 @@ void sandbox_sweep(struct sandboxd *d)
 
 	for (; sb; sb = next) {
 		next = sb->next;
-		if (sb->state == SANDBOX_FINISHED && !sb->deleted && !sb->vmm_alive && !sb->create_req &&
+		if (sb->state == SANDBOX_FINISHED && !sb->deleted && !sb->vmm_alive && !sb->create_call &&
 		    now - sb->finished_at > FINISHED_KEEP_S) {
 			sv_info("sandbox=%s event=forgotten why=\"finished over %d s ago\"", sb->id, FINISHED_KEEP_S);
 			sb->deleted = true;

@@ -21,9 +21,9 @@ struct cJSON;
 #include "vmm_control.h"
 
 struct http_request;
+struct api_call;
 struct exec_session;
 struct auth_keys;
-struct waiter;
 struct image_build;
 struct agent_conn;
 
@@ -56,6 +56,12 @@ struct sandbox_mount {
 	bool busy; /* a mount or unmount is under way */
 };
 
+/* Someone who waits for a sandbox to finish (sandbox_watch). */
+struct sandbox_watch {
+	struct sandbox_watch *next;
+	void (*finished)(struct sandbox_watch *w);
+};
+
 struct sandbox {
 	struct sandboxd *d;
 	struct sandbox *next;
@@ -80,7 +86,7 @@ struct sandbox {
 	struct agent_conn *ready_conn; /* the readiness check while the guest boots */
 	int ready_result;
 	char ready_error[512];
-	struct http_request *create_req; /* the create call waiting for readiness */
+	struct api_call *create_call; /* the create call waiting for readiness */
 
 	unsigned active;        /* execs and file calls in flight, for the idle timeout */
 	uint64_t last_active_ms; /* loop time */
@@ -91,7 +97,7 @@ struct sandbox {
 	struct sandbox_net net;
 	struct sandbox_mount mounts[SANDBOX_MOUNT_SLOTS];
 	bool snapshot_busy; /* the scratch drive is in use */
-	struct waiter *waiters; /* GET .../wait calls waiting for this sandbox to finish */
+	struct sandbox_watch *watchers; /* told when the sandbox finishes (GET .../wait) */
 };
 
 struct sandboxd {
@@ -119,7 +125,7 @@ struct sandboxd {
 
 /* ---- sandbox.c: lifecycle ---- */
 /* Starts a sandbox from spec (taken); replies to req once it is ready or failed. */
-void sandbox_create(struct sandboxd *d, struct sandbox_spec *spec, struct http_request *req);
+void sandbox_create(struct sandboxd *d, struct sandbox_spec *spec, struct api_call *call);
 struct sandbox *sandbox_find(struct sandboxd *d, const char *id_or_name);
 void sandbox_terminate(struct sandbox *sb, const char *reason, int returncode, const char *message);
 void sandbox_delete(struct sandbox *sb);
@@ -135,8 +141,9 @@ void *sandbox_to_json(const struct sandbox *sb);
 int sandbox_restore_all(struct sandboxd *d);
 /* Counts sandboxes holding resources (starting or running, or a VMM still alive). */
 void sandbox_usage(const struct sandboxd *d, unsigned *count, unsigned *memory_mib);
-/* Waiters on GET .../wait. */
-void sandbox_wait_add(struct sandbox *sb, struct http_request *req, unsigned timeout_s);
+/* w->finished is called once, when sb finishes, unless unwatched before; the watcher holds its own reference. */
+void sandbox_watch(struct sandbox *sb, struct sandbox_watch *w);
+void sandbox_unwatch(struct sandbox *sb, struct sandbox_watch *w);
 void sandbox_sweep(struct sandboxd *d);
 double sandboxd_wall_time(void);
 void sandbox_make_id(const char *prefix, char *out, size_t len);
@@ -156,7 +163,8 @@ int exec_start(struct sandbox *sb, const struct exec_spec *spec, bool entrypoint
 struct exec_session *exec_find(struct sandbox *sb, const char *id);
 const char *exec_id(const struct exec_session *ex);
 void *exec_to_json(const struct exec_session *ex);
-void exec_attach_output(struct exec_session *ex, struct http_request *req);
+/* GET .../output: streams the output to req; -EBUSY when another reader has it. */
+int exec_attach_output(struct exec_session *ex, struct http_request *req);
 /* POST .../stdin: set up at headers time; replies when the body ended. */
 int exec_attach_stdin(struct exec_session *ex, struct http_request *req);
 int exec_signal(struct exec_session *ex, int sig);
@@ -166,15 +174,15 @@ int images_init(struct sandboxd *d);
 void images_destroy(struct sandboxd *d);
 bool images_can_build(const struct sandboxd *d, const char *name);
 /* Builds spec's image (or joins the build under way), then creates; takes spec. */
-int images_build_and_create(struct sandboxd *d, struct sandbox_spec *spec, struct http_request *req);
+int images_build_and_create(struct sandboxd *d, struct sandbox_spec *spec, struct api_call *call);
 void *images_to_json(const struct sandboxd *d);
 
 /* ---- net.c: taps, addresses, NAT, the VMM's egress policy ---- */
 int net_init(struct sandboxd *d);
 /* The network part of a sandbox's lifecycle (setup, teardown, adopt, ...) is sandbox_net_part (sandbox_part.h). */
 const char *net_mode_name(const struct sandbox *sb);
-void net_get(struct sandbox *sb, struct http_request *req);
-void net_put(struct sandbox *sb, struct http_request *req);
+void net_get(struct sandbox *sb, struct api_call *call);
+void net_put(struct sandbox *sb, struct api_call *call);
 
 /* ---- snapshots.c: encrypted snapshot images (docs/image-format.md) ---- */
 /* Creates the store and the managed key; 0 or -errno with a message on stderr. */
@@ -182,12 +190,15 @@ int snapshots_init(struct sandboxd *d);
 /* Replaces the managed key, re-wrapping every managed image's key; for --rotate-managed-key. */
 int snapshots_rotate_managed_key(const char *state_dir);
 void snapshots_sweep(struct sandboxd *d);
-void snapshot_create(struct sandbox *sb, struct http_request *req);
-void snapshot_mount(struct sandbox *sb, struct http_request *req);
-void snapshot_unmount(struct sandbox *sb, struct http_request *req);
-void snapshots_list(struct sandboxd *d, struct http_request *req);
-void snapshots_get(struct sandboxd *d, const char *id, struct http_request *req);
-void snapshots_delete(struct sandboxd *d, const char *id, struct http_request *req);
+void snapshot_create(struct sandbox *sb, struct api_call *call);
+void snapshot_mount(struct sandbox *sb, struct api_call *call);
+void snapshot_unmount(struct sandbox *sb, struct api_call *call);
+/* The image records (a cJSON *). */
+void *snapshots_list(struct sandboxd *d);
+/* 0 with *out (a cJSON *), or -ENOENT with a message. */
+int snapshots_get(struct sandboxd *d, const char *id, void **out, char *err, size_t errlen);
+/* 0, or -ENOENT, -EBUSY (mounted), -EIO with a message. */
+int snapshots_delete(struct sandboxd *d, const char *id, char *err, size_t errlen);
 /* The mounts' part of a sandbox's lifecycle is sandbox_mounts_part (sandbox_part.h). */
 
 /* ---- files.c ---- */

@@ -16,7 +16,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "http_conn.h"
 #include "log.h"
 #include "sandboxd.h"
 #include "simage/file.h"
@@ -366,21 +365,24 @@ static void add_listed(void *ctx, const char *id, cJSON *rec)
 	cJSON_AddItemToArray(ctx, record_public(rec));
 }
 
-void snapshots_list(struct sandboxd *d, struct http_request *req)
+void *snapshots_list(struct sandboxd *d)
 {
 	cJSON *o = cJSON_CreateObject(), *arr = cJSON_AddArrayToObject(o, "images");
 
 	for_each_record(d->snapshot_dir, add_listed, arr);
-	http_respond_json(req, 200, o);
+	return o;
 }
 
-void snapshots_get(struct sandboxd *d, const char *id, struct http_request *req)
+int snapshots_get(struct sandboxd *d, const char *id, void **out, char *err, size_t errlen)
 {
 	cJSON *rec = snapshot_record_load(d->snapshot_dir, id);
 
-	if (!rec)
-		return http_respond_error(req, 404, NULL, "no image %.64s", id);
-	http_respond_json(req, 200, record_public(rec));
+	if (!rec) {
+		snprintf(err, errlen, "no image %.64s", id);
+		return -ENOENT;
+	}
+	*out = record_public(rec);
+	return 0;
 }
 
 static bool image_in_use(struct sandboxd *d, const char *id)
@@ -393,21 +395,27 @@ static bool image_in_use(struct sandboxd *d, const char *id)
 	return false;
 }
 
-void snapshots_delete(struct sandboxd *d, const char *id, struct http_request *req)
+int snapshots_delete(struct sandboxd *d, const char *id, char *err, size_t errlen)
 {
 	cJSON *rec = snapshot_record_load(d->snapshot_dir, id);
 	int r;
 
-	if (!rec)
-		return http_respond_error(req, 404, NULL, "no image %.64s", id);
+	if (!rec) {
+		snprintf(err, errlen, "no image %.64s", id);
+		return -ENOENT;
+	}
 	cJSON_Delete(rec);
-	if (image_in_use(d, id))
-		return http_respond_error(req, 409, NULL, "image %s is mounted in a running sandbox", id);
+	if (image_in_use(d, id)) {
+		snprintf(err, errlen, "image %s is mounted in a running sandbox", id);
+		return -EBUSY;
+	}
 	r = snapshot_store_remove(d->snapshot_dir, id);
-	if (r < 0)
-		return http_respond_error(req, 500, NULL, "deleting image %s: %s", id, strerror(-r));
+	if (r < 0) {
+		snprintf(err, errlen, "deleting image %s: %s", id, strerror(-r));
+		return -EIO; /* whatever the store said, the daemon failed: 500 */
+	}
 	sv_info("image %s deleted", id);
-	http_respond(req, 204, NULL, NULL, 0);
+	return 0;
 }
 
 struct sweep {

@@ -27,7 +27,7 @@
 #include <unistd.h>
 
 #include "agent_client.h"
-#include "http_conn.h"
+#include "api_call.h"
 #include "log.h"
 #include "sandbox_part.h"
 #include "sandboxd.h"
@@ -94,7 +94,7 @@ struct image_job {
 	enum job_kind kind;
 	struct sandboxd *d;
 	struct sandbox *sb;
-	struct http_request *req;
+	struct api_call *call;
 	char vsock[320], control[320], run_dir[256], store[320];
 	char path[256];
 	char id[40];
@@ -105,20 +105,20 @@ struct image_job {
 	bool managed;
 	long long ttl; /* -1: keep forever */
 	/* Results */
-	int status; /* HTTP status of a failure, 0 on success */
+	int err; /* -errno of a failure (api_error.h), 0 on success */
 	char error[768];
 	struct simage_header h;
 	struct simage_write_stats stats;
 };
 
-static void job_fail(struct image_job *j, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void job_fail(struct image_job *j, int status, const char *fmt, ...)
+static void job_fail(struct image_job *j, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void job_fail(struct image_job *j, int err, const char *fmt, ...)
 {
 	va_list ap;
 
-	if (j->status)
+	if (j->err)
 		return; /* the first failure is the one to report */
-	j->status = status;
+	j->err = err;
 	va_start(ap, fmt);
 	vsnprintf(j->error, sizeof(j->error), fmt, ap);
 	va_end(ap);
@@ -199,14 +199,14 @@ static int vmm_call(struct image_job *j, cJSON *req)
 		free(text);
 	}
 	if (r < 0) {
-		job_fail(j, 500, "the VMM did not answer on its control socket: %s", strerror(-r));
+		job_fail(j, -EIO, "the VMM did not answer on its control socket: %s", strerror(-r));
 		return -1;
 	}
 	rep = cJSON_Parse(reply);
 	if (!cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(rep, "ok"))) {
 		const cJSON *e = cJSON_GetObjectItemCaseSensitive(rep, "error");
 
-		job_fail(j, 500, "the VMM refused: %s", cJSON_IsString(e) ? e->valuestring : "no reason given");
+		job_fail(j, -EIO, "the VMM refused: %s", cJSON_IsString(e) ? e->valuestring : "no reason given");
 		cJSON_Delete(rep);
 		return -1;
 	}
@@ -255,7 +255,7 @@ static void snapshot_work(uv_work_t *w)
 	snprintf(raw, sizeof(raw), "%s/.scratch-%s.raw", j->store, j->sb->id);
 	rfd = open(raw, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (rfd < 0) {
-		job_fail(j, 500, "cannot make a scratch disk: %s", strerror(errno));
+		job_fail(j, -EIO, "cannot make a scratch disk: %s", strerror(errno));
 		goto out;
 	}
 	for (int attempt = 0;; attempt++) {
@@ -269,7 +269,7 @@ static void snapshot_work(uv_work_t *w)
 			goto out;
 		}
 		if (ftruncate(rfd, 0) < 0 || ftruncate(rfd, (off_t)size) < 0) {
-			job_fail(j, 500, "cannot make a %llu-byte scratch disk: %s", size, strerror(errno));
+			job_fail(j, -EIO, "cannot make a %llu-byte scratch disk: %s", size, strerror(errno));
 			goto out;
 		}
 		sv_info("snapshot of %s in %s: %llu KiB in %llu files, a %llu MiB file system", j->path, j->sb->id,
@@ -283,7 +283,7 @@ static void snapshot_work(uv_work_t *w)
 		if (code == 0)
 			break;
 		if (attempt == 2 || !strstr(out, "allocate")) {
-			job_fail(j, 500, "making the file system in the guest failed (%d): %s", code, out);
+			job_fail(j, -EIO, "making the file system in the guest failed (%d): %s", code, out);
 			goto out;
 		}
 		if (vmm_call(j, drive_req("drive-detach", SCRATCH_SERIAL)) < 0)
@@ -299,13 +299,13 @@ static void snapshot_work(uv_work_t *w)
 	snprintf(tmp_img, sizeof(tmp_img), "%s/.writing-%s.img", j->store, j->sb->id);
 	ofd = open(tmp_img, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (ofd < 0) {
-		job_fail(j, 500, "%s: %s", tmp_img, strerror(errno));
+		job_fail(j, -EIO, "%s: %s", tmp_img, strerror(errno));
 		goto out;
 	}
 	if (j->managed) {
 		/* A random per-image key, wrapped below once the writer has made the image's id. */
 		if (simage_random(managed_key, sizeof(managed_key)) < 0) {
-			job_fail(j, 500, "no random bytes");
+			job_fail(j, -EIO, "no random bytes");
 			goto out;
 		}
 		memcpy(j->ikm, managed_key, sizeof(managed_key));
@@ -313,7 +313,7 @@ static void snapshot_work(uv_work_t *w)
 	}
 	code = simage_write(rfd, size, ofd, j->ikm, j->ikm_len, &opts, &j->h, &j->stats);
 	if (code < 0) {
-		job_fail(j, 500, "writing the image failed: %s",
+		job_fail(j, -EIO, "writing the image failed: %s",
 			 code <= SIMAGE_E_TRUNCATED ? simage_strerror(code) : strerror(-code));
 		goto out;
 	}
@@ -321,13 +321,13 @@ static void snapshot_work(uv_work_t *w)
 	if (j->managed) {
 		code = snapshot_managed_key_store(j->store, j->id, managed_key);
 		if (code < 0) {
-			job_fail(j, 500, "cannot store the managed image key: %s", strerror(-code));
+			job_fail(j, -EIO, "cannot store the managed image key: %s", strerror(-code));
 			goto out;
 		}
 	}
 	snapshot_store_path(j->store, j->id, "img", img, sizeof(img));
 	if (rename(tmp_img, img) < 0)
-		job_fail(j, 500, "%s: %s", img, strerror(errno));
+		job_fail(j, -EIO, "%s: %s", img, strerror(errno));
 out:
 	OPENSSL_cleanse(managed_key, sizeof(managed_key));
 	if (attached)
@@ -338,7 +338,7 @@ out:
 	}
 	if (ofd >= 0) {
 		close(ofd);
-		if (j->status)
+		if (j->err)
 			unlink(tmp_img);
 	}
 }
@@ -351,7 +351,7 @@ static void snapshot_done(uv_work_t *w, int status)
 
 	(void)status;
 	sb->snapshot_busy = false;
-	if (!j->status) {
+	if (!j->err) {
 		double now = (double)(long long)sandboxd_wall_time();
 
 		rec = cJSON_CreateObject();
@@ -368,30 +368,28 @@ static void snapshot_done(uv_work_t *w, int status)
 		cJSON_AddStringToObject(rec, "sandbox", sb->id);
 		cJSON_AddStringToObject(rec, "path", j->path);
 		if (snapshot_record_save(j->store, j->id, rec) < 0)
-			job_fail(j, 500, "cannot write the image record");
+			job_fail(j, -EIO, "cannot write the image record");
 		cJSON_Delete(rec);
-		if (j->status)
+		if (j->err)
 			snapshot_store_remove(j->store, j->id);
 	}
-	if (j->status) {
+	if (j->err) {
 		sv_warn("snapshot of %s in %s failed: %s", j->path, sb->id, j->error);
 	} else {
 		sv_info("snapshot %s of %s in %s: %llu bytes (%s key)", j->id, j->path, sb->id,
 			(unsigned long long)j->stats.file_size, j->managed ? "managed" : "customer");
 	}
-	if (!http_conn_closed(j->req->conn)) {
-		if (j->status) {
-			http_respond_error(j->req, j->status, NULL, "%s", j->error);
-		} else {
-			o = cJSON_CreateObject();
-			cJSON_AddStringToObject(o, "image", j->id);
-			cJSON_AddStringToObject(o, "key", j->managed ? "managed" : "customer");
-			cJSON_AddNumberToObject(o, "file_size", (double)j->stats.file_size);
-			http_respond_json(j->req, 201, o);
-		}
+	if (j->err) {
+		api_call_fail(j->call, j->err, NULL, "%s", j->error);
+	} else {
+		o = cJSON_CreateObject();
+		cJSON_AddStringToObject(o, "image", j->id);
+		cJSON_AddStringToObject(o, "key", j->managed ? "managed" : "customer");
+		cJSON_AddNumberToObject(o, "file_size", (double)j->stats.file_size);
+		api_call_ok(j->call, o);
 	}
 	sandbox_activity(sb, -1);
-	http_conn_unref(j->req->conn);
+	api_call_release(j->call);
 	sandbox_unref(sb);
 	job_free(j);
 }
@@ -399,7 +397,7 @@ static void snapshot_done(uv_work_t *w, int status)
 /* ---- request bodies ---- */
 
 /* "key": base64 of 16..512 bytes; absent is fine (then none). */
-static int parse_key(struct http_request *req, const cJSON *body, struct image_job *j)
+static int parse_key(struct api_call *call, const cJSON *body, struct image_job *j)
 {
 	const cJSON *k = cJSON_GetObjectItemCaseSensitive(body, "key");
 	uint8_t buf[(SIMAGE_IKM_MAX + 2) / 3 * 3 + 3];
@@ -410,13 +408,13 @@ static int parse_key(struct http_request *req, const cJSON *body, struct image_j
 		return 0;
 	len = cJSON_IsString(k) ? strlen(k->valuestring) : 0;
 	if (!cJSON_IsString(k) || len == 0 || len % 4 || len / 4 * 3 > sizeof(buf)) {
-		http_respond_error(req, 400, "key", "key must be base64 of %u..%u bytes", SIMAGE_IKM_MIN,
+		api_call_fail(call, -EINVAL, "key", "key must be base64 of %u..%u bytes", SIMAGE_IKM_MIN,
 				   SIMAGE_IKM_MAX);
 		return -1;
 	}
 	n = EVP_DecodeBlock(buf, (const unsigned char *)k->valuestring, (int)len);
 	if (n < 0) {
-		http_respond_error(req, 400, "key", "key is not valid base64");
+		api_call_fail(call, -EINVAL, "key", "key is not valid base64");
 		return -1;
 	}
 	while (pad < 2 && k->valuestring[len - 1 - pad] == '=')
@@ -424,7 +422,7 @@ static int parse_key(struct http_request *req, const cJSON *body, struct image_j
 	n -= (int)pad;
 	if (n < (int)SIMAGE_IKM_MIN || n > (int)SIMAGE_IKM_MAX) {
 		OPENSSL_cleanse(buf, sizeof(buf));
-		http_respond_error(req, 400, "key", "a key is %u..%u bytes; this one is %d", SIMAGE_IKM_MIN,
+		api_call_fail(call, -EINVAL, "key", "a key is %u..%u bytes; this one is %d", SIMAGE_IKM_MIN,
 				   SIMAGE_IKM_MAX, n);
 		return -1;
 	}
@@ -434,13 +432,13 @@ static int parse_key(struct http_request *req, const cJSON *body, struct image_j
 	return 0;
 }
 
-static int parse_path(struct http_request *req, const cJSON *body, char *out, size_t len)
+static int parse_path(struct api_call *call, const cJSON *body, char *out, size_t len)
 {
 	const cJSON *p = cJSON_GetObjectItemCaseSensitive(body, "path");
 
 	if (!cJSON_IsString(p) || p->valuestring[0] != '/' || strlen(p->valuestring) >= len ||
 	    strstr(p->valuestring, "/../") || !strcmp(p->valuestring, "/")) {
-		http_respond_error(req, 400, "path", "path must be an absolute directory other than / (under %zu bytes)",
+		api_call_fail(call, -EINVAL, "path", "path must be an absolute directory other than / (under %zu bytes)",
 				   len);
 		return -1;
 	}
@@ -451,18 +449,18 @@ static int parse_path(struct http_request *req, const cJSON *body, char *out, si
 	return 0;
 }
 
-static struct image_job *job_new(struct sandbox *sb, struct http_request *req, enum job_kind kind)
+static struct image_job *job_new(struct sandbox *sb, struct api_call *call, enum job_kind kind)
 {
 	struct image_job *j = calloc(1, sizeof(*j));
 
 	if (!j) {
-		http_respond_error(req, 500, NULL, "out of memory");
+		api_call_fail(call, -ENOMEM, NULL, "out of memory");
 		return NULL;
 	}
 	j->kind = kind;
 	j->d = sb->d;
 	j->sb = sb;
-	j->req = req;
+	j->call = call;
 	j->slot = -1;
 	snprintf(j->vsock, sizeof(j->vsock), "%s", sb->vm.vsock);
 	snprintf(j->control, sizeof(j->control), "%s", sb->vm.control);
@@ -472,14 +470,14 @@ static struct image_job *job_new(struct sandbox *sb, struct http_request *req, e
 	return j;
 }
 
-static bool sandbox_usable(struct sandbox *sb, struct http_request *req)
+static bool sandbox_usable(struct sandbox *sb, struct api_call *call)
 {
 	if (sb->state != SANDBOX_RUNNING) {
-		http_respond_error(req, 409, NULL, "sandbox %s is %s", sb->id, sandbox_state_name(sb->state));
+		api_call_fail(call, -ESRCH, NULL, "sandbox %s is %s", sb->id, sandbox_state_name(sb->state));
 		return false;
 	}
 	if (sb->spec.restricted) {
-		http_respond_error(req, 409, NULL, "restricted sandboxes cannot snapshot or mount images");
+		api_call_fail(call, -EBUSY, NULL, "restricted sandboxes cannot snapshot or mount images");
 		return false;
 	}
 	return true;
@@ -489,36 +487,38 @@ static void queue(struct image_job *j, uv_work_cb work, uv_after_work_cb done)
 {
 	sandbox_ref(j->sb);
 	sandbox_activity(j->sb, +1);
-	http_conn_ref(j->req->conn);
+	api_call_hold(j->call);
 	uv_queue_work(j->d->loop, &j->work, work, done);
 }
 
-void snapshot_create(struct sandbox *sb, struct http_request *req)
+void snapshot_create(struct sandbox *sb, struct api_call *call)
 {
-	cJSON *body = cJSON_ParseWithLength(req->body ? req->body : "", req->body_len);
+	size_t len;
+	const char *text = api_call_body(call, &len);
+	cJSON *body = cJSON_ParseWithLength(text, len);
 	const cJSON *ttl, *it;
 	struct image_job *j;
 
 	if (!cJSON_IsObject(body)) {
-		http_respond_error(req, 400, NULL, "body must be a JSON object");
+		api_call_fail(call, -EINVAL, NULL, "body must be a JSON object");
 		goto out;
 	}
 	cJSON_ArrayForEach(it, body) {
 		if (strcmp(it->string, "path") && strcmp(it->string, "key") && strcmp(it->string, "ttl")) {
-			http_respond_error(req, 400, it->string, "unknown field %s (known: path, key, ttl)", it->string);
+			api_call_fail(call, -EINVAL, it->string, "unknown field %s (known: path, key, ttl)", it->string);
 			goto out;
 		}
 	}
-	if (!sandbox_usable(sb, req))
+	if (!sandbox_usable(sb, call))
 		goto out;
 	if (sb->snapshot_busy) {
-		http_respond_error(req, 409, NULL, "a snapshot of sandbox %s is already being made", sb->id);
+		api_call_fail(call, -EBUSY, NULL, "a snapshot of sandbox %s is already being made", sb->id);
 		goto out;
 	}
-	j = job_new(sb, req, JOB_SNAPSHOT);
+	j = job_new(sb, call, JOB_SNAPSHOT);
 	if (!j)
 		goto out;
-	if (parse_path(req, body, j->path, sizeof(j->path)) < 0 || parse_key(req, body, j) < 0) {
+	if (parse_path(call, body, j->path, sizeof(j->path)) < 0 || parse_key(call, body, j) < 0) {
 		job_free(j);
 		goto out;
 	}
@@ -530,7 +530,7 @@ void snapshot_create(struct sandbox *sb, struct http_request *req)
 	} else if (ttl) {
 		if (!cJSON_IsNumber(ttl) || ttl->valuedouble < 1 || ttl->valuedouble > (double)MAX_TTL_S ||
 		    ttl->valuedouble != (double)(long long)ttl->valuedouble) {
-			http_respond_error(req, 400, "ttl", "ttl is whole seconds 1..%lld, or \"none\" to keep",
+			api_call_fail(call, -EINVAL, "ttl", "ttl is whole seconds 1..%lld, or \"none\" to keep",
 					   MAX_TTL_S);
 			job_free(j);
 			goto out;
@@ -556,17 +556,17 @@ static void mount_work(uv_work_t *w)
 	snapshot_store_path(j->store, j->id, "img", img, sizeof(img));
 	fd = open(img, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
-		job_fail(j, 404, "image %s: %s", j->id, strerror(errno));
+		job_fail(j, -ENOENT, "image %s: %s", j->id, strerror(errno));
 		return;
 	}
 	r = simage_reader_open(&rd, fd, j->ikm, j->ikm_len);
 	close(fd);
 	if (r == SIMAGE_E_KEY) {
-		job_fail(j, 403, "wrong key: the key does not match image %s", j->id);
+		job_fail(j, -EACCES, "wrong key: the key does not match image %s", j->id);
 		return;
 	}
 	if (r < 0) {
-		job_fail(j, r == SIMAGE_E_NOKEY ? 400 : 500, "image %s: %s", j->id,
+		job_fail(j, r == SIMAGE_E_NOKEY ? -EINVAL : -EIO, "image %s: %s", j->id,
 			 r <= SIMAGE_E_TRUNCATED ? simage_strerror(r) : strerror(-r));
 		if (r != SIMAGE_E_NOKEY)
 			sv_warn("image %s refused: %s", j->id, simage_strerror(r));
@@ -576,7 +576,7 @@ static void mount_work(uv_work_t *w)
 	simage_id_hex(rd.h.image_id, id_hex);
 	if (strcmp(id_hex, j->id)) {
 		simage_reader_close(&rd);
-		job_fail(j, 500, "image %s: the file holds image %s (renamed in the store?); not mounted", j->id,
+		job_fail(j, -EIO, "image %s: the file holds image %s (renamed in the store?); not mounted", j->id,
 			 id_hex);
 		sv_warn("image %s refused: the file holds image %s", j->id, id_hex);
 		return;
@@ -603,7 +603,7 @@ static void mount_work(uv_work_t *w)
 		r = guest_sh(j, mount_script, args, out, sizeof(out));
 	}
 	if (r != 0) {
-		job_fail(j, 500, "mounting in the guest failed (%d): %s", r, out);
+		job_fail(j, -EIO, "mounting in the guest failed (%d): %s", r, out);
 		vmm_call(j, drive_req("drive-detach", snapshot_spare_drives[1 + j->slot]));
 	}
 }
@@ -616,7 +616,7 @@ static void unmount_work(uv_work_t *w)
 	int r = guest_sh(j, unmount_script, args, out, sizeof(out));
 
 	if (r != 0) {
-		job_fail(j, r == 32 || strstr(out, "busy") ? 409 : 500, "unmounting %s in the guest failed: %s",
+		job_fail(j, r == 32 || strstr(out, "busy") ? -EBUSY : -EIO, "unmounting %s in the guest failed: %s",
 			 j->path, out);
 		return;
 	}
@@ -632,33 +632,31 @@ static void mount_done(uv_work_t *w, int status)
 
 	(void)status;
 	m->busy = false;
-	if (j->kind == JOB_MOUNT && j->status) {
+	if (j->kind == JOB_MOUNT && j->err) {
 		m->path[0] = '\0';
 		m->image[0] = '\0';
 	} else if (j->kind == JOB_MOUNT) {
 		snapshot_record_touch(j->store, j->id);
 		sv_info("image %s mounted at %s in %s", j->id, j->path, sb->id);
-	} else if (!j->status) {
+	} else if (!j->err) {
 		sv_info("image %s unmounted from %s in %s", m->image, m->path, sb->id);
 		m->path[0] = '\0';
 		m->image[0] = '\0';
 	}
-	if (!j->status)
+	if (!j->err)
 		store_save(sb);
-	if (!http_conn_closed(j->req->conn)) {
-		if (j->status) {
-			http_respond_error(j->req, j->status, j->status == 400 ? "key" : NULL, "%s", j->error);
-		} else if (j->kind == JOB_MOUNT) {
-			o = cJSON_CreateObject();
-			cJSON_AddStringToObject(o, "path", j->path);
-			cJSON_AddStringToObject(o, "image", j->id);
-			http_respond_json(j->req, 200, o);
-		} else {
-			http_respond(j->req, 204, NULL, NULL, 0);
-		}
+	if (j->err) {
+		api_call_fail(j->call, j->err, j->err == -EINVAL ? "key" : NULL, "%s", j->error);
+	} else if (j->kind == JOB_MOUNT) {
+		o = cJSON_CreateObject();
+		cJSON_AddStringToObject(o, "path", j->path);
+		cJSON_AddStringToObject(o, "image", j->id);
+		api_call_ok(j->call, o);
+	} else {
+		api_call_ok(j->call, NULL);
 	}
 	sandbox_activity(sb, -1);
-	http_conn_unref(j->req->conn);
+	api_call_release(j->call);
 	sandbox_unref(sb);
 	job_free(j);
 }
@@ -671,66 +669,68 @@ static int find_mount(const struct sandbox *sb, const char *path)
 	return -1;
 }
 
-void snapshot_mount(struct sandbox *sb, struct http_request *req)
+void snapshot_mount(struct sandbox *sb, struct api_call *call)
 {
-	cJSON *body = cJSON_ParseWithLength(req->body ? req->body : "", req->body_len), *rec = NULL;
+	size_t len;
+	const char *text = api_call_body(call, &len);
+	cJSON *body = cJSON_ParseWithLength(text, len), *rec = NULL;
 	const cJSON *image, *kind, *it;
 	struct image_job *j = NULL;
 	int slot = -1;
 
 	if (!cJSON_IsObject(body)) {
-		http_respond_error(req, 400, NULL, "body must be a JSON object");
+		api_call_fail(call, -EINVAL, NULL, "body must be a JSON object");
 		goto out;
 	}
 	cJSON_ArrayForEach(it, body) {
 		if (strcmp(it->string, "path") && strcmp(it->string, "key") && strcmp(it->string, "image")) {
-			http_respond_error(req, 400, it->string, "unknown field %s (known: path, image, key)", it->string);
+			api_call_fail(call, -EINVAL, it->string, "unknown field %s (known: path, image, key)", it->string);
 			goto out;
 		}
 	}
-	if (!sandbox_usable(sb, req))
+	if (!sandbox_usable(sb, call))
 		goto out;
 	image = cJSON_GetObjectItemCaseSensitive(body, "image");
 	if (!cJSON_IsString(image) || !snapshot_id_valid(image->valuestring)) {
-		http_respond_error(req, 400, "image", "image must be an image id (32 hex digits)");
+		api_call_fail(call, -EINVAL, "image", "image must be an image id (32 hex digits)");
 		goto out;
 	}
 	rec = snapshot_record_load(sb->d->snapshot_dir, image->valuestring);
 	if (!rec) {
-		http_respond_error(req, 404, "image", "no image %s", image->valuestring);
+		api_call_fail(call, -ENOENT, "image", "no image %s", image->valuestring);
 		goto out;
 	}
-	j = job_new(sb, req, JOB_MOUNT);
-	if (!j || parse_path(req, body, j->path, sizeof(j->path)) < 0 || parse_key(req, body, j) < 0)
+	j = job_new(sb, call, JOB_MOUNT);
+	if (!j || parse_path(call, body, j->path, sizeof(j->path)) < 0 || parse_key(call, body, j) < 0)
 		goto out;
 	snprintf(j->id, sizeof(j->id), "%s", image->valuestring);
 	kind = cJSON_GetObjectItemCaseSensitive(rec, "key");
 	if (cJSON_IsString(kind) && !strcmp(kind->valuestring, "managed")) {
 		if (j->ikm_len) {
-			http_respond_error(req, 400, "key", "image %s uses managed encryption: give no key", j->id);
+			api_call_fail(call, -EINVAL, "key", "image %s uses managed encryption: give no key", j->id);
 			goto out;
 		}
 		if (snapshot_managed_key_get(sb->d->snapshot_dir, j->id, j->ikm) < 0) {
-			http_respond_error(req, 500, NULL, "the managed key of image %s cannot be read", j->id);
+			api_call_fail(call, -EIO, NULL, "the managed key of image %s cannot be read", j->id);
 			goto out;
 		}
 		j->ikm_len = SIMAGE_KEY_BYTES;
 		j->managed = true;
 	} else if (!j->ikm_len) {
-		http_respond_error(req, 400, "key",
+		api_call_fail(call, -EINVAL, "key",
 				   "missing key: image %s is encrypted with a customer key; give the key it was made with",
 				   j->id);
 		goto out;
 	}
 	if (find_mount(sb, j->path) >= 0) {
-		http_respond_error(req, 409, "path", "an image is already mounted at %s", j->path);
+		api_call_fail(call, -EBUSY, "path", "an image is already mounted at %s", j->path);
 		goto out;
 	}
 	for (int i = 0; i < SANDBOX_MOUNT_SLOTS && slot < 0; i++)
 		if (!sb->mounts[i].path[0])
 			slot = i;
 	if (slot < 0) {
-		http_respond_error(req, 409, NULL, "sandbox %s has %d images mounted, the most it can", sb->id,
+		api_call_fail(call, -EBUSY, NULL, "sandbox %s has %d images mounted, the most it can", sb->id,
 				   SANDBOX_MOUNT_SLOTS);
 		goto out;
 	}
@@ -747,28 +747,30 @@ out:
 	cJSON_Delete(body);
 }
 
-void snapshot_unmount(struct sandbox *sb, struct http_request *req)
+void snapshot_unmount(struct sandbox *sb, struct api_call *call)
 {
-	cJSON *body = cJSON_ParseWithLength(req->body ? req->body : "", req->body_len);
+	size_t len;
+	const char *text = api_call_body(call, &len);
+	cJSON *body = cJSON_ParseWithLength(text, len);
 	struct image_job *j = NULL;
 	int slot;
 
 	if (!cJSON_IsObject(body)) {
-		http_respond_error(req, 400, NULL, "body must be a JSON object {\"path\": P}");
+		api_call_fail(call, -EINVAL, NULL, "body must be a JSON object {\"path\": P}");
 		goto out;
 	}
-	if (!sandbox_usable(sb, req))
+	if (!sandbox_usable(sb, call))
 		goto out;
-	j = job_new(sb, req, JOB_UNMOUNT);
-	if (!j || parse_path(req, body, j->path, sizeof(j->path)) < 0)
+	j = job_new(sb, call, JOB_UNMOUNT);
+	if (!j || parse_path(call, body, j->path, sizeof(j->path)) < 0)
 		goto out;
 	slot = find_mount(sb, j->path);
 	if (slot < 0) {
-		http_respond_error(req, 404, "path", "no image is mounted at %s", j->path);
+		api_call_fail(call, -ENOENT, "path", "no image is mounted at %s", j->path);
 		goto out;
 	}
 	if (sb->mounts[slot].busy) {
-		http_respond_error(req, 409, "path", "%s is being mounted or unmounted", j->path);
+		api_call_fail(call, -EBUSY, "path", "%s is being mounted or unmounted", j->path);
 		goto out;
 	}
 	j->slot = slot;

@@ -396,6 +396,47 @@ static void restart_adopts(void **state)
 	assert_true(has(out, "still here"));
 }
 
+/* The route table and the errno map, seen by a client: each failure's status, and a body saying why. */
+static void routes_and_errors(void **state)
+{
+	struct daemon *d = *state;
+	char body[65536], id[64], path[160];
+
+	assert_int_equal(request(d, "GET", "/v1/nothing", NULL, body, sizeof(body)), 404);
+	assert_true(has(body, "no such route"));
+	assert_int_equal(request(d, "PATCH", "/v1/sandboxes", NULL, body, sizeof(body)), 404);
+	assert_int_equal(request(d, "GET", "/v1/sandboxes/sb-none", NULL, body, sizeof(body)), 404);
+	assert_true(has(body, "no sandbox sb-none"));
+	assert_int_equal(request(d, "POST", "/v1/sandboxes", "{\"image\":", body, sizeof(body)), 400);
+	assert_int_equal(request(d, "GET", "/v1/snapshots/0123", NULL, body, sizeof(body)), 404);
+	assert_int_equal(request(d, "DELETE", "/v1/snapshots/0123", NULL, body, sizeof(body)), 404);
+	assert_int_equal(request(d, "GET", "/v1/sandboxes?tag=novalue", NULL, body, sizeof(body)), 400);
+	assert_true(has(body, "\"field\":\"tag\""));
+	/* Over the daemon's --max-memory of 4096 MiB: 429, naming the field. */
+	assert_int_equal(request(d, "POST", "/v1/sandboxes", "{\"image\":\"minimal\",\"memory_mib\":8192}", body,
+				 sizeof(body)),
+			 429);
+	assert_true(has(body, "\"field\":\"memory_mib\""));
+
+	assert_int_equal(request(d, "POST", "/v1/sandboxes", "{\"image\":\"minimal\",\"memory_mib\":64}", body,
+				 sizeof(body)),
+			 201);
+	id_of(body, id, sizeof(id));
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/execs/ex-none", id);
+	assert_int_equal(request(d, "GET", path, NULL, body, sizeof(body)), 404);
+	assert_true(has(body, "no exec ex-none"));
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/wait?timeout=x", id);
+	assert_int_equal(request(d, "GET", path, NULL, body, sizeof(body)), 400);
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/files/chmod?path=/x", id);
+	assert_int_equal(request(d, "GET", path, NULL, body, sizeof(body)), 405);
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/network", id);
+	assert_int_equal(request(d, "PUT", path, "{\"block_network\":1}", body, sizeof(body)), 400);
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s", id);
+	assert_int_equal(request(d, "DELETE", path, NULL, body, sizeof(body)), 204);
+	/* Gone from the registry: a finished sandbox's calls are 404 or 409, never a success. */
+	assert_int_equal(request(d, "GET", path, NULL, body, sizeof(body)), 404);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -405,6 +446,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(spawn_fails, setup, teardown),
 		cmocka_unit_test_setup_teardown(mute_guest, setup, teardown),
 		cmocka_unit_test_setup_teardown(restart_adopts, setup, teardown),
+		cmocka_unit_test_setup_teardown(routes_and_errors, setup, teardown),
 	};
 
 	signal(SIGPIPE, SIG_IGN);

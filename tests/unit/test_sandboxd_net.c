@@ -115,24 +115,24 @@ static void policy_outcomes(void **state)
 		enum net_mode mode;
 		const char *why;
 	} cases[] = {
-		{ 0, "{\"net\":{\"mode\":\"block\",\"allow\":0},\"ok\":true}\n", 200, NET_BLOCK, NULL },
-		{ 0, "{\"ok\":true,\"net\":{\"mode\":\"allowlist\",\"allow\":2}}", 200, NET_ALLOWLIST, NULL },
-		{ 0, "{\"ok\":true,\"net\":{\"mode\":\"open\"}}", 200, NET_OPEN, NULL },
-		{ 0, "{\"ok\":false,\"error\":\"net policy: \\\"allow\\\" needs mode allowlist\"}", 502, NET_BLOCK,
+		{ 0, "{\"net\":{\"mode\":\"block\",\"allow\":0},\"ok\":true}\n", 0, NET_BLOCK, NULL },
+		{ 0, "{\"ok\":true,\"net\":{\"mode\":\"allowlist\",\"allow\":2}}", 0, NET_ALLOWLIST, NULL },
+		{ 0, "{\"ok\":true,\"net\":{\"mode\":\"open\"}}", 0, NET_OPEN, NULL },
+		{ 0, "{\"ok\":false,\"error\":\"net policy: \\\"allow\\\" needs mode allowlist\"}", -EPROTO, NET_BLOCK,
 		  "the VMM refused: net policy: \"allow\" needs mode allowlist" },
-		{ 0, "{\"ok\":false}", 502, NET_BLOCK, "no reason given" },
-		{ 0, "{\"ok\":true}", 502, NET_BLOCK, "did not say which mode" },
-		{ 0, "{\"ok\":true,\"net\":{\"mode\":\"closed\"}}", 502, NET_BLOCK, "did not say which mode" },
-		{ 0, "{\"ok\":true,\"net\":{\"mode\":3}}", 502, NET_BLOCK, "did not say which mode" },
-		{ 0, "{\"ok\":true,\"net\":\"open\"}", 502, NET_BLOCK, "did not say which mode" },
-		{ 0, "{\"ok\":\"true\",\"net\":{\"mode\":\"open\"}}", 502, NET_BLOCK, "refused" },
-		{ 0, "{\"ok\":tr", 502, NET_BLOCK, "not a JSON object" },
-		{ 0, "[1]", 502, NET_BLOCK, "not a JSON object" },
-		{ 0, "", 502, NET_BLOCK, "not a JSON object" },
-		{ -ETIMEDOUT, "", 504, NET_BLOCK, "did not answer in time" },
-		{ -ECONNREFUSED, "", 502, NET_BLOCK, "did not answer on its control socket" },
-		{ -ENOENT, "", 502, NET_BLOCK, "No such file" },
-		{ -EIO, "{\"ok\":true,\"net\":{\"mode\":\"open\"}}", 502, NET_BLOCK, "did not answer" },
+		{ 0, "{\"ok\":false}", -EPROTO, NET_BLOCK, "no reason given" },
+		{ 0, "{\"ok\":true}", -EPROTO, NET_BLOCK, "did not say which mode" },
+		{ 0, "{\"ok\":true,\"net\":{\"mode\":\"closed\"}}", -EPROTO, NET_BLOCK, "did not say which mode" },
+		{ 0, "{\"ok\":true,\"net\":{\"mode\":3}}", -EPROTO, NET_BLOCK, "did not say which mode" },
+		{ 0, "{\"ok\":true,\"net\":\"open\"}", -EPROTO, NET_BLOCK, "did not say which mode" },
+		{ 0, "{\"ok\":\"true\",\"net\":{\"mode\":\"open\"}}", -EPROTO, NET_BLOCK, "refused" },
+		{ 0, "{\"ok\":tr", -EPROTO, NET_BLOCK, "not a JSON object" },
+		{ 0, "[1]", -EPROTO, NET_BLOCK, "not a JSON object" },
+		{ 0, "", -EPROTO, NET_BLOCK, "not a JSON object" },
+		{ -ETIMEDOUT, "", -ETIMEDOUT, NET_BLOCK, "did not answer in time" },
+		{ -ECONNREFUSED, "", -EPROTO, NET_BLOCK, "did not answer on its control socket" },
+		{ -ENOENT, "", -EPROTO, NET_BLOCK, "No such file" },
+		{ -EIO, "{\"ok\":true,\"net\":{\"mode\":\"open\"}}", -EPROTO, NET_BLOCK, "did not answer" },
 	};
 	char err[512];
 
@@ -156,9 +156,9 @@ static void policy_outcomes(void **state)
 		memset(reply, 'x', sizeof(reply));
 		memcpy(reply, "{\"ok\":false,\"error\":\"", 21);
 		memcpy(reply + sizeof(reply) - 3, "\"}", 3);
-		assert_int_equal(net_policy_outcome(0, reply, &m, err, 128), 502);
+		assert_int_equal(net_policy_outcome(0, reply, &m, err, 128), -EPROTO);
 		assert_true(strlen(err) < 128);
-		assert_int_equal(net_policy_outcome(0, NULL, &m, err, sizeof(err)), 502);
+		assert_int_equal(net_policy_outcome(0, NULL, &m, err, sizeof(err)), -EPROTO);
 	}
 }
 
