@@ -23,6 +23,7 @@
 #include "routes.h"
 #include "tls.h"
 #include "sandboxd.h"
+#include "vmm_launcher.h"
 
 #define DEFAULT_STATE_DIR "/var/lib/sandvm"
 #define DEFAULT_SOCKET "/run/sandvm/sandboxd.sock"
@@ -426,6 +427,7 @@ int main(int argc, char **argv)
 		return 1;
 	default_paths(argv[0], d->images_dir, d->vmm_path, builder_given ? NULL : d->image_builder,
 		      sizeof(d->images_dir));
+	d->launcher = &vmm_launcher_process;
 	if (images_init(d) < 0) {
 		sv_err("out of memory");
 		return 1;

@@ -12,7 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -23,6 +22,7 @@
 #include "log.h"
 #include "sandbox_part.h"
 #include "sandboxd.h"
+#include "vmm_launcher.h"
 
 #define READY_TIMEOUT_MS 120000
 #define KILL_GRACE_MS 3000
@@ -93,34 +93,6 @@ static void close_handle(struct sandbox *sb, uv_handle_t *h)
 	uv_close(h, on_handle_closed);
 }
 
-static unsigned long long proc_start_time(int pid)
-{
-	char path[64], buf[1024], *p;
-	unsigned long long start = 0;
-	ssize_t n;
-	int fd;
-
-	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return 0;
-	n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n <= 0)
-		return 0;
-	buf[n] = '\0';
-	/* Fields after the command name, which may hold spaces and parentheses. */
-	p = strrchr(buf, ')');
-	if (!p)
-		return 0;
-	/* state is field 3; starttime is field 22. */
-	for (int field = 2; field < 22 && p; field++)
-		p = strchr(p + 1, ' ');
-	if (p)
-		start = strtoull(p + 1, NULL, 10);
-	return start;
-}
-
 /* Control characters a guest wrote become spaces before they reach a message. */
 static void scrub_controls(char *text, size_t n)
 {
@@ -157,7 +129,7 @@ void sandbox_usage(const struct sandboxd *d, unsigned *count, unsigned *memory_m
 	*count = 0;
 	*memory_mib = 0;
 	for (const struct sandbox *sb = d->sandboxes; sb; sb = sb->next)
-		if (sb->state != SANDBOX_FINISHED || sb->vmm_alive) {
+		if (sb->state != SANDBOX_FINISHED) {
 			(*count)++;
 			*memory_mib += sb->spec.memory_mib;
 		}
@@ -173,15 +145,21 @@ struct sandbox *sandbox_find(struct sandboxd *d, const char *id_or_name)
 		if (!strcmp(sb->id, id_or_name))
 			return sb;
 		if (sb->spec.name && !strcmp(sb->spec.name, id_or_name) && !strcmp(sb->spec.app, "default") &&
-		    (!by_name || sb->state != SANDBOX_FINISHED))
+		    (!by_name || !sandbox_has_ended(sb)))
 			by_name = sb;
 	}
 	return by_name;
 }
 
+/* A stopping sandbox's result is final: clients see it finished (its VMM is still counted in the host's limits). */
 const char *sandbox_state_name(enum sandbox_state s)
 {
 	return s == SANDBOX_STARTING ? "starting" : s == SANDBOX_RUNNING ? "running" : "finished";
+}
+
+bool sandbox_has_ended(const struct sandbox *sb)
+{
+	return sb->state == SANDBOX_STOPPING || sb->state == SANDBOX_FINISHED;
 }
 
 /*
@@ -214,7 +192,7 @@ void *sandbox_to_json(const struct sandbox *sb)
 	cJSON_AddItemToObject(o, "created_at", time_or_null(sb->created_at));
 	cJSON_AddItemToObject(o, "started_at", time_or_null(sb->started_at));
 	cJSON_AddItemToObject(o, "finished_at", time_or_null(sb->finished_at));
-	if (sb->state == SANDBOX_FINISHED) {
+	if (sandbox_has_ended(sb)) {
 		cJSON_AddNumberToObject(o, "returncode", sb->returncode);
 		cJSON_AddStringToObject(o, "reason", sb->reason ? sb->reason : "failed");
 	} else {
@@ -265,7 +243,6 @@ static void discard(struct sandbox *sb)
 {
 	close_handle(sb, (uv_handle_t *)&sb->timeout_timer);
 	close_handle(sb, (uv_handle_t *)&sb->idle_timer);
-	close_handle(sb, (uv_handle_t *)&sb->kill_timer);
 	close_handle(sb, (uv_handle_t *)&sb->expire_timer);
 	sandbox_unref(sb);
 }
@@ -281,80 +258,56 @@ static void forget(struct sandbox *sb)
 	discard(sb);
 }
 
-static void vmm_gone(struct sandbox *sb, const char *how)
+/*
+ * The one way a sandbox changes state. STARTING -> RUNNING once the agent
+ * answers; STARTING or RUNNING -> STOPPING when its end is decided (a
+ * reason and a returncode; the VMM is asked to stop); -> FINISHED when the
+ * VMM is gone. Nothing leaves FINISHED.
+ */
+static void set_state(struct sandbox *sb, enum sandbox_state to)
 {
+	static const bool allowed[SANDBOX_STATES][SANDBOX_STATES] = {
+		[SANDBOX_STARTING] = {[SANDBOX_RUNNING] = true, [SANDBOX_STOPPING] = true, [SANDBOX_FINISHED] = true},
+		[SANDBOX_RUNNING] = {[SANDBOX_STOPPING] = true, [SANDBOX_FINISHED] = true},
+		[SANDBOX_STOPPING] = {[SANDBOX_FINISHED] = true},
+	};
+
+	if (!allowed[sb->state][to]) {
+		sv_err("sandbox=%s event=bad_transition from=%d to=%d", sb->id, sb->state, to);
+		return;
+	}
+	sb->state = to;
+}
+
+static void vmm_exited(void *ctx, const char *how)
+{
+	struct sandbox *sb = ctx;
 	char detail[400], log[400];
 
-	sb->vmm_alive = false;
+	sb->vmm = NULL;
 	parts_teardown(sb);
-	uv_timer_stop(&sb->kill_timer);
-	if (sb->pidfd >= 0) {
-		close_handle(sb, (uv_handle_t *)&sb->pidfd_poll);
-		close(sb->pidfd);
-		sb->pidfd = -1;
-	}
-	if (sb->state != SANDBOX_FINISHED) {
+	if (sb->state == SANDBOX_STOPPING) {
+		set_state(sb, SANDBOX_FINISHED);
+	} else if (!sandbox_has_ended(sb)) {
 		tail_console(sb, detail, sizeof(detail));
 		tail_file(sb->vm.log, log, sizeof(log));
 		snprintf(sb->message, sizeof(sb->message), "the VM stopped unexpectedly (%s); VMM log: %s; console: %s",
 			 how, log, detail);
-		finish(sb, "failed", RC_FAILED, NULL);
+		finish(sb, "failed", RC_FAILED, NULL); /* no VMM: straight to FINISHED */
 	}
 	ready_abort(sb);
 	sv_info("sandbox=%s event=vmm_exited pid=%d how=\"%s\"", sb->id, sb->pid, how);
 	if (sb->deleted)
 		forget(sb);
+	sandbox_unref(sb); /* the VMM's */
 }
 
-static void on_vmm_exit(uv_process_t *p, int64_t status, int sig)
-{
-	struct sandbox *sb = p->data;
-	char how[64];
-
-	if (sig)
-		snprintf(how, sizeof(how), "killed by signal %d", sig);
-	else
-		snprintf(how, sizeof(how), "exit status %lld", (long long)status);
-	close_handle(sb, (uv_handle_t *)p);
-	vmm_gone(sb, how);
-}
-
-static void on_pidfd(uv_poll_t *h, int status, int events)
-{
-	(void)status;
-	(void)events;
-	vmm_gone(h->data, "adopted VMM exited");
-}
-
-static void on_kill_timer(uv_timer_t *t)
-{
-	struct sandbox *sb = t->data;
-
-	if (sb->vmm_alive) {
-		sv_warn("sandbox=%s event=vmm_kill pid=%d why=\"no exit %d ms after SIGTERM\"", sb->id, sb->pid, KILL_GRACE_MS);
-		if (sb->pidfd >= 0)
-			syscall(SYS_pidfd_send_signal, sb->pidfd, SIGKILL, NULL, 0);
-		else
-			uv_process_kill(&sb->proc, SIGKILL);
-	}
-}
-
-static void stop_vmm(struct sandbox *sb)
-{
-	if (!sb->vmm_alive)
-		return;
-	if (sb->pidfd >= 0)
-		syscall(SYS_pidfd_send_signal, sb->pidfd, SIGTERM, NULL, 0);
-	else
-		uv_process_kill(&sb->proc, SIGTERM);
-	uv_timer_start(&sb->kill_timer, on_kill_timer, KILL_GRACE_MS, 0);
-}
-
+/* Decides the sandbox's end: its result is final from here; the VMM is asked to stop. */
 static void finish(struct sandbox *sb, const char *reason, int returncode, const char *message)
 {
-	if (sb->state == SANDBOX_FINISHED)
+	if (sandbox_has_ended(sb))
 		return;
-	sb->state = SANDBOX_FINISHED;
+	set_state(sb, sb->vmm ? SANDBOX_STOPPING : SANDBOX_FINISHED);
 	sb->reason = reason;
 	sb->returncode = returncode;
 	if (message)
@@ -367,7 +320,8 @@ static void finish(struct sandbox *sb, const char *reason, int returncode, const
 	sv_info("sandbox=%s event=finished reason=%s returncode=%d", sb->id, reason, returncode);
 	tell_watchers(sb);
 	/* Running execs end with the VM: their agent connections break and they finish as usual. */
-	stop_vmm(sb);
+	if (sb->vmm)
+		sb->d->launcher->stop(sb->vmm, KILL_GRACE_MS);
 }
 
 void sandbox_terminate(struct sandbox *sb, const char *reason, int returncode, const char *message)
@@ -381,7 +335,7 @@ void sandbox_delete(struct sandbox *sb)
 		return;
 	finish(sb, "terminated", RC_TERMINATED, NULL);
 	sb->deleted = true;
-	if (!sb->vmm_alive)
+	if (!sb->vmm)
 		forget(sb);
 }
 
@@ -436,13 +390,11 @@ static struct sandbox *sandbox_alloc(struct sandboxd *d)
 		return NULL;
 	sb->d = d;
 	sb->refs = 1;
-	sb->pidfd = -1;
 	sb->pid = -1;
 	uv_timer_init(d->loop, &sb->timeout_timer);
 	uv_timer_init(d->loop, &sb->idle_timer);
-	uv_timer_init(d->loop, &sb->kill_timer);
 	uv_timer_init(d->loop, &sb->expire_timer);
-	sb->timeout_timer.data = sb->idle_timer.data = sb->kill_timer.data = sb->expire_timer.data = sb;
+	sb->timeout_timer.data = sb->idle_timer.data = sb->expire_timer.data = sb;
 	return sb;
 }
 
@@ -464,7 +416,7 @@ static void ready_done(struct sandbox *sb)
 
 	sb->create_call = NULL;
 	if (sb->state == SANDBOX_STARTING && sb->ready_result == 0) {
-		sb->state = SANDBOX_RUNNING;
+		set_state(sb, SANDBOX_RUNNING);
 		sb->started_at = sandboxd_wall_time();
 		store_save(sb);
 		arm_timers(sb);
@@ -478,7 +430,7 @@ static void ready_done(struct sandbox *sb)
 		finish(sb, "failed", RC_FAILED, NULL);
 	}
 	if (call) {
-		if (sb->state == SANDBOX_FINISHED && sb->reason && !strcmp(sb->reason, "failed"))
+		if (sandbox_has_ended(sb) && sb->reason && !strcmp(sb->reason, "failed"))
 			api_call_fail(call, -EHOSTDOWN, NULL, "sandbox %s failed to start: %s", sb->id, sb->message);
 		else if (!api_call_gone(call))
 			api_call_ok(call, sandbox_to_json(sb));
@@ -580,49 +532,10 @@ static bool name_taken(struct sandboxd *d, const struct sandbox_spec *spec)
 	if (!spec->name)
 		return false;
 	for (struct sandbox *sb = d->sandboxes; sb; sb = sb->next)
-		if (sb->state != SANDBOX_FINISHED && !sb->deleted && sb->spec.name &&
+		if (!sandbox_has_ended(sb) && !sb->deleted && sb->spec.name &&
 		    !strcmp(sb->spec.name, spec->name) && !strcmp(sb->spec.app, spec->app))
 			return true;
 	return false;
-}
-
-/*
- * The VMM's whole environment: it reads none, and must not inherit the
- * daemon's (an exported API key, proxy settings, anything an operator set).
- */
-static char *const vmm_env[] = {"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C", NULL};
-
-static int spawn_vmm(struct sandbox *sb, const struct sandbox_vm_cmd *cmd)
-{
-	uv_process_options_t opt = {0};
-	uv_stdio_container_t stdio[3];
-	int logfd, r;
-
-	logfd = open(sb->vm.log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (logfd < 0)
-		return -errno;
-	stdio[0].flags = UV_IGNORE;
-	stdio[1].flags = UV_INHERIT_FD;
-	stdio[1].data.fd = logfd;
-	stdio[2].flags = UV_INHERIT_FD;
-	stdio[2].data.fd = logfd;
-	opt.file = cmd->argv[0];
-	opt.args = (char **)cmd->argv;
-	opt.exit_cb = on_vmm_exit;
-	opt.env = (char **)vmm_env;
-	/* Its own session: the VM outlives a daemon restart and ignores its terminal. */
-	opt.flags = UV_PROCESS_DETACHED;
-	opt.stdio = stdio;
-	opt.stdio_count = 3;
-	sb->proc.data = sb;
-	r = uv_spawn(sb->d->loop, &sb->proc, &opt);
-	close(logfd);
-	if (r < 0)
-		return r;
-	sb->pid = sb->proc.pid;
-	sb->pid_start = proc_start_time(sb->pid);
-	sb->vmm_alive = true;
-	return 0;
 }
 
 /* What a sandbox that never started left in its run directory (files the parts wrote), and the folder. */
@@ -695,7 +608,6 @@ void sandbox_create(struct sandboxd *d, struct sandbox_spec *spec, struct api_ca
 	launch.cfg = &cfg;
 	launch.run_dir = run_dir;
 	sb->created_at = sandboxd_wall_time();
-	sb->state = SANDBOX_STARTING;
 	sb->net.mode = sb->spec.block_network ? NET_BLOCK : sb->spec.cidr_allowlist ? NET_ALLOWLIST : NET_OPEN;
 	if (sb->spec.cidr_allowlist)
 		sb->net.allow = cJSON_Duplicate(sb->spec.cidr_allowlist, 1);
@@ -714,18 +626,20 @@ void sandbox_create(struct sandboxd *d, struct sandbox_spec *spec, struct api_ca
 			return;
 		}
 	}
-	r = r < 0 ? r : sandbox_vm_prepare(&cfg, &sb->vm, &cmd);
+	r = r < 0 ? r : d->launcher->prepare(&cfg, &sb->vm, &cmd);
 	if (r == 0)
-		r = spawn_vmm(sb, &cmd);
+		r = d->launcher->spawn(d->loop, &cmd, sb->vm.log, vmm_exited, sb, &sb->vmm);
 	if (r < 0) {
 		api_call_fail(call, -EIO, NULL, "cannot start the VMM %s: %s", d->vmm_path, strerror(-r));
 		parts_teardown(sb);
 		sandbox_vm_destroy(&sb->vm);
 		remove_run_files(run_dir);
-		sb->state = SANDBOX_FINISHED;
+		set_state(sb, SANDBOX_FINISHED);
 		discard(sb);
 		return;
 	}
+	sandbox_ref(sb); /* the VMM's, dropped when it exited */
+	sb->pid = d->launcher->pid(sb->vmm, &sb->pid_start);
 	sb->next = d->sandboxes;
 	d->sandboxes = sb;
 	if (store_save(sb) < 0)
@@ -813,19 +727,9 @@ static void restore_one(void *ctx, const char *id, void *record)
 	sb->next = d->sandboxes;
 	d->sandboxes = sb;
 
-	/* Is the VMM of this record still the process with that pid? */
-	if (sb->pid > 0 && sb->pid_start && proc_start_time(sb->pid) == sb->pid_start) {
-		sb->pidfd = (int)syscall(SYS_pidfd_open, sb->pid, 0);
-		if (sb->pidfd >= 0 && uv_poll_init(d->loop, &sb->pidfd_poll, sb->pidfd) == 0) {
-			sb->pidfd_poll.data = sb;
-			uv_poll_start(&sb->pidfd_poll, UV_READABLE, on_pidfd);
-			sb->vmm_alive = true;
-		} else if (sb->pidfd >= 0) {
-			close(sb->pidfd);
-			sb->pidfd = -1;
-		}
-	}
-	if (sb->vmm_alive) {
+	/* Is the VMM of this record still the process with that pid? Restoring sets states directly. */
+	if (d->launcher->adopt(d->loop, sb->pid, sb->pid_start, vmm_exited, sb, &sb->vmm) == 0) {
+		sandbox_ref(sb); /* the VMM's */
 		for (const struct sandbox_part_ops *const *part = sandbox_parts; *part; part++)
 			if ((*part)->adopt)
 				(*part)->adopt(sb);
@@ -833,11 +737,13 @@ static void restore_one(void *ctx, const char *id, void *record)
 		parts_teardown(sb); /* e.g. the persistent tap of a VM that is gone */
 	}
 	if (sb->state == SANDBOX_FINISHED) {
-		if (sb->vmm_alive)
-			stop_vmm(sb);
+		if (sb->vmm) {
+			sb->state = SANDBOX_STOPPING; /* its end was decided; the VMM still has to go */
+			d->launcher->stop(sb->vmm, KILL_GRACE_MS);
+		}
 		return;
 	}
-	if (!sb->vmm_alive) {
+	if (!sb->vmm) {
 		finish(sb, "failed", RC_FAILED, "the VM ended while sandboxd was down");
 	} else if (sb->state == SANDBOX_STARTING) {
 		finish(sb, "failed", RC_FAILED, "sandboxd restarted while the sandbox was starting");
@@ -861,7 +767,7 @@ void sandbox_sweep(struct sandboxd *d)
 
 	for (; sb; sb = next) {
 		next = sb->next;
-		if (sb->state == SANDBOX_FINISHED && !sb->deleted && !sb->vmm_alive && !sb->create_call &&
+		if (sb->state == SANDBOX_FINISHED && !sb->deleted && !sb->create_call &&
 		    now - sb->finished_at > FINISHED_KEEP_S) {
 			sv_info("sandbox=%s event=forgotten why=\"finished over %d s ago\"", sb->id, FINISHED_KEEP_S);
 			sb->deleted = true;

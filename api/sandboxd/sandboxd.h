@@ -26,11 +26,18 @@ struct exec_session;
 struct auth_keys;
 struct image_build;
 struct agent_conn;
+struct vmm_process;
+struct vmm_launcher_ops;
 
 /* Sandbox networks: one /30 each out of 10.200.0.0/16 (net.c). */
 #define SANDBOXD_NET_POOL_SIZE 16384
 
-enum sandbox_state { SANDBOX_STARTING, SANDBOX_RUNNING, SANDBOX_FINISHED };
+/*
+ * The lifecycle, changed only by sandbox.c's set_state: STARTING until the
+ * guest agent answers, RUNNING, STOPPING once its end is decided (reason and
+ * returncode final, the VMM asked to stop), FINISHED once the VMM is gone.
+ */
+enum sandbox_state { SANDBOX_STARTING, SANDBOX_RUNNING, SANDBOX_STOPPING, SANDBOX_FINISHED, SANDBOX_STATES };
 
 /* Why a sandbox finished, with its returncode (docs/api.md). */
 #define RC_TIMEOUT 124
@@ -73,16 +80,13 @@ struct sandbox {
 	char message[1024]; /* detail for failures */
 	double created_at, started_at, finished_at; /* wall clock, seconds */
 
-	struct sandbox_vm vm; /* run directory and socket paths */
-	uv_process_t proc;    /* when this daemon spawned the VMM */
-	uv_poll_t pidfd_poll; /* when it adopted one after a restart */
-	int pidfd;
+	struct sandbox_vm vm;      /* run directory and socket paths */
+	struct vmm_process *vmm;   /* while the VMM runs (d->launcher) */
 	int pid;
 	unsigned long long pid_start; /* /proc/PID/stat start time: pids are reused */
-	bool vmm_alive;
 	bool deleted;           /* rm: forget the record once the VMM is gone */
 
-	uv_timer_t timeout_timer, idle_timer, kill_timer, expire_timer;
+	uv_timer_t timeout_timer, idle_timer, expire_timer;
 	struct agent_conn *ready_conn; /* the readiness check while the guest boots */
 	int ready_result;
 	char ready_error[512];
@@ -106,6 +110,7 @@ struct sandboxd {
 	char images_dir[4096];
 	struct image_dirs image_dirs; /* where a client's image path may point: images_dir, --image-dir */
 	char vmm_path[4096];
+	const struct vmm_launcher_ops *launcher; /* how VMMs start and stop (vmm_launcher.h) */
 	char image_builder[4096]; /* "" when images cannot be built here */
 	unsigned max_sandboxes;
 	unsigned max_memory_mib;
@@ -129,8 +134,10 @@ void sandbox_create(struct sandboxd *d, struct sandbox_spec *spec, struct api_ca
 struct sandbox *sandbox_find(struct sandboxd *d, const char *id_or_name);
 void sandbox_terminate(struct sandbox *sb, const char *reason, int returncode, const char *message);
 void sandbox_delete(struct sandbox *sb);
-/* "starting", "running", "finished": the API's and the record's word. */
+/* "starting", "running", "finished" (stopping too): the API's and the record's word. */
 const char *sandbox_state_name(enum sandbox_state s);
+/* Stopping or finished: its result is final. */
+bool sandbox_has_ended(const struct sandbox *sb);
 void sandbox_ref(struct sandbox *sb);
 void sandbox_unref(struct sandbox *sb);
 /* An exec or file call starts or ends (idle timeout bookkeeping). */

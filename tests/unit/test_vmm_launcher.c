@@ -1,0 +1,205 @@
+/*
+ * The VMM launcher (api/sandboxd/vmm_launcher.c) with ordinary processes in
+ * place of a VMM: a spawned one's exit status and its clean environment, a
+ * stop that has to kill, adoption by pid and start time (a reused pid is
+ * refused), and a released process that reports nothing.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "sandbox_vm.h"
+#include "unit.h"
+#include "vmm_launcher.h"
+
+struct outcome {
+	int calls;
+	char how[64];
+};
+
+static void exited(void *ctx, const char *how)
+{
+	struct outcome *o = ctx;
+
+	o->calls++;
+	snprintf(o->how, sizeof(o->how), "%s", how);
+}
+
+static void run_until(uv_loop_t *loop, const struct outcome *o, int ms)
+{
+	for (int i = 0; i < ms / 10 && !o->calls; i++) {
+		uv_run(loop, UV_RUN_NOWAIT);
+		usleep(10000);
+	}
+}
+
+static void drain(uv_loop_t *loop)
+{
+	for (int i = 0; i < 100 && uv_loop_alive(loop); i++) {
+		uv_run(loop, UV_RUN_NOWAIT);
+		usleep(10000);
+	}
+	assert_int_equal(uv_loop_close(loop), 0);
+}
+
+static void sh_cmd(struct sandbox_vm_cmd *cmd, const char *script)
+{
+	memset(cmd, 0, sizeof(*cmd));
+	cmd->argv[0] = "/bin/sh";
+	cmd->argv[1] = "-c";
+	cmd->argv[2] = script;
+}
+
+static void spawn_reports_exit_with_clean_env(void **state)
+{
+	const struct vmm_launcher_ops *l = &vmm_launcher_process;
+	char log[] = "/tmp/sandvm-launcher-XXXXXX", text[4096] = "";
+	struct sandbox_vm_cmd cmd;
+	struct outcome o = {0};
+	struct vmm_process *p = NULL;
+	unsigned long long start = 0;
+	uv_loop_t loop;
+	FILE *f;
+	int fd = mkstemp(log);
+
+	(void)state;
+	assert_true(fd >= 0);
+	close(fd);
+	uv_loop_init(&loop);
+	setenv("SANDVM_API_KEY", "must-not-leak", 1);
+	sh_cmd(&cmd, "env; exit 3");
+	assert_int_equal(l->spawn(&loop, &cmd, log, exited, &o, &p), 0);
+	assert_true(l->pid(p, &start) > 0);
+	assert_true(start > 0);
+	run_until(&loop, &o, 5000);
+	assert_int_equal(o.calls, 1);
+	assert_string_equal(o.how, "exit status 3");
+	f = fopen(log, "r");
+	assert_non_null(f);
+	text[fread(text, 1, sizeof(text) - 1, f)] = '\0';
+	fclose(f);
+	assert_null(strstr(text, "must-not-leak"));
+	assert_non_null(strstr(text, "PATH=/usr/sbin:/usr/bin:/sbin:/bin"));
+	unsetenv("SANDVM_API_KEY");
+	unlink(log);
+	drain(&loop);
+	assert_int_equal(o.calls, 1);
+}
+
+static void spawn_failure_reports_nothing(void **state)
+{
+	struct sandbox_vm_cmd cmd = {.argv = {"/nonexistent/vmm"}};
+	struct outcome o = {0};
+	struct vmm_process *p = NULL;
+	uv_loop_t loop;
+
+	(void)state;
+	uv_loop_init(&loop);
+	assert_true(vmm_launcher_process.spawn(&loop, &cmd, "/dev/null", exited, &o, &p) < 0);
+	assert_int_equal(vmm_launcher_process.spawn(&loop, &cmd, "/nonexistent/dir/log", exited, &o, &p), -ENOENT);
+	drain(&loop);
+	assert_int_equal(o.calls, 0);
+}
+
+static void stop_terminates_then_kills(void **state)
+{
+	const struct vmm_launcher_ops *l = &vmm_launcher_process;
+	struct sandbox_vm_cmd polite, stubborn;
+	struct outcome a = {0}, b = {0};
+	struct vmm_process *pa, *pb;
+	uv_loop_t loop;
+
+	(void)state;
+	uv_loop_init(&loop);
+	sh_cmd(&polite, "exec sleep 30");
+	sh_cmd(&stubborn, "trap '' TERM; sleep 30 & wait; wait");
+	assert_int_equal(l->spawn(&loop, &polite, "/dev/null", exited, &a, &pa), 0);
+	assert_int_equal(l->spawn(&loop, &stubborn, "/dev/null", exited, &b, &pb), 0);
+	usleep(200000); /* the trap is set */
+	uv_update_time(&loop); /* the grace period counts from now, not from the loop's last turn */
+	l->stop(pa, 200);
+	l->stop(pb, 200);
+	l->stop(pb, 200); /* twice is once */
+	run_until(&loop, &a, 5000);
+	run_until(&loop, &b, 5000);
+	assert_string_equal(a.how, "killed by signal 15");
+	assert_string_equal(b.how, "killed by signal 9");
+	drain(&loop);
+	assert_int_equal(a.calls + b.calls, 2);
+}
+
+static void adopt_checks_start_time(void **state)
+{
+	const struct vmm_launcher_ops *l = &vmm_launcher_process;
+	struct outcome o = {0};
+	struct vmm_process *p = NULL;
+	unsigned long long start, got;
+	uv_loop_t loop;
+	pid_t pid = fork();
+
+	(void)state;
+	if (pid == 0) {
+		execl("/bin/sleep", "sleep", "30", (char *)NULL);
+		_exit(127);
+	}
+	assert_true(pid > 0);
+	uv_loop_init(&loop);
+	usleep(50000);
+	start = vmm_launcher_start_time(pid);
+	assert_true(start > 0);
+	/* Another process that got the pid has another start time: not ours. */
+	assert_int_equal(l->adopt(&loop, pid, start + 1, exited, &o, &p), -ESRCH);
+	assert_int_equal(l->adopt(&loop, pid, 0, exited, &o, &p), -ESRCH);
+	assert_int_equal(l->adopt(&loop, -1, start, exited, &o, &p), -ESRCH);
+	assert_int_equal(l->adopt(&loop, pid, start, exited, &o, &p), 0);
+	assert_int_equal(l->pid(p, &got), pid);
+	assert_true(got == start);
+	l->stop(p, 2000);
+	run_until(&loop, &o, 5000);
+	assert_int_equal(o.calls, 1);
+	assert_string_equal(o.how, "adopted VMM exited");
+	waitpid(pid, NULL, 0);
+	drain(&loop);
+	assert_int_equal(o.calls, 1);
+}
+
+static void released_process_runs_on_silently(void **state)
+{
+	const struct vmm_launcher_ops *l = &vmm_launcher_process;
+	struct sandbox_vm_cmd cmd;
+	struct outcome o = {0};
+	struct vmm_process *p;
+	unsigned long long start;
+	uv_loop_t loop;
+	int pid;
+
+	(void)state;
+	uv_loop_init(&loop);
+	sh_cmd(&cmd, "exec sleep 30");
+	assert_int_equal(l->spawn(&loop, &cmd, "/dev/null", exited, &o, &p), 0);
+	pid = l->pid(p, &start);
+	l->release(p);
+	uv_run(&loop, UV_RUN_NOWAIT);
+	/* Released: still running. */
+	assert_int_equal(kill(pid, 0), 0);
+	kill(pid, SIGKILL);
+	drain(&loop);
+	assert_int_equal(o.calls, 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(spawn_reports_exit_with_clean_env),
+		cmocka_unit_test(spawn_failure_reports_nothing),
+		cmocka_unit_test(stop_terminates_then_kills),
+		cmocka_unit_test(adopt_checks_start_time),
+		cmocka_unit_test(released_process_runs_on_silently),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
