@@ -18,8 +18,10 @@
 #include "agent_client.h"
 #include "agent_conn.h"
 #include "api_call.h"
+#include "exec.h"
 #include "http_conn.h"
 #include "log.h"
+#include "sandbox.h"
 #include "sandboxd.h"
 
 #define EXEC_BACKLOG (1024 * 1024)

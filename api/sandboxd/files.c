@@ -14,8 +14,10 @@
 #include <unistd.h>
 
 #include "agent_client.h"
+#include "files.h"
 #include "http_conn.h"
 #include "log.h"
+#include "sandbox.h"
 #include "sandboxd.h"
 
 #define FILE_MAX (256ull * 1024 * 1024)

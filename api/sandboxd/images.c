@@ -14,7 +14,9 @@
 #include <unistd.h>
 
 #include "api_call.h"
+#include "images.h"
 #include "log.h"
+#include "sandbox.h"
 #include "sandboxd.h"
 
 #define TAIL_BYTES 2048

@@ -19,10 +19,14 @@
 
 #include "auth.h"
 #include "http_conn.h"
+#include "images.h"
 #include "log.h"
+#include "net.h"
 #include "routes.h"
-#include "tls.h"
+#include "sandbox.h"
 #include "sandboxd.h"
+#include "snapshots.h"
+#include "tls.h"
 #include "vmm_launcher.h"
 
 #define DEFAULT_STATE_DIR "/var/lib/sandvm"

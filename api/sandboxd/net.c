@@ -25,11 +25,15 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "cidr.h"
 #include "api_call.h"
+#include "cidr.h"
 #include "log.h"
+#include "net.h"
+#include "sandbox.h"
 #include "sandbox_part.h"
 #include "sandboxd.h"
+#include "store.h"
+#include "vmm_control.h"
 
 #define POOL_BASE 0x0ac80000u /* 10.200.0.0/16: 16383 sandboxes of a /30 each */
 #define POOL_PREFIX 16

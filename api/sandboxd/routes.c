@@ -17,9 +17,15 @@
 
 #include "api_call.h"
 #include "auth.h"
+#include "exec.h"
+#include "files.h"
 #include "http_conn.h"
+#include "images.h"
 #include "log.h"
+#include "net.h"
+#include "sandbox.h"
 #include "sandboxd.h"
+#include "snapshots.h"
 
 #define JSON_BODY_MAX (1024 * 1024)
 #define MAX_SEGMENTS 8

@@ -18,10 +18,14 @@
 #include "agent_client.h"
 #include "agent_conn.h"
 #include "api_call.h"
+#include "exec.h"
 #include "image_path.h"
+#include "images.h"
 #include "log.h"
+#include "sandbox.h"
 #include "sandbox_part.h"
 #include "sandboxd.h"
+#include "store.h"
 #include "vmm_launcher.h"
 
 #define READY_TIMEOUT_MS 120000

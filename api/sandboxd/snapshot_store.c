@@ -17,9 +17,12 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "sandbox.h"
 #include "sandboxd.h"
 #include "simage/file.h"
 #include "snapshot_store.h"
+#include "snapshots.h"
+#include "store.h"
 
 #define MANAGED_KEY_FILE "managed.key"
 #define WRAP_VERSION 1

@@ -29,10 +29,14 @@
 #include "agent_client.h"
 #include "api_call.h"
 #include "log.h"
+#include "sandbox.h"
 #include "sandbox_part.h"
 #include "sandboxd.h"
 #include "simage/file.h"
 #include "snapshot_store.h"
+#include "snapshots.h"
+#include "store.h"
+#include "vmm_control.h"
 
 #define MAX_TTL_S (10ll * 365 * 24 * 3600)
 /*

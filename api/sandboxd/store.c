@@ -14,8 +14,10 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "sandbox.h"
 #include "sandbox_part.h"
 #include "sandboxd.h"
+#include "store.h"
 
 #define RECORD_MAX (4 * 1024 * 1024)
 

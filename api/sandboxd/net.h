@@ -1,0 +1,38 @@
+#ifndef SANDVM_API_SANDBOXD_NET_H
+#define SANDVM_API_SANDBOXD_NET_H
+
+/*
+ * A sandbox's network (net.c): a tap and a /30 out of 10.200.0.0/16, NAT, and
+ * the VMM's egress policy (GET and PUT .../network). Its part of the
+ * lifecycle is sandbox_net_part (sandbox_part.h).
+ */
+
+#include <stdbool.h>
+#include <stdint.h>
+#include "net_policy.h"
+
+struct cJSON;
+struct sandbox;
+struct sandboxd;
+struct api_call;
+
+/* Sandbox networks: one /30 each out of 10.200.0.0/16. */
+#define SANDBOXD_NET_POOL_SIZE 16384
+
+/* A sandbox's network (net.c); index 0: none. */
+struct sandbox_net {
+	unsigned index;
+	char tap[16];
+	uint8_t gateway_mac[6];
+	bool has_v6;
+	enum net_mode mode;  /* the one the VMM confirmed */
+	struct cJSON *allow; /* the allowlist's CIDR strings, with NET_ALLOWLIST */
+	bool changing;       /* a policy change waits for the VMM's answer */
+};
+
+int net_init(struct sandboxd *d);
+const char *net_mode_name(const struct sandbox *sb);
+void net_get(struct sandbox *sb, struct api_call *call);
+void net_put(struct sandbox *sb, struct api_call *call);
+
+#endif

@@ -1,0 +1,105 @@
+#ifndef SANDVM_API_SANDBOXD_SANDBOX_H
+#define SANDVM_API_SANDBOXD_SANDBOX_H
+
+/*
+ * A sandbox and its lifecycle (sandbox.c): create, readiness, timeouts,
+ * terminate, the VMM's end, adoption after a restart, forgetting. Its parts
+ * (network, mounts) plug in through sandbox_part.h; the VMM starts and stops
+ * through vmm_launcher.h. Touched from the event loop thread only.
+ */
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "net.h"
+#include "sandbox_vm.h"
+#include "snapshots.h"
+#include "spec.h"
+
+struct cJSON;
+struct sandboxd;
+struct api_call;
+struct exec_session;
+struct agent_conn;
+struct vmm_process;
+
+/*
+ * The lifecycle, changed only by sandbox.c's set_state: STARTING until the
+ * guest agent answers, RUNNING, STOPPING once its end is decided (reason and
+ * returncode final, the VMM asked to stop), FINISHED once the VMM is gone.
+ */
+enum sandbox_state { SANDBOX_STARTING, SANDBOX_RUNNING, SANDBOX_STOPPING, SANDBOX_FINISHED, SANDBOX_STATES };
+
+/* Why a sandbox finished, with its returncode (docs/api.md). */
+#define RC_TIMEOUT 124
+#define RC_FAILED 125
+#define RC_TERMINATED 137
+
+/* Someone who waits for a sandbox to finish (sandbox_watch). */
+struct sandbox_watch {
+	struct sandbox_watch *next;
+	void (*finished)(struct sandbox_watch *w);
+};
+
+struct sandbox {
+	struct sandboxd *d;
+	struct sandbox *next;
+	char id[32];
+	struct sandbox_spec spec;
+	enum sandbox_state state;
+	int returncode;
+	const char *reason; /* static string, NULL while not finished */
+	char message[1024]; /* detail for failures */
+	double created_at, started_at, finished_at; /* wall clock, seconds */
+
+	struct sandbox_vm vm;      /* run directory and socket paths */
+	struct vmm_process *vmm;   /* while the VMM runs (d->launcher) */
+	int pid;
+	unsigned long long pid_start; /* /proc/PID/stat start time: pids are reused */
+	bool deleted;           /* rm: forget the record once the VMM is gone */
+
+	uv_timer_t timeout_timer, idle_timer, expire_timer;
+	struct agent_conn *ready_conn; /* the readiness check while the guest boots */
+	int ready_result;
+	char ready_error[512];
+	struct api_call *create_call; /* the create call waiting for readiness */
+
+	unsigned active;        /* execs and file calls in flight, for the idle timeout */
+	uint64_t last_active_ms; /* loop time */
+	unsigned execs_started;
+	struct exec_session *execs;
+	struct exec_session *entrypoint;
+	unsigned refs; /* handles open, workers, requests holding it */
+	struct sandbox_net net;
+	struct sandbox_mount mounts[SANDBOX_MOUNT_SLOTS];
+	bool snapshot_busy; /* the scratch drive is in use */
+	struct sandbox_watch *watchers; /* told when the sandbox finishes (GET .../wait) */
+};
+
+/* Starts a sandbox from spec (taken); replies to req once it is ready or failed. */
+void sandbox_create(struct sandboxd *d, struct sandbox_spec *spec, struct api_call *call);
+struct sandbox *sandbox_find(struct sandboxd *d, const char *id_or_name);
+void sandbox_terminate(struct sandbox *sb, const char *reason, int returncode, const char *message);
+void sandbox_delete(struct sandbox *sb);
+/* "starting", "running", "finished" (stopping too): the API's and the record's word. */
+const char *sandbox_state_name(enum sandbox_state s);
+/* Stopping or finished: its result is final. */
+bool sandbox_has_ended(const struct sandbox *sb);
+void sandbox_ref(struct sandbox *sb);
+void sandbox_unref(struct sandbox *sb);
+/* An exec or file call starts or ends (idle timeout bookkeeping). */
+void sandbox_activity(struct sandbox *sb, int delta);
+/* The sandbox object of the API; a cJSON *. */
+void *sandbox_to_json(const struct sandbox *sb);
+/* Reads the registry and adopts VMMs that outlived the previous daemon. */
+int sandbox_restore_all(struct sandboxd *d);
+/* Counts sandboxes holding resources (starting or running, or a VMM still alive). */
+void sandbox_usage(const struct sandboxd *d, unsigned *count, unsigned *memory_mib);
+/* w->finished is called once, when sb finishes, unless unwatched before; the watcher holds its own reference. */
+void sandbox_watch(struct sandbox *sb, struct sandbox_watch *w);
+void sandbox_unwatch(struct sandbox *sb, struct sandbox_watch *w);
+void sandbox_sweep(struct sandboxd *d);
+void sandbox_make_id(const char *prefix, char *out, size_t len);
+
+#endif
