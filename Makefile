@@ -114,9 +114,9 @@ kernel: $(STAMP)
 # The guest agent: static, PID 1 of every sandbox (initramfs and Debian image).
 AGENT_SRCS := $(wildcard guest-agent/*.c)
 AGENT_SRCS := $(filter-out guest-agent/test-init.c,$(AGENT_SRCS)) lib/agent_proto.c lib/log.c \
-	lib/byte_queue.c
+	lib/byte_queue.c lib/parse.c
 $(BUILD)/bin/sandvm-agent: $(AGENT_SRCS) $(wildcard guest-agent/*.h) lib/agent_proto.h lib/log.h \
-		lib/byte_queue.h | $(STAMP)
+		lib/byte_queue.h lib/parse.h | $(STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_COMMON) -static -O2 -Iguest-agent -o $@ $(AGENT_SRCS)
 

@@ -20,6 +20,10 @@
 
 /* The vsock port the agent listens on. */
 #define AGENT_VSOCK_PORT 1024u
+/* The relay port: one line names a TCP port of the guest's loopback, then bytes flow (relay.c). */
+#define AGENT_RELAY_PORT 1025u
+/* Relays at once. */
+#define AGENT_MAX_RELAYS 256u
 /* Open streams (execs and file writes) per connection. */
 #define AGENT_MAX_STREAMS 256u
 /* Connections at once. */
@@ -46,6 +50,7 @@ struct agent_watch {
 
 struct agent_conn;
 struct agent_exec;
+struct agent_relay;
 
 /* A stream id in use on a connection: an exec, or a file write in progress. */
 struct agent_stream {
@@ -78,6 +83,9 @@ struct agent {
 	struct agent_conn *conns;
 	unsigned nconns;
 	struct agent_exec *execs; /* every running exec, of every connection */
+	struct agent_watch relay_listen;
+	struct agent_relay *relays;
+	unsigned nrelays;
 	void **deferred;
 	size_t ndeferred, deferred_cap;
 	bool pid1;
@@ -123,6 +131,11 @@ void agent_exec_resume(struct agent_exec *e);
 void agent_exec_reap(struct agent *a);
 /* Deadlines (timeouts, output drain); returns ms until the next one, or -1. */
 int64_t agent_exec_tick(struct agent *a);
+
+/* ---- the relay port (relay.c) ---- */
+void agent_relay_accept(struct agent *a);
+/* Header deadlines; returns ms until the next one, or -1. */
+int64_t agent_relay_tick(struct agent *a);
 
 /* ---- files (files.c) ---- */
 void agent_file_request(struct agent_conn *c, const struct agent_proto_frame *f);

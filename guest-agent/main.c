@@ -91,6 +91,14 @@ static void on_listen(struct agent_watch *w, uint32_t events)
 	agent_conn_accept(a);
 }
 
+static void on_relay_listen(struct agent_watch *w, uint32_t events)
+{
+	struct agent *a = (struct agent *)((char *)w - offsetof(struct agent, relay_listen));
+
+	(void)events;
+	agent_relay_accept(a);
+}
+
 static void on_sigchld(struct agent_watch *w, uint32_t events)
 {
 	struct agent *a = (struct agent *)((char *)w - offsetof(struct agent, sigchld));
@@ -122,6 +130,12 @@ static void arm_timer(struct agent *a, int64_t ms)
 		its.it_value.tv_nsec = (ms % 1000) * 1000000;
 	}
 	timerfd_settime(a->timer.fd, 0, &its, NULL);
+}
+
+/* The sooner of two "ms until the next deadline, or -1". */
+static int64_t next_deadline(int64_t a, int64_t b)
+{
+	return a < 0 ? b : b < 0 ? a : a < b ? a : b;
 }
 
 static int listen_vsock(unsigned port)
@@ -192,9 +206,20 @@ static int setup_loop(struct agent *a, const char *unix_path)
 	if (fd < 0)
 		return fd;
 	a->listen = (struct agent_watch){ .fd = fd, .fn = on_listen };
+	if (unix_path) {
+		char relay_path[256];
+
+		snprintf(relay_path, sizeof(relay_path), "%s.relay", unix_path);
+		fd = listen_unix(relay_path);
+	} else {
+		fd = listen_vsock(AGENT_RELAY_PORT);
+	}
+	if (fd < 0)
+		return fd;
+	a->relay_listen = (struct agent_watch){ .fd = fd, .fn = on_relay_listen };
 
 	if (agent_watch_set(a, &a->sigchld, EPOLLIN) || agent_watch_set(a, &a->timer, EPOLLIN) ||
-	    agent_watch_set(a, &a->listen, EPOLLIN))
+	    agent_watch_set(a, &a->listen, EPOLLIN) || agent_watch_set(a, &a->relay_listen, EPOLLIN))
 		return -errno;
 	return 0;
 }
@@ -233,9 +258,9 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	if (unix_path)
-		sv_info("ready on %s", unix_path);
+		sv_info("ready on %s (relay: %s.relay)", unix_path, unix_path);
 	else
-		sv_info("ready on vsock port %u", AGENT_VSOCK_PORT);
+		sv_info("ready on vsock port %u (relay: %u)", AGENT_VSOCK_PORT, AGENT_RELAY_PORT);
 
 	for (;;) {
 		int n = epoll_wait(agent.epfd, events, 64, -1);
@@ -253,7 +278,7 @@ int main(int argc, char **argv)
 			if (w->fd >= 0)
 				w->fn(w, events[i].events);
 		}
-		arm_timer(&agent, agent_exec_tick(&agent));
+		arm_timer(&agent, next_deadline(agent_exec_tick(&agent), agent_relay_tick(&agent)));
 		run_deferred(&agent);
 	}
 	if (agent.pid1)

@@ -10,8 +10,10 @@
 #include <fcntl.h>
 #include <libgen.h>
 #include <limits.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -584,6 +586,194 @@ static void test_hostile_frames(void **state)
 	agent_client_close(&c);
 }
 
+/* ---- the relay port ---- */
+
+/* A TCP listener on 127.0.0.1 (an ephemeral port) standing for a server in the guest. */
+static int tcp_listener(unsigned *port)
+{
+	struct sockaddr_in addr = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t len = sizeof(addr);
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	assert_true(fd >= 0);
+	assert_int_equal(bind(fd, (struct sockaddr *)&addr, sizeof(addr)), 0);
+	assert_int_equal(listen(fd, 8), 0);
+	assert_int_equal(getsockname(fd, (struct sockaddr *)&addr, &len), 0);
+	*port = ntohs(addr.sin_port);
+	return fd;
+}
+
+static int relay_connect(void)
+{
+	struct sockaddr_un addr = {.sun_family = AF_UNIX};
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	snprintf(addr.sun_path, sizeof(addr.sun_path), "%s.relay", sock_path);
+	for (int i = 0; i < 500; i++) {
+		if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) == 0)
+			return fd;
+		usleep(10000);
+	}
+	fail_msg("cannot connect to the agent's relay at %s", addr.sun_path);
+	return -1;
+}
+
+/* Reads until EOF or cap - 1 bytes, within 10 s. */
+static size_t read_all(int fd, char *buf, size_t cap)
+{
+	size_t n = 0;
+
+	for (;;) {
+		struct pollfd p = {.fd = fd, .events = POLLIN};
+		ssize_t r;
+
+		assert_int_equal(poll(&p, 1, 10000), 1);
+		r = read(fd, buf + n, cap - 1 - n);
+		assert_true(r >= 0);
+		n += (size_t)r;
+		if (r == 0 || n == cap - 1)
+			break;
+	}
+	buf[n] = '\0';
+	return n;
+}
+
+static int accept_within(int lfd, int ms)
+{
+	struct pollfd p = {.fd = lfd, .events = POLLIN};
+
+	assert_int_equal(poll(&p, 1, ms), 1);
+	return accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+}
+
+static void test_relay_round_trip(void **state)
+{
+	unsigned port;
+	int lfd = tcp_listener(&port), host = relay_connect(), server;
+	char line[64], buf[256];
+
+	(void)state;
+	/* The first bytes for the server may follow the line at once. */
+	snprintf(line, sizeof(line), "RELAY %u\nhello", port);
+	assert_int_equal(write(host, line, strlen(line)), (ssize_t)strlen(line));
+	server = accept_within(lfd, 5000);
+	assert_true(server >= 0);
+	assert_int_equal(read(server, buf, 5), 5);
+	assert_memory_equal(buf, "hello", 5);
+	assert_int_equal(write(server, "world", 5), 5);
+	shutdown(server, SHUT_WR);
+	/* OK comes before any byte of the server's; its end is passed on. */
+	assert_int_equal(read_all(host, buf, sizeof(buf)), 8);
+	assert_string_equal(buf, "OK\nworld");
+	/* Half-closed: the host can still send, and its end reaches the server too. */
+	assert_int_equal(write(host, "more", 4), 4);
+	shutdown(host, SHUT_WR);
+	assert_int_equal(read_all(server, buf, sizeof(buf)), 4);
+	assert_string_equal(buf, "more");
+	close(server);
+	close(host);
+	close(lfd);
+}
+
+static void test_relay_refusals(void **state)
+{
+	static const char *const bad[] = {"RELAY 0\n", "RELAY 65536\n", "RELAY x\n", "RELAY 80 81\n", "GET / HTTP/1.1\n",
+					  "RELAY -1\n", "relay 80\n", "RELAY 0000000000000000000000000000080"};
+	unsigned port;
+	int lfd = tcp_listener(&port), host;
+	char line[64], buf[256];
+
+	(void)state;
+	/* Nothing listens: refused, said so, closed. */
+	close(lfd);
+	host = relay_connect();
+	snprintf(line, sizeof(line), "RELAY %u\n", port);
+	assert_int_equal(write(host, line, strlen(line)), (ssize_t)strlen(line));
+	read_all(host, buf, sizeof(buf));
+	assert_true(!strncmp(buf, "ERROR refused", 13));
+	close(host);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		host = relay_connect();
+		assert_int_equal(write(host, bad[i], strlen(bad[i])), (ssize_t)strlen(bad[i]));
+		read_all(host, buf, sizeof(buf));
+		if (strncmp(buf, "ERROR bad-request", 17))
+			fail_msg("case %zu (%s): answered \"%s\"", i, bad[i], buf);
+		close(host);
+	}
+	/* A client that leaves mid-line costs nothing: the agent still answers others. */
+	host = relay_connect();
+	assert_int_equal(write(host, "REL", 3), 3);
+	close(host);
+}
+
+/* 4 MiB each way at once, the server reading slowly: every byte arrives, in order. */
+static void test_relay_bulk_both_ways(void **state)
+{
+	const size_t total = 4u << 20;
+	unsigned port;
+	int lfd = tcp_listener(&port), host = relay_connect(), server;
+	size_t sent[2] = {0}, got[2] = {0}, ok_left = 3;
+	bool shut[2] = {false, false}, eof[2] = {false, false};
+	char line[64];
+	int fds[2];
+
+	(void)state;
+	snprintf(line, sizeof(line), "RELAY %u\n", port);
+	assert_int_equal(write(host, line, strlen(line)), (ssize_t)strlen(line));
+	server = accept_within(lfd, 5000);
+	fds[0] = host;
+	fds[1] = server;
+	fcntl(host, F_SETFL, O_NONBLOCK);
+	fcntl(server, F_SETFL, O_NONBLOCK);
+	for (int rounds = 0; !(eof[0] && eof[1]); rounds++) {
+		struct pollfd p[2];
+
+		assert_true(rounds < 1000000);
+		for (int i = 0; i < 2; i++)
+			p[i] = (struct pollfd){.fd = fds[i], .events = (short)(POLLIN | (sent[i] < total ? POLLOUT : 0))};
+		assert_true(poll(p, 2, 10000) > 0);
+		for (int i = 0; i < 2; i++) {
+			uint8_t buf[16384];
+			ssize_t n;
+
+			if ((p[i].revents & POLLOUT) && sent[i] < total) {
+				size_t want = total - sent[i] < sizeof(buf) ? total - sent[i] : sizeof(buf);
+
+				for (size_t k = 0; k < want; k++)
+					buf[k] = (uint8_t)((sent[i] + k) * (i ? 7 : 13));
+				n = write(fds[i], buf, want);
+				if (n > 0)
+					sent[i] += (size_t)n;
+			}
+			if (sent[i] == total && !shut[i]) {
+				shutdown(fds[i], SHUT_WR);
+				shut[i] = true;
+			}
+			/* The server reads 1 KiB at a time: the relay's buffers fill and hold the host back. */
+			if (p[i].revents & (POLLIN | POLLHUP)) {
+				n = read(fds[i], buf, i ? 1024 : sizeof(buf));
+				if (n == 0)
+					eof[i] = true;
+				for (ssize_t k = 0; k < n; k++) {
+					if (i == 0 && ok_left) {
+						assert_int_equal(buf[k], "OK\n"[3 - ok_left]);
+						ok_left--;
+						continue;
+					}
+					if (buf[k] != (uint8_t)(got[i] * (i ? 13 : 7)))
+						fail_msg("side %d byte %zu wrong", i, got[i]);
+					got[i]++;
+				}
+			}
+		}
+	}
+	assert_int_equal(got[0], total);
+	assert_int_equal(got[1], total);
+	close(host);
+	close(server);
+	close(lfd);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -597,6 +787,9 @@ int main(void)
 		cmocka_unit_test(test_flow_control),
 		cmocka_unit_test(test_disconnect_kills),
 		cmocka_unit_test(test_hostile_frames),
+		cmocka_unit_test(test_relay_round_trip),
+		cmocka_unit_test(test_relay_refusals),
+		cmocka_unit_test(test_relay_bulk_both_ways),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
