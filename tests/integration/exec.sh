@@ -301,6 +301,47 @@ files_case() {
 }
 files_case
 
+# The relay port (docs/agent-protocol.md, section 9): a server bound to the guest's 127.0.0.1 is
+# reached over vsock port 1025; a port nobody listens on is refused, a bad line refused.
+relay_case() {
+	local name=agent-relay
+	ex relay-server -- sh -c 'mkdir -p /tmp/www && echo relay-ok > /tmp/www/index.html &&
+		httpd -p 127.0.0.1:8080 -h /tmp/www'
+	if [ "$rc" -ne 0 ]; then
+		report FAIL "$name" "cannot start httpd in the guest: $(why relay-server)"
+		return
+	fi
+	/usr/bin/python3 - "$EXEC_SOCK" >"$RESULTS/$name.stdout" 2>"$RESULTS/$name.stderr" <<'PY'
+import socket, sys
+
+def relay(line):
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(30)
+    s.connect(sys.argv[1])
+    s.sendall(b"CONNECT 1025\n")
+    ack = b""
+    while not ack.endswith(b"\n"):
+        ack += s.recv(1)
+    assert ack.startswith(b"OK "), ack
+    s.sendall(line)
+    data = b""
+    while chunk := s.recv(65536):
+        data += chunk
+    return data
+
+got = relay(b"RELAY 8080\nGET /index.html HTTP/1.0\r\nHost: x\r\n\r\n")
+assert got.startswith(b"OK\nHTTP/1.") and b" 200 " in got.split(b"\r\n")[0] and b"relay-ok" in got, got[:300]
+got = relay(b"RELAY 8081\n")
+assert got.startswith(b"ERROR refused"), got
+got = relay(b"RELAY 99999\n")
+assert got.startswith(b"ERROR bad-request"), got
+print("relay ok")
+PY
+	rc=$?
+	if [ "$rc" -eq 0 ] && out_is "$name" "relay ok"; then report OK "$name"; else report FAIL "$name" "$(why "$name")"; fi
+}
+relay_case
+
 # SHUTDOWN ends the VM cleanly (the VMM exits 0).
 ex agent-shutdown --shutdown
 wait "$exec_vm"
