@@ -59,34 +59,53 @@ static bool well_formed(const char *secret)
 	return true;
 }
 
+static int grow(struct connect_tokens *set)
+{
+	unsigned ncap = set->cap ? set->cap * 2 : 4;
+	struct connect_token *v;
+
+	if (set->count < set->cap)
+		return 0;
+	if (set->count == CONNECT_TOKENS_MAX)
+		return -EDQUOT;
+	if (ncap > CONNECT_TOKENS_MAX)
+		ncap = CONNECT_TOKENS_MAX;
+	v = calloc(ncap, sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	if (set->item) {
+		memcpy(v, set->item, set->count * sizeof(*v));
+		OPENSSL_cleanse(set->item, set->cap * sizeof(*v));
+		free(set->item);
+	}
+	set->item = v;
+	set->cap = ncap;
+	return 0;
+}
+
+int connect_token_restore(struct connect_tokens *set, const struct connect_token *t)
+{
+	int r = grow(set);
+
+	if (r < 0)
+		return r;
+	set->item[set->count++] = *t;
+	return 0;
+}
+
 int connect_token_new(struct connect_tokens *set, uint16_t port, const char *verified, double now, unsigned ttl_s,
 		      char *secret, size_t cap, const struct connect_token **out)
 {
 	uint8_t raw[SECRET_RANDOM_BYTES], idb[8];
 	struct connect_token *t;
+	int r;
 
 	if (!port || ttl_s > CONNECT_TOKEN_TTL_MAX || cap < CONNECT_TOKEN_SECRET_LEN + 1 ||
 	    strlen(verified) > INGRESS_METADATA_MAX)
 		return -EINVAL;
-	if (set->count == CONNECT_TOKENS_MAX)
-		return -EDQUOT;
-	if (set->count == set->cap) {
-		unsigned ncap = set->cap ? set->cap * 2 : 4;
-		struct connect_token *v;
-
-		if (ncap > CONNECT_TOKENS_MAX)
-			ncap = CONNECT_TOKENS_MAX;
-		v = calloc(ncap, sizeof(*v));
-		if (!v)
-			return -ENOMEM;
-		if (set->item) {
-			memcpy(v, set->item, set->count * sizeof(*v));
-			OPENSSL_cleanse(set->item, set->cap * sizeof(*v));
-			free(set->item);
-		}
-		set->item = v;
-		set->cap = ncap;
-	}
+	r = grow(set);
+	if (r < 0)
+		return r;
 	if (RAND_bytes(raw, sizeof(raw)) != 1 || RAND_bytes(idb, sizeof(idb)) != 1)
 		return -EIO;
 	t = &set->item[set->count];

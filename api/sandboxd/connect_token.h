@@ -59,6 +59,8 @@ const struct connect_token *connect_token_check(const struct connect_tokens *set
 const struct connect_token *connect_token_find(const struct connect_tokens *set, const char *id);
 /* 0, or -ENOENT. */
 int connect_token_revoke(struct connect_tokens *set, const char *id);
+/* Puts back a token read from the registry (its hash, never a secret). 0, -EDQUOT or -ENOMEM. */
+int connect_token_restore(struct connect_tokens *set, const struct connect_token *t);
 /* Forgets tokens whose ttl passed; returns how many. */
 unsigned connect_tokens_expire(struct connect_tokens *set, double now);
 

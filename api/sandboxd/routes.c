@@ -21,6 +21,7 @@
 #include "files.h"
 #include "http_conn.h"
 #include "images.h"
+#include "ingress.h"
 #include "log.h"
 #include "net.h"
 #include "sandbox.h"
@@ -42,7 +43,7 @@ struct call {
 	struct sandboxd *d;
 	struct sandbox *sb;      /* routes under /v1/sandboxes/ID */
 	struct exec_session *ex; /* routes under .../execs/EID */
-	const char *id;          /* /v1/snapshots/ID */
+	const char *id;          /* /v1/snapshots/ID, .../connect-tokens/TID */
 	const char *op;          /* .../files/OP, "" for .../files */
 };
 
@@ -413,6 +414,21 @@ static void exec_stdin_call(struct call *c)
 			      exec_id(c->ex));
 }
 
+static void connect_token_create_call(struct call *c)
+{
+	ingress_token_create(c->sb, c->api);
+}
+
+static void connect_token_list_call(struct call *c)
+{
+	ingress_token_list(c->sb, c->api);
+}
+
+static void connect_token_delete_call(struct call *c)
+{
+	ingress_token_delete(c->sb, c->id, c->api);
+}
+
 static void files_call(struct call *c)
 {
 	files_route(c->sb, c->op, c->req);
@@ -443,6 +459,9 @@ static const struct route routes[] = {
 	{HTTP_GET, "/v1/sandboxes/*/execs/*/output", 200, AFTER_BODY, exec_output_call},
 	{HTTP_POST, "/v1/sandboxes/*/execs/*/signal", 204, AFTER_BODY, exec_signal_call},
 	{HTTP_POST, "/v1/sandboxes/*/execs/*/stdin", 204, AT_HEADERS, exec_stdin_call},
+	{HTTP_POST, "/v1/sandboxes/*/connect-tokens", 201, AFTER_BODY, connect_token_create_call},
+	{HTTP_GET, "/v1/sandboxes/*/connect-tokens", 200, AFTER_BODY, connect_token_list_call},
+	{HTTP_DELETE, "/v1/sandboxes/*/connect-tokens/*", 204, AFTER_BODY, connect_token_delete_call},
 	/* GET reads (200), PUT writes (204), DELETE removes (204); files.c tells them apart. */
 	{ANY_METHOD, "/v1/sandboxes/*/files", 0, AT_HEADERS, files_call},
 	/* stat and list (GET, 200), mkdir (POST, 204); any other is 405. */
@@ -490,6 +509,8 @@ static bool resolve(struct call *c, const struct path *p)
 		api_call_fail(c->api, -ENOENT, NULL, "no sandbox %.64s", p->seg[2]);
 		return false;
 	}
+	if (p->n >= 5 && !strcmp(p->seg[3], "connect-tokens"))
+		c->id = p->seg[4];
 	if (p->n >= 5 && !strcmp(p->seg[3], "files"))
 		c->op = p->seg[4];
 	else if (p->n >= 4 && !strcmp(p->seg[3], "files"))

@@ -36,7 +36,8 @@
 static void finish(struct sandbox *sb, const char *reason, int returncode, const char *message);
 static void ready_abort(struct sandbox *sb);
 
-const struct sandbox_part_ops *const sandbox_parts[] = {&sandbox_net_part, &sandbox_mounts_part, NULL};
+const struct sandbox_part_ops *const sandbox_parts[] = {&sandbox_net_part, &sandbox_mounts_part, &sandbox_ingress_part,
+							  NULL};
 
 /* Every part's teardown, the last set up first. */
 static void parts_teardown(struct sandbox *sb)
@@ -79,6 +80,7 @@ void sandbox_unref(struct sandbox *sb)
 	if (--sb->refs)
 		return;
 	cJSON_Delete(sb->net.allow);
+	connect_tokens_destroy(&sb->ingress.tokens);
 	spec_sandbox_free(&sb->spec);
 	free(sb);
 }

@@ -12,6 +12,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "ingress.h"
 #include "net.h"
 #include "sandbox_vm.h"
 #include "snapshots.h"
@@ -73,6 +74,7 @@ struct sandbox {
 	unsigned refs; /* handles open, workers, requests holding it */
 	struct sandbox_net net;
 	struct sandbox_mount mounts[SANDBOX_MOUNT_SLOTS];
+	struct sandbox_ingress ingress; /* connect tokens and port labels (ingress.c) */
 	bool snapshot_busy; /* the scratch drive is in use */
 	struct sandbox_watch *watchers; /* told when the sandbox finishes (GET .../wait) */
 };

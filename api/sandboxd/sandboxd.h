@@ -42,6 +42,8 @@ struct sandboxd {
 	size_t nbuilds;
 	char snapshot_dir[320];     /* snapshot images, their records and wrapped keys */
 	unsigned image_sweep_s;     /* how often expired images are deleted */
+	char ingress_domain[256];   /* --ingress-domain: connect-token URLs are https://LABEL.DOMAIN[:PORT] */
+	unsigned ingress_port;      /* the port of those URLs (--ingress) */
 	uv_timer_t image_sweep_timer;
 };
 

@@ -431,6 +431,17 @@ static void routes_and_errors(void **state)
 	assert_int_equal(request(d, "GET", path, NULL, body, sizeof(body)), 405);
 	snprintf(path, sizeof(path), "/v1/sandboxes/%s/network", id);
 	assert_int_equal(request(d, "PUT", path, "{\"block_network\":1}", body, sizeof(body)), 400);
+	/* Connect tokens: a bad field is 400 before anything else; this daemon has no ingress: 503. */
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/connect-tokens", id);
+	assert_int_equal(request(d, "POST", path, "{\"port\":0}", body, sizeof(body)), 400);
+	assert_true(has(body, "\"field\":\"port\""));
+	assert_int_equal(request(d, "POST", path, "{\"user_metadata\":[1]}", body, sizeof(body)), 400);
+	assert_int_equal(request(d, "POST", path, "{}", body, sizeof(body)), 503);
+	assert_true(has(body, "--ingress"));
+	assert_int_equal(request(d, "GET", path, NULL, body, sizeof(body)), 200);
+	assert_true(has(body, "\"connect_tokens\":[]"));
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/connect-tokens/tok-none", id);
+	assert_int_equal(request(d, "DELETE", path, NULL, body, sizeof(body)), 404);
 	snprintf(path, sizeof(path), "/v1/sandboxes/%s", id);
 	assert_int_equal(request(d, "DELETE", path, NULL, body, sizeof(body)), 204);
 	/* Gone from the registry: a finished sandbox's calls are 404 or 409, never a success. */

@@ -1,0 +1,309 @@
+/*
+ * The ingress part of a sandbox: connect tokens (connect_token.h) and the
+ * labels of its ports, their API calls, and their place in the registry.
+ */
+#include "ingress.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <openssl/crypto.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "api_call.h"
+#include "ingress_head.h"
+#include "log.h"
+#include "sandbox.h"
+#include "sandbox_part.h"
+#include "sandboxd.h"
+#include "store.h"
+
+#define DEFAULT_PORT 8080
+
+static int label_for(struct sandbox *sb, uint16_t port, const char **label)
+{
+	struct sandbox_ingress *in = &sb->ingress;
+	uint8_t b[INGRESS_LABEL_LEN / 2];
+
+	for (unsigned i = 0; i < in->nports; i++)
+		if (in->ports[i].port == port) {
+			*label = in->ports[i].label;
+			return 0;
+		}
+	if (in->nports == INGRESS_PORTS_MAX)
+		return -EDQUOT;
+	if (uv_random(NULL, NULL, b, sizeof(b), 0, NULL) < 0)
+		return -EIO;
+	in->ports[in->nports].port = port;
+	for (size_t i = 0; i < sizeof(b); i++)
+		snprintf(in->ports[in->nports].label + 2 * i, 3, "%02x", b[i]);
+	*label = in->ports[in->nports++].label;
+	return 0;
+}
+
+static const char *label_of(const struct sandbox *sb, uint16_t port)
+{
+	for (unsigned i = 0; i < sb->ingress.nports; i++)
+		if (sb->ingress.ports[i].port == port)
+			return sb->ingress.ports[i].label;
+	return "";
+}
+
+static void url_of(const struct sandboxd *d, const char *label, char *out, size_t cap)
+{
+	if (d->ingress_port == 443)
+		snprintf(out, cap, "https://%s.%s", label, d->ingress_domain);
+	else
+		snprintf(out, cap, "https://%s.%s:%u", label, d->ingress_domain, d->ingress_port);
+}
+
+static cJSON *token_json(const struct sandbox *sb, const struct connect_token *t)
+{
+	cJSON *o = cJSON_CreateObject();
+	char url[400];
+
+	url_of(sb->d, label_of(sb, t->port), url, sizeof(url));
+	cJSON_AddStringToObject(o, "id", t->id);
+	cJSON_AddStringToObject(o, "url", url);
+	cJSON_AddNumberToObject(o, "port", t->port);
+	cJSON_AddNumberToObject(o, "created_at", (double)(long long)t->created_at);
+	if (t->expires_at)
+		cJSON_AddNumberToObject(o, "expires_at", (double)(long long)t->expires_at);
+	else
+		cJSON_AddNullToObject(o, "expires_at");
+	return o;
+}
+
+/* 409 unless the sandbox can be reached; 503 without an ingress listener. */
+static bool reachable(struct sandbox *sb, struct api_call *call)
+{
+	if (!sb->d->ingress_domain[0]) {
+		api_call_fail(call, -EAGAIN, NULL,
+			      "this worker serves no ingress (start sandboxd with --ingress and --ingress-domain)");
+		return false;
+	}
+	if (sb->state != SANDBOX_RUNNING) {
+		api_call_fail(call, -ESRCH, NULL, "sandbox %s is %s", sb->id, sandbox_state_name(sb->state));
+		return false;
+	}
+	if (sb->spec.restricted) {
+		api_call_fail(call, -EBUSY, NULL, "a restricted sandbox takes no connections");
+		return false;
+	}
+	return true;
+}
+
+void ingress_token_create(struct sandbox *sb, struct api_call *call)
+{
+	size_t len;
+	const char *text = api_call_body(call, &len);
+	cJSON *body = cJSON_ParseWithLength(len ? text : "{}", len ? len : 2), *o;
+	const cJSON *it, *meta, *port, *ttl;
+	char verified[INGRESS_METADATA_MAX + 1], secret[CONNECT_TOKEN_SECRET_LEN + 1];
+	const struct connect_token *t;
+	const char *label;
+	double p = DEFAULT_PORT, s = 0;
+	int r;
+
+	if (!cJSON_IsObject(body)) {
+		api_call_fail(call, -EINVAL, NULL, "body must be a JSON object");
+		goto out;
+	}
+	cJSON_ArrayForEach(it, body) {
+		if (strcmp(it->string, "user_metadata") && strcmp(it->string, "port") && strcmp(it->string, "ttl")) {
+			api_call_fail(call, -EINVAL, it->string, "unknown field %.64s (known: user_metadata, port, ttl)",
+				      it->string);
+			goto out;
+		}
+	}
+	meta = cJSON_GetObjectItemCaseSensitive(body, "user_metadata");
+	port = cJSON_GetObjectItemCaseSensitive(body, "port");
+	ttl = cJSON_GetObjectItemCaseSensitive(body, "ttl");
+	if (port && (!cJSON_IsNumber(port) || (p = port->valuedouble) < 1 || p > 65535 || p != (double)(int)p)) {
+		api_call_fail(call, -EINVAL, "port", "port must be a whole number 1..65535");
+		goto out;
+	}
+	if (ttl && !cJSON_IsNull(ttl) &&
+	    (!cJSON_IsNumber(ttl) || (s = ttl->valuedouble) < 1 || s > CONNECT_TOKEN_TTL_MAX ||
+	     s != (double)(long long)s)) {
+		api_call_fail(call, -EINVAL, "ttl", "ttl is whole seconds 1..%u, or null for the sandbox's life",
+			      CONNECT_TOKEN_TTL_MAX);
+		goto out;
+	}
+	if (meta && !cJSON_IsObject(meta) && !cJSON_IsString(meta) && !cJSON_IsNull(meta)) {
+		api_call_fail(call, -EINVAL, "user_metadata", "user_metadata is an object, a string or null");
+		goto out;
+	}
+	r = ingress_metadata_encode(meta, verified, sizeof(verified));
+	if (r < 0) {
+		api_call_fail(call, -EINVAL, "user_metadata",
+			      r == -E2BIG ? "user_metadata is over %d characters as JSON with \\uXXXX escapes"
+					  : "user_metadata holds text that is not UTF-8 (limit %d)",
+			      INGRESS_METADATA_MAX);
+		goto out;
+	}
+	if (!reachable(sb, call))
+		goto out;
+	r = label_for(sb, (uint16_t)p, &label);
+	if (r == 0)
+		r = connect_token_new(&sb->ingress.tokens, (uint16_t)p, verified, sandboxd_wall_time(), (unsigned)s,
+				      secret, sizeof(secret), &t);
+	if (r < 0) {
+		api_call_fail(call, r, NULL, r == -EDQUOT ? "sandbox %s has as many connect tokens or ports as it can"
+							 : "cannot make a connect token for %s",
+			      sb->id);
+		goto out;
+	}
+	store_save(sb);
+	sv_info("sandbox=%s event=connect_token_created token=%s port=%u", sb->id, t->id, t->port);
+	o = token_json(sb, t);
+	cJSON_AddStringToObject(o, "token", secret);
+	api_call_ok(call, o);
+	/* The secret leaves once, in the reply: this copy goes. */
+	OPENSSL_cleanse(secret, sizeof(secret));
+out:
+	cJSON_Delete(body);
+}
+
+void ingress_token_list(struct sandbox *sb, struct api_call *call)
+{
+	cJSON *o = cJSON_CreateObject(), *arr = cJSON_AddArrayToObject(o, "connect_tokens");
+
+	connect_tokens_expire(&sb->ingress.tokens, sandboxd_wall_time());
+	for (unsigned i = 0; i < sb->ingress.tokens.count; i++)
+		cJSON_AddItemToArray(arr, token_json(sb, &sb->ingress.tokens.item[i]));
+	api_call_ok(call, o);
+}
+
+void ingress_token_delete(struct sandbox *sb, const char *id, struct api_call *call)
+{
+	if (connect_token_revoke(&sb->ingress.tokens, id) < 0)
+		return api_call_fail(call, -ENOENT, NULL, "no connect token %.64s in %s", id, sb->id);
+	store_save(sb);
+	sv_info("sandbox=%s event=connect_token_revoked token=%s", sb->id, id);
+	api_call_ok(call, NULL);
+}
+
+struct sandbox *ingress_find_label(struct sandboxd *d, const char *label, uint16_t *port)
+{
+	for (struct sandbox *sb = d->sandboxes; sb; sb = sb->next)
+		for (unsigned i = 0; i < sb->ingress.nports; i++)
+			if (!strcmp(sb->ingress.ports[i].label, label)) {
+				*port = sb->ingress.ports[i].port;
+				return sb;
+			}
+	return NULL;
+}
+
+/* ---- the part ---- */
+
+static void hex(const uint8_t *b, size_t n, char *out)
+{
+	for (size_t i = 0; i < n; i++)
+		snprintf(out + 2 * i, 3, "%02x", b[i]);
+}
+
+static int unhex(const char *s, uint8_t *out, size_t n)
+{
+	if (strlen(s) != 2 * n)
+		return -EINVAL;
+	for (size_t i = 0; i < n; i++) {
+		unsigned v;
+
+		if (sscanf(s + 2 * i, "%2x", &v) != 1)
+			return -EINVAL;
+		out[i] = (uint8_t)v;
+	}
+	return 0;
+}
+
+/* Hashes only: a registry that leaks opens nothing. */
+static void ingress_part_save(const struct sandbox *sb, cJSON *record)
+{
+	const struct sandbox_ingress *in = &sb->ingress;
+	cJSON *o, *ports, *tokens;
+
+	if (!in->nports && !in->tokens.count)
+		return;
+	o = cJSON_AddObjectToObject(record, "ingress");
+	ports = cJSON_AddArrayToObject(o, "ports");
+	tokens = cJSON_AddArrayToObject(o, "tokens");
+	for (unsigned i = 0; i < in->nports; i++) {
+		cJSON *p = cJSON_CreateObject();
+
+		cJSON_AddNumberToObject(p, "port", in->ports[i].port);
+		cJSON_AddStringToObject(p, "label", in->ports[i].label);
+		cJSON_AddItemToArray(ports, p);
+	}
+	for (unsigned i = 0; i < in->tokens.count; i++) {
+		const struct connect_token *t = &in->tokens.item[i];
+		cJSON *j = cJSON_CreateObject();
+		char h[2 * sizeof(t->hash) + 1];
+
+		hex(t->hash, sizeof(t->hash), h);
+		cJSON_AddStringToObject(j, "id", t->id);
+		cJSON_AddStringToObject(j, "sha256", h);
+		cJSON_AddNumberToObject(j, "port", t->port);
+		cJSON_AddStringToObject(j, "verified", t->verified);
+		cJSON_AddNumberToObject(j, "created_at", t->created_at);
+		cJSON_AddNumberToObject(j, "expires_at", t->expires_at);
+		cJSON_AddItemToArray(tokens, j);
+	}
+}
+
+static double num(const cJSON *o, const char *k)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+
+	return cJSON_IsNumber(v) ? v->valuedouble : 0;
+}
+
+static void ingress_part_restore(struct sandbox *sb, const cJSON *record)
+{
+	const cJSON *o = cJSON_GetObjectItemCaseSensitive(record, "ingress"), *it;
+	struct sandbox_ingress *in = &sb->ingress;
+
+	cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(o, "ports")) {
+		const cJSON *label = cJSON_GetObjectItemCaseSensitive(it, "label");
+		double port = num(it, "port");
+
+		if (in->nports == INGRESS_PORTS_MAX || port < 1 || port > 65535 || !cJSON_IsString(label) ||
+		    strlen(label->valuestring) != INGRESS_LABEL_LEN)
+			continue;
+		in->ports[in->nports].port = (uint16_t)port;
+		snprintf(in->ports[in->nports++].label, INGRESS_LABEL_LEN + 1, "%s", label->valuestring);
+	}
+	cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(o, "tokens")) {
+		const cJSON *id = cJSON_GetObjectItemCaseSensitive(it, "id");
+		const cJSON *h = cJSON_GetObjectItemCaseSensitive(it, "sha256");
+		const cJSON *v = cJSON_GetObjectItemCaseSensitive(it, "verified");
+		struct connect_token t = {0};
+
+		if (!cJSON_IsString(id) || strlen(id->valuestring) >= sizeof(t.id) || !cJSON_IsString(h) ||
+		    unhex(h->valuestring, t.hash, sizeof(t.hash)) < 0 || !cJSON_IsString(v) ||
+		    strlen(v->valuestring) > INGRESS_METADATA_MAX || num(it, "port") < 1 || num(it, "port") > 65535)
+			continue;
+		snprintf(t.id, sizeof(t.id), "%s", id->valuestring);
+		snprintf(t.verified, sizeof(t.verified), "%s", v->valuestring);
+		t.port = (uint16_t)num(it, "port");
+		t.created_at = num(it, "created_at");
+		t.expires_at = num(it, "expires_at");
+		if (connect_token_restore(&in->tokens, &t) < 0)
+			break;
+	}
+}
+
+/* Tokens end with the sandbox. */
+static void ingress_part_teardown(struct sandbox *sb)
+{
+	connect_tokens_destroy(&sb->ingress.tokens);
+}
+
+const struct sandbox_part_ops sandbox_ingress_part = {
+	.name = "ingress",
+	.teardown = ingress_part_teardown,
+	.restore = ingress_part_restore,
+	.save = ingress_part_save,
+};

@@ -1,0 +1,41 @@
+#ifndef SANDVM_API_SANDBOXD_INGRESS_H
+#define SANDVM_API_SANDBOXD_INGRESS_H
+
+/*
+ * A sandbox's ingress (ingress.c, docs/ingress.md): its connect tokens and
+ * one opaque label per port it serves, which names the origin
+ * https://LABEL.DOMAIN[:PORT] of the ingress listener. The part plugs into
+ * the lifecycle (sandbox_part.h): tokens and labels are kept in the
+ * sandbox's record (hashes only) and end with the sandbox.
+ */
+
+#include <stdint.h>
+
+#include "connect_token.h"
+
+struct sandbox;
+struct sandboxd;
+struct api_call;
+
+#define INGRESS_PORTS_MAX 16
+#define INGRESS_LABEL_LEN 16
+
+struct sandbox_ingress {
+	struct connect_tokens tokens;
+	struct {
+		uint16_t port;
+		char label[INGRESS_LABEL_LEN + 1];
+	} ports[INGRESS_PORTS_MAX];
+	unsigned nports;
+};
+
+/* POST .../connect-tokens {"user_metadata", "port", "ttl"}: 201 {"id", "url", "token", ...}. */
+void ingress_token_create(struct sandbox *sb, struct api_call *call);
+/* GET .../connect-tokens: no secrets. */
+void ingress_token_list(struct sandbox *sb, struct api_call *call);
+/* DELETE .../connect-tokens/TID. */
+void ingress_token_delete(struct sandbox *sb, const char *id, struct api_call *call);
+/* The sandbox and port a label names, or NULL. */
+struct sandbox *ingress_find_label(struct sandboxd *d, const char *label, uint16_t *port);
+
+#endif
