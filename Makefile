@@ -81,7 +81,7 @@ $(BUILD)/bin/sandboxd: $(SANDBOXD_OBJS) $(LIB_OBJS) $(SIMAGE_OBJS) | $(STAMP)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS_SANDBOXD)
 
 VMCTL_SRCS := $(wildcard api/vmctl/*.c)
-$(BUILD)/bin/vmctl: $(patsubst %.c,$(BUILD)/obj/%.o,$(VMCTL_SRCS)) $(BUILD)/obj/lib/log.o | $(STAMP)
+$(BUILD)/bin/vmctl: $(patsubst %.c,$(BUILD)/obj/%.o,$(VMCTL_SRCS)) $(BUILD)/obj/lib/log.o $(BUILD)/obj/lib/parse.o | $(STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $^ $(shell pkg-config --libs libcurl libcjson) -lpthread
 

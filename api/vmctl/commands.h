@@ -33,6 +33,8 @@ int vmctl_cmd_mount(struct vmctl_args *a, int argc, char **argv);
 int vmctl_cmd_unmount(struct vmctl_args *a, int argc, char **argv);
 int vmctl_cmd_images(struct vmctl_args *a, int argc, char **argv);
 int vmctl_cmd_image(struct vmctl_args *a, int argc, char **argv);
+int vmctl_cmd_connect_token(struct vmctl_args *a, int argc, char **argv);
+int vmctl_cmd_connect_tokens(struct vmctl_args *a, int argc, char **argv);
 
 /* The create flags, shared by `create` and `run`. */
 enum {

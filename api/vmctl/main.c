@@ -33,6 +33,9 @@ static const char usage[] =
 	"  unmount ID PATH                unmount it\n"
 	"  images [--json]                list snapshot images\n"
 	"  image rm IMAGE...              delete snapshot images\n"
+	"  connect-token ID [--port P] [--user-metadata JSON] [--ttl S]\n"
+	"                                 a token for HTTP/WebSocket access to a sandbox's port\n"
+	"  connect-tokens ID              list its tokens; connect-token rm ID TID removes one\n"
 	"  health [--json]                ask sandboxd how it is\n"
 	"'vmctl COMMAND --help' describes each.\n"
 	"\n"
@@ -70,6 +73,8 @@ static const struct {
 	{ "image", vmctl_cmd_image },
 	{ "cp", vmctl_cmd_cp },
 	{ "net", vmctl_cmd_net },
+	{ "connect-token", vmctl_cmd_connect_token },
+	{ "connect-tokens", vmctl_cmd_connect_tokens },
 	{ "health", vmctl_cmd_health },
 };
 
