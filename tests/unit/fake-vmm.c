@@ -107,10 +107,14 @@ static void *splice_main(void *arg)
 	return NULL;
 }
 
-/* One vsock connection: "CONNECT PORT\n", then the agent's bytes both ways. */
+/*
+ * One vsock connection: "CONNECT PORT\n", then the agent's bytes both ways:
+ * port 1025 is its relay port (agent_sock + ".relay"), any other its
+ * protocol port.
+ */
 static void vsock_conn(int fd, const char *agent_sock, int mute)
 {
-	char line[64];
+	char line[64], relay[PATH_MAX + 32];
 	size_t got = 0;
 	int agent;
 	struct splice *s;
@@ -118,9 +122,11 @@ static void vsock_conn(int fd, const char *agent_sock, int mute)
 
 	while (got < sizeof(line) - 1 && read(fd, line + got, 1) == 1 && line[got] != '\n')
 		got++;
+	line[got] = '\0';
 	if (mute)
 		return; /* held open, never answered (the fd leaks on purpose: the test kills us) */
-	agent = connect_to(agent_sock);
+	snprintf(relay, sizeof(relay), "%s.relay", agent_sock);
+	agent = connect_to(!strcmp(line, "CONNECT 1025") ? relay : agent_sock);
 	if (agent < 0) {
 		close(fd); /* nothing listens yet: the client retries */
 		return;
