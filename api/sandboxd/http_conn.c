@@ -626,17 +626,27 @@ void http_respond(struct http_request *req, int status, const char *content_type
 	request_done(c);
 }
 
+/* A JSON reply's text is kept for the next one up to this size; a larger one is let go. */
+#define JSON_TEXT_KEEP (64 * 1024)
+
 void http_respond_json(struct http_request *req, int status, void *json)
 {
-	char *text = cJSON_PrintUnformatted(json);
+	struct http_server *srv = req->conn->srv;
+	/* Taken from the server while in use: finishing this reply may answer the next pipelined request. */
+	struct json_text text = srv->json;
+	int r;
 
+	memset(&srv->json, 0, sizeof(srv->json));
+	r = json_text_write(&text, json);
 	cJSON_Delete(json);
-	if (!text) {
+	if (r < 0)
 		http_respond(req, 500, "text/plain", "out of memory\n", 14);
-		return;
-	}
-	http_respond(req, status, "application/json", text, strlen(text));
-	free(text);
+	else
+		http_respond(req, status, "application/json", text.buf, text.len);
+	if (!srv->json.buf && text.cap <= JSON_TEXT_KEEP)
+		srv->json = text;
+	else
+		json_text_free(&text);
 }
 
 void http_respond_error(struct http_request *req, int status, const char *field, const char *fmt, ...)
@@ -1210,6 +1220,7 @@ void http_server_destroy(struct http_server *srv)
 {
 	free(srv->tls_raw);
 	srv->tls_raw = NULL;
+	json_text_free(&srv->json);
 	while (srv->heads_pooled)
 		free(srv->head_pool[--srv->heads_pooled]);
 	while (srv->inputs_pooled)

@@ -25,6 +25,7 @@
 #include <uv.h>
 
 #include "http_head.h"
+#include "json_text.h"
 
 struct http_conn;
 struct http_request;
@@ -106,6 +107,7 @@ struct http_server {
 	char *tls_raw;           /* ciphertext of the read under way (one at a time on the loop) */
 	void *head_pool[HTTP_POOL_MAX], *input_pool[HTTP_POOL_MAX]; /* spare ones, for reuse */
 	unsigned heads_pooled, inputs_pooled;
+	struct json_text json; /* the text of JSON replies, kept for the next one */
 };
 
 void http_server_init(struct http_server *srv, uv_loop_t *loop, http_route_fn route, void *route_ctx);
