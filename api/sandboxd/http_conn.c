@@ -397,36 +397,103 @@ static int queue_write(struct http_conn *c, struct conn_write *cw)
 	return 0;
 }
 
-/* Sends the records TLS made (handshake, data, alerts, close_notify). */
-static int tls_flush(struct http_conn *c)
+/*
+ * A write the socket takes at once has no callback, so only writes that no
+ * one waits on go out that way: nothing queued before them, and no file,
+ * chunked stream or relay whose next step starts when the queue is empty
+ * (nor a detached connection's head, which has its relay by then).
+ */
+static bool may_write_now(const struct http_conn *c)
 {
-	size_t pending = BIO_ctrl_pending(c->wbio);
-	struct conn_write *cw;
+	return !c->write_queued && c->reply_fd < 0 && !c->req.streaming && !c->relay && !c->finished;
+}
 
-	if (!pending || c->closing)
+/* Sends what the socket takes now when may_write_now, and queues a copy of the rest. */
+static int send_bytes(struct http_conn *c, const uv_buf_t *bufs, unsigned n)
+{
+	struct conn_write *cw;
+	size_t total = 0, skip = 0, off = 0;
+	int r;
+
+	for (unsigned i = 0; i < n; i++)
+		total += bufs[i].len;
+	if (!total)
 		return 0;
-	cw = malloc(sizeof(*cw) + pending);
+	if (may_write_now(c)) {
+		r = uv_try_write(&c->h.stream, bufs, n);
+		if (r < 0 && r != UV_EAGAIN) {
+			conn_close(c);
+			return r;
+		}
+		skip = r > 0 ? (size_t)r : 0;
+		if (skip == total)
+			return 0;
+	}
+	cw = malloc(sizeof(*cw) + total - skip);
 	if (!cw) {
 		conn_close(c);
 		return -ENOMEM;
 	}
-	if (BIO_read(c->wbio, cw->data, (int)pending) != (int)pending) {
-		free(cw);
-		conn_close(c);
-		return -EIO;
+	for (unsigned i = 0; i < n; i++) {
+		size_t len = bufs[i].len;
+		const char *base = bufs[i].base;
+
+		if (skip >= len) {
+			skip -= len;
+			continue;
+		}
+		memcpy(cw->data + off, base + skip, len - skip);
+		off += len - skip;
+		skip = 0;
 	}
-	cw->len = pending;
+	cw->len = off;
 	return queue_write(c, cw);
+}
+
+/* The server's scratch buffer for ciphertext (one read or flush at a time on the loop). */
+static char *tls_scratch(struct http_server *srv)
+{
+	if (!srv->tls_raw)
+		srv->tls_raw = malloc(TLS_RAW_CHUNK);
+	return srv->tls_raw;
+}
+
+/* Sends the records TLS made (handshake, data, alerts, close_notify). */
+static int tls_flush(struct http_conn *c)
+{
+	size_t pending;
+	int n, r;
+
+	while (!c->closing && (pending = BIO_ctrl_pending(c->wbio))) {
+		char *buf = tls_scratch(c->srv);
+		uv_buf_t b;
+
+		if (!buf) {
+			conn_close(c);
+			return -ENOMEM;
+		}
+		n = BIO_read(c->wbio, buf, (int)(pending < TLS_RAW_CHUNK ? pending : TLS_RAW_CHUNK));
+		if (n <= 0) {
+			conn_close(c);
+			return -EIO;
+		}
+		b = uv_buf_init(buf, (unsigned)n);
+		r = send_bytes(c, &b, 1);
+		if (r < 0)
+			return r;
+	}
+	return 0;
 }
 
 static int write_bufs(struct http_conn *c, const uv_buf_t *bufs, unsigned n)
 {
-	struct conn_write *cw;
 	size_t total = 0, off = 0;
 
 	if (c->closing)
 		return -EPIPE;
-	if (c->ssl) {
+	if (!c->ssl)
+		return send_bytes(c, bufs, n);
+	{
 		char small[4096];
 
 		for (unsigned i = 0; i < n; i++)
@@ -445,24 +512,11 @@ static int write_bufs(struct http_conn *c, const uv_buf_t *bufs, unsigned n)
 			if (bufs[i].len && SSL_write(c->ssl, bufs[i].base, (int)bufs[i].len) <= 0)
 				goto tls_failed;
 		return tls_flush(c);
-	tls_failed:
-		ERR_clear_error();
-		conn_close(c);
-		return -EIO;
 	}
-	for (unsigned i = 0; i < n; i++)
-		total += bufs[i].len;
-	cw = malloc(sizeof(*cw) + total);
-	if (!cw) {
-		conn_close(c);
-		return -ENOMEM;
-	}
-	for (unsigned i = 0; i < n; i++) {
-		memcpy(cw->data + off, bufs[i].base, bufs[i].len);
-		off += bufs[i].len;
-	}
-	cw->len = total;
-	return queue_write(c, cw);
+tls_failed:
+	ERR_clear_error();
+	conn_close(c);
+	return -EIO;
 }
 
 static void log_request(struct http_conn *c)
@@ -674,16 +728,16 @@ void http_respond_fd(struct http_request *req, int status, const char *content_t
 		return;
 	}
 	req->responded = true;
-	snprintf(length, sizeof(length), "Content-Length: %llu\r\n", (unsigned long long)len);
-	write_head(req, status, content_type, length, NULL, 0);
 	if (lseek(fd, 0, SEEK_SET) < 0) {
 		close(fd);
 		conn_close(c);
 		return;
 	}
+	/* Set before the head is written, so the head is queued and the file follows each time the socket took the last piece. */
 	c->reply_fd = fd;
 	c->reply_left = len;
-	/* The head is queued; the file follows each time the socket took the last piece. */
+	snprintf(length, sizeof(length), "Content-Length: %llu\r\n", (unsigned long long)len);
+	write_head(req, status, content_type, length, NULL, 0);
 }
 
 void http_stream_begin(struct http_request *req, int status, const char *content_type)
@@ -1110,9 +1164,9 @@ void http_conn_resume(struct http_conn *c)
 /* Ciphertext goes into the server's one buffer (one read at a time on the loop) and on into rbio at once. */
 static void tls_raw_buf(struct http_conn *c, uv_buf_t *buf)
 {
-	if (!c->srv->tls_raw)
-		c->srv->tls_raw = malloc(TLS_RAW_CHUNK);
-	*buf = uv_buf_init(c->srv->tls_raw, c->srv->tls_raw ? TLS_RAW_CHUNK : 0);
+	char *raw = tls_scratch(c->srv);
+
+	*buf = uv_buf_init(raw, raw ? TLS_RAW_CHUNK : 0);
 }
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)

@@ -104,7 +104,7 @@ struct http_server {
 	unsigned input_buffers; /* connections holding an input buffer */
 	unsigned long long evicted, timed_out, refused, tls_failed;
 	struct http_conn *conns; /* every open connection, newest first */
-	char *tls_raw;           /* ciphertext of the read under way (one at a time on the loop) */
+	char *tls_raw;           /* ciphertext read or flushed just now (one piece at a time on the loop) */
 	void *head_pool[HTTP_POOL_MAX], *input_pool[HTTP_POOL_MAX]; /* spare ones, for reuse */
 	unsigned heads_pooled, inputs_pooled;
 	struct json_text json; /* the text of JSON replies, kept for the next one */

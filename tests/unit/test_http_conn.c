@@ -100,6 +100,26 @@ static void complete(struct http_request *req)
 				 0);
 		return;
 	}
+	if (!strncmp(req->url, "/file/", 6)) {
+		/* A reply from a file of N bytes (a pattern), as the file routes send them. */
+		size_t len = strtoul(req->url + 6, NULL, 10);
+		char path[] = "/tmp/sandvm-http-file-XXXXXX";
+		int fd = mkstemp(path);
+		char chunk[4096];
+
+		assert_true(fd >= 0);
+		unlink(path);
+		for (size_t off = 0; off < len;) {
+			size_t k = len - off < sizeof(chunk) ? len - off : sizeof(chunk);
+
+			for (size_t i = 0; i < k; i++)
+				chunk[i] = (char)('a' + (off + i) % 26);
+			assert_int_equal(write(fd, chunk, k), (ssize_t)k);
+			off += k;
+		}
+		http_respond_fd(req, 200, "application/octet-stream", fd, len);
+		return;
+	}
 	if (!strcmp(req->url, "/never")) {
 		/* A route that takes its time. */
 		assert_true(f->npending < 8);
@@ -277,13 +297,14 @@ static size_t receive(struct fixture *f, int fd, char *buf, size_t cap, size_t w
 static void reply(struct fixture *f, int fd, char *buf, size_t cap)
 {
 	bool eof;
-	size_t got = 0;
+	size_t got = 0, n;
 
 	for (;;) {
 		char *end, *cl;
 		size_t need;
 
-		got += receive(f, fd, buf + got, cap - got, got + 1, 2000, &eof);
+		n = receive(f, fd, buf + got, cap - got, got + 1, 2000, &eof);
+		got += n;
 		end = strstr(buf, "\r\n\r\n");
 		if (end) {
 			cl = strcasestr(buf, "Content-Length: ");
@@ -291,8 +312,8 @@ static void reply(struct fixture *f, int fd, char *buf, size_t cap)
 			if (got >= need)
 				return;
 		}
-		if (eof || got == 0)
-			fail_msg("no whole reply; got %zu bytes: %s", got, buf);
+		if (eof || n == 0)
+			fail_msg("no whole reply; got %zu bytes: %.200s", got, buf);
 	}
 }
 
@@ -769,6 +790,80 @@ static void tls_relay(void **state)
 	close(fd);
 }
 
+/* The body of a /file/N reply, whole and in order. */
+static void check_file_body(const char *reply_text, size_t got, size_t len)
+{
+	const char *body = strstr(reply_text, "\r\n\r\n");
+
+	assert_non_null(body);
+	body += 4;
+	assert_int_equal(got - (size_t)(body - reply_text), len);
+	for (size_t i = 0; i < len; i++)
+		if (body[i] != (char)('a' + i % 26))
+			fail_msg("byte %zu of %zu differs", i, len);
+}
+
+/* Replies from files, small and larger than the socket takes at once, then the next request on the connection. */
+static void file_replies(void **state)
+{
+	static const size_t sizes[] = { 5, 700000, 0 };
+	struct fixture *f = *state;
+	size_t cap = 1 << 20;
+	char *buf = malloc(cap);
+	int fd = client(f);
+
+	assert_non_null(buf);
+	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+		char req[64];
+
+		snprintf(req, sizeof(req), "GET /file/%zu HTTP/1.1\r\nHost: x\r\n\r\n", sizes[i]);
+		send_str(fd, req);
+		reply(f, fd, buf, cap);
+		assert_non_null(strstr(buf, "HTTP/1.1 200 OK\r\n"));
+		check_file_body(buf, strlen(buf), sizes[i]);
+	}
+	send_str(fd, "GET /h HTTP/1.1\r\nHost: x\r\n\r\n");
+	reply(f, fd, buf, cap);
+	assert_non_null(strstr(buf, "HTTP/1.1 200 OK\r\n"));
+	free(buf);
+	close(fd);
+}
+
+/* The same over TLS. */
+static void tls_file_replies(void **state)
+{
+	static const size_t sizes[] = { 5, 700000 };
+	struct fixture *f = *state;
+	size_t cap = 1 << 20;
+	char *buf = malloc(cap);
+	int fd = client(f);
+	bool ok;
+	SSL *ssl = tls_client(f, fd, 0, &ok);
+
+	assert_non_null(buf);
+	assert_true(ok);
+	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+		char req[64], *end;
+		size_t got = 0, need = 0;
+
+		snprintf(req, sizeof(req), "GET /file/%zu HTTP/1.1\r\nHost: x\r\n\r\n", sizes[i]);
+		tls_send(f, ssl, req);
+		do {
+			size_t n = tls_receive(f, ssl, buf + got, cap - got, 1);
+
+			assert_true(n > 0);
+			got += n;
+			end = strstr(buf, "\r\n\r\n");
+			need = end ? (size_t)(end + 4 - buf) + sizes[i] : got + 1;
+		} while (got < need);
+		assert_non_null(strstr(buf, "HTTP/1.1 200 OK\r\n"));
+		check_file_body(buf, got, sizes[i]);
+	}
+	SSL_free(ssl);
+	free(buf);
+	close(fd);
+}
+
 static void certificates_made_once(void **state)
 {
 	char dir[] = "/tmp/sandvm-tls-XXXXXX", sub[64], path[128], err[256], cmd[96];
@@ -918,6 +1013,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(tls_requests, setup_tls, teardown),
 		cmocka_unit_test_setup_teardown(tls12_refused, setup_tls, teardown),
 		cmocka_unit_test_setup_teardown(tls_relay, setup_tls, teardown),
+		cmocka_unit_test_setup_teardown(file_replies, setup, teardown),
+		cmocka_unit_test_setup_teardown(tls_file_replies, setup_tls, teardown),
 		cmocka_unit_test(certificates_made_once),
 	};
 
