@@ -66,6 +66,7 @@ struct http_conn {
 	SSL *ssl;
 	BIO *rbio, *wbio;
 	bool tls_ready; /* handshake done */
+	bool tls_buffered; /* used since its record buffers were last given back (counted in srv->tls_buffers) */
 	/* Relay mode (http_conn_detach). */
 	const struct http_relay_ops *relay;
 	void *relay_ctx;
@@ -86,6 +87,31 @@ static int tls_flush(struct http_conn *c);
 static uint64_t mono_ns(void)
 {
 	return uv_hrtime();
+}
+
+/*
+ * OpenSSL keeps a connection's record buffers (about 34 KiB for reading and
+ * writing) from its first use on: giving them back after every record
+ * (SSL_MODE_RELEASE_BUFFERS) made a busy connection allocate and free them
+ * per request. They go back once the connection is quiet instead: after the
+ * handshake when no request came with it, and tls_quiet_ms after a reply
+ * when no next request came.
+ */
+static void tls_used(struct http_conn *c)
+{
+	if (!c->tls_buffered) {
+		c->tls_buffered = true;
+		c->srv->tls_buffers++;
+	}
+}
+
+/* Gives the record buffers back unless a record is half read (then they stay until the next quiet time). */
+static void tls_release(struct http_conn *c)
+{
+	if (c->tls_buffered && SSL_free_buffers(c->ssl)) {
+		c->tls_buffered = false;
+		c->srv->tls_buffers--;
+	}
 }
 
 /*
@@ -194,6 +220,8 @@ void http_conn_unref(struct http_conn *c)
 {
 	if (--c->refs)
 		return;
+	if (c->tls_buffered)
+		c->srv->tls_buffers--;
 	SSL_free(c->ssl);
 	input_free(c);
 	head_put(c->srv, c->head);
@@ -290,6 +318,30 @@ static void body_timer(struct http_conn *c)
 		timer_arm(c, on_limit_timeout, c->srv->body_timeout_ms);
 }
 
+static void on_quiet(uv_timer_t *t)
+{
+	struct http_conn *c = t->data;
+	unsigned quiet = c->srv->tls_quiet_ms, idle = c->srv->idle_timeout_ms;
+
+	if (c->closing || c->lingering || c->relay)
+		return;
+	tls_release(c);
+	/* The rest of the idle limit. */
+	if (idle)
+		timer_arm(c, on_limit_timeout, idle > quiet ? idle - quiet : 1);
+}
+
+/* Between requests: the idle limit, first the quiet time of a TLS connection that holds record buffers. */
+static void idle_timer(struct http_conn *c)
+{
+	unsigned quiet = c->srv->tls_quiet_ms, idle = c->srv->idle_timeout_ms;
+
+	if (c->tls_buffered && quiet && (!idle || quiet < idle))
+		timer_arm(c, on_quiet, quiet);
+	else
+		timer_arm(c, on_limit_timeout, idle);
+}
+
 /* ---- lingering close ---- */
 
 static void on_linger_timeout(uv_timer_t *t)
@@ -344,6 +396,7 @@ static void conn_linger(struct http_conn *c)
 	}
 	c->in_off = c->in_len = 0;
 	if (c->ssl && c->tls_ready) {
+		tls_used(c);
 		SSL_shutdown(c->ssl); /* close_notify, queued before the stream's shutdown */
 		tls_flush(c);
 	}
@@ -493,6 +546,7 @@ static int write_bufs(struct http_conn *c, const uv_buf_t *bufs, unsigned n)
 		return -EPIPE;
 	if (!c->ssl)
 		return send_bytes(c, bufs, n);
+	tls_used(c);
 	{
 		char small[4096];
 
@@ -584,7 +638,7 @@ static void request_done(struct http_conn *c)
 	http_head_scan_init(&c->scan);
 	c->in_head = true;
 	c->request_begun = false;
-	timer_arm(c, on_limit_timeout, c->srv->idle_timeout_ms);
+	idle_timer(c);
 	http_parser_pause(&c->parser, 0);
 	pump(c);
 }
@@ -1046,12 +1100,14 @@ static bool wants_input(const struct http_conn *c)
  */
 static bool tls_fill(struct http_conn *c)
 {
-	bool added = false;
+	bool added = false, handshake = false;
 	int r, e;
 
 	if (!c->ssl || c->closing || c->lingering)
 		return false;
+	tls_used(c);
 	if (!c->tls_ready) {
+		handshake = true;
 		r = SSL_do_handshake(c->ssl);
 		tls_flush(c);
 		if (r != 1) {
@@ -1090,6 +1146,8 @@ static bool tls_fill(struct http_conn *c)
 		return false;
 	}
 	tls_flush(c);
+	if (handshake && !added && !c->closing)
+		tls_release(c); /* a client that connects ahead of its first request */
 	if (added && !c->request_begun) {
 		c->request_begun = true;
 		c->req.start_ns = mono_ns();
@@ -1268,6 +1326,7 @@ void http_server_init(struct http_server *srv, uv_loop_t *loop, http_route_fn ro
 	srv->header_timeout_ms = HTTP_DEFAULT_HEADER_TIMEOUT_MS;
 	srv->idle_timeout_ms = HTTP_DEFAULT_IDLE_TIMEOUT_MS;
 	srv->body_timeout_ms = HTTP_DEFAULT_BODY_TIMEOUT_MS;
+	srv->tls_quiet_ms = HTTP_DEFAULT_TLS_QUIET_MS;
 }
 
 void http_server_destroy(struct http_server *srv)
@@ -1430,6 +1489,7 @@ static void on_relay_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 /* Hands the relay what TLS can decrypt now, until it pauses. */
 static void relay_tls_deliver(struct http_conn *c)
 {
+	tls_used(c);
 	while (!c->closing && !c->relay_closing && !c->relay_paused && !c->relay_eof) {
 		int r, e;
 

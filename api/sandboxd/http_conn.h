@@ -87,6 +87,7 @@ typedef void (*http_route_fn)(struct http_request *req, void *ctx);
 #define HTTP_DEFAULT_HEADER_TIMEOUT_MS 10000
 #define HTTP_DEFAULT_IDLE_TIMEOUT_MS 60000
 #define HTTP_DEFAULT_BODY_TIMEOUT_MS 60000
+#define HTTP_DEFAULT_TLS_QUIET_MS 1000
 #define HTTP_POOL_MAX 32
 
 struct http_server {
@@ -98,10 +99,12 @@ struct http_server {
 	unsigned header_timeout_ms; /* from a request's first byte (or the accept) to its blank line */
 	unsigned idle_timeout_ms;   /* between requests of a kept-alive connection */
 	unsigned body_timeout_ms;   /* without a byte of a (not streamed) request body */
+	unsigned tls_quiet_ms;      /* between requests, before a TLS connection gives back its record buffers */
 	struct ssl_ctx_st *tls;     /* TLS on every connection (tls.h), or NULL */
 	/* State. */
 	unsigned connections;   /* open, not closing */
 	unsigned input_buffers; /* connections holding an input buffer */
+	unsigned tls_buffers;   /* TLS connections that may hold record buffers (used since the last release) */
 	unsigned long long evicted, timed_out, refused, tls_failed;
 	struct http_conn *conns; /* every open connection, newest first */
 	char *tls_raw;           /* ciphertext read or flushed just now (one piece at a time on the loop) */

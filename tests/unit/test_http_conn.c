@@ -7,6 +7,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -864,6 +865,67 @@ static void tls_file_replies(void **state)
 	close(fd);
 }
 
+/* Bytes malloc has handed out and not taken back: glibc's count, 0 where a sanitizer's allocator serves malloc. */
+static size_t heap_in_use(void)
+{
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+	return 0;
+#else
+	return mallinfo2().uordblks;
+#endif
+}
+
+/*
+ * TLS record buffers: given back right after a handshake with no request,
+ * kept while requests come, given back after tls_quiet_ms without one; the
+ * idle limit still counts from the reply, and a connection that gave its
+ * buffers back is served again.
+ */
+static void tls_buffers_when_quiet(void **state)
+{
+	enum { N = 8 };
+	struct fixture *f = *state;
+	int fds[N];
+	SSL *ssl[N];
+	char buf[8192];
+	size_t busy_heap, quiet_heap;
+	bool ok;
+
+	f->srv.tls_quiet_ms = 500;
+	f->srv.idle_timeout_ms = 1500;
+	for (int i = 0; i < N; i++) {
+		fds[i] = client(f);
+		ssl[i] = tls_client(f, fds[i], 0, &ok);
+		assert_true(ok);
+	}
+	spin(f, 20);
+	assert_int_equal(f->srv.tls_buffers, 0);
+	for (int i = 0; i < N; i++) {
+		tls_send(f, ssl[i], "GET /h HTTP/1.1\r\nHost: x\r\n\r\n");
+		tls_receive(f, ssl[i], buf, sizeof(buf), 12);
+		assert_non_null(strstr(buf, "HTTP/1.1 200 "));
+	}
+	/* Between requests of a busy connection the buffers stay. */
+	assert_int_equal(f->srv.tls_buffers, N);
+	busy_heap = heap_in_use();
+	spin(f, 700);
+	assert_int_equal(f->srv.tls_buffers, 0);
+	assert_int_equal(f->srv.connections, N);
+	quiet_heap = heap_in_use();
+	if (busy_heap)
+		assert_true(busy_heap > quiet_heap + N * 16 * 1024);
+	/* Served again after giving them back. */
+	tls_send(f, ssl[0], "GET /h HTTP/1.1\r\nHost: x\r\n\r\n");
+	tls_receive(f, ssl[0], buf, sizeof(buf), 12);
+	assert_non_null(strstr(buf, "HTTP/1.1 200 "));
+	/* The others reach the idle limit 1.5 s after their reply, not later for the quiet time. */
+	assert_true(closed_by_server(f, fds[1], 1200));
+	for (int i = 0; i < N; i++) {
+		SSL_free(ssl[i]);
+		close(fds[i]);
+	}
+}
+
 static void certificates_made_once(void **state)
 {
 	char dir[] = "/tmp/sandvm-tls-XXXXXX", sub[64], path[128], err[256], cmd[96];
@@ -1015,6 +1077,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(tls_relay, setup_tls, teardown),
 		cmocka_unit_test_setup_teardown(file_replies, setup, teardown),
 		cmocka_unit_test_setup_teardown(tls_file_replies, setup_tls, teardown),
+		cmocka_unit_test_setup_teardown(tls_buffers_when_quiet, setup_tls, teardown),
 		cmocka_unit_test(certificates_made_once),
 	};
 
