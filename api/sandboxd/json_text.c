@@ -8,14 +8,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Room for n more bytes and the NUL. */
-static bool reserve(struct json_text *t, size_t n)
+static bool grow(struct json_text *t, size_t n)
 {
 	size_t cap;
 	char *p;
 
-	if (n < t->cap - t->len)
-		return true;
 	if (n > SIZE_MAX / 4 - t->len)
 		return false;
 	cap = t->cap ? t->cap : 512;
@@ -29,7 +26,13 @@ static bool reserve(struct json_text *t, size_t n)
 	return true;
 }
 
-static bool put(struct json_text *t, const char *s, size_t n)
+/* Room for n more bytes and the NUL. */
+static inline bool reserve(struct json_text *t, size_t n)
+{
+	return n < t->cap - t->len || grow(t, n);
+}
+
+static inline bool put(struct json_text *t, const char *s, size_t n)
 {
 	if (!reserve(t, n))
 		return false;
@@ -38,45 +41,53 @@ static bool put(struct json_text *t, const char *s, size_t n)
 	return true;
 }
 
+/* What follows the backslash for a byte that needs an escape in a JSON string ('u': \u00XX); 0 for none. */
+static const char escapes[256] = {
+	['\b'] = 'b', ['\t'] = 't', ['\n'] = 'n', ['\f'] = 'f', ['\r'] = 'r', ['"'] = '"', ['\\'] = '\\',
+	[0x00] = 'u', [0x01] = 'u', [0x02] = 'u', [0x03] = 'u', [0x04] = 'u', [0x05] = 'u', [0x06] = 'u',
+	[0x07] = 'u', [0x0b] = 'u', [0x0e] = 'u', [0x0f] = 'u', [0x10] = 'u', [0x11] = 'u', [0x12] = 'u',
+	[0x13] = 'u', [0x14] = 'u', [0x15] = 'u', [0x16] = 'u', [0x17] = 'u', [0x18] = 'u', [0x19] = 'u',
+	[0x1a] = 'u', [0x1b] = 'u', [0x1c] = 'u', [0x1d] = 'u', [0x1e] = 'u', [0x1f] = 'u',
+};
+
+/* As cJSON escapes: the seven short escapes, \u00XX for other bytes below 32, every other byte as it is. */
 static bool put_string(struct json_text *t, const char *s)
 {
 	static const char hex[] = "0123456789abcdef";
-	const unsigned char *p = (const unsigned char *)s;
-	size_t run;
+	size_t len = s ? strlen(s) : 0, need = len * 6 + 2;
+	char *out;
 
-	if (!s)
-		return put(t, "\"\"", 2);
-	if (!put(t, "\"", 1))
+	if (len > SIZE_MAX / 8)
 		return false;
-	for (;;) {
-		/* Bytes that need no escape go in one piece (0x80 and above as they are, as cJSON does). */
-		for (run = 0; p[run] >= 32 && p[run] != '"' && p[run] != '\\'; run++)
-			;
-		if (run && !put(t, (const char *)p, run))
-			return false;
-		p += run;
-		if (!*p)
-			break;
-		if (!reserve(t, 6))
-			return false;
-		t->buf[t->len++] = '\\';
-		switch (*p) {
-		case '"': t->buf[t->len++] = '"'; break;
-		case '\\': t->buf[t->len++] = '\\'; break;
-		case '\b': t->buf[t->len++] = 'b'; break;
-		case '\f': t->buf[t->len++] = 'f'; break;
-		case '\n': t->buf[t->len++] = 'n'; break;
-		case '\r': t->buf[t->len++] = 'r'; break;
-		case '\t': t->buf[t->len++] = 't'; break;
-		default:
-			memcpy(t->buf + t->len, "u00", 3);
-			t->buf[t->len + 3] = hex[*p >> 4];
-			t->buf[t->len + 4] = hex[*p & 15];
-			t->len += 5;
-		}
-		p++;
+	/* At most 6 bytes for each byte and the quotes; a long string is measured, not reserved 6 times over. */
+	if (len > 256) {
+		need = len + 2;
+		for (size_t i = 0; i < len; i++)
+			need += escapes[(unsigned char)s[i]] == 'u' ? 5 : escapes[(unsigned char)s[i]] ? 1 : 0;
 	}
-	return put(t, "\"", 1);
+	if (!reserve(t, need))
+		return false;
+	out = t->buf + t->len;
+	*out++ = '"';
+	for (const unsigned char *p = (const unsigned char *)s, *end = p + len; p < end; p++) {
+		char e = escapes[*p];
+
+		if (!e) {
+			*out++ = (char)*p;
+			continue;
+		}
+		*out++ = '\\';
+		*out++ = e;
+		if (e == 'u') {
+			*out++ = '0';
+			*out++ = '0';
+			*out++ = hex[*p >> 4];
+			*out++ = hex[*p & 15];
+		}
+	}
+	*out++ = '"';
+	t->len = (size_t)(out - t->buf);
+	return true;
 }
 
 static int put_number(struct json_text *t, const cJSON *item)

@@ -79,6 +79,21 @@ static void strings(void **state)
 	s = cJSON_CreateString(every);
 	same_as_cjson(&t, s);
 	cJSON_Delete(s);
+	/* Long strings are measured before they are written: plain, and all escapes. */
+	{
+		char *big = malloc(5000);
+
+		assert_non_null(big);
+		for (int pass = 0; pass < 2; pass++) {
+			for (int i = 0; i < 4999; i++)
+				big[i] = pass ? (char)(i % 31 + 1) : (char)('a' + i % 26);
+			big[4999] = '\0';
+			s = cJSON_CreateString(big);
+			same_as_cjson(&t, s);
+			cJSON_Delete(s);
+		}
+		free(big);
+	}
 	s = cJSON_CreateString("");
 	same_as_cjson(&t, s);
 	/* A string item without text is written as "". */
