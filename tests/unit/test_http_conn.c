@@ -1015,6 +1015,94 @@ static void scan_in_pieces(void **state)
 	}
 }
 
+/* Scans head whole, then in pieces of 1 to 7 bytes; both give the same verdict, which is returned. */
+static int scan_whole_and_in_pieces(const char *head, size_t len, int *status)
+{
+	struct http_head_scan s;
+	size_t used, off = 0;
+	int r, r2 = 0, status2 = 0;
+	const char *why;
+
+	http_head_scan_init(&s);
+	r = http_head_scan(&s, head, len, &used, status, &why);
+	http_head_scan_init(&s);
+	for (size_t piece = 1; off < len; piece = piece % 7 + 1) {
+		size_t n = len - off < piece ? len - off : piece;
+
+		r2 = http_head_scan(&s, head + off, n, &used, &status2, &why);
+		if (r2 != 0)
+			break;
+		off += n;
+	}
+	assert_int_equal(r, r2);
+	if (r < 0)
+		assert_int_equal(*status, status2);
+	return r;
+}
+
+/* The limits hold to the byte, and each byte value is judged by the rules of RFC 9110 and 9112. */
+static void scan_limits_and_bytes(void **state)
+{
+	static const char tchar_punct[] = "!#$%&'*+-.^_`|~";
+	char *head = malloc(HTTP_MAX_HEADER_BYTES + HTTP_MAX_REQUEST_LINE + 64);
+	size_t n;
+	int status = 0;
+
+	(void)state;
+	assert_non_null(head);
+	/* A request line of HTTP_MAX_REQUEST_LINE bytes, then one more. */
+	for (size_t extra = 0; extra < 2; extra++) {
+		size_t m = HTTP_MAX_REQUEST_LINE - 14 + extra;
+
+		memcpy(head, "GET /", 5);
+		memset(head + 5, 'a', m);
+		n = 5 + m + (size_t)sprintf(head + 5 + m, " HTTP/1.1\r\nHost: x\r\n\r\n");
+		assert_int_equal(scan_whole_and_in_pieces(head, n, &status), extra ? -1 : 1);
+		if (extra)
+			assert_int_equal(status, 414);
+	}
+	/* Header lines of HTTP_MAX_HEADER_BYTES bytes (with the final CRLF, 2 more), then one more. */
+	for (size_t extra = 0; extra < 2; extra++) {
+		size_t k = HTTP_MAX_HEADER_BYTES - 5 + extra;
+
+		n = (size_t)sprintf(head, "GET / HTTP/1.1\r\nX: ");
+		memset(head + n, 'v', k);
+		n += k + (size_t)sprintf(head + n + k, "\r\n\r\n");
+		assert_int_equal(scan_whole_and_in_pieces(head, n, &status), extra ? -1 : 1);
+		if (extra)
+			assert_int_equal(status, 431);
+	}
+	/* Cut short: a head that reached a limit goes on, the byte past it is refused. */
+	memcpy(head, "GET /", 5);
+	memset(head + 5, 'a', HTTP_MAX_REQUEST_LINE);
+	assert_int_equal(scan_whole_and_in_pieces(head, HTTP_MAX_REQUEST_LINE, &status), 0);
+	assert_int_equal(scan_whole_and_in_pieces(head, HTTP_MAX_REQUEST_LINE + 1, &status), -1);
+	assert_int_equal(status, 414);
+	n = (size_t)sprintf(head, "GET / HTTP/1.1\r\nX: ");
+	memset(head + n, 'v', HTTP_MAX_HEADER_BYTES);
+	/* 16 bytes of request line, then the header bytes: "X: " and the value. */
+	assert_int_equal(scan_whole_and_in_pieces(head, 16 + HTTP_MAX_HEADER_BYTES + 2, &status), 0);
+	assert_int_equal(scan_whole_and_in_pieces(head, 16 + HTTP_MAX_HEADER_BYTES + 3, &status), -1);
+	assert_int_equal(status, 431);
+	/* Every byte value in a field name, a field value and the request target. */
+	for (int c = 0; c < 256; c++) {
+		bool tchar = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+			     (c && strchr(tchar_punct, c));
+		bool value_ok = c == '\t' || (c >= 0x20 && c != 0x7f);
+		bool line_ok = c >= 0x20 && c != 0x7f;
+
+		if (c == '\r' || c == '\n' || c == ':')
+			continue; /* they end what they are in */
+		n = (size_t)sprintf(head, "GET / HTTP/1.1\r\nX-%cY: v\r\n\r\n", c);
+		assert_int_equal(scan_whole_and_in_pieces(head, n, &status), tchar ? 1 : -1);
+		n = (size_t)sprintf(head, "GET / HTTP/1.1\r\nX: a%cb\r\n\r\n", c);
+		assert_int_equal(scan_whole_and_in_pieces(head, n, &status), value_ok ? 1 : -1);
+		n = (size_t)sprintf(head, "GET /a%cb HTTP/1.1\r\nHost: x\r\n\r\n", c);
+		assert_int_equal(scan_whole_and_in_pieces(head, n, &status), line_ok ? 1 : -1);
+	}
+	free(head);
+}
+
 static void header_list_bounds(void **state)
 {
 	struct http_headers *h = malloc(sizeof(*h));
@@ -1060,6 +1148,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(scan_in_pieces),
+		cmocka_unit_test(scan_limits_and_bytes),
 		cmocka_unit_test(header_list_bounds),
 		cmocka_unit_test_setup_teardown(header_list, setup, teardown),
 		cmocka_unit_test_setup_teardown(hostile_heads, setup, teardown),
