@@ -94,8 +94,9 @@ static uint64_t mono_ns(void)
  * writing) from its first use on: giving them back after every record
  * (SSL_MODE_RELEASE_BUFFERS) made a busy connection allocate and free them
  * per request. They go back once the connection is quiet instead: after the
- * handshake when no request came with it, and tls_quiet_ms after a reply
- * when no next request came.
+ * handshake when no request came with it, tls_quiet_ms after a reply when
+ * no next request came, and tls_quiet_ms into a reply that takes its time
+ * (or a stream that wrote nothing for that long).
  */
 static void tls_used(struct http_conn *c)
 {
@@ -340,6 +341,25 @@ static void idle_timer(struct http_conn *c)
 		timer_arm(c, on_quiet, quiet);
 	else
 		timer_arm(c, on_limit_timeout, idle);
+}
+
+static void on_reply_quiet(uv_timer_t *t)
+{
+	struct http_conn *c = t->data;
+
+	if (!c->closing && !c->lingering && !c->relay)
+		tls_release(c);
+}
+
+/*
+ * While a reply takes its time (a long poll, a stream with nothing to send)
+ * no limit runs on the connection's timer: after tls_quiet_ms without a
+ * write its record buffers go back too.
+ */
+static void reply_quiet_timer(struct http_conn *c)
+{
+	if (c->tls_buffered && c->srv->tls_quiet_ms && !c->closing)
+		timer_arm(c, on_reply_quiet, c->srv->tls_quiet_ms);
 }
 
 /* ---- lingering close ---- */
@@ -801,6 +821,7 @@ void http_stream_begin(struct http_request *req, int status, const char *content
 	req->responded = true;
 	req->streaming = true;
 	write_head(req, status, content_type, "Transfer-Encoding: chunked\r\n", NULL, 0);
+	reply_quiet_timer(req->conn);
 }
 
 size_t http_stream_write(struct http_request *req, const void *data, size_t len)
@@ -815,6 +836,7 @@ size_t http_stream_write(struct http_request *req, const void *data, size_t len)
 	b[1] = uv_buf_init((char *)data, (unsigned)len);
 	b[2] = uv_buf_init("\r\n", 2);
 	write_bufs(c, b, 3);
+	reply_quiet_timer(c);
 	return c->write_queued;
 }
 
@@ -1181,6 +1203,8 @@ static void pump_input(struct http_conn *c)
 		if (req->complete && !c->dispatched) {
 			c->dispatched = true;
 			dispatch_complete(c);
+			if (req->complete && c->dispatched && !req->responded)
+				reply_quiet_timer(c); /* answered later */
 			continue;
 		}
 		if ((req->complete && c->dispatched) || c->sink_paused)

@@ -14,7 +14,8 @@
  * header fields are kept in a bounded list. A server caps its connections
  * (evicting the oldest idle one for a new client), gives a client a time
  * limit for each request head and for keep-alive idleness, and allocates a
- * connection's input buffer only while a request is arriving. After a reply
+ * connection's input buffer only while a request is arriving; a TLS
+ * connection keeps its record buffers only while it is busy. After a reply
  * a route may hand the connection over to a byte relay (WebSocket upgrades,
  * tunnels): from then on its bytes go both ways unparsed.
  */
@@ -99,7 +100,7 @@ struct http_server {
 	unsigned header_timeout_ms; /* from a request's first byte (or the accept) to its blank line */
 	unsigned idle_timeout_ms;   /* between requests of a kept-alive connection */
 	unsigned body_timeout_ms;   /* without a byte of a (not streamed) request body */
-	unsigned tls_quiet_ms;      /* between requests, before a TLS connection gives back its record buffers */
+	unsigned tls_quiet_ms;      /* quiet time after which a TLS connection gives back its record buffers */
 	struct ssl_ctx_st *tls;     /* TLS on every connection (tls.h), or NULL */
 	/* State. */
 	unsigned connections;   /* open, not closing */

@@ -42,6 +42,7 @@ struct fixture {
 	/* requests to /never, answered when the test says so */
 	struct http_request *pending[8];
 	unsigned npending;
+	struct http_request *stream; /* a /stream request, its reply under way */
 };
 
 /* Answers every /never request (they hold their connections until then). */
@@ -119,6 +120,13 @@ static void complete(struct http_request *req)
 			off += k;
 		}
 		http_respond_fd(req, 200, "application/octet-stream", fd, len);
+		return;
+	}
+	if (!strcmp(req->url, "/stream")) {
+		/* A chunked reply the test goes on with. */
+		f->stream = req;
+		http_stream_begin(req, 200, "text/plain");
+		http_stream_write(req, "first\n", 6);
 		return;
 	}
 	if (!strcmp(req->url, "/never")) {
@@ -926,6 +934,56 @@ static void tls_buffers_when_quiet(void **state)
 	}
 }
 
+/* A reply that takes its time, and a stream with nothing to send, give their record buffers back as well. */
+static void tls_buffers_while_waiting(void **state)
+{
+	struct fixture *f = *state;
+	int fds[2];
+	SSL *ssl[2];
+	char buf[8192];
+	size_t got = 0;
+	bool ok;
+
+	f->srv.tls_quiet_ms = 200;
+	for (int i = 0; i < 2; i++) {
+		fds[i] = client(f);
+		ssl[i] = tls_client(f, fds[i], 0, &ok);
+		assert_true(ok);
+	}
+	tls_send(f, ssl[0], "GET /never HTTP/1.1\r\nHost: x\r\n\r\n");
+	tls_send(f, ssl[1], "GET /stream HTTP/1.1\r\nHost: x\r\n\r\n");
+	got = tls_receive(f, ssl[1], buf, sizeof(buf), 1);
+	while (!strstr(buf, "first")) {
+		size_t n = tls_receive(f, ssl[1], buf + got, sizeof(buf) - got, 1);
+
+		assert_true(n > 0);
+		got += n;
+	}
+	assert_int_equal(f->npending, 1);
+	assert_non_null(f->stream);
+	assert_int_equal(f->srv.tls_buffers, 2);
+	spin(f, 400);
+	assert_int_equal(f->srv.tls_buffers, 0);
+	/* Both go on as before. */
+	answer_pending(f);
+	tls_receive(f, ssl[0], buf, sizeof(buf), 12);
+	assert_non_null(strstr(buf, "HTTP/1.1 204 "));
+	http_stream_write(f->stream, "second\n", 7);
+	http_stream_end(f->stream);
+	got = tls_receive(f, ssl[1], buf, sizeof(buf), 1);
+	while (!strstr(buf, "0\r\n\r\n") && got < sizeof(buf) - 1) {
+		size_t n = tls_receive(f, ssl[1], buf + got, sizeof(buf) - got, 1);
+
+		assert_true(n > 0);
+		got += n;
+	}
+	assert_non_null(strstr(buf, "7\r\nsecond\n\r\n0\r\n\r\n"));
+	for (int i = 0; i < 2; i++) {
+		SSL_free(ssl[i]);
+		close(fds[i]);
+	}
+}
+
 static void certificates_made_once(void **state)
 {
 	char dir[] = "/tmp/sandvm-tls-XXXXXX", sub[64], path[128], err[256], cmd[96];
@@ -1167,6 +1225,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(file_replies, setup, teardown),
 		cmocka_unit_test_setup_teardown(tls_file_replies, setup_tls, teardown),
 		cmocka_unit_test_setup_teardown(tls_buffers_when_quiet, setup_tls, teardown),
+		cmocka_unit_test_setup_teardown(tls_buffers_while_waiting, setup_tls, teardown),
 		cmocka_unit_test(certificates_made_once),
 	};
 
