@@ -807,7 +807,10 @@ void http_respond_fd(struct http_request *req, int status, const char *content_t
 		conn_close(c);
 		return;
 	}
-	/* Set before the head is written, so the head is queued and the file follows each time the socket took the last piece. */
+	/*
+	 * Set before the head is written, so the head is queued, not written at
+	 * once: the file follows each time the socket took the last piece.
+	 */
 	c->reply_fd = fd;
 	c->reply_left = len;
 	snprintf(length, sizeof(length), "Content-Length: %llu\r\n", (unsigned long long)len);
