@@ -28,7 +28,8 @@ SIMAGE_SRCS := $(wildcard lib/simage/*.c)
 API_PURE_SRCS := api/sandboxd/spec.c api/sandboxd/query.c api/sandboxd/net_policy.c api/vmctl/exec_frames.c \
 	api/sandboxd/http_head.c api/sandboxd/http_conn.c api/sandboxd/vmm_control.c \
 	api/sandboxd/image_path.c api/sandboxd/tls.c api/sandboxd/agent_conn.c api/sandboxd/auth.c \
-	api/sandboxd/api_error.c api/sandboxd/vmm_launcher.c api/sandboxd/ingress_head.c api/sandboxd/connect_token.c
+	api/sandboxd/api_error.c api/sandboxd/vmm_launcher.c api/sandboxd/ingress_head.c api/sandboxd/connect_token.c \
+	api/sandboxd/json_text.c
 VMM_SRCS  := $(filter-out vmm/main.c,$(wildcard vmm/*.c vmm/arch/x86/*.c vmm/devices/*.c vmm/virtio/*.c vmm/backends/*.c vmm/net/*.c))
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))

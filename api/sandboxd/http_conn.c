@@ -66,6 +66,7 @@ struct http_conn {
 	SSL *ssl;
 	BIO *rbio, *wbio;
 	bool tls_ready; /* handshake done */
+	bool tls_buffered; /* used since its record buffers were last given back (counted in srv->tls_buffers) */
 	/* Relay mode (http_conn_detach). */
 	const struct http_relay_ops *relay;
 	void *relay_ctx;
@@ -86,6 +87,32 @@ static int tls_flush(struct http_conn *c);
 static uint64_t mono_ns(void)
 {
 	return uv_hrtime();
+}
+
+/*
+ * OpenSSL keeps a connection's record buffers (about 34 KiB for reading and
+ * writing) from its first use on: giving them back after every record
+ * (SSL_MODE_RELEASE_BUFFERS) made a busy connection allocate and free them
+ * per request. They go back once the connection is quiet instead: after the
+ * handshake when no request came with it, tls_quiet_ms after a reply when
+ * no next request came, and tls_quiet_ms into a reply that takes its time
+ * (or a stream that wrote nothing for that long).
+ */
+static void tls_used(struct http_conn *c)
+{
+	if (!c->tls_buffered) {
+		c->tls_buffered = true;
+		c->srv->tls_buffers++;
+	}
+}
+
+/* Gives the record buffers back unless a record is half read (then they stay until the next quiet time). */
+static void tls_release(struct http_conn *c)
+{
+	if (c->tls_buffered && SSL_free_buffers(c->ssl)) {
+		c->tls_buffered = false;
+		c->srv->tls_buffers--;
+	}
 }
 
 /*
@@ -194,6 +221,8 @@ void http_conn_unref(struct http_conn *c)
 {
 	if (--c->refs)
 		return;
+	if (c->tls_buffered)
+		c->srv->tls_buffers--;
 	SSL_free(c->ssl);
 	input_free(c);
 	head_put(c->srv, c->head);
@@ -290,6 +319,49 @@ static void body_timer(struct http_conn *c)
 		timer_arm(c, on_limit_timeout, c->srv->body_timeout_ms);
 }
 
+static void on_quiet(uv_timer_t *t)
+{
+	struct http_conn *c = t->data;
+	unsigned quiet = c->srv->tls_quiet_ms, idle = c->srv->idle_timeout_ms;
+
+	if (c->closing || c->lingering || c->relay)
+		return;
+	tls_release(c);
+	/* The rest of the idle limit. */
+	if (idle)
+		timer_arm(c, on_limit_timeout, idle > quiet ? idle - quiet : 1);
+}
+
+/* Between requests: the idle limit, first the quiet time of a TLS connection that holds record buffers. */
+static void idle_timer(struct http_conn *c)
+{
+	unsigned quiet = c->srv->tls_quiet_ms, idle = c->srv->idle_timeout_ms;
+
+	if (c->tls_buffered && quiet && (!idle || quiet < idle))
+		timer_arm(c, on_quiet, quiet);
+	else
+		timer_arm(c, on_limit_timeout, idle);
+}
+
+static void on_reply_quiet(uv_timer_t *t)
+{
+	struct http_conn *c = t->data;
+
+	if (!c->closing && !c->lingering && !c->relay)
+		tls_release(c);
+}
+
+/*
+ * While a reply takes its time (a long poll, a stream with nothing to send)
+ * no limit runs on the connection's timer: after tls_quiet_ms without a
+ * write its record buffers go back too.
+ */
+static void reply_quiet_timer(struct http_conn *c)
+{
+	if (c->tls_buffered && c->srv->tls_quiet_ms && !c->closing)
+		timer_arm(c, on_reply_quiet, c->srv->tls_quiet_ms);
+}
+
 /* ---- lingering close ---- */
 
 static void on_linger_timeout(uv_timer_t *t)
@@ -344,6 +416,7 @@ static void conn_linger(struct http_conn *c)
 	}
 	c->in_off = c->in_len = 0;
 	if (c->ssl && c->tls_ready) {
+		tls_used(c);
 		SSL_shutdown(c->ssl); /* close_notify, queued before the stream's shutdown */
 		tls_flush(c);
 	}
@@ -397,36 +470,104 @@ static int queue_write(struct http_conn *c, struct conn_write *cw)
 	return 0;
 }
 
-/* Sends the records TLS made (handshake, data, alerts, close_notify). */
-static int tls_flush(struct http_conn *c)
+/*
+ * A write the socket takes at once has no callback, so only writes that no
+ * one waits on go out that way: nothing queued before them, and no file,
+ * chunked stream or relay whose next step starts when the queue is empty
+ * (nor a detached connection's head, which has its relay by then).
+ */
+static bool may_write_now(const struct http_conn *c)
 {
-	size_t pending = BIO_ctrl_pending(c->wbio);
-	struct conn_write *cw;
+	return !c->write_queued && c->reply_fd < 0 && !c->req.streaming && !c->relay && !c->finished;
+}
 
-	if (!pending || c->closing)
+/* Sends what the socket takes now when may_write_now, and queues a copy of the rest. */
+static int send_bytes(struct http_conn *c, const uv_buf_t *bufs, unsigned n)
+{
+	struct conn_write *cw;
+	size_t total = 0, skip = 0, off = 0;
+	int r;
+
+	for (unsigned i = 0; i < n; i++)
+		total += bufs[i].len;
+	if (!total)
 		return 0;
-	cw = malloc(sizeof(*cw) + pending);
+	if (may_write_now(c)) {
+		r = uv_try_write(&c->h.stream, bufs, n);
+		if (r < 0 && r != UV_EAGAIN) {
+			conn_close(c);
+			return r;
+		}
+		skip = r > 0 ? (size_t)r : 0;
+		if (skip == total)
+			return 0;
+	}
+	cw = malloc(sizeof(*cw) + total - skip);
 	if (!cw) {
 		conn_close(c);
 		return -ENOMEM;
 	}
-	if (BIO_read(c->wbio, cw->data, (int)pending) != (int)pending) {
-		free(cw);
-		conn_close(c);
-		return -EIO;
+	for (unsigned i = 0; i < n; i++) {
+		size_t len = bufs[i].len;
+		const char *base = bufs[i].base;
+
+		if (skip >= len) {
+			skip -= len;
+			continue;
+		}
+		memcpy(cw->data + off, base + skip, len - skip);
+		off += len - skip;
+		skip = 0;
 	}
-	cw->len = pending;
+	cw->len = off;
 	return queue_write(c, cw);
+}
+
+/* The server's scratch buffer for ciphertext (one read or flush at a time on the loop). */
+static char *tls_scratch(struct http_server *srv)
+{
+	if (!srv->tls_raw)
+		srv->tls_raw = malloc(TLS_RAW_CHUNK);
+	return srv->tls_raw;
+}
+
+/* Sends the records TLS made (handshake, data, alerts, close_notify). */
+static int tls_flush(struct http_conn *c)
+{
+	size_t pending;
+	int n, r;
+
+	while (!c->closing && (pending = BIO_ctrl_pending(c->wbio))) {
+		char *buf = tls_scratch(c->srv);
+		uv_buf_t b;
+
+		if (!buf) {
+			conn_close(c);
+			return -ENOMEM;
+		}
+		n = BIO_read(c->wbio, buf, (int)(pending < TLS_RAW_CHUNK ? pending : TLS_RAW_CHUNK));
+		if (n <= 0) {
+			conn_close(c);
+			return -EIO;
+		}
+		b = uv_buf_init(buf, (unsigned)n);
+		r = send_bytes(c, &b, 1);
+		if (r < 0)
+			return r;
+	}
+	return 0;
 }
 
 static int write_bufs(struct http_conn *c, const uv_buf_t *bufs, unsigned n)
 {
-	struct conn_write *cw;
 	size_t total = 0, off = 0;
 
 	if (c->closing)
 		return -EPIPE;
-	if (c->ssl) {
+	if (!c->ssl)
+		return send_bytes(c, bufs, n);
+	tls_used(c);
+	{
 		char small[4096];
 
 		for (unsigned i = 0; i < n; i++)
@@ -445,24 +586,11 @@ static int write_bufs(struct http_conn *c, const uv_buf_t *bufs, unsigned n)
 			if (bufs[i].len && SSL_write(c->ssl, bufs[i].base, (int)bufs[i].len) <= 0)
 				goto tls_failed;
 		return tls_flush(c);
-	tls_failed:
-		ERR_clear_error();
-		conn_close(c);
-		return -EIO;
 	}
-	for (unsigned i = 0; i < n; i++)
-		total += bufs[i].len;
-	cw = malloc(sizeof(*cw) + total);
-	if (!cw) {
-		conn_close(c);
-		return -ENOMEM;
-	}
-	for (unsigned i = 0; i < n; i++) {
-		memcpy(cw->data + off, bufs[i].base, bufs[i].len);
-		off += bufs[i].len;
-	}
-	cw->len = total;
-	return queue_write(c, cw);
+tls_failed:
+	ERR_clear_error();
+	conn_close(c);
+	return -EIO;
 }
 
 static void log_request(struct http_conn *c)
@@ -530,7 +658,7 @@ static void request_done(struct http_conn *c)
 	http_head_scan_init(&c->scan);
 	c->in_head = true;
 	c->request_begun = false;
-	timer_arm(c, on_limit_timeout, c->srv->idle_timeout_ms);
+	idle_timer(c);
 	http_parser_pause(&c->parser, 0);
 	pump(c);
 }
@@ -626,17 +754,27 @@ void http_respond(struct http_request *req, int status, const char *content_type
 	request_done(c);
 }
 
+/* A JSON reply's text is kept for the next one up to this size; a larger one is let go. */
+#define JSON_TEXT_KEEP (64 * 1024)
+
 void http_respond_json(struct http_request *req, int status, void *json)
 {
-	char *text = cJSON_PrintUnformatted(json);
+	struct http_server *srv = req->conn->srv;
+	/* Taken from the server while in use: finishing this reply may answer the next pipelined request. */
+	struct json_text text = srv->json;
+	int r;
 
+	memset(&srv->json, 0, sizeof(srv->json));
+	r = json_text_write(&text, json);
 	cJSON_Delete(json);
-	if (!text) {
+	if (r < 0)
 		http_respond(req, 500, "text/plain", "out of memory\n", 14);
-		return;
-	}
-	http_respond(req, status, "application/json", text, strlen(text));
-	free(text);
+	else
+		http_respond(req, status, "application/json", text.buf, text.len);
+	if (!srv->json.buf && text.cap <= JSON_TEXT_KEEP)
+		srv->json = text;
+	else
+		json_text_free(&text);
 }
 
 void http_respond_error(struct http_request *req, int status, const char *field, const char *fmt, ...)
@@ -664,16 +802,19 @@ void http_respond_fd(struct http_request *req, int status, const char *content_t
 		return;
 	}
 	req->responded = true;
-	snprintf(length, sizeof(length), "Content-Length: %llu\r\n", (unsigned long long)len);
-	write_head(req, status, content_type, length, NULL, 0);
 	if (lseek(fd, 0, SEEK_SET) < 0) {
 		close(fd);
 		conn_close(c);
 		return;
 	}
+	/*
+	 * Set before the head is written, so the head is queued, not written at
+	 * once: the file follows each time the socket took the last piece.
+	 */
 	c->reply_fd = fd;
 	c->reply_left = len;
-	/* The head is queued; the file follows each time the socket took the last piece. */
+	snprintf(length, sizeof(length), "Content-Length: %llu\r\n", (unsigned long long)len);
+	write_head(req, status, content_type, length, NULL, 0);
 }
 
 void http_stream_begin(struct http_request *req, int status, const char *content_type)
@@ -683,6 +824,7 @@ void http_stream_begin(struct http_request *req, int status, const char *content
 	req->responded = true;
 	req->streaming = true;
 	write_head(req, status, content_type, "Transfer-Encoding: chunked\r\n", NULL, 0);
+	reply_quiet_timer(req->conn);
 }
 
 size_t http_stream_write(struct http_request *req, const void *data, size_t len)
@@ -697,6 +839,7 @@ size_t http_stream_write(struct http_request *req, const void *data, size_t len)
 	b[1] = uv_buf_init((char *)data, (unsigned)len);
 	b[2] = uv_buf_init("\r\n", 2);
 	write_bufs(c, b, 3);
+	reply_quiet_timer(c);
 	return c->write_queued;
 }
 
@@ -982,12 +1125,14 @@ static bool wants_input(const struct http_conn *c)
  */
 static bool tls_fill(struct http_conn *c)
 {
-	bool added = false;
+	bool added = false, handshake = false;
 	int r, e;
 
 	if (!c->ssl || c->closing || c->lingering)
 		return false;
+	tls_used(c);
 	if (!c->tls_ready) {
+		handshake = true;
 		r = SSL_do_handshake(c->ssl);
 		tls_flush(c);
 		if (r != 1) {
@@ -1026,6 +1171,8 @@ static bool tls_fill(struct http_conn *c)
 		return false;
 	}
 	tls_flush(c);
+	if (handshake && !added && !c->closing)
+		tls_release(c); /* a client that connects ahead of its first request */
 	if (added && !c->request_begun) {
 		c->request_begun = true;
 		c->req.start_ns = mono_ns();
@@ -1059,6 +1206,8 @@ static void pump_input(struct http_conn *c)
 		if (req->complete && !c->dispatched) {
 			c->dispatched = true;
 			dispatch_complete(c);
+			if (req->complete && c->dispatched && !req->responded)
+				reply_quiet_timer(c); /* answered later */
 			continue;
 		}
 		if ((req->complete && c->dispatched) || c->sink_paused)
@@ -1100,9 +1249,9 @@ void http_conn_resume(struct http_conn *c)
 /* Ciphertext goes into the server's one buffer (one read at a time on the loop) and on into rbio at once. */
 static void tls_raw_buf(struct http_conn *c, uv_buf_t *buf)
 {
-	if (!c->srv->tls_raw)
-		c->srv->tls_raw = malloc(TLS_RAW_CHUNK);
-	*buf = uv_buf_init(c->srv->tls_raw, c->srv->tls_raw ? TLS_RAW_CHUNK : 0);
+	char *raw = tls_scratch(c->srv);
+
+	*buf = uv_buf_init(raw, raw ? TLS_RAW_CHUNK : 0);
 }
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
@@ -1204,12 +1353,14 @@ void http_server_init(struct http_server *srv, uv_loop_t *loop, http_route_fn ro
 	srv->header_timeout_ms = HTTP_DEFAULT_HEADER_TIMEOUT_MS;
 	srv->idle_timeout_ms = HTTP_DEFAULT_IDLE_TIMEOUT_MS;
 	srv->body_timeout_ms = HTTP_DEFAULT_BODY_TIMEOUT_MS;
+	srv->tls_quiet_ms = HTTP_DEFAULT_TLS_QUIET_MS;
 }
 
 void http_server_destroy(struct http_server *srv)
 {
 	free(srv->tls_raw);
 	srv->tls_raw = NULL;
+	json_text_free(&srv->json);
 	while (srv->heads_pooled)
 		free(srv->head_pool[--srv->heads_pooled]);
 	while (srv->inputs_pooled)
@@ -1365,6 +1516,7 @@ static void on_relay_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 /* Hands the relay what TLS can decrypt now, until it pauses. */
 static void relay_tls_deliver(struct http_conn *c)
 {
+	tls_used(c);
 	while (!c->closing && !c->relay_closing && !c->relay_paused && !c->relay_eof) {
 		int r, e;
 

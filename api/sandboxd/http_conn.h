@@ -14,7 +14,8 @@
  * header fields are kept in a bounded list. A server caps its connections
  * (evicting the oldest idle one for a new client), gives a client a time
  * limit for each request head and for keep-alive idleness, and allocates a
- * connection's input buffer only while a request is arriving. After a reply
+ * connection's input buffer only while a request is arriving; a TLS
+ * connection keeps its record buffers only while it is busy. After a reply
  * a route may hand the connection over to a byte relay (WebSocket upgrades,
  * tunnels): from then on its bytes go both ways unparsed.
  */
@@ -25,6 +26,7 @@
 #include <uv.h>
 
 #include "http_head.h"
+#include "json_text.h"
 
 struct http_conn;
 struct http_request;
@@ -87,6 +89,7 @@ typedef void (*http_route_fn)(struct http_request *req, void *ctx);
 #define HTTP_DEFAULT_HEADER_TIMEOUT_MS 10000
 #define HTTP_DEFAULT_IDLE_TIMEOUT_MS 60000
 #define HTTP_DEFAULT_BODY_TIMEOUT_MS 60000
+#define HTTP_DEFAULT_TLS_QUIET_MS 1000
 #define HTTP_POOL_MAX 32
 
 struct http_server {
@@ -98,15 +101,18 @@ struct http_server {
 	unsigned header_timeout_ms; /* from a request's first byte (or the accept) to its blank line */
 	unsigned idle_timeout_ms;   /* between requests of a kept-alive connection */
 	unsigned body_timeout_ms;   /* without a byte of a (not streamed) request body */
+	unsigned tls_quiet_ms;      /* quiet time after which a TLS connection gives back its record buffers */
 	struct ssl_ctx_st *tls;     /* TLS on every connection (tls.h), or NULL */
 	/* State. */
 	unsigned connections;   /* open, not closing */
 	unsigned input_buffers; /* connections holding an input buffer */
+	unsigned tls_buffers;   /* TLS connections that may hold record buffers (used since the last release) */
 	unsigned long long evicted, timed_out, refused, tls_failed;
 	struct http_conn *conns; /* every open connection, newest first */
-	char *tls_raw;           /* ciphertext of the read under way (one at a time on the loop) */
+	char *tls_raw;           /* ciphertext read or flushed just now (one piece at a time on the loop) */
 	void *head_pool[HTTP_POOL_MAX], *input_pool[HTTP_POOL_MAX]; /* spare ones, for reuse */
 	unsigned heads_pooled, inputs_pooled;
+	struct json_text json; /* the text of JSON replies, kept for the next one */
 };
 
 void http_server_init(struct http_server *srv, uv_loop_t *loop, http_route_fn route, void *route_ctx);

@@ -54,8 +54,12 @@ struct ssl_ctx_st *tls_server_ctx_new(const char *cert_file, const char *key_fil
 		goto fail;
 	}
 	SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
-	/* Idle connections give their record buffers back; no session tickets to write or store. */
-	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+	/*
+	 * Record buffers are kept while a connection is busy: http_conn.c gives
+	 * them back (SSL_free_buffers) once it is quiet, rather than after every
+	 * record (SSL_MODE_RELEASE_BUFFERS, not set). No session tickets to
+	 * write or store.
+	 */
 	SSL_CTX_set_num_tickets(ctx, 0);
 	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
 	SSL_CTX_set_alpn_select_cb(ctx, alpn_select, NULL);

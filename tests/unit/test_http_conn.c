@@ -7,6 +7,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -41,6 +42,7 @@ struct fixture {
 	/* requests to /never, answered when the test says so */
 	struct http_request *pending[8];
 	unsigned npending;
+	struct http_request *stream; /* a /stream request, its reply under way */
 };
 
 /* Answers every /never request (they hold their connections until then). */
@@ -98,6 +100,33 @@ static void complete(struct http_request *req)
 		f->relay_conn = req->conn;
 		assert_int_equal(http_conn_detach(req, 101, "Upgrade: echo\r\nConnection: Upgrade\r\n", &echo_relay, f),
 				 0);
+		return;
+	}
+	if (!strncmp(req->url, "/file/", 6)) {
+		/* A reply from a file of N bytes (a pattern), as the file routes send them. */
+		size_t len = strtoul(req->url + 6, NULL, 10);
+		char path[] = "/tmp/sandvm-http-file-XXXXXX";
+		int fd = mkstemp(path);
+		char chunk[4096];
+
+		assert_true(fd >= 0);
+		unlink(path);
+		for (size_t off = 0; off < len;) {
+			size_t k = len - off < sizeof(chunk) ? len - off : sizeof(chunk);
+
+			for (size_t i = 0; i < k; i++)
+				chunk[i] = (char)('a' + (off + i) % 26);
+			assert_int_equal(write(fd, chunk, k), (ssize_t)k);
+			off += k;
+		}
+		http_respond_fd(req, 200, "application/octet-stream", fd, len);
+		return;
+	}
+	if (!strcmp(req->url, "/stream")) {
+		/* A chunked reply the test goes on with. */
+		f->stream = req;
+		http_stream_begin(req, 200, "text/plain");
+		http_stream_write(req, "first\n", 6);
 		return;
 	}
 	if (!strcmp(req->url, "/never")) {
@@ -277,13 +306,14 @@ static size_t receive(struct fixture *f, int fd, char *buf, size_t cap, size_t w
 static void reply(struct fixture *f, int fd, char *buf, size_t cap)
 {
 	bool eof;
-	size_t got = 0;
+	size_t got = 0, n;
 
 	for (;;) {
 		char *end, *cl;
 		size_t need;
 
-		got += receive(f, fd, buf + got, cap - got, got + 1, 2000, &eof);
+		n = receive(f, fd, buf + got, cap - got, got + 1, 2000, &eof);
+		got += n;
 		end = strstr(buf, "\r\n\r\n");
 		if (end) {
 			cl = strcasestr(buf, "Content-Length: ");
@@ -291,8 +321,8 @@ static void reply(struct fixture *f, int fd, char *buf, size_t cap)
 			if (got >= need)
 				return;
 		}
-		if (eof || got == 0)
-			fail_msg("no whole reply; got %zu bytes: %s", got, buf);
+		if (eof || n == 0)
+			fail_msg("no whole reply; got %zu bytes: %.200s", got, buf);
 	}
 }
 
@@ -769,6 +799,191 @@ static void tls_relay(void **state)
 	close(fd);
 }
 
+/* The body of a /file/N reply, whole and in order. */
+static void check_file_body(const char *reply_text, size_t got, size_t len)
+{
+	const char *body = strstr(reply_text, "\r\n\r\n");
+
+	assert_non_null(body);
+	body += 4;
+	assert_int_equal(got - (size_t)(body - reply_text), len);
+	for (size_t i = 0; i < len; i++)
+		if (body[i] != (char)('a' + i % 26))
+			fail_msg("byte %zu of %zu differs", i, len);
+}
+
+/* Replies from files, small and larger than the socket takes at once, then the next request on the connection. */
+static void file_replies(void **state)
+{
+	static const size_t sizes[] = { 5, 700000, 0 };
+	struct fixture *f = *state;
+	size_t cap = 1 << 20;
+	char *buf = malloc(cap);
+	int fd = client(f);
+
+	assert_non_null(buf);
+	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+		char req[64];
+
+		snprintf(req, sizeof(req), "GET /file/%zu HTTP/1.1\r\nHost: x\r\n\r\n", sizes[i]);
+		send_str(fd, req);
+		reply(f, fd, buf, cap);
+		assert_non_null(strstr(buf, "HTTP/1.1 200 OK\r\n"));
+		check_file_body(buf, strlen(buf), sizes[i]);
+	}
+	send_str(fd, "GET /h HTTP/1.1\r\nHost: x\r\n\r\n");
+	reply(f, fd, buf, cap);
+	assert_non_null(strstr(buf, "HTTP/1.1 200 OK\r\n"));
+	free(buf);
+	close(fd);
+}
+
+/* The same over TLS. */
+static void tls_file_replies(void **state)
+{
+	static const size_t sizes[] = { 5, 700000 };
+	struct fixture *f = *state;
+	size_t cap = 1 << 20;
+	char *buf = malloc(cap);
+	int fd = client(f);
+	bool ok;
+	SSL *ssl = tls_client(f, fd, 0, &ok);
+
+	assert_non_null(buf);
+	assert_true(ok);
+	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+		char req[64], *end;
+		size_t got = 0, need = 0;
+
+		snprintf(req, sizeof(req), "GET /file/%zu HTTP/1.1\r\nHost: x\r\n\r\n", sizes[i]);
+		tls_send(f, ssl, req);
+		do {
+			size_t n = tls_receive(f, ssl, buf + got, cap - got, 1);
+
+			assert_true(n > 0);
+			got += n;
+			end = strstr(buf, "\r\n\r\n");
+			need = end ? (size_t)(end + 4 - buf) + sizes[i] : got + 1;
+		} while (got < need);
+		assert_non_null(strstr(buf, "HTTP/1.1 200 OK\r\n"));
+		check_file_body(buf, got, sizes[i]);
+	}
+	SSL_free(ssl);
+	free(buf);
+	close(fd);
+}
+
+/* Bytes malloc has handed out and not taken back: glibc's count, 0 where a sanitizer's allocator serves malloc. */
+static size_t heap_in_use(void)
+{
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+	return 0;
+#else
+	return mallinfo2().uordblks;
+#endif
+}
+
+/*
+ * TLS record buffers: given back right after a handshake with no request,
+ * kept while requests come, given back after tls_quiet_ms without one; the
+ * idle limit still counts from the reply, and a connection that gave its
+ * buffers back is served again.
+ */
+static void tls_buffers_when_quiet(void **state)
+{
+	enum { N = 8 };
+	struct fixture *f = *state;
+	int fds[N];
+	SSL *ssl[N];
+	char buf[8192];
+	size_t busy_heap, quiet_heap;
+	bool ok;
+
+	f->srv.tls_quiet_ms = 500;
+	f->srv.idle_timeout_ms = 1500;
+	for (int i = 0; i < N; i++) {
+		fds[i] = client(f);
+		ssl[i] = tls_client(f, fds[i], 0, &ok);
+		assert_true(ok);
+	}
+	spin(f, 20);
+	assert_int_equal(f->srv.tls_buffers, 0);
+	for (int i = 0; i < N; i++) {
+		tls_send(f, ssl[i], "GET /h HTTP/1.1\r\nHost: x\r\n\r\n");
+		tls_receive(f, ssl[i], buf, sizeof(buf), 12);
+		assert_non_null(strstr(buf, "HTTP/1.1 200 "));
+	}
+	/* Between requests of a busy connection the buffers stay. */
+	assert_int_equal(f->srv.tls_buffers, N);
+	busy_heap = heap_in_use();
+	spin(f, 700);
+	assert_int_equal(f->srv.tls_buffers, 0);
+	assert_int_equal(f->srv.connections, N);
+	quiet_heap = heap_in_use();
+	if (busy_heap)
+		assert_true(busy_heap > quiet_heap + N * 16 * 1024);
+	/* Served again after giving them back. */
+	tls_send(f, ssl[0], "GET /h HTTP/1.1\r\nHost: x\r\n\r\n");
+	tls_receive(f, ssl[0], buf, sizeof(buf), 12);
+	assert_non_null(strstr(buf, "HTTP/1.1 200 "));
+	/* The others reach the idle limit 1.5 s after their reply, not later for the quiet time. */
+	assert_true(closed_by_server(f, fds[1], 1200));
+	for (int i = 0; i < N; i++) {
+		SSL_free(ssl[i]);
+		close(fds[i]);
+	}
+}
+
+/* A reply that takes its time, and a stream with nothing to send, give their record buffers back as well. */
+static void tls_buffers_while_waiting(void **state)
+{
+	struct fixture *f = *state;
+	int fds[2];
+	SSL *ssl[2];
+	char buf[8192];
+	size_t got = 0;
+	bool ok;
+
+	f->srv.tls_quiet_ms = 200;
+	for (int i = 0; i < 2; i++) {
+		fds[i] = client(f);
+		ssl[i] = tls_client(f, fds[i], 0, &ok);
+		assert_true(ok);
+	}
+	tls_send(f, ssl[0], "GET /never HTTP/1.1\r\nHost: x\r\n\r\n");
+	tls_send(f, ssl[1], "GET /stream HTTP/1.1\r\nHost: x\r\n\r\n");
+	got = tls_receive(f, ssl[1], buf, sizeof(buf), 1);
+	while (!strstr(buf, "first")) {
+		size_t n = tls_receive(f, ssl[1], buf + got, sizeof(buf) - got, 1);
+
+		assert_true(n > 0);
+		got += n;
+	}
+	assert_int_equal(f->npending, 1);
+	assert_non_null(f->stream);
+	assert_int_equal(f->srv.tls_buffers, 2);
+	spin(f, 400);
+	assert_int_equal(f->srv.tls_buffers, 0);
+	/* Both go on as before. */
+	answer_pending(f);
+	tls_receive(f, ssl[0], buf, sizeof(buf), 12);
+	assert_non_null(strstr(buf, "HTTP/1.1 204 "));
+	http_stream_write(f->stream, "second\n", 7);
+	http_stream_end(f->stream);
+	got = tls_receive(f, ssl[1], buf, sizeof(buf), 1);
+	while (!strstr(buf, "0\r\n\r\n") && got < sizeof(buf) - 1) {
+		size_t n = tls_receive(f, ssl[1], buf + got, sizeof(buf) - got, 1);
+
+		assert_true(n > 0);
+		got += n;
+	}
+	assert_non_null(strstr(buf, "7\r\nsecond\n\r\n0\r\n\r\n"));
+	for (int i = 0; i < 2; i++) {
+		SSL_free(ssl[i]);
+		close(fds[i]);
+	}
+}
+
 static void certificates_made_once(void **state)
 {
 	char dir[] = "/tmp/sandvm-tls-XXXXXX", sub[64], path[128], err[256], cmd[96];
@@ -858,6 +1073,94 @@ static void scan_in_pieces(void **state)
 	}
 }
 
+/* Scans head whole, then in pieces of 1 to 7 bytes; both give the same verdict, which is returned. */
+static int scan_whole_and_in_pieces(const char *head, size_t len, int *status)
+{
+	struct http_head_scan s;
+	size_t used, off = 0;
+	int r, r2 = 0, status2 = 0;
+	const char *why;
+
+	http_head_scan_init(&s);
+	r = http_head_scan(&s, head, len, &used, status, &why);
+	http_head_scan_init(&s);
+	for (size_t piece = 1; off < len; piece = piece % 7 + 1) {
+		size_t n = len - off < piece ? len - off : piece;
+
+		r2 = http_head_scan(&s, head + off, n, &used, &status2, &why);
+		if (r2 != 0)
+			break;
+		off += n;
+	}
+	assert_int_equal(r, r2);
+	if (r < 0)
+		assert_int_equal(*status, status2);
+	return r;
+}
+
+/* The limits hold to the byte, and each byte value is judged by the rules of RFC 9110 and 9112. */
+static void scan_limits_and_bytes(void **state)
+{
+	static const char tchar_punct[] = "!#$%&'*+-.^_`|~";
+	char *head = malloc(HTTP_MAX_HEADER_BYTES + HTTP_MAX_REQUEST_LINE + 64);
+	size_t n;
+	int status = 0;
+
+	(void)state;
+	assert_non_null(head);
+	/* A request line of HTTP_MAX_REQUEST_LINE bytes, then one more. */
+	for (size_t extra = 0; extra < 2; extra++) {
+		size_t m = HTTP_MAX_REQUEST_LINE - 14 + extra;
+
+		memcpy(head, "GET /", 5);
+		memset(head + 5, 'a', m);
+		n = 5 + m + (size_t)sprintf(head + 5 + m, " HTTP/1.1\r\nHost: x\r\n\r\n");
+		assert_int_equal(scan_whole_and_in_pieces(head, n, &status), extra ? -1 : 1);
+		if (extra)
+			assert_int_equal(status, 414);
+	}
+	/* Header lines of HTTP_MAX_HEADER_BYTES bytes (with the final CRLF, 2 more), then one more. */
+	for (size_t extra = 0; extra < 2; extra++) {
+		size_t k = HTTP_MAX_HEADER_BYTES - 5 + extra;
+
+		n = (size_t)sprintf(head, "GET / HTTP/1.1\r\nX: ");
+		memset(head + n, 'v', k);
+		n += k + (size_t)sprintf(head + n + k, "\r\n\r\n");
+		assert_int_equal(scan_whole_and_in_pieces(head, n, &status), extra ? -1 : 1);
+		if (extra)
+			assert_int_equal(status, 431);
+	}
+	/* Cut short: a head that reached a limit goes on, the byte past it is refused. */
+	memcpy(head, "GET /", 5);
+	memset(head + 5, 'a', HTTP_MAX_REQUEST_LINE);
+	assert_int_equal(scan_whole_and_in_pieces(head, HTTP_MAX_REQUEST_LINE, &status), 0);
+	assert_int_equal(scan_whole_and_in_pieces(head, HTTP_MAX_REQUEST_LINE + 1, &status), -1);
+	assert_int_equal(status, 414);
+	n = (size_t)sprintf(head, "GET / HTTP/1.1\r\nX: ");
+	memset(head + n, 'v', HTTP_MAX_HEADER_BYTES);
+	/* 16 bytes of request line, then the header bytes: "X: " and the value. */
+	assert_int_equal(scan_whole_and_in_pieces(head, 16 + HTTP_MAX_HEADER_BYTES + 2, &status), 0);
+	assert_int_equal(scan_whole_and_in_pieces(head, 16 + HTTP_MAX_HEADER_BYTES + 3, &status), -1);
+	assert_int_equal(status, 431);
+	/* Every byte value in a field name, a field value and the request target. */
+	for (int c = 0; c < 256; c++) {
+		bool tchar = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+			     (c && strchr(tchar_punct, c));
+		bool value_ok = c == '\t' || (c >= 0x20 && c != 0x7f);
+		bool line_ok = c >= 0x20 && c != 0x7f;
+
+		if (c == '\r' || c == '\n' || c == ':')
+			continue; /* they end what they are in */
+		n = (size_t)sprintf(head, "GET / HTTP/1.1\r\nX-%cY: v\r\n\r\n", c);
+		assert_int_equal(scan_whole_and_in_pieces(head, n, &status), tchar ? 1 : -1);
+		n = (size_t)sprintf(head, "GET / HTTP/1.1\r\nX: a%cb\r\n\r\n", c);
+		assert_int_equal(scan_whole_and_in_pieces(head, n, &status), value_ok ? 1 : -1);
+		n = (size_t)sprintf(head, "GET /a%cb HTTP/1.1\r\nHost: x\r\n\r\n", c);
+		assert_int_equal(scan_whole_and_in_pieces(head, n, &status), line_ok ? 1 : -1);
+	}
+	free(head);
+}
+
 static void header_list_bounds(void **state)
 {
 	struct http_headers *h = malloc(sizeof(*h));
@@ -903,6 +1206,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(scan_in_pieces),
+		cmocka_unit_test(scan_limits_and_bytes),
 		cmocka_unit_test(header_list_bounds),
 		cmocka_unit_test_setup_teardown(header_list, setup, teardown),
 		cmocka_unit_test_setup_teardown(hostile_heads, setup, teardown),
@@ -918,6 +1222,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(tls_requests, setup_tls, teardown),
 		cmocka_unit_test_setup_teardown(tls12_refused, setup_tls, teardown),
 		cmocka_unit_test_setup_teardown(tls_relay, setup_tls, teardown),
+		cmocka_unit_test_setup_teardown(file_replies, setup, teardown),
+		cmocka_unit_test_setup_teardown(tls_file_replies, setup_tls, teardown),
+		cmocka_unit_test_setup_teardown(tls_buffers_when_quiet, setup_tls, teardown),
+		cmocka_unit_test_setup_teardown(tls_buffers_while_waiting, setup_tls, teardown),
 		cmocka_unit_test(certificates_made_once),
 	};
 
