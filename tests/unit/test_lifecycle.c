@@ -4,7 +4,8 @@
  * real guest agent on this host as the "guest". Through the API: create and
  * readiness, exec with output and status, an entrypoint, timeouts, idle
  * timeouts, terminate, a VMM that crashes at boot and one whose agent never
- * answers, and adoption of running sandboxes by a restarted daemon.
+ * answers, adoption of running sandboxes by a restarted daemon, and the
+ * file API.
  */
 /* Paths here are short temporary folders; snprintf cuts rather than overflows. */
 #pragma GCC diagnostic ignored "-Wformat-truncation"
@@ -396,6 +397,59 @@ static void restart_adopts(void **state)
 	assert_true(has(out, "still here"));
 }
 
+/* The file API through the real daemon and agent: each call on the daemon's loop, the statuses of the contract. */
+static void file_calls(void **state)
+{
+	struct daemon *d = *state;
+	char body[65536], id[64], path[512], dir[128];
+
+	assert_int_equal(request(d, "POST", "/v1/sandboxes", "{\"image\":\"minimal\",\"memory_mib\":64}", body,
+				 sizeof(body)),
+			 201);
+	id_of(body, id, sizeof(id));
+	snprintf(dir, sizeof(dir), "%s/files/a/b", d->dir);
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/files/mkdir?path=%s&parents=1", id, dir);
+	assert_int_equal(request(d, "POST", path, NULL, body, sizeof(body)), 204);
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/files?path=%s/note.txt&mode=0600", id, dir);
+	assert_int_equal(request(d, "PUT", path, "a note through the file API\n", body, sizeof(body)), 204);
+	assert_int_equal(request(d, "GET", path, NULL, body, sizeof(body)), 200);
+	assert_string_equal(body, "a note through the file API\n");
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/files/stat?path=%s/note.txt", id, dir);
+	assert_int_equal(request(d, "GET", path, NULL, body, sizeof(body)), 200);
+	if (!has(body, "\"type\":\"file\"") || !has(body, "\"size\":28") || !has(body, "\"mode\":384"))
+		fail_msg("stat: %s", body);
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/files/list?path=%s", id, dir);
+	assert_int_equal(request(d, "GET", path, NULL, body, sizeof(body)), 200);
+	assert_string_equal(body, "{\"entries\":[{\"name\":\"note.txt\",\"type\":\"file\",\"size\":28}]}");
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/files/list?path=%s/files/a", id, d->dir);
+	assert_int_equal(request(d, "GET", path, NULL, body, sizeof(body)), 200);
+	/* A folder's size depends on the file system. */
+	if (strncmp(body, "{\"entries\":[{\"name\":\"b\",\"type\":\"dir\",\"size\":", 44) || !has(body, "}]}"))
+		fail_msg("list: %s", body);
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/files/mkdir?path=%s/files/empty", id, d->dir);
+	assert_int_equal(request(d, "POST", path, NULL, body, sizeof(body)), 204);
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/files/list?path=%s/files/empty", id, d->dir);
+	assert_int_equal(request(d, "GET", path, NULL, body, sizeof(body)), 200);
+	assert_string_equal(body, "{\"entries\":[]}");
+	/* Errors: the agent's, mapped to statuses, with its message. */
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/files?path=%s/missing", id, d->dir);
+	assert_int_equal(request(d, "GET", path, NULL, body, sizeof(body)), 404);
+	assert_true(has(body, "\"error\":"));
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/files?path=%s", id, dir);
+	assert_int_equal(request(d, "GET", path, NULL, body, sizeof(body)), 409);
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/files?path=%s/files/a", id, d->dir);
+	assert_int_equal(request(d, "DELETE", path, NULL, body, sizeof(body)), 409);
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/files?path=%s/files/a&recursive=1", id, d->dir);
+	assert_int_equal(request(d, "DELETE", path, NULL, body, sizeof(body)), 204);
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/files/stat?path=%s/files/a", id, d->dir);
+	assert_int_equal(request(d, "GET", path, NULL, body, sizeof(body)), 404);
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/files?path=relative", id);
+	assert_int_equal(request(d, "GET", path, NULL, body, sizeof(body)), 400);
+	assert_true(has(body, "\"field\":\"path\""));
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/files/nope?path=/x", id);
+	assert_int_equal(request(d, "GET", path, NULL, body, sizeof(body)), 405);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -405,6 +459,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(spawn_fails, setup, teardown),
 		cmocka_unit_test_setup_teardown(mute_guest, setup, teardown),
 		cmocka_unit_test_setup_teardown(restart_adopts, setup, teardown),
+		cmocka_unit_test_setup_teardown(file_calls, setup, teardown),
 	};
 
 	signal(SIGPIPE, SIG_IGN);
