@@ -95,7 +95,7 @@ static int start(uv_loop_t *loop, const struct agent_conn_config *cfg, unsigned 
 						      AGENT_FILE_LIST,	AGENT_FILE_MKDIR, AGENT_FILE_REMOVE };
 	const char *argv[] = { "sh", "-c", "x", NULL };
 	struct agent_exec_request rq = { .argv = argv };
-	struct agent_file_request frq = { .path = "/tmp/f", .mode = 0644, .limit = 300000 };
+	struct agent_file_request frq = { .path = "/tmp/f", .mode = 0644, .limit = 20000 };
 
 	if (call == 1)
 		return agent_conn_hello(loop, cfg, &ops, r, &r->ac);
