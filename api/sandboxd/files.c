@@ -28,8 +28,8 @@
 
 struct file_call {
 	struct sandbox *sb;
-	struct http_request *req;
-	struct http_conn *conn; /* held while the call runs */
+	struct http_request *req; /* NULL once its client left */
+	struct http_conn *conn;   /* held while the call runs */
 	struct agent_conn *ac;  /* while the call runs */
 	enum agent_file_op op;
 	char path[4096];
@@ -156,8 +156,10 @@ static void call_ended(void *ctx, int r, const struct agent_file_result *res, co
 	cJSON *o;
 
 	fc->ac = NULL;
-	req->ctx = NULL;
-	req->handler = NULL;
+	if (req) {
+		req->ctx = NULL;
+		req->handler = NULL;
+	}
 	if (r == 0 && fc->op == AGENT_FILE_LIST) {
 		r = list_put(fc, fc->list_count ? "]}" : "{\"entries\":[]}", fc->list_count ? 2 : 14);
 		if (!r)
@@ -170,7 +172,7 @@ static void call_ended(void *ctx, int r, const struct agent_file_result *res, co
 	} else if (r < 0) {
 		snprintf(fc->error, sizeof(fc->error), "%s", error);
 	}
-	if (http_conn_closed(fc->conn)) {
+	if (!req || http_conn_closed(fc->conn)) {
 		/* The client left; nothing to say to it. */
 	} else if (r < 0) {
 		http_respond_error(req, status_for(r), NULL, "%s: %s", fc->path,
@@ -248,7 +250,7 @@ static void file_complete(struct http_request *req)
 		http_respond_error(req, status_for(r), NULL, "%s: %s", fc->path, strerror(-r));
 		call_free(fc);
 	}
-	/* Otherwise the handler stays: a client that leaves before the answer cancels the call (file_aborted). */
+	/* Otherwise the handler stays: the client may leave before the answer (file_aborted). */
 }
 
 /* The client went away, before its request was in or while the call ran. */
@@ -262,6 +264,11 @@ static void file_aborted(struct http_request *req)
 	req->handler = NULL;
 	if (fc->op == AGENT_FILE_WRITE && req->body_fd == fc->fd)
 		req->body_fd = -1;
+	if (fc->ac && (fc->op == AGENT_FILE_WRITE || fc->op == AGENT_FILE_MKDIR || fc->op == AGENT_FILE_REMOVE)) {
+		/* A change under way is carried through (a write cut short would leave half a file); its answer is dropped. */
+		fc->req = NULL;
+		return;
+	}
 	if (fc->ac)
 		agent_conn_cancel(fc->ac);
 	call_free(fc);

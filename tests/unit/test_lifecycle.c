@@ -397,6 +397,27 @@ static void restart_adopts(void **state)
 	assert_true(has(out, "still here"));
 }
 
+/* Sends a request with a body of len bytes and leaves without reading the answer. */
+static void send_and_leave(struct daemon *d, const char *method, const char *path, const char *body, size_t len)
+{
+	struct sockaddr_un a = { .sun_family = AF_UNIX };
+	char head[1024];
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0), n;
+
+	snprintf(a.sun_path, sizeof(a.sun_path), "%s", d->sock);
+	assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	n = snprintf(head, sizeof(head), "%s %s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Length: %zu\r\n\r\n",
+		     method, path, d->key, len);
+	assert_int_equal(send(fd, head, (size_t)n, MSG_NOSIGNAL), n);
+	for (size_t off = 0; off < len;) {
+		ssize_t w = send(fd, body + off, len - off, MSG_NOSIGNAL);
+
+		assert_true(w > 0);
+		off += (size_t)w;
+	}
+	close(fd);
+}
+
 /* The file API through the real daemon and agent: each call on the daemon's loop, the statuses of the contract. */
 static void file_calls(void **state)
 {
@@ -448,6 +469,29 @@ static void file_calls(void **state)
 	assert_true(has(body, "\"field\":\"path\""));
 	snprintf(path, sizeof(path), "/v1/sandboxes/%s/files/nope?path=/x", id);
 	assert_int_equal(request(d, "GET", path, NULL, body, sizeof(body)), 405);
+
+	/* A client that leaves: an upload is still carried through, a download is dropped; the daemon goes on. */
+	{
+		size_t big = 3 << 20;
+		char *data = malloc(big), want[64];
+		double end = now_s() + 10;
+
+		assert_non_null(data);
+		memset(data, 'z', big);
+		snprintf(path, sizeof(path), "/v1/sandboxes/%s/files?path=%s/files/left.bin", id, d->dir);
+		send_and_leave(d, "PUT", path, data, big);
+		snprintf(want, sizeof(want), "\"size\":%zu", big);
+		snprintf(path, sizeof(path), "/v1/sandboxes/%s/files/stat?path=%s/files/left.bin", id, d->dir);
+		while (now_s() < end && !(request(d, "GET", path, NULL, body, sizeof(body)) == 200 && has(body, want)))
+			usleep(20000);
+		if (!has(body, want))
+			fail_msg("the upload of a client that left: %s", body);
+		snprintf(path, sizeof(path), "/v1/sandboxes/%s/files?path=%s/files/left.bin", id, d->dir);
+		for (int i = 0; i < 5; i++)
+			send_and_leave(d, "GET", path, NULL, 0);
+		free(data);
+		assert_int_equal(request(d, "GET", "/v1/health", NULL, body, sizeof(body)), 200);
+	}
 }
 
 int main(void)
