@@ -1,10 +1,12 @@
 #include "agent_conn.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "agent_proto.h"
 
@@ -17,8 +19,26 @@
 /* Frames the host writes and the agent has not read yet (PONGs, credit, stdin): beyond this it is stuck. */
 #define WRITE_QUEUE_MAX (2u * 1024 * 1024)
 #define MAX_PENDING_SIGNALS 8
+/* FILE_WRITE chunks, one written at a time: the agent's reading paces the upload. */
+#define FILE_CHUNK (64u * 1024u)
+/* Asked for per FILE_READ (the agent answers at most 4 MiB). */
+#define FILE_READ_REQUEST (4u << 20)
 
 enum ac_state { S_CONNECTING, S_CONNECT_REPLY, S_HELLO, S_RUNNING };
+enum ac_kind { K_HELLO, K_EXEC, K_FILE };
+
+/* A file call's state. */
+struct ac_file {
+	struct agent_file_request rq; /* path points at path below */
+	const struct agent_file_ops *ops;
+	char *path;
+	uint8_t *chunk;       /* write: the chunk read from rq.fd */
+	bool stat_done;       /* read: the size was checked, data is asked for */
+	bool write_started;   /* write: the first chunk (CREATE, TRUNCATE) went out */
+	bool final_sent;      /* write: the FINAL chunk went out, OK or ERROR comes next */
+	uint64_t reply_bytes; /* read: bytes of the FILE_READ reply under way */
+	struct agent_file_result res;
+};
 
 struct agent_conn {
 	uv_loop_t *loop;
@@ -27,11 +47,13 @@ struct agent_conn {
 	uv_timer_t deadline, retry;
 	unsigned open_handles;
 	bool pipe_open, retrying, done, cancelled;
-	bool hello_only; /* agent_conn_hello: done once the agent answered */
+	enum ac_kind kind; /* K_HELLO: done once the agent answered */
 	enum ac_state state;
 	char path[108];
-	uint32_t port, connect_ms, deadline_ms;
+	uint32_t port, connect_ms, deadline_ms, idle_ms;
 	uint64_t connect_deadline; /* loop time */
+	uint64_t call_end;         /* loop time: deadline_ms after HELLO, 0: none */
+	uint32_t stream;           /* of the request under way */
 
 	const struct agent_conn_ops *ops;
 	void *ctx;
@@ -50,10 +72,13 @@ struct agent_conn {
 	int pending_signals[MAX_PENDING_SIGNALS];
 	unsigned npending;
 	struct agent_exec_status st;
+
+	struct ac_file file;
 };
 
 struct ac_write {
 	uv_write_t w;
+	struct agent_conn *notify; /* a FILE_WRITE chunk: the next one follows once it is written */
 	uint8_t data[];
 };
 
@@ -70,6 +95,8 @@ static void ac_free(struct agent_conn *ac)
 {
 	free(ac->payload);
 	free(ac->start_frame);
+	free(ac->file.path);
+	free(ac->file.chunk);
 	free(ac);
 }
 
@@ -120,7 +147,11 @@ __attribute__((format(printf, 3, 4))) static void finish(struct agent_conn *ac, 
 		va_end(ap);
 	}
 	close_all(ac);
-	if (!ac->cancelled && ac->ops->ended)
+	if (ac->cancelled)
+		return;
+	if (ac->kind == K_FILE)
+		ac->file.ops->ended(ac->ctx, r, &ac->file.res, msg);
+	else if (ac->ops->ended)
 		ac->ops->ended(ac->ctx, r, &ac->st, msg);
 }
 
@@ -132,12 +163,17 @@ void agent_conn_cancel(struct agent_conn *ac)
 
 /* ---- writing ---- */
 
+static void upload_written(struct agent_conn *ac);
+
 static void on_written(uv_write_t *w, int status)
 {
 	struct ac_write *aw = (struct ac_write *)w;
+	struct agent_conn *ac = aw->notify;
 
-	(void)status; /* a broken connection shows on the read side */
 	free(aw);
+	/* A broken connection shows on the read side. */
+	if (ac && status == 0 && !ac->done)
+		upload_written(ac);
 }
 
 /* Encodes one frame with encode(buf, cap, &len) and queues it. */
@@ -146,6 +182,8 @@ static void on_written(uv_write_t *w, int status)
 		struct ac_write *aw_ = malloc(sizeof(*aw_) + (cap));                             \
 		size_t len_ = 0;                                                                 \
 		uint8_t *p_ = aw_ ? aw_->data : NULL;                                            \
+		if (aw_)                                                                         \
+			aw_->notify = NULL;                                                      \
 		int r_ = p_ ? (call) : -ENOMEM;                                                  \
 		if (!r_)                                                                         \
 			r_ = send_frame((ac), aw_, len_);                                        \
@@ -182,6 +220,7 @@ static int send_bytes(struct agent_conn *ac, const void *data, size_t len)
 
 	if (!aw)
 		return -ENOMEM;
+	aw->notify = NULL;
 	memcpy(aw->data, data, len);
 	return send_frame(ac, aw, len);
 }
@@ -292,7 +331,289 @@ static void exec_frame(struct agent_conn *ac, const struct agent_proto_frame *f)
 	}
 }
 
+/* ---- a file call's frames ---- */
+
 static void on_deadline(uv_timer_t *t);
+
+/* (Re)arms the deadline: idle_ms from now, never past the call's end. */
+static void arm_deadline(struct agent_conn *ac)
+{
+	uint64_t now = uv_now(ac->loop), wait = UINT64_MAX;
+
+	if (ac->idle_ms)
+		wait = ac->idle_ms;
+	if (ac->call_end) {
+		uint64_t left = ac->call_end > now ? ac->call_end - now : 0;
+
+		if (left < wait)
+			wait = left;
+	}
+	if (wait == UINT64_MAX)
+		uv_timer_stop(&ac->deadline);
+	else
+		uv_timer_start(&ac->deadline, on_deadline, wait, 0);
+}
+
+/* A request that could not go out ends the call (send_frame has ended it already when the connection failed). */
+static void sent(struct agent_conn *ac, int r)
+{
+	if (r < 0)
+		finish(ac, r, "cannot send the request to the guest agent: %s", strerror(-r));
+}
+
+static void request_path(struct agent_conn *ac, uint8_t type)
+{
+	struct agent_proto_path m = { .path = ac->file.path };
+	size_t cap = strlen(ac->file.path) + 64;
+
+	ac->stream++;
+	sent(ac, SEND(ac, cap, agent_proto_encode_path(p_, cap, type, ac->stream, &m, &len_)));
+}
+
+/* The next part of a read, from where the last one ended. */
+static void request_read(struct agent_conn *ac)
+{
+	struct agent_proto_file_read m = {
+		.path = ac->file.path,
+		.offset = ac->file.res.bytes,
+		.max_len = FILE_READ_REQUEST,
+	};
+	size_t cap = strlen(ac->file.path) + 64;
+
+	ac->stream++;
+	ac->file.reply_bytes = 0;
+	sent(ac, SEND(ac, cap, agent_proto_encode_file_read(p_, cap, ac->stream, &m, &len_)));
+}
+
+/* The next chunk of a write, read from the caller's file; the one after it follows once this one is written. */
+static void upload_next(struct agent_conn *ac)
+{
+	struct ac_file *fl = &ac->file;
+	struct agent_proto_file_write m = { .path = fl->path, .mode = fl->rq.mode, .data = fl->chunk };
+	size_t cap = FILE_CHUNK + strlen(fl->path) + 128, len = 0;
+	struct ac_write *aw;
+	ssize_t n;
+	int r;
+
+	do
+		n = read(fl->rq.fd, fl->chunk, FILE_CHUNK);
+	while (n < 0 && errno == EINTR);
+	if (n < 0) {
+		r = errno;
+		finish(ac, -r, "reading the data to write: %s", strerror(r));
+		return;
+	}
+	if (!fl->write_started) {
+		fl->write_started = true;
+		ac->stream++;
+		m.flags = AGENT_PROTO_WRITE_CREATE | AGENT_PROTO_WRITE_TRUNCATE;
+	}
+	if (n == 0) {
+		m.flags |= AGENT_PROTO_WRITE_FINAL;
+		fl->final_sent = true;
+	}
+	m.len = (uint32_t)n;
+	aw = malloc(sizeof(*aw) + cap);
+	if (!aw) {
+		finish(ac, -ENOMEM, "out of memory");
+		return;
+	}
+	r = agent_proto_encode_file_write(aw->data, cap, ac->stream, &m, &len);
+	if (r < 0) {
+		free(aw);
+		finish(ac, r, "cannot encode FILE_WRITE: %s", strerror(-r));
+		return;
+	}
+	aw->notify = fl->final_sent ? NULL : ac;
+	fl->res.bytes += (uint64_t)n;
+	send_frame(ac, aw, len);
+}
+
+static void upload_written(struct agent_conn *ac)
+{
+	if (ac->state != S_RUNNING || ac->file.final_sent)
+		return;
+	/* The agent took a chunk: that is progress as much as a frame from it. */
+	arm_deadline(ac);
+	upload_next(ac);
+}
+
+static void file_begin(struct agent_conn *ac)
+{
+	const struct agent_file_request *rq = &ac->file.rq;
+	size_t cap = strlen(ac->file.path) + 64;
+
+	switch (rq->op) {
+	case AGENT_FILE_READ:
+	case AGENT_FILE_STAT:
+		request_path(ac, AGENT_PROTO_FILE_STAT);
+		return;
+	case AGENT_FILE_LIST:
+		request_path(ac, AGENT_PROTO_FILE_LIST);
+		return;
+	case AGENT_FILE_WRITE:
+		upload_next(ac);
+		return;
+	case AGENT_FILE_MKDIR: {
+		struct agent_proto_mkdir m = { .path = ac->file.path, .mode = rq->mode,
+					       .flags = rq->flag ? AGENT_PROTO_MKDIR_PARENTS : 0 };
+
+		ac->stream++;
+		sent(ac, SEND(ac, cap, agent_proto_encode_mkdir(p_, cap, ac->stream, &m, &len_)));
+		return;
+	}
+	case AGENT_FILE_REMOVE: {
+		struct agent_proto_remove m = { .path = ac->file.path,
+						.flags = rq->flag ? AGENT_PROTO_REMOVE_RECURSIVE : 0 };
+
+		ac->stream++;
+		sent(ac, SEND(ac, cap, agent_proto_encode_remove(p_, cap, ac->stream, &m, &len_)));
+		return;
+	}
+	}
+}
+
+static int write_all(int fd, const uint8_t *p, size_t len)
+{
+	while (len) {
+		ssize_t n = write(fd, p, len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			return -EIO;
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+static void stat_reply(struct agent_conn *ac, const struct agent_proto_frame *f)
+{
+	struct ac_file *fl = &ac->file;
+	const struct agent_proto_stat_result *st = &fl->res.stat;
+
+	if (f->hdr.type != AGENT_PROTO_STAT_RESULT || agent_proto_decode_stat_result(f, &fl->res.stat)) {
+		finish(ac, -EPROTO, "malformed FILE_STAT reply from the guest agent");
+		return;
+	}
+	if (fl->rq.op == AGENT_FILE_STAT) {
+		finish(ac, 0, NULL);
+		return;
+	}
+	if (st->type == AGENT_PROTO_FT_DIRECTORY) {
+		finish(ac, -EISDIR, "%s: Is a directory", fl->path);
+		return;
+	}
+	if (fl->rq.limit && st->size > fl->rq.limit) {
+		finish(ac, -EFBIG, "%s: %" PRIu64 " bytes, over the limit of %" PRIu64, fl->path, st->size,
+		       fl->rq.limit);
+		return;
+	}
+	fl->stat_done = true;
+	request_read(ac);
+}
+
+/* One FILE_DATA, written to the caller's file at once: nothing of it stays in memory. */
+static void data_reply(struct agent_conn *ac, const struct agent_proto_frame *f)
+{
+	struct ac_file *fl = &ac->file;
+	struct agent_proto_file_data d;
+	bool last, eof;
+	int r;
+
+	if (f->hdr.type != AGENT_PROTO_FILE_DATA || agent_proto_decode_file_data(f, &d)) {
+		finish(ac, -EPROTO, "malformed FILE_READ reply from the guest agent");
+		return;
+	}
+	last = d.flags & AGENT_PROTO_DATA_LAST;
+	eof = d.flags & AGENT_PROTO_DATA_EOF;
+	/* Every frame moves the read on (only an end may be empty), so a guest cannot keep a read going for nothing. */
+	if ((!d.len && !last) || (last && !eof && !d.len && !fl->reply_bytes)) {
+		finish(ac, -EPROTO, "the guest agent sent an empty FILE_DATA");
+		return;
+	}
+	if (d.len > FILE_READ_REQUEST - fl->reply_bytes) {
+		finish(ac, -EPROTO, "the guest agent sent more file data than was asked for");
+		return;
+	}
+	fl->reply_bytes += d.len;
+	if (fl->rq.limit && d.len > fl->rq.limit - fl->res.bytes) {
+		finish(ac, -EFBIG, "%s grew over the limit of %" PRIu64 " bytes", fl->path, fl->rq.limit);
+		return;
+	}
+	r = write_all(fl->rq.fd, d.data, d.len);
+	if (r < 0) {
+		finish(ac, r, "writing %s locally: %s", fl->path, strerror(-r));
+		return;
+	}
+	fl->res.bytes += d.len;
+	if (!last)
+		return;
+	if (eof)
+		finish(ac, 0, NULL);
+	else
+		request_read(ac);
+}
+
+static void list_reply(struct agent_conn *ac, const struct agent_proto_frame *f)
+{
+	struct agent_proto_list_entry e;
+	int r;
+
+	if (f->hdr.type == AGENT_PROTO_LIST_END) {
+		finish(ac, 0, NULL);
+		return;
+	}
+	if (f->hdr.type != AGENT_PROTO_LIST_ENTRY || agent_proto_decode_list_entry(f, &e)) {
+		finish(ac, -EPROTO, "malformed FILE_LIST reply from the guest agent");
+		return;
+	}
+	if (!e.name[0] || strnlen(e.name, AGENT_CONN_NAME_MAX + 1) > AGENT_CONN_NAME_MAX) {
+		finish(ac, -EPROTO, "the guest agent listed a name of 0 or more than %d bytes", AGENT_CONN_NAME_MAX);
+		return;
+	}
+	r = ac->file.ops->entry(ac->ctx, &e);
+	if (r)
+		finish(ac, r < 0 ? r : -EIO, "the listing was stopped: %s", strerror(r < 0 ? -r : EIO));
+}
+
+static void file_frame(struct agent_conn *ac, const struct agent_proto_frame *f)
+{
+	const struct ac_file *fl = &ac->file;
+
+	arm_deadline(ac);
+	if (f->hdr.type == AGENT_PROTO_ERROR) {
+		remote_error(ac, f, "");
+		return;
+	}
+	switch (fl->rq.op) {
+	case AGENT_FILE_STAT:
+		stat_reply(ac, f);
+		return;
+	case AGENT_FILE_READ:
+		if (fl->stat_done)
+			data_reply(ac, f);
+		else
+			stat_reply(ac, f);
+		return;
+	case AGENT_FILE_LIST:
+		list_reply(ac, f);
+		return;
+	case AGENT_FILE_WRITE:
+	case AGENT_FILE_MKDIR:
+	case AGENT_FILE_REMOVE:
+		if (f->hdr.type != AGENT_PROTO_OK)
+			finish(ac, -EPROTO, "unexpected %s from the guest agent", agent_proto_type_name(f->hdr.type));
+		else if (fl->rq.op == AGENT_FILE_WRITE && !fl->final_sent)
+			finish(ac, -EPROTO, "the guest agent answered a write before its last chunk");
+		else
+			finish(ac, 0, NULL);
+		return;
+	}
+}
 
 static void hello_frame(struct agent_conn *ac, const struct agent_proto_frame *f)
 {
@@ -311,15 +632,19 @@ static void hello_frame(struct agent_conn *ac, const struct agent_proto_frame *f
 		       theirs.min_version, theirs.max_version, AGENT_PROTO_VERSION_MIN, AGENT_PROTO_VERSION_MAX);
 		return;
 	}
-	if (ac->hello_only) {
+	if (ac->kind == K_HELLO) {
 		finish(ac, 0, NULL);
 		return;
 	}
 	ac->state = S_RUNNING;
-	/* Connected: from here only the exec's own deadline bounds it (a silent guest costs this timer). */
-	uv_timer_stop(&ac->deadline);
+	/* Connected: from here only the call's own deadlines bound it (a silent guest costs this timer). */
 	if (ac->deadline_ms)
-		uv_timer_start(&ac->deadline, on_deadline, ac->deadline_ms, 0);
+		ac->call_end = uv_now(ac->loop) + ac->deadline_ms;
+	arm_deadline(ac);
+	if (ac->kind == K_FILE) {
+		file_begin(ac);
+		return;
+	}
 	send_bytes(ac, ac->start_frame, ac->start_len);
 	free(ac->start_frame);
 	ac->start_frame = NULL;
@@ -348,11 +673,14 @@ static void frame(struct agent_conn *ac, const struct agent_proto_frame *f)
 		}
 		return; /* PONG, OK on stream 0 */
 	}
-	if (ac->state != S_RUNNING || f->hdr.stream != EXEC_STREAM) {
+	if (ac->state != S_RUNNING || f->hdr.stream != ac->stream) {
 		finish(ac, -EPROTO, "the guest agent sent a frame on stream %u", f->hdr.stream);
 		return;
 	}
-	exec_frame(ac, f);
+	if (ac->kind == K_FILE)
+		file_frame(ac, f);
+	else
+		exec_frame(ac, f);
 }
 
 /* ---- reading ---- */
@@ -506,16 +834,19 @@ static void on_deadline(uv_timer_t *t)
 {
 	struct agent_conn *ac = t->data;
 
-	if (ac->state == S_RUNNING)
-		finish(ac, -ETIMEDOUT, "the command did not finish within %u ms", ac->deadline_ms);
-	else
+	if (ac->state != S_RUNNING)
 		finish(ac, -ETIMEDOUT, "the guest agent did not answer within %u ms", ac->connect_ms);
+	else if (ac->kind == K_EXEC)
+		finish(ac, -ETIMEDOUT, "the command did not finish within %u ms", ac->deadline_ms);
+	else if (ac->call_end && uv_now(ac->loop) >= ac->call_end)
+		finish(ac, -ETIMEDOUT, "the call did not finish within %u ms", ac->deadline_ms);
+	else
+		finish(ac, -ETIMEDOUT, "the guest agent sent nothing for %u ms", ac->idle_ms);
 }
 
 /* ---- the caller's side ---- */
 
-static int conn_start(struct agent_conn *ac, uv_loop_t *loop, const struct agent_conn_config *cfg,
-		      const struct agent_conn_ops *ops, void *ctx);
+static int conn_start(struct agent_conn *ac, uv_loop_t *loop, const struct agent_conn_config *cfg, void *ctx);
 
 int agent_conn_exec(uv_loop_t *loop, const struct agent_conn_config *cfg, const struct agent_exec_request *rq,
 		    const struct agent_conn_ops *ops, void *ctx, struct agent_conn **out)
@@ -545,6 +876,9 @@ int agent_conn_exec(uv_loop_t *loop, const struct agent_conn_config *cfg, const 
 	ac = calloc(1, sizeof(*ac));
 	if (!ac)
 		return -ENOMEM;
+	ac->kind = K_EXEC;
+	ac->stream = EXEC_STREAM;
+	ac->ops = ops;
 	ac->payload = malloc(AGENT_CONN_MAX_PAYLOAD);
 	ac->start_frame = malloc(AGENT_PROTO_MAX_FRAME);
 	if (!ac->payload || !ac->start_frame) {
@@ -556,15 +890,13 @@ int agent_conn_exec(uv_loop_t *loop, const struct agent_conn_config *cfg, const 
 		r = r == -EMSGSIZE ? -E2BIG : r;
 		goto fail;
 	}
-	r = conn_start(ac, loop, cfg, ops, ctx);
+	r = conn_start(ac, loop, cfg, ctx);
 	if (r < 0)
 		goto fail;
 	*out = ac;
 	return 0;
 fail:
-	free(ac->payload);
-	free(ac->start_frame);
-	free(ac);
+	ac_free(ac);
 	return r;
 }
 
@@ -579,12 +911,46 @@ int agent_conn_hello(uv_loop_t *loop, const struct agent_conn_config *cfg, const
 	ac = calloc(1, sizeof(*ac));
 	if (!ac)
 		return -ENOMEM;
-	ac->hello_only = true;
+	ac->kind = K_HELLO;
+	ac->ops = ops;
 	ac->payload = malloc(AGENT_CONN_MAX_PAYLOAD);
-	r = ac->payload ? conn_start(ac, loop, cfg, ops, ctx) : -ENOMEM;
+	r = ac->payload ? conn_start(ac, loop, cfg, ctx) : -ENOMEM;
 	if (r < 0) {
-		free(ac->payload);
-		free(ac);
+		ac_free(ac);
+		return r;
+	}
+	*out = ac;
+	return 0;
+}
+
+int agent_conn_file(uv_loop_t *loop, const struct agent_conn_config *cfg, const struct agent_file_request *rq,
+		    const struct agent_file_ops *ops, void *ctx, struct agent_conn **out)
+{
+	bool with_fd = rq->op == AGENT_FILE_READ || rq->op == AGENT_FILE_WRITE;
+	struct agent_conn *ac;
+	int r;
+
+	if (!cfg->vsock_path || strlen(cfg->vsock_path) >= sizeof(ac->path) || !rq->path ||
+	    (unsigned)rq->op > AGENT_FILE_REMOVE || (with_fd && rq->fd < 0) || !ops || !ops->ended ||
+	    (rq->op == AGENT_FILE_LIST && !ops->entry))
+		return -EINVAL;
+	if (strlen(rq->path) > AGENT_PROTO_MAX_STRING)
+		return -ENAMETOOLONG;
+	ac = calloc(1, sizeof(*ac));
+	if (!ac)
+		return -ENOMEM;
+	ac->kind = K_FILE;
+	ac->file.rq = *rq;
+	ac->file.ops = ops;
+	ac->file.path = strdup(rq->path);
+	ac->file.rq.path = ac->file.path;
+	ac->payload = malloc(AGENT_CONN_MAX_PAYLOAD);
+	if (rq->op == AGENT_FILE_WRITE)
+		ac->file.chunk = malloc(FILE_CHUNK);
+	r = !ac->file.path || !ac->payload || (rq->op == AGENT_FILE_WRITE && !ac->file.chunk) ? -ENOMEM
+												: conn_start(ac, loop, cfg, ctx);
+	if (r < 0) {
+		ac_free(ac);
 		return r;
 	}
 	*out = ac;
@@ -592,17 +958,17 @@ int agent_conn_hello(uv_loop_t *loop, const struct agent_conn_config *cfg, const
 }
 
 /* Timers up, the first connection attempt under way. */
-static int conn_start(struct agent_conn *ac, uv_loop_t *loop, const struct agent_conn_config *cfg,
-		      const struct agent_conn_ops *ops, void *ctx)
+static int conn_start(struct agent_conn *ac, uv_loop_t *loop, const struct agent_conn_config *cfg, void *ctx)
 {
 	agent_proto_reader_init(&ac->reader, ac->payload, AGENT_CONN_MAX_PAYLOAD);
 	ac->loop = loop;
-	ac->ops = ops;
 	ac->ctx = ctx;
 	snprintf(ac->path, sizeof(ac->path), "%s", cfg->vsock_path);
 	ac->port = cfg->port;
 	ac->connect_ms = cfg->connect_ms ? cfg->connect_ms : 10000;
 	ac->deadline_ms = cfg->deadline_ms;
+	/* An exec may be quiet for as long as its process likes; a file call's replies come at once. */
+	ac->idle_ms = ac->kind == K_FILE ? cfg->idle_ms : 0;
 	ac->out_window[0] = ac->out_window[1] = AGENT_PROTO_INITIAL_WINDOW;
 	ac->stdin_window = AGENT_PROTO_INITIAL_WINDOW;
 	uv_timer_init(loop, &ac->deadline);

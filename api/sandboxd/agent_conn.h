@@ -2,17 +2,20 @@
 #define SANDVM_API_SANDBOXD_AGENT_CONN_H
 
 /*
- * One exec in a guest, driven on the libuv loop: no thread, no blocking
+ * One call in a guest, driven on the libuv loop: no thread, no blocking
  * call. It connects to the guest agent behind a VMM's vsock unix socket
  * (CONNECT PORT, retried while the agent is not listening yet), says HELLO,
- * starts the process and carries its output, stdin, signals and exit status
- * with the agent protocol's flow control (lib/agent_proto.h).
+ * and then carries one exec (its output, stdin, signals and exit status with
+ * the agent protocol's flow control, lib/agent_proto.h) or one file call
+ * (read, write, stat, list, mkdir, remove), or nothing (the readiness check).
  *
  * Every bound is the host's own, whatever the guest does: connecting and
  * HELLO within connect_ms; frames of at most AGENT_CONN_MAX_PAYLOAD bytes;
  * no more output than the credit granted (agent_conn_consumed returns it);
- * the whole exec within deadline_ms when set. A guest that answers HELLO and
- * then goes silent costs one timer. Whatever ends the exec is reported once,
+ * the whole call within deadline_ms and without a frame of it for no longer
+ * than idle_ms, when set; a file read no bigger than its limit, listed names
+ * of at most AGENT_CONN_NAME_MAX bytes. A guest that answers HELLO and then
+ * goes silent costs one timer. Whatever ends the call is reported once,
  * through ops->ended; the connection then closes itself.
  */
 
@@ -22,9 +25,12 @@
 #include <uv.h>
 
 #include "agent_client.h"
+#include "agent_proto.h"
 
-/* The agent sends output in chunks of 64 KiB; a bigger frame is refused. */
+/* The agent sends output and file data in chunks of 64 KiB; a bigger frame is refused. */
 #define AGENT_CONN_MAX_PAYLOAD (64 * 1024 + 4096)
+/* A listed name longer than a Linux file name (NAME_MAX) is a broken agent. */
+#define AGENT_CONN_NAME_MAX 255
 
 struct agent_conn;
 
@@ -47,7 +53,8 @@ struct agent_conn_config {
 	const char *vsock_path; /* the VMM's vsock unix socket */
 	uint32_t port;          /* AGENT_CLIENT_PORT */
 	uint32_t connect_ms;    /* connecting and HELLO */
-	uint32_t deadline_ms;   /* the whole exec, 0: none */
+	uint32_t deadline_ms;   /* the whole call after HELLO, 0: none */
+	uint32_t idle_ms;       /* a file call: the longest wait for its next frame, 0: none */
 };
 
 /*
@@ -63,6 +70,43 @@ int agent_conn_exec(uv_loop_t *loop, const struct agent_conn_config *cfg, const 
  */
 int agent_conn_hello(uv_loop_t *loop, const struct agent_conn_config *cfg, const struct agent_conn_ops *ops,
 		     void *ctx, struct agent_conn **out);
+
+enum agent_file_op {
+	AGENT_FILE_READ,   /* the file's bytes written to fd, at most limit of them */
+	AGENT_FILE_WRITE,  /* fd read from its offset to its end, the file created or replaced with it */
+	AGENT_FILE_STAT,
+	AGENT_FILE_LIST,   /* each entry through ops->entry */
+	AGENT_FILE_MKDIR,  /* flag: with parents */
+	AGENT_FILE_REMOVE, /* flag: recursively */
+};
+
+struct agent_file_request {
+	enum agent_file_op op;
+	const char *path; /* copied */
+	uint32_t mode;    /* write (when it creates the file), mkdir */
+	bool flag;
+	int fd;         /* read, write: the caller's, not closed; written and read on the loop thread */
+	uint64_t limit; /* read: more bytes than this is -EFBIG; 0: none */
+};
+
+struct agent_file_result {
+	uint64_t bytes;                      /* read, write: bytes copied */
+	struct agent_proto_stat_result stat; /* stat */
+};
+
+struct agent_file_ops {
+	/* One entry of a listing (its name bounded): 0 goes on, -errno ends the call with that error. */
+	int (*entry)(void *ctx, const struct agent_proto_list_entry *e);
+	/*
+	 * The end: r 0 with the result, or -errno with a message (the agent's own
+	 * for its errors). Called once, never after agent_conn_cancel.
+	 */
+	void (*ended)(void *ctx, int r, const struct agent_file_result *res, const char *error);
+};
+
+/* Starts one file call; as agent_conn_exec. ops->entry is needed for a listing only. */
+int agent_conn_file(uv_loop_t *loop, const struct agent_conn_config *cfg, const struct agent_file_request *rq,
+		    const struct agent_file_ops *ops, void *ctx, struct agent_conn **out);
 
 /* n bytes of stdout (or stderr) were taken: the agent may send that much more. */
 void agent_conn_consumed(struct agent_conn *ac, bool is_stdout, size_t n);

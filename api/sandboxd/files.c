@@ -1,11 +1,12 @@
 /*
- * File calls through the guest agent, each on a libuv worker thread with a
- * connection of its own. Downloads are spooled to an unlinked file in the
- * sandbox's run directory first, so the reply carries a true status and
- * length; uploads are spooled there as they arrive, then copied in.
+ * File calls through the guest agent, each on the event loop with a
+ * connection of its own (agent_conn: no thread; 30 s at most without a frame
+ * of the call, 10 minutes for the whole call). Downloads and listings are
+ * spooled to an unlinked file in the sandbox's run directory first, so the
+ * reply carries a true status and length, and the daemon holds no more than
+ * a frame of either; uploads are spooled there as they arrive, then copied in.
  */
 #include <cjson/cJSON.h>
-#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -13,7 +14,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "agent_client.h"
+#include "agent_conn.h"
 #include "files.h"
 #include "http_conn.h"
 #include "log.h"
@@ -23,26 +24,28 @@
 #define FILE_MAX (256ull * 1024 * 1024)
 #define FILE_LIST_MAX 100000
 #define FILE_FRAME_TIMEOUT_MS 30000
+#define FILE_CALL_MS (10 * 60 * 1000)
 #define FILE_CONNECT_MS 10000
-
-enum file_op { OP_READ, OP_WRITE, OP_STAT, OP_LIST, OP_MKDIR, OP_REMOVE };
+/* A listing is written to its spool file in pieces of about this size. */
+#define LIST_BUF 16384
 
 struct file_call {
-	uv_work_t work;
 	struct sandbox *sb;
-	struct http_request *req;
-	enum file_op op;
-	char vsock[320];
+	struct http_request *req; /* NULL once its client left */
+	struct http_conn *conn;   /* held while the call runs */
+	struct agent_conn *ac;  /* while the call runs */
+	enum agent_file_op op;
 	char path[4096];
 	uint32_t mode;
 	bool flag; /* parents / recursive */
 	int fd;    /* spool file */
-	uint64_t bytes;
-	int result;
 	char error[512];
-	struct agent_proto_stat_result st;
-	cJSON *list;
+	/* A listing, as JSON: entries counted, bytes written to fd, the piece not written yet. */
 	unsigned list_count;
+	bool list_full;
+	uint64_t list_len;
+	size_t buf_len;
+	char buf[LIST_BUF];
 };
 
 static int spool_file(const struct sandbox *sb)
@@ -60,70 +63,63 @@ static const char *type_name(uint32_t t)
 	}
 }
 
+static int list_flush(struct file_call *fc)
+{
+	size_t off = 0;
+
+	while (off < fc->buf_len) {
+		ssize_t n = write(fc->fd, fc->buf + off, fc->buf_len - off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return n < 0 ? -errno : -EIO;
+		off += (size_t)n;
+	}
+	fc->list_len += fc->buf_len;
+	fc->buf_len = 0;
+	return 0;
+}
+
+/* Appends JSON text to the listing; the spool file takes it in pieces of LIST_BUF. */
+static int list_put(struct file_call *fc, const char *text, size_t len)
+{
+	int r;
+
+	if (len > sizeof(fc->buf) - fc->buf_len && (r = list_flush(fc)) < 0)
+		return r;
+	if (len > sizeof(fc->buf))
+		return -E2BIG; /* an entry's JSON is a few times its name of 255 bytes at most */
+	memcpy(fc->buf + fc->buf_len, text, len);
+	fc->buf_len += len;
+	return 0;
+}
+
 static int add_entry(void *ctx, const struct agent_proto_list_entry *e)
 {
 	struct file_call *fc = ctx;
 	cJSON *o;
-
-	/* A guest can make a folder of any size: the reply (and this daemon's memory) stays bounded. */
-	if (fc->list_count == FILE_LIST_MAX)
-		return -E2BIG;
-	fc->list_count++;
-	o = cJSON_CreateObject();
-	if (!o)
-		return -ENOMEM;
-	cJSON_AddStringToObject(o, "name", e->name);
-	cJSON_AddStringToObject(o, "type", type_name(e->type));
-	cJSON_AddNumberToObject(o, "size", (double)e->size);
-	cJSON_AddItemToArray(fc->list, o);
-	return 0;
-}
-
-static void file_work(uv_work_t *w)
-{
-	struct file_call *fc = w->data;
-	struct agent_client c;
+	char *text;
 	int r;
 
-	r = agent_client_connect(&c, fc->vsock, AGENT_CLIENT_PORT, FILE_CONNECT_MS);
-	if (r < 0) {
-		fc->result = r;
-		snprintf(fc->error, sizeof(fc->error), "cannot reach the guest agent: %s", agent_client_error(&c));
-		return;
+	/* A guest can make a folder of any size: the reply stays bounded. */
+	if (fc->list_count == FILE_LIST_MAX) {
+		fc->list_full = true;
+		return -E2BIG;
 	}
-	/* A guest that stops answering fails the call instead of holding a worker thread. */
-	c.frame_timeout_ms = FILE_FRAME_TIMEOUT_MS;
-	switch (fc->op) {
-	case OP_READ:
-		r = agent_client_read_file(&c, fc->path, fc->fd, FILE_MAX, &fc->bytes);
-		break;
-	case OP_WRITE:
-		if (lseek(fc->fd, 0, SEEK_SET) < 0)
-			r = -errno;
-		else
-			r = agent_client_write_file(&c, fc->path, fc->fd, fc->mode, &fc->bytes);
-		break;
-	case OP_STAT:
-		r = agent_client_stat(&c, fc->path, &fc->st);
-		break;
-	case OP_LIST:
-		fc->list = cJSON_CreateArray();
-		r = agent_client_list(&c, fc->path, add_entry, fc);
-		if (r == -E2BIG)
-			snprintf(c.error, sizeof(c.error), "the folder has more than %d entries, the most a listing returns",
-				 FILE_LIST_MAX);
-		break;
-	case OP_MKDIR:
-		r = agent_client_mkdir(&c, fc->path, fc->mode, fc->flag);
-		break;
-	case OP_REMOVE:
-		r = agent_client_remove(&c, fc->path, fc->flag);
-		break;
+	o = cJSON_CreateObject();
+	if (!o || !cJSON_AddStringToObject(o, "name", e->name) || !cJSON_AddStringToObject(o, "type", type_name(e->type)) ||
+	    !cJSON_AddNumberToObject(o, "size", (double)e->size) || !(text = cJSON_PrintUnformatted(o))) {
+		cJSON_Delete(o);
+		return -ENOMEM;
 	}
-	if (r < 0)
-		snprintf(fc->error, sizeof(fc->error), "%s", agent_client_error(&c));
-	fc->result = r;
-	agent_client_close(&c);
+	cJSON_Delete(o);
+	r = list_put(fc, fc->list_count ? "," : "{\"entries\":[", fc->list_count ? 1 : 12);
+	if (!r)
+		r = list_put(fc, text, strlen(text));
+	free(text);
+	fc->list_count++;
+	return r;
 }
 
 static int status_for(int r)
@@ -143,83 +139,124 @@ static int status_for(int r)
 	}
 }
 
-static void file_done(uv_work_t *w, int status)
+/* The request is answered or gone: what the call held goes. */
+static void call_free(struct file_call *fc)
 {
-	struct file_call *fc = w->data;
+	if (fc->conn) {
+		sandbox_activity(fc->sb, -1);
+		http_conn_unref(fc->conn);
+	}
+	if (fc->fd >= 0)
+		close(fc->fd);
+	sandbox_unref(fc->sb);
+	free(fc);
+}
+
+static void call_ended(void *ctx, int r, const struct agent_file_result *res, const char *error)
+{
+	struct file_call *fc = ctx;
 	struct http_request *req = fc->req;
 	cJSON *o;
 
-	(void)status;
-	sandbox_activity(fc->sb, -1);
-	if (http_conn_closed(req->conn)) {
+	fc->ac = NULL;
+	if (req) {
+		req->ctx = NULL;
+		req->handler = NULL;
+	}
+	if (r == 0 && fc->op == AGENT_FILE_LIST) {
+		r = list_put(fc, fc->list_count ? "]}" : "{\"entries\":[]}", fc->list_count ? 2 : 14);
+		if (!r)
+			r = list_flush(fc);
+		if (r < 0)
+			snprintf(fc->error, sizeof(fc->error), "writing the listing: %s", strerror(-r));
+	} else if (r == -E2BIG && fc->list_full) {
+		snprintf(fc->error, sizeof(fc->error), "the folder has more than %d entries, the most a listing returns",
+			 FILE_LIST_MAX);
+	} else if (r < 0) {
+		snprintf(fc->error, sizeof(fc->error), "%s", error);
+	}
+	if (!req || http_conn_closed(fc->conn)) {
 		/* The client left; nothing to say to it. */
-	} else if (fc->result < 0) {
-		http_respond_error(req, status_for(fc->result), NULL, "%s: %s", fc->path,
-				   fc->error[0] ? fc->error : strerror(-fc->result));
+	} else if (r < 0) {
+		http_respond_error(req, status_for(r), NULL, "%s: %s", fc->path,
+				   fc->error[0] ? fc->error : strerror(-r));
 	} else {
 		switch (fc->op) {
-		case OP_READ:
-			http_respond_fd(req, 200, "application/octet-stream", fc->fd, fc->bytes);
+		case AGENT_FILE_READ:
+			http_respond_fd(req, 200, "application/octet-stream", fc->fd, res->bytes);
 			fc->fd = -1;
 			break;
-		case OP_STAT:
-			o = cJSON_CreateObject();
-			cJSON_AddStringToObject(o, "type", type_name(fc->st.type));
-			cJSON_AddNumberToObject(o, "size", (double)fc->st.size);
-			cJSON_AddNumberToObject(o, "mode", fc->st.mode);
-			cJSON_AddNumberToObject(o, "mtime", (double)fc->st.mtime);
-			cJSON_AddNumberToObject(o, "uid", fc->st.uid);
-			cJSON_AddNumberToObject(o, "gid", fc->st.gid);
-			http_respond_json(req, 200, o);
+		case AGENT_FILE_LIST:
+			http_respond_fd(req, 200, "application/json", fc->fd, fc->list_len);
+			fc->fd = -1;
 			break;
-		case OP_LIST:
+		case AGENT_FILE_STAT:
 			o = cJSON_CreateObject();
-			cJSON_AddItemToObject(o, "entries", fc->list);
-			fc->list = NULL;
+			cJSON_AddStringToObject(o, "type", type_name(res->stat.type));
+			cJSON_AddNumberToObject(o, "size", (double)res->stat.size);
+			cJSON_AddNumberToObject(o, "mode", res->stat.mode);
+			cJSON_AddNumberToObject(o, "mtime", (double)res->stat.mtime);
+			cJSON_AddNumberToObject(o, "uid", res->stat.uid);
+			cJSON_AddNumberToObject(o, "gid", res->stat.gid);
 			http_respond_json(req, 200, o);
 			break;
 		default:
 			http_respond(req, 204, NULL, NULL, 0);
 		}
 	}
-	cJSON_Delete(fc->list);
-	if (fc->fd >= 0)
-		close(fc->fd);
-	http_conn_unref(req->conn);
-	sandbox_unref(fc->sb);
-	free(fc);
+	call_free(fc);
 }
+
+static const struct agent_file_ops file_ops = {.entry = add_entry, .ended = call_ended};
 
 static void file_complete(struct http_request *req)
 {
 	struct file_call *fc = req->ctx;
+	struct agent_file_request rq = {
+		.op = fc->op,
+		.path = fc->path,
+		.mode = fc->mode,
+		.flag = fc->flag,
+		.fd = fc->fd,
+		.limit = FILE_MAX,
+	};
+	struct agent_conn_config cfg = {
+		.vsock_path = fc->sb->vm.vsock,
+		.port = AGENT_CLIENT_PORT,
+		.connect_ms = FILE_CONNECT_MS,
+		.deadline_ms = FILE_CALL_MS,
+		.idle_ms = FILE_FRAME_TIMEOUT_MS,
+	};
 	int r;
 
-	req->ctx = NULL;
-	req->handler = NULL;
-	if (fc->op == OP_WRITE) {
+	if (fc->op == AGENT_FILE_WRITE) {
 		/* The spooled body moves to the call; the request must not close it. */
 		req->body_fd = -1;
 	}
 	if (fc->sb->state != SANDBOX_RUNNING) {
+		req->ctx = NULL;
+		req->handler = NULL;
 		http_respond_error(req, 409, NULL, "sandbox %s is not running", fc->sb->id);
-		goto drop;
+		call_free(fc);
+		return;
 	}
 	sandbox_activity(fc->sb, +1);
-	http_conn_ref(req->conn);
-	r = uv_queue_work(fc->sb->d->loop, &fc->work, file_work, file_done);
+	fc->conn = req->conn;
+	http_conn_ref(fc->conn);
+	if (fc->op == AGENT_FILE_WRITE && lseek(fc->fd, 0, SEEK_SET) < 0)
+		r = -errno;
+	else
+		r = agent_conn_file(fc->sb->d->loop, &cfg, &rq, &file_ops, fc, &fc->ac);
 	if (r < 0) {
-		fc->result = r;
-		file_done(&fc->work, r);
+		req->ctx = NULL;
+		req->handler = NULL;
+		http_respond_error(req, status_for(r), NULL, "%s: %s", fc->path, strerror(-r));
+		call_free(fc);
 	}
-	return;
-drop:
-	if (fc->fd >= 0)
-		close(fc->fd);
-	sandbox_unref(fc->sb);
-	free(fc);
+	/* Otherwise the handler stays: the client may leave before the answer (file_aborted). */
 }
 
+/* The client went away, before its request was in or while the call ran. */
 static void file_aborted(struct http_request *req)
 {
 	struct file_call *fc = req->ctx;
@@ -227,12 +264,17 @@ static void file_aborted(struct http_request *req)
 	if (!fc)
 		return;
 	req->ctx = NULL;
-	if (fc->op == OP_WRITE)
+	req->handler = NULL;
+	if (fc->op == AGENT_FILE_WRITE && req->body_fd == fc->fd)
 		req->body_fd = -1;
-	if (fc->fd >= 0)
-		close(fc->fd);
-	sandbox_unref(fc->sb);
-	free(fc);
+	if (fc->ac && (fc->op == AGENT_FILE_WRITE || fc->op == AGENT_FILE_MKDIR || fc->op == AGENT_FILE_REMOVE)) {
+		/* A change under way is carried through (a write cut short would leave half a file); its answer is dropped. */
+		fc->req = NULL;
+		return;
+	}
+	if (fc->ac)
+		agent_conn_cancel(fc->ac);
+	call_free(fc);
 }
 
 static const struct http_handler file_handler = {.complete = file_complete, .aborted = file_aborted};
@@ -241,24 +283,24 @@ void files_route(struct sandbox *sb, const char *op, struct http_request *req)
 {
 	struct file_call *fc;
 	char value[16];
-	enum file_op kind;
+	enum agent_file_op kind;
 
 	if (sb->spec.restricted) {
 		http_respond_error(req, 403, NULL, "a restricted sandbox has no file API");
 		return;
 	}
 	if (!*op && req->method == 1 /* GET */)
-		kind = OP_READ;
+		kind = AGENT_FILE_READ;
 	else if (!*op && req->method == 4 /* PUT */)
-		kind = OP_WRITE;
+		kind = AGENT_FILE_WRITE;
 	else if (!*op && req->method == 0 /* DELETE */)
-		kind = OP_REMOVE;
+		kind = AGENT_FILE_REMOVE;
 	else if (!strcmp(op, "stat") && req->method == 1)
-		kind = OP_STAT;
+		kind = AGENT_FILE_STAT;
 	else if (!strcmp(op, "list") && req->method == 1)
-		kind = OP_LIST;
+		kind = AGENT_FILE_LIST;
 	else if (!strcmp(op, "mkdir") && req->method == 3 /* POST */)
-		kind = OP_MKDIR;
+		kind = AGENT_FILE_MKDIR;
 	else {
 		http_respond_error(req, 405, NULL, "no such file call");
 		return;
@@ -272,13 +314,12 @@ void files_route(struct sandbox *sb, const char *op, struct http_request *req)
 	fc->fd = -1;
 	fc->req = req;
 	fc->sb = sb;
-	snprintf(fc->vsock, sizeof(fc->vsock), "%s", sb->vm.vsock);
 	if (!http_query_param(req->query, "path", fc->path, sizeof(fc->path)) || fc->path[0] != '/') {
 		free(fc);
 		http_respond_error(req, 400, "path", "path must be given as an absolute path (?path=/...)");
 		return;
 	}
-	fc->mode = kind == OP_MKDIR ? 0755 : 0644;
+	fc->mode = kind == AGENT_FILE_MKDIR ? 0755 : 0644;
 	if (http_query_param(req->query, "mode", value, sizeof(value))) {
 		char *end;
 		long m = strtol(value, &end, 8);
@@ -290,23 +331,24 @@ void files_route(struct sandbox *sb, const char *op, struct http_request *req)
 		}
 		fc->mode = (uint32_t)m;
 	}
-	if (http_query_param(req->query, kind == OP_MKDIR ? "parents" : "recursive", value, sizeof(value)))
+	if (http_query_param(req->query, kind == AGENT_FILE_MKDIR ? "parents" : "recursive", value, sizeof(value)))
 		fc->flag = !strcmp(value, "1") || !strcmp(value, "true") || !*value;
-	if (kind == OP_READ || kind == OP_WRITE) {
+	if (kind == AGENT_FILE_READ || kind == AGENT_FILE_WRITE || kind == AGENT_FILE_LIST) {
 		fc->fd = spool_file(sb);
 		if (fc->fd < 0) {
-			http_respond_error(req, 500, NULL, "cannot create a spool file: %s", strerror(errno));
+			int e = errno;
+
 			free(fc);
+			http_respond_error(req, 500, NULL, "cannot create a spool file: %s", strerror(e));
 			return;
 		}
 	}
-	if (kind == OP_WRITE) {
+	if (kind == AGENT_FILE_WRITE) {
 		req->body_mode = HTTP_BODY_FILE;
 		req->body_fd = fc->fd;
 		req->body_limit = FILE_MAX;
 	}
 	sandbox_ref(sb);
-	fc->work.data = fc;
 	req->ctx = fc;
 	req->handler = &file_handler;
 }

@@ -447,13 +447,13 @@ int main(int argc, char **argv)
 	}
 	signal(SIGPIPE, SIG_IGN);
 	/*
-	 * Every readiness wait, exec and file call runs an agent client (about
-	 * 1.2 MiB of buffers) on some worker thread; with an arena per thread the
+	 * Guest agent calls run on the loop, but the VMMs' control sockets and
+	 * snapshot jobs still use worker threads; with an arena per thread the
 	 * freed buffers stay resident. Two arenas: 8 MiB instead of 22 MiB of RSS
 	 * with 50 sandboxes (docs/benchmarks.md).
 	 */
 	mallopt(M_ARENA_MAX, 2);
-	/* Readiness waits and file calls block worker threads; a few dozen may run at once. */
+	/* Control socket calls and snapshot jobs block worker threads; a few dozen may run at once. */
 	setenv("UV_THREADPOOL_SIZE", "64", 0);
 	d->loop = uv_default_loop();
 	r = auth_open(keys_path, &d->keys);

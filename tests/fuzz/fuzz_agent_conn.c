@@ -1,17 +1,23 @@
 /*
- * sandboxd's libuv exec client (agent_conn.c) against arbitrary bytes from
+ * sandboxd's libuv agent client (agent_conn.c) against arbitrary bytes from
  * the guest side: the VMM's answer to CONNECT, HELLO, and every frame of an
  * exec (output within or beyond the window, window updates, exits, errors,
- * pings, garbage), written in pieces whose size byte 0 picks. The client must
- * end (or be cancelled) without a crash, a leak or unbounded memory.
+ * pings, garbage) or of a file call (stat results, file data within or past
+ * the limit, listings past the caller's bound, OKs, errors), written in
+ * pieces. Byte 0 picks the size of the pieces (low four bits) and the call
+ * (high four: 0 and 8..15 an exec, 1 the readiness check, 2..7 read, write,
+ * stat, list, mkdir, remove). The client must end (or be cancelled) without
+ * a crash, a leak or unbounded memory.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -25,7 +31,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 struct run {
 	bool ended;
 	struct agent_conn *ac;
-	unsigned outputs;
+	unsigned outputs, entries;
 };
 
 static void on_output(void *ctx, bool is_stdout, const uint8_t *d, size_t len)
@@ -59,14 +65,55 @@ static void on_ended(void *ctx, int rc, const struct agent_exec_status *st, cons
 
 static const struct agent_conn_ops ops = { .output = on_output, .stdin_ready = on_stdin_ready, .ended = on_ended };
 
+/* A caller's bound on a listing, as sandboxd's, but small. */
+static int on_entry(void *ctx, const struct agent_proto_list_entry *e)
+{
+	struct run *r = ctx;
+
+	(void)e;
+	return ++r->entries > 50 ? -E2BIG : 0;
+}
+
+static void on_file_ended(void *ctx, int rc, const struct agent_file_result *res, const char *error)
+{
+	struct run *r = ctx;
+
+	(void)rc;
+	(void)res;
+	(void)error;
+	r->ended = true;
+	r->ac = NULL;
+}
+
+static const struct agent_file_ops file_ops = { .entry = on_entry, .ended = on_file_ended };
+
+/* Starts the call byte 0 names. */
+static int start(uv_loop_t *loop, const struct agent_conn_config *cfg, unsigned call, int read_fd, int write_fd,
+		 struct run *r)
+{
+	static const enum agent_file_op file_op[] = { AGENT_FILE_READ,	AGENT_FILE_WRITE, AGENT_FILE_STAT,
+						      AGENT_FILE_LIST,	AGENT_FILE_MKDIR, AGENT_FILE_REMOVE };
+	const char *argv[] = { "sh", "-c", "x", NULL };
+	struct agent_exec_request rq = { .argv = argv };
+	struct agent_file_request frq = { .path = "/tmp/f", .mode = 0644, .limit = 20000 };
+
+	if (call == 1)
+		return agent_conn_hello(loop, cfg, &ops, r, &r->ac);
+	if (call < 2 || call > 7)
+		return agent_conn_exec(loop, cfg, &rq, &ops, r, &r->ac);
+	frq.op = file_op[call - 2];
+	frq.fd = frq.op == AGENT_FILE_READ ? read_fd : write_fd;
+	if (frq.op == AGENT_FILE_WRITE && lseek(write_fd, 0, SEEK_SET) < 0)
+		abort();
+	return agent_conn_file(loop, cfg, &frq, &file_ops, r, &r->ac);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static uv_loop_t loop;
-	static int listen_fd = -1;
+	static int listen_fd = -1, read_fd = -1, write_fd = -1;
 	static char path[64];
-	const char *argv[] = { "sh", "-c", "x", NULL };
-	struct agent_exec_request rq = { .argv = argv };
-	struct agent_conn_config cfg = { .port = 1024, .connect_ms = 2000, .deadline_ms = 0 };
+	struct agent_conn_config cfg = { .port = 1024, .connect_ms = 2000, .deadline_ms = 0, .idle_ms = 2000 };
 	struct run r = { 0 };
 	size_t piece, off = 1;
 	int fd = -1;
@@ -83,13 +130,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		snprintf(a.sun_path, sizeof(a.sun_path), "%s", path);
 		if (bind(listen_fd, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(listen_fd, 16) < 0)
 			abort();
+		/* A read's data goes nowhere; a write sends 150 KiB, three chunks. */
+		read_fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
+		write_fd = memfd_create("fuzz-upload", MFD_CLOEXEC);
+		if (read_fd < 0 || write_fd < 0 || ftruncate(write_fd, 150 * 1024) < 0)
+			abort();
 	}
 	if (size < 1)
 		return 0;
 	/* Byte-by-byte for byte 0 of 0 mod 16, else pieces of 512..7680 bytes. */
 	piece = data[0] % 16 ? (size_t)(data[0] % 16) * 512 : 1;
 	cfg.vsock_path = path;
-	if (agent_conn_exec(&loop, &cfg, &rq, &ops, &r, &r.ac) < 0)
+	if (start(&loop, &cfg, data[0] >> 4, read_fd, write_fd, &r) < 0)
 		abort();
 	for (int turns = 0; fd < 0 && turns < 100000; turns++) {
 		uv_run(&loop, UV_RUN_NOWAIT);

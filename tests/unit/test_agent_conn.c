@@ -1,9 +1,10 @@
 /*
- * The libuv exec client (api/sandboxd/agent_conn.c): against the real agent
- * (its --unix mode) behind a fake VMM vsock socket that answers CONNECT and
- * then splices bytes, and against fake agents that misbehave: silent after
- * HELLO (a thousand of them at once), output beyond the window, oversized
- * frames, nothing listening.
+ * The libuv agent client (api/sandboxd/agent_conn.c), execs and file calls:
+ * against the real agent (its --unix mode) behind a fake VMM vsock socket
+ * that answers CONNECT and then splices bytes, and against fake agents that
+ * misbehave: silent after HELLO (a thousand of them at once), output beyond
+ * the window, oversized frames, nothing listening, and scripted replies to
+ * file calls (too big, too many, malformed, on the wrong stream).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -35,6 +36,7 @@ enum fake_mode {
 	FAKE_BIG_FRAME, /* OK, HELLO, then a frame over the client's limit */
 	FAKE_NO_HELLO,  /* OK, then nothing: an agent that never says HELLO */
 	FAKE_MUTE_FIRST, /* no answer at all to the first CONNECT, then as FAKE_PROXY */
+	FAKE_SCRIPT,    /* OK, HELLO, then the bytes of script, whatever the client asks */
 };
 
 struct fixture {
@@ -46,6 +48,9 @@ struct fixture {
 	atomic_bool stop;
 	int held[2048]; /* connections the fake keeps open */
 	atomic_int nheld;
+	const uint8_t *script; /* set before mode, while no connection is served */
+	size_t script_len;
+	atomic_int scripts_sent;
 	uv_loop_t loop;
 };
 
@@ -179,7 +184,10 @@ static void *fake_main(void *arg)
 		}
 		if (f->mode != FAKE_NO_HELLO)
 			send_frame(fd, enc_hello, NULL);
-		if (f->mode == FAKE_FLOOD) {
+		if (f->mode == FAKE_SCRIPT) {
+			write_all(fd, f->script, f->script_len);
+			f->scripts_sent++;
+		} else if (f->mode == FAKE_FLOOD) {
 			uint32_t n = 64 * 1024;
 
 			send_frame(fd, enc_started, NULL);
@@ -586,6 +594,404 @@ static void unanswered_connect_retried(void **state)
 	drain_loop(f);
 }
 
+/* ---- file calls ---- */
+
+struct fresult {
+	bool ended;
+	int r;
+	char error[512];
+	struct agent_file_result res;
+	struct agent_conn *ac;
+	unsigned entries, max_entries; /* max_entries 0: any number */
+	char names[1024];
+};
+
+static int on_entry(void *ctx, const struct agent_proto_list_entry *e)
+{
+	struct fresult *res = ctx;
+	size_t n = strlen(res->names);
+
+	if (res->max_entries && res->entries == res->max_entries)
+		return -E2BIG;
+	res->entries++;
+	snprintf(res->names + n, sizeof(res->names) - n, "%s%s", n ? "," : "", e->name);
+	return 0;
+}
+
+static void on_file_ended(void *ctx, int r, const struct agent_file_result *fr, const char *error)
+{
+	struct fresult *res = ctx;
+
+	assert_false(res->ended);
+	res->ended = true;
+	res->r = r;
+	res->res = *fr;
+	snprintf(res->error, sizeof(res->error), "%s", error);
+	res->ac = NULL;
+}
+
+static const struct agent_file_ops file_ops = { .entry = on_entry, .ended = on_file_ended };
+
+static void file_start(struct fixture *f, struct fresult *res, const struct agent_file_request *rq, uint32_t idle_ms)
+{
+	struct agent_conn_config cfg = { .vsock_path = f->vmm_sock, .port = AGENT_CLIENT_PORT, .connect_ms = 5000,
+					 .deadline_ms = 20000, .idle_ms = idle_ms };
+
+	assert_int_equal(agent_conn_file(&f->loop, &cfg, rq, &file_ops, res, &res->ac), 0);
+}
+
+static bool run_file(struct fixture *f, struct fresult *res, double seconds)
+{
+	double end = now_s() + seconds;
+
+	while (!res->ended && now_s() < end)
+		uv_run(&f->loop, UV_RUN_ONCE);
+	return res->ended;
+}
+
+/* One file call against the real agent; its result. */
+static int file_call(struct fixture *f, struct fresult *res, const struct agent_file_request *rq)
+{
+	memset(res, 0, sizeof(*res));
+	file_start(f, res, rq, 5000);
+	assert_true(run_file(f, res, 10));
+	return res->r;
+}
+
+static int tmp_file(struct fixture *f)
+{
+	char path[128];
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/spool.XXXXXX", f->dir);
+	fd = mkstemp(path);
+	assert_true(fd >= 0);
+	unlink(path);
+	return fd;
+}
+
+static void file_calls(void **state)
+{
+	struct fixture *f = *state;
+	size_t size = 5 * 1024 * 1024 + 17; /* more than one FILE_READ reply of 4 MiB */
+	uint8_t *data = malloc(size), *back = malloc(size);
+	char dir[128], path[160], missing[160];
+	struct fresult res;
+	int in = tmp_file(f), out = tmp_file(f);
+
+	assert_non_null(data);
+	assert_non_null(back);
+	for (size_t i = 0; i < size; i++)
+		data[i] = (uint8_t)(i * 7 + i / 4096);
+	assert_int_equal(write(in, data, size), (ssize_t)size);
+	assert_int_equal(lseek(in, 0, SEEK_SET), 0);
+	snprintf(dir, sizeof(dir), "%s/a/b", f->dir);
+	snprintf(path, sizeof(path), "%s/blob.bin", dir);
+	snprintf(missing, sizeof(missing), "%s/missing", f->dir);
+	f->mode = FAKE_PROXY;
+	fake_listen(f);
+
+	assert_int_equal(file_call(f, &res, &(struct agent_file_request){ .op = AGENT_FILE_MKDIR, .path = dir,
+									  .mode = 0755, .flag = true }), 0);
+	if (file_call(f, &res, &(struct agent_file_request){ .op = AGENT_FILE_WRITE, .path = path, .mode = 0600, .fd = in }))
+		fail_msg("%d %s", res.r, res.error);
+	assert_int_equal(res.res.bytes, size);
+	assert_int_equal(file_call(f, &res, &(struct agent_file_request){ .op = AGENT_FILE_STAT, .path = path }), 0);
+	assert_int_equal(res.res.stat.type, AGENT_PROTO_FT_REGULAR);
+	assert_int_equal(res.res.stat.size, size);
+	assert_int_equal(res.res.stat.mode, 0600);
+	if (file_call(f, &res, &(struct agent_file_request){ .op = AGENT_FILE_READ, .path = path, .fd = out,
+							       .limit = 256u << 20 }))
+		fail_msg("%d %s", res.r, res.error);
+	assert_int_equal(res.res.bytes, size);
+	assert_int_equal(pread(out, back, size, 0), (ssize_t)size);
+	assert_memory_equal(back, data, size);
+	assert_int_equal(file_call(f, &res, &(struct agent_file_request){ .op = AGENT_FILE_LIST, .path = dir }), 0);
+	assert_string_equal(res.names, "blob.bin");
+
+	/* The agent's errors, with its message. */
+	assert_int_equal(file_call(f, &res, &(struct agent_file_request){ .op = AGENT_FILE_STAT, .path = missing }),
+			 -ENOENT);
+	assert_non_null(strstr(res.error, "missing"));
+	assert_int_equal(file_call(f, &res, &(struct agent_file_request){ .op = AGENT_FILE_READ, .path = dir, .fd = out }),
+			 -EISDIR);
+	assert_int_equal(file_call(f, &res, &(struct agent_file_request){ .op = AGENT_FILE_READ, .path = path, .fd = out,
+									  .limit = 1000 }),
+			 -EFBIG);
+	assert_int_equal(file_call(f, &res, &(struct agent_file_request){ .op = AGENT_FILE_REMOVE, .path = dir }),
+			 -ENOTEMPTY);
+	assert_int_equal(file_call(f, &res, &(struct agent_file_request){ .op = AGENT_FILE_MKDIR, .path = dir }), -EEXIST);
+	assert_int_equal(file_call(f, &res, &(struct agent_file_request){ .op = AGENT_FILE_REMOVE, .path = dir,
+									  .flag = true }), 0);
+	assert_int_equal(file_call(f, &res, &(struct agent_file_request){ .op = AGENT_FILE_STAT, .path = dir }), -ENOENT);
+	/* An empty file: one empty chunk, flagged EOF. */
+	assert_int_equal(ftruncate(in, 0), 0);
+	assert_int_equal(file_call(f, &res, &(struct agent_file_request){ .op = AGENT_FILE_WRITE, .path = path, .fd = in }),
+			 -ENOENT); /* its folder went */
+	snprintf(path, sizeof(path), "%s/empty", f->dir);
+	assert_int_equal(file_call(f, &res, &(struct agent_file_request){ .op = AGENT_FILE_WRITE, .path = path, .fd = in }), 0);
+	assert_int_equal(file_call(f, &res, &(struct agent_file_request){ .op = AGENT_FILE_READ, .path = path, .fd = out }), 0);
+	assert_int_equal(res.res.bytes, 0);
+	/* Arguments are checked before anything starts. */
+	{
+		struct agent_conn_config cfg = { .vsock_path = f->vmm_sock };
+		struct agent_conn *ac = NULL;
+
+		assert_int_equal(agent_conn_file(&f->loop, &cfg, &(struct agent_file_request){ .op = AGENT_FILE_READ,
+											 .path = path, .fd = -1 },
+						 &file_ops, &res, &ac),
+				 -EINVAL);
+		assert_int_equal(agent_conn_file(&f->loop, &cfg, &(struct agent_file_request){ .op = AGENT_FILE_LIST,
+											 .path = path },
+						 &(struct agent_file_ops){ .ended = on_file_ended }, &res, &ac),
+				 -EINVAL);
+	}
+	close(in);
+	close(out);
+	free(data);
+	free(back);
+	drain_loop(f);
+}
+
+/* ---- scripted agents ---- */
+
+struct script {
+	uint8_t *buf;
+	size_t len, cap;
+};
+
+static uint8_t *script_room(struct script *sc, size_t need)
+{
+	if (sc->len + need > sc->cap) {
+		sc->cap = (sc->len + need) * 2;
+		sc->buf = realloc(sc->buf, sc->cap);
+		assert_non_null(sc->buf);
+	}
+	return sc->buf + sc->len;
+}
+
+#define SCRIPT(sc, cap, call)                                            \
+	do {                                                             \
+		uint8_t *p_ = script_room((sc), (cap));                  \
+		size_t len_ = 0;                                         \
+		assert_int_equal((call), 0);                             \
+		(sc)->len += len_;                                       \
+	} while (0)
+
+static void script_stat(struct script *sc, uint32_t stream, uint32_t type, uint64_t size)
+{
+	struct agent_proto_stat_result st = { .type = type, .mode = 0644, .size = size };
+
+	SCRIPT(sc, 256, agent_proto_encode_stat_result(p_, 256, stream, &st, &len_));
+}
+
+static void script_data(struct script *sc, uint32_t stream, uint32_t flags, size_t n)
+{
+	static const uint8_t zeros[64 * 1024];
+	struct agent_proto_file_data d = { .flags = flags, .data = zeros, .len = (uint32_t)n };
+
+	SCRIPT(sc, n + 64, agent_proto_encode_file_data(p_, n + 64, stream, &d, &len_));
+}
+
+static void script_entry(struct script *sc, uint32_t stream, const char *name)
+{
+	struct agent_proto_list_entry e = { .name = name, .type = AGENT_PROTO_FT_REGULAR, .size = 1 };
+	size_t cap = strlen(name) + 64;
+
+	SCRIPT(sc, cap, agent_proto_encode_list_entry(p_, cap, stream, &e, &len_));
+}
+
+static void script_empty(struct script *sc, uint8_t type, uint32_t stream)
+{
+	SCRIPT(sc, 64, agent_proto_encode_empty(p_, 64, type, stream, &len_));
+}
+
+/* The guest's replies are sc, whatever is asked: the call's result (a listing stops after max_entries). */
+static int scripted_n(struct fixture *f, struct script *sc, const struct agent_file_request *rq, struct fresult *res,
+		      unsigned max_entries)
+{
+	int sent = f->scripts_sent;
+
+	f->script = sc->buf;
+	f->script_len = sc->len;
+	f->mode = FAKE_SCRIPT;
+	memset(res, 0, sizeof(*res));
+	res->max_entries = max_entries;
+	file_start(f, res, rq, 5000);
+	assert_true(run_file(f, res, 10));
+	/* The fake is done with the script before the next one replaces it. */
+	for (int i = 0; i < 2000 && f->scripts_sent == sent; i++)
+		uv_run(&f->loop, UV_RUN_NOWAIT), usleep(1000);
+	assert_int_equal(f->scripts_sent, sent + 1);
+	sc->len = 0;
+	return res->r;
+}
+
+static int scripted(struct fixture *f, struct script *sc, const struct agent_file_request *rq, struct fresult *res)
+{
+	return scripted_n(f, sc, rq, res, 0);
+}
+
+static void hostile_file_replies(void **state)
+{
+	struct fixture *f = *state;
+	struct script sc = { 0 };
+	struct fresult res;
+	int out = tmp_file(f), in = tmp_file(f);
+	struct agent_file_request rd = { .op = AGENT_FILE_READ, .path = "/x", .fd = out, .limit = 100000 };
+	struct agent_file_request ls = { .op = AGENT_FILE_LIST, .path = "/x" };
+	struct agent_file_request st = { .op = AGENT_FILE_STAT, .path = "/x" };
+	char name[300];
+
+	f->mode = FAKE_SCRIPT;
+	fake_listen(f);
+
+	/* A file bigger than the limit: refused on its size, before any data. */
+	script_stat(&sc, 1, AGENT_PROTO_FT_REGULAR, 1ull << 40);
+	assert_int_equal(scripted(f, &sc, &rd, &res), -EFBIG);
+	/* One that grows past it while it is read: refused at the chunk that crosses it. */
+	script_stat(&sc, 1, AGENT_PROTO_FT_REGULAR, 10);
+	for (int i = 0; i < 3; i++)
+		script_data(&sc, 2, 0, 60000);
+	assert_int_equal(scripted(f, &sc, &rd, &res), -EFBIG);
+	assert_non_null(strstr(res.error, "grew"));
+	assert_true(res.res.bytes <= rd.limit);
+	/* Frames over the client's bound, declared by a header alone. */
+	{
+		struct agent_proto_header h = { .version = AGENT_PROTO_VERSION, .type = AGENT_PROTO_FILE_DATA,
+						 .stream = 2, .length = 200 * 1024 };
+
+		script_stat(&sc, 1, AGENT_PROTO_FT_REGULAR, 10);
+		agent_proto_encode_header(&h, script_room(&sc, AGENT_PROTO_HEADER_SIZE));
+		sc.len += AGENT_PROTO_HEADER_SIZE;
+		assert_int_equal(scripted(f, &sc, &rd, &res), -EPROTO);
+		assert_non_null(strstr(res.error, "Message too long"));
+	}
+	/* Empty chunks that are not the end, and an empty end that is not EOF: no progress, refused. */
+	script_stat(&sc, 1, AGENT_PROTO_FT_REGULAR, 10);
+	script_data(&sc, 2, 0, 0);
+	assert_int_equal(scripted(f, &sc, &rd, &res), -EPROTO);
+	script_stat(&sc, 1, AGENT_PROTO_FT_REGULAR, 10);
+	script_data(&sc, 2, AGENT_PROTO_DATA_LAST, 0);
+	assert_int_equal(scripted(f, &sc, &rd, &res), -EPROTO);
+	/* A reply on a stream nobody asked on. */
+	script_stat(&sc, 7, AGENT_PROTO_FT_REGULAR, 10);
+	assert_int_equal(scripted(f, &sc, &st, &res), -EPROTO);
+	assert_non_null(strstr(res.error, "stream 7"));
+	/* A reply of the wrong type, and a truncated one. */
+	script_empty(&sc, AGENT_PROTO_LIST_END, 1);
+	assert_int_equal(scripted(f, &sc, &st, &res), -EPROTO);
+	{
+		struct agent_proto_header h = { .version = AGENT_PROTO_VERSION, .type = AGENT_PROTO_STAT_RESULT,
+						 .stream = 1, .length = 3 };
+
+		agent_proto_encode_header(&h, script_room(&sc, AGENT_PROTO_HEADER_SIZE + 3));
+		memcpy(sc.buf + AGENT_PROTO_HEADER_SIZE, "\x01\x00\x04", 3);
+		sc.len += AGENT_PROTO_HEADER_SIZE + 3;
+		assert_int_equal(scripted(f, &sc, &st, &res), -EPROTO);
+	}
+	/* A listing beyond the caller's bound ends at the bound. */
+	for (int i = 0; i < 1000; i++) {
+		snprintf(name, sizeof(name), "f%d", i);
+		script_entry(&sc, 1, name);
+	}
+	script_empty(&sc, AGENT_PROTO_LIST_END, 1);
+	assert_int_equal(scripted_n(f, &sc, &ls, &res, 100), -E2BIG);
+	assert_int_equal(res.entries, 100);
+	/* Within the bound: every entry, then the end. */
+	for (int i = 0; i < 3; i++) {
+		snprintf(name, sizeof(name), "f%d", i);
+		script_entry(&sc, 1, name);
+	}
+	script_empty(&sc, AGENT_PROTO_LIST_END, 1);
+	assert_int_equal(scripted_n(f, &sc, &ls, &res, 100), 0);
+	assert_string_equal(res.names, "f0,f1,f2");
+	/* A listed name no file system has. */
+	memset(name, 'n', sizeof(name) - 1);
+	name[sizeof(name) - 1] = '\0';
+	script_entry(&sc, 1, name);
+	assert_int_equal(scripted(f, &sc, &ls, &res), -EPROTO);
+	/* An OK to a write before its last chunk. */
+	assert_int_equal(write(in, "abc", 3), 3);
+	assert_int_equal(lseek(in, 0, SEEK_SET), 0);
+	script_empty(&sc, AGENT_PROTO_OK, 1);
+	{
+		struct agent_file_request wr = { .op = AGENT_FILE_WRITE, .path = "/x", .fd = in };
+		int r = scripted(f, &sc, &wr, &res);
+
+		/* The chunks may all be written before the OK is read: then it is the answer. */
+		assert_true(r == -EPROTO || r == 0);
+	}
+	/* An ERROR with a message of 60000 bytes: its code, and a message bounded by the client. */
+	{
+		char *msg = malloc(60001);
+		struct agent_proto_error e = { .code = AGENT_PROTO_EACCES, .message = msg };
+
+		memset(msg, 'm', 60000);
+		msg[60000] = '\0';
+		SCRIPT(&sc, 61000, agent_proto_encode_error(p_, 61000, 1, &e, &len_));
+		assert_int_equal(scripted(f, &sc, &st, &res), -EACCES);
+		assert_true(strlen(res.error) < 512);
+		free(msg);
+	}
+	free(sc.buf);
+	close(in);
+	close(out);
+	drain_loop(f);
+}
+
+/* A guest that answers HELLO and then nothing: the call's idle deadline ends it; a cancelled call says nothing. */
+static void silent_file_guest(void **state)
+{
+	struct fixture *f = *state;
+	struct fresult res = { 0 }, cancelled = { 0 };
+	int out = tmp_file(f);
+	struct agent_file_request rd = { .op = AGENT_FILE_READ, .path = "/x", .fd = out };
+	double t0;
+	int waited = 0;
+
+	f->mode = FAKE_SILENT;
+	fake_listen(f);
+	t0 = now_s();
+	file_start(f, &res, &rd, 300);
+	assert_true(run_file(f, &res, 5));
+	assert_int_equal(res.r, -ETIMEDOUT);
+	assert_non_null(strstr(res.error, "sent nothing"));
+	assert_true(now_s() - t0 < 2.0);
+
+	/* Cancelled in the middle: no callback, everything closed (teardown checks the loop is empty). */
+	file_start(f, &cancelled, &rd, 0);
+	while (f->nheld < 2 && waited++ < 5000)
+		uv_run(&f->loop, UV_RUN_NOWAIT), usleep(500);
+	assert_int_equal(f->nheld, 2);
+	drain_loop(f);
+	assert_false(cancelled.ended);
+	agent_conn_cancel(cancelled.ac);
+	drain_loop(f);
+	assert_false(cancelled.ended);
+	close(out);
+}
+
+/* The whole call's deadline holds even for a guest that keeps sending frames. */
+static void file_call_deadline(void **state)
+{
+	struct fixture *f = *state;
+	struct fresult res = { 0 };
+	struct agent_conn_config cfg = { .vsock_path = f->vmm_sock, .port = AGENT_CLIENT_PORT, .connect_ms = 5000,
+					 .deadline_ms = 300, .idle_ms = 5000 };
+	struct agent_file_request rd = { .op = AGENT_FILE_LIST, .path = "/x" };
+	double t0 = now_s();
+
+	f->mode = FAKE_SILENT;
+	fake_listen(f);
+	assert_int_equal(agent_conn_file(&f->loop, &cfg, &rd, &file_ops, &res, &res.ac), 0);
+	assert_true(run_file(f, &res, 5));
+	assert_int_equal(res.r, -ETIMEDOUT);
+	assert_non_null(strstr(res.error, "did not finish within 300 ms"));
+	assert_true(now_s() - t0 < 2.0);
+	drain_loop(f);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -597,6 +1003,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(thousand_silent_guests, setup, teardown),
 		cmocka_unit_test_setup_teardown(hello_only, setup, teardown),
 		cmocka_unit_test_setup_teardown(unanswered_connect_retried, setup, teardown),
+		cmocka_unit_test_setup_teardown(file_calls, setup, teardown),
+		cmocka_unit_test_setup_teardown(hostile_file_replies, setup, teardown),
+		cmocka_unit_test_setup_teardown(silent_file_guest, setup, teardown),
+		cmocka_unit_test_setup_teardown(file_call_deadline, setup, teardown),
 	};
 
 	signal(SIGPIPE, SIG_IGN);

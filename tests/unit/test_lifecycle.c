@@ -4,7 +4,8 @@
  * real guest agent on this host as the "guest". Through the API: create and
  * readiness, exec with output and status, an entrypoint, timeouts, idle
  * timeouts, terminate, a VMM that crashes at boot and one whose agent never
- * answers, and adoption of running sandboxes by a restarted daemon.
+ * answers, adoption of running sandboxes by a restarted daemon, the file
+ * API, and the route table with its errno-to-status map.
  */
 /* Paths here are short temporary folders; snprintf cuts rather than overflows. */
 #pragma GCC diagnostic ignored "-Wformat-truncation"
@@ -448,6 +449,103 @@ static void routes_and_errors(void **state)
 	assert_int_equal(request(d, "GET", path, NULL, body, sizeof(body)), 404);
 }
 
+/* Sends a request with a body of len bytes and leaves without reading the answer. */
+static void send_and_leave(struct daemon *d, const char *method, const char *path, const char *body, size_t len)
+{
+	struct sockaddr_un a = { .sun_family = AF_UNIX };
+	char head[1024];
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0), n;
+
+	snprintf(a.sun_path, sizeof(a.sun_path), "%s", d->sock);
+	assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	n = snprintf(head, sizeof(head), "%s %s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Length: %zu\r\n\r\n",
+		     method, path, d->key, len);
+	assert_int_equal(send(fd, head, (size_t)n, MSG_NOSIGNAL), n);
+	for (size_t off = 0; off < len;) {
+		ssize_t w = send(fd, body + off, len - off, MSG_NOSIGNAL);
+
+		assert_true(w > 0);
+		off += (size_t)w;
+	}
+	close(fd);
+}
+
+/* The file API through the real daemon and agent: each call on the daemon's loop, the statuses of the contract. */
+static void file_calls(void **state)
+{
+	struct daemon *d = *state;
+	char body[65536], id[64], path[512], dir[128];
+
+	assert_int_equal(request(d, "POST", "/v1/sandboxes", "{\"image\":\"minimal\",\"memory_mib\":64}", body,
+				 sizeof(body)),
+			 201);
+	id_of(body, id, sizeof(id));
+	snprintf(dir, sizeof(dir), "%s/files/a/b", d->dir);
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/files/mkdir?path=%s&parents=1", id, dir);
+	assert_int_equal(request(d, "POST", path, NULL, body, sizeof(body)), 204);
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/files?path=%s/note.txt&mode=0600", id, dir);
+	assert_int_equal(request(d, "PUT", path, "a note through the file API\n", body, sizeof(body)), 204);
+	assert_int_equal(request(d, "GET", path, NULL, body, sizeof(body)), 200);
+	assert_string_equal(body, "a note through the file API\n");
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/files/stat?path=%s/note.txt", id, dir);
+	assert_int_equal(request(d, "GET", path, NULL, body, sizeof(body)), 200);
+	if (!has(body, "\"type\":\"file\"") || !has(body, "\"size\":28") || !has(body, "\"mode\":384"))
+		fail_msg("stat: %s", body);
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/files/list?path=%s", id, dir);
+	assert_int_equal(request(d, "GET", path, NULL, body, sizeof(body)), 200);
+	assert_string_equal(body, "{\"entries\":[{\"name\":\"note.txt\",\"type\":\"file\",\"size\":28}]}");
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/files/list?path=%s/files/a", id, d->dir);
+	assert_int_equal(request(d, "GET", path, NULL, body, sizeof(body)), 200);
+	/* A folder's size depends on the file system. */
+	if (strncmp(body, "{\"entries\":[{\"name\":\"b\",\"type\":\"dir\",\"size\":", 44) || !has(body, "}]}"))
+		fail_msg("list: %s", body);
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/files/mkdir?path=%s/files/empty", id, d->dir);
+	assert_int_equal(request(d, "POST", path, NULL, body, sizeof(body)), 204);
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/files/list?path=%s/files/empty", id, d->dir);
+	assert_int_equal(request(d, "GET", path, NULL, body, sizeof(body)), 200);
+	assert_string_equal(body, "{\"entries\":[]}");
+	/* Errors: the agent's, mapped to statuses, with its message. */
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/files?path=%s/missing", id, d->dir);
+	assert_int_equal(request(d, "GET", path, NULL, body, sizeof(body)), 404);
+	assert_true(has(body, "\"error\":"));
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/files?path=%s", id, dir);
+	assert_int_equal(request(d, "GET", path, NULL, body, sizeof(body)), 409);
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/files?path=%s/files/a", id, d->dir);
+	assert_int_equal(request(d, "DELETE", path, NULL, body, sizeof(body)), 409);
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/files?path=%s/files/a&recursive=1", id, d->dir);
+	assert_int_equal(request(d, "DELETE", path, NULL, body, sizeof(body)), 204);
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/files/stat?path=%s/files/a", id, d->dir);
+	assert_int_equal(request(d, "GET", path, NULL, body, sizeof(body)), 404);
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/files?path=relative", id);
+	assert_int_equal(request(d, "GET", path, NULL, body, sizeof(body)), 400);
+	assert_true(has(body, "\"field\":\"path\""));
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/files/nope?path=/x", id);
+	assert_int_equal(request(d, "GET", path, NULL, body, sizeof(body)), 405);
+
+	/* A client that leaves: an upload is still carried through, a download is dropped; the daemon goes on. */
+	{
+		size_t big = 3 << 20;
+		char *data = malloc(big), want[64];
+		double end = now_s() + 10;
+
+		assert_non_null(data);
+		memset(data, 'z', big);
+		snprintf(path, sizeof(path), "/v1/sandboxes/%s/files?path=%s/files/left.bin", id, d->dir);
+		send_and_leave(d, "PUT", path, data, big);
+		snprintf(want, sizeof(want), "\"size\":%zu", big);
+		snprintf(path, sizeof(path), "/v1/sandboxes/%s/files/stat?path=%s/files/left.bin", id, d->dir);
+		while (now_s() < end && !(request(d, "GET", path, NULL, body, sizeof(body)) == 200 && has(body, want)))
+			usleep(20000);
+		if (!has(body, want))
+			fail_msg("the upload of a client that left: %s", body);
+		snprintf(path, sizeof(path), "/v1/sandboxes/%s/files?path=%s/files/left.bin", id, d->dir);
+		for (int i = 0; i < 5; i++)
+			send_and_leave(d, "GET", path, NULL, 0);
+		free(data);
+		assert_int_equal(request(d, "GET", "/v1/health", NULL, body, sizeof(body)), 200);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -458,6 +556,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(mute_guest, setup, teardown),
 		cmocka_unit_test_setup_teardown(restart_adopts, setup, teardown),
 		cmocka_unit_test_setup_teardown(routes_and_errors, setup, teardown),
+		cmocka_unit_test_setup_teardown(file_calls, setup, teardown),
 	};
 
 	signal(SIGPIPE, SIG_IGN);
