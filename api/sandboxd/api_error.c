@@ -14,7 +14,10 @@ int api_error_status(int err)
 	case EBUSY:
 	case EEXIST:
 	case ESRCH:
-	case EALREADY: return 409;
+	case EALREADY:
+	case ENOTEMPTY:
+	case EISDIR:
+	case ENOTDIR: return 409;
 	case E2BIG:
 	case EFBIG:
 	case EMSGSIZE: return 413;

@@ -12,7 +12,8 @@
  *   ENOENT                        404  no such thing
  *   EOPNOTSUPP                    405  no such call on it
  *   EBUSY, EEXIST, ESRCH,
- *   EALREADY                      409  not in a state that allows it
+ *   EALREADY, ENOTEMPTY, EISDIR,
+ *   ENOTDIR                       409  not in a state that allows it
  *   E2BIG, EFBIG, EMSGSIZE        413  more than a bound allows
  *   EDQUOT                        429  a host limit is reached
  *   EPROTO, EBADMSG               502  the VMM or guest answered wrongly

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "agent_conn.h"
+#include "api_call.h"
 #include "files.h"
 #include "http_conn.h"
 #include "log.h"
@@ -122,20 +123,21 @@ static int add_entry(void *ctx, const struct agent_proto_list_entry *e)
 	return r;
 }
 
-static int status_for(int r)
+/* What the guest said of the file passes on (api_error.h maps it); any other failure is the daemon's. */
+static int guest_error(int r)
 {
 	switch (-r) {
-	case ENOENT: return 404;
+	case ENOENT:
 	case EEXIST:
 	case ENOTEMPTY:
 	case EISDIR:
-	case ENOTDIR: return 409;
+	case ENOTDIR:
 	case EACCES:
-	case EPERM: return 403;
+	case EPERM:
 	case EFBIG:
-	case E2BIG: return 413;
-	case EINVAL: return 400;
-	default: return 500;
+	case E2BIG:
+	case EINVAL: return r;
+	default: return -EIO;
 	}
 }
 
@@ -178,16 +180,16 @@ static void call_ended(void *ctx, int r, const struct agent_file_result *res, co
 	if (!req || http_conn_closed(fc->conn)) {
 		/* The client left; nothing to say to it. */
 	} else if (r < 0) {
-		http_respond_error(req, status_for(r), NULL, "%s: %s", fc->path,
-				   fc->error[0] ? fc->error : strerror(-r));
+		api_call_fail(api_call_of(req), guest_error(r), NULL, "%s: %s", fc->path,
+			      fc->error[0] ? fc->error : strerror(-r));
 	} else {
 		switch (fc->op) {
 		case AGENT_FILE_READ:
-			http_respond_fd(req, 200, "application/octet-stream", fc->fd, res->bytes);
+			http_respond_fd(req, req->route_status, "application/octet-stream", fc->fd, res->bytes);
 			fc->fd = -1;
 			break;
 		case AGENT_FILE_LIST:
-			http_respond_fd(req, 200, "application/json", fc->fd, fc->list_len);
+			http_respond_fd(req, req->route_status, "application/json", fc->fd, fc->list_len);
 			fc->fd = -1;
 			break;
 		case AGENT_FILE_STAT:
@@ -198,10 +200,10 @@ static void call_ended(void *ctx, int r, const struct agent_file_result *res, co
 			cJSON_AddNumberToObject(o, "mtime", (double)res->stat.mtime);
 			cJSON_AddNumberToObject(o, "uid", res->stat.uid);
 			cJSON_AddNumberToObject(o, "gid", res->stat.gid);
-			http_respond_json(req, 200, o);
+			api_call_ok(api_call_of(req), o);
 			break;
 		default:
-			http_respond(req, 204, NULL, NULL, 0);
+			api_call_ok(api_call_of(req), NULL);
 		}
 	}
 	call_free(fc);
@@ -236,7 +238,7 @@ static void file_complete(struct http_request *req)
 	if (fc->sb->state != SANDBOX_RUNNING) {
 		req->ctx = NULL;
 		req->handler = NULL;
-		http_respond_error(req, 409, NULL, "sandbox %s is not running", fc->sb->id);
+		api_call_fail(api_call_of(req), -ESRCH, NULL, "sandbox %s is not running", fc->sb->id);
 		call_free(fc);
 		return;
 	}
@@ -250,7 +252,7 @@ static void file_complete(struct http_request *req)
 	if (r < 0) {
 		req->ctx = NULL;
 		req->handler = NULL;
-		http_respond_error(req, status_for(r), NULL, "%s: %s", fc->path, strerror(-r));
+		api_call_fail(api_call_of(req), guest_error(r), NULL, "%s: %s", fc->path, strerror(-r));
 		call_free(fc);
 	}
 	/* Otherwise the handler stays: the client may leave before the answer (file_aborted). */
@@ -286,7 +288,7 @@ void files_route(struct sandbox *sb, const char *op, struct http_request *req)
 	enum agent_file_op kind;
 
 	if (sb->spec.restricted) {
-		http_respond_error(req, 403, NULL, "a restricted sandbox has no file API");
+		api_call_fail(api_call_of(req), -EACCES, NULL, "a restricted sandbox has no file API");
 		return;
 	}
 	if (!*op && req->method == 1 /* GET */)
@@ -302,12 +304,12 @@ void files_route(struct sandbox *sb, const char *op, struct http_request *req)
 	else if (!strcmp(op, "mkdir") && req->method == 3 /* POST */)
 		kind = AGENT_FILE_MKDIR;
 	else {
-		http_respond_error(req, 405, NULL, "no such file call");
+		api_call_fail(api_call_of(req), -EOPNOTSUPP, NULL, "no such file call");
 		return;
 	}
 	fc = calloc(1, sizeof(*fc));
 	if (!fc) {
-		http_respond_error(req, 500, NULL, "out of memory");
+		api_call_fail(api_call_of(req), -ENOMEM, NULL, "out of memory");
 		return;
 	}
 	fc->op = kind;
@@ -316,7 +318,7 @@ void files_route(struct sandbox *sb, const char *op, struct http_request *req)
 	fc->sb = sb;
 	if (!http_query_param(req->query, "path", fc->path, sizeof(fc->path)) || fc->path[0] != '/') {
 		free(fc);
-		http_respond_error(req, 400, "path", "path must be given as an absolute path (?path=/...)");
+		api_call_fail(api_call_of(req), -EINVAL, "path", "path must be given as an absolute path (?path=/...)");
 		return;
 	}
 	fc->mode = kind == AGENT_FILE_MKDIR ? 0755 : 0644;
@@ -326,7 +328,7 @@ void files_route(struct sandbox *sb, const char *op, struct http_request *req)
 
 		if (!*value || *end || m < 0 || m > 07777) {
 			free(fc);
-			http_respond_error(req, 400, "mode", "mode must be octal, 0..7777");
+			api_call_fail(api_call_of(req), -EINVAL, "mode", "mode must be octal, 0..7777");
 			return;
 		}
 		fc->mode = (uint32_t)m;
@@ -339,7 +341,7 @@ void files_route(struct sandbox *sb, const char *op, struct http_request *req)
 			int e = errno;
 
 			free(fc);
-			http_respond_error(req, 500, NULL, "cannot create a spool file: %s", strerror(e));
+			api_call_fail(api_call_of(req), -EIO, NULL, "cannot create a spool file: %s", strerror(e));
 			return;
 		}
 	}

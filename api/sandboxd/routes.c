@@ -462,9 +462,14 @@ static const struct route routes[] = {
 	{HTTP_POST, "/v1/sandboxes/*/connect-tokens", 201, AFTER_BODY, connect_token_create_call},
 	{HTTP_GET, "/v1/sandboxes/*/connect-tokens", 200, AFTER_BODY, connect_token_list_call},
 	{HTTP_DELETE, "/v1/sandboxes/*/connect-tokens/*", 204, AFTER_BODY, connect_token_delete_call},
-	/* GET reads (200), PUT writes (204), DELETE removes (204); files.c tells them apart. */
+	{HTTP_GET, "/v1/sandboxes/*/files", 200, AT_HEADERS, files_call},
+	{HTTP_PUT, "/v1/sandboxes/*/files", 204, AT_HEADERS, files_call},
+	{HTTP_DELETE, "/v1/sandboxes/*/files", 204, AT_HEADERS, files_call},
+	{HTTP_GET, "/v1/sandboxes/*/files/stat", 200, AT_HEADERS, files_call},
+	{HTTP_GET, "/v1/sandboxes/*/files/list", 200, AT_HEADERS, files_call},
+	{HTTP_POST, "/v1/sandboxes/*/files/mkdir", 204, AT_HEADERS, files_call},
+	/* Any other method or call on files: files.c answers 405. */
 	{ANY_METHOD, "/v1/sandboxes/*/files", 0, AT_HEADERS, files_call},
-	/* stat and list (GET, 200), mkdir (POST, 204); any other is 405. */
 	{ANY_METHOD, "/v1/sandboxes/*/files/*", 0, AT_HEADERS, files_call},
 };
 

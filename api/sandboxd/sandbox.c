@@ -1,7 +1,8 @@
 /*
- * Sandbox lifecycle: spawn the VMM, wait for the agent on a worker thread,
- * timers for the sandbox timeout and idle timeout, terminate, reap, adopt
- * VMMs that outlived a previous daemon, forget finished sandboxes.
+ * Sandbox lifecycle (sandbox.h): one state machine; the VMM started through
+ * the launcher, the guest's readiness checked on the loop, timers for the
+ * sandbox timeout and idle timeout, terminate, the VMM's end, adoption of
+ * VMMs that outlived a previous daemon, forgetting finished sandboxes.
  */
 #include <cjson/cJSON.h>
 #include <dirent.h>

@@ -16,7 +16,8 @@ static void documented_statuses(void **state)
 		{-EINVAL, 400},	  {-EACCES, 403}, {-EPERM, 403},   {-ENOENT, 404},	{-EOPNOTSUPP, 405},
 		{-EBUSY, 409},	  {-EEXIST, 409}, {-ESRCH, 409},   {-EALREADY, 409}, {-E2BIG, 413},
 		{-EFBIG, 413},	  {-EMSGSIZE, 413}, {-EDQUOT, 429}, {-EPROTO, 502},	{-EBADMSG, 502},
-		{-EAGAIN, 503},	  {-EHOSTDOWN, 503}, {-ETIMEDOUT, 504},
+		{-EAGAIN, 503},	  {-EHOSTDOWN, 503}, {-ETIMEDOUT, 504}, {-ENOTEMPTY, 409}, {-EISDIR, 409},
+		{-ENOTDIR, 409},
 	};
 
 	(void)state;
