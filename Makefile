@@ -249,7 +249,10 @@ bench: all $(TEST_INITRAMFS) debian-image
 bench-net: all debian-image
 	./tests/nested/run ./bench/net $(BUILD)
 
+# The API's request rate over TLS against nginx (bench/http, on this host), then create-to-ready and
+# exec figures on VMs (bench/api, in the L1 where KVM is emulated).
 bench-api: all
+	./bench/http $(BUILD)
 	SANDVM_L1_MEMORY=$${SANDVM_L1_MEMORY:-8192} ./tests/nested/run ./bench/api $(BUILD)
 
 # sandboxd's HTTP core over TLS against nginx (wrk), and RSS with idle connections; no VM needed.
