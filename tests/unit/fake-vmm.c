@@ -16,6 +16,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -77,28 +78,41 @@ struct splice {
 	int a, b;
 };
 
+/* Bytes both ways; an end of stream is passed on as a half-close, as the VMM's vsock does. */
 static void *splice_main(void *arg)
 {
 	struct splice *s = arg;
 	char buf[65536];
+	bool a_done = false, b_done = false;
 
-	for (;;) {
-		struct pollfd p[2] = { { .fd = s->a, .events = POLLIN }, { .fd = s->b, .events = POLLIN } };
+	while (!a_done || !b_done) {
+		struct pollfd p[2] = { { .fd = a_done ? -1 : s->a, .events = POLLIN },
+				       { .fd = b_done ? -1 : s->b, .events = POLLIN } };
 		ssize_t n;
 
 		if (poll(p, 2, -1) < 0 && errno != EINTR)
 			break;
 		if (p[0].revents) {
 			n = read(s->a, buf, sizeof(buf));
-			if (n <= 0)
+			if (n < 0 && errno != EINTR)
 				break;
-			write_all(s->b, buf, (size_t)n);
+			if (n == 0) {
+				a_done = true;
+				shutdown(s->b, SHUT_WR);
+			} else if (n > 0) {
+				write_all(s->b, buf, (size_t)n);
+			}
 		}
 		if (p[1].revents) {
 			n = read(s->b, buf, sizeof(buf));
-			if (n <= 0)
+			if (n < 0 && errno != EINTR)
 				break;
-			write_all(s->a, buf, (size_t)n);
+			if (n == 0) {
+				b_done = true;
+				shutdown(s->a, SHUT_WR);
+			} else if (n > 0) {
+				write_all(s->a, buf, (size_t)n);
+			}
 		}
 	}
 	close(s->a);
