@@ -29,7 +29,7 @@ API_PURE_SRCS := api/sandboxd/spec.c api/sandboxd/query.c api/sandboxd/net_polic
 	api/sandboxd/http_head.c api/sandboxd/http_conn.c api/sandboxd/vmm_control.c \
 	api/sandboxd/image_path.c api/sandboxd/tls.c api/sandboxd/agent_conn.c api/sandboxd/auth.c \
 	api/sandboxd/api_error.c api/sandboxd/vmm_launcher.c api/sandboxd/ingress_head.c api/sandboxd/connect_token.c \
-	api/sandboxd/json_text.c api/sandboxd/guest_relay.c
+	api/sandboxd/json_text.c api/sandboxd/guest_relay.c api/sandboxd/ingress_proxy.c
 VMM_SRCS  := $(filter-out vmm/main.c,$(wildcard vmm/*.c vmm/arch/x86/*.c vmm/devices/*.c vmm/virtio/*.c vmm/backends/*.c vmm/net/*.c))
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
@@ -49,7 +49,7 @@ GUEST := $(BUILD)/guest
 STAMP := $(BUILD)/.deps-installed
 
 .PHONY: all deps vmm guest kernel initramfs unit-tests test test-unit test-integration \
-	fuzz fuzz-run run bench bench-api bench-http bench-image bench-net clean debian-image
+	fuzz fuzz-run run bench bench-api bench-http bench-image bench-ingress bench-ingress-guest bench-net clean debian-image
 # Keep object files that only sanitizer and fuzz builds use.
 .SECONDARY:
 all: vmm guest $(BUILD)/bin/sandvm-agent
@@ -87,7 +87,7 @@ $(BUILD)/bin/vmctl: $(patsubst %.c,$(BUILD)/obj/%.o,$(VMCTL_SRCS)) $(BUILD)/obj/
 	$(CC) $(CFLAGS) -o $@ $^ $(shell pkg-config --libs libcurl libcjson) -lpthread
 
 # Packs, inspects, verifies and unpacks snapshot images on the host (docs/image-format.md).
-$(BUILD)/bin/sandvm-image: $(BUILD)/obj/image/sandvm-image.o $(SIMAGE_OBJS) $(BUILD)/obj/lib/log.o | $(STAMP)
+$(BUILD)/bin/sandvm-image: $(BUILD)/obj/image/sandvm-image.o $(SIMAGE_OBJS) $(BUILD)/obj/lib/log.o $(BUILD)/obj/lib/parse.o | $(STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $^ $(shell pkg-config --libs libcrypto libzstd)
 
@@ -184,6 +184,9 @@ $(BUILD)/tests-tsan/test_lifecycle: $(BUILD)/tests-tsan/fake-vmm $(BUILD)/tests-
 $(BUILD)/tests/test_guest_relay: $(BUILD)/tests/fake-vmm $(BUILD)/tests/sandvm-agent
 $(BUILD)/tests-asan/test_guest_relay: $(BUILD)/tests-asan/fake-vmm $(BUILD)/tests-asan/sandvm-agent
 $(BUILD)/tests-tsan/test_guest_relay: $(BUILD)/tests-tsan/fake-vmm $(BUILD)/tests-tsan/sandvm-agent
+$(BUILD)/tests/test_ingress_proxy: $(BUILD)/tests/fake-vmm $(BUILD)/tests/sandvm-agent
+$(BUILD)/tests-asan/test_ingress_proxy: $(BUILD)/tests-asan/fake-vmm $(BUILD)/tests-asan/sandvm-agent
+$(BUILD)/tests-tsan/test_ingress_proxy: $(BUILD)/tests-tsan/fake-vmm $(BUILD)/tests-tsan/sandvm-agent
 
 unit-tests: $(UNIT_BINS) $(ASAN_BINS) $(TSAN_BINS)
 
@@ -210,6 +213,13 @@ $(BUILD)/bench/egress_check: bench/egress_check.c bench/bench_util.h $(BUILD)/ob
 		| $(STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_COMMON) $(CFLAGS) -Ivmm -O2 -o $@ $(filter-out %.h,$^) $(LDLIBS_VMM)
+
+# The ingress proxy alone on a loopback TLS listener with an owner of its own, forwarding through
+# the fake VMM and the agent's relay to 127.0.0.1 (bench/ingress drives it; docs/benchmarks.md).
+$(BUILD)/bench/ingress_loopback: bench/ingress_loopback.c $(OBJS) $(API_PURE_OBJS) | $(BUILD)/tests/fake-vmm \
+		$(BUILD)/tests/sandvm-agent $(STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_COMMON) $(CFLAGS) -Iapi/sandboxd -o $@ $< $(OBJS) $(API_PURE_OBJS) $(LDLIBS_TEST)
 
 fuzz-run: fuzz
 	./tests/fuzz/run $(BUILD)
@@ -261,6 +271,15 @@ bench-api: all
 # sandboxd's HTTP core over TLS against nginx (wrk), and RSS with idle connections; no VM needed.
 bench-http: $(BUILD)/bin/sandboxd $(BUILD)/bin/vmm
 	./bench/http $(BUILD)
+
+# The ingress proxy against nginx and haproxy as TLS-terminating reverse proxies to one nginx
+# backend, loopback, wrk; no VM needed.
+bench-ingress: $(BUILD)/bench/ingress_loopback
+	./bench/ingress $(BUILD)
+
+# The proxy into a Debian guest against nginx proxying to the sandbox's tap address, in the L1.
+bench-ingress-guest: all debian-image
+	./tests/nested/run ./bench/ingress-guest $(BUILD)
 
 # Snapshot image write/read against openssl speed, and the guest's reads from a
 # mounted image against a raw drive (docs/benchmarks.md).

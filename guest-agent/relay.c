@@ -140,14 +140,21 @@ static void update(struct agent_relay *r)
 		relay_close(r);
 }
 
-/* Reads what fd has into p; false when the connection failed. */
+/*
+ * Reads what fd has into p; false when the connection failed. A short read
+ * took all there was: the (level-triggered) watch tells when more, or the
+ * end, comes, without a recv that would only say EAGAIN.
+ */
 static bool fill(int fd, struct relay_pipe *p)
 {
 	while (!p->eof && room(p)) {
-		ssize_t n = recv(fd, p->buf + p->end, room(p), 0);
+		size_t want = room(p);
+		ssize_t n = recv(fd, p->buf + p->end, want, 0);
 
 		if (n > 0) {
 			p->end += (size_t)n;
+			if ((size_t)n < want)
+				break;
 			continue;
 		}
 		if (n == 0) {

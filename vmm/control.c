@@ -1,7 +1,6 @@
 #include "control.h"
 
 #include <cjson/cJSON.h>
-#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +13,7 @@
 
 #include "event_loop.h"
 #include "log.h"
+#include "parse.h"
 #include "simage/crypto.h"
 
 struct control_client {
@@ -91,15 +91,7 @@ static int hex_key(const cJSON *item, uint8_t *out, size_t len)
 
 	if (!s || strlen(s) != 2 * len)
 		return -1;
-	for (size_t i = 0; i < len; i++) {
-		unsigned v;
-
-		if (sscanf(s + 2 * i, "%2x", &v) != 1 || !isxdigit((unsigned char)s[2 * i]) ||
-		    !isxdigit((unsigned char)s[2 * i + 1]))
-			return -1;
-		out[i] = (uint8_t)v;
-	}
-	return 0;
+	return sv_hex_decode(s, out, len) < 0 ? -1 : 0;
 }
 
 static void drive_op(const cJSON *req, const char *op, const struct control_ops *ops, void *ctx,

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "parse.h"
 #include "spec.h"
 
 #define AUTH_MAX_KEYS 1024
@@ -40,18 +41,6 @@ static int hash_token(const char *token, size_t len, uint8_t out[32])
 	unsigned int n = 32;
 
 	return EVP_Digest(token, len, out, &n, EVP_sha256(), NULL) == 1 ? 0 : -EIO;
-}
-
-static int from_hex(const char *s, uint8_t *out, size_t n)
-{
-	for (size_t i = 0; i < n; i++) {
-		unsigned v;
-
-		if (sscanf(s + 2 * i, "%2x", &v) != 1)
-			return -EINVAL;
-		out[i] = (uint8_t)v;
-	}
-	return 0;
 }
 
 static uint64_t monotonic_ms(void)
@@ -98,7 +87,7 @@ static void reload(struct auth_keys *k, bool force)
 		char hex[65], name[65];
 
 		if (line[0] == '#' || sscanf(line, "%64s %64s", hex, name) != 2 || strlen(hex) != 64 ||
-		    from_hex(hex, e->hash, 32) < 0)
+		    sv_hex_decode(hex, e->hash, 32) < 0)
 			continue;
 		snprintf(e->name, sizeof(e->name), "%s", name);
 		k->n++;
@@ -176,14 +165,12 @@ int auth_new_key(const char *path, const char *name, char *out, size_t cap)
 	if (RAND_bytes(raw, sizeof(raw)) != 1)
 		return -EIO;
 	o = (size_t)snprintf(out, cap, KEY_PREFIX);
-	for (size_t i = 0; i < sizeof(raw); i++)
-		o += (size_t)snprintf(out + o, cap - o, "%02x", raw[i]);
+	sv_hex_encode(raw, sizeof(raw), out + o);
 	OPENSSL_cleanse(raw, sizeof(raw));
 	if (hash_token(out, strlen(out), h) < 0)
 		return -EIO;
-	o = 0;
-	for (size_t i = 0; i < sizeof(h); i++)
-		o += (size_t)snprintf(line + o, sizeof(line) - o, "%02x", h[i]);
+	sv_hex_encode(h, sizeof(h), line);
+	o = 2 * sizeof(h);
 	snprintf(line + o, sizeof(line) - o, " %s\n", name);
 	fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
 	if (fd < 0)

@@ -119,12 +119,34 @@ static void on_written(uv_write_t *w, int status)
 		r->ops->drained(r->ctx);
 }
 
+/*
+ * With nothing queued, what the socket takes at once goes without a copy or
+ * a callback; the rest (or a write that failed: its error comes through
+ * on_written, never from here) is copied and queued.
+ */
+static size_t write_now(struct guest_relay *r, const void *data, size_t len)
+{
+	uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
+	int n;
+
+	if (r->queued)
+		return 0;
+	n = uv_try_write((uv_stream_t *)&r->pipe, &b, 1);
+	return n > 0 ? (size_t)n : 0;
+}
+
 static int send_bytes(struct guest_relay *r, const void *data, size_t len)
 {
-	struct write_req *wr = malloc(sizeof(*wr) + len);
+	size_t done = write_now(r, data, len);
+	struct write_req *wr;
 	uv_buf_t b;
 	int e;
 
+	if (done == len)
+		return 0;
+	data = (const char *)data + done;
+	len -= done;
+	wr = malloc(sizeof(*wr) + len);
 	if (!wr)
 		return -ENOMEM;
 	memcpy(wr->data, data, len);

@@ -40,14 +40,14 @@ struct guest_relay_ops {
 	 * frees itself.
 	 */
 	void (*closed)(void *ctx, int err);
-	/* Everything written went out. May be NULL. */
+	/* Everything queued went out (after a write that left bytes queued). May be NULL. */
 	void (*drained)(void *ctx);
 };
 
 /* 0 with *out (callbacks follow), or -errno (none will). */
 int guest_relay_open(uv_loop_t *loop, const char *vsock_path, uint16_t port, unsigned timeout_ms,
 		     const struct guest_relay_ops *ops, void *ctx, struct guest_relay **out);
-/* Queues bytes for the server (copied); returns the bytes queued and not yet written. */
+/* Writes bytes for the server, queueing (a copy of) what the socket does not take now; returns the bytes queued and not yet written. */
 size_t guest_relay_write(struct guest_relay *r, const void *data, size_t len);
 /* Ends the stream towards the server once what is queued went out. */
 void guest_relay_shutdown(struct guest_relay *r);

@@ -33,6 +33,8 @@
 /* Ciphertext read per turn, and the most kept undecrypted while the plaintext waits. */
 #define TLS_RAW_CHUNK (64 * 1024)
 #define TLS_RAW_MAX (64 * 1024)
+/* The most a corked connection gathers before it writes: one TLS record's plaintext. */
+#define CORK_MAX (16 * 1024)
 
 struct http_conn {
 	union {
@@ -52,8 +54,13 @@ struct http_conn {
 	bool close_after_write, handler_done, finished;
 	bool in_head;       /* the bytes being read are a request head */
 	bool request_begun; /* some bytes of a request arrived (not idle) */
+	bool peer_eof;      /* the client ended its side while its request was being answered */
+	bool peer_known;    /* peer holds the client's address (or peer_err why not) */
+	int peer_err;
+	char peer[48];
 	bool lingering, timer_open;
 	uv_timer_t timer; /* the head or idle limit, then the lingering close */
+	uv_timer_cb timer_cb; /* what it calls when it runs */
 	uv_shutdown_t shutdown_req;
 	size_t linger_bytes;
 	char *in; /* allocated while a request is arriving */
@@ -67,6 +74,8 @@ struct http_conn {
 	BIO *rbio, *wbio;
 	bool tls_ready; /* handshake done */
 	bool tls_buffered; /* used since its record buffers were last given back (counted in srv->tls_buffers) */
+	void *ctx; /* the route owner's (http_conn_set_ctx) */
+	bool raw_body; /* the streamed reply's body goes out as it is (HTTP_REPLY_LENGTH) */
 	/* Relay mode (http_conn_detach). */
 	const struct http_relay_ops *relay;
 	void *relay_ctx;
@@ -83,6 +92,7 @@ struct conn_write {
 static void pump(struct http_conn *c);
 static void conn_close(struct http_conn *c);
 static int tls_flush(struct http_conn *c);
+static int cork_flush(struct http_conn *c);
 
 static uint64_t mono_ns(void)
 {
@@ -193,7 +203,15 @@ const char *http_status_text(int status)
 	case 101: return "Switching Protocols";
 	case 200: return "OK";
 	case 201: return "Created";
+	case 202: return "Accepted";
 	case 204: return "No Content";
+	case 206: return "Partial Content";
+	case 301: return "Moved Permanently";
+	case 302: return "Found";
+	case 303: return "See Other";
+	case 304: return "Not Modified";
+	case 307: return "Temporary Redirect";
+	case 308: return "Permanent Redirect";
 	case 400: return "Bad Request";
 	case 401: return "Unauthorized";
 	case 403: return "Forbidden";
@@ -203,11 +221,14 @@ const char *http_status_text(int status)
 	case 409: return "Conflict";
 	case 413: return "Payload Too Large";
 	case 414: return "URI Too Long";
+	case 421: return "Misdirected Request";
 	case 429: return "Too Many Requests";
 	case 431: return "Request Header Fields Too Large";
 	case 500: return "Internal Server Error";
 	case 502: return "Bad Gateway";
+	case 501: return "Not Implemented";
 	case 503: return "Service Unavailable";
+	case 504: return "Gateway Timeout";
 	default: return "Unknown";
 	}
 }
@@ -271,6 +292,11 @@ static void conn_close(struct http_conn *c)
 	c->closing = true;
 	c->srv->connections--;
 	unlink_conn(c);
+	if (c->srv->cork_conn == c) {
+		/* What was gathered goes nowhere now. */
+		c->srv->cork_conn = NULL;
+		c->srv->cork_len = 0;
+	}
 	if (c->relay) {
 		/* The relay's owner hears of it once, unless it closed the relay itself. */
 		if (!c->relay_closing && c->relay->closed)
@@ -280,12 +306,77 @@ static void conn_close(struct http_conn *c)
 		/* A reply still owed (or streaming) will never reach anyone. */
 		req->handler->aborted(req);
 	}
+	if (c->ctx && c->srv->conn_closed) {
+		void *ctx = c->ctx;
+
+		c->ctx = NULL;
+		c->srv->conn_closed(c, ctx);
+	}
 	if (c->timer_open) {
 		c->timer_open = false;
 		http_conn_ref(c);
 		uv_close((uv_handle_t *)&c->timer, on_timer_closed);
 	}
 	uv_close(&c->h.handle, on_closed);
+}
+
+void http_conn_abort(struct http_conn *c)
+{
+	conn_close(c);
+}
+
+void http_conn_set_ctx(struct http_conn *c, void *ctx)
+{
+	c->ctx = ctx;
+}
+
+void *http_conn_ctx(const struct http_conn *c)
+{
+	return c->ctx;
+}
+
+const char *http_conn_sni(const struct http_conn *c)
+{
+	return c->ssl ? SSL_get_servername(c->ssl, TLSEXT_NAMETYPE_host_name) : NULL;
+}
+
+/* The peer's address as text, asked of the socket once per connection. */
+static int peer_name(struct http_conn *c)
+{
+	struct sockaddr_storage a;
+	int len = sizeof(a), r;
+
+	r = uv_tcp_getpeername(&c->h.tcp, (struct sockaddr *)&a, &len);
+	if (r < 0)
+		return r;
+	if (a.ss_family == AF_INET6)
+		r = uv_ip6_name((struct sockaddr_in6 *)&a, c->peer, sizeof(c->peer));
+	else
+		r = uv_ip4_name((struct sockaddr_in *)&a, c->peer, sizeof(c->peer));
+	/* An IPv4 client of a dual-stack socket: its plain address. */
+	if (r == 0 && !strncmp(c->peer, "::ffff:", 7) && strchr(c->peer + 7, '.'))
+		memmove(c->peer, c->peer + 7, strlen(c->peer + 7) + 1);
+	return r;
+}
+
+int http_conn_peer(struct http_conn *c, char *out, size_t cap)
+{
+	if (!cap)
+		return -EINVAL;
+	out[0] = '\0';
+	if (c->h.handle.type != UV_TCP)
+		return 0;
+	if (!c->peer_known) {
+		c->peer[0] = '\0';
+		c->peer_err = peer_name(c);
+		c->peer_known = true;
+	}
+	if (c->peer_err < 0)
+		return c->peer_err;
+	if (strlen(c->peer) >= cap)
+		return -ENOSPC;
+	memcpy(out, c->peer, strlen(c->peer) + 1);
+	return 0;
 }
 
 /* ---- time limits ---- */
@@ -298,10 +389,15 @@ static void timer_stop(struct http_conn *c)
 
 static void on_limit_timeout(uv_timer_t *t);
 
+/* Started again only when its deadline or callback changes (not for the same one within a millisecond). */
 static void timer_arm(struct http_conn *c, uv_timer_cb cb, unsigned ms)
 {
-	if (c->timer_open && ms)
-		uv_timer_start(&c->timer, cb, ms, 0);
+	if (!c->timer_open || !ms)
+		return;
+	if (c->timer_cb == cb && uv_is_active((uv_handle_t *)&c->timer) && uv_timer_get_due_in(&c->timer) == ms)
+		return;
+	c->timer_cb = cb;
+	uv_timer_start(&c->timer, cb, ms, 0);
 }
 
 /*
@@ -313,7 +409,9 @@ static void body_timer(struct http_conn *c)
 {
 	struct http_request *req = &c->req;
 
-	if (req->complete || req->responded || c->sink_paused || req->body_mode == HTTP_BODY_SINK)
+	bool bodiless = !req->chunked && !req->content_length; /* complete as soon as its head is */
+
+	if (bodiless || req->complete || req->responded || c->sink_paused || req->body_mode == HTTP_BODY_SINK)
 		timer_stop(c);
 	else
 		timer_arm(c, on_limit_timeout, c->srv->body_timeout_ms);
@@ -362,6 +460,16 @@ static void reply_quiet_timer(struct http_conn *c)
 		timer_arm(c, on_reply_quiet, c->srv->tls_quiet_ms);
 }
 
+/* A request starts arriving: its head has the head's time limit from now. */
+static void request_begins(struct http_conn *c)
+{
+	if (c->request_begun)
+		return;
+	c->request_begun = true;
+	c->req.start_ns = mono_ns();
+	timer_arm(c, on_limit_timeout, c->srv->header_timeout_ms);
+}
+
 /* ---- lingering close ---- */
 
 static void on_linger_timeout(uv_timer_t *t)
@@ -373,7 +481,8 @@ static void on_shutdown(uv_shutdown_t *sr, int status)
 {
 	struct http_conn *c = sr->data;
 
-	if (status < 0 && status != UV_ECANCELED)
+	/* A client that ended its side already has nothing more to send: done. */
+	if ((status < 0 && status != UV_ECANCELED) || (status == 0 && c->peer_eof))
 		conn_close(c);
 	http_conn_unref(c);
 }
@@ -409,6 +518,8 @@ static void conn_linger(struct http_conn *c)
 {
 	if (c->closing || c->lingering)
 		return;
+	if (cork_flush(c) < 0)
+		return;
 	c->lingering = true;
 	if (c->reading) {
 		uv_read_stop(&c->h.stream);
@@ -426,11 +537,11 @@ static void conn_linger(struct http_conn *c)
 		return;
 	}
 	http_conn_ref(c);
-	if (uv_read_start(&c->h.stream, on_linger_alloc, on_linger_read) < 0 || !c->timer_open) {
+	if (!c->timer_open || (!c->peer_eof && uv_read_start(&c->h.stream, on_linger_alloc, on_linger_read) < 0)) {
 		conn_close(c);
 		return;
 	}
-	uv_timer_start(&c->timer, on_linger_timeout, LINGER_MS, 0);
+	timer_arm(c, on_linger_timeout, LINGER_MS);
 }
 
 /* ---- writing ---- */
@@ -558,12 +669,11 @@ static int tls_flush(struct http_conn *c)
 	return 0;
 }
 
-static int write_bufs(struct http_conn *c, const uv_buf_t *bufs, unsigned n)
+/* Writes the pieces now: to the socket, or through TLS. */
+static int write_out(struct http_conn *c, const uv_buf_t *bufs, unsigned n)
 {
 	size_t total = 0, off = 0;
 
-	if (c->closing)
-		return -EPIPE;
 	if (!c->ssl)
 		return send_bytes(c, bufs, n);
 	tls_used(c);
@@ -591,6 +701,72 @@ tls_failed:
 	ERR_clear_error();
 	conn_close(c);
 	return -EIO;
+}
+
+static bool corked(const struct http_conn *c)
+{
+	return c->srv->cork_conn == c;
+}
+
+/* Writes what the cork gathered. */
+static int cork_flush(struct http_conn *c)
+{
+	struct http_server *srv = c->srv;
+	uv_buf_t b;
+
+	if (!corked(c) || !srv->cork_len)
+		return 0;
+	b = uv_buf_init(srv->cork, (unsigned)srv->cork_len);
+	srv->cork_len = 0;
+	return c->closing ? -EPIPE : write_out(c, &b, 1);
+}
+
+/* Adds the pieces to the cork; false when they do not fit in it (what it held went out first). */
+static bool cork_add(struct http_conn *c, const uv_buf_t *bufs, unsigned n)
+{
+	struct http_server *srv = c->srv;
+	size_t total = 0;
+
+	for (unsigned i = 0; i < n; i++)
+		total += bufs[i].len;
+	if (srv->cork_len + total > CORK_MAX && cork_flush(c) < 0)
+		return true; /* the connection failed: nothing more goes out */
+	if (total > CORK_MAX)
+		return false;
+	for (unsigned i = 0; i < n; i++) {
+		memcpy(srv->cork + srv->cork_len, bufs[i].base, bufs[i].len);
+		srv->cork_len += bufs[i].len;
+	}
+	return true;
+}
+
+static int write_bufs(struct http_conn *c, const uv_buf_t *bufs, unsigned n)
+{
+	if (c->closing)
+		return -EPIPE;
+	if (corked(c) && cork_add(c, bufs, n))
+		return c->closing ? -EPIPE : 0;
+	return write_out(c, bufs, n);
+}
+
+void http_conn_cork(struct http_conn *c)
+{
+	struct http_server *srv = c->srv;
+
+	if (c->closing || srv->cork_conn)
+		return;
+	if (!srv->cork && !(srv->cork = malloc(CORK_MAX)))
+		return;
+	srv->cork_conn = c;
+	srv->cork_len = 0;
+}
+
+void http_conn_uncork(struct http_conn *c)
+{
+	if (!corked(c))
+		return;
+	cork_flush(c);
+	c->srv->cork_conn = NULL;
 }
 
 static void log_request(struct http_conn *c)
@@ -625,6 +801,7 @@ static void reset_request(struct http_conn *c)
 	c->finished = false;
 	c->sink_paused = false;
 	c->expect_continue = false;
+	c->raw_body = false;
 }
 
 /* The reply is queued in full: log it and take the next request. */
@@ -647,7 +824,7 @@ static void request_done(struct http_conn *c)
 		c->req.handler = NULL;
 		c->keep_alive = false;
 	}
-	if (!c->keep_alive) {
+	if (!c->keep_alive || c->peer_eof) {
 		if (!c->write_queued)
 			conn_linger(c);
 		else
@@ -658,7 +835,11 @@ static void request_done(struct http_conn *c)
 	http_head_scan_init(&c->scan);
 	c->in_head = true;
 	c->request_begun = false;
-	idle_timer(c);
+	/* Bytes that came while the reply was under way are the next request's. */
+	if (c->in_len > c->in_off)
+		request_begins(c);
+	else
+		idle_timer(c);
 	http_parser_pause(&c->parser, 0);
 	pump(c);
 }
@@ -835,6 +1016,12 @@ size_t http_stream_write(struct http_request *req, const void *data, size_t len)
 
 	if (!req->streaming || c->closing || !len)
 		return c->write_queued;
+	if (c->raw_body) {
+		b[0] = uv_buf_init((char *)data, (unsigned)len);
+		write_bufs(c, b, 1);
+		reply_quiet_timer(c);
+		return c->write_queued;
+	}
 	b[0] = uv_buf_init(size, (unsigned)snprintf(size, sizeof(size), "%zx\r\n", len));
 	b[1] = uv_buf_init((char *)data, (unsigned)len);
 	b[2] = uv_buf_init("\r\n", 2);
@@ -851,8 +1038,43 @@ void http_stream_end(struct http_request *req)
 	if (!req->streaming)
 		return;
 	req->streaming = false;
-	write_bufs(c, &b, 1);
+	if (!c->raw_body)
+		write_bufs(c, &b, 1);
 	request_done(c);
+}
+
+void http_stream_begin_fields(struct http_request *req, int status, const char *fields, size_t fields_len,
+			      enum http_reply_framing framing, uint64_t length)
+{
+	struct http_conn *c = req->conn;
+	char line[96], tail[96];
+	uv_buf_t b[3];
+	int n, t;
+
+	if (req->responded)
+		return;
+	req->responded = true;
+	req->status_code = status;
+	if (!req->complete)
+		c->keep_alive = false;
+	n = snprintf(line, sizeof(line), "HTTP/1.1 %d %s\r\n", status, http_status_text(status));
+	t = snprintf(tail, sizeof(tail), "%s%s\r\n",
+		     framing == HTTP_REPLY_CHUNKED ? "Transfer-Encoding: chunked\r\n" : "",
+		     c->keep_alive ? "" : "Connection: close\r\n");
+	if (framing == HTTP_REPLY_LENGTH)
+		t = snprintf(tail, sizeof(tail), "Content-Length: %llu\r\n%s\r\n", (unsigned long long)length,
+			     c->keep_alive ? "" : "Connection: close\r\n");
+	b[0] = uv_buf_init(line, (unsigned)n);
+	b[1] = uv_buf_init((char *)fields, (unsigned)fields_len);
+	b[2] = uv_buf_init(tail, (unsigned)t);
+	write_bufs(c, b, 3);
+	if (framing == HTTP_REPLY_NONE) {
+		request_done(c);
+		return;
+	}
+	req->streaming = true;
+	c->raw_body = framing == HTTP_REPLY_LENGTH;
+	reply_quiet_timer(c);
 }
 
 /* ---- parsing ---- */
@@ -944,6 +1166,9 @@ static int on_headers_complete(http_parser *p)
 	req->headers_done = true;
 	req->method = p->method;
 	req->upgrade = p->upgrade;
+	req->chunked = (p->flags & F_CHUNKED) != 0;
+	req->has_length = (p->flags & F_CONTENTLENGTH) != 0;
+	req->content_length = req->has_length ? p->content_length : 0;
 	c->keep_alive = http_should_keep_alive(p) && !p->upgrade;
 	q = strchr(c->head->url, '?');
 	if (q) {
@@ -1113,10 +1338,16 @@ static bool scan_head(struct http_conn *c, size_t avail, size_t *feed)
 	return true;
 }
 
+/* The whole request is in and its route has it: the reply is under way. */
+static bool awaits_reply(const struct http_conn *c)
+{
+	return c->req.complete && c->dispatched;
+}
+
 /* The parser takes more input now (not waiting for a reply or a sink). */
 static bool wants_input(const struct http_conn *c)
 {
-	return !c->closing && !c->lingering && !c->relay && !c->sink_paused && !(c->req.complete && c->dispatched);
+	return !c->closing && !c->lingering && !c->relay && !c->sink_paused && !awaits_reply(c);
 }
 
 /*
@@ -1173,11 +1404,8 @@ static bool tls_fill(struct http_conn *c)
 	tls_flush(c);
 	if (handshake && !added && !c->closing)
 		tls_release(c); /* a client that connects ahead of its first request */
-	if (added && !c->request_begun) {
-		c->request_begun = true;
-		c->req.start_ns = mono_ns();
-		timer_arm(c, on_limit_timeout, c->srv->header_timeout_ms);
-	}
+	if (added)
+		request_begins(c);
 	return added;
 }
 
@@ -1275,6 +1503,12 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 {
 	struct http_conn *c = s->data;
 
+	if (n == UV_EOF && awaits_reply(c)) {
+		/* The client ended its side after its request: the reply still goes, then the connection ends. */
+		c->peer_eof = true;
+		c->reading = false; /* libuv stopped reading */
+		return;
+	}
 	if (n < 0) {
 		conn_close(c);
 		return;
@@ -1290,12 +1524,8 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 			update_reading(c);
 		return;
 	}
-	if (n > 0 && !c->request_begun) {
-		/* A request starts arriving: its head has the head's time limit from now. */
-		c->request_begun = true;
-		c->req.start_ns = mono_ns();
-		timer_arm(c, on_limit_timeout, c->srv->header_timeout_ms);
-	}
+	if (n > 0)
+		request_begins(c);
 	c->in_len += (size_t)n;
 	pump(c);
 }
@@ -1307,6 +1537,18 @@ static void release_input(struct http_conn *c)
 		input_free(c);
 }
 
+/* Input read and not yet parsed: plaintext, or ciphertext not yet decrypted. */
+static bool input_waiting(const struct http_conn *c)
+{
+	return c->in_len > c->in_off || (c->ssl && BIO_ctrl_pending(c->rbio));
+}
+
+/*
+ * While a reply is under way the connection reads on (stopping and starting
+ * the watcher cost two or three system calls a request) until the first
+ * bytes of a next request, or the client's end, come: then it stops, and
+ * those wait unparsed until the reply is done.
+ */
 static void update_reading(struct http_conn *c)
 {
 	bool want;
@@ -1314,8 +1556,8 @@ static void update_reading(struct http_conn *c)
 	if (c->closing || c->lingering || c->relay)
 		return;
 	release_input(c);
-	want = !c->sink_paused && !(c->req.complete && c->dispatched) && c->in_len < CONN_INPUT_MAX &&
-	       (!c->ssl || BIO_ctrl_pending(c->rbio) < TLS_RAW_MAX);
+	want = !c->sink_paused && !c->peer_eof && c->in_len < CONN_INPUT_MAX &&
+	       (!c->ssl || BIO_ctrl_pending(c->rbio) < TLS_RAW_MAX) && (!awaits_reply(c) || !input_waiting(c));
 	if (want && !c->reading) {
 		if (uv_read_start(&c->h.stream, on_alloc, on_read) == 0)
 			c->reading = true;
@@ -1360,6 +1602,8 @@ void http_server_destroy(struct http_server *srv)
 {
 	free(srv->tls_raw);
 	srv->tls_raw = NULL;
+	free(srv->cork);
+	srv->cork = NULL;
 	json_text_free(&srv->json);
 	while (srv->heads_pooled)
 		free(srv->head_pool[--srv->heads_pooled]);
@@ -1610,19 +1854,14 @@ int http_conn_detach(struct http_request *req, int status, const char *headers, 
 	c->handler_done = true;
 	c->finished = true;
 	{
-		char head[1024];
-		int n = snprintf(head, sizeof(head), "HTTP/1.1 %d %s\r\n%s\r\n", status, http_status_text(status),
-				 headers ? headers : "");
-		uv_buf_t b;
+		char line[96];
+		int n = snprintf(line, sizeof(line), "HTTP/1.1 %d %s\r\n", status, http_status_text(status));
+		uv_buf_t b[3];
 
-		if (n < 0 || (size_t)n >= sizeof(head)) {
-			req->responded = false;
-			c->keep_alive = false;
-			http_respond_error(req, 500, NULL, "reply head too long");
-			return -E2BIG;
-		}
-		b = uv_buf_init(head, (unsigned)n);
-		if (write_bufs(c, &b, 1) < 0)
+		b[0] = uv_buf_init(line, (unsigned)n);
+		b[1] = uv_buf_init((char *)(headers ? headers : ""), headers ? (unsigned)strlen(headers) : 0);
+		b[2] = uv_buf_init("\r\n", 2);
+		if (write_bufs(c, b, 3) < 0)
 			return -EPIPE;
 	}
 	log_request(c);
@@ -1655,6 +1894,12 @@ int http_conn_detach(struct http_request *req, int status, const char *headers, 
 	}
 	if (c->ssl)
 		relay_tls_deliver(c);
+	if (c->peer_eof && !c->closing && !c->relay_closing && !c->relay_eof) {
+		/* The client ended its side while the upgrade was being answered. */
+		c->relay_eof = true;
+		if (c->relay->closed)
+			c->relay->closed(c->relay_ctx, 0);
+	}
 	if (!c->closing)
 		relay_update_reading(c);
 	return 0;

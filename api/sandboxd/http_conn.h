@@ -74,6 +74,8 @@ struct http_request {
 	size_t body_len;
 	int body_fd;
 	bool body_too_large;
+	uint64_t content_length; /* with has_length: the request's Content-Length */
+	bool has_length, chunked; /* how the request body is framed (neither: no body) */
 	int status_code; /* of the reply, for the log */
 	int route_status; /* a success's status, from the route table (api_call.h) */
 
@@ -103,6 +105,8 @@ struct http_server {
 	unsigned body_timeout_ms;   /* without a byte of a (not streamed) request body */
 	unsigned tls_quiet_ms;      /* quiet time after which a TLS connection gives back its record buffers */
 	struct ssl_ctx_st *tls;     /* TLS on every connection (tls.h), or NULL */
+	/* A connection with a context (http_conn_set_ctx) closes; may be NULL. */
+	void (*conn_closed)(struct http_conn *c, void *ctx);
 	/* State. */
 	unsigned connections;   /* open, not closing */
 	unsigned input_buffers; /* connections holding an input buffer */
@@ -110,6 +114,9 @@ struct http_server {
 	unsigned long long evicted, timed_out, refused, tls_failed;
 	struct http_conn *conns; /* every open connection, newest first */
 	char *tls_raw;           /* ciphertext read or flushed just now (one piece at a time on the loop) */
+	char *cork;              /* the corked connection's gathered plaintext (http_conn_cork) */
+	size_t cork_len;
+	struct http_conn *cork_conn; /* the connection corked now, or NULL */
 	void *head_pool[HTTP_POOL_MAX], *input_pool[HTTP_POOL_MAX]; /* spare ones, for reuse */
 	unsigned heads_pooled, inputs_pooled;
 	struct json_text json; /* the text of JSON replies, kept for the next one */
@@ -134,6 +141,26 @@ void http_conn_unref(struct http_conn *c);
 bool http_conn_closed(const struct http_conn *c);
 /* Starts reading request body bytes again after a sink asked to stop. */
 void http_conn_resume(struct http_conn *c);
+/*
+ * Gathers what is written to c (replies, streams, relayed bytes) until
+ * http_conn_uncork, up to 16 KiB at a time, so that a reply's head and body
+ * made in one turn of the loop leave in one write (over TLS one record).
+ * Within one callback only: one connection of a server at a time (another
+ * one's writes go out as they come), and every cork is taken out before the
+ * callback returns.
+ */
+void http_conn_cork(struct http_conn *c);
+/* Writes what was gathered. */
+void http_conn_uncork(struct http_conn *c);
+/* Closes the connection now, whatever it was doing (no lingering); an owed reply's handler hears aborted. */
+void http_conn_abort(struct http_conn *c);
+/* Per-connection state of the route's owner; srv->conn_closed is told when the connection closes. */
+void http_conn_set_ctx(struct http_conn *c, void *ctx);
+void *http_conn_ctx(const struct http_conn *c);
+/* The server name the TLS client asked for (lower case as sent), or NULL (none, or no TLS). */
+const char *http_conn_sni(const struct http_conn *c);
+/* The peer's address as text ("127.0.0.1", "::1"; "" for a unix socket), asked once per connection. 0 or -errno. */
+int http_conn_peer(struct http_conn *c, char *out, size_t cap);
 
 void http_respond(struct http_request *req, int status, const char *content_type, const void *body,
 		  size_t len);
@@ -147,6 +174,20 @@ void http_respond_fd(struct http_request *req, int status, const char *content_t
 		     uint64_t len);
 
 void http_stream_begin(struct http_request *req, int status, const char *content_type);
+
+enum http_reply_framing {
+	HTTP_REPLY_CHUNKED, /* http_stream_write chunks, http_stream_end ends them */
+	HTTP_REPLY_LENGTH,  /* Content-Length: length, then exactly those bytes as they are */
+	HTTP_REPLY_NONE,    /* no body (HEAD, 204, 304): fields may carry a Content-Length; ends here */
+};
+
+/*
+ * A reply head of status and fields (whole lines ending in CRLF, none of
+ * them framing or Connection) with the framing given; the body follows
+ * through http_stream_write and http_stream_end. For proxied replies.
+ */
+void http_stream_begin_fields(struct http_request *req, int status, const char *fields, size_t fields_len,
+			      enum http_reply_framing framing, uint64_t length);
 /* Queues one chunk; returns the bytes queued and not yet written. */
 size_t http_stream_write(struct http_request *req, const void *data, size_t len);
 void http_stream_end(struct http_request *req);

@@ -15,6 +15,7 @@
 #include "api_call.h"
 #include "ingress_head.h"
 #include "log.h"
+#include "parse.h"
 #include "sandbox.h"
 #include "sandbox_part.h"
 #include "sandboxd.h"
@@ -37,8 +38,7 @@ static int label_for(struct sandbox *sb, uint16_t port, const char **label)
 	if (uv_random(NULL, NULL, b, sizeof(b), 0, NULL) < 0)
 		return -EIO;
 	in->ports[in->nports].port = port;
-	for (size_t i = 0; i < sizeof(b); i++)
-		snprintf(in->ports[in->nports].label + 2 * i, 3, "%02x", b[i]);
+	sv_hex_encode(b, sizeof(b), in->ports[in->nports].label);
 	*label = in->ports[in->nports++].label;
 	return 0;
 }
@@ -177,14 +177,120 @@ void ingress_token_list(struct sandbox *sb, struct api_call *call)
 	api_call_ok(call, o);
 }
 
+/* Closes the sandbox's ingress connections whose latest request used token id (every one for NULL). */
+static unsigned drop_links(struct sandbox *sb, const char *id)
+{
+	struct ingress_link *l = sb->ingress.links, *next;
+	unsigned n = 0;
+
+	for (; l; l = next) {
+		next = l->next;
+		if (!id || !strcmp(l->token_id, id)) {
+			ingress_proxy_drop(l); /* release unlinks it */
+			n++;
+		}
+	}
+	return n;
+}
+
 void ingress_token_delete(struct sandbox *sb, const char *id, struct api_call *call)
 {
+	unsigned closed;
+
 	if (connect_token_revoke(&sb->ingress.tokens, id) < 0)
 		return api_call_fail(call, -ENOENT, NULL, "no connect token %.64s in %s", id, sb->id);
 	store_save(sb);
-	sv_info("sandbox=%s event=connect_token_revoked token=%s", sb->id, id);
+	closed = drop_links(sb, id);
+	sv_info("sandbox=%s event=connect_token_revoked token=%s connections_closed=%u", sb->id, id, closed);
 	api_call_ok(call, NULL);
 }
+
+/* ---- the proxy's owner ---- */
+
+static void link_detach(struct ingress_link *l)
+{
+	struct sandbox *sb = l->owner;
+
+	if (l->prev)
+		l->prev->next = l->next;
+	else
+		sb->ingress.links = l->next;
+	if (l->next)
+		l->next->prev = l->prev;
+	l->prev = l->next = NULL;
+	l->owner = NULL;
+	sb->ingress.nlinks--;
+	sandbox_activity(sb, -1);
+	sandbox_unref(sb);
+}
+
+static int authorize(void *ctx, const char *label, const struct ingress_token_candidate *cand, size_t n,
+		     struct ingress_link *link, struct ingress_grant *grant, char *why, size_t cap)
+{
+	struct sandboxd *d = ctx;
+	const struct connect_token *t = NULL;
+	struct sandbox *sb;
+	uint16_t port;
+	double now = sandboxd_wall_time();
+	size_t i;
+
+	sb = ingress_find_label(d, label, &port);
+	if (!sb) {
+		snprintf(why, cap, "no sandbox is served at this address");
+		return 404;
+	}
+	for (i = 0; i < n && !t; i++) {
+		t = connect_token_check(&sb->ingress.tokens, cand[i].token, now);
+		if (t && t->port != port)
+			t = NULL;
+	}
+	if (!t) {
+		snprintf(why, cap, n ? "the connect token is not valid here (unknown, revoked or expired)"
+				     : "a connect token is needed (Authorization: Bearer, or the " INGRESS_TOKEN_PARAM
+				       " query parameter or cookie)");
+		return 401;
+	}
+	if (sb->state != SANDBOX_RUNNING) {
+		snprintf(why, cap, "the sandbox is %s", sandbox_state_name(sb->state));
+		return 409;
+	}
+	if (link->owner != sb) {
+		if (link->owner)
+			link_detach(link);
+		if (sb->ingress.nlinks >= d->ingress_max_connections) {
+			snprintf(why, cap, "the sandbox has %u open connections, its limit", sb->ingress.nlinks);
+			return 429;
+		}
+		link->owner = sb;
+		link->prev = NULL;
+		link->next = sb->ingress.links;
+		if (link->next)
+			link->next->prev = link;
+		sb->ingress.links = link;
+		sb->ingress.nlinks++;
+		sandbox_ref(sb);
+		/* An open connection keeps the sandbox from its idle timeout. */
+		sandbox_activity(sb, 1);
+	}
+	snprintf(grant->vsock_path, sizeof(grant->vsock_path), "%s", sb->vm.vsock);
+	grant->port = port;
+	snprintf(grant->verified, sizeof(grant->verified), "%s", t->verified);
+	snprintf(grant->token_id, sizeof(grant->token_id), "%s", t->id);
+	grant->token_index = i - 1;
+	return 0;
+}
+
+static void release(void *ctx, struct ingress_link *link)
+{
+	(void)ctx;
+	if (link->owner)
+		link_detach(link);
+}
+
+const struct ingress_proxy_ops sandboxd_ingress_ops = {
+	.authorize = authorize,
+	.release = release,
+};
 
 struct sandbox *ingress_find_label(struct sandboxd *d, const char *label, uint16_t *port)
 {
@@ -198,26 +304,6 @@ struct sandbox *ingress_find_label(struct sandboxd *d, const char *label, uint16
 }
 
 /* ---- the part ---- */
-
-static void hex(const uint8_t *b, size_t n, char *out)
-{
-	for (size_t i = 0; i < n; i++)
-		snprintf(out + 2 * i, 3, "%02x", b[i]);
-}
-
-static int unhex(const char *s, uint8_t *out, size_t n)
-{
-	if (strlen(s) != 2 * n)
-		return -EINVAL;
-	for (size_t i = 0; i < n; i++) {
-		unsigned v;
-
-		if (sscanf(s + 2 * i, "%2x", &v) != 1)
-			return -EINVAL;
-		out[i] = (uint8_t)v;
-	}
-	return 0;
-}
 
 /* Hashes only: a registry that leaks opens nothing. */
 static void ingress_part_save(const struct sandbox *sb, cJSON *record)
@@ -242,7 +328,7 @@ static void ingress_part_save(const struct sandbox *sb, cJSON *record)
 		cJSON *j = cJSON_CreateObject();
 		char h[2 * sizeof(t->hash) + 1];
 
-		hex(t->hash, sizeof(t->hash), h);
+		sv_hex_encode(t->hash, sizeof(t->hash), h);
 		cJSON_AddStringToObject(j, "id", t->id);
 		cJSON_AddStringToObject(j, "sha256", h);
 		cJSON_AddNumberToObject(j, "port", t->port);
@@ -282,7 +368,7 @@ static void ingress_part_restore(struct sandbox *sb, const cJSON *record)
 		struct connect_token t = {0};
 
 		if (!cJSON_IsString(id) || strlen(id->valuestring) >= sizeof(t.id) || !cJSON_IsString(h) ||
-		    unhex(h->valuestring, t.hash, sizeof(t.hash)) < 0 || !cJSON_IsString(v) ||
+		    sv_hex_decode(h->valuestring, t.hash, sizeof(t.hash)) < 0 || !cJSON_IsString(v) ||
 		    strlen(v->valuestring) > INGRESS_METADATA_MAX || num(it, "port") < 1 || num(it, "port") > 65535)
 			continue;
 		snprintf(t.id, sizeof(t.id), "%s", id->valuestring);
@@ -295,9 +381,10 @@ static void ingress_part_restore(struct sandbox *sb, const cJSON *record)
 	}
 }
 
-/* Tokens end with the sandbox. */
+/* Tokens and open connections end with the sandbox. */
 static void ingress_part_teardown(struct sandbox *sb)
 {
+	drop_links(sb, NULL);
 	connect_tokens_destroy(&sb->ingress.tokens);
 }
 

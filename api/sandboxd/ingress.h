@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "connect_token.h"
+#include "ingress_proxy.h"
 
 struct sandbox;
 struct sandboxd;
@@ -27,6 +28,8 @@ struct sandbox_ingress {
 		char label[INGRESS_LABEL_LEN + 1];
 	} ports[INGRESS_PORTS_MAX];
 	unsigned nports;
+	struct ingress_link *links; /* open ingress connections to the sandbox */
+	unsigned nlinks;
 };
 
 /* POST .../connect-tokens {"user_metadata", "port", "ttl"}: 201 {"id", "url", "token", ...}. */
@@ -37,5 +40,9 @@ void ingress_token_list(struct sandbox *sb, struct api_call *call);
 void ingress_token_delete(struct sandbox *sb, const char *id, struct api_call *call);
 /* The sandbox and port a label names, or NULL. */
 struct sandbox *ingress_find_label(struct sandboxd *d, const char *label, uint16_t *port);
+
+/* The daemon's side of the ingress proxy (ctx: the struct sandboxd): labels, tokens, caps, activity. */
+extern const struct ingress_proxy_ops sandboxd_ingress_ops;
+#define INGRESS_DEFAULT_MAX_CONNECTIONS 512
 
 #endif

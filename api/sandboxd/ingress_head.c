@@ -538,3 +538,50 @@ bool ingress_response_field_allowed(const char *name, const char *value)
 		value++;
 	return *value != '=';
 }
+
+/* ---- the response ---- */
+
+/* Hop-by-hop fields of a response and its framing, which the proxy sets itself. */
+static const char *const response_dropped[] = {
+	"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
+	"content-length", "proxy-authenticate",
+};
+
+int ingress_response_fields(const struct http_headers *h, bool upgrade, bool keep_length, char *out, size_t cap)
+{
+	struct out o = {.p = out, .cap = cap};
+	struct connection_names conn;
+	const char *name, *value;
+
+	collect_connection_names(h, &conn);
+	for (unsigned i = 0; http_headers_at(h, i, &name, &value); i++) {
+		size_t len = strlen(name);
+		bool keep = true;
+
+		for (const char *v = value; *v; v++)
+			if ((unsigned char)*v < 0x20 && *v != '\t')
+				return -EPROTO;
+		for (size_t k = 0; k < sizeof(response_dropped) / sizeof(response_dropped[0]); k++)
+			if (name_is(name, len, response_dropped[k]))
+				keep = false;
+		for (unsigned k = 0; k < conn.n && keep; k++)
+			if (name_is(name, len, conn.name[k]))
+				keep = false;
+		if (name_is(name, len, "content-length") && keep_length)
+			keep = true;
+		if (name_is(name, len, "upgrade") && upgrade)
+			keep = true;
+		if (!keep || !ingress_response_field_allowed(name, value))
+			continue;
+		puts_(&o, name);
+		put(&o, ": ", 2);
+		puts_(&o, value);
+		put(&o, "\r\n", 2);
+	}
+	if (upgrade)
+		puts_(&o, "Connection: Upgrade\r\n");
+	put(&o, "", 1);
+	if (o.overflow)
+		return -E2BIG;
+	return (int)o.len - 1;
+}

@@ -85,4 +85,15 @@ int ingress_forward_head(const struct ingress_forward *f, char *out, size_t cap)
 /* Whether the guest's response field may reach the client: never a Set-Cookie for the token's name. */
 bool ingress_response_field_allowed(const char *name, const char *value);
 
+/*
+ * The guest's response fields as the client gets them, lines ending in CRLF
+ * (a NUL follows): without hop-by-hop fields, those Connection names,
+ * framing (the proxy frames the body itself; keep_length keeps the
+ * Content-Length of a reply without a body, to HEAD or a 304) and a
+ * Set-Cookie for the token's name. upgrade (a 101) keeps Upgrade and adds
+ * "Connection: Upgrade". Returns the length, -E2BIG when it does not fit, or
+ * -EPROTO for a value with a control character.
+ */
+int ingress_response_fields(const struct http_headers *h, bool upgrade, bool keep_length, char *out, size_t cap);
+
 #endif

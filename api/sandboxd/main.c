@@ -20,6 +20,8 @@
 #include "auth.h"
 #include "http_conn.h"
 #include "images.h"
+#include "ingress.h"
+#include "ingress_proxy.h"
 #include "log.h"
 #include "net.h"
 #include "routes.h"
@@ -38,6 +40,7 @@ static const char usage[] =
 	"                [--listen-insecure HOST:PORT] [--images DIR]\n"
 	"                [--vmm PATH] [--max-sandboxes N] [--max-memory MIB] [--log-level LEVEL]\n"
 	"                [--no-net] [--allow-private-egress CIDR[,CIDR...]]... [--image-dir DIR]...\n"
+	"                [--ingress HOST:PORT --ingress-domain DOMAIN [--ingress-tls-cert F --ingress-tls-key F]]\n"
 	"       sandboxd [--state-dir DIR] --new-key NAME\n"
 	"       sandboxd [--state-dir DIR] --rotate-managed-key\n"
 	"\n"
@@ -69,6 +72,17 @@ static const char usage[] =
 	"                       fc00::/7), which are closed to sandboxes otherwise; repeatable,\n"
 	"                       each prefix inside one of them (docs/network.md)\n"
 	"  --image-sweep S      delete expired snapshot images every S seconds (default 3600)\n"
+	"  --ingress HOST:PORT  serve connect tokens' URLs https://LABEL.DOMAIN[:PORT] here, HTTPS\n"
+	"                       with TLS 1.3 only (docs/ingress.md); needs --ingress-domain\n"
+	"  --ingress-domain D   the domain under which each sandbox port gets a name; DNS for\n"
+	"                       *.D must lead clients to --ingress\n"
+	"  --ingress-tls-cert F, --ingress-tls-key F\n"
+	"                       the ingress certificate (for D and *.D) and key; without them one\n"
+	"                       is made in STATE_DIR/tls, signed by the CA of --listen\n"
+	"  --ingress-timeout S  how long the server in a sandbox may stay silent on a request\n"
+	"                       before the client gets 504 (default 60)\n"
+	"  --ingress-max-connections N\n"
+	"                       open ingress connections per sandbox (default 512; 429 beyond)\n"
 	"  --new-key NAME       make an API key, store its hash, print the key, exit\n"
 	"  --rotate-managed-key replace the managed key of snapshot images, re-wrapping each\n"
 	"                       image's key with the new one (run while sandboxd is stopped)\n";
@@ -78,8 +92,9 @@ struct daemon {
 	struct sandboxd d;
 	struct http_server unix_server, tcp_server; /* no TLS; TLS (or --listen-insecure) */
 	uv_pipe_t unix_listener;
-	uv_tcp_t tcp_listener;
-	bool tcp_on;
+	uv_tcp_t tcp_listener, ingress_listener;
+	bool tcp_on, ingress_on;
+	struct ingress_proxy ingress; /* --ingress */
 	uv_signal_t sig_term, sig_int;
 };
 
@@ -199,19 +214,18 @@ static int setup_tls(struct daemon *dm, const char *host, const struct tls_optio
 	return 0;
 }
 
-static int listen_tcp(struct daemon *dm, const char *spec, const struct tls_options *tls)
+/* HOST:PORT ("[::1]:8443" as well as "::1:8443") into addr, with host's text. 0 or -EINVAL (told). */
+static int parse_listen_address(const char *opt, const char *spec, char *host, size_t cap,
+				struct sockaddr_storage *addr)
 {
-	const char *opt = tls->insecure ? "--listen-insecure" : "--listen";
-	char host[256];
 	const char *colon = strrchr(spec, ':');
-	struct sockaddr_storage addr;
-	int port, r;
+	int port;
 
-	if (!colon || colon == spec || (size_t)(colon - spec) >= sizeof(host)) {
+	if (!colon || colon == spec || (size_t)(colon - spec) >= cap) {
 		sv_err("%s wants HOST:PORT, not %s", opt, spec);
 		return -EINVAL;
 	}
-	snprintf(host, sizeof(host), "%.*s", (int)(colon - spec), spec);
+	snprintf(host, cap, "%.*s", (int)(colon - spec), spec);
 	/* "[::1]:8443" as well as "::1:8443" */
 	if (host[0] == '[' && host[strlen(host) - 1] == ']') {
 		memmove(host, host + 1, strlen(host));
@@ -222,12 +236,24 @@ static int listen_tcp(struct daemon *dm, const char *spec, const struct tls_opti
 		sv_err("%s: bad port in %s", opt, spec);
 		return -EINVAL;
 	}
-	memset(&addr, 0, sizeof(addr));
-	if (uv_ip4_addr(host, port, (struct sockaddr_in *)&addr) &&
-	    uv_ip6_addr(host, port, (struct sockaddr_in6 *)&addr)) {
+	memset(addr, 0, sizeof(*addr));
+	if (uv_ip4_addr(host, port, (struct sockaddr_in *)addr) &&
+	    uv_ip6_addr(host, port, (struct sockaddr_in6 *)addr)) {
 		sv_err("%s: %s is not an IP address", opt, host);
 		return -EINVAL;
 	}
+	return port;
+}
+
+static int listen_tcp(struct daemon *dm, const char *spec, const struct tls_options *tls)
+{
+	const char *opt = tls->insecure ? "--listen-insecure" : "--listen";
+	char host[256];
+	struct sockaddr_storage addr;
+	int r;
+
+	if (parse_listen_address(opt, spec, host, sizeof(host), &addr) < 0)
+		return -EINVAL;
 	if (tls->insecure && !is_loopback(&addr)) {
 		sv_err("--listen-insecure serves plain HTTP, so only on a loopback address (not %s); "
 		       "use --listen for TLS",
@@ -245,6 +271,68 @@ static int listen_tcp(struct daemon *dm, const char *spec, const struct tls_opti
 		sv_err("cannot listen on %s: %s", spec, uv_strerror(r));
 	dm->tcp_on = r == 0;
 	return r;
+}
+
+/* --ingress: the proxy's own listener and certificate (for DOMAIN and *.DOMAIN). */
+static int listen_ingress(struct daemon *dm, const char *spec, const char *domain, const struct tls_options *tls,
+			  unsigned timeout_s)
+{
+	struct sandboxd *d = &dm->d;
+	char host[256], dir[sizeof(d->state_dir) + 8], cert[sizeof(dir) + 32], key[sizeof(dir) + 32], err[512];
+	struct sockaddr_storage addr;
+	bool made = false;
+	int port, r;
+
+	if (!domain) {
+		sv_err("--ingress needs --ingress-domain (the DNS domain whose names lead to it)");
+		return -EINVAL;
+	}
+	port = parse_listen_address("--ingress", spec, host, sizeof(host), &addr);
+	if (port < 0)
+		return -EINVAL;
+	if (ingress_proxy_init(&dm->ingress, d->loop, domain, &sandboxd_ingress_ops, d) < 0) {
+		sv_err("--ingress-domain: %s is not a DNS name", domain);
+		return -EINVAL;
+	}
+	dm->ingress.response_timeout_ms = timeout_s * 1000;
+	if (tls->cert || tls->key) {
+		if (!tls->cert || !tls->key) {
+			sv_err("--ingress-tls-cert and --ingress-tls-key go together");
+			return -EINVAL;
+		}
+		snprintf(cert, sizeof(cert), "%s", tls->cert);
+		snprintf(key, sizeof(key), "%s", tls->key);
+	} else {
+		snprintf(dir, sizeof(dir), "%s/tls", d->state_dir);
+		if (tls_ensure_domain_certificate(dir, domain, cert, key, sizeof(cert), &made, err, sizeof(err)) < 0) {
+			sv_err("making a certificate for --ingress: %s", err);
+			return -EIO;
+		}
+		if (made)
+			sv_info("made a certificate for %s and *.%s in %s", domain, domain, dir);
+	}
+	dm->ingress.server.tls = tls_server_ctx_new(cert, key, err, sizeof(err));
+	if (!dm->ingress.server.tls) {
+		sv_err("TLS for --ingress: %s", err);
+		return -EINVAL;
+	}
+	uv_tcp_init(d->loop, &dm->ingress_listener);
+	dm->ingress_listener.data = &dm->ingress.server;
+	r = uv_tcp_bind(&dm->ingress_listener, (struct sockaddr *)&addr, 0);
+	if (r == 0)
+		r = uv_listen((uv_stream_t *)&dm->ingress_listener, 511, on_connection);
+	if (r < 0) {
+		sv_err("cannot listen on %s: %s", spec, uv_strerror(r));
+		return r;
+	}
+	dm->ingress_on = true;
+	snprintf(d->ingress_domain, sizeof(d->ingress_domain), "%s", dm->ingress.domain);
+	d->ingress_port = (unsigned)port;
+	if (port == 443)
+		sv_info("ingress: https://LABEL.%s on %s", dm->ingress.domain, spec);
+	else
+		sv_info("ingress: https://LABEL.%s:%d on %s", dm->ingress.domain, port, spec);
+	return 0;
 }
 
 static void on_stop_signal(uv_signal_t *s, int signum)
@@ -316,11 +404,19 @@ int main(int argc, char **argv)
 		{"listen-insecure", required_argument, NULL, 'T'},
 		{"tls-cert", required_argument, NULL, 'C'},
 		{"tls-key", required_argument, NULL, 'K'},
+		{"ingress", required_argument, NULL, 'G'},
+		{"ingress-domain", required_argument, NULL, 'D'},
+		{"ingress-tls-cert", required_argument, NULL, 'c'},
+		{"ingress-tls-key", required_argument, NULL, 'e'},
+		{"ingress-timeout", required_argument, NULL, 'O'},
+		{"ingress-max-connections", required_argument, NULL, 'x'},
 		{NULL, 0, NULL, 0}};
 	struct daemon *dm = calloc(1, sizeof(*dm));
 	struct sandboxd *d = &dm->d;
 	const char *socket_path = DEFAULT_SOCKET, *listen_addr = NULL, *insecure_addr = NULL, *new_key = NULL;
-	struct tls_options tls = {0};
+	struct tls_options tls = {0}, ingress_tls = {0};
+	const char *ingress_addr = NULL, *ingress_domain = NULL;
+	unsigned ingress_timeout_s = INGRESS_DEFAULT_RESPONSE_TIMEOUT_MS / 1000;
 	bool builder_given = false, rotate = false;
 	enum sv_log_level level = SV_LOG_INFO;
 	char keys_path[sizeof(d->state_dir) + 16], dir[sizeof(d->state_dir) + 16], why[512];
@@ -334,6 +430,7 @@ int main(int argc, char **argv)
 	}
 	snprintf(d->state_dir, sizeof(d->state_dir), "%s", DEFAULT_STATE_DIR);
 	d->max_sandboxes = 64;
+	d->ingress_max_connections = INGRESS_DEFAULT_MAX_CONNECTIONS;
 	d->image_sweep_s = 3600;
 	d->net_enabled = true;
 	d->allow_private = cJSON_CreateArray();
@@ -347,6 +444,22 @@ int main(int argc, char **argv)
 		case 'T': insecure_addr = optarg; break;
 		case 'C': tls.cert = optarg; break;
 		case 'K': tls.key = optarg; break;
+		case 'G': ingress_addr = optarg; break;
+		case 'D': ingress_domain = optarg; break;
+		case 'c': ingress_tls.cert = optarg; break;
+		case 'e': ingress_tls.key = optarg; break;
+		case 'O':
+			if (parse_uint(optarg, &ingress_timeout_s) < 0 || ingress_timeout_s > 86400) {
+				fprintf(stderr, "sandboxd: --ingress-timeout wants seconds, 1..86400\n");
+				return 2;
+			}
+			break;
+		case 'x':
+			if (parse_uint(optarg, &d->ingress_max_connections) < 0) {
+				fprintf(stderr, "sandboxd: --ingress-max-connections wants a positive number\n");
+				return 2;
+			}
+			break;
 		case 'i': snprintf(d->images_dir, sizeof(d->images_dir), "%s", optarg); break;
 		case 'v': snprintf(d->vmm_path, sizeof(d->vmm_path), "%s", optarg); break;
 		case 'b':
@@ -474,7 +587,12 @@ int main(int argc, char **argv)
 		tls.insecure = true;
 		listen_addr = insecure_addr;
 	}
-	if (listen_unix(dm, socket_path) < 0 || (listen_addr && listen_tcp(dm, listen_addr, &tls) < 0))
+	if (ingress_domain && !ingress_addr) {
+		sv_err("--ingress-domain goes with --ingress HOST:PORT");
+		return 2;
+	}
+	if (listen_unix(dm, socket_path) < 0 || (listen_addr && listen_tcp(dm, listen_addr, &tls) < 0) ||
+	    (ingress_addr && listen_ingress(dm, ingress_addr, ingress_domain, &ingress_tls, ingress_timeout_s) < 0))
 		return 1;
 	uv_timer_init(d->loop, &d->sweep_timer);
 	d->sweep_timer.data = d;
@@ -494,6 +612,10 @@ int main(int argc, char **argv)
 	uv_run(d->loop, UV_RUN_DEFAULT);
 	unlink(socket_path);
 	tls_server_ctx_free(dm->tcp_server.tls);
+	if (dm->ingress_on) {
+		tls_server_ctx_free(dm->ingress.server.tls);
+		ingress_proxy_destroy(&dm->ingress);
+	}
 	http_server_destroy(&dm->unix_server);
 	http_server_destroy(&dm->tcp_server);
 	images_destroy(d);

@@ -44,6 +44,7 @@ struct sandboxd {
 	unsigned image_sweep_s;     /* how often expired images are deleted */
 	char ingress_domain[256];   /* --ingress-domain: connect-token URLs are https://LABEL.DOMAIN[:PORT] */
 	unsigned ingress_port;      /* the port of those URLs (--ingress) */
+	unsigned ingress_max_connections; /* open ingress connections per sandbox (429 beyond) */
 	uv_timer_t image_sweep_timer;
 };
 

@@ -234,9 +234,24 @@ out:
 	return r;
 }
 
+/* A certificate signed by dir's CA for san, with its key, as dir/prefix"cert.pem" and dir/prefix"key.pem". */
+static int make_signed_cert(const char *dir, const char *prefix, const char *cn, const char *san, char *err,
+			    size_t errlen);
+
 static int make_server_cert(const char *dir, const char *host, char *err, size_t errlen)
 {
-	char path[4200], san[600];
+	char san[600];
+
+	snprintf(san, sizeof(san), "DNS:localhost,IP:127.0.0.1,IP:::1");
+	if (host && host[0] && strcmp(host, "localhost") && strcmp(host, "127.0.0.1") && strcmp(host, "::1"))
+		snprintf(san + strlen(san), sizeof(san) - strlen(san), ",%s:%s", is_ip(host) ? "IP" : "DNS", host);
+	return make_signed_cert(dir, "", host && host[0] ? host : "localhost", san, err, errlen);
+}
+
+static int make_signed_cert(const char *dir, const char *prefix, const char *cn, const char *san, char *err,
+			    size_t errlen)
+{
+	char path[4200], name[64];
 	EVP_PKEY *ca_key, *key = NULL;
 	X509 *ca, *x = NULL;
 	int r = -EIO;
@@ -249,11 +264,8 @@ static int make_server_cert(const char *dir, const char *host, char *err, size_t
 		snprintf(err, errlen, "cannot read the CA in %s", dir);
 		goto out;
 	}
-	snprintf(san, sizeof(san), "DNS:localhost,IP:127.0.0.1,IP:::1");
-	if (host && host[0] && strcmp(host, "localhost") && strcmp(host, "127.0.0.1") && strcmp(host, "::1"))
-		snprintf(san + strlen(san), sizeof(san) - strlen(san), ",%s:%s", is_ip(host) ? "IP" : "DNS", host);
 	key = EVP_EC_gen("P-256");
-	x = key ? new_cert(key, host && host[0] ? host : "localhost", CERT_DAYS) : NULL;
+	x = key ? new_cert(key, cn, CERT_DAYS) : NULL;
 	if (!x || !X509_set_issuer_name(x, X509_get_subject_name(ca)) ||
 	    add_ext(x, ca, NID_basic_constraints, "critical,CA:FALSE") < 0 ||
 	    add_ext(x, ca, NID_key_usage, "critical,digitalSignature") < 0 ||
@@ -261,9 +273,11 @@ static int make_server_cert(const char *dir, const char *host, char *err, size_t
 	    add_ext(x, ca, NID_subject_alt_name, san) < 0 ||
 	    add_ext(x, ca, NID_authority_key_identifier, "keyid:always") < 0 || !X509_sign(x, ca_key, EVP_sha256()))
 		goto out;
-	r = write_pem(dir, "key.pem", NULL, key, err, errlen);
+	snprintf(name, sizeof(name), "%skey.pem", prefix);
+	r = write_pem(dir, name, NULL, key, err, errlen);
+	snprintf(name, sizeof(name), "%scert.pem", prefix);
 	if (r == 0)
-		r = write_pem(dir, "cert.pem", x, NULL, err, errlen);
+		r = write_pem(dir, name, x, NULL, err, errlen);
 out:
 	if (r == -EIO && !err[0])
 		ssl_error(err, errlen, "making the server certificate");
@@ -303,4 +317,34 @@ int tls_ensure_certificates(const char *dir, const char *host, bool *made, char 
 		*made = true;
 	}
 	return 0;
+}
+
+int tls_ensure_domain_certificate(const char *dir, const char *domain, char *cert, char *key, size_t cap,
+				  bool *made, char *err, size_t errlen)
+{
+	char san[600], probe[300];
+	bool ca_made = false;
+	int r;
+
+	*made = false;
+	err[0] = '\0';
+	if (!domain[0] || strlen(domain) > 253 || is_ip(domain) || strchr(domain, ',') || strchr(domain, '*')) {
+		snprintf(err, errlen, "%s is not a DNS name", domain);
+		return -EINVAL;
+	}
+	/* The CA (and the API listener's certificate) first, made as --listen would make them. */
+	r = tls_ensure_certificates(dir, NULL, &ca_made, err, errlen);
+	if (r < 0)
+		return r;
+	snprintf(cert, cap, "%s/ingress-cert.pem", dir);
+	snprintf(key, cap, "%s/ingress-key.pem", dir);
+	snprintf(probe, sizeof(probe), "label.%s", domain);
+	if (!ca_made && access(cert, R_OK) == 0 && access(key, R_OK) == 0 && tls_cert_covers(cert, domain) &&
+	    tls_cert_covers(cert, probe))
+		return 0;
+	snprintf(san, sizeof(san), "DNS:%s,DNS:*.%s", domain, domain);
+	r = make_signed_cert(dir, "ingress-", domain, san, err, errlen);
+	if (r == 0)
+		*made = true;
+	return r;
 }

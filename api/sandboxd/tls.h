@@ -30,6 +30,15 @@ void tls_server_ctx_free(struct ssl_ctx_st *ctx);
  */
 int tls_ensure_certificates(const char *dir, const char *host, bool *made, char *err, size_t errlen);
 
+/*
+ * In dir, beside what tls_ensure_certificates keeps there (made too when
+ * missing): ingress-cert.pem and ingress-key.pem, a certificate for domain
+ * and *.domain signed by the same CA, made again when it covers neither.
+ * Their paths go to cert and key. 0, or -errno with a message.
+ */
+int tls_ensure_domain_certificate(const char *dir, const char *domain, char *cert, char *key, size_t cap,
+				  bool *made, char *err, size_t errlen);
+
 /* True when the certificate in cert_file names host (an IP address or a DNS name). */
 bool tls_cert_covers(const char *cert_file, const char *host);
 

@@ -7,6 +7,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "parse.h"
+
 int simage_pread_full(int fd, void *buf, size_t len, uint64_t off)
 {
 	uint8_t *p = buf;
@@ -47,13 +49,7 @@ int simage_pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
 
 void simage_hex(const uint8_t *in, size_t len, char *out)
 {
-	static const char digits[] = "0123456789abcdef";
-
-	for (size_t i = 0; i < len; i++) {
-		out[2 * i] = digits[in[i] >> 4];
-		out[2 * i + 1] = digits[in[i] & 15];
-	}
-	out[2 * len] = '\0';
+	sv_hex_encode(in, len, out);
 }
 
 void simage_id_hex(const uint8_t id[SIMAGE_ID_BYTES], char out[2 * SIMAGE_ID_BYTES + 1])

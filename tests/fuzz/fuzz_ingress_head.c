@@ -6,6 +6,8 @@
  * and one Host, ends at its single blank line, holds no bare CR or LF, and
  * no copy of the accepted token in its query, Authorization or cookies;
  * encoded metadata is printable ASCII that parses back to the same JSON.
+ * The guest's response fields, rewritten for the client, end in CRLF, hold
+ * no bare CR or LF, no framing or hop-by-hop field and no token cookie.
  */
 #include <cjson/cJSON.h>
 #include <stdint.h>
@@ -133,6 +135,8 @@ static void check_head(const char *out, int n)
 		abort();
 }
 
+static void response(const struct http_headers *h, uint8_t mode);
+
 static void rewrite(const uint8_t *data, size_t size)
 {
 	static struct http_headers h;
@@ -189,11 +193,40 @@ static void rewrite(const uint8_t *data, size_t size)
 	f.content_length = size;
 	if (cap > sizeof(out))
 		cap = sizeof(out);
+	response(&h, data[0]);
 	n = ingress_forward_head(&f, out, cap);
 	if (n >= 0) {
 		if ((size_t)n >= cap || out[n])
 			abort();
 		check_head(out, n);
+	}
+}
+
+/* The same fields as a guest's response head. */
+static void response(const struct http_headers *h, uint8_t mode)
+{
+	static char out[HTTP_MAX_HEADER_BYTES + 512];
+	size_t cap = (size_t)mode * 64 + 1;
+	int n;
+
+	if (cap > sizeof(out))
+		cap = sizeof(out);
+	n = ingress_response_fields(h, mode & 1, mode & 2, out, cap);
+	if (n < 0)
+		return;
+	if ((size_t)n >= cap || out[n] || (n && (n < 2 || memcmp(out + n - 2, "\r\n", 2))))
+		abort();
+	for (const char *p = out; p < out + n;) {
+		const char *eol = strstr(p, "\r\n");
+		size_t len = (size_t)(eol - p);
+
+		if (!eol || memchr(p, '\n', len) || memchr(p, '\r', len))
+			abort();
+		if (!strncasecmp(p, "transfer-encoding:", 18) || !strncasecmp(p, "keep-alive:", 11) ||
+		    (!(mode & 2) && !strncasecmp(p, "content-length:", 15)) ||
+		    (!strncasecmp(p, "set-cookie:", 11) && !ingress_response_field_allowed("set-cookie", p + 11)))
+			abort();
+		p = eol + 2;
 	}
 }
 

@@ -9,10 +9,8 @@ HTTP (http.client on the unix socket), and prints one line per case:
 suite's report. Needs /dev/kvm (run through tests/nested/run).
 """
 import concurrent.futures
-import http.client
 import json
 import os
-import random
 import signal
 import socket
 import struct
@@ -21,7 +19,8 @@ import sys
 import tempfile
 import threading
 import time
-import traceback
+
+from cases import UnixConn, case, cases, keep_sandbox_logs, on_overrun
 
 BUILD = sys.argv[1] if len(sys.argv) > 1 else "build"
 RESULTS = sys.argv[2] if len(sys.argv) > 2 else BUILD + "/test-results/integration"
@@ -33,15 +32,6 @@ SOCK = os.path.join(TMP, "sandboxd.sock")
 MIN = {"image": "minimal", "memory_mib": 128}
 
 
-class UnixConn(http.client.HTTPConnection):
-    def __init__(self, path, timeout=120):
-        super().__init__("localhost", timeout=timeout)
-        self.path = path
-
-    def connect(self):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(self.path)
 
 
 class Daemon:
@@ -55,14 +45,18 @@ class Daemon:
         self.proc = subprocess.Popen([SANDBOXD, "--state-dir", STATE, "--socket", SOCK, *self.extra],
                                      stdout=self.log, stderr=self.log,
                                      env=dict(os.environ, SANDVM_API_KEY=ENV_SECRET))
-        for _ in range(100):
+        # Up within 60 s, each try bounded: a daemon that accepts but never answers fails here.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
             try:
-                if request("GET", "/v1/health", key=None)[0] == 200:
+                if request("GET", "/v1/health", key=None, timeout=5)[0] == 200:
                     return
             except OSError:
                 pass
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"sandboxd exited with status {self.proc.returncode} while starting")
             time.sleep(0.05)
-        raise RuntimeError("sandboxd did not come up")
+        raise RuntimeError("sandboxd did not answer /v1/health within 60 s")
 
     def stop(self, sig=signal.SIGTERM):
         self.proc.send_signal(sig)
@@ -148,29 +142,6 @@ def run_exec(sid, argv, stdin=None, **kw):
     return frames(data)
 
 
-results = []
-
-
-def case(name):
-    def wrap(fn):
-        def run():
-            t = time.monotonic()
-            try:
-                fn()
-                results.append((name, None))
-                print(f"OK {name} ({time.monotonic() - t:.1f} s)", flush=True)
-            except Exception as e:  # noqa: BLE001 - every failure is reported
-                why = f"{type(e).__name__}: {e}"
-                traceback.print_exc(file=sys.stderr)
-                results.append((name, why))
-                print(f"FAIL {name}: {why}".replace("\n", " ")[:400], flush=True)
-        run.name = name
-        cases.append(run)
-        return fn
-    return wrap
-
-
-cases = []
 
 
 @case("api-auth")
@@ -482,7 +453,7 @@ def sh(cmd):
     return subprocess.run(cmd, shell=True, capture_output=True, text=True)
 
 
-@case("api-network")
+@case("api-network", limit=600)
 def _():
     # A peer in a network namespace, routed through this host (the L1): the
     # daemon's NAT masquerades the sandbox to it. The sandbox (Debian) probes it
@@ -658,7 +629,7 @@ def _():
     assert after <= before, f"sandbox left behind: {after - before}"
 
 
-@case("api-image-built-on-first-use")
+@case("api-image-built-on-first-use", limit=900)
 def _():
     # A second daemon whose images folder lacks the initramfs, with a builder
     # that makes it slowly and says so: creates wait for it, vmctl shows progress.
@@ -741,7 +712,7 @@ def mounted(sid, path):
     return out.strip() != "0"
 
 
-@case("api-snapshot-csek")
+@case("api-snapshot-csek", limit=900)
 def _():
     a = create(SNAP)["id"]
     out, err, code = guest(a, PROJECT_SETUP)
@@ -789,7 +760,7 @@ def _():
     assert vmctl("unmount", b, "/data").returncode == 0
 
 
-@case("api-snapshot-reseal")
+@case("api-snapshot-reseal", limit=900)
 def _():
     # A small customer-key image, mounted, then snapshotted again with a new key and with none.
     b, k = shared["snap_sb"], shared["csek_key"]
@@ -843,7 +814,7 @@ def chunk_table(data):
     return data_off, entries
 
 
-@case("api-snapshot-tamper")
+@case("api-snapshot-tamper", limit=600)
 def _():
     b, img, k = shared["snap_sb"], shared["csek_image"], shared["csek_key"]
     tool = os.path.join(BUILD, "bin", "sandvm-image")
@@ -900,7 +871,7 @@ def _():
     assert b"failed authentication" in log, log[-2000:]
 
 
-@case("api-snapshot-retention")
+@case("api-snapshot-retention", limit=900)
 def _():
     b = shared["snap_sb"]
     assert guest(b, "mkdir -p /small && echo x > /small/f")[2] == 0
@@ -939,6 +910,32 @@ def _():
 
 
 
+def cleanup():
+    """Stops the daemon and every VMM it left, keeps their logs, removes their
+    taps, and checks the daemon's log for the API key (api-log-hygiene)."""
+    try:
+        daemon.stop()
+    except Exception:  # noqa: BLE001
+        daemon.proc.kill()
+    for d in os.listdir(os.path.join(STATE, "sandboxes")):
+        try:
+            pid = json.load(open(os.path.join(STATE, "sandboxes", d, "sandbox.json")))["pid"]
+            os.kill(pid, signal.SIGKILL)
+        except (OSError, ValueError, KeyError):
+            pass
+    # Each sandbox's console and VMM log, for whoever reads a failure.
+    keep_sandbox_logs(STATE, os.path.join(RESULTS, "sandboxes"))
+    # VMMs killed above leave their persistent taps: sandboxd removes them when it
+    # sees the VMM gone, but it is stopped; clean up what this run made.
+    sh("for t in $(ls /sys/class/net | grep '^sbx'); do ip link del $t; done")
+    with open(os.path.join(RESULTS, "sandboxd.log"), "rb") as f:
+        log = f.read()
+    if KEY.encode() in log:
+        print("FAIL api-log-hygiene: the API key appears in the daemon log", flush=True)
+    else:
+        print("OK api-log-hygiene", flush=True)
+
+
 def main():
     global KEY, daemon
     os.makedirs(RESULTS, exist_ok=True)
@@ -952,37 +949,14 @@ def main():
                     "--listen", "127.0.0.1:" + str(TLS_PORT))
     daemon.start()
     only = os.environ.get("SANDVM_API_ONLY")
+    on_overrun.append(cleanup)
     try:
         for run in cases:
             if not only or only in run.name:
                 run()
     finally:
-        try:
-            daemon.stop()
-        except Exception:  # noqa: BLE001
-            daemon.proc.kill()
-        for d in os.listdir(os.path.join(STATE, "sandboxes")):
-            try:
-                pid = json.load(open(os.path.join(STATE, "sandboxes", d, "sandbox.json")))["pid"]
-                os.kill(pid, signal.SIGKILL)
-            except (OSError, ValueError, KeyError):
-                pass
-        # Each sandbox's console and VMM log, for whoever reads a failure.
-        for d in os.listdir(os.path.join(STATE, "sandboxes")):
-            for f in ("console.log.1", "console.log", "vmm.log"):
-                src = os.path.join(STATE, "sandboxes", d, f)
-                if os.path.exists(src):
-                    os.makedirs(os.path.join(RESULTS, "sandboxes", d), exist_ok=True)
-                    sh(f"tail -c 200000 {src} > {os.path.join(RESULTS, 'sandboxes', d, f)}")
-        # VMMs killed above leave their persistent taps: sandboxd removes them when it
-        # sees the VMM gone, but it is stopped; clean up what this run made.
-        sh("for t in $(ls /sys/class/net | grep '^sbx'); do ip link del $t; done")
-        with open(os.path.join(RESULTS, "sandboxd.log"), "rb") as f:
-            log = f.read()
-        if KEY.encode() in log:
-            print("FAIL api-log-hygiene: the API key appears in the daemon log")
-        else:
-            print("OK api-log-hygiene")
+        on_overrun.remove(cleanup)
+        cleanup()
     if "ready_s" in shared:
         print(f"# create-to-ready (minimal image): {shared['ready_s']:.2f} s", file=sys.stderr)
 

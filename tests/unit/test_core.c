@@ -214,6 +214,29 @@ static void parse_numbers_and_refusals(void **state)
 	assert_int_equal(err[0], 'x');
 }
 
+static void hex_both_ways(void **state)
+{
+	const uint8_t in[] = {0x00, 0x7f, 0xa5, 0xff};
+	uint8_t out[4];
+	char text[9];
+
+	(void)state;
+	sv_hex_encode(in, sizeof(in), text);
+	assert_string_equal(text, "007fa5ff");
+	assert_int_equal(sv_hex_decode(text, out, sizeof(out)), 0);
+	assert_memory_equal(out, in, sizeof(in));
+	assert_int_equal(sv_hex_decode("007FA5FF", out, sizeof(out)), 0);
+	assert_memory_equal(out, in, sizeof(in));
+	/* Exactly the digits asked for: no sign, blank, 0x, short or long text. */
+	assert_int_equal(sv_hex_decode("+07fa5ff", out, 4), -EINVAL);
+	assert_int_equal(sv_hex_decode(" 07fa5ff", out, 4), -EINVAL);
+	assert_int_equal(sv_hex_decode("0x7fa5ff", out, 4), -EINVAL);
+	assert_int_equal(sv_hex_decode("007fa5f", out, 4), -EINVAL);
+	assert_int_equal(sv_hex_decode("007fa5ff0", out, 4), -EINVAL);
+	assert_int_equal(sv_hex_decode("007fa5fg", out, 4), -EINVAL);
+	assert_int_equal(sv_hex_decode("", out, 0), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -223,6 +246,7 @@ int main(void)
 		cmocka_unit_test(bus_many_ranges),
 		cmocka_unit_test(iov_ranges),
 		cmocka_unit_test(parse_numbers_and_refusals),
+		cmocka_unit_test(hex_both_ways),
 	};
 
 	return cmocka_run_group_tests_name("core", tests, NULL, NULL);

@@ -129,6 +129,17 @@ static void complete(struct http_request *req)
 		http_stream_write(req, "first\n", 6);
 		return;
 	}
+	if (!strcmp(req->url, "/corked")) {
+		/* A proxied reply made in one turn: its head, body and end leave in one write. */
+		struct http_conn *c = req->conn;
+
+		http_conn_cork(c);
+		http_stream_begin_fields(req, 200, "X-A: 1\r\n", 8, HTTP_REPLY_LENGTH, 5);
+		http_stream_write(req, "hello", 5);
+		http_stream_end(req);
+		http_conn_uncork(c);
+		return;
+	}
 	if (!strcmp(req->url, "/never")) {
 		/* A route that takes its time. */
 		assert_true(f->npending < 8);
@@ -462,6 +473,53 @@ static void pipelined(void **state)
 	close(fd);
 }
 
+/*
+ * While a reply takes its time the connection reads on: the next request's
+ * bytes wait for it unparsed; a client that ended its side meanwhile still
+ * gets its reply, then the end.
+ */
+static void late_replies(void **state)
+{
+	struct fixture *f = *state;
+	int fd = client(f);
+	char buf[8192];
+	bool eof;
+	size_t got;
+
+	send_str(fd, "GET /never HTTP/1.1\r\nHost: x\r\n\r\n");
+	spin(f, 20);
+	assert_int_equal(f->npending, 1);
+	send_str(fd, "GET /h HTTP/1.1\r\nHost: x\r\nX-N: 2\r\n\r\n");
+	got = receive(f, fd, buf, sizeof(buf), 1, 50, &eof);
+	assert_int_equal(got, 0);
+	answer_pending(f);
+	got = 0;
+	while (!strstr(buf, "X-N=2")) {
+		size_t n = receive(f, fd, buf + got, sizeof(buf) - got, got + 1, 2000, &eof);
+
+		assert_false(eof);
+		assert_true(n > 0);
+		got += n;
+	}
+	assert_int_equal(strncmp(buf, "HTTP/1.1 204 ", 13), 0);
+	assert_non_null(strstr(buf + 13, "HTTP/1.1 200 "));
+	send_str(fd, "GET /never HTTP/1.1\r\nHost: x\r\n\r\n");
+	spin(f, 20);
+	assert_int_equal(f->npending, 1);
+	/* The client ends its side with the second reply under way. */
+	shutdown(fd, SHUT_WR);
+	spin(f, 50);
+	assert_int_equal(f->srv.connections, 1);
+	answer_pending(f);
+	got = receive(f, fd, buf, sizeof(buf), sizeof(buf), 2000, &eof);
+	assert_true(got > 0);
+	assert_int_equal(strncmp(buf, "HTTP/1.1 204 ", 13), 0);
+	assert_true(eof || closed_by_server(f, fd, 2000));
+	close(fd);
+	spin(f, 50);
+	assert_int_equal(f->srv.connections, 0);
+}
+
 static void relay_hand_over(void **state)
 {
 	struct fixture *f = *state;
@@ -756,6 +814,34 @@ static void tls_requests(void **state)
 	tls_send(f, ssl, "GET /h HTTP/1.1\r\nHost: x\r\nX-A : 1\r\n\r\n");
 	tls_receive(f, ssl, buf, sizeof(buf), 12);
 	assert_non_null(strstr(buf, "HTTP/1.1 400 "));
+	SSL_free(ssl);
+	close(fd);
+}
+
+/* A corked reply: head and body in one TLS record, so one read of the client has all of it. */
+static void tls_corked_reply(void **state)
+{
+	struct fixture *f = *state;
+	int fd = client(f);
+	bool ok;
+	SSL *ssl = tls_client(f, fd, 0, &ok);
+	const char *want = "HTTP/1.1 200 OK\r\nX-A: 1\r\nContent-Length: 5\r\n\r\nhello";
+	char buf[8192];
+	double end = now_s() + 2;
+	int r = 0;
+
+	assert_true(ok);
+	for (int i = 0; i < 2; i++) {
+		tls_send(f, ssl, "GET /corked HTTP/1.1\r\nHost: x\r\n\r\n");
+		while ((r = SSL_read(ssl, buf, sizeof(buf) - 1)) <= 0 && now_s() < end) {
+			assert_int_equal(SSL_get_error(ssl, r), SSL_ERROR_WANT_READ);
+			uv_run(&f->loop, UV_RUN_NOWAIT);
+			usleep(500);
+		}
+		assert_int_equal(r, (int)strlen(want));
+		buf[r] = '\0';
+		assert_string_equal(buf, want);
+	}
 	SSL_free(ssl);
 	close(fd);
 }
@@ -1212,6 +1298,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(hostile_heads, setup, teardown),
 		cmocka_unit_test_setup_teardown(oversized_heads, setup, teardown),
 		cmocka_unit_test_setup_teardown(pipelined, setup, teardown),
+		cmocka_unit_test_setup_teardown(late_replies, setup, teardown),
 		cmocka_unit_test_setup_teardown(relay_hand_over, setup, teardown),
 		cmocka_unit_test_setup_teardown(head_time_limit, setup, teardown),
 		cmocka_unit_test_setup_teardown(body_time_limit, setup, teardown),
@@ -1220,6 +1307,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(cap_evicts_idle, setup, teardown),
 		cmocka_unit_test_setup_teardown(idle_crowd, setup, teardown),
 		cmocka_unit_test_setup_teardown(tls_requests, setup_tls, teardown),
+		cmocka_unit_test_setup_teardown(tls_corked_reply, setup_tls, teardown),
 		cmocka_unit_test_setup_teardown(tls12_refused, setup_tls, teardown),
 		cmocka_unit_test_setup_teardown(tls_relay, setup_tls, teardown),
 		cmocka_unit_test_setup_teardown(file_replies, setup, teardown),

@@ -356,6 +356,33 @@ static void guest_set_cookie(void **state)
 	assert_true(ingress_response_field_allowed("Content-Type", "_modal_connect_token=x"));
 }
 
+/* The guest's response head as the client gets it. */
+static void response_fields(void **state)
+{
+	static struct http_headers h;
+	char out[1024];
+	int n;
+
+	(void)state;
+	headers_of(&h, "Content-Type: text/html\nConnection: keep-alive, X-Hop\nX-Hop: 1\nKeep-Alive: timeout=5\n"
+		       "Transfer-Encoding: chunked\nContent-Length: 12\nSet-Cookie: _modal_connect_token=stolen\n"
+		       "Set-Cookie: a=b\nUpgrade: h2c\nTE: trailers\nTrailer: X-T\nX-App: yes");
+	n = ingress_response_fields(&h, false, false, out, sizeof(out));
+	assert_true(n > 0);
+	assert_int_equal((size_t)n, strlen(out));
+	assert_string_equal(out, "Content-Type: text/html\r\nSet-Cookie: a=b\r\nX-App: yes\r\n");
+	/* A reply without a body keeps its Content-Length; a 101 its Upgrade. */
+	n = ingress_response_fields(&h, false, true, out, sizeof(out));
+	assert_non_null(strstr(out, "Content-Length: 12\r\n"));
+	headers_of(&h, "Upgrade: websocket\nConnection: Upgrade\nSec-WebSocket-Accept: abc");
+	n = ingress_response_fields(&h, true, false, out, sizeof(out));
+	assert_string_equal(out, "Upgrade: websocket\r\nSec-WebSocket-Accept: abc\r\nConnection: Upgrade\r\n");
+	/* Bounded; a control character in a value is a malformed response. */
+	assert_int_equal(ingress_response_fields(&h, true, false, out, 20), -E2BIG);
+	headers_of(&h, "X-Bad: a\x01b");
+	assert_int_equal(ingress_response_fields(&h, false, false, out, sizeof(out)), -EPROTO);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -367,6 +394,7 @@ int main(void)
 		cmocka_unit_test(bounded_output),
 		cmocka_unit_test(metadata),
 		cmocka_unit_test(guest_set_cookie),
+		cmocka_unit_test(response_fields),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -5,7 +5,9 @@
  * readiness, exec with output and status, an entrypoint, timeouts, idle
  * timeouts, terminate, a VMM that crashes at boot and one whose agent never
  * answers, adoption of running sandboxes by a restarted daemon, the file
- * API, and the route table with its errno-to-status map.
+ * API, the route table with its errno-to-status map, and connect tokens
+ * through the ingress listener to a server of the test (the agent's relay
+ * dials it on this host's loopback).
  */
 /* Paths here are short temporary folders; snprintf cuts rather than overflows. */
 #pragma GCC diagnostic ignored "-Wformat-truncation"
@@ -15,6 +17,10 @@
 #include <fcntl.h>
 #include <libgen.h>
 #include <limits.h>
+#include <netinet/in.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -33,6 +39,7 @@ struct daemon {
 	char dir[64], state[96], sock[96], images[96], sandboxd[PATH_MAX], vmm[PATH_MAX];
 	char key[128];
 	pid_t pid;
+	unsigned ingress_port; /* the daemon serves --ingress there when set */
 };
 
 static double now_s(void)
@@ -107,8 +114,18 @@ static void start_daemon(struct daemon *d)
 		log = open(logpath, O_WRONLY | O_CREAT | O_APPEND, 0600);
 		dup2(log, STDOUT_FILENO);
 		dup2(log, STDERR_FILENO);
-		execl(d->sandboxd, d->sandboxd, "--state-dir", d->state, "--socket", d->sock, "--images", d->images,
-		      "--vmm", d->vmm, "--image-builder", "", "--no-net", "--max-memory", "4096", (char *)NULL);
+		char ingress[32];
+
+		snprintf(ingress, sizeof(ingress), "127.0.0.1:%u", d->ingress_port);
+		if (d->ingress_port)
+			execl(d->sandboxd, d->sandboxd, "--state-dir", d->state, "--socket", d->sock, "--images",
+			      d->images, "--vmm", d->vmm, "--image-builder", "", "--no-net", "--max-memory", "4096",
+			      "--ingress", ingress, "--ingress-domain", "sbx.test", "--ingress-timeout", "2",
+			      (char *)NULL);
+		else
+			execl(d->sandboxd, d->sandboxd, "--state-dir", d->state, "--socket", d->sock, "--images",
+			      d->images, "--vmm", d->vmm, "--image-builder", "", "--no-net", "--max-memory", "4096",
+			      (char *)NULL);
 		_exit(127);
 	}
 	while (now_s() < end) {
@@ -449,6 +466,217 @@ static void routes_and_errors(void **state)
 	assert_int_equal(request(d, "GET", path, NULL, body, sizeof(body)), 404);
 }
 
+/* ---- connect tokens through the ingress listener ---- */
+
+/* A free TCP port on the loopback (bound, then let go). */
+static unsigned free_port(int *keep_fd, bool keep)
+{
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t len = sizeof(a);
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+	if (keep) {
+		assert_int_equal(listen(fd, 16), 0);
+		*keep_fd = fd;
+	} else {
+		close(fd);
+	}
+	return ntohs(a.sin_port);
+}
+
+/* The "guest's" server: answers each request with its head as received, keeping the connection. */
+static void *echo_head_server(void *arg)
+{
+	int lfd = (int)(intptr_t)arg, fd;
+
+	while ((fd = accept(lfd, NULL, NULL)) >= 0) {
+		char buf[16384], reply[17000];
+		size_t got = 0;
+
+		for (;;) {
+			ssize_t n = read(fd, buf + got, sizeof(buf) - 1 - got);
+			char *end;
+
+			if (n <= 0)
+				break;
+			got += (size_t)n;
+			buf[got] = '\0';
+			while ((end = strstr(buf, "\r\n\r\n"))) {
+				size_t head = (size_t)(end + 4 - buf);
+				int len = snprintf(reply, sizeof(reply), "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\n\r\n%.*s",
+						   head, (int)head, buf);
+
+				if (write(fd, reply, (size_t)len) != len)
+					break;
+				memmove(buf, buf + head, got - head + 1);
+				got -= head;
+			}
+		}
+		close(fd);
+	}
+	return NULL;
+}
+
+struct tls_client {
+	int fd;
+	SSL *ssl;
+};
+
+static void tls_open(struct daemon *d, struct tls_client *c, const char *host)
+{
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
+				.sin_port = htons((uint16_t)d->ingress_port)};
+	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+	char ca[160];
+	struct timeval tv = {.tv_sec = 5};
+
+	snprintf(ca, sizeof(ca), "%s/tls/ca.pem", d->state);
+	assert_int_equal(SSL_CTX_load_verify_locations(ctx, ca, NULL), 1);
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+	c->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	assert_int_equal(connect(c->fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	c->ssl = SSL_new(ctx);
+	SSL_CTX_free(ctx);
+	SSL_set_tlsext_host_name(c->ssl, host);
+	SSL_set1_host(c->ssl, host);
+	SSL_set_fd(c->ssl, c->fd);
+	if (SSL_connect(c->ssl) != 1)
+		fail_msg("TLS handshake with the ingress listener as %s failed", host);
+}
+
+/* Sends a request; the status of its response (body in body), or -1 once the connection ended. */
+static int tls_request(struct tls_client *c, const char *text, char *body, size_t cap)
+{
+	char buf[32768];
+	size_t got = 0;
+	int status = -1;
+
+	if (SSL_write(c->ssl, text, (int)strlen(text)) <= 0)
+		return -1;
+	for (;;) {
+		int r = SSL_read(c->ssl, buf + got, (int)(sizeof(buf) - 1 - got));
+		const char *end, *cl;
+
+		if (r <= 0)
+			break;
+		got += (size_t)r;
+		buf[got] = '\0';
+		end = strstr(buf, "\r\n\r\n");
+		cl = strcasestr(buf, "\r\ncontent-length: ");
+		if (end && cl && got >= (size_t)(end + 4 - buf) + strtoul(cl + 18, NULL, 10)) {
+			sscanf(buf, "HTTP/1.1 %d", &status);
+			snprintf(body, cap, "%s", end + 4);
+			break;
+		}
+	}
+	ERR_clear_error();
+	return status;
+}
+
+static void tls_close(struct tls_client *c)
+{
+	SSL_free(c->ssl);
+	close(c->fd);
+}
+
+static void connect_tokens_ingress(void **state)
+{
+	struct daemon *d = *state;
+	char body[65536], id[64], path[160], json[256], req[1024], url[256], token[128], tid[64], host[128];
+	unsigned backend;
+	int lfd;
+	pthread_t server;
+	struct tls_client c, c2;
+	const char *p;
+
+	backend = free_port(&lfd, true);
+	pthread_create(&server, NULL, echo_head_server, (void *)(intptr_t)lfd);
+	stop_daemon(d);
+	d->ingress_port = free_port(NULL, false);
+	start_daemon(d);
+
+	assert_int_equal(request(d, "POST", "/v1/sandboxes", "{\"image\":\"minimal\",\"memory_mib\":64}", body,
+				 sizeof(body)),
+			 201);
+	id_of(body, id, sizeof(id));
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/connect-tokens", id);
+	snprintf(json, sizeof(json), "{\"port\":%u,\"user_metadata\":{\"name\":\"Zo\u00eb\"}}", backend);
+	assert_int_equal(request(d, "POST", path, json, body, sizeof(body)), 201);
+	p = strstr(body, "\"url\":\"https://");
+	assert_non_null(p);
+	snprintf(url, sizeof(url), "%.*s", (int)strcspn(p + 15, "\""), p + 15);
+	snprintf(host, sizeof(host), "%.*s", (int)strcspn(url, ":"), url);
+	assert_non_null(strstr(host, ".sbx.test"));
+	p = strstr(body, "\"token\":\"");
+	assert_non_null(p);
+	snprintf(token, sizeof(token), "%.*s", (int)strcspn(p + 9, "\""), p + 9);
+	id_of(body, tid, sizeof(tid));
+
+	/* Through the listener, the relay and the agent to the test's server. */
+	tls_open(d, &c, host);
+	snprintf(req, sizeof(req), "GET /hello?q=1 HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\n"
+		 "X-Verified-User-Data: forged\r\n\r\n", url, token);
+	assert_int_equal(tls_request(&c, req, body, sizeof(body)), 200);
+	assert_true(has(body, "GET /hello?q=1 HTTP/1.1\r\n"));
+	assert_true(has(body, "\r\nX-Verified-User-Data: {\"name\":\"Zo\\u00eb\"}\r\n"));
+	assert_false(has(body, "forged"));
+	assert_false(has(body, token));
+	/* Another label of the same domain: 404; no token: 401, the connection kept. */
+	tls_open(d, &c2, "ffffffffffffffff.sbx.test");
+	snprintf(req, sizeof(req), "GET / HTTP/1.1\r\nHost: ffffffffffffffff.sbx.test\r\nAuthorization: Bearer %s\r\n\r\n",
+		 token);
+	assert_int_equal(tls_request(&c2, req, body, sizeof(body)), 404);
+	tls_close(&c2);
+	snprintf(req, sizeof(req), "GET / HTTP/1.1\r\nHost: %s\r\n\r\n", url);
+	assert_int_equal(tls_request(&c, req, body, sizeof(body)), 401);
+	/* Revoked: the open connection closes, a new one gets 401. */
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/connect-tokens/%s", id, tid);
+	assert_int_equal(request(d, "DELETE", path, NULL, body, sizeof(body)), 204);
+	snprintf(req, sizeof(req), "GET / HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\n\r\n", url, token);
+	assert_int_equal(tls_request(&c, req, body, sizeof(body)), -1);
+	tls_close(&c);
+	tls_open(d, &c, host);
+	assert_int_equal(tls_request(&c, req, body, sizeof(body)), 401);
+	tls_close(&c);
+
+	/* A token with a ttl of 1 s ends with it. */
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/connect-tokens", id);
+	snprintf(json, sizeof(json), "{\"port\":%u,\"ttl\":1}", backend);
+	assert_int_equal(request(d, "POST", path, json, body, sizeof(body)), 201);
+	p = strstr(body, "\"token\":\"");
+	snprintf(token, sizeof(token), "%.*s", (int)strcspn(p + 9, "\""), p + 9);
+	snprintf(req, sizeof(req), "GET / HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\n\r\n", url, token);
+	tls_open(d, &c, host);
+	assert_int_equal(tls_request(&c, req, body, sizeof(body)), 200);
+	assert_true(has(body, "X-Verified-User-Data: {}\r\n"));
+	sleep(2);
+	assert_int_equal(tls_request(&c, req, body, sizeof(body)), 401);
+	tls_close(&c);
+
+	/* Tokens end with the sandbox. */
+	snprintf(json, sizeof(json), "{\"port\":%u}", backend);
+	assert_int_equal(request(d, "POST", path, json, body, sizeof(body)), 201);
+	p = strstr(body, "\"token\":\"");
+	snprintf(token, sizeof(token), "%.*s", (int)strcspn(p + 9, "\""), p + 9);
+	snprintf(req, sizeof(req), "GET / HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\n\r\n", url, token);
+	tls_open(d, &c, host);
+	assert_int_equal(tls_request(&c, req, body, sizeof(body)), 200);
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/terminate", id);
+	assert_int_equal(request(d, "POST", path, NULL, body, sizeof(body)), 200);
+	wait_finished(d, id, body, sizeof(body));
+	assert_int_equal(tls_request(&c, req, body, sizeof(body)), -1);
+	tls_close(&c);
+	tls_open(d, &c, host);
+	assert_int_equal(tls_request(&c, req, body, sizeof(body)), 401);
+	tls_close(&c);
+	shutdown(lfd, SHUT_RDWR);
+	close(lfd);
+	pthread_join(server, NULL);
+}
+
 /* Sends a request with a body of len bytes and leaves without reading the answer. */
 static void send_and_leave(struct daemon *d, const char *method, const char *path, const char *body, size_t len)
 {
@@ -557,6 +785,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(restart_adopts, setup, teardown),
 		cmocka_unit_test_setup_teardown(routes_and_errors, setup, teardown),
 		cmocka_unit_test_setup_teardown(file_calls, setup, teardown),
+		cmocka_unit_test_setup_teardown(connect_tokens_ingress, setup, teardown),
 	};
 
 	signal(SIGPIPE, SIG_IGN);
