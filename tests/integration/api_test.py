@@ -20,7 +20,7 @@ import tempfile
 import threading
 import time
 
-from cases import UnixConn, case, cases, keep_sandbox_logs, on_overrun
+from cases import UnixConn, case, cases, keep_sandbox_logs, on_overrun, wait_healthy
 
 BUILD = sys.argv[1] if len(sys.argv) > 1 else "build"
 RESULTS = sys.argv[2] if len(sys.argv) > 2 else BUILD + "/test-results/integration"
@@ -45,18 +45,7 @@ class Daemon:
         self.proc = subprocess.Popen([SANDBOXD, "--state-dir", STATE, "--socket", SOCK, *self.extra],
                                      stdout=self.log, stderr=self.log,
                                      env=dict(os.environ, SANDVM_API_KEY=ENV_SECRET))
-        # Up within 60 s, each try bounded: a daemon that accepts but never answers fails here.
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if request("GET", "/v1/health", key=None, timeout=5)[0] == 200:
-                    return
-            except OSError:
-                pass
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"sandboxd exited with status {self.proc.returncode} while starting")
-            time.sleep(0.05)
-        raise RuntimeError("sandboxd did not answer /v1/health within 60 s")
+        wait_healthy(self.proc, lambda: request("GET", "/v1/health", key=None, timeout=5)[0])
 
     def stop(self, sig=signal.SIGTERM):
         self.proc.send_signal(sig)

@@ -1,7 +1,8 @@
 """What the Python case scripts of the integration suite share (api_test.py,
 ingress_test.py): a registry of cases, each printing "OK name (T s)" or
-"FAIL name: why" (the suite's runner turns the lines into its report), and
-HTTP over a unix socket (sandboxd's API socket).
+"FAIL name: why" (the suite's runner turns the lines into its report), HTTP
+over a unix socket (sandboxd's API socket) and a bounded wait for a daemon's
+first answer.
 
 Each case has a time limit (CASE_LIMIT_S unless case() names another). A case
 that overruns it is reported failed with every thread's stack on stderr, the
@@ -63,6 +64,23 @@ def case(name, limit=CASE_LIMIT_S):
         cases.append(run)
         return fn
     return wrap
+
+
+def wait_healthy(proc, health, limit=60):
+    """Waits until health() (GET /v1/health's status, each try bounded by its
+    own timeout) is 200: a daemon that accepts but never answers, or one that
+    exits, fails here within limit seconds instead of hanging its script."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        try:
+            if health() == 200:
+                return
+        except OSError:
+            pass
+        if proc.poll() is not None:
+            raise RuntimeError(f"sandboxd exited with status {proc.returncode} while starting")
+        time.sleep(0.05)
+    raise RuntimeError(f"sandboxd did not answer /v1/health within {limit} s")
 
 
 class UnixConn(http.client.HTTPConnection):

@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 
-from cases import UnixConn, case, cases, keep_sandbox_logs, on_overrun, results
+from cases import UnixConn, case, cases, keep_sandbox_logs, on_overrun, results, wait_healthy
 import urllib.parse
 
 import httpx
@@ -545,18 +545,7 @@ class Daemon:
             args += ["--vmm", os.path.join(FAKE, "fake-vmm"), "--images", images, "--image-builder", "",
                      "--no-net"]
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=self.log)
-        # Up within 60 s, each try bounded: a daemon that accepts but never answers fails here.
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if api("GET", "/v1/health", timeout=5)[0] == 200:
-                    return
-            except OSError:
-                pass
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"sandboxd exited with status {self.proc.returncode} while starting")
-            time.sleep(0.05)
-        raise RuntimeError("sandboxd did not answer /v1/health within 60 s")
+        wait_healthy(self.proc, lambda: api("GET", "/v1/health", timeout=5)[0])
 
     def stop(self):
         self.proc.send_signal(signal.SIGTERM)
