@@ -399,8 +399,9 @@ int spec_sandbox_from_json(cJSON *json, struct sandbox_spec *s, struct spec_erro
 	set_default(json, "idle_timeout", cJSON_CreateNumber(s->idle_timeout));
 	set_default(json, "workdir", cJSON_CreateString(s->workdir ? s->workdir : "/"));
 	set_default(json, "app", cJSON_CreateString(s->app ? s->app : "default"));
+	/* A replace of an absent field would leak the new value: delete, then the default says true. */
 	if (s->restricted)
-		cJSON_ReplaceItemInObjectCaseSensitive(json, "block_network", cJSON_CreateTrue());
+		cJSON_DeleteItemFromObjectCaseSensitive(json, "block_network");
 	set_default(json, "block_network", cJSON_CreateBool(s->block_network || s->restricted));
 	set_default(json, "restricted", cJSON_CreateBool(s->restricted));
 	set_default(json, "env", cJSON_CreateObject());

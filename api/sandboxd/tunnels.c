@@ -198,10 +198,14 @@ static double num(const cJSON *o, const char *k)
 	return cJSON_IsNumber(v) ? v->valuedouble : -1;
 }
 
-/* The record is ours, but it is a file: each entry is checked, and a host port two records claim goes to the first. */
+/*
+ * The record is ours, but it is a file: each entry is checked; a label or a
+ * host port that two records claim stays with the first restored.
+ */
 static void tunnels_part_restore(struct sandbox *sb, const cJSON *record)
 {
 	struct sandbox_tunnels *ts = &sb->tunnels;
+	const struct sandbox_tunnel *other;
 	const cJSON *it;
 
 	ts->n = 0;
@@ -217,7 +221,10 @@ static void tunnels_part_restore(struct sandbox *sb, const cJSON *record)
 				k = i;
 		if (ts->n == TUNNELS_MAX || k < 0 || port < 1 || port > 65535 || port != (double)(int)port ||
 		    plain < 0 || plain > 65535 || plain != (double)(int)plain || !cJSON_IsString(label) ||
-		    strlen(label->valuestring) != INGRESS_LABEL_LEN || tunnel_of_port(sb, (uint16_t)port))
+		    strlen(label->valuestring) != INGRESS_LABEL_LEN ||
+		    strspn(label->valuestring, "0123456789abcdef") != INGRESS_LABEL_LEN ||
+		    tunnel_of_port(sb, (uint16_t)port) || label_taken(sb, label->valuestring) ||
+		    tunnel_find_label(sb->d, label->valuestring, &other))
 			continue;
 		memset(t, 0, sizeof(*t));
 		t->port = (uint16_t)port;
