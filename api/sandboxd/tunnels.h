@@ -13,6 +13,13 @@
  * The model and its lookups (tunnels.c: the create fields, the tunnels part
  * of the lifecycle, GET .../tunnels) are apart from the serving of the
  * connections (tunnel_serve.c, tunnel_relay.c), which only read it.
+ *
+ * In the lifecycle: sandbox_tunnels_part (sandbox_part.h), last in
+ * sandbox_parts, fills sb->tunnels in sandbox_create before the VMM starts
+ * and before the sandbox joins d->sandboxes (so the lookups find it from the
+ * create's reply on, in state "starting"); its teardown, when the VMM is
+ * gone, sets every plain_port to 0, releasing the host ports, while labels
+ * stay. A restart restores sb->tunnels from the record before adoption.
  */
 
 #include <stdbool.h>
