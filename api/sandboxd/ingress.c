@@ -20,13 +20,31 @@
 #include "sandbox_part.h"
 #include "sandboxd.h"
 #include "store.h"
+#include "tunnels.h"
 
 #define DEFAULT_PORT 8080
+
+int ingress_label_new(struct sandboxd *d, char out[INGRESS_LABEL_LEN + 1])
+{
+	uint8_t b[INGRESS_LABEL_LEN / 2];
+	const struct sandbox_tunnel *t;
+	uint16_t port;
+
+	/* 64 random bits: a collision is rare, but two sandboxes must never answer for one name. */
+	for (int tries = 0; tries < 8; tries++) {
+		if (uv_random(NULL, NULL, b, sizeof(b), 0, NULL) < 0)
+			return -EIO;
+		sv_hex_encode(b, sizeof(b), out);
+		if (!ingress_find_label(d, out, &port) && !tunnel_find_label(d, out, &t))
+			return 0;
+	}
+	return -EIO;
+}
 
 static int label_for(struct sandbox *sb, uint16_t port, const char **label)
 {
 	struct sandbox_ingress *in = &sb->ingress;
-	uint8_t b[INGRESS_LABEL_LEN / 2];
+	int r;
 
 	for (unsigned i = 0; i < in->nports; i++)
 		if (in->ports[i].port == port) {
@@ -35,10 +53,9 @@ static int label_for(struct sandbox *sb, uint16_t port, const char **label)
 		}
 	if (in->nports == INGRESS_PORTS_MAX)
 		return -EDQUOT;
-	if (uv_random(NULL, NULL, b, sizeof(b), 0, NULL) < 0)
-		return -EIO;
+	if ((r = ingress_label_new(sb->d, in->ports[in->nports].label)) < 0)
+		return r;
 	in->ports[in->nports].port = port;
-	sv_hex_encode(b, sizeof(b), in->ports[in->nports].label);
 	*label = in->ports[in->nports++].label;
 	return 0;
 }
@@ -142,6 +159,14 @@ void ingress_token_create(struct sandbox *sb, struct api_call *call)
 			      r == -E2BIG ? "user_metadata is over %d characters as JSON with \\uXXXX escapes"
 					  : "user_metadata holds text that is not UTF-8 (limit %d)",
 			      INGRESS_METADATA_MAX);
+		goto out;
+	}
+	if (tunnel_of_port(sb, (uint16_t)p)) {
+		/* The raw tunnel reaches the same server without the proxy, so a client could forge the header. */
+		api_call_fail(call, -EINVAL, "port",
+			      "port %u is a tunnel port of %s: a connect token there would not be trustworthy, "
+			      "since the tunnel lets anyone send its own X-Verified-User-Data",
+			      (unsigned)p, sb->id);
 		goto out;
 	}
 	if (!reachable(sb, call))

@@ -38,6 +38,8 @@ void ingress_token_create(struct sandbox *sb, struct api_call *call);
 void ingress_token_list(struct sandbox *sb, struct api_call *call);
 /* DELETE .../connect-tokens/TID. */
 void ingress_token_delete(struct sandbox *sb, const char *id, struct api_call *call);
+/* A fresh random label (lower-case hex), unique across the daemon's ports and tunnels; 0 or -EIO. */
+int ingress_label_new(struct sandboxd *d, char out[INGRESS_LABEL_LEN + 1]);
 /* The sandbox and port a label names, or NULL. */
 struct sandbox *ingress_find_label(struct sandboxd *d, const char *label, uint16_t *port);
 

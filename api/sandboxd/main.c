@@ -41,6 +41,7 @@ static const char usage[] =
 	"                [--vmm PATH] [--max-sandboxes N] [--max-memory MIB] [--log-level LEVEL]\n"
 	"                [--no-net] [--allow-private-egress CIDR[,CIDR...]]... [--image-dir DIR]...\n"
 	"                [--ingress HOST:PORT --ingress-domain DOMAIN [--ingress-tls-cert F --ingress-tls-key F]]\n"
+	"                [--tunnel-ports LO-HI] [--tunnel-host HOST]\n"
 	"       sandboxd [--state-dir DIR] --new-key NAME\n"
 	"       sandboxd [--state-dir DIR] --rotate-managed-key\n"
 	"\n"
@@ -83,6 +84,9 @@ static const char usage[] =
 	"                       before the client gets 504 (default 60)\n"
 	"  --ingress-max-connections N\n"
 	"                       open ingress connections per sandbox (default 512; 429 beyond)\n"
+	"  --tunnel-ports LO-HI host TCP ports for unencrypted tunnels' plain endpoints\n"
+	"  --tunnel-host HOST   the host clients reach those ports at (default: the --ingress\n"
+	"                       address unless a wildcard, else the ingress domain)\n"
 	"  --new-key NAME       make an API key, store its hash, print the key, exit\n"
 	"  --rotate-managed-key replace the managed key of snapshot images, re-wrapping each\n"
 	"                       image's key with the new one (run while sandboxd is stopped)\n";
@@ -328,6 +332,9 @@ static int listen_ingress(struct daemon *dm, const char *spec, const char *domai
 	dm->ingress_on = true;
 	snprintf(d->ingress_domain, sizeof(d->ingress_domain), "%s", dm->ingress.domain);
 	d->ingress_port = (unsigned)port;
+	if (!d->tunnel_host[0])
+		snprintf(d->tunnel_host, sizeof(d->tunnel_host), "%s",
+			 !host[0] || !strcmp(host, "0.0.0.0") || !strcmp(host, "::") ? d->ingress_domain : host);
 	if (port == 443)
 		sv_info("ingress: https://LABEL.%s on %s", dm->ingress.domain, spec);
 	else
@@ -388,6 +395,25 @@ static int parse_uint(const char *s, unsigned *out)
 	return 0;
 }
 
+/* LO-HI: decimal ports 1..65535, LO <= HI, nothing else. */
+static int parse_port_range(const char *s, unsigned *lo, unsigned *hi)
+{
+	unsigned long a, b;
+	char *end;
+
+	if (*s < '0' || *s > '9')
+		return -EINVAL;
+	a = strtoul(s, &end, 10);
+	if (*end != '-' || end[1] < '0' || end[1] > '9')
+		return -EINVAL;
+	b = strtoul(end + 1, &end, 10);
+	if (*end || a < 1 || a > 65535 || b < 1 || b > 65535 || a > b)
+		return -EINVAL;
+	*lo = (unsigned)a;
+	*hi = (unsigned)b;
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -410,6 +436,8 @@ int main(int argc, char **argv)
 		{"ingress-tls-key", required_argument, NULL, 'e'},
 		{"ingress-timeout", required_argument, NULL, 'O'},
 		{"ingress-max-connections", required_argument, NULL, 'x'},
+		{"tunnel-ports", required_argument, NULL, 'u'},
+		{"tunnel-host", required_argument, NULL, 'H'},
 		{NULL, 0, NULL, 0}};
 	struct daemon *dm = calloc(1, sizeof(*dm));
 	struct sandboxd *d = &dm->d;
@@ -459,6 +487,19 @@ int main(int argc, char **argv)
 				fprintf(stderr, "sandboxd: --ingress-max-connections wants a positive number\n");
 				return 2;
 			}
+			break;
+		case 'u':
+			if (parse_port_range(optarg, &d->tunnel_port_lo, &d->tunnel_port_hi) < 0) {
+				fprintf(stderr, "sandboxd: --tunnel-ports wants LO-HI, ports 1..65535 with LO <= HI\n");
+				return 2;
+			}
+			break;
+		case 'H':
+			if (!*optarg || strlen(optarg) >= sizeof(d->tunnel_host) || strpbrk(optarg, " /\t\r\n")) {
+				fprintf(stderr, "sandboxd: --tunnel-host wants a host name or address\n");
+				return 2;
+			}
+			snprintf(d->tunnel_host, sizeof(d->tunnel_host), "%s", optarg);
 			break;
 		case 'i': snprintf(d->images_dir, sizeof(d->images_dir), "%s", optarg); break;
 		case 'v': snprintf(d->vmm_path, sizeof(d->vmm_path), "%s", optarg); break;

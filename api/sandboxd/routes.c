@@ -27,6 +27,7 @@
 #include "sandbox.h"
 #include "sandboxd.h"
 #include "snapshots.h"
+#include "tunnels.h"
 
 #define JSON_BODY_MAX (1024 * 1024)
 #define MAX_SEGMENTS 8
@@ -429,6 +430,11 @@ static void connect_token_delete_call(struct call *c)
 	ingress_token_delete(c->sb, c->id, c->api);
 }
 
+static void tunnels_call(struct call *c)
+{
+	tunnels_list(c->sb, c->api);
+}
+
 static void files_call(struct call *c)
 {
 	files_route(c->sb, c->op, c->req);
@@ -462,6 +468,7 @@ static const struct route routes[] = {
 	{HTTP_POST, "/v1/sandboxes/*/connect-tokens", 201, AFTER_BODY, connect_token_create_call},
 	{HTTP_GET, "/v1/sandboxes/*/connect-tokens", 200, AFTER_BODY, connect_token_list_call},
 	{HTTP_DELETE, "/v1/sandboxes/*/connect-tokens/*", 204, AFTER_BODY, connect_token_delete_call},
+	{HTTP_GET, "/v1/sandboxes/*/tunnels", 200, AFTER_BODY, tunnels_call},
 	{HTTP_GET, "/v1/sandboxes/*/files", 200, AT_HEADERS, files_call},
 	{HTTP_PUT, "/v1/sandboxes/*/files", 204, AT_HEADERS, files_call},
 	{HTTP_DELETE, "/v1/sandboxes/*/files", 204, AT_HEADERS, files_call},

@@ -38,7 +38,7 @@ static void finish(struct sandbox *sb, const char *reason, int returncode, const
 static void ready_abort(struct sandbox *sb);
 
 const struct sandbox_part_ops *const sandbox_parts[] = {&sandbox_net_part, &sandbox_mounts_part, &sandbox_ingress_part,
-							  NULL};
+							  &sandbox_tunnels_part, NULL};
 
 /* Every part's teardown, the last set up first. */
 static void parts_teardown(struct sandbox *sb)
@@ -566,12 +566,16 @@ void sandbox_create(struct sandboxd *d, struct sandbox_spec *spec, struct api_ca
 {
 	struct sandbox_vm_config cfg = {0};
 	struct sandbox_vm_cmd cmd;
-	char kernel[4200], other[4200], err[512] = "", run_dir[512];
+	char kernel[4200], other[4200], err[512] = "", run_dir[512], field[32];
 	struct sandbox_launch launch = {0};
 	unsigned count, memory;
 	struct sandbox *sb;
 	int r;
 
+	if (!tunnels_admit(d, spec, field, sizeof(field), err, sizeof(err))) {
+		api_call_fail(call, -EINVAL, field, "%s", err);
+		goto out_spec;
+	}
 	if (name_taken(d, spec)) {
 		api_call_fail(call, -EEXIST, "name", "a sandbox named %s is already running in app %s", spec->name,
 				   spec->app);

@@ -17,6 +17,7 @@
 #include "sandbox_vm.h"
 #include "snapshots.h"
 #include "spec.h"
+#include "tunnels.h"
 
 struct cJSON;
 struct sandboxd;
@@ -75,6 +76,7 @@ struct sandbox {
 	struct sandbox_net net;
 	struct sandbox_mount mounts[SANDBOX_MOUNT_SLOTS];
 	struct sandbox_ingress ingress; /* connect tokens and port labels (ingress.c) */
+	struct sandbox_tunnels tunnels; /* tunnel ports, labels, host ports (tunnels.c) */
 	bool snapshot_busy; /* the scratch drive is in use */
 	struct sandbox_watch *watchers; /* told when the sandbox finishes (GET .../wait) */
 };

@@ -45,6 +45,8 @@ struct sandboxd {
 	char ingress_domain[256];   /* --ingress-domain: connect-token URLs are https://LABEL.DOMAIN[:PORT] */
 	unsigned ingress_port;      /* the port of those URLs (--ingress) */
 	unsigned ingress_max_connections; /* open ingress connections per sandbox (429 beyond) */
+	unsigned tunnel_port_lo, tunnel_port_hi; /* --tunnel-ports LO-HI; 0: no unencrypted tunnels */
+	char tunnel_host[256];      /* --tunnel-host: the host of unencrypted tunnels' plain endpoints */
 	uv_timer_t image_sweep_timer;
 };
 

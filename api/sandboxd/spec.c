@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -288,7 +289,49 @@ static void set_default(cJSON *o, const char *field, cJSON *v)
 
 static const char *const sandbox_fields[] = {"image", "cpu", "memory_mib", "timeout", "idle_timeout",
 					     "workdir", "env", "name", "app", "tags", "command",
-					     "block_network", "restricted", "cidr_allowlist", NULL};
+					     "block_network", "restricted", "cidr_allowlist", "encrypted_ports",
+					     "unencrypted_ports", "h2_ports", NULL};
+
+static const char *const tunnel_fields[] = {"encrypted_ports", "unencrypted_ports", "h2_ports"};
+
+/* The three tunnel lists together: whole ports 1..65535, none twice, SPEC_TUNNELS_MAX in all. */
+static int check_tunnel_ports(const cJSON *o, bool restricted, struct spec_error *err)
+{
+	uint16_t seen[SPEC_TUNNELS_MAX];
+	unsigned n = 0;
+
+	for (size_t f = 0; f < sizeof(tunnel_fields) / sizeof(tunnel_fields[0]); f++) {
+		const char *field = tunnel_fields[f];
+		const cJSON *arr = cJSON_GetObjectItemCaseSensitive(o, field), *it;
+
+		if (!arr || cJSON_IsNull(arr))
+			continue;
+		if (!cJSON_IsArray(arr))
+			return fail(err, field, "%s must be an array of ports 1..65535", field);
+		if (restricted && cJSON_GetArraySize(arr) > 0)
+			return fail(err, field, "a restricted sandbox takes no connections, so no %s", field);
+		cJSON_ArrayForEach(it, arr) {
+			double p;
+
+			if (!cJSON_IsNumber(it) || (p = it->valuedouble) < 1 || p > 65535 || p != (double)(int)p)
+				return fail(err, field, "%s must hold whole numbers 1..65535", field);
+			for (unsigned i = 0; i < n; i++)
+				if (seen[i] == (uint16_t)p)
+					return fail(err, field, "port %u is named twice in the tunnel ports", (unsigned)p);
+			if (n == SPEC_TUNNELS_MAX)
+				return fail(err, field, "at most %d tunnel ports in all", SPEC_TUNNELS_MAX);
+			seen[n++] = (uint16_t)p;
+		}
+	}
+	return 0;
+}
+
+static const cJSON *array_or_null(const cJSON *o, const char *field)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, field);
+
+	return v && !cJSON_IsNull(v) && cJSON_GetArraySize(v) > 0 ? v : NULL;
+}
 
 int spec_sandbox_from_json(cJSON *json, struct sandbox_spec *s, struct spec_error *err)
 {
@@ -340,6 +383,8 @@ int spec_sandbox_from_json(cJSON *json, struct sandbox_spec *s, struct spec_erro
 		r = fail(err, "cidr_allowlist", "block_network (or restricted) and cidr_allowlist exclude each other");
 		goto bad;
 	}
+	if ((r = check_tunnel_ports(json, s->restricted, err)))
+		goto bad;
 	if (s->restricted && cJSON_GetObjectItemCaseSensitive(json, "command") &&
 	    !cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(json, "command"))) {
 		r = fail(err, "command", "a restricted sandbox takes its one command as an exec, not as command");
@@ -354,8 +399,9 @@ int spec_sandbox_from_json(cJSON *json, struct sandbox_spec *s, struct spec_erro
 	set_default(json, "idle_timeout", cJSON_CreateNumber(s->idle_timeout));
 	set_default(json, "workdir", cJSON_CreateString(s->workdir ? s->workdir : "/"));
 	set_default(json, "app", cJSON_CreateString(s->app ? s->app : "default"));
+	/* A replace of an absent field would leak the new value: delete, then the default says true. */
 	if (s->restricted)
-		cJSON_ReplaceItemInObjectCaseSensitive(json, "block_network", cJSON_CreateTrue());
+		cJSON_DeleteItemFromObjectCaseSensitive(json, "block_network");
 	set_default(json, "block_network", cJSON_CreateBool(s->block_network || s->restricted));
 	set_default(json, "restricted", cJSON_CreateBool(s->restricted));
 	set_default(json, "env", cJSON_CreateObject());
@@ -376,6 +422,9 @@ int spec_sandbox_from_json(cJSON *json, struct sandbox_spec *s, struct spec_erro
 	s->cidr_allowlist = cJSON_GetObjectItemCaseSensitive(json, "cidr_allowlist");
 	if (s->cidr_allowlist && cJSON_IsNull(s->cidr_allowlist))
 		s->cidr_allowlist = NULL;
+	s->encrypted_ports = array_or_null(json, "encrypted_ports");
+	s->unencrypted_ports = array_or_null(json, "unencrypted_ports");
+	s->h2_ports = array_or_null(json, "h2_ports");
 	return 0;
 bad:
 	cJSON_Delete(json);

@@ -19,6 +19,7 @@ struct cJSON;
 #define SPEC_TAGS_MAX 32
 #define SPEC_TIMEOUT_DEFAULT 300
 #define SPEC_TIMEOUT_MAX 86400
+#define SPEC_TUNNELS_MAX 16 /* TUNNELS_MAX (tunnels.h) */
 
 struct spec_error {
 	char field[65]; /* "" when the body as a whole is wrong */
@@ -36,6 +37,8 @@ struct sandbox_spec {
 	const struct cJSON *tags;    /* object of strings */
 	const struct cJSON *command; /* array of strings, NULL: none */
 	const struct cJSON *cidr_allowlist; /* array of CIDR strings, NULL: none */
+	/* Tunnels (docs/ingress.md): arrays of distinct ports 1..65535, NULL: none */
+	const struct cJSON *encrypted_ports, *unencrypted_ports, *h2_ports;
 	bool block_network, restricted;
 };
 

@@ -13,8 +13,17 @@
  * The model and its lookups (tunnels.c: the create fields, the tunnels part
  * of the lifecycle, GET .../tunnels) are apart from the serving of the
  * connections (tunnel_serve.c, tunnel_relay.c), which only read it.
+ *
+ * In the lifecycle: sandbox_tunnels_part (sandbox_part.h), last in
+ * sandbox_parts, fills sb->tunnels in sandbox_create before the VMM starts
+ * and before the sandbox joins d->sandboxes (so the lookups find it from the
+ * create's reply on, in state "starting"); its teardown, when the VMM is
+ * gone, sets every plain_port to 0, releasing the host ports, while labels
+ * stay. A restart restores sb->tunnels from the record before adoption.
  */
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "ingress.h"
@@ -46,5 +55,20 @@ struct sandbox_tunnels {
 struct sandbox *tunnel_find_label(struct sandboxd *d, const char *label, const struct sandbox_tunnel **t);
 /* The sandbox and tunnel served on the host's TCP port plain_port (any state), or NULL. */
 struct sandbox *tunnel_find_plain_port(struct sandboxd *d, uint16_t plain_port, const struct sandbox_tunnel **t);
+
+struct sandbox_spec;
+struct api_call;
+
+/* The tunnel of sb on guest port port, or NULL. */
+const struct sandbox_tunnel *tunnel_of_port(const struct sandbox *sb, uint16_t port);
+/*
+ * Before a create: false (400 naming the field, in field and msg) when the
+ * spec asks for tunnels this daemon cannot give (no --ingress; an
+ * unencrypted port without --tunnel-ports).
+ */
+bool tunnels_admit(const struct sandboxd *d, const struct sandbox_spec *spec, char *field, size_t fieldlen, char *msg,
+		   size_t msglen);
+/* GET /v1/sandboxes/ID/tunnels: {"tunnels": {"PORT": {...}}}. */
+void tunnels_list(struct sandbox *sb, struct api_call *call);
 
 #endif

@@ -15,6 +15,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "parse.h"
+
 /* The longest single wait the API allows is an hour; a minute keeps the connection fresh. */
 #define WAIT_CHUNK_S 60
 
@@ -88,6 +90,27 @@ int vmctl_cmd_parse(struct vmctl_args *a, const char *cmd, const char *usage, in
 	return -1;
 }
 
+/* A tunnel port into the array field; sandboxd checks duplicates and the total. */
+static int add_port(const char *cmd, const char *opt, const char *field, cJSON *body, const char *arg)
+{
+	cJSON *list = cJSON_GetObjectItemCaseSensitive(body, field), *v;
+	uint64_t n;
+
+	if (sv_parse_u64(arg, 1, 65535, &n) < 0) {
+		vmctl_usage_error(cmd, "%s wants a port 1..65535, not '%s'", opt, arg);
+		return -EINVAL;
+	}
+	if (!list)
+		list = cJSON_AddArrayToObject(body, field);
+	v = list ? cJSON_CreateNumber((double)n) : NULL;
+	if (!v || !cJSON_AddItemToArray(list, v)) {
+		cJSON_Delete(v);
+		fprintf(stderr, "vmctl: out of memory\n");
+		return -EINVAL;
+	}
+	return 0;
+}
+
 int vmctl_create_option(const char *cmd, cJSON *body, int opt, const char *arg)
 {
 	static const struct {
@@ -129,6 +152,9 @@ int vmctl_create_option(const char *cmd, cJSON *body, int opt, const char *arg)
 	case VMCTL_OPT_ENV: obj_field = "env"; flag = "--env"; break;
 	case VMCTL_OPT_TAG: obj_field = "tags"; flag = "--tag"; break;
 	case VMCTL_OPT_CIDR_ALLOW: return vmctl_add_cidr(cmd, "--cidr-allow", body, arg);
+	case VMCTL_OPT_ENCRYPTED_PORT: return add_port(cmd, "--encrypted-port", "encrypted_ports", body, arg);
+	case VMCTL_OPT_UNENCRYPTED_PORT: return add_port(cmd, "--unencrypted-port", "unencrypted_ports", body, arg);
+	case VMCTL_OPT_H2_PORT: return add_port(cmd, "--h2-port", "h2_ports", body, arg);
 	case VMCTL_OPT_BLOCK_NETWORK:
 	case VMCTL_OPT_RESTRICTED:
 		v = opt == VMCTL_OPT_RESTRICTED ? cJSON_AddTrueToObject(body, "restricted")

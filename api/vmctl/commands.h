@@ -35,6 +35,7 @@ int vmctl_cmd_images(struct vmctl_args *a, int argc, char **argv);
 int vmctl_cmd_image(struct vmctl_args *a, int argc, char **argv);
 int vmctl_cmd_connect_token(struct vmctl_args *a, int argc, char **argv);
 int vmctl_cmd_connect_tokens(struct vmctl_args *a, int argc, char **argv);
+int vmctl_cmd_tunnels(struct vmctl_args *a, int argc, char **argv);
 
 /* The create flags, shared by `create` and `run`. */
 enum {
@@ -51,6 +52,9 @@ enum {
 	VMCTL_OPT_BLOCK_NETWORK,
 	VMCTL_OPT_RESTRICTED,
 	VMCTL_OPT_CIDR_ALLOW,
+	VMCTL_OPT_ENCRYPTED_PORT,
+	VMCTL_OPT_UNENCRYPTED_PORT,
+	VMCTL_OPT_H2_PORT,
 	VMCTL_OPT_FIRST_OTHER, /* options of single commands from here */
 };
 
@@ -67,7 +71,10 @@ enum {
 	{ "tag", required_argument, NULL, VMCTL_OPT_TAG },                         \
 	{ "block-network", no_argument, NULL, VMCTL_OPT_BLOCK_NETWORK },           \
 	{ "restricted", no_argument, NULL, VMCTL_OPT_RESTRICTED },                 \
-	{ "cidr-allow", required_argument, NULL, VMCTL_OPT_CIDR_ALLOW }
+	{ "cidr-allow", required_argument, NULL, VMCTL_OPT_CIDR_ALLOW },           \
+	{ "encrypted-port", required_argument, NULL, VMCTL_OPT_ENCRYPTED_PORT },   \
+	{ "unencrypted-port", required_argument, NULL, VMCTL_OPT_UNENCRYPTED_PORT }, \
+	{ "h2-port", required_argument, NULL, VMCTL_OPT_H2_PORT }
 
 #define VMCTL_CREATE_USAGE                                                                   \
 	"  --image debian|minimal|PATH  root file system (default debian)\n"                \
@@ -84,7 +91,13 @@ enum {
 	"  --block-network              no network access for the guest\n"                   \
 	"  --cidr-allow CIDR            network access only to CIDR (repeatable; IPv4 or\n"  \
 	"                               IPv6); see vmctl net\n"                               \
-	"  --restricted                 single use: one exec, then the sandbox is destroyed\n"
+	"  --restricted                 single use: one exec, then the sandbox is destroyed\n" \
+	"  --encrypted-port P           a tunnel to guest port P: TLS at the URL vmctl\n"    \
+	"                               tunnels prints (repeatable; needs sandboxd --ingress)\n" \
+	"  --unencrypted-port P         the same, and plain TCP on a host port too\n"      \
+	"                               (repeatable; needs sandboxd --tunnel-ports)\n"     \
+	"  --h2-port P                  a TLS tunnel with ALPN h2, to an h2c server\n"     \
+	"                               (repeatable)\n"
 
 /*
  * Adds create flag opt to the JSON body of POST /v1/sandboxes. 1 when opt

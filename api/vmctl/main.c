@@ -36,6 +36,7 @@ static const char usage[] =
 	"  connect-token ID [--port P] [--user-metadata JSON] [--ttl S]\n"
 	"                                 a token for HTTP/WebSocket access to a sandbox's port\n"
 	"  connect-tokens ID              list its tokens; connect-token rm ID TID removes one\n"
+	"  tunnels ID [--json]            a sandbox's tunnels: their URLs and TCP endpoints\n"
 	"  health [--json]                ask sandboxd how it is\n"
 	"'vmctl COMMAND --help' describes each.\n"
 	"\n"
@@ -75,6 +76,7 @@ static const struct {
 	{ "net", vmctl_cmd_net },
 	{ "connect-token", vmctl_cmd_connect_token },
 	{ "connect-tokens", vmctl_cmd_connect_tokens },
+	{ "tunnels", vmctl_cmd_tunnels },
 	{ "health", vmctl_cmd_health },
 };
 

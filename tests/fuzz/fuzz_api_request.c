@@ -2,6 +2,7 @@
  * The daemon's request parsers against arbitrary bytes: sandbox and exec
  * bodies (spec.c) and query strings (query.c). Byte 0 picks the parser.
  */
+#include <cjson/cJSON.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +11,28 @@
 #include "spec.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+/* Accepted tunnel ports: whole, 1..65535, distinct across the lists, SPEC_TUNNELS_MAX in all, not restricted. */
+static void check_tunnels(const struct sandbox_spec *s)
+{
+	const cJSON *lists[] = {s->encrypted_ports, s->unencrypted_ports, s->h2_ports}, *it;
+	double seen[SPEC_TUNNELS_MAX];
+	unsigned n = 0;
+
+	for (size_t l = 0; l < 3; l++) {
+		if (lists[l] && s->restricted)
+			abort();
+		cJSON_ArrayForEach(it, lists[l]) {
+			if (n == SPEC_TUNNELS_MAX || !cJSON_IsNumber(it) || it->valuedouble < 1 || it->valuedouble > 65535 ||
+			    it->valuedouble != (double)(int)it->valuedouble)
+				abort();
+			for (unsigned i = 0; i < n; i++)
+				if (seen[i] == it->valuedouble)
+					abort();
+			seen[n++] = it->valuedouble;
+		}
+	}
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -28,6 +51,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			if (s.cpu < 1 || s.cpu > 32 || s.memory_mib < 64 || !s.image || !s.workdir ||
 			    s.workdir[0] != '/' || !s.app || !spec_valid_name(s.app))
 				abort();
+			check_tunnels(&s);
 			spec_sandbox_free(&s);
 		} else if (!err.message[0]) {
 			abort();

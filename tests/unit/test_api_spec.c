@@ -136,6 +136,64 @@ static void each_bad_field_is_named(void **state)
 	}
 }
 
+/* Tunnel ports: whole ports 1..65535 in arrays, none twice in or across the lists, 16 in all, never restricted. */
+static void tunnel_ports_are_checked(void **state)
+{
+	static const struct {
+		const char *body, *field;
+	} bad[] = {
+		{"{\"encrypted_ports\":[\"80\"]}", "encrypted_ports"},
+		{"{\"encrypted_ports\":[80.5]}", "encrypted_ports"},
+		{"{\"encrypted_ports\":[0]}", "encrypted_ports"},
+		{"{\"unencrypted_ports\":[65536]}", "unencrypted_ports"},
+		{"{\"h2_ports\":[-1]}", "h2_ports"},
+		{"{\"h2_ports\":[1e300]}", "h2_ports"},
+		{"{\"h2_ports\":[true]}", "h2_ports"},
+		{"{\"h2_ports\":[null]}", "h2_ports"},
+		{"{\"encrypted_ports\":[80,80]}", "encrypted_ports"},
+		{"{\"encrypted_ports\":[80],\"h2_ports\":[80]}", "h2_ports"},
+		{"{\"unencrypted_ports\":[81],\"h2_ports\":[82,81]}", "h2_ports"},
+		{"{\"encrypted_ports\":80}", "encrypted_ports"},
+		{"{\"encrypted_ports\":\"80\"}", "encrypted_ports"},
+		{"{\"encrypted_ports\":{\"80\":80}}", "encrypted_ports"},
+		{"{\"encrypted_ports\":[[80]]}", "encrypted_ports"},
+		{"{\"encrypted_ports\":[{\"port\":80}]}", "encrypted_ports"},
+		{"{\"encrypted_ports\":[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17]}", "encrypted_ports"},
+		{"{\"encrypted_ports\":[1,2,3,4,5,6,7,8],\"h2_ports\":[9,10,11,12,13,14,15,16,17]}", "h2_ports"},
+		{"{\"restricted\":true,\"encrypted_ports\":[80]}", "encrypted_ports"},
+		{"{\"restricted\":true,\"unencrypted_ports\":[80]}", "unencrypted_ports"},
+		{"{\"restricted\":true,\"h2_ports\":[80]}", "h2_ports"},
+		{"{\"encrypted_ports\":[80],\"encrypted_ports\":[81]}", "encrypted_ports"},
+	};
+	struct sandbox_spec s;
+	struct spec_error err;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		memset(&err, 0, sizeof(err));
+		if (parse(bad[i].body, &s, &err) != -EINVAL)
+			fail_msg("accepted %s", bad[i].body);
+		if (strcmp(err.field, bad[i].field))
+			fail_msg("%s: field \"%s\", expected \"%s\" (%s)", bad[i].body, err.field, bad[i].field,
+				 err.message);
+		assert_true(strlen(err.message) > 0);
+	}
+	/* 16 in all, across the lists, with block_network: fine. Empty lists and null are none. */
+	assert_int_equal(parse("{\"block_network\":true,\"encrypted_ports\":[1,2,3,4,5,6],"
+			       "\"unencrypted_ports\":[65535,7,8,9,10],\"h2_ports\":[11,12,13,14,15]}",
+			       &s, &err),
+			 0);
+	assert_int_equal(cJSON_GetArraySize(s.encrypted_ports), 6);
+	assert_int_equal(cJSON_GetArraySize(s.unencrypted_ports), 5);
+	assert_int_equal(cJSON_GetArraySize(s.h2_ports), 5);
+	spec_sandbox_free(&s);
+	assert_int_equal(parse("{\"encrypted_ports\":[],\"h2_ports\":null,\"restricted\":true}", &s, &err), 0);
+	assert_null(s.encrypted_ports);
+	assert_null(s.unencrypted_ports);
+	assert_null(s.h2_ports);
+	spec_sandbox_free(&s);
+}
+
 /* A CIDR with host bits set is refused with the prefix that was probably meant; junk is named as such. */
 static void cidr_errors_say_why(void **state)
 {
@@ -216,7 +274,7 @@ int main(void)
 		cmocka_unit_test(defaults_are_filled_in),   cmocka_unit_test(full_spec_is_kept),
 		cmocka_unit_test(null_fields_get_defaults),
 		cmocka_unit_test(restricted_implies_no_network), cmocka_unit_test(each_bad_field_is_named),
-		cmocka_unit_test(cidr_errors_say_why),
+		cmocka_unit_test(cidr_errors_say_why),      cmocka_unit_test(tunnel_ports_are_checked),
 		cmocka_unit_test(bad_bodies_are_refused),   cmocka_unit_test(argv_is_capped_at_64k),
 		cmocka_unit_test(query_values_are_decoded),
 	};

@@ -40,6 +40,7 @@ struct daemon {
 	char key[128];
 	pid_t pid;
 	unsigned ingress_port; /* the daemon serves --ingress there when set */
+	char tunnel_ports[32]; /* --tunnel-ports, when set (with ingress_port) */
 };
 
 static double now_s(void)
@@ -115,17 +116,26 @@ static void start_daemon(struct daemon *d)
 		dup2(log, STDOUT_FILENO);
 		dup2(log, STDERR_FILENO);
 		char ingress[32];
+		const char *argv[32] = {d->sandboxd, "--state-dir", d->state, "--socket", d->sock, "--images",
+					d->images, "--vmm", d->vmm, "--image-builder", "", "--no-net", "--max-memory",
+					"4096"};
+		int n = 14;
 
 		snprintf(ingress, sizeof(ingress), "127.0.0.1:%u", d->ingress_port);
-		if (d->ingress_port)
-			execl(d->sandboxd, d->sandboxd, "--state-dir", d->state, "--socket", d->sock, "--images",
-			      d->images, "--vmm", d->vmm, "--image-builder", "", "--no-net", "--max-memory", "4096",
-			      "--ingress", ingress, "--ingress-domain", "sbx.test", "--ingress-timeout", "2",
-			      (char *)NULL);
-		else
-			execl(d->sandboxd, d->sandboxd, "--state-dir", d->state, "--socket", d->sock, "--images",
-			      d->images, "--vmm", d->vmm, "--image-builder", "", "--no-net", "--max-memory", "4096",
-			      (char *)NULL);
+		if (d->ingress_port) {
+			argv[n++] = "--ingress";
+			argv[n++] = ingress;
+			argv[n++] = "--ingress-domain";
+			argv[n++] = "sbx.test";
+			argv[n++] = "--ingress-timeout";
+			argv[n++] = "2";
+		}
+		if (d->tunnel_ports[0]) {
+			argv[n++] = "--tunnel-ports";
+			argv[n++] = d->tunnel_ports;
+		}
+		argv[n] = NULL;
+		execv(d->sandboxd, (char *const *)argv);
 		_exit(127);
 	}
 	while (now_s() < end) {
@@ -774,6 +784,149 @@ static void file_calls(void **state)
 	}
 }
 
+/* ---- tunnels ---- */
+
+/* The label of the tunnel of port in a GET .../tunnels body. */
+static void tunnel_label(const char *body, unsigned port, char *label, size_t cap)
+{
+	char key[64];
+	const char *p;
+
+	snprintf(key, sizeof(key), "\"%u\":{\"container_port\":%u,\"host\":\"", port, port);
+	p = strstr(body, key);
+	if (!p)
+		fail_msg("no tunnel %u in %s", port, body);
+	p += strlen(key);
+	snprintf(label, cap, "%.*s", (int)strcspn(p, "."), p);
+	assert_int_equal(strlen(label), 16);
+}
+
+/* What a daemon without --ingress, or without --tunnel-ports, refuses, naming the field. */
+static void tunnels_refused(void **state)
+{
+	struct daemon *d = *state;
+	char body[65536];
+
+	assert_int_equal(request(d, "POST", "/v1/sandboxes", "{\"image\":\"minimal\",\"h2_ports\":[80]}", body,
+				 sizeof(body)),
+			 400);
+	assert_true(has(body, "\"field\":\"h2_ports\""));
+	assert_true(has(body, "--ingress"));
+	assert_int_equal(request(d, "POST", "/v1/sandboxes", "{\"image\":\"minimal\",\"encrypted_ports\":[80,80]}",
+				 body, sizeof(body)),
+			 400);
+	assert_true(has(body, "\"field\":\"encrypted_ports\""));
+	assert_int_equal(request(d, "POST", "/v1/sandboxes",
+				 "{\"image\":\"minimal\",\"restricted\":true,\"unencrypted_ports\":[80]}", body,
+				 sizeof(body)),
+			 400);
+	assert_true(has(body, "\"field\":\"unencrypted_ports\""));
+	assert_int_equal(request(d, "GET", "/v1/sandboxes/sb-none/tunnels", NULL, body, sizeof(body)), 404);
+
+	stop_daemon(d);
+	d->ingress_port = free_port(NULL, false);
+	start_daemon(d);
+	assert_int_equal(request(d, "POST", "/v1/sandboxes", "{\"image\":\"minimal\",\"unencrypted_ports\":[80]}",
+				 body, sizeof(body)),
+			 400);
+	assert_true(has(body, "\"field\":\"unencrypted_ports\""));
+	assert_true(has(body, "--tunnel-ports"));
+}
+
+/*
+ * With --ingress and two host ports: the tunnels' JSON, host ports given to
+ * one sandbox at a time (503 when none is free), kept over a restart,
+ * released at finish; no connect token on a tunnel port.
+ */
+static void tunnels_ports(void **state)
+{
+	struct daemon *d = *state;
+	char body[65536], a[64], b[64], path[160], want[4096], le[32], lu[32], lh[32], before[4096];
+	unsigned lo;
+
+	stop_daemon(d);
+	d->ingress_port = free_port(NULL, false);
+	lo = free_port(NULL, false);
+	lo = lo > 65000 ? 60000 : lo;
+	snprintf(d->tunnel_ports, sizeof(d->tunnel_ports), "%u-%u", lo, lo + 1);
+	start_daemon(d);
+
+	assert_int_equal(request(d, "POST", "/v1/sandboxes",
+				 "{\"image\":\"minimal\",\"memory_mib\":64,\"timeout\":600,\"block_network\":true,"
+				 "\"encrypted_ports\":[443],\"unencrypted_ports\":[8000],\"h2_ports\":[50051]}",
+				 body, sizeof(body)),
+			 201);
+	id_of(body, a, sizeof(a));
+	assert_true(has(body, "\"tunnels\":3"));
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/tunnels", a);
+	assert_int_equal(request(d, "GET", path, NULL, body, sizeof(body)), 200);
+	tunnel_label(body, 443, le, sizeof(le));
+	tunnel_label(body, 8000, lu, sizeof(lu));
+	tunnel_label(body, 50051, lh, sizeof(lh));
+	assert_string_not_equal(le, lu);
+	assert_string_not_equal(lu, lh);
+	snprintf(want, sizeof(want),
+		 "{\"tunnels\":{"
+		 "\"443\":{\"container_port\":443,\"host\":\"%s.sbx.test\",\"port\":%u,\"url\":\"https://%s.sbx.test:%u\","
+		 "\"unencrypted_host\":null,\"unencrypted_port\":null,\"h2\":false},"
+		 "\"8000\":{\"container_port\":8000,\"host\":\"%s.sbx.test\",\"port\":%u,\"url\":\"https://%s.sbx.test:%u\","
+		 "\"unencrypted_host\":\"127.0.0.1\",\"unencrypted_port\":%u,\"h2\":false},"
+		 "\"50051\":{\"container_port\":50051,\"host\":\"%s.sbx.test\",\"port\":%u,\"url\":\"https://%s.sbx.test:%u\","
+		 "\"unencrypted_host\":null,\"unencrypted_port\":null,\"h2\":true}}}",
+		 le, d->ingress_port, le, d->ingress_port, lu, d->ingress_port, lu, d->ingress_port, lo, lh,
+		 d->ingress_port, lh, d->ingress_port);
+	assert_string_equal(body, want);
+	snprintf(before, sizeof(before), "%s", body);
+
+	/* No connect token on a tunnel port: the tunnel would let a client forge the verified header. */
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/connect-tokens", a);
+	assert_int_equal(request(d, "POST", path, "{\"port\":8000}", body, sizeof(body)), 400);
+	assert_true(has(body, "\"field\":\"port\""));
+	assert_true(has(body, "X-Verified-User-Data"));
+
+	assert_int_equal(request(d, "POST", "/v1/sandboxes",
+				 "{\"image\":\"minimal\",\"memory_mib\":64,\"unencrypted_ports\":[8000]}", body,
+				 sizeof(body)),
+			 201);
+	id_of(body, b, sizeof(b));
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/tunnels", b);
+	assert_int_equal(request(d, "GET", path, NULL, body, sizeof(body)), 200);
+	snprintf(want, sizeof(want), "\"unencrypted_port\":%u", lo + 1);
+	assert_true(has(body, want));
+	/* The range is spent: 503, and nothing of the sandbox is left. */
+	assert_int_equal(request(d, "POST", "/v1/sandboxes",
+				 "{\"image\":\"minimal\",\"memory_mib\":64,\"unencrypted_ports\":[1]}", body,
+				 sizeof(body)),
+			 503);
+	assert_true(has(body, "--tunnel-ports"));
+
+	/* A restart takes the tunnels back, labels and host ports alike. */
+	stop_daemon(d);
+	start_daemon(d);
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/tunnels", a);
+	assert_int_equal(request(d, "GET", path, NULL, body, sizeof(body)), 200);
+	assert_string_equal(body, before);
+	assert_int_equal(request(d, "POST", "/v1/sandboxes",
+				 "{\"image\":\"minimal\",\"memory_mib\":64,\"unencrypted_ports\":[1]}", body,
+				 sizeof(body)),
+			 503);
+
+	/* Finished: its host port goes back to the range. */
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/terminate", a);
+	assert_int_equal(request(d, "POST", path, NULL, body, sizeof(body)), 200);
+	wait_finished(d, a, body, sizeof(body));
+	assert_int_equal(request(d, "POST", "/v1/sandboxes",
+				 "{\"image\":\"minimal\",\"memory_mib\":64,\"unencrypted_ports\":[1]}", body,
+				 sizeof(body)),
+			 201);
+	id_of(body, b, sizeof(b));
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/tunnels", b);
+	assert_int_equal(request(d, "GET", path, NULL, body, sizeof(body)), 200);
+	snprintf(want, sizeof(want), "\"unencrypted_port\":%u", lo);
+	assert_true(has(body, want));
+	d->tunnel_ports[0] = '\0';
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -786,6 +939,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(routes_and_errors, setup, teardown),
 		cmocka_unit_test_setup_teardown(file_calls, setup, teardown),
 		cmocka_unit_test_setup_teardown(connect_tokens_ingress, setup, teardown),
+		cmocka_unit_test_setup_teardown(tunnels_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(tunnels_ports, setup, teardown),
 	};
 
 	signal(SIGPIPE, SIG_IGN);
