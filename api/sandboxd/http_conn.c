@@ -1380,7 +1380,7 @@ static bool tls_fill(struct http_conn *c)
 		c->tls_ready = true;
 		if (c->srv->tls_done) {
 			/* Before any HTTP: the owner may take the connection (tunnels). */
-			c->srv->tls_done(c, c->srv->route_ctx);
+			c->srv->tls_done(c, c->srv->tls_done_ctx);
 			if (c->closing || c->relay)
 				return false;
 		}

@@ -107,9 +107,10 @@ struct http_server {
 	struct ssl_ctx_st *tls;     /* TLS on every connection (tls.h), or NULL */
 	/*
 	 * A TLS handshake completed, before any HTTP is read; may take the
-	 * connection with http_conn_take (route_ctx is passed). May be NULL.
+	 * connection with http_conn_take. May be NULL.
 	 */
 	void (*tls_done)(struct http_conn *c, void *ctx);
+	void *tls_done_ctx;
 	/* A connection with a context (http_conn_set_ctx) closes; may be NULL. */
 	void (*conn_closed)(struct http_conn *c, void *ctx);
 	/* State. */
