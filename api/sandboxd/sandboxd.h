@@ -45,6 +45,8 @@ struct sandboxd {
 	char ingress_domain[256];   /* --ingress-domain: connect-token URLs are https://LABEL.DOMAIN[:PORT] */
 	unsigned ingress_port;      /* the port of those URLs (--ingress) */
 	unsigned ingress_max_connections; /* open ingress connections per sandbox (429 beyond) */
+	unsigned tunnel_max_connections;  /* open connections per tunnel (--tunnel-max-connections) */
+	unsigned tunnel_idle_timeout_s;   /* a quiet tunnel connection closes (--tunnel-idle-timeout) */
 	uv_timer_t image_sweep_timer;
 };
 
