@@ -208,6 +208,11 @@ void tunnel_serve_attach(struct tunnel_serve *ts, struct http_server *srv, struc
 	SSL_CTX_set_alpn_select_cb(tls, alpn_cb, ts);
 }
 
+static void free_handle(uv_handle_t *h)
+{
+	free(h);
+}
+
 int tunnel_serve_accept(struct tunnel_serve *ts, uv_stream_t *listener, uint16_t plain_port)
 {
 	struct tunnel_target t;
@@ -224,9 +229,9 @@ int tunnel_serve_accept(struct tunnel_serve *ts, uv_stream_t *listener, uint16_t
 			return -ENOMEM;
 		uv_tcp_init(ts->loop, c);
 		if (uv_accept(listener, (uv_stream_t *)c) == 0)
-			uv_tcp_close_reset(c, (uv_close_cb)free);
+			uv_tcp_close_reset(c, free_handle);
 		else
-			uv_close((uv_handle_t *)c, (uv_close_cb)free);
+			uv_close((uv_handle_t *)c, free_handle);
 		return -EMFILE;
 	}
 	relay_config(ts, tc, &t, &cfg);
