@@ -29,7 +29,8 @@ API_PURE_SRCS := api/sandboxd/spec.c api/sandboxd/query.c api/sandboxd/net_polic
 	api/sandboxd/http_head.c api/sandboxd/http_conn.c api/sandboxd/vmm_control.c \
 	api/sandboxd/image_path.c api/sandboxd/tls.c api/sandboxd/agent_conn.c api/sandboxd/auth.c \
 	api/sandboxd/api_error.c api/sandboxd/vmm_launcher.c api/sandboxd/ingress_head.c api/sandboxd/connect_token.c \
-	api/sandboxd/json_text.c api/sandboxd/guest_relay.c api/sandboxd/ingress_proxy.c
+	api/sandboxd/json_text.c api/sandboxd/guest_relay.c api/sandboxd/ingress_proxy.c \
+	api/sandboxd/tunnel_relay.c api/sandboxd/tunnel_serve.c
 VMM_SRCS  := $(filter-out vmm/main.c,$(wildcard vmm/*.c vmm/arch/x86/*.c vmm/devices/*.c vmm/virtio/*.c vmm/backends/*.c vmm/net/*.c))
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
@@ -187,6 +188,9 @@ $(BUILD)/tests-tsan/test_guest_relay: $(BUILD)/tests-tsan/fake-vmm $(BUILD)/test
 $(BUILD)/tests/test_ingress_proxy: $(BUILD)/tests/fake-vmm $(BUILD)/tests/sandvm-agent
 $(BUILD)/tests-asan/test_ingress_proxy: $(BUILD)/tests-asan/fake-vmm $(BUILD)/tests-asan/sandvm-agent
 $(BUILD)/tests-tsan/test_ingress_proxy: $(BUILD)/tests-tsan/fake-vmm $(BUILD)/tests-tsan/sandvm-agent
+$(BUILD)/tests/test_tunnel_relay: $(BUILD)/tests/fake-vmm $(BUILD)/tests/sandvm-agent
+$(BUILD)/tests-asan/test_tunnel_relay: $(BUILD)/tests-asan/fake-vmm $(BUILD)/tests-asan/sandvm-agent
+$(BUILD)/tests-tsan/test_tunnel_relay: $(BUILD)/tests-tsan/fake-vmm $(BUILD)/tests-tsan/sandvm-agent
 
 unit-tests: $(UNIT_BINS) $(ASAN_BINS) $(TSAN_BINS)
 

@@ -1378,6 +1378,12 @@ static bool tls_fill(struct http_conn *c)
 			return false;
 		}
 		c->tls_ready = true;
+		if (c->srv->tls_done) {
+			/* Before any HTTP: the owner may take the connection (tunnels). */
+			c->srv->tls_done(c, c->srv->tls_done_ctx);
+			if (c->closing || c->relay)
+				return false;
+		}
 	}
 	for (;;) {
 		if (!input_alloc(c, CONN_INPUT_MAX)) {
@@ -1896,6 +1902,31 @@ int http_conn_detach(struct http_request *req, int status, const char *headers, 
 		relay_tls_deliver(c);
 	if (c->peer_eof && !c->closing && !c->relay_closing && !c->relay_eof) {
 		/* The client ended its side while the upgrade was being answered. */
+		c->relay_eof = true;
+		if (c->relay->closed)
+			c->relay->closed(c->relay_ctx, 0);
+	}
+	if (!c->closing)
+		relay_update_reading(c);
+	return 0;
+}
+
+int http_conn_take(struct http_conn *c, const struct http_relay_ops *ops, void *ctx)
+{
+	if (!ops || !ops->data || c->closing || c->relay || !c->ssl || !c->tls_ready)
+		return -EINVAL;
+	if (c->request_begun || (c->in && c->in_len > c->in_off))
+		return -EBUSY;
+	if (c->reading) {
+		uv_read_stop(&c->h.stream);
+		c->reading = false;
+	}
+	timer_stop(c);
+	c->relay = ops;
+	c->relay_ctx = ctx;
+	input_free(c);
+	relay_tls_deliver(c);
+	if (c->peer_eof && !c->closing && !c->relay_closing && !c->relay_eof) {
 		c->relay_eof = true;
 		if (c->relay->closed)
 			c->relay->closed(c->relay_ctx, 0);

@@ -105,6 +105,12 @@ struct http_server {
 	unsigned body_timeout_ms;   /* without a byte of a (not streamed) request body */
 	unsigned tls_quiet_ms;      /* quiet time after which a TLS connection gives back its record buffers */
 	struct ssl_ctx_st *tls;     /* TLS on every connection (tls.h), or NULL */
+	/*
+	 * A TLS handshake completed, before any HTTP is read; may take the
+	 * connection with http_conn_take. May be NULL.
+	 */
+	void (*tls_done)(struct http_conn *c, void *ctx);
+	void *tls_done_ctx;
 	/* A connection with a context (http_conn_set_ctx) closes; may be NULL. */
 	void (*conn_closed)(struct http_conn *c, void *ctx);
 	/* State. */
@@ -220,6 +226,12 @@ struct http_relay_ops {
  */
 int http_conn_detach(struct http_request *req, int status, const char *headers, const struct http_relay_ops *ops,
 		     void *ctx);
+/*
+ * From srv->tls_done: hands the connection, no request read, to ops as a
+ * byte relay (as http_conn_detach, without a reply). 0, or -errno with the
+ * connection left as it was.
+ */
+int http_conn_take(struct http_conn *c, const struct http_relay_ops *ops, void *ctx);
 /* Queues bytes to the client; returns the bytes queued and not yet written. */
 size_t http_relay_write(struct http_conn *c, const void *data, size_t len);
 void http_relay_pause(struct http_conn *c);

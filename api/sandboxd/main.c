@@ -22,6 +22,10 @@
 #include "images.h"
 #include "ingress.h"
 #include "ingress_proxy.h"
+#include "tunnel_serve.h"
+
+/* Long options without a short letter. */
+enum { OPT_TUNNEL_MAX_CONNECTIONS = 0x100, OPT_TUNNEL_IDLE_TIMEOUT };
 #include "log.h"
 #include "net.h"
 #include "routes.h"
@@ -41,7 +45,8 @@ static const char usage[] =
 	"                [--vmm PATH] [--max-sandboxes N] [--max-memory MIB] [--log-level LEVEL]\n"
 	"                [--no-net] [--allow-private-egress CIDR[,CIDR...]]... [--image-dir DIR]...\n"
 	"                [--ingress HOST:PORT --ingress-domain DOMAIN [--ingress-tls-cert F --ingress-tls-key F]]\n"
-	"                [--tunnel-ports LO-HI] [--tunnel-host HOST]\n"
+	"                [--tunnel-ports LO-HI] [--tunnel-host HOST] [--tunnel-max-connections N]\n"
+	"                [--tunnel-idle-timeout S]\n"
 	"       sandboxd [--state-dir DIR] --new-key NAME\n"
 	"       sandboxd [--state-dir DIR] --rotate-managed-key\n"
 	"\n"
@@ -83,10 +88,15 @@ static const char usage[] =
 	"  --ingress-timeout S  how long the server in a sandbox may stay silent on a request\n"
 	"                       before the client gets 504 (default 60)\n"
 	"  --ingress-max-connections N\n"
-	"                       open ingress connections per sandbox (default 512; 429 beyond)\n"
+	"                       open ingress connections per sandbox (default 512; 429 beyond),\n"
+	"                       tunnel connections included\n"
 	"  --tunnel-ports LO-HI host TCP ports for unencrypted tunnels' plain endpoints\n"
 	"  --tunnel-host HOST   the host clients reach those ports at (default: the --ingress\n"
 	"                       address unless a wildcard, else the ingress domain)\n"
+	"  --tunnel-max-connections N\n"
+	"                       open connections per tunnel (default 256; closed at once beyond)\n"
+	"  --tunnel-idle-timeout S\n"
+	"                       a tunnel connection without a byte either way closes (default 600)\n"
 	"  --new-key NAME       make an API key, store its hash, print the key, exit\n"
 	"  --rotate-managed-key replace the managed key of snapshot images, re-wrapping each\n"
 	"                       image's key with the new one (run while sandboxd is stopped)\n";
@@ -438,6 +448,8 @@ int main(int argc, char **argv)
 		{"ingress-max-connections", required_argument, NULL, 'x'},
 		{"tunnel-ports", required_argument, NULL, 'u'},
 		{"tunnel-host", required_argument, NULL, 'H'},
+		{"tunnel-max-connections", required_argument, NULL, OPT_TUNNEL_MAX_CONNECTIONS},
+		{"tunnel-idle-timeout", required_argument, NULL, OPT_TUNNEL_IDLE_TIMEOUT},
 		{NULL, 0, NULL, 0}};
 	struct daemon *dm = calloc(1, sizeof(*dm));
 	struct sandboxd *d = &dm->d;
@@ -459,6 +471,8 @@ int main(int argc, char **argv)
 	snprintf(d->state_dir, sizeof(d->state_dir), "%s", DEFAULT_STATE_DIR);
 	d->max_sandboxes = 64;
 	d->ingress_max_connections = INGRESS_DEFAULT_MAX_CONNECTIONS;
+	d->tunnel_max_connections = TUNNEL_DEFAULT_MAX_CONNECTIONS;
+	d->tunnel_idle_timeout_s = TUNNEL_DEFAULT_IDLE_TIMEOUT_S;
 	d->image_sweep_s = 3600;
 	d->net_enabled = true;
 	d->allow_private = cJSON_CreateArray();
@@ -500,6 +514,18 @@ int main(int argc, char **argv)
 				return 2;
 			}
 			snprintf(d->tunnel_host, sizeof(d->tunnel_host), "%s", optarg);
+			break;
+		case OPT_TUNNEL_MAX_CONNECTIONS:
+			if (parse_uint(optarg, &d->tunnel_max_connections) < 0) {
+				fprintf(stderr, "sandboxd: --tunnel-max-connections wants a positive number\n");
+				return 2;
+			}
+			break;
+		case OPT_TUNNEL_IDLE_TIMEOUT:
+			if (parse_uint(optarg, &d->tunnel_idle_timeout_s) < 0 || d->tunnel_idle_timeout_s > 86400) {
+				fprintf(stderr, "sandboxd: --tunnel-idle-timeout wants seconds, 1..86400\n");
+				return 2;
+			}
 			break;
 		case 'i': snprintf(d->images_dir, sizeof(d->images_dir), "%s", optarg); break;
 		case 'v': snprintf(d->vmm_path, sizeof(d->vmm_path), "%s", optarg); break;

@@ -47,6 +47,8 @@ struct sandboxd {
 	unsigned ingress_max_connections; /* open ingress connections per sandbox (429 beyond) */
 	unsigned tunnel_port_lo, tunnel_port_hi; /* --tunnel-ports LO-HI; 0: no unencrypted tunnels */
 	char tunnel_host[256];      /* --tunnel-host: the host of unencrypted tunnels' plain endpoints */
+	unsigned tunnel_max_connections;  /* open connections per tunnel (--tunnel-max-connections) */
+	unsigned tunnel_idle_timeout_s;   /* a quiet tunnel connection closes (--tunnel-idle-timeout) */
 	uv_timer_t image_sweep_timer;
 };
 
