@@ -104,6 +104,8 @@ def guest_exec(sid, argv):
 
 
 def put_file(sid, path, data):
+    rc, out = guest_exec(sid, ["mkdir", "-p", os.path.dirname(path)])
+    assert rc == 0, f"mkdir -p {os.path.dirname(path)}: {out}"
     st, o = api("PUT", f"/v1/sandboxes/{sid}/files?path={path}", data)
     assert st == 204, (path, st, o)
 
@@ -114,11 +116,11 @@ def start_server(sid, name, argv):
     log = f"{GDIR}/{name}.log"
     cmd = (f"mkdir -p {GDIR}; rm -f {log}; cd {GDIR}; setsid {' '.join(argv)} >{log} 2>&1 </dev/null & "
            f"echo $! >{GDIR}/{name}.pid; "
-           f"for i in $(seq 1 300); do grep -q listening {log} 2>/dev/null && exit 0; "
+           f"for i in $(seq 1 600); do grep -q listening {log} 2>/dev/null && exit 0; "
            f"grep -q 'Serving HTTP' {log} 2>/dev/null && exit 0; sleep 0.1; done; cat {log}; exit 1")
+    shared.setdefault("servers", []).append(f"{GDIR}/{name}.pid")
     rc, out = guest_exec(sid, ["sh", "-c", cmd])
     assert rc == 0, f"{name} did not start in the guest: {out}"
-    shared.setdefault("servers", []).append(f"{GDIR}/{name}.pid")
 
 
 def tunnels(sid):
@@ -249,7 +251,7 @@ def _():
         put_file(a, f"{GDIR}/tunnel_servers.py", f.read())
     shared["index"] = f"tunnel page {os.urandom(8).hex()}\n".encode()
     put_file(a, f"{GDIR}/www/index.html", shared["index"])
-    start_server(a, "http", ["/usr/bin/python3", "-m", "http.server", "--bind", "127.0.0.1", "--directory",
+    start_server(a, "http", ["/usr/bin/python3", "-u", "-m", "http.server", "--bind", "127.0.0.1", "--directory",
                              f"{GDIR}/www", str(HTTP)])
     start_server(a, "echo", ["/usr/bin/python3", f"{GDIR}/tunnel_servers.py", "echo", str(ECHO)])
     start_server(a, "h2c", ["/usr/bin/python3", f"{GDIR}/tunnel_servers.py", "h2c", str(H2)])
