@@ -484,14 +484,16 @@ def _():
         got = b""
     extra.close()
     assert got == b"", f"a connection beyond --tunnel-max-connections {TUNNEL_MAX} got {got!r}"
+    # Over TLS the daemon may say why in a TLS alert or close: the guest's echo must not come.
+    probe = b"over-the-cap-" + os.urandom(6).hex().encode()
     try:
         t = tls_connect(o["host"], timeout=15)
-        t.sendall(b"over the cap")
+        t.sendall(probe)
         got = read_until_eof(t, limit=15)
         t.close()
     except (ssl.SSLError, ConnectionError):
         got = b""
-    assert got == b"", f"a TLS connection beyond the cap got {got!r}"
+    assert probe not in got, f"a TLS connection beyond the cap reached the guest: {got[:100]!r}"
     # One closed, one more is taken.
     held.pop().close()
     time.sleep(1)
@@ -593,15 +595,16 @@ def _():
         pass
     st, o = api("GET", f"/v1/sandboxes/{b}/tunnels")
     assert st == 404 or (st == 200 and all(t["unencrypted_port"] is None for t in o["tunnels"].values())), (st, o)
-    # Its TLS endpoint serves nothing either.
+    # Its TLS endpoint reaches no guest either (in the fake mode B's echo server is still up on this host).
+    probe = b"after-the-end-" + os.urandom(6).hex().encode()
     try:
         s = tls_connect(tb["host"], timeout=15)
-        s.sendall(b"hello?")
+        s.sendall(probe)
         got = read_until_eof(s, limit=15)
         s.close()
     except (ssl.SSLError, ConnectionError):
         got = b""
-    assert got == b"", got[:100]
+    assert probe not in got, f"B's TLS endpoint still relays: {got[:100]!r}"
     # A's tunnels are untouched.
     o = shared["ta"][str(ECHO)]
     s = plain_connect(o["unencrypted_port"])
