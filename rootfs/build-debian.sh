@@ -1,7 +1,8 @@
 #!/bin/bash
 # Build the Debian root filesystem image that sandboxes boot to run real
 # code: Debian bookworm (debootstrap --variant=minbase) with python3,
-# ca-certificates and iperf3 (for bench/net), trimmed for size, with the
+# ca-certificates, iperf3 (for bench/net) and python3-h2 (the h2c server of
+# the tunnel cases, tests/integration/tunnel_servers.py), trimmed for size, with the
 # sandvm init at /sbin/init, packed into an ext4 image by mke2fs -d (no
 # root mount, no loop device).
 #
@@ -38,7 +39,7 @@
 set -euo pipefail
 
 SUITE=bookworm
-INCLUDE=python3,ca-certificates,iperf3
+INCLUDE=python3,ca-certificates,iperf3,python3-h2,python3-hpack,python3-hyperframe
 FALLBACK_MIRROR=http://deb.debian.org/debian
 
 say() { printf 'sandvm-debian: %s\n' "$*" >&2; }
@@ -209,6 +210,7 @@ else
 		/usr/bin/python3 -B -c '
 import json, hashlib, sqlite3, ssl, zlib, bz2, lzma, ctypes, decimal, uuid
 import asyncio, subprocess, urllib.request, csv, socket, struct
+import h2.connection, h2.config, h2.events
 assert hashlib.sha256(b"").hexdigest().startswith("e3b0c442")
 sqlite3.connect(":memory:").execute("select 1").fetchone()
 ssl.create_default_context()

@@ -1,0 +1,86 @@
+#!/usr/bin/env python3
+"""The servers inside the sandbox for tests/integration/tunnels_test.py.
+
+    python3 tunnel_servers.py echo PORT
+    python3 tunnel_servers.py h2c PORT
+
+Each listens on 127.0.0.1:PORT, prints "listening" once it does, and serves
+every connection on a thread of its own.
+
+  echo  sends back every byte as it comes; when the client shuts its write
+        side (EOF), it sends what is left, shuts its own and closes: a
+        half-closed client still gets the whole echo, then EOF.
+  h2c   HTTP/2 with prior knowledge (no TLS: sandboxd terminates it and
+        relays the bytes; python3-h2): every request gets 200, content-type
+        text/plain and the body "tunnel-h2 ok path=PATH\\n", PATH the
+        request's :path as received.
+"""
+import socket
+import socketserver
+import sys
+
+MODE = sys.argv[1]
+PORT = int(sys.argv[2])
+
+
+class Echo(socketserver.BaseRequestHandler):
+    def handle(self):
+        s = self.request
+        try:
+            while True:
+                d = s.recv(65536)
+                if not d:
+                    break
+                s.sendall(d)
+            s.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+
+def h2_body(path):
+    return b"tunnel-h2 ok path=" + path + b"\n"
+
+
+class H2c(socketserver.BaseRequestHandler):
+    def handle(self):
+        import h2.config
+        import h2.connection
+        import h2.events
+
+        s = self.request
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False,
+                                                                    header_encoding=None))
+        conn.initiate_connection()
+        s.sendall(conn.data_to_send())
+        try:
+            while True:
+                d = s.recv(65536)
+                if not d:
+                    return
+                for ev in conn.receive_data(d):
+                    if isinstance(ev, h2.events.RequestReceived):
+                        path = dict(ev.headers).get(b":path", b"")
+                        body = h2_body(path)
+                        conn.send_headers(ev.stream_id, [(b":status", b"200"),
+                                                         (b"content-type", b"text/plain"),
+                                                         (b"content-length", str(len(body)).encode())])
+                        conn.send_data(ev.stream_id, body, end_stream=True)
+                    elif isinstance(ev, h2.events.ConnectionTerminated):
+                        s.sendall(conn.data_to_send())
+                        return
+                out = conn.data_to_send()
+                if out:
+                    s.sendall(out)
+        except OSError:
+            pass
+
+
+class Server(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+if __name__ == "__main__":
+    srv = Server(("127.0.0.1", PORT), {"echo": Echo, "h2c": H2c}[MODE])
+    print("listening", flush=True)
+    srv.serve_forever()
