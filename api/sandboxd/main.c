@@ -22,6 +22,7 @@
 #include "images.h"
 #include "ingress.h"
 #include "ingress_proxy.h"
+#include "tunnel_sandbox.h"
 #include "tunnel_serve.h"
 
 /* Long options without a short letter. */
@@ -109,6 +110,7 @@ struct daemon {
 	uv_tcp_t tcp_listener, ingress_listener;
 	bool tcp_on, ingress_on;
 	struct ingress_proxy ingress; /* --ingress */
+	struct tunnel_serve tunnels;  /* tunnel connections on --ingress and the plain host ports */
 	uv_signal_t sig_term, sig_int;
 };
 
@@ -340,6 +342,16 @@ static int listen_ingress(struct daemon *dm, const char *spec, const char *domai
 		return r;
 	}
 	dm->ingress_on = true;
+	d->tunnel_bind = addr;
+	r = tunnel_serve_init(&dm->tunnels, d->loop, dm->ingress.domain, &sandboxd_tunnel_ops, d);
+	if (r < 0) {
+		sv_err("tunnels on --ingress: %s", strerror(-r));
+		return r;
+	}
+	dm->tunnels.max_connections = d->tunnel_max_connections;
+	dm->tunnels.idle_timeout_ms = d->tunnel_idle_timeout_s * 1000u;
+	tunnel_serve_attach(&dm->tunnels, &dm->ingress.server, dm->ingress.server.tls);
+	d->tunnel_serve = &dm->tunnels;
 	snprintf(d->ingress_domain, sizeof(d->ingress_domain), "%s", dm->ingress.domain);
 	d->ingress_port = (unsigned)port;
 	if (!d->tunnel_host[0])
@@ -661,6 +673,7 @@ int main(int argc, char **argv)
 	if (listen_unix(dm, socket_path) < 0 || (listen_addr && listen_tcp(dm, listen_addr, &tls) < 0) ||
 	    (ingress_addr && listen_ingress(dm, ingress_addr, ingress_domain, &ingress_tls, ingress_timeout_s) < 0))
 		return 1;
+	tunnel_sandbox_adopt_all(d);
 	uv_timer_init(d->loop, &d->sweep_timer);
 	d->sweep_timer.data = d;
 	uv_timer_start(&d->sweep_timer, on_sweep, SWEEP_MS, SWEEP_MS);
@@ -682,6 +695,7 @@ int main(int argc, char **argv)
 	if (dm->ingress_on) {
 		tls_server_ctx_free(dm->ingress.server.tls);
 		ingress_proxy_destroy(&dm->ingress);
+		tunnel_serve_destroy(&dm->tunnels);
 	}
 	http_server_destroy(&dm->unix_server);
 	http_server_destroy(&dm->tcp_server);

@@ -38,7 +38,7 @@ static void finish(struct sandbox *sb, const char *reason, int returncode, const
 static void ready_abort(struct sandbox *sb);
 
 const struct sandbox_part_ops *const sandbox_parts[] = {&sandbox_net_part, &sandbox_mounts_part, &sandbox_ingress_part,
-							  &sandbox_tunnels_part, NULL};
+							  &sandbox_tunnels_part, &sandbox_tunnel_listeners_part, NULL};
 
 /* Every part's teardown, the last set up first. */
 static void parts_teardown(struct sandbox *sb)

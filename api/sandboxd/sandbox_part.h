@@ -43,6 +43,7 @@ extern const struct sandbox_part_ops sandbox_net_part;    /* net.c */
 extern const struct sandbox_part_ops sandbox_mounts_part; /* snapshots.c */
 extern const struct sandbox_part_ops sandbox_ingress_part; /* ingress.c */
 extern const struct sandbox_part_ops sandbox_tunnels_part; /* tunnels.c: labels, host ports */
+extern const struct sandbox_part_ops sandbox_tunnel_listeners_part; /* tunnel_sandbox.c: plain endpoints */
 
 /* Every part, in set-up order (torn down in reverse), NULL-terminated. */
 extern const struct sandbox_part_ops *const sandbox_parts[];

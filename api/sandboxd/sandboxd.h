@@ -19,6 +19,7 @@ struct cJSON;
 struct auth_keys;
 struct image_build;
 struct sandbox;
+struct tunnel_serve;
 struct vmm_launcher_ops;
 
 struct sandboxd {
@@ -49,6 +50,8 @@ struct sandboxd {
 	char tunnel_host[256];      /* --tunnel-host: the host of unencrypted tunnels' plain endpoints */
 	unsigned tunnel_max_connections;  /* open connections per tunnel (--tunnel-max-connections) */
 	unsigned tunnel_idle_timeout_s;   /* a quiet tunnel connection closes (--tunnel-idle-timeout) */
+	struct tunnel_serve *tunnel_serve; /* serves tunnel connections (with --ingress; else NULL) */
+	struct sockaddr_storage tunnel_bind; /* the --ingress address: plain endpoints listen on its host */
 	uv_timer_t image_sweep_timer;
 };
 

@@ -20,7 +20,7 @@ struct tunnel_conn {
 	struct tunnel_serve *ts;
 	struct tunnel_relay *relay;
 	void *owner;
-	char key[INGRESS_LABEL_LEN + 8]; /* the label, or ":PORT" for a plain port: the per-tunnel cap's key */
+	uint16_t port; /* with owner, the tunnel: the per-tunnel cap counts both its endpoints */
 };
 
 static const unsigned char proto_h2[] = "\x02h2";
@@ -127,34 +127,30 @@ static void on_relay_closed(void *ctx, struct tunnel_relay *r, int err)
 
 static const struct tunnel_relay_ops relay_ops = {.closed = on_relay_closed};
 
-/* Admits a connection under key: a linked tunnel_conn, or NULL (refused). */
+/*
+ * Admits a connection to the tunnel of label (TLS) or plain_port: a linked
+ * tunnel_conn, or NULL (refused: no such tunnel, not running, a cap).
+ */
 static struct tunnel_conn *admit(struct tunnel_serve *ts, const char *label, uint16_t plain_port,
 				 struct tunnel_target *t)
 {
 	struct tunnel_conn *tc;
-	char key[sizeof(tc->key)];
 	unsigned n = 0;
 
-	if (label)
-		snprintf(key, sizeof(key), "%s", label);
-	else
-		snprintf(key, sizeof(key), ":%u", plain_port);
-	/* The per-tunnel cap: the list is bounded by the caps of every sandbox. */
-	for (tc = ts->conns; tc; tc = tc->next)
-		if (!strcmp(tc->key, key))
-			n++;
-	if (n >= ts->max_connections)
-		return NULL;
 	if (ts->ops->admit(ts->ctx, label, plain_port, t) < 0)
 		return NULL;
-	tc = calloc(1, sizeof(*tc));
+	/* The per-tunnel cap, both endpoints together: the list is bounded by the caps of every sandbox. */
+	for (tc = ts->conns; tc; tc = tc->next)
+		if (tc->owner == t->owner && tc->port == t->port)
+			n++;
+	tc = n < ts->max_connections ? calloc(1, sizeof(*tc)) : NULL;
 	if (!tc) {
 		ts->ops->release(ts->ctx, t->owner);
 		return NULL;
 	}
 	tc->ts = ts;
 	tc->owner = t->owner;
-	snprintf(tc->key, sizeof(tc->key), "%s", key);
+	tc->port = t->port;
 	tc->next = ts->conns;
 	if (tc->next)
 		tc->next->prev = tc;

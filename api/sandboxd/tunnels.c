@@ -104,13 +104,20 @@ static bool plain_port_taken(struct sandboxd *d, const struct sandbox *sb, uint1
 	return tunnel_find_plain_port(d, port, &t) != NULL;
 }
 
-/* The lowest free port of --tunnel-ports, or 0. */
-static uint16_t plain_port_new(struct sandboxd *d, const struct sandbox *sb)
+uint16_t tunnel_plain_port_after(struct sandboxd *d, const struct sandbox *sb, uint16_t after)
 {
-	for (unsigned p = d->tunnel_port_lo; p && p <= d->tunnel_port_hi; p++)
+	unsigned p = after + 1u > d->tunnel_port_lo ? after + 1u : d->tunnel_port_lo;
+
+	for (; p && p <= d->tunnel_port_hi; p++)
 		if (!plain_port_taken(d, sb, (uint16_t)p))
 			return (uint16_t)p;
 	return 0;
+}
+
+/* The lowest free port of --tunnel-ports, or 0. */
+static uint16_t plain_port_new(struct sandboxd *d, const struct sandbox *sb)
+{
+	return tunnel_plain_port_after(d, sb, 0);
 }
 
 static bool label_taken(const struct sandbox *sb, const char *label)

@@ -44,6 +44,7 @@ struct sandbox_tunnel {
 	enum tunnel_kind kind;
 	char label[INGRESS_LABEL_LEN + 1]; /* LABEL of LABEL.DOMAIN, lower case */
 	uint16_t plain_port;               /* TUNNEL_UNENCRYPTED: the host's TCP port; else 0 */
+	void *listener;                    /* the plain port's listener while open (tunnel_sandbox.c) */
 };
 
 struct sandbox_tunnels {
@@ -68,6 +69,8 @@ const struct sandbox_tunnel *tunnel_of_port(const struct sandbox *sb, uint16_t p
  */
 bool tunnels_admit(const struct sandboxd *d, const struct sandbox_spec *spec, char *field, size_t fieldlen, char *msg,
 		   size_t msglen);
+/* The lowest free port of --tunnel-ports above after for sb, or 0. */
+uint16_t tunnel_plain_port_after(struct sandboxd *d, const struct sandbox *sb, uint16_t after);
 /* GET /v1/sandboxes/ID/tunnels: {"tunnels": {"PORT": {...}}}. */
 void tunnels_list(struct sandbox *sb, struct api_call *call);
 
