@@ -473,13 +473,16 @@ static void guest_half_close(void **state)
 	client_start(&c, &o, C_READ_THEN_SEND, "after the end", 13, 64, &ct);
 	RUN_UNTIL(&o, atomic_load(&c.done) && o.closed_calls);
 	pthread_join(ct, NULL);
-	guest_join(&g, gt);
+	/* Joined by hand: what the guest read is checked before guest_join would free it. */
+	pthread_join(gt, NULL);
 	assert_int_equal(c.got_len, 6);
 	assert_memory_equal(c.got, "banner", 6);
 	assert_int_equal(g.got_len, 13);
 	assert_memory_equal(g.got, "after the end", 13);
 	assert_int_equal(o.closed_calls, 1);
 	assert_int_equal(o.closed_err, 0);
+	close(g.lfd);
+	free(g.got);
 	free(c.got);
 	owner_done(&o);
 }
