@@ -303,7 +303,7 @@ real-kvm-check-bundle: all $(TEST_INITRAMFS) $(BUILD)/bin/kvm-probe
 clean:
 	rm -rf $(BUILD)
 
--include $(shell find $(BUILD)/obj $(BUILD)/obj-asan -name '*.d' 2>/dev/null)
+-include $(shell find $(BUILD)/obj $(BUILD)/obj-asan $(BUILD)/obj-tsan -name '*.d' 2>/dev/null)
 
 # The Debian root filesystem with python3 (cached; several minutes the first time).
 debian-image: $(GUEST)/debian.ext4
