@@ -315,10 +315,10 @@ struct client {
 	size_t got_len, got_cap;
 	atomic_int done;
 	uint64_t eof_ms; /* when the read side ended, since connect */
-	int delay_ms;    /* before reading */
 };
 
-enum { C_SEND_THEN_READ, C_ECHO, C_READ_THEN_SEND, C_READ };
+/* C_READ_LATE: reads nothing for a second, then all (fixed before the thread starts). */
+enum { C_SEND_THEN_READ, C_ECHO, C_READ_THEN_SEND, C_READ, C_READ_LATE };
 
 struct sender {
 	int fd;
@@ -375,9 +375,10 @@ static void *client_main(void *arg)
 				;
 		}
 		break;
+	case C_READ_LATE:
+		usleep(1000 * 1000);
+		/* fall through */
 	case C_READ:
-		if (c->delay_ms)
-			usleep((useconds_t)c->delay_ms * 1000);
 		c->got_len = read_to_eof(fd, c->got, c->got_cap);
 		break;
 	}
@@ -543,8 +544,7 @@ static void back_pressure_bounded(void **state)
 	guest_start(&g, G_FLOOD, &gport, &gt);
 	owner_init(&o, e, gport);
 	/* 8 MiB from the guest to a client that reads nothing for a second. */
-	client_start(&c, &o, C_READ, NULL, 0, 8 * MEG, &ct);
-	c.delay_ms = 1000;
+	client_start(&c, &o, C_READ_LATE, NULL, 0, 8 * MEG, &ct);
 	RUN_UNTIL(&o, atomic_load(&c.done) && o.closed_calls);
 	pthread_join(ct, NULL);
 	guest_join(&g, gt);
