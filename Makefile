@@ -50,7 +50,8 @@ GUEST := $(BUILD)/guest
 STAMP := $(BUILD)/.deps-installed
 
 .PHONY: all deps vmm guest kernel initramfs unit-tests test test-unit test-integration \
-	fuzz fuzz-run run bench bench-api bench-http bench-image bench-ingress bench-ingress-guest bench-net clean debian-image
+	fuzz fuzz-run run bench bench-api bench-http bench-image bench-ingress bench-ingress-guest bench-net \
+	bench-tunnels clean debian-image
 # Keep object files that only sanitizer and fuzz builds use.
 .SECONDARY:
 all: vmm guest $(BUILD)/bin/sandvm-agent
@@ -284,6 +285,11 @@ bench-ingress: $(BUILD)/bench/ingress_loopback
 # The proxy into a Debian guest against nginx proxying to the sandbox's tap address, in the L1.
 bench-ingress-guest: all debian-image
 	./tests/nested/run ./bench/ingress-guest $(BUILD)
+
+# Tunnels (raw TCP with iperf3, plain and TLS; h2 with h2load) against the sandbox's tap
+# address and nginx's stream module in front of it, in the L1.
+bench-tunnels: all debian-image
+	./tests/nested/run ./bench/tunnels $(BUILD)
 
 # Snapshot image write/read against openssl speed, and the guest's reads from a
 # mounted image against a raw drive (docs/benchmarks.md).

@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
-"""The servers inside the sandbox for tests/integration/tunnels_test.py.
+"""The servers inside the sandbox for tests/integration/tunnels_test.py
+(and bench/tunnels).
 
-    python3 tunnel_servers.py echo PORT
-    python3 tunnel_servers.py h2c PORT
+    python3 tunnel_servers.py echo PORT [ADDRESS]
+    python3 tunnel_servers.py h2c PORT [ADDRESS]
 
-Each listens on 127.0.0.1:PORT, prints "listening" once it does, and serves
-every connection on a thread of its own.
+Each listens on ADDRESS:PORT (127.0.0.1 unless given; bench/tunnels uses
+0.0.0.0 to reach the same server over the tap too), prints "listening" once
+it does, and serves every connection on a thread of its own.
 
   echo  sends back every byte as it comes; when the client shuts its write
         side (EOF), it sends what is left, shuts its own and closes: a
@@ -21,6 +23,7 @@ import sys
 
 MODE = sys.argv[1]
 PORT = int(sys.argv[2])
+ADDRESS = sys.argv[3] if len(sys.argv) > 3 else "127.0.0.1"
 
 
 class Echo(socketserver.BaseRequestHandler):
@@ -81,6 +84,6 @@ class Server(socketserver.ThreadingTCPServer):
 
 
 if __name__ == "__main__":
-    srv = Server(("127.0.0.1", PORT), {"echo": Echo, "h2c": H2c}[MODE])
+    srv = Server((ADDRESS, PORT), {"echo": Echo, "h2c": H2c}[MODE])
     print("listening", flush=True)
     srv.serve_forever()
