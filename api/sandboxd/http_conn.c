@@ -1844,6 +1844,33 @@ static void relay_update_reading(struct http_conn *c)
 	}
 }
 
+/* The connection becomes a byte pipe to ops: no more HTTP reads or timers. */
+static void relay_attach(struct http_conn *c, const struct http_relay_ops *ops, void *ctx)
+{
+	if (c->reading) {
+		uv_read_stop(&c->h.stream);
+		c->reading = false;
+	}
+	timer_stop(c);
+	c->relay = ops;
+	c->relay_ctx = ctx;
+}
+
+/* Once the relay holds what was read before: decrypted bytes, an end the client already sent, then reading. */
+static void relay_flow(struct http_conn *c)
+{
+	if (c->ssl)
+		relay_tls_deliver(c);
+	if (c->peer_eof && !c->closing && !c->relay_closing && !c->relay_eof) {
+		/* The client ended its side before the relay began. */
+		c->relay_eof = true;
+		if (c->relay->closed)
+			c->relay->closed(c->relay_ctx, 0);
+	}
+	if (!c->closing)
+		relay_update_reading(c);
+}
+
 int http_conn_detach(struct http_request *req, int status, const char *headers, const struct http_relay_ops *ops,
 		     void *ctx)
 {
@@ -1872,13 +1899,7 @@ int http_conn_detach(struct http_request *req, int status, const char *headers, 
 	}
 	log_request(c);
 	/* From here on the connection is a byte pipe. */
-	if (c->reading) {
-		uv_read_stop(&c->h.stream);
-		c->reading = false;
-	}
-	timer_stop(c);
-	c->relay = ops;
-	c->relay_ctx = ctx;
+	relay_attach(c, ops, ctx);
 	left = c->in ? c->in_len - c->in_off : 0;
 	if (left) {
 		rest = malloc(left);
@@ -1898,16 +1919,7 @@ int http_conn_detach(struct http_request *req, int status, const char *headers, 
 		if (r > 0)
 			c->relay_paused = true;
 	}
-	if (c->ssl)
-		relay_tls_deliver(c);
-	if (c->peer_eof && !c->closing && !c->relay_closing && !c->relay_eof) {
-		/* The client ended its side while the upgrade was being answered. */
-		c->relay_eof = true;
-		if (c->relay->closed)
-			c->relay->closed(c->relay_ctx, 0);
-	}
-	if (!c->closing)
-		relay_update_reading(c);
+	relay_flow(c);
 	return 0;
 }
 
@@ -1917,22 +1929,9 @@ int http_conn_take(struct http_conn *c, const struct http_relay_ops *ops, void *
 		return -EINVAL;
 	if (c->request_begun || (c->in && c->in_len > c->in_off))
 		return -EBUSY;
-	if (c->reading) {
-		uv_read_stop(&c->h.stream);
-		c->reading = false;
-	}
-	timer_stop(c);
-	c->relay = ops;
-	c->relay_ctx = ctx;
+	relay_attach(c, ops, ctx);
 	input_free(c);
-	relay_tls_deliver(c);
-	if (c->peer_eof && !c->closing && !c->relay_closing && !c->relay_eof) {
-		c->relay_eof = true;
-		if (c->relay->closed)
-			c->relay->closed(c->relay_ctx, 0);
-	}
-	if (!c->closing)
-		relay_update_reading(c);
+	relay_flow(c);
 	return 0;
 }
 
