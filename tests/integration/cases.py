@@ -1,8 +1,8 @@
 """What the Python case scripts of the integration suite share (api_test.py,
 ingress_test.py): a registry of cases, each printing "OK name (T s)" or
 "FAIL name: why" (the suite's runner turns the lines into its report), HTTP
-over a unix socket (sandboxd's API socket) and a bounded wait for a daemon's
-first answer.
+over a unix socket (sandboxd's API socket, unix_api), names of a test domain
+resolved to loopback, and a bounded wait for a daemon's first answer.
 
 Each case has a time limit (CASE_LIMIT_S unless case() names another). A case
 that overruns it is reported failed with every thread's stack on stderr, the
@@ -10,6 +10,7 @@ hooks in on_overrun run (stop the daemon, kill VMs, keep logs), and the script
 exits with status 3: a hung case ends the script, never the whole suite."""
 import faulthandler
 import http.client
+import json
 import os
 import socket
 import sys
@@ -93,6 +94,35 @@ class UnixConn(http.client.HTTPConnection):
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(self.timeout)
         self.sock.connect(self.path)
+
+
+def unix_api(sock, key, method, path, body=None, raw=False, timeout=120):
+    """One API call over sandboxd's unix socket: (status, the JSON reply or None), or the raw
+    bytes with raw. A dict or list body goes as JSON."""
+    c = UnixConn(sock, timeout)
+    h = {"Authorization": "Bearer " + key}
+    if isinstance(body, (dict, list)):
+        body = json.dumps(body)
+        h["Content-Type"] = "application/json"
+    c.request(method, path, body=body, headers=h)
+    r = c.getresponse()
+    data = r.read()
+    c.close()
+    if raw:
+        return r.status, data
+    return r.status, json.loads(data) if data else None
+
+
+def resolve_to_loopback(domain):
+    """From now on, in this process, DOMAIN and every name under it resolve to 127.0.0.1."""
+    real = socket.getaddrinfo
+
+    def local(host, *a, **kw):
+        if isinstance(host, str) and (host == domain or host.endswith("." + domain)):
+            host = "127.0.0.1"
+        return real(host, *a, **kw)
+
+    socket.getaddrinfo = local
 
 
 def keep_sandbox_logs(state, dest):

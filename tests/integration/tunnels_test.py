@@ -39,7 +39,8 @@ import threading
 import time
 import urllib.parse
 
-from cases import UnixConn, case, cases, keep_sandbox_logs, on_overrun, results, wait_healthy
+from cases import (case, cases, keep_sandbox_logs, on_overrun, resolve_to_loopback, results, unix_api,
+                   wait_healthy)
 
 BUILD = sys.argv[1] if len(sys.argv) > 1 else "build"
 RESULTS = sys.argv[2] if len(sys.argv) > 2 else BUILD + "/test-results/integration"
@@ -65,31 +66,11 @@ KEY = None
 shared = {}
 
 # Every name under the test domain is this host's loopback.
-_getaddrinfo = socket.getaddrinfo
-
-
-def _local_getaddrinfo(host, *a, **kw):
-    if isinstance(host, str) and (host == DOMAIN or host.endswith("." + DOMAIN)):
-        host = "127.0.0.1"
-    return _getaddrinfo(host, *a, **kw)
-
-
-socket.getaddrinfo = _local_getaddrinfo
+resolve_to_loopback(DOMAIN)
 
 
 def api(method, path, body=None, raw=False, timeout=120):
-    c = UnixConn(SOCK, timeout)
-    h = {"Authorization": "Bearer " + KEY}
-    if isinstance(body, (dict, list)):
-        body = json.dumps(body)
-        h["Content-Type"] = "application/json"
-    c.request(method, path, body=body, headers=h)
-    r = c.getresponse()
-    data = r.read()
-    c.close()
-    if raw:
-        return r.status, data
-    return r.status, json.loads(data) if data else None
+    return unix_api(SOCK, KEY, method, path, body, raw, timeout)
 
 
 def vmctl(*args, timeout=300):
