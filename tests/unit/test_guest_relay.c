@@ -23,14 +23,10 @@
 #include <uv.h>
 
 #include "guest_relay.h"
+#include "fake_vmm_env.h"
 #include "unit.h"
 
 #define ECHO_BYTES (1u << 20)
-
-struct env {
-	char dir[64], vsock[96], control[96];
-	pid_t vmm;
-};
 
 struct outcome {
 	int opened_calls, opened_err, closed_calls, closed_err;
@@ -114,61 +110,17 @@ static void drain_loop(uv_loop_t *loop)
 
 static int setup(void **state)
 {
-	static struct env e;
-	char self[PATH_MAX], vmm[PATH_MAX + 32];
-	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-	struct stat st;
+	static struct fake_vmm_env e;
 
-	if (n <= 0)
+	if (fake_vmm_env_start(&e, "sandvm-relay") < 0)
 		return -1;
-	self[n] = '\0';
-	snprintf(vmm, sizeof(vmm), "%s/fake-vmm", dirname(self));
-	snprintf(e.dir, sizeof(e.dir), "/tmp/sandvm-relay.XXXXXX");
-	if (!mkdtemp(e.dir))
-		return -1;
-	snprintf(e.vsock, sizeof(e.vsock), "%s/vsock", e.dir);
-	snprintf(e.control, sizeof(e.control), "%s/control", e.dir);
-	e.vmm = fork();
-	if (e.vmm == 0) {
-		execl(vmm, vmm, "--vsock", e.vsock, "--control", e.control, (char *)NULL);
-		_exit(127);
-	}
-	signal(SIGPIPE, SIG_IGN);
-	/* Up once the agent's relay socket is there. */
-	for (int i = 0; i < 500; i++) {
-		char relay[128];
-
-		snprintf(relay, sizeof(relay), "%s/agent.sock.relay", e.dir);
-		if (stat(relay, &st) == 0 && stat(e.vsock, &st) == 0)
-			break;
-		usleep(10000);
-	}
 	*state = &e;
 	return 0;
 }
 
 static int teardown(void **state)
 {
-	struct env *e = *state;
-	char cmd[128];
-
-	kill(e->vmm, SIGTERM);
-	waitpid(e->vmm, NULL, 0);
-	snprintf(cmd, sizeof(cmd), "rm -rf %s", e->dir);
-	return system(cmd) == 0 ? 0 : -1;
-}
-
-static int tcp_listener(unsigned *port)
-{
-	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	socklen_t len = sizeof(a);
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-	assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
-	assert_int_equal(listen(fd, 4), 0);
-	assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-	*port = ntohs(a.sin_port);
-	return fd;
+	return fake_vmm_env_stop(*state);
 }
 
 /* Echoes one connection until its end, then ends its own side. */
@@ -195,10 +147,10 @@ static void *echo_server(void *arg)
 
 static void echo_megabyte(void **state)
 {
-	struct env *e = *state;
+	struct fake_vmm_env *e = *state;
 	struct outcome o = {0};
 	unsigned port;
-	int lfd = tcp_listener(&port);
+	int lfd = fake_guest_listener(&port);
 	pthread_t t;
 	uv_loop_t loop;
 	char *msg = malloc(ECHO_BYTES);
@@ -229,12 +181,12 @@ static void echo_megabyte(void **state)
 
 static void refused_port(void **state)
 {
-	struct env *e = *state;
+	struct fake_vmm_env *e = *state;
 	struct outcome o = {0};
 	unsigned port;
 	uv_loop_t loop;
 
-	close(tcp_listener(&port)); /* a port nobody listens on now */
+	close(fake_guest_listener(&port)); /* a port nobody listens on now */
 	uv_loop_init(&loop);
 	assert_int_equal(guest_relay_open(&loop, e->vsock, (uint16_t)port, 5000, &ops, &o, &o.r), 0);
 	RUN_UNTIL(&loop, o.opened_calls);
@@ -306,10 +258,10 @@ static void odd_vmms(void **state)
 /* The owner leaves on the first bytes: nothing more is called, nothing leaks. */
 static void owner_leaves(void **state)
 {
-	struct env *e = *state;
+	struct fake_vmm_env *e = *state;
 	struct outcome o = {0};
 	unsigned port;
-	int lfd = tcp_listener(&port);
+	int lfd = fake_guest_listener(&port);
 	pthread_t t;
 	uv_loop_t loop;
 	char msg[64 * 1024];

@@ -26,6 +26,7 @@
 
 #include "ingress_proxy.h"
 #include "tls.h"
+#include "fake_vmm_env.h"
 #include "unit.h"
 
 #define DOMAIN "sbx.test"
@@ -34,8 +35,7 @@
 #define VERIFIED "{\"user\":\"ada\"}"
 
 struct fixture {
-	char dir[64], vsock[96], control[96];
-	pid_t vmm;
+	struct fake_vmm_env vm; /* the VMM's vsock socket in front of the real agent */
 	uv_loop_t loop;
 	struct ingress_proxy proxy;
 	uv_tcp_t listener;
@@ -74,7 +74,7 @@ static int authorize(void *ctx, const char *label, const struct ingress_token_ca
 		f->attached++;
 	}
 	f->last_link = link;
-	snprintf(grant->vsock_path, sizeof(grant->vsock_path), "%s", f->vsock);
+	snprintf(grant->vsock_path, sizeof(grant->vsock_path), "%s", f->vm.vsock);
 	grant->port = (uint16_t)f->backend;
 	snprintf(grant->verified, sizeof(grant->verified), "%s", VERIFIED);
 	snprintf(grant->token_id, sizeof(grant->token_id), "tok-1");
@@ -246,36 +246,15 @@ static int tcp_listener(unsigned *port)
 static int setup(void **state)
 {
 	struct fixture *f = calloc(1, sizeof(*f));
-	char self[PATH_MAX], vmm[PATH_MAX + 32], tls[128], cert[192], key[192], err[256];
-	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	char tls[128], cert[192], key[192], err[256];
 	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
 	int len = sizeof(a);
-	struct stat st;
 	bool made;
 
-	if (!f || n <= 0)
+	if (!f)
 		return -1;
-	self[n] = '\0';
-	snprintf(vmm, sizeof(vmm), "%s/fake-vmm", dirname(self));
-	snprintf(f->dir, sizeof(f->dir), "/tmp/sandvm-ingress.XXXXXX");
-	if (!mkdtemp(f->dir))
+	if (fake_vmm_env_start(&f->vm, "sandvm-ingress") < 0)
 		return -1;
-	snprintf(f->vsock, sizeof(f->vsock), "%s/vsock", f->dir);
-	snprintf(f->control, sizeof(f->control), "%s/control", f->dir);
-	f->vmm = fork();
-	if (f->vmm == 0) {
-		execl(vmm, vmm, "--vsock", f->vsock, "--control", f->control, (char *)NULL);
-		_exit(127);
-	}
-	signal(SIGPIPE, SIG_IGN);
-	for (int i = 0; i < 500; i++) {
-		char relay[128];
-
-		snprintf(relay, sizeof(relay), "%s/agent.sock.relay", f->dir);
-		if (stat(relay, &st) == 0 && stat(f->vsock, &st) == 0)
-			break;
-		usleep(10000);
-	}
 	f->backend_fd = tcp_listener(&f->backend);
 	if (f->backend_fd < 0)
 		return -1;
@@ -285,7 +264,7 @@ static int setup(void **state)
 	if (ingress_proxy_init(&f->proxy, &f->loop, "SBX.test", &owner_ops, f) < 0)
 		return -1;
 	f->proxy.response_timeout_ms = 500;
-	snprintf(tls, sizeof(tls), "%s/tls", f->dir);
+	snprintf(tls, sizeof(tls), "%s/tls", f->vm.dir);
 	if (tls_ensure_domain_certificate(tls, DOMAIN, cert, key, sizeof(cert), &made, err, sizeof(err)) < 0 || !made)
 		return -1;
 	f->proxy.server.tls = tls_server_ctx_new(cert, key, err, sizeof(err));
@@ -324,7 +303,7 @@ static void spin(struct fixture *f, unsigned ms)
 static int teardown(void **state)
 {
 	struct fixture *f = *state;
-	char cmd[128];
+	int r;
 
 	spin(f, 100);
 	assert_int_equal(f->proxy.server.connections, 0);
@@ -335,14 +314,12 @@ static int teardown(void **state)
 	for (int i = 0; i < 200 && uv_loop_alive(&f->loop); i++)
 		spin(f, 5);
 	assert_int_equal(uv_loop_close(&f->loop), 0);
-	kill(f->vmm, SIGTERM);
-	waitpid(f->vmm, NULL, 0);
+	r = fake_vmm_env_stop(&f->vm);
 	shutdown(f->backend_fd, SHUT_RDWR);
 	close(f->backend_fd);
 	pthread_join(f->backend_thread, NULL);
-	snprintf(cmd, sizeof(cmd), "rm -rf %s", f->dir);
 	free(f);
-	return system(cmd) == 0 ? 0 : -1;
+	return r;
 }
 
 /* ---- a TLS client on the test's thread ---- */
@@ -360,7 +337,7 @@ static void client_open(struct fixture *f, struct client *c, const char *sni)
 	char ca[128];
 	double end = now_s() + 3;
 
-	snprintf(ca, sizeof(ca), "%s/tls/ca.pem", f->dir);
+	snprintf(ca, sizeof(ca), "%s/tls/ca.pem", f->vm.dir);
 	assert_int_equal(SSL_CTX_load_verify_locations(ctx, ca, NULL), 1);
 	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
 	c->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);

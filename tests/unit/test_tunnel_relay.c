@@ -28,14 +28,10 @@
 #include <uv.h>
 
 #include "tunnel_relay.h"
+#include "fake_vmm_env.h"
 #include "unit.h"
 
 #define MEG (1u << 20)
-
-struct env {
-	char dir[64], vsock[96], control[96];
-	pid_t vmm;
-};
 
 /* The owner: one listener, the relays it accepted. */
 struct owner {
@@ -69,7 +65,7 @@ static void on_connection(uv_stream_t *l, int status)
 	o->accepted++;
 }
 
-static void owner_init(struct owner *o, const struct env *e, unsigned guest_port)
+static void owner_init(struct owner *o, const struct fake_vmm_env *e, unsigned guest_port)
 {
 	struct sockaddr_in a;
 	int len = sizeof(a);
@@ -128,60 +124,17 @@ static void owner_done(struct owner *o)
 
 static int setup(void **state)
 {
-	static struct env e;
-	char self[PATH_MAX], vmm[PATH_MAX + 32];
-	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-	struct stat st;
+	static struct fake_vmm_env e;
 
-	if (n <= 0)
+	if (fake_vmm_env_start(&e, "sandvm-tunnel") < 0)
 		return -1;
-	self[n] = '\0';
-	snprintf(vmm, sizeof(vmm), "%s/fake-vmm", dirname(self));
-	snprintf(e.dir, sizeof(e.dir), "/tmp/sandvm-tunnel.XXXXXX");
-	if (!mkdtemp(e.dir))
-		return -1;
-	snprintf(e.vsock, sizeof(e.vsock), "%s/vsock", e.dir);
-	snprintf(e.control, sizeof(e.control), "%s/control", e.dir);
-	e.vmm = fork();
-	if (e.vmm == 0) {
-		execl(vmm, vmm, "--vsock", e.vsock, "--control", e.control, (char *)NULL);
-		_exit(127);
-	}
-	signal(SIGPIPE, SIG_IGN);
-	for (int i = 0; i < 500; i++) {
-		char relay[128];
-
-		snprintf(relay, sizeof(relay), "%s/agent.sock.relay", e.dir);
-		if (stat(relay, &st) == 0 && stat(e.vsock, &st) == 0)
-			break;
-		usleep(10000);
-	}
 	*state = &e;
 	return 0;
 }
 
 static int teardown(void **state)
 {
-	struct env *e = *state;
-	char cmd[128];
-
-	kill(e->vmm, SIGTERM);
-	waitpid(e->vmm, NULL, 0);
-	snprintf(cmd, sizeof(cmd), "rm -rf %s", e->dir);
-	return system(cmd) == 0 ? 0 : -1;
-}
-
-static int tcp_listener(unsigned *port)
-{
-	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	socklen_t len = sizeof(a);
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-	assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
-	assert_int_equal(listen(fd, 4), 0);
-	assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-	*port = ntohs(a.sin_port);
-	return fd;
+	return fake_vmm_env_stop(*state);
 }
 
 static int tcp_connect(unsigned port)
@@ -293,7 +246,7 @@ static void guest_start(struct guest *g, int mode, unsigned *port, pthread_t *t)
 	memset(g, 0, sizeof(*g));
 	g->mode = mode;
 	g->got = malloc(MEG + 1);
-	g->lfd = tcp_listener(port);
+	g->lfd = fake_guest_listener(port);
 	pthread_create(t, NULL, guest_main, g);
 }
 
@@ -405,7 +358,7 @@ static void client_start(struct client *c, struct owner *o, int mode, const char
 
 static void early_bytes_and_client_half_close(void **state)
 {
-	struct env *e = *state;
+	struct fake_vmm_env *e = *state;
 	struct owner o;
 	struct guest g;
 	struct client c;
@@ -431,7 +384,7 @@ static void early_bytes_and_client_half_close(void **state)
 
 static void megabyte_both_ways(void **state)
 {
-	struct env *e = *state;
+	struct fake_vmm_env *e = *state;
 	struct owner o;
 	struct guest g;
 	struct client c;
@@ -461,7 +414,7 @@ static void megabyte_both_ways(void **state)
 
 static void guest_half_close(void **state)
 {
-	struct env *e = *state;
+	struct fake_vmm_env *e = *state;
 	struct owner o;
 	struct guest g;
 	struct client c;
@@ -490,13 +443,13 @@ static void guest_half_close(void **state)
 
 static void refused_port_closes_client(void **state)
 {
-	struct env *e = *state;
+	struct fake_vmm_env *e = *state;
 	struct owner o;
 	struct client c;
 	pthread_t ct;
 	unsigned gport;
 
-	close(tcp_listener(&gport)); /* nobody listens there now */
+	close(fake_guest_listener(&gport)); /* nobody listens there now */
 	owner_init(&o, e, gport);
 	client_start(&c, &o, C_READ, NULL, 0, 64, &ct);
 	RUN_UNTIL(&o, atomic_load(&c.done) && o.closed_calls);
@@ -511,7 +464,7 @@ static void refused_port_closes_client(void **state)
 
 static void idle_timeout(void **state)
 {
-	struct env *e = *state;
+	struct fake_vmm_env *e = *state;
 	struct owner o;
 	struct guest g;
 	struct client c;
@@ -534,7 +487,7 @@ static void idle_timeout(void **state)
 
 static void back_pressure_bounded(void **state)
 {
-	struct env *e = *state;
+	struct fake_vmm_env *e = *state;
 	struct owner o;
 	struct guest g;
 	struct client c;
@@ -559,7 +512,7 @@ static void back_pressure_bounded(void **state)
 
 static void drop_closes_both(void **state)
 {
-	struct env *e = *state;
+	struct fake_vmm_env *e = *state;
 	struct owner o;
 	struct guest g;
 	struct client c;
