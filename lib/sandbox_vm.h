@@ -15,6 +15,14 @@
 
 struct agent_client;
 
+/* Where and as whom a VMM is jailed (vmm --jail-*; docs/security.md). */
+struct sandbox_vm_jail {
+	const char *root;         /* an empty directory: the VMM's / */
+	unsigned uid, gid;        /* the VMM's own ids, unprivileged, no supplementary groups */
+	const char *cgroup;       /* the VMM's cgroup v2 leaf (limits already written), NULL: none */
+	unsigned long long fsize; /* RLIMIT_FSIZE in bytes, 0: the VMM's default */
+};
+
 struct sandbox_vm_config {
 	const char *vmm;    /* path of the vmm binary */
 	const char *kernel; /* vmlinux (PVH) or bzImage */
@@ -33,6 +41,7 @@ struct sandbox_vm_config {
 	const char *run_dir; /* NULL: a fresh directory under $TMPDIR (or /tmp) */
 	/* Serials of empty drives to attach images to at run time; NULL-terminated, may be NULL. */
 	const char *const *spare_drives;
+	const struct sandbox_vm_jail *jail; /* NULL: the VMM runs unjailed */
 };
 
 struct sandbox_vm {
