@@ -51,7 +51,7 @@ STAMP := $(BUILD)/.deps-installed
 
 .PHONY: all deps vmm guest kernel initramfs unit-tests test test-unit test-integration \
 	fuzz fuzz-run run bench bench-api bench-http bench-image bench-ingress bench-ingress-guest bench-net \
-	bench-tunnels clean debian-image
+	bench-tunnels bench-jail clean debian-image
 # Keep object files that only sanitizer and fuzz builds use.
 .SECONDARY:
 all: vmm guest $(BUILD)/bin/sandvm-agent
@@ -290,6 +290,10 @@ bench-ingress-guest: all debian-image
 # address and nginx's stream module in front of it, in the L1.
 bench-tunnels: all debian-image
 	./tests/nested/run ./bench/tunnels $(BUILD)
+
+# What the jail costs: boot and create-to-ready with the jail on and off, interleaved, in the L1.
+bench-jail: all
+	./tests/nested/run ./bench/jail $(BUILD)
 
 # Snapshot image write/read against openssl speed, and the guest's reads from a
 # mounted image against a raw drive (docs/benchmarks.md).
