@@ -19,8 +19,11 @@
 #include <unistd.h>
 
 #include "unit.h"
+#include "backends/image_disk.h"
+#include "backends/raw_file.h"
 #include "devices/console.h"
 #include "seccomp.h"
+#include "simage/file.h"
 
 /* What a child did before it ended: a failed step's exit code, or the signal. */
 struct outcome {
@@ -223,6 +226,64 @@ static void main_filter_allows_its_calls_and_kills_on_socketpair(void **state)
 	assert_killed_naming(&o, "vmm: error: seccomp: thread main made forbidden syscall socketpair (53)\n");
 }
 
+/*
+ * drive-attach and drive-swap at run time, on the main thread: a raw file,
+ * and an encrypted snapshot image with its O_TMPFILE overlay, read, written
+ * and flushed. This process has not used OpenSSL before, as a VMM has not
+ * before its first encrypted drive-attach: its initialisation runs under the
+ * filter too.
+ */
+static int main_drives(void *arg)
+{
+	static const uint8_t key[24] = "seccomp drive test key!";
+	struct simage_write_opts opts = { .chunk_shift = 16 };
+	const char *dir = arg;
+	char raw[128], image[128];
+	static uint8_t buf[1 << 17];
+	struct iovec iov = { buf, 4096 };
+	struct simage_write_stats st;
+	struct simage_header h;
+	struct simage_keys keys;
+	struct blk_backend *b;
+	int rfd, ifd;
+
+	snprintf(raw, sizeof(raw), "%s/raw", dir);
+	snprintf(image, sizeof(image), "%s/image", dir);
+	memset(buf, 0x5a, sizeof(buf));
+	rfd = open(raw, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	ifd = open(image, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (rfd < 0 || ifd < 0 || pwrite(rfd, buf, sizeof(buf), 0) != (ssize_t)sizeof(buf))
+		return STEP_ALLOWED;
+	if (simage_write(rfd, sizeof(buf), ifd, key, sizeof(key), &opts, &h, &st) != 0 ||
+	    simage_derive_keys(key, sizeof(key), &h, &keys) != 0)
+		return STEP_ALLOWED + 1;
+	close(rfd);
+	close(ifd);
+	if (raw_file_create(&b, raw, false) != 0 || b->ops->read(b, 0, &iov, 1) != 0 ||
+	    b->ops->write(b, 4096, &iov, 1) != 0 || b->ops->flush(b) != 0)
+		return STEP_ALLOWED + 2;
+	blk_backend_destroy(b);
+	if (image_disk_create(&b, image, &keys, dir, "test") != 0 || b->ops->read(b, 0, &iov, 1) != 0 ||
+	    b->ops->write(b, 8192, &iov, 1) != 0 || b->ops->read(b, 8192, &iov, 1) != 0 || b->ops->flush(b) != 0)
+		return STEP_ALLOWED + 3;
+	blk_backend_destroy(b);
+	unlink(raw);
+	unlink(image);
+	return STEP_OK;
+}
+
+static void main_filter_allows_drive_attach_and_images(void **state)
+{
+	char dir[] = "/tmp/sandvm-seccomp-XXXXXX";
+	struct outcome o;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	run_child(VMM_SECCOMP_MAIN, VMM_SECCOMP_KILL, main_drives, dir, &o);
+	rmdir(dir);
+	assert_exited_ok(&o);
+}
+
 static void main_filter_kills_on_inet_socket(void **state)
 {
 	struct outcome o;
@@ -322,6 +383,7 @@ int main(void)
 		cmocka_unit_test(vcpu_filter_opens_only_like_a_console_rotation),
 		cmocka_unit_test(vcpu_filter_kicks_with_its_signal_only),
 		cmocka_unit_test(main_filter_allows_its_calls_and_kills_on_socketpair),
+		cmocka_unit_test(main_filter_allows_drive_attach_and_images),
 		cmocka_unit_test(main_filter_kills_on_inet_socket),
 		cmocka_unit_test(main_filter_kills_on_execve),
 		cmocka_unit_test(log_mode_lets_it_through),
