@@ -269,7 +269,16 @@ static int main_drives(void *arg)
 	blk_backend_destroy(b);
 	unlink(raw);
 	unlink(image);
+	/*
+	 * exit(), not a return to _exit(): OpenSSL's atexit clean-up runs under
+	 * the filter, as it does when a VMM ends. Not in sanitizer builds, whose
+	 * own exit work (LeakSanitizer stops the process's threads) no VMM does.
+	 */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 	return STEP_OK;
+#else
+	exit(STEP_OK);
+#endif
 }
 
 static void main_filter_allows_drive_attach_and_images(void **state)
@@ -383,7 +392,10 @@ int main(void)
 		cmocka_unit_test(vcpu_filter_opens_only_like_a_console_rotation),
 		cmocka_unit_test(vcpu_filter_kicks_with_its_signal_only),
 		cmocka_unit_test(main_filter_allows_its_calls_and_kills_on_socketpair),
+#if !defined(__SANITIZE_ADDRESS__)
+		/* ASan's runtime makes syscalls of its own on these paths (sigaltstack): the plain build checks them. */
 		cmocka_unit_test(main_filter_allows_drive_attach_and_images),
+#endif
 		cmocka_unit_test(main_filter_kills_on_inet_socket),
 		cmocka_unit_test(main_filter_kills_on_execve),
 		cmocka_unit_test(log_mode_lets_it_through),
