@@ -281,7 +281,7 @@ static int main_drives(void *arg)
 #endif
 }
 
-static void main_filter_allows_drive_attach_and_images(void **state)
+static __attribute__((unused)) void main_filter_allows_drive_attach_and_images(void **state)
 {
 	char dir[] = "/tmp/sandvm-seccomp-XXXXXX";
 	struct outcome o;
