@@ -23,6 +23,10 @@ seccomp_kill_case() {
 		has "$name-a" "boot timer" err && has "$name-b" "boot timer" err && break
 		sleep 0.1
 	done
+	# Every thread of a running VMM (main and both vCPUs) is under its filter (Seccomp: 2 = filter mode).
+	local threads filtered
+	threads=$(ls /proc/"$pid_a"/task 2>/dev/null | wc -l)
+	filtered=$(grep -l '^Seccomp:[[:space:]]*2$' /proc/"$pid_a"/task/*/status 2>/dev/null | wc -l)
 	timeout 60 /usr/bin/python3 - "$sock_a" "$sock_b" >"$RESULTS/$name.replies" 2>&1 <<'PY'
 import json, socket, sys
 def conn(path):
@@ -50,7 +54,9 @@ PY
 	wait "$pid_b"
 	rc_b=$?
 	rm -f "$sock_a"
-	if [ "$rc_a" -ne $((128 + 31)) ]; then
+	if [ "$threads" -ne 3 ] || [ "$filtered" -ne 3 ]; then
+		report FAIL "$name" "$filtered of the $threads threads of a 2-vCPU VMM are under a seccomp filter, expected 3 of 3"
+	elif [ "$rc_a" -ne $((128 + 31)) ]; then
 		report FAIL "$name" "the VMM told to break its filter ended with status $rc_a, not by SIGSYS (159)"
 	elif ! has "$name-a" "vmm: error: seccomp: thread main made forbidden syscall socket (41)" err; then
 		report FAIL "$name" "its log does not name the syscall: $(tail -2 "$RESULTS/$name-a.err")"
