@@ -6,12 +6,14 @@ CC      ?= cc
 CLANG   ?= clang
 VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 
+# vmm/ is -iquote: its headers are included with quotes, and <seccomp.h> stays libseccomp's.
 CFLAGS_COMMON := -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow \
 	-Wstrict-prototypes -Wmissing-prototypes -Wno-missing-field-initializers \
-	-Ilib -Ivmm -DSANDVM_VERSION='"$(VERSION)"' $(shell pkg-config --cflags libcjson 2>/dev/null)
+	-Ilib -iquote vmm -I$(BUILD)/gen -DSANDVM_VERSION='"$(VERSION)"' $(shell pkg-config --cflags libcjson 2>/dev/null)
 CFLAGS  ?= -O2 -g
 LDLIBS_VMM := -lpthread $(shell pkg-config --libs libcjson 2>/dev/null || echo -lcjson) \
-	$(shell pkg-config --libs libcrypto libzstd 2>/dev/null || echo -lcrypto -lzstd)
+	$(shell pkg-config --libs libcrypto libzstd 2>/dev/null || echo -lcrypto -lzstd) \
+	$(shell pkg-config --libs libseccomp 2>/dev/null || echo -lseccomp)
 # Unit tests and fuzzers also link the daemon's HTTP core.
 LDLIBS_TEST := $(LDLIBS_VMM) $(shell pkg-config --libs libuv libssl 2>/dev/null || echo -luv -lssl) -lhttp_parser
 SAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
@@ -96,6 +98,26 @@ $(BUILD)/bin/sandvm-image: $(BUILD)/obj/image/sandvm-image.o $(SIMAGE_OBJS) $(BU
 $(BUILD)/bin/vmm: $(OBJS) $(BUILD)/obj/vmm/main.o | $(STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS_VMM)
+
+# The SIGSYS handler's syscall names (vmm/seccomp.c): "[NR] = "name"," for every
+# __NR_ of this architecture's <sys/syscall.h>, so the handler looks names up in const data.
+SYSCALL_NAMES := $(BUILD)/gen/syscall_names.h
+$(SYSCALL_NAMES): | $(STAMP)
+	@mkdir -p $(dir $@)
+	echo '#include <sys/syscall.h>' | $(CC) -E -dM -x c - | \
+		sed -n 's/^#define __NR_\([a-z0-9_]*\) \([0-9][0-9]*\)$$/[\2] = "\1",/p' | sort -t'[' -k2 -n >$@.tmp
+	test -s $@.tmp && mv $@.tmp $@
+$(patsubst %,$(BUILD)/%/vmm/seccomp.o,obj obj-asan obj-tsan obj-fuzz obj-testops): $(SYSCALL_NAMES)
+
+# The VMM with test-only control ops (-DSANDVM_TEST_OPS: "test-forbidden-syscall"),
+# for the integration suite only; the real VMM has none of them.
+TESTOPS_OBJS := $(filter-out $(BUILD)/obj/vmm/control.o,$(OBJS)) $(BUILD)/obj-testops/vmm/control.o
+$(BUILD)/tests/vmm-testops: $(TESTOPS_OBJS) $(BUILD)/obj/vmm/main.o | $(STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS_VMM)
+$(BUILD)/obj-testops/%.o: %.c | $(STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_COMMON) $(CFLAGS) -DSANDVM_TEST_OPS -MMD -MP -c -o $@ $<
 
 $(BUILD)/obj/%.o: %.c | $(STAMP)
 	@mkdir -p $(dir $@)
@@ -238,12 +260,12 @@ fuzz-campaign: fuzz
 test-unit: unit-tests
 	./tests/run-unit $(BUILD)
 
-test-integration: all $(TEST_INITRAMFS) debian-image
+test-integration: all $(TEST_INITRAMFS) debian-image $(BUILD)/tests/vmm-testops
 	./tests/nested/run ./tests/integration/run $(BUILD)
 
 # The README's test command: unit tests (plain and sanitized), then the
 # integration suite on real VMs, with one summary line at the end.
-test: all unit-tests fuzz $(TEST_INITRAMFS) debian-image
+test: all unit-tests fuzz $(TEST_INITRAMFS) debian-image $(BUILD)/tests/vmm-testops
 	./tests/run-all $(BUILD)
 
 # The README's main command: a fresh sandbox (Debian + python3) runs a Python
@@ -313,7 +335,7 @@ real-kvm-check-bundle: all $(TEST_INITRAMFS) $(BUILD)/bin/kvm-probe
 clean:
 	rm -rf $(BUILD)
 
--include $(shell find $(BUILD)/obj $(BUILD)/obj-asan $(BUILD)/obj-tsan -name '*.d' 2>/dev/null)
+-include $(shell find $(BUILD)/obj $(BUILD)/obj-asan $(BUILD)/obj-tsan $(BUILD)/obj-testops -name '*.d' 2>/dev/null)
 
 # The Debian root filesystem with python3 (cached; several minutes the first time).
 debian-image: $(GUEST)/debian.ext4

@@ -18,7 +18,7 @@ const char vmm_config_usage[] =
 	"usage: vmm --kernel PATH [--initrd PATH] [--cmdline STR] [--cpus N]\n"
 	"           [--memory MIB] [--console stdout|none|FILE] [--console-max-bytes N]\n"
 	"           [--config FILE.json] [--control SOCKET] [--boot-timeout SEC]\n"
-	"           [--hugepages] [--verbose]\n"
+	"           [--hugepages] [--verbose] [--seccomp kill|log|off]\n"
 	"           [--drive PATH[,ro][,serial=ID]]... [--spare-drive SERIAL]...\n"
 	"           [--vsock SOCKET[,cid=N]]\n"
 	"           [--net tap=NAME[,mac=MAC] --net-policy FILE.json]\n"
@@ -47,6 +47,9 @@ const char vmm_config_usage[] =
 	"  --net-policy FILE   its egress firewall policy (JSON; required with --net)\n"
 	"  --hugepages         back guest RAM with transparent huge pages\n"
 	"  --verbose           log VM set-up and exits\n"
+	"  --seccomp MODE      per-thread syscall filters: kill (default: a forbidden\n"
+	"                      syscall is logged and ends the VMM by SIGSYS), log (the\n"
+	"                      kernel logs it and lets it through), off\n"
 	"Exit status: 0 guest ended (reboot, shutdown) or stop requested; 1 VMM error;\n"
 	"2 invalid configuration; 3 kernel image rejected; 4 guest kernel panic;\n"
 	"5 guest crashed (triple fault or unrecoverable CPU state); 6 boot timeout.\n";
@@ -313,6 +316,11 @@ static int apply_field(struct vmm_config *cfg, const char *name, const char *val
 		return set_string(&cfg->control_path, value);
 	if (strcmp(name, "console") == 0)
 		return set_console(cfg, value, err, errlen);
+	if (strcmp(name, "seccomp") == 0) {
+		if (vmm_seccomp_mode_parse(value, &cfg->seccomp) < 0)
+			return sv_errf(-EINVAL, err, errlen, "seccomp: '%s' is not kill, log or off", value);
+		return 0;
+	}
 	if (strcmp(name, "cpus") == 0) {
 		r = set_number("cpus", value, 1, VMM_MAX_CPUS, &n, err, errlen);
 		if (r == 0)
@@ -373,7 +381,7 @@ static bool is_json_field(const char *name)
 	static const char *const fields[] = {
 		"kernel", "initrd", "cmdline", "console", "control", "cpus",
 		"memory_mib", "boot_timeout_s", "hugepages", "verbose", "drives", "vsock",
-		"console_max_bytes",
+		"console_max_bytes", "seccomp",
 	};
 
 	for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)

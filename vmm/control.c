@@ -220,6 +220,19 @@ char *control_handle_request(const char *line, size_t len, const struct control_
 		cJSON_AddBoolToObject(reply, "ok", r == 0);
 		if (r < 0)
 			cJSON_AddStringToObject(reply, "error", err[0] ? err : strerror(-r));
+#ifdef SANDVM_TEST_OPS
+	} else if (strcmp(op->valuestring, "test-forbidden-syscall") == 0) {
+		/*
+		 * Test builds only (tests/integration/seccomp.sh): a syscall no filter
+		 * allows, made on the main thread. Under --seccomp kill it never returns.
+		 */
+		int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+		if (fd >= 0)
+			close(fd);
+		cJSON_AddBoolToObject(reply, "ok", true);
+		cJSON_AddStringToObject(reply, "note", "socket(AF_INET) was allowed: no filter in kill mode");
+#endif
 	} else {
 		snprintf(msg, sizeof(msg), "unknown op '%.64s' (known: status, stop, drive-swap, drive-attach, drive-detach, net, net-policy, vsock)",
 			 op->valuestring);

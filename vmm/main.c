@@ -11,6 +11,7 @@
 #include "config.h"
 #include "devices/console.h"
 #include "log.h"
+#include "seccomp.h"
 #include "vcpu.h"
 #include "vm.h"
 
@@ -117,6 +118,9 @@ int main(int argc, char **argv)
 		return VMM_EXIT_CONFIG;
 	}
 	r = setup_signals();
+	/* Before any thread loads a filter that traps. */
+	if (r == 0 && cfg.seccomp == VMM_SECCOMP_KILL)
+		r = vmm_seccomp_install_handler();
 	if (r < 0) {
 		sv_err("setting up signals: %s", strerror(-r));
 		code = VMM_EXIT_ERROR;

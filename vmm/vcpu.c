@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "seccomp.h"
 #include "vm.h"
 
 int vcpu_init(struct vcpu *v, struct vm *vm, unsigned id)
@@ -178,9 +179,20 @@ static void *vcpu_thread(void *arg)
 {
 	struct vcpu *v = arg;
 	char name[16];
+	int r;
 
 	snprintf(name, sizeof(name), "vcpu%u", v->id);
 	pthread_setname_np(pthread_self(), name);
+	/* Before the first KVM_RUN: nothing the guest does reaches this thread unfiltered. */
+	r = vmm_seccomp_load(VMM_SECCOMP_VCPU, v->vm->cfg->seccomp,
+			     &(struct vmm_seccomp_ctx){ .kick_signal = VCPU_KICK_SIGNAL });
+	if (r < 0) {
+		char detail[96];
+
+		snprintf(detail, sizeof(detail), "vCPU %u: loading its seccomp filter: %s", v->id, strerror(-r));
+		vm_request_stop(v->vm, VM_STOP_ERROR, detail);
+		return NULL;
+	}
 	while (atomic_load(&v->vm->stop_reason) == VM_RUNNING) {
 		if (ioctl(v->fd, KVM_RUN, 0) < 0) {
 			char detail[96];

@@ -23,6 +23,7 @@
 #include "kvm.h"
 #include "log.h"
 #include "parse.h"
+#include "seccomp.h"
 #include "simage/format.h"
 #include "vcpu.h"
 #include "virtio/rng.h"
@@ -669,6 +670,15 @@ enum vm_stop_reason vm_run(struct vm *vm)
 		r = start_vcpus(vm);
 	if (r < 0)
 		vm_request_stop(vm, VM_STOP_ERROR, "could not start the VM");
+	/* Set-up is over: from here on this thread serves the guest's devices and the control socket. */
+	if (r == 0) {
+		r = vmm_seccomp_load(VMM_SECCOMP_MAIN, vm->cfg->seccomp,
+				     &(struct vmm_seccomp_ctx){ .kick_signal = VCPU_KICK_SIGNAL });
+		if (r < 0) {
+			sv_err("loading the main thread's seccomp filter: %s", strerror(-r));
+			vm_request_stop(vm, VM_STOP_ERROR, "could not load the seccomp filter");
+		}
+	}
 	while (atomic_load(&vm->stop_reason) == VM_RUNNING) {
 		r = event_loop_run_once(&vm->loop, -1);
 		if (r < 0) {

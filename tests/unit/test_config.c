@@ -201,6 +201,33 @@ static void console_max_bytes(void **state)
 	vmm_config_destroy(&cfg);
 }
 
+/* --seccomp and "seccomp": kill by default, log, off; anything else names the field. */
+static void seccomp_mode(void **state)
+{
+	enum vmm_config_action a;
+	struct vmm_config cfg;
+
+	(void)state;
+	vmm_config_init(&cfg);
+	assert_int_equal(cfg.seccomp, VMM_SECCOMP_KILL);
+	vmm_config_destroy(&cfg);
+	assert_int_equal(parse(&cfg, &a, 2, "--seccomp", "log"), 0);
+	assert_int_equal(cfg.seccomp, VMM_SECCOMP_LOG);
+	vmm_config_destroy(&cfg);
+	assert_int_equal(parse(&cfg, &a, 1, "--seccomp=off"), 0);
+	assert_int_equal(cfg.seccomp, VMM_SECCOMP_OFF);
+	vmm_config_destroy(&cfg);
+	assert_int_equal(parse(&cfg, &a, 2, "--seccomp", "strict"), -EINVAL);
+	assert_non_null(strstr(err, "seccomp: 'strict' is not kill, log or off"));
+	vmm_config_destroy(&cfg);
+	assert_int_equal(json(&cfg, "{\"seccomp\":\"log\"}"), 0);
+	assert_int_equal(cfg.seccomp, VMM_SECCOMP_LOG);
+	vmm_config_destroy(&cfg);
+	assert_int_equal(json(&cfg, "{\"seccomp\":true}"), -EINVAL);
+	assert_non_null(strstr(err, "seccomp must be a string"));
+	vmm_config_destroy(&cfg);
+}
+
 static void flags_override_file(void **state)
 {
 	char path[] = "/tmp/sandvm-test-config-XXXXXX";
@@ -312,6 +339,7 @@ int main(void)
 		cmocka_unit_test(json_parses),
 		cmocka_unit_test(json_errors),
 		cmocka_unit_test(console_max_bytes),
+		cmocka_unit_test(seccomp_mode),
 		cmocka_unit_test(flags_override_file),
 		cmocka_unit_test(drives),
 		cmocka_unit_test(validation),

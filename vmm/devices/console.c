@@ -144,8 +144,7 @@ static void rotate(struct console_out *c)
 	int fd, err;
 
 	if (renameat(c->dir_fd, c->name, c->dir_fd, c->old_name) == 0) {
-		fd = openat(c->dir_fd, c->name, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_NOFOLLOW | O_CLOEXEC,
-			    0640);
+		fd = openat(c->dir_fd, c->name, CONSOLE_ROTATE_FLAGS, 0640);
 		if (fd >= 0) {
 			close(c->fd);
 			c->fd = fd;

@@ -31,6 +31,11 @@
  */
 
 #define CONSOLE_OLD_SUFFIX ".1"
+/*
+ * How a rotation opens the new NAME. It runs on a vCPU thread, whose seccomp
+ * filter allows openat with exactly these flags (vmm/seccomp.c).
+ */
+#define CONSOLE_ROTATE_FLAGS (O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_NOFOLLOW | O_CLOEXEC)
 
 struct console_out {
 	int fd;     /* -1: discard */
