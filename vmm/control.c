@@ -161,11 +161,9 @@ static void drive_op(const cJSON *req, const char *op, int *fds, unsigned nfds, 
 	} else if ((fd >= 0) == cJSON_IsString(path)) {
 		snprintf(err, sizeof(err), "drive-attach needs \"path\" or \"fd\" (one of them)");
 	} else if (!data_key && !meta_key) {
-		if (ofd >= 0 || overlay)
-			snprintf(err, sizeof(err), "drive-attach: an overlay goes only with an image's data_key and meta_key");
-		else
-			r = ops->drive_attach(ctx, (unsigned)index, fd >= 0 ? NULL : path->valuestring, fd, NULL, NULL, -1,
-					      err, sizeof(err));
+		/* A raw file has no overlay: an overlay_fd sent anyway is closed as unused. */
+		r = ops->drive_attach(ctx, (unsigned)index, fd >= 0 ? NULL : path->valuestring, fd, NULL, NULL, -1, err,
+				      sizeof(err));
 		fd = -1;
 	} else if (hex_key(data_key, keys.data, sizeof(keys.data)) < 0 ||
 		   hex_key(meta_key, keys.meta, sizeof(keys.meta)) < 0) {
