@@ -130,11 +130,11 @@ def keep_sandbox_logs(state, dest):
     state into dest/ID/, for whoever reads a failure."""
     root = os.path.join(state, "sandboxes")
     for sid in os.listdir(root) if os.path.isdir(root) else ():
-        for name in ("console.log.1", "console.log", "vmm.log"):
+        for name in ("console/console.log.1", "console/console.log", "vmm.log"):
             src = os.path.join(root, sid, name)
             if not os.path.exists(src):
                 continue
             os.makedirs(os.path.join(dest, sid), exist_ok=True)
-            with open(src, "rb") as f, open(os.path.join(dest, sid, name), "wb") as out:
+            with open(src, "rb") as f, open(os.path.join(dest, sid, os.path.basename(name)), "wb") as out:
                 f.seek(max(0, os.path.getsize(src) - 200000))
                 out.write(f.read())
