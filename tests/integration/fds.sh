@@ -10,14 +10,16 @@
 # changes what the guest reads. The console lands in console.log inside the
 # directory, and the sockets the VMM was handed are still there after it.
 fd_forms_case() {
-	local name=fd-forms
+	local name=fd-forms socks
 	rm -rf "$RESULTS/$name.d"
 	mkdir -p "$RESULTS/$name.d/console"
-	timeout -k 5 "$((CASE_TIMEOUT * 3))" /usr/bin/python3 - "$VMM" "$VMLINUX" "$TEST_INITRD" "$RESULTS/$name.d" \
+	# Unix sockets cannot be bound on the shared results folder.
+	socks=$(mktemp -d "${TMPDIR:-/tmp}/sandvm-fds.XXXXXX")
+	timeout -k 5 "$((CASE_TIMEOUT * 3))" /usr/bin/python3 - "$VMM" "$VMLINUX" "$TEST_INITRD" "$RESULTS/$name.d" "$socks" \
 		>"$RESULTS/$name.out" 2>"$RESULTS/$name.err" <<'PY'
 import json, os, socket, subprocess, sys, time
 
-vmm, kernel, initrd, d = sys.argv[1:5]
+vmm, kernel, initrd, d, socks = sys.argv[1:6]
 a, b, c = (os.path.join(d, n) for n in ("a.img", "b.img", "c.img"))
 for path, size, text in ((a, 1 << 20, b"first-backing"), (b, 2 << 20, b"second-backing"),
                          (c, 1 << 20, b"first-backing")):
@@ -31,7 +33,7 @@ def listener(path):
     s.listen(8)
     return s
 
-control, vsock = listener(os.path.join(d, "control")), listener(os.path.join(d, "vsock"))
+control, vsock = listener(os.path.join(socks, "control")), listener(os.path.join(socks, "vsock"))
 fds = {
     "kvm": os.open("/dev/kvm", os.O_RDWR),
     "kernel": os.open(kernel, os.O_RDONLY),
@@ -73,7 +75,7 @@ while "SWAP-READY" not in console():
 
 def ask(req, send=()):
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.connect(os.path.join(d, "control"))
+    s.connect(os.path.join(socks, "control"))
     line = (json.dumps(req) + "\n").encode()
     if send:
         socket.send_fds(s, [line], list(send))
@@ -109,11 +111,12 @@ text = console()
 if rc != 0 or "SWAP-OK" not in text:
     fail("exit %d, console: %s" % (rc, [l for l in text.splitlines() if "SWAP" in l][-2:]))
 for s in ("control", "vsock"):
-    if not os.path.exists(os.path.join(d, s)):
+    if not os.path.exists(os.path.join(socks, s)):
         fail("the VMM unlinked the %s socket it was handed" % s)
 print("OK")
 PY
 	rc=$?
+	rm -rf "$socks"
 	if [ "$rc" -eq 0 ] && has "$name" "^OK" out; then
 		report OK "$name"
 	else
