@@ -532,6 +532,13 @@ static void net_call_work(uv_work_t *w)
 		return;
 	}
 	c->result = vmm_control_call_fds(c->control, c->request, &fd, 1, c->reply, sizeof(c->reply));
+	/*
+	 * No answer: the change is withdrawn, and a VMM that reads the request
+	 * late (stopped, not dead) must not apply it then. It holds the file,
+	 * not its name, so the file is emptied: a late read is a refusal.
+	 */
+	if (c->result < 0 && ftruncate(fd, 0) < 0)
+		sv_warn("event=policy_not_withdrawn path=%s: %s", c->policy, strerror(errno));
 	close(fd);
 }
 
