@@ -535,9 +535,10 @@ static void net_call_work(uv_work_t *w)
 	/*
 	 * No answer: the change is withdrawn, and a VMM that reads the request
 	 * late (stopped, not dead) must not apply it then. It holds the file,
-	 * not its name, so the file is emptied: a late read is a refusal.
+	 * not its name, so the file is emptied (by its name: the descriptor it
+	 * got is read-only, and stays so): a late read is a refusal.
 	 */
-	if (c->result < 0 && ftruncate(fd, 0) < 0)
+	if (c->result < 0 && truncate(c->policy, 0) < 0)
 		sv_warn("event=policy_not_withdrawn path=%s: %s", c->policy, strerror(errno));
 	close(fd);
 }
