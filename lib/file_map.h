@@ -12,6 +12,8 @@ struct sv_file_map {
 
 /* Returns 0 or -errno; an empty file maps to data == NULL, size == 0. */
 int sv_file_map_open(struct sv_file_map *map, const char *path);
+/* The same for an open descriptor, which stays the caller's (a mapping needs none). */
+int sv_file_map_fd(struct sv_file_map *map, int fd);
 void sv_file_map_close(struct sv_file_map *map);
 
 #endif

@@ -2,12 +2,17 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/if.h>
+#include <linux/if_tun.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -41,11 +46,150 @@ static int make_dir(const struct sandbox_vm_config *cfg, struct sandbox_vm *vm)
 	return 0;
 }
 
+void sandbox_vm_cmd_close(struct sandbox_vm_cmd *cmd)
+{
+	for (unsigned i = 0; i < cmd->nfds; i++)
+		if (cmd->fds[i] >= 0)
+			close(cmd->fds[i]);
+	cmd->nfds = 0;
+}
+
+/* A listening unix socket bound at path (a stale socket there replaced), for the VMM to accept on. */
+static int listen_at(const char *path, int backlog)
+{
+	struct sockaddr_un addr = { .sun_family = AF_UNIX };
+	struct stat st;
+	int fd, r;
+
+	if (strlen(path) >= sizeof(addr.sun_path))
+		return -ENAMETOOLONG;
+	if (lstat(path, &st) == 0) {
+		if (!S_ISSOCK(st.st_mode))
+			return -EEXIST;
+		unlink(path);
+	}
+	strcpy(addr.sun_path, path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	if (bind(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0 || chmod(path, 0600) < 0 || listen(fd, backlog) < 0) {
+		r = -errno;
+		close(fd);
+		unlink(path);
+		return r;
+	}
+	return fd;
+}
+
+/*
+ * The persistent tap, attached here as the VMM's tap_open would attach it
+ * (vmm/backends/tap.c: a tap, no packet information, no vnet header), owned
+ * by the jail's ids so that its uid may use it.
+ */
+static int open_tap(const char *name, const struct sandbox_vm_jail *jail)
+{
+	struct ifreq ifr;
+	int fd, r;
+
+	if (strlen(name) >= IFNAMSIZ)
+		return -EINVAL;
+	fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	memset(&ifr, 0, sizeof(ifr));
+	ifr.ifr_flags = IFF_TAP | IFF_NO_PI;
+	memcpy(ifr.ifr_name, name, strlen(name));
+	if (ioctl(fd, TUNSETIFF, &ifr) < 0 ||
+	    (jail && (ioctl(fd, TUNSETOWNER, (unsigned long)jail->uid) < 0 ||
+		      ioctl(fd, TUNSETGROUP, (unsigned long)jail->gid) < 0))) {
+		r = -errno;
+		close(fd);
+		return r;
+	}
+	return fd;
+}
+
+/* RUN_DIR/console: the VMM's own (jail uid, 0700), so the run directory stays root's. */
+static int open_console_dir(const struct sandbox_vm *vm, const struct sandbox_vm_jail *jail)
+{
+	char path[sizeof(vm->dir) + sizeof(SANDBOX_VM_CONSOLE_DIR) + 1];
+	int fd, r;
+
+	snprintf(path, sizeof(path), "%s/" SANDBOX_VM_CONSOLE_DIR, vm->dir);
+	if (mkdir(path, 0700) < 0 && errno != EEXIST)
+		return -errno;
+	fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (fchown(fd, jail ? jail->uid : 0, jail ? jail->gid : 0) < 0 || fchmod(fd, 0700) < 0) {
+		r = -errno;
+		close(fd);
+		return r;
+	}
+	return fd;
+}
+
+/* Adds fd to the child's descriptors; returns its "fd:N" argument. */
+static const char *add_fd(struct sandbox_vm_cmd *cmd, int fd)
+{
+	unsigned i = cmd->nfds++;
+
+	cmd->fds[i] = fd;
+	snprintf(cmd->fd_args[i], sizeof(cmd->fd_args[i]), "fd:%u", 3 + i);
+	return cmd->fd_args[i];
+}
+
+/*
+ * Opens everything the VMM needs and puts each into cmd as the next
+ * descriptor; the resources, in the order argv names them. 0 or -errno with
+ * what failed in *what.
+ */
+struct vm_fds {
+	const char *kvm, *kernel, *image, *console, *vsock, *control, *tap, *policy;
+};
+
+static int open_fds(const struct sandbox_vm_config *cfg, const struct sandbox_vm *vm, struct sandbox_vm_cmd *cmd,
+		    struct vm_fds *out, const char **what)
+{
+	const char *image = cfg->rootfs ? cfg->rootfs : cfg->initrd;
+	int fd;
+
+#define ADD(field, name, expr)                 \
+	do {                                   \
+		*what = (name);                \
+		fd = (expr);                   \
+		if (fd < 0)                    \
+			return fd == -1 ? -errno : fd; \
+		out->field = add_fd(cmd, fd);  \
+	} while (0)
+	/* No KVM device at all: the VMM says so itself, in its log, as on any such host. */
+	fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+	if (fd >= 0)
+		out->kvm = add_fd(cmd, fd);
+	else if (errno != ENOENT)
+		return *what = "/dev/kvm", -errno;
+	ADD(kernel, cfg->kernel, open(cfg->kernel, O_RDONLY | O_CLOEXEC));
+	if (image)
+		ADD(image, image, open(image, O_RDONLY | O_CLOEXEC));
+	ADD(console, "the console directory", open_console_dir(vm, cfg->jail));
+	ADD(vsock, vm->vsock, listen_at(vm->vsock, 64));
+	ADD(control, vm->control, listen_at(vm->control, 8));
+	if (cfg->net_tap && cfg->net_policy) {
+		ADD(tap, cfg->net_tap, open_tap(cfg->net_tap, cfg->jail));
+		ADD(policy, cfg->net_policy, open(cfg->net_policy, O_RDONLY | O_CLOEXEC));
+	}
+#undef ADD
+	return 0;
+}
+
 int sandbox_vm_prepare(const struct sandbox_vm_config *cfg, struct sandbox_vm *vm, struct sandbox_vm_cmd *cmd)
 {
 	const char **argv = cmd->argv;
+	struct vm_fds fds = { 0 };
+	const char *what = "";
 	int argc = 0, err;
 
+	cmd->nfds = 0;
 	memset(vm, 0, sizeof(*vm));
 	vm->pid = -1;
 	vm->status = -1;
@@ -62,7 +206,8 @@ int sandbox_vm_prepare(const struct sandbox_vm_config *cfg, struct sandbox_vm *v
 	}
 	snprintf(vm->vsock, sizeof(vm->vsock), "%s/vsock", vm->dir);
 	snprintf(vm->control, sizeof(vm->control), "%s/control", vm->dir);
-	snprintf(vm->console, sizeof(vm->console), "%s/console.log", vm->dir);
+	snprintf(vm->console, sizeof(vm->console), "%s/%sconsole.log", vm->dir,
+		 cfg->pass_fds ? SANDBOX_VM_CONSOLE_DIR "/" : "");
 	snprintf(vm->log, sizeof(vm->log), "%s/vmm.log", vm->dir);
 	snprintf(cmd->cpus, sizeof(cmd->cpus), "%u", cfg->cpus ? cfg->cpus : 1);
 	snprintf(cmd->mem, sizeof(cmd->mem), "%u", cfg->memory_mib ? cfg->memory_mib : 512);
@@ -70,16 +215,37 @@ int sandbox_vm_prepare(const struct sandbox_vm_config *cfg, struct sandbox_vm *v
 		 cfg->rootfs ? " root=/dev/vda ro rootfstype=ext4 sandvm.overlay=1" : "",
 		 cfg->cmdline ? " " : "", cfg->cmdline ? cfg->cmdline : "");
 
+	if (cfg->pass_fds) {
+		err = open_fds(cfg, vm, cmd, &fds, &what);
+		if (err) {
+			fprintf(stderr, "sandvm: cannot open %s for the VMM: %s\n", what, strerror(-err));
+			sandbox_vm_cmd_close(cmd);
+			if (fds.vsock)
+				unlink(vm->vsock);
+			if (fds.control)
+				unlink(vm->control);
+			sandbox_vm_destroy(vm);
+			return err;
+		}
+	} else {
+		fds = (struct vm_fds){ .kernel = cfg->kernel, .image = cfg->rootfs ? cfg->rootfs : cfg->initrd,
+				       .console = vm->console, .vsock = vm->vsock, .control = vm->control,
+				       .tap = cfg->net_tap, .policy = cfg->net_policy };
+	}
 	argv[argc++] = cfg->vmm;
+	if (fds.kvm) {
+		argv[argc++] = "--kvm";
+		argv[argc++] = fds.kvm;
+	}
 	argv[argc++] = "--kernel";
-	argv[argc++] = cfg->kernel;
+	argv[argc++] = fds.kernel;
 	if (cfg->rootfs) {
-		snprintf(cmd->drive, sizeof(cmd->drive), "%s,ro,serial=rootfs", cfg->rootfs);
+		snprintf(cmd->drive, sizeof(cmd->drive), "%s,ro,serial=rootfs", fds.image);
 		argv[argc++] = "--drive";
 		argv[argc++] = cmd->drive;
 	} else if (cfg->initrd) {
 		argv[argc++] = "--initrd";
-		argv[argc++] = cfg->initrd;
+		argv[argc++] = fds.image;
 	}
 	argv[argc++] = "--cpus";
 	argv[argc++] = cmd->cpus;
@@ -88,20 +254,23 @@ int sandbox_vm_prepare(const struct sandbox_vm_config *cfg, struct sandbox_vm *v
 	argv[argc++] = "--cmdline";
 	argv[argc++] = cmd->cmdline;
 	argv[argc++] = "--console";
-	argv[argc++] = vm->console;
+	argv[argc++] = fds.console;
 	argv[argc++] = "--vsock";
-	argv[argc++] = vm->vsock;
+	argv[argc++] = fds.vsock;
 	argv[argc++] = "--control";
-	argv[argc++] = vm->control;
+	argv[argc++] = fds.control;
 	for (unsigned i = 0; cfg->spare_drives && cfg->spare_drives[i] && i < SANDBOX_VM_MAX_SPARES; i++) {
 		argv[argc++] = "--spare-drive";
 		argv[argc++] = cfg->spare_drives[i];
 	}
-	if (cfg->net && cfg->net_policy) {
+	if (cfg->net_tap && cfg->net_policy) {
+		snprintf(cmd->net, sizeof(cmd->net), "%s=%s%s%s", cfg->pass_fds ? "tapfd" : "tap",
+			 cfg->pass_fds ? fds.tap + 3 : fds.tap, cfg->net_mac ? ",mac=" : "",
+			 cfg->net_mac ? cfg->net_mac : "");
 		argv[argc++] = "--net";
-		argv[argc++] = cfg->net;
+		argv[argc++] = cmd->net;
 		argv[argc++] = "--net-policy";
-		argv[argc++] = cfg->net_policy;
+		argv[argc++] = fds.policy;
 	}
 	argv[argc] = NULL;
 	return 0;
@@ -203,12 +372,15 @@ int sandbox_vm_wait(struct sandbox_vm *vm, int timeout_ms)
 
 static void remove_run_dir(struct sandbox_vm *vm)
 {
-	static const char *const names[] = { "vsock", "control", "console.log", "console.log.1", "vmm.log" };
+	static const char *const names[] = { "vsock", "control", "console.log", "console.log.1", "vmm.log",
+					     SANDBOX_VM_CONSOLE_DIR "/console.log", SANDBOX_VM_CONSOLE_DIR "/console.log.1",
+					     SANDBOX_VM_CONSOLE_DIR };
 	char path[512];
 
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
 		snprintf(path, sizeof(path), "%s/%s", vm->dir, names[i]);
-		unlink(path);
+		if (unlink(path) < 0 && errno == EISDIR)
+			rmdir(path);
 	}
 	rmdir(vm->dir);
 }
@@ -225,9 +397,23 @@ void sandbox_vm_destroy(struct sandbox_vm *vm)
 }
 
 /* Appends the end of path to buf[0..len), keeping the newest cap bytes of both. */
+int sandbox_vm_open_console(const char *path)
+{
+	int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	struct stat st;
+
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		close(fd);
+		return -EINVAL;
+	}
+	return fd;
+}
+
 static size_t append_tail(const char *path, char *buf, size_t cap, size_t len)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	int fd = sandbox_vm_open_console(path);
 	off_t size;
 	size_t want;
 	ssize_t n;

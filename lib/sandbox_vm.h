@@ -36,12 +36,19 @@ struct sandbox_vm_config {
 	unsigned cpus;
 	unsigned memory_mib;
 	const char *cmdline; /* extra kernel arguments, may be NULL */
-	const char *net;        /* the VMM's --net value (tap=NAME,mac=MAC), NULL: no network device */
-	const char *net_policy; /* its --net-policy file, with net */
+	const char *net_tap;    /* the persistent tap of the VM's network device, NULL: none */
+	const char *net_mac;    /* the guest's MAC (aa:bb:cc:dd:ee:ff), with net_tap */
+	const char *net_policy; /* its --net-policy file, with net_tap */
 	const char *run_dir; /* NULL: a fresh directory under $TMPDIR (or /tmp) */
 	/* Serials of empty drives to attach images to at run time; NULL-terminated, may be NULL. */
 	const char *const *spare_drives;
 	const struct sandbox_vm_jail *jail; /* NULL: the VMM runs unjailed */
+	/*
+	 * Descriptor mode (sandboxd's): every resource is opened here and given
+	 * to the VMM as fd:N (docs/vmm.md), so the VMM opens no host path;
+	 * false: the VMM is given paths (sandvm-run).
+	 */
+	bool pass_fds;
 };
 
 struct sandbox_vm {
@@ -51,16 +58,27 @@ struct sandbox_vm {
 	char dir[256];
 	char vsock[320];
 	char control[320];
-	char console[320];
+	char console[320]; /* with pass_fds: dir/console/console.log, in a directory the VMM owns */
 	char log[320];
 };
 
 #define SANDBOX_VM_MAX_SPARES 4u
 
-/* The VMM's command line; the strings argv points to live in the struct. */
+#define SANDBOX_VM_MAX_FDS 10u
+#define SANDBOX_VM_CONSOLE_DIR "console" /* in the run directory, with pass_fds */
+
+/*
+ * The VMM's command line; the strings argv points to live in the struct.
+ * With pass_fds, fds[i] is to be the child's descriptor 3 + i (the argv says
+ * fd:3, fd:4, ...): whoever spawns maps them so, then closes its copies
+ * (sandbox_vm_cmd_close).
+ */
 struct sandbox_vm_cmd {
-	const char *argv[32];
-	char cpus[16], mem[16], cmdline[2048], drive[4096 + 32];
+	const char *argv[40];
+	char cpus[16], mem[16], cmdline[2048], drive[4096 + 32], net[96];
+	int fds[SANDBOX_VM_MAX_FDS];
+	unsigned nfds;
+	char fd_args[SANDBOX_VM_MAX_FDS][16];
 };
 
 /*
@@ -68,6 +86,15 @@ struct sandbox_vm_cmd {
  * daemon spawns the VMM its own way). 0 or -errno with a message on stderr.
  */
 int sandbox_vm_prepare(const struct sandbox_vm_config *cfg, struct sandbox_vm *vm, struct sandbox_vm_cmd *cmd);
+/* Closes the descriptors prepare opened for the VMM (after the spawn, whatever came of it). */
+void sandbox_vm_cmd_close(struct sandbox_vm_cmd *cmd);
+/*
+ * Opens a console file for reading. The VMM's uid owns the directory it is
+ * in and could plant anything there: no symlink is followed (O_NOFOLLOW), a
+ * FIFO does not block the open, and only a regular file is accepted. A
+ * descriptor, or -errno.
+ */
+int sandbox_vm_open_console(const char *path);
 /* Starts the VMM; 0 or -errno with a message on stderr. */
 int sandbox_vm_start(const struct sandbox_vm_config *cfg, struct sandbox_vm *vm);
 /*

@@ -204,7 +204,13 @@ static int write_boot_info(struct vm *vm, struct load_state *st, struct x86_boot
 	return 0;
 }
 
-int vm_probe_kernel(const char *path, int *exit_code, char *err, size_t errlen)
+/* A file given as a path, or as a descriptor the config took over (fd >= 0). */
+static int map_file(struct sv_file_map *map, const char *path, int fd)
+{
+	return fd >= 0 ? sv_file_map_fd(map, fd) : sv_file_map_open(map, path);
+}
+
+int vm_probe_kernel(const char *path, int fd, int *exit_code, char *err, size_t errlen)
 {
 	struct load_error err_out = { err, errlen, exit_code };
 	struct sv_file_map map;
@@ -213,7 +219,7 @@ int vm_probe_kernel(const char *path, int *exit_code, char *err, size_t errlen)
 	const char *why = NULL;
 	int r;
 
-	r = sv_file_map_open(&map, path);
+	r = map_file(&map, path, fd);
 	if (r < 0)
 		return fail(&err_out, r, VMM_EXIT_CONFIG, "kernel '%s': %s", path, strerror(-r));
 	if (x86_elf_is_elf(map.data, map.size))
@@ -236,7 +242,7 @@ int vm_load(struct vm *vm, int *exit_code, char *err, size_t errlen)
 	int r;
 
 	memset(&st, 0, sizeof(st));
-	r = sv_file_map_open(&st.kernel, vm->cfg->kernel);
+	r = map_file(&st.kernel, vm->cfg->kernel, vm->cfg->kernel_fd);
 	if (r < 0) {
 		r = fail(e, r, VMM_EXIT_CONFIG, "kernel '%s': %s", vm->cfg->kernel,
 			 strerror(-r));
@@ -247,7 +253,7 @@ int vm_load(struct vm *vm, int *exit_code, char *err, size_t errlen)
 	if (r < 0)
 		goto out;
 	if (vm->cfg->initrd) {
-		r = sv_file_map_open(&st.initrd, vm->cfg->initrd);
+		r = map_file(&st.initrd, vm->cfg->initrd, vm->cfg->initrd_fd);
 		if (r < 0) {
 			r = fail(e, r, VMM_EXIT_CONFIG, "initrd '%s': %s", vm->cfg->initrd,
 				 strerror(-r));

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fd_spec.h"
 #include "parse.h"
 
 /* Config files are small; anything bigger is a mistake, not a config. */
@@ -21,7 +22,8 @@ const char vmm_config_usage[] =
 	"           [--hugepages] [--verbose] [--seccomp kill|log|off]\n"
 	"           [--drive PATH[,ro][,serial=ID]]... [--spare-drive SERIAL]...\n"
 	"           [--vsock SOCKET[,cid=N]]\n"
-	"           [--net tap=NAME[,mac=MAC] --net-policy FILE.json]\n"
+	"           [--net tap=NAME|tapfd=N[,mac=MAC] --net-policy FILE.json]\n"
+	"           [--kvm PATH]\n"
 	"\n"
 	"Boots one microVM on KVM and runs until the guest reboots or shuts down.\n"
 	"  --kernel PATH       ELF vmlinux (PVH entry) or bzImage (64-bit boot protocol)\n"
@@ -43,13 +45,18 @@ const char vmm_config_usage[] =
 	"  --vsock SPEC        virtio-vsock: SOCKET[,cid=N]; host clients connect to SOCKET\n"
 	"                      and send \"CONNECT <port>\\n\"; guest connections to the host's\n"
 	"                      port P reach SOCKET_P (guest CID 3 unless given)\n"
-	"  --net SPEC          virtio-net on a tap device: tap=NAME[,mac=aa:bb:cc:dd:ee:ff]\n"
+	"  --net SPEC          virtio-net on a tap device: tap=NAME or tapfd=N (an open,\n"
+	"                      attached tap descriptor), [,mac=aa:bb:cc:dd:ee:ff]\n"
 	"  --net-policy FILE   its egress firewall policy (JSON; required with --net)\n"
+	"  --kvm PATH          the KVM device (default /dev/kvm)\n"
 	"  --hugepages         back guest RAM with transparent huge pages\n"
 	"  --verbose           log VM set-up and exits\n"
 	"  --seccomp MODE      per-thread syscall filters: kill (default: a forbidden\n"
 	"                      syscall is logged and ends the VMM by SIGSYS), log (the\n"
 	"                      kernel logs it and lets it through), off\n"
+	"Every PATH, FILE and SOCKET above may be fd:N instead: an inherited descriptor\n"
+	"(N >= 3) the VMM takes over; --console fd:N may be a directory, in which it\n"
+	"writes console.log (docs/vmm.md).\n"
 	"Exit status: 0 guest ended (reboot, shutdown) or stop requested; 1 VMM error;\n"
 	"2 invalid configuration; 3 kernel image rejected; 4 guest kernel panic;\n"
 	"5 guest crashed (triple fault or unrecoverable CPU state); 6 boot timeout.\n";
@@ -62,18 +69,28 @@ void vmm_config_init(struct vmm_config *cfg)
 	cfg->console = VMM_CONSOLE_STDOUT;
 	cfg->console_max_bytes = VMM_CONSOLE_MAX_BYTES_DEFAULT;
 	cfg->vsock_cid = 3;
+	cfg->kernel_fd = cfg->initrd_fd = cfg->kvm_fd = cfg->console_fd = -1;
+	cfg->control_fd = cfg->vsock_fd = cfg->net_policy_fd = cfg->net_tap_fd = -1;
 	/* Locally administered, unicast: the default when --net gives no mac. */
 	memcpy(cfg->net_mac, (const uint8_t[6]){0x02, 0x53, 0x56, 0x00, 0x00, 0x02}, 6);
 }
 
 void vmm_config_destroy(struct vmm_config *cfg)
 {
+	if (cfg->fds_taken) {
+		int fds[VMM_MAX_DRIVES + 8];
+		unsigned n = vmm_config_fds(cfg, fds, sizeof(fds) / sizeof(fds[0]));
+
+		for (unsigned i = 0; i < n; i++)
+			close(fds[i]);
+	}
 	for (unsigned i = 0; i < cfg->ndrives; i++) {
 		free(cfg->drives[i].path);
 		free(cfg->drives[i].serial);
 	}
 	free(cfg->kernel);
 	free(cfg->initrd);
+	free(cfg->kvm);
 	free(cfg->cmdline);
 	free(cfg->console_path);
 	free(cfg->control_path);
@@ -94,6 +111,24 @@ static int set_string(char **field, const char *value)
 	return 0;
 }
 
+/* A path, or "fd:N" (its descriptor into *fd; -1 for a path). */
+static int set_path(const char *flag, char **field, int *fd, const char *value, char *err, size_t errlen)
+{
+	int n = -1, r;
+
+	if (fd_spec_is(value)) {
+		r = fd_spec_parse(flag, value, &n, err, errlen);
+		if (r < 0)
+			return r;
+	} else if (!*value) {
+		return sv_errf(-EINVAL, err, errlen, "%s: empty path", flag);
+	}
+	r = set_string(field, value);
+	if (r == 0)
+		*fd = n;
+	return r;
+}
+
 static int set_console(struct vmm_config *cfg, const char *value, char *err,
 		       size_t errlen)
 {
@@ -108,7 +143,7 @@ static int set_console(struct vmm_config *cfg, const char *value, char *err,
 		return 0;
 	}
 	cfg->console = VMM_CONSOLE_FILE;
-	return set_string(&cfg->console_path, value);
+	return set_path("console", &cfg->console_path, &cfg->console_fd, value, err, errlen);
 }
 
 static int set_number(const char *name, const char *text, uint64_t min, uint64_t max,
@@ -141,12 +176,17 @@ static int add_drive(struct vmm_config *cfg, const char *path, bool read_only,
 		     const char *serial, char *err, size_t errlen)
 {
 	struct vmm_drive *d;
-	int r;
+	int r, fd = -1;
 
 	if (cfg->ndrives == VMM_MAX_DRIVES)
 		return sv_errf(-EINVAL, err, errlen, "drive: at most %u drives", VMM_MAX_DRIVES);
 	if (path && !*path)
 		return sv_errf(-EINVAL, err, errlen, "drive: empty path");
+	if (fd_spec_is(path)) {
+		r = fd_spec_parse("drive", path, &fd, err, errlen);
+		if (r < 0)
+			return r;
+	}
 	if (!path && !serial)
 		return sv_errf(-EINVAL, err, errlen, "spare-drive: a spare drive needs a serial");
 	if (serial) {
@@ -156,6 +196,7 @@ static int add_drive(struct vmm_config *cfg, const char *path, bool read_only,
 	}
 	d = &cfg->drives[cfg->ndrives];
 	d->spare = !path;
+	d->fd = fd;
 	d->path = path ? strdup(path) : NULL;
 	d->serial = serial ? strdup(serial) : NULL;
 	if ((path && !d->path) || (serial && !d->serial)) {
@@ -189,7 +230,7 @@ static int parse_vsock(struct vmm_config *cfg, const char *spec, char *err, size
 	if (r == 0 && !*path)
 		r = sv_errf(-EINVAL, err, errlen, "vsock: empty socket path");
 	if (r == 0)
-		r = set_string(&cfg->vsock_path, path);
+		r = set_path("vsock", &cfg->vsock_path, &cfg->vsock_fd, path, err, errlen);
 	free(copy);
 	return r;
 }
@@ -220,15 +261,22 @@ static int parse_net(struct vmm_config *cfg, const char *spec, char *err, size_t
 		return -ENOMEM;
 	rest = copy;
 	while (r == 0 && (opt = strsep(&rest, ","))) {
-		if (strncmp(opt, "tap=", 4) == 0 && opt[4] && strlen(opt + 4) < 16)
+		if (strncmp(opt, "tap=", 4) == 0 && opt[4] && strlen(opt + 4) < 16 && cfg->net_tap_fd < 0) {
 			r = set_string(&cfg->net_tap, opt + 4);
+		} else if (strncmp(opt, "tapfd=", 6) == 0 && !cfg->net_tap) {
+			char fd_text[32];
+
+			snprintf(fd_text, sizeof(fd_text), FD_SPEC_PREFIX "%.20s", opt + 6);
+			r = fd_spec_parse("net tapfd", fd_text, &cfg->net_tap_fd, err, errlen);
+		}
 		else if (strncmp(opt, "mac=", 4) == 0)
 			r = parse_mac(opt + 4, cfg->net_mac, err, errlen);
 		else
-			r = sv_errf(-EINVAL, err, errlen, "net: bad option '%s' (known: tap=NAME (< 16 bytes), mac=MAC)", opt);
+			r = sv_errf(-EINVAL, err, errlen,
+				    "net: bad option '%s' (known: tap=NAME (< 16 bytes) or tapfd=N, mac=MAC)", opt);
 	}
-	if (r == 0 && !cfg->net_tap)
-		r = sv_errf(-EINVAL, err, errlen, "net: tap=NAME is required");
+	if (r == 0 && !vmm_config_has_net(cfg))
+		r = sv_errf(-EINVAL, err, errlen, "net: tap=NAME or tapfd=N is required");
 	free(copy);
 	return r;
 }
@@ -307,13 +355,15 @@ static int apply_field(struct vmm_config *cfg, const char *name, const char *val
 	int r;
 
 	if (strcmp(name, "kernel") == 0)
-		return set_string(&cfg->kernel, value);
+		return set_path("kernel", &cfg->kernel, &cfg->kernel_fd, value, err, errlen);
 	if (strcmp(name, "initrd") == 0)
-		return set_string(&cfg->initrd, value);
+		return set_path("initrd", &cfg->initrd, &cfg->initrd_fd, value, err, errlen);
+	if (strcmp(name, "kvm") == 0)
+		return set_path("kvm", &cfg->kvm, &cfg->kvm_fd, value, err, errlen);
 	if (strcmp(name, "cmdline") == 0)
 		return set_string(&cfg->cmdline, value);
 	if (strcmp(name, "control") == 0)
-		return set_string(&cfg->control_path, value);
+		return set_path("control", &cfg->control_path, &cfg->control_fd, value, err, errlen);
 	if (strcmp(name, "console") == 0)
 		return set_console(cfg, value, err, errlen);
 	if (strcmp(name, "seccomp") == 0) {
@@ -381,7 +431,7 @@ static bool is_json_field(const char *name)
 	static const char *const fields[] = {
 		"kernel", "initrd", "cmdline", "console", "control", "cpus",
 		"memory_mib", "boot_timeout_s", "hugepages", "verbose", "drives", "vsock",
-		"console_max_bytes", "seccomp",
+		"console_max_bytes", "seccomp", "kvm",
 	};
 
 	for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
@@ -427,7 +477,7 @@ int vmm_config_parse_json(struct vmm_config *cfg, const char *text, size_t len,
 						      "\"cid\": 3..4294967294}");
 				goto out;
 			}
-			r = set_string(&cfg->vsock_path, sock->valuestring);
+			r = set_path("vsock", &cfg->vsock_path, &cfg->vsock_fd, sock->valuestring, err, errlen);
 			if (r < 0)
 				goto out;
 			if (cid)
@@ -584,7 +634,7 @@ int vmm_config_parse_args(struct vmm_config *cfg, int argc, char **argv,
 			continue;
 		}
 		if (strcmp(name, "net-policy") == 0) {
-			r = set_string(&cfg->net_policy, value);
+			r = set_path("net-policy", &cfg->net_policy, &cfg->net_policy_fd, value, err, errlen);
 			if (r < 0)
 				return r;
 			continue;
@@ -632,10 +682,10 @@ int vmm_config_validate(const struct vmm_config *cfg, char *err, size_t errlen)
 
 	if (!cfg->kernel || !*cfg->kernel)
 		return sv_errf(-EINVAL, err, errlen, "no kernel given (--kernel PATH)");
-	r = check_readable_file("kernel", cfg->kernel, err, errlen);
+	r = cfg->kernel_fd >= 0 ? 0 : check_readable_file("kernel", cfg->kernel, err, errlen);
 	if (r < 0)
 		return r;
-	if (cfg->initrd) {
+	if (cfg->initrd && cfg->initrd_fd < 0) {
 		r = check_readable_file("initrd", cfg->initrd, err, errlen);
 		if (r < 0)
 			return r;
@@ -644,7 +694,7 @@ int vmm_config_validate(const struct vmm_config *cfg, char *err, size_t errlen)
 		const struct vmm_drive *d = &cfg->drives[i];
 		struct stat st;
 
-		if (d->spare)
+		if (d->spare || d->fd >= 0)
 			continue;
 		if (stat(d->path, &st) < 0)
 			return sv_errf(-EINVAL, err, errlen, "drive '%s': %s", d->path, strerror(errno));
@@ -661,16 +711,84 @@ int vmm_config_validate(const struct vmm_config *cfg, char *err, size_t errlen)
 		return sv_errf(-EINVAL, err, errlen, "memory: %llu MiB is out of range (%u..%u)",
 			    (unsigned long long)cfg->memory_mib, VMM_MIN_MEMORY_MIB,
 			    VMM_MAX_MEMORY_MIB);
-	if (cfg->control_path && !*cfg->control_path)
+	if (cfg->control_fd < 0 && cfg->control_path && !*cfg->control_path)
 		return sv_errf(-EINVAL, err, errlen, "control: empty socket path");
-	if (cfg->vsock_path && strlen(cfg->vsock_path) >= 96)
+	if (cfg->vsock_fd < 0 && cfg->vsock_path && strlen(cfg->vsock_path) >= 96)
 		return sv_errf(-EINVAL, err, errlen, "vsock: socket path longer than 95 bytes");
-	if (cfg->control_path && strlen(cfg->control_path) >= 108)
+	if (cfg->control_fd < 0 && cfg->control_path && strlen(cfg->control_path) >= 108)
 		return sv_errf(-EINVAL, err, errlen, "control: socket path longer than 107 bytes");
 	/* A network device never runs unfiltered: no policy, no device. */
-	if (cfg->net_tap && !cfg->net_policy)
+	if (vmm_config_has_net(cfg) && !cfg->net_policy)
 		return sv_errf(-EINVAL, err, errlen, "net: --net needs --net-policy FILE (the egress firewall policy)");
-	if (cfg->net_policy && !cfg->net_tap)
+	if (cfg->net_policy && !vmm_config_has_net(cfg))
 		return sv_errf(-EINVAL, err, errlen, "net: --net-policy without --net");
 	return 0;
+}
+
+unsigned vmm_config_fds(const struct vmm_config *cfg, int *fds, unsigned max)
+{
+	const int one[] = { cfg->kernel_fd, cfg->initrd_fd, cfg->kvm_fd,
+			    cfg->console == VMM_CONSOLE_FILE ? cfg->console_fd : -1,
+			    cfg->control_fd, cfg->vsock_fd, cfg->net_policy_fd, cfg->net_tap_fd };
+	unsigned n = 0;
+
+	for (size_t i = 0; i < sizeof(one) / sizeof(one[0]); i++)
+		if (one[i] >= 0 && n++ < max)
+			fds[n - 1] = one[i];
+	for (unsigned i = 0; i < cfg->ndrives; i++)
+		if (!cfg->drives[i].spare && cfg->drives[i].fd >= 0 && n++ < max)
+			fds[n - 1] = cfg->drives[i].fd;
+	return n;
+}
+
+/* One flag's descriptor: its kinds and access, then anything more a socket needs. */
+static int take_one(const char *flag, int fd, unsigned kinds, enum fd_spec_access access, bool listener,
+		    char *err, size_t errlen)
+{
+	int r;
+
+	if (fd < 0)
+		return 0;
+	r = fd_spec_take(flag, fd, kinds, access, err, errlen);
+	if (r == 0 && listener)
+		r = fd_spec_check_listener(flag, fd, err, errlen);
+	return r;
+}
+
+int vmm_config_take_fds(struct vmm_config *cfg, char *err, size_t errlen)
+{
+	int fds[VMM_MAX_DRIVES + 8];
+	unsigned n = vmm_config_fds(cfg, fds, sizeof(fds) / sizeof(fds[0]));
+	int r;
+
+	/* One descriptor for two resources would be closed, or moved, under the other. */
+	for (unsigned i = 0; i < n; i++)
+		for (unsigned j = i + 1; j < n; j++)
+			if (fds[i] == fds[j])
+				return sv_errf(-EINVAL, err, errlen, "descriptor %d is named by two flags", fds[i]);
+	r = take_one("kernel", cfg->kernel_fd, FD_SPEC_REG, FD_SPEC_READ, false, err, errlen);
+	if (r == 0)
+		r = take_one("initrd", cfg->initrd_fd, FD_SPEC_REG, FD_SPEC_READ, false, err, errlen);
+	if (r == 0)
+		r = take_one("kvm", cfg->kvm_fd, FD_SPEC_CHR, FD_SPEC_RDWR, false, err, errlen);
+	if (r == 0 && cfg->console == VMM_CONSOLE_FILE)
+		r = take_one("console", cfg->console_fd, FD_SPEC_DIR, FD_SPEC_ANY, false, err, errlen) == 0
+			    ? 0
+			    : take_one("console", cfg->console_fd, FD_SPEC_REG | FD_SPEC_FIFO | FD_SPEC_SOCK | FD_SPEC_CHR,
+				       FD_SPEC_WRITE, false, err, errlen);
+	if (r == 0)
+		r = take_one("control", cfg->control_fd, FD_SPEC_SOCK, FD_SPEC_ANY, true, err, errlen);
+	if (r == 0)
+		r = take_one("vsock", cfg->vsock_fd, FD_SPEC_SOCK, FD_SPEC_ANY, true, err, errlen);
+	if (r == 0)
+		r = take_one("net-policy", cfg->net_policy_fd, FD_SPEC_REG, FD_SPEC_READ, false, err, errlen);
+	if (r == 0)
+		r = take_one("net tapfd", cfg->net_tap_fd, FD_SPEC_CHR, FD_SPEC_RDWR, false, err, errlen);
+	for (unsigned i = 0; r == 0 && i < cfg->ndrives; i++)
+		if (!cfg->drives[i].spare)
+			r = take_one("drive", cfg->drives[i].fd, FD_SPEC_REG | FD_SPEC_BLK,
+				     cfg->drives[i].read_only ? FD_SPEC_READ : FD_SPEC_RDWR, false, err, errlen);
+	if (r == 0)
+		cfg->fds_taken = true;
+	return r;
 }

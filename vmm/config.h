@@ -32,15 +32,26 @@ enum vmm_console {
 
 /* A virtio-blk drive; the first is /dev/vda in the guest. */
 struct vmm_drive {
-	char *path;   /* NULL for a spare */
+	char *path;   /* NULL for a spare; "fd:N" for an inherited descriptor */
+	int fd;       /* N of "fd:N", else -1 */
 	char *serial; /* optional, at most 20 printable ASCII bytes; required for a spare */
 	bool read_only;
 	bool spare; /* empty until the control socket attaches something (drive-attach) */
 };
 
+/*
+ * Each path-valued field may be "fd:N" (fd_spec.h): the string stays for
+ * messages and the descriptor is in the *_fd beside it (-1 for a path). The
+ * descriptors are taken over by vmm_config_take_fds() and closed by
+ * vmm_config_destroy() after that.
+ */
 struct vmm_config {
 	char *kernel;
 	char *initrd;
+	char *kvm;           /* the KVM device; NULL: /dev/kvm */
+	int kernel_fd, initrd_fd, kvm_fd, console_fd, control_fd, vsock_fd, net_policy_fd;
+	int net_tap_fd;      /* --net tapfd=N: an attached tap, instead of net_tap */
+	bool fds_taken;      /* the descriptors are the config's own (closed by destroy) */
 	char *cmdline;       /* appended to the VMM's own defaults */
 	char *console_path;  /* VMM_CONSOLE_FILE only */
 	char *control_path;  /* unix socket, optional */
@@ -54,7 +65,7 @@ struct vmm_config {
 	struct vmm_drive drives[VMM_MAX_DRIVES];
 	unsigned ndrives;
 	char *vsock_path;    /* unix socket of the hybrid vsock; NULL: no vsock device */
-	char *net_tap;       /* tap device of the virtio-net; NULL: no network device */
+	char *net_tap;       /* tap device of the virtio-net; NULL (and net_tap_fd -1): no network device */
 	uint8_t net_mac[6];  /* the guest's MAC (locally administered unicast) */
 	char *net_policy;    /* egress policy JSON file (vmm/net/egress.h); required with net_tap */
 	uint64_t vsock_cid;  /* the guest's CID, 3 unless given */
@@ -87,6 +98,22 @@ int vmm_config_parse_args(struct vmm_config *cfg, int argc, char **argv,
 
 /* Checks required fields, ranges and that the files can be read. */
 int vmm_config_validate(const struct vmm_config *cfg, char *err, size_t errlen);
+
+/*
+ * Takes over every "fd:N" descriptor (type and access checked per flag,
+ * close-on-exec set); after it, vmm_config_destroy closes them. 0 or -errno
+ * with a message naming the flag in err.
+ */
+int vmm_config_take_fds(struct vmm_config *cfg, char *err, size_t errlen);
+
+/* The descriptors the config names, at most max of them into fds; returns how many it names. */
+unsigned vmm_config_fds(const struct vmm_config *cfg, int *fds, unsigned max);
+
+/* Whether the VM has a network device (--net tap=NAME or tapfd=N). */
+static inline bool vmm_config_has_net(const struct vmm_config *cfg)
+{
+	return cfg->net_tap || cfg->net_tap_fd >= 0;
+}
 
 extern const char vmm_config_usage[];
 

@@ -2,6 +2,8 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +21,8 @@
 struct control_client {
 	struct event_handler h;
 	struct control *owner;
+	int fds[CONTROL_MAX_FDS]; /* came with the bytes in buf, for the request they end */
+	unsigned nfds;
 	size_t len;
 	char buf[CONTROL_MAX_REQUEST];
 };
@@ -94,8 +98,49 @@ static int hex_key(const cJSON *item, uint8_t *out, size_t len)
 	return sv_hex_decode(s, out, len) < 0 ? -1 : 0;
 }
 
-static void drive_op(const cJSON *req, const char *op, const struct control_ops *ops, void *ctx,
-		     cJSON *reply)
+/*
+ * The descriptor a request's field names by index (taken out of fds): 0 with
+ * *fd, -1 when the field is absent; or -1 with msg filled.
+ */
+static int take_fd(const cJSON *req, const char *op, const char *field, int *fds, unsigned nfds, int *fd,
+		   char *msg, size_t len)
+{
+	const cJSON *item = cJSON_GetObjectItemCaseSensitive(req, field);
+	unsigned i;
+
+	*fd = -1;
+	if (!item)
+		return 0;
+	if (!cJSON_IsNumber(item) || item->valuedouble < 0 || item->valuedouble >= CONTROL_MAX_FDS ||
+	    item->valuedouble != (double)(unsigned)item->valuedouble) {
+		snprintf(msg, len, "%s: \"%s\" must be the index (0..%u) of a descriptor sent with the request", op,
+			 field, CONTROL_MAX_FDS - 1);
+		return -1;
+	}
+	i = (unsigned)item->valuedouble;
+	if (i >= nfds) {
+		snprintf(msg, len, "%s: \"%s\" %u is out of range: the request carried %u descriptor%s", op, field, i,
+			 nfds, nfds == 1 ? "" : "s");
+		return -1;
+	}
+	if (fds[i] < 0) {
+		snprintf(msg, len, "%s: \"%s\" %u names a descriptor another field took", op, field, i);
+		return -1;
+	}
+	*fd = fds[i];
+	fds[i] = -1;
+	return 0;
+}
+
+static void close_fd(int *fd)
+{
+	if (*fd >= 0)
+		close(*fd);
+	*fd = -1;
+}
+
+static void drive_op(const cJSON *req, const char *op, int *fds, unsigned nfds, const struct control_ops *ops,
+		     void *ctx, cJSON *reply)
 {
 	const cJSON *path = cJSON_GetObjectItemCaseSensitive(req, "path");
 	const cJSON *data_key = cJSON_GetObjectItemCaseSensitive(req, "data_key");
@@ -103,25 +148,37 @@ static void drive_op(const cJSON *req, const char *op, const struct control_ops 
 	const cJSON *overlay = cJSON_GetObjectItemCaseSensitive(req, "overlay_dir");
 	struct simage_keys keys;
 	char err[256] = "";
-	int index = drive_index(req, ops, ctx, err, sizeof(err)), r = -EINVAL;
+	int index = drive_index(req, ops, ctx, err, sizeof(err)), r = -EINVAL, fd = -1, ofd = -1;
 
 	memset(&keys, 0, sizeof(keys));
 	if (index < 0) {
 		/* err says what */
 	} else if (!strcmp(op, "drive-detach")) {
 		r = ops->drive_detach(ctx, (unsigned)index, err, sizeof(err));
-	} else if (!cJSON_IsString(path)) {
-		snprintf(err, sizeof(err), "drive-attach needs \"path\"");
+	} else if (take_fd(req, op, "fd", fds, nfds, &fd, err, sizeof(err)) < 0 ||
+		   take_fd(req, op, "overlay_fd", fds, nfds, &ofd, err, sizeof(err)) < 0) {
+		/* err says what */
+	} else if ((fd >= 0) == cJSON_IsString(path)) {
+		snprintf(err, sizeof(err), "drive-attach needs \"path\" or \"fd\" (one of them)");
 	} else if (!data_key && !meta_key) {
-		r = ops->drive_attach(ctx, (unsigned)index, path->valuestring, NULL, NULL, err, sizeof(err));
+		/* A raw file has no overlay: an overlay_fd sent anyway is closed as unused. */
+		r = ops->drive_attach(ctx, (unsigned)index, fd >= 0 ? NULL : path->valuestring, fd, NULL, NULL, -1, err,
+				      sizeof(err));
+		fd = -1;
 	} else if (hex_key(data_key, keys.data, sizeof(keys.data)) < 0 ||
 		   hex_key(meta_key, keys.meta, sizeof(keys.meta)) < 0) {
 		snprintf(err, sizeof(err), "data_key and meta_key must be %zu hex digits each",
 			 2 * sizeof(keys.data));
+	} else if (ofd >= 0 && overlay) {
+		snprintf(err, sizeof(err), "drive-attach: \"overlay_dir\" or \"overlay_fd\", not both");
 	} else {
-		r = ops->drive_attach(ctx, (unsigned)index, path->valuestring, &keys,
-				      cJSON_IsString(overlay) ? overlay->valuestring : "/tmp", err, sizeof(err));
+		r = ops->drive_attach(ctx, (unsigned)index, fd >= 0 ? NULL : path->valuestring, fd, &keys,
+				      ofd >= 0 ? NULL : cJSON_IsString(overlay) ? overlay->valuestring : "/tmp", ofd, err,
+				      sizeof(err));
+		fd = ofd = -1;
 	}
+	close_fd(&fd);
+	close_fd(&ofd);
 	simage_keys_wipe(&keys);
 	cJSON_AddBoolToObject(reply, "ok", r == 0);
 	if (r < 0)
@@ -140,8 +197,8 @@ static device_status_fn device_status_op(const struct control_ops *ops, const ch
 	return NULL;
 }
 
-char *control_handle_request(const char *line, size_t len, const struct control_ops *ops,
-			     void *ctx)
+static char *handle(const char *line, size_t len, int *fds, unsigned nfds, const struct control_ops *ops,
+		    void *ctx)
 {
 	const cJSON *op;
 	cJSON *req, *reply;
@@ -176,23 +233,29 @@ char *control_handle_request(const char *line, size_t len, const struct control_
 		const cJSON *drive = cJSON_GetObjectItemCaseSensitive(req, "drive");
 		const cJSON *path = cJSON_GetObjectItemCaseSensitive(req, "path");
 		char err[256] = "";
-		int r;
+		int r, fd;
 
-		if (!cJSON_IsNumber(drive) || drive->valuedouble < 0 || drive->valuedouble > 64 ||
-		    drive->valuedouble != (double)(unsigned)drive->valuedouble ||
-		    !cJSON_IsString(path) || !ops->drive_swap) {
+		if (take_fd(req, "drive-swap", "fd", fds, nfds, &fd, msg, sizeof(msg)) < 0) {
 			cJSON_Delete(reply);
 			cJSON_Delete(req);
-			return error_reply("drive-swap needs \"drive\" (an index) and \"path\"");
+			return error_reply(msg);
 		}
-		r = ops->drive_swap(ctx, (unsigned)drive->valuedouble, path->valuestring, err,
+		if (!cJSON_IsNumber(drive) || drive->valuedouble < 0 || drive->valuedouble > 64 ||
+		    drive->valuedouble != (double)(unsigned)drive->valuedouble ||
+		    (fd >= 0) == cJSON_IsString(path) || !ops->drive_swap) {
+			close_fd(&fd);
+			cJSON_Delete(reply);
+			cJSON_Delete(req);
+			return error_reply("drive-swap needs \"drive\" (an index) and \"path\" or \"fd\" (one of them)");
+		}
+		r = ops->drive_swap(ctx, (unsigned)drive->valuedouble, fd >= 0 ? NULL : path->valuestring, fd, err,
 				    sizeof(err));
 		cJSON_AddBoolToObject(reply, "ok", r == 0);
 		if (r < 0)
 			cJSON_AddStringToObject(reply, "error", err[0] ? err : strerror(-r));
 	} else if ((!strcmp(op->valuestring, "drive-attach") || !strcmp(op->valuestring, "drive-detach")) &&
 		   ops->drive_attach && ops->drive_detach) {
-		drive_op(req, op->valuestring, ops, ctx, reply);
+		drive_op(req, op->valuestring, fds, nfds, ops, ctx, reply);
 	} else if ((device_status = device_status_op(ops, op->valuestring))) {
 		char err[256] = "";
 		int r = device_status(ctx, reply, err, sizeof(err));
@@ -203,14 +266,20 @@ char *control_handle_request(const char *line, size_t len, const struct control_
 	} else if (strcmp(op->valuestring, "net-policy") == 0 && ops->net_policy) {
 		const cJSON *path = cJSON_GetObjectItemCaseSensitive(req, "path");
 		char err[512] = "";
-		int r;
+		int r, fd;
 
-		if (!cJSON_IsString(path)) {
+		if (take_fd(req, "net-policy", "fd", fds, nfds, &fd, msg, sizeof(msg)) < 0) {
 			cJSON_Delete(reply);
 			cJSON_Delete(req);
-			return error_reply("net-policy needs \"path\" (a JSON policy file)");
+			return error_reply(msg);
 		}
-		r = ops->net_policy(ctx, path->valuestring, err, sizeof(err));
+		if ((fd >= 0) == cJSON_IsString(path)) {
+			close_fd(&fd);
+			cJSON_Delete(reply);
+			cJSON_Delete(req);
+			return error_reply("net-policy needs \"path\" or \"fd\" (a JSON policy file; one of them)");
+		}
+		r = ops->net_policy(ctx, fd >= 0 ? NULL : path->valuestring, fd, err, sizeof(err));
 		/*
 		 * The reply says what is now in force (mode, list sizes,
 		 * counters): the caller reports that, not what it asked for.
@@ -244,6 +313,49 @@ char *control_handle_request(const char *line, size_t len, const struct control_
 	return reply_line(reply);
 }
 
+char *control_handle_request(const char *line, size_t len, int *fds, unsigned nfds,
+			     const struct control_ops *ops, void *ctx)
+{
+	char *reply = handle(line, len, fds, nfds, ops, ctx);
+
+	/* What the op did not take goes now: a descriptor never outlives its request. */
+	for (unsigned i = 0; i < nfds; i++)
+		close_fd(&fds[i]);
+	return reply;
+}
+
+int control_take_rights(const struct msghdr *msg, int *fds, unsigned *nfds)
+{
+	bool refuse = msg->msg_flags & MSG_CTRUNC;
+
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(msg); c; c = CMSG_NXTHDR((struct msghdr *)msg, c)) {
+		size_t n;
+
+		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS || c->cmsg_len < CMSG_LEN(0)) {
+			refuse = true;
+			continue;
+		}
+		n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+		for (size_t i = 0; i < n; i++) {
+			int fd;
+
+			memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+			if (*nfds < CONTROL_MAX_FDS)
+				fds[(*nfds)++] = fd;
+			else {
+				close(fd);
+				refuse = true;
+			}
+		}
+	}
+	if (!refuse)
+		return 0;
+	for (unsigned i = 0; i < *nfds; i++)
+		close_fd(&fds[i]);
+	*nfds = 0;
+	return -EMSGSIZE;
+}
+
 static void client_close(struct control_client *cl)
 {
 	struct control *c = cl->owner;
@@ -251,6 +363,9 @@ static void client_close(struct control_client *cl)
 	for (size_t i = 0; i < CONTROL_MAX_CLIENTS; i++)
 		if (c->clients[i] == cl)
 			c->clients[i] = NULL;
+	for (unsigned i = 0; i < cl->nfds; i++)
+		close(cl->fds[i]);
+	cl->nfds = 0;
 	event_loop_del(c->loop, &cl->h);
 	close(cl->h.fd);
 	free(cl);
@@ -268,6 +383,13 @@ static void client_cb(struct event_handler *h, uint32_t events)
 {
 	struct control_client *cl = h->opaque;
 	struct control *c = cl->owner;
+	union {
+		struct cmsghdr align;
+		char buf[CMSG_SPACE(sizeof(int) * CONTROL_MAX_FDS)];
+	} cbuf;
+	struct iovec iov = { .iov_base = cl->buf + cl->len, .iov_len = sizeof(cl->buf) - cl->len };
+	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf.buf,
+			      .msg_controllen = sizeof(cbuf.buf) };
 	char *nl;
 	ssize_t n;
 
@@ -275,9 +397,18 @@ static void client_cb(struct event_handler *h, uint32_t events)
 		client_close(cl);
 		return;
 	}
-	n = recv(h->fd, cl->buf + cl->len, sizeof(cl->buf) - cl->len, MSG_DONTWAIT);
+	n = recvmsg(h->fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
 	if (n < 0 && (errno == EAGAIN || errno == EINTR))
 		return;
+	if (n > 0 && control_take_rights(&msg, cl->fds, &cl->nfds) < 0) {
+		char *reply = error_reply("a request carries at most 4 descriptors (SCM_RIGHTS); none were kept");
+
+		if (reply)
+			client_send(cl, reply);
+		free(reply);
+		client_close(cl);
+		return;
+	}
 	if (n <= 0) {
 		client_close(cl);
 		return;
@@ -285,10 +416,11 @@ static void client_cb(struct event_handler *h, uint32_t events)
 	cl->len += (size_t)n;
 	while ((nl = memchr(cl->buf, '\n', cl->len))) {
 		size_t line_len = (size_t)(nl - cl->buf);
-		char *reply = control_handle_request(cl->buf, line_len, c->ops, c->ctx);
+		char *reply = control_handle_request(cl->buf, line_len, cl->fds, cl->nfds, c->ops, c->ctx);
 		int r = reply ? client_send(cl, reply) : -ENOMEM;
 
 		free(reply);
+		cl->nfds = 0; /* taken or closed by the request */
 		if (r < 0) {
 			client_close(cl);
 			return;
@@ -350,13 +482,34 @@ static int remove_stale_socket(const char *path)
 	return unlink(path) < 0 ? -errno : 0;
 }
 
-int control_create(struct control **out, struct event_loop *loop, const char *path,
+int control_create(struct control **out, struct event_loop *loop, const char *path, int listen_fd,
 		   const struct control_ops *ops, void *ctx)
 {
 	struct sockaddr_un addr = { .sun_family = AF_UNIX };
 	struct control *c;
 	int fd = -1, r;
 
+	if (!path) {
+		int fl = listen_fd >= 0 ? fcntl(listen_fd, F_GETFL) : -1;
+
+		c = fl >= 0 ? calloc(1, sizeof(*c)) : NULL;
+		r = fl < 0 ? -EBADF : !c ? -ENOMEM : fcntl(listen_fd, F_SETFL, fl | O_NONBLOCK) < 0 ? -errno : 0;
+		if (r == 0) {
+			c->loop = loop;
+			c->ops = ops;
+			c->ctx = ctx;
+			c->listen_h = (struct event_handler){ .fd = listen_fd, .cb = listen_cb, .opaque = c };
+			r = event_loop_add(loop, &c->listen_h, EPOLLIN);
+		}
+		if (r < 0) {
+			if (listen_fd >= 0)
+				close(listen_fd);
+			free(c);
+			return r;
+		}
+		*out = c;
+		return 0;
+	}
 	if (strlen(path) >= sizeof(addr.sun_path))
 		return -ENAMETOOLONG;
 	c = calloc(1, sizeof(*c));
@@ -409,7 +562,8 @@ void control_destroy(struct control *c)
 			client_close(c->clients[i]);
 	event_loop_del(c->loop, &c->listen_h);
 	close(c->listen_h.fd);
-	unlink(c->path);
+	if (c->path)
+		unlink(c->path);
 	free(c->path);
 	free(c);
 }

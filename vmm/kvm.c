@@ -8,9 +8,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-int kvm_sys_open(int *kvm_fd)
+int kvm_sys_open(const char *path, int given, int *kvm_fd)
 {
-	int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+	int fd = given >= 0 ? fcntl(given, F_DUPFD_CLOEXEC, 3) : open(path, O_RDWR | O_CLOEXEC);
 	int v;
 
 	if (fd < 0)

@@ -7,8 +7,12 @@
 
 /* Thin, checked wrappers over the /dev/kvm system and VM ioctls. */
 
-/* Opens /dev/kvm and checks the API version. -ENOENT: no KVM on this host. */
-int kvm_sys_open(int *kvm_fd);
+/*
+ * Opens the KVM device at path, or duplicates given (>= 0: a descriptor the
+ * VMM was handed), and checks the API version. 0 with *kvm_fd, or -errno
+ * (-ENOENT: no KVM on this host).
+ */
+int kvm_sys_open(const char *path, int given, int *kvm_fd);
 
 /*
  * True when /dev/kvm is served by PVM (the kvm_pvm module, no kvm_intel or

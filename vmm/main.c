@@ -3,6 +3,7 @@
  * One process is one VM; every failure unwinds to here, the only exit.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -61,7 +62,13 @@ static int open_console(const struct vmm_config *cfg, struct console_out *consol
 		r = console_out_init_fd(console, STDOUT_FILENO);
 		break;
 	default:
-		r = console_out_open(console, cfg->console_path, cfg->console_max_bytes);
+		if (cfg->console_fd >= 0) {
+			/* The console takes its own descriptor; the config keeps (and closes) the one it was given. */
+			r = fcntl(cfg->console_fd, F_DUPFD_CLOEXEC, STDERR_FILENO + 1);
+			r = r < 0 ? -errno : console_out_open_fd(console, r, cfg->console_max_bytes);
+		} else {
+			r = console_out_open(console, cfg->console_path, cfg->console_max_bytes);
+		}
 		break;
 	}
 	if (r < 0) {
@@ -98,6 +105,8 @@ int main(int argc, char **argv)
 	}
 	if (r == 0)
 		r = vmm_config_validate(&cfg, err, sizeof(err));
+	if (r == 0)
+		r = vmm_config_take_fds(&cfg, err, sizeof(err));
 	if (r < 0) {
 		sv_err("%s", r == -ENOMEM ? "out of memory" : err);
 		vmm_config_destroy(&cfg);
@@ -106,7 +115,7 @@ int main(int argc, char **argv)
 	if (cfg.verbose)
 		sv_log_init("vmm", SV_LOG_DEBUG);
 	code = VMM_EXIT_ERROR;
-	if (vm_probe_kernel(cfg.kernel, &code, err, sizeof(err)) < 0) {
+	if (vm_probe_kernel(cfg.kernel, cfg.kernel_fd, &code, err, sizeof(err)) < 0) {
 		sv_err("%s", err);
 		vmm_config_destroy(&cfg);
 		return code;

@@ -2,6 +2,7 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/kvm.h>
 #include <signal.h>
 #include <stdio.h>
@@ -20,6 +21,7 @@
 #include "backends/raw_file.h"
 #include "backends/tap.h"
 #include "control.h"
+#include "fd_spec.h"
 #include "kvm.h"
 #include "log.h"
 #include "parse.h"
@@ -147,19 +149,39 @@ static int setup_devices(struct vm *vm, char *err, size_t errlen)
 		return sv_errf(r, err, errlen, "registering devices: %s", strerror(-r));
 	r = add_virtio(vm, &vm->rng, &virtio_rng_ops, NULL, err, errlen);
 	if (r == 0 && vm->cfg->vsock_path) {
-		r = vsock_dev_init(&vm->vsock, vm->cfg->vsock_cid, vm->cfg->vsock_path);
-		if (r < 0)
+		int lfd = vm->cfg->vsock_fd >= 0 ? fd_spec_open(NULL, vm->cfg->vsock_fd, 0, 0) : -1;
+
+		if (lfd < 0 && vm->cfg->vsock_fd >= 0)
+			return sv_errf(lfd, err, errlen, "vsock: %s", strerror(-lfd));
+		r = lfd >= 0 ? vsock_dev_init_fd(&vm->vsock, vm->cfg->vsock_cid, lfd)
+			     : vsock_dev_init(&vm->vsock, vm->cfg->vsock_cid, vm->cfg->vsock_path);
+		if (r < 0) {
+			if (lfd >= 0)
+				close(lfd);
 			return sv_errf(r, err, errlen, "vsock: %s", strerror(-r));
+		}
 		vm->has_vsock = true;
 		r = add_virtio(vm, &vm->vsock_mmio, &virtio_vsock_ops, &vm->vsock, err, errlen);
 	}
-	if (r == 0 && vm->cfg->net_tap) {
+	if (r == 0 && vmm_config_has_net(vm->cfg)) {
 		int tap_fd;
 
-		r = tap_open(vm->cfg->net_tap, &tap_fd);
-		if (r < 0)
-			return sv_errf(r, err, errlen, "net: tap '%s': %s%s", vm->cfg->net_tap, strerror(-r),
-				    r == -EPERM ? " (needs CAP_NET_ADMIN, or a tap made for this user)" : "");
+		if (vm->cfg->net_tap_fd >= 0) {
+			tap_fd = fd_spec_open(NULL, vm->cfg->net_tap_fd, 0, 0);
+			r = tap_fd < 0 ? tap_fd : tap_check_fd(tap_fd);
+			if (r < 0) {
+				if (tap_fd >= 0)
+					close(tap_fd);
+				return sv_errf(r, err, errlen, "net: tapfd=%d: %s", vm->cfg->net_tap_fd,
+					       r == -EINVAL ? "not an attached tap without packet information or vnet headers"
+							    : strerror(-r));
+			}
+		} else {
+			r = tap_open(vm->cfg->net_tap, &tap_fd);
+			if (r < 0)
+				return sv_errf(r, err, errlen, "net: tap '%s': %s%s", vm->cfg->net_tap, strerror(-r),
+					    r == -EPERM ? " (needs CAP_NET_ADMIN, or a tap made for this user)" : "");
+		}
 		r = net_dev_init(&vm->net, tap_fd, vm->cfg->net_mac);
 		if (r < 0) {
 			close(tap_fd);
@@ -167,7 +189,9 @@ static int setup_devices(struct vm *vm, char *err, size_t errlen)
 		}
 		vm->has_net = true;
 		vm->egress.mac = vm->net.mac;
-		r = net_egress_load_file(&vm->egress, vm->cfg->net_policy, err, errlen);
+		r = vm->cfg->net_policy_fd >= 0
+			    ? net_egress_load_fd(&vm->egress, vm->cfg->net_policy_fd, vm->cfg->net_policy, err, errlen)
+			    : net_egress_load_file(&vm->egress, vm->cfg->net_policy, err, errlen);
 		if (r < 0)
 			return r;
 		net_dev_set_egress(&vm->net, net_egress_check, &vm->egress);
@@ -178,6 +202,12 @@ static int setup_devices(struct vm *vm, char *err, size_t errlen)
 
 		if (d->spare) {
 			virtio_blk_open_spare(&vm->blk[i], d->serial);
+		} else if (d->fd >= 0) {
+			int fd = fd_spec_open(NULL, d->fd, 0, 0);
+
+			r = fd < 0 ? fd : virtio_blk_open_fd(&vm->blk[i], fd, d->read_only, d->serial);
+			if (r < 0)
+				return sv_errf(r, err, errlen, "drive '%s': %s", d->path, strerror(-r));
 		} else {
 			r = virtio_blk_open(&vm->blk[i], d->path, d->read_only, d->serial);
 			if (r < 0)
@@ -193,7 +223,7 @@ static int setup_devices(struct vm *vm, char *err, size_t errlen)
 int vm_init(struct vm *vm, const struct vmm_config *cfg, struct console_out *console, uint64_t start_ns,
 	    char *err, size_t errlen)
 {
-	const char *missing = NULL;
+	const char *missing = NULL, *kvm;
 	int r, max;
 
 	memset(vm, 0, sizeof(*vm));
@@ -208,15 +238,16 @@ int vm_init(struct vm *vm, const struct vmm_config *cfg, struct console_out *con
 	bus_init(&vm->pio);
 	bus_init(&vm->mmio);
 
-	r = kvm_sys_open(&vm->kvm_fd);
+	kvm = cfg->kvm ? cfg->kvm : "/dev/kvm";
+	r = kvm_sys_open(kvm, cfg->kvm_fd, &vm->kvm_fd);
 	if (r == -ENOENT)
 		return sv_errf(r, err, errlen,
-			    "/dev/kvm does not exist: this host offers no KVM "
-			    "(on such hosts run through tests/nested/run)");
+			    "%s does not exist: this host offers no KVM "
+			    "(on such hosts run through tests/nested/run)", kvm);
 	if (r == -EACCES)
-		return sv_errf(r, err, errlen, "/dev/kvm: permission denied (need rw access)");
+		return sv_errf(r, err, errlen, "%s: permission denied (need rw access)", kvm);
 	if (r < 0)
-		return sv_errf(r, err, errlen, "/dev/kvm: %s", r == -EPROTO ? "unsupported KVM API version" : strerror(-r));
+		return sv_errf(r, err, errlen, "%s: %s", kvm, r == -EPROTO ? "unsupported KVM API version" : strerror(-r));
 	vm->host_pvm = kvm_host_is_pvm(NULL);
 	if (vm->host_pvm)
 		sv_warn("this host's KVM is PVM (kvm_pvm), which boots only guest kernels built for PVM; "
@@ -428,18 +459,30 @@ static int control_stop(void *ctx)
 	return 0;
 }
 
-static int control_drive_swap(void *ctx, unsigned index, const char *path, char *err,
+static int control_drive_swap(void *ctx, unsigned index, const char *path, int fd, char *err,
 			      size_t errlen)
 {
 	struct vm *vm = ctx;
+	struct blk_backend *b;
+	const char *what = path ? path : "a descriptor";
 	int r;
 
-	if (index >= vm->nblk)
+	if (index >= vm->nblk) {
+		if (fd >= 0)
+			close(fd);
 		return sv_errf(-ENODEV, err, errlen, "no drive %u (the VM has %u)", index, vm->nblk);
-	r = virtio_blk_swap(&vm->blk_mmio[index].dev, path);
+	}
+	r = path ? raw_file_create(&b, path, vm->blk[index].read_only)
+		 : raw_file_create_fd(&b, fd, vm->blk[index].read_only);
+	if (r == 0) {
+		r = virtio_blk_replace(&vm->blk_mmio[index].dev, b);
+		if (r < 0)
+			blk_backend_destroy(b);
+	}
 	if (r < 0)
-		return sv_errf(r, err, errlen, "drive %u: '%s': %s", index, path, strerror(-r));
-	sv_info("drive %u now backed by %s", index, path);
+		return sv_errf(r, err, errlen, "drive %u: '%s': %s", index, what,
+			       r == -EBADF && !path ? "not open for what the drive needs" : strerror(-r));
+	sv_info("drive %u now backed by %s", index, what);
 	return 0;
 }
 
@@ -453,21 +496,42 @@ static int control_drive_find(void *ctx, const char *serial)
 	return -ENODEV;
 }
 
-static int control_drive_attach(void *ctx, unsigned index, const char *path, const struct simage_keys *keys,
-				const char *overlay_dir, char *err, size_t errlen)
+static int control_drive_attach(void *ctx, unsigned index, const char *path, int fd, const struct simage_keys *keys,
+				const char *overlay_dir, int overlay_fd, char *err, size_t errlen)
 {
 	struct vm *vm = ctx;
 	struct blk_backend *b;
 	char label[48];
 	int r;
 
-	if (index >= vm->nblk)
+	if (!path)
+		path = "a descriptor";
+	if (index >= vm->nblk) {
+		if (fd >= 0)
+			close(fd);
+		if (overlay_fd >= 0)
+			close(overlay_fd);
 		return sv_errf(-ENODEV, err, errlen, "no drive %u (the VM has %u)", index, vm->nblk);
+	}
 	snprintf(label, sizeof(label), "drive %u (%s)", index, vm->blk[index].serial);
-	if (keys)
-		r = image_disk_create(&b, path, keys, overlay_dir, label);
-	else
-		r = raw_file_create(&b, path, vm->blk[index].read_only);
+	if (keys && fd >= 0 && overlay_fd >= 0) {
+		r = image_disk_create_fd(&b, fd, keys, overlay_fd, label);
+	} else if (keys) {
+		/* One of the pair by path: make the other a descriptor too, then one constructor. */
+		int ifd = fd >= 0 ? fd : open(path, O_RDONLY | O_CLOEXEC);
+		int ofd = overlay_fd >= 0 ? overlay_fd : open(overlay_dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+
+		r = ifd < 0 || ofd < 0 ? -errno : image_disk_create_fd(&b, ifd, keys, ofd, label);
+		if (r < 0 && (ifd < 0 || ofd < 0)) {
+			if (ifd >= 0)
+				close(ifd);
+			if (ofd >= 0)
+				close(ofd);
+		}
+	} else {
+		r = fd >= 0 ? raw_file_create_fd(&b, fd, vm->blk[index].read_only)
+			    : raw_file_create(&b, path, vm->blk[index].read_only);
+	}
 	if (r <= SIMAGE_E_TRUNCATED)
 		return sv_errf(-EINVAL, err, errlen, "drive %u: '%s': %s", index, path,
 			    r == SIMAGE_E_AUTH ? "the image failed authentication (tampered, or another key)"
@@ -531,18 +595,23 @@ static int control_vsock_status(void *ctx, cJSON *reply, char *err, size_t errle
 }
 
 /* A new egress policy from a file; it governs the next frame the guest sends. */
-static int control_net_policy(void *ctx, const char *path, char *err, size_t errlen)
+static int control_net_policy(void *ctx, const char *path, int fd, char *err, size_t errlen)
 {
 	struct vm *vm = ctx;
-	int r;
+	int r = -ENODEV;
 
 	if (!vm->has_net)
-		return sv_errf(-ENODEV, err, errlen, "the VM has no network device");
-	pthread_mutex_lock(&vm->net_mmio.dev.lock);
-	r = net_egress_load_file(&vm->egress, path, err, errlen);
-	pthread_mutex_unlock(&vm->net_mmio.dev.lock);
+		sv_errf(r, err, errlen, "the VM has no network device");
+	if (vm->has_net) {
+		pthread_mutex_lock(&vm->net_mmio.dev.lock);
+		r = path ? net_egress_load_file(&vm->egress, path, err, errlen)
+			 : net_egress_load_fd(&vm->egress, fd, "(descriptor)", err, errlen);
+		pthread_mutex_unlock(&vm->net_mmio.dev.lock);
+	}
+	if (fd >= 0)
+		close(fd);
 	if (r == 0)
-		sv_info("net: egress policy replaced from %s", path);
+		sv_info("net: egress policy replaced from %s", path ? path : "a descriptor");
 	return r;
 }
 
@@ -616,7 +685,12 @@ static int setup_loop(struct vm *vm)
 		}
 	}
 	if (vm->cfg->control_path) {
-		r = control_create(&vm->control, &vm->loop, vm->cfg->control_path, &vm_control_ops, vm);
+		int lfd = vm->cfg->control_fd >= 0 ? fd_spec_open(NULL, vm->cfg->control_fd, 0, 0) : -1;
+
+		r = lfd < 0 && vm->cfg->control_fd >= 0
+			    ? lfd
+			    : control_create(&vm->control, &vm->loop, lfd >= 0 ? NULL : vm->cfg->control_path, lfd,
+					     &vm_control_ops, vm);
 		if (r < 0) {
 			sv_err("control socket %s: %s", vm->cfg->control_path, strerror(-r));
 			return r;

@@ -122,7 +122,7 @@ int vm_load(struct vm *vm, int *exit_code, char *err, size_t errlen);
  * Reads and checks the kernel's headers without creating anything, so a bad
  * image is refused (VMM_EXIT_KERNEL) before KVM is touched.
  */
-int vm_probe_kernel(const char *path, int *exit_code, char *err, size_t errlen);
+int vm_probe_kernel(const char *path, int fd, int *exit_code, char *err, size_t errlen);
 
 /* Creates the vCPUs, starts them, and runs the event loop until the VM stops. */
 enum vm_stop_reason vm_run(struct vm *vm);

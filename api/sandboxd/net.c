@@ -377,10 +377,12 @@ static int net_make(struct sandbox *sb, struct sandbox_launch *l, char *err, siz
 		return r;
 	}
 	snprintf(l->net_policy, sizeof(l->net_policy), "%s/policy.json", l->run_dir);
-	l->cfg->net = l->net;
+	/* sandbox_vm_prepare attaches the tap and gives the VMM tapfd=N (and the policy as fd:N). */
+	l->cfg->net_tap = sb->net.tap;
+	l->cfg->net_mac = l->net;
 	l->cfg->net_policy = l->net_policy;
 	l->cfg->cmdline = l->cmdline;
-	snprintf(vmm_net, net_len, "tap=%s,mac=02:53:56:%02x:%02x:%02x", sb->net.tap, (sb->net.index >> 16) & 0xff,
+	snprintf(vmm_net, net_len, "02:53:56:%02x:%02x:%02x", (sb->net.index >> 16) & 0xff,
 		 (sb->net.index >> 8) & 0xff, sb->net.index & 0xff);
 	addr4(sb->net.index, 2, a, sizeof(a));
 	addr4(sb->net.index, 1, gw, sizeof(gw));
@@ -505,6 +507,7 @@ struct net_call {
 	struct api_call *call;
 	char control[320];
 	char request[512];
+	char policy[400];        /* with change: the policy file, sent as a descriptor */
 	char reply[65536];
 	int result;
 	bool change;             /* a policy change (PUT), not a status call (GET) */
@@ -516,7 +519,28 @@ static void net_call_work(uv_work_t *w)
 {
 	struct net_call *c = w->data;
 
-	c->result = vmm_control_call(c->control, c->request, c->reply, sizeof(c->reply));
+	int fd;
+
+	if (!c->policy[0]) {
+		c->result = vmm_control_call(c->control, c->request, c->reply, sizeof(c->reply));
+		return;
+	}
+	/* The VMM opens no host path: it reads the policy from the descriptor sent along. */
+	fd = open(c->policy, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		c->result = -errno;
+		return;
+	}
+	c->result = vmm_control_call_fds(c->control, c->request, &fd, 1, c->reply, sizeof(c->reply));
+	/*
+	 * No answer: the change is withdrawn, and a VMM that reads the request
+	 * late (stopped, not dead) must not apply it then. It holds the file,
+	 * not its name, so the file is emptied (by its name: the descriptor it
+	 * got is read-only, and stays so): a late read is a refusal.
+	 */
+	if (c->result < 0 && truncate(c->policy, 0) < 0)
+		sv_warn("event=policy_not_withdrawn path=%s: %s", c->policy, strerror(errno));
+	close(fd);
 }
 
 /*
@@ -622,6 +646,8 @@ static void net_call(struct sandbox *sb, struct api_call *call, const char *requ
 	c->want_allow = want_allow;
 	snprintf(c->control, sizeof(c->control), "%s", sb->vm.control);
 	snprintf(c->request, sizeof(c->request), "%s\n", request);
+	if (change)
+		snprintf(c->policy, sizeof(c->policy), "%s/" POLICY_NEXT, sb->vm.dir);
 	c->work.data = c;
 	sandbox_ref(sb);
 	api_call_hold(call);
@@ -728,7 +754,7 @@ void net_put(struct sandbox *sb, struct api_call *call)
 		return;
 	}
 	sv_info("sandbox=%s event=net_policy_asked mode=%s", sb->id, net_mode_word(mode));
-	snprintf(request, sizeof(request), "{\"op\":\"net-policy\",\"path\":\"%s/" POLICY_NEXT "\"}", sb->vm.dir);
+	snprintf(request, sizeof(request), "{\"op\":\"net-policy\",\"fd\":0}");
 	/* The VMM replies with what is now in force; counters come with GET. */
 	net_call(sb, call, request, true, mode, want_allow);
 }

@@ -553,12 +553,15 @@ static void remove_run_files(const char *run_dir)
 	struct dirent *e;
 
 	while (dir && (e = readdir(dir)))
-		if (e->d_type == DT_REG) {
+		if (e->d_type == DT_REG || e->d_type == DT_SOCK) {
 			snprintf(path, sizeof(path), "%s/%s", run_dir, e->d_name);
 			unlink(path);
 		}
 	if (dir)
 		closedir(dir);
+	/* The console directory prepare made (empty: the VMM never ran). */
+	snprintf(path, sizeof(path), "%s/" SANDBOX_VM_CONSOLE_DIR, run_dir);
+	rmdir(path);
 	rmdir(run_dir);
 }
 
@@ -616,6 +619,7 @@ void sandbox_create(struct sandboxd *d, struct sandbox_spec *spec, struct api_ca
 	cfg.cpus = sb->spec.cpu;
 	cfg.memory_mib = sb->spec.memory_mib;
 	cfg.run_dir = run_dir;
+	cfg.pass_fds = true; /* the VMM opens no host path (docs/vmm.md) */
 	launch.cfg = &cfg;
 	launch.run_dir = run_dir;
 	sb->created_at = sandboxd_wall_time();
@@ -638,8 +642,10 @@ void sandbox_create(struct sandboxd *d, struct sandbox_spec *spec, struct api_ca
 		}
 	}
 	r = r < 0 ? r : d->launcher->prepare(&cfg, &sb->vm, &cmd);
-	if (r == 0)
+	if (r == 0) {
 		r = d->launcher->spawn(d->loop, &cmd, sb->vm.log, vmm_exited, sb, &sb->vmm);
+		sandbox_vm_cmd_close(&cmd); /* the VMM has its own now */
+	}
 	if (r < 0) {
 		api_call_fail(call, -EIO, NULL, "cannot start the VMM %s: %s", d->vmm_path, strerror(-r));
 		parts_teardown(sb);
@@ -711,7 +717,7 @@ static void restore_one(void *ctx, const char *id, void *record)
 	snprintf(sb->vm.dir, sizeof(sb->vm.dir), "%s", run_dir);
 	snprintf(sb->vm.vsock, sizeof(sb->vm.vsock), "%s/vsock", run_dir);
 	snprintf(sb->vm.control, sizeof(sb->vm.control), "%s/control", run_dir);
-	snprintf(sb->vm.console, sizeof(sb->vm.console), "%s/console.log", run_dir);
+	snprintf(sb->vm.console, sizeof(sb->vm.console), "%s/" SANDBOX_VM_CONSOLE_DIR "/console.log", run_dir);
 	snprintf(sb->vm.log, sizeof(sb->vm.log), "%s/vmm.log", run_dir);
 	sb->vm.pid = -1;
 	sb->created_at = num(rec, "created_at");

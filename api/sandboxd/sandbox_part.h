@@ -20,7 +20,8 @@ struct sandbox_vm_config;
 struct sandbox_launch {
 	struct sandbox_vm_config *cfg;
 	const char *run_dir;
-	char net[64], net_policy[600], cmdline[256];
+	char net[64]; /* the guest MAC the net part gives (cfg->net_mac) */
+	char net_policy[600], cmdline[256];
 };
 
 struct sandbox_part_ops {

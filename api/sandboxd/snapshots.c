@@ -175,8 +175,11 @@ static int guest_sh(struct image_job *j, const char *script, const char *const *
 	return r;
 }
 
-/* {"op":..., "serial":..., more} to the VMM; 0 or -1 with the VMM's words in j->error. */
-static int vmm_call(struct image_job *j, cJSON *req)
+/*
+ * {"op":..., "serial":..., more} to the VMM with nfds descriptors (which stay
+ * ours; "fd": 0 names the first); 0 or -1 with the VMM's words in j->error.
+ */
+static int vmm_call_fds(struct image_job *j, cJSON *req, const int *fds, unsigned nfds)
 {
 	char *text = cJSON_PrintUnformatted(req), reply[1024];
 	cJSON *rep;
@@ -198,7 +201,7 @@ static int vmm_call(struct image_job *j, cJSON *req)
 		text = line;
 		text[n] = '\n';
 		text[n + 1] = '\0';
-		r = vmm_control_call(j->control, text, reply, sizeof(reply));
+		r = vmm_control_call_fds(j->control, text, fds, nfds, reply, sizeof(reply));
 		OPENSSL_cleanse(text, n);
 		free(text);
 	}
@@ -216,6 +219,11 @@ static int vmm_call(struct image_job *j, cJSON *req)
 	}
 	cJSON_Delete(rep);
 	return 0;
+}
+
+static int vmm_call(struct image_job *j, cJSON *req)
+{
+	return vmm_call_fds(j, req, NULL, 0);
 }
 
 static cJSON *drive_req(const char *op, const char *serial)
@@ -278,9 +286,10 @@ static void snapshot_work(uv_work_t *w)
 		}
 		sv_info("snapshot of %s in %s: %llu KiB in %llu files, a %llu MiB file system", j->path, j->sb->id,
 			kb, files, size >> 20);
+		/* The VMM opens no host path: the scratch file goes as a descriptor. */
 		req = drive_req("drive-attach", SCRATCH_SERIAL);
-		cJSON_AddStringToObject(req, "path", raw);
-		if (vmm_call(j, req) < 0)
+		cJSON_AddNumberToObject(req, "fd", 0);
+		if (vmm_call_fds(j, req, &rfd, 1) < 0)
 			goto out;
 		attached = true;
 		code = guest_sh(j, mkfs_script, args, out, sizeof(out));
@@ -563,9 +572,10 @@ static void mount_work(uv_work_t *w)
 		job_fail(j, -ENOENT, "image %s: %s", j->id, strerror(errno));
 		return;
 	}
+	/* fd stays open: the file checked here is the one the VMM gets. */
 	r = simage_reader_open(&rd, fd, j->ikm, j->ikm_len);
-	close(fd);
 	if (r == SIMAGE_E_KEY) {
+		close(fd);
 		job_fail(j, -EACCES, "wrong key: the key does not match image %s", j->id);
 		return;
 	}
@@ -574,6 +584,7 @@ static void mount_work(uv_work_t *w)
 			 r <= SIMAGE_E_TRUNCATED ? simage_strerror(r) : strerror(-r));
 		if (r != SIMAGE_E_NOKEY)
 			sv_warn("image %s refused: %s", j->id, simage_strerror(r));
+		close(fd);
 		return;
 	}
 	/* The id is in the authenticated header: a file renamed to another image's name is not that image. */
@@ -583,6 +594,7 @@ static void mount_work(uv_work_t *w)
 		job_fail(j, -EIO, "image %s: the file holds image %s (renamed in the store?); not mounted", j->id,
 			 id_hex);
 		sv_warn("image %s refused: the file holds image %s", j->id, id_hex);
+		close(fd);
 		return;
 	}
 	simage_hex(rd.keys.data, SIMAGE_KEY_BYTES, data_hex);
@@ -590,14 +602,30 @@ static void mount_work(uv_work_t *w)
 	simage_reader_close(&rd);
 	{
 		cJSON *req = drive_req("drive-attach", snapshot_spare_drives[1 + j->slot]);
+		/*
+		 * The image and its overlay go as descriptors (the VMM opens no host
+		 * path); the overlay is unlinked from birth, so it never outlives
+		 * the VMM, and its descriptor lets the VMM write whoever owns it.
+		 */
+		int fds[2] = { fd, open(j->run_dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600) };
 
-		cJSON_AddStringToObject(req, "path", img);
+		if (fds[1] < 0) {
+			job_fail(j, -EIO, "cannot make the overlay file in %s: %s", j->run_dir, strerror(errno));
+			OPENSSL_cleanse(data_hex, sizeof(data_hex));
+			OPENSSL_cleanse(meta_hex, sizeof(meta_hex));
+			cJSON_Delete(req);
+			close(fd);
+			return;
+		}
+		cJSON_AddNumberToObject(req, "fd", 0);
 		cJSON_AddStringToObject(req, "data_key", data_hex);
 		cJSON_AddStringToObject(req, "meta_key", meta_hex);
-		cJSON_AddStringToObject(req, "overlay_dir", j->run_dir);
+		cJSON_AddNumberToObject(req, "overlay_fd", 1);
 		OPENSSL_cleanse(data_hex, sizeof(data_hex));
 		OPENSSL_cleanse(meta_hex, sizeof(meta_hex));
-		r = vmm_call(j, req);
+		r = vmm_call_fds(j, req, fds, 2);
+		close(fds[1]);
+		close(fd);
 	}
 	if (r < 0)
 		return;

@@ -36,13 +36,38 @@ static int wait_fd(int fd, short events, long long deadline)
 	}
 }
 
-static int exchange(int fd, const char *request, char *reply, size_t cap, long long deadline)
+/* The first bytes of the request, with the descriptors riding on them (SCM_RIGHTS). */
+static ssize_t send_with_fds(int fd, const char *buf, size_t len, const int *fds, unsigned nfds)
+{
+	union {
+		struct cmsghdr align;
+		char buf[CMSG_SPACE(sizeof(int) * VMM_CONTROL_MAX_FDS)];
+	} cbuf;
+	struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
+	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
+	struct cmsghdr *c;
+
+	if (!nfds)
+		return send(fd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+	memset(&cbuf, 0, sizeof(cbuf));
+	msg.msg_control = cbuf.buf;
+	msg.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
+	c = CMSG_FIRSTHDR(&msg);
+	c->cmsg_level = SOL_SOCKET;
+	c->cmsg_type = SCM_RIGHTS;
+	c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+	memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
+	return sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+}
+
+static int exchange(int fd, const char *request, const int *fds, unsigned nfds, char *reply, size_t cap,
+		    long long deadline)
 {
 	size_t len = strlen(request), sent = 0, got = 0;
 	int r;
 
 	while (sent < len) {
-		ssize_t n = send(fd, request + sent, len - sent, MSG_NOSIGNAL | MSG_DONTWAIT);
+		ssize_t n = send_with_fds(fd, request + sent, len - sent, fds, sent ? 0 : nfds);
 
 		if (n > 0) {
 			sent += (size_t)n;
@@ -73,16 +98,20 @@ static int exchange(int fd, const char *request, char *reply, size_t cap, long l
 	return got ? 0 : -EIO;
 }
 
-int vmm_control_call_timeout(const char *socket_path, const char *request, char *reply, size_t cap,
-			     int timeout_ms)
+static int call(const char *socket_path, const char *request, const int *fds, unsigned nfds, char *reply,
+		size_t cap, int timeout_ms)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	long long deadline;
 	int fd, r;
 
 	/* Arguments first: nothing is opened for a call that cannot be made. */
-	if (!socket_path || !request || !reply || cap == 0 || timeout_ms <= 0)
+	if (!socket_path || !request || !*request || !reply || cap == 0 || timeout_ms <= 0 ||
+	    nfds > VMM_CONTROL_MAX_FDS || (nfds && !fds))
 		return -EINVAL;
+	for (unsigned i = 0; i < nfds; i++)
+		if (fds[i] < 0)
+			return -EINVAL;
 	reply[0] = '\0';
 	if (strlen(socket_path) >= sizeof(sa.sun_path))
 		return -ENAMETOOLONG;
@@ -97,9 +126,21 @@ int vmm_control_call_timeout(const char *socket_path, const char *request, char 
 		close(fd);
 		return r;
 	}
-	r = exchange(fd, request, reply, cap, deadline);
+	r = exchange(fd, request, fds, nfds, reply, cap, deadline);
 	close(fd);
 	return r;
+}
+
+int vmm_control_call_timeout(const char *socket_path, const char *request, char *reply, size_t cap,
+			     int timeout_ms)
+{
+	return call(socket_path, request, NULL, 0, reply, cap, timeout_ms);
+}
+
+int vmm_control_call_fds(const char *socket_path, const char *request, const int *fds, unsigned nfds, char *reply,
+			 size_t cap)
+{
+	return call(socket_path, request, fds, nfds, reply, cap, VMM_CONTROL_TIMEOUT_MS);
 }
 
 int vmm_control_call(const char *socket_path, const char *request, char *reply, size_t cap)

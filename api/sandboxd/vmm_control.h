@@ -23,4 +23,13 @@ int vmm_control_call_timeout(const char *socket_path, const char *request, char 
 /* The same with VMM_CONTROL_TIMEOUT_MS. */
 int vmm_control_call(const char *socket_path, const char *request, char *reply, size_t cap);
 
+/*
+ * The same carrying nfds (at most VMM_CONTROL_MAX_FDS) descriptors with the
+ * request (SCM_RIGHTS), which its ops name by index ("fd": 0, ...). The
+ * descriptors stay the caller's: the VMM gets copies.
+ */
+#define VMM_CONTROL_MAX_FDS 4
+int vmm_control_call_fds(const char *socket_path, const char *request, const int *fds, unsigned nfds, char *reply,
+			 size_t cap);
+
 #endif

@@ -142,7 +142,7 @@ static int process_spawn(uv_loop_t *loop, const struct sandbox_vm_cmd *cmd, cons
 			 vmm_exited_fn exited, void *ctx, struct vmm_process **out)
 {
 	uv_process_options_t opt = {0};
-	uv_stdio_container_t stdio[3];
+	uv_stdio_container_t stdio[3 + SANDBOX_VM_MAX_FDS];
 	struct vmm_process *p;
 	int logfd, r;
 
@@ -159,6 +159,11 @@ static int process_spawn(uv_loop_t *loop, const struct sandbox_vm_cmd *cmd, cons
 	stdio[1].data.fd = logfd;
 	stdio[2].flags = UV_INHERIT_FD;
 	stdio[2].data.fd = logfd;
+	/* The resources sandbox_vm_prepare opened become the child's 3, 4, ... (its argv says fd:3, ...). */
+	for (unsigned i = 0; i < cmd->nfds && i < SANDBOX_VM_MAX_FDS; i++) {
+		stdio[3 + i].flags = UV_INHERIT_FD;
+		stdio[3 + i].data.fd = cmd->fds[i];
+	}
 	opt.file = cmd->argv[0];
 	opt.args = (char **)cmd->argv;
 	opt.exit_cb = process_exited;
@@ -166,7 +171,7 @@ static int process_spawn(uv_loop_t *loop, const struct sandbox_vm_cmd *cmd, cons
 	/* Its own session: the VM outlives a daemon restart and ignores its terminal. */
 	opt.flags = UV_PROCESS_DETACHED;
 	opt.stdio = stdio;
-	opt.stdio_count = 3;
+	opt.stdio_count = 3 + (int)(cmd->nfds < SANDBOX_VM_MAX_FDS ? cmd->nfds : SANDBOX_VM_MAX_FDS);
 	p->proc.data = p;
 	r = uv_spawn(loop, &p->proc, &opt);
 	close(logfd);

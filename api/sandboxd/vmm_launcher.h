@@ -28,7 +28,11 @@ typedef void (*vmm_exited_fn)(void *ctx, const char *how);
 struct vmm_launcher_ops {
 	/* The run directory, socket paths and command line of cfg's VMM; starts nothing. 0 or -errno. */
 	int (*prepare)(const struct sandbox_vm_config *cfg, struct sandbox_vm *vm, struct sandbox_vm_cmd *cmd);
-	/* Starts cmd with stdout and stderr to log_path. 0 with *out, or -errno (no callback). */
+	/*
+	 * Starts cmd with stdout and stderr to log_path and cmd's descriptors as
+	 * the child's 3, 4, ...; the caller closes its copies after (whatever
+	 * came of it). 0 with *out, or -errno (no callback).
+	 */
 	int (*spawn)(uv_loop_t *loop, const struct sandbox_vm_cmd *cmd, const char *log_path, vmm_exited_fn exited,
 		     void *ctx, struct vmm_process **out);
 	/* Takes back pid if it is still the process that started at start_time. 0, -ESRCH or -errno. */

@@ -35,7 +35,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			abort();
 	}
 	vmm_config_destroy(&cfg);
-	reply = control_handle_request((const char *)data, size, &ops, NULL);
+	reply = control_handle_request((const char *)data, size, NULL, 0, &ops, NULL);
 	if (!reply || reply[strlen(reply) - 1] != '\n')
 		abort();
 	free(reply);

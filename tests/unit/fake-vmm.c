@@ -62,6 +62,33 @@ static int connect_to(const char *path)
 	return fd;
 }
 
+/* "fd:N" as the VMM takes it (sandboxd passes every resource so), or -1 for a path. */
+static int fd_arg(const char *v)
+{
+	return !strncmp(v, "fd:", 3) ? atoi(v + 3) : -1;
+}
+
+/* A listening socket given as fd:N, or bound at a path; its path into path (for the agent's socket beside it). */
+static int listener(const char *v, char *path, size_t len)
+{
+	struct sockaddr_un a;
+	socklen_t alen = sizeof(a);
+	int fd = fd_arg(v);
+
+	if (fd < 0) {
+		snprintf(path, len, "%s", v);
+		return listen_at(v);
+	}
+	memset(&a, 0, sizeof(a));
+	if (getsockname(fd, (struct sockaddr *)&a, &alen) < 0) {
+		fprintf(stderr, "fake-vmm: %s: %s\n", v, strerror(errno));
+		exit(1);
+	}
+	snprintf(path, len, "%s", a.sun_path);
+	fcntl(fd, F_SETFD, FD_CLOEXEC); /* not the agent's */
+	return fd;
+}
+
 static void write_all(int fd, const void *p, size_t n)
 {
 	while (n) {
@@ -166,7 +193,8 @@ static void control_conn(int fd)
 int main(int argc, char **argv)
 {
 	const char *vsock = NULL, *control = NULL, *console = NULL, *image = NULL;
-	char self[PATH_MAX], agent[PATH_MAX + 32], dir[PATH_MAX], agent_sock[PATH_MAX + 16], what[64] = "";
+	char self[PATH_MAX], agent[PATH_MAX + 32], dir[PATH_MAX], agent_sock[PATH_MAX + 16], what[64] = "",
+		vsock_path[PATH_MAX], control_path[PATH_MAX];
 	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
 	int vfd, cfd, mute = 0;
 	FILE *f;
@@ -193,15 +221,26 @@ int main(int argc, char **argv)
 
 		snprintf(path, sizeof(path), "%s", image);
 		path[strcspn(path, ",")] = '\0'; /* a --drive value: PATH,ro,serial=... */
-		f = fopen(path, "r");
-		if (f) {
-			if (!fgets(what, sizeof(what), f))
-				what[0] = '\0';
-			fclose(f);
+		if (fd_arg(path) >= 0) {
+			ssize_t got = pread(fd_arg(path), what, sizeof(what) - 1, 0);
+
+			what[got > 0 ? got : 0] = '\0';
+			what[strcspn(what, "\n") + (strchr(what, '\n') ? 1 : 0)] = '\0';
+		} else {
+			f = fopen(path, "r");
+			if (f) {
+				if (!fgets(what, sizeof(what), f))
+					what[0] = '\0';
+				fclose(f);
+			}
 		}
 	}
 	if (console) {
-		f = fopen(console, "a");
+		/* fd:N is the console directory, as sandboxd gives it. */
+		int cfd = fd_arg(console) >= 0 ? openat(fd_arg(console), "console.log",
+							 O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640) : -1;
+
+		f = cfd >= 0 ? fdopen(cfd, "a") : fopen(console, "a");
 		if (f) {
 			fprintf(f, "fake-vmm: booting %s", what[0] ? what : "\n");
 			fclose(f);
@@ -213,7 +252,9 @@ int main(int argc, char **argv)
 	}
 	mute = !strncmp(what, "mute", 4);
 	snprintf(agent, sizeof(agent), "%s/sandvm-agent", dirname(self));
-	snprintf(dir, sizeof(dir), "%s", vsock);
+	vfd = listener(vsock, vsock_path, sizeof(vsock_path));
+	cfd = listener(control, control_path, sizeof(control_path));
+	snprintf(dir, sizeof(dir), "%s", vsock_path);
 	snprintf(agent_sock, sizeof(agent_sock), "%s/agent.sock", dirname(dir));
 	signal(SIGTERM, on_term);
 	signal(SIGINT, on_term);
@@ -227,8 +268,6 @@ int main(int argc, char **argv)
 		execl(agent, agent, "--unix", agent_sock, (char *)NULL);
 		_exit(127);
 	}
-	vfd = listen_at(vsock);
-	cfd = listen_at(control);
 	for (;;) {
 		struct pollfd p[2] = { { .fd = vfd, .events = POLLIN }, { .fd = cfd, .events = POLLIN } };
 		int st;

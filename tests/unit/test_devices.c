@@ -227,10 +227,12 @@ static int net_status_cb(void *ctx, cJSON *reply, char *err, size_t errlen)
 }
 
 /* Accepts any path but "bad.json". */
-static int net_policy_cb(void *ctx, const char *path, char *err, size_t errlen)
+static int net_policy_cb(void *ctx, const char *path, int fd, char *err, size_t errlen)
 {
 	(void)ctx;
-	if (strcmp(path, "bad.json") == 0) {
+	if (fd >= 0)
+		close(fd);
+	if (path && strcmp(path, "bad.json") == 0) {
 		snprintf(err, errlen, "net policy: \"allow\" needs mode allowlist");
 		return -EINVAL;
 	}
@@ -243,7 +245,7 @@ static const struct control_ops device_ops = { .status = status_cb, .stop = stop
 
 static void expect_reply_ops(const struct control_ops *o, const char *req, const char *needle)
 {
-	char *reply = control_handle_request(req, strlen(req), o, NULL);
+	char *reply = control_handle_request(req, strlen(req), NULL, 0, o, NULL);
 
 	assert_non_null(reply);
 	if (!strstr(reply, needle))
@@ -291,7 +293,7 @@ static void control_net_policy(void **state)
 	cJSON *o;
 
 	(void)state;
-	reply = control_handle_request(req, strlen(req), &net_ops, NULL);
+	reply = control_handle_request(req, strlen(req), NULL, 0, &net_ops, NULL);
 	assert_non_null(reply);
 	o = cJSON_Parse(reply);
 	assert_true(cJSON_IsTrue(cJSON_GetObjectItem(o, "ok")));

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -244,21 +245,43 @@ static const struct blk_backend_ops image_disk_ops = {
 int image_disk_create(struct blk_backend **out, const char *path, const struct simage_keys *keys,
 		      const char *overlay_dir, const char *label)
 {
-	struct image_disk *d = calloc(1, sizeof(*d));
-	int r;
+	int fd = open(path, O_RDONLY | O_CLOEXEC), ofd;
 
-	if (!d)
+	if (fd < 0)
+		return -errno;
+	/* Unlinked from birth: the overlay never outlives the VMM. */
+	ofd = open(overlay_dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (ofd < 0) {
+		ofd = -errno;
+		close(fd);
+		return ofd;
+	}
+	return image_disk_create_fd(out, fd, keys, ofd, label);
+}
+
+int image_disk_create_fd(struct blk_backend **out, int image_fd, const struct simage_keys *keys, int overlay_fd,
+			 const char *label)
+{
+	struct image_disk *d = calloc(1, sizeof(*d));
+	struct stat st;
+	int r, fl;
+
+	if (!d) {
+		close(image_fd);
+		close(overlay_fd);
 		return -ENOMEM;
+	}
 	d->overlay_fd = -1;
 	snprintf(d->label, sizeof(d->label), "%s", label);
-	d->fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (d->fd < 0) {
-		r = -errno;
-		free(d);
-		return r;
-	}
-	r = simage_reader_open_keys(&d->rd, d->fd, keys);
+	d->fd = image_fd;
+	fl = fcntl(overlay_fd, F_GETFL);
+	r = fl < 0 || fstat(overlay_fd, &st) < 0 ? -errno : 0;
+	if (r == 0 && (!S_ISREG(st.st_mode) || (fl & O_PATH) || (fl & O_ACCMODE) != O_RDWR))
+		r = -EBADF;
+	if (r == 0)
+		r = simage_reader_open_keys(&d->rd, d->fd, keys);
 	if (r < 0) {
+		close(overlay_fd);
 		close(d->fd);
 		free(d);
 		return r;
@@ -272,12 +295,10 @@ int image_disk_create(struct blk_backend **out, const char *path, const struct s
 		if (!d->cache[i].data)
 			r = -ENOMEM;
 	}
-	if (r == 0) {
-		/* Unlinked from birth: the overlay never outlives the VMM. */
-		d->overlay_fd = open(overlay_dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-		if (d->overlay_fd < 0)
-			r = -errno;
-	}
+	if (r == 0)
+		d->overlay_fd = overlay_fd;
+	else
+		close(overlay_fd);
 	if (r < 0) {
 		image_destroy(&d->base);
 		return r;

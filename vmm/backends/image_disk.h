@@ -21,6 +21,14 @@
 int image_disk_create(struct blk_backend **out, const char *path, const struct simage_keys *keys,
 		      const char *overlay_dir, const char *label);
 
+/*
+ * The same over descriptors the disk takes (both closed on failure too): the
+ * image (read), and the overlay, an empty regular file open read-write that
+ * whoever made it has already unlinked (O_TMPFILE) or will not reuse.
+ */
+int image_disk_create_fd(struct blk_backend **out, int image_fd, const struct simage_keys *keys, int overlay_fd,
+			 const char *label);
+
 /* Chunks that failed authentication since the disk was opened. */
 unsigned long image_disk_auth_failures(const struct blk_backend *b);
 /* Whether b is an image disk. */

@@ -82,17 +82,31 @@ static const struct blk_backend_ops raw_ops = {
 
 int raw_file_create(struct blk_backend **out, const char *path, bool read_only)
 {
+	int fd = open(path, (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+
+	return fd < 0 ? -errno : raw_file_create_fd(out, fd, read_only);
+}
+
+int raw_file_create_fd(struct blk_backend **out, int fd, bool read_only)
+{
 	struct raw_file *f = calloc(1, sizeof(*f));
 	struct stat st;
-	int r;
+	int r, fl;
 
-	if (!f)
+	if (!f) {
+		close(fd);
 		return -ENOMEM;
-	f->fd = open(path, (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC);
-	if (f->fd < 0) {
+	}
+	f->fd = fd;
+	fl = fcntl(fd, F_GETFL);
+	if (fl < 0) {
 		r = -errno;
-		free(f);
-		return r;
+		goto fail;
+	}
+	/* A descriptor from elsewhere: one that cannot do what the drive needs is refused now, not at the guest's first write. */
+	if ((fl & O_PATH) || (fl & O_ACCMODE) == O_WRONLY || (!read_only && (fl & O_ACCMODE) != O_RDWR)) {
+		r = -EBADF;
+		goto fail;
 	}
 	if (fstat(f->fd, &st) < 0) {
 		r = -errno;

@@ -11,5 +11,7 @@
  * 0 with *out, or -errno.
  */
 int raw_file_create(struct blk_backend **out, const char *path, bool read_only);
+/* The same over an open descriptor, which the backend takes (closed on failure too). */
+int raw_file_create_fd(struct blk_backend **out, int fd, bool read_only);
 
 #endif

@@ -30,3 +30,20 @@ int tap_open(const char *name, int *fd)
 	*fd = f;
 	return 0;
 }
+
+int tap_check_fd(int fd)
+{
+	struct ifreq ifr;
+	int fl;
+
+	memset(&ifr, 0, sizeof(ifr));
+	if (ioctl(fd, TUNGETIFF, &ifr) < 0)
+		return errno == EBADFD || errno == ENOTTY || errno == EINVAL ? -EINVAL : -errno;
+	if ((ifr.ifr_flags & (IFF_TAP | IFF_TUN)) != IFF_TAP || !(ifr.ifr_flags & IFF_NO_PI) ||
+	    (ifr.ifr_flags & IFF_VNET_HDR))
+		return -EINVAL;
+	fl = fcntl(fd, F_GETFL);
+	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+		return -errno;
+	return 0;
+}

@@ -11,4 +11,12 @@
 /* 0 and *fd, or -errno (-EPERM without CAP_NET_ADMIN, -EBUSY when another process holds it). */
 int tap_open(const char *name, int *fd);
 
+/*
+ * Takes a tap someone else opened and attached (TUNSETIFF) as the same kind
+ * tap_open makes: checked (TUNGETIFF: a tap, no packet information, no vnet
+ * header) and made non-blocking. The descriptor stays the caller's. 0 or
+ * -errno (-EINVAL: not such a tap).
+ */
+int tap_check_fd(int fd);
+
 #endif

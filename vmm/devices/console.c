@@ -49,13 +49,13 @@ static int connect_socket(struct console_out *c, const char *path)
 	return 0;
 }
 
+static int open_in_dir(struct console_out *c, const char *name, uint64_t max_bytes);
+
 static int open_file(struct console_out *c, const char *path, uint64_t max_bytes)
 {
 	const char *slash = strrchr(path, '/');
 	const char *name = slash ? slash + 1 : path;
 	char dir[PATH_MAX];
-	struct stat st;
-	int r;
 
 	if (!*name)
 		return -EISDIR;
@@ -72,6 +72,15 @@ static int open_file(struct console_out *c, const char *path, uint64_t max_bytes
 	c->dir_fd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (c->dir_fd < 0)
 		return -errno;
+	return open_in_dir(c, name, max_bytes);
+}
+
+/* NAME in the directory c->dir_fd (taken by c: closed on failure). */
+static int open_in_dir(struct console_out *c, const char *name, uint64_t max_bytes)
+{
+	struct stat st;
+	int r;
+
 	c->fd = openat(c->dir_fd, name, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0640);
 	if (c->fd < 0 || fstat(c->fd, &st) < 0) {
 		r = -errno;
@@ -119,6 +128,50 @@ int console_out_open(struct console_out *c, const char *path, uint64_t max_bytes
 	return r;
 }
 
+int console_out_open_fd(struct console_out *c, int fd, uint64_t max_bytes)
+{
+	struct stat st;
+	int r, fl;
+
+	if (max_bytes < 2ull * CONSOLE_CHUNK_MAX || fd < 0)
+		return -EINVAL;
+	r = init_common(c);
+	if (r < 0)
+		return r;
+	if (fstat(fd, &st) < 0) {
+		r = -errno;
+		goto fail;
+	}
+	if (S_ISDIR(st.st_mode)) {
+		c->dir_fd = fd;
+		r = open_in_dir(c, CONSOLE_DIR_FILE, max_bytes);
+		if (r < 0)
+			sv_ratelimit_destroy(&c->warn_rl);
+		return r;
+	}
+	c->fd = fd;
+	c->owned = true;
+	if (S_ISSOCK(st.st_mode)) {
+		fl = fcntl(fd, F_GETFL);
+		if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) {
+			r = -errno;
+			goto fail;
+		}
+		c->drop_when_full = true;
+	} else if (S_ISREG(st.st_mode)) {
+		/* No directory to rotate in: the one file is truncated at the cap. */
+		c->rotate_bytes = max_bytes / 2;
+		c->size = (uint64_t)st.st_size;
+		snprintf(c->name, sizeof(c->name), "the console file");
+	}
+	return 0;
+fail:
+	close(fd);
+	c->fd = -1;
+	sv_ratelimit_destroy(&c->warn_rl);
+	return r;
+}
+
 void console_out_destroy(struct console_out *c)
 {
 	if (c->owned && c->fd >= 0)
@@ -143,6 +196,15 @@ static void rotate(struct console_out *c)
 {
 	int fd, err;
 
+	if (c->dir_fd < 0) {
+		if (ftruncate(c->fd, 0) < 0 || lseek(c->fd, 0, SEEK_SET) < 0) {
+			give_up(c, "cannot truncate the console file", errno);
+			return;
+		}
+		c->size = 0;
+		c->truncations++;
+		return;
+	}
 	if (renameat(c->dir_fd, c->name, c->dir_fd, c->old_name) == 0) {
 		fd = openat(c->dir_fd, c->name, CONSOLE_ROTATE_FLAGS, 0640);
 		if (fd >= 0) {
@@ -173,7 +235,7 @@ void console_out_write(struct console_out *c, const char *buf, size_t len)
 
 	if (c->fd < 0 || len == 0)
 		return;
-	if (c->dir_fd >= 0) {
+	if (c->rotate_bytes) {
 		if (len > c->rotate_bytes) { /* the newest part only */
 			buf += len - c->rotate_bytes;
 			len = (size_t)c->rotate_bytes;

@@ -42,7 +42,8 @@ struct console_out {
 	bool owned; /* closed by console_out_destroy */
 	bool drop_when_full; /* non-blocking socket */
 	int dir_fd; /* a regular file's directory (O_PATH); -1: no rotation */
-	uint64_t rotate_bytes; /* the current file is rotated before it would pass this */
+	uint64_t rotate_bytes; /* the current file is rotated (or, with no directory, truncated) before it
+				* would pass this; 0: unbounded (not a regular file) */
 	uint64_t size;         /* bytes in the current file */
 	uint64_t rotations;    /* renames done */
 	uint64_t truncations;  /* rotations that had to truncate instead */
@@ -63,6 +64,16 @@ int console_out_init_fd(struct console_out *c, int fd);
  */
 #define CONSOLE_CHUNK_MAX 4096u /* the most one console_out_write gets from the serial device */
 int console_out_open(struct console_out *c, const char *path, uint64_t max_bytes);
+
+/*
+ * The same for a descriptor, which c takes (closed on failure too): a
+ * directory (O_PATH will do) gets CONSOLE_DIR_FILE in it, rotated as above
+ * through that descriptor; a regular file is written as it is and truncated
+ * when it would pass max_bytes / 2; a socket is made non-blocking; anything
+ * else is written as it is. 0 or -errno.
+ */
+#define CONSOLE_DIR_FILE "console.log"
+int console_out_open_fd(struct console_out *c, int fd, uint64_t max_bytes);
 
 void console_out_destroy(struct console_out *c);
 

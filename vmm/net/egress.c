@@ -202,29 +202,32 @@ out:
 
 int net_egress_load_file(struct net_egress *e, const char *path, char *err, size_t errlen)
 {
+	int fd = open(path, O_RDONLY | O_CLOEXEC), r;
+
+	if (fd < 0)
+		return sv_errf(-errno, err, errlen, "net policy %s: %s", path, strerror(errno));
+	r = net_egress_load_fd(e, fd, path, err, errlen);
+	close(fd);
+	return r;
+}
+
+int net_egress_load_fd(struct net_egress *e, int fd, const char *label, char *err, size_t errlen)
+{
 	struct stat st;
 	char *buf;
 	ssize_t n;
-	int fd, r;
+	int r;
 
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return sv_errf(-errno, err, errlen, "net policy %s: %s", path, strerror(errno));
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > NET_POLICY_MAX_BYTES) {
-		close(fd);
-		return sv_errf(-EINVAL, err, errlen, "net policy %s: not a regular file of at most %u bytes", path,
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > NET_POLICY_MAX_BYTES)
+		return sv_errf(-EINVAL, err, errlen, "net policy %s: not a regular file of at most %u bytes", label,
 			    NET_POLICY_MAX_BYTES);
-	}
 	buf = malloc((size_t)st.st_size + 1);
-	if (!buf) {
-		close(fd);
+	if (!buf)
 		return -ENOMEM;
-	}
-	n = read(fd, buf, (size_t)st.st_size);
-	close(fd);
+	n = pread(fd, buf, (size_t)st.st_size, 0);
 	if (n != st.st_size) {
 		free(buf);
-		return sv_errf(-EINVAL, err, errlen, "net policy %s: short read", path);
+		return sv_errf(-EINVAL, err, errlen, "net policy %s: short read", label);
 	}
 	r = net_egress_load(e, buf, (size_t)n, err, errlen);
 	free(buf);

@@ -50,6 +50,8 @@ struct net_egress {
 /* Parses and builds a policy (pure apart from allocation); replaces e's on success only. */
 int net_egress_load(struct net_egress *e, const char *json, size_t len, char *err, size_t errlen);
 int net_egress_load_file(struct net_egress *e, const char *path, char *err, size_t errlen);
+/* The same from a descriptor (read from offset 0; it stays the caller's); label names it in messages. */
+int net_egress_load_fd(struct net_egress *e, int fd, const char *label, char *err, size_t errlen);
 /* net_egress_fn for virtio/net.h: counts the verdict, logs some drops, says pass or not. */
 bool net_egress_check(void *ctx, const uint8_t *frame, size_t len);
 /* {"mode", "allow": N, "deny": N, "allow_private": N, "counters": {"pass_open": N, ...}} */

@@ -172,6 +172,13 @@ int virtio_blk_open(struct virtio_blk *blk, const char *path, bool read_only, co
 	return raw_file_create(&blk->backend, path, read_only);
 }
 
+int virtio_blk_open_fd(struct virtio_blk *blk, int fd, bool read_only, const char *serial)
+{
+	virtio_blk_open_spare(blk, serial);
+	blk->read_only = read_only;
+	return raw_file_create_fd(&blk->backend, fd, read_only);
+}
+
 void virtio_blk_open_spare(struct virtio_blk *blk, const char *serial)
 {
 	memset(blk, 0, sizeof(*blk));

@@ -57,6 +57,8 @@ uint8_t virtio_blk_execute(struct virtio_blk *blk, const struct virtio_blk_req *
 			   uint32_t *written);
 
 int virtio_blk_open(struct virtio_blk *blk, const char *path, bool read_only, const char *serial);
+/* The same over a descriptor the drive takes (closed on failure too). */
+int virtio_blk_open_fd(struct virtio_blk *blk, int fd, bool read_only, const char *serial);
 /* A read-write drive with no backend yet. */
 void virtio_blk_open_spare(struct virtio_blk *blk, const char *serial);
 

@@ -3,6 +3,7 @@
 #include <cjson/cJSON.h>
 #include <endian.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -360,6 +361,8 @@ static int connect_host_listener(const struct vsock_dev *vs, uint32_t port)
 	struct sockaddr_un addr = { .sun_family = AF_UNIX };
 	int fd, n;
 
+	if (!vs->path)
+		return -ECONNREFUSED;
 	n = snprintf(addr.sun_path, sizeof(addr.sun_path), "%s_%u", vs->path, port);
 	if (n < 0 || (size_t)n >= sizeof(addr.sun_path))
 		return -ENAMETOOLONG;
@@ -639,18 +642,21 @@ const struct virtio_dev_ops virtio_vsock_ops = {
 	.reset = vsock_reset,
 };
 
-int vsock_dev_init(struct vsock_dev *vs, uint64_t guest_cid, const char *path)
+static int init_common(struct vsock_dev *vs, uint64_t guest_cid, const char *path, int listen_fd)
 {
 	memset(vs, 0, sizeof(*vs));
 	vs->listen_h.fd = -1;
-	if (guest_cid <= VSOCK_HOST_CID || guest_cid >= 0xffffffffull)
+	vs->given_fd = -1;
+	if (guest_cid <= VSOCK_HOST_CID || guest_cid >= 0xffffffffull || (!path) == (listen_fd < 0))
 		return -EINVAL;
 	vs->guest_cid = guest_cid;
 	/* Ports the host side picks for its own connections, out of the way of services. */
 	vs->next_local_port = 1u << 30;
-	vs->path = strdup(path);
-	if (!vs->path)
-		return -ENOMEM;
+	if (path) {
+		vs->path = strdup(path);
+		if (!vs->path)
+			return -ENOMEM;
+	}
 	if (sv_ratelimit_init(&vs->ctl_full_log, "virtio-vsock: control queue full", SV_RATELIMIT_BURST,
 			      SV_RATELIMIT_INTERVAL_NS) < 0)
 		goto fail_ctl;
@@ -671,6 +677,20 @@ fail_ctl:
 	return -ENOMEM;
 }
 
+int vsock_dev_init(struct vsock_dev *vs, uint64_t guest_cid, const char *path)
+{
+	return path ? init_common(vs, guest_cid, path, -1) : -EINVAL;
+}
+
+int vsock_dev_init_fd(struct vsock_dev *vs, uint64_t guest_cid, int listen_fd)
+{
+	int r = listen_fd >= 0 ? init_common(vs, guest_cid, NULL, listen_fd) : -EINVAL;
+
+	if (r == 0)
+		vs->given_fd = listen_fd;
+	return r;
+}
+
 int vsock_dev_start(struct vsock_dev *vs, struct virtio_dev *dev, struct event_loop *loop)
 {
 	struct sockaddr_un addr = { .sun_family = AF_UNIX };
@@ -679,6 +699,17 @@ int vsock_dev_start(struct vsock_dev *vs, struct virtio_dev *dev, struct event_l
 
 	vs->dev = dev;
 	vs->loop = loop;
+	if (!vs->path) {
+		int fl = fcntl(vs->given_fd, F_GETFL);
+
+		if (fl < 0 || fcntl(vs->given_fd, F_SETFL, fl | O_NONBLOCK) < 0)
+			return -errno;
+		vs->listen_h = (struct event_handler){ .fd = vs->given_fd, .cb = listen_event, .opaque = vs };
+		vs->given_fd = -1;
+		if (event_loop_add(loop, &vs->listen_h, EPOLLIN) < 0)
+			return -EIO;
+		return 0;
+	}
 	if (strlen(vs->path) >= sizeof(addr.sun_path) - 12)
 		return -ENAMETOOLONG;
 	if (lstat(vs->path, &st) == 0) {
@@ -714,8 +745,12 @@ void vsock_dev_destroy(struct vsock_dev *vs)
 	if (vs->listen_h.fd >= 0) {
 		event_loop_del(vs->loop, &vs->listen_h);
 		close(vs->listen_h.fd);
-		unlink(vs->path);
+		if (vs->path)
+			unlink(vs->path);
 	}
+	if (vs->given_fd >= 0)
+		close(vs->given_fd);
+	vs->given_fd = -1;
 	free(vs->path);
 	vs->path = NULL;
 	sv_ratelimit_destroy(&vs->ctl_full_log);

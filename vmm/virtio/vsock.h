@@ -18,6 +18,10 @@
  * follows the virtio credit scheme both ways; a guest that overruns its
  * credit, spoofs addresses or sends malformed packets gets its connection
  * reset, and the VMM carries on.
+ *
+ * Given an already listening socket instead of a path (vsock_dev_init_fd),
+ * the device neither binds nor unlinks anything, and a guest's connections
+ * to the host are refused (reset): there is no path to connect to.
  */
 
 #define VSOCK_CONN_BUF (256u * 1024u) /* what the host side buffers per connection */
@@ -31,7 +35,8 @@ struct vsock_dev {
 	struct virtio_dev *dev; /* set when attached to its transport */
 	struct event_loop *loop;
 	uint64_t guest_cid;
-	char *path;
+	char *path;   /* NULL with a listening socket given */
+	int given_fd; /* that socket, until vsock_dev_start takes it; -1: none */
 	struct event_handler listen_h;
 	struct vsock_conn *conns;
 	unsigned nconns;
@@ -48,6 +53,8 @@ struct vsock_dev {
 };
 
 int vsock_dev_init(struct vsock_dev *vs, uint64_t guest_cid, const char *path);
+/* The same over listen_fd, a listening unix stream socket the device takes (closed by destroy). */
+int vsock_dev_init_fd(struct vsock_dev *vs, uint64_t guest_cid, int listen_fd);
 /* Starts listening for host clients; needs the device's transport already set. */
 int vsock_dev_start(struct vsock_dev *vs, struct virtio_dev *dev, struct event_loop *loop);
 void vsock_dev_destroy(struct vsock_dev *vs);
