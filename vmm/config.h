@@ -5,6 +5,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "jail.h"
+
 /*
  * Everything the VMM is told, parsed once (flags and/or a JSON file) into this
  * struct and validated before any KVM object exists. Later code trusts it.
@@ -56,6 +58,7 @@ struct vmm_config {
 	uint8_t net_mac[6];  /* the guest's MAC (locally administered unicast) */
 	char *net_policy;    /* egress policy JSON file (vmm/net/egress.h); required with net_tap */
 	uint64_t vsock_cid;  /* the guest's CID, 3 unless given */
+	struct vmm_jail_config jail; /* --jail-*: root NULL: not jailed */
 };
 
 /* What main() should do after parsing. */
