@@ -59,8 +59,9 @@ struct sandbox_vm {
 
 /* The VMM's command line; the strings argv points to live in the struct. */
 struct sandbox_vm_cmd {
-	const char *argv[32];
+	const char *argv[64];
 	char cpus[16], mem[16], cmdline[2048], drive[4096 + 32];
+	char jail_uid[16], jail_gid[16], jail_fsize[24];
 };
 
 /*
