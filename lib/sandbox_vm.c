@@ -272,6 +272,25 @@ int sandbox_vm_prepare(const struct sandbox_vm_config *cfg, struct sandbox_vm *v
 		argv[argc++] = "--net-policy";
 		argv[argc++] = fds.policy;
 	}
+	if (cfg->jail) {
+		snprintf(cmd->jail_uid, sizeof(cmd->jail_uid), "%u", cfg->jail->uid);
+		snprintf(cmd->jail_gid, sizeof(cmd->jail_gid), "%u", cfg->jail->gid);
+		argv[argc++] = "--jail-root";
+		argv[argc++] = cfg->jail->root;
+		argv[argc++] = "--jail-uid";
+		argv[argc++] = cmd->jail_uid;
+		argv[argc++] = "--jail-gid";
+		argv[argc++] = cmd->jail_gid;
+		if (cfg->jail->cgroup) {
+			argv[argc++] = "--jail-cgroup";
+			argv[argc++] = cfg->jail->cgroup;
+		}
+		if (cfg->jail->fsize) {
+			snprintf(cmd->jail_fsize, sizeof(cmd->jail_fsize), "%llu", cfg->jail->fsize);
+			argv[argc++] = "--jail-fsize";
+			argv[argc++] = cmd->jail_fsize;
+		}
+	}
 	argv[argc] = NULL;
 	return 0;
 }

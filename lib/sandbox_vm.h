@@ -74,8 +74,9 @@ struct sandbox_vm {
  * (sandbox_vm_cmd_close).
  */
 struct sandbox_vm_cmd {
-	const char *argv[40];
+	const char *argv[64];
 	char cpus[16], mem[16], cmdline[2048], drive[4096 + 32], net[96];
+	char jail_uid[16], jail_gid[16], jail_fsize[24];
 	int fds[SANDBOX_VM_MAX_FDS];
 	unsigned nfds;
 	char fd_args[SANDBOX_VM_MAX_FDS][16];

@@ -24,6 +24,8 @@ const char vmm_config_usage[] =
 	"           [--vsock SOCKET[,cid=N]]\n"
 	"           [--net tap=NAME|tapfd=N[,mac=MAC] --net-policy FILE.json]\n"
 	"           [--kvm PATH]\n"
+	"           [--jail-root DIR --jail-uid U --jail-gid G [--jail-cgroup DIR]\n"
+	"            [--jail-fsize BYTES] [--jail-nofile N]]\n"
 	"\n"
 	"Boots one microVM on KVM and runs until the guest reboots or shuts down.\n"
 	"  --kernel PATH       ELF vmlinux (PVH entry) or bzImage (64-bit boot protocol)\n"
@@ -57,6 +59,13 @@ const char vmm_config_usage[] =
 	"Every PATH, FILE and SOCKET above may be fd:N instead: an inherited descriptor\n"
 	"(N >= 3) the VMM takes over; --console fd:N may be a directory, in which it\n"
 	"writes console.log (docs/vmm.md).\n"
+	"  --jail-root DIR     enter the jail before the VM exists (docs/security.md): DIR, an\n"
+	"                      empty directory, becomes / (read-only); new mount, PID, IPC, UTS\n"
+	"                      and network namespaces; with --jail-uid and --jail-gid (non-zero):\n"
+	"                      those ids, no capabilities, no new privileges\n"
+	"  --jail-cgroup DIR   join this cgroup v2 directory first\n"
+	"  --jail-fsize BYTES  RLIMIT_FSIZE in the jail (default 64 GiB)\n"
+	"  --jail-nofile N     RLIMIT_NOFILE in the jail, 64..1048576 (default 4096)\n"
 	"Exit status: 0 guest ended (reboot, shutdown) or stop requested; 1 VMM error;\n"
 	"2 invalid configuration; 3 kernel image rejected; 4 guest kernel panic;\n"
 	"5 guest crashed (triple fault or unrecoverable CPU state); 6 boot timeout.\n";
@@ -97,6 +106,7 @@ void vmm_config_destroy(struct vmm_config *cfg)
 	free(cfg->vsock_path);
 	free(cfg->net_tap);
 	free(cfg->net_policy);
+	vmm_jail_config_destroy(&cfg->jail);
 	memset(cfg, 0, sizeof(*cfg));
 }
 
@@ -354,6 +364,9 @@ static int apply_field(struct vmm_config *cfg, const char *name, const char *val
 	uint64_t n;
 	int r;
 
+	r = vmm_jail_config_set(&cfg->jail, name, value, err, errlen);
+	if (r != -ENOENT)
+		return r;
 	if (strcmp(name, "kernel") == 0)
 		return set_path("kernel", &cfg->kernel, &cfg->kernel_fd, value, err, errlen);
 	if (strcmp(name, "initrd") == 0)
@@ -422,6 +435,10 @@ static int json_field_to_text(const cJSON *item, char *buf, size_t buflen, const
 
 static bool is_numeric_field(const char *name)
 {
+	bool numeric;
+
+	if (vmm_jail_is_json_field(name, &numeric))
+		return numeric;
 	return strcmp(name, "cpus") == 0 || strcmp(name, "memory_mib") == 0 ||
 	       strcmp(name, "boot_timeout_s") == 0 || strcmp(name, "console_max_bytes") == 0;
 }
@@ -433,6 +450,10 @@ static bool is_json_field(const char *name)
 		"memory_mib", "boot_timeout_s", "hugepages", "verbose", "drives", "vsock",
 		"console_max_bytes", "seccomp", "kvm",
 	};
+	bool numeric;
+
+	if (vmm_jail_is_json_field(name, &numeric))
+		return true;
 
 	for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
 		if (strcmp(name, fields[i]) == 0)
@@ -617,7 +638,7 @@ int vmm_config_parse_args(struct vmm_config *cfg, int argc, char **argv,
 		if (strcmp(name, "config") == 0)
 			continue;
 		if (strcmp(name, "memory_mib") == 0 || strcmp(name, "boot_timeout_s") == 0 ||
-		    strcmp(name, "console_max_bytes") == 0)
+		    strcmp(name, "console_max_bytes") == 0 || strncmp(name, "jail_", 5) == 0)
 			return sv_errf(-EINVAL, err, errlen, "unknown option '--%s'", name);
 		if (!value)
 			return sv_errf(-EINVAL, err, errlen, "--%s needs a value", name);
@@ -722,7 +743,7 @@ int vmm_config_validate(const struct vmm_config *cfg, char *err, size_t errlen)
 		return sv_errf(-EINVAL, err, errlen, "net: --net needs --net-policy FILE (the egress firewall policy)");
 	if (cfg->net_policy && !vmm_config_has_net(cfg))
 		return sv_errf(-EINVAL, err, errlen, "net: --net-policy without --net");
-	return 0;
+	return vmm_jail_config_validate(&cfg->jail, err, errlen);
 }
 
 unsigned vmm_config_fds(const struct vmm_config *cfg, int *fds, unsigned max)

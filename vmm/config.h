@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "seccomp.h"
+#include "jail.h"
 
 /*
  * Everything the VMM is told, parsed once (flags and/or a JSON file) into this
@@ -70,6 +71,7 @@ struct vmm_config {
 	char *net_policy;    /* egress policy JSON file (vmm/net/egress.h); required with net_tap */
 	uint64_t vsock_cid;  /* the guest's CID, 3 unless given */
 	enum vmm_seccomp_mode seccomp; /* per-thread filters; VMM_SECCOMP_KILL unless given */
+	struct vmm_jail_config jail; /* --jail-*: root NULL: not jailed */
 };
 
 /* What main() should do after parsing. */

@@ -11,6 +11,7 @@
 
 #include "config.h"
 #include "devices/console.h"
+#include "jail.h"
 #include "log.h"
 #include "seccomp.h"
 #include "vcpu.h"
@@ -47,6 +48,51 @@ static int setup_signals(void)
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGHUP);
 	return -pthread_sigmask(SIG_BLOCK, &set, NULL);
+}
+
+/*
+ * The descriptors the configuration names ("fd:N", "tapfd=N"): every value
+ * on the command line, and the paths a --config file set.
+ */
+static int named_fds(const struct vmm_config *cfg, int argc, char **argv, int *fds, size_t *n)
+{
+	const char *paths[] = {cfg->kernel, cfg->initrd, cfg->console_path, cfg->control_path, cfg->vsock_path,
+			       cfg->net_tap, cfg->net_policy};
+	int r = 0;
+
+	for (int i = 1; r == 0 && i < argc; i++)
+		r = vmm_jail_named_fds(argv[i], fds, n, VMM_JAIL_MAX_FDS);
+	for (size_t i = 0; r == 0 && i < sizeof(paths) / sizeof(paths[0]); i++)
+		if (paths[i])
+			r = vmm_jail_named_fds(paths[i], fds, n, VMM_JAIL_MAX_FDS);
+	for (unsigned i = 0; r == 0 && i < cfg->ndrives; i++)
+		if (cfg->drives[i].path)
+			r = vmm_jail_named_fds(cfg->drives[i].path, fds, n, VMM_JAIL_MAX_FDS);
+	return r;
+}
+
+/*
+ * With --jail-*: 0 in the jailed child, which goes on; 1 in the keeper,
+ * whose child ended with *code; -1 after an error (logged, *code set).
+ */
+static int enter_jail(const struct vmm_config *cfg, int argc, char **argv, int *code)
+{
+	int fds[VMM_JAIL_MAX_FDS], r;
+	char err[512];
+	size_t n = 0;
+
+	if (named_fds(cfg, argc, argv, fds, &n) < 0) {
+		sv_err("jail: more than %u descriptors named on the command line", VMM_JAIL_MAX_FDS);
+		*code = VMM_EXIT_CONFIG;
+		return -1;
+	}
+	r = vmm_jail_enter(&cfg->jail, fds, n, code, err, sizeof(err));
+	if (r < 0) {
+		sv_err("%s", err);
+		*code = VMM_EXIT_ERROR;
+		return -1;
+	}
+	return r == VMM_JAIL_KEEPER ? 1 : 0;
 }
 
 /* Returns 0, or -1 with a message in err. */
@@ -114,6 +160,11 @@ int main(int argc, char **argv)
 	}
 	if (cfg.verbose)
 		sv_log_init("vmm", SV_LOG_DEBUG);
+	/* Before anything else: the VM and every guest input exist only inside the jail. */
+	if (cfg.jail.root && enter_jail(&cfg, argc, argv, &code) != 0) {
+		vmm_config_destroy(&cfg);
+		return code;
+	}
 	code = VMM_EXIT_ERROR;
 	if (vm_probe_kernel(cfg.kernel, cfg.kernel_fd, &code, err, sizeof(err)) < 0) {
 		sv_err("%s", err);

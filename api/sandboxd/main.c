@@ -26,7 +26,7 @@
 #include "tunnel_serve.h"
 
 /* Long options without a short letter. */
-enum { OPT_TUNNEL_MAX_CONNECTIONS = 0x100, OPT_TUNNEL_IDLE_TIMEOUT };
+enum { OPT_TUNNEL_MAX_CONNECTIONS = 0x100, OPT_TUNNEL_IDLE_TIMEOUT, OPT_NO_JAIL, OPT_JAIL_IDS, OPT_CGROUP_ROOT };
 #include "log.h"
 #include "net.h"
 #include "routes.h"
@@ -47,7 +47,7 @@ static const char usage[] =
 	"                [--no-net] [--allow-private-egress CIDR[,CIDR...]]... [--image-dir DIR]...\n"
 	"                [--ingress HOST:PORT --ingress-domain DOMAIN [--ingress-tls-cert F --ingress-tls-key F]]\n"
 	"                [--tunnel-ports LO-HI] [--tunnel-host HOST] [--tunnel-max-connections N]\n"
-	"                [--tunnel-idle-timeout S]\n"
+	"                [--tunnel-idle-timeout S] [--no-jail] [--jail-ids FIRST:COUNT] [--cgroup-root DIR]\n"
 	"       sandboxd [--state-dir DIR] --new-key NAME\n"
 	"       sandboxd [--state-dir DIR] --rotate-managed-key\n"
 	"\n"
@@ -98,6 +98,14 @@ static const char usage[] =
 	"                       open connections per tunnel (default 256; closed at once beyond)\n"
 	"  --tunnel-idle-timeout S\n"
 	"                       a tunnel connection without a byte either way closes (default 600)\n"
+	"  --no-jail            run VMMs unjailed, as root in sandboxd's namespaces (debugging only;\n"
+	"                       default: each VMM jailed, docs/security.md)\n"
+	"  --jail-ids FIRST:COUNT\n"
+	"                       the uids (gid = uid) jailed VMMs run as, one per sandbox, the lowest\n"
+	"                       free first (default 200000:10000)\n"
+	"  --cgroup-root DIR    the cgroup v2 directory under which each VMM gets a leaf sandvm/ID\n"
+	"                       with its memory, pids and cpu limits (default: the cgroup2 mount;\n"
+	"                       without one, VMMs are jailed without a cgroup, with a warning)\n"
 	"  --new-key NAME       make an API key, store its hash, print the key, exit\n"
 	"  --rotate-managed-key replace the managed key of snapshot images, re-wrapping each\n"
 	"                       image's key with the new one (run while sandboxd is stopped)\n";
@@ -462,12 +470,15 @@ int main(int argc, char **argv)
 		{"tunnel-host", required_argument, NULL, 'H'},
 		{"tunnel-max-connections", required_argument, NULL, OPT_TUNNEL_MAX_CONNECTIONS},
 		{"tunnel-idle-timeout", required_argument, NULL, OPT_TUNNEL_IDLE_TIMEOUT},
+		{"no-jail", no_argument, NULL, OPT_NO_JAIL},
+		{"jail-ids", required_argument, NULL, OPT_JAIL_IDS},
+		{"cgroup-root", required_argument, NULL, OPT_CGROUP_ROOT},
 		{NULL, 0, NULL, 0}};
 	struct daemon *dm = calloc(1, sizeof(*dm));
 	struct sandboxd *d = &dm->d;
 	const char *socket_path = DEFAULT_SOCKET, *listen_addr = NULL, *insecure_addr = NULL, *new_key = NULL;
 	struct tls_options tls = {0}, ingress_tls = {0};
-	const char *ingress_addr = NULL, *ingress_domain = NULL;
+	const char *ingress_addr = NULL, *ingress_domain = NULL, *cgroup_root = NULL;
 	unsigned ingress_timeout_s = INGRESS_DEFAULT_RESPONSE_TIMEOUT_MS / 1000;
 	bool builder_given = false, rotate = false;
 	enum sv_log_level level = SV_LOG_INFO;
@@ -487,6 +498,7 @@ int main(int argc, char **argv)
 	d->tunnel_idle_timeout_s = TUNNEL_DEFAULT_IDLE_TIMEOUT_S;
 	d->image_sweep_s = 3600;
 	d->net_enabled = true;
+	jail_host_defaults(&d->jail);
 	d->allow_private = cJSON_CreateArray();
 	if (!d->allow_private)
 		return 1;
@@ -539,6 +551,15 @@ int main(int argc, char **argv)
 				return 2;
 			}
 			break;
+		case OPT_NO_JAIL: d->jail.enabled = false; break;
+		case OPT_JAIL_IDS:
+			if (jail_host_parse_ids(optarg, &d->jail.first, &d->jail.count) < 0) {
+				fprintf(stderr, "sandboxd: --jail-ids wants FIRST:COUNT, FIRST >= 1, COUNT 1..%u, "
+						"the last id below 4294967295\n", JAIL_HOST_IDS_COUNT_MAX);
+				return 2;
+			}
+			break;
+		case OPT_CGROUP_ROOT: cgroup_root = optarg; break;
 		case 'i': snprintf(d->images_dir, sizeof(d->images_dir), "%s", optarg); break;
 		case 'v': snprintf(d->vmm_path, sizeof(d->vmm_path), "%s", optarg); break;
 		case 'b':
@@ -624,6 +645,8 @@ int main(int argc, char **argv)
 	default_paths(argv[0], d->images_dir, d->vmm_path, builder_given ? NULL : d->image_builder,
 		      sizeof(d->images_dir));
 	d->launcher = &vmm_launcher_process;
+	if (jail_host_init(&d->jail, cgroup_root) < 0)
+		return 1;
 	if (images_init(d) < 0) {
 		sv_err("out of memory");
 		return 1;

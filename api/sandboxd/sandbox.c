@@ -37,8 +37,10 @@
 static void finish(struct sandbox *sb, const char *reason, int returncode, const char *message);
 static void ready_abort(struct sandbox *sb);
 
-const struct sandbox_part_ops *const sandbox_parts[] = {&sandbox_net_part, &sandbox_mounts_part, &sandbox_ingress_part,
-							  &sandbox_tunnels_part, &sandbox_tunnel_listeners_part, NULL};
+/* The jail first: the others may need the VMM's uid (a tap's owner); torn down last, after the VMM is gone. */
+const struct sandbox_part_ops *const sandbox_parts[] = {&sandbox_jail_part, &sandbox_net_part, &sandbox_mounts_part,
+							  &sandbox_ingress_part, &sandbox_tunnels_part,
+							  &sandbox_tunnel_listeners_part, NULL};
 
 /* Every part's teardown, the last set up first. */
 static void parts_teardown(struct sandbox *sb)
@@ -295,6 +297,8 @@ static void vmm_exited(void *ctx, const char *how)
 	parts_teardown(sb);
 	if (sb->state == SANDBOX_STOPPING) {
 		set_state(sb, SANDBOX_FINISHED);
+	} else if (!sandbox_has_ended(sb) && jail_host_oom_message(sb, sb->message, sizeof(sb->message))) {
+		finish(sb, "failed", RC_FAILED, NULL);
 	} else if (!sandbox_has_ended(sb)) {
 		tail_console(sb, detail, sizeof(detail));
 		tail_file(sb->vm.log, log, sizeof(log));
@@ -761,7 +765,10 @@ static void restore_one(void *ctx, const char *id, void *record)
 		return;
 	}
 	if (!sb->vmm) {
-		finish(sb, "failed", RC_FAILED, "the VM ended while sandboxd was down");
+		char oom[160];
+
+		finish(sb, "failed", RC_FAILED,
+		       jail_host_oom_message(sb, oom, sizeof(oom)) ? oom : "the VM ended while sandboxd was down");
 	} else if (sb->state == SANDBOX_STARTING) {
 		finish(sb, "failed", RC_FAILED, "sandboxd restarted while the sandbox was starting");
 	} else if (sb->spec.command) {

@@ -13,6 +13,7 @@
 #include <uv.h>
 
 #include "ingress.h"
+#include "jail_host.h"
 #include "net.h"
 #include "sandbox_vm.h"
 #include "snapshots.h"
@@ -73,6 +74,7 @@ struct sandbox {
 	struct exec_session *execs;
 	struct exec_session *entrypoint;
 	unsigned refs; /* handles open, workers, requests holding it */
+	struct sandbox_jail jail; /* its uid/gid, jail root and cgroup leaf (jail_host.c) */
 	struct sandbox_net net;
 	struct sandbox_mount mounts[SANDBOX_MOUNT_SLOTS];
 	struct sandbox_ingress ingress; /* connect tokens and port labels (ingress.c) */

@@ -40,6 +40,7 @@ struct sandbox_part_ops {
 	void (*to_json)(const struct sandbox *sb, struct cJSON *out);
 };
 
+extern const struct sandbox_part_ops sandbox_jail_part;   /* jail_host.c: uid/gid, jail root, cgroup leaf */
 extern const struct sandbox_part_ops sandbox_net_part;    /* net.c */
 extern const struct sandbox_part_ops sandbox_mounts_part; /* snapshots.c */
 extern const struct sandbox_part_ops sandbox_ingress_part; /* ingress.c */

@@ -13,6 +13,7 @@
 #include <uv.h>
 
 #include "image_path.h"
+#include "jail_host.h"
 #include "net.h"
 
 struct cJSON;
@@ -29,6 +30,7 @@ struct sandboxd {
 	struct image_dirs image_dirs; /* where a client's image path may point: images_dir, --image-dir */
 	char vmm_path[4096];
 	const struct vmm_launcher_ops *launcher; /* how VMMs start and stop (vmm_launcher.h) */
+	struct jail_host jail;                   /* --no-jail, --jail-ids, --cgroup-root (jail_host.h) */
 	char image_builder[4096]; /* "" when images cannot be built here */
 	unsigned max_sandboxes;
 	unsigned max_memory_mib;

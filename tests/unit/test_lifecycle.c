@@ -41,6 +41,7 @@ struct daemon {
 	pid_t pid;
 	unsigned ingress_port; /* the daemon serves --ingress there when set */
 	char tunnel_ports[32]; /* --tunnel-ports, when set (with ingress_port) */
+	char cgroup_root[128]; /* jailed (--cgroup-root) when set; --no-jail otherwise */
 };
 
 static double now_s(void)
@@ -121,6 +122,14 @@ static void start_daemon(struct daemon *d)
 					"4096"};
 		int n = 14;
 
+		/* The fake VMM ignores --jail-*: jailed, only sandboxd's side of the jail is real. */
+		if (d->cgroup_root[0]) {
+			argv[n++] = "--cgroup-root";
+			argv[n++] = d->cgroup_root;
+		} else {
+			argv[n++] = "--no-jail";
+		}
+
 		snprintf(ingress, sizeof(ingress), "127.0.0.1:%u", d->ingress_port);
 		if (d->ingress_port) {
 			argv[n++] = "--ingress";
@@ -157,7 +166,7 @@ static void stop_daemon(struct daemon *d)
 	d->pid = -1;
 }
 
-static int setup(void **state)
+static int setup_with(void **state, const char *cgroup_root)
 {
 	struct daemon *d = calloc(1, sizeof(*d));
 	char self[PATH_MAX], path[PATH_MAX + 64], cmd[PATH_MAX + 64];
@@ -191,6 +200,8 @@ static int setup(void **state)
 		return -1;
 	pclose(p);
 	d->key[strcspn(d->key, "\n")] = '\0';
+	if (cgroup_root)
+		snprintf(d->cgroup_root, sizeof(d->cgroup_root), "%s", cgroup_root);
 	start_daemon(d);
 	*state = d;
 	return 0;
@@ -219,6 +230,45 @@ static int teardown(void **state)
 		return -1;
 	free(d);
 	return 0;
+}
+
+static int setup(void **state)
+{
+	return setup_with(state, NULL);
+}
+
+/* Jailed, under a cgroup v2 directory of its own; skipped where sandboxd could not jail (not root, no cgroup2). */
+static int setup_jailed(void **state)
+{
+	static const char *const roots[] = {"/sys/fs/cgroup/unified", "/sys/fs/cgroup"};
+	char probe[128], dir[128];
+
+	*state = NULL;
+	if (geteuid() != 0)
+		return 0;
+	for (size_t i = 0; i < sizeof(roots) / sizeof(roots[0]); i++) {
+		snprintf(probe, sizeof(probe), "%s/cgroup.procs", roots[i]);
+		snprintf(dir, sizeof(dir), "%s/sandvm-test-life-%d", roots[i], getpid());
+		if (access(probe, W_OK) == 0 && mkdir(dir, 0755) == 0)
+			return setup_with(state, dir);
+	}
+	return 0;
+}
+
+static int teardown_jailed(void **state)
+{
+	struct daemon *d = *state;
+	char root[sizeof(d->cgroup_root)], sandvm[sizeof(d->cgroup_root) + 8];
+	int r;
+
+	if (!d)
+		return 0;
+	snprintf(root, sizeof(root), "%s", d->cgroup_root);
+	snprintf(sandvm, sizeof(sandvm), "%s/sandvm", root);
+	r = teardown(state);
+	rmdir(sandvm);
+	rmdir(root);
+	return r;
 }
 
 /* "id" of a sandbox object. */
@@ -422,6 +472,79 @@ static void restart_adopts(void **state)
 	assert_true(has(body, "\"state\":\"running\""));
 	exec_in(d, id, "[\"echo\",\"still here\"]", out, sizeof(out));
 	assert_true(has(out, "still here"));
+}
+
+/* The record's "jail" uid of sandbox id, or 0. */
+static unsigned record_uid(struct daemon *d, const char *id)
+{
+	char path[256], text[16384] = "", *p;
+	FILE *f;
+	size_t n;
+
+	snprintf(path, sizeof(path), "%s/sandboxes/%s/sandbox.json", d->state, id);
+	f = fopen(path, "r");
+	if (!f)
+		return 0;
+	n = fread(text, 1, sizeof(text) - 1, f);
+	fclose(f);
+	text[n] = '\0';
+	p = strstr(text, "\"jail\"");
+	p = p ? strstr(p, "\"uid\":") : NULL;
+	return p ? (unsigned)strtoul(p + 6, NULL, 10) : 0;
+}
+
+static void create_minimal(struct daemon *d, char *id, size_t cap)
+{
+	char body[65536];
+
+	assert_int_equal(request(d, "POST", "/v1/sandboxes", "{\"image\":\"minimal\",\"timeout\":600}", body,
+				 sizeof(body)),
+			 201);
+	id_of(body, id, cap);
+}
+
+/*
+ * sandboxd's side of the jail: each sandbox its own uid (the lowest free,
+ * kept in its record and reserved across a restart), an empty root-owned
+ * 0555 jail root and a cgroup leaf, both gone with the VMM.
+ */
+static void jail_host_side(void **state)
+{
+	struct daemon *d = *state;
+	char a[64], b[64], c[64], e[64], path[512], body[65536];
+	struct stat st;
+
+	if (!d)
+		skip(); /* not root, or no writable cgroup v2 here */
+	create_minimal(d, a, sizeof(a));
+	create_minimal(d, b, sizeof(b));
+	assert_int_equal(record_uid(d, a), 200000);
+	assert_int_equal(record_uid(d, b), 200001);
+	snprintf(path, sizeof(path), "%s/sandboxes/%s/root", d->state, a);
+	assert_int_equal(stat(path, &st), 0);
+	assert_true(S_ISDIR(st.st_mode));
+	assert_int_equal(st.st_mode & 07777, 0555);
+	assert_int_equal(st.st_uid, 0);
+	snprintf(path, sizeof(path), "%s/sandvm/%s/cgroup.procs", d->cgroup_root, a);
+	assert_int_equal(access(path, F_OK), 0);
+	/* A restart adopts both and keeps their ids. */
+	stop_daemon(d);
+	start_daemon(d);
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s", a);
+	assert_int_equal(request(d, "GET", path, NULL, body, sizeof(body)), 200);
+	assert_true(has(body, "\"state\":\"running\""));
+	create_minimal(d, c, sizeof(c));
+	assert_int_equal(record_uid(d, c), 200002);
+	/* The VMM gone: its leaf and root go, and its id is free again. */
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/terminate", a);
+	assert_int_equal(request(d, "POST", path, NULL, body, sizeof(body)), 200);
+	wait_finished(d, a, body, sizeof(body));
+	snprintf(path, sizeof(path), "%s/sandvm/%s", d->cgroup_root, a);
+	assert_int_equal(access(path, F_OK), -1);
+	snprintf(path, sizeof(path), "%s/sandboxes/%s/root", d->state, a);
+	assert_int_equal(access(path, F_OK), -1);
+	create_minimal(d, e, sizeof(e));
+	assert_int_equal(record_uid(d, e), 200000);
 }
 
 /* The route table and the errno map, seen by a client: each failure's status, and a body saying why. */
@@ -936,6 +1059,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(spawn_fails, setup, teardown),
 		cmocka_unit_test_setup_teardown(mute_guest, setup, teardown),
 		cmocka_unit_test_setup_teardown(restart_adopts, setup, teardown),
+		cmocka_unit_test_setup_teardown(jail_host_side, setup_jailed, teardown_jailed),
 		cmocka_unit_test_setup_teardown(routes_and_errors, setup, teardown),
 		cmocka_unit_test_setup_teardown(file_calls, setup, teardown),
 		cmocka_unit_test_setup_teardown(connect_tokens_ingress, setup, teardown),
