@@ -138,6 +138,15 @@ def cgroup_dir(pid):
     raise AssertionError(f"pid {pid} has no cgroup v2 entry")
 
 
+def wait_gone(path, limit=15):
+    """DELETE answers once the end is decided; the VMM may take a few seconds more to exit, and the
+    sandbox's jail (cgroup leaf, run directory) is removed after it has."""
+    deadline = time.monotonic() + limit
+    while os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not os.path.exists(path), f"{path} left {limit} s after delete"
+
+
 def read(path):
     with open(path) as f:
         return f.read().strip()
@@ -264,7 +273,7 @@ def _():
     assert o["reason"] == "failed", f"reason {o['reason']}"
     assert "out of memory" in o.get("message", ""), f"message {o.get('message')}"
     delete(sid)
-    assert not os.path.exists(leaf), f"{leaf} left after delete"
+    wait_gone(leaf)
 
 
 @case("jail-restart-adopt", limit=200)
@@ -286,8 +295,8 @@ def _():
     assert uc != ub, f"new sandbox got adopted sandbox's uid {ub}"
     for sid in (b, c):
         delete(sid)
-    assert not os.path.exists(leaf), f"{leaf} left after delete"
-    assert not os.path.exists(os.path.join(STATE, "sandboxes", b)), "run directory left after delete"
+    wait_gone(leaf)
+    wait_gone(os.path.join(STATE, "sandboxes", b))
 
 
 @case("jail-delete-cleans")
@@ -295,8 +304,8 @@ def _():
     a = shared["a"]
     leaf = shared["leaf_a"]
     delete(a)
-    assert not os.path.exists(leaf), f"{leaf} left after delete"
-    assert not os.path.exists(os.path.join(STATE, "sandboxes", a)), "run directory left after delete"
+    wait_gone(leaf)
+    wait_gone(os.path.join(STATE, "sandboxes", a))
 
 
 @case("jail-off", limit=200)

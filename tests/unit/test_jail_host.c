@@ -198,7 +198,7 @@ static void vmm_command_line(void **state)
 	struct sandbox_vm_jail jail = {.root = "/state/sandboxes/sb-1/root", .uid = 200007, .gid = 200007,
 				       .cgroup = "/sys/fs/cgroup/sandvm/sb-1", .fsize = 1ull << 36};
 	struct sandbox_vm_config cfg = {.vmm = "/bin/vmm", .kernel = "/k", .rootfs = "/r", .cpus = 2, .memory_mib = 256,
-					.net = "tap=t0", .net_policy = "/p", .spare_drives = spares, .jail = &jail};
+					.net_tap = "t0", .net_policy = "/p", .spare_drives = spares, .jail = &jail};
 	char dir[] = "/tmp/sandvm-cmdline.XXXXXX", joined[8192] = "";
 	struct sandbox_vm_cmd cmd;
 	struct sandbox_vm vm;
