@@ -8,7 +8,8 @@ looks at its VMMs from outside, as root on the host: every thread's
 credentials, capabilities, seccomp mode and namespaces, its root directory,
 its cgroup and the limits written there; a control request naming a host
 file; a VMM pushed over its cgroup's memory.max; a daemon restart with jailed
-VMMs running; and `--no-jail`. Prints "OK name" / "FAIL name: why" per case;
+VMMs running; a forbidden syscall in a jailed VMM of the test build (it
+ends by SIGSYS, the others go on); and `--no-jail`. Prints "OK name" / "FAIL name: why" per case;
 tests/integration/jail.sh turns them into the suite's report. Needs /dev/kvm
 and cgroup v2 (run through tests/nested/run).
 """
@@ -306,6 +307,28 @@ def _():
     delete(a)
     wait_gone(leaf)
     wait_gone(os.path.join(STATE, "sandboxes", a))
+
+
+@case("jail-seccomp-kill", limit=200)
+def _():
+    # The test build of the VMM knows test-forbidden-syscall: its main thread makes a syscall its
+    # filter forbids. Jailed, it is PID 1 of its namespace, which ignores its own default-action
+    # signals: the end by SIGSYS must still come, and the other sandbox must go on.
+    daemon.stop()
+    daemon.start("--vmm", os.path.join(BUILD, "tests", "vmm-testops"))
+    x, y = create(), create()
+    try:
+        control(x, {"op": "test-forbidden-syscall"})
+    except (OSError, ValueError):
+        pass  # no reply: the VMM ends without one
+    st, o = api("GET", f"/v1/sandboxes/{x}/wait?timeout=30")
+    assert st == 200 and o["state"] == "finished" and o["reason"] == "failed", f"after the op: {st} {o}"
+    msg = o.get("message", "")
+    assert "signal 31" in msg and "forbidden syscall socket" in msg, f"message {msg}"
+    out, _ = exec_out(y, ["echo", "unharmed"])
+    assert out == b"unharmed\n", f"the other sandbox: {out!r}"
+    for sid in (x, y):
+        delete(sid)
 
 
 @case("jail-off", limit=200)
