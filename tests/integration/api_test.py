@@ -537,6 +537,12 @@ def _():
 
         def slow_put():
             got["r"] = request("PUT", f"/v1/sandboxes/{sid}/network", {"block_network": True}, timeout=60)
+        # With the jail the recorded pid is the keeper: the VMM that must stop answering is its child.
+        try:
+            with open(f"/proc/{vmm_pid}/task/{vmm_pid}/children") as f:
+                vmm_pid = int(f.read().split()[0])
+        except (OSError, IndexError, ValueError):
+            pass
         os.kill(vmm_pid, signal.SIGSTOP)
         try:
             t = time.monotonic()
