@@ -84,6 +84,12 @@ class Server(socketserver.ThreadingTCPServer):
 
 
 if __name__ == "__main__":
+    if MODE == "h2c":
+        # Imported before "listening": under an emulated L1 the import alone can take longer than
+        # the tunnel's idle timeout, which the first connection would otherwise wait through.
+        import h2.config  # noqa: F401
+        import h2.connection  # noqa: F401
+        import h2.events  # noqa: F401
     srv = Server((ADDRESS, PORT), {"echo": Echo, "h2c": H2c}[MODE])
     print("listening", flush=True)
     srv.serve_forever()
