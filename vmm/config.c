@@ -23,7 +23,7 @@ const char vmm_config_usage[] =
 	"           [--drive PATH[,ro][,serial=ID]]... [--spare-drive SERIAL]...\n"
 	"           [--vsock SOCKET[,cid=N]]\n"
 	"           [--net tap=NAME|tapfd=N[,mac=MAC] --net-policy FILE.json]\n"
-	"           [--kvm PATH]\n"
+	"           [--kvm PATH] [--restore DIR | --restore-state F --restore-memory F]\n"
 	"           [--jail-root DIR --jail-uid U --jail-gid G [--jail-cgroup DIR]\n"
 	"            [--jail-fsize BYTES] [--jail-nofile N]]\n"
 	"\n"
@@ -51,6 +51,11 @@ const char vmm_config_usage[] =
 	"                      attached tap descriptor), [,mac=aa:bb:cc:dd:ee:ff]\n"
 	"  --net-policy FILE   its egress firewall policy (JSON; required with --net)\n"
 	"  --kvm PATH          the KVM device (default /dev/kvm)\n"
+	"  --restore DIR       start from the snapshot DIR/state + DIR/memory (the\n"
+	"                      control op snapshot writes them) instead of booting; the\n"
+	"                      other flags must describe the same machine; --kernel is\n"
+	"                      not needed. --restore-state/--restore-memory name the two\n"
+	"                      files (or fd:N) one by one\n"
 	"  --hugepages         back guest RAM with transparent huge pages\n"
 	"  --verbose           log VM set-up and exits\n"
 	"  --seccomp MODE      per-thread syscall filters: kill (default: a forbidden\n"
@@ -80,6 +85,7 @@ void vmm_config_init(struct vmm_config *cfg)
 	cfg->vsock_cid = 3;
 	cfg->kernel_fd = cfg->initrd_fd = cfg->kvm_fd = cfg->console_fd = -1;
 	cfg->control_fd = cfg->vsock_fd = cfg->net_policy_fd = cfg->net_tap_fd = -1;
+	cfg->restore_state_fd = cfg->restore_memory_fd = -1;
 	/* Locally administered, unicast: the default when --net gives no mac. */
 	memcpy(cfg->net_mac, (const uint8_t[6]){0x02, 0x53, 0x56, 0x00, 0x00, 0x02}, 6);
 }
@@ -87,7 +93,7 @@ void vmm_config_init(struct vmm_config *cfg)
 void vmm_config_destroy(struct vmm_config *cfg)
 {
 	if (cfg->fds_taken) {
-		int fds[VMM_MAX_DRIVES + 8];
+		int fds[VMM_MAX_DRIVES + 10];
 		unsigned n = vmm_config_fds(cfg, fds, sizeof(fds) / sizeof(fds[0]));
 
 		for (unsigned i = 0; i < n; i++)
@@ -106,6 +112,8 @@ void vmm_config_destroy(struct vmm_config *cfg)
 	free(cfg->vsock_path);
 	free(cfg->net_tap);
 	free(cfg->net_policy);
+	free(cfg->restore_state);
+	free(cfg->restore_memory);
 	vmm_jail_config_destroy(&cfg->jail);
 	memset(cfg, 0, sizeof(*cfg));
 }
@@ -355,6 +363,22 @@ static int parse_json_drives(struct vmm_config *cfg, const cJSON *arr, char *err
 			return r;
 	}
 	return 0;
+}
+
+/* --restore DIR: the two files a snapshot op writes there. */
+static int set_restore_dir(struct vmm_config *cfg, const char *dir, char *err, size_t errlen)
+{
+	char path[4096];
+	int r;
+
+	if (!*dir || fd_spec_is(dir))
+		return sv_errf(-EINVAL, err, errlen, "restore: a directory path is needed (descriptors: "
+			       "--restore-state fd:N --restore-memory fd:M)");
+	if (snprintf(path, sizeof(path), "%s/memory", dir) >= (int)sizeof(path))
+		return sv_errf(-EINVAL, err, errlen, "restore: directory path too long");
+	r = set_path("restore", &cfg->restore_memory, &cfg->restore_memory_fd, path, err, errlen);
+	snprintf(path, sizeof(path), "%s/state", dir);
+	return r < 0 ? r : set_path("restore", &cfg->restore_state, &cfg->restore_state_fd, path, err, errlen);
 }
 
 /* One setter for flags and JSON alike, so both accept exactly the same values. */
@@ -660,6 +684,21 @@ int vmm_config_parse_args(struct vmm_config *cfg, int argc, char **argv,
 				return r;
 			continue;
 		}
+		if (strcmp(name, "restore") == 0) {
+			r = set_restore_dir(cfg, value, err, errlen);
+			if (r < 0)
+				return r;
+			continue;
+		}
+		if (strcmp(name, "restore-state") == 0 || strcmp(name, "restore-memory") == 0) {
+			bool state = strcmp(name, "restore-state") == 0;
+
+			r = set_path(name, state ? &cfg->restore_state : &cfg->restore_memory,
+				     state ? &cfg->restore_state_fd : &cfg->restore_memory_fd, value, err, errlen);
+			if (r < 0)
+				return r;
+			continue;
+		}
 		if (strcmp(name, "spare-drive") == 0) {
 			r = add_drive(cfg, NULL, false, value, err, errlen);
 			if (r < 0)
@@ -701,9 +740,18 @@ int vmm_config_validate(const struct vmm_config *cfg, char *err, size_t errlen)
 {
 	int r;
 
-	if (!cfg->kernel || !*cfg->kernel)
+	if (!cfg->restore_state != !cfg->restore_memory)
+		return sv_errf(-EINVAL, err, errlen, "restore: --restore-state and --restore-memory go together");
+	if (cfg->restore_state) {
+		r = cfg->restore_state_fd >= 0 ? 0 : check_readable_file("restore state", cfg->restore_state, err, errlen);
+		if (r == 0 && cfg->restore_memory_fd < 0)
+			r = check_readable_file("restore memory", cfg->restore_memory, err, errlen);
+		if (r < 0)
+			return r;
+	} else if (!cfg->kernel || !*cfg->kernel) {
 		return sv_errf(-EINVAL, err, errlen, "no kernel given (--kernel PATH)");
-	r = cfg->kernel_fd >= 0 ? 0 : check_readable_file("kernel", cfg->kernel, err, errlen);
+	}
+	r = cfg->kernel_fd >= 0 || !cfg->kernel ? 0 : check_readable_file("kernel", cfg->kernel, err, errlen);
 	if (r < 0)
 		return r;
 	if (cfg->initrd && cfg->initrd_fd < 0) {
@@ -750,7 +798,8 @@ unsigned vmm_config_fds(const struct vmm_config *cfg, int *fds, unsigned max)
 {
 	const int one[] = { cfg->kernel_fd, cfg->initrd_fd, cfg->kvm_fd,
 			    cfg->console == VMM_CONSOLE_FILE ? cfg->console_fd : -1,
-			    cfg->control_fd, cfg->vsock_fd, cfg->net_policy_fd, cfg->net_tap_fd };
+			    cfg->control_fd, cfg->vsock_fd, cfg->net_policy_fd, cfg->net_tap_fd,
+			    cfg->restore_state_fd, cfg->restore_memory_fd };
 	unsigned n = 0;
 
 	for (size_t i = 0; i < sizeof(one) / sizeof(one[0]); i++)
@@ -778,7 +827,7 @@ static int take_one(const char *flag, int fd, unsigned kinds, enum fd_spec_acces
 
 int vmm_config_take_fds(struct vmm_config *cfg, char *err, size_t errlen)
 {
-	int fds[VMM_MAX_DRIVES + 8];
+	int fds[VMM_MAX_DRIVES + 10];
 	unsigned n = vmm_config_fds(cfg, fds, sizeof(fds) / sizeof(fds[0]));
 	int r;
 
@@ -805,6 +854,10 @@ int vmm_config_take_fds(struct vmm_config *cfg, char *err, size_t errlen)
 		r = take_one("net-policy", cfg->net_policy_fd, FD_SPEC_REG, FD_SPEC_READ, false, err, errlen);
 	if (r == 0)
 		r = take_one("net tapfd", cfg->net_tap_fd, FD_SPEC_CHR, FD_SPEC_RDWR, false, err, errlen);
+	if (r == 0)
+		r = take_one("restore-state", cfg->restore_state_fd, FD_SPEC_REG, FD_SPEC_READ, false, err, errlen);
+	if (r == 0)
+		r = take_one("restore-memory", cfg->restore_memory_fd, FD_SPEC_REG, FD_SPEC_READ, false, err, errlen);
 	for (unsigned i = 0; r == 0 && i < cfg->ndrives; i++)
 		if (!cfg->drives[i].spare)
 			r = take_one("drive", cfg->drives[i].fd, FD_SPEC_REG | FD_SPEC_BLK,

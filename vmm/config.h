@@ -52,6 +52,13 @@ struct vmm_config {
 	char *kvm;           /* the KVM device; NULL: /dev/kvm */
 	int kernel_fd, initrd_fd, kvm_fd, console_fd, control_fd, vsock_fd, net_policy_fd;
 	int net_tap_fd;      /* --net tapfd=N: an attached tap, instead of net_tap */
+	/*
+	 * --restore DIR (DIR/state and DIR/memory), or --restore-state and
+	 * --restore-memory (paths or fd:N): start from a snapshot instead of
+	 * booting; NULL: boot. The kernel, initrd and cmdline are not needed.
+	 */
+	char *restore_state, *restore_memory;
+	int restore_state_fd, restore_memory_fd;
 	bool fds_taken;      /* the descriptors are the config's own (closed by destroy) */
 	char *cmdline;       /* appended to the VMM's own defaults */
 	char *console_path;  /* VMM_CONSOLE_FILE only */

@@ -203,7 +203,7 @@ static char *handle(const char *line, size_t len, int *fds, unsigned nfds, const
 	const cJSON *op;
 	cJSON *req, *reply;
 	device_status_fn device_status;
-	char msg[192];
+	char msg[256];
 
 	req = cJSON_ParseWithLength(line, len);
 	if (!req || !cJSON_IsObject(req)) {
@@ -289,6 +289,36 @@ static char *handle(const char *line, size_t len, int *fds, unsigned nfds, const
 		cJSON_AddBoolToObject(reply, "ok", r == 0);
 		if (r < 0)
 			cJSON_AddStringToObject(reply, "error", err[0] ? err : strerror(-r));
+	} else if ((!strcmp(op->valuestring, "pause") || !strcmp(op->valuestring, "resume")) && ops->pause) {
+		char err[256] = "";
+		int r = ops->pause(ctx, !strcmp(op->valuestring, "pause"), reply, err, sizeof(err));
+
+		cJSON_AddBoolToObject(reply, "ok", r == 0);
+		if (r < 0)
+			cJSON_AddStringToObject(reply, "error", err[0] ? err : strerror(-r));
+	} else if (strcmp(op->valuestring, "snapshot") == 0 && ops->snapshot) {
+		const cJSON *dir = cJSON_GetObjectItemCaseSensitive(req, "dir");
+		char err[512] = "";
+		int r, sfd, mfd = -1;
+
+		if (take_fd(req, "snapshot", "state_fd", fds, nfds, &sfd, msg, sizeof(msg)) < 0 ||
+		    take_fd(req, "snapshot", "memory_fd", fds, nfds, &mfd, msg, sizeof(msg)) < 0) {
+			close_fd(&sfd);
+			cJSON_Delete(reply);
+			cJSON_Delete(req);
+			return error_reply(msg);
+		}
+		if ((sfd >= 0) != (mfd >= 0) || (sfd >= 0) == (cJSON_IsString(dir) && *dir->valuestring)) {
+			close_fd(&sfd);
+			close_fd(&mfd);
+			cJSON_Delete(reply);
+			cJSON_Delete(req);
+			return error_reply("snapshot needs \"dir\" or both \"state_fd\" and \"memory_fd\" (one form)");
+		}
+		r = ops->snapshot(ctx, sfd >= 0 ? NULL : dir->valuestring, sfd, mfd, reply, err, sizeof(err));
+		cJSON_AddBoolToObject(reply, "ok", r == 0);
+		if (r < 0)
+			cJSON_AddStringToObject(reply, "error", err[0] ? err : strerror(-r));
 #ifdef SANDVM_TEST_OPS
 	} else if (strcmp(op->valuestring, "test-forbidden-syscall") == 0) {
 		/*
@@ -303,7 +333,7 @@ static char *handle(const char *line, size_t len, int *fds, unsigned nfds, const
 		cJSON_AddStringToObject(reply, "note", "socket(AF_INET) was allowed: no filter in kill mode");
 #endif
 	} else {
-		snprintf(msg, sizeof(msg), "unknown op '%.64s' (known: status, stop, drive-swap, drive-attach, drive-detach, net, net-policy, vsock)",
+		snprintf(msg, sizeof(msg), "unknown op '%.64s' (known: status, stop, pause, resume, snapshot, drive-swap, drive-attach, drive-detach, net, net-policy, vsock)",
 			 op->valuestring);
 		cJSON_Delete(reply);
 		cJSON_Delete(req);

@@ -1,6 +1,7 @@
 #ifndef SANDVM_VMM_CONTROL_H
 #define SANDVM_VMM_CONTROL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 struct cJSON;
@@ -14,6 +15,8 @@ struct simage_keys;
  * counters) and {"op":"net-policy","path":P} (a new egress policy from a JSON
  * file: policies with thousands of CIDRs do not fit a request line; the
  * reply carries "net" as {"op":"net"} would: the policy now in force),
+ * {"op":"pause"}, {"op":"resume"}, {"op":"snapshot","dir":D} or
+ * {"op":"snapshot","state_fd":I,"memory_fd":J} (docs/vmm.md, "Snapshots"),
  * {"op":"drive-attach","drive":N | "serial":S,"path":P[,"data_key":HEX,
  * "meta_key":HEX,"overlay_dir":D]} (a raw file, or with keys an encrypted
  * snapshot image) and {"op":"drive-detach",...} (the drive becomes empty);
@@ -59,6 +62,15 @@ struct control_ops {
 	int (*net_policy)(void *ctx, const char *path, int fd, char *err, size_t errlen);
 	/* Adds the vsock device's queues and connections to reply; -ENODEV without one. */
 	int (*vsock_status)(void *ctx, struct cJSON *reply, char *err, size_t errlen);
+	/* Pauses (pause true) or resumes the vCPUs; adds "state" to reply. 0 or -errno with err. */
+	int (*pause)(void *ctx, bool pause, struct cJSON *reply, char *err, size_t errlen);
+	/*
+	 * Pauses the VM and writes a snapshot into dir (files "state" and
+	 * "memory"), or (dir NULL) to state_fd and mem_fd, which the op takes
+	 * whatever it returns; adds "state", "memory_bytes", "snapshot_ms".
+	 */
+	int (*snapshot)(void *ctx, const char *dir, int state_fd, int mem_fd, struct cJSON *reply, char *err,
+			size_t errlen);
 };
 
 struct control;

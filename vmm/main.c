@@ -57,7 +57,7 @@ static int setup_signals(void)
 static int named_fds(const struct vmm_config *cfg, int argc, char **argv, int *fds, size_t *n)
 {
 	const char *paths[] = {cfg->kernel, cfg->initrd, cfg->console_path, cfg->control_path, cfg->vsock_path,
-			       cfg->net_tap, cfg->net_policy};
+			       cfg->net_tap, cfg->net_policy, cfg->restore_state, cfg->restore_memory};
 	int r = 0;
 
 	for (int i = 1; r == 0 && i < argc; i++)
@@ -166,7 +166,7 @@ int main(int argc, char **argv)
 		return code;
 	}
 	code = VMM_EXIT_ERROR;
-	if (vm_probe_kernel(cfg.kernel, cfg.kernel_fd, &code, err, sizeof(err)) < 0) {
+	if (!cfg.restore_state && vm_probe_kernel(cfg.kernel, cfg.kernel_fd, &code, err, sizeof(err)) < 0) {
 		sv_err("%s", err);
 		vmm_config_destroy(&cfg);
 		return code;
@@ -190,11 +190,12 @@ int main(int argc, char **argv)
 	r = vm_init(&vm, &cfg, &console, start_ns, err, sizeof(err));
 	if (r < 0) {
 		sv_err("%s", err);
-		code = r == -E2BIG ? VMM_EXIT_CONFIG : VMM_EXIT_ERROR;
+		/* Too many vCPUs, or a snapshot's memory file that does not fit this machine: the command line's fault. */
+		code = r == -E2BIG || (cfg.restore_state && r == -EINVAL) ? VMM_EXIT_CONFIG : VMM_EXIT_ERROR;
 		goto out_vm;
 	}
 	code = VMM_EXIT_ERROR;
-	r = vm_load(&vm, &code, err, sizeof(err));
+	r = cfg.restore_state ? vm_restore(&vm, &code, err, sizeof(err)) : vm_load(&vm, &code, err, sizeof(err));
 	if (r < 0) {
 		sv_err("%s", err);
 		goto out_vm;

@@ -3,6 +3,58 @@
 #include <errno.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
+
+static int check_layout(const struct guest_mem_region *layout, unsigned nregions)
+{
+	if (nregions == 0 || nregions > GUEST_MEM_MAX_REGIONS)
+		return -EINVAL;
+	for (unsigned i = 0; i < nregions; i++) {
+		const struct guest_mem_region *r = &layout[i];
+
+		if (r->size == 0 || r->gpa + r->size < r->gpa ||
+		    (i > 0 && r->gpa < layout[i - 1].gpa + layout[i - 1].size))
+			return -EINVAL;
+	}
+	return 0;
+}
+
+int guest_mem_init_file(struct guest_mem *mem, const struct guest_mem_region *layout, unsigned nregions,
+			int fd)
+{
+	uint64_t off = 0;
+	struct stat st;
+	int err;
+
+	memset(mem, 0, sizeof(*mem));
+	err = check_layout(layout, nregions);
+	if (err < 0)
+		return err;
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	for (unsigned i = 0; i < nregions; i++)
+		off += layout[i].size;
+	if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size < off)
+		return -EINVAL;
+	off = 0;
+	for (unsigned i = 0; i < nregions; i++) {
+		void *p = mmap(NULL, layout[i].size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE, fd,
+			       (off_t)off);
+
+		if (p == MAP_FAILED) {
+			err = -errno;
+			guest_mem_destroy(mem);
+			return err;
+		}
+		madvise(p, layout[i].size, MADV_DONTDUMP);
+		mem->regions[i] = layout[i];
+		mem->regions[i].host = p;
+		mem->nregions = i + 1;
+		mem->total += layout[i].size;
+		off += layout[i].size;
+	}
+	return 0;
+}
 
 int guest_mem_init(struct guest_mem *mem, const struct guest_mem_region *layout,
 		   unsigned nregions, bool hugepages)

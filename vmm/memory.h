@@ -31,6 +31,15 @@ struct guest_mem {
  */
 int guest_mem_init(struct guest_mem *mem, const struct guest_mem_region *layout,
 		   unsigned nregions, bool hugepages);
+/*
+ * The same layout backed by a snapshot's memory file (the regions one after
+ * another from offset 0), mapped MAP_PRIVATE: pages are read from the file
+ * on first touch and shared with every other VM mapping it until the guest
+ * writes them. fd may be read-only; it is not kept. The file must be at
+ * least the layout's total size (-EINVAL).
+ */
+int guest_mem_init_file(struct guest_mem *mem, const struct guest_mem_region *layout, unsigned nregions,
+			int fd);
 void guest_mem_destroy(struct guest_mem *mem);
 
 /* Host pointer for [gpa, gpa + len), or NULL if any byte is outside RAM. */

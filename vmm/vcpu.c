@@ -194,6 +194,10 @@ static void *vcpu_thread(void *arg)
 		return NULL;
 	}
 	while (atomic_load(&v->vm->stop_reason) == VM_RUNNING) {
+		if (atomic_load(&v->vm->pause_requested)) {
+			vm_vcpu_park_if_paused(v->vm, v);
+			continue;
+		}
 		if (ioctl(v->fd, KVM_RUN, 0) < 0) {
 			char detail[96];
 

@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "arch/x86/cpu_state.h"
 #include "arch/x86/e820.h"
 #include "arch/x86/layout.h"
 #include "backends/image_disk.h"
@@ -80,6 +81,12 @@ void vm_request_stop(struct vm *vm, enum vm_stop_reason reason, const char *deta
 		snprintf(vm->stop_detail, sizeof(vm->stop_detail), "%s", detail);
 	for (unsigned i = 0; i < vm->nvcpus; i++)
 		vcpu_kick(&vm->vcpus[i]);
+	/* Parked vCPUs wake to see the stop. */
+	if (vm->pause_ready) {
+		pthread_mutex_lock(&vm->pause_lock);
+		pthread_cond_broadcast(&vm->pause_cond);
+		pthread_mutex_unlock(&vm->pause_lock);
+	}
 	if (write(vm->stop_h.fd, &one, sizeof(one)) < 0) {
 		/* The counter cannot overflow with one write per VM; nothing to do. */
 	}
@@ -89,9 +96,23 @@ static int setup_memory(struct vm *vm, char *err, size_t errlen)
 {
 	struct guest_mem_region layout[GUEST_MEM_MAX_REGIONS];
 	unsigned n = x86_ram_layout(vm->cfg->memory_mib << 20, layout);
+	const struct vmm_config *cfg = vm->cfg;
 	int r;
 
-	r = guest_mem_init(&vm->mem, layout, n, vm->cfg->hugepages);
+	if (cfg->restore_memory) {
+		int fd = fd_spec_open(cfg->restore_memory_fd >= 0 ? NULL : cfg->restore_memory, cfg->restore_memory_fd,
+				      O_RDONLY | O_CLOEXEC, 0);
+
+		r = fd < 0 ? fd : guest_mem_init_file(&vm->mem, layout, n, fd);
+		if (fd >= 0)
+			close(fd);
+		if (r < 0)
+			return sv_errf(r, err, errlen, "snapshot: memory file '%s': %s", cfg->restore_memory,
+				       r == -EINVAL ? "not a regular file as large as the guest's RAM (--memory)"
+						    : strerror(-r));
+	} else {
+		r = guest_mem_init(&vm->mem, layout, n, cfg->hugepages);
+	}
 	if (r < 0)
 		return sv_errf(r, err, errlen, "cannot reserve %llu MiB of guest RAM: %s",
 			    (unsigned long long)vm->cfg->memory_mib, strerror(-r));
@@ -237,6 +258,9 @@ int vm_init(struct vm *vm, const struct vmm_config *cfg, struct console_out *con
 					    .event = hook_event };
 	bus_init(&vm->pio);
 	bus_init(&vm->mmio);
+	if (pthread_mutex_init(&vm->pause_lock, NULL) != 0 || pthread_cond_init(&vm->pause_cond, NULL) != 0)
+		return sv_errf(-ENOMEM, err, errlen, "cannot create the pause lock");
+	vm->pause_ready = true;
 
 	kvm = cfg->kvm ? cfg->kvm : "/dev/kvm";
 	r = kvm_sys_open(kvm, cfg->kvm_fd, &vm->kvm_fd);
@@ -268,6 +292,12 @@ int vm_init(struct vm *vm, const struct vmm_config *cfg, struct console_out *con
 		return sv_errf(r, err, errlen, "KVM_GET_SUPPORTED_CPUID: %s", strerror(-r));
 	x86_cpuid_normalize(vm->cpuid, &vm->xsave);
 	vm->xsave_size = kvm_sys_xsave_size(vm->kvm_fd);
+	vm->msrs = calloc(1, sizeof(*vm->msrs));
+	if (!vm->msrs)
+		return sv_errf(-ENOMEM, err, errlen, "out of memory");
+	r = x86_msr_list_get(vm->kvm_fd, vm->msrs);
+	if (r < 0)
+		return sv_errf(r, err, errlen, "KVM_GET_MSR_INDEX_LIST: %s", strerror(-r));
 	if (!kvm_sys_has_cap(vm->kvm_fd, KVM_CAP_XCRS))
 		vm->xsave.xcr0 = 0;
 	sv_debug("CPUID: XCR0 0x%llx, XSAVE area %u bytes, KVM_SET_XSAVE %zu bytes",
@@ -280,13 +310,17 @@ int vm_init(struct vm *vm, const struct vmm_config *cfg, struct console_out *con
 	if (r < 0)
 		return sv_errf(r, err, errlen, "setting up interrupt controllers and PIT: %s",
 			    strerror(-r));
+	sv_debug("%.3f ms: interrupt controllers and PIT created", (double)(vm_now_ns() - vm->start_ns) / 1e6);
 	r = setup_memory(vm, err, errlen);
 	if (r < 0)
 		return r;
+	sv_debug("%.3f ms: guest RAM mapped", (double)(vm_now_ns() - vm->start_ns) / 1e6);
 	vm->stop_h.fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (vm->stop_h.fd < 0)
 		return sv_errf(-errno, err, errlen, "eventfd: %s", strerror(errno));
-	return setup_devices(vm, err, errlen);
+	r = setup_devices(vm, err, errlen);
+	sv_debug("%.3f ms: devices created", (double)(vm_now_ns() - vm->start_ns) / 1e6);
+	return r;
 }
 
 /* A vCPU waiting for the loop to reset a device must not wait for ever. */
@@ -338,6 +372,14 @@ void vm_destroy(struct vm *vm)
 	bus_destroy(&vm->mmio);
 	guest_mem_destroy(&vm->mem);
 	free(vm->cpuid);
+	free(vm->msrs);
+	vm->msrs = NULL;
+	vm_restore_release(vm);
+	if (vm->pause_ready) {
+		pthread_cond_destroy(&vm->pause_cond);
+		pthread_mutex_destroy(&vm->pause_lock);
+	}
+	vm->pause_ready = false;
 	if (vm->vm_fd >= 0)
 		close(vm->vm_fd);
 	if (vm->kvm_fd >= 0)
@@ -426,7 +468,10 @@ static void control_status(void *ctx, cJSON *reply)
 	enum vm_stop_reason reason = (enum vm_stop_reason)atomic_load(&vm->stop_reason);
 	cJSON *drives;
 
-	cJSON_AddStringToObject(reply, "state", reason == VM_RUNNING ? "running" : "stopping");
+	cJSON_AddStringToObject(reply, "state", reason != VM_RUNNING ? "stopping" : vm_paused(vm) ? "paused" : "running");
+	cJSON_AddBoolToObject(reply, "restored", vm->restored);
+	if (vm->restored)
+		cJSON_AddNumberToObject(reply, "restore_ms", (double)vm->restore_ns / 1e6);
 	cJSON_AddNumberToObject(reply, "cpus", vm->cfg->cpus);
 	cJSON_AddNumberToObject(reply, "memory_mib", (double)vm->cfg->memory_mib);
 	cJSON_AddNumberToObject(reply, "uptime_ms", (double)(vm_now_ns() - vm->start_ns) / 1e6);
@@ -615,6 +660,61 @@ static int control_net_policy(void *ctx, const char *path, int fd, char *err, si
 	return r;
 }
 
+static int control_pause(void *ctx, bool pause, cJSON *reply, char *err, size_t errlen)
+{
+	struct vm *vm = ctx;
+	int r = 0;
+
+	if (pause && !vm_paused(vm)) {
+		r = vm_pause(vm);
+		if (r < 0)
+			return sv_errf(r, err, errlen, "pause: %s",
+				       r == -EBUSY ? "a vCPU did not stop within a second; try again" : "the VM is stopping");
+		sv_info("VM paused");
+	} else if (!pause && vm_paused(vm)) {
+		vm_resume(vm);
+		sv_info("VM resumed");
+	}
+	cJSON_AddStringToObject(reply, "state", vm_paused(vm) ? "paused" : "running");
+	return r;
+}
+
+static int control_snapshot(void *ctx, const char *dir, int state_fd, int mem_fd, cJSON *reply, char *err,
+			    size_t errlen)
+{
+	struct vm *vm = ctx;
+	uint64_t t0 = vm_now_ns(), bytes = 0;
+	int r = 0;
+
+	if (dir) {
+		char path[4096];
+
+		snprintf(path, sizeof(path), "%s/state", dir);
+		state_fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+		snprintf(path, sizeof(path), "%s/memory", dir);
+		mem_fd = state_fd < 0 ? -1 : open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+		if (mem_fd < 0)
+			r = sv_errf(-errno, err, errlen, "snapshot: '%s': %s", path, strerror(errno));
+	} else if (fd_spec_check(state_fd, FD_SPEC_REG, FD_SPEC_WRITE) < 0 ||
+		   fd_spec_check(mem_fd, FD_SPEC_REG, FD_SPEC_WRITE) < 0) {
+		r = sv_errf(-EBADF, err, errlen, "snapshot: state_fd and memory_fd must be regular files open for writing");
+	}
+	if (r == 0)
+		r = vm_snapshot(vm, state_fd, mem_fd, &bytes, err, errlen);
+	if (state_fd >= 0)
+		close(state_fd);
+	if (mem_fd >= 0)
+		close(mem_fd);
+	cJSON_AddStringToObject(reply, "state", vm_paused(vm) ? "paused" : "running");
+	if (r < 0)
+		return r;
+	cJSON_AddNumberToObject(reply, "memory_bytes", (double)bytes);
+	cJSON_AddNumberToObject(reply, "snapshot_ms", (double)(vm_now_ns() - t0) / 1e6);
+	sv_info("snapshot written in %.1f ms (%llu MiB of guest RAM); the VM stays paused",
+		(double)(vm_now_ns() - t0) / 1e6, (unsigned long long)(bytes >> 20));
+	return 0;
+}
+
 static const struct control_ops vm_control_ops = {
 	.status = control_status,
 	.stop = control_stop,
@@ -625,6 +725,8 @@ static const struct control_ops vm_control_ops = {
 	.net_status = control_net_status,
 	.net_policy = control_net_policy,
 	.vsock_status = control_vsock_status,
+	.pause = control_pause,
+	.snapshot = control_snapshot,
 };
 
 static int setup_loop(struct vm *vm)
@@ -651,7 +753,7 @@ static int setup_loop(struct vm *vm)
 	r = event_loop_add(&vm->loop, &vm->stop_h, EPOLLIN);
 	if (r < 0)
 		return r;
-	if (vm->cfg->boot_timeout_s) {
+	if (vm->cfg->boot_timeout_s && !vm->restored) {
 		struct itimerspec its = { .it_value = { .tv_sec = vm->cfg->boot_timeout_s } };
 
 		vm->timeout_h = (struct event_handler){
@@ -717,12 +819,27 @@ static int start_vcpus(struct vm *vm)
 					       .tsc_deadline = vm->tsc_deadline,
 					       .xcr0 = vm->xsave.xcr0, .xsave_size = vm->xsave_size };
 
+		if (vm->restored) {
+			char err[256];
+			unsigned skipped = 0;
+
+			r = x86_vcpu_state_restore(vm->vcpus[i].fd, i, vm->xsave_size, vm->restore_recs, vm->restore_nrecs,
+						   &skipped, err, sizeof(err));
+			if (r < 0) {
+				sv_err("%s", err);
+				return r;
+			}
+			if (skipped)
+				sv_debug("vCPU %u: %u MSRs of the snapshot refused by KVM", i, skipped);
+			continue;
+		}
 		r = x86_vcpu_setup(vm->vcpus[i].fd, &opts, vm->cpuid, &vm->boot);
 		if (r < 0) {
 			sv_err("setting up vCPU %u: %s", i, strerror(-r));
 			return r;
 		}
 	}
+	vm_restore_release(vm);
 	sv_debug("%.3f ms: vCPUs set up", (double)(vm_now_ns() - vm->start_ns) / 1e6);
 	for (unsigned i = 0; i < vm->nvcpus; i++) {
 		r = vcpu_start(&vm->vcpus[i]);
@@ -742,6 +859,13 @@ enum vm_stop_reason vm_run(struct vm *vm)
 	r = setup_loop(vm);
 	if (r == 0)
 		r = start_vcpus(vm);
+	if (r == 0 && vm->restored) {
+		/* Buffers the guest made available before the snapshot get served without a new notification. */
+		for (unsigned i = 0; i < vm->nvirtio; i++)
+			virtio_mmio_kick_all(vm->virtio[i]);
+		vm->restore_ns = vm_now_ns() - vm->start_ns;
+		sv_info("restored from snapshot in %.1f ms", (double)vm->restore_ns / 1e6);
+	}
 	if (r < 0)
 		vm_request_stop(vm, VM_STOP_ERROR, "could not start the VM");
 	/* Set-up is over: from here on this thread serves the guest's devices and the control socket. */

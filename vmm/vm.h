@@ -1,6 +1,7 @@
 #ifndef SANDVM_VMM_VM_H
 #define SANDVM_VMM_VM_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -23,6 +24,8 @@
 
 struct vcpu;
 struct control;
+struct snap_record;
+struct x86_msr_list;
 
 #define VM_MAX_VIRTIO 11u /* GSIs 5..15 */
 #define VM_VIRTIO_FIRST_GSI 5u
@@ -93,6 +96,25 @@ struct vm {
 	struct event_handler timeout_h;
 	struct control *control;
 
+	/*
+	 * Pause: vm_pause() sets pause_requested and kicks; each vCPU thread
+	 * completes its pending exit, counts itself in `parked` and waits on
+	 * pause_cond until it is cleared (or the VM stops).
+	 */
+	pthread_mutex_t pause_lock;
+	pthread_cond_t pause_cond;
+	atomic_bool pause_requested;
+	unsigned parked;
+	bool pause_ready; /* the lock and cond exist */
+	struct x86_msr_list *msrs; /* the MSRs a snapshot saves, read once at start */
+
+	/* A restore: the state file and its records, kept until the vCPUs are restored. */
+	uint8_t *restore_buf;
+	struct snap_record *restore_recs;
+	unsigned restore_nrecs;
+	bool restored;
+	uint64_t restore_ns; /* VMM start to the vCPUs running */
+
 	_Atomic int stop_reason;
 	atomic_bool panicked;
 	atomic_bool init_reached;
@@ -128,6 +150,38 @@ int vm_probe_kernel(const char *path, int fd, int *exit_code, char *err, size_t 
 enum vm_stop_reason vm_run(struct vm *vm);
 
 void vm_destroy(struct vm *vm);
+
+/*
+ * Instead of vm_load: reads and checks the snapshot state file
+ * (cfg->restore_state), checks it describes this machine, and restores the
+ * VM-wide and device state; the vCPUs' state is restored by vm_run before
+ * they start. Guest RAM was mapped from the memory file by vm_init. On
+ * failure *exit_code is VMM_EXIT_CONFIG for a snapshot that is broken or for
+ * another machine, VMM_EXIT_ERROR for a KVM failure.
+ */
+int vm_restore(struct vm *vm, int *exit_code, char *err, size_t errlen);
+/* Frees the state file vm_restore kept for the vCPUs (vm_run does, once they are restored). */
+void vm_restore_release(struct vm *vm);
+
+/*
+ * Stops every vCPU out of KVM_RUN (their pending exits completed) and holds
+ * them; idempotent. 0, or -EBUSY when one did not stop within a second
+ * (the VM is left running), -ESHUTDOWN when the VM is stopping.
+ */
+int vm_pause(struct vm *vm);
+void vm_resume(struct vm *vm);
+bool vm_paused(struct vm *vm);
+
+/*
+ * Pauses the VM (and leaves it paused) and writes a snapshot: the state
+ * file to state_fd, guest RAM to mem_fd (sparse: zero pages are holes);
+ * both regular files, truncated first. *mem_bytes: guest RAM size.
+ * 0 or -errno with err.
+ */
+int vm_snapshot(struct vm *vm, int state_fd, int mem_fd, uint64_t *mem_bytes, char *err, size_t errlen);
+
+/* Called by each vCPU thread between runs: parks it while a pause is requested. */
+void vm_vcpu_park_if_paused(struct vm *vm, struct vcpu *v);
 
 /* Records why the VM stops (first caller wins) and kicks every vCPU out. */
 void vm_request_stop(struct vm *vm, enum vm_stop_reason reason, const char *detail);

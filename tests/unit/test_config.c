@@ -228,6 +228,45 @@ static void seccomp_mode(void **state)
 	vmm_config_destroy(&cfg);
 }
 
+/* --restore DIR is the two files in it; no kernel is needed then; the pair goes together. */
+static void restore_flags(void **state)
+{
+	enum vmm_config_action a;
+	struct vmm_config cfg;
+
+	(void)state;
+	assert_int_equal(parse(&cfg, &a, 2, "--restore", "/snap/t1"), 0);
+	assert_string_equal(cfg.restore_state, "/snap/t1/state");
+	assert_string_equal(cfg.restore_memory, "/snap/t1/memory");
+	assert_int_equal(cfg.restore_state_fd, -1);
+	vmm_config_destroy(&cfg);
+
+	assert_int_equal(parse(&cfg, &a, 4, "--restore-state", "fd:7", "--restore-memory", "fd:8"), 0);
+	assert_int_equal(cfg.restore_state_fd, 7);
+	assert_int_equal(cfg.restore_memory_fd, 8);
+	/* No kernel needed with a snapshot (the descriptors are not checked before they are taken). */
+	assert_int_equal(vmm_config_validate(&cfg, err, sizeof(err)), 0);
+	vmm_config_destroy(&cfg);
+
+	assert_int_equal(parse(&cfg, &a, 2, "--restore-state", "fd:7"), 0);
+	assert_int_equal(vmm_config_validate(&cfg, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "go together"));
+	vmm_config_destroy(&cfg);
+
+	assert_int_equal(parse(&cfg, &a, 2, "--restore", "fd:3"), -EINVAL);
+	assert_non_null(strstr(err, "directory path"));
+	vmm_config_destroy(&cfg);
+	assert_int_equal(parse(&cfg, &a, 2, "--restore", "/nonexistent-snapshot"), 0);
+	assert_int_equal(vmm_config_validate(&cfg, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "restore state"));
+	vmm_config_destroy(&cfg);
+	/* Without a snapshot the kernel is still required. */
+	assert_int_equal(parse(&cfg, &a, 2, "--cpus", "1"), 0);
+	assert_int_equal(vmm_config_validate(&cfg, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "no kernel"));
+	vmm_config_destroy(&cfg);
+}
+
 static void flags_override_file(void **state)
 {
 	char path[] = "/tmp/sandvm-test-config-XXXXXX";
@@ -341,6 +380,7 @@ int main(void)
 		cmocka_unit_test(console_max_bytes),
 		cmocka_unit_test(seccomp_mode),
 		cmocka_unit_test(flags_override_file),
+		cmocka_unit_test(restore_flags),
 		cmocka_unit_test(drives),
 		cmocka_unit_test(validation),
 	};

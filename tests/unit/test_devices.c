@@ -281,6 +281,72 @@ static void control_requests(void **state)
 	expect_reply_ops(&device_ops, "{\"op\":\"net\"}", "the VM has no network device");
 }
 
+static int pause_cb(void *ctx, bool pause, cJSON *reply, char *err, size_t errlen)
+{
+	(void)ctx;
+	if (!pause && errlen) {
+		snprintf(err, errlen, "not paused in this test");
+		return -EINVAL;
+	}
+	cJSON_AddStringToObject(reply, "state", "paused");
+	return 0;
+}
+
+static int snapshot_calls;
+
+static int snapshot_cb(void *ctx, const char *dir, int state_fd, int mem_fd, cJSON *reply, char *err, size_t errlen)
+{
+	(void)ctx;
+	(void)err;
+	(void)errlen;
+	snapshot_calls++;
+	/* The op takes the descriptors whatever it returns. */
+	if (state_fd >= 0)
+		close(state_fd);
+	if (mem_fd >= 0)
+		close(mem_fd);
+	cJSON_AddStringToObject(reply, "dir", dir ? dir : "(fds)");
+	return 0;
+}
+
+/* pause, resume and snapshot: their forms and refusals. */
+static void control_pause_snapshot(void **state)
+{
+	static const struct control_ops snap_ops = { .status = status_cb, .stop = stop_cb, .pause = pause_cb,
+						     .snapshot = snapshot_cb };
+	int fds[2];
+
+	(void)state;
+	expect_reply("{\"op\":\"pause\"}", "unknown op");
+	expect_reply("{\"op\":\"snapshot\",\"dir\":\"/x\"}", "unknown op");
+	expect_reply_ops(&snap_ops, "{\"op\":\"pause\"}", "\"state\":\"paused\"");
+	expect_reply_ops(&snap_ops, "{\"op\":\"resume\"}", "not paused in this test");
+	expect_reply_ops(&snap_ops, "{\"op\":\"snapshot\",\"dir\":\"/x\"}", "\"dir\":\"/x\"");
+	assert_int_equal(snapshot_calls, 1);
+	/* Neither form, both forms, half a pair, an empty dir: refused before the op runs. */
+	expect_reply_ops(&snap_ops, "{\"op\":\"snapshot\"}", "needs \\\"dir\\\"");
+	expect_reply_ops(&snap_ops, "{\"op\":\"snapshot\",\"dir\":\"\"}", "needs \\\"dir\\\"");
+	expect_reply_ops(&snap_ops, "{\"op\":\"snapshot\",\"state_fd\":0}", "out of range");
+	assert_int_equal(snapshot_calls, 1);
+	/* Descriptors: both taken by the op; one alone, or with dir too, is refused and closed. */
+	for (unsigned round = 0; round < 3; round++) {
+		const char *req = round == 0 ? "{\"op\":\"snapshot\",\"state_fd\":0,\"memory_fd\":1}"
+			      : round == 1 ? "{\"op\":\"snapshot\",\"state_fd\":0}"
+					   : "{\"op\":\"snapshot\",\"state_fd\":0,\"memory_fd\":1,\"dir\":\"/x\"}";
+		char *reply;
+
+		fds[0] = open("/dev/null", O_RDONLY | O_CLOEXEC);
+		fds[1] = open("/dev/null", O_RDONLY | O_CLOEXEC);
+		reply = control_handle_request(req, strlen(req), fds, 2, &snap_ops, NULL);
+		assert_non_null(reply);
+		assert_true(strstr(reply, round == 0 ? "(fds)" : "needs") != NULL);
+		assert_int_equal(fds[0], -1);
+		assert_int_equal(fds[1], -1);
+		free(reply);
+	}
+	assert_int_equal(snapshot_calls, 2);
+}
+
 /* A policy change replies with the policy in force, as the net op reports it; a refusal says why. */
 static void control_net_policy(void **state)
 {
@@ -359,6 +425,7 @@ int main(void)
 		cmocka_unit_test(i8042_reset_and_timer),
 		cmocka_unit_test(control_requests),
 		cmocka_unit_test(control_net_policy),
+		cmocka_unit_test(control_pause_snapshot),
 		cmocka_unit_test(gdt_and_cpuid),
 	};
 

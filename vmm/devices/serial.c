@@ -4,6 +4,7 @@
 
 #include "bus.h"
 #include "console.h"
+#include "snapshot/format.h"
 
 enum {
 	REG_DATA = 0, /* RBR / THR, or DLL with DLAB */
@@ -216,3 +217,35 @@ const struct bus_ops serial_bus_ops = {
 	.read = bus_read_cb,
 	.write = bus_write_cb,
 };
+
+void serial_save(struct serial *s, struct snap_serial *out)
+{
+	memset(out, 0, sizeof(*out));
+	pthread_mutex_lock(&s->lock);
+	out->ier = s->ier;
+	out->lcr = s->lcr;
+	out->mcr = s->mcr;
+	out->scr = s->scr;
+	out->dll = s->dll;
+	out->dlm = s->dlm;
+	out->fifo_enabled = s->fifo_enabled;
+	out->thr_empty_pending = s->thr_empty_pending;
+	out->irq_level = s->irq_level;
+	pthread_mutex_unlock(&s->lock);
+}
+
+void serial_restore(struct serial *s, const struct snap_serial *in)
+{
+	pthread_mutex_lock(&s->lock);
+	s->ier = in->ier;
+	s->lcr = in->lcr;
+	s->mcr = in->mcr;
+	s->scr = in->scr;
+	s->dll = in->dll;
+	s->dlm = in->dlm;
+	s->fifo_enabled = in->fifo_enabled != 0;
+	s->thr_empty_pending = in->thr_empty_pending != 0;
+	/* The line's level is in the restored interrupt controllers already. */
+	s->irq_level = in->irq_level != 0;
+	pthread_mutex_unlock(&s->lock);
+}

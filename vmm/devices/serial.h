@@ -46,6 +46,11 @@ void serial_write(struct serial *s, unsigned offset, uint8_t value);
 
 void serial_flush(struct serial *s);
 
+/* The registers, for snapshots (the console and its buffered bytes are the host's). */
+struct snap_serial;
+void serial_save(struct serial *s, struct snap_serial *out);
+void serial_restore(struct serial *s, const struct snap_serial *in);
+
 struct bus_ops;
 extern const struct bus_ops serial_bus_ops;
 

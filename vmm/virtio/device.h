@@ -63,6 +63,20 @@ struct virtio_dev_ops {
 	void (*queue_notify)(struct virtio_dev *dev, unsigned q);
 	/* The driver reset the device (dev->lock held). */
 	void (*reset)(struct virtio_dev *dev);
+	/*
+	 * Before a snapshot (VM paused, dev->lock held): gives back the chains
+	 * the model popped but has not used, by moving the queue's
+	 * last_avail_idx back (virtq_unpop), so the saved rings lose no buffer.
+	 * The model may take them again later. NULL: it never holds one.
+	 */
+	void (*quiesce)(struct virtio_dev *dev);
+	/*
+	 * After a restore (main thread, before any vCPU runs, dev->lock held):
+	 * the model's host side is new while the guest's driver state is the
+	 * snapshot's (vsock tells the guest its connections are gone). NULL:
+	 * nothing to do.
+	 */
+	void (*restored)(struct virtio_dev *dev);
 };
 
 struct virtio_dev {

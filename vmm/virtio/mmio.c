@@ -11,6 +11,8 @@
 
 #include "bus.h"
 #include "log.h"
+#include "parse.h"
+#include "snapshot/format.h"
 
 enum {
 	REG_MAGIC = 0x000,
@@ -527,4 +529,92 @@ int virtio_mmio_cmdline(const struct virtio_mmio *m, char *buf, size_t len)
 			 (unsigned long long)m->base, m->gsi);
 
 	return n < 0 || (size_t)n >= len ? -E2BIG : 0;
+}
+
+void virtio_mmio_save(struct virtio_mmio *m, struct snap_virtio *out)
+{
+	struct virtio_dev *dev = &m->dev;
+
+	memset(out, 0, sizeof(*out));
+	pthread_mutex_lock(&dev->lock);
+	if (dev->ops->quiesce)
+		dev->ops->quiesce(dev);
+	out->device_id = dev->ops->device_id;
+	out->status = dev->status;
+	out->driver_features = dev->driver_features;
+	out->isr = dev->isr;
+	out->config_generation = dev->config_generation;
+	out->device_features_sel = m->device_features_sel;
+	out->driver_features_sel = m->driver_features_sel;
+	out->queue_sel = m->queue_sel;
+	out->nqueues = dev->ops->num_queues;
+	for (unsigned q = 0; q < dev->ops->num_queues && q < SNAP_MAX_QUEUES; q++) {
+		const struct virtq *vq = &dev->queues[q];
+		struct snap_virtq *s = &out->q[q];
+
+		/* The registers as the driver wrote them, whether or not the queue is ready. */
+		s->num = vq->ready ? vq->size : m->qcfg[q].num;
+		s->desc = vq->ready ? vq->desc_gpa : m->qcfg[q].desc;
+		s->avail = vq->ready ? vq->avail_gpa : m->qcfg[q].avail;
+		s->used = vq->ready ? vq->used_gpa : m->qcfg[q].used;
+		s->ready = vq->ready && !vq->broken;
+		s->last_avail_idx = vq->last_avail_idx;
+		s->used_idx = vq->used_idx;
+		s->signalled_used = vq->signalled_used;
+	}
+	pthread_mutex_unlock(&dev->lock);
+}
+
+int virtio_mmio_restore(struct virtio_mmio *m, const struct snap_virtio *in, char *err, size_t errlen)
+{
+	struct virtio_dev *dev = &m->dev;
+	int r = 0;
+
+	if (in->device_id != dev->ops->device_id || in->nqueues != dev->ops->num_queues)
+		return sv_errf(-EINVAL, err, errlen, "snapshot: virtio slot at 0x%llx holds device %u with %u queues, "
+			       "this VM has virtio-%s (%u, %u queues)", (unsigned long long)m->base, in->device_id,
+			       in->nqueues, dev->ops->name, dev->ops->device_id, dev->ops->num_queues);
+	if (in->driver_features & ~virtio_mmio_offered_features(dev->ops))
+		return sv_errf(-EINVAL, err, errlen, "snapshot: virtio-%s: features 0x%llx were never offered",
+			       dev->ops->name, (unsigned long long)in->driver_features);
+	pthread_mutex_lock(&dev->lock);
+	dev->status = in->status;
+	dev->driver_features = in->driver_features;
+	dev->isr = in->isr;
+	dev->config_generation = in->config_generation;
+	m->device_features_sel = in->device_features_sel;
+	m->driver_features_sel = in->driver_features_sel;
+	m->queue_sel = in->queue_sel;
+	for (unsigned q = 0; r == 0 && q < dev->ops->num_queues; q++) {
+		const struct snap_virtq *s = &in->q[q];
+		struct virtq *vq = &dev->queues[q];
+
+		m->qcfg[q].num = s->num;
+		m->qcfg[q].desc = s->desc;
+		m->qcfg[q].avail = s->avail;
+		m->qcfg[q].used = s->used;
+		if (!s->ready)
+			continue;
+		if (virtq_configure(vq, s->num, s->desc, s->avail, s->used, in->driver_features) < 0) {
+			r = sv_errf(-EINVAL, err, errlen, "snapshot: virtio-%s queue %u: size %u or rings outside guest RAM",
+				    dev->ops->name, q, s->num);
+			break;
+		}
+		vq->last_avail_idx = s->last_avail_idx;
+		vq->used_idx = s->used_idx;
+		vq->signalled_used = s->signalled_used;
+	}
+	if (r == 0 && dev->ops->restored)
+		dev->ops->restored(dev);
+	pthread_mutex_unlock(&dev->lock);
+	return r;
+}
+
+void virtio_mmio_kick_all(struct virtio_mmio *m)
+{
+	pthread_mutex_lock(&m->dev.lock);
+	for (unsigned q = 0; q < m->dev.ops->num_queues; q++)
+		if (m->dev.queues[q].ready)
+			kick_queue(m, q);
+	pthread_mutex_unlock(&m->dev.lock);
 }

@@ -75,6 +75,22 @@ int virtio_mmio_attach(struct virtio_mmio *m, struct event_loop *loop);
 void virtio_mmio_stop(struct virtio_mmio *m);
 void virtio_mmio_destroy(struct virtio_mmio *m);
 
+struct snap_virtio;
+
+/*
+ * Snapshot support (VM paused, no vCPU in KVM_RUN). save: the transport's
+ * registers and each queue's addresses and indices, after the model's
+ * quiesce. restore: puts them back on a freshly initialised transport; a
+ * queue the state marks ready must lie in guest RAM as virtq_configure
+ * checks (-EINVAL, with the device id or queue naming the fault), then the
+ * model's restored hook runs. virtio_mmio_kick_all: after the vCPUs start,
+ * every ready queue is served once, since a guest with EVENT_IDX will not
+ * notify again for buffers it already made available.
+ */
+void virtio_mmio_save(struct virtio_mmio *m, struct snap_virtio *out);
+int virtio_mmio_restore(struct virtio_mmio *m, const struct snap_virtio *in, char *err, size_t errlen);
+void virtio_mmio_kick_all(struct virtio_mmio *m);
+
 /* Queue q's notify eventfd: readable while the queue waits for service. */
 int virtio_mmio_notify_fd(const struct virtio_mmio *m, unsigned q);
 

@@ -267,6 +267,18 @@ static void net_config_write(struct virtio_dev *dev, uint32_t offset, const uint
 	(void)len;
 }
 
+/* RX chains held for a pending frame go back to the ring; the frame stays pending. */
+static void net_quiesce(struct virtio_dev *dev)
+{
+	struct net_dev *n = net_of(dev);
+	struct net_rx_held *h = held_of(n);
+
+	if (h->n)
+		virtq_unpop(&dev->queues[RXQ], h->n);
+	h->n = 0;
+	h->room = 0;
+}
+
 const struct virtio_dev_ops virtio_net_ops = {
 	.name = "net",
 	.device_id = VIRTIO_ID_NET,
@@ -278,6 +290,7 @@ const struct virtio_dev_ops virtio_net_ops = {
 	.config_write = net_config_write,
 	.queue_notify = net_notify,
 	.reset = net_reset,
+	.quiesce = net_quiesce,
 };
 
 int net_dev_init(struct net_dev *n, int tap_fd, const uint8_t mac[6])

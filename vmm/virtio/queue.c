@@ -31,6 +31,11 @@ void virtq_reset(struct virtq *q)
 	q->max_size = max_size;
 }
 
+void virtq_unpop(struct virtq *q, unsigned n)
+{
+	q->last_avail_idx = (uint16_t)(q->last_avail_idx - n);
+}
+
 static void *ring_ptr(const struct guest_mem *mem, uint64_t gpa, uint64_t len, uint64_t align)
 {
 	if (gpa & (align - 1))

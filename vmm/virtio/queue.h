@@ -115,6 +115,13 @@ int virtq_init(struct virtq *q, const struct guest_mem *mem, unsigned max_size);
 int virtq_configure(struct virtq *q, unsigned size, uint64_t desc, uint64_t avail,
 		    uint64_t used, uint64_t features);
 
+/*
+ * Gives the last n popped chains back to the device side's view of the ring
+ * (last_avail_idx moves back by n; the guest sees no change): the next pops
+ * return them again. For chains a model held but never pushed (snapshots).
+ */
+void virtq_unpop(struct virtq *q, unsigned n);
+
 /* Back to unconfigured (device reset or QueueReady = 0); clears broken. */
 void virtq_reset(struct virtq *q);
 

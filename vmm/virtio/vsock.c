@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -263,7 +264,7 @@ static void rx_pump(struct vsock_dev *vs, struct vsock_conn *only)
 	struct virtq_chain *ch;
 	bool pushed = false;
 
-	if (!dev_active(vs))
+	if (!dev_active(vs) || vs->reset_hold_rx)
 		return;
 	while (vs->ctl_count && rx_chain(vs, &ch) > 0) {
 		rx_deliver(vs, ch, &vs->ctl[vs->ctl_head], NULL);
@@ -596,14 +597,80 @@ static void listen_event(struct event_handler *h, uint32_t events)
 
 /* ---- device model ---- */
 
+/*
+ * TRANSPORT_RESET (virtio spec 5.10.6.6.1): every connection the guest has
+ * is gone; its listeners stay. Sent once after a restore, in the first event
+ * buffer the guest offers. The guest handles it, refills that buffer and
+ * kicks the event queue; avail_event is set so the kick comes with
+ * EVENT_IDX too, and that kick lets RX go.
+ */
+static void send_reset_event(struct vsock_dev *vs)
+{
+	struct virtq *q = &vs->dev->queues[EVQ];
+	struct virtq_chain ch;
+	uint8_t ev[4] = { 0 }; /* le32 id 0: VIRTIO_VSOCK_EVENT_TRANSPORT_RESET */
+	int r;
+
+	if (!vs->reset_event_pending) {
+		if (vs->reset_hold_rx) {
+			vs->reset_hold_rx = false;
+			rx_resume(vs);
+		}
+		return;
+	}
+	if (!q->ready || !(vs->dev->status & VIRTIO_STATUS_DRIVER_OK))
+		return;
+	r = virtq_pop(q, &ch);
+	if (r < 0 && r != -EIO)
+		virtio_dev_set_broken(vs->dev, "vsock event queue broke the ring rules");
+	if (r <= 0)
+		return;
+	if (ch.nread != 0 || ch.write_len < sizeof(ev)) {
+		virtio_dev_set_broken(vs->dev, "vsock event buffer is not writable or too small");
+		return;
+	}
+	iov_scatter(ch.iov, ch.nwrite, 0, ev, sizeof(ev));
+	if (q->event_idx)
+		*virtq_avail_event(q) = q->avail->idx; /* the guest's next refill crosses it */
+	virtq_push(q, ch.head, sizeof(ev));
+	vs->reset_event_pending = false;
+	virtio_dev_notify_used(vs->dev, EVQ);
+	sv_debug("virtio-vsock: transport reset sent to the guest");
+}
+
 static void vsock_notify(struct virtio_dev *dev, unsigned q)
 {
 	struct vsock_dev *vs = dev->model;
 
+	if (q == EVQ) {
+		send_reset_event(vs);
+		return;
+	}
 	if (q == TXQ)
 		virtio_dev_serve_queue(dev, TXQ, tx_chain);
 	/* New RX buffers, or TX may have freed credit or queued replies. */
 	rx_resume(vs);
+}
+
+/* An RX chain popped and not used goes back to the ring, to be taken again. */
+static void vsock_quiesce(struct virtio_dev *dev)
+{
+	struct vsock_dev *vs = dev->model;
+
+	if (vs->have_held)
+		virtq_unpop(&dev->queues[RXQ], 1);
+	vs->have_held = false;
+}
+
+static void vsock_restored(struct virtio_dev *dev)
+{
+	struct vsock_dev *vs = dev->model;
+	uint32_t salt = 0;
+
+	vs->reset_event_pending = vs->reset_hold_rx = true;
+	/* Host ports unlike the snapshot's, so nothing new can be taken for an old connection. */
+	if (getrandom(&salt, sizeof(salt), 0) == (ssize_t)sizeof(salt))
+		vs->next_local_port += salt & 0x3fffffffu;
 }
 
 static void vsock_reset(struct virtio_dev *dev)
@@ -619,6 +686,7 @@ static void vsock_reset(struct virtio_dev *dev)
 	}
 	vs->ctl_count = 0;
 	vs->have_held = false;
+	vs->reset_event_pending = vs->reset_hold_rx = false;
 }
 
 static void vsock_config_read(struct virtio_dev *dev, uint32_t offset, uint8_t *data,
@@ -640,6 +708,8 @@ const struct virtio_dev_ops virtio_vsock_ops = {
 	.config_read = vsock_config_read,
 	.queue_notify = vsock_notify,
 	.reset = vsock_reset,
+	.quiesce = vsock_quiesce,
+	.restored = vsock_restored,
 };
 
 static int init_common(struct vsock_dev *vs, uint64_t guest_cid, const char *path, int listen_fd)

@@ -47,6 +47,13 @@ struct vsock_dev {
 	/* An RX chain popped but not used yet (the read it was for had nothing). */
 	struct virtq_chain held;
 	bool have_held;
+	/*
+	 * After a restore: the guest still has the snapshot's connections. A
+	 * TRANSPORT_RESET event waits for an event buffer (reset_event_pending),
+	 * and nothing goes to RX until the guest has handled it: it refills the
+	 * event queue and kicks it (reset_hold_rx).
+	 */
+	bool reset_event_pending, reset_hold_rx;
 	uint8_t bounce[VSOCK_MAX_PAYLOAD];
 	/* Warnings a guest can cause at will (lib/log.h). */
 	struct sv_ratelimit ctl_full_log, credit_log, malformed_log;

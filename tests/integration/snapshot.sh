@@ -1,0 +1,180 @@
+# Snapshots of a running VM, restores, pause and resume (docs/vmm.md,
+# "Snapshots"): sourced by tests/integration/run in the vm shard (its
+# helpers: report, RESULTS, VMM, RUN...); SANDVM_ONLY=snapshot runs it alone.
+#
+# One VM boots the agent, gets a file written and a counting process
+# started; pause stops the counter (the VM holds no CPU) and resume starts it
+# again; a snapshot op writes state + memory; two VMs restored from it each
+# answer exec, see the file, and run apart; a broken state file, a
+# truncated memory file and another machine shape are refused with exit 2
+# before anything runs.
+snap_dir=$(mktemp -d "${TMPDIR:-/tmp}/sandvm-snap.XXXXXX")
+timeout -k 5 "$((CASE_TIMEOUT * 4))" /usr/bin/python3 - "$VMM" "$RUN" "$VMLINUX" "$AGENT_INITRD" "$snap_dir" \
+	"$RESULTS" >"$RESULTS/snapshot.out" 2>"$RESULTS/snapshot.err" <<'PY'
+import json, os, shutil, socket, subprocess, sys, time
+
+vmm, run, kernel, initrd, d, results = sys.argv[1:7]
+procs = []
+
+def case(name, ok, why=""):
+    print("CASE %s %s %s" % (name, "OK" if ok else "FAIL", why.replace("\n", " ")[:400]), flush=True)
+
+def ctl(sock, req, timeout=60):
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(timeout)
+    s.connect(sock)
+    s.sendall(json.dumps(req).encode() + b"\n")
+    return json.loads(s.makefile().readline())
+
+def vmm_start(name, args):
+    err = open(os.path.join(results, "snapshot-%s.err" % name), "wb")
+    p = subprocess.Popen([vmm] + args, stdout=open(os.path.join(results, "snapshot-%s.out" % name), "wb"),
+                         stderr=err)
+    procs.append(p)
+    return p
+
+def ex(sock, *cmd, timeout=120, ready=0):
+    argv = [run, "--attach", sock]
+    if ready:
+        argv += ["--ready-timeout", str(ready)]
+    r = subprocess.run(argv + ["--"] + list(cmd), capture_output=True, timeout=timeout)
+    return r.returncode, r.stdout.decode(errors="replace"), r.stderr.decode(errors="replace")
+
+def log_of(name):
+    with open(os.path.join(results, "snapshot-%s.err" % name), errors="replace") as f:
+        return f.read()
+
+def count(sock):
+    rc, out, _ = ex(sock, "cat", "/tmp/count")
+    return int(out.strip() or -1) if rc == 0 else -1
+
+try:
+    src_sock, src_ctl = os.path.join(d, "src.vsock"), os.path.join(d, "src.control")
+    src = vmm_start("source", ["--verbose", "--kernel", kernel, "--initrd", initrd, "--cpus", "2", "--memory", "512",
+                               "--console", os.path.join(d, "source.console"), "--vsock", src_sock,
+                               "--control", src_ctl, "--cmdline", "loglevel=4"])
+    rc, out, err = ex(src_sock, "sh", "-c", "echo snapshot-marker > /tmp/marker; echo ok", ready=120)
+    if rc != 0 or out.strip() != "ok":
+        case("snapshot-source-boot", False, "exec on the source VM: rc %d %s %s" % (rc, out, err))
+        raise SystemExit(1)
+    # A counter that outlives its exec: the agent's exec ends, the process goes on.
+    ex(src_sock, "sh", "-c", "setsid sh -c 'i=0; while :; do i=$((i+1)); echo $i > /tmp/count; sleep 0.1; done' "
+       "</dev/null >/dev/null 2>&1 &")
+    time.sleep(1.5)
+    c1 = count(src_sock)
+
+    # ---- pause / resume ----
+    r = ctl(src_ctl, {"op": "pause"})
+    st = ctl(src_ctl, {"op": "status"})
+    def cpu_ticks(pid):
+        ticks = 0
+        for t in os.listdir("/proc/%d/task" % pid):
+            with open("/proc/%d/task/%s/stat" % (pid, t)) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])
+        return ticks
+    t0 = cpu_ticks(src.pid)
+    time.sleep(2)
+    t1 = cpu_ticks(src.pid)
+    r2 = ctl(src_ctl, {"op": "resume"})
+    time.sleep(1.5)
+    c2 = count(src_sock)
+    time.sleep(1)
+    c3 = count(src_sock)
+    ok = (r.get("ok") and r.get("state") == "paused" and st.get("state") == "paused" and r2.get("ok")
+          and r2.get("state") == "running" and t1 - t0 <= 10 and c1 > 0 and c3 > c2 > c1)
+    case("vm-pause-resume", ok, "pause %s status %s resume %s cpu ticks while paused %d counts %d %d %d"
+         % (r, st.get("state"), r2, t1 - t0, c1, c2, c3))
+
+    # ---- snapshot ----
+    snap = os.path.join(d, "snap")
+    os.mkdir(snap)
+    r = ctl(src_ctl, {"op": "snapshot", "dir": snap}, timeout=300)
+    st = ctl(src_ctl, {"op": "status"})
+    size = os.path.getsize(os.path.join(snap, "memory")) if os.path.exists(os.path.join(snap, "memory")) else -1
+    used = os.stat(os.path.join(snap, "memory")).st_blocks * 512 if size >= 0 else -1
+    ok = r.get("ok") and st.get("state") == "paused" and size == 512 << 20 and 0 < used < size
+    case("vm-snapshot", ok, "reply %s, state %s, memory file %d bytes, %d allocated" % (r, st.get("state"), size, used))
+    ctl(src_ctl, {"op": "stop"})
+    src.wait(timeout=60)
+
+    # ---- two restores ----
+    clones = []
+    for i in (1, 2):
+        sock, c = os.path.join(d, "c%d.vsock" % i), os.path.join(d, "c%d.control" % i)
+        p = vmm_start("clone%d" % i, ["--restore", snap, "--verbose", "--cpus", "2", "--memory", "512", "--console",
+                                      os.path.join(d, "clone%d.console" % i), "--vsock", sock, "--control", c])
+        clones.append((p, sock, c))
+    answers = []
+    for p, sock, c in clones:
+        rc, out, err = ex(sock, "cat", "/tmp/marker", ready=60)
+        answers.append((rc, out.strip(), err.strip()[:200]))
+    stats = [ctl(c, {"op": "status"}) for _, _, c in clones]
+    ok = all(a[0] == 0 and a[1] == "snapshot-marker" for a in answers) and all(s.get("restored") for s in stats)
+    case("vm-restore-exec", ok, "clones answered %s, status restored %s restore_ms %s"
+         % (answers, [s.get("restored") for s in stats], [s.get("restore_ms") for s in stats]))
+    # The counter was running when the snapshot was taken: it runs on in each clone, apart.
+    a1 = [count(sock) for _, sock, _ in clones]
+    time.sleep(1.5)
+    a2 = [count(sock) for _, sock, _ in clones]
+    rc, _, _ = ex(clones[0][1], "sh", "-c", "echo only-one > /tmp/marker")
+    b = [ex(sock, "cat", "/tmp/marker")[1].strip() for _, sock, _ in clones]
+    ok = all(x > 0 for x in a1) and a2[0] > a1[0] and a2[1] > a1[1] and b == ["only-one", "snapshot-marker"]
+    case("vm-restore-apart", ok, "counters %s then %s, markers after writing in clone 1: %s" % (a1, a2, b))
+    # Pause and resume work on a restored VM too, and it stops cleanly.
+    r = ctl(clones[0][2], {"op": "pause"})
+    r2 = ctl(clones[0][2], {"op": "resume"})
+    rc, out, _ = ex(clones[0][1], "echo", "after")
+    ms = [l for l in log_of("clone1").splitlines() if "restored from snapshot in" in l]
+    case("vm-restore-pause", r.get("ok") and r2.get("ok") and rc == 0 and out.strip() == "after",
+         "pause %s resume %s exec %d %s; %s" % (r, r2, rc, out.strip(), ms[:1]))
+    for p, _, c in clones:
+        ctl(c, {"op": "stop"})
+        p.wait(timeout=60)
+
+    # ---- refusals: nothing runs, exit 2, the message says why ----
+    def refused(name, args, want):
+        p = vmm_start(name, args)
+        try:
+            p.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+        text = log_of(name)
+        case(name, p.returncode == 2 and want in text, "exit %s, log %s" % (p.returncode, text.strip()[-300:]))
+
+    # Copies of the state file only: a copy of the sparse memory file would fill it in.
+    bad = os.path.join(d, "bad")
+    os.mkdir(bad)
+    shutil.copyfile(os.path.join(snap, "state"), os.path.join(bad, "state"))
+    os.symlink(os.path.join(snap, "memory"), os.path.join(bad, "memory"))
+    with open(os.path.join(bad, "state"), "r+b") as f:
+        f.seek(200)
+        b0 = f.read(1)
+        f.seek(200)
+        f.write(bytes([b0[0] ^ 0x40]))
+    common = ["--cpus", "2", "--memory", "512", "--console", "none", "--vsock", os.path.join(d, "x.vsock")]
+    refused("vm-restore-corrupt-state", ["--restore", bad] + common, "snapshot:")
+    short = os.path.join(d, "short")
+    os.mkdir(short)
+    shutil.copyfile(os.path.join(snap, "state"), os.path.join(short, "state"))
+    with open(os.path.join(short, "memory"), "wb") as f:
+        f.truncate(256 << 20)
+    refused("vm-restore-short-memory", ["--restore", short] + common, "memory file")
+    refused("vm-restore-other-shape", ["--restore", snap, "--cpus", "1", "--memory", "512", "--console", "none",
+                                       "--vsock", os.path.join(d, "y.vsock")], "vCPUs")
+finally:
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+PY
+snap_rc=$?
+while read -r tag name verdict why; do
+	[ "$tag" = CASE ] || continue
+	if [ "$verdict" = OK ]; then report OK "$name"; else report FAIL "$name" "$why"; fi
+done <"$RESULTS/snapshot.out"
+if ! grep -q '^CASE vm-restore-other-shape ' "$RESULTS/snapshot.out"; then
+	report FAIL snapshot "the snapshot script ended early (exit $snap_rc): $(tail -3 "$RESULTS/snapshot.err" | tr '\n' ' ')"
+fi
+rm -rf "$snap_dir"
