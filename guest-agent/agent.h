@@ -100,8 +100,34 @@ uint64_t agent_now_ms(void);
 /* ---- system duties of PID 1 (system.c) ---- */
 /* The value of KEY=VALUE as a whole word of the kernel command line, and its length; NULL if absent. */
 const char *agent_cmdline_param(const char *cmdline, const char *key, size_t *len);
-/* eth0's addresses, routes and resolver from sandvm.net=, sandvm.net6=, sandvm.dns= (net.c). */
+/* Replaces path with data through a temporary file and a rename: readers see the old or the new. */
+int agent_write_file_atomic(const char *path, const void *data, size_t len, unsigned mode);
+
+/* ---- the network (net.c) ---- */
+/* What eth0 and the resolver are to have; parsed by lib/agent_proto.c's shared rules. */
+struct agent_net_config {
+	bool has_v4, has_v6, has_mac, has_dns;
+	struct agent_proto_net v4, v6;
+	uint8_t mac[6];
+	int dns_af;
+	uint8_t dns[16];
+};
+enum agent_net_field { AGENT_NET_V4, AGENT_NET_V6, AGENT_NET_MAC, AGENT_NET_DNS };
+/* One value (not NUL-terminated) into cfg; -EINVAL when malformed. */
+int agent_net_parse(struct agent_net_config *cfg, enum agent_net_field field, const char *v, size_t len);
+/*
+ * Configures eth0 and /etc/resolv.conf. reconfigure (after a restore): eth0
+ * goes down, takes cfg's MAC, loses every address and route first, and the
+ * first failure ends the call. Otherwise (boot) every part is tried and
+ * failures are logged. On failure *step names what failed.
+ */
+int agent_net_apply(const struct agent_net_config *cfg, bool reconfigure, const char **step);
+/* eth0's addresses, routes and resolver from sandvm.net=, sandvm.net6=, sandvm.dns=. */
 void agent_net_setup(const char *cmdline);
+
+/* ---- after a restore from a snapshot (restore.c) ---- */
+/* RESTORED: fresh entropy, clock, hostname, machine-id and network; OK or ERROR naming the step. */
+void agent_restored(struct agent_conn *c, const struct agent_proto_frame *f);
 void agent_system_setup(void);
 void agent_system_poweroff(uint32_t action) __attribute__((noreturn));
 /* Maps an errno value to the protocol's fixed error numbers. */

@@ -177,6 +177,7 @@ static void handle_hello(struct agent_conn *c, const struct agent_proto_frame *f
 		.min_version = AGENT_PROTO_VERSION_MIN,
 		.max_version = AGENT_PROTO_VERSION_MAX,
 		.name = AGENT_NAME,
+		.features = AGENT_PROTO_FEATURE_RESTORED,
 	};
 	size_t len, cap = 256;
 	uint8_t *p;
@@ -311,6 +312,13 @@ static void dispatch(struct agent_conn *c, const struct agent_proto_frame *f)
 		break;
 	case AGENT_PROTO_FILE_WRITE:
 		handle_file_write(c, f);
+		break;
+	case AGENT_PROTO_RESTORED:
+		if (agent_conn_stream_find(c, f->hdr.stream))
+			agent_conn_send_error(c, f->hdr.stream, EBUSY, "stream %u is already open",
+					      f->hdr.stream);
+		else
+			agent_restored(c, f);
 		break;
 	default:
 		agent_conn_send_error(c, f->hdr.stream, EINVAL, "%s is not a request",

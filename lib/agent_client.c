@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <time.h>
@@ -324,6 +325,7 @@ static int hello(struct agent_client *c, int64_t deadline)
 			    theirs.min_version, theirs.max_version, AGENT_PROTO_VERSION_MIN,
 			    AGENT_PROTO_VERSION_MAX);
 	snprintf(c->agent_name, sizeof(c->agent_name), "%s", theirs.name);
+	c->agent_features = theirs.features;
 	return 0;
 }
 
@@ -448,6 +450,57 @@ int agent_client_shutdown(struct agent_client *c, uint32_t action)
 			return remote_error(c, &f);
 	}
 	return r;
+}
+
+/* ---- after a restore ---- */
+
+int agent_client_restored_prepare(struct agent_proto_restored *m,
+				  uint8_t entropy[AGENT_PROTO_RESTORED_ENTROPY])
+{
+	struct timespec ts;
+	size_t got = 0;
+
+	memset(m, 0, sizeof(*m));
+	while (got < AGENT_PROTO_RESTORED_ENTROPY) {
+		ssize_t n = getrandom(entropy + got, AGENT_PROTO_RESTORED_ENTROPY - got, 0);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		got += (size_t)n;
+	}
+	if (clock_gettime(CLOCK_REALTIME, &ts) < 0)
+		return -errno;
+	m->entropy = entropy;
+	m->entropy_len = AGENT_PROTO_RESTORED_ENTROPY;
+	m->realtime_ns = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+	return 0;
+}
+
+/* Room for the fixed fields and six strings at their longest (AGENT_PROTO_NET_SPEC_MAX bounds them). */
+#define RESTORED_FRAME_MAX (AGENT_PROTO_HEADER_SIZE + 8 * AGENT_PROTO_TLV_HEADER_SIZE + \
+			    AGENT_PROTO_RESTORED_ENTROPY + 8 + 6 * (AGENT_PROTO_NET_SPEC_MAX + 1))
+
+int agent_client_restored(struct agent_client *c, const struct agent_proto_restored *m, int timeout_ms)
+{
+	int64_t deadline = timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
+	uint32_t stream;
+	struct agent_proto_frame f;
+	int r;
+
+	if (!(c->agent_features & AGENT_PROTO_FEATURE_RESTORED))
+		return fail(c, -EOPNOTSUPP, "the agent (%s) does not support RESTORED", c->agent_name);
+	stream = new_stream(c);
+	r = QUEUE(c, RESTORED_FRAME_MAX,
+		  agent_proto_encode_restored(p_, RESTORED_FRAME_MAX, stream, m, &len_));
+	if (r || (r = stream_frame(c, stream, &f, deadline)))
+		return r;
+	if (f.hdr.type == AGENT_PROTO_ERROR)
+		return remote_error(c, &f);
+	if (f.hdr.type != AGENT_PROTO_OK || agent_proto_decode_empty(&f))
+		return fail(c, -EPROTO, "unexpected %s after RESTORED", agent_proto_type_name(f.hdr.type));
+	return 0;
 }
 
 /* ---- exec ---- */

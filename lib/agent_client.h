@@ -37,6 +37,7 @@ struct agent_client {
 	/* File calls wait this long for each frame of the agent's (0: for ever); then -ETIMEDOUT. */
 	uint32_t frame_timeout_ms;
 	char agent_name[128];
+	uint32_t agent_features; /* AGENT_PROTO_FEATURE_* the agent announced in HELLO */
 	char error[512];
 };
 
@@ -92,6 +93,25 @@ const char *agent_client_error(const struct agent_client *c);
 int agent_client_ping(struct agent_client *c, int timeout_ms);
 /* Asks the agent to end the VM; returns once it acknowledged. */
 int agent_client_shutdown(struct agent_client *c, uint32_t action);
+
+/*
+ * Fills m for RESTORED with fresh values: entropy_len bytes from getrandom
+ * into entropy (m points at it) and the host's CLOCK_REALTIME; the optional
+ * fields (hostname, machine_id, net, net6, mac, dns) are NULL for the caller
+ * to set. 0 or -errno.
+ */
+int agent_client_restored_prepare(struct agent_proto_restored *m,
+				  uint8_t entropy[AGENT_PROTO_RESTORED_ENTROPY]);
+/*
+ * After a restore from a snapshot, before anything else runs in the guest:
+ * sends RESTORED (m as agent_client_restored_prepare filled it, plus the
+ * sandbox's identity) and waits up to timeout_ms (< 0: for ever) for the
+ * agent to apply it. -EINVAL (nothing sent) for a value the protocol
+ * refuses; -EOPNOTSUPP (nothing sent) when the agent did not announce
+ * AGENT_PROTO_FEATURE_RESTORED; otherwise the agent's error, whose message
+ * (agent_client_error) names the step that failed.
+ */
+int agent_client_restored(struct agent_client *c, const struct agent_proto_restored *m, int timeout_ms);
 
 /* Runs one process to its end; 0 with *st filled, or an error before or while it ran. */
 int agent_client_exec(struct agent_client *c, const struct agent_exec_request *req,

@@ -2,9 +2,11 @@
  * Host <-> guest agent wire format: frame header, stream reader and the
  * table-driven TLV codec behind every message. See docs/agent-protocol.md.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stdbool.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "agent_proto.h"
 
@@ -54,6 +56,7 @@ static const struct type_info {
 	[AGENT_PROTO_PING] = { "PING", STREAM_ZERO },
 	[AGENT_PROTO_PONG] = { "PONG", STREAM_ZERO },
 	[AGENT_PROTO_SHUTDOWN] = { "SHUTDOWN", STREAM_ZERO },
+	[AGENT_PROTO_RESTORED] = { "RESTORED", STREAM_NONZERO },
 	[AGENT_PROTO_OK] = { "OK", STREAM_ANY },
 	[AGENT_PROTO_ERROR] = { "ERROR", STREAM_ANY },
 	[AGENT_PROTO_EXEC_START] = { "EXEC_START", STREAM_NONZERO },
@@ -313,6 +316,8 @@ static const struct field f_hello[] = {
 	U32(1, agent_proto_hello, min_version, F_REQ, 1, UINT32_MAX),
 	U32(2, agent_proto_hello, max_version, F_REQ, 1, UINT32_MAX),
 	STR(3, agent_proto_hello, name, F_REQ),
+	/* Any bits: a peer ignores features it does not know. */
+	U32(4, agent_proto_hello, features, 0, 0, UINT32_MAX),
 };
 static const struct field f_ping[] = { U64(1, agent_proto_ping, token, F_REQ) };
 static const struct field f_shutdown[] = {
@@ -389,11 +394,23 @@ static const struct field f_remove[] = {
 	MASK(2, agent_proto_remove, flags, F_REQ, AGENT_PROTO_REMOVE_RECURSIVE),
 };
 
+static const struct field f_restored[] = {
+	BYTES(1, agent_proto_restored, entropy, entropy_len),
+	U64(2, agent_proto_restored, realtime_ns, F_REQ),
+	STR(3, agent_proto_restored, hostname, F_NONEMPTY),
+	STR(4, agent_proto_restored, machine_id, F_NONEMPTY),
+	STR(5, agent_proto_restored, net, F_NONEMPTY),
+	STR(6, agent_proto_restored, net6, F_NONEMPTY),
+	STR(7, agent_proto_restored, mac, F_NONEMPTY),
+	STR(8, agent_proto_restored, dns, F_NONEMPTY),
+};
+
 static const struct shape s_empty = { NULL, 0 };
 static const struct shape s_hello = SHAPE(f_hello);
 static const struct shape s_ping = SHAPE(f_ping);
 static const struct shape s_shutdown = SHAPE(f_shutdown);
 static const struct shape s_error = SHAPE(f_error);
+static const struct shape s_restored = SHAPE(f_restored);
 static const struct shape s_exec_start = SHAPE(f_exec_start);
 static const struct shape s_exec_started = SHAPE(f_exec_started);
 static const struct shape s_data = SHAPE(f_data);
@@ -419,6 +436,8 @@ static const struct shape *shape_of(uint8_t type)
 		return &s_ping;
 	case AGENT_PROTO_SHUTDOWN:
 		return &s_shutdown;
+	case AGENT_PROTO_RESTORED:
+		return &s_restored;
 	case AGENT_PROTO_OK:
 	case AGENT_PROTO_STDIN_CLOSE:
 	case AGENT_PROTO_LIST_END:
@@ -694,6 +713,195 @@ int agent_proto_encode_error(void *buf, size_t cap, uint32_t stream, const struc
 int agent_proto_decode_error(const struct agent_proto_frame *f, struct agent_proto_error *m)
 {
 	return decode_msg(f, &s_error, m, sizeof(*m));
+}
+
+/* ---- RESTORED and its values ---- */
+
+bool agent_proto_hostname_ok(const char *s, size_t len)
+{
+	size_t label = 0;
+
+	if (len < 1 || len > AGENT_PROTO_HOSTNAME_MAX)
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		char ch = s[i];
+
+		if (ch == '.') {
+			if (label == 0 || s[i - 1] == '-')
+				return false;
+			label = 0;
+			continue;
+		}
+		if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+		      ch == '-'))
+			return false;
+		if (ch == '-' && label == 0)
+			return false;
+		if (++label > 63)
+			return false;
+	}
+	return label > 0 && s[len - 1] != '-';
+}
+
+static int hex_digit(char ch)
+{
+	if (ch >= '0' && ch <= '9')
+		return ch - '0';
+	if (ch >= 'a' && ch <= 'f')
+		return ch - 'a' + 10;
+	if (ch >= 'A' && ch <= 'F')
+		return ch - 'A' + 10;
+	return -1;
+}
+
+bool agent_proto_machine_id_ok(const char *s, size_t len)
+{
+	bool nonzero = false;
+
+	if (len != AGENT_PROTO_MACHINE_ID_LEN)
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		/* Lowercase only: machine-id(5) says so, and systemd refuses others. */
+		if (hex_digit(s[i]) < 0 || (s[i] >= 'A' && s[i] <= 'F'))
+			return false;
+		nonzero |= s[i] != '0';
+	}
+	return nonzero;
+}
+
+int agent_proto_parse_mac(const char *s, size_t len, uint8_t mac[6])
+{
+	uint8_t m[6];
+
+	if (len != 17)
+		return -EINVAL;
+	for (int i = 0; i < 6; i++) {
+		int hi = hex_digit(s[3 * i]), lo = hex_digit(s[3 * i + 1]);
+
+		if (hi < 0 || lo < 0 || (i < 5 && s[3 * i + 2] != ':'))
+			return -EINVAL;
+		m[i] = (uint8_t)(hi << 4 | lo);
+	}
+	/* A multicast or zero source address is not one an interface can have. */
+	if ((m[0] & 1) || !(m[0] | m[1] | m[2] | m[3] | m[4] | m[5]))
+		return -EINVAL;
+	memcpy(mac, m, 6);
+	return 0;
+}
+
+/* inet_pton over a counted string. */
+static bool pton(int af, const char *s, size_t len, uint8_t *out)
+{
+	char buf[64];
+
+	if (len == 0 || len >= sizeof(buf) || memchr(s, 0, len))
+		return false;
+	memcpy(buf, s, len);
+	buf[len] = '\0';
+	return inet_pton(af, buf, out) == 1;
+}
+
+int agent_proto_parse_addr(const char *s, size_t len, int *af, uint8_t addr[16])
+{
+	uint8_t a[16] = { 0 };
+
+	if (pton(AF_INET, s, len, a))
+		*af = AF_INET;
+	else if (pton(AF_INET6, s, len, a))
+		*af = AF_INET6;
+	else
+		return -EINVAL;
+	memcpy(addr, a, 16);
+	return 0;
+}
+
+int agent_proto_parse_net(const char *s, size_t len, int af, struct agent_proto_net *out)
+{
+	const char *slash, *comma;
+	struct agent_proto_net n = { .af = af };
+	size_t plen;
+	unsigned max = af == AF_INET ? 32 : 128;
+
+	if ((af != AF_INET && af != AF_INET6) || len > AGENT_PROTO_NET_SPEC_MAX)
+		return -EINVAL;
+	slash = memchr(s, '/', len);
+	if (!slash)
+		return -EINVAL;
+	comma = memchr(slash, ',', len - (size_t)(slash - s));
+	if (!comma)
+		return -EINVAL;
+	plen = (size_t)(comma - slash - 1);
+	if (plen < 1 || plen > 3 || (plen > 1 && slash[1] == '0'))
+		return -EINVAL;
+	for (size_t i = 1; i <= plen; i++) {
+		if (slash[i] < '0' || slash[i] > '9')
+			return -EINVAL;
+		n.prefix = n.prefix * 10 + (unsigned)(slash[i] - '0');
+	}
+	if (n.prefix > max || !pton(af, s, (size_t)(slash - s), n.addr) ||
+	    !pton(af, comma + 1, len - (size_t)(comma + 1 - s), n.gw))
+		return -EINVAL;
+	*out = n;
+	return 0;
+}
+
+static bool opt_ok(const char *s, bool (*ok)(const char *, size_t))
+{
+	return !s || ok(s, strlen(s));
+}
+
+static bool net_ok(const char *s, size_t len)
+{
+	struct agent_proto_net n;
+
+	return agent_proto_parse_net(s, len, AF_INET, &n) == 0;
+}
+
+static bool net6_ok(const char *s, size_t len)
+{
+	struct agent_proto_net n;
+
+	return agent_proto_parse_net(s, len, AF_INET6, &n) == 0;
+}
+
+static bool mac_ok(const char *s, size_t len)
+{
+	uint8_t mac[6];
+
+	return agent_proto_parse_mac(s, len, mac) == 0;
+}
+
+static bool dns_ok(const char *s, size_t len)
+{
+	uint8_t a[16];
+	int af;
+
+	return agent_proto_parse_addr(s, len, &af, a) == 0;
+}
+
+static bool restored_ok(const struct agent_proto_restored *m)
+{
+	return m->entropy && m->entropy_len == AGENT_PROTO_RESTORED_ENTROPY && m->realtime_ns >= 1 &&
+	       m->realtime_ns <= INT64_MAX && opt_ok(m->hostname, agent_proto_hostname_ok) &&
+	       opt_ok(m->machine_id, agent_proto_machine_id_ok) && opt_ok(m->net, net_ok) &&
+	       opt_ok(m->net6, net6_ok) && opt_ok(m->mac, mac_ok) && opt_ok(m->dns, dns_ok);
+}
+
+int agent_proto_encode_restored(void *buf, size_t cap, uint32_t stream,
+				const struct agent_proto_restored *m, size_t *len)
+{
+	if (!restored_ok(m))
+		return -EINVAL;
+	return encode_msg(buf, cap, AGENT_PROTO_RESTORED, stream, &s_restored, m, len);
+}
+
+int agent_proto_decode_restored(const struct agent_proto_frame *f, struct agent_proto_restored *m)
+{
+	int err = decode_msg(f, &s_restored, m, sizeof(*m));
+
+	if (err == 0 && !restored_ok(m))
+		err = -EINVAL;
+	return err;
 }
 
 static bool env_entry_ok(const char *s)

@@ -12,6 +12,7 @@
  * what makes them usable in place as C strings.
  */
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -38,6 +39,7 @@ enum agent_proto_type {
 	AGENT_PROTO_PING = 0x02,
 	AGENT_PROTO_PONG = 0x03,
 	AGENT_PROTO_SHUTDOWN = 0x04,
+	AGENT_PROTO_RESTORED = 0x05,
 	AGENT_PROTO_OK = 0x08,
 	AGENT_PROTO_ERROR = 0x09,
 	AGENT_PROTO_EXEC_START = 0x10,
@@ -85,6 +87,18 @@ enum {
 	AGENT_PROTO_FT_DIRECTORY = 2,
 	AGENT_PROTO_FT_SYMLINK = 3,
 };
+/*
+ * HELLO features: what a peer supports beyond the base protocol of its
+ * version. A sender of a request that needs one checks the peer announced it;
+ * unknown bits are ignored.
+ */
+#define AGENT_PROTO_FEATURE_RESTORED 0x1u
+/* RESTORED bounds */
+#define AGENT_PROTO_RESTORED_ENTROPY 64u /* bytes of entropy, exactly */
+#define AGENT_PROTO_HOSTNAME_MAX 64u     /* HOST_NAME_MAX */
+#define AGENT_PROTO_MACHINE_ID_LEN 32u   /* lowercase hex digits */
+/* Longest net, net6 or dns value ("ADDR/PREFIX,GATEWAY" of two IPv6 addresses fits). */
+#define AGENT_PROTO_NET_SPEC_MAX 127u
 /* SHUTDOWN actions */
 enum { AGENT_PROTO_POWEROFF = 0, AGENT_PROTO_REBOOT = 1 };
 
@@ -131,6 +145,7 @@ struct agent_proto_hello {
 	uint32_t min_version;
 	uint32_t max_version;
 	const char *name; /* e.g. "sandvm-agent 1.2"; may be empty */
+	uint32_t features; /* AGENT_PROTO_FEATURE_*; optional on the wire, 0 when absent */
 };
 
 /* PING and PONG */
@@ -237,6 +252,32 @@ struct agent_proto_shutdown {
 	uint32_t action; /* AGENT_PROTO_POWEROFF or AGENT_PROTO_REBOOT */
 };
 
+/*
+ * RESTORED: the VM was restored from a snapshot; the guest takes a fresh
+ * identity before any user code runs. Optional strings are NULL when absent;
+ * every present one is validated by the decoder (and refused by the encoder)
+ * with the helpers below.
+ */
+struct agent_proto_restored {
+	const uint8_t *entropy; /* AGENT_PROTO_RESTORED_ENTROPY bytes from the host's getrandom */
+	uint32_t entropy_len;
+	uint64_t realtime_ns; /* host CLOCK_REALTIME, ns since the epoch: 1..INT64_MAX */
+	const char *hostname;   /* agent_proto_hostname_ok */
+	const char *machine_id; /* agent_proto_machine_id_ok */
+	const char *net;        /* IPv4 "ADDR/PREFIX,GATEWAY", as sandvm.net= */
+	const char *net6;       /* IPv6 likewise, as sandvm.net6= */
+	const char *mac;        /* "aa:bb:cc:dd:ee:ff", unicast, not all zero */
+	const char *dns;        /* one IPv4 or IPv6 address, as sandvm.dns= */
+};
+
+/* An address and prefix with a gateway, parsed from "ADDR/PREFIX,GATEWAY". */
+struct agent_proto_net {
+	int af;          /* AF_INET or AF_INET6 */
+	unsigned prefix; /* 0..32 or 0..128 */
+	uint8_t addr[16]; /* network order; 4 bytes used for AF_INET */
+	uint8_t gw[16];
+};
+
 /* "EXEC_START", or "UNKNOWN" for a type this version does not define. */
 const char *agent_proto_type_name(uint8_t type);
 
@@ -306,6 +347,28 @@ int agent_proto_decode_shutdown(const struct agent_proto_frame *f, struct agent_
 int agent_proto_encode_error(void *buf, size_t cap, uint32_t stream, const struct agent_proto_error *m,
 			     size_t *len);
 int agent_proto_decode_error(const struct agent_proto_frame *f, struct agent_proto_error *m);
+/* RESTORED uses a request stream (non-zero); the reply is OK or ERROR on it. */
+int agent_proto_encode_restored(void *buf, size_t cap, uint32_t stream,
+				const struct agent_proto_restored *m, size_t *len);
+int agent_proto_decode_restored(const struct agent_proto_frame *f, struct agent_proto_restored *m);
+
+/*
+ * Value checks shared by the RESTORED codec, the agent's kernel command line
+ * (sandvm.net=, sandvm.net6=, sandvm.dns=) and the host. They take a length
+ * because command-line values are not NUL-terminated.
+ *
+ * hostname: 1..64 bytes, dot-separated labels of 1..63 letters, digits and
+ * '-', no label starting or ending with '-'. machine_id: 32 lowercase hex
+ * digits, not all zero. mac: six two-digit hex bytes separated by ':', not
+ * multicast, not all zero. net: "ADDR/PREFIX,GATEWAY" of family af, PREFIX
+ * decimal without sign or leading zeros. addr: one IPv4 or IPv6 address.
+ * The parsers return 0 or -EINVAL.
+ */
+bool agent_proto_hostname_ok(const char *s, size_t len);
+bool agent_proto_machine_id_ok(const char *s, size_t len);
+int agent_proto_parse_mac(const char *s, size_t len, uint8_t mac[6]);
+int agent_proto_parse_net(const char *s, size_t len, int af, struct agent_proto_net *out);
+int agent_proto_parse_addr(const char *s, size_t len, int *af, uint8_t addr[16]);
 
 int agent_proto_encode_exec_start(void *buf, size_t cap, uint32_t stream,
 				  const struct agent_proto_exec_start *m, size_t *len);

@@ -23,9 +23,14 @@
 #define FILE_CHUNK (64u * 1024u)
 /* Asked for per FILE_READ (the agent answers at most 4 MiB). */
 #define FILE_READ_REQUEST (4u << 20)
+/* RESTORED without a deadline of the caller's still gets one: the guest must not hold a create for ever. */
+#define RESTORED_DEADLINE_MS 10000u
+/* The largest RESTORED frame: fixed fields and six strings at their longest. */
+#define RESTORED_FRAME_MAX (AGENT_PROTO_HEADER_SIZE + 8 * AGENT_PROTO_TLV_HEADER_SIZE + \
+			    AGENT_PROTO_RESTORED_ENTROPY + 8 + 6 * (AGENT_PROTO_NET_SPEC_MAX + 1))
 
 enum ac_state { S_CONNECTING, S_CONNECT_REPLY, S_HELLO, S_RUNNING };
-enum ac_kind { K_HELLO, K_EXEC, K_FILE };
+enum ac_kind { K_HELLO, K_EXEC, K_FILE, K_RESTORED };
 
 /* A file call's state. */
 struct ac_file {
@@ -62,7 +67,7 @@ struct agent_conn {
 	size_t line_len;
 	struct agent_proto_reader reader;
 	uint8_t *payload;
-	uint8_t *start_frame; /* EXEC_START, encoded at once: the request's strings need not outlive the call */
+	uint8_t *start_frame; /* EXEC_START or RESTORED, encoded at once: the request's strings need not outlive the call */
 	size_t start_len;
 
 	bool started, exited;
@@ -615,6 +620,17 @@ static void file_frame(struct agent_conn *ac, const struct agent_proto_frame *f)
 	}
 }
 
+/* The agent's answer to RESTORED: OK, or ERROR whose message names the step that failed. */
+static void restored_frame(struct agent_conn *ac, const struct agent_proto_frame *f)
+{
+	if (f->hdr.type == AGENT_PROTO_ERROR)
+		remote_error(ac, f, "the guest could not take its new identity: ");
+	else if (f->hdr.type != AGENT_PROTO_OK || agent_proto_decode_empty(f))
+		finish(ac, -EPROTO, "unexpected %s after RESTORED", agent_proto_type_name(f->hdr.type));
+	else
+		finish(ac, 0, NULL);
+}
+
 static void hello_frame(struct agent_conn *ac, const struct agent_proto_frame *f)
 {
 	struct agent_proto_hello theirs;
@@ -634,6 +650,10 @@ static void hello_frame(struct agent_conn *ac, const struct agent_proto_frame *f
 	}
 	if (ac->kind == K_HELLO) {
 		finish(ac, 0, NULL);
+		return;
+	}
+	if (ac->kind == K_RESTORED && !(theirs.features & AGENT_PROTO_FEATURE_RESTORED)) {
+		finish(ac, -EOPNOTSUPP, "the guest agent (%.100s) does not support RESTORED", theirs.name);
 		return;
 	}
 	ac->state = S_RUNNING;
@@ -679,6 +699,8 @@ static void frame(struct agent_conn *ac, const struct agent_proto_frame *f)
 	}
 	if (ac->kind == K_FILE)
 		file_frame(ac, f);
+	else if (ac->kind == K_RESTORED)
+		restored_frame(ac, f);
 	else
 		exec_frame(ac, f);
 }
@@ -921,6 +943,42 @@ int agent_conn_hello(uv_loop_t *loop, const struct agent_conn_config *cfg, const
 	}
 	*out = ac;
 	return 0;
+}
+
+int agent_conn_restored(uv_loop_t *loop, const struct agent_conn_config *cfg, const struct agent_proto_restored *m,
+			const struct agent_conn_ops *ops, void *ctx, struct agent_conn **out)
+{
+	struct agent_conn_config c = *cfg;
+	struct agent_conn *ac;
+	int r;
+
+	if (!cfg->vsock_path || strlen(cfg->vsock_path) >= sizeof(ac->path) || !m || !ops || !ops->ended)
+		return -EINVAL;
+	ac = calloc(1, sizeof(*ac));
+	if (!ac)
+		return -ENOMEM;
+	ac->kind = K_RESTORED;
+	ac->stream = EXEC_STREAM;
+	ac->ops = ops;
+	ac->payload = malloc(AGENT_CONN_MAX_PAYLOAD);
+	ac->start_frame = malloc(RESTORED_FRAME_MAX);
+	if (!ac->payload || !ac->start_frame) {
+		r = -ENOMEM;
+		goto fail;
+	}
+	r = agent_proto_encode_restored(ac->start_frame, RESTORED_FRAME_MAX, EXEC_STREAM, m, &ac->start_len);
+	if (r < 0)
+		goto fail;
+	if (!c.deadline_ms)
+		c.deadline_ms = RESTORED_DEADLINE_MS;
+	r = conn_start(ac, loop, &c, ctx);
+	if (r < 0)
+		goto fail;
+	*out = ac;
+	return 0;
+fail:
+	ac_free(ac);
+	return r;
 }
 
 int agent_conn_file(uv_loop_t *loop, const struct agent_conn_config *cfg, const struct agent_file_request *rq,

@@ -7,7 +7,8 @@
  * (CONNECT PORT, retried while the agent is not listening yet), says HELLO,
  * and then carries one exec (its output, stdin, signals and exit status with
  * the agent protocol's flow control, lib/agent_proto.h) or one file call
- * (read, write, stat, list, mkdir, remove), or nothing (the readiness check).
+ * (read, write, stat, list, mkdir, remove), or the RESTORED message after a
+ * restore from a snapshot, or nothing (the readiness check).
  *
  * Every bound is the host's own, whatever the guest does: connecting and
  * HELLO within connect_ms; frames of at most AGENT_CONN_MAX_PAYLOAD bytes;
@@ -70,6 +71,19 @@ int agent_conn_exec(uv_loop_t *loop, const struct agent_conn_config *cfg, const 
  */
 int agent_conn_hello(uv_loop_t *loop, const struct agent_conn_config *cfg, const struct agent_conn_ops *ops,
 		     void *ctx, struct agent_conn **out);
+
+/*
+ * After a restore from a snapshot: connects, says HELLO and sends RESTORED
+ * (m encoded at once: its strings and entropy need not outlive the call;
+ * agent_client_restored_prepare fills entropy and time). ops->ended reports 0
+ * once the agent applied it; -EOPNOTSUPP when the agent did not announce
+ * AGENT_PROTO_FEATURE_RESTORED (nothing sent); the agent's error, its message
+ * naming the step that failed; or a transport error. deadline_ms 0 means
+ * 10 s here. ops->ended is all it needs. -EINVAL (no callback) for a value
+ * the protocol refuses.
+ */
+int agent_conn_restored(uv_loop_t *loop, const struct agent_conn_config *cfg, const struct agent_proto_restored *m,
+			const struct agent_conn_ops *ops, void *ctx, struct agent_conn **out);
 
 enum agent_file_op {
 	AGENT_FILE_READ,   /* the file's bytes written to fd, at most limit of them */

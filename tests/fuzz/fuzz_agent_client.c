@@ -30,7 +30,11 @@ static int list_cb(void *ctx, const struct agent_proto_list_entry *e)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static const char *const argv[] = { "/bin/true", NULL };
-	struct agent_proto_hello hello = { .min_version = 1, .max_version = 1, .name = "fuzz" };
+	struct agent_proto_hello hello = { .min_version = 1, .max_version = 1, .name = "fuzz",
+					   .features = AGENT_PROTO_FEATURE_RESTORED };
+	uint8_t entropy[AGENT_PROTO_RESTORED_ENTROPY] = { 0 };
+	struct agent_proto_restored rm = { .entropy = entropy, .entropy_len = sizeof(entropy),
+					   .realtime_ns = 1, .hostname = "h", .net = "10.0.0.2/30,10.0.0.1" };
 	struct agent_exec_request req = { .argv = argv };
 	struct agent_exec_io io = { .in_fd = -1, .out_fd = -1, .err_fd = -1, .signal_fd = -1 };
 	struct agent_proto_stat_result st;
@@ -60,7 +64,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		abort();
 	shutdown(sv[1], SHUT_WR);
 	if (agent_client_attach_fd(&c, sv[0], 1000) == 0) {
-		switch (data[0] % 5) {
+		switch (data[0] % 6) {
 		case 0:
 			agent_client_exec(&c, &req, &io, &es);
 			break;
@@ -72,6 +76,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			break;
 		case 3:
 			agent_client_ping(&c, 1000);
+			break;
+		case 5:
+			agent_client_restored(&c, &rm, 1000);
 			break;
 		default:
 			agent_client_stat(&c, "/f", &st);

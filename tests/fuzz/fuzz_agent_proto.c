@@ -122,6 +122,18 @@ static void decode(const struct agent_proto_frame *f)
 	case AGENT_PROTO_SHUTDOWN:
 		ROUND(shutdown, (out, sizeof(out), &m, &len), check(m.action <= AGENT_PROTO_REBOOT));
 		break;
+	case AGENT_PROTO_RESTORED:
+		ROUND(restored, (out, sizeof(out), s, &m, &len), {
+			check_bytes(f, m.entropy, m.entropy_len);
+			check(m.entropy_len == AGENT_PROTO_RESTORED_ENTROPY && m.realtime_ns >= 1);
+			check_str(f, m.hostname, true);
+			check_str(f, m.machine_id, true);
+			check_str(f, m.net, true);
+			check_str(f, m.net6, true);
+			check_str(f, m.mac, true);
+			check_str(f, m.dns, true);
+		});
+		break;
 	case AGENT_PROTO_ERROR:
 		ROUND(error, (out, sizeof(out), s, &m, &len), check_str(f, m.message, true));
 		break;

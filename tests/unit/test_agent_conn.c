@@ -576,6 +576,48 @@ static void hello_only(void **state)
 	drain_loop(f);
 }
 
+/*
+ * RESTORED through the real agent (not PID 1): it is sent after HELLO and the
+ * agent's refusal, naming the step, comes back through ops->ended; a refused
+ * value fails at once without a callback; a silent agent is bounded.
+ */
+static void restored_call(void **state)
+{
+	struct fixture *f = *state;
+	struct result res = { 0 }, mute = { 0 };
+	struct agent_conn_config cfg = { .vsock_path = f->vmm_sock, .port = AGENT_CLIENT_PORT, .connect_ms = 10000 };
+	struct agent_conn_ops r_ops = { .ended = on_ended };
+	uint8_t entropy[AGENT_PROTO_RESTORED_ENTROPY];
+	struct agent_proto_restored m;
+	struct agent_conn *ac = NULL;
+	char host[] = "sbx-restored";
+
+	f->mode = FAKE_PROXY;
+	fake_listen(f);
+	assert_int_equal(agent_client_restored_prepare(&m, entropy), 0);
+	m.hostname = host;
+	m.net = "10.98.0.2/30,10.98.0.1";
+	m.mac = "02:00:00:00:98:02";
+	m.machine_id = "00000000000000000000000000000000";
+	assert_int_equal(agent_conn_restored(&f->loop, &cfg, &m, &r_ops, &res, &ac), -EINVAL);
+	assert_null(ac);
+	m.machine_id = NULL;
+	assert_int_equal(agent_conn_restored(&f->loop, &cfg, &m, &r_ops, &res, &res.ac), 0);
+	/* The request was encoded at once: the caller's strings may go. */
+	memset(host, 'x', sizeof(host) - 1);
+	memset(entropy, 0, sizeof(entropy));
+	assert_true(run_until_ended(f, &res, 10));
+	assert_int_equal(res.r, -EPERM);
+	assert_non_null(strstr(res.error, "entropy: not PID 1"));
+
+	f->mode = FAKE_NO_HELLO;
+	cfg.connect_ms = 400;
+	assert_int_equal(agent_conn_restored(&f->loop, &cfg, &m, &r_ops, &mute, &mute.ac), 0);
+	assert_true(run_until_ended(f, &mute, 5));
+	assert_int_equal(mute.r, -ETIMEDOUT);
+	drain_loop(f);
+}
+
 /* A CONNECT that gets no answer is asked again after a second, not waited on for the whole connect time. */
 static void unanswered_connect_retried(void **state)
 {
@@ -1002,6 +1044,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(hostile_agents, setup, teardown),
 		cmocka_unit_test_setup_teardown(thousand_silent_guests, setup, teardown),
 		cmocka_unit_test_setup_teardown(hello_only, setup, teardown),
+		cmocka_unit_test_setup_teardown(restored_call, setup, teardown),
 		cmocka_unit_test_setup_teardown(unanswered_connect_retried, setup, teardown),
 		cmocka_unit_test_setup_teardown(file_calls, setup, teardown),
 		cmocka_unit_test_setup_teardown(hostile_file_replies, setup, teardown),

@@ -507,6 +507,87 @@ static void test_disconnect_kills(void **state)
 }
 
 /* Garbage, frames before HELLO, truncated and random frames: connections die, the agent does not. */
+/*
+ * RESTORED against an agent that is not PID 1: it announces the feature,
+ * validates the request, and refuses (EPERM, naming the first step) to change
+ * this host's entropy, clock or network, even when the test runs as root.
+ * The steps themselves run only in a VM (the L1 integration test).
+ */
+static void test_restored(void **state)
+{
+	uint8_t entropy[AGENT_PROTO_RESTORED_ENTROPY], buf[512], payload[256], t8[8] = { 1 };
+	struct agent_proto_restored m;
+	struct agent_proto_error e;
+	struct agent_proto_frame f;
+	struct agent_client c;
+	struct raw_reader rr;
+	char host_before[256], host_after[256];
+	size_t len;
+	int fd;
+
+	(void)state;
+	assert_int_equal(gethostname(host_before, sizeof(host_before)), 0);
+	client(&c);
+	assert_true(c.agent_features & AGENT_PROTO_FEATURE_RESTORED);
+	assert_int_equal(agent_client_restored_prepare(&m, entropy), 0);
+	assert_true(m.entropy == entropy && m.entropy_len == AGENT_PROTO_RESTORED_ENTROPY);
+	assert_true(m.realtime_ns > 1600000000ull * 1000000000ull);
+	m.hostname = "restored-test-never-set";
+	m.machine_id = "0123456789abcdef0123456789abcdef";
+	m.net = "10.99.0.2/30,10.99.0.1";
+	m.mac = "02:00:00:00:99:02";
+	m.dns = "10.99.0.1";
+	assert_int_equal(agent_client_restored(&c, &m, 5000), -EPERM);
+	assert_non_null(strstr(agent_client_error(&c), "entropy: not PID 1"));
+	/* A value the protocol refuses does not leave the host. */
+	m.mac = "01:00:00:00:00:01";
+	assert_int_equal(agent_client_restored(&c, &m, 5000), -EINVAL);
+	/* The connection is still good. */
+	assert_int_equal(agent_client_ping(&c, 5000), 0);
+	/* An agent without the feature is not sent the request. */
+	c.agent_features = 0;
+	m.mac = NULL;
+	assert_int_equal(agent_client_restored(&c, &m, 5000), -EOPNOTSUPP);
+	agent_client_close(&c);
+	assert_int_equal(gethostname(host_after, sizeof(host_after)), 0);
+	assert_string_equal(host_before, host_after);
+
+	/* Past the host's encoder: a bad value reaches the agent, which names the field and changes nothing. */
+	fd = connect_raw();
+	raw_init(&rr, fd);
+	raw_hello(fd);
+	assert_int_equal(raw_next(&rr, &f, 5000), 1);
+	len = 0;
+	{
+		uint8_t *p = payload;
+
+		p[0] = 1, p[1] = 0, p[2] = 64, p[3] = p[4] = p[5] = 0;
+		memcpy(p + 6, entropy, 64);
+		len = 70;
+		p[len] = 2, p[len + 1] = 0, p[len + 2] = 8, p[len + 3] = p[len + 4] = p[len + 5] = 0;
+		memcpy(p + len + 6, t8, 8);
+		len += 14;
+		p[len] = 7, p[len + 1] = 0, p[len + 2] = 18, p[len + 3] = p[len + 4] = p[len + 5] = 0;
+		memcpy(p + len + 6, "01:00:00:00:00:01", 18);
+		len += 24;
+	}
+	{
+		struct agent_proto_header h = { .type = AGENT_PROTO_RESTORED, .stream = 9, .length = (uint32_t)len };
+
+		assert_int_equal(agent_proto_encode_header(&h, buf), 0);
+		memcpy(buf + AGENT_PROTO_HEADER_SIZE, payload, len);
+		send_all(fd, buf, AGENT_PROTO_HEADER_SIZE + len);
+	}
+	assert_int_equal(raw_next(&rr, &f, 5000), 1);
+	assert_int_equal(f.hdr.type, AGENT_PROTO_ERROR);
+	assert_int_equal(f.hdr.stream, 9);
+	assert_int_equal(agent_proto_decode_error(&f, &e), 0);
+	assert_int_equal(e.code, AGENT_PROTO_EINVAL);
+	assert_non_null(strstr(e.message, "bad RESTORED"));
+	close(fd);
+	free(rr.payload);
+}
+
 static void test_hostile_frames(void **state)
 {
 	static const uint8_t garbage[] = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
@@ -546,7 +627,7 @@ static void test_hostile_frames(void **state)
 	raw_hello(fd);
 	assert_int_equal(raw_next(&rr, &f, 5000), 1);
 	for (int i = 0; i < 2000; i++) {
-		static const uint8_t types[] = { 0x02, 0x04, 0x10, 0x12, 0x13, 0x16, 0x17, 0x20, 0x22,
+		static const uint8_t types[] = { 0x02, 0x04, 0x05, 0x10, 0x12, 0x13, 0x16, 0x17, 0x20, 0x22,
 						 0x23, 0x25, 0x28, 0x29, 0x11, 0x14, 0x18, 0x21, 0x26 };
 		struct agent_proto_header h = { .version = 1 };
 		uint32_t plen = unit_rand(&seed) % 64;
@@ -778,6 +859,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_ping),
+		cmocka_unit_test(test_restored),
 		cmocka_unit_test(test_exec_output_and_status),
 		cmocka_unit_test(test_exec_stdin_roundtrip),
 		cmocka_unit_test(test_exec_timeout_kills_group),

@@ -3,6 +3,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "unit.h"
 #include "agent_proto.h"
@@ -1010,6 +1011,296 @@ static void mutations(void **state)
 	}
 }
 
+/* ---- RESTORED ---- */
+
+static const uint8_t entropy64[AGENT_PROTO_RESTORED_ENTROPY] = { 1, 2, 3, 4, 5, 6, 7, 8 };
+
+static struct agent_proto_restored restored_full(void)
+{
+	return (struct agent_proto_restored){
+		.entropy = entropy64,
+		.entropy_len = AGENT_PROTO_RESTORED_ENTROPY,
+		.realtime_ns = 1700000000123456789ull,
+		.hostname = "sbx-1.example",
+		.machine_id = "0123456789abcdef0123456789abcdef",
+		.net = "10.0.0.2/30,10.0.0.1",
+		.net6 = "fd00::2/126,fd00::1",
+		.mac = "02:aa:BB:cc:dd:0e",
+		.dns = "10.0.0.1",
+	};
+}
+
+static void restored_roundtrip(void **state)
+{
+	struct agent_proto_restored m = restored_full(), d;
+	uint8_t buf[1024];
+	struct agent_proto_frame f;
+	size_t n;
+
+	(void)state;
+	assert_int_equal(agent_proto_encode_restored(buf, sizeof(buf), 7, &m, &n), 0);
+	f = parse(buf, n);
+	assert_int_equal(f.hdr.type, AGENT_PROTO_RESTORED);
+	assert_int_equal(f.hdr.stream, 7);
+	assert_string_equal(agent_proto_type_name(AGENT_PROTO_RESTORED), "RESTORED");
+	assert_int_equal(agent_proto_decode_restored(&f, &d), 0);
+	assert_int_equal(d.entropy_len, AGENT_PROTO_RESTORED_ENTROPY);
+	assert_memory_equal(d.entropy, entropy64, AGENT_PROTO_RESTORED_ENTROPY);
+	assert_true(d.realtime_ns == m.realtime_ns);
+	assert_string_equal(d.hostname, m.hostname);
+	assert_string_equal(d.machine_id, m.machine_id);
+	assert_string_equal(d.net, m.net);
+	assert_string_equal(d.net6, m.net6);
+	assert_string_equal(d.mac, m.mac);
+	assert_string_equal(d.dns, m.dns);
+
+	/* Only entropy and time are required; the rest decodes as NULL. */
+	m = (struct agent_proto_restored){ .entropy = entropy64, .entropy_len = 64, .realtime_ns = 1 };
+	assert_int_equal(agent_proto_encode_restored(buf, sizeof(buf), 1, &m, &n), 0);
+	f = parse(buf, n);
+	assert_int_equal(agent_proto_decode_restored(&f, &d), 0);
+	assert_null(d.hostname);
+	assert_null(d.machine_id);
+	assert_null(d.net);
+	assert_null(d.net6);
+	assert_null(d.mac);
+	assert_null(d.dns);
+
+	/* A request stream: stream 0 is refused both ways. */
+	assert_int_equal(agent_proto_encode_restored(buf, sizeof(buf), 0, &m, &n), -EINVAL);
+	valid_header(buf, AGENT_PROTO_STDOUT, 1, 0);
+	buf[3] = AGENT_PROTO_RESTORED;
+	memset(buf + 4, 0, 4);
+	{
+		struct agent_proto_header h;
+
+		assert_int_equal(agent_proto_decode_header(buf, 16, &h), -EBADR);
+	}
+	/* The wrong decoder for the type. */
+	f.hdr.type = AGENT_PROTO_MKDIR;
+	assert_int_equal(agent_proto_decode_restored(&f, &d), -ENOMSG);
+	/* Too small a buffer. */
+	m = restored_full();
+	assert_int_equal(agent_proto_encode_restored(buf, 40, 1, &m, &n), -ENOSPC);
+}
+
+/* Every field's bad values: the encoder refuses them (-EINVAL) and so does the decoder. */
+static void restored_refusals(void **state)
+{
+	static const struct {
+		int field;
+		const char *v;
+	} bad[] = {
+		{ 0, "-leading" }, { 0, "trailing-" }, { 0, "a..b" }, { 0, ".a" }, { 0, "a." }, { 0, "a_b" },
+		{ 0, "a b" }, { 0, "héllo" }, { 0, "x-.y" },
+		{ 0, "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" }, /* a 64-byte label */
+		{ 0, "a.aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.bb" }, /* 65 bytes */
+		{ 1, "0123456789ABCDEF0123456789abcdef" }, { 1, "0123456789abcdef0123456789abcde" },
+		{ 1, "0123456789abcdef0123456789abcdef0" }, { 1, "00000000000000000000000000000000" },
+		{ 1, "0123456789abcdef0123456789abcdeg" },
+		{ 2, "10.0.0.2/30" }, { 2, "10.0.0.2,10.0.0.1" }, { 2, "10.0.0.2/33,10.0.0.1" },
+		{ 2, "10.0.0.2/030,10.0.0.1" }, { 2, "10.0.0.2/+3,10.0.0.1" }, { 2, "10.0.0.2/,10.0.0.1" },
+		{ 2, "10.0.0.2/1000,10.0.0.1" }, { 2, "fd00::2/64,fd00::1" }, { 2, "10.0.0.2/30,10.0.0.1 " },
+		{ 2, "10.0.0.2/30,10.0.0.1,x" }, { 2, "10.0.0.256/30,10.0.0.1" }, { 2, "/30,10.0.0.1" },
+		{ 3, "fd00::2/129,fd00::1" }, { 3, "10.0.0.2/30,10.0.0.1" }, { 3, "fd00::2/64," },
+		{ 4, "01:aa:bb:cc:dd:ee" }, { 4, "00:00:00:00:00:00" }, { 4, "02:aa:bb:cc:dd" },
+		{ 4, "02-aa-bb-cc-dd-ee" }, { 4, "02:aa:bb:cc:dd:eg" }, { 4, "02:aa:bb:cc:dd:ee:" },
+		{ 4, "2:aa:bb:cc:dd:ee:f" },
+		{ 5, "10.0.0" }, { 5, "ns.example" }, { 5, "10.0.0.1 " }, { 5, "fd00::1/64" },
+		{ 0, "" }, { 1, "" }, { 2, "" }, { 3, "" }, { 4, "" }, { 5, "" },
+	};
+	uint8_t buf[1024], payload[1024];
+	struct agent_proto_restored d;
+	size_t n;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		struct agent_proto_restored m = restored_full();
+		const char **slot[] = { &m.hostname, &m.machine_id, &m.net, &m.net6, &m.mac, &m.dns };
+		struct agent_proto_frame f;
+		size_t len = 0;
+
+		*slot[bad[i].field] = bad[i].v;
+		if (agent_proto_encode_restored(buf, sizeof(buf), 1, &m, &n) != -EINVAL)
+			fail_msg("encoder took field %d = \"%s\"", bad[i].field, bad[i].v);
+		/* The same value on the wire, past the encoder. */
+		len += tlv(payload + len, 1, 64, entropy64, 64);
+		{
+			uint8_t t[8] = { 1 };
+
+			len += tlv(payload + len, 2, 8, t, 8);
+		}
+		len += tlv_str(payload + len, (uint16_t)(3 + bad[i].field), bad[i].v);
+		f = raw(AGENT_PROTO_RESTORED, payload, len);
+		if (agent_proto_decode_restored(&f, &d) != -EINVAL)
+			fail_msg("decoder took field %d = \"%s\"", bad[i].field, bad[i].v);
+	}
+}
+
+static void restored_hostile(void **state)
+{
+	struct agent_proto_restored m = restored_full(), d;
+	uint8_t payload[256], t8[8] = { 0 };
+	struct agent_proto_frame f;
+	size_t len;
+	uint8_t buf[1024];
+
+	(void)state;
+	/* Entropy: exactly 64 bytes, both ways. */
+	m.entropy_len = 63;
+	assert_int_equal(agent_proto_encode_restored(buf, sizeof(buf), 1, &m, &len), -EINVAL);
+	m.entropy_len = 64;
+	m.entropy = NULL;
+	assert_int_equal(agent_proto_encode_restored(buf, sizeof(buf), 1, &m, &len), -EINVAL);
+	m = restored_full();
+	m.realtime_ns = 0;
+	assert_int_equal(agent_proto_encode_restored(buf, sizeof(buf), 1, &m, &len), -EINVAL);
+	m.realtime_ns = (uint64_t)INT64_MAX + 1;
+	assert_int_equal(agent_proto_encode_restored(buf, sizeof(buf), 1, &m, &len), -EINVAL);
+
+	for (uint32_t elen = 0; elen <= 65; elen += 1) {
+		t8[0] = 1;
+		len = tlv(payload, 1, elen, entropy64, elen < 64 ? elen : 64);
+		if (elen > 64)
+			payload[len++] = 0;
+		len += tlv(payload + len, 2, 8, t8, 8);
+		f = raw(AGENT_PROTO_RESTORED, payload, len);
+		assert_int_equal(agent_proto_decode_restored(&f, &d), elen == 64 ? 0 : -EINVAL);
+	}
+	/* Time: 8 bytes, not zero, not past INT64_MAX. */
+	len = tlv(payload, 1, 64, entropy64, 64);
+	len += tlv(payload + len, 2, 8, t8, 8);
+	memset(payload + len - 8, 0, 8);
+	f = raw(AGENT_PROTO_RESTORED, payload, len);
+	assert_int_equal(agent_proto_decode_restored(&f, &d), -EINVAL);
+	memset(payload + len - 8, 0xff, 8);
+	assert_int_equal(agent_proto_decode_restored(&f, &d), -EINVAL);
+	payload[len - 1] = 0x7f;
+	assert_int_equal(agent_proto_decode_restored(&f, &d), 0);
+	assert_true(d.realtime_ns == (uint64_t)INT64_MAX);
+	len = tlv(payload, 1, 64, entropy64, 64);
+	len += tlv(payload + len, 2, 4, t8, 4);
+	f = raw(AGENT_PROTO_RESTORED, payload, len);
+	assert_int_equal(agent_proto_decode_restored(&f, &d), -EINVAL);
+	/* Required fields missing. */
+	len = tlv(payload, 1, 64, entropy64, 64);
+	f = raw(AGENT_PROTO_RESTORED, payload, len);
+	assert_int_equal(agent_proto_decode_restored(&f, &d), -ENOENT);
+	len = tlv(payload, 2, 8, t8, 8);
+	f = raw(AGENT_PROTO_RESTORED, payload, len);
+	assert_int_equal(agent_proto_decode_restored(&f, &d), -ENOENT);
+	/* A repeated field, a string without its NUL, one with a NUL inside, one past the end. */
+	t8[0] = 1;
+	len = tlv(payload, 1, 64, entropy64, 64);
+	len += tlv(payload + len, 2, 8, t8, 8);
+	{
+		size_t base = len;
+
+		len += tlv_str(payload + len, 3, "a");
+		len += tlv_str(payload + len, 3, "b");
+		f = raw(AGENT_PROTO_RESTORED, payload, len);
+		assert_int_equal(agent_proto_decode_restored(&f, &d), -ENOTUNIQ);
+		len = base + tlv(payload + base, 3, 3, "abc", 3);
+		f = raw(AGENT_PROTO_RESTORED, payload, len);
+		assert_int_equal(agent_proto_decode_restored(&f, &d), -EINVAL);
+		len = base + tlv(payload + base, 3, 4, "a\0b", 4);
+		f = raw(AGENT_PROTO_RESTORED, payload, len);
+		assert_int_equal(agent_proto_decode_restored(&f, &d), -EINVAL);
+		len = base + tlv(payload + base, 5, 200, "10.0.0.2/30,10.0.0.1", 21);
+		f = raw(AGENT_PROTO_RESTORED, payload, len);
+		assert_int_equal(agent_proto_decode_restored(&f, &d), -EBADMSG);
+		/* An unknown tag is skipped. */
+		len = base + tlv_str(payload + base, 99, "later");
+		f = raw(AGENT_PROTO_RESTORED, payload, len);
+		assert_int_equal(agent_proto_decode_restored(&f, &d), 0);
+	}
+}
+
+static void restored_value_parsers(void **state)
+{
+	struct agent_proto_net n;
+	uint8_t mac[6], a[16];
+	int af;
+
+	(void)state;
+	assert_int_equal(agent_proto_parse_net("10.1.2.3/24,10.1.2.1", 20, AF_INET, &n), 0);
+	assert_int_equal(n.prefix, 24);
+	assert_int_equal(n.af, AF_INET);
+	assert_memory_equal(n.addr, ((uint8_t[]){ 10, 1, 2, 3 }), 4);
+	assert_memory_equal(n.gw, ((uint8_t[]){ 10, 1, 2, 1 }), 4);
+	/* Counted: what follows the length is not looked at (the kernel command line). */
+	assert_int_equal(agent_proto_parse_net("10.1.2.3/0,10.1.2.1 quiet", 19, AF_INET, &n), 0);
+	assert_int_equal(n.prefix, 0);
+	assert_int_equal(agent_proto_parse_net("fd00::5/128,fe80::1", 19, AF_INET6, &n), 0);
+	assert_int_equal(n.prefix, 128);
+	assert_int_equal(agent_proto_parse_net("10.1.2.3/24,10.1.2.1", 20, AF_UNIX, &n), -EINVAL);
+	assert_int_equal(agent_proto_parse_net("10.1.2.3/2\0,10.1.2.1", 20, AF_INET, &n), -EINVAL);
+	assert_int_equal(agent_proto_parse_net("10.1.2.3\0/24,10.1.2.1", 21, AF_INET, &n), -EINVAL);
+	assert_int_equal(agent_proto_parse_mac("02:00:00:00:00:01", 17, mac), 0);
+	assert_memory_equal(mac, ((uint8_t[]){ 2, 0, 0, 0, 0, 1 }), 6);
+	assert_int_equal(agent_proto_parse_addr("fd00::1", 7, &af, a), 0);
+	assert_int_equal(af, AF_INET6);
+	assert_int_equal(agent_proto_parse_addr("1.2.3.4", 7, &af, a), 0);
+	assert_int_equal(af, AF_INET);
+	assert_int_equal(agent_proto_parse_addr("1.2.3.4", 0, &af, a), -EINVAL);
+	assert_true(agent_proto_hostname_ok("a", 1));
+	assert_true(agent_proto_hostname_ok("sandbox-0123.internal", 21));
+	assert_false(agent_proto_hostname_ok("ab", 0));
+	assert_true(agent_proto_machine_id_ok("ffffffffffffffffffffffffffffffff", 32));
+}
+
+/* HELLO's features: optional, any bits, and an older peer's HELLO (without them) reads as 0. */
+static void hello_features(void **state)
+{
+	struct agent_proto_hello h = { .min_version = 1, .max_version = 1, .name = "x",
+				       .features = 0xffffffffu }, d;
+	uint8_t buf[128], payload[64];
+	struct agent_proto_frame f;
+	size_t n;
+
+	(void)state;
+	assert_int_equal(agent_proto_encode_hello(buf, sizeof(buf), &h, &n), 0);
+	f = parse(buf, n);
+	assert_int_equal(agent_proto_decode_hello(&f, &d), 0);
+	assert_int_equal(d.features, 0xffffffffu);
+	n = tlv_u32(payload, 1, 1);
+	n += tlv_u32(payload + n, 2, 1);
+	n += tlv_str(payload + n, 3, "old");
+	f = raw(AGENT_PROTO_HELLO, payload, n);
+	f.hdr.stream = 0;
+	assert_int_equal(agent_proto_decode_hello(&f, &d), 0);
+	assert_int_equal(d.features, 0);
+}
+
+/* Random mutations of a valid RESTORED: in bounds (ASan), and what decodes is valid. */
+static void restored_mutations(void **state)
+{
+	struct agent_proto_restored m = restored_full();
+	uint8_t orig[1024], *b, again[1024];
+	uint64_t seed = 7;
+	size_t n;
+
+	(void)state;
+	assert_int_equal(agent_proto_encode_restored(orig, sizeof(orig), 1, &m, &n), 0);
+	for (int iter = 0; iter < 20000; iter++) {
+		struct agent_proto_frame f;
+		struct agent_proto_restored out;
+		int flips = 1 + unit_rand(&seed) % 4;
+		size_t len = n - unit_rand(&seed) % 4, alen;
+
+		b = malloc(len);
+		assert_non_null(b);
+		memcpy(b, orig, len);
+		for (int i = 0; i < flips; i++)
+			b[AGENT_PROTO_HEADER_SIZE + unit_rand(&seed) % (len - AGENT_PROTO_HEADER_SIZE)] ^=
+				(uint8_t)(1u << (unit_rand(&seed) % 8));
+		f = raw(AGENT_PROTO_RESTORED, b + AGENT_PROTO_HEADER_SIZE, len - AGENT_PROTO_HEADER_SIZE);
+		if (agent_proto_decode_restored(&f, &out) == 0)
+			assert_int_equal(agent_proto_encode_restored(again, sizeof(again), 1, &out, &alen), 0);
+		free(b);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1035,6 +1326,12 @@ int main(void)
 		cmocka_unit_test(reader_rejects),
 		cmocka_unit_test(reader_truncated_payload),
 		cmocka_unit_test(mutations),
+		cmocka_unit_test(restored_roundtrip),
+		cmocka_unit_test(restored_refusals),
+		cmocka_unit_test(restored_hostile),
+		cmocka_unit_test(restored_value_parsers),
+		cmocka_unit_test(hello_features),
+		cmocka_unit_test(restored_mutations),
 	};
 
 	return cmocka_run_group_tests_name("agent_proto", tests, NULL, NULL);
