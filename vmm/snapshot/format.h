@@ -5,7 +5,7 @@
 #include <stdint.h>
 
 /*
- * The machine-state file of a VM snapshot (docs/vmm.md, "Snapshots"). Guest
+ * The machine-state file of a VM snapshot (docs/vmm.md, "Snapshot file format"). Guest
  * RAM is not in it: it lives in a file of its own (the memory file), the
  * regions one after another, so a restore can map it MAP_PRIVATE.
  *
@@ -74,6 +74,7 @@ enum snap_type {
 #define SNAP_MAX_MODEL 4096u
 #define SNAP_MAX_REGIONS 4u
 #define SNAP_MAX_QUEUES 8u
+#define SNAP_MAX_VIRTIO 11u /* virtio-mmio slots (GSIs 5..15), as VM_MAX_VIRTIO */
 
 /* Bits of snap_machine.flags. */
 #define SNAP_MACHINE_HAS_XSAVE 0x1u /* vCPUs carry SNAP_VCPU_XSAVE, else SNAP_VCPU_FPU */
@@ -85,7 +86,7 @@ struct snap_machine {
 	uint64_t region_gpa[SNAP_MAX_REGIONS];
 	uint64_t region_size[SNAP_MAX_REGIONS];
 	uint32_t nvirtio;             /* virtio-mmio slots in use */
-	uint32_t device_id[11];       /* per slot, the virtio device id (checked against the restoring VM's) */
+	uint32_t device_id[SNAP_MAX_VIRTIO]; /* per slot, the virtio device id (checked against the restoring VM's) */
 	uint32_t flags;
 	uint32_t reserved;
 	uint64_t snapshot_unix_ns;    /* host wall clock when taken */
@@ -96,7 +97,7 @@ struct snap_virtq {
 	uint32_t ready;
 	uint64_t desc, avail, used;
 	uint16_t last_avail_idx, used_idx, signalled_used, reserved;
-	uint32_t reserved2;
+	uint32_t reserved2, reserved3; /* 48 bytes, no padding the compiler would leave unwritten */
 };
 
 struct snap_virtio {
@@ -127,12 +128,18 @@ struct snap_writer {
 /* Starts a file: the header, its length filled in by snap_writer_finish. */
 void snap_writer_init(struct snap_writer *w);
 /*
- * Appends one record (the payload copied, padded). A type/length the parser
- * would refuse is -EINVAL here too, so a VMM never writes what it cannot read.
- * Returns w->err after the call.
+ * Appends one record (the payload copied, padded). A type, instance, length,
+ * duplicate or SNAP_MACHINE the parser would refuse is -EINVAL here too, so a
+ * VMM never writes what it cannot read; a record that would take the file
+ * (with END) past SNAP_MAX_FILE is -E2BIG. Returns w->err after the call.
  */
 int snap_put(struct snap_writer *w, uint32_t type, uint32_t instance, const void *data, uint32_t len);
-/* Appends END and fills in the length. 0 with the file in w->buf[0, w->len), or w->err. */
+/*
+ * Appends END and fills in the length, then checks the whole file with
+ * snap_parse (what no single record shows: SNAP_MACHINE missing, records for
+ * vCPUs or slots it does not have): -EINVAL if the parser would refuse it.
+ * 0 with the file in w->buf[0, w->len), or w->err.
+ */
 int snap_writer_finish(struct snap_writer *w);
 void snap_writer_free(struct snap_writer *w);
 
@@ -153,8 +160,13 @@ struct snap_record {
  * (type, instance) twice, END last and exactly at the end, the hash; then
  * SNAP_MACHINE's own sanity (1 <= cpus <= SNAP_MAX_INSTANCE + 1, regions
  * sorted, non-overlapping, page-aligned, summing to memory_bytes, nvirtio
- * <= 11). 0 with *nrecs (END not counted), or -EINVAL with err naming the
- * offset and the fault.
+ * <= SNAP_MAX_VIRTIO, unused slots zero, flags known, reserved zero) and the
+ * records' instances against it (vCPU records < cpus, device records <
+ * nvirtio with the slot's device id, nqueues <= SNAP_MAX_QUEUES). A file
+ * without SNAP_MACHINE is refused. 0 with *nrecs (END not counted), or
+ * -EINVAL with err naming the offset and the fault (no "snapshot:" prefix:
+ * the caller adds its own). Payloads start 8-aligned in the file, so at
+ * 8-aligned addresses when buf is.
  */
 int snap_parse(const uint8_t *buf, size_t len, struct snap_record *recs, unsigned max, unsigned *nrecs,
 	       char *err, size_t errlen);
