@@ -530,7 +530,9 @@ int templates_get(struct sandboxd *d, const struct template_shape *shape, struct
 		snprintf(why, whylen, "out of memory");
 		return -ENOMEM;
 	}
-	changed = memcmp(t->stamps, stamps, sizeof(stamps)) != 0;
+	changed = false;
+	for (int i = 0; i < STAMPS; i++)
+		changed |= strcmp(t->stamps[i], stamps[i]) != 0;
 	if (t->state == TEMPLATE_BUILDING) {
 		/* A build of older inputs still serves its waiters; this create waits for it too. */
 		w->next = t->waiters;
