@@ -145,8 +145,18 @@ static const char *add_fd(struct sandbox_vm_cmd *cmd, int fd)
  * what failed in *what.
  */
 struct vm_fds {
-	const char *kvm, *kernel, *image, *console, *vsock, *control, *tap, *policy;
+	const char *kvm, *kernel, *image, *console, *vsock, *control, *tap, *policy, *state, *memory;
 };
+
+/* DIR/NAME of a snapshot, opened read-only: clones map the memory MAP_PRIVATE and never write it. */
+static int open_snapshot_file(const char *dir, const char *name)
+{
+	char path[4200];
+
+	if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, name) >= sizeof(path))
+		return -ENAMETOOLONG;
+	return open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+}
 
 static int open_fds(const struct sandbox_vm_config *cfg, const struct sandbox_vm *vm, struct sandbox_vm_cmd *cmd,
 		    struct vm_fds *out, const char **what)
@@ -168,8 +178,14 @@ static int open_fds(const struct sandbox_vm_config *cfg, const struct sandbox_vm
 		out->kvm = add_fd(cmd, fd);
 	else if (errno != ENOENT)
 		return *what = "/dev/kvm", -errno;
-	ADD(kernel, cfg->kernel, open(cfg->kernel, O_RDONLY | O_CLOEXEC));
-	if (image)
+	if (cfg->restore) {
+		ADD(state, "the snapshot's state file", open_snapshot_file(cfg->restore, SANDBOX_VM_STATE_FILE));
+		ADD(memory, "the snapshot's memory file", open_snapshot_file(cfg->restore, SANDBOX_VM_MEMORY_FILE));
+	} else {
+		ADD(kernel, cfg->kernel, open(cfg->kernel, O_RDONLY | O_CLOEXEC));
+	}
+	/* An initrd is in a snapshot's memory already; a root file system is a drive, given again. */
+	if (image && (cfg->rootfs || !cfg->restore))
 		ADD(image, image, open(image, O_RDONLY | O_CLOEXEC));
 	ADD(console, "the console directory", open_console_dir(vm, cfg->jail));
 	ADD(vsock, vm->vsock, listen_at(vm->vsock, 64));
@@ -237,13 +253,23 @@ int sandbox_vm_prepare(const struct sandbox_vm_config *cfg, struct sandbox_vm *v
 		argv[argc++] = "--kvm";
 		argv[argc++] = fds.kvm;
 	}
-	argv[argc++] = "--kernel";
-	argv[argc++] = fds.kernel;
+	if (cfg->restore && cfg->pass_fds) {
+		argv[argc++] = "--restore-state";
+		argv[argc++] = fds.state;
+		argv[argc++] = "--restore-memory";
+		argv[argc++] = fds.memory;
+	} else if (cfg->restore) {
+		argv[argc++] = "--restore";
+		argv[argc++] = cfg->restore;
+	} else {
+		argv[argc++] = "--kernel";
+		argv[argc++] = fds.kernel;
+	}
 	if (cfg->rootfs) {
 		snprintf(cmd->drive, sizeof(cmd->drive), "%s,ro,serial=rootfs", fds.image);
 		argv[argc++] = "--drive";
 		argv[argc++] = cmd->drive;
-	} else if (cfg->initrd) {
+	} else if (cfg->initrd && !cfg->restore) {
 		argv[argc++] = "--initrd";
 		argv[argc++] = fds.image;
 	}
@@ -251,8 +277,10 @@ int sandbox_vm_prepare(const struct sandbox_vm_config *cfg, struct sandbox_vm *v
 	argv[argc++] = cmd->cpus;
 	argv[argc++] = "--memory";
 	argv[argc++] = cmd->mem;
-	argv[argc++] = "--cmdline";
-	argv[argc++] = cmd->cmdline;
+	if (!cfg->restore) {
+		argv[argc++] = "--cmdline";
+		argv[argc++] = cmd->cmdline;
+	}
 	argv[argc++] = "--console";
 	argv[argc++] = fds.console;
 	argv[argc++] = "--vsock";
@@ -293,6 +321,19 @@ int sandbox_vm_prepare(const struct sandbox_vm_config *cfg, struct sandbox_vm *v
 	}
 	argv[argc] = NULL;
 	return 0;
+}
+
+int sandbox_vm_snapshot_request(const char *dir, char *out, size_t cap)
+{
+	int n;
+
+	/* A directory is a host path of the caller's: nothing in it needs JSON escaping, or it is refused. */
+	for (const char *p = dir; p && *p; p++)
+		if (*p == '"' || *p == '\\' || (unsigned char)*p < 0x20)
+			return -EINVAL;
+	n = dir ? snprintf(out, cap, "{\"op\":\"snapshot\",\"dir\":\"%s\"}\n", dir)
+		: snprintf(out, cap, "{\"op\":\"snapshot\",\"state_fd\":0,\"memory_fd\":1}\n");
+	return n < 0 || (size_t)n >= cap ? -ENAMETOOLONG : n;
 }
 
 int sandbox_vm_start(const struct sandbox_vm_config *cfg, struct sandbox_vm *vm)

@@ -49,6 +49,15 @@ struct sandbox_vm_config {
 	 * false: the VMM is given paths (sandvm-run).
 	 */
 	bool pass_fds;
+	/*
+	 * Restore instead of boot (docs/vmm.md): a directory holding the VMM's
+	 * `state` and `memory` files. With pass_fds both are opened here
+	 * read-only and given as --restore-state fd:N --restore-memory fd:M (a
+	 * jailed VMM opens no host path); else --restore DIR. The kernel, the
+	 * initrd and the cmdline are left off then; the rest of the command line
+	 * must describe the snapshot's machine (cpus, memory, devices in order).
+	 */
+	const char *restore;
 };
 
 struct sandbox_vm {
@@ -65,6 +74,8 @@ struct sandbox_vm {
 #define SANDBOX_VM_MAX_SPARES 4u
 
 #define SANDBOX_VM_MAX_FDS 10u
+#define SANDBOX_VM_STATE_FILE "state"   /* in a snapshot directory */
+#define SANDBOX_VM_MEMORY_FILE "memory"
 #define SANDBOX_VM_CONSOLE_DIR "console" /* in the run directory, with pass_fds */
 
 /*
@@ -87,6 +98,15 @@ struct sandbox_vm_cmd {
  * daemon spawns the VMM its own way). 0 or -errno with a message on stderr.
  */
 int sandbox_vm_prepare(const struct sandbox_vm_config *cfg, struct sandbox_vm *vm, struct sandbox_vm_cmd *cmd);
+/*
+ * The control socket's snapshot request (docs/vmm.md), one line with its
+ * newline: {"op":"snapshot","dir":DIR} when dir is set, else the descriptor
+ * form {"op":"snapshot","state_fd":0,"memory_fd":1} (the state file and
+ * the memory file sent with the request, in that order). The VMM leaves the
+ * VM paused. The length, -EINVAL for a dir with a quote, backslash or
+ * control character, or -ENAMETOOLONG when it does not fit in cap.
+ */
+int sandbox_vm_snapshot_request(const char *dir, char *out, size_t cap);
 /* Closes the descriptors prepare opened for the VMM (after the spawn, whatever came of it). */
 void sandbox_vm_cmd_close(struct sandbox_vm_cmd *cmd);
 /*

@@ -365,15 +365,14 @@ static int write_limit(const char *leaf, const char *file, const char *value, ch
 	return r;
 }
 
-static int make_leaf(struct sandbox *sb, char *err, size_t errlen)
+static int make_leaf(const struct jail_host *h, const char *id, unsigned memory_mib, unsigned cpus,
+		     struct sandbox_jail *j, char *err, size_t errlen)
 {
-	const struct jail_host *h = &sb->d->jail;
-	struct sandbox_jail *j = &sb->jail;
 	struct jail_limits lim;
 	char value[32], path[4300];
 	int r = 0;
 
-	snprintf(j->cgroup, sizeof(j->cgroup), "%s/sandvm/%s", h->cgroup_root, sb->id);
+	snprintf(j->cgroup, sizeof(j->cgroup), "%s/sandvm/%s", h->cgroup_root, id);
 	if (mkdir(j->cgroup, 0755) < 0) {
 		if (errno == EEXIST) {
 			remove_leaf(j->cgroup);
@@ -386,7 +385,7 @@ static int make_leaf(struct sandbox *sb, char *err, size_t errlen)
 		return r;
 	}
 made:
-	jail_host_limits(sb->spec.memory_mib, sb->spec.cpu, &lim);
+	jail_host_limits(memory_mib, cpus, &lim);
 	if (h->memory) {
 		snprintf(value, sizeof(value), "%llu", lim.memory_max);
 		r = write_limit(j->cgroup, "memory.max", value, err, errlen);
@@ -408,9 +407,8 @@ made:
 	return r;
 }
 
-static void jail_part_teardown(struct sandbox *sb)
+void jail_host_release(struct sandbox_jail *j)
 {
-	struct sandbox_jail *j = &sb->jail;
 	char path[4300], events[1024];
 
 	if (!j->held)
@@ -422,35 +420,43 @@ static void jail_part_teardown(struct sandbox *sb)
 		remove_leaf(j->cgroup);
 	}
 	if (rmdir(j->root) < 0 && errno != ENOENT)
-		sv_warn("sandbox=%s event=jail_root_left path=%s why=\"%s\"", sb->id, j->root, strerror(errno));
+		sv_warn("event=jail_root_left path=%s why=\"%s\"", j->root, strerror(errno));
 	j->held = false;
 }
 
-static int jail_part_setup(struct sandbox *sb, struct sandbox_launch *l, char *err, size_t errlen)
+static void jail_part_teardown(struct sandbox *sb)
 {
-	const struct jail_host *h = &sb->d->jail;
-	struct sandbox_jail *j = &sb->jail;
+	jail_host_release(&sb->jail);
+}
+
+
+int jail_host_take(struct sandboxd *d, const char *id, const char *run_dir, unsigned memory_mib, unsigned cpus,
+		   struct sandbox_jail *j, char *err, size_t errlen)
+{
+	const struct jail_host *h = &d->jail;
 	unsigned *used = NULL, uid;
-	size_t n = 0, total = 0;
+	size_t n = 0, total = SANDBOXD_TEMPLATE_BUILDS_MAX;
 	int r;
 
-	if (!h->enabled)
-		return 0;
-	for (const struct sandbox *o = sb->d->sandboxes; o; o = o->next)
+	for (const struct sandbox *o = d->sandboxes; o; o = o->next)
 		total++;
 	used = calloc(total + 1, sizeof(*used));
 	if (!used)
 		return -ENOMEM;
-	for (const struct sandbox *o = sb->d->sandboxes; o; o = o->next)
+	for (const struct sandbox *o = d->sandboxes; o; o = o->next)
 		if (o->jail.held)
 			used[n++] = o->jail.vm.uid;
+	/* Template VMs being built hold ids too (templates.c); 0 is a free slot. */
+	for (size_t i = 0; i < SANDBOXD_TEMPLATE_BUILDS_MAX; i++)
+		if (d->template_jail_ids[i])
+			used[n++] = d->template_jail_ids[i];
 	r = jail_host_pick_id(used, n, h->first, h->count, &uid);
 	free(used);
 	if (r < 0) {
 		snprintf(err, errlen, "all %u jail ids (--jail-ids %u:%u) are in use", h->count, h->first, h->count);
 		return r;
 	}
-	snprintf(j->root, sizeof(j->root), "%s/root", l->run_dir);
+	snprintf(j->root, sizeof(j->root), "%s/root", run_dir);
 	r = make_root(j->root);
 	if (r < 0) {
 		snprintf(err, errlen, "cannot make the jail root %s: %s", j->root, strerror(-r));
@@ -460,7 +466,7 @@ static int jail_part_setup(struct sandbox *sb, struct sandbox_launch *l, char *e
 	j->memory_max_mib = 0;
 	j->oom_killed = false;
 	if (h->cgroup_root[0]) {
-		r = make_leaf(sb, err, errlen);
+		r = make_leaf(h, id, memory_mib, cpus, j, err, errlen);
 		if (r < 0) {
 			rmdir(j->root);
 			return r;
@@ -471,8 +477,26 @@ static int jail_part_setup(struct sandbox *sb, struct sandbox_launch *l, char *e
 	j->vm.cgroup = j->cgroup[0] ? j->cgroup : NULL;
 	j->vm.fsize = 0;
 	j->held = true;
-	l->cfg->jail = &j->vm;
 	return 0;
+}
+
+static int jail_part_setup(struct sandbox *sb, struct sandbox_launch *l, char *err, size_t errlen)
+{
+	int r;
+
+	if (!sb->d->jail.enabled)
+		return 0;
+	r = jail_host_take(sb->d, sb->id, l->run_dir, sb->spec.memory_mib, sb->spec.cpu, &sb->jail, err, errlen);
+	if (r == 0)
+		l->cfg->jail = &sb->jail.vm;
+	return r;
+}
+
+/* A paused sandbox resumes with the jail it kept. */
+static void jail_part_relaunch(struct sandbox *sb, struct sandbox_launch *l)
+{
+	if (sb->jail.held)
+		l->cfg->jail = &sb->jail.vm;
 }
 
 static void jail_part_save(const struct sandbox *sb, cJSON *record)
@@ -522,6 +546,7 @@ const struct sandbox_part_ops sandbox_jail_part = {
 	.name = "jail",
 	.setup = jail_part_setup,
 	.teardown = jail_part_teardown,
+	.relaunch = jail_part_relaunch,
 	.restore = jail_part_restore,
 	.save = jail_part_save,
 };

@@ -58,6 +58,16 @@ void jail_host_defaults(struct jail_host *h);
  */
 int jail_host_init(struct jail_host *h, const char *cgroup_root_opt);
 
+/*
+ * A jail for a VMM (a sandbox's, or a template VM's, which is no sandbox):
+ * the lowest free id, the root RUN_DIR/root, a leaf CGROUP_ROOT/sandvm/ID
+ * with the limits of memory_mib and cpus. 0 with j held, or -errno with err.
+ */
+int jail_host_take(struct sandboxd *d, const char *id, const char *run_dir, unsigned memory_mib, unsigned cpus,
+		   struct sandbox_jail *j, char *err, size_t errlen);
+/* Removes the leaf (ending what is left in it) and the root; the id is free again. */
+void jail_host_release(struct sandbox_jail *j);
+
 /* The sandbox's end when its VMM passed its cgroup's memory.max: the message into out, true. */
 bool jail_host_oom_message(const struct sandbox *sb, char *out, size_t cap);
 

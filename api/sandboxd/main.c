@@ -26,11 +26,13 @@
 #include "tunnel_serve.h"
 
 /* Long options without a short letter. */
-enum { OPT_TUNNEL_MAX_CONNECTIONS = 0x100, OPT_TUNNEL_IDLE_TIMEOUT, OPT_NO_JAIL, OPT_JAIL_IDS, OPT_CGROUP_ROOT };
+enum { OPT_TUNNEL_MAX_CONNECTIONS = 0x100, OPT_TUNNEL_IDLE_TIMEOUT, OPT_NO_JAIL, OPT_JAIL_IDS, OPT_CGROUP_ROOT,
+       OPT_COLD_BOOT };
 #include "log.h"
 #include "net.h"
 #include "routes.h"
 #include "sandbox.h"
+#include "templates.h"
 #include "sandboxd.h"
 #include "snapshots.h"
 #include "tls.h"
@@ -71,6 +73,8 @@ static const char usage[] =
 	"  --max-sandboxes N    sandboxes starting or running at once (default 64)\n"
 	"  --max-memory MIB     guest memory of those in all (default 80% of this host's)\n"
 	"  --log-level L        error, warn, info (default) or debug\n"
+	"  --cold-boot          every sandbox boots its kernel (no warm-start templates;\n"
+	"                       docs/architecture.md, \"Templates\")\n"
 	"  --no-net             sandboxes get no network device (default: a tap each, with NAT,\n"
 	"                       when running as root with /dev/net/tun; docs/network.md)\n"
 	"  --allow-private-egress CIDR[,CIDR...]\n"
@@ -471,6 +475,7 @@ int main(int argc, char **argv)
 		{"tunnel-max-connections", required_argument, NULL, OPT_TUNNEL_MAX_CONNECTIONS},
 		{"tunnel-idle-timeout", required_argument, NULL, OPT_TUNNEL_IDLE_TIMEOUT},
 		{"no-jail", no_argument, NULL, OPT_NO_JAIL},
+		{"cold-boot", no_argument, NULL, OPT_COLD_BOOT},
 		{"jail-ids", required_argument, NULL, OPT_JAIL_IDS},
 		{"cgroup-root", required_argument, NULL, OPT_CGROUP_ROOT},
 		{NULL, 0, NULL, 0}};
@@ -586,6 +591,7 @@ int main(int argc, char **argv)
 			break;
 		case 'k': new_key = optarg; break;
 		case 'N': d->net_enabled = false; break;
+		case OPT_COLD_BOOT: d->no_templates = true; break;
 		case 'P':
 			if (net_private_add(d->allow_private, optarg, why, sizeof(why)) < 0) {
 				fprintf(stderr, "sandboxd: --allow-private-egress: %s\n", why);
@@ -713,6 +719,7 @@ int main(int argc, char **argv)
 		socket_path, !dm->tcp_on ? "" : tls.insecure ? " and plain http://" : " and https://",
 		dm->tcp_on ? listen_addr : "", d->state_dir, d->images_dir, d->max_sandboxes, d->max_memory_mib);
 	uv_run(d->loop, UV_RUN_DEFAULT);
+	templates_shutdown(d);
 	unlink(socket_path);
 	tls_server_ctx_free(dm->tcp_server.tls);
 	if (dm->ingress_on) {

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,7 +27,9 @@
 #include "sandbox.h"
 #include "sandbox_part.h"
 #include "sandboxd.h"
+#include "restored.h"
 #include "store.h"
+#include "templates.h"
 #include "vmm_launcher.h"
 
 #define READY_TIMEOUT_MS 120000
@@ -36,6 +39,30 @@
 
 static void finish(struct sandbox *sb, const char *reason, int returncode, const char *message);
 static void ready_abort(struct sandbox *sb);
+static void ready_done(struct sandbox *sb);
+static void start_free(struct sandbox *sb);
+static void start_with(struct sandbox *sb, bool warm, const char *mode, const char *why);
+
+/* Start modes (struct sandbox's start_mode) */
+static const char START_WARM[] = "warm", START_COLD[] = "cold", START_FALLBACK[] = "cold-fallback";
+
+/*
+ * What a VM's launch needs while it starts: the configuration the parts
+ * filled, kept until the guest is ready, for a warm start may still fall
+ * back to a cold boot with the same parts (same jail, tap, drives).
+ */
+struct sandbox_start {
+	struct sandbox *sb;
+	struct sandbox_vm_config cfg;
+	struct sandbox_launch launch;
+	char kernel[4200], other[4200], run_dir[512];
+	struct template_wait wait;
+	bool waiting;            /* for its shape's template */
+	bool warm;               /* the VMM restores from template_dir */
+	bool discard;            /* the warm VMM's end means the template is broken */
+	char template_dir[400];
+	char fallback_why[400];  /* a warm start that failed, before its VMM is gone */
+};
 
 /* The jail first: the others may need the VMM's uid (a tap's owner); torn down last, after the VMM is gone. */
 const struct sandbox_part_ops *const sandbox_parts[] = {&sandbox_jail_part, &sandbox_net_part, &sandbox_mounts_part,
@@ -210,6 +237,12 @@ void *sandbox_to_json(const struct sandbox *sb)
 	}
 	if (sb->message[0])
 		cJSON_AddStringToObject(o, "message", sb->message);
+	if (sb->start_mode)
+		cJSON_AddStringToObject(o, "start", sb->start_mode);
+	else
+		cJSON_AddNullToObject(o, "start");
+	if (sb->start_reason[0])
+		cJSON_AddStringToObject(o, "start_reason", sb->start_reason);
 	cJSON_AddNumberToObject(o, "execs_running", sb->active);
 	for (const struct sandbox_part_ops *const *part = sandbox_parts; *part; part++)
 		if ((*part)->to_json)
@@ -291,9 +324,29 @@ static void set_state(struct sandbox *sb, enum sandbox_state to)
 static void vmm_exited(void *ctx, const char *how)
 {
 	struct sandbox *sb = ctx;
+	struct sandbox_start *st = sb->start;
 	char detail[400], log[400];
 
 	sb->vmm = NULL;
+	if (st && st->warm && sb->state == SANDBOX_STARTING) {
+		/* A warm start that failed: the same parts, booted; a broken template goes. */
+		char why[sizeof(sb->start_reason)];
+
+		if (sb->ready_conn) {
+			agent_conn_cancel(sb->ready_conn);
+			sb->ready_conn = NULL;
+		}
+		tail_file(sb->vm.log, log, sizeof(log));
+		if (st->fallback_why[0])
+			snprintf(why, sizeof(why), "%s", st->fallback_why);
+		else
+			snprintf(why, sizeof(why), "the restore from the template failed (%s): %s", how, log);
+		if (st->discard)
+			templates_discard(sb->d, st->template_dir, why);
+		start_with(sb, false, START_FALLBACK, why);
+		sandbox_unref(sb); /* the warm VMM's */
+		return;
+	}
 	parts_teardown(sb);
 	if (sb->state == SANDBOX_STOPPING) {
 		set_state(sb, SANDBOX_FINISHED);
@@ -316,6 +369,8 @@ static void vmm_exited(void *ctx, const char *how)
 /* Decides the sandbox's end: its result is final from here; the VMM is asked to stop. */
 static void finish(struct sandbox *sb, const char *reason, int returncode, const char *message)
 {
+	bool waiting = sb->start && sb->start->waiting;
+
 	if (sandbox_has_ended(sb))
 		return;
 	set_state(sb, sb->vmm ? SANDBOX_STOPPING : SANDBOX_FINISHED);
@@ -333,6 +388,13 @@ static void finish(struct sandbox *sb, const char *reason, int returncode, const
 	/* Running execs end with the VM: their agent connections break and they finish as usual. */
 	if (sb->vmm)
 		sb->d->launcher->stop(sb->vmm, KILL_GRACE_MS);
+	if (waiting) {
+		/* Ended while it waited for its template: no VMM to wait for; the create is answered now. */
+		templates_cancel(sb->d, &sb->start->wait);
+		sb->start->waiting = false;
+		parts_teardown(sb);
+		ready_done(sb);
+	}
 }
 
 void sandbox_terminate(struct sandbox *sb, const char *reason, int returncode, const char *message)
@@ -425,6 +487,7 @@ static void ready_done(struct sandbox *sb)
 	struct api_call *call = sb->create_call;
 	char console[600];
 
+	start_free(sb);
 	sb->create_call = NULL;
 	if (sb->state == SANDBOX_STARTING && sb->ready_result == 0) {
 		set_state(sb, SANDBOX_RUNNING);
@@ -478,6 +541,46 @@ static void ready_start(struct sandbox *sb)
 	};
 	int r = agent_conn_hello(sb->d->loop, &cfg, &ready_ops, sb, &sb->ready_conn);
 
+	if (r < 0) {
+		sb->ready_result = r;
+		snprintf(sb->ready_error, sizeof(sb->ready_error), "cannot start the readiness check: %s", strerror(-r));
+		ready_done(sb);
+	}
+}
+
+/* A warm start's check: the agent again (its connections were reset), then the sandbox's own identity. */
+static void on_restored(void *ctx, int r, const char *error)
+{
+	struct sandbox *sb = ctx;
+
+	sb->ready_conn = NULL;
+	if (r < 0 && sb->start && sb->start->warm && sb->vmm && sb->state == SANDBOX_STARTING) {
+		/* The VMM's end (vmm_exited) falls back to a cold boot; the template itself is not to blame. */
+		snprintf(sb->start->fallback_why, sizeof(sb->start->fallback_why),
+			 "the restored guest did not answer or take its identity: %s", error ? error : strerror(-r));
+		sb->start->discard = false;
+		sb->d->launcher->stop(sb->vmm, KILL_GRACE_MS);
+		return;
+	}
+	on_ready_ended(ctx, r, NULL, error);
+}
+
+static void ready_start_warm(struct sandbox *sb)
+{
+	struct restored_identity id;
+	const char *p;
+	int r = restored_identity_init(&id);
+
+	/* The network the parts gave (the same words as on a boot's command line) and the MAC. */
+	if (r == 0 && (p = strstr(sb->start->launch.cmdline, "sandvm.net=")))
+		snprintf(id.net, sizeof(id.net), "%.*s", (int)strcspn(p + 11, " "), p + 11);
+	if (r == 0 && (p = strstr(sb->start->launch.cmdline, "sandvm.net6=")))
+		snprintf(id.net6, sizeof(id.net6), "%.*s", (int)strcspn(p + 12, " "), p + 12);
+	if (r == 0 && sb->start->cfg.net_mac)
+		snprintf(id.mac, sizeof(id.mac), "%s", sb->start->cfg.net_mac);
+	if (r == 0)
+		r = restored_send(sb->d->loop, sb->vm.vsock, READY_TIMEOUT_MS, &id, on_restored, sb, &sb->ready_conn);
+	explicit_bzero(&id, sizeof(id));
 	if (r < 0) {
 		sb->ready_result = r;
 		snprintf(sb->ready_error, sizeof(sb->ready_error), "cannot start the readiness check: %s", strerror(-r));
@@ -569,12 +672,141 @@ static void remove_run_files(const char *run_dir)
 	rmdir(run_dir);
 }
 
+/* Frees the launch; a wait for a template is cancelled. */
+static void start_free(struct sandbox *sb)
+{
+	if (!sb->start)
+		return;
+	if (sb->start->waiting)
+		templates_cancel(sb->d, &sb->start->wait);
+	free(sb->start);
+	sb->start = NULL;
+}
+
+/* The VMM could not be started at all: the create fails and nothing of the sandbox stays. */
+static void launch_failed(struct sandbox *sb, int r)
+{
+	struct api_call *call = sb->create_call;
+	char run_dir[sizeof(sb->start->run_dir)];
+
+	sb->create_call = NULL;
+	snprintf(run_dir, sizeof(run_dir), "%s", sb->start->run_dir);
+	if (call) {
+		api_call_fail(call, -EIO, NULL, "cannot start the VMM %s: %s", sb->d->vmm_path, strerror(-r));
+		api_call_release(call);
+	}
+	parts_teardown(sb);
+	sandbox_vm_destroy(&sb->vm);
+	remove_run_files(run_dir);
+	start_free(sb);
+	set_state(sb, SANDBOX_FINISHED);
+	sb->deleted = true;
+	for (struct sandbox **p = &sb->d->sandboxes; *p; p = &(*p)->next)
+		if (*p == sb) {
+			*p = sb->next;
+			break;
+		}
+	discard(sb);
+	sandbox_unref(sb); /* the readiness check's */
+}
+
+static void ready_start_warm(struct sandbox *sb);
+
+/* Starts the VMM as sb->start says (a boot, or a restore of template_dir) and the readiness check. */
+static int launch(struct sandbox *sb)
+{
+	struct sandbox_start *st = sb->start;
+	struct sandboxd *d = sb->d;
+	struct sandbox_vm_cmd cmd;
+	int r;
+
+	st->cfg.restore = st->warm ? st->template_dir : NULL;
+	r = d->launcher->prepare(&st->cfg, &sb->vm, &cmd);
+	if (r == 0) {
+		r = d->launcher->spawn(d->loop, &cmd, sb->vm.log, vmm_exited, sb, &sb->vmm);
+		sandbox_vm_cmd_close(&cmd); /* the VMM has its own now */
+	}
+	if (r < 0)
+		return r;
+	sandbox_ref(sb); /* the VMM's, dropped when it exited */
+	sb->pid = d->launcher->pid(sb->vmm, &sb->pid_start);
+	if (store_save(sb) < 0)
+		sv_warn("sandbox=%s event=save_failed", sb->id);
+	sv_info("sandbox=%s event=starting image=%s cpu=%u memory_mib=%u pid=%d start=%s", sb->id, sb->spec.image,
+		sb->spec.cpu, sb->spec.memory_mib, sb->pid, sb->start_mode);
+	if (st->warm)
+		ready_start_warm(sb);
+	else
+		ready_start(sb);
+	return 0;
+}
+
+/* Launches the VM warm or cold; a warm launch that cannot even spawn boots instead. */
+static void start_with(struct sandbox *sb, bool warm, const char *mode, const char *why)
+{
+	int r;
+
+	sb->start_mode = mode;
+	snprintf(sb->start_reason, sizeof(sb->start_reason), "%s", why ? why : "");
+	sb->start->warm = warm;
+	sb->start->discard = warm;
+	sb->start->fallback_why[0] = '\0';
+	if (mode == START_FALLBACK)
+		sv_warn("sandbox=%s event=cold_fallback why=\"%s\"", sb->id, sb->start_reason);
+	r = launch(sb);
+	if (r < 0 && warm) {
+		char reason[200];
+
+		snprintf(reason, sizeof(reason), "cannot start the VMM to restore the template: %s", strerror(-r));
+		start_with(sb, false, START_FALLBACK, reason);
+	} else if (r < 0) {
+		launch_failed(sb, r);
+	}
+}
+
+static void template_done(struct template_wait *w, int r, const char *dir, const char *why)
+{
+	struct sandbox_start *st = (struct sandbox_start *)((char *)w - offsetof(struct sandbox_start, wait));
+
+	st->waiting = false;
+	if (r == 0) {
+		snprintf(st->template_dir, sizeof(st->template_dir), "%s", dir);
+		start_with(st->sb, true, START_WARM, NULL);
+	} else {
+		start_with(st->sb, false, START_FALLBACK, why);
+	}
+}
+
+/* Warm unless asked otherwise or no template can be had; maybe after its shape's template is built. */
+static void start_choose(struct sandbox *sb)
+{
+	struct sandbox_start *st = sb->start;
+	struct sandbox_vm_config *cfg = &st->cfg;
+	struct template_shape shape = {
+		.kernel = cfg->kernel, .initrd = cfg->initrd, .rootfs = cfg->rootfs, .cpus = cfg->cpus,
+		.memory_mib = cfg->memory_mib, .net = cfg->net_tap != NULL, .spare_drives = cfg->spare_drives,
+	};
+	char why[600] = "";
+	int r;
+
+	if (sb->spec.cold_boot)
+		return start_with(sb, false, START_COLD, "cold_boot was asked for");
+	if (sb->d->no_templates)
+		return start_with(sb, false, START_COLD, "sandboxd runs with --cold-boot");
+	st->wait.done = template_done;
+	r = templates_get(sb->d, &shape, &st->wait, st->template_dir, sizeof(st->template_dir), why, sizeof(why));
+	if (r == 0)
+		return start_with(sb, true, START_WARM, NULL);
+	if (r < 0)
+		return start_with(sb, false, START_FALLBACK, why);
+	st->waiting = true;
+	sv_info("sandbox=%s event=waiting_for_template", sb->id);
+}
+
 void sandbox_create(struct sandboxd *d, struct sandbox_spec *spec, struct api_call *call)
 {
-	struct sandbox_vm_config cfg = {0};
-	struct sandbox_vm_cmd cmd;
-	char kernel[4200], other[4200], err[512] = "", run_dir[512], field[32];
-	struct sandbox_launch launch = {0};
+	struct sandbox_start *st;
+	char err[512] = "", field[32];
 	unsigned count, memory;
 	struct sandbox *sb;
 	int r;
@@ -599,8 +831,15 @@ void sandbox_create(struct sandboxd *d, struct sandbox_spec *spec, struct api_ca
 				   spec->memory_mib, d->max_memory_mib, memory);
 		goto out_spec;
 	}
-	r = image_paths(d, spec->image, &cfg, kernel, other, sizeof(kernel), err, sizeof(err));
+	st = calloc(1, sizeof(*st));
+	if (!st) {
+		api_call_fail(call, -ENOMEM, NULL, "out of memory");
+		goto out_spec;
+	}
+	r = image_paths(d, spec->image, &st->cfg, st->kernel, st->other, sizeof(st->kernel), err, sizeof(err));
 	if (r == -EAGAIN) {
+		free(st);
+		st = NULL;
 		r = images_build_and_create(d, spec, call);
 		if (r == 0)
 			return; /* comes back here once the image is built */
@@ -608,69 +847,61 @@ void sandbox_create(struct sandboxd *d, struct sandbox_spec *spec, struct api_ca
 	if (r < 0) {
 		api_call_fail(call, r == -EACCES ? -EACCES : -EAGAIN, "image", "%s",
 				   err[0] ? err : "the image cannot be built here");
+		free(st);
 		goto out_spec;
 	}
 	sb = sandbox_alloc(d);
 	if (!sb) {
 		api_call_fail(call, -ENOMEM, NULL, "out of memory");
+		free(st);
 		goto out_spec;
 	}
+	sb->start = st;
+	st->sb = sb;
 	sb->spec = *spec;
 	memset(spec, 0, sizeof(*spec));
 	sandbox_make_id("sb", sb->id, sizeof(sb->id));
-	snprintf(run_dir, sizeof(run_dir), "%s/sandboxes/%s", d->state_dir, sb->id);
-	cfg.vmm = d->vmm_path;
-	cfg.cpus = sb->spec.cpu;
-	cfg.memory_mib = sb->spec.memory_mib;
-	cfg.run_dir = run_dir;
-	cfg.pass_fds = true; /* the VMM opens no host path (docs/vmm.md) */
-	launch.cfg = &cfg;
-	launch.run_dir = run_dir;
+	snprintf(st->run_dir, sizeof(st->run_dir), "%s/sandboxes/%s", d->state_dir, sb->id);
+	st->cfg.vmm = d->vmm_path;
+	st->cfg.cpus = sb->spec.cpu;
+	st->cfg.memory_mib = sb->spec.memory_mib;
+	st->cfg.run_dir = st->run_dir;
+	st->cfg.pass_fds = true; /* the VMM opens no host path (docs/vmm.md) */
+	st->launch.cfg = &st->cfg;
+	st->launch.run_dir = st->run_dir;
 	sb->created_at = sandboxd_wall_time();
 	sb->net.mode = sb->spec.block_network ? NET_BLOCK : sb->spec.cidr_allowlist ? NET_ALLOWLIST : NET_OPEN;
 	if (sb->spec.cidr_allowlist)
 		sb->net.allow = cJSON_Duplicate(sb->spec.cidr_allowlist, 1);
 	/* The parts first: the network's policy file lives in the run directory the VMM gets. */
-	snprintf(sb->vm.dir, sizeof(sb->vm.dir), "%s", run_dir);
-	r = mkdir(run_dir, 0700) < 0 && errno != EEXIST ? -errno : 0;
+	snprintf(sb->vm.dir, sizeof(sb->vm.dir), "%s", st->run_dir);
+	r = mkdir(st->run_dir, 0700) < 0 && errno != EEXIST ? -errno : 0;
 	for (const struct sandbox_part_ops *const *part = sandbox_parts; r == 0 && *part; part++) {
-		if ((*part)->setup && (r = (*part)->setup(sb, &launch, err, sizeof(err))) < 0) {
+		if ((*part)->setup && (r = (*part)->setup(sb, &st->launch, err, sizeof(err))) < 0) {
 			/* Undo the parts set up before this one. */
 			while (part-- != sandbox_parts)
 				if ((*part)->teardown)
 					(*part)->teardown(sb);
 			api_call_fail(call, -EAGAIN, NULL, "%s", err);
-			remove_run_files(run_dir);
+			remove_run_files(st->run_dir);
+			start_free(sb);
 			discard(sb);
 			return;
 		}
 	}
-	r = r < 0 ? r : d->launcher->prepare(&cfg, &sb->vm, &cmd);
-	if (r == 0) {
-		r = d->launcher->spawn(d->loop, &cmd, sb->vm.log, vmm_exited, sb, &sb->vmm);
-		sandbox_vm_cmd_close(&cmd); /* the VMM has its own now */
-	}
 	if (r < 0) {
-		api_call_fail(call, -EIO, NULL, "cannot start the VMM %s: %s", d->vmm_path, strerror(-r));
-		parts_teardown(sb);
-		sandbox_vm_destroy(&sb->vm);
-		remove_run_files(run_dir);
-		set_state(sb, SANDBOX_FINISHED);
+		api_call_fail(call, -EIO, NULL, "cannot make the run directory %s: %s", st->run_dir, strerror(-r));
+		start_free(sb);
 		discard(sb);
 		return;
 	}
-	sandbox_ref(sb); /* the VMM's, dropped when it exited */
-	sb->pid = d->launcher->pid(sb->vmm, &sb->pid_start);
+	/* Listed (starting) from here, also while it waits for its shape's template. */
 	sb->next = d->sandboxes;
 	d->sandboxes = sb;
-	if (store_save(sb) < 0)
-		sv_warn("sandbox=%s event=save_failed", sb->id);
-	sv_info("sandbox=%s event=starting image=%s cpu=%u memory_mib=%u pid=%d", sb->id, sb->spec.image,
-		sb->spec.cpu, sb->spec.memory_mib, sb->pid);
 	sb->create_call = call;
 	api_call_hold(call);
 	sandbox_ref(sb); /* the readiness check's, dropped by ready_done */
-	ready_start(sb);
+	start_choose(sb);
 	return;
 out_spec:
 	spec_sandbox_free(spec);
@@ -733,6 +964,14 @@ static void restore_one(void *ctx, const char *id, void *record)
 	st = cJSON_GetObjectItemCaseSensitive(rec, "message");
 	if (cJSON_IsString(st))
 		snprintf(sb->message, sizeof(sb->message), "%s", st->valuestring);
+	st = cJSON_GetObjectItemCaseSensitive(rec, "start");
+	if (cJSON_IsString(st))
+		sb->start_mode = !strcmp(st->valuestring, START_WARM)	  ? START_WARM
+				 : !strcmp(st->valuestring, START_COLD) ? START_COLD
+									  : START_FALLBACK;
+	st = cJSON_GetObjectItemCaseSensitive(rec, "start_reason");
+	if (cJSON_IsString(st))
+		snprintf(sb->start_reason, sizeof(sb->start_reason), "%s", st->valuestring);
 	st = cJSON_GetObjectItemCaseSensitive(rec, "state");
 	sb->state = cJSON_IsString(st) && !strcmp(st->valuestring, "running")    ? SANDBOX_RUNNING
 		    : cJSON_IsString(st) && !strcmp(st->valuestring, "starting") ? SANDBOX_STARTING

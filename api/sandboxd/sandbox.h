@@ -26,6 +26,7 @@ struct api_call;
 struct exec_session;
 struct agent_conn;
 struct vmm_process;
+struct sandbox_start;
 
 /*
  * The lifecycle, changed only by sandbox.c's set_state: STARTING until the
@@ -81,6 +82,15 @@ struct sandbox {
 	struct sandbox_tunnels tunnels; /* tunnel ports, labels, host ports (tunnels.c) */
 	bool snapshot_busy; /* the scratch drive is in use */
 	struct sandbox_watch *watchers; /* told when the sandbox finishes (GET .../wait) */
+	/*
+	 * How its VM started (docs/api.md, "start"): "warm" (restored from its
+	 * shape's template), "cold" (booted, as asked), "cold-fallback" (booted
+	 * because no template could be used; start_reason says why). NULL
+	 * until decided.
+	 */
+	const char *start_mode;
+	char start_reason[600];
+	struct sandbox_start *start; /* the launch, while the VM starts (sandbox.c) */
 };
 
 /* Starts a sandbox from spec (taken); replies to req once it is ready or failed. */

@@ -28,6 +28,11 @@ struct sandbox_part_ops {
 	const char *name;
 	/* Before the VMM starts: take resources, fill the launch. 0 or -errno with a message; teardown undoes it. */
 	int (*setup)(struct sandbox *sb, struct sandbox_launch *l, char *err, size_t errlen);
+	/*
+	 * A paused sandbox resumes (or a warm start falls back to a cold boot):
+	 * fill the launch from what the part still holds, taking nothing new.
+	 */
+	void (*relaunch)(struct sandbox *sb, struct sandbox_launch *l);
 	/* The VMM is gone (or never started, or a restart found it gone). */
 	void (*teardown)(struct sandbox *sb);
 	/* A restart reads the part back from the sandbox's record. */

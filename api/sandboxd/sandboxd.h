@@ -23,6 +23,11 @@ struct sandbox;
 struct tunnel_serve;
 struct vmm_launcher_ops;
 
+/* Template VMs built at once (templates.c); a shape beyond that boots cold meanwhile. */
+#define SANDBOXD_TEMPLATE_BUILDS_MAX 8
+
+struct template;
+
 struct sandboxd {
 	uv_loop_t *loop;
 	char state_dir[256];
@@ -55,6 +60,9 @@ struct sandboxd {
 	struct tunnel_serve *tunnel_serve; /* serves tunnel connections (with --ingress; else NULL) */
 	struct sockaddr_storage tunnel_bind; /* the --ingress address: plain endpoints listen on its host */
 	uv_timer_t image_sweep_timer;
+	struct template *templates;  /* warm-start templates by shape (templates.c) */
+	bool no_templates;           /* --cold-boot: every create boots (templates unused) */
+	unsigned template_jail_ids[SANDBOXD_TEMPLATE_BUILDS_MAX]; /* held by template builds, 0: free */
 };
 
 /* Wall clock time in seconds (with milliseconds). */

@@ -290,7 +290,7 @@ static void set_default(cJSON *o, const char *field, cJSON *v)
 static const char *const sandbox_fields[] = {"image", "cpu", "memory_mib", "timeout", "idle_timeout",
 					     "workdir", "env", "name", "app", "tags", "command",
 					     "block_network", "restricted", "cidr_allowlist", "encrypted_ports",
-					     "unencrypted_ports", "h2_ports", NULL};
+					     "unencrypted_ports", "h2_ports", "cold_boot", NULL};
 
 static const char *const tunnel_fields[] = {"encrypted_ports", "unencrypted_ports", "h2_ports"};
 
@@ -351,7 +351,8 @@ int spec_sandbox_from_json(cJSON *json, struct sandbox_spec *s, struct spec_erro
 	    (r = get_string(json, "app", &s->app, err)) || (r = check_tags(json, err)) ||
 	    (r = check_argv(json, "command", false, err)) ||
 	    (r = get_bool(json, "block_network", &s->block_network, err)) ||
-	    (r = get_bool(json, "restricted", &s->restricted, err)))
+	    (r = get_bool(json, "restricted", &s->restricted, err)) ||
+	    (r = get_bool(json, "cold_boot", &s->cold_boot, err)))
 		goto bad;
 	if (s->image && strcmp(s->image, "debian") && strcmp(s->image, "minimal") &&
 	    (r = check_path("image", s->image, err)))

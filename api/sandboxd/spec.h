@@ -40,6 +40,7 @@ struct sandbox_spec {
 	/* Tunnels (docs/ingress.md): arrays of distinct ports 1..65535, NULL: none */
 	const struct cJSON *encrypted_ports, *unencrypted_ports, *h2_ports;
 	bool block_network, restricted;
+	bool cold_boot; /* boot the kernel rather than restore the shape's template */
 };
 
 struct exec_spec {

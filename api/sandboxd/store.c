@@ -91,6 +91,10 @@ int store_save(const struct sandbox *sb)
 	cJSON_AddNumberToObject(o, "finished_at", sb->finished_at);
 	cJSON_AddNumberToObject(o, "pid", sb->pid);
 	cJSON_AddNumberToObject(o, "pid_start", (double)sb->pid_start);
+	if (sb->start_mode)
+		cJSON_AddStringToObject(o, "start", sb->start_mode);
+	if (sb->start_reason[0])
+		cJSON_AddStringToObject(o, "start_reason", sb->start_reason);
 	for (const struct sandbox_part_ops *const *part = sandbox_parts; *part; part++)
 		if ((*part)->save)
 			(*part)->save(sb, o);

@@ -155,6 +155,10 @@ int vmctl_create_option(const char *cmd, cJSON *body, int opt, const char *arg)
 	case VMCTL_OPT_ENCRYPTED_PORT: return add_port(cmd, "--encrypted-port", "encrypted_ports", body, arg);
 	case VMCTL_OPT_UNENCRYPTED_PORT: return add_port(cmd, "--unencrypted-port", "unencrypted_ports", body, arg);
 	case VMCTL_OPT_H2_PORT: return add_port(cmd, "--h2-port", "h2_ports", body, arg);
+	case VMCTL_OPT_COLD_BOOT:
+		cJSON_DeleteItemFromObjectCaseSensitive(body, "cold_boot");
+		v = cJSON_AddTrueToObject(body, "cold_boot");
+		goto added;
 	case VMCTL_OPT_BLOCK_NETWORK:
 	case VMCTL_OPT_RESTRICTED:
 		v = opt == VMCTL_OPT_RESTRICTED ? cJSON_AddTrueToObject(body, "restricted")

@@ -51,6 +51,7 @@ enum {
 	VMCTL_OPT_TAG,
 	VMCTL_OPT_BLOCK_NETWORK,
 	VMCTL_OPT_RESTRICTED,
+	VMCTL_OPT_COLD_BOOT,
 	VMCTL_OPT_CIDR_ALLOW,
 	VMCTL_OPT_ENCRYPTED_PORT,
 	VMCTL_OPT_UNENCRYPTED_PORT,
@@ -71,6 +72,7 @@ enum {
 	{ "tag", required_argument, NULL, VMCTL_OPT_TAG },                         \
 	{ "block-network", no_argument, NULL, VMCTL_OPT_BLOCK_NETWORK },           \
 	{ "restricted", no_argument, NULL, VMCTL_OPT_RESTRICTED },                 \
+	{ "cold-boot", no_argument, NULL, VMCTL_OPT_COLD_BOOT },                   \
 	{ "cidr-allow", required_argument, NULL, VMCTL_OPT_CIDR_ALLOW },           \
 	{ "encrypted-port", required_argument, NULL, VMCTL_OPT_ENCRYPTED_PORT },   \
 	{ "unencrypted-port", required_argument, NULL, VMCTL_OPT_UNENCRYPTED_PORT }, \
@@ -92,6 +94,7 @@ enum {
 	"  --cidr-allow CIDR            network access only to CIDR (repeatable; IPv4 or\n"  \
 	"                               IPv6); see vmctl net\n"                               \
 	"  --restricted                 single use: one exec, then the sandbox is destroyed\n" \
+	"  --cold-boot                  boot the kernel, not the shape's warm-start template\n" \
 	"  --encrypted-port P           a tunnel to guest port P: TLS at the URL vmctl\n"    \
 	"                               tunnels prints (repeatable; needs sandboxd --ingress)\n" \
 	"  --unencrypted-port P         the same, and plain TCP on a host port too\n"      \

@@ -8,6 +8,15 @@
  * What it does is read from the first line of its root file system or
  * initrd (the image a test names): "crash" exits at once with a message on
  * the console, "mute" never answers CONNECT; anything else boots.
+ *
+ * Snapshots (docs/vmm.md's contract, in miniature): the control ops
+ * "snapshot" (into "dir", or the state and memory files sent as
+ * descriptors), "pause", "resume" and "status" answer as the VMM does; the
+ * state file it writes is a placeholder ("fake-vmm snapshot 1" and the
+ * image's first line), which --restore DIR or --restore-state fd:N
+ * --restore-memory fd:M read back: the "guest" then comes up as after a
+ * boot of that image. Any other state file is refused as the VMM refuses a
+ * broken one, exit status 2 with "snapshot: ...".
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -21,11 +30,19 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 static pid_t agent_pid = -1;
+
+#define SNAPSHOT_MAGIC "fake-vmm snapshot 1\n"
+
+/* What a snapshot records: the image's first line (the guest's behaviour). */
+static char what[64];
+static bool paused, restored;
 
 static void on_term(int sig)
 {
@@ -180,20 +197,150 @@ static void vsock_conn(int fd, const char *agent_sock, int mute)
 	pthread_detach(t);
 }
 
+/* The request line and the descriptors sent with it (SCM_RIGHTS), as the VMM reads them. */
+static ssize_t recv_request(int fd, char *buf, size_t cap, int *fds, int *nfds)
+{
+	char ctl[CMSG_SPACE(4 * sizeof(int))];
+	struct iovec iov = { .iov_base = buf, .iov_len = cap - 1 };
+	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl, .msg_controllen = sizeof(ctl) };
+	ssize_t n = recvmsg(fd, &m, MSG_CMSG_CLOEXEC);
+
+	*nfds = 0;
+	if (n <= 0)
+		return n;
+	buf[n] = '\0';
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c))
+		if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+			*nfds = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+			memcpy(fds, CMSG_DATA(c), (size_t)*nfds * sizeof(int));
+		}
+	return n;
+}
+
+/* "KEY":"VALUE" of a flat request, into out; false when absent. */
+static bool json_string(const char *req, const char *key, char *out, size_t cap)
+{
+	char pat[64];
+	const char *p;
+
+	snprintf(pat, sizeof(pat), "\"%s\":\"", key);
+	p = strstr(req, pat);
+	if (!p)
+		return false;
+	p += strlen(pat);
+	snprintf(out, cap, "%.*s", (int)strcspn(p, "\""), p);
+	return true;
+}
+
+static bool write_file_fd(int fd, const char *text)
+{
+	size_t n = strlen(text);
+
+	return ftruncate(fd, 0) == 0 && pwrite(fd, text, n, 0) == (ssize_t)n;
+}
+
+/* The placeholder state and memory files; the memory file's length, or -1. */
+static long snapshot_to(int state_fd, int memory_fd)
+{
+	char state[sizeof(SNAPSHOT_MAGIC) + sizeof(what)];
+	static const char memory[] = "fake guest memory\n";
+
+	snprintf(state, sizeof(state), SNAPSHOT_MAGIC "%s", what);
+	if (!write_file_fd(state_fd, state) || !write_file_fd(memory_fd, memory))
+		return -1;
+	return (long)strlen(memory);
+}
+
+static void snapshot_op(int fd, const char *req, const int *fds, int nfds)
+{
+	char dir[PATH_MAX], path[PATH_MAX + 16], reply[160];
+	int sfd = -1, mfd = -1;
+	long bytes = -1;
+
+	if (json_string(req, "dir", dir, sizeof(dir))) {
+		snprintf(path, sizeof(path), "%s/state", dir);
+		sfd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+		snprintf(path, sizeof(path), "%s/memory", dir);
+		mfd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+	} else if (nfds == 2 && strstr(req, "\"state_fd\":0") && strstr(req, "\"memory_fd\":1")) {
+		sfd = dup(fds[0]);
+		mfd = dup(fds[1]);
+	}
+	if (sfd >= 0 && mfd >= 0)
+		bytes = snapshot_to(sfd, mfd);
+	if (sfd >= 0)
+		close(sfd);
+	if (mfd >= 0)
+		close(mfd);
+	if (bytes < 0) {
+		write_all(fd, "{\"ok\":false,\"error\":\"snapshot: cannot write the files\"}\n", 57);
+		return;
+	}
+	paused = true; /* the VMM leaves the VM paused after a snapshot */
+	snprintf(reply, sizeof(reply), "{\"ok\":true,\"state\":\"paused\",\"memory_bytes\":%ld,\"snapshot_ms\":0}\n",
+		 bytes);
+	write_all(fd, reply, strlen(reply));
+}
+
 static void control_conn(int fd)
 {
-	char buf[4096];
-	ssize_t n = read(fd, buf, sizeof(buf));
+	char buf[4096], reply[160];
+	int fds[4], nfds;
+	ssize_t n = recv_request(fd, buf, sizeof(buf), fds, &nfds);
 
-	if (n > 0)
-		write_all(fd, "{\"ok\":true}\n", 12);
+	if (n > 0) {
+		if (strstr(buf, "\"op\":\"snapshot\"")) {
+			snapshot_op(fd, buf, fds, nfds);
+		} else if (strstr(buf, "\"op\":\"pause\"")) {
+			paused = true;
+			write_all(fd, "{\"ok\":true,\"state\":\"paused\"}\n", 31);
+		} else if (strstr(buf, "\"op\":\"resume\"")) {
+			paused = false;
+			write_all(fd, "{\"ok\":true,\"state\":\"running\"}\n", 32);
+		} else if (strstr(buf, "\"op\":\"status\"")) {
+			snprintf(reply, sizeof(reply), "{\"ok\":true,\"state\":\"%s\",\"restored\":%s}\n",
+				 paused ? "paused" : "running", restored ? "true" : "false");
+			write_all(fd, reply, strlen(reply));
+		} else {
+			write_all(fd, "{\"ok\":true}\n", 12);
+		}
+	}
+	for (int i = 0; i < nfds; i++)
+		close(fds[i]);
 	close(fd);
+}
+
+/* Reads a snapshot's state file back into what; exits 2 as the VMM does for a broken one. */
+static void restore_from(const char *state_arg, const char *dir)
+{
+	char path[PATH_MAX + 16], buf[sizeof(SNAPSHOT_MAGIC) + sizeof(what)];
+	int fd = fd_arg(state_arg ? state_arg : "");
+	ssize_t n;
+
+	if (fd < 0) {
+		snprintf(path, sizeof(path), "%s/state", state_arg ? state_arg : dir);
+		fd = open(path, O_RDONLY | O_CLOEXEC);
+	}
+	n = fd >= 0 ? pread(fd, buf, sizeof(buf) - 1, 0) : -1;
+	if (n < 0) {
+		fprintf(stderr, "vmm: snapshot: cannot read the state file: %s\n", strerror(errno));
+		exit(2);
+	}
+	buf[n] = '\0';
+	if (strncmp(buf, SNAPSHOT_MAGIC, strlen(SNAPSHOT_MAGIC))) {
+		fprintf(stderr, "vmm: snapshot: bad magic (not a snapshot state file)\n");
+		exit(2);
+	}
+	snprintf(what, sizeof(what), "%s", buf + strlen(SNAPSHOT_MAGIC));
+	restored = true;
+	fprintf(stderr, "vmm: restored from snapshot in 0 ms\n");
 }
 
 int main(int argc, char **argv)
 {
-	const char *vsock = NULL, *control = NULL, *console = NULL, *image = NULL;
-	char self[PATH_MAX], agent[PATH_MAX + 32], dir[PATH_MAX], agent_sock[PATH_MAX + 16], what[64] = "",
+	const char *vsock = NULL, *control = NULL, *console = NULL, *image = NULL, *restore = NULL,
+		   *restore_state = NULL, *restore_memory = NULL;
+	char self[PATH_MAX], agent[PATH_MAX + 32], dir[PATH_MAX], agent_sock[PATH_MAX + 16],
 		vsock_path[PATH_MAX], control_path[PATH_MAX];
 	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
 	int vfd, cfd, mute = 0;
@@ -210,12 +357,26 @@ int main(int argc, char **argv)
 			image = argv[++i];
 		else if (!strcmp(argv[i], "--drive") && !image)
 			image = argv[++i];
+		else if (!strcmp(argv[i], "--restore"))
+			restore = argv[++i];
+		else if (!strcmp(argv[i], "--restore-state"))
+			restore_state = argv[++i];
+		else if (!strcmp(argv[i], "--restore-memory"))
+			restore_memory = argv[++i];
+	}
+	if (!restore_state != !restore_memory) {
+		fprintf(stderr, "vmm: --restore-state and --restore-memory go together\n");
+		return 2;
 	}
 	if (!vsock || !control || n <= 0) {
 		fprintf(stderr, "fake-vmm: needs --vsock and --control\n");
 		return 2;
 	}
 	self[n] = '\0';
+	if (restore || restore_state) {
+		restore_from(restore_state, restore);
+		image = NULL; /* the guest is the snapshot's */
+	}
 	if (image) {
 		char path[PATH_MAX];
 
@@ -242,7 +403,7 @@ int main(int argc, char **argv)
 
 		f = cfd >= 0 ? fdopen(cfd, "a") : fopen(console, "a");
 		if (f) {
-			fprintf(f, "fake-vmm: booting %s", what[0] ? what : "\n");
+			fprintf(f, "fake-vmm: %s %s", restored ? "restored" : "booting", what[0] ? what : "\n");
 			fclose(f);
 		}
 	}

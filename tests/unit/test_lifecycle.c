@@ -28,6 +28,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -472,6 +473,104 @@ static void restart_adopts(void **state)
 	assert_true(has(body, "\"state\":\"running\""));
 	exec_in(d, id, "[\"echo\",\"still here\"]", out, sizeof(out));
 	assert_true(has(out, "still here"));
+}
+
+/* The one template directory under STATE/templates into out; false when there is none. */
+static bool template_dir(struct daemon *d, char *out, size_t cap)
+{
+	char dir[160];
+	DIR *dh;
+	struct dirent *e;
+	bool found = false;
+
+	snprintf(dir, sizeof(dir), "%s/templates", d->state);
+	dh = opendir(dir);
+	while (dh && (e = readdir(dh)))
+		if (e->d_name[0] != '.') {
+			snprintf(out, cap, "%s/%s", dir, e->d_name);
+			found = true;
+		}
+	if (dh)
+		closedir(dh);
+	return found;
+}
+
+/*
+ * Warm starts: the first create of a shape waits for its template (one
+ * build), later ones restore from it; cold_boot boots; a corrupt template
+ * is refused by the VMM, deleted, and the create boots cold and says so;
+ * the next create builds the template again.
+ */
+static void warm_starts(void **state)
+{
+	struct daemon *d = *state;
+	char body[65536], id[64], out[65536], tdir[256], path[320];
+	struct stat st;
+	FILE *f;
+
+	assert_int_equal(request(d, "POST", "/v1/sandboxes", "{\"image\":\"minimal\",\"memory_mib\":64}", body,
+				 sizeof(body)),
+			 201);
+	assert_true(has(body, "\"state\":\"running\""));
+	assert_true(has(body, "\"start\":\"warm\""));
+	id_of(body, id, sizeof(id));
+	exec_in(d, id, "[\"echo\",\"warm guest\"]", out, sizeof(out));
+	assert_true(has(out, "warm guest"));
+	/* The template: root's files, 0600, and what it was made from. */
+	assert_true(template_dir(d, tdir, sizeof(tdir)));
+	snprintf(path, sizeof(path), "%s/state", tdir);
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0600);
+	snprintf(path, sizeof(path), "%s/meta.json", tdir);
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0600);
+	/* The same shape again: warm, from the same template. */
+	assert_int_equal(request(d, "POST", "/v1/sandboxes", "{\"image\":\"minimal\",\"memory_mib\":64}", body,
+				 sizeof(body)),
+			 201);
+	assert_true(has(body, "\"start\":\"warm\""));
+	/* Asked to boot. */
+	assert_int_equal(request(d, "POST", "/v1/sandboxes",
+				 "{\"image\":\"minimal\",\"memory_mib\":64,\"cold_boot\":true}", body, sizeof(body)),
+			 201);
+	assert_true(has(body, "\"start\":\"cold\""));
+	assert_int_equal(request(d, "POST", "/v1/sandboxes", "{\"image\":\"minimal\",\"cold_boot\":1}", body,
+				 sizeof(body)),
+			 400);
+	/* A corrupt template: refused, deleted, the create boots and says why. */
+	snprintf(path, sizeof(path), "%s/state", tdir);
+	f = fopen(path, "w");
+	assert_non_null(f);
+	fputs("garbage\n", f);
+	fclose(f);
+	assert_int_equal(request(d, "POST", "/v1/sandboxes", "{\"image\":\"minimal\",\"memory_mib\":64}", body,
+				 sizeof(body)),
+			 201);
+	assert_true(has(body, "\"state\":\"running\""));
+	if (!has(body, "\"start\":\"cold-fallback\""))
+		fail_msg("%s", body);
+	assert_true(has(body, "snapshot: bad magic"));
+	id_of(body, id, sizeof(id));
+	exec_in(d, id, "[\"echo\",\"booted instead\"]", out, sizeof(out));
+	assert_true(has(out, "booted instead"));
+	snprintf(path, sizeof(path), "%s/meta.json", tdir);
+	assert_int_equal(access(path, F_OK), -1);
+	/* Built again by the next create. */
+	assert_int_equal(request(d, "POST", "/v1/sandboxes", "{\"image\":\"minimal\",\"memory_mib\":64}", body,
+				 sizeof(body)),
+			 201);
+	assert_true(has(body, "\"start\":\"warm\""));
+	assert_int_equal(access(path, F_OK), 0);
+	/* A changed input (the VMM binary's mtime) makes the template stale: rebuilt, still warm. */
+	assert_int_equal(utimes(d->vmm, NULL), 0);
+	assert_int_equal(request(d, "POST", "/v1/sandboxes", "{\"image\":\"minimal\",\"memory_mib\":64}", body,
+				 sizeof(body)),
+			 201);
+	assert_true(has(body, "\"start\":\"warm\""));
+	/* An image whose VM never comes up has no template: the create boots it (and fails as before). */
+	snprintf(path, sizeof(path), "{\"image\":\"%s/crash.img\"}", d->images);
+	assert_int_equal(request(d, "POST", "/v1/sandboxes", path, body, sizeof(body)), 503);
+	assert_true(has(body, "fake-vmm: booting crash"));
 }
 
 /* The record's "jail" uid of sandbox id, or 0. */
@@ -1058,6 +1157,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(failures_at_start, setup, teardown),
 		cmocka_unit_test_setup_teardown(spawn_fails, setup, teardown),
 		cmocka_unit_test_setup_teardown(mute_guest, setup, teardown),
+		cmocka_unit_test_setup_teardown(warm_starts, setup, teardown),
 		cmocka_unit_test_setup_teardown(restart_adopts, setup, teardown),
 		cmocka_unit_test_setup_teardown(jail_host_side, setup_jailed, teardown_jailed),
 		cmocka_unit_test_setup_teardown(routes_and_errors, setup, teardown),
