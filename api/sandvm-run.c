@@ -55,11 +55,15 @@ static const char usage[] =
 	"File commands (with --attach):\n"
 	"  --ping | --cat PATH | --put LOCAL PATH | --stat PATH | --ls PATH\n"
 	"  --mkdir PATH [--parents] | --rm PATH [--recursive] | --shutdown\n"
+	"  --restored [--hostname NAME]   after a VM was restored from a snapshot: the agent\n"
+	"                               reseeds the guest's RNG from the host, sets its clock\n"
+	"                               (and hostname) before anything else runs\n"
 	"\n"
 	"Exit status: the command's; 128+N if it was killed by signal N; 124 on timeout;\n"
 	"125 if the sandbox failed; 126 if the command cannot run; 127 if it was not found.\n";
 
-enum { FILE_NONE, FILE_PING, FILE_CAT, FILE_PUT, FILE_STAT, FILE_LS, FILE_MKDIR, FILE_RM, FILE_SHUTDOWN };
+enum { FILE_NONE, FILE_PING, FILE_CAT, FILE_PUT, FILE_STAT, FILE_LS, FILE_MKDIR, FILE_RM, FILE_SHUTDOWN,
+       FILE_RESTORED };
 
 struct options {
 	const char *image, *kernel, *cmdline, *attach, *keep_dir;
@@ -70,6 +74,7 @@ struct options {
 	bool no_stdin, verbose, parents, recursive;
 	int file_cmd;
 	const char *file_arg, *file_arg2;
+	const char *hostname; /* --hostname, with --restored */
 };
 
 static int signal_pipe[2] = { -1, -1 };
@@ -150,7 +155,7 @@ static void parse_args(int argc, char **argv, struct options *o)
 	enum {
 		O_IMAGE = 256, O_KERNEL, O_CPUS, O_MEMORY, O_CMDLINE, O_READY, O_KEEP, O_TIMEOUT, O_ENV,
 		O_WORKDIR, O_USER, O_TTY, O_NOSTDIN, O_VERBOSE, O_ATTACH, O_PING, O_CAT, O_PUT, O_STAT,
-		O_LS, O_MKDIR, O_RM, O_PARENTS, O_RECURSIVE, O_SHUTDOWN, O_HELP, O_REPEAT,
+		O_LS, O_MKDIR, O_RM, O_PARENTS, O_RECURSIVE, O_SHUTDOWN, O_HELP, O_REPEAT, O_RESTORED, O_HOSTNAME,
 	};
 	static const struct option opts[] = {
 		{ "image", required_argument, NULL, O_IMAGE },
@@ -180,6 +185,8 @@ static void parse_args(int argc, char **argv, struct options *o)
 		{ "shutdown", no_argument, NULL, O_SHUTDOWN },
 		{ "help", no_argument, NULL, O_HELP },
 		{ "repeat", required_argument, NULL, O_REPEAT },
+		{ "restored", no_argument, NULL, O_RESTORED },
+		{ "hostname", required_argument, NULL, O_HOSTNAME },
 		{ 0 },
 	};
 	int c;
@@ -237,6 +244,8 @@ static void parse_args(int argc, char **argv, struct options *o)
 		case O_RECURSIVE: o->recursive = true; break;
 		case O_SHUTDOWN: o->file_cmd = FILE_SHUTDOWN; break;
 		case O_REPEAT: o->repeat = parse_count("--repeat", optarg, 1000000); break;
+		case O_RESTORED: o->file_cmd = FILE_RESTORED; break;
+		case O_HOSTNAME: o->hostname = optarg; break;
 		case O_HELP: fputs(usage, stdout); exit(0);
 		default: fputs(usage, stderr); exit(2);
 		}
@@ -306,6 +315,20 @@ static int file_command(struct agent_client *c, const struct options *o)
 	case FILE_SHUTDOWN:
 		r = agent_client_shutdown(c, AGENT_PROTO_POWEROFF);
 		break;
+	case FILE_RESTORED: {
+		struct agent_proto_restored m;
+		uint8_t entropy[AGENT_PROTO_RESTORED_ENTROPY];
+
+		r = agent_client_restored_prepare(&m, entropy);
+		if (r == 0) {
+			m.hostname = o->hostname;
+			r = agent_client_restored(c, &m, 30000);
+		}
+		explicit_bzero(entropy, sizeof(entropy));
+		if (!r)
+			printf("restored\n");
+		break;
+	}
 	}
 	if (r) {
 		fprintf(stderr, "sandvm-run: %s (%s)\n", agent_client_error(c), strerror(-r));

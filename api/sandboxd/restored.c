@@ -1,28 +1,17 @@
-/*
- * restored.h. The agent's RESTORED request is being added to lib/agent_proto
- * and agent_conn in parallel: until agent_conn can carry it, this connects
- * and says HELLO only, so a warm start's readiness is real but the clone
- * keeps the template's identity; each such start says so in the log
- * (event=identity_not_sent). The RESTORED call goes where marked below.
- */
+/* restored.h: a restored guest's identity, sent with agent_conn's RESTORED call. */
 #include "restored.h"
 
 #include <errno.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
 #include <time.h>
 
 #include "agent_client.h"
 #include "agent_conn.h"
-#include "log.h"
+#include "agent_proto.h"
 
-struct restored_call {
-	restored_done_fn done;
-	void *ctx;
-	struct restored_identity id;
-};
+_Static_assert(RESTORED_ENTROPY_BYTES == AGENT_PROTO_RESTORED_ENTROPY, "one entropy size on both sides");
 
 int restored_identity_init(struct restored_identity *id)
 {
@@ -40,37 +29,55 @@ int restored_identity_init(struct restored_identity *id)
 	return 0;
 }
 
-static void hello_ended(void *ctx, int r, const struct agent_exec_status *st, const char *error)
+/* The value of " KEY=" in cmdline into out (empty when absent or too long to be valid). */
+static void word(const char *cmdline, const char *key, char *out, size_t cap)
 {
-	struct restored_call *c = ctx;
+	size_t klen = strlen(key);
+	const char *p = cmdline;
 
-	(void)st;
-	/* Here the lead wires agent_conn's RESTORED call with c->id (helper A's branch agent-restored). */
-	if (r == 0)
-		sv_warn("event=identity_not_sent why=\"this build's agent_conn cannot send RESTORED yet\"");
-	c->done(c->ctx, r, error);
-	explicit_bzero(&c->id, sizeof(c->id));
-	free(c);
+	out[0] = '\0';
+	while (p && (p = strstr(p, key))) {
+		if ((p == cmdline || p[-1] == ' ') && p[klen] == '=') {
+			size_t n = strcspn(p + klen + 1, " ");
+
+			if (n < cap)
+				snprintf(out, cap, "%.*s", (int)n, p + klen + 1);
+			return;
+		}
+		p += klen;
+	}
 }
 
-static const struct agent_conn_ops hello_ops = {.ended = hello_ended};
+void restored_identity_from_cmdline(struct restored_identity *id, const char *cmdline)
+{
+	if (!cmdline)
+		return;
+	word(cmdline, "sandvm.net", id->net, sizeof(id->net));
+	word(cmdline, "sandvm.net6", id->net6, sizeof(id->net6));
+	word(cmdline, "sandvm.dns", id->dns, sizeof(id->dns));
+	word(cmdline, "sandvm.hostname", id->hostname, sizeof(id->hostname));
+}
+
+static const char *opt(const char *s)
+{
+	return s[0] ? s : NULL;
+}
 
 int restored_send(uv_loop_t *loop, const char *vsock_path, uint32_t connect_ms, const struct restored_identity *id,
-		  restored_done_fn done, void *ctx, struct agent_conn **out)
+		  const struct agent_conn_ops *ops, void *ctx, struct agent_conn **out)
 {
 	struct agent_conn_config cfg = {.vsock_path = vsock_path, .port = AGENT_CLIENT_PORT, .connect_ms = connect_ms};
-	struct restored_call *c = calloc(1, sizeof(*c));
-	int r;
+	struct agent_proto_restored m = {
+		.entropy = id->entropy,
+		.entropy_len = sizeof(id->entropy),
+		.realtime_ns = id->realtime_ns,
+		.hostname = opt(id->hostname),
+		.machine_id = opt(id->machine_id),
+		.net = opt(id->net),
+		.net6 = opt(id->net6),
+		.mac = opt(id->mac),
+		.dns = opt(id->dns),
+	};
 
-	if (!c)
-		return -ENOMEM;
-	c->done = done;
-	c->ctx = ctx;
-	c->id = *id;
-	r = agent_conn_hello(loop, &cfg, &hello_ops, c, out);
-	if (r < 0) {
-		explicit_bzero(&c->id, sizeof(c->id));
-		free(c);
-	}
-	return r;
+	return agent_conn_restored(loop, &cfg, &m, ops, ctx, out);
 }

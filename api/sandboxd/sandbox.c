@@ -549,10 +549,11 @@ static void ready_start(struct sandbox *sb)
 }
 
 /* A warm start's check: the agent again (its connections were reset), then the sandbox's own identity. */
-static void on_restored(void *ctx, int r, const char *error)
+static void on_restored(void *ctx, int r, const struct agent_exec_status *st, const char *error)
 {
 	struct sandbox *sb = ctx;
 
+	(void)st;
 	sb->ready_conn = NULL;
 	if (r < 0 && sb->start && sb->start->warm && sb->vmm && sb->state == SANDBOX_STARTING) {
 		/* The VMM's end (vmm_exited) falls back to a cold boot; the template itself is not to blame. */
@@ -565,21 +566,20 @@ static void on_restored(void *ctx, int r, const char *error)
 	on_ready_ended(ctx, r, NULL, error);
 }
 
+static const struct agent_conn_ops restored_ops = {.ended = on_restored};
+
 static void ready_start_warm(struct sandbox *sb)
 {
 	struct restored_identity id;
-	const char *p;
 	int r = restored_identity_init(&id);
 
-	/* The network the parts gave (the same words as on a boot's command line) and the MAC. */
-	if (r == 0 && (p = strstr(sb->start->launch.cmdline, "sandvm.net=")))
-		snprintf(id.net, sizeof(id.net), "%.*s", (int)strcspn(p + 11, " "), p + 11);
-	if (r == 0 && (p = strstr(sb->start->launch.cmdline, "sandvm.net6=")))
-		snprintf(id.net6, sizeof(id.net6), "%.*s", (int)strcspn(p + 12, " "), p + 12);
+	/* What a cold boot of this sandbox would have had on its command line, and its MAC. */
+	if (r == 0)
+		restored_identity_from_cmdline(&id, sb->start->launch.cmdline);
 	if (r == 0 && sb->start->cfg.net_mac)
 		snprintf(id.mac, sizeof(id.mac), "%s", sb->start->cfg.net_mac);
 	if (r == 0)
-		r = restored_send(sb->d->loop, sb->vm.vsock, READY_TIMEOUT_MS, &id, on_restored, sb, &sb->ready_conn);
+		r = restored_send(sb->d->loop, sb->vm.vsock, READY_TIMEOUT_MS, &id, &restored_ops, sb, &sb->ready_conn);
 	explicit_bzero(&id, sizeof(id));
 	if (r < 0) {
 		sb->ready_result = r;

@@ -98,13 +98,42 @@ try:
     ctl(src_ctl, {"op": "stop"})
     src.wait(timeout=60)
 
-    # ---- two restores ----
+    # ---- two restores, a while after the snapshot ----
+    time.sleep(6)
     clones = []
     for i in (1, 2):
         sock, c = os.path.join(d, "c%d.vsock" % i), os.path.join(d, "c%d.control" % i)
         p = vmm_start("clone%d" % i, ["--restore", snap, "--verbose", "--cpus", "2", "--memory", "512", "--console",
                                       os.path.join(d, "clone%d.console" % i), "--vsock", sock, "--control", c])
         clones.append((p, sock, c))
+    # The guest's clock stood still while the snapshot sat on disk; the agent's RESTORED sets it, reseeds
+    # the RNG and names the clone, before anything else runs in it.
+    lag, restored, rand, names, skew = [], [], [], [], []
+    # The guest's date(1) (busybox) has whole seconds: its time g lies in [s, s + 1), read between the
+    # host's times before and after the exec; (lo, hi) bounds g minus the host's time.
+    def guest_offset(sock, ready=0):
+        before = time.time()
+        rc, out, _ = ex(sock, "date", "+%s", ready=ready)
+        after = time.time()
+        if rc != 0 or not out.strip().isdigit():
+            return None
+        s_ = int(out.strip())
+        return (round(s_ - after, 2), round(s_ + 1 - before, 2))
+    for p, sock, c in clones:
+        lag.append(guest_offset(sock, ready=60))
+    for i, (p, sock, c) in enumerate(clones):
+        r = subprocess.run([run, "--attach", sock, "--restored", "--hostname", "clone%d" % (i + 1)],
+                           capture_output=True, text=True, timeout=60)
+        rc, out, err = r.returncode, r.stdout, r.stderr
+        restored.append((rc, out.strip(), err.strip()[:200]))
+    for p, sock, c in clones:
+        rand.append(ex(sock, "sh", "-c", "head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n'")[1].strip())
+        names.append(ex(sock, "hostname")[1].strip())
+        skew.append(guest_offset(sock))
+    ok = (all(r[0] == 0 and r[1] == "restored" for r in restored) and len(set(rand)) == 2 and all(rand)
+          and names == ["clone1", "clone2"] and all(x is not None and x[0] < 1.0 and x[1] > -1.0 for x in skew))
+    case("vm-restore-reseed", ok, "guest clock minus host's before RESTORED within %s s, RESTORED %s, urandom %s, "
+         "hostnames %s, guest clock minus host's after within %s s" % (lag, restored, rand, names, skew))
     answers = []
     for p, sock, c in clones:
         rc, out, err = ex(sock, "cat", "/tmp/marker", ready=60)
