@@ -236,6 +236,35 @@ static int tap_configure(struct sandbox *sb)
 }
 
 /* Every address of this host, and the daemon's TCP listener: a sandbox reaches none of them. */
+int net_template_make(const char *key, const char *dir, char tap[16], char *err, size_t errlen)
+{
+	static const char policy[] = "{\"ip\":\"192.0.2.2\",\"gateway\":\"192.0.2.1\","
+				     "\"gateway_mac\":\"02:53:56:ff:ff:ff\",\"mode\":\"block\"}";
+	int r;
+
+	/* "sbt" + 12 of the key's hex: under IFNAMSIZ, and outside the NAT rule's "sbx*". */
+	snprintf(tap, 16, "sbt%.12s", key);
+	r = tap_persist(tap, true);
+	if (r < 0) {
+		snprintf(err, errlen, "making the template's tap %s: %s", tap, strerror(-r));
+		tap[0] = '\0';
+		return r;
+	}
+	r = store_write_atomic(dir, "policy.json", policy);
+	if (r < 0) {
+		snprintf(err, errlen, "writing the template's network policy: %s", strerror(-r));
+		net_template_release(tap);
+		tap[0] = '\0';
+	}
+	return r;
+}
+
+void net_template_release(const char *tap)
+{
+	if (tap[0] && tap_persist(tap, false) < 0)
+		sv_warn("event=tap_left tap=%s", tap);
+}
+
 static void add_host_addresses(cJSON *deny)
 {
 	struct ifaddrs *ifs, *i;

@@ -31,6 +31,16 @@ struct sandbox_net {
 };
 
 int net_init(struct sandboxd *d);
+
+/*
+ * A template VM's network device (templates.c): a persistent tap of its own
+ * with no address, nothing routed or NATed to it, and in dir/policy.json an
+ * egress policy that blocks everything (documentation addresses, never a
+ * sandbox's). The clones restored from the template get their own tap,
+ * policy and addresses. 0 with the tap's name, or -errno with err.
+ */
+int net_template_make(const char *key, const char *dir, char tap[16], char *err, size_t errlen);
+void net_template_release(const char *tap);
 const char *net_mode_name(const struct sandbox *sb);
 void net_get(struct sandbox *sb, struct api_call *call);
 void net_put(struct sandbox *sb, struct api_call *call);

@@ -27,6 +27,7 @@
 #include "agent_conn.h"
 #include "jail_host.h"
 #include "log.h"
+#include "net.h"
 #include "sandbox.h"
 #include "sandbox_vm.h"
 #include "sandboxd.h"
@@ -67,6 +68,7 @@ struct template {
 	struct agent_conn *conn;
 	struct sandbox_jail jail;
 	int slot; /* in d->template_jail_ids, -1: none */
+	char tap[16], policy[440]; /* a shape with a network device: the build VM's own */
 	uv_work_t work;
 	bool work_busy, snapshotted, failed;
 	/* The snapshot job's result, written by the worker, read after it (snapshot_done) */
@@ -240,6 +242,8 @@ static void fail(struct template *t, const char *fmt, ...)
 
 static void release_slot(struct template *t)
 {
+	net_template_release(t->tap);
+	t->tap[0] = '\0';
 	jail_host_release(&t->jail);
 	if (t->slot >= 0)
 		t->d->template_jail_ids[t->slot] = 0;
@@ -424,6 +428,18 @@ static int build_start(struct template *t)
 		fail(t, "cannot make %s: %s", t->run, strerror(errno));
 		return -errno;
 	}
+	if (t->net) {
+		/* The clones' guests keep this device; the agent gives it their MAC and addresses (RESTORED). */
+		r = net_template_make(t->key, t->run, t->tap, err, sizeof(err));
+		if (r < 0) {
+			fail(t, "%s", err);
+			goto out;
+		}
+		snprintf(t->policy, sizeof(t->policy), "%s/policy.json", t->run);
+		cfg.net_tap = t->tap;
+		cfg.net_mac = "02:53:56:ff:ff:fe";
+		cfg.net_policy = t->policy;
+	}
 	if (d->jail.enabled) {
 		for (int i = 0; i < SANDBOXD_TEMPLATE_BUILDS_MAX; i++)
 			if (!d->template_jail_ids[i]) {
@@ -513,11 +529,6 @@ int templates_get(struct sandboxd *d, const struct template_shape *shape, struct
 	bool changed;
 	int r;
 
-	if (shape->net) {
-		/* The template VM would need a tap and a block-all policy of its own: not yet. */
-		snprintf(why, whylen, "no templates for sandboxes with a network device yet");
-		return -EOPNOTSUPP;
-	}
 	for (int i = 0; i < STAMPS; i++)
 		if (!paths[i] || !stamp_of(paths[i], stamps[i])) {
 			snprintf(why, whylen, "cannot read %s for the template: %s", paths[i] ? paths[i] : "?",

@@ -442,6 +442,73 @@ def sh(cmd):
     return subprocess.run(cmd, shell=True, capture_output=True, text=True)
 
 
+@case("api-warm-start", limit=600)
+def _():
+    # Two sandboxes of one shape restored from its template (docs/architecture.md, "Templates"): each
+    # is its own machine (entropy, MAC, addresses, machine-id, hostname, clock) and reaches only its
+    # own allowlist. Peers 203.0.113.7 and .8 in a network namespace routed through this host.
+    setup = ("ip netns add svwarm && ip link add svwarm-h type veth peer name svwarm-p && "
+             "ip link set svwarm-p netns svwarm && ip addr add 203.0.113.1/24 dev svwarm-h && "
+             "ip link set svwarm-h up && ip -n svwarm addr add 203.0.113.7/24 dev svwarm-p && "
+             "ip -n svwarm addr add 203.0.113.8/24 dev svwarm-p && ip -n svwarm link set svwarm-p up && "
+             "ip -n svwarm link set lo up && ip -n svwarm route add default via 203.0.113.1")
+    p = sh(setup)
+    assert p.returncode == 0, p.stderr
+    peer = subprocess.Popen(["ip", "netns", "exec", "svwarm", "python3", "-c",
+                             "import socket\n"
+                             "t = socket.socket(); t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+                             "t.bind(('0.0.0.0', 8080)); t.listen(8); print('listening', flush=True)\n"
+                             "while True:\n"
+                             "    c, _ = t.accept(); c.close()\n"], stdout=subprocess.PIPE)
+    sids = []
+    try:
+        assert peer.stdout.readline() == b"listening\n"
+        spec = {"image": "debian", "memory_mib": 384, "timeout": 600}
+        for allow in ("203.0.113.7/32", "203.0.113.8/32"):
+            o = create(dict(spec, cidr_allowlist=[allow]))
+            sids.append(o["id"])
+            assert o["start"] == "warm", (o.get("start"), o.get("start_reason"))
+        ident = ("import os, socket, fcntl, struct, time\n"
+                 "s = socket.socket()\n"
+                 "ip = socket.inet_ntoa(fcntl.ioctl(s.fileno(), 0x8915, struct.pack('256s', b'eth0'))[20:24])\n"
+                 "print(os.urandom(16).hex(), open('/sys/class/net/eth0/address').read().strip(), ip,\n"
+                 "      open('/etc/machine-id').read().strip(), socket.gethostname(), repr(time.time()))\n")
+        seen = []
+        for sid in sids:
+            before = time.time()
+            out, err, end = run_exec(sid, ["python3", "-c", ident])
+            after = time.time()
+            f = out.decode().split()
+            assert len(f) == 6, (out, err)
+            o = request("GET", f"/v1/sandboxes/{sid}")[1]
+            assert f[2] == o["network"]["ip"], (f, o["network"])
+            # The guest's clock is the host's (the template's was minutes old), within 1 s.
+            assert before - 1 <= float(f[5]) <= after + 1, (before, f[5], after)
+            seen.append(f)
+        for i in range(5):
+            assert seen[0][i] != seen[1][i], ("the clones share", ["entropy", "MAC", "IP", "machine-id",
+                                                                  "hostname"][i], seen)
+        probe = ("import socket, sys\n"
+                 "for a in sys.argv[1:]:\n"
+                 "    try: socket.create_connection((a, 8080), timeout=3).close(); print(a, 'ok')\n"
+                 "    except OSError: print(a, 'fail')\n")
+        for sid, mine in zip(sids, ("203.0.113.7", "203.0.113.8")):
+            out, err, end = run_exec(sid, ["python3", "-c", probe, "203.0.113.7", "203.0.113.8"])
+            want = [f"{a} {'ok' if a == mine else 'fail'}" for a in ("203.0.113.7", "203.0.113.8")]
+            assert out.decode().splitlines() == want, (sid, out, err)
+        # Asked to boot: the same shape, cold, and it says so.
+        o = create(dict(spec, cold_boot=True))
+        sids.append(o["id"])
+        assert o["start"] == "cold", o.get("start")
+        shared["warm_ready"] = True
+    finally:
+        for sid in sids:
+            request("DELETE", f"/v1/sandboxes/{sid}")
+        peer.kill()
+        peer.wait()
+        sh("ip netns del svwarm; ip link del svwarm-h")
+
+
 @case("api-network", limit=600)
 def _():
     # A peer in a network namespace, routed through this host (the L1): the
