@@ -4,6 +4,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 static int check_layout(const struct guest_mem_region *layout, unsigned nregions)
 {
@@ -15,6 +16,59 @@ static int check_layout(const struct guest_mem_region *layout, unsigned nregions
 		if (r->size == 0 || r->gpa + r->size < r->gpa ||
 		    (i > 0 && r->gpa < layout[i - 1].gpa + layout[i - 1].size))
 			return -EINVAL;
+	}
+	return 0;
+}
+
+/* Holes shorter than this between two data extents are mapped from the file too: fewer mappings. */
+#define FILE_GAP_MERGE (256u << 10)
+/* More file mappings than this in one region: the whole region comes from the file. */
+#define FILE_MAX_MAPPINGS 8192u
+
+/*
+ * Maps the data extents of [off, off + size) of fd over the anonymous region
+ * at host (MAP_FIXED, private); holes stay anonymous. 0, 1 when there are too
+ * many extents to map one by one, or -errno.
+ */
+static int map_extents(uint8_t *host, uint64_t size, int fd, uint64_t off)
+{
+	uint64_t pos = off, end = off + size;
+	unsigned n = 0;
+
+	while (pos < end) {
+		off_t data = lseek(fd, (off_t)pos, SEEK_DATA), hole;
+		uint64_t start, stop;
+
+		if (data < 0 && errno == ENXIO)
+			break; /* nothing but holes to the end of the file */
+		if (data < 0)
+			return -errno;
+		if ((uint64_t)data >= end)
+			break;
+		start = (uint64_t)data & ~4095ull;
+		hole = lseek(fd, data, SEEK_HOLE);
+		if (hole < 0)
+			return -errno;
+		stop = ((uint64_t)hole + 4095) & ~4095ull;
+		/* Swallow short holes after this extent. */
+		while (stop < end) {
+			off_t next = lseek(fd, (off_t)stop, SEEK_DATA);
+
+			if (next < 0 || (uint64_t)next >= end || (uint64_t)next - stop >= FILE_GAP_MERGE)
+				break;
+			hole = lseek(fd, next, SEEK_HOLE);
+			if (hole < 0)
+				return -errno;
+			stop = ((uint64_t)hole + 4095) & ~4095ull;
+		}
+		if (stop > end)
+			stop = end;
+		if (++n > FILE_MAX_MAPPINGS)
+			return 1;
+		if (mmap(host + (start - off), stop - start, PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_FIXED | MAP_NORESERVE, fd, (off_t)start) == MAP_FAILED)
+			return -errno;
+		pos = stop;
 	}
 	return 0;
 }
@@ -38,19 +92,34 @@ int guest_mem_init_file(struct guest_mem *mem, const struct guest_mem_region *la
 		return -EINVAL;
 	off = 0;
 	for (unsigned i = 0; i < nregions; i++) {
-		void *p = mmap(NULL, layout[i].size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE, fd,
-			       (off_t)off);
+		/*
+		 * Zero pages (holes in the file) stay anonymous: a guest writing one
+		 * costs one page, not a page-cache page and its private copy. The
+		 * data is mapped from the file, shared with every other VM restored
+		 * from it until written.
+		 */
+		void *p = mmap(NULL, layout[i].size, PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+		int r;
 
 		if (p == MAP_FAILED) {
 			err = -errno;
 			guest_mem_destroy(mem);
 			return err;
 		}
-		madvise(p, layout[i].size, MADV_DONTDUMP);
 		mem->regions[i] = layout[i];
 		mem->regions[i].host = p;
 		mem->nregions = i + 1;
 		mem->total += layout[i].size;
+		r = map_extents(p, layout[i].size, fd, off);
+		if (r == 1 && mmap(p, layout[i].size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED | MAP_NORESERVE, fd,
+				   (off_t)off) == MAP_FAILED)
+			r = -errno;
+		if (r < 0) {
+			guest_mem_destroy(mem);
+			return r;
+		}
+		madvise(p, layout[i].size, MADV_DONTDUMP);
 		off += layout[i].size;
 	}
 	return 0;

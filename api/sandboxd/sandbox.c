@@ -895,6 +895,14 @@ void sandbox_create(struct sandboxd *d, struct sandbox_spec *spec, struct api_ca
 		discard(sb);
 		return;
 	}
+	/* Its own name in the guest, as a warm start's identity message gives it too (restored.c). */
+	{
+		size_t n = strlen(st->launch.cmdline);
+
+		snprintf(st->launch.cmdline + n, sizeof(st->launch.cmdline) - n, "%ssandvm.hostname=%s", n ? " " : "",
+			 sb->id);
+		st->cfg.cmdline = st->launch.cmdline;
+	}
 	/* Listed (starting) from here, also while it waits for its shape's template. */
 	sb->next = d->sandboxes;
 	d->sandboxes = sb;

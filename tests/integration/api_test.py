@@ -482,6 +482,7 @@ def _():
             assert len(f) == 6, (out, err)
             o = request("GET", f"/v1/sandboxes/{sid}")[1]
             assert f[2] == o["network"]["ip"], (f, o["network"])
+            assert f[4] == sid, ("hostname", f[4], sid)
             # The guest's clock is the host's (the template's was minutes old), within 1 s.
             assert before - 1 <= float(f[5]) <= after + 1, (before, f[5], after)
             seen.append(f)

@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "unit.h"
 #include "bus.h"
@@ -237,11 +238,64 @@ static void hex_both_ways(void **state)
 	assert_int_equal(sv_hex_decode("", out, 0), 0);
 }
 
+/*
+ * Guest RAM from a snapshot's sparse memory file: data pages read back,
+ * holes are zero, nothing the guest writes reaches the file (MAP_PRIVATE),
+ * and a file shorter than the RAM is refused.
+ */
+static void memory_from_file(void **state)
+{
+	struct guest_mem_region layout[2] = { { .gpa = 0, .size = 8u << 20 }, { .gpa = 16u << 20, .size = 4u << 20 } };
+	char path[] = "/tmp/sandvm-test-memfile-XXXXXX";
+	uint8_t page[4096], back[4096], zero[4096] = { 0 };
+	/* Data at these offsets of the file: an isolated page, two pages 8 KiB apart (one mapping), the second region. */
+	const uint64_t at[] = { 4096, 3u << 20, (3u << 20) + 12288, (8u << 20) + (1u << 20) };
+	struct guest_mem mem;
+	int fd = mkstemp(path);
+
+	(void)state;
+	assert_true(fd >= 0);
+	unlink(path);
+	assert_int_equal(ftruncate(fd, 12u << 20), 0);
+	for (unsigned i = 0; i < sizeof(at) / sizeof(at[0]); i++) {
+		memset(page, 0xa0 + (int)i, sizeof(page));
+		assert_int_equal(pwrite(fd, page, sizeof(page), (off_t)at[i]), (ssize_t)sizeof(page));
+	}
+	assert_int_equal(guest_mem_init_file(&mem, layout, 2, fd), 0);
+	for (unsigned i = 0; i < sizeof(at) / sizeof(at[0]); i++) {
+		uint64_t gpa = at[i] < (8u << 20) ? at[i] : at[i] - (8u << 20) + (16u << 20);
+
+		memset(page, 0xa0 + (int)i, sizeof(page));
+		assert_int_equal(guest_mem_read(&mem, gpa, back, sizeof(back)), 0);
+		assert_memory_equal(back, page, sizeof(page));
+	}
+	assert_int_equal(guest_mem_read(&mem, 0, back, sizeof(back)), 0);
+	assert_memory_equal(back, zero, sizeof(zero));
+	assert_int_equal(guest_mem_read(&mem, (3u << 20) + 4096, back, sizeof(back)), 0);
+	assert_memory_equal(back, zero, sizeof(zero));
+	assert_int_equal(guest_mem_read(&mem, (16u << 20) + (3u << 20), back, sizeof(back)), 0);
+	assert_memory_equal(back, zero, sizeof(zero));
+	/* Writes, to a data page and to a hole, stay in this VM. */
+	memset(page, 0x55, sizeof(page));
+	assert_int_equal(guest_mem_write(&mem, 4096, page, sizeof(page)), 0);
+	assert_int_equal(guest_mem_write(&mem, 8192, page, sizeof(page)), 0);
+	assert_int_equal(pread(fd, back, sizeof(back), 4096), (ssize_t)sizeof(back));
+	assert_int_equal(back[0], 0xa0);
+	assert_int_equal(pread(fd, back, sizeof(back), 8192), (ssize_t)sizeof(back));
+	assert_memory_equal(back, zero, sizeof(zero));
+	guest_mem_destroy(&mem);
+	/* Shorter than the RAM: refused. */
+	assert_int_equal(ftruncate(fd, 11u << 20), 0);
+	assert_int_equal(guest_mem_init_file(&mem, layout, 2, fd), -EINVAL);
+	close(fd);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(cmdline_bounds),
 		cmocka_unit_test(memory_bounds),
+		cmocka_unit_test(memory_from_file),
 		cmocka_unit_test(bus_dispatch),
 		cmocka_unit_test(bus_many_ranges),
 		cmocka_unit_test(iov_ranges),
