@@ -981,7 +981,8 @@ def cleanup():
     for d in os.listdir(os.path.join(STATE, "sandboxes")):
         try:
             pid = json.load(open(os.path.join(STATE, "sandboxes", d, "sandbox.json")))["pid"]
-            os.kill(pid, signal.SIGKILL)
+            if pid > 1:  # a paused sandbox has no VMM (-1): kill(-1) would be everything
+                os.kill(pid, signal.SIGKILL)
         except (OSError, ValueError, KeyError):
             pass
     # Each sandbox's console and VMM log, for whoever reads a failure.
