@@ -413,7 +413,7 @@ int exec_start(struct sandbox *sb, const struct exec_spec *spec, bool entrypoint
 	int r = -ENOMEM;
 
 	if (sb->state != SANDBOX_RUNNING) {
-		snprintf(err, errlen, "sandbox %s is not running", sb->id);
+		sandbox_not_running(sb, err, errlen);
 		return -ESRCH;
 	}
 	ex = calloc(1, sizeof(*ex));

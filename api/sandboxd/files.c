@@ -236,9 +236,12 @@ static void file_complete(struct http_request *req)
 		req->body_fd = -1;
 	}
 	if (fc->sb->state != SANDBOX_RUNNING) {
+		char why[300];
+
 		req->ctx = NULL;
 		req->handler = NULL;
-		api_call_fail(api_call_of(req), -ESRCH, NULL, "sandbox %s is not running", fc->sb->id);
+		sandbox_not_running(fc->sb, why, sizeof(why));
+		api_call_fail(api_call_of(req), -ESRCH, NULL, "%s", why);
 		call_free(fc);
 		return;
 	}

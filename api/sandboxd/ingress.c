@@ -102,7 +102,10 @@ static bool reachable(struct sandbox *sb, struct api_call *call)
 		return false;
 	}
 	if (sb->state != SANDBOX_RUNNING) {
-		api_call_fail(call, -ESRCH, NULL, "sandbox %s is %s", sb->id, sandbox_state_name(sb->state));
+		char why[300];
+
+		sandbox_not_running(sb, why, sizeof(why));
+		api_call_fail(call, -ESRCH, NULL, "%s", why);
 		return false;
 	}
 	if (sb->spec.restricted) {

@@ -493,10 +493,13 @@ static int jail_part_setup(struct sandbox *sb, struct sandbox_launch *l, char *e
 }
 
 /* A paused sandbox resumes with the jail it kept. */
-static void jail_part_relaunch(struct sandbox *sb, struct sandbox_launch *l)
+static int jail_part_relaunch(struct sandbox *sb, struct sandbox_launch *l, char *err, size_t errlen)
 {
+	(void)err;
+	(void)errlen;
 	if (sb->jail.held)
 		l->cfg->jail = &sb->jail.vm;
+	return 0;
 }
 
 static void jail_part_save(const struct sandbox *sb, cJSON *record)

@@ -346,6 +346,26 @@ static int write_policy(struct sandbox *sb, enum net_mode mode, const cJSON *all
 
 static void net_part_teardown(struct sandbox *sb);
 
+/* The guest's MAC and its kernel command line words (sandvm.net=, sandvm.net6=), from its index. */
+static void net_launch_words(struct sandbox *sb, struct sandbox_launch *l)
+{
+	char *cmdline = l->cmdline, a[64], gw[64];
+	size_t cmd_len = sizeof(l->cmdline);
+
+	snprintf(l->net, sizeof(l->net), "02:53:56:%02x:%02x:%02x", (sb->net.index >> 16) & 0xff,
+		 (sb->net.index >> 8) & 0xff, sb->net.index & 0xff);
+	addr4(sb->net.index, 2, a, sizeof(a));
+	addr4(sb->net.index, 1, gw, sizeof(gw));
+	snprintf(cmdline, cmd_len, "sandvm.net=%s/30,%s", a, gw);
+	if (sb->net.has_v6) {
+		size_t n = strlen(cmdline);
+
+		addr6(sb->net.index, 2, a, sizeof(a));
+		addr6(sb->net.index, 1, gw, sizeof(gw));
+		snprintf(cmdline + n, cmd_len - n, " sandvm.net6=%s/64,%s", a, gw);
+	}
+}
+
 static int net_make(struct sandbox *sb, struct sandbox_launch *l, char *err, size_t errlen);
 
 /* A tap, addresses, NAT and the egress policy file; the VMM's --net, --net-policy and kernel arguments. */
@@ -369,8 +389,6 @@ static int net_part_setup(struct sandbox *sb, struct sandbox_launch *l, char *er
 
 static int net_make(struct sandbox *sb, struct sandbox_launch *l, char *err, size_t errlen)
 {
-	char *vmm_net = l->net, *cmdline = l->cmdline, a[64], gw[64];
-	size_t net_len = sizeof(l->net), cmd_len = sizeof(l->cmdline);
 	int r;
 
 	/*
@@ -411,18 +429,31 @@ static int net_make(struct sandbox *sb, struct sandbox_launch *l, char *err, siz
 	l->cfg->net_mac = l->net;
 	l->cfg->net_policy = l->net_policy;
 	l->cfg->cmdline = l->cmdline;
-	snprintf(vmm_net, net_len, "02:53:56:%02x:%02x:%02x", (sb->net.index >> 16) & 0xff,
-		 (sb->net.index >> 8) & 0xff, sb->net.index & 0xff);
-	addr4(sb->net.index, 2, a, sizeof(a));
-	addr4(sb->net.index, 1, gw, sizeof(gw));
-	snprintf(cmdline, cmd_len, "sandvm.net=%s/30,%s", a, gw);
-	if (sb->net.has_v6) {
-		size_t n = strlen(cmdline);
+	net_launch_words(sb, l);
+	return 0;
+}
 
-		addr6(sb->net.index, 2, a, sizeof(a));
-		addr6(sb->net.index, 1, gw, sizeof(gw));
-		snprintf(cmdline + n, cmd_len - n, " sandvm.net6=%s/64,%s", a, gw);
-	}
+/*
+ * A paused sandbox resumes on the tap, MAC and addresses it had; the policy
+ * file is written again from the mode it has now (PUT .../network may have
+ * changed it since the create).
+ */
+static int net_part_relaunch(struct sandbox *sb, struct sandbox_launch *l, char *err, size_t errlen)
+{
+	int r;
+
+	l->net[0] = l->cmdline[0] = '\0';
+	if (!sb->net.index)
+		return 0;
+	r = write_policy(sb, sb->net.mode, sb->net.allow, "policy.json", err, errlen);
+	if (r < 0)
+		return r;
+	snprintf(l->net_policy, sizeof(l->net_policy), "%s/policy.json", l->run_dir);
+	l->cfg->net_tap = sb->net.tap;
+	l->cfg->net_mac = l->net;
+	l->cfg->net_policy = l->net_policy;
+	l->cfg->cmdline = l->cmdline;
+	net_launch_words(sb, l);
 	return 0;
 }
 
@@ -519,6 +550,7 @@ static void net_part_to_json(const struct sandbox *sb, cJSON *out)
 const struct sandbox_part_ops sandbox_net_part = {
 	.name = "net",
 	.setup = net_part_setup,
+	.relaunch = net_part_relaunch,
 	.teardown = net_part_teardown,
 	.restore = net_part_restore,
 	.adopt = net_part_adopt,
@@ -699,7 +731,10 @@ void net_get(struct sandbox *sb, struct api_call *call)
 		return;
 	}
 	if (sb->state != SANDBOX_RUNNING) {
-		api_call_fail(call, -ESRCH, NULL, "sandbox %s is not running", sb->id);
+		char why[300];
+
+		sandbox_not_running(sb, why, sizeof(why));
+		api_call_fail(call, -ESRCH, NULL, "%s", why);
 		return;
 	}
 	net_call(sb, call, "{\"op\":\"net\"}", false, sb->net.mode, NULL);
@@ -758,7 +793,10 @@ void net_put(struct sandbox *sb, struct api_call *call)
 	}
 	if (sb->state != SANDBOX_RUNNING) {
 		cJSON_Delete(body);
-		api_call_fail(call, -ESRCH, NULL, "sandbox %s is not running", sb->id);
+		char why[300];
+
+		sandbox_not_running(sb, why, sizeof(why));
+		api_call_fail(call, -ESRCH, NULL, "%s", why);
 		return;
 	}
 	/* One change at a time: each is answered with what the VMM then has in force. */

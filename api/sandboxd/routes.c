@@ -215,6 +215,16 @@ static void sandbox_terminate_call(struct call *c)
 	api_call_ok(c->api, sandbox_to_json(c->sb));
 }
 
+static void sandbox_pause_call(struct call *c)
+{
+	sandbox_pause(c->sb, c->api);
+}
+
+static void sandbox_resume_call(struct call *c)
+{
+	sandbox_resume(c->sb, c->api);
+}
+
 /* The newest LOG_TAIL_MAX bytes of the console, across the VMM's rotation. */
 static void sandbox_logs_call(struct call *c)
 {
@@ -454,6 +464,8 @@ static const struct route routes[] = {
 	{HTTP_DELETE, "/v1/sandboxes/*", 204, AFTER_BODY, sandbox_delete_call},
 	{HTTP_GET, "/v1/sandboxes/*/wait", 200, AFTER_BODY, sandbox_wait_call},
 	{HTTP_POST, "/v1/sandboxes/*/terminate", 200, AFTER_BODY, sandbox_terminate_call},
+	{HTTP_POST, "/v1/sandboxes/*/pause", 200, AFTER_BODY, sandbox_pause_call},
+	{HTTP_POST, "/v1/sandboxes/*/resume", 200, AFTER_BODY, sandbox_resume_call},
 	{HTTP_GET, "/v1/sandboxes/*/logs", 200, AFTER_BODY, sandbox_logs_call},
 	{HTTP_GET, "/v1/sandboxes/*/network", 200, AFTER_BODY, network_get_call},
 	{HTTP_PUT, "/v1/sandboxes/*/network", 200, AFTER_BODY, network_put_call},

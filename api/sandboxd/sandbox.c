@@ -24,6 +24,7 @@
 #include "image_path.h"
 #include "images.h"
 #include "log.h"
+#include "pause.h"
 #include "sandbox.h"
 #include "sandbox_part.h"
 #include "sandboxd.h"
@@ -42,6 +43,8 @@ static void ready_abort(struct sandbox *sb);
 static void ready_done(struct sandbox *sb);
 static void start_free(struct sandbox *sb);
 static void start_with(struct sandbox *sb, bool warm, const char *mode, const char *why);
+static void paused(struct sandbox *sb);
+static void resume_end(struct sandbox *sb, int r, const char *why);
 
 /* Start modes (struct sandbox's start_mode) */
 static const char START_WARM[] = "warm", START_COLD[] = "cold", START_FALLBACK[] = "cold-fallback";
@@ -60,6 +63,7 @@ struct sandbox_start {
 	bool waiting;            /* for its shape's template */
 	bool warm;               /* the VMM restores from template_dir */
 	bool discard;            /* the warm VMM's end means the template is broken */
+	bool resume;             /* a paused sandbox resumes from template_dir (its pause folder) */
 	char template_dir[400];
 	char fallback_why[400];  /* a warm start that failed, before its VMM is gone */
 };
@@ -167,7 +171,8 @@ void sandbox_usage(const struct sandboxd *d, unsigned *count, unsigned *memory_m
 	for (const struct sandbox *sb = d->sandboxes; sb; sb = sb->next)
 		if (sb->state != SANDBOX_FINISHED) {
 			(*count)++;
-			*memory_mib += sb->spec.memory_mib;
+			if (sb->state != SANDBOX_PAUSED)
+				*memory_mib += sb->spec.memory_mib;
 		}
 }
 
@@ -190,7 +195,22 @@ struct sandbox *sandbox_find(struct sandboxd *d, const char *id_or_name)
 /* A stopping sandbox's result is final: clients see it finished (its VMM is still counted in the host's limits). */
 const char *sandbox_state_name(enum sandbox_state s)
 {
-	return s == SANDBOX_STARTING ? "starting" : s == SANDBOX_RUNNING ? "running" : "finished";
+	static const char *const names[SANDBOX_STATES] = {
+		[SANDBOX_STARTING] = "starting", [SANDBOX_RUNNING] = "running", [SANDBOX_PAUSING] = "pausing",
+		[SANDBOX_PAUSED] = "paused",     [SANDBOX_RESUMING] = "resuming", [SANDBOX_STOPPING] = "finished",
+		[SANDBOX_FINISHED] = "finished",
+	};
+
+	return s < SANDBOX_STATES ? names[s] : "finished";
+}
+
+void sandbox_not_running(const struct sandbox *sb, char *out, size_t cap)
+{
+	if (sb->state == SANDBOX_PAUSED || sb->state == SANDBOX_PAUSING)
+		snprintf(out, cap, "sandbox %s is %s: resume it first (POST /v1/sandboxes/%s/resume)", sb->id,
+			 sandbox_state_name(sb->state), sb->id);
+	else
+		snprintf(out, cap, "sandbox %s is %s, not running", sb->id, sandbox_state_name(sb->state));
 }
 
 bool sandbox_has_ended(const struct sandbox *sb)
@@ -243,6 +263,12 @@ void *sandbox_to_json(const struct sandbox *sb)
 		cJSON_AddNullToObject(o, "start");
 	if (sb->start_reason[0])
 		cJSON_AddStringToObject(o, "start_reason", sb->start_reason);
+	if (sb->state == SANDBOX_PAUSED || sb->state == SANDBOX_RESUMING) {
+		cJSON_AddItemToObject(o, "paused_at", time_or_null(sb->paused_at));
+		cJSON_AddNumberToObject(o, "timeout_left", (double)(long long)(sb->timeout_left * 1000) / 1000.0);
+	}
+	if (sb->resume_error[0])
+		cJSON_AddStringToObject(o, "resume_error", sb->resume_error);
 	cJSON_AddNumberToObject(o, "execs_running", sb->active);
 	for (const struct sandbox_part_ops *const *part = sandbox_parts; *part; part++)
 		if ((*part)->to_json)
@@ -310,7 +336,12 @@ static void set_state(struct sandbox *sb, enum sandbox_state to)
 {
 	static const bool allowed[SANDBOX_STATES][SANDBOX_STATES] = {
 		[SANDBOX_STARTING] = {[SANDBOX_RUNNING] = true, [SANDBOX_STOPPING] = true, [SANDBOX_FINISHED] = true},
-		[SANDBOX_RUNNING] = {[SANDBOX_STOPPING] = true, [SANDBOX_FINISHED] = true},
+		[SANDBOX_RUNNING] = {[SANDBOX_PAUSING] = true, [SANDBOX_STOPPING] = true, [SANDBOX_FINISHED] = true},
+		[SANDBOX_PAUSING] = {[SANDBOX_PAUSED] = true, [SANDBOX_RUNNING] = true, [SANDBOX_STOPPING] = true,
+				     [SANDBOX_FINISHED] = true},
+		[SANDBOX_PAUSED] = {[SANDBOX_RESUMING] = true, [SANDBOX_STOPPING] = true, [SANDBOX_FINISHED] = true},
+		[SANDBOX_RESUMING] = {[SANDBOX_RUNNING] = true, [SANDBOX_PAUSED] = true, [SANDBOX_STOPPING] = true,
+				      [SANDBOX_FINISHED] = true},
 		[SANDBOX_STOPPING] = {[SANDBOX_FINISHED] = true},
 	};
 
@@ -319,6 +350,9 @@ static void set_state(struct sandbox *sb, enum sandbox_state to)
 		return;
 	}
 	sb->state = to;
+	/* A finished sandbox is never resumed: its snapshot goes (a sandbox that is forgotten loses its folder anyway). */
+	if (to == SANDBOX_FINISHED)
+		pause_files_remove(sb->vm.dir);
 }
 
 static void vmm_exited(void *ctx, const char *how)
@@ -328,6 +362,39 @@ static void vmm_exited(void *ctx, const char *how)
 	char detail[400], log[400];
 
 	sb->vmm = NULL;
+	if (sb->state == SANDBOX_PAUSING || sb->state == SANDBOX_PAUSED) {
+		/* Stopped after its snapshot, as asked (else the snapshot job's end decides), or a cut-short resume's VMM. */
+		sv_info("sandbox=%s event=vmm_exited pid=%d how=\"%s\"", sb->id, sb->pid, how);
+		sb->pid = -1;
+		if (sb->state == SANDBOX_PAUSING && !sb->pause_busy)
+			paused(sb);
+		sandbox_unref(sb); /* the VMM's */
+		return;
+	}
+	if (st && st->resume) {
+		/* A resume that failed (or was ended): the sandbox stays paused with its snapshot, or finishes. */
+		char why[sizeof(st->fallback_why) + 100];
+
+		if (sb->ready_conn) {
+			agent_conn_cancel(sb->ready_conn);
+			sb->ready_conn = NULL;
+		}
+		tail_file(sb->vm.log, log, sizeof(log));
+		if (st->fallback_why[0])
+			snprintf(why, sizeof(why), "%s", st->fallback_why);
+		else
+			snprintf(why, sizeof(why), "the VMM exited (%s) while it restored the sandbox: %s", how, log);
+		if (sb->state == SANDBOX_RESUMING) {
+			sv_info("sandbox=%s event=vmm_exited pid=%d how=\"%s\"", sb->id, sb->pid, how);
+			sb->pid = -1;
+			set_state(sb, SANDBOX_PAUSED);
+			resume_end(sb, -EHOSTDOWN, why);
+			sandbox_unref(sb); /* the VMM's */
+			return;
+		}
+		resume_end(sb, -ESRCH, "the sandbox ended while it resumed");
+		st = NULL;
+	}
 	if (st && st->warm && sb->state == SANDBOX_STARTING) {
 		/* A warm start that failed: the same parts, booted; a broken template goes. */
 		char why[sizeof(sb->start_reason)];
@@ -369,11 +436,20 @@ static void vmm_exited(void *ctx, const char *how)
 /* Decides the sandbox's end: its result is final from here; the VMM is asked to stop. */
 static void finish(struct sandbox *sb, const char *reason, int returncode, const char *message)
 {
-	bool waiting = sb->start && sb->start->waiting;
+	bool waiting = sb->start && sb->start->waiting, was_paused = sb->state == SANDBOX_PAUSED;
+	struct api_call *pause_call = sb->pause_busy || sb->start ? NULL : sb->pause_call;
 
 	if (sandbox_has_ended(sb))
 		return;
 	set_state(sb, sb->vmm ? SANDBOX_STOPPING : SANDBOX_FINISHED);
+	if (was_paused)
+		parts_teardown(sb); /* what it kept for its resume */
+	if (pause_call) {
+		/* Its snapshot was taken, its VMM was stopping: the pause call learns the end now. */
+		sb->pause_call = NULL;
+		api_call_fail(pause_call, -ESRCH, NULL, "sandbox %s ended while it paused", sb->id);
+		api_call_release(pause_call);
+	}
 	sb->reason = reason;
 	sb->returncode = returncode;
 	if (message)
@@ -444,7 +520,7 @@ void sandbox_activity(struct sandbox *sb, int delta)
 
 static void arm_timers(struct sandbox *sb)
 {
-	double left = sb->created_at + sb->spec.timeout - sandboxd_wall_time();
+	double left = sb->deadline - sandboxd_wall_time();
 
 	uv_timer_start(&sb->timeout_timer, on_timeout, left > 0 ? (uint64_t)(left * 1000) : 0, 0);
 	if (sb->spec.idle_timeout) {
@@ -548,6 +624,8 @@ static void ready_start(struct sandbox *sb)
 	}
 }
 
+static void resumed(struct sandbox *sb);
+
 /* A warm start's check: the agent again (its connections were reset), then the sandbox's own identity. */
 static void on_restored(void *ctx, int r, const struct agent_exec_status *st, const char *error)
 {
@@ -555,6 +633,17 @@ static void on_restored(void *ctx, int r, const struct agent_exec_status *st, co
 
 	(void)st;
 	sb->ready_conn = NULL;
+	if (sb->start && sb->start->resume) {
+		if (r == 0 && sb->state == SANDBOX_RESUMING)
+			return resumed(sb);
+		/* The VMM's end (vmm_exited) ends the resume with this. */
+		snprintf(sb->start->fallback_why, sizeof(sb->start->fallback_why),
+			 "the resumed guest did not answer or take its identity: %s",
+			 error ? error : r < 0 ? strerror(-r) : "the sandbox ended");
+		if (sb->vmm && sb->state == SANDBOX_RESUMING)
+			sb->d->launcher->stop(sb->vmm, KILL_GRACE_MS);
+		return;
+	}
 	if (r < 0 && sb->start && sb->start->warm && sb->vmm && sb->state == SANDBOX_STARTING) {
 		/* The VMM's end (vmm_exited) falls back to a cold boot; the template itself is not to blame. */
 		snprintf(sb->start->fallback_why, sizeof(sb->start->fallback_why),
@@ -578,6 +667,9 @@ static void ready_start_warm(struct sandbox *sb)
 		restored_identity_from_cmdline(&id, sb->start->launch.cmdline);
 	if (r == 0 && sb->start->cfg.net_mac)
 		snprintf(id.mac, sizeof(id.mac), "%s", sb->start->cfg.net_mac);
+	/* A resumed guest is the same machine: its machine-id stays (clones of a template each get a fresh one). */
+	if (sb->start->resume)
+		id.machine_id[0] = '\0';
 	if (r == 0)
 		r = restored_send(sb->d->loop, sb->vm.vsock, READY_TIMEOUT_MS, &id, &restored_ops, sb, &sb->ready_conn);
 	explicit_bzero(&id, sizeof(id));
@@ -870,6 +962,7 @@ void sandbox_create(struct sandboxd *d, struct sandbox_spec *spec, struct api_ca
 	st->launch.cfg = &st->cfg;
 	st->launch.run_dir = st->run_dir;
 	sb->created_at = sandboxd_wall_time();
+	sb->deadline = sb->created_at + sb->spec.timeout;
 	sb->net.mode = sb->spec.block_network ? NET_BLOCK : sb->spec.cidr_allowlist ? NET_ALLOWLIST : NET_OPEN;
 	if (sb->spec.cidr_allowlist)
 		sb->net.allow = cJSON_Duplicate(sb->spec.cidr_allowlist, 1);
@@ -913,6 +1006,232 @@ void sandbox_create(struct sandboxd *d, struct sandbox_spec *spec, struct api_ca
 	return;
 out_spec:
 	spec_sandbox_free(spec);
+}
+
+/* ---- pause and resume ---- */
+
+/* The snapshot of a pausing sandbox, written by its VMM while a worker waits. */
+struct pause_job {
+	uv_work_t work;
+	struct sandbox *sb;
+	char run_dir[256], control[320];
+	unsigned memory_mib;
+	int result;
+	long long memory_bytes;
+	char why[600];
+};
+
+static void pause_work(uv_work_t *w)
+{
+	struct pause_job *j = w->data;
+
+	j->result = pause_snapshot(j->run_dir, j->control, j->memory_mib, &j->memory_bytes, j->why, sizeof(j->why));
+}
+
+/* Answers the pause call (0: with the sandbox; else with why). */
+static void pause_call_end(struct sandbox *sb, int r, const char *why)
+{
+	struct api_call *call = sb->pause_call;
+
+	sb->pause_call = NULL;
+	if (!call)
+		return;
+	if (r < 0)
+		api_call_fail(call, r, NULL, "%s", why);
+	else if (!api_call_gone(call))
+		api_call_ok(call, sandbox_to_json(sb));
+	api_call_release(call);
+}
+
+/* The snapshot is on disk and the VMM gone: nothing of the sandbox runs. */
+static void paused(struct sandbox *sb)
+{
+	set_state(sb, SANDBOX_PAUSED);
+	sb->paused_at = sandboxd_wall_time();
+	if (store_save(sb) < 0)
+		sv_warn("sandbox=%s event=save_failed", sb->id);
+	sv_info("sandbox=%s event=paused timeout_left=%.0f", sb->id, sb->timeout_left);
+	pause_call_end(sb, 0, NULL);
+}
+
+static void pause_done(uv_work_t *w, int status)
+{
+	struct pause_job *j = w->data;
+	struct sandbox *sb = j->sb;
+	char why[700];
+
+	(void)status;
+	sb->pause_busy = false;
+	if (sb->state != SANDBOX_PAUSING) {
+		/* Terminated or deleted meanwhile: its end removes the snapshot. */
+		snprintf(why, sizeof(why), "sandbox %s ended while it paused", sb->id);
+		pause_call_end(sb, -ESRCH, why);
+	} else if (j->result == 0) {
+		sv_info("sandbox=%s event=snapshot memory_bytes=%lld", sb->id, j->memory_bytes);
+		if (sb->vmm)
+			sb->d->launcher->stop(sb->vmm, KILL_GRACE_MS); /* vmm_exited: paused */
+		else
+			paused(sb);
+	} else if (sb->vmm) {
+		/* pause_snapshot asked the VM to go on: it runs as before, on its own clock. */
+		sv_warn("sandbox=%s event=pause_failed why=\"%s\"", sb->id, j->why);
+		set_state(sb, SANDBOX_RUNNING);
+		arm_timers(sb);
+		snprintf(why, sizeof(why), "sandbox %s was not paused (it runs on): %s", sb->id, j->why);
+		pause_call_end(sb, -EIO, why);
+	} else {
+		snprintf(why, sizeof(why), "the VM stopped while its snapshot was taken: %s", j->why);
+		parts_teardown(sb);
+		finish(sb, "failed", RC_FAILED, why);
+		pause_call_end(sb, -EIO, why);
+	}
+	free(j);
+	sandbox_unref(sb); /* the job's */
+}
+
+static bool any_mount(const struct sandbox *sb)
+{
+	for (int i = 0; i < SANDBOX_MOUNT_SLOTS; i++)
+		if (sb->mounts[i].path[0])
+			return true;
+	return false;
+}
+
+void sandbox_pause(struct sandbox *sb, struct api_call *call)
+{
+	struct pause_job *j;
+	double left;
+
+	if (sb->state != SANDBOX_RUNNING)
+		return api_call_fail(call, -ESRCH, NULL, "sandbox %s is %s; only a running sandbox can be paused",
+				     sb->id, sandbox_state_name(sb->state));
+	if (sb->spec.restricted)
+		return api_call_fail(call, -EBUSY, NULL, "a restricted sandbox cannot be paused");
+	/* Every connection to the guest breaks when it is restored: what would be lost is refused, not cut. */
+	if (sb->spec.command)
+		return api_call_fail(call, -EBUSY, NULL,
+				     "sandbox %s runs an entrypoint command, whose output stream a pause would cut",
+				     sb->id);
+	if (sb->active)
+		return api_call_fail(call, -EBUSY, NULL,
+				     "sandbox %s has %u exec or file calls running; a pause would cut them", sb->id,
+				     sb->active);
+	if (sb->snapshot_busy || any_mount(sb))
+		return api_call_fail(call, -EBUSY, NULL,
+				     "sandbox %s has images mounted or a snapshot-dir running: unmount them first",
+				     sb->id);
+	j = calloc(1, sizeof(*j));
+	if (!j)
+		return api_call_fail(call, -ENOMEM, NULL, "out of memory");
+	j->work.data = j;
+	j->sb = sb;
+	snprintf(j->run_dir, sizeof(j->run_dir), "%s", sb->vm.dir);
+	snprintf(j->control, sizeof(j->control), "%s", sb->vm.control);
+	j->memory_mib = sb->spec.memory_mib;
+	set_state(sb, SANDBOX_PAUSING);
+	uv_timer_stop(&sb->timeout_timer);
+	uv_timer_stop(&sb->idle_timer);
+	left = sb->deadline - sandboxd_wall_time();
+	sb->timeout_left = left > 0 ? left : 0;
+	sb->pause_call = call;
+	api_call_hold(call);
+	sb->pause_busy = true;
+	sandbox_ref(sb); /* the job's */
+	sv_info("sandbox=%s event=pausing", sb->id);
+	uv_queue_work(sb->d->loop, &j->work, pause_work, pause_done);
+}
+
+/* The resume is over: its call answered, its launch freed. r < 0: why it failed (the sandbox is paused or ended). */
+static void resume_end(struct sandbox *sb, int r, const char *why)
+{
+	char text[900];
+
+	if (r < 0 && sb->state == SANDBOX_PAUSED) {
+		snprintf(sb->resume_error, sizeof(sb->resume_error), "%s", why);
+		sv_warn("sandbox=%s event=resume_failed why=\"%s\"", sb->id, why);
+		store_save(sb);
+		snprintf(text, sizeof(text), "sandbox %s could not be resumed and stays paused: %s", sb->id, why);
+	} else {
+		snprintf(text, sizeof(text), "sandbox %s: %s", sb->id, why ? why : "");
+	}
+	pause_call_end(sb, r, text);
+	start_free(sb);
+	sandbox_unref(sb); /* the resume's */
+}
+
+/* Its guest runs again and took its identity: the snapshot is spent. */
+static void resumed(struct sandbox *sb)
+{
+	set_state(sb, SANDBOX_RUNNING);
+	sb->deadline = sandboxd_wall_time() + sb->timeout_left;
+	sb->timeout_left = 0;
+	sb->paused_at = 0;
+	sb->resume_error[0] = '\0';
+	/* The VMM maps the memory file privately: the pages it still needs stay until it exits. */
+	pause_files_remove(sb->vm.dir);
+	if (store_save(sb) < 0)
+		sv_warn("sandbox=%s event=save_failed", sb->id);
+	arm_timers(sb);
+	sv_info("sandbox=%s event=resumed pid=%d", sb->id, sb->pid);
+	resume_end(sb, 0, NULL);
+}
+
+void sandbox_resume(struct sandbox *sb, struct api_call *call)
+{
+	struct sandboxd *d = sb->d;
+	struct sandbox_start *st;
+	unsigned count, memory;
+	char err[512] = "", why[700];
+	int r;
+
+	if (sb->state != SANDBOX_PAUSED)
+		return api_call_fail(call, -ESRCH, NULL, "sandbox %s is %s; only a paused sandbox can be resumed",
+				     sb->id, sandbox_state_name(sb->state));
+	sandbox_usage(d, &count, &memory);
+	if (memory + sb->spec.memory_mib > d->max_memory_mib)
+		return api_call_fail(call, -EDQUOT, NULL,
+				     "resuming %u MiB would exceed this host's sandbox memory limit of %u MiB (%u MiB in use)",
+				     sb->spec.memory_mib, d->max_memory_mib, memory);
+	if (!pause_files_present(sb->vm.dir))
+		return api_call_fail(call, -EIO, NULL, "the snapshot of sandbox %s is missing from %s/" PAUSE_DIR,
+				     sb->id, sb->vm.dir);
+	st = calloc(1, sizeof(*st));
+	if (!st)
+		return api_call_fail(call, -ENOMEM, NULL, "out of memory");
+	/* The drives as at its create: the same root file system (the restore needs its devices in order). */
+	r = image_paths(d, sb->spec.image, &st->cfg, st->kernel, st->other, sizeof(st->kernel), err, sizeof(err));
+	if (r < 0) {
+		free(st);
+		return api_call_fail(call, r == -EACCES ? -EACCES : -EAGAIN, "image", "cannot resume: %s",
+				     err[0] ? err : "its image is not there");
+	}
+	st->sb = sb;
+	snprintf(st->run_dir, sizeof(st->run_dir), "%s", sb->vm.dir);
+	st->cfg.vmm = d->vmm_path;
+	st->cfg.cpus = sb->spec.cpu;
+	st->cfg.memory_mib = sb->spec.memory_mib;
+	st->cfg.run_dir = st->run_dir;
+	st->cfg.pass_fds = true;
+	st->launch.cfg = &st->cfg;
+	st->launch.run_dir = st->run_dir;
+	for (const struct sandbox_part_ops *const *part = sandbox_parts; *part; part++)
+		if ((*part)->relaunch && (r = (*part)->relaunch(sb, &st->launch, err, sizeof(err))) < 0) {
+			free(st);
+			return api_call_fail(call, -EAGAIN, NULL, "cannot resume sandbox %s: %s", sb->id, err);
+		}
+	pause_dir(sb->vm.dir, st->template_dir, sizeof(st->template_dir));
+	st->warm = st->resume = true;
+	sb->start = st;
+	sb->pause_call = call;
+	api_call_hold(call);
+	sandbox_ref(sb); /* the resume's, dropped by resume_end */
+	set_state(sb, SANDBOX_RESUMING);
+	r = launch(sb);
+	if (r < 0) {
+		snprintf(why, sizeof(why), "cannot start the VMM %s: %s", d->vmm_path, strerror(-r));
+		set_state(sb, SANDBOX_PAUSED);
+		resume_end(sb, -EIO, why);
+	}
 }
 
 /* ---- restart ---- */
@@ -980,10 +1299,24 @@ static void restore_one(void *ctx, const char *id, void *record)
 	st = cJSON_GetObjectItemCaseSensitive(rec, "start_reason");
 	if (cJSON_IsString(st))
 		snprintf(sb->start_reason, sizeof(sb->start_reason), "%s", st->valuestring);
+	st = cJSON_GetObjectItemCaseSensitive(rec, "resume_error");
+	if (cJSON_IsString(st))
+		snprintf(sb->resume_error, sizeof(sb->resume_error), "%s", st->valuestring);
+	/* Records from before pauses have no deadline: the timeout counted from the create then. */
+	sb->deadline = cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(rec, "deadline"))
+			       ? num(rec, "deadline")
+			       : sb->created_at + sb->spec.timeout;
+	sb->timeout_left = num(rec, "timeout_left");
+	sb->paused_at = num(rec, "paused_at");
 	st = cJSON_GetObjectItemCaseSensitive(rec, "state");
-	sb->state = cJSON_IsString(st) && !strcmp(st->valuestring, "running")    ? SANDBOX_RUNNING
-		    : cJSON_IsString(st) && !strcmp(st->valuestring, "starting") ? SANDBOX_STARTING
-										  : SANDBOX_FINISHED;
+	/* A resume cut short by the restart is undone: the sandbox is paused, its snapshot kept. */
+	sb->state = !cJSON_IsString(st)			       ? SANDBOX_FINISHED
+		    : !strcmp(st->valuestring, "running")      ? SANDBOX_RUNNING
+		    : !strcmp(st->valuestring, "pausing")      ? SANDBOX_RUNNING
+		    : !strcmp(st->valuestring, "starting")     ? SANDBOX_STARTING
+		    : !strcmp(st->valuestring, "paused")       ? SANDBOX_PAUSED
+		    : !strcmp(st->valuestring, "resuming")     ? SANDBOX_PAUSED
+								: SANDBOX_FINISHED;
 	if (sb->state == SANDBOX_FINISHED) {
 		st = cJSON_GetObjectItemCaseSensitive(rec, "reason");
 		sb->reason = known_reason(cJSON_IsString(st) ? st->valuestring : NULL);
@@ -1001,8 +1334,25 @@ static void restore_one(void *ctx, const char *id, void *record)
 		for (const struct sandbox_part_ops *const *part = sandbox_parts; *part; part++)
 			if ((*part)->adopt)
 				(*part)->adopt(sb);
+	} else if (sb->state == SANDBOX_PAUSED) {
+		/* No VMM, by design: its parts wait for the resume. */
+		for (const struct sandbox_part_ops *const *part = sandbox_parts; *part; part++)
+			if ((*part)->adopt)
+				(*part)->adopt(sb);
 	} else {
 		parts_teardown(sb); /* e.g. the persistent tap of a VM that is gone */
+	}
+	if (sb->state == SANDBOX_PAUSED) {
+		if (sb->vmm) {
+			sv_info("sandbox=%s event=resume_undone pid=%d", sb->id, sb->pid);
+			d->launcher->stop(sb->vmm, KILL_GRACE_MS); /* vmm_exited leaves it paused */
+		}
+		sb->pid = -1;
+		if (!pause_files_present(sb->vm.dir))
+			finish(sb, "failed", RC_FAILED, "the snapshot of the paused sandbox is gone");
+		else
+			sv_info("sandbox=%s event=adopted state=paused", sb->id);
+		return;
 	}
 	if (sb->state == SANDBOX_FINISHED) {
 		if (sb->vmm) {

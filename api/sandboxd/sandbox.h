@@ -32,8 +32,21 @@ struct sandbox_start;
  * The lifecycle, changed only by sandbox.c's set_state: STARTING until the
  * guest agent answers, RUNNING, STOPPING once its end is decided (reason and
  * returncode final, the VMM asked to stop), FINISHED once the VMM is gone.
+ * A running sandbox may be paused: PAUSING while its VMM writes the snapshot
+ * and stops, PAUSED with no VMM (its parts kept), RESUMING while a VMM
+ * restores it and its agent takes the RESTORED call, then RUNNING again, or
+ * PAUSED again when that failed.
  */
-enum sandbox_state { SANDBOX_STARTING, SANDBOX_RUNNING, SANDBOX_STOPPING, SANDBOX_FINISHED, SANDBOX_STATES };
+enum sandbox_state {
+	SANDBOX_STARTING,
+	SANDBOX_RUNNING,
+	SANDBOX_PAUSING,
+	SANDBOX_PAUSED,
+	SANDBOX_RESUMING,
+	SANDBOX_STOPPING,
+	SANDBOX_FINISHED,
+	SANDBOX_STATES
+};
 
 /* Why a sandbox finished, with its returncode (docs/api.md). */
 #define RC_TIMEOUT 124
@@ -90,7 +103,16 @@ struct sandbox {
 	 */
 	const char *start_mode;
 	char start_reason[600];
-	struct sandbox_start *start; /* the launch, while the VM starts (sandbox.c) */
+	struct sandbox_start *start; /* the launch, while the VM starts or resumes (sandbox.c) */
+	/*
+	 * The timeout clock: while it runs, the wall clock time the sandbox
+	 * timeout passes; while it is paused, the seconds that were left.
+	 */
+	double deadline, timeout_left;
+	double paused_at;             /* wall clock, while paused */
+	struct api_call *pause_call;  /* the pause or resume call waiting for its end */
+	bool pause_busy;              /* the snapshot job is in flight */
+	char resume_error[600];       /* why the last resume failed ("" after one that worked) */
 };
 
 /* Starts a sandbox from spec (taken); replies to req once it is ready or failed. */
@@ -98,7 +120,13 @@ void sandbox_create(struct sandboxd *d, struct sandbox_spec *spec, struct api_ca
 struct sandbox *sandbox_find(struct sandboxd *d, const char *id_or_name);
 void sandbox_terminate(struct sandbox *sb, const char *reason, int returncode, const char *message);
 void sandbox_delete(struct sandbox *sb);
-/* "starting", "running", "finished" (stopping too): the API's and the record's word. */
+/* Pauses a running sandbox to disk; answers call when it is paused, or why not (docs/api.md). */
+void sandbox_pause(struct sandbox *sb, struct api_call *call);
+/* Resumes a paused sandbox; answers call when it runs again, or why not (it stays paused then). */
+void sandbox_resume(struct sandbox *sb, struct api_call *call);
+/* "sandbox ID is STATE" and what to do about it, for a call that needs it running. */
+void sandbox_not_running(const struct sandbox *sb, char *out, size_t cap);
+/* "starting", "running", "pausing", "paused", "resuming", "finished" (stopping too): the API's and the record's word. */
 const char *sandbox_state_name(enum sandbox_state s);
 /* Stopping or finished: its result is final. */
 bool sandbox_has_ended(const struct sandbox *sb);
@@ -110,7 +138,7 @@ void sandbox_activity(struct sandbox *sb, int delta);
 void *sandbox_to_json(const struct sandbox *sb);
 /* Reads the registry and adopts VMMs that outlived the previous daemon. */
 int sandbox_restore_all(struct sandboxd *d);
-/* Counts sandboxes holding resources (starting or running, or a VMM still alive). */
+/* Counts sandboxes not finished, and the memory of those with a VMM (a paused one's RAM is on disk). */
 void sandbox_usage(const struct sandboxd *d, unsigned *count, unsigned *memory_mib);
 /* w->finished is called once, when sb finishes, unless unwatched before; the watcher holds its own reference. */
 void sandbox_watch(struct sandbox *sb, struct sandbox_watch *w);

@@ -29,15 +29,15 @@ struct sandbox_part_ops {
 	/* Before the VMM starts: take resources, fill the launch. 0 or -errno with a message; teardown undoes it. */
 	int (*setup)(struct sandbox *sb, struct sandbox_launch *l, char *err, size_t errlen);
 	/*
-	 * A paused sandbox resumes (or a warm start falls back to a cold boot):
-	 * fill the launch from what the part still holds, taking nothing new.
+	 * A paused sandbox resumes: fill the launch from what the part still
+	 * holds, taking nothing new. 0 or -errno with a message.
 	 */
-	void (*relaunch)(struct sandbox *sb, struct sandbox_launch *l);
-	/* The VMM is gone (or never started, or a restart found it gone). */
+	int (*relaunch)(struct sandbox *sb, struct sandbox_launch *l, char *err, size_t errlen);
+	/* The VMM is gone for good (or never started, or a restart found it gone); not when it pauses. */
 	void (*teardown)(struct sandbox *sb);
 	/* A restart reads the part back from the sandbox's record. */
 	void (*restore)(struct sandbox *sb, const struct cJSON *record);
-	/* A restored sandbox's VMM still runs: take back what it holds. */
+	/* A restart found the sandbox's VMM still running, or the sandbox paused: take back what it holds. */
 	void (*adopt)(struct sandbox *sb);
 	/* Into the registry record. */
 	void (*save)(const struct sandbox *sb, struct cJSON *record);

@@ -486,7 +486,10 @@ static struct image_job *job_new(struct sandbox *sb, struct api_call *call, enum
 static bool sandbox_usable(struct sandbox *sb, struct api_call *call)
 {
 	if (sb->state != SANDBOX_RUNNING) {
-		api_call_fail(call, -ESRCH, NULL, "sandbox %s is %s", sb->id, sandbox_state_name(sb->state));
+		char why[300];
+
+		sandbox_not_running(sb, why, sizeof(why));
+		api_call_fail(call, -ESRCH, NULL, "%s", why);
 		return false;
 	}
 	if (sb->spec.restricted) {
@@ -826,6 +829,12 @@ static int mounts_part_setup(struct sandbox *sb, struct sandbox_launch *l, char 
 	return 0;
 }
 
+/* The same drives, empty: a paused sandbox has no image mounted (sandbox_pause refuses that). */
+static int mounts_part_relaunch(struct sandbox *sb, struct sandbox_launch *l, char *err, size_t errlen)
+{
+	return mounts_part_setup(sb, l, err, errlen);
+}
+
 static void mounts_part_to_json(const struct sandbox *sb, cJSON *out)
 {
 	cJSON *arr;
@@ -883,6 +892,7 @@ static void mounts_part_restore(struct sandbox *sb, const cJSON *record)
 const struct sandbox_part_ops sandbox_mounts_part = {
 	.name = "mounts",
 	.setup = mounts_part_setup,
+	.relaunch = mounts_part_relaunch,
 	.restore = mounts_part_restore,
 	.save = mounts_part_save,
 	.to_json = mounts_part_to_json,

@@ -89,6 +89,13 @@ int store_save(const struct sandbox *sb)
 	cJSON_AddNumberToObject(o, "created_at", sb->created_at);
 	cJSON_AddNumberToObject(o, "started_at", sb->started_at);
 	cJSON_AddNumberToObject(o, "finished_at", sb->finished_at);
+	cJSON_AddNumberToObject(o, "deadline", sb->deadline);
+	if (sb->state == SANDBOX_PAUSED || sb->state == SANDBOX_RESUMING) {
+		cJSON_AddNumberToObject(o, "timeout_left", sb->timeout_left);
+		cJSON_AddNumberToObject(o, "paused_at", sb->paused_at);
+	}
+	if (sb->resume_error[0])
+		cJSON_AddStringToObject(o, "resume_error", sb->resume_error);
 	cJSON_AddNumberToObject(o, "pid", sb->pid);
 	cJSON_AddNumberToObject(o, "pid_start", (double)sb->pid_start);
 	if (sb->start_mode)

@@ -143,6 +143,12 @@ int vmm_control_call_fds(const char *socket_path, const char *request, const int
 	return call(socket_path, request, fds, nfds, reply, cap, VMM_CONTROL_TIMEOUT_MS);
 }
 
+int vmm_control_call_fds_timeout(const char *socket_path, const char *request, const int *fds, unsigned nfds,
+				 char *reply, size_t cap, int timeout_ms)
+{
+	return call(socket_path, request, fds, nfds, reply, cap, timeout_ms);
+}
+
 int vmm_control_call(const char *socket_path, const char *request, char *reply, size_t cap)
 {
 	return vmm_control_call_timeout(socket_path, request, reply, cap, VMM_CONTROL_TIMEOUT_MS);

@@ -31,5 +31,8 @@ int vmm_control_call(const char *socket_path, const char *request, char *reply, 
 #define VMM_CONTROL_MAX_FDS 4
 int vmm_control_call_fds(const char *socket_path, const char *request, const int *fds, unsigned nfds, char *reply,
 			 size_t cap);
+/* The same within timeout_ms (a snapshot writes all of guest RAM: longer than a plain op). */
+int vmm_control_call_fds_timeout(const char *socket_path, const char *request, const int *fds, unsigned nfds,
+				 char *reply, size_t cap, int timeout_ms);
 
 #endif

@@ -1,6 +1,6 @@
 /*
  * The commands that are one request and a printed reply: create, ls,
- * inspect, wait, logs, rm, terminate, health.
+ * inspect, wait, logs, rm, terminate, pause, resume, health.
  */
 #include "commands.h"
 #include "http.h"
@@ -49,6 +49,13 @@ static const char rm_usage[] =
 static const char terminate_usage[] =
 	"usage: vmctl terminate ID...\n"
 	"Stops the sandboxes (returncode 137) and keeps their records.\n" VMCTL_COMMON_USAGE;
+static const char pause_usage[] =
+	"usage: vmctl pause ID...\n"
+	"Pauses running sandboxes: their memory and state go to disk, their VMMs stop,\n"
+	"their timeout clocks stop until they are resumed.\n" VMCTL_COMMON_USAGE;
+static const char resume_usage[] =
+	"usage: vmctl resume ID...\n"
+	"Resumes paused sandboxes where they stopped, with their processes and files.\n" VMCTL_COMMON_USAGE;
 static const char health_usage[] =
 	"usage: vmctl health [--json]\n"
 	"Asks sandboxd how it is (no API key needed). Exits 0 when it answers ok.\n"
@@ -738,6 +745,16 @@ int vmctl_cmd_rm(struct vmctl_args *a, int argc, char **argv)
 int vmctl_cmd_terminate(struct vmctl_args *a, int argc, char **argv)
 {
 	return for_each_id(a, "terminate", terminate_usage, argc, argv, "POST", "/terminate");
+}
+
+int vmctl_cmd_pause(struct vmctl_args *a, int argc, char **argv)
+{
+	return for_each_id(a, "pause", pause_usage, argc, argv, "POST", "/pause");
+}
+
+int vmctl_cmd_resume(struct vmctl_args *a, int argc, char **argv)
+{
+	return for_each_id(a, "resume", resume_usage, argc, argv, "POST", "/resume");
 }
 
 static int health_show(const cJSON *reply, bool json)

@@ -23,6 +23,8 @@ int vmctl_cmd_wait(struct vmctl_args *a, int argc, char **argv);
 int vmctl_cmd_logs(struct vmctl_args *a, int argc, char **argv);
 int vmctl_cmd_rm(struct vmctl_args *a, int argc, char **argv);
 int vmctl_cmd_terminate(struct vmctl_args *a, int argc, char **argv);
+int vmctl_cmd_pause(struct vmctl_args *a, int argc, char **argv);
+int vmctl_cmd_resume(struct vmctl_args *a, int argc, char **argv);
 int vmctl_cmd_health(struct vmctl_args *a, int argc, char **argv);
 int vmctl_cmd_cp(struct vmctl_args *a, int argc, char **argv);
 int vmctl_cmd_exec(struct vmctl_args *a, int argc, char **argv);

@@ -23,6 +23,8 @@ static const char usage[] =
 	"  logs ID                        print the sandbox log (its entrypoint's output)\n"
 	"  rm ID...                       stop and forget sandboxes\n"
 	"  terminate ID...                stop sandboxes, keep their records\n"
+	"  pause ID...                    pause sandboxes to disk (their VMMs stop)\n"
+	"  resume ID...                   resume paused sandboxes\n"
 	"  cp LOCAL ID:PATH | ID:PATH LOCAL   copy a file in or out (LOCAL may be -)\n"
 	"  net show ID [--json]           show a sandbox's network policy and counters\n"
 	"  net set ID --open | --block | --cidr-allow CIDR...\n"
@@ -67,6 +69,8 @@ static const struct {
 	{ "logs", vmctl_cmd_logs },
 	{ "rm", vmctl_cmd_rm },
 	{ "terminate", vmctl_cmd_terminate },
+	{ "pause", vmctl_cmd_pause },
+	{ "resume", vmctl_cmd_resume },
 	{ "snapshot-dir", vmctl_cmd_snapshot_dir },
 	{ "mount", vmctl_cmd_mount },
 	{ "unmount", vmctl_cmd_unmount },

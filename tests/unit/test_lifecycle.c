@@ -4,7 +4,8 @@
  * real guest agent on this host as the "guest". Through the API: create and
  * readiness, exec with output and status, an entrypoint, timeouts, idle
  * timeouts, terminate, a VMM that crashes at boot and one whose agent never
- * answers, adoption of running sandboxes by a restarted daemon, the file
+ * answers, adoption of running sandboxes by a restarted daemon, pause and
+ * resume (and a paused sandbox across a restart), the file
  * API, the route table with its errno-to-status map, and connect tokens
  * through the ingress listener to a server of the test (the agent's relay
  * dials it on this host's loopback).
@@ -585,6 +586,118 @@ static void warm_starts(void **state)
 	snprintf(path, sizeof(path), "{\"image\":\"%s/crash.img\"}", d->images);
 	assert_int_equal(request(d, "POST", "/v1/sandboxes", path, body, sizeof(body)), 503);
 	assert_true(has(body, "fake-vmm: booting crash"));
+}
+
+/* Does path exist as a regular file of mode 0600? */
+static bool private_file(const char *path)
+{
+	struct stat st;
+
+	return stat(path, &st) == 0 && S_ISREG(st.st_mode) && (st.st_mode & 0777) == 0600;
+}
+
+/*
+ * Pause and resume under the fake VMM: a pause writes the snapshot through
+ * the VMM into the sandbox's pause folder and stops the VMM; the paused
+ * sandbox refuses calls that need its guest with 409, its timeout clock
+ * stands still, and a restarted daemon lists it paused. Its resume restores
+ * a VMM from those files; as for warm starts, the unprivileged agent refuses
+ * the RESTORED identity (EPERM), so here every resume fails, says why, and
+ * leaves the sandbox paused with its snapshot. Resumes that succeed are
+ * tested on real VMs (tests/integration/api_test.py).
+ */
+static void pause_resume(void **state)
+{
+	struct daemon *d = *state;
+	char body[65536], id[64], other[64], path[320], vmm_log[8192] = "";
+	FILE *f;
+	size_t n;
+
+	assert_int_equal(request(d, "POST", "/v1/sandboxes",
+				 "{\"image\":\"minimal\",\"memory_mib\":64,\"timeout\":3,\"cold_boot\":true}", body,
+				 sizeof(body)),
+			 201);
+	id_of(body, id, sizeof(id));
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/resume", id);
+	assert_int_equal(request(d, "POST", path, NULL, body, sizeof(body)), 409);
+	assert_true(has(body, "only a paused sandbox can be resumed"));
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/pause", id);
+	assert_int_equal(request(d, "POST", path, NULL, body, sizeof(body)), 200);
+	if (!has(body, "\"state\":\"paused\"") || !has(body, "\"timeout_left\":"))
+		fail_msg("%s", body);
+	/* The snapshot: root's files, 0600, in the sandbox's own folder; the VMM is gone. */
+	snprintf(path, sizeof(path), "%s/sandboxes/%s/pause/state", d->state, id);
+	assert_true(private_file(path));
+	snprintf(path, sizeof(path), "%s/sandboxes/%s/pause/memory", d->state, id);
+	assert_true(private_file(path));
+	/* Calls that need the guest: 409, saying so. */
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/pause", id);
+	assert_int_equal(request(d, "POST", path, NULL, body, sizeof(body)), 409);
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/execs", id);
+	assert_int_equal(request(d, "POST", path, "{\"argv\":[\"true\"]}", body, sizeof(body)), 409);
+	assert_true(has(body, "is paused: resume it first"));
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/files?path=/etc/hostname", id);
+	assert_int_equal(request(d, "GET", path, NULL, body, sizeof(body)), 409);
+	assert_true(has(body, "is paused"));
+	assert_int_equal(request(d, "GET", "/v1/sandboxes?state=paused", NULL, body, sizeof(body)), 200);
+	assert_true(has(body, id));
+	/* Its timeout of 3 s passes while paused: the clock stood still. */
+	usleep(3500 * 1000);
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s", id);
+	assert_int_equal(request(d, "GET", path, NULL, body, sizeof(body)), 200);
+	if (!has(body, "\"state\":\"paused\""))
+		fail_msg("%s", body);
+	/* A restarted daemon lists it paused, the snapshot kept. */
+	stop_daemon(d);
+	start_daemon(d);
+	assert_int_equal(request(d, "GET", path, NULL, body, sizeof(body)), 200);
+	if (!has(body, "\"state\":\"paused\"") || !has(body, "\"timeout_left\":"))
+		fail_msg("%s", body);
+	/* The resume restores a VMM from the snapshot; the agent refuses the identity; it stays paused. */
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/resume", id);
+	assert_int_equal(request(d, "POST", path, NULL, body, sizeof(body)), 503);
+	if (!has(body, "stays paused") || !has(body, "take its identity") || !has(body, "entropy"))
+		fail_msg("%s", body);
+	snprintf(path, sizeof(path), "%s/sandboxes/%s/vmm.log", d->state, id);
+	f = fopen(path, "r");
+	assert_non_null(f);
+	n = fread(vmm_log, 1, sizeof(vmm_log) - 1, f);
+	fclose(f);
+	vmm_log[n] = '\0';
+	assert_true(has(vmm_log, "restored from snapshot"));
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s", id);
+	assert_int_equal(request(d, "GET", path, NULL, body, sizeof(body)), 200);
+	if (!has(body, "\"state\":\"paused\"") || !has(body, "\"resume_error\":"))
+		fail_msg("%s", body);
+	snprintf(path, sizeof(path), "%s/sandboxes/%s/pause/memory", d->state, id);
+	assert_true(private_file(path));
+	/* A corrupt snapshot: the VMM refuses it, the sandbox stays paused, nothing deleted. */
+	snprintf(path, sizeof(path), "%s/sandboxes/%s/pause/state", d->state, id);
+	write_file(path, "garbage\n");
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/resume", id);
+	assert_int_equal(request(d, "POST", path, NULL, body, sizeof(body)), 503);
+	if (!has(body, "stays paused") || !has(body, "snapshot: bad magic"))
+		fail_msg("%s", body);
+	/* An entrypoint's stream would be cut: refused. */
+	assert_int_equal(request(d, "POST", "/v1/sandboxes",
+				 "{\"image\":\"minimal\",\"cold_boot\":true,\"command\":[\"sleep\",\"30\"]}", body,
+				 sizeof(body)),
+			 201);
+	id_of(body, other, sizeof(other));
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/pause", other);
+	assert_int_equal(request(d, "POST", path, NULL, body, sizeof(body)), 409);
+	assert_true(has(body, "entrypoint"));
+	assert_int_equal(request(d, "POST", "/v1/sandboxes/sb-nosuch/pause", NULL, body, sizeof(body)), 404);
+	assert_int_equal(request(d, "POST", "/v1/sandboxes/sb-nosuch/resume", NULL, body, sizeof(body)), 404);
+	/* Terminated while paused: finished at once, the snapshot gone. */
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/terminate", id);
+	assert_int_equal(request(d, "POST", path, NULL, body, sizeof(body)), 200);
+	if (!has(body, "\"state\":\"finished\"") || !has(body, "\"reason\":\"terminated\""))
+		fail_msg("%s", body);
+	snprintf(path, sizeof(path), "%s/sandboxes/%s/pause", d->state, id);
+	assert_int_equal(access(path, F_OK), -1);
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/pause", id);
+	assert_int_equal(request(d, "POST", path, NULL, body, sizeof(body)), 409);
 }
 
 /* The record's "jail" uid of sandbox id, or 0. */
@@ -1173,6 +1286,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(mute_guest, setup, teardown),
 		cmocka_unit_test_setup_teardown(warm_starts, setup, teardown),
 		cmocka_unit_test_setup_teardown(restart_adopts, setup, teardown),
+		cmocka_unit_test_setup_teardown(pause_resume, setup, teardown),
 		cmocka_unit_test_setup_teardown(jail_host_side, setup_jailed, teardown_jailed),
 		cmocka_unit_test_setup_teardown(routes_and_errors, setup, teardown),
 		cmocka_unit_test_setup_teardown(file_calls, setup, teardown),
