@@ -294,9 +294,12 @@ static int pause_cb(void *ctx, bool pause, cJSON *reply, char *err, size_t errle
 
 static int snapshot_calls;
 
-static int snapshot_cb(void *ctx, const char *dir, int state_fd, int mem_fd, cJSON *reply, char *err, size_t errlen)
+static int snapshot_cb(void *ctx, const char *dir, int state_fd, int mem_fd, const uint8_t *memory_key, cJSON *reply,
+		       char *err, size_t errlen)
 {
 	(void)ctx;
+	if (memory_key)
+		cJSON_AddNumberToObject(reply, "key0", memory_key[0]);
 	(void)err;
 	(void)errlen;
 	snapshot_calls++;
