@@ -163,7 +163,10 @@ static int write_secret(const char *dir, const char *name, const uint8_t *buf, s
 	return r;
 }
 
-/* "sandvm managed v1 " and an image id, or "sandvm pause v1 " and a sandbox id: a key wrapped for one never opens as the other. */
+/*
+ * "sandvm managed v1 " and an image id, or "sandvm pause v1 " and a sandbox
+ * id: a key wrapped for one never opens as the other.
+ */
 static int wrap_aad(const char *label, const char *id, uint8_t aad[128])
 {
 	size_t l = strlen(label), n = strnlen(id, 128 - l);
