@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "agent_client.h"
+#include "parse.h"
 
 #define VM_CONNECT_SLICE_MS 250
 
@@ -145,8 +146,31 @@ static const char *add_fd(struct sandbox_vm_cmd *cmd, int fd)
  * what failed in *what.
  */
 struct vm_fds {
-	const char *kvm, *kernel, *image, *console, *vsock, *control, *tap, *policy, *state, *memory;
+	const char *kvm, *kernel, *image, *console, *vsock, *control, *tap, *policy, *state, *memory, *memory_key;
 };
+
+/*
+ * The read end of a pipe holding the 32-byte key and nothing more (the
+ * write end closed): the VMM reads it once, and no file or command line
+ * ever holds the key.
+ */
+static int key_pipe(const unsigned char *key)
+{
+	int p[2];
+
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return -errno;
+	/* 32 bytes fit in any pipe buffer: the write does not block. */
+	if (write(p[1], key, 32) != 32) {
+		int e = errno ? -errno : -EIO;
+
+		close(p[0]);
+		close(p[1]);
+		return e;
+	}
+	close(p[1]);
+	return p[0];
+}
 
 /* DIR/NAME of a snapshot, opened read-only: clones map the memory MAP_PRIVATE and never write it. */
 static int open_snapshot_file(const char *dir, const char *name)
@@ -181,6 +205,8 @@ static int open_fds(const struct sandbox_vm_config *cfg, const struct sandbox_vm
 	if (cfg->restore) {
 		ADD(state, "the snapshot's state file", open_snapshot_file(cfg->restore, SANDBOX_VM_STATE_FILE));
 		ADD(memory, "the snapshot's memory file", open_snapshot_file(cfg->restore, SANDBOX_VM_MEMORY_FILE));
+		if (cfg->restore_memory_key)
+			ADD(memory_key, "a pipe for the memory key", key_pipe(cfg->restore_memory_key));
 	} else {
 		ADD(kernel, cfg->kernel, open(cfg->kernel, O_RDONLY | O_CLOEXEC));
 	}
@@ -206,6 +232,9 @@ int sandbox_vm_prepare(const struct sandbox_vm_config *cfg, struct sandbox_vm *v
 	int argc = 0, err;
 
 	cmd->nfds = 0;
+	/* A key goes only through a descriptor: without pass_fds there is none to give. */
+	if (cfg->restore_memory_key && (!cfg->pass_fds || !cfg->restore))
+		return -EINVAL;
 	memset(vm, 0, sizeof(*vm));
 	vm->pid = -1;
 	vm->status = -1;
@@ -258,6 +287,10 @@ int sandbox_vm_prepare(const struct sandbox_vm_config *cfg, struct sandbox_vm *v
 		argv[argc++] = fds.state;
 		argv[argc++] = "--restore-memory";
 		argv[argc++] = fds.memory;
+		if (fds.memory_key) {
+			argv[argc++] = "--restore-memory-key";
+			argv[argc++] = fds.memory_key;
+		}
 	} else if (cfg->restore) {
 		argv[argc++] = "--restore";
 		argv[argc++] = cfg->restore;
@@ -323,16 +356,22 @@ int sandbox_vm_prepare(const struct sandbox_vm_config *cfg, struct sandbox_vm *v
 	return 0;
 }
 
-int sandbox_vm_snapshot_request(const char *dir, char *out, size_t cap)
+int sandbox_vm_snapshot_request(const char *dir, const unsigned char *memory_key, char *out, size_t cap)
 {
+	char key[2 * 32 + 1] = "";
 	int n;
 
 	/* A directory is a host path of the caller's: nothing in it needs JSON escaping, or it is refused. */
 	for (const char *p = dir; p && *p; p++)
 		if (*p == '"' || *p == '\\' || (unsigned char)*p < 0x20)
 			return -EINVAL;
-	n = dir ? snprintf(out, cap, "{\"op\":\"snapshot\",\"dir\":\"%s\"}\n", dir)
-		: snprintf(out, cap, "{\"op\":\"snapshot\",\"state_fd\":0,\"memory_fd\":1}\n");
+	if (memory_key)
+		sv_hex_encode(memory_key, 32, key);
+	n = dir ? snprintf(out, cap, "{\"op\":\"snapshot\",\"dir\":\"%s\"%s%s%s}\n", dir,
+			   memory_key ? ",\"memory_key\":\"" : "", key, memory_key ? "\"" : "")
+		: snprintf(out, cap, "{\"op\":\"snapshot\",\"state_fd\":0,\"memory_fd\":1%s%s%s}\n",
+			   memory_key ? ",\"memory_key\":\"" : "", key, memory_key ? "\"" : "");
+	explicit_bzero(key, sizeof(key));
 	return n < 0 || (size_t)n >= cap ? -ENAMETOOLONG : n;
 }
 

@@ -58,6 +58,13 @@ struct sandbox_vm_config {
 	 * must describe the snapshot's machine (cpus, memory, devices in order).
 	 */
 	const char *restore;
+	/*
+	 * The 32-byte key of a sealed memory file in restore, or NULL (not
+	 * sealed). With pass_fds only: it goes to the VMM through a pipe
+	 * (--restore-memory-key fd:N), never on the command line; the caller
+	 * owns and wipes it.
+	 */
+	const unsigned char *restore_memory_key;
 };
 
 struct sandbox_vm {
@@ -73,7 +80,7 @@ struct sandbox_vm {
 
 #define SANDBOX_VM_MAX_SPARES 4u
 
-#define SANDBOX_VM_MAX_FDS 10u
+#define SANDBOX_VM_MAX_FDS 11u
 #define SANDBOX_VM_STATE_FILE "state"   /* in a snapshot directory */
 #define SANDBOX_VM_MEMORY_FILE "memory"
 #define SANDBOX_VM_CONSOLE_DIR "console" /* in the run directory, with pass_fds */
@@ -102,11 +109,13 @@ int sandbox_vm_prepare(const struct sandbox_vm_config *cfg, struct sandbox_vm *v
  * The control socket's snapshot request (docs/vmm.md), one line with its
  * newline: {"op":"snapshot","dir":DIR} when dir is set, else the descriptor
  * form {"op":"snapshot","state_fd":0,"memory_fd":1} (the state file and
- * the memory file sent with the request, in that order). The VMM leaves the
- * VM paused. The length, -EINVAL for a dir with a quote, backslash or
- * control character, or -ENAMETOOLONG when it does not fit in cap.
+ * the memory file sent with the request, in that order); with
+ * "memory_key":HEX when memory_key (32 bytes) is not NULL, and then the
+ * caller wipes out after use. The VMM leaves the VM paused. The length,
+ * -EINVAL for a dir with a quote, backslash or control character, or
+ * -ENAMETOOLONG when it does not fit in cap.
  */
-int sandbox_vm_snapshot_request(const char *dir, char *out, size_t cap);
+int sandbox_vm_snapshot_request(const char *dir, const unsigned char *memory_key, char *out, size_t cap);
 /* Closes the descriptors prepare opened for the VMM (after the spawn, whatever came of it). */
 void sandbox_vm_cmd_close(struct sandbox_vm_cmd *cmd);
 /*

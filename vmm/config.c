@@ -9,8 +9,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
+
 #include "fd_spec.h"
 #include "parse.h"
+#include "snapshot/mem_seal.h"
 
 /* Config files are small; anything bigger is a mistake, not a config. */
 #define CONFIG_FILE_MAX (1u << 20)
@@ -24,6 +27,7 @@ const char vmm_config_usage[] =
 	"           [--vsock SOCKET[,cid=N]]\n"
 	"           [--net tap=NAME|tapfd=N[,mac=MAC] --net-policy FILE.json]\n"
 	"           [--kvm PATH] [--restore DIR | --restore-state F --restore-memory F]\n"
+	"           [--restore-memory-key F]\n"
 	"           [--jail-root DIR --jail-uid U --jail-gid G [--jail-cgroup DIR]\n"
 	"            [--jail-fsize BYTES] [--jail-nofile N]]\n"
 	"\n"
@@ -56,6 +60,9 @@ const char vmm_config_usage[] =
 	"                      other flags must describe the same machine; --kernel is\n"
 	"                      not needed. --restore-state/--restore-memory name the two\n"
 	"                      files (or fd:N) one by one\n"
+	"  --restore-memory-key PATH|fd:N\n"
+	"                      the 32-byte key of a sealed memory file (a snapshot op\n"
+	"                      given \"memory_key\" wrote it), read from a file or pipe\n"
 	"  --hugepages         back guest RAM with transparent huge pages\n"
 	"  --verbose           log VM set-up and exits\n"
 	"  --seccomp MODE      per-thread syscall filters: kill (default: a forbidden\n"
@@ -85,7 +92,7 @@ void vmm_config_init(struct vmm_config *cfg)
 	cfg->vsock_cid = 3;
 	cfg->kernel_fd = cfg->initrd_fd = cfg->kvm_fd = cfg->console_fd = -1;
 	cfg->control_fd = cfg->vsock_fd = cfg->net_policy_fd = cfg->net_tap_fd = -1;
-	cfg->restore_state_fd = cfg->restore_memory_fd = -1;
+	cfg->restore_state_fd = cfg->restore_memory_fd = cfg->restore_memory_key_fd = -1;
 	/* Locally administered, unicast: the default when --net gives no mac. */
 	memcpy(cfg->net_mac, (const uint8_t[6]){0x02, 0x53, 0x56, 0x00, 0x00, 0x02}, 6);
 }
@@ -93,7 +100,7 @@ void vmm_config_init(struct vmm_config *cfg)
 void vmm_config_destroy(struct vmm_config *cfg)
 {
 	if (cfg->fds_taken) {
-		int fds[VMM_MAX_DRIVES + 10];
+		int fds[VMM_MAX_DRIVES + 11];
 		unsigned n = vmm_config_fds(cfg, fds, sizeof(fds) / sizeof(fds[0]));
 
 		for (unsigned i = 0; i < n; i++)
@@ -114,6 +121,8 @@ void vmm_config_destroy(struct vmm_config *cfg)
 	free(cfg->net_policy);
 	free(cfg->restore_state);
 	free(cfg->restore_memory);
+	free(cfg->restore_memory_key);
+	OPENSSL_cleanse(cfg->memory_key, sizeof(cfg->memory_key));
 	vmm_jail_config_destroy(&cfg->jail);
 	memset(cfg, 0, sizeof(*cfg));
 }
@@ -690,6 +699,12 @@ int vmm_config_parse_args(struct vmm_config *cfg, int argc, char **argv,
 				return r;
 			continue;
 		}
+		if (strcmp(name, "restore-memory-key") == 0) {
+			r = set_path(name, &cfg->restore_memory_key, &cfg->restore_memory_key_fd, value, err, errlen);
+			if (r < 0)
+				return r;
+			continue;
+		}
 		if (strcmp(name, "restore-state") == 0 || strcmp(name, "restore-memory") == 0) {
 			bool state = strcmp(name, "restore-state") == 0;
 
@@ -742,6 +757,14 @@ int vmm_config_validate(const struct vmm_config *cfg, char *err, size_t errlen)
 
 	if (!cfg->restore_state != !cfg->restore_memory)
 		return sv_errf(-EINVAL, err, errlen, "restore: --restore-state and --restore-memory go together");
+	if (cfg->restore_memory_key && !cfg->restore_memory)
+		return sv_errf(-EINVAL, err, errlen, "restore: --restore-memory-key needs a snapshot to restore "
+			       "(--restore, or --restore-state and --restore-memory)");
+	if (cfg->restore_memory_key && cfg->restore_memory_key_fd < 0) {
+		r = check_readable_file("restore memory key", cfg->restore_memory_key, err, errlen);
+		if (r < 0)
+			return r;
+	}
 	if (cfg->restore_state) {
 		r = cfg->restore_state_fd >= 0 ? 0 : check_readable_file("restore state", cfg->restore_state, err, errlen);
 		if (r == 0 && cfg->restore_memory_fd < 0)
@@ -799,7 +822,7 @@ unsigned vmm_config_fds(const struct vmm_config *cfg, int *fds, unsigned max)
 	const int one[] = { cfg->kernel_fd, cfg->initrd_fd, cfg->kvm_fd,
 			    cfg->console == VMM_CONSOLE_FILE ? cfg->console_fd : -1,
 			    cfg->control_fd, cfg->vsock_fd, cfg->net_policy_fd, cfg->net_tap_fd,
-			    cfg->restore_state_fd, cfg->restore_memory_fd };
+			    cfg->restore_state_fd, cfg->restore_memory_fd, cfg->restore_memory_key_fd };
 	unsigned n = 0;
 
 	for (size_t i = 0; i < sizeof(one) / sizeof(one[0]); i++)
@@ -827,7 +850,7 @@ static int take_one(const char *flag, int fd, unsigned kinds, enum fd_spec_acces
 
 int vmm_config_take_fds(struct vmm_config *cfg, char *err, size_t errlen)
 {
-	int fds[VMM_MAX_DRIVES + 10];
+	int fds[VMM_MAX_DRIVES + 11];
 	unsigned n = vmm_config_fds(cfg, fds, sizeof(fds) / sizeof(fds[0]));
 	int r;
 
@@ -858,6 +881,9 @@ int vmm_config_take_fds(struct vmm_config *cfg, char *err, size_t errlen)
 		r = take_one("restore-state", cfg->restore_state_fd, FD_SPEC_REG, FD_SPEC_READ, false, err, errlen);
 	if (r == 0)
 		r = take_one("restore-memory", cfg->restore_memory_fd, FD_SPEC_REG, FD_SPEC_READ, false, err, errlen);
+	if (r == 0)
+		r = take_one("restore-memory-key", cfg->restore_memory_key_fd, FD_SPEC_REG | FD_SPEC_FIFO, FD_SPEC_READ,
+			     false, err, errlen);
 	for (unsigned i = 0; r == 0 && i < cfg->ndrives; i++)
 		if (!cfg->drives[i].spare)
 			r = take_one("drive", cfg->drives[i].fd, FD_SPEC_REG | FD_SPEC_BLK,
@@ -865,4 +891,25 @@ int vmm_config_take_fds(struct vmm_config *cfg, char *err, size_t errlen)
 	if (r == 0)
 		cfg->fds_taken = true;
 	return r;
+}
+
+int vmm_config_take_memory_key(struct vmm_config *cfg, char *err, size_t errlen)
+{
+	int fd, r;
+
+	if (!cfg->restore_memory_key)
+		return 0;
+	fd = cfg->restore_memory_key_fd >= 0 ? cfg->restore_memory_key_fd
+					      : open(cfg->restore_memory_key, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return sv_errf(-EINVAL, err, errlen, "snapshot: memory key '%s': %s", cfg->restore_memory_key,
+			       strerror(errno));
+	r = mem_seal_read_key(fd, cfg->memory_key);
+	close(fd);
+	cfg->restore_memory_key_fd = -1;
+	if (r < 0)
+		return sv_errf(-EINVAL, err, errlen, "snapshot: memory key '%s': %s", cfg->restore_memory_key,
+			       r == -EINVAL ? "not exactly 32 bytes" : strerror(-r));
+	cfg->has_memory_key = true;
+	return 0;
 }

@@ -59,6 +59,16 @@ struct vmm_config {
 	 */
 	char *restore_state, *restore_memory;
 	int restore_state_fd, restore_memory_fd;
+	/*
+	 * --restore-memory-key PATH|fd:N: where the 32-byte key of a sealed
+	 * memory file is read from (a pipe or a file, read once and closed);
+	 * NULL: the memory file is not sealed.
+	 */
+	char *restore_memory_key;
+	int restore_memory_key_fd;
+	/* The key itself, once vmm_config_take_memory_key read it; wiped once guest RAM is decrypted. */
+	uint8_t memory_key[32];
+	bool has_memory_key;
 	bool fds_taken;      /* the descriptors are the config's own (closed by destroy) */
 	char *cmdline;       /* appended to the VMM's own defaults */
 	char *console_path;  /* VMM_CONSOLE_FILE only */
@@ -114,6 +124,12 @@ int vmm_config_validate(const struct vmm_config *cfg, char *err, size_t errlen);
  * with a message naming the flag in err.
  */
 int vmm_config_take_fds(struct vmm_config *cfg, char *err, size_t errlen);
+/*
+ * Reads the key of --restore-memory-key into memory_key and closes its
+ * descriptor (or the file it opened): the key never stays in a descriptor
+ * the VMM keeps. 0 (nothing to do without the flag), or -EINVAL with err.
+ */
+int vmm_config_take_memory_key(struct vmm_config *cfg, char *err, size_t errlen);
 
 /* The descriptors the config names, at most max of them into fds; returns how many it names. */
 unsigned vmm_config_fds(const struct vmm_config *cfg, int *fds, unsigned max);

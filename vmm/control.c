@@ -18,6 +18,8 @@
 #include "parse.h"
 #include "simage/crypto.h"
 
+#include <openssl/crypto.h>
+
 struct control_client {
 	struct event_handler h;
 	struct control *owner;
@@ -298,6 +300,8 @@ static char *handle(const char *line, size_t len, int *fds, unsigned nfds, const
 			cJSON_AddStringToObject(reply, "error", err[0] ? err : strerror(-r));
 	} else if (strcmp(op->valuestring, "snapshot") == 0 && ops->snapshot) {
 		const cJSON *dir = cJSON_GetObjectItemCaseSensitive(req, "dir");
+		const cJSON *mkey = cJSON_GetObjectItemCaseSensitive(req, "memory_key");
+		uint8_t key[32];
 		char err[512] = "";
 		int r, sfd, mfd = -1;
 
@@ -315,7 +319,21 @@ static char *handle(const char *line, size_t len, int *fds, unsigned nfds, const
 			cJSON_Delete(req);
 			return error_reply("snapshot needs \"dir\" or both \"state_fd\" and \"memory_fd\" (one form)");
 		}
-		r = ops->snapshot(ctx, sfd >= 0 ? NULL : dir->valuestring, sfd, mfd, reply, err, sizeof(err));
+		if (mkey && hex_key(mkey, key, sizeof(key)) < 0) {
+			OPENSSL_cleanse(key, sizeof(key));
+			if (cJSON_IsString(mkey))
+				OPENSSL_cleanse(mkey->valuestring, strlen(mkey->valuestring));
+			close_fd(&sfd);
+			close_fd(&mfd);
+			cJSON_Delete(reply);
+			cJSON_Delete(req);
+			return error_reply("snapshot: \"memory_key\" must be 64 hex digits");
+		}
+		r = ops->snapshot(ctx, sfd >= 0 ? NULL : dir->valuestring, sfd, mfd, mkey ? key : NULL, reply, err,
+				  sizeof(err));
+		OPENSSL_cleanse(key, sizeof(key));
+		if (cJSON_IsString(mkey))
+			OPENSSL_cleanse(mkey->valuestring, strlen(mkey->valuestring));
 		cJSON_AddBoolToObject(reply, "ok", r == 0);
 		if (r < 0)
 			cJSON_AddStringToObject(reply, "error", err[0] ? err : strerror(-r));
@@ -457,6 +475,8 @@ static void client_cb(struct event_handler *h, uint32_t events)
 		}
 		memmove(cl->buf, nl + 1, cl->len - line_len - 1);
 		cl->len -= line_len + 1;
+		/* A request may carry keys (drive-attach, snapshot): its bytes do not stay behind. */
+		OPENSSL_cleanse(cl->buf + cl->len, line_len + 1);
 	}
 	if (cl->len == sizeof(cl->buf)) {
 		char *reply = error_reply("request longer than 4096 bytes");

@@ -3,6 +3,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct cJSON;
 struct event_loop;
@@ -68,9 +69,11 @@ struct control_ops {
 	 * Pauses the VM and writes a snapshot into dir (files "state" and
 	 * "memory"), or (dir NULL) to state_fd and mem_fd, which the op takes
 	 * whatever it returns; adds "state", "memory_bytes", "snapshot_ms".
+	 * memory_key (32 bytes, or NULL) seals the memory file; the caller
+	 * wipes it after the op.
 	 */
-	int (*snapshot)(void *ctx, const char *dir, int state_fd, int mem_fd, struct cJSON *reply, char *err,
-			size_t errlen);
+	int (*snapshot)(void *ctx, const char *dir, int state_fd, int mem_fd, const uint8_t *memory_key,
+			struct cJSON *reply, char *err, size_t errlen);
 };
 
 struct control;

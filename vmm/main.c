@@ -59,7 +59,7 @@ static int setup_signals(void)
 static int named_fds(const struct vmm_config *cfg, int argc, char **argv, int *fds, size_t *n)
 {
 	const char *paths[] = {cfg->kernel, cfg->initrd, cfg->console_path, cfg->control_path, cfg->vsock_path,
-			       cfg->net_tap, cfg->net_policy, cfg->restore_state, cfg->restore_memory};
+			       cfg->net_tap, cfg->net_policy, cfg->restore_state, cfg->restore_memory, cfg->restore_memory_key};
 	int r = 0;
 
 	for (int i = 1; r == 0 && i < argc; i++)
@@ -161,6 +161,8 @@ int main(int argc, char **argv)
 		r = vmm_config_validate(&cfg, err, sizeof(err));
 	if (r == 0)
 		r = vmm_config_take_fds(&cfg, err, sizeof(err));
+	if (r == 0)
+		r = vmm_config_take_memory_key(&cfg, err, sizeof(err));
 	if (r < 0) {
 		sv_err("%s", r == -ENOMEM ? "out of memory" : err);
 		vmm_config_destroy(&cfg);
@@ -196,6 +198,8 @@ int main(int argc, char **argv)
 	}
 	phase_done(start_ns, "configuration parsed and kernel probed");
 	r = vm_init(&vm, &cfg, &console, start_ns, err, sizeof(err));
+	/* Guest RAM is decrypted (or the restore failed): the key has done its work. */
+	OPENSSL_cleanse(cfg.memory_key, sizeof(cfg.memory_key));
 	if (r < 0) {
 		sv_err("%s", err);
 		/* Too many vCPUs, or a snapshot's memory file that does not fit this machine: the command line's fault. */

@@ -28,6 +28,7 @@
 #include "parse.h"
 #include "seccomp.h"
 #include "simage/format.h"
+#include "snapshot/mem_seal.h"
 #include "vcpu.h"
 #include "virtio/rng.h"
 
@@ -99,10 +100,40 @@ static int setup_memory(struct vm *vm, char *err, size_t errlen)
 	const struct vmm_config *cfg = vm->cfg;
 	int r;
 
-	if (cfg->restore_memory) {
+	if (cfg->restore_memory && cfg->has_memory_key) {
+		int fd = fd_spec_open(cfg->restore_memory_fd >= 0 ? NULL : cfg->restore_memory, cfg->restore_memory_fd,
+				      O_RDONLY | O_CLOEXEC, 0);
+		char why[256] = "";
+
+		if (fd < 0)
+			return sv_errf(fd, err, errlen, "snapshot: memory file '%s': %s", cfg->restore_memory,
+				       strerror(-fd));
+		/* Decrypted into anonymous RAM: a resume shares nothing, and nothing of it is a file page. */
+		r = guest_mem_init(&vm->mem, layout, n, cfg->hugepages);
+		if (r == 0) {
+			r = mem_seal_read(&vm->mem, fd, cfg->memory_key, why, sizeof(why));
+			if (r < 0)
+				sv_errf(r, err, errlen, "snapshot: memory file '%s': %s", cfg->restore_memory, why);
+		} else {
+			sv_errf(r, err, errlen, "cannot reserve %llu MiB of guest RAM: %s",
+				(unsigned long long)cfg->memory_mib, strerror(-r));
+		}
+		close(fd);
+		if (r < 0) {
+			guest_mem_destroy(&vm->mem);
+			return r;
+		}
+	} else if (cfg->restore_memory) {
 		int fd = fd_spec_open(cfg->restore_memory_fd >= 0 ? NULL : cfg->restore_memory, cfg->restore_memory_fd,
 				      O_RDONLY | O_CLOEXEC, 0);
 
+		/* Ciphertext mapped as RAM would only crash the guest: say what is missing instead. */
+		if (fd >= 0 && mem_seal_is_sealed(fd)) {
+			close(fd);
+			return sv_errf(-EINVAL, err, errlen,
+				       "snapshot: memory file '%s' is sealed and no --restore-memory-key was given",
+				       cfg->restore_memory);
+		}
 		r = fd < 0 ? fd : guest_mem_init_file(&vm->mem, layout, n, fd);
 		if (fd >= 0)
 			close(fd);
@@ -679,8 +710,8 @@ static int control_pause(void *ctx, bool pause, cJSON *reply, char *err, size_t 
 	return r;
 }
 
-static int control_snapshot(void *ctx, const char *dir, int state_fd, int mem_fd, cJSON *reply, char *err,
-			    size_t errlen)
+static int control_snapshot(void *ctx, const char *dir, int state_fd, int mem_fd, const uint8_t *memory_key,
+			    cJSON *reply, char *err, size_t errlen)
 {
 	struct vm *vm = ctx;
 	uint64_t t0 = vm_now_ns(), bytes = 0;
@@ -700,7 +731,7 @@ static int control_snapshot(void *ctx, const char *dir, int state_fd, int mem_fd
 		r = sv_errf(-EBADF, err, errlen, "snapshot: state_fd and memory_fd must be regular files open for writing");
 	}
 	if (r == 0)
-		r = vm_snapshot(vm, state_fd, mem_fd, &bytes, err, errlen);
+		r = vm_snapshot(vm, state_fd, mem_fd, memory_key, &bytes, err, errlen);
 	if (state_fd >= 0)
 		close(state_fd);
 	if (mem_fd >= 0)
@@ -710,8 +741,9 @@ static int control_snapshot(void *ctx, const char *dir, int state_fd, int mem_fd
 		return r;
 	cJSON_AddNumberToObject(reply, "memory_bytes", (double)bytes);
 	cJSON_AddNumberToObject(reply, "snapshot_ms", (double)(vm_now_ns() - t0) / 1e6);
-	sv_info("snapshot written in %.1f ms (%llu MiB of guest RAM); the VM stays paused",
-		(double)(vm_now_ns() - t0) / 1e6, (unsigned long long)(bytes >> 20));
+	cJSON_AddBoolToObject(reply, "memory_sealed", memory_key != NULL);
+	sv_info("snapshot written in %.1f ms (%llu MiB of guest RAM%s); the VM stays paused",
+		(double)(vm_now_ns() - t0) / 1e6, (unsigned long long)(bytes >> 20), memory_key ? ", sealed" : "");
 	return 0;
 }
 

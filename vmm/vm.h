@@ -174,11 +174,13 @@ bool vm_paused(struct vm *vm);
 
 /*
  * Pauses the VM (and leaves it paused) and writes a snapshot: the state
- * file to state_fd, guest RAM to mem_fd (sparse: zero pages are holes);
+ * file to state_fd, guest RAM to mem_fd (sparse: zero pages are holes),
+ * sealed with memory_key when it is not NULL (32 bytes: snapshot/mem_seal.h);
  * both regular files, truncated first. *mem_bytes: guest RAM size.
  * 0 or -errno with err.
  */
-int vm_snapshot(struct vm *vm, int state_fd, int mem_fd, uint64_t *mem_bytes, char *err, size_t errlen);
+int vm_snapshot(struct vm *vm, int state_fd, int mem_fd, const uint8_t *memory_key, uint64_t *mem_bytes, char *err,
+		size_t errlen);
 
 /* Called by each vCPU thread between runs: parks it while a pause is requested. */
 void vm_vcpu_park_if_paused(struct vm *vm, struct vcpu *v);

@@ -20,6 +20,7 @@
 #include "log.h"
 #include "parse.h"
 #include "snapshot/format.h"
+#include "snapshot/mem_seal.h"
 #include "vcpu.h"
 #include "vm.h"
 
@@ -218,7 +219,8 @@ static int build_state(struct vm *vm, struct snap_writer *w, char *err, size_t e
 	return r;
 }
 
-int vm_snapshot(struct vm *vm, int state_fd, int mem_fd, uint64_t *mem_bytes, char *err, size_t errlen)
+int vm_snapshot(struct vm *vm, int state_fd, int mem_fd, const uint8_t *memory_key, uint64_t *mem_bytes, char *err,
+		size_t errlen)
 {
 	struct snap_writer w = { 0 };
 	int r;
@@ -238,7 +240,13 @@ int vm_snapshot(struct vm *vm, int state_fd, int mem_fd, uint64_t *mem_bytes, ch
 		if (r < 0)
 			sv_errf(r, err, errlen, "snapshot: writing the state file: %s", strerror(-r));
 	}
-	if (r == 0) {
+	if (r == 0 && memory_key) {
+		char why[256] = "";
+
+		r = mem_seal_write(&vm->mem, mem_fd, memory_key, why, sizeof(why));
+		if (r < 0)
+			sv_errf(r, err, errlen, "snapshot: writing the sealed memory file: %s", why);
+	} else if (r == 0) {
 		r = write_memory(vm, mem_fd);
 		if (r < 0)
 			sv_errf(r, err, errlen, "snapshot: writing the memory file: %s", strerror(-r));

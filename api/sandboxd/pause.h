@@ -6,14 +6,20 @@
  * RUN_DIR/pause/state and RUN_DIR/pause/memory, root's, 0600, written by the
  * sandbox's own VMM through descriptors opened here (a jailed VMM opens no
  * host path) and read back, also as descriptors, by the VMM that resumes it
- * (sandbox_vm_config.restore). The files are not sealed: the memory file
- * holds the guest's RAM in clear, readable by root on the host only.
+ * (sandbox_vm_config.restore). The memory file is sealed (docs/vmm.md,
+ * "Sealed memory file") with a random per-pause key that exists on disk only
+ * as RUN_DIR/pause/key, wrapped with the managed key (snapshot_store.h); the
+ * VMM gets it in the snapshot request and, on resume, through a pipe. A
+ * pause folder without a key (written before memory was sealed) resumes
+ * unsealed, as it was written.
  */
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #define PAUSE_DIR "pause"
+#define PAUSE_KEY_FILE "key"
 
 /* RUN_DIR/pause into out. */
 void pause_dir(const char *run_dir, char *out, size_t cap);
@@ -28,7 +34,14 @@ void pause_files_remove(const char *run_dir);
  * failure the VM is asked to resume (a snapshot that failed midway may have
  * paused it) and the files go. 0 with *memory_bytes, or -errno with why.
  */
-int pause_snapshot(const char *run_dir, const char *control_path, unsigned memory_mib, long long *memory_bytes,
-		   char *why, size_t cap);
+int pause_snapshot(const char *run_dir, const char *control_path, const char *key_store, const char *sandbox_id,
+		   unsigned memory_mib, long long *memory_bytes, char *why, size_t cap);
+/*
+ * The memory key of the pause in run_dir, unwrapped with key_store's managed
+ * key: 0 with key (the caller wipes it), -ENOENT when the folder has no key
+ * (an unsealed pause), else -errno or a SIMAGE_E_* code with why.
+ */
+int pause_key_load(const char *run_dir, const char *key_store, const char *sandbox_id, uint8_t key[32], char *why,
+		   size_t cap);
 
 #endif

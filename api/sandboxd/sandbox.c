@@ -17,6 +17,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
+
 #include "agent_client.h"
 #include "agent_conn.h"
 #include "api_call.h"
@@ -29,6 +31,7 @@
 #include "sandbox_part.h"
 #include "sandboxd.h"
 #include "restored.h"
+#include "simage/crypto.h"
 #include "store.h"
 #include "templates.h"
 #include "vmm_launcher.h"
@@ -1014,7 +1017,7 @@ out_spec:
 struct pause_job {
 	uv_work_t work;
 	struct sandbox *sb;
-	char run_dir[256], control[320];
+	char run_dir[256], control[320], key_store[320], id[32];
 	unsigned memory_mib;
 	int result;
 	long long memory_bytes;
@@ -1025,7 +1028,8 @@ static void pause_work(uv_work_t *w)
 {
 	struct pause_job *j = w->data;
 
-	j->result = pause_snapshot(j->run_dir, j->control, j->memory_mib, &j->memory_bytes, j->why, sizeof(j->why));
+	j->result = pause_snapshot(j->run_dir, j->control, j->key_store, j->id, j->memory_mib, &j->memory_bytes, j->why,
+				   sizeof(j->why));
 }
 
 /* Answers the pause call (0: with the sandbox; else with why). */
@@ -1127,6 +1131,8 @@ void sandbox_pause(struct sandbox *sb, struct api_call *call)
 	j->sb = sb;
 	snprintf(j->run_dir, sizeof(j->run_dir), "%s", sb->vm.dir);
 	snprintf(j->control, sizeof(j->control), "%s", sb->vm.control);
+	snprintf(j->key_store, sizeof(j->key_store), "%s", sb->d->snapshot_dir);
+	snprintf(j->id, sizeof(j->id), "%s", sb->id);
 	j->memory_mib = sb->spec.memory_mib;
 	set_state(sb, SANDBOX_PAUSING);
 	uv_timer_stop(&sb->timeout_timer);
@@ -1167,7 +1173,7 @@ static void resumed(struct sandbox *sb)
 	sb->timeout_left = 0;
 	sb->paused_at = 0;
 	sb->resume_error[0] = '\0';
-	/* The VMM maps the memory file privately: the pages it still needs stay until it exits. */
+	/* The VMM decrypted the memory file into its own RAM (an unsealed one it maps privately, kept until it exits). */
 	pause_files_remove(sb->vm.dir);
 	if (store_save(sb) < 0)
 		sv_warn("sandbox=%s event=save_failed", sb->id);
@@ -1182,6 +1188,8 @@ void sandbox_resume(struct sandbox *sb, struct api_call *call)
 	struct sandbox_start *st;
 	unsigned count, memory;
 	char err[512] = "", why[700];
+	uint8_t key[SIMAGE_KEY_BYTES];
+	bool sealed;
 	int r;
 
 	if (sb->state != SANDBOX_PAUSED)
@@ -1195,13 +1203,23 @@ void sandbox_resume(struct sandbox *sb, struct api_call *call)
 	if (!pause_files_present(sb->vm.dir))
 		return api_call_fail(call, -EIO, NULL, "the snapshot of sandbox %s is missing from %s/" PAUSE_DIR,
 				     sb->id, sb->vm.dir);
+	/* No key in the folder: a pause written before memory files were sealed resumes as it was written. */
+	r = pause_key_load(sb->vm.dir, d->snapshot_dir, sb->id, key, err, sizeof(err));
+	if (r < 0 && r != -ENOENT) {
+		OPENSSL_cleanse(key, sizeof(key));
+		return api_call_fail(call, -EIO, NULL, "cannot resume sandbox %s: %s", sb->id, err);
+	}
+	sealed = r == 0;
 	st = calloc(1, sizeof(*st));
-	if (!st)
+	if (!st) {
+		OPENSSL_cleanse(key, sizeof(key));
 		return api_call_fail(call, -ENOMEM, NULL, "out of memory");
+	}
 	/* The drives as at its create: the same root file system (the restore needs its devices in order). */
 	r = image_paths(d, sb->spec.image, &st->cfg, st->kernel, st->other, sizeof(st->kernel), err, sizeof(err));
 	if (r < 0) {
 		free(st);
+		OPENSSL_cleanse(key, sizeof(key));
 		return api_call_fail(call, r == -EACCES ? -EACCES : -EAGAIN, "image", "cannot resume: %s",
 				     err[0] ? err : "its image is not there");
 	}
@@ -1217,6 +1235,7 @@ void sandbox_resume(struct sandbox *sb, struct api_call *call)
 	for (const struct sandbox_part_ops *const *part = sandbox_parts; *part; part++)
 		if ((*part)->relaunch && (r = (*part)->relaunch(sb, &st->launch, err, sizeof(err))) < 0) {
 			free(st);
+			OPENSSL_cleanse(key, sizeof(key));
 			return api_call_fail(call, -EAGAIN, NULL, "cannot resume sandbox %s: %s", sb->id, err);
 		}
 	pause_dir(sb->vm.dir, st->template_dir, sizeof(st->template_dir));
@@ -1225,8 +1244,12 @@ void sandbox_resume(struct sandbox *sb, struct api_call *call)
 	sb->pause_call = call;
 	api_call_hold(call);
 	sandbox_ref(sb); /* the resume's, dropped by resume_end */
+	st->cfg.restore_memory_key = sealed ? key : NULL;
 	set_state(sb, SANDBOX_RESUMING);
 	r = launch(sb);
+	/* The VMM has the key through its pipe, or never will: none stays here. */
+	OPENSSL_cleanse(key, sizeof(key));
+	st->cfg.restore_memory_key = NULL;
 	if (r < 0) {
 		snprintf(why, sizeof(why), "cannot start the VMM %s: %s", d->vmm_path, strerror(-r));
 		set_state(sb, SANDBOX_PAUSED);

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "pause.h"
 #include "sandbox.h"
 #include "sandboxd.h"
 #include "simage/file.h"
@@ -26,7 +27,9 @@
 
 #define MANAGED_KEY_FILE "managed.key"
 #define WRAP_VERSION 1
-#define WRAPPED_BYTES (1 + SIMAGE_NONCE_BYTES + SIMAGE_KEY_BYTES + SIMAGE_TAG_BYTES)
+#define IMAGE_WRAP_LABEL "sandvm managed v1 "
+#define PAUSE_WRAP_LABEL "sandvm pause v1 "
+#define WRAPPED_BYTES SNAPSHOT_WRAPPED_BYTES
 
 /* ---- the store ---- */
 
@@ -160,19 +163,25 @@ static int write_secret(const char *dir, const char *name, const uint8_t *buf, s
 	return r;
 }
 
-static int wrap_aad(const char *id, uint8_t *aad)
+/*
+ * "sandvm managed v1 " and an image id, or "sandvm pause v1 " and a sandbox
+ * id: a key wrapped for one never opens as the other.
+ */
+static int wrap_aad(const char *label, const char *id, uint8_t aad[128])
 {
-	memcpy(aad, "sandvm managed v1 ", 18);
-	memcpy(aad + 18, id, 2 * SIMAGE_ID_BYTES);
-	return 18 + 2 * SIMAGE_ID_BYTES;
+	size_t l = strlen(label), n = strnlen(id, 128 - l);
+
+	memcpy(aad, label, l);
+	memcpy(aad + l, id, n);
+	return (int)(l + n);
 }
 
-/* The per-image key sealed under the managed key, the image id as associated data. */
-static int wrap_key(const uint8_t master[SIMAGE_KEY_BYTES], const char *id, const uint8_t key[SIMAGE_KEY_BYTES],
-		    uint8_t out[WRAPPED_BYTES])
+/* A key sealed under the managed key, its owner's label and id as associated data. */
+static int wrap_key_as(const uint8_t master[SIMAGE_KEY_BYTES], const char *label, const char *id,
+		       const uint8_t key[SIMAGE_KEY_BYTES], uint8_t out[WRAPPED_BYTES])
 {
 	struct simage_codec c;
-	uint8_t aad[64];
+	uint8_t aad[128];
 	int r = simage_codec_init(&c, SIMAGE_KEY_BYTES);
 
 	if (r < 0)
@@ -180,17 +189,17 @@ static int wrap_key(const uint8_t master[SIMAGE_KEY_BYTES], const char *id, cons
 	out[0] = WRAP_VERSION;
 	r = simage_random(out + 1, SIMAGE_NONCE_BYTES);
 	if (r == 0)
-		r = simage_gcm_seal(&c, master, out + 1, aad, (size_t)wrap_aad(id, aad), key, SIMAGE_KEY_BYTES,
+		r = simage_gcm_seal(&c, master, out + 1, aad, (size_t)wrap_aad(label, id, aad), key, SIMAGE_KEY_BYTES,
 				    out + 1 + SIMAGE_NONCE_BYTES);
 	simage_codec_destroy(&c);
 	return r;
 }
 
-static int unwrap_key(const uint8_t master[SIMAGE_KEY_BYTES], const char *id, const uint8_t in[WRAPPED_BYTES],
-		      uint8_t key[SIMAGE_KEY_BYTES])
+static int unwrap_key_as(const uint8_t master[SIMAGE_KEY_BYTES], const char *label, const char *id,
+			 const uint8_t in[WRAPPED_BYTES], uint8_t key[SIMAGE_KEY_BYTES])
 {
 	struct simage_codec c;
-	uint8_t aad[64];
+	uint8_t aad[128];
 	int r;
 
 	if (in[0] != WRAP_VERSION)
@@ -198,10 +207,22 @@ static int unwrap_key(const uint8_t master[SIMAGE_KEY_BYTES], const char *id, co
 	r = simage_codec_init(&c, SIMAGE_KEY_BYTES);
 	if (r < 0)
 		return r;
-	r = simage_gcm_open(&c, master, in + 1, aad, (size_t)wrap_aad(id, aad), in + 1 + SIMAGE_NONCE_BYTES,
+	r = simage_gcm_open(&c, master, in + 1, aad, (size_t)wrap_aad(label, id, aad), in + 1 + SIMAGE_NONCE_BYTES,
 			    SIMAGE_KEY_BYTES + SIMAGE_TAG_BYTES, key);
 	simage_codec_destroy(&c);
 	return r;
+}
+
+static int wrap_key(const uint8_t master[SIMAGE_KEY_BYTES], const char *id, const uint8_t key[SIMAGE_KEY_BYTES],
+		    uint8_t out[WRAPPED_BYTES])
+{
+	return wrap_key_as(master, IMAGE_WRAP_LABEL, id, key, out);
+}
+
+static int unwrap_key(const uint8_t master[SIMAGE_KEY_BYTES], const char *id, const uint8_t in[WRAPPED_BYTES],
+		      uint8_t key[SIMAGE_KEY_BYTES])
+{
+	return unwrap_key_as(master, IMAGE_WRAP_LABEL, id, in, key);
 }
 
 static int load_master(const char *store, uint8_t master[SIMAGE_KEY_BYTES])
@@ -242,6 +263,30 @@ int snapshot_managed_key_store(const char *store, const char *id, const uint8_t 
 	return r;
 }
 
+int snapshot_pause_key_wrap(const char *store, const char *sandbox_id, const uint8_t key[SIMAGE_KEY_BYTES],
+			     uint8_t out[SNAPSHOT_WRAPPED_BYTES])
+{
+	uint8_t master[SIMAGE_KEY_BYTES];
+	int r = load_master(store, master);
+
+	if (r == 0)
+		r = wrap_key_as(master, PAUSE_WRAP_LABEL, sandbox_id, key, out);
+	OPENSSL_cleanse(master, sizeof(master));
+	return r;
+}
+
+int snapshot_pause_key_unwrap(const char *store, const char *sandbox_id, const uint8_t in[SNAPSHOT_WRAPPED_BYTES],
+			      uint8_t key[SIMAGE_KEY_BYTES])
+{
+	uint8_t master[SIMAGE_KEY_BYTES];
+	int r = load_master(store, master);
+
+	if (r == 0)
+		r = unwrap_key_as(master, PAUSE_WRAP_LABEL, sandbox_id, in, key);
+	OPENSSL_cleanse(master, sizeof(master));
+	return r;
+}
+
 int snapshots_init(struct sandboxd *d)
 {
 	uint8_t master[SIMAGE_KEY_BYTES];
@@ -275,7 +320,7 @@ int snapshots_rotate_managed_key(const char *state_dir)
 {
 	uint8_t old[SIMAGE_KEY_BYTES], fresh[SIMAGE_KEY_BYTES], key[SIMAGE_KEY_BYTES], wrapped[WRAPPED_BYTES];
 	char store[320], path[400], name[64];
-	unsigned rewrapped = 0;
+	unsigned rewrapped = 0, rewrapped_pause = 0;
 	struct dirent *e;
 	DIR *dir;
 	int r;
@@ -316,6 +361,32 @@ int snapshots_rotate_managed_key(const char *state_dir)
 	}
 	if (dir)
 		closedir(dir);
+	/* Paused sandboxes' keys too: STATE/sandboxes/ID/pause/key, wrapped for ID. */
+	snprintf(path, sizeof(path), "%s/sandboxes", state_dir);
+	dir = r == 0 ? opendir(path) : NULL;
+	while (dir && r == 0 && (e = readdir(dir))) {
+		char pdir[700], kpath[800];
+
+		if (e->d_name[0] == '.' || strlen(e->d_name) >= 64)
+			continue;
+		snprintf(pdir, sizeof(pdir), "%s/sandboxes/%s/" PAUSE_DIR, state_dir, e->d_name);
+		snprintf(kpath, sizeof(kpath), "%s/" PAUSE_KEY_FILE, pdir);
+		if (access(kpath, F_OK) < 0)
+			continue;
+		r = read_exact(kpath, wrapped, sizeof(wrapped));
+		if (r == 0)
+			r = unwrap_key_as(old, PAUSE_WRAP_LABEL, e->d_name, wrapped, key);
+		if (r == 0)
+			r = wrap_key_as(fresh, PAUSE_WRAP_LABEL, e->d_name, key, wrapped);
+		if (r == 0)
+			r = write_secret(pdir, PAUSE_KEY_FILE, wrapped, sizeof(wrapped));
+		if (r < 0)
+			fprintf(stderr, "sandboxd: re-wrapping the pause key of sandbox %s failed: %s\n", e->d_name,
+				r <= SIMAGE_E_TRUNCATED ? simage_strerror(r) : strerror(-r));
+		rewrapped_pause += r == 0;
+	}
+	if (dir)
+		closedir(dir);
 	if (r == 0)
 		r = write_secret(store, MANAGED_KEY_FILE, fresh, sizeof(fresh));
 	snprintf(path, sizeof(path), "%s/%s.new", store, MANAGED_KEY_FILE);
@@ -324,7 +395,8 @@ int snapshots_rotate_managed_key(const char *state_dir)
 	OPENSSL_cleanse(fresh, sizeof(fresh));
 	OPENSSL_cleanse(key, sizeof(key));
 	if (r == 0)
-		fprintf(stderr, "sandboxd: managed key replaced; %u image keys re-wrapped\n", rewrapped);
+		fprintf(stderr, "sandboxd: managed key replaced; %u image keys and %u pause keys re-wrapped\n", rewrapped,
+			rewrapped_pause);
 	return r;
 }
 

@@ -30,4 +30,16 @@ int snapshot_store_remove(const char *store, const char *id);
 int snapshot_managed_key_get(const char *store, const char *id, uint8_t key[SIMAGE_KEY_BYTES]);
 int snapshot_managed_key_store(const char *store, const char *id, const uint8_t key[SIMAGE_KEY_BYTES]);
 
+/* A key wrapped with the managed key: version byte, 12-byte nonce, the key sealed with AES-256-GCM. */
+#define SNAPSHOT_WRAPPED_BYTES (1 + SIMAGE_NONCE_BYTES + SIMAGE_KEY_BYTES + SIMAGE_TAG_BYTES)
+/*
+ * A paused sandbox's memory key (pause.h) wrapped with the managed key of
+ * store, "sandvm pause v1 " and the sandbox id as associated data; and back
+ * (SIMAGE_E_AUTH when it does not open: another managed key or sandbox, or tampered).
+ */
+int snapshot_pause_key_wrap(const char *store, const char *sandbox_id, const uint8_t key[SIMAGE_KEY_BYTES],
+			     uint8_t out[SNAPSHOT_WRAPPED_BYTES]);
+int snapshot_pause_key_unwrap(const char *store, const char *sandbox_id, const uint8_t in[SNAPSHOT_WRAPPED_BYTES],
+			      uint8_t key[SIMAGE_KEY_BYTES]);
+
 #endif

@@ -334,7 +334,7 @@ static void snapshot_work(uv_work_t *w)
 			goto out;
 		}
 	}
-	sandbox_vm_snapshot_request(NULL, req, sizeof(req));
+	sandbox_vm_snapshot_request(NULL, NULL, req, sizeof(req));
 	r = vmm_control_call_fds(t->vm.control, req, fds, 2, reply, sizeof(reply));
 	if (r < 0) {
 		snprintf(t->work_why, sizeof(t->work_why), "the template VM did not answer the snapshot request: %s",

@@ -7,6 +7,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
+
 #include "parse.h"
 
 int simage_pread_full(int fd, void *buf, size_t len, uint64_t off)
@@ -57,9 +59,22 @@ void simage_id_hex(const uint8_t id[SIMAGE_ID_BYTES], char out[2 * SIMAGE_ID_BYT
 	simage_hex(id, SIMAGE_ID_BYTES, out);
 }
 
+static int read_raw(void *ctx, void *buf, size_t len, uint64_t off)
+{
+	return simage_pread_full(*(const int *)ctx, buf, len, off);
+}
+
 int simage_write(int raw_fd, uint64_t disk_size, int out_fd, const uint8_t *ikm, size_t ikm_len,
 		 const struct simage_write_opts *opts, struct simage_header *h,
 		 struct simage_write_stats *stats)
+{
+	return simage_write_from(read_raw, &raw_fd, disk_size, out_fd, ikm, ikm_len, opts, h, stats);
+}
+
+int simage_write_from(int (*fill)(void *ctx, void *buf, size_t len, uint64_t off), void *fill_ctx,
+		      uint64_t disk_size, int out_fd, const uint8_t *ikm, size_t ikm_len,
+		      const struct simage_write_opts *opts, struct simage_header *h,
+		      struct simage_write_stats *stats)
 {
 	struct simage_codec codec = {0};
 	struct simage_keys keys;
@@ -103,7 +118,7 @@ int simage_write(int raw_fd, uint64_t disk_size, int out_fd, const uint8_t *ikm,
 		uint64_t len = simage_chunk_len(h, i);
 		struct simage_entry e;
 
-		r = simage_pread_full(raw_fd, plain, len, i * chunk);
+		r = fill(fill_ctx, plain, len, i * chunk);
 		if (r < 0)
 			goto out;
 		r = simage_seal_chunk(&codec, h, &keys, i, plain, sealed, &e);
@@ -143,6 +158,9 @@ out:
 	simage_keys_wipe(&keys);
 	simage_codec_destroy(&codec);
 	free(table);
+	/* The plaintext may be a guest's memory: nothing of it stays in freed heap. */
+	if (plain)
+		OPENSSL_cleanse(plain, chunk);
 	free(plain);
 	free(sealed);
 	return r;

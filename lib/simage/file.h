@@ -34,6 +34,16 @@ int simage_write(int raw_fd, uint64_t disk_size, int out_fd, const uint8_t *ikm,
 		 const struct simage_write_opts *opts, struct simage_header *h,
 		 struct simage_write_stats *stats);
 
+/*
+ * The same from any source: fill(fill_ctx, buf, len, off) fills buf with
+ * plaintext bytes [off, off + len), 0 or a negative error that ends the write
+ * (a VMM seals guest RAM this way, docs/vmm.md "Sealed memory file").
+ */
+int simage_write_from(int (*fill)(void *ctx, void *buf, size_t len, uint64_t off), void *fill_ctx,
+		      uint64_t disk_size, int out_fd, const uint8_t *ikm, size_t ikm_len,
+		      const struct simage_write_opts *opts, struct simage_header *h,
+		      struct simage_write_stats *stats);
+
 /* Reads and checks the header only (no key needed): for listings. */
 int simage_peek(int fd, struct simage_header *h);
 

@@ -11,6 +11,7 @@ suite's report. Needs /dev/kvm (run through tests/nested/run).
 import concurrent.futures
 import json
 import os
+import secrets
 import signal
 import socket
 import struct
@@ -526,9 +527,13 @@ def vmm_alive(pid):
 @case("api-pause-resume")
 def _():
     """A paused sandbox's processes stand still and its files stay; it resumes where it was,
-    also after sandboxd restarted; its VMM is gone while paused."""
+    also after sandboxd restarted; its VMM is gone while paused; its memory on disk is sealed."""
     sid = create({**MIN, "timeout": 900})["id"]
     folder = os.path.join(STATE, "sandboxes", sid)
+    # About 1 MiB of a random token in guest RAM: in /tmp (memory) and held by a process.
+    token = "SANDVM-RAM-MARKER-" + secrets.token_hex(16)
+    run_exec(sid, ["sh", "-c", f"i=0; while [ $i -lt 20000 ]; do echo {token}; i=$((i+1)); done > /tmp/marker; "
+                   "setsid sh -c 'm=$(cat /tmp/marker); sleep 100000' </dev/null >/dev/null 2>&1 &"])
     run_exec(sid, ["sh", "-c", "echo kept > /tmp/paused-file; setsid sh -c 'i=0; while :; do i=$((i+1)); "
                    "echo $i > /tmp/count; sleep 0.1; done' </dev/null >/dev/null 2>&1 &"])
     time.sleep(1.5)
@@ -541,9 +546,21 @@ def _():
     st, o = request("POST", f"/v1/sandboxes/{sid}/pause")
     assert st == 200 and o["state"] == "paused", (st, o)
     assert not vmm_alive(pid), "the VMM still runs while paused"
-    for name in ("state", "memory"):
+    for name in ("state", "memory", "key"):
         f = os.stat(os.path.join(folder, "pause", name))
         assert f.st_uid == 0 and f.st_mode & 0o777 == 0o600, (name, oct(f.st_mode))
+    assert os.path.getsize(os.path.join(folder, "pause", "key")) == 61
+    # Sealed: no page of guest RAM in clear, the marker nowhere in the file.
+    needle, tail = token.encode(), b""
+    with open(os.path.join(folder, "pause", "memory"), "rb") as f:
+        assert f.read(8) == b"SANDVMIM", "the memory file is not sealed"
+        f.seek(0)
+        while True:
+            block = f.read(4 << 20)
+            if not block:
+                break
+            assert needle not in tail + block, "the guest's memory is on disk in clear"
+            tail = block[-len(needle):]
     st, o = request("POST", f"/v1/sandboxes/{sid}/execs", {"argv": ["true"]})
     assert st == 409 and "paused" in o["error"], (st, o)
     paused_s = 4
@@ -556,6 +573,8 @@ def _():
     assert c1 <= c2 < c1 + max(rate * paused_s // 2, 3), (c1, c2, rate)
     out, _, _ = run_exec(sid, ["cat", "/tmp/paused-file"])
     assert out == b"kept\n", out
+    out, _, _ = run_exec(sid, ["sh", "-c", f"grep -c {token} /tmp/marker"])
+    assert out == b"20000\n", out
     time.sleep(1)
     assert guest_count(sid) > c2, "the counter stopped after the resume"
     # Paused, sandboxd restarted, resumed (through vmctl).

@@ -5,8 +5,10 @@
 # One VM boots the agent, gets a file written and a counting process
 # started; pause stops the counter (the VM holds no CPU) and resume starts it
 # again; a snapshot op writes state + memory; two VMs restored from it each
-# answer exec, see the file, and run apart; a broken state file, a
-# truncated memory file and another machine shape are refused with exit 2
+# answer exec, see the file, and run apart; a snapshot sealed with a memory
+# key holds no guest RAM in clear and restores with the key; a broken state
+# file, a truncated memory file, another machine shape, a sealed memory file
+# with another key, without a key or tampered are refused with exit 2
 # before anything runs.
 snap_dir=$(mktemp -d "${TMPDIR:-/tmp}/sandvm-snap.XXXXXX")
 timeout -k 5 "$((CASE_TIMEOUT * 4))" /usr/bin/python3 - "$VMM" "$RUN" "$VMLINUX" "$AGENT_INITRD" "$snap_dir" \
@@ -157,9 +159,35 @@ try:
     ms = [l for l in log_of("clone1").splitlines() if "restored from snapshot in" in l]
     case("vm-restore-pause", r.get("ok") and r2.get("ok") and rc == 0 and out.strip() == "after",
          "pause %s resume %s exec %d %s; %s" % (r, r2, rc, out.strip(), ms[:1]))
+    # A sealed snapshot (the main thread's seccomp filter in kill mode, the VMM's default): no RAM in
+    # clear on disk, restored with the key; refused with another key, without one, or tampered.
+    token = "SEALED-MARKER-" + os.urandom(12).hex()
+    ex(clones[0][1], "sh", "-c", "i=0; while [ $i -lt 4000 ]; do echo %s; i=$((i+1)); done > /tmp/sealed; echo ok"
+       % token)
+    sealed = os.path.join(d, "sealed")
+    os.mkdir(sealed)
+    key, other = os.urandom(32), os.urandom(32)
+    keyf, otherf = os.path.join(d, "memory.key"), os.path.join(d, "other.key")
+    for path, k in ((keyf, key), (otherf, other)):
+        with open(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600), "wb") as f:
+            f.write(k)
+    r = ctl(clones[0][2], {"op": "snapshot", "dir": sealed, "memory_key": key.hex()}, timeout=300)
+    with open(os.path.join(sealed, "memory"), "rb") as f:
+        blob = f.read()
+    ok = r.get("ok") and r.get("memory_sealed") and blob[:8] == b"SANDVMIM" and token.encode() not in blob
+    case("vm-snapshot-sealed", ok, "reply %s, memory file %d bytes, starts %r, marker in it: %s"
+         % (r, len(blob), blob[:8], token.encode() in blob))
     for p, _, c in clones:
         ctl(c, {"op": "stop"})
         p.wait(timeout=60)
+    sock, c = os.path.join(d, "s.vsock"), os.path.join(d, "s.control")
+    p = vmm_start("sealed", ["--restore", sealed, "--restore-memory-key", keyf, "--cpus", "2", "--memory", "512",
+                             "--console", "none", "--vsock", sock, "--control", c])
+    rc, out, _ = ex(sock, "sh", "-c", "grep -c %s /tmp/sealed" % token, ready=60)
+    case("vm-restore-sealed", rc == 0 and out.strip() == "4000", "exec %d %r; %s" % (rc, out.strip(),
+         [l for l in log_of("sealed").splitlines() if "restored" in l or "error" in l][:2]))
+    ctl(c, {"op": "stop"})
+    p.wait(timeout=60)
 
     # ---- refusals: nothing runs, exit 2, the message says why ----
     def refused(name, args, want):
@@ -190,6 +218,20 @@ try:
     with open(os.path.join(short, "memory"), "wb") as f:
         f.truncate(256 << 20)
     refused("vm-restore-short-memory", ["--restore", short] + common, "memory file")
+    refused("vm-restore-sealed-wrong-key", ["--restore", sealed, "--restore-memory-key", otherf] + common,
+            "snapshot: memory file")
+    refused("vm-restore-sealed-no-key", ["--restore", sealed] + common, "no --restore-memory-key")
+    tampered = os.path.join(d, "tampered")
+    os.mkdir(tampered)
+    shutil.copyfile(os.path.join(sealed, "state"), os.path.join(tampered, "state"))
+    shutil.copyfile(os.path.join(sealed, "memory"), os.path.join(tampered, "memory"))
+    with open(os.path.join(tampered, "memory"), "r+b") as f:
+        f.seek(len(blob) - 100)
+        b0 = f.read(1)
+        f.seek(len(blob) - 100)
+        f.write(bytes([b0[0] ^ 1]))
+    refused("vm-restore-sealed-tampered", ["--restore", tampered, "--restore-memory-key", keyf] + common,
+            "failed authentication")
     refused("vm-restore-other-shape", ["--restore", snap, "--cpus", "1", "--memory", "512", "--console", "none",
                                        "--vsock", os.path.join(d, "y.vsock")], "vCPUs")
 finally:

@@ -16,7 +16,10 @@
  * image's first line), which --restore DIR or --restore-state fd:N
  * --restore-memory fd:M read back: the "guest" then comes up as after a
  * boot of that image. Any other state file is refused as the VMM refuses a
- * broken one, exit status 2 with "snapshot: ...".
+ * broken one, exit status 2 with "snapshot: ...". A snapshot request with
+ * "memory_key" writes a "sealed" memory file (a marker and a checksum of
+ * the key, no guest bytes); --restore-memory-key fd:K must then give the
+ * same key (exactly 32 bytes), or the restore is refused as the VMM's is.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -239,13 +242,28 @@ static bool write_file_fd(int fd, const char *text)
 	return ftruncate(fd, 0) == 0 && pwrite(fd, text, n, 0) == (ssize_t)n;
 }
 
-/* The placeholder state and memory files; the memory file's length, or -1. */
-static long snapshot_to(int state_fd, int memory_fd)
+#define SEALED_MAGIC "fake-vmm sealed memory check="
+
+/* Not cryptography: enough for a test to tell one key from another. */
+static unsigned key_check(const char *hex)
 {
-	char state[sizeof(SNAPSHOT_MAGIC) + sizeof(what)];
-	static const char memory[] = "fake guest memory\n";
+	unsigned h = 2166136261u;
+
+	for (; *hex; hex++)
+		h = (h ^ (unsigned char)*hex) * 16777619u;
+	return h;
+}
+
+/* The placeholder state and memory files; the memory file's length, or -1. */
+static long snapshot_to(int state_fd, int memory_fd, const char *key_hex)
+{
+	char state[sizeof(SNAPSHOT_MAGIC) + sizeof(what)], memory[80];
 
 	snprintf(state, sizeof(state), SNAPSHOT_MAGIC "%s", what);
+	if (key_hex)
+		snprintf(memory, sizeof(memory), SEALED_MAGIC "%u\n", key_check(key_hex));
+	else
+		snprintf(memory, sizeof(memory), "fake guest memory\n");
 	if (!write_file_fd(state_fd, state) || !write_file_fd(memory_fd, memory))
 		return -1;
 	return (long)strlen(memory);
@@ -253,10 +271,17 @@ static long snapshot_to(int state_fd, int memory_fd)
 
 static void snapshot_op(int fd, const char *req, const int *fds, int nfds)
 {
-	char dir[PATH_MAX], path[PATH_MAX + 16], reply[160];
+	char dir[PATH_MAX], path[PATH_MAX + 16], reply[160], key[80];
+	bool sealed = json_string(req, "memory_key", key, sizeof(key));
 	int sfd = -1, mfd = -1;
 	long bytes = -1;
 
+	if (sealed && strlen(key) != 64) {
+		static const char bad[] = "{\"ok\":false,\"error\":\"snapshot: memory_key must be 64 hex digits\"}\n";
+
+		write_all(fd, bad, strlen(bad));
+		return;
+	}
 	if (json_string(req, "dir", dir, sizeof(dir))) {
 		snprintf(path, sizeof(path), "%s/state", dir);
 		sfd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
@@ -267,7 +292,7 @@ static void snapshot_op(int fd, const char *req, const int *fds, int nfds)
 		mfd = dup(fds[1]);
 	}
 	if (sfd >= 0 && mfd >= 0)
-		bytes = snapshot_to(sfd, mfd);
+		bytes = snapshot_to(sfd, mfd, sealed ? key : NULL);
 	if (sfd >= 0)
 		close(sfd);
 	if (mfd >= 0)
@@ -310,6 +335,56 @@ static void control_conn(int fd)
 	close(fd);
 }
 
+static void hex32(const unsigned char *in, char *out)
+{
+	for (int i = 0; i < 32; i++)
+		snprintf(out + 2 * i, 3, "%02x", in[i]);
+}
+
+/* The memory file against the key (or its absence), as the VMM checks a sealed one. */
+static void check_memory(const char *memory_arg, const char *dir, const char *key_arg)
+{
+	char path[PATH_MAX + 16], buf[128], hex[65];
+	unsigned char key[33];
+	int fd = fd_arg(memory_arg ? memory_arg : "");
+	ssize_t n;
+
+	if (fd < 0) {
+		snprintf(path, sizeof(path), "%s/memory", memory_arg ? memory_arg : dir);
+		fd = open(path, O_RDONLY | O_CLOEXEC);
+	}
+	n = fd >= 0 ? pread(fd, buf, sizeof(buf) - 1, 0) : -1;
+	if (n < 0) {
+		fprintf(stderr, "vmm: snapshot: cannot read the memory file: %s\n", strerror(errno));
+		exit(2);
+	}
+	buf[n] = '\0';
+	if (!key_arg) {
+		if (!strncmp(buf, SEALED_MAGIC, strlen(SEALED_MAGIC))) {
+			fprintf(stderr, "vmm: snapshot: memory file is sealed and no --restore-memory-key was given\n");
+			exit(2);
+		}
+		return;
+	}
+	fd = fd_arg(key_arg);
+	n = fd >= 0 ? read(fd, key, sizeof(key)) : -1;
+	if (fd >= 0)
+		close(fd);
+	if (n != 32) {
+		fprintf(stderr, "vmm: snapshot: memory key: not exactly 32 bytes\n");
+		exit(2);
+	}
+	hex32(key, hex);
+	if (strncmp(buf, SEALED_MAGIC, strlen(SEALED_MAGIC))) {
+		fprintf(stderr, "vmm: snapshot: memory file: not a sealed memory file\n");
+		exit(2);
+	}
+	if (strtoul(buf + strlen(SEALED_MAGIC), NULL, 10) != key_check(hex)) {
+		fprintf(stderr, "vmm: snapshot: memory file: wrong key: the key does not match this sealed memory file\n");
+		exit(2);
+	}
+}
+
 /* Reads a snapshot's state file back into what; exits 2 as the VMM does for a broken one. */
 static void restore_from(const char *state_arg, const char *dir)
 {
@@ -339,7 +414,7 @@ static void restore_from(const char *state_arg, const char *dir)
 int main(int argc, char **argv)
 {
 	const char *vsock = NULL, *control = NULL, *console = NULL, *image = NULL, *restore = NULL,
-		   *restore_state = NULL, *restore_memory = NULL;
+		   *restore_state = NULL, *restore_memory = NULL, *restore_memory_key = NULL;
 	char self[PATH_MAX], agent[PATH_MAX + 32], dir[PATH_MAX], agent_sock[PATH_MAX + 16],
 		vsock_path[PATH_MAX], control_path[PATH_MAX];
 	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
@@ -363,6 +438,8 @@ int main(int argc, char **argv)
 			restore_state = argv[++i];
 		else if (!strcmp(argv[i], "--restore-memory"))
 			restore_memory = argv[++i];
+		else if (!strcmp(argv[i], "--restore-memory-key"))
+			restore_memory_key = argv[++i];
 	}
 	if (!restore_state != !restore_memory) {
 		fprintf(stderr, "vmm: --restore-state and --restore-memory go together\n");
@@ -374,6 +451,7 @@ int main(int argc, char **argv)
 	}
 	self[n] = '\0';
 	if (restore || restore_state) {
+		check_memory(restore_memory, restore, restore_memory_key);
 		restore_from(restore_state, restore);
 		image = NULL; /* the guest is the snapshot's */
 	}

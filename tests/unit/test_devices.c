@@ -294,9 +294,12 @@ static int pause_cb(void *ctx, bool pause, cJSON *reply, char *err, size_t errle
 
 static int snapshot_calls;
 
-static int snapshot_cb(void *ctx, const char *dir, int state_fd, int mem_fd, cJSON *reply, char *err, size_t errlen)
+static int snapshot_cb(void *ctx, const char *dir, int state_fd, int mem_fd, const uint8_t *memory_key, cJSON *reply,
+		       char *err, size_t errlen)
 {
 	(void)ctx;
+	if (memory_key)
+		cJSON_AddNumberToObject(reply, "key0", memory_key[0]);
 	(void)err;
 	(void)errlen;
 	snapshot_calls++;
@@ -323,6 +326,17 @@ static void control_pause_snapshot(void **state)
 	expect_reply_ops(&snap_ops, "{\"op\":\"resume\"}", "not paused in this test");
 	expect_reply_ops(&snap_ops, "{\"op\":\"snapshot\",\"dir\":\"/x\"}", "\"dir\":\"/x\"");
 	assert_int_equal(snapshot_calls, 1);
+	/* A memory key: 64 hex digits, given to the op as 32 bytes; anything else refused before it runs. */
+	expect_reply_ops(&snap_ops,
+			 "{\"op\":\"snapshot\",\"dir\":\"/x\",\"memory_key\":"
+			 "\"2a00000000000000000000000000000000000000000000000000000000000000\"}",
+			 "\"key0\":42");
+	assert_int_equal(snapshot_calls, 2);
+	expect_reply_ops(&snap_ops, "{\"op\":\"snapshot\",\"dir\":\"/x\",\"memory_key\":\"2a\"}",
+			 "must be 64 hex digits");
+	expect_reply_ops(&snap_ops, "{\"op\":\"snapshot\",\"dir\":\"/x\",\"memory_key\":5}", "must be 64 hex digits");
+	assert_int_equal(snapshot_calls, 2);
+	snapshot_calls = 1;
 	/* Neither form, both forms, half a pair, an empty dir: refused before the op runs. */
 	expect_reply_ops(&snap_ops, "{\"op\":\"snapshot\"}", "needs \\\"dir\\\"");
 	expect_reply_ops(&snap_ops, "{\"op\":\"snapshot\",\"dir\":\"\"}", "needs \\\"dir\\\"");

@@ -596,6 +596,28 @@ static bool private_file(const char *path)
 	return stat(path, &st) == 0 && S_ISREG(st.st_mode) && (st.st_mode & 0777) == 0600;
 }
 
+/* The whole of a small file (NUL-terminated); its length. */
+static size_t slurp(const char *path, char *out, size_t cap)
+{
+	FILE *f = fopen(path, "rb");
+	size_t n;
+
+	assert_non_null(f);
+	n = fread(out, 1, cap - 1, f);
+	fclose(f);
+	out[n] = '\0';
+	return n;
+}
+
+static void spill(const char *path, const char *buf, size_t len)
+{
+	FILE *f = fopen(path, "wb");
+
+	assert_non_null(f);
+	assert_int_equal(fwrite(buf, 1, len, f), len);
+	fclose(f);
+}
+
 /*
  * Pause and resume under the fake VMM: a pause writes the snapshot through
  * the VMM into the sandbox's pause folder and stops the VMM; the paused
@@ -609,9 +631,10 @@ static bool private_file(const char *path)
 static void pause_resume(void **state)
 {
 	struct daemon *d = *state;
-	char body[65536], id[64], other[64], path[320], vmm_log[8192] = "";
+	char body[65536], id[64], other[64], path[320], vmm_log[8192] = "", wrapped[128], key_path[320],
+		mem_path[320], sealed_mem[256];
 	FILE *f;
-	size_t n;
+	size_t n, sealed_len;
 
 	assert_int_equal(request(d, "POST", "/v1/sandboxes",
 				 "{\"image\":\"minimal\",\"memory_mib\":64,\"timeout\":3,\"cold_boot\":true}", body,
@@ -630,6 +653,13 @@ static void pause_resume(void **state)
 	assert_true(private_file(path));
 	snprintf(path, sizeof(path), "%s/sandboxes/%s/pause/memory", d->state, id);
 	assert_true(private_file(path));
+	/* The memory file is sealed (the fake VMM writes a marker, never the guest's bytes) under a wrapped key. */
+	slurp(path, vmm_log, sizeof(vmm_log));
+	if (!has(vmm_log, "fake-vmm sealed memory") || has(vmm_log, "fake guest memory"))
+		fail_msg("%s", vmm_log);
+	snprintf(path, sizeof(path), "%s/sandboxes/%s/pause/key", d->state, id);
+	assert_true(private_file(path));
+	assert_int_equal(slurp(path, wrapped, sizeof(wrapped)), 61);
 	/* Calls that need the guest: 409, saying so. */
 	snprintf(path, sizeof(path), "/v1/sandboxes/%s/pause", id);
 	assert_int_equal(request(d, "POST", path, NULL, body, sizeof(body)), 409);
@@ -671,6 +701,32 @@ static void pause_resume(void **state)
 		fail_msg("%s", body);
 	snprintf(path, sizeof(path), "%s/sandboxes/%s/pause/memory", d->state, id);
 	assert_true(private_file(path));
+	/* A wrapped key that does not open (tampered): refused before any VMM starts; it stays paused. */
+	snprintf(key_path, sizeof(key_path), "%s/sandboxes/%s/pause/key", d->state, id);
+	snprintf(mem_path, sizeof(mem_path), "%s/sandboxes/%s/pause/memory", d->state, id);
+	wrapped[20] ^= 1;
+	spill(key_path, wrapped, 61);
+	wrapped[20] ^= 1;
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/resume", id);
+	assert_int_equal(request(d, "POST", path, NULL, body, sizeof(body)), 500);
+	if (!has(body, "does not open with the managed key"))
+		fail_msg("%s", body);
+	/* The key gone but the memory sealed: the VMM refuses it. */
+	unlink(key_path);
+	assert_int_equal(request(d, "POST", path, NULL, body, sizeof(body)), 503);
+	if (!has(body, "stays paused") || !has(body, "sealed and no --restore-memory-key"))
+		fail_msg("%s", body);
+	/* A pause folder from before sealing (no key, memory in clear) still resumes as it was written. */
+	sealed_len = slurp(mem_path, sealed_mem, sizeof(sealed_mem));
+	write_file(mem_path, "fake guest memory\n");
+	assert_int_equal(request(d, "POST", path, NULL, body, sizeof(body)), 503);
+	if (!has(body, "stays paused") || !has(body, "take its identity"))
+		fail_msg("%s", body);
+	spill(mem_path, sealed_mem, sealed_len);
+	spill(key_path, wrapped, 61);
+	chmod(key_path, 0600);
+	chmod(mem_path, 0600);
+	snprintf(path, sizeof(path), "%s/sandboxes/%s/pause/memory", d->state, id);
 	/* A corrupt snapshot: the VMM refuses it, the sandbox stays paused, nothing deleted. */
 	snprintf(path, sizeof(path), "%s/sandboxes/%s/pause/state", d->state, id);
 	write_file(path, "garbage\n");
