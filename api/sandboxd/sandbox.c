@@ -358,6 +358,17 @@ static void set_state(struct sandbox *sb, enum sandbox_state to)
 		pause_files_remove(sb->vm.dir);
 }
 
+/*
+ * A VMM that exits with status 2 (VMM_EXIT_CONFIG) refused what it was given
+ * before the guest ran: for a restore, the snapshot (its log says why,
+ * "snapshot: ..."). That is the cause even when the agent's connection
+ * ended first and left its own message.
+ */
+static bool vmm_refused(const char *how)
+{
+	return strcmp(how, "exit status 2") == 0;
+}
+
 static void vmm_exited(void *ctx, const char *how)
 {
 	struct sandbox *sb = ctx;
@@ -383,7 +394,7 @@ static void vmm_exited(void *ctx, const char *how)
 			sb->ready_conn = NULL;
 		}
 		tail_file(sb->vm.log, log, sizeof(log));
-		if (st->fallback_why[0])
+		if (st->fallback_why[0] && !vmm_refused(how))
 			snprintf(why, sizeof(why), "%s", st->fallback_why);
 		else
 			snprintf(why, sizeof(why), "the VMM exited (%s) while it restored the sandbox: %s", how, log);
@@ -407,7 +418,9 @@ static void vmm_exited(void *ctx, const char *how)
 			sb->ready_conn = NULL;
 		}
 		tail_file(sb->vm.log, log, sizeof(log));
-		if (st->fallback_why[0])
+		if (vmm_refused(how))
+			st->discard = true; /* the template itself was refused, whatever the agent saw first */
+		if (st->fallback_why[0] && !vmm_refused(how))
 			snprintf(why, sizeof(why), "%s", st->fallback_why);
 		else
 			snprintf(why, sizeof(why), "the restore from the template failed (%s): %s", how, log);
