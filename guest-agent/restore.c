@@ -128,6 +128,7 @@ void agent_restored(struct agent_conn *c, const struct agent_proto_frame *f)
 	struct agent_proto_restored m;
 	struct agent_net_config net;
 	const char *step = "", *bad = "";
+	uint64_t t0 = agent_now_ms(), t_net = 0; /* monotonic: the clock step below does not move it */
 	int r = agent_proto_decode_restored(f, &m);
 
 	if (r) {
@@ -157,13 +158,18 @@ void agent_restored(struct agent_conn *c, const struct agent_proto_frame *f)
 		step = "machine-id: /etc/machine-id";
 		r = set_machine_id(m.machine_id);
 	}
-	if (!r && (net.has_v4 || net.has_v6 || net.has_mac || net.has_dns))
+	if (!r && (net.has_v4 || net.has_v6 || net.has_mac || net.has_dns)) {
+		t_net = agent_now_ms();
 		r = agent_net_apply(&net, true, &step);
+		t_net = agent_now_ms() - t_net;
+	}
 	if (r) {
 		sv_warn("restored: %s: %s", step, strerror(-r));
 		agent_conn_send_error(c, stream, -r, "%s: %s", step, strerror(-r));
 		return;
 	}
-	sv_info("restored: new identity applied%s%s", m.hostname ? " for " : "", m.hostname ? m.hostname : "");
+	/* Where a warm start's time goes, for whoever reads the console. */
+	sv_info("restored: new identity applied%s%s in %llu ms (network %llu ms)", m.hostname ? " for " : "",
+		m.hostname ? m.hostname : "", (unsigned long long)(agent_now_ms() - t0), (unsigned long long)t_net);
 	agent_conn_send_empty(c, AGENT_PROTO_OK, stream);
 }
