@@ -98,8 +98,6 @@ void agent_defer_free(struct agent *a, void *p);
 uint64_t agent_now_ms(void);
 
 /* ---- system duties of PID 1 (system.c) ---- */
-/* The value of KEY=VALUE as a whole word of the kernel command line, and its length; NULL if absent. */
-const char *agent_cmdline_param(const char *cmdline, const char *key, size_t *len);
 /* Replaces path with data through a temporary file and a rename: readers see the old or the new. */
 int agent_write_file_atomic(const char *path, const void *data, size_t len, unsigned mode);
 

@@ -365,7 +365,7 @@ void agent_net_setup(const char *cmdline)
 
 	for (size_t i = 0; i < sizeof(params) / sizeof(params[0]); i++) {
 		size_t len;
-		const char *v = agent_cmdline_param(cmdline, params[i].key, &len);
+		const char *v = agent_proto_cmdline_word(cmdline, params[i].key, &len);
 
 		if (v && agent_net_parse(&cfg, params[i].field, v, len))
 			sv_warn("network: %s=%.*s is malformed", params[i].key, (int)len, v);

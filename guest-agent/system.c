@@ -86,20 +86,6 @@ static size_t read_text(const char *path, char *buf, size_t cap)
 	return n > 0 ? (size_t)n : 0;
 }
 
-/* The value of KEY=VALUE as a whole word of the command line, with its length; NULL if absent. */
-const char *agent_cmdline_param(const char *cmdline, const char *key, size_t *len)
-{
-	size_t klen = strlen(key);
-
-	for (const char *p = cmdline; (p = strstr(p, key)); p++) {
-		if ((p == cmdline || p[-1] == ' ') && p[klen] == '=') {
-			*len = strcspn(p + klen + 1, " \n");
-			return p + klen + 1;
-		}
-	}
-	return NULL;
-}
-
 /* sandvm.hostname= on the kernel command line, else /etc/hostname, else "sandbox". */
 static void set_hostname(const char *cmdline)
 {
@@ -107,7 +93,7 @@ static void set_hostname(const char *cmdline)
 	const char *v;
 	size_t len;
 
-	if ((v = agent_cmdline_param(cmdline, "sandvm.hostname", &len))) {
+	if ((v = agent_proto_cmdline_word(cmdline, "sandvm.hostname", &len))) {
 		snprintf(name, sizeof(name), "%.*s", (int)len, v);
 	} else if (read_text("/etc/hostname", buf, sizeof(buf))) {
 		buf[strcspn(buf, " \n")] = '\0';
@@ -185,7 +171,7 @@ void agent_system_setup(void)
 	/* /proc first: it is where the command line is read from. */
 	mount_one("proc", "/proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
 	read_text("/proc/cmdline", cmdline, sizeof(cmdline));
-	v = agent_cmdline_param(cmdline, "sandvm.overlay", &len);
+	v = agent_proto_cmdline_word(cmdline, "sandvm.overlay", &len);
 	overlay = v && len == 1 && v[0] == '1' && overlay_root();
 	mount_all(!overlay);
 	open_console();

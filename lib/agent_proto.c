@@ -801,6 +801,19 @@ static bool pton(int af, const char *s, size_t len, uint8_t *out)
 	return inet_pton(af, buf, out) == 1;
 }
 
+const char *agent_proto_cmdline_word(const char *cmdline, const char *key, size_t *len)
+{
+	size_t klen = strlen(key);
+
+	for (const char *p = cmdline; (p = strstr(p, key)); p++) {
+		if ((p == cmdline || p[-1] == ' ') && p[klen] == '=') {
+			*len = strcspn(p + klen + 1, " \n");
+			return p + klen + 1;
+		}
+	}
+	return NULL;
+}
+
 int agent_proto_parse_addr(const char *s, size_t len, int *af, uint8_t addr[16])
 {
 	uint8_t a[16] = { 0 };

@@ -370,6 +370,13 @@ int agent_proto_parse_mac(const char *s, size_t len, uint8_t mac[6]);
 int agent_proto_parse_net(const char *s, size_t len, int af, struct agent_proto_net *out);
 int agent_proto_parse_addr(const char *s, size_t len, int *af, uint8_t addr[16]);
 
+/*
+ * The value of KEY=VALUE standing as a whole word of a kernel command line
+ * (the host writes sandvm.* words, the agent reads them), with its length up
+ * to the next space or newline; NULL when absent.
+ */
+const char *agent_proto_cmdline_word(const char *cmdline, const char *key, size_t *len);
+
 int agent_proto_encode_exec_start(void *buf, size_t cap, uint32_t stream,
 				  const struct agent_proto_exec_start *m, size_t *len);
 /*

@@ -29,23 +29,15 @@ int restored_identity_init(struct restored_identity *id)
 	return 0;
 }
 
-/* The value of " KEY=" in cmdline into out (empty when absent or too long to be valid). */
+/* KEY's value in cmdline into out; empty when absent or too long to be valid. */
 static void word(const char *cmdline, const char *key, char *out, size_t cap)
 {
-	size_t klen = strlen(key);
-	const char *p = cmdline;
+	size_t n;
+	const char *v = agent_proto_cmdline_word(cmdline, key, &n);
 
 	out[0] = '\0';
-	while (p && (p = strstr(p, key))) {
-		if ((p == cmdline || p[-1] == ' ') && p[klen] == '=') {
-			size_t n = strcspn(p + klen + 1, " ");
-
-			if (n < cap)
-				snprintf(out, cap, "%.*s", (int)n, p + klen + 1);
-			return;
-		}
-		p += klen;
-	}
+	if (v && n < cap)
+		snprintf(out, cap, "%.*s", (int)n, v);
 }
 
 void restored_identity_from_cmdline(struct restored_identity *id, const char *cmdline)

@@ -1301,6 +1301,28 @@ static void restored_mutations(void **state)
 	}
 }
 
+/* A command line's sandvm.* words: whole words only, a longer key never matches a shorter one. */
+static void cmdline_words(void **state)
+{
+	const char *line = "quiet xsandvm.net=9 sandvm.net6=fd00::2/64,fd00::1 sandvm.net=10.0.0.2/30,10.0.0.1\n";
+	const char *v;
+	size_t len;
+
+	(void)state;
+	v = agent_proto_cmdline_word(line, "sandvm.net", &len);
+	assert_non_null(v);
+	assert_int_equal(len, strlen("10.0.0.2/30,10.0.0.1"));
+	assert_memory_equal(v, "10.0.0.2/30,10.0.0.1", len);
+	v = agent_proto_cmdline_word(line, "sandvm.net6", &len);
+	assert_non_null(v);
+	assert_memory_equal(v, "fd00::2/64,fd00::1", len);
+	assert_null(agent_proto_cmdline_word(line, "sandvm.dns", &len));
+	assert_null(agent_proto_cmdline_word("sandvm.hostname", "sandvm.hostname", &len));
+	v = agent_proto_cmdline_word("sandvm.hostname= quiet", "sandvm.hostname", &len);
+	assert_non_null(v);
+	assert_int_equal(len, 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1332,6 +1354,7 @@ int main(void)
 		cmocka_unit_test(restored_value_parsers),
 		cmocka_unit_test(hello_features),
 		cmocka_unit_test(restored_mutations),
+		cmocka_unit_test(cmdline_words),
 	};
 
 	return cmocka_run_group_tests_name("agent_proto", tests, NULL, NULL);
