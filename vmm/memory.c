@@ -78,49 +78,39 @@ int guest_mem_init_file(struct guest_mem *mem, const struct guest_mem_region *la
 {
 	uint64_t off = 0;
 	struct stat st;
-	int err;
+	int r;
 
-	memset(mem, 0, sizeof(*mem));
-	err = check_layout(layout, nregions);
-	if (err < 0)
-		return err;
-	if (fstat(fd, &st) < 0)
+	if (fstat(fd, &st) < 0) {
+		memset(mem, 0, sizeof(*mem));
 		return -errno;
-	for (unsigned i = 0; i < nregions; i++)
-		off += layout[i].size;
-	if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size < off)
+	}
+	/*
+	 * Anonymous RAM first: zero pages (holes in the file) stay anonymous, so
+	 * a guest writing one costs one page, not a page-cache page and its
+	 * private copy. The file's data is mapped over it, shared with every
+	 * other VM restored from the file until written.
+	 */
+	r = guest_mem_init(mem, layout, nregions, false);
+	if (r < 0)
+		return r;
+	if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size < mem->total) {
+		guest_mem_destroy(mem);
 		return -EINVAL;
-	off = 0;
-	for (unsigned i = 0; i < nregions; i++) {
-		/*
-		 * Zero pages (holes in the file) stay anonymous: a guest writing one
-		 * costs one page, not a page-cache page and its private copy. The
-		 * data is mapped from the file, shared with every other VM restored
-		 * from it until written.
-		 */
-		void *p = mmap(NULL, layout[i].size, PROT_READ | PROT_WRITE,
-			       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-		int r;
+	}
+	for (unsigned i = 0; i < mem->nregions; i++) {
+		struct guest_mem_region *g = &mem->regions[i];
 
-		if (p == MAP_FAILED) {
-			err = -errno;
-			guest_mem_destroy(mem);
-			return err;
-		}
-		mem->regions[i] = layout[i];
-		mem->regions[i].host = p;
-		mem->nregions = i + 1;
-		mem->total += layout[i].size;
-		r = map_extents(p, layout[i].size, fd, off);
-		if (r == 1 && mmap(p, layout[i].size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED | MAP_NORESERVE, fd,
+		r = map_extents(g->host, g->size, fd, off);
+		if (r == 1 && mmap(g->host, g->size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED | MAP_NORESERVE, fd,
 				   (off_t)off) == MAP_FAILED)
 			r = -errno;
 		if (r < 0) {
 			guest_mem_destroy(mem);
 			return r;
 		}
-		madvise(p, layout[i].size, MADV_DONTDUMP);
-		off += layout[i].size;
+		/* The file's mappings are new ones: they are kept out of core dumps too. */
+		madvise(g->host, g->size, MADV_DONTDUMP);
+		off += g->size;
 	}
 	return 0;
 }
@@ -131,17 +121,13 @@ int guest_mem_init(struct guest_mem *mem, const struct guest_mem_region *layout,
 	int err;
 
 	memset(mem, 0, sizeof(*mem));
-	if (nregions == 0 || nregions > GUEST_MEM_MAX_REGIONS)
-		return -EINVAL;
+	err = check_layout(layout, nregions);
+	if (err < 0)
+		return err;
 	for (unsigned i = 0; i < nregions; i++) {
 		const struct guest_mem_region *r = &layout[i];
 		void *p;
 
-		if (r->size == 0 || r->gpa + r->size < r->gpa ||
-		    (i > 0 && r->gpa < layout[i - 1].gpa + layout[i - 1].size)) {
-			err = -EINVAL;
-			goto undo;
-		}
 		/* NORESERVE: a 4 GiB guest that touches 100 MiB costs 100 MiB. */
 		p = mmap(NULL, r->size, PROT_READ | PROT_WRITE,
 			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
