@@ -387,6 +387,31 @@ static int net_part_setup(struct sandbox *sb, struct sandbox_launch *l, char *er
 	return r;
 }
 
+/*
+ * The launch's network from what the sandbox holds (its tap and index): the
+ * policy file in the run directory and the VMM's --net, --net-policy and
+ * kernel words.
+ */
+static int net_launch(struct sandbox *sb, struct sandbox_launch *l, char *err, size_t errlen)
+{
+	/*
+	 * The VMM loads this file before the guest runs and refuses to start
+	 * without it, so a running sandbox's mode is this one, confirmed.
+	 */
+	int r = write_policy(sb, sb->net.mode, sb->net.allow, "policy.json", err, errlen);
+
+	if (r < 0)
+		return r;
+	snprintf(l->net_policy, sizeof(l->net_policy), "%s/policy.json", l->run_dir);
+	/* sandbox_vm_prepare attaches the tap and gives the VMM tapfd=N (and the policy as fd:N). */
+	l->cfg->net_tap = sb->net.tap;
+	l->cfg->net_mac = l->net;
+	l->cfg->net_policy = l->net_policy;
+	l->cfg->cmdline = l->cmdline;
+	net_launch_words(sb, l);
+	return 0;
+}
+
 static int net_make(struct sandbox *sb, struct sandbox_launch *l, char *err, size_t errlen)
 {
 	int r;
@@ -414,23 +439,10 @@ static int net_make(struct sandbox *sb, struct sandbox_launch *l, char *err, siz
 		net_part_teardown(sb);
 		return r;
 	}
-	/*
-	 * The VMM loads this file before the guest runs and refuses to start
-	 * without it, so a running sandbox's mode is this one, confirmed.
-	 */
-	r = write_policy(sb, sb->net.mode, sb->net.allow, "policy.json", err, errlen);
-	if (r < 0) {
+	r = net_launch(sb, l, err, errlen);
+	if (r < 0)
 		net_part_teardown(sb);
-		return r;
-	}
-	snprintf(l->net_policy, sizeof(l->net_policy), "%s/policy.json", l->run_dir);
-	/* sandbox_vm_prepare attaches the tap and gives the VMM tapfd=N (and the policy as fd:N). */
-	l->cfg->net_tap = sb->net.tap;
-	l->cfg->net_mac = l->net;
-	l->cfg->net_policy = l->net_policy;
-	l->cfg->cmdline = l->cmdline;
-	net_launch_words(sb, l);
-	return 0;
+	return r;
 }
 
 /*
@@ -440,21 +452,8 @@ static int net_make(struct sandbox *sb, struct sandbox_launch *l, char *err, siz
  */
 static int net_part_relaunch(struct sandbox *sb, struct sandbox_launch *l, char *err, size_t errlen)
 {
-	int r;
-
 	l->net[0] = l->cmdline[0] = '\0';
-	if (!sb->net.index)
-		return 0;
-	r = write_policy(sb, sb->net.mode, sb->net.allow, "policy.json", err, errlen);
-	if (r < 0)
-		return r;
-	snprintf(l->net_policy, sizeof(l->net_policy), "%s/policy.json", l->run_dir);
-	l->cfg->net_tap = sb->net.tap;
-	l->cfg->net_mac = l->net;
-	l->cfg->net_policy = l->net_policy;
-	l->cfg->cmdline = l->cmdline;
-	net_launch_words(sb, l);
-	return 0;
+	return sb->net.index ? net_launch(sb, l, err, errlen) : 0;
 }
 
 static void net_part_teardown(struct sandbox *sb)
