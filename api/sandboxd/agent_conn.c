@@ -870,6 +870,24 @@ static void on_deadline(uv_timer_t *t)
 
 static int conn_start(struct agent_conn *ac, uv_loop_t *loop, const struct agent_conn_config *cfg, void *ctx);
 
+/* A call of this kind with its reader's buffer and, frame_cap > 0, room for its first frame; NULL: no memory. */
+static struct agent_conn *conn_new(enum ac_kind kind, const struct agent_conn_ops *ops, size_t frame_cap)
+{
+	struct agent_conn *ac = calloc(1, sizeof(*ac));
+
+	if (!ac)
+		return NULL;
+	ac->kind = kind;
+	ac->ops = ops;
+	ac->payload = malloc(AGENT_CONN_MAX_PAYLOAD);
+	ac->start_frame = frame_cap ? malloc(frame_cap) : NULL;
+	if (!ac->payload || (frame_cap && !ac->start_frame)) {
+		ac_free(ac);
+		return NULL;
+	}
+	return ac;
+}
+
 int agent_conn_exec(uv_loop_t *loop, const struct agent_conn_config *cfg, const struct agent_exec_request *rq,
 		    const struct agent_conn_ops *ops, void *ctx, struct agent_conn **out)
 {
@@ -895,18 +913,10 @@ int agent_conn_exec(uv_loop_t *loop, const struct agent_conn_config *cfg, const 
 		;
 	for (m.envc = 0; env[m.envc]; m.envc++)
 		;
-	ac = calloc(1, sizeof(*ac));
+	ac = conn_new(K_EXEC, ops, AGENT_PROTO_MAX_FRAME);
 	if (!ac)
 		return -ENOMEM;
-	ac->kind = K_EXEC;
 	ac->stream = EXEC_STREAM;
-	ac->ops = ops;
-	ac->payload = malloc(AGENT_CONN_MAX_PAYLOAD);
-	ac->start_frame = malloc(AGENT_PROTO_MAX_FRAME);
-	if (!ac->payload || !ac->start_frame) {
-		r = -ENOMEM;
-		goto fail;
-	}
 	r = agent_proto_encode_exec_start(ac->start_frame, AGENT_PROTO_MAX_FRAME, EXEC_STREAM, &m, &ac->start_len);
 	if (r < 0) {
 		r = r == -EMSGSIZE ? -E2BIG : r;
@@ -930,13 +940,10 @@ int agent_conn_hello(uv_loop_t *loop, const struct agent_conn_config *cfg, const
 
 	if (!cfg->vsock_path || strlen(cfg->vsock_path) >= sizeof(ac->path) || !ops || !ops->ended)
 		return -EINVAL;
-	ac = calloc(1, sizeof(*ac));
+	ac = conn_new(K_HELLO, ops, 0);
 	if (!ac)
 		return -ENOMEM;
-	ac->kind = K_HELLO;
-	ac->ops = ops;
-	ac->payload = malloc(AGENT_CONN_MAX_PAYLOAD);
-	r = ac->payload ? conn_start(ac, loop, cfg, ctx) : -ENOMEM;
+	r = conn_start(ac, loop, cfg, ctx);
 	if (r < 0) {
 		ac_free(ac);
 		return r;
@@ -954,18 +961,10 @@ int agent_conn_restored(uv_loop_t *loop, const struct agent_conn_config *cfg, co
 
 	if (!cfg->vsock_path || strlen(cfg->vsock_path) >= sizeof(ac->path) || !m || !ops || !ops->ended)
 		return -EINVAL;
-	ac = calloc(1, sizeof(*ac));
+	ac = conn_new(K_RESTORED, ops, RESTORED_FRAME_MAX);
 	if (!ac)
 		return -ENOMEM;
-	ac->kind = K_RESTORED;
 	ac->stream = EXEC_STREAM;
-	ac->ops = ops;
-	ac->payload = malloc(AGENT_CONN_MAX_PAYLOAD);
-	ac->start_frame = malloc(RESTORED_FRAME_MAX);
-	if (!ac->payload || !ac->start_frame) {
-		r = -ENOMEM;
-		goto fail;
-	}
 	r = agent_proto_encode_restored(ac->start_frame, RESTORED_FRAME_MAX, EXEC_STREAM, m, &ac->start_len);
 	if (r < 0)
 		goto fail;
