@@ -99,6 +99,9 @@ static void on_retry(uv_timer_t *t)
 static void ac_free(struct agent_conn *ac)
 {
 	free(ac->payload);
+	/* A first frame may carry what no one should find later: RESTORED's entropy, an exec's environment. */
+	if (ac->start_frame)
+		explicit_bzero(ac->start_frame, ac->start_len);
 	free(ac->start_frame);
 	free(ac->file.path);
 	free(ac->file.chunk);
