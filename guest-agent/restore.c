@@ -128,7 +128,7 @@ void agent_restored(struct agent_conn *c, const struct agent_proto_frame *f)
 	struct agent_proto_restored m;
 	struct agent_net_config net;
 	const char *step = "", *bad = "";
-	uint64_t t0 = agent_now_ms(), t_net = 0; /* monotonic: the clock step below does not move it */
+	uint64_t t0 = agent_now_ms(), t_net = 0, took; /* monotonic: the clock step below does not move it */
 	int r = agent_proto_decode_restored(f, &m);
 
 	if (r) {
@@ -168,8 +168,13 @@ void agent_restored(struct agent_conn *c, const struct agent_proto_frame *f)
 		agent_conn_send_error(c, stream, -r, "%s: %s", step, strerror(-r));
 		return;
 	}
-	/* Where a warm start's time goes, for whoever reads the console. */
-	sv_info("restored: new identity applied%s%s in %llu ms (network %llu ms)", m.hostname ? " for " : "",
-		m.hostname ? m.hostname : "", (unsigned long long)(agent_now_ms() - t0), (unsigned long long)t_net);
+	took = agent_now_ms() - t0;
 	agent_conn_send_empty(c, AGENT_PROTO_OK, stream);
+	/*
+	 * Where a warm start's time goes, for whoever reads the console; after
+	 * the answer, since a console write is a trap per byte and the host
+	 * waits for nothing it says.
+	 */
+	sv_info("restored: new identity applied%s%s in %llu ms (network %llu ms)", m.hostname ? " for " : "",
+		m.hostname ? m.hostname : "", (unsigned long long)took, (unsigned long long)t_net);
 }

@@ -9,9 +9,13 @@
 #include <unistd.h>
 
 #include "agent_proto.h"
+#include "log.h"
 
 #define EXEC_STREAM 1u
-#define RETRY_MS 100
+/* Connection attempts while the guest starts: quick at first (a restored guest answers within
+ * milliseconds), then no more often than every RETRY_MAX_MS (a cold boot takes seconds). */
+#define RETRY_MIN_MS 4
+#define RETRY_MAX_MS 100
 /* An answer to CONNECT that does not come this soon is asked for again (the request may be lost while the guest boots). */
 #define ATTEMPT_MS 1000
 #define READ_CHUNK (64 * 1024)
@@ -56,6 +60,7 @@ struct agent_conn {
 	enum ac_state state;
 	char path[108];
 	uint32_t port, connect_ms, deadline_ms, idle_ms;
+	uint32_t retry_ms; /* the wait before the next connection attempt */
 	uint64_t connect_deadline; /* loop time */
 	uint64_t call_end;         /* loop time: deadline_ms after HELLO, 0: none */
 	uint32_t stream;           /* of the request under way */
@@ -116,7 +121,8 @@ static void on_handle_closed(uv_handle_t *h)
 		/* Nothing listened yet: try again shortly, while the connect time lasts. */
 		ac->retrying = false;
 		ac->open_handles--;
-		uv_timer_start(&ac->retry, on_retry, RETRY_MS, 0);
+		uv_timer_start(&ac->retry, on_retry, ac->retry_ms, 0);
+		ac->retry_ms = ac->retry_ms * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : ac->retry_ms * 2;
 		return;
 	}
 	if (--ac->open_handles == 0 && ac->done)
@@ -730,10 +736,11 @@ static void feed(struct agent_conn *ac, const uint8_t *data, size_t len)
 
 static void retry_later(struct agent_conn *ac, const char *why)
 {
-	if (uv_now(ac->loop) + RETRY_MS >= ac->connect_deadline) {
+	if (uv_now(ac->loop) + ac->retry_ms >= ac->connect_deadline) {
 		finish(ac, -ETIMEDOUT, "the guest agent did not answer within %u ms (%s)", ac->connect_ms, why);
 		return;
 	}
+	sv_debug("agent connection %s: %s; next attempt in %u ms", ac->path, why, ac->retry_ms);
 	uv_timer_stop(&ac->retry);
 	ac->pipe_open = false;
 	ac->retrying = true;
@@ -766,6 +773,7 @@ static void connect_reply(struct agent_conn *ac, const uint8_t *data, size_t len
 			finish(ac, -ECONNREFUSED, "the VMM refused the connection: %.60s", ac->line);
 			return;
 		}
+		sv_debug("agent connection %s: connected to port %u", ac->path, ac->port);
 		{
 			struct agent_proto_hello mine = {
 				.min_version = AGENT_PROTO_VERSION_MIN,
@@ -1036,6 +1044,7 @@ static int conn_start(struct agent_conn *ac, uv_loop_t *loop, const struct agent
 	ac->deadline.data = ac->retry.data = ac;
 	ac->open_handles = 2;
 	ac->connect_deadline = uv_now(loop) + ac->connect_ms;
+	ac->retry_ms = RETRY_MIN_MS;
 	uv_timer_start(&ac->deadline, on_deadline, ac->connect_ms, 0);
 	start_connect(ac);
 	return 0;

@@ -2,9 +2,11 @@
  * The VMM launcher (api/sandboxd/vmm_launcher.c) with ordinary processes in
  * place of a VMM: a spawned one's exit status and its clean environment, a
  * stop that has to kill, adoption by pid and start time (a reused pid is
- * refused), and a released process that reports nothing.
+ * refused), a released process that reports nothing, and what the child
+ * starts with (its descriptors, its own session, default signals).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -191,6 +193,106 @@ static void released_process_runs_on_silently(void **state)
 	assert_int_equal(o.calls, 0);
 }
 
+static char *read_text(const char *path, char *buf, size_t cap)
+{
+	FILE *f = fopen(path, "r");
+
+	assert_non_null(f);
+	buf[fread(buf, 1, cap - 1, f)] = '\0';
+	fclose(f);
+	return buf;
+}
+
+/* The daemon's descriptors go in as 3, 4 in the order given (here the reverse of their numbers); SIGUSR1 ignored and SIGUSR2 blocked here are not there. */
+static void child_starts_clean(void **state)
+{
+	const struct vmm_launcher_ops *l = &vmm_launcher_process;
+	char log[] = "/tmp/sandvm-launcher-XXXXXX", a[] = "/tmp/sandvm-launcher-a-XXXXXX";
+	char b[] = "/tmp/sandvm-launcher-b-XXXXXX", text[4096], want[128];
+	struct sandbox_vm_cmd cmd;
+	struct outcome o = {0};
+	struct vmm_process *p = NULL;
+	sigset_t block, old;
+	uv_loop_t loop;
+	int fd = mkstemp(log), fa = mkstemp(a), fb = mkstemp(b);
+
+	(void)state;
+	assert_true(fd >= 0 && fa >= 0 && fb >= 0);
+	close(fd);
+	assert_int_equal(fcntl(fa, F_SETFD, FD_CLOEXEC), 0);
+	assert_int_equal(fcntl(fb, F_SETFD, FD_CLOEXEC), 0);
+	uv_loop_init(&loop);
+	signal(SIGUSR1, SIG_IGN);
+	sigemptyset(&block);
+	sigaddset(&block, SIGUSR2);
+	sigprocmask(SIG_BLOCK, &block, &old);
+	sh_cmd(&cmd, "echo in=$(readlink /proc/$$/fd/0); echo three=$(readlink /proc/$$/fd/3); "
+		     "echo four=$(readlink /proc/$$/fd/4); echo five=$(readlink /proc/$$/fd/5); "
+		     "echo session=$(cut -d' ' -f6 /proc/$$/stat) pid=$$; grep -E '^Sig(Blk|Ign)' /proc/$$/status");
+	cmd.fds[0] = fb;
+	cmd.fds[1] = fa;
+	cmd.nfds = 2;
+	assert_int_equal(l->spawn(&loop, &cmd, log, exited, &o, &p), 0);
+	sigprocmask(SIG_SETMASK, &old, NULL);
+	signal(SIGUSR1, SIG_DFL);
+	run_until(&loop, &o, 5000);
+	assert_string_equal(o.how, "exit status 0");
+	read_text(log, text, sizeof(text));
+	assert_non_null(strstr(text, "in=/dev/null\n"));
+	snprintf(want, sizeof(want), "three=%s\nfour=%s\n", b, a);
+	assert_non_null(strstr(text, want));
+	{
+		const char *s = strstr(text, "session=");
+		int sid = 0, pid = -1;
+
+		assert_non_null(s);
+		assert_int_equal(sscanf(s, "session=%d pid=%d", &sid, &pid), 2);
+		assert_int_equal(sid, pid);
+	}
+	assert_non_null(strstr(text, "SigBlk:\t0000000000000000\n"));
+	{
+		const char *s = strstr(text, "SigIgn:\t");
+		unsigned long long ign;
+
+		assert_non_null(s);
+		ign = strtoull(s + 8, NULL, 16);
+		assert_int_equal(ign & (1ull << (SIGUSR1 - 1)), 0);
+	}
+	/* The daemon's own descriptors stay as they were. */
+	assert_true(fcntl(fa, F_GETFD) & FD_CLOEXEC);
+	close(fa);
+	close(fb);
+	unlink(a);
+	unlink(b);
+	unlink(log);
+	drain(&loop);
+	assert_int_equal(o.calls, 1);
+}
+
+/* Released, it ends unwatched by anyone but the loop, which still reaps it: no zombie stays. */
+static void released_process_is_reaped(void **state)
+{
+	const struct vmm_launcher_ops *l = &vmm_launcher_process;
+	struct sandbox_vm_cmd cmd;
+	struct outcome o = {0};
+	struct vmm_process *p;
+	unsigned long long start;
+	uv_loop_t loop;
+	int pid;
+
+	(void)state;
+	uv_loop_init(&loop);
+	sh_cmd(&cmd, "exec sleep 30");
+	assert_int_equal(l->spawn(&loop, &cmd, "/dev/null", exited, &o, &p), 0);
+	pid = l->pid(p, &start);
+	l->release(p);
+	kill(pid, SIGKILL);
+	drain(&loop);
+	assert_int_equal(o.calls, 0);
+	assert_int_equal(waitpid(pid, NULL, WNOHANG), -1);
+	assert_int_equal(errno, ECHILD);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -199,6 +301,8 @@ int main(void)
 		cmocka_unit_test(stop_terminates_then_kills),
 		cmocka_unit_test(adopt_checks_start_time),
 		cmocka_unit_test(released_process_runs_on_silently),
+		cmocka_unit_test(child_starts_clean),
+		cmocka_unit_test(released_process_is_reaped),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,11 +1,18 @@
 /* The snapshot state file: writer and parser (format.h, docs/vmm.md "Snapshot file format"). */
+/*
+ * SHA-256 through the low-level calls, which OpenSSL 3 still has under the
+ * 1.1.1 API level: EVP's first digest in a process loads and indexes the
+ * default provider, 0.5 ms on a real CPU and 25 ms in the nested runner, on
+ * every restore's path; SHA256_Init..Final is 0.06 ms there, same bytes.
+ */
+#define OPENSSL_API_COMPAT 10101
 #include "snapshot/format.h"
 
 #include <endian.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <linux/kvm.h>
-#include <openssl/evp.h>
+#include <openssl/sha.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -102,9 +109,9 @@ static void snap_set64(uint8_t *p, uint64_t v)
 
 static int snap_sha256(const uint8_t *data, size_t len, uint8_t out[SNAP_HASH_SIZE])
 {
-	unsigned int n = 0;
+	SHA256_CTX c;
 
-	if (EVP_Digest(data, len, out, &n, EVP_sha256(), NULL) != 1 || n != SNAP_HASH_SIZE)
+	if (SHA256_Init(&c) != 1 || SHA256_Update(&c, data, len) != 1 || SHA256_Final(out, &c) != 1)
 		return -EIO;
 	return 0;
 }
