@@ -310,7 +310,7 @@ def _():
     assert d('sandvm_exec_output_bytes_total{stream="stderr"}') >= 5
     assert m1['sandvm_connections_open{listener="unix"}'] >= 1
     assert d('sandvm_api_requests_total{code="2xx"}') >= 4
-    assert d('sandvm_api_requests_total{code="4xx"}') >= 2
+    assert d('sandvm_api_requests_total{code="4xx"}') >= 1  # the 429
     assert m1["process_resident_memory_bytes"] > 1 << 20 and m1["process_open_fds"] > 3
     assert 'sandvm_snapshot_images{key="managed"}' in m1
     assert m1['sandvm_isolation_state{state="unknown"}'] == 1
