@@ -113,6 +113,14 @@ static void health(struct call *c)
 	cJSON_AddNumberToObject(o, "memory_mib", memory);
 	cJSON_AddNumberToObject(o, "max_sandboxes", c->d->max_sandboxes);
 	cJSON_AddNumberToObject(o, "max_memory_mib", c->d->max_memory_mib);
+	/* The isolation monitor's last verdict (docs/security.md): unknown until a run proves otherwise. */
+	cJSON_AddStringToObject(o, "isolation", c->d->metrics.isolation == METRICS_ISOLATION_OK ? "ok"
+						: c->d->metrics.isolation == METRICS_ISOLATION_BREACHED ? "breached"
+													 : "unknown");
+	if (c->d->metrics.isolation_last_run > 0)
+		cJSON_AddNumberToObject(o, "isolation_last_run", c->d->metrics.isolation_last_run);
+	else
+		cJSON_AddNullToObject(o, "isolation_last_run");
 	api_call_ok(c->api, o);
 }
 
