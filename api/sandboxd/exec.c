@@ -226,6 +226,7 @@ static void on_output(void *ctx, bool is_stdout, const uint8_t *data, size_t len
 {
 	struct exec_session *ex = ctx;
 
+	ex->sb->d->metrics.exec_output_bytes[is_stdout ? 0 : 1] += len;
 	if (ex->entrypoint) {
 		log_output(ex, (const char *)data, len);
 		agent_conn_consumed(ex->ac, is_stdout, len);
@@ -287,6 +288,7 @@ static void maybe_end(struct exec_session *ex)
 		http_conn_resume(ex->stdin_req->conn);
 	}
 	sandbox_activity(sb, -1);
+	metrics_exec_end(&sb->d->metrics, ex->reason);
 	sv_info("sandbox=%s exec=%s event=exec_ended reason=%s returncode=%d", sb->id, ex->id, ex->reason,
 		ex->returncode);
 	if (ex->entrypoint) {
@@ -452,6 +454,7 @@ int exec_start(struct sandbox *sb, const struct exec_spec *spec, bool entrypoint
 	ex->next = sb->execs;
 	sb->execs = ex;
 	sb->execs_started++;
+	sb->d->metrics.execs_started++;
 	sandbox_activity(sb, +1);
 	*out = ex;
 	sv_info("sandbox=%s exec=%s event=exec_started", sb->id, ex->id);
@@ -470,6 +473,15 @@ struct exec_session *exec_find(struct sandbox *sb, const char *id)
 		if (!strcmp(ex->id, id) && !ex->entrypoint)
 			return ex;
 	return NULL;
+}
+
+unsigned exec_running(const struct sandbox *sb)
+{
+	unsigned n = 0;
+
+	for (const struct exec_session *ex = sb->execs; ex; ex = ex->next)
+		n += !ex->ended;
+	return n;
 }
 
 void *exec_to_json(const struct exec_session *ex)

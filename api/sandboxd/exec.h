@@ -19,6 +19,8 @@ struct http_request;
 int exec_start(struct sandbox *sb, const struct exec_spec *spec, bool entrypoint, struct exec_session **out,
 	       char *err, size_t errlen);
 struct exec_session *exec_find(struct sandbox *sb, const char *id);
+/* Its execs (entrypoint included) whose process has not ended. */
+unsigned exec_running(const struct sandbox *sb);
 const char *exec_id(const struct exec_session *ex);
 void *exec_to_json(const struct exec_session *ex);
 /* GET .../output: streams the output to req; -EBUSY when another reader has it. */

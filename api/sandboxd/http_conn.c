@@ -818,6 +818,7 @@ static void request_done(struct http_conn *c)
 		h->aborted(&c->req);
 	}
 	log_request(c);
+	c->srv->replies[c->req.status_code >= 100 && c->req.status_code < 600 ? c->req.status_code / 100 : 0]++;
 	if (!c->req.complete) {
 		/* Replied before the body was in (an early error): the connection ends there. */
 		c->req.body_mode = HTTP_BODY_DISCARD;
@@ -1660,6 +1661,7 @@ static struct http_conn *conn_new(struct http_server *srv, bool is_pipe, int *er
 	}
 	c->h.handle.data = c;
 	srv->connections++;
+	srv->accepted++;
 	c->next = srv->conns;
 	if (srv->conns)
 		srv->conns->prev = c;

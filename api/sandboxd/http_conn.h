@@ -118,6 +118,8 @@ struct http_server {
 	unsigned input_buffers; /* connections holding an input buffer */
 	unsigned tls_buffers;   /* TLS connections that may hold record buffers (used since the last release) */
 	unsigned long long evicted, timed_out, refused, tls_failed;
+	unsigned long long accepted;   /* connections taken, all told */
+	unsigned long long replies[6]; /* requests answered, by status class: [2] 2xx ... [0] anything else */
 	struct http_conn *conns; /* every open connection, newest first */
 	char *tls_raw;           /* ciphertext read or flushed just now (one piece at a time on the loop) */
 	char *cork;              /* the corked connection's gathered plaintext (http_conn_cork) */

@@ -27,8 +27,9 @@
 
 /* Long options without a short letter. */
 enum { OPT_TUNNEL_MAX_CONNECTIONS = 0x100, OPT_TUNNEL_IDLE_TIMEOUT, OPT_NO_JAIL, OPT_JAIL_IDS, OPT_CGROUP_ROOT,
-       OPT_COLD_BOOT };
+       OPT_COLD_BOOT, OPT_METRICS_LISTEN, OPT_METRICS_AUTH };
 #include "log.h"
+#include "metrics_scrape.h"
 #include "net.h"
 #include "routes.h"
 #include "sandbox.h"
@@ -50,6 +51,7 @@ static const char usage[] =
 	"                [--ingress HOST:PORT --ingress-domain DOMAIN [--ingress-tls-cert F --ingress-tls-key F]]\n"
 	"                [--tunnel-ports LO-HI] [--tunnel-host HOST] [--tunnel-max-connections N]\n"
 	"                [--tunnel-idle-timeout S] [--no-jail] [--jail-ids FIRST:COUNT] [--cgroup-root DIR]\n"
+	"                [--metrics-listen HOST:PORT [--metrics-auth key|none]]\n"
 	"       sandboxd [--state-dir DIR] --new-key NAME\n"
 	"       sandboxd [--state-dir DIR] --rotate-managed-key\n"
 	"\n"
@@ -110,6 +112,13 @@ static const char usage[] =
 	"  --cgroup-root DIR    the cgroup v2 directory under which each VMM gets a leaf sandvm/ID\n"
 	"                       with its memory, pids and cpu limits (default: the cgroup2 mount;\n"
 	"                       without one, VMMs are jailed without a cgroup, with a warning)\n"
+	"  --metrics-listen HOST:PORT\n"
+	"                       serve GET /metrics (Prometheus text) alone here, HTTPS with TLS 1.3\n"
+	"                       only, with the --listen certificate or one made in STATE_DIR/tls\n"
+	"                       (GET /metrics on the API listeners asks for an API key as always)\n"
+	"  --metrics-auth key|none\n"
+	"                       whether --metrics-listen asks for an API key (default: none on a\n"
+	"                       loopback address, key on any other)\n"
 	"  --new-key NAME       make an API key, store its hash, print the key, exit\n"
 	"  --rotate-managed-key replace the managed key of snapshot images, re-wrapping each\n"
 	"                       image's key with the new one (run while sandboxd is stopped)\n";
@@ -118,9 +127,10 @@ static const char usage[] =
 struct daemon {
 	struct sandboxd d;
 	struct http_server unix_server, tcp_server; /* no TLS; TLS (or --listen-insecure) */
+	struct http_server metrics_server;          /* --metrics-listen: GET /metrics only, TLS */
 	uv_pipe_t unix_listener;
-	uv_tcp_t tcp_listener, ingress_listener;
-	bool tcp_on, ingress_on;
+	uv_tcp_t tcp_listener, ingress_listener, metrics_listener;
+	bool tcp_on, ingress_on, metrics_on;
 	struct ingress_proxy ingress; /* --ingress */
 	struct tunnel_serve tunnels;  /* tunnel connections on --ingress and the plain host ports */
 	uv_signal_t sig_term, sig_int;
@@ -208,8 +218,9 @@ static bool is_loopback(const struct sockaddr_storage *a)
 	return IN6_IS_ADDR_LOOPBACK(&((const struct sockaddr_in6 *)a)->sin6_addr);
 }
 
-/* The TCP server's TLS context: the operator's certificate, or the one made in STATE_DIR/tls. */
-static int setup_tls(struct daemon *dm, const char *host, const struct tls_options *tls)
+/* A TCP listener's TLS context: the operator's certificate, or the one made in STATE_DIR/tls for host. */
+static int setup_tls(struct daemon *dm, const char *opt, const char *host, const struct tls_options *tls,
+		     struct ssl_ctx_st **out)
 {
 	char dir[sizeof(dm->d.state_dir) + 8], cert[sizeof(dir) + 16], key[sizeof(dir) + 16], err[512];
 	bool made = false;
@@ -224,7 +235,7 @@ static int setup_tls(struct daemon *dm, const char *host, const struct tls_optio
 	} else {
 		snprintf(dir, sizeof(dir), "%s/tls", dm->d.state_dir);
 		if (tls_ensure_certificates(dir, host, &made, err, sizeof(err)) < 0) {
-			sv_err("making a certificate for --listen: %s", err);
+			sv_err("making a certificate for %s: %s", opt, err);
 			return -EIO;
 		}
 		snprintf(cert, sizeof(cert), "%s/cert.pem", dir);
@@ -234,11 +245,14 @@ static int setup_tls(struct daemon *dm, const char *host, const struct tls_optio
 		sv_info("TLS: clients verify this server with the CA %s/ca.pem (vmctl --cacert, $SANDVM_CACERT)",
 			dir);
 	}
-	dm->tcp_server.tls = tls_server_ctx_new(cert, key, err, sizeof(err));
-	if (!dm->tcp_server.tls) {
-		sv_err("TLS for --listen: %s", err);
+	*out = tls_server_ctx_new(cert, key, err, sizeof(err));
+	if (!*out) {
+		sv_err("TLS for %s: %s", opt, err);
 		return -EINVAL;
 	}
+	if (tls->cert && strcmp(host, "0.0.0.0") && strcmp(host, "::") && !tls_cert_covers(cert, host))
+		sv_warn("%s: the certificate %s does not name %s; scrapers and clients must expect the name it has",
+			opt, cert, host);
 	return 0;
 }
 
@@ -288,7 +302,7 @@ static int listen_tcp(struct daemon *dm, const char *spec, const struct tls_opti
 		       host);
 		return -EINVAL;
 	}
-	if (!tls->insecure && (r = setup_tls(dm, host, tls)) < 0)
+	if (!tls->insecure && (r = setup_tls(dm, "--listen", host, tls, &dm->tcp_server.tls)) < 0)
 		return r;
 	uv_tcp_init(dm->d.loop, &dm->tcp_listener);
 	dm->tcp_listener.data = &dm->tcp_server;
@@ -299,6 +313,50 @@ static int listen_tcp(struct daemon *dm, const char *spec, const struct tls_opti
 		sv_err("cannot listen on %s: %s", spec, uv_strerror(r));
 	dm->tcp_on = r == 0;
 	return r;
+}
+
+/*
+ * --metrics-listen: GET /metrics alone, HTTPS with TLS 1.3 like every TCP
+ * listener (the --listen certificate, or STATE_DIR/tls's for its host). An
+ * API key is asked for under --metrics-auth key, and by default off
+ * loopback: a scraper on the worker itself needs none.
+ */
+static int listen_metrics(struct daemon *dm, const char *spec, const struct tls_options *tls, const char *auth)
+{
+	char host[256];
+	struct sockaddr_storage addr;
+	int r;
+
+	if (parse_listen_address("--metrics-listen", spec, host, sizeof(host), &addr) < 0)
+		return -EINVAL;
+	if (auth && strcmp(auth, "key") && strcmp(auth, "none")) {
+		sv_err("--metrics-auth wants key or none, not %s", auth);
+		return -EINVAL;
+	}
+	dm->d.metrics_need_key = auth ? !strcmp(auth, "key") : !is_loopback(&addr);
+	if (tls->insecure) {
+		struct tls_options own = {0};
+
+		r = setup_tls(dm, "--metrics-listen", host, &own, &dm->metrics_server.tls);
+	} else {
+		r = setup_tls(dm, "--metrics-listen", host, tls, &dm->metrics_server.tls);
+	}
+	if (r < 0)
+		return r;
+	uv_tcp_init(dm->d.loop, &dm->metrics_listener);
+	dm->metrics_listener.data = &dm->metrics_server;
+	r = uv_tcp_bind(&dm->metrics_listener, (struct sockaddr *)&addr, 0);
+	if (r == 0)
+		r = uv_listen((uv_stream_t *)&dm->metrics_listener, 128, on_connection);
+	if (r < 0) {
+		sv_err("cannot listen on %s: %s", spec, uv_strerror(r));
+		return r;
+	}
+	dm->metrics_on = true;
+	dm->d.metrics.servers[METRICS_LISTENER_METRICS] = &dm->metrics_server;
+	sv_info("metrics: https://%s/metrics (%s)", spec,
+		dm->d.metrics_need_key ? "an API key is asked for" : "no API key is asked for");
+	return 0;
 }
 
 /* --ingress: the proxy's own listener and certificate (for DOMAIN and *.DOMAIN). */
@@ -478,12 +536,15 @@ int main(int argc, char **argv)
 		{"cold-boot", no_argument, NULL, OPT_COLD_BOOT},
 		{"jail-ids", required_argument, NULL, OPT_JAIL_IDS},
 		{"cgroup-root", required_argument, NULL, OPT_CGROUP_ROOT},
+		{"metrics-listen", required_argument, NULL, OPT_METRICS_LISTEN},
+		{"metrics-auth", required_argument, NULL, OPT_METRICS_AUTH},
 		{NULL, 0, NULL, 0}};
 	struct daemon *dm = calloc(1, sizeof(*dm));
 	struct sandboxd *d = &dm->d;
 	const char *socket_path = DEFAULT_SOCKET, *listen_addr = NULL, *insecure_addr = NULL, *new_key = NULL;
 	struct tls_options tls = {0}, ingress_tls = {0};
 	const char *ingress_addr = NULL, *ingress_domain = NULL, *cgroup_root = NULL;
+	const char *metrics_addr = NULL, *metrics_auth = NULL;
 	unsigned ingress_timeout_s = INGRESS_DEFAULT_RESPONSE_TIMEOUT_MS / 1000;
 	bool builder_given = false, rotate = false;
 	enum sv_log_level level = SV_LOG_INFO;
@@ -565,6 +626,8 @@ int main(int argc, char **argv)
 			}
 			break;
 		case OPT_CGROUP_ROOT: cgroup_root = optarg; break;
+		case OPT_METRICS_LISTEN: metrics_addr = optarg; break;
+		case OPT_METRICS_AUTH: metrics_auth = optarg; break;
 		case 'i': snprintf(d->images_dir, sizeof(d->images_dir), "%s", optarg); break;
 		case 'v': snprintf(d->vmm_path, sizeof(d->vmm_path), "%s", optarg); break;
 		case 'b':
@@ -682,6 +745,9 @@ int main(int argc, char **argv)
 		return 1;
 	http_server_init(&dm->unix_server, d->loop, routes_on_headers, d);
 	http_server_init(&dm->tcp_server, d->loop, routes_on_headers, d);
+	http_server_init(&dm->metrics_server, d->loop, metrics_on_headers, d);
+	metrics_init(&d->metrics, sandboxd_wall_time());
+	d->metrics.servers[METRICS_LISTENER_UNIX] = &dm->unix_server;
 	raise_nofile_limit();
 	net_init(d);
 	r = sandbox_restore_all(d);
@@ -699,9 +765,18 @@ int main(int argc, char **argv)
 		sv_err("--ingress-domain goes with --ingress HOST:PORT");
 		return 2;
 	}
+	if (metrics_auth && !metrics_addr) {
+		sv_err("--metrics-auth goes with --metrics-listen HOST:PORT");
+		return 2;
+	}
 	if (listen_unix(dm, socket_path) < 0 || (listen_addr && listen_tcp(dm, listen_addr, &tls) < 0) ||
-	    (ingress_addr && listen_ingress(dm, ingress_addr, ingress_domain, &ingress_tls, ingress_timeout_s) < 0))
+	    (ingress_addr && listen_ingress(dm, ingress_addr, ingress_domain, &ingress_tls, ingress_timeout_s) < 0) ||
+	    (metrics_addr && listen_metrics(dm, metrics_addr, &tls, metrics_auth) < 0))
 		return 1;
+	if (dm->tcp_on)
+		d->metrics.servers[METRICS_LISTENER_TCP] = &dm->tcp_server;
+	if (dm->ingress_on)
+		d->metrics.servers[METRICS_LISTENER_INGRESS] = &dm->ingress.server;
 	tunnel_sandbox_adopt_all(d);
 	uv_timer_init(d->loop, &d->sweep_timer);
 	d->sweep_timer.data = d;
@@ -722,6 +797,7 @@ int main(int argc, char **argv)
 	templates_shutdown(d);
 	unlink(socket_path);
 	tls_server_ctx_free(dm->tcp_server.tls);
+	tls_server_ctx_free(dm->metrics_server.tls);
 	if (dm->ingress_on) {
 		tls_server_ctx_free(dm->ingress.server.tls);
 		ingress_proxy_destroy(&dm->ingress);
@@ -729,6 +805,7 @@ int main(int argc, char **argv)
 	}
 	http_server_destroy(&dm->unix_server);
 	http_server_destroy(&dm->tcp_server);
+	http_server_destroy(&dm->metrics_server);
 	images_destroy(d);
 	auth_close(d->keys);
 	cJSON_Delete(d->allow_private);

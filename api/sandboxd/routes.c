@@ -23,6 +23,7 @@
 #include "images.h"
 #include "ingress.h"
 #include "log.h"
+#include "metrics_scrape.h"
 #include "net.h"
 #include "sandbox.h"
 #include "sandboxd.h"
@@ -112,7 +113,20 @@ static void health(struct call *c)
 	cJSON_AddNumberToObject(o, "memory_mib", memory);
 	cJSON_AddNumberToObject(o, "max_sandboxes", c->d->max_sandboxes);
 	cJSON_AddNumberToObject(o, "max_memory_mib", c->d->max_memory_mib);
+	/* The isolation monitor's last verdict (docs/security.md): unknown until a run proves otherwise. */
+	cJSON_AddStringToObject(o, "isolation", c->d->metrics.isolation == METRICS_ISOLATION_OK ? "ok"
+						: c->d->metrics.isolation == METRICS_ISOLATION_BREACHED ? "breached"
+													 : "unknown");
+	if (c->d->metrics.isolation_last_run > 0)
+		cJSON_AddNumberToObject(o, "isolation_last_run", c->d->metrics.isolation_last_run);
+	else
+		cJSON_AddNullToObject(o, "isolation_last_run");
 	api_call_ok(c->api, o);
+}
+
+static void metrics_call(struct call *c)
+{
+	metrics_scrape(c->d, c->req);
 }
 
 static void images_get(struct call *c)
@@ -153,8 +167,10 @@ static void sandbox_create_call(struct call *c)
 	size_t len;
 	const char *body = api_call_body(c->api, &len);
 
-	if (spec_parse_sandbox(body, len, &spec, &err) < 0)
+	if (spec_parse_sandbox(body, len, &spec, &err) < 0) {
+		metrics_create(&c->d->metrics, METRICS_CREATE_REJECTED);
 		return reply_spec_error(c, &err);
+	}
 	sandbox_create(c->d, &spec, c->api);
 }
 
@@ -454,6 +470,7 @@ static void files_call(struct call *c)
 
 static const struct route routes[] = {
 	{HTTP_GET, "/v1/health", 200, AFTER_BODY, health},
+	{HTTP_GET, "/metrics", 200, AFTER_BODY, metrics_call},
 	{HTTP_GET, "/v1/images", 200, AFTER_BODY, images_get},
 	{HTTP_GET, "/v1/snapshots", 200, AFTER_BODY, snapshots_list_call},
 	{HTTP_GET, "/v1/snapshots/*", 200, AFTER_BODY, snapshots_get_call},

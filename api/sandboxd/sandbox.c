@@ -376,6 +376,9 @@ static void vmm_exited(void *ctx, const char *how)
 	char detail[400], log[400];
 
 	sb->vmm = NULL;
+	/* A VMM's firewall counters end with it; the next one (a resume, a fallback boot) starts at 0. */
+	metrics_fw_retire(&sb->d->metrics, &sb->fw_seen);
+	sb->vmm_gen++;
 	if (sb->state == SANDBOX_PAUSING || sb->state == SANDBOX_PAUSED) {
 		/* Stopped after its snapshot, as asked (else the snapshot job's end decides), or a cut-short resume's VMM. */
 		sv_info("sandbox=%s event=vmm_exited pid=%d how=\"%s\"", sb->id, sb->pid, how);
@@ -457,6 +460,7 @@ static void finish(struct sandbox *sb, const char *reason, int returncode, const
 
 	if (sandbox_has_ended(sb))
 		return;
+	metrics_end(&sb->d->metrics, reason);
 	set_state(sb, sb->vmm ? SANDBOX_STOPPING : SANDBOX_FINISHED);
 	if (was_paused)
 		parts_teardown(sb); /* what it kept for its resume */
@@ -577,6 +581,7 @@ static void start_entrypoint(struct sandbox *sb)
 static void ready_done(struct sandbox *sb)
 {
 	struct api_call *call = sb->create_call;
+	bool ready = sb->state == SANDBOX_STARTING && sb->ready_result == 0;
 	char console[600];
 
 	start_free(sb);
@@ -587,6 +592,8 @@ static void ready_done(struct sandbox *sb)
 		store_save(sb);
 		arm_timers(sb);
 		sv_info("sandbox=%s event=ready ms=%.0f", sb->id, (sb->started_at - sb->created_at) * 1000);
+		if (call)
+			metrics_ready(&sb->d->metrics, sb->started_at - sb->created_at);
 		if (sb->spec.command)
 			start_entrypoint(sb);
 	} else if (sb->state == SANDBOX_STARTING) {
@@ -596,6 +603,7 @@ static void ready_done(struct sandbox *sb)
 		finish(sb, "failed", RC_FAILED, NULL);
 	}
 	if (call) {
+		metrics_create(&sb->d->metrics, ready ? METRICS_CREATE_READY : METRICS_CREATE_FAILED);
 		if (sandbox_has_ended(sb) && sb->reason && !strcmp(sb->reason, "failed"))
 			api_call_fail(call, -EHOSTDOWN, NULL, "sandbox %s failed to start: %s", sb->id, sb->message);
 		else if (!api_call_gone(call))
@@ -800,6 +808,7 @@ static void launch_failed(struct sandbox *sb, int r)
 	sb->create_call = NULL;
 	snprintf(run_dir, sizeof(run_dir), "%s", sb->start->run_dir);
 	if (call) {
+		metrics_create(&sb->d->metrics, METRICS_CREATE_FAILED);
 		api_call_fail(call, -EIO, NULL, "cannot start the VMM %s: %s", sb->d->vmm_path, strerror(-r));
 		api_call_release(call);
 	}
@@ -992,6 +1001,7 @@ void sandbox_create(struct sandboxd *d, struct sandbox_spec *spec, struct api_ca
 				if ((*part)->teardown)
 					(*part)->teardown(sb);
 			api_call_fail(call, -EAGAIN, NULL, "%s", err);
+			metrics_create(&d->metrics, METRICS_CREATE_REJECTED);
 			remove_run_files(st->run_dir);
 			start_free(sb);
 			discard(sb);
@@ -1000,6 +1010,7 @@ void sandbox_create(struct sandboxd *d, struct sandbox_spec *spec, struct api_ca
 	}
 	if (r < 0) {
 		api_call_fail(call, -EIO, NULL, "cannot make the run directory %s: %s", st->run_dir, strerror(-r));
+		metrics_create(&d->metrics, METRICS_CREATE_REJECTED);
 		start_free(sb);
 		discard(sb);
 		return;
@@ -1021,6 +1032,7 @@ void sandbox_create(struct sandboxd *d, struct sandbox_spec *spec, struct api_ca
 	start_choose(sb);
 	return;
 out_spec:
+	metrics_create(&d->metrics, METRICS_CREATE_REJECTED);
 	spec_sandbox_free(spec);
 }
 

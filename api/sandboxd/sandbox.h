@@ -14,6 +14,7 @@
 
 #include "ingress.h"
 #include "jail_host.h"
+#include "metrics.h"
 #include "net.h"
 #include "sandbox_vm.h"
 #include "snapshots.h"
@@ -113,6 +114,8 @@ struct sandbox {
 	struct api_call *pause_call;  /* the pause or resume call waiting for its end */
 	bool pause_busy;              /* the snapshot job is in flight */
 	char resume_error[600];       /* why the last resume failed ("" after one that worked) */
+	struct metrics_fw fw_seen;    /* its VMM's firewall counters as last scraped (metrics_scrape.c) */
+	unsigned vmm_gen;             /* VMMs gone so far: a scrape's reading of an earlier one is dropped */
 };
 
 /* Starts a sandbox from spec (taken); replies to req once it is ready or failed. */

@@ -14,6 +14,7 @@
 
 #include "image_path.h"
 #include "jail_host.h"
+#include "metrics.h"
 #include "net.h"
 
 struct cJSON;
@@ -63,6 +64,8 @@ struct sandboxd {
 	struct template *templates;  /* warm-start templates by shape (templates.c) */
 	bool no_templates;           /* --cold-boot: every create boots (templates unused) */
 	unsigned template_jail_ids[SANDBOXD_TEMPLATE_BUILDS_MAX]; /* held by template builds, 0: free */
+	struct metrics metrics;      /* GET /metrics (metrics.h, metrics_scrape.c) */
+	bool metrics_need_key;       /* the --metrics-listen listener asks for an API key (--metrics-auth) */
 };
 
 /* Wall clock time in seconds (with milliseconds). */

@@ -448,6 +448,31 @@ void *snapshots_list(struct sandboxd *d)
 	return o;
 }
 
+struct usage {
+	uint64_t *images, *bytes;
+};
+
+static void add_usage(void *ctx, const char *id, cJSON *rec)
+{
+	struct usage *u = ctx;
+	const cJSON *key = cJSON_GetObjectItemCaseSensitive(rec, "key");
+	int kind = cJSON_IsString(key) && !strcmp(key->valuestring, "customer") ? 1 : 0;
+	double size = snapshot_record_num(rec, "file_size", 0);
+
+	(void)id;
+	u->images[kind]++;
+	u->bytes[kind] += size > 0 ? (uint64_t)size : 0;
+	cJSON_Delete(rec);
+}
+
+void snapshot_store_usage(const char *store, uint64_t images[2], uint64_t bytes[2])
+{
+	struct usage u = {images, bytes};
+
+	images[0] = images[1] = bytes[0] = bytes[1] = 0;
+	for_each_record(store, add_usage, &u);
+}
+
 int snapshots_get(struct sandboxd *d, const char *id, void **out, char *err, size_t errlen)
 {
 	cJSON *rec = snapshot_record_load(d->snapshot_dir, id);

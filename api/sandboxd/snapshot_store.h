@@ -24,6 +24,8 @@ void snapshot_record_touch(const char *store, const char *id);
 double snapshot_record_num(const struct cJSON *rec, const char *name, double dflt);
 /* When the record expires, in unix seconds; 0: never. */
 double snapshot_expires_at(const struct cJSON *rec);
+/* Counts the images of store and their files' bytes by key kind ([0] managed, [1] customer); from any thread. */
+void snapshot_store_usage(const char *store, uint64_t images[2], uint64_t bytes[2]);
 /* Unlinks the image, its record and its wrapped key. */
 int snapshot_store_remove(const char *store, const char *id);
 /* The managed image's own key, unwrapped; or a new one wrapped into ID.key. */

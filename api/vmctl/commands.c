@@ -58,7 +58,8 @@ static const char resume_usage[] =
 	"Resumes paused sandboxes where they stopped, with their processes and files.\n" VMCTL_COMMON_USAGE;
 static const char health_usage[] =
 	"usage: vmctl health [--json]\n"
-	"Asks sandboxd how it is (no API key needed). Exits 0 when it answers ok.\n"
+	"Asks sandboxd how it is (no API key needed). Exits 0 when it answers ok and its\n"
+	"isolation monitor has not found a breach, 1 otherwise.\n"
 	VMCTL_COMMON_USAGE;
 
 enum { OPT_JSON = VMCTL_OPT_FIRST_OTHER, OPT_STATE, OPT_WAIT_TIMEOUT };
@@ -759,11 +760,20 @@ int vmctl_cmd_resume(struct vmctl_args *a, int argc, char **argv)
 
 static int health_show(const cJSON *reply, bool json)
 {
+	const cJSON *iso;
 	int r = json ? vmctl_print_json(reply) : vmctl_print_fields(reply);
 
 	if (r)
 		return r;
-	return cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(reply, "ok")) ? 0 : 1;
+	if (!cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(reply, "ok")))
+		return 1;
+	/* A wall that did not hold at the last isolation run is not a healthy worker. */
+	iso = cJSON_GetObjectItemCaseSensitive(reply, "isolation");
+	if (cJSON_IsString(iso) && !strcmp(iso->valuestring, "breached")) {
+		fprintf(stderr, "vmctl: the isolation monitor found a breach (sandboxd's log names the probe)\n");
+		return 1;
+	}
+	return 0;
 }
 
 int vmctl_cmd_health(struct vmctl_args *a, int argc, char **argv)

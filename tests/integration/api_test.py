@@ -55,6 +55,7 @@ class Daemon:
 
 KEY = None
 TLS_PORT = 18443
+METRICS_PORT = 18444
 ENV_SECRET = "sk-daemon-environment-marker"
 
 
@@ -252,6 +253,100 @@ def _():
             assert s.returncode == 0 and b"TLSv1.3" in out, out
         else:
             assert s.returncode != 0 and b"protocol version" in out, out
+
+
+def metric_samples(text):
+    """The samples of an exposition, read by the Prometheus client's strict parser."""
+    from prometheus_client.parser import text_string_to_metric_families
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        assert fam.type != "unknown", "family %s has no TYPE" % fam.name
+        for s in fam.samples:
+            key = s.name + ("{" + ",".join('%s="%s"' % kv for kv in sorted(s.labels.items())) + "}"
+                            if s.labels else "")
+            assert key not in out, "sample %s twice" % key
+            out[key] = s.value
+    return out
+
+
+def scrape():
+    st, data = request("GET", "/metrics", raw=True)
+    assert st == 200, (st, data[:200])
+    return data.decode(), metric_samples(data.decode())
+
+
+def fw_totals(m):
+    return {k: v for k, v in m.items() if k.startswith("sandvm_firewall_verdicts_total{")}
+
+
+@case("api-metrics")
+def _():
+    # GET /metrics on the API listeners asks for the key like every route but health.
+    assert request("GET", "/metrics", key=None, raw=True)[0] == 401
+    _, m0 = scrape()
+    assert request("POST", "/v1/sandboxes", {**MIN, "memory_mib": 60000})[0] == 429
+    o = create({**MIN, "timeout": 600})
+    sid, gw = o["id"], o.get("network", {}).get("gateway")
+    out, err, end = run_exec(sid, ["sh", "-c", "echo hello; echo oops >&2"])
+    assert out == b"hello\n" and err == b"oops\n", (out, err)
+    if gw:
+        # A connection to the host through the gateway: the egress firewall drops it (drop_host).
+        run_exec(sid, ["sh", "-c", f"nc -w 2 {gw} 9 </dev/null; true"])
+    st, net = request("GET", f"/v1/sandboxes/{sid}/network")
+    assert st == 200, net
+    text, m1 = scrape()
+    assert sid not in text, "a sandbox id appears in the exposition"
+
+    def d(key, a=m0, b=m1):
+        return b.get(key, 0) - a.get(key, 0)
+    assert d('sandvm_sandbox_creates_total{outcome="ready"}') >= 1, m1
+    assert d('sandvm_sandbox_creates_total{outcome="rejected"}') >= 1, m1
+    assert d("sandvm_sandbox_create_ready_seconds_count") >= 1
+    assert d('sandvm_sandbox_create_ready_seconds_bucket{le="+Inf"}') >= 1
+    assert m1['sandvm_sandboxes{state="running"}'] >= 1
+    assert d("sandvm_execs_started_total") >= 2 - (0 if gw else 1)
+    assert d('sandvm_execs_completed_total{reason="exited"}') >= 2 - (0 if gw else 1)
+    assert d('sandvm_exec_output_bytes_total{stream="stdout"}') >= 6
+    assert d('sandvm_exec_output_bytes_total{stream="stderr"}') >= 5
+    assert m1['sandvm_connections_open{listener="unix"}'] >= 1
+    assert d('sandvm_api_requests_total{code="2xx"}') >= 4
+    assert d('sandvm_api_requests_total{code="4xx"}') >= 1  # the 429
+    assert m1["process_resident_memory_bytes"] > 1 << 20 and m1["process_open_fds"] > 3
+    assert 'sandvm_snapshot_images{key="managed"}' in m1
+    assert m1['sandvm_isolation_state{state="unknown"}'] == 1
+    if gw:
+        # The VMM's counters of this sandbox are in the sums (which hold every sandbox's).
+        counters = net["counters"]
+        assert sum(counters.values()) > 0 and counters.get("drop_host", 0) > 0, counters
+        for reason, n in counters.items():
+            assert d('sandvm_firewall_verdicts_total{reason="%s"}' % reason) >= n, (reason, n, m0, m1)
+    st, _ = request("POST", f"/v1/sandboxes/{sid}/terminate")
+    assert st == 200
+    request("GET", f"/v1/sandboxes/{sid}/wait?timeout=60")
+    _, m2 = scrape()
+    assert d('sandvm_sandbox_terminations_total{reason="terminated"}', m1, m2) >= 1
+    # The VMM is gone; what it counted still counts (counters never go back).
+    for k, v in fw_totals(m1).items():
+        assert m2[k] >= v, (k, v, m2[k])
+    request("DELETE", f"/v1/sandboxes/{sid}")
+    # --metrics-listen: HTTPS (TLS 1.3, the CA of STATE/tls), GET /metrics alone, no key on loopback.
+    import http.client
+    import ssl
+    ca = os.path.join(STATE, "tls", "ca.pem")
+    ctx = ssl.create_default_context(cafile=ca)
+    for path, want in (("/metrics", 200), ("/v1/health", 404), ("/v1/sandboxes", 404)):
+        c = http.client.HTTPSConnection("127.0.0.1", METRICS_PORT, context=ctx, timeout=60)
+        c.request("GET", path)
+        r = c.getresponse()
+        body = r.read()
+        c.close()
+        assert r.status == want, (path, r.status, body[:200])
+        if want == 200:
+            assert r.getheader("Content-Type").startswith("text/plain; version=0.0.4"), r.getheaders()
+            assert metric_samples(body.decode())["sandvm_connections_open{listener=\"metrics\"}"] >= 1
+    s = subprocess.run(["openssl", "s_client", "-connect", "127.0.0.1:%d" % METRICS_PORT, "-tls1_2",
+                        "-CAfile", ca, "-brief"], input=b"", capture_output=True, timeout=30)
+    assert s.returncode != 0, s.stdout + s.stderr
 
 
 @case("api-list-tags")
@@ -1095,7 +1190,8 @@ def main():
     # The worker opens one private network of api-network's peer, and leaves another closed.
     daemon = Daemon("--max-memory", "3000", "--max-sandboxes", "16",
                     "--allow-private-egress", "172.30.8.0/24,fd30:8::/64",
-                    "--listen", "127.0.0.1:" + str(TLS_PORT))
+                    "--listen", "127.0.0.1:" + str(TLS_PORT),
+                    "--metrics-listen", "127.0.0.1:" + str(METRICS_PORT))
     daemon.start()
     only = os.environ.get("SANDVM_API_ONLY")
     on_overrun.append(cleanup)

@@ -443,6 +443,12 @@ static void mute_guest(void **state)
 	t0 = now_s();
 	assert_int_equal(request(d, "GET", "/v1/health", NULL, body, sizeof(body)), 200);
 	assert_true(now_s() - t0 < 1.0);
+	/* No isolation run yet: unknown, never ok. */
+	assert_true(has(body, "\"isolation\":\"unknown\"") && has(body, "\"isolation_last_run\":null"));
+	/* The metrics see the sandbox that is starting (its VMM's counters are not read before it runs). */
+	assert_int_equal(request(d, "GET", "/metrics", NULL, body, sizeof(body)), 200);
+	assert_true(has(body, "sandvm_sandboxes{state=\"starting\"} 1\n"));
+	assert_true(has(body, "sandvm_isolation_state{state=\"unknown\"} 1\n"));
 	assert_int_equal(request(d, "GET", "/v1/sandboxes?state=starting", NULL, body, sizeof(body)), 200);
 	{
 		char id[64], path[128];
