@@ -66,6 +66,17 @@ static void resume_vm(const char *control_path)
 	vmm_control_call(control_path, "{\"op\":\"resume\"}\n", reply, sizeof(reply));
 }
 
+int pause_undo(const char *run_dir, const char *control_path, int timeout_ms)
+{
+	char reply[256];
+	int r = vmm_control_call_timeout(control_path, "{\"op\":\"resume\"}\n", reply, sizeof(reply), timeout_ms);
+
+	if (r == 0 && !strstr(reply, "\"ok\":true"))
+		r = -EIO;
+	pause_files_remove(run_dir);
+	return r;
+}
+
 /* A fresh memory key, wrapped into RUN_DIR/pause/key (synced) before the VMM seals anything with it. */
 static int key_create(const char *run_dir, const char *key_store, const char *sandbox_id,
 		      uint8_t key[SIMAGE_KEY_BYTES], char *why, size_t cap)

@@ -37,6 +37,13 @@ void pause_files_remove(const char *run_dir);
 int pause_snapshot(const char *run_dir, const char *control_path, const char *key_store, const char *sandbox_id,
 		   unsigned memory_mib, long long *memory_bytes, char *why, size_t cap);
 /*
+ * A pause cut short (the daemon restarted while its VMM wrote the snapshot):
+ * the VM, which a snapshot leaves paused, is asked to run again (waiting for
+ * a snapshot still being written, up to timeout_ms) and the pause's files go.
+ * 0, or -errno when the VMM did not take the resume.
+ */
+int pause_undo(const char *run_dir, const char *control_path, int timeout_ms);
+/*
  * The memory key of the pause in run_dir, unwrapped with key_store's managed
  * key: 0 with key (the caller wipes it), -ENOENT when the folder has no key
  * (an unsealed pause), else -errno or a SIMAGE_E_* code with why.

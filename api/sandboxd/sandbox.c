@@ -27,6 +27,7 @@
 #include "images.h"
 #include "log.h"
 #include "pause.h"
+#include "vmm_control.h"
 #include "sandbox.h"
 #include "sandbox_part.h"
 #include "sandboxd.h"
@@ -1309,6 +1310,7 @@ static void restore_one(void *ctx, const char *id, void *record)
 	struct sandbox *sb;
 	const cJSON *st;
 	char run_dir[512];
+	bool was_pausing;
 
 	spec_json = cJSON_DetachItemFromObjectCaseSensitive(rec, "spec");
 	sb = spec_json ? sandbox_alloc(d) : NULL;
@@ -1357,7 +1359,11 @@ static void restore_one(void *ctx, const char *id, void *record)
 	sb->timeout_left = num(rec, "timeout_left");
 	sb->paused_at = num(rec, "paused_at");
 	st = cJSON_GetObjectItemCaseSensitive(rec, "state");
-	/* A resume cut short by the restart is undone: the sandbox is paused, its snapshot kept. */
+	was_pausing = cJSON_IsString(st) && !strcmp(st->valuestring, "pausing");
+	/*
+	 * A resume cut short by the restart is undone: the sandbox is paused, its
+	 * snapshot kept. So is a pause: the sandbox runs on, its VM resumed below.
+	 */
 	sb->state = !cJSON_IsString(st)			       ? SANDBOX_FINISHED
 		    : !strcmp(st->valuestring, "running")      ? SANDBOX_RUNNING
 		    : !strcmp(st->valuestring, "pausing")      ? SANDBOX_RUNNING
@@ -1419,6 +1425,15 @@ static void restore_one(void *ctx, const char *id, void *record)
 	} else if (sb->spec.command) {
 		finish(sb, "failed", RC_FAILED, "the entrypoint command was lost when sandboxd restarted");
 	} else {
+		if (was_pausing) {
+			/* Before the API serves: a snapshot still being written is waited for. */
+			int r = pause_undo(sb->vm.dir, sb->vm.control, VMM_CONTROL_TIMEOUT_MS);
+
+			if (r < 0)
+				sv_warn("sandbox=%s event=pause_undo_failed error=\"%s\"", sb->id, strerror(-r));
+			else
+				sv_info("sandbox=%s event=pause_undone", sb->id);
+		}
 		arm_timers(sb);
 		sv_info("sandbox=%s event=adopted pid=%d", sb->id, sb->pid);
 	}

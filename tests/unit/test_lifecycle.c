@@ -482,6 +482,72 @@ static void restart_adopts(void **state)
 	assert_true(has(out, "still here"));
 }
 
+/* One op on a VMM's control socket, as the daemon sends it; the reply line into reply. */
+static void control_op(const char *path, const char *op, char *reply, size_t cap)
+{
+	struct sockaddr_un a = {.sun_family = AF_UNIX};
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	ssize_t n;
+
+	assert_true(fd >= 0);
+	snprintf(a.sun_path, sizeof(a.sun_path), "%s", path);
+	assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	assert_int_equal(write(fd, op, strlen(op)), (ssize_t)strlen(op));
+	n = read(fd, reply, cap - 1);
+	assert_true(n > 0);
+	reply[n] = '\0';
+	close(fd);
+}
+
+/*
+ * The daemon stops while a pause is under way: its VMM has paused the VM for
+ * the snapshot, the record says pausing, half the pause's files are there.
+ * The next start runs the VM again, drops the files, and the sandbox is running.
+ */
+static void restart_undoes_a_pause(void **state)
+{
+	struct daemon *d = *state;
+	char body[65536], id[64], path[256], ctl[256], out[65536], reply[256], rec[8192], *at;
+	struct stat st;
+	FILE *f;
+	size_t n;
+
+	assert_int_equal(request(d, "POST", "/v1/sandboxes", "{\"image\":\"minimal\",\"timeout\":600}", body,
+				 sizeof(body)),
+			 201);
+	id_of(body, id, sizeof(id));
+	snprintf(ctl, sizeof(ctl), "%s/sandboxes/%s/control", d->state, id);
+	control_op(ctl, "{\"op\":\"pause\"}\n", reply, sizeof(reply));
+	assert_true(has(reply, "\"state\":\"paused\""));
+	stop_daemon(d);
+	snprintf(path, sizeof(path), "%s/sandboxes/%s/sandbox.json", d->state, id);
+	f = fopen(path, "r");
+	assert_non_null(f);
+	n = fread(rec, 1, sizeof(rec) - 1, f);
+	fclose(f);
+	rec[n] = '\0';
+	at = strstr(rec, "\"state\"");
+	assert_non_null(at);
+	at = strstr(at, "\"running\"");
+	assert_non_null(at);
+	memcpy(at, "\"pausing\"", 9); /* same length: the rest of the record stays as it is */
+	write_file(path, rec);
+	snprintf(path, sizeof(path), "%s/sandboxes/%s/pause", d->state, id);
+	assert_int_equal(mkdir(path, 0700), 0);
+	snprintf(path, sizeof(path), "%s/sandboxes/%s/pause/state", d->state, id);
+	write_file(path, "half a snapshot");
+	start_daemon(d);
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s", id);
+	assert_int_equal(request(d, "GET", path, NULL, body, sizeof(body)), 200);
+	assert_true(has(body, "\"state\":\"running\""));
+	control_op(ctl, "{\"op\":\"status\"}\n", reply, sizeof(reply));
+	assert_true(has(reply, "\"state\":\"running\""));
+	snprintf(path, sizeof(path), "%s/sandboxes/%s/pause", d->state, id);
+	assert_int_equal(stat(path, &st), -1);
+	exec_in(d, id, "[\"echo\",\"resumed\"]", out, sizeof(out));
+	assert_true(has(out, "resumed"));
+}
+
 /* The one template directory under STATE/templates into out; false when there is none. */
 static bool template_dir(struct daemon *d, char *out, size_t cap)
 {
@@ -1348,6 +1414,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(mute_guest, setup, teardown),
 		cmocka_unit_test_setup_teardown(warm_starts, setup, teardown),
 		cmocka_unit_test_setup_teardown(restart_adopts, setup, teardown),
+		cmocka_unit_test_setup_teardown(restart_undoes_a_pause, setup, teardown),
 		cmocka_unit_test_setup_teardown(pause_resume, setup, teardown),
 		cmocka_unit_test_setup_teardown(jail_host_side, setup_jailed, teardown_jailed),
 		cmocka_unit_test_setup_teardown(routes_and_errors, setup, teardown),
