@@ -198,8 +198,6 @@ int main(int argc, char **argv)
 	}
 	phase_done(start_ns, "configuration parsed and kernel probed");
 	r = vm_init(&vm, &cfg, &console, start_ns, err, sizeof(err));
-	/* Guest RAM is decrypted (or the restore failed): the key has done its work. */
-	OPENSSL_cleanse(cfg.memory_key, sizeof(cfg.memory_key));
 	if (r < 0) {
 		sv_err("%s", err);
 		/* Too many vCPUs, or a snapshot's memory file that does not fit this machine: the command line's fault. */
@@ -208,6 +206,8 @@ int main(int argc, char **argv)
 	}
 	code = VMM_EXIT_ERROR;
 	r = cfg.restore_state ? vm_restore(&vm, &code, err, sizeof(err)) : vm_load(&vm, &code, err, sizeof(err));
+	/* Guest RAM and the state file are decrypted (or the restore failed): the key has done its work. */
+	OPENSSL_cleanse(cfg.memory_key, sizeof(cfg.memory_key));
 	if (r < 0) {
 		sv_err("%s", err);
 		goto out_vm;

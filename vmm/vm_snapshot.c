@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/kvm.h>
+#include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +22,7 @@
 #include "parse.h"
 #include "snapshot/format.h"
 #include "snapshot/mem_seal.h"
+#include "snapshot/state_seal.h"
 #include "vcpu.h"
 #include "vm.h"
 
@@ -223,6 +225,7 @@ int vm_snapshot(struct vm *vm, int state_fd, int mem_fd, const uint8_t *memory_k
 		size_t errlen)
 {
 	struct snap_writer w = { 0 };
+	uint8_t *sealed = NULL;
 	int r;
 
 	if (!vm_paused(vm)) {
@@ -233,8 +236,17 @@ int vm_snapshot(struct vm *vm, int state_fd, int mem_fd, const uint8_t *memory_k
 						   : "the VM is stopping");
 	}
 	r = build_state(vm, &w, err, errlen);
+	if (r == 0 && memory_key) {
+		/* Registers are sealed like RAM: XSAVE holds what the guest last had in its vector registers. */
+		sealed = malloc(w.len + STATE_SEAL_OVERHEAD);
+		r = !sealed ? -ENOMEM : state_seal(memory_key, w.buf, w.len, sealed);
+		if (r < 0)
+			sv_errf(r, err, errlen, "snapshot: sealing the state file: %s", strerror(-r));
+	}
 	if (r == 0) {
-		r = ftruncate(state_fd, 0) < 0 ? -errno : write_all(state_fd, w.buf, w.len, 0);
+		r = ftruncate(state_fd, 0) < 0 ? -errno
+		    : sealed		   ? write_all(state_fd, sealed, w.len + STATE_SEAL_OVERHEAD, 0)
+					   : write_all(state_fd, w.buf, w.len, 0);
 		if (r == 0 && fdatasync(state_fd) < 0)
 			r = -errno;
 		if (r < 0)
@@ -251,12 +263,47 @@ int vm_snapshot(struct vm *vm, int state_fd, int mem_fd, const uint8_t *memory_k
 		if (r < 0)
 			sv_errf(r, err, errlen, "snapshot: writing the memory file: %s", strerror(-r));
 	}
+	if (sealed) {
+		OPENSSL_cleanse(sealed, w.len + STATE_SEAL_OVERHEAD);
+		free(sealed);
+	}
+	OPENSSL_cleanse(w.buf, w.len);
 	snap_writer_free(&w);
 	*mem_bytes = vm->mem.total;
 	return r;
 }
 
 /* ---- restore ---- */
+
+/* The sealed state file in vm->restore_buf (*len bytes) replaced by what it holds. */
+static int open_sealed_state(struct vm *vm, size_t *len, char *err, size_t errlen)
+{
+	const struct vmm_config *cfg = vm->cfg;
+	uint8_t *clear;
+	size_t clear_len = 0;
+	char why[160] = "";
+	int r;
+
+	if (!cfg->has_memory_key)
+		return sv_errf(-EINVAL, err, errlen,
+			       "snapshot: state file '%s' is sealed and no --restore-memory-key was given",
+			       cfg->restore_state);
+	clear = *len > STATE_SEAL_OVERHEAD ? malloc(*len - STATE_SEAL_OVERHEAD) : NULL;
+	if (!clear)
+		return sv_errf(*len > STATE_SEAL_OVERHEAD ? -ENOMEM : -EINVAL, err, errlen,
+			       "snapshot: state file '%s': %s", cfg->restore_state,
+			       *len > STATE_SEAL_OVERHEAD ? "out of memory" : "a sealed file too short to hold anything");
+	r = state_unseal(cfg->memory_key, vm->restore_buf, *len, clear, &clear_len, why, sizeof(why));
+	if (r < 0) {
+		free(clear);
+		return sv_errf(r == -EIO ? -EIO : -EINVAL, err, errlen, "snapshot: state file '%s': %s",
+			       cfg->restore_state, why);
+	}
+	free(vm->restore_buf);
+	vm->restore_buf = clear;
+	*len = clear_len;
+	return 0;
+}
 
 static int read_state_file(struct vm *vm, char *err, size_t errlen)
 {
@@ -290,6 +337,14 @@ static int read_state_file(struct vm *vm, char *err, size_t errlen)
 			goto out;
 		}
 		got += (size_t)n;
+	}
+	if (state_seal_is_sealed(vm->restore_buf, got)) {
+		r = open_sealed_state(vm, &got, err, errlen);
+		if (r < 0)
+			goto out;
+	} else if (cfg->has_memory_key) {
+		/* A pause taken before state files were sealed: its memory file is sealed and checked all the same. */
+		sv_warn("snapshot: state file '%s' is not sealed (a pause from an older VMM)", cfg->restore_state);
 	}
 	vm->restore_recs = calloc(SNAP_MAX_RECORDS, sizeof(*vm->restore_recs));
 	if (!vm->restore_recs) {

@@ -647,6 +647,8 @@ def _():
     assert os.path.getsize(os.path.join(folder, "pause", "key")) == 61
     # Sealed: no page of guest RAM in clear, the marker nowhere in the file.
     needle, tail = token.encode(), b""
+    with open(os.path.join(folder, "pause", "state"), "rb") as f:
+        assert f.read(8) == b"SVSTSEAL", "the state file is not sealed"
     with open(os.path.join(folder, "pause", "memory"), "rb") as f:
         assert f.read(8) == b"SANDVMIM", "the memory file is not sealed"
         f.seek(0)

@@ -174,9 +174,12 @@ try:
     r = ctl(clones[0][2], {"op": "snapshot", "dir": sealed, "memory_key": key.hex()}, timeout=300)
     with open(os.path.join(sealed, "memory"), "rb") as f:
         blob = f.read()
-    ok = r.get("ok") and r.get("memory_sealed") and blob[:8] == b"SANDVMIM" and token.encode() not in blob
-    case("vm-snapshot-sealed", ok, "reply %s, memory file %d bytes, starts %r, marker in it: %s"
-         % (r, len(blob), blob[:8], token.encode() in blob))
+    with open(os.path.join(sealed, "state"), "rb") as f:
+        state_blob = f.read()
+    ok = (r.get("ok") and r.get("memory_sealed") and blob[:8] == b"SANDVMIM" and token.encode() not in blob
+          and state_blob[:8] == b"SVSTSEAL")
+    case("vm-snapshot-sealed", ok, "reply %s, memory file %d bytes, starts %r, marker in it: %s; state file starts %r"
+         % (r, len(blob), blob[:8], token.encode() in blob, state_blob[:8]))
     for p, _, c in clones:
         ctl(c, {"op": "stop"})
         p.wait(timeout=60)
@@ -232,6 +235,15 @@ try:
         f.write(bytes([b0[0] ^ 1]))
     refused("vm-restore-sealed-tampered", ["--restore", tampered, "--restore-memory-key", keyf] + common,
             "failed authentication")
+    # The memory intact, one bit of the sealed registers flipped.
+    shutil.copyfile(os.path.join(sealed, "memory"), os.path.join(tampered, "memory"))
+    with open(os.path.join(tampered, "state"), "r+b") as f:
+        f.seek(len(state_blob) // 2)
+        b0 = f.read(1)
+        f.seek(len(state_blob) // 2)
+        f.write(bytes([b0[0] ^ 1]))
+    refused("vm-restore-sealed-state-tampered", ["--restore", tampered, "--restore-memory-key", keyf] + common,
+            "does not open with this key")
     refused("vm-restore-other-shape", ["--restore", snap, "--cpus", "1", "--memory", "512", "--console", "none",
                                        "--vsock", os.path.join(d, "y.vsock")], "vCPUs")
 finally:
