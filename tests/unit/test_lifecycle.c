@@ -826,6 +826,19 @@ static void create_minimal(struct daemon *d, char *id, size_t cap)
 	id_of(body, id, cap);
 }
 
+/* A snapshot of a path that is not a directory in the guest: 404 naming it (docs/api.md). */
+static void snapshot_missing_dir(void **state)
+{
+	struct daemon *d = *state;
+	char body[65536], id[64], path[128];
+
+	create_minimal(d, id, sizeof(id));
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/snapshots", id);
+	assert_int_equal(request(d, "POST", path, "{\"path\":\"/nonexistent-sandvm-dir\"}", body, sizeof(body)),
+			 404);
+	assert_true(has(body, "/nonexistent-sandvm-dir is not a directory in the sandbox"));
+}
+
 /*
  * sandboxd's side of the jail: each sandbox its own uid (the lowest free,
  * kept in its record and reserved across a restart), an empty root-owned
@@ -1378,6 +1391,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(create_exec_terminate, setup, teardown),
 		cmocka_unit_test_setup_teardown(wait_while_stopping, setup, teardown),
+		cmocka_unit_test_setup_teardown(snapshot_missing_dir, setup, teardown),
 		cmocka_unit_test_setup_teardown(entrypoint_and_timeouts, setup, teardown),
 		cmocka_unit_test_setup_teardown(failures_at_start, setup, teardown),
 		cmocka_unit_test_setup_teardown(spawn_fails, setup, teardown),
