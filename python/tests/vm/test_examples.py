@@ -25,6 +25,9 @@ def test_example_csek_snapshot(capsys, client):
     assert out[2] == "private data" and len(out) == 3, out
     img = sandvm.Image.from_id(out[0].split()[1], client=client)
     assert img.info["key"] == "customer"
+    # Its sandboxes were terminated; once their VMMs are gone nothing holds the image.
+    for s in sandvm.Sandbox.list(app_id="examples", include_finished=True, client=client):
+        s.wait(raise_on_termination=False, timeout=60)
     img.delete()
     with pytest.raises(sandvm.NotFoundError):
         sandvm.Image.from_id(img.object_id, client=client)
