@@ -106,8 +106,8 @@ class Client:
         timeout = httpx.Timeout(CALL_TIMEOUT_S, connect=CONNECT_TIMEOUT_S)
         limits = httpx.Limits(max_connections=None, max_keepalive_connections=16)
         if u.scheme == "unix":
-            path = u.path if not u.netloc else "/" + u.netloc + u.path
-            if not path or not path.startswith("/"):
+            path = u.path
+            if u.netloc or not path.startswith("/"):
                 raise exc.InvalidError(f"host {host!r}: a unix host is unix:///ABSOLUTE/PATH")
             transport = httpx.HTTPTransport(uds=path, limits=limits)
             self._http = httpx.Client(transport=transport, base_url="http://localhost", timeout=timeout)
