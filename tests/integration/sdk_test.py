@@ -42,8 +42,8 @@ SOCK = os.path.join(TMP, "sandboxd.sock")
 DOMAIN = "sdk.test"
 API_PORT, INGRESS_PORT, TUNNEL_PORTS = 18450, 18451, "18452-18455"
 # Per-test limits (s); the rest have DEFAULT_LIMIT_S.
-DEFAULT_LIMIT_S = 240
-LIMITS = {"test_example_csek_snapshot": 600, "test_snapshot_keys": 600}
+DEFAULT_LIMIT_S = 120
+LIMITS = {"test_example_csek_snapshot": 200, "test_snapshot_keys": 200}
 
 
 class Reporter:
