@@ -437,6 +437,8 @@ static void vmm_exited(void *ctx, const char *how)
 	parts_teardown(sb);
 	if (sb->state == SANDBOX_STOPPING) {
 		set_state(sb, SANDBOX_FINISHED);
+		/* Waits that came while the VMM went away: finish() told only those before it. */
+		tell_watchers(sb);
 	} else if (!sandbox_has_ended(sb) && jail_host_oom_message(sb, sb->message, sizeof(sb->message))) {
 		finish(sb, "failed", RC_FAILED, NULL);
 	} else if (!sandbox_has_ended(sb)) {

@@ -250,7 +250,7 @@ static void snapshot_work(uv_work_t *w)
 
 	code = guest_sh(j, probe_script, probe_args, out, sizeof(out));
 	if (code != 0 || sscanf(out, "%llu %llu %llu", &kb, &apparent_kb, &files) != 3) {
-		job_fail(j, code == 3 ? 404 : code == 4 ? 409 : 500, "%s",
+		job_fail(j, code == 3 ? -ENOENT : code == 4 ? -EBUSY : -EIO, "%s",
 			 out[0] ? out : "cannot size the directory in the guest");
 		return;
 	}

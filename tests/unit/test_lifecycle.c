@@ -681,6 +681,47 @@ static size_t slurp(const char *path, char *out, size_t cap)
 	return n;
 }
 
+/* The VMM pid in sandbox id's record, or 0. */
+static pid_t record_pid(struct daemon *d, const char *id)
+{
+	char path[256], text[16384], *p;
+
+	snprintf(path, sizeof(path), "%s/sandboxes/%s/sandbox.json", d->state, id);
+	slurp(path, text, sizeof(text));
+	p = strstr(text, "\"pid\":");
+	return p ? (pid_t)strtol(p + 6, NULL, 10) : 0;
+}
+
+/*
+ * A wait that comes after terminate, while the VMM is still going away (held
+ * here by SIGSTOP until sandboxd kills it, 3 s on): it answers once the VMM is
+ * gone, not at its own timeout of 20 s.
+ */
+static void wait_while_stopping(void **state)
+{
+	struct daemon *d = *state;
+	char body[65536], id[64], path[128];
+	pid_t vmm;
+	double t0;
+
+	assert_int_equal(request(d, "POST", "/v1/sandboxes", "{\"image\":\"minimal\",\"memory_mib\":64}", body,
+				 sizeof(body)),
+			 201);
+	id_of(body, id, sizeof(id));
+	vmm = record_pid(d, id);
+	assert_true(vmm > 0);
+	assert_int_equal(kill(vmm, SIGSTOP), 0);
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/terminate", id);
+	assert_int_equal(request(d, "POST", path, NULL, body, sizeof(body)), 200);
+	t0 = now_s();
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/wait?timeout=20", id);
+	assert_int_equal(request(d, "GET", path, NULL, body, sizeof(body)), 200);
+	assert_true(now_s() - t0 < 10);
+	assert_true(has(body, "\"state\":\"finished\""));
+	assert_true(has(body, "\"reason\":\"terminated\""));
+	assert_int_equal(kill(vmm, 0), -1); /* gone (and reaped) before the answer */
+}
+
 static void spill(const char *path, const char *buf, size_t len)
 {
 	FILE *f = fopen(path, "wb");
@@ -855,6 +896,19 @@ static void create_minimal(struct daemon *d, char *id, size_t cap)
 				 sizeof(body)),
 			 201);
 	id_of(body, id, cap);
+}
+
+/* A snapshot of a path that is not a directory in the guest: 404 naming it (docs/api.md). */
+static void snapshot_missing_dir(void **state)
+{
+	struct daemon *d = *state;
+	char body[65536], id[64], path[128];
+
+	create_minimal(d, id, sizeof(id));
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/snapshots", id);
+	assert_int_equal(request(d, "POST", path, "{\"path\":\"/nonexistent-sandvm-dir\"}", body, sizeof(body)),
+			 404);
+	assert_true(has(body, "/nonexistent-sandvm-dir is not a directory in the sandbox"));
 }
 
 /*
@@ -1408,6 +1462,8 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(create_exec_terminate, setup, teardown),
+		cmocka_unit_test_setup_teardown(wait_while_stopping, setup, teardown),
+		cmocka_unit_test_setup_teardown(snapshot_missing_dir, setup, teardown),
 		cmocka_unit_test_setup_teardown(entrypoint_and_timeouts, setup, teardown),
 		cmocka_unit_test_setup_teardown(failures_at_start, setup, teardown),
 		cmocka_unit_test_setup_teardown(spawn_fails, setup, teardown),
