@@ -55,7 +55,7 @@ STAMP := $(BUILD)/.deps-installed
 
 .PHONY: all deps vmm guest kernel initramfs unit-tests test test-unit test-integration \
 	fuzz fuzz-run run bench bench-api bench-http bench-image bench-ingress bench-ingress-guest bench-net \
-	bench-tunnels bench-jail clean debian-image
+	bench-tunnels bench-jail bench-restore clean debian-image
 # Keep object files that only sanitizer and fuzz builds use.
 .SECONDARY:
 all: vmm guest $(BUILD)/bin/sandvm-agent
@@ -314,6 +314,10 @@ bench-ingress-guest: all debian-image
 # address and nginx's stream module in front of it, in the L1.
 bench-tunnels: all debian-image
 	./tests/nested/run ./bench/tunnels $(BUILD)
+
+# A VMM's restore against QEMU's incoming migration, same guest, in the L1 (docs/benchmarks.md).
+bench-restore: all $(TEST_INITRAMFS)
+	./tests/nested/run ./bench/restore $(BUILD)
 
 # What the jail costs: boot and create-to-ready with the jail on and off, interleaved, in the L1.
 bench-jail: all
