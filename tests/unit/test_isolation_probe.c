@@ -606,6 +606,17 @@ static int run_in_netns(void)
 		NS_CHECK(results[0].observed == PROBE_BLOCKED && !strcmp(results[0].detail, "timed out after 200 ms"), 14);
 		NS_CHECK(results[1].observed == PROBE_BLOCKED && !strcmp(results[1].detail, "no reply within 200 ms"), 15);
 	}
+	{
+		/* Ping sockets allowed in this namespace: the echo goes through SOCK_DGRAM, not raw. */
+		const char *a[] = {"ping_dgram,reached,icmp,127.0.0.1"};
+		FILE *f = fopen("/proc/sys/net/ipv4/ping_group_range", "w");
+
+		if (!f || fputs("0 0\n", f) < 0 || fclose(f) != 0)
+			return 24;
+		set_plan(500, a, 1);
+		probe_net_run(&plan, results);
+		NS_CHECK(results[0].observed == PROBE_REACHED && !strcmp(results[0].detail, "echo reply"), 25);
+	}
 	cap = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(ETH_P_ALL));
 	ll.sll_ifindex = (int)if_nametoindex("sv-v1");
 	if (cap < 0 || bind(cap, (struct sockaddr *)&ll, sizeof(ll)) < 0)
