@@ -34,6 +34,8 @@ API_PURE_SRCS := api/sandboxd/spec.c api/sandboxd/query.c api/sandboxd/net_polic
 	api/sandboxd/json_text.c api/sandboxd/guest_relay.c api/sandboxd/ingress_proxy.c \
 	api/sandboxd/tunnel_relay.c api/sandboxd/tunnel_serve.c api/sandboxd/jail_host.c \
 	api/sandboxd/metrics.c api/sandboxd/metrics_text.c api/sandboxd/isolation_report.c
+# The isolation probe's parts (guest side, static in the image), which unit tests and fuzzers link too.
+PROBE_SRCS := $(filter-out guest-agent/probe/main.c,$(wildcard guest-agent/probe/*.c))
 VMM_SRCS  := $(filter-out vmm/main.c,$(wildcard vmm/*.c vmm/arch/x86/*.c vmm/devices/*.c vmm/virtio/*.c vmm/backends/*.c vmm/net/*.c \
 	vmm/snapshot/*.c))
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
@@ -44,9 +46,10 @@ TSAN_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests-tsan/%,$(UNIT_SRCS))
 OBJS      := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRCS) $(SIMAGE_SRCS) $(VMM_SRCS))
 SIMAGE_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,$(SIMAGE_SRCS))
 API_PURE_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,$(API_PURE_SRCS))
-ASAN_OBJS := $(patsubst %.c,$(BUILD)/obj-asan/%.o,$(LIB_SRCS) $(SIMAGE_SRCS) $(VMM_SRCS) $(API_PURE_SRCS))
-TSAN_OBJS := $(patsubst %.c,$(BUILD)/obj-tsan/%.o,$(LIB_SRCS) $(SIMAGE_SRCS) $(VMM_SRCS) $(API_PURE_SRCS))
-FUZZ_OBJS := $(patsubst %.c,$(BUILD)/obj-fuzz/%.o,$(LIB_SRCS) $(SIMAGE_SRCS) $(VMM_SRCS) $(API_PURE_SRCS))
+PROBE_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,$(PROBE_SRCS))
+ASAN_OBJS := $(patsubst %.c,$(BUILD)/obj-asan/%.o,$(LIB_SRCS) $(SIMAGE_SRCS) $(VMM_SRCS) $(API_PURE_SRCS) $(PROBE_SRCS))
+TSAN_OBJS := $(patsubst %.c,$(BUILD)/obj-tsan/%.o,$(LIB_SRCS) $(SIMAGE_SRCS) $(VMM_SRCS) $(API_PURE_SRCS) $(PROBE_SRCS))
+FUZZ_OBJS := $(patsubst %.c,$(BUILD)/obj-fuzz/%.o,$(LIB_SRCS) $(SIMAGE_SRCS) $(VMM_SRCS) $(API_PURE_SRCS) $(PROBE_SRCS))
 FUZZ_BINS := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_FLAGS := -O1 -g -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all
 
@@ -58,7 +61,7 @@ STAMP := $(BUILD)/.deps-installed
 	bench-tunnels bench-jail bench-restore clean debian-image
 # Keep object files that only sanitizer and fuzz builds use.
 .SECONDARY:
-all: vmm guest $(BUILD)/bin/sandvm-agent
+all: vmm guest $(BUILD)/bin/sandvm-agent $(BUILD)/bin/sandvm-isolation-probe
 
 # Installs missing Debian packages once per build tree; every target needs it.
 deps: $(STAMP)
@@ -147,15 +150,27 @@ $(BUILD)/bin/sandvm-agent: $(AGENT_SRCS) $(wildcard guest-agent/*.h) lib/agent_p
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_COMMON) -static -O2 -Iguest-agent -o $@ $(AGENT_SRCS)
 
+# The isolation monitor's probe program (docs/security.md, "Isolation monitor"): static, in the
+# minimal image at /sbin, through an extra directory of build-initramfs.sh.
+$(BUILD)/bin/sandvm-isolation-probe: guest-agent/probe/main.c $(PROBE_SRCS) $(wildcard guest-agent/probe/*.h) \
+		lib/parse.c lib/parse.h | $(STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_COMMON) -static -O2 -o $@ guest-agent/probe/main.c $(PROBE_SRCS) lib/parse.c
+PROBE_ROOT := $(BUILD)/probe-root
+$(PROBE_ROOT)/sbin/sandvm-isolation-probe: $(BUILD)/bin/sandvm-isolation-probe
+	install -d -m 0755 $(PROBE_ROOT) $(PROBE_ROOT)/sbin
+	install -m 0755 $< $@
+
 # The test init: reports what the guest sees and runs one test action (docs/guest.md).
 $(BUILD)/bin/sandvm-init: guest-agent/test-init.c | $(STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) -std=gnu11 -static -O2 -Wall -Wextra -Werror -o $@ $<
 
 initramfs: $(GUEST)/initramfs.cpio.gz
-$(GUEST)/initramfs.cpio.gz: $(BUILD)/bin/sandvm-agent rootfs/build-initramfs.sh | $(STAMP)
+$(GUEST)/initramfs.cpio.gz: $(BUILD)/bin/sandvm-agent $(PROBE_ROOT)/sbin/sandvm-isolation-probe \
+		rootfs/build-initramfs.sh | $(STAMP)
 	@mkdir -p $(dir $@)
-	./rootfs/build-initramfs.sh $@ $(BUILD)/bin/sandvm-agent
+	./rootfs/build-initramfs.sh $@ $(BUILD)/bin/sandvm-agent $(PROBE_ROOT)
 
 # The initramfs plus the guest-side scripts of the integration tests (/tests/*.sh).
 TEST_INITRAMFS := $(GUEST)/test-initramfs.cpio.gz
@@ -165,24 +180,26 @@ $(BUILD)/guest-tests/tests/bin/%: tests/integration/guest-src/%.c | $(STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) -std=gnu11 -static -O2 -Wall -Wextra -Werror -o $@ $<
 $(TEST_INITRAMFS): $(BUILD)/bin/sandvm-init rootfs/build-initramfs.sh $(GUEST_TEST_BINS) \
-		$(wildcard tests/integration/guest/tests/*) | $(STAMP)
+		$(wildcard tests/integration/guest/tests/*) $(PROBE_ROOT)/sbin/sandvm-isolation-probe | $(STAMP)
 	@mkdir -p $(dir $@)
 	./rootfs/build-initramfs.sh $@ $(BUILD)/bin/sandvm-init tests/integration/guest \
-		$(BUILD)/guest-tests
+		$(BUILD)/guest-tests $(PROBE_ROOT)
 
 # ---- tests ----
-$(BUILD)/tests/%: tests/unit/%.c $(wildcard tests/unit/*.h) $(OBJS) $(API_PURE_OBJS) | $(STAMP)
+$(BUILD)/tests/%: tests/unit/%.c $(wildcard tests/unit/*.h) $(OBJS) $(API_PURE_OBJS) $(PROBE_OBJS) | $(STAMP)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_COMMON) $(CFLAGS) -Itests/unit -Iapi/sandboxd -o $@ $< $(OBJS) $(API_PURE_OBJS) \
-		$(LDLIBS_TEST) -lcmocka
+	$(CC) $(CFLAGS_COMMON) $(CFLAGS) -Itests/unit -Iapi/sandboxd -Iguest-agent/probe -o $@ $< $(OBJS) \
+		$(API_PURE_OBJS) $(PROBE_OBJS) $(LDLIBS_TEST) -lcmocka
 
 $(BUILD)/tests-asan/%: tests/unit/%.c $(wildcard tests/unit/*.h) $(ASAN_OBJS) | $(STAMP)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_COMMON) $(SAN_FLAGS) -Itests/unit -Iapi/sandboxd -o $@ $< $(ASAN_OBJS) $(LDLIBS_TEST) -lcmocka
+	$(CC) $(CFLAGS_COMMON) $(SAN_FLAGS) -Itests/unit -Iapi/sandboxd -Iguest-agent/probe -o $@ $< $(ASAN_OBJS) \
+		$(LDLIBS_TEST) -lcmocka
 
 $(BUILD)/tests-tsan/%: tests/unit/%.c $(wildcard tests/unit/*.h) $(TSAN_OBJS) | $(STAMP)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_COMMON) $(TSAN_FLAGS) -Itests/unit -Iapi/sandboxd -o $@ $< $(TSAN_OBJS) $(LDLIBS_TEST) -lcmocka
+	$(CC) $(CFLAGS_COMMON) $(TSAN_FLAGS) -Itests/unit -Iapi/sandboxd -Iguest-agent/probe -o $@ $< $(TSAN_OBJS) \
+		$(LDLIBS_TEST) -lcmocka
 
 # The agent as an ordinary dynamic program (its --unix mode) for test_agent_host,
 # plain and sanitized; the static one cannot carry ASan.
@@ -216,6 +233,9 @@ $(BUILD)/tests-tsan/test_ingress_proxy: $(BUILD)/tests-tsan/fake-vmm $(BUILD)/te
 $(BUILD)/tests/test_tunnel_relay: $(BUILD)/tests/fake-vmm $(BUILD)/tests/sandvm-agent
 $(BUILD)/tests-asan/test_tunnel_relay: $(BUILD)/tests-asan/fake-vmm $(BUILD)/tests-asan/sandvm-agent
 $(BUILD)/tests-tsan/test_tunnel_relay: $(BUILD)/tests-tsan/fake-vmm $(BUILD)/tests-tsan/sandvm-agent
+# The probe program itself, run for its exit status and report.
+$(BUILD)/tests/test_isolation_probe $(BUILD)/tests-asan/test_isolation_probe \
+	$(BUILD)/tests-tsan/test_isolation_probe: $(BUILD)/bin/sandvm-isolation-probe
 
 unit-tests: $(UNIT_BINS) $(ASAN_BINS) $(TSAN_BINS)
 
@@ -226,7 +246,7 @@ $(BUILD)/obj-fuzz/%.o: %.c | $(STAMP)
 
 $(BUILD)/fuzz/%: tests/fuzz/%.c $(FUZZ_OBJS) | $(STAMP)
 	@mkdir -p $(dir $@)
-	$(CLANG) $(CFLAGS_COMMON) -Iapi/sandboxd -O1 -g -fsanitize=fuzzer,address,undefined -o $@ $< \
+	$(CLANG) $(CFLAGS_COMMON) -Iapi/sandboxd -Iguest-agent/probe -O1 -g -fsanitize=fuzzer,address,undefined -o $@ $< \
 		$(FUZZ_OBJS) $(LDLIBS_TEST)
 
 fuzz: $(FUZZ_BINS)

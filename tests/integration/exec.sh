@@ -342,6 +342,26 @@ PY
 }
 relay_case
 
+# The isolation monitor's probe program on the minimal image (docs/security.md, "Isolation
+# monitor"): this VM has no network device and no vsock listener on the host side, so every
+# probe holds, each for its own reason, within about one timeout; a bad command line runs nothing.
+ex isolation-probe -- /sbin/sandvm-isolation-probe --timeout-ms 300 kvm,blocked,file,/dev/kvm \
+	key,blocked,env,svk_ host_vsock,blocked,vsock,2,1 lo_ping,reached,icmp,127.0.0.1 \
+	nowhere,blocked,tcp,198.51.100.1,9
+if [ "$rc" -eq 0 ] && [ "$(head -1 "$RESULTS/isolation-probe.stdout")" = "sandvm-isolation-report 1" ] &&
+	[ "$(tail -1 "$RESULTS/isolation-probe.stdout")" = "end 5" ] &&
+	[ "$(awk '$1 == "probe" && $3 == $4' "$RESULTS/isolation-probe.stdout" | wc -l)" -eq 5 ]; then
+	report OK isolation-probe
+else
+	report FAIL isolation-probe "$(why isolation-probe)"
+fi
+ex isolation-probe-usage -- /sbin/sandvm-isolation-probe a,maybe,env,x
+if [ "$rc" -eq 2 ] && [ ! -s "$RESULTS/isolation-probe-usage.stdout" ] && err_has isolation-probe-usage usage; then
+	report OK isolation-probe-usage
+else
+	report FAIL isolation-probe-usage "$(why isolation-probe-usage)"
+fi
+
 # SHUTDOWN ends the VM cleanly (the VMM exits 0).
 ex agent-shutdown --shutdown
 wait "$exec_vm"
