@@ -264,7 +264,7 @@ static void exec_probes(struct run *r);
 static void counters_done(uv_work_t *w, int status)
 {
 	struct run *r = w->data;
-	struct metrics_fw fw;
+	struct metrics_fw fw = {0};
 	bool ok = status == 0 && r->call_r == 0 && metrics_fw_parse(r->reply, strlen(r->reply), &fw) == 0;
 
 	r->work_busy = false;
