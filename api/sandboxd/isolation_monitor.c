@@ -465,17 +465,20 @@ static void add_local(struct isolation_worker *w, const char *a)
 }
 
 /*
- * The worker's addresses: the canary's gateway first, then every other one
- * but loopback, IPv6 link-local (the guest would need a zone) and the other
- * sandboxes' taps (probed as sandbox.gw.*).
+ * The worker's addresses: the canary's gateways first (IPv4, IPv6), then
+ * every other one but loopback, IPv6 link-local (the guest would need a
+ * zone) and the other sandboxes' taps (probed as sandbox.gw.*).
  */
-static void local_addresses(struct isolation_worker *w)
+static void local_addresses(struct isolation_worker *w, const struct sandbox *canary)
 {
 	struct ifaddrs *ifs, *i;
 	char a[INET6_ADDRSTRLEN];
 
 	if (w->canary_gateway[0])
 		add_local(w, w->canary_gateway);
+	net_sandbox_address(canary, 1, true, a, sizeof(a));
+	if (a[0])
+		add_local(w, a);
 	if (getifaddrs(&ifs) < 0)
 		return;
 	for (i = ifs; i; i = i->ifa_next) {
@@ -507,16 +510,15 @@ static void describe_worker(struct run *r, struct isolation_worker *w, const cha
 	unsigned n = 0;
 
 	memset(w, 0, sizeof(*w));
-	if (r->sb->net.index)
-		net_sandbox_address(r->sb, 1, w->canary_gateway, sizeof(w->canary_gateway));
-	local_addresses(w);
+	net_sandbox_address(r->sb, 1, false, w->canary_gateway, sizeof(w->canary_gateway));
+	local_addresses(w, r->sb);
 	memcpy(w->listeners, m->listeners, sizeof(w->listeners));
 	w->nlisteners = m->nlisteners;
 	for (struct sandbox *sb = d->sandboxes; sb && w->nsandboxes < ISOLATION_SANDBOXES_MAX; sb = sb->next) {
 		if (sb == r->sb || sb->state != SANDBOX_RUNNING || !sb->net.index || sb->spec.isolation_canary)
 			continue;
-		net_sandbox_address(sb, 2, w->sandboxes[w->nsandboxes].guest, ISOLATION_ADDR_MAX);
-		net_sandbox_address(sb, 1, w->sandboxes[w->nsandboxes].gateway, ISOLATION_ADDR_MAX);
+		net_sandbox_address(sb, 2, false, w->sandboxes[w->nsandboxes].guest, ISOLATION_ADDR_MAX);
+		net_sandbox_address(sb, 1, false, w->sandboxes[w->nsandboxes].gateway, ISOLATION_ADDR_MAX);
 		w->nsandboxes++;
 	}
 	cJSON_ArrayForEach(it, d->allow_private)

@@ -292,13 +292,14 @@ static void add_host_addresses(cJSON *deny)
 	freeifaddrs(ifs);
 }
 
-void net_sandbox_address(const struct sandbox *sb, unsigned host, char *out, size_t len)
+void net_sandbox_address(const struct sandbox *sb, unsigned host, bool v6, char *out, size_t len)
 {
-	if (!sb->net.index) {
+	if (!sb->net.index || (v6 && !sb->net.has_v6))
 		snprintf(out, len, "%s", "");
-		return;
-	}
-	addr4(sb->net.index, host, out, len);
+	else if (v6)
+		addr6(sb->net.index, host, out, len);
+	else
+		addr4(sb->net.index, host, out, len);
 }
 
 const char *net_mode_name(const struct sandbox *sb)
