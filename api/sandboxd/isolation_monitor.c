@@ -597,7 +597,8 @@ static void start_canary(struct run *r)
 	char name[64];
 	cJSON *o = cJSON_CreateObject(), *tags;
 
-	snprintf(name, sizeof(name), "isolation-canary-%u", r->seq);
+	/* Unique beyond this daemon's life: a canary of an earlier one may still be listed. */
+	snprintf(name, sizeof(name), "isolation-canary-%lld-%u", (long long)r->started, r->seq);
 	if (!o || !cJSON_AddStringToObject(o, "image", "minimal") ||
 	    !cJSON_AddNumberToObject(o, "memory_mib", CANARY_MEMORY_MIB) || !cJSON_AddNumberToObject(o, "cpu", 1) ||
 	    !cJSON_AddNumberToObject(o, "timeout", CANARY_TIMEOUT_S) || !cJSON_AddStringToObject(o, "name", name) ||
