@@ -36,4 +36,18 @@ void api_call_release(struct api_call *call);
 /* The client went away: an answer would be dropped. */
 bool api_call_gone(const struct api_call *call);
 
+/*
+ * A call made inside the daemon, not by a client (the isolation monitor's
+ * canary create): its answer goes to sink rather than to a connection. The
+ * creator holds one reference; api_call_internal_drop gives it up, after
+ * which the call is gone (answers are dropped) and freed once domain code
+ * released it too. NULL when out of memory.
+ */
+struct api_call_sink {
+	void (*ok)(void *ctx, struct cJSON *body); /* body taken (NULL: none) */
+	void (*fail)(void *ctx, int err, const char *message);
+};
+struct api_call *api_call_internal_new(const struct api_call_sink *sink, void *ctx);
+void api_call_internal_drop(struct api_call *call);
+
 #endif

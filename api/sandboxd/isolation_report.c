@@ -113,14 +113,6 @@ static int parse_probe(struct isolation_report *out, const char *p, const char *
 	pr->detail[end - p] = '\0';
 	pr->expected = (enum isolation_outcome)ex;
 	pr->observed = (enum isolation_outcome)ob;
-	if (ob == ex)
-		pr->verdict = ISOLATION_HELD;
-	else if (ex == ISOLATION_BLOCKED && ob == ISOLATION_REACHED)
-		pr->verdict = ISOLATION_BREACHED;
-	else
-		pr->verdict = ISOLATION_FAILED;
-	out->breached += pr->verdict == ISOLATION_BREACHED;
-	out->failed += pr->verdict == ISOLATION_FAILED;
 	out->count++;
 	return 0;
 }
@@ -194,8 +186,26 @@ int isolation_report_parse(const char *text, size_t len, struct isolation_report
 		out->result = ISOLATION_RESULT_UNKNOWN;
 		return r;
 	}
-	out->result = out->breached ? ISOLATION_RESULT_BREACHED
-		      : out->failed ? ISOLATION_RESULT_UNKNOWN
-				    : ISOLATION_RESULT_OK;
+	isolation_report_judge(out);
 	return 0;
+}
+
+void isolation_report_judge(struct isolation_report *r)
+{
+	r->breached = r->failed = 0;
+	for (unsigned i = 0; i < r->count; i++) {
+		struct isolation_probe *pr = &r->probes[i];
+
+		if (pr->observed == pr->expected)
+			pr->verdict = ISOLATION_HELD;
+		else if (pr->expected == ISOLATION_BLOCKED && pr->observed == ISOLATION_REACHED)
+			pr->verdict = ISOLATION_BREACHED;
+		else
+			pr->verdict = ISOLATION_FAILED;
+		r->breached += pr->verdict == ISOLATION_BREACHED;
+		r->failed += pr->verdict == ISOLATION_FAILED;
+	}
+	r->result = r->breached ? ISOLATION_RESULT_BREACHED
+		    : r->failed ? ISOLATION_RESULT_UNKNOWN
+				: ISOLATION_RESULT_OK;
 }

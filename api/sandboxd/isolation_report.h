@@ -58,6 +58,9 @@ struct isolation_report {
  */
 int isolation_report_parse(const char *text, size_t len, struct isolation_report *out, char *err, size_t errlen);
 
+/* Judges every probe's verdict again from expected and observed, with the counts and the result. */
+void isolation_report_judge(struct isolation_report *r);
+
 const char *isolation_outcome_word(enum isolation_outcome o);
 const char *isolation_verdict_word(enum isolation_verdict v);
 const char *isolation_result_word(enum isolation_result r);

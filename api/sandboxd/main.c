@@ -22,12 +22,14 @@
 #include "images.h"
 #include "ingress.h"
 #include "ingress_proxy.h"
+#include "isolation_monitor.h"
 #include "tunnel_sandbox.h"
 #include "tunnel_serve.h"
 
 /* Long options without a short letter. */
 enum { OPT_TUNNEL_MAX_CONNECTIONS = 0x100, OPT_TUNNEL_IDLE_TIMEOUT, OPT_NO_JAIL, OPT_JAIL_IDS, OPT_CGROUP_ROOT,
-       OPT_COLD_BOOT, OPT_METRICS_LISTEN, OPT_METRICS_AUTH };
+       OPT_COLD_BOOT, OPT_METRICS_LISTEN, OPT_METRICS_AUTH, OPT_ISOLATION_PROBE, OPT_ISOLATION_PROBE_PEER,
+       OPT_ISOLATION_PROBE_DENY };
 #include "log.h"
 #include "metrics_scrape.h"
 #include "net.h"
@@ -52,6 +54,8 @@ static const char usage[] =
 	"                [--tunnel-ports LO-HI] [--tunnel-host HOST] [--tunnel-max-connections N]\n"
 	"                [--tunnel-idle-timeout S] [--no-jail] [--jail-ids FIRST:COUNT] [--cgroup-root DIR]\n"
 	"                [--metrics-listen HOST:PORT [--metrics-auth key|none]]\n"
+	"                [--isolation-probe S] [--isolation-probe-peer ADDR:PORT]\n"
+	"                [--isolation-probe-deny ADDR:PORT]...\n"
 	"       sandboxd [--state-dir DIR] --new-key NAME\n"
 	"       sandboxd [--state-dir DIR] --rotate-managed-key\n"
 	"\n"
@@ -119,6 +123,17 @@ static const char usage[] =
 	"  --metrics-auth key|none\n"
 	"                       whether --metrics-listen asks for an API key (default: none on a\n"
 	"                       loopback address, key on any other)\n"
+	"  --isolation-probe S  every S seconds (10..86400), start a canary sandbox whose guest\n"
+	"                       probes the walls every sandbox has, then delete it; breaches are\n"
+	"                       logged as errors and shown by /v1/health and /metrics (default: off;\n"
+	"                       POST /v1/selftest/isolation runs one at any time; docs/security.md)\n"
+	"  --isolation-probe-peer ADDR:PORT\n"
+	"                       a host the canary must reach (TCP), proving its network works;\n"
+	"                       IPv6 as [ADDR]:PORT\n"
+	"  --isolation-probe-deny ADDR:PORT\n"
+	"                       a host in a private or internal network the sandboxes must never\n"
+	"                       reach (a database, the VPC's router); the canary tries it over TCP;\n"
+	"                       repeatable (at most 16)\n"
 	"  --new-key NAME       make an API key, store its hash, print the key, exit\n"
 	"  --rotate-managed-key replace the managed key of snapshot images, re-wrapping each\n"
 	"                       image's key with the new one (run while sandboxd is stopped)\n";
@@ -434,6 +449,44 @@ static int listen_ingress(struct daemon *dm, const char *spec, const char *domai
 	return 0;
 }
 
+static void isolation_listener(struct isolation_monitor *m, bool on, const uv_tcp_t *listener)
+{
+	struct sockaddr_storage a;
+	int len = sizeof(a);
+
+	if (on && uv_tcp_getsockname(listener, (struct sockaddr *)&a, &len) == 0)
+		isolation_monitor_add_listener(m, (struct sockaddr *)&a);
+}
+
+/*
+ * The isolation monitor: what its canary must not reach (the listeners) or
+ * see (the worker's secrets), and its timer with --isolation-probe.
+ */
+static int start_isolation(struct daemon *dm, const struct isolation_monitor_config *cfg, const char *keys_path,
+			   const struct tls_options *tls, const struct tls_options *ingress_tls)
+{
+	struct sandboxd *d = &dm->d;
+	char path[sizeof(d->state_dir) + 32];
+
+	if (isolation_monitor_new(d, cfg, &d->isolation) < 0)
+		return -EINVAL;
+	isolation_listener(d->isolation, dm->tcp_on, &dm->tcp_listener);
+	isolation_listener(d->isolation, dm->metrics_on, &dm->metrics_listener);
+	isolation_listener(d->isolation, dm->ingress_on, &dm->ingress_listener);
+	isolation_monitor_add_secret(d->isolation, "api-keys", keys_path);
+	snprintf(path, sizeof(path), "%s/tls/key.pem", d->state_dir);
+	isolation_monitor_add_secret(d->isolation, "tls-key", tls->key ? tls->key : path);
+	if (ingress_tls->key)
+		isolation_monitor_add_secret(d->isolation, "ingress-tls-key", ingress_tls->key);
+	snprintf(path, sizeof(path), "%s/managed.key", d->snapshot_dir);
+	isolation_monitor_add_secret(d->isolation, "managed-key", path);
+	isolation_monitor_add_secret(d->isolation, "state-dir", d->state_dir);
+	if (cfg->interval_s && !d->net_enabled)
+		sv_warn("isolation: --no-net: the canary has no network, so only its guest and vsock walls are probed");
+	isolation_monitor_start(d->isolation);
+	return 0;
+}
+
 static void on_stop_signal(uv_signal_t *s, int signum)
 {
 	(void)s;
@@ -538,6 +591,9 @@ int main(int argc, char **argv)
 		{"cgroup-root", required_argument, NULL, OPT_CGROUP_ROOT},
 		{"metrics-listen", required_argument, NULL, OPT_METRICS_LISTEN},
 		{"metrics-auth", required_argument, NULL, OPT_METRICS_AUTH},
+		{"isolation-probe", required_argument, NULL, OPT_ISOLATION_PROBE},
+		{"isolation-probe-peer", required_argument, NULL, OPT_ISOLATION_PROBE_PEER},
+		{"isolation-probe-deny", required_argument, NULL, OPT_ISOLATION_PROBE_DENY},
 		{NULL, 0, NULL, 0}};
 	struct daemon *dm = calloc(1, sizeof(*dm));
 	struct sandboxd *d = &dm->d;
@@ -546,6 +602,7 @@ int main(int argc, char **argv)
 	const char *ingress_addr = NULL, *ingress_domain = NULL, *cgroup_root = NULL;
 	const char *metrics_addr = NULL, *metrics_auth = NULL;
 	unsigned ingress_timeout_s = INGRESS_DEFAULT_RESPONSE_TIMEOUT_MS / 1000;
+	struct isolation_monitor_config isolation = {0};
 	bool builder_given = false, rotate = false;
 	enum sv_log_level level = SV_LOG_INFO;
 	char keys_path[sizeof(d->state_dir) + 16], dir[sizeof(d->state_dir) + 16], why[512];
@@ -628,6 +685,31 @@ int main(int argc, char **argv)
 		case OPT_CGROUP_ROOT: cgroup_root = optarg; break;
 		case OPT_METRICS_LISTEN: metrics_addr = optarg; break;
 		case OPT_METRICS_AUTH: metrics_auth = optarg; break;
+		case OPT_ISOLATION_PROBE:
+			if (isolation_interval_parse(optarg, &isolation.interval_s) < 0) {
+				fprintf(stderr, "sandboxd: --isolation-probe wants seconds, %d..%d\n", ISOLATION_INTERVAL_MIN,
+					ISOLATION_INTERVAL_MAX);
+				return 2;
+			}
+			break;
+		case OPT_ISOLATION_PROBE_PEER:
+			if (isolation_endpoint_parse(optarg, &isolation.peer, why, sizeof(why)) < 0) {
+				fprintf(stderr, "sandboxd: --isolation-probe-peer %s\n", why);
+				return 2;
+			}
+			isolation.has_peer = true;
+			break;
+		case OPT_ISOLATION_PROBE_DENY:
+			if (isolation.ndeny == ISOLATION_DENY_MAX) {
+				fprintf(stderr, "sandboxd: --isolation-probe-deny: at most %d\n", ISOLATION_DENY_MAX);
+				return 2;
+			}
+			if (isolation_endpoint_parse(optarg, &isolation.deny[isolation.ndeny], why, sizeof(why)) < 0) {
+				fprintf(stderr, "sandboxd: --isolation-probe-deny %s\n", why);
+				return 2;
+			}
+			isolation.ndeny++;
+			break;
 		case 'i': snprintf(d->images_dir, sizeof(d->images_dir), "%s", optarg); break;
 		case 'v': snprintf(d->vmm_path, sizeof(d->vmm_path), "%s", optarg); break;
 		case 'b':
@@ -778,6 +860,8 @@ int main(int argc, char **argv)
 	if (dm->ingress_on)
 		d->metrics.servers[METRICS_LISTENER_INGRESS] = &dm->ingress.server;
 	tunnel_sandbox_adopt_all(d);
+	if (start_isolation(dm, &isolation, keys_path, &tls, &ingress_tls) < 0)
+		return 1;
 	uv_timer_init(d->loop, &d->sweep_timer);
 	d->sweep_timer.data = d;
 	uv_timer_start(&d->sweep_timer, on_sweep, SWEEP_MS, SWEEP_MS);
@@ -794,6 +878,8 @@ int main(int argc, char **argv)
 		socket_path, !dm->tcp_on ? "" : tls.insecure ? " and plain http://" : " and https://",
 		dm->tcp_on ? listen_addr : "", d->state_dir, d->images_dir, d->max_sandboxes, d->max_memory_mib);
 	uv_run(d->loop, UV_RUN_DEFAULT);
+	isolation_monitor_close(d->isolation);
+	d->isolation = NULL;
 	templates_shutdown(d);
 	unlink(socket_path);
 	tls_server_ctx_free(dm->tcp_server.tls);

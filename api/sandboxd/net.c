@@ -33,6 +33,7 @@
 #include "sandbox_part.h"
 #include "sandboxd.h"
 #include "store.h"
+#include "isolation_monitor.h"
 #include "vmm_control.h"
 
 #define POOL_BASE 0x0ac80000u /* 10.200.0.0/16: 16383 sandboxes of a /30 each */
@@ -291,6 +292,16 @@ static void add_host_addresses(cJSON *deny)
 	freeifaddrs(ifs);
 }
 
+void net_sandbox_address(const struct sandbox *sb, unsigned host, bool v6, char *out, size_t len)
+{
+	if (!sb->net.index || (v6 && !sb->net.has_v6))
+		snprintf(out, len, "%s", "");
+	else if (v6)
+		addr6(sb->net.index, host, out, len);
+	else
+		addr4(sb->net.index, host, out, len);
+}
+
 const char *net_mode_name(const struct sandbox *sb)
 {
 	if (!sb->net.index)
@@ -308,6 +319,7 @@ static int write_policy(struct sandbox *sb, enum net_mode mode, const cJSON *all
 	cJSON *p = cJSON_CreateObject(), *deny = cJSON_CreateArray(), *sbx = cJSON_CreateArray();
 	char a[64], mac[32], *text;
 	const uint8_t *m = sb->net.gateway_mac;
+	const char *extra;
 	int r;
 
 	addr4(sb->net.index, 2, a, sizeof(a));
@@ -331,8 +343,15 @@ static int write_policy(struct sandbox *sb, enum net_mode mode, const cJSON *all
 	cJSON_AddItemToArray(sbx, cJSON_CreateString("fd53:5356::/48"));
 	cJSON_AddItemToObject(p, "deny_sandboxes", sbx);
 	/* The worker's private networks stay closed but where the operator opened them. */
-	if (cJSON_GetArraySize(sb->d->allow_private) > 0)
-		cJSON_AddItemToObject(p, "allow_private", cJSON_Duplicate(sb->d->allow_private, 1));
+	extra = isolation_monitor_test_allow_private(sb->d->isolation, sb);
+	if (cJSON_GetArraySize(sb->d->allow_private) > 0 || extra) {
+		cJSON *ap = cJSON_Duplicate(sb->d->allow_private, 1);
+
+		/* Test only (docs/testing.md): a policy that wrongly opens a range, for the canary alone. */
+		if (ap && extra)
+			cJSON_AddItemToArray(ap, cJSON_CreateString(extra));
+		cJSON_AddItemToObject(p, "allow_private", ap);
+	}
 	text = cJSON_PrintUnformatted(p);
 	cJSON_Delete(p);
 	if (!text)

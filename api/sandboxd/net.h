@@ -8,6 +8,7 @@
  */
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include "net_policy.h"
 
@@ -42,6 +43,11 @@ int net_init(struct sandboxd *d);
 int net_template_make(const char *key, const char *dir, char tap[16], char *err, size_t errlen);
 void net_template_release(const char *tap);
 const char *net_mode_name(const struct sandbox *sb);
+/*
+ * The address of host (1: the gateway, the tap's end; 2: the guest) in sb's
+ * network, IPv4 or IPv6 ("" when it has none).
+ */
+void net_sandbox_address(const struct sandbox *sb, unsigned host, bool v6, char *out, size_t len);
 void net_get(struct sandbox *sb, struct api_call *call);
 void net_put(struct sandbox *sb, struct api_call *call);
 

@@ -22,6 +22,7 @@
 #include "http_conn.h"
 #include "images.h"
 #include "ingress.h"
+#include "isolation_monitor.h"
 #include "log.h"
 #include "metrics_scrape.h"
 #include "net.h"
@@ -122,6 +123,30 @@ static void health(struct call *c)
 	else
 		cJSON_AddNullToObject(o, "isolation_last_run");
 	api_call_ok(c->api, o);
+}
+
+/* POST /v1/selftest/isolation: an empty body or {}; answered when the run ends. */
+static void selftest_isolation_run_call(struct call *c)
+{
+	size_t len;
+	const char *body = api_call_body(c->api, &len);
+	cJSON *o = NULL;
+
+	if (len && strspn(body, " \t\r\n") != len) {
+		o = cJSON_ParseWithLength(body, len);
+		if (!cJSON_IsObject(o) || o->child) {
+			cJSON_Delete(o);
+			api_call_fail(c->api, -EINVAL, NULL, "the body is empty or {}");
+			return;
+		}
+		cJSON_Delete(o);
+	}
+	isolation_monitor_run(c->d->isolation, c->api);
+}
+
+static void selftest_isolation_get_call(struct call *c)
+{
+	isolation_monitor_last(c->d->isolation, c->api);
 }
 
 static void metrics_call(struct call *c)
@@ -471,6 +496,8 @@ static void files_call(struct call *c)
 static const struct route routes[] = {
 	{HTTP_GET, "/v1/health", 200, AFTER_BODY, health},
 	{HTTP_GET, "/metrics", 200, AFTER_BODY, metrics_call},
+	{HTTP_POST, "/v1/selftest/isolation", 200, AFTER_BODY, selftest_isolation_run_call},
+	{HTTP_GET, "/v1/selftest/isolation", 200, AFTER_BODY, selftest_isolation_get_call},
 	{HTTP_GET, "/v1/images", 200, AFTER_BODY, images_get},
 	{HTTP_GET, "/v1/snapshots", 200, AFTER_BODY, snapshots_list_call},
 	{HTTP_GET, "/v1/snapshots/*", 200, AFTER_BODY, snapshots_get_call},

@@ -20,6 +20,7 @@
 struct cJSON;
 struct auth_keys;
 struct image_build;
+struct isolation_monitor;
 struct sandbox;
 struct tunnel_serve;
 struct vmm_launcher_ops;
@@ -66,6 +67,7 @@ struct sandboxd {
 	unsigned template_jail_ids[SANDBOXD_TEMPLATE_BUILDS_MAX]; /* held by template builds, 0: free */
 	struct metrics metrics;      /* GET /metrics (metrics.h, metrics_scrape.c) */
 	bool metrics_need_key;       /* the --metrics-listen listener asks for an API key (--metrics-auth) */
+	struct isolation_monitor *isolation; /* canary runs (isolation_monitor.h) */
 };
 
 /* Wall clock time in seconds (with milliseconds). */

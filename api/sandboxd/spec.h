@@ -41,6 +41,7 @@ struct sandbox_spec {
 	const struct cJSON *encrypted_ports, *unencrypted_ports, *h2_ports;
 	bool block_network, restricted;
 	bool cold_boot; /* boot the kernel rather than restore the shape's template */
+	bool isolation_canary; /* the isolation monitor's canary (never from a request body) */
 };
 
 struct exec_spec {

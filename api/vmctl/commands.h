@@ -38,6 +38,7 @@ int vmctl_cmd_image(struct vmctl_args *a, int argc, char **argv);
 int vmctl_cmd_connect_token(struct vmctl_args *a, int argc, char **argv);
 int vmctl_cmd_connect_tokens(struct vmctl_args *a, int argc, char **argv);
 int vmctl_cmd_tunnels(struct vmctl_args *a, int argc, char **argv);
+int vmctl_cmd_selftest(struct vmctl_args *a, int argc, char **argv);
 
 /* The create flags, shared by `create` and `run`. */
 enum {

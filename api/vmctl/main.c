@@ -40,6 +40,8 @@ static const char usage[] =
 	"  connect-tokens ID              list its tokens; connect-token rm ID TID removes one\n"
 	"  tunnels ID [--json]            a sandbox's tunnels: their URLs and TCP endpoints\n"
 	"  health [--json]                ask sandboxd how it is\n"
+	"  selftest isolation [--json]    run the isolation monitor's probes once; exit 0 ok,\n"
+	"                                 1 breached, 2 unknown\n"
 	"'vmctl COMMAND --help' describes each.\n"
 	"\n"
 	"Options (also accepted after the command name):\n"
@@ -82,6 +84,7 @@ static const struct {
 	{ "connect-tokens", vmctl_cmd_connect_tokens },
 	{ "tunnels", vmctl_cmd_tunnels },
 	{ "health", vmctl_cmd_health },
+	{ "selftest", vmctl_cmd_selftest },
 };
 
 enum { OPT_VERSION = VMCTL_OPT_FIRST_COMMAND };

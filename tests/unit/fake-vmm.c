@@ -7,7 +7,10 @@
  *
  * What it does is read from the first line of its root file system or
  * initrd (the image a test names): "crash" exits at once with a message on
- * the console, "mute" never answers CONNECT; anything else boots.
+ * the console, "mute" never answers CONNECT; "sbin DIR" boots with DIR
+ * bind-mounted on /sbin in the agent's own mount namespace (root only), so
+ * the "guest" has the programs a test put there (the isolation monitor's
+ * probe program); anything else boots.
  *
  * Snapshots (docs/vmm.md's contract, in miniature): the control ops
  * "snapshot" (into "dir", or the state and memory files sent as
@@ -32,6 +35,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -504,6 +509,15 @@ int main(int argc, char **argv)
 
 		dup2(null, STDOUT_FILENO);
 		dup2(null, STDERR_FILENO);
+		if (!strncmp(what, "sbin ", 5)) {
+			char sbin[sizeof(what)];
+
+			snprintf(sbin, sizeof(sbin), "%s", what + 5);
+			sbin[strcspn(sbin, "\n")] = '\0';
+			if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
+			    mount(sbin, "/sbin", NULL, MS_BIND, NULL) < 0)
+				_exit(126);
+		}
 		execl(agent, agent, "--unix", agent_sock, (char *)NULL);
 		_exit(127);
 	}

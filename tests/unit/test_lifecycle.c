@@ -1458,6 +1458,183 @@ static void tunnels_ports(void **state)
 	d->tunnel_ports[0] = '\0';
 }
 
+/* ---- the isolation monitor (POST/GET /v1/selftest/isolation) ---- */
+
+/*
+ * A stand-in for the guest's probe program, in the folder the fake VMM
+ * binds on /sbin: it answers every spec with what was expected, but tries
+ * env probes for real (so a planted key is a breach); its folder's "mode"
+ * file makes it print garbage or fail instead.
+ */
+static const char fake_probe[] =
+	"#!/bin/sh\n"
+	"mode=$(cat \"$(dirname \"$0\")/mode\")\n"
+	"[ \"$1\" = --timeout-ms ] && shift 2\n"
+	"case $mode in\n"
+	"garbage) printf 'sandvm-isolation-report 1\\nprobe x\\n'; exit 0 ;;\n"
+	"fail) echo 'probe: broken' >&2; exit 3 ;;\n"
+	"esac\n"
+	"echo 'sandvm-isolation-report 1'\n"
+	"n=0\n"
+	"for spec in \"$@\"; do\n"
+	"  name=${spec%%,*}; rest=${spec#*,}; exp=${rest%%,*}; rest=${rest#*,}; kind=${rest%%,*}; arg=${rest#*,}\n"
+	"  obs=$exp\n"
+	"  if [ \"$kind\" = env ] && env | grep -q -- \"$arg\"; then obs=reached; fi\n"
+	"  echo \"probe $name $exp $obs env holds $arg\"\n"
+	"  n=$((n+1))\n"
+	"done\n"
+	"echo \"end $n\"\n";
+
+static void probe_mode(struct daemon *d, const char *mode)
+{
+	char path[160];
+
+	snprintf(path, sizeof(path), "%s/sbin/mode", d->dir);
+	write_file(path, mode);
+}
+
+static void isolation_selftest(void **state)
+{
+	struct daemon *d = *state;
+	char path[160], line[160], *body = malloc(1 << 20);
+
+	assert_non_null(body);
+	if (geteuid() != 0) {
+		free(body);
+		skip(); /* the fake VMM needs a mount namespace to give the "guest" its /sbin */
+	}
+	snprintf(path, sizeof(path), "%s/sbin", d->dir);
+	assert_int_equal(mkdir(path, 0755), 0);
+	snprintf(path, sizeof(path), "%s/sbin/sandvm-isolation-probe", d->dir);
+	write_file(path, fake_probe);
+	assert_int_equal(chmod(path, 0755), 0);
+	probe_mode(d, "ok\n");
+	snprintf(path, sizeof(path), "%s/initramfs.cpio.gz", d->images);
+	snprintf(line, sizeof(line), "sbin %s/sbin\n", d->dir);
+	write_file(path, line);
+
+	/* No run yet: GET has nothing, health says unknown. */
+	assert_int_equal(request(d, "GET", "/v1/selftest/isolation", NULL, body, 1 << 20), 404);
+	assert_int_equal(request(d, "GET", "/v1/health", NULL, body, 1 << 20), 200);
+	assert_true(has(body, "\"isolation\":\"unknown\""));
+	assert_int_equal(request(d, "POST", "/v1/selftest/isolation", "{\"x\":1}", body, 1 << 20), 400);
+
+	/* Every wall held. */
+	assert_int_equal(request(d, "POST", "/v1/selftest/isolation", NULL, body, 1 << 20), 200);
+	if (!has(body, "\"result\":\"ok\""))
+		fail_msg("not ok: %s", body);
+	assert_true(has(body, "\"reason\":null"));
+	assert_true(has(body, "\"canary\":\"sb-"));
+	assert_true(has(body, "{\"name\":\"guest.env.svk\",\"expected\":\"blocked\",\"observed\":\"blocked\","
+			      "\"verdict\":\"held\""));
+	assert_true(has(body, "\"name\":\"metadata.aws.tcp.80\""));
+	assert_true(has(body, "\"name\":\"vsock.2.22\""));
+	assert_true(has(body, "\"name\":\"guest.file.api-keys\""));
+	assert_int_equal(request(d, "GET", "/v1/health", NULL, body, 1 << 20), 200);
+	assert_true(has(body, "\"isolation\":\"ok\""));
+	assert_false(has(body, "\"isolation_last_run\":null"));
+	assert_int_equal(request(d, "GET", "/v1/selftest/isolation", NULL, body, 1 << 20), 200);
+	assert_true(has(body, "\"result\":\"ok\""));
+	assert_int_equal(request(d, "GET", "/metrics", NULL, body, 1 << 20), 200);
+	assert_true(has(body, "sandvm_isolation_runs_total{result=\"ok\"} 1\n"));
+	assert_true(has(body, "sandvm_isolation_state{state=\"ok\"} 1\n"));
+	assert_true(has(body, "sandvm_isolation_probe_failures_total 0\n"));
+	/* The canary is gone, with its record. */
+	assert_int_equal(request(d, "GET", "/v1/sandboxes", NULL, body, 1 << 20), 200);
+	assert_false(has(body, "isolation-canary"));
+
+	/* A garbage report, a probe program that fails: unknown, with the reason. */
+	probe_mode(d, "garbage\n");
+	assert_int_equal(request(d, "POST", "/v1/selftest/isolation", NULL, body, 1 << 20), 200);
+	if (!has(body, "\"result\":\"unknown\"") || !has(body, "\"reason\":\"the probe report was refused"))
+		fail_msg("garbage: %s", body);
+	probe_mode(d, "fail\n");
+	assert_int_equal(request(d, "POST", "/v1/selftest/isolation", NULL, body, 1 << 20), 200);
+	if (!has(body, "\"result\":\"unknown\"") || !has(body, "exited with status 3: probe: broken"))
+		fail_msg("fail: %s", body);
+	assert_int_equal(request(d, "GET", "/v1/health", NULL, body, 1 << 20), 200);
+	assert_true(has(body, "\"isolation\":\"unknown\""));
+
+	/* A canary that does not start is unknown, never ok. */
+	write_file(path, "crash\n");
+	assert_int_equal(request(d, "POST", "/v1/selftest/isolation", NULL, body, 1 << 20), 200);
+	if (!has(body, "\"result\":\"unknown\"") || !has(body, "\"reason\":\"the canary did not start") ||
+	    !has(body, "\"probes\":[]"))
+		fail_msg("crash: %s", body);
+	assert_int_equal(request(d, "GET", "/metrics", NULL, body, 1 << 20), 200);
+	assert_true(has(body, "sandvm_isolation_runs_total{result=\"unknown\"} 3\n"));
+
+	/* A key planted in the canary's environment (the test-only knob): breached, named, counted. */
+	write_file(path, line);
+	probe_mode(d, "ok\n");
+	stop_daemon(d);
+	setenv("SANDVM_TEST_ISOLATION_CANARY_ENV", "SANDVM_API_KEY=svk_planted", 1);
+	start_daemon(d);
+	unsetenv("SANDVM_TEST_ISOLATION_CANARY_ENV");
+	assert_int_equal(request(d, "POST", "/v1/selftest/isolation", "{}", body, 1 << 20), 200);
+	if (!has(body, "\"result\":\"breached\""))
+		fail_msg("not breached: %s", body);
+	assert_true(has(body, "{\"name\":\"guest.env.svk\",\"expected\":\"blocked\",\"observed\":\"reached\","
+			      "\"verdict\":\"breached\""));
+	assert_int_equal(request(d, "GET", "/v1/health", NULL, body, 1 << 20), 200);
+	assert_true(has(body, "\"isolation\":\"breached\""));
+	assert_int_equal(request(d, "GET", "/metrics", NULL, body, 1 << 20), 200);
+	assert_true(has(body, "sandvm_isolation_runs_total{result=\"breached\"} 1\n"));
+	assert_true(has(body, "sandvm_isolation_probe_failures_total 1\n"));
+	assert_true(has(body, "sandvm_isolation_last_run_breached_probes 1\n"));
+	snprintf(path, sizeof(path), "%s/sandboxd.log", d->dir);
+	{
+		slurp(path, body, 1 << 20);
+		assert_true(has(body, "error: isolation: breached: probe guest.env.svk expected blocked, observed reached"));
+		assert_true(has(body, "TEST ONLY: SANDVM_TEST_ISOLATION_CANARY_ENV"));
+	}
+	free(body);
+}
+
+/* The monitor's flags: a bad value stops sandboxd at once with a clear message. */
+static void isolation_flags_refused(void **state)
+{
+	struct daemon *d = *state;
+	static const char *const bad[][2] = {
+		{"--isolation-probe", "0"},		 {"--isolation-probe", "-5"},
+		{"--isolation-probe", "99999999999"},	 {"--isolation-probe", "soon"},
+		{"--isolation-probe-peer", "10.0.0.1"},	 {"--isolation-probe-peer", "::1:80"},
+		{"--isolation-probe-peer", "[::1]:0"},	 {"--isolation-probe-deny", "db.internal:5432"},
+		{"--isolation-probe-deny", "10.0.0.1:99999"},
+	};
+	char cmd[2 * PATH_MAX + 512], out[4096];
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		FILE *p;
+		size_t n;
+		int st;
+
+		snprintf(cmd, sizeof(cmd), "'%s' --state-dir '%s' --socket '%s/x.sock' --vmm '%s' %s '%s' 2>&1",
+			 d->sandboxd, d->state, d->dir, d->vmm, bad[i][0], bad[i][1]);
+		p = popen(cmd, "r");
+		assert_non_null(p);
+		n = fread(out, 1, sizeof(out) - 1, p);
+		out[n] = '\0';
+		st = pclose(p);
+		if (!WIFEXITED(st) || WEXITSTATUS(st) != 2 || !has(out, bad[i][0]))
+			fail_msg("%s %s: status %d, said: %s", bad[i][0], bad[i][1], st, out);
+	}
+	/* And a good set is taken (the env knob's bad value is refused too). */
+	snprintf(cmd, sizeof(cmd),
+		 "SANDVM_TEST_ISOLATION_CANARY_ALLOW_PRIVATE=8.8.8.0/24 '%s' --state-dir '%s/state2' --socket "
+		 "'%s/x.sock' --images '%s' --image-builder '' --vmm '%s' --no-net --no-jail --isolation-probe 60 "
+		 "--isolation-probe-peer '[2001:db8::1]:443' --isolation-probe-deny 10.1.2.3:5432 >'%s/knob.log' 2>&1",
+		 d->sandboxd, d->dir, d->dir, d->images, d->vmm, d->dir);
+	assert_int_equal(WEXITSTATUS(system(cmd)), 1);
+	snprintf(cmd, sizeof(cmd), "%s/knob.log", d->dir);
+	{
+		slurp(cmd, out, sizeof(out));
+		if (!has(out, "TEST ONLY") && !has(out, "wants one CIDR"))
+			fail_msg("knob.log: %s", out);
+		assert_true(has(out, "SANDVM_TEST_ISOLATION_CANARY_ALLOW_PRIVATE wants one CIDR inside a private range"));
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1478,6 +1655,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(connect_tokens_ingress, setup, teardown),
 		cmocka_unit_test_setup_teardown(tunnels_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(tunnels_ports, setup, teardown),
+		cmocka_unit_test_setup_teardown(isolation_selftest, setup, teardown),
+		cmocka_unit_test_setup_teardown(isolation_flags_refused, setup, teardown),
 	};
 
 	signal(SIGPIPE, SIG_IGN);
