@@ -9,7 +9,7 @@ set -euo pipefail
 
 # Modules L1 loads at boot, by name ('-' and '_' are the same). Dependencies are added from the
 # kernel's modules.dep; built-in ones are skipped. Add what new tests need here.
-L1_MODULES="kvm_amd virtio_pci 9pnet_virtio 9p virtio_console tun veth bridge crc32c_generic nf_tables nft_chain_nat nft_masq vhost_net vhost_vsock"
+L1_MODULES="kvm_amd virtio_pci 9pnet_virtio 9p virtio_console tun veth bridge crc32c_generic nf_tables nft_chain_nat nft_masq nft_nat vhost_net vhost_vsock"
 
 # The metapackage that names the current generic kernel package.
 KERNEL_META=linux-image-amd64
