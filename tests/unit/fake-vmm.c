@@ -55,8 +55,16 @@ static bool paused, restored;
 static void on_term(int sig)
 {
 	(void)sig;
-	if (agent_pid > 0)
+	/*
+	 * The agent goes before the VMM does: a fallback boot of the same sandbox
+	 * reuses its agent socket's path, and a dying agent still listening there
+	 * would take the new VMM's first connection and reset it.
+	 */
+	if (agent_pid > 0) {
 		kill(agent_pid, SIGKILL);
+		while (waitpid(agent_pid, NULL, 0) < 0 && errno == EINTR)
+			;
+	}
 	_exit(0);
 }
 

@@ -1660,5 +1660,8 @@ int main(void)
 	};
 
 	signal(SIGPIPE, SIG_IGN);
+	/* SANDVM_TEST_FILTER=NAME (a cmocka pattern) runs only those cases, for chasing one. */
+	if (getenv("SANDVM_TEST_FILTER"))
+		cmocka_set_test_filter(getenv("SANDVM_TEST_FILTER"));
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
