@@ -244,6 +244,7 @@ zoneinfo.ZoneInfo("Europe/Paris")
 	chroot "$tree" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 \
 		/usr/bin/python3 -B - "/tmp/${tls##*/}" <<'PY' || die "TLS handshakes fail in the tree"
 import socket, ssl, sys, threading
+socket.setdefaulttimeout(30)
 srv = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
 srv.load_cert_chain(sys.argv[1] + "/cert.pem", sys.argv[1] + "/key.pem")
 for v in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
@@ -253,7 +254,7 @@ for v in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
     def serve():
         with srv.wrap_socket(ls.accept()[0], server_side=True) as s:
             s.sendall(s.recv(4))
-    t = threading.Thread(target=serve)
+    t = threading.Thread(target=serve, daemon=True)
     t.start()
     with cli.wrap_socket(socket.create_connection(ls.getsockname()),
                          server_hostname="localhost") as s:

@@ -19,6 +19,7 @@ import tempfile
 import threading
 import zoneinfo
 
+socket.setdefaulttimeout(30)
 print("services", socket.getservbyname("http", "tcp"),
       socket.getaddrinfo("localhost", "http", type=socket.SOCK_STREAM)[0][4][1])
 paris = datetime.datetime(2026, 7, 1, 12, tzinfo=zoneinfo.ZoneInfo("Europe/Paris"))
@@ -68,7 +69,7 @@ def handshake(d, version, curve=None):
         def serve():
             with srv.wrap_socket(ls.accept()[0], server_side=True) as s:
                 s.sendall(s.recv(4).upper())
-        t = threading.Thread(target=serve)
+        t = threading.Thread(target=serve, daemon=True)
         t.start()
         with cli.wrap_socket(socket.create_connection(ls.getsockname()),
                              server_hostname="localhost") as s:
