@@ -1,10 +1,12 @@
 #!/bin/bash
 # Build the Debian root filesystem image that sandboxes boot to run real
 # code: Debian bookworm (debootstrap --variant=minbase) with python3,
-# ca-certificates, iperf3 (for bench/net) and python3-h2 (the h2c server of
-# the tunnel cases, tests/integration/tunnel_servers.py), trimmed for size, with the
-# sandvm init at /sbin/init, packed into an ext4 image by mke2fs -d (no
-# root mount, no loop device).
+# ca-certificates, what a base system has that minbase leaves out (netbase's
+# /etc/services and /etc/protocols, procps; tzdata and OpenSSL's configuration
+# are in minbase already and are kept), iperf3 (for bench/net) and python3-h2
+# (the h2c server of the tunnel cases, tests/integration/tunnel_servers.py),
+# trimmed for size, with the sandvm init at /sbin/init, packed into an ext4
+# image by mke2fs -d (no root mount, no loop device).
 #
 # usage: rootfs/build-debian.sh OUT.ext4 INIT_BINARY
 #
@@ -39,7 +41,7 @@
 set -euo pipefail
 
 SUITE=bookworm
-INCLUDE=python3,ca-certificates,iperf3,python3-h2,python3-hpack,python3-hyperframe
+INCLUDE=python3,ca-certificates,netbase,procps,tzdata,iperf3,python3-h2,python3-hpack,python3-hyperframe
 FALLBACK_MIRROR=http://deb.debian.org/debian
 
 say() { printf 'sandvm-debian: %s\n' "$*" >&2; }
@@ -179,7 +181,8 @@ else
 	rm -rf "$tree"/usr/share/man/* "$tree"/usr/share/info/* \
 		"$tree"/usr/share/lintian/* "$tree"/usr/share/doc-base/*
 	find "$tree/usr/share/locale" -mindepth 1 -maxdepth 1 -type d -exec rm -rf {} +
-	# Compiled locales other than C.utf8 (libc's built-in C needs no file).
+	# Compiled locales other than C.utf8 (libc's built-in C needs no file;
+	# C.UTF-8 comes compiled with libc-bin and is the default LANG below).
 	if [ -d "$tree/usr/lib/locale" ]; then
 		find "$tree/usr/lib/locale" -mindepth 1 -maxdepth 1 ! -name C.utf8 \
 			! -name 'C.UTF-8' -exec rm -rf {} +
@@ -203,19 +206,64 @@ else
 	printf '# Placeholder: sandvm writes the name servers here when a sandbox has a network.\n' \
 		>"$tree/etc/resolv.conf"
 	: >"$tree/etc/fstab"
+	# The agent gives every command LANG=C.UTF-8; this is the same default
+	# for anything that reads Debian's locale file.
+	echo LANG=C.UTF-8 >"$tree/etc/default/locale"
 	rm -f "$tree/sbin/init"
+
+	# What a base system has and the trimming above must leave in place.
+	for f in etc/services etc/protocols etc/ssl/openssl.cnf etc/ssl/certs/ca-certificates.crt \
+		usr/share/zoneinfo/Etc/UTC usr/share/zoneinfo/Europe/Paris \
+		usr/lib/locale/C.utf8/LC_CTYPE usr/bin/ps usr/bin/openssl; do
+		[ -s "$tree/$f" ] || die "/$f missing from the tree"
+	done
+	compgen -G "$tree/usr/lib/*-linux-gnu/ossl-modules/legacy.so" >/dev/null ||
+		die "the OpenSSL providers (ossl-modules) are missing from the tree"
 
 	# python3 must work as shipped; -B keeps it from writing byte code back.
 	chroot "$tree" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 \
 		/usr/bin/python3 -B -c '
 import json, hashlib, sqlite3, ssl, zlib, bz2, lzma, ctypes, decimal, uuid
-import asyncio, subprocess, urllib.request, csv, socket, struct
+import asyncio, subprocess, urllib.request, csv, socket, struct, zoneinfo
 import h2.connection, h2.config, h2.events
 assert hashlib.sha256(b"").hexdigest().startswith("e3b0c442")
 sqlite3.connect(":memory:").execute("select 1").fetchone()
 ssl.create_default_context()
 json.dumps({"ok": True})
+assert socket.getservbyname("http", "tcp") == 80
+assert socket.getaddrinfo("localhost", "http", type=socket.SOCK_STREAM)[0][4][1] == 80
+zoneinfo.ZoneInfo("Europe/Paris")
 ' || die "python3 in the tree fails its import check"
+	# TLS 1.2 and 1.3 on loopback with default contexts and a certificate
+	# from the image's own openssl: the configuration and providers work.
+	tls=$(mktemp -d "$tree/tmp/tls.XXXXXX")
+	chroot "$tree" /usr/bin/openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 \
+		-nodes -subj /CN=localhost -addext subjectAltName=DNS:localhost -days 2 \
+		-keyout "/tmp/${tls##*/}/key.pem" -out "/tmp/${tls##*/}/cert.pem" 2>/dev/null ||
+		die "openssl in the tree cannot make a certificate"
+	chroot "$tree" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 \
+		/usr/bin/python3 -B - "/tmp/${tls##*/}" <<'PY' || die "TLS handshakes fail in the tree"
+import socket, ssl, sys, threading
+socket.setdefaulttimeout(30)
+srv = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+srv.load_cert_chain(sys.argv[1] + "/cert.pem", sys.argv[1] + "/key.pem")
+for v in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
+    cli = ssl.create_default_context(cafile=sys.argv[1] + "/cert.pem")
+    cli.minimum_version = cli.maximum_version = v
+    ls = socket.create_server(("127.0.0.1", 0))
+    def serve():
+        with srv.wrap_socket(ls.accept()[0], server_side=True) as s:
+            s.sendall(s.recv(4))
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    with cli.wrap_socket(socket.create_connection(ls.getsockname()),
+                         server_hostname="localhost") as s:
+        s.sendall(b"ping")
+        assert s.recv(4) == b"ping" and s.version() == v.name.replace("v1_", "v1."), s.version()
+    t.join()
+    ls.close()
+PY
+	rm -rf "$tls"
 	chroot "$tree" /usr/bin/python3 -B --version >"$tmp/python-version" 2>&1
 	[ -z "$(find "$tree" -xdev -name __pycache__ -print -quit)" ] ||
 		die "byte code appeared in the tree"

@@ -387,6 +387,14 @@ if [ -f "$DEBIAN_IMAGE" ]; then
 	want="333328333350000 $(printf sandvm | sha256sum | cut -c1-12) 3"
 	if [ "$rc" -eq 0 ] && out_is run-debian-python "$want"; then report OK run-debian-python; else
 		report FAIL run-debian-python "$(why run-debian-python), expected '$want'"; fi
+	# What the image carries of a base system (tests/integration/debian_base.py):
+	# /etc/services, zoneinfo, UTF-8, ps, TLS 1.3 and 1.2 on loopback with X25519 and P-256.
+	ex_fresh run-debian-base --image "$DEBIAN_IMAGE" --memory 512 -- \
+		python3 -B -c "$(cat tests/integration/debian_base.py)"
+	want=$(printf '%s\n' 'services 80 80' 'zoneinfo +02:00' 'encoding utf-8 UTF-8' 'ps 1' \
+		'TLSv1.3 x25519' 'TLSv1.3 secp256r1' 'TLSv1.2 x25519')
+	if [ "$rc" -eq 0 ] && out_is run-debian-base "$want"; then report OK run-debian-base; else
+		report FAIL run-debian-base "$(why run-debian-base), expected '$want'"; fi
 	# The image is shared: a sandbox's writes go to its in-memory overlay.
 	before=$(sha256sum "$DEBIAN_IMAGE" | cut -c1-16)
 	ex_fresh run-debian-overlay --image "$DEBIAN_IMAGE" -- \
