@@ -31,7 +31,6 @@
 #include "sandbox.h"
 #include "sandboxd.h"
 #include "spec.h"
-#include "vmm_control.h"
 
 #define CANARY_MEMORY_MIB 128
 #define CANARY_TIMEOUT_S 60
@@ -69,7 +68,7 @@ struct run {
 	char control[320];
 	char reply[65536];
 	int call_r;
-	struct metrics_fw before, fw_after;
+	struct metrics_fw fw_read, before, fw_after; /* fw_read: the worker job's reading */
 	bool before_ok;
 	uv_timer_t deadline;
 	bool deadline_open;
@@ -254,8 +253,7 @@ static void counters_work(uv_work_t *w)
 {
 	struct run *r = w->data;
 
-	r->call_r = vmm_control_call_timeout(r->control, "{\"op\":\"net\"}\n", r->reply, sizeof(r->reply),
-					     COUNTERS_TIMEOUT_MS);
+	r->call_r = metrics_fw_read(r->control, COUNTERS_TIMEOUT_MS, r->reply, sizeof(r->reply), &r->fw_read);
 }
 
 static void judge(struct run *r, bool known);
@@ -265,8 +263,10 @@ static void counters_done(uv_work_t *w, int status)
 {
 	struct run *r = w->data;
 	struct metrics_fw fw = {0};
-	bool ok = status == 0 && r->call_r == 0 && metrics_fw_parse(r->reply, strlen(r->reply), &fw) == 0;
+	bool ok = status == 0 && r->call_r == 0;
 
+	if (ok)
+		fw = r->fw_read;
 	r->work_busy = false;
 	if (!r->done) {
 		if (!r->after) {
@@ -446,15 +446,6 @@ static void exec_probes(struct run *r)
 
 /* ---- the worker's description, and the canary ---- */
 
-static bool in_sandbox_pool(int family, const void *a)
-{
-	static const uint8_t pool6[6] = {0xfd, 0x53, 0x53, 0x56, 0, 0};
-
-	if (family == AF_INET)
-		return (ntohl(((const struct in_addr *)a)->s_addr) >> 16) == 0x0ac8; /* 10.200.0.0/16 */
-	return !memcmp(a, pool6, 6); /* fd53:5356::/48 */
-}
-
 static void add_local(struct isolation_worker *w, const char *a)
 {
 	for (unsigned i = 0; i < w->nlocal; i++)
@@ -494,7 +485,7 @@ static void local_addresses(struct isolation_worker *w, const struct sandbox *ca
 				 : IN6_IS_ADDR_LOOPBACK((const struct in6_addr *)x) ||
 					   IN6_IS_ADDR_LINKLOCAL((const struct in6_addr *)x))
 			continue;
-		if (in_sandbox_pool(f, x))
+		if (net_in_sandbox_pool(f, x))
 			continue;
 		inet_ntop(f, x, a, sizeof(a));
 		add_local(w, a);

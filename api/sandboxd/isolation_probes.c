@@ -15,7 +15,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cidr.h"
 #include "metrics.h"
+#include "parse.h"
 
 /* Host-side vsock ports a guest might try (the canary's agent port is left out). */
 static const unsigned vsock_host_ports[] = {1, 22, 80, 1024, 1025, 9999};
@@ -105,28 +107,11 @@ static int addr_bytes(const char *s, uint8_t out[16])
 /* Whether addr lies inside the CIDR text ("10.1.0.0/16"); a malformed CIDR holds nothing. */
 static bool cidr_holds(const char *cidr, const char *addr)
 {
-	char net[ISOLATION_ADDR_MAX + 8], *slash, *end;
-	uint8_t a[16], b[16];
-	int la, lb;
-	long bits;
+	struct cidr c;
+	uint8_t b[16];
+	int n = addr_bytes(addr, b);
 
-	snprintf(net, sizeof(net), "%s", cidr);
-	slash = strchr(net, '/');
-	if (!slash)
-		return false;
-	*slash = '\0';
-	bits = strtol(slash + 1, &end, 10);
-	la = addr_bytes(net, a);
-	lb = addr_bytes(addr, b);
-	if (*end || !la || la != lb || bits < 0 || bits > la * 8)
-		return false;
-	for (long i = 0; i < bits; i++) {
-		uint8_t m = (uint8_t)(0x80 >> (i % 8));
-
-		if ((a[i / 8] & m) != (b[i / 8] & m))
-			return false;
-	}
-	return true;
+	return n && cidr_parse_masked(cidr, &c) == 0 && cidr_contains(&c, n == 4 ? 4 : 6, b);
 }
 
 static bool opened_by_operator(const struct isolation_worker *w, const char *addr)
@@ -393,9 +378,9 @@ void isolation_judge_spoof(struct isolation_report *rep, const struct metrics_fw
 int isolation_endpoint_parse(const char *text, struct isolation_endpoint *out, char *why, size_t cap)
 {
 	const char *colon = strrchr(text, ':');
-	char host[ISOLATION_ADDR_MAX + 2], *end;
+	char host[ISOLATION_ADDR_MAX + 2];
 	uint8_t b[16];
-	unsigned long port;
+	uint64_t port;
 	size_t n;
 
 	memset(out, 0, sizeof(*out));
@@ -421,8 +406,7 @@ int isolation_endpoint_parse(const char *text, struct isolation_endpoint *out, c
 		snprintf(why, cap, "%.80s: %s is not an IPv4 address (IPv6 goes as [ADDR]:PORT)", text, host);
 		return -EINVAL;
 	}
-	if (colon[1] < '0' || colon[1] > '9' || (port = strtoul(colon + 1, &end, 10), *end) || port < 1 ||
-	    port > 65535) {
+	if (sv_parse_u64(colon + 1, 1, 65535, &port) < 0) {
 		snprintf(why, cap, "%.80s: the port is 1..65535", text);
 		return -EINVAL;
 	}
@@ -433,14 +417,9 @@ int isolation_endpoint_parse(const char *text, struct isolation_endpoint *out, c
 
 int isolation_interval_parse(const char *text, unsigned *out)
 {
-	unsigned long v;
-	char *end;
+	uint64_t v;
 
-	if (*text < '0' || *text > '9')
-		return -EINVAL;
-	errno = 0;
-	v = strtoul(text, &end, 10);
-	if (*end || errno || v < ISOLATION_INTERVAL_MIN || v > ISOLATION_INTERVAL_MAX)
+	if (sv_parse_u64(text, ISOLATION_INTERVAL_MIN, ISOLATION_INTERVAL_MAX, &v) < 0)
 		return -EINVAL;
 	*out = (unsigned)v;
 	return 0;

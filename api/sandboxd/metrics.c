@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "http_conn.h"
+#include "vmm_control.h"
 
 const double metrics_ready_bounds[METRICS_READY_BUCKETS] = {0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120};
 
@@ -120,4 +121,15 @@ out:
 		memset(out, 0, sizeof(*out));
 	cJSON_Delete(j);
 	return r;
+}
+
+int metrics_fw_read(const char *control, unsigned timeout_ms, char *reply, size_t cap, struct metrics_fw *out)
+{
+	int r = vmm_control_call_timeout(control, "{\"op\":\"net\"}\n", reply, cap, timeout_ms);
+
+	if (r < 0) {
+		memset(out, 0, sizeof(*out));
+		return r;
+	}
+	return metrics_fw_parse(reply, strlen(reply), out);
 }

@@ -113,6 +113,12 @@ void metrics_listener_read(const struct http_server *srv, struct metrics_listene
  * -EBADMSG (out is zeroed then).
  */
 int metrics_fw_parse(const char *reply, size_t len, struct metrics_fw *out);
+/*
+ * Asks the VMM on the control socket for its counters ({"op":"net"}, bounded
+ * by timeout_ms; its reply into reply, cap bytes) and parses them. Blocking:
+ * for a worker thread. 0, the control call's error, or -EBADMSG (out zeroed).
+ */
+int metrics_fw_read(const char *control, unsigned timeout_ms, char *reply, size_t cap, struct metrics_fw *out);
 
 /*
  * The Prometheus text exposition (format 0.0.4) of v into buf: 0 with *len,

@@ -23,7 +23,6 @@
 #include "sandbox.h"
 #include "sandboxd.h"
 #include "snapshot_store.h"
-#include "vmm_control.h"
 
 _Static_assert(SANDBOX_STATES == METRICS_SANDBOX_STATES, "metrics_text.c names every sandbox state");
 
@@ -84,10 +83,7 @@ static void scrape_work(uv_work_t *w)
 	for (size_t i = 0; i < s->nvmms; i++) {
 		struct scrape_vmm *v = &s->vmms[i];
 
-		v->result = vmm_control_call_timeout(v->control, "{\"op\":\"net\"}\n", reply, sizeof(reply),
-						     SCRAPE_VMM_TIMEOUT_MS);
-		if (v->result == 0)
-			v->result = metrics_fw_parse(reply, strlen(reply), &v->fw);
+		v->result = metrics_fw_read(v->control, SCRAPE_VMM_TIMEOUT_MS, reply, sizeof(reply), &v->fw);
 	}
 	if (s->store[0])
 		snapshot_store_usage(s->store, s->images, s->image_bytes);

@@ -302,6 +302,15 @@ void net_sandbox_address(const struct sandbox *sb, unsigned host, bool v6, char 
 		addr4(sb->net.index, host, out, len);
 }
 
+bool net_in_sandbox_pool(int family, const void *addr)
+{
+	static const uint8_t pool6[6] = {0xfd, 0x53, 0x53, 0x56, 0, 0}; /* fd53:5356::/48, POOL6's */
+
+	if (family == AF_INET)
+		return (ntohl(((const struct in_addr *)addr)->s_addr) & 0xffff0000u) == POOL_BASE;
+	return !memcmp(addr, pool6, sizeof(pool6));
+}
+
 const char *net_mode_name(const struct sandbox *sb)
 {
 	if (!sb->net.index)

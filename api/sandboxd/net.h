@@ -48,6 +48,8 @@ const char *net_mode_name(const struct sandbox *sb);
  * network, IPv4 or IPv6 ("" when it has none).
  */
 void net_sandbox_address(const struct sandbox *sb, unsigned host, bool v6, char *out, size_t len);
+/* Whether addr (a struct in_addr for AF_INET, else a struct in6_addr) lies in the sandboxes' pools. */
+bool net_in_sandbox_pool(int family, const void *addr);
 void net_get(struct sandbox *sb, struct api_call *call);
 void net_put(struct sandbox *sb, struct api_call *call);
 
