@@ -630,7 +630,7 @@ def _():
     run_exec(sid, ["sh", "-c", f"i=0; while [ $i -lt 20000 ]; do echo {token}; i=$((i+1)); done > /tmp/marker; "
                    "setsid sh -c 'm=$(cat /tmp/marker); sleep 100000' </dev/null >/dev/null 2>&1 &"])
     run_exec(sid, ["sh", "-c", "echo kept > /tmp/paused-file; setsid sh -c 'i=0; while :; do i=$((i+1)); "
-                   "echo $i > /tmp/count; sleep 0.1; done' </dev/null >/dev/null 2>&1 &"])
+                   "echo $i > /tmp/count.n; mv /tmp/count.n /tmp/count; sleep 0.1; done' </dev/null >/dev/null 2>&1 &"])
     time.sleep(1.5)
     c0 = guest_count(sid)
     time.sleep(1)

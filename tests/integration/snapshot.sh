@@ -59,9 +59,10 @@ try:
     if rc != 0 or out.strip() != "ok":
         case("snapshot-source-boot", False, "exec on the source VM: rc %d %s %s" % (rc, out, err))
         raise SystemExit(1)
-    # A counter that outlives its exec: the agent's exec ends, the process goes on.
-    ex(src_sock, "sh", "-c", "setsid sh -c 'i=0; while :; do i=$((i+1)); echo $i > /tmp/count; sleep 0.1; done' "
-       "</dev/null >/dev/null 2>&1 &")
+    # A counter that outlives its exec: the agent's exec ends, the process goes on. It renames a
+    # finished file into place, so a read never catches one truncated and not yet written.
+    ex(src_sock, "sh", "-c", "setsid sh -c 'i=0; while :; do i=$((i+1)); echo $i > /tmp/count.n; "
+       "mv /tmp/count.n /tmp/count; sleep 0.1; done' </dev/null >/dev/null 2>&1 &")
     time.sleep(1.5)
     c1 = count(src_sock)
 
