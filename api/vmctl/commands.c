@@ -393,33 +393,13 @@ out:
 static int get_and_show(const struct vmctl_args *a, const char *path, bool need_key, bool json,
 			int (*show)(const cJSON *reply, bool json))
 {
-	struct vmctl_client c;
-	struct vmctl_req q;
 	cJSON *reply;
-	int r;
+	int r = vmctl_call(a, need_key, "GET", path, NULL, &reply);
 
-	r = vmctl_client_open(&c, a, need_key);
 	if (r)
 		return r;
-	r = vmctl_request(&q, &c, "GET", path, NULL);
-	if (r || !vmctl_req_ok(&q)) {
-		r = vmctl_req_report(&q, r);
-		goto out;
-	}
-	reply = vmctl_req_json(&q);
-	if (!reply) {
-		r = VMCTL_EXIT_FAILED;
-		goto out;
-	}
-	r = show(reply, json);
-	if (r < 0) {
-		fprintf(stderr, "vmctl: %s\n", strerror(-r));
-		r = VMCTL_EXIT_FAILED;
-	}
+	r = vmctl_print_status(show(reply, json));
 	cJSON_Delete(reply);
-out:
-	vmctl_req_destroy(&q);
-	vmctl_client_close(&c);
 	return r;
 }
 

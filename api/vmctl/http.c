@@ -297,6 +297,55 @@ cJSON *vmctl_req_json(const struct vmctl_req *q)
 	return j;
 }
 
+int vmctl_call(const struct vmctl_args *a, bool need_key, const char *method, const char *path,
+	       const cJSON *body, cJSON **reply)
+{
+	struct vmctl_client c;
+	struct vmctl_req q;
+	int r;
+
+	if (reply)
+		*reply = NULL;
+	r = vmctl_client_open(&c, a, need_key);
+	if (r)
+		return r;
+	r = vmctl_request(&q, &c, method, path, body);
+	if (r || !vmctl_req_ok(&q)) {
+		r = vmctl_req_report(&q, r);
+	} else if (reply) {
+		*reply = vmctl_req_json(&q);
+		r = *reply ? 0 : VMCTL_EXIT_FAILED;
+	}
+	vmctl_req_destroy(&q);
+	vmctl_client_close(&c);
+	return r;
+}
+
+int vmctl_call_sandbox(const struct vmctl_args *a, const char *method, const char *id, const char *suffix,
+		       const cJSON *body, cJSON **reply)
+{
+	char *path = vmctl_sandbox_path(id, suffix);
+	int r;
+
+	if (reply)
+		*reply = NULL;
+	if (!path) {
+		fprintf(stderr, "vmctl: out of memory\n");
+		return VMCTL_EXIT_FAILED;
+	}
+	r = vmctl_call(a, true, method, path, body, reply);
+	free(path);
+	return r;
+}
+
+int vmctl_print_status(int r)
+{
+	if (r >= 0)
+		return r;
+	fprintf(stderr, "vmctl: %s\n", strerror(-r));
+	return VMCTL_EXIT_FAILED;
+}
+
 char *vmctl_sandbox_path(const char *id, const char *suffix)
 {
 	char *esc = curl_easy_escape(NULL, id, 0), *path;

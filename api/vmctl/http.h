@@ -109,6 +109,25 @@ cJSON *vmctl_req_json(const struct vmctl_req *q);
  */
 char *vmctl_sandbox_path(const char *id, const char *suffix);
 
+/*
+ * One whole call: a client (with the API key when need_key), method on path
+ * with body (may be NULL), and on success the reply's JSON in *reply (the
+ * caller's to cJSON_Delete), or NULL when reply is NULL (a reply without a
+ * body, DELETE). Returns 0, or the exit status after printing why (the client,
+ * the transport, sandboxd's error or a reply that is not JSON).
+ */
+int vmctl_call(const struct vmctl_args *a, bool need_key, const char *method, const char *path,
+	       const cJSON *body, cJSON **reply);
+/* The same on "/v1/sandboxes/ID" + suffix. */
+int vmctl_call_sandbox(const struct vmctl_args *a, const char *method, const char *id, const char *suffix,
+		       const cJSON *body, cJSON **reply);
+
+/*
+ * What a printer's result means for the exit status: 0 or an exit status as
+ * it is, -errno printed and VMCTL_EXIT_FAILED.
+ */
+int vmctl_print_status(int r);
+
 /* One JSON request; the reply in q (vmctl_req_destroy it). Result as vmctl_req_perform. */
 int vmctl_request(struct vmctl_req *q, const struct vmctl_client *c, const char *method,
 		  const char *path, const cJSON *body);

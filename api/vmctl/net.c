@@ -69,41 +69,13 @@ static int net_parse(struct vmctl_args *a, int argc, char **argv, struct net_opt
 /* The sandbox's network, by GET (body NULL) or PUT body, printed. */
 static int net_call(const struct vmctl_args *a, const char *id, const cJSON *body, bool json)
 {
-	struct vmctl_client c;
-	struct vmctl_req q;
 	cJSON *reply;
-	char *path;
-	int r;
+	int r = vmctl_call_sandbox(a, body ? "PUT" : "GET", id, "/network", body, &reply);
 
-	r = vmctl_client_open(&c, a, true);
 	if (r)
 		return r;
-	path = vmctl_sandbox_path(id, "/network");
-	if (!path) {
-		fprintf(stderr, "vmctl: out of memory\n");
-		vmctl_client_close(&c);
-		return VMCTL_EXIT_FAILED;
-	}
-	r = vmctl_request(&q, &c, body ? "PUT" : "GET", path, body);
-	if (r || !vmctl_req_ok(&q)) {
-		r = vmctl_req_report(&q, r);
-		goto out;
-	}
-	reply = vmctl_req_json(&q);
-	if (!reply) {
-		r = VMCTL_EXIT_FAILED;
-		goto out;
-	}
-	r = json ? vmctl_print_json(reply) : vmctl_print_network(reply);
-	if (r < 0) {
-		fprintf(stderr, "vmctl: %s\n", strerror(-r));
-		r = VMCTL_EXIT_FAILED;
-	}
+	r = vmctl_print_status(json ? vmctl_print_json(reply) : vmctl_print_network(reply));
 	cJSON_Delete(reply);
-out:
-	vmctl_req_destroy(&q);
-	free(path);
-	vmctl_client_close(&c);
 	return r;
 }
 

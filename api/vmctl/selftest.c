@@ -91,8 +91,6 @@ static int summarize(const cJSON *reply, bool json)
 int vmctl_cmd_selftest(struct vmctl_args *a, int argc, char **argv)
 {
 	static const struct option opts[] = { { "json", no_argument, NULL, OPT_JSON }, { 0 } };
-	struct vmctl_client c;
-	struct vmctl_req q;
 	bool json = false;
 	cJSON *reply;
 	int first, r;
@@ -106,34 +104,19 @@ int vmctl_cmd_selftest(struct vmctl_args *a, int argc, char **argv)
 		return vmctl_usage_error("selftest", "unknown self-test '%s' (isolation)", argv[first]);
 	if (first + 1 < argc)
 		return vmctl_usage_error("selftest", "unexpected argument '%s'", argv[first + 1]);
-	r = vmctl_client_open(&c, a, true);
+	r = vmctl_call(a, true, "POST", "/v1/selftest/isolation", NULL, &reply);
 	if (r)
 		return r;
-	r = vmctl_request(&q, &c, "POST", "/v1/selftest/isolation", NULL);
-	if (r || !vmctl_req_ok(&q)) {
-		r = vmctl_req_report(&q, r);
-		goto out;
-	}
-	reply = vmctl_req_json(&q);
-	if (!reply) {
-		r = VMCTL_EXIT_FAILED;
-		goto out;
-	}
 	if (json) {
-		r = vmctl_print_json(reply);
-		if (r < 0) {
-			fprintf(stderr, "vmctl: %s\n", strerror(-r));
+		r = vmctl_print_status(vmctl_print_json(reply));
+		if (r) {
 			cJSON_Delete(reply);
-			r = VMCTL_EXIT_FAILED;
-			goto out;
+			return r;
 		}
 	} else {
 		print_table(reply);
 	}
 	r = summarize(reply, json);
 	cJSON_Delete(reply);
-out:
-	vmctl_req_destroy(&q);
-	vmctl_client_close(&c);
 	return r;
 }

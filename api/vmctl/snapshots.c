@@ -137,27 +137,6 @@ static int add_key(const char *cmd, const char *file, cJSON *body)
 	return 0;
 }
 
-/* One call; the reply JSON in *reply when asked for, else printed nowhere. */
-static int call(const struct vmctl_args *a, const char *method, const char *path, const cJSON *body, cJSON **reply)
-{
-	struct vmctl_client c;
-	struct vmctl_req q;
-	int r = vmctl_client_open(&c, a, true);
-
-	if (r)
-		return r;
-	r = vmctl_request(&q, &c, method, path, body);
-	if (r || !vmctl_req_ok(&q)) {
-		r = vmctl_req_report(&q, r);
-	} else if (reply) {
-		*reply = vmctl_req_json(&q);
-		r = *reply ? 0 : VMCTL_EXIT_FAILED;
-	}
-	vmctl_req_destroy(&q);
-	vmctl_client_close(&c);
-	return r;
-}
-
 /* Wipes the key out of the request body before it is freed. */
 static void body_free(cJSON *body)
 {
@@ -166,20 +145,6 @@ static void body_free(cJSON *body)
 	if (cJSON_IsString(k))
 		memset(k->valuestring, 0, strlen(k->valuestring));
 	cJSON_Delete(body);
-}
-
-static int sandbox_call(const struct vmctl_args *a, const char *id, const char *suffix, cJSON *body, cJSON **reply)
-{
-	char *path = vmctl_sandbox_path(id, suffix);
-	int r;
-
-	if (!path) {
-		fprintf(stderr, "vmctl: out of memory\n");
-		return VMCTL_EXIT_FAILED;
-	}
-	r = call(a, "POST", path, body, reply);
-	free(path);
-	return r;
 }
 
 int vmctl_cmd_snapshot_dir(struct vmctl_args *a, int argc, char **argv)
@@ -213,7 +178,7 @@ int vmctl_cmd_snapshot_dir(struct vmctl_args *a, int argc, char **argv)
 	}
 	if (a->verbose)
 		fprintf(stderr, "vmctl: making an image of %s in %s...\n", argv[first + 1], argv[first]);
-	r = sandbox_call(a, argv[first], "/snapshots", body, &reply);
+	r = vmctl_call_sandbox(a, "POST", argv[first], "/snapshots", body, &reply);
 	img = cJSON_GetObjectItemCaseSensitive(reply, "image");
 	if (r == 0 && cJSON_IsString(img))
 		printf("%s\n", img->valuestring);
@@ -242,7 +207,7 @@ int vmctl_cmd_mount(struct vmctl_args *a, int argc, char **argv)
 	cJSON_AddStringToObject(body, "path", argv[first + 1]);
 	cJSON_AddStringToObject(body, "image", argv[first + 2]);
 	if (!key_file || (r = add_key(o.cmd, key_file, body)) == 0)
-		r = sandbox_call(a, argv[first], "/mounts", body, &reply);
+		r = vmctl_call_sandbox(a, "POST", argv[first], "/mounts", body, &reply);
 	body_free(body);
 	cJSON_Delete(reply);
 	return r;
@@ -265,7 +230,7 @@ int vmctl_cmd_unmount(struct vmctl_args *a, int argc, char **argv)
 					 argv[first + 2]);
 	body = cJSON_CreateObject();
 	cJSON_AddStringToObject(body, "path", argv[first + 1]);
-	r = sandbox_call(a, argv[first], "/unmount", body, NULL);
+	r = vmctl_call_sandbox(a, "POST", argv[first], "/unmount", body, NULL);
 	cJSON_Delete(body);
 	return r;
 }
@@ -305,7 +270,7 @@ int vmctl_cmd_images(struct vmctl_args *a, int argc, char **argv)
 		return r;
 	if (key_file || first != argc)
 		return vmctl_usage_error(o.cmd, key_file ? "takes no key" : "unexpected argument '%s'", argv[first]);
-	r = call(a, "GET", "/v1/snapshots", NULL, &reply);
+	r = vmctl_call(a, true, "GET", "/v1/snapshots", NULL, &reply);
 	if (r)
 		return r;
 	if (o.json) {
@@ -351,7 +316,7 @@ int vmctl_cmd_image(struct vmctl_args *a, int argc, char **argv)
 			continue;
 		}
 		snprintf(path, sizeof(path), "/v1/snapshots/%s", argv[i]);
-		r = call(a, "DELETE", path, NULL, NULL);
+		r = vmctl_call(a, true, "DELETE", path, NULL, NULL);
 		if (r && !worst)
 			worst = r;
 	}

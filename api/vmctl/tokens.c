@@ -69,36 +69,12 @@ static int parse(struct vmctl_args *a, const char *cmd, int argc, char **argv, s
 	return vmctl_cmd_parse(a, cmd, token_usage, argc, argv, opts, token_handle, o, first);
 }
 
-/* One request about sandbox id's tokens; the reply's JSON in *reply (NULL for none). */
+/* One request about sandbox id's tokens; the reply's JSON in *reply (NULL for DELETE, which has none). */
 static int call(const struct vmctl_args *a, const char *method, const char *id, const char *suffix,
 		const cJSON *body, cJSON **reply)
 {
-	struct vmctl_client c;
-	struct vmctl_req q;
-	char *path;
-	int r;
-
 	*reply = NULL;
-	r = vmctl_client_open(&c, a, true);
-	if (r)
-		return r;
-	path = vmctl_sandbox_path(id, suffix);
-	if (!path) {
-		fprintf(stderr, "vmctl: out of memory\n");
-		vmctl_client_close(&c);
-		return VMCTL_EXIT_FAILED;
-	}
-	r = vmctl_request(&q, &c, method, path, body);
-	if (r || !vmctl_req_ok(&q)) {
-		r = vmctl_req_report(&q, r);
-	} else if (strcmp(method, "DELETE")) {
-		*reply = vmctl_req_json(&q);
-		r = *reply ? 0 : VMCTL_EXIT_FAILED;
-	}
-	vmctl_req_destroy(&q);
-	free(path);
-	vmctl_client_close(&c);
-	return r;
+	return vmctl_call_sandbox(a, method, id, suffix, body, strcmp(method, "DELETE") ? reply : NULL);
 }
 
 static const char *str(const cJSON *o, const char *k)

@@ -69,41 +69,21 @@ static void print_table(const cJSON *reply)
 int vmctl_cmd_tunnels(struct vmctl_args *a, int argc, char **argv)
 {
 	static const struct option opts[] = { { "json", no_argument, NULL, OPT_JSON }, { 0 } };
-	struct vmctl_client c;
-	struct vmctl_req q;
 	cJSON *reply = NULL;
 	bool json = false;
-	char *path;
 	int first, r = vmctl_cmd_parse(a, "tunnels", tunnels_usage, argc, argv, opts, handle, &json, &first);
 
 	if (r >= 0)
 		return r;
 	if (argc - first != 1 || !argv[first][0])
 		return vmctl_usage_error("tunnels", argc - first < 1 ? "missing sandbox ID" : "one sandbox ID, please");
-	r = vmctl_client_open(&c, a, true);
+	r = vmctl_call_sandbox(a, "GET", argv[first], "/tunnels", NULL, &reply);
 	if (r)
 		return r;
-	path = vmctl_sandbox_path(argv[first], "/tunnels");
-	if (!path) {
-		fprintf(stderr, "vmctl: out of memory\n");
-		vmctl_client_close(&c);
-		return VMCTL_EXIT_FAILED;
-	}
-	r = vmctl_request(&q, &c, "GET", path, NULL);
-	if (r || !vmctl_req_ok(&q)) {
-		r = vmctl_req_report(&q, r);
-	} else {
-		reply = vmctl_req_json(&q);
-		if (!reply)
-			r = VMCTL_EXIT_FAILED;
-		else if (json)
-			r = vmctl_print_json(reply) < 0 ? VMCTL_EXIT_FAILED : 0;
-		else
-			print_table(reply);
-	}
+	if (json)
+		r = vmctl_print_status(vmctl_print_json(reply));
+	else
+		print_table(reply);
 	cJSON_Delete(reply);
-	vmctl_req_destroy(&q);
-	free(path);
-	vmctl_client_close(&c);
 	return r;
 }
