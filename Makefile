@@ -34,7 +34,7 @@ API_PURE_SRCS := api/sandboxd/spec.c api/sandboxd/query.c api/sandboxd/net_polic
 	api/sandboxd/json_text.c api/sandboxd/guest_relay.c api/sandboxd/ingress_proxy.c \
 	api/sandboxd/tunnel_relay.c api/sandboxd/tunnel_serve.c api/sandboxd/jail_host.c \
 	api/sandboxd/metrics.c api/sandboxd/metrics_text.c api/sandboxd/isolation_report.c \
-	api/sandboxd/isolation_probes.c
+	api/sandboxd/isolation_probes.c api/sandboxd/fleet/fleet_table.c api/sandboxd/fleet/placement.c
 # The isolation probe's parts (guest side, static in the image), which unit tests and fuzzers link too.
 PROBE_SRCS := $(filter-out guest-agent/probe/main.c,$(wildcard guest-agent/probe/*.c))
 VMM_SRCS  := $(filter-out vmm/main.c,$(wildcard vmm/*.c vmm/arch/x86/*.c vmm/devices/*.c vmm/virtio/*.c vmm/backends/*.c vmm/net/*.c \
