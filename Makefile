@@ -82,7 +82,7 @@ $(BUILD)/bin/sandvm-run: $(BUILD)/obj/api/sandvm-run.o $(LIB_OBJS) | $(STAMP)
 
 # The client of sandboxd (docs/api.md).
 # The worker daemon (docs/api.md): libuv, the packaged http_parser, cJSON, OpenSSL.
-SANDBOXD_SRCS := $(wildcard api/sandboxd/*.c)
+SANDBOXD_SRCS := $(wildcard api/sandboxd/*.c api/sandboxd/fleet/*.c)
 SANDBOXD_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,$(SANDBOXD_SRCS))
 LDLIBS_SANDBOXD := $(shell pkg-config --libs libuv libcjson libssl libcrypto libzstd) -lhttp_parser -lpthread
 # Messages to people are cut to their buffers on purpose; paths are checked for length where made.

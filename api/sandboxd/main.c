@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "auth.h"
+#include "fleet/gateway.h"
 #include "http_conn.h"
 #include "images.h"
 #include "ingress.h"
@@ -29,7 +30,7 @@
 /* Long options without a short letter. */
 enum { OPT_TUNNEL_MAX_CONNECTIONS = 0x100, OPT_TUNNEL_IDLE_TIMEOUT, OPT_NO_JAIL, OPT_JAIL_IDS, OPT_CGROUP_ROOT,
        OPT_COLD_BOOT, OPT_METRICS_LISTEN, OPT_METRICS_AUTH, OPT_ISOLATION_PROBE, OPT_ISOLATION_PROBE_PEER,
-       OPT_ISOLATION_PROBE_DENY };
+       OPT_ISOLATION_PROBE_DENY, OPT_GATEWAY, OPT_ETCD, OPT_TLS_CA };
 #include "log.h"
 #include "metrics_scrape.h"
 #include "net.h"
@@ -56,6 +57,8 @@ static const char usage[] =
 	"                [--metrics-listen HOST:PORT [--metrics-auth key|none]]\n"
 	"                [--isolation-probe S] [--isolation-probe-peer ADDR:PORT]\n"
 	"                [--isolation-probe-deny ADDR:PORT]...\n"
+	"       sandboxd --gateway --etcd URL[,URL...] --listen HOST:PORT --tls-ca FILE\n"
+	"                [--tls-cert F --tls-key F] [--state-dir DIR] [--log-level LEVEL]\n"
 	"       sandboxd [--state-dir DIR] --new-key NAME\n"
 	"       sandboxd [--state-dir DIR] --rotate-managed-key\n"
 	"\n"
@@ -134,6 +137,13 @@ static const char usage[] =
 	"                       a host in a private or internal network the sandboxes must never\n"
 	"                       reach (a database, the VPC's router); the canary tries it over TCP;\n"
 	"                       repeatable (at most 16)\n"
+	"  --gateway            serve one address for a fleet of workers instead of running\n"
+	"                       sandboxes (docs/fleet.md): places creates, relays calls to the\n"
+	"                       worker holding each sandbox; STATE_DIR/api-keys must hold the\n"
+	"                       workers' keys (the gateway checks them and forwards them)\n"
+	"  --etcd URL[,URL...]  with --gateway: etcd's client URLs (http://HOST:PORT)\n"
+	"  --tls-ca FILE        with --gateway: the CA (PEM) the workers' certificates must\n"
+	"                       verify against (their addresses' IPs or names)\n"
 	"  --new-key NAME       make an API key, store its hash, print the key, exit\n"
 	"  --rotate-managed-key replace the managed key of snapshot images, re-wrapping each\n"
 	"                       image's key with the new one (run while sandboxd is stopped)\n";
@@ -559,6 +569,70 @@ static int parse_port_range(const char *s, unsigned *lo, unsigned *hi)
 	return 0;
 }
 
+/* Where the gateway's settings come from: the command line. */
+struct gateway_options {
+	const char *etcd, *ca;
+};
+
+/*
+ * sandboxd --gateway: the TLS listener and its API keys as a worker has
+ * them, the routes of the gateway, no VMM and no sandboxes.
+ */
+static int run_gateway(struct daemon *dm, const struct gateway_options *o, const char *listen_addr,
+		       const struct tls_options *tls, const char *keys_path)
+{
+	struct sandboxd *d = &dm->d;
+	struct gateway_config cfg = {0};
+	struct gateway *g = NULL;
+	char err[512];
+	int r;
+
+	if (!o->etcd || !o->ca || !listen_addr) {
+		sv_err("--gateway needs --etcd URL, --tls-ca FILE (the workers' CA) and --listen HOST:PORT");
+		return 2;
+	}
+	if (tls->insecure) {
+		sv_err("--gateway serves HTTPS only: --listen, not --listen-insecure");
+		return 2;
+	}
+	signal(SIGPIPE, SIG_IGN);
+	d->loop = uv_default_loop();
+	if (auth_open(keys_path, &d->keys) < 0)
+		return 1;
+	cfg.loop = d->loop;
+	cfg.etcd_endpoints = o->etcd;
+	cfg.keys = d->keys;
+	cfg.worker_tls = tls_client_ctx_new(o->ca, err, sizeof(err));
+	if (!cfg.worker_tls) {
+		sv_err("--tls-ca: %s", err);
+		return 1;
+	}
+	r = gateway_new(&cfg, &g, err, sizeof(err));
+	if (r < 0) {
+		sv_err("--etcd: %s", err);
+		return r == -EINVAL ? 2 : 1;
+	}
+	http_server_init(&dm->tcp_server, d->loop, gateway_on_headers, g);
+	raise_nofile_limit();
+	if (listen_tcp(dm, listen_addr, tls) < 0)
+		return 1;
+	uv_signal_init(d->loop, &dm->sig_term);
+	dm->sig_term.data = dm;
+	uv_signal_start(&dm->sig_term, on_stop_signal, SIGTERM);
+	uv_signal_init(d->loop, &dm->sig_int);
+	dm->sig_int.data = dm;
+	uv_signal_start(&dm->sig_int, on_stop_signal, SIGINT);
+	sv_info("gateway: serving https://%s for the workers in etcd %s (state %s)", listen_addr, o->etcd,
+		d->state_dir);
+	uv_run(d->loop, UV_RUN_DEFAULT);
+	gateway_free(g);
+	tls_server_ctx_free(dm->tcp_server.tls);
+	tls_server_ctx_free(cfg.worker_tls);
+	http_server_destroy(&dm->tcp_server);
+	auth_close(d->keys);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -594,6 +668,9 @@ int main(int argc, char **argv)
 		{"isolation-probe", required_argument, NULL, OPT_ISOLATION_PROBE},
 		{"isolation-probe-peer", required_argument, NULL, OPT_ISOLATION_PROBE_PEER},
 		{"isolation-probe-deny", required_argument, NULL, OPT_ISOLATION_PROBE_DENY},
+		{"gateway", no_argument, NULL, OPT_GATEWAY},
+		{"etcd", required_argument, NULL, OPT_ETCD},
+		{"tls-ca", required_argument, NULL, OPT_TLS_CA},
 		{NULL, 0, NULL, 0}};
 	struct daemon *dm = calloc(1, sizeof(*dm));
 	struct sandboxd *d = &dm->d;
@@ -603,7 +680,8 @@ int main(int argc, char **argv)
 	const char *metrics_addr = NULL, *metrics_auth = NULL;
 	unsigned ingress_timeout_s = INGRESS_DEFAULT_RESPONSE_TIMEOUT_MS / 1000;
 	struct isolation_monitor_config isolation = {0};
-	bool builder_given = false, rotate = false;
+	bool builder_given = false, rotate = false, gateway = false;
+	struct gateway_options gw = {0};
 	enum sv_log_level level = SV_LOG_INFO;
 	char keys_path[sizeof(d->state_dir) + 16], dir[sizeof(d->state_dir) + 16], why[512];
 	struct sysinfo si;
@@ -683,6 +761,9 @@ int main(int argc, char **argv)
 			}
 			break;
 		case OPT_CGROUP_ROOT: cgroup_root = optarg; break;
+		case OPT_GATEWAY: gateway = true; break;
+		case OPT_ETCD: gw.etcd = optarg; break;
+		case OPT_TLS_CA: gw.ca = optarg; break;
 		case OPT_METRICS_LISTEN: metrics_addr = optarg; break;
 		case OPT_METRICS_AUTH: metrics_auth = optarg; break;
 		case OPT_ISOLATION_PROBE:
@@ -791,6 +872,17 @@ int main(int argc, char **argv)
 	}
 	if (rotate)
 		return snapshots_rotate_managed_key(d->state_dir) < 0 ? 1 : 0;
+	if ((gw.etcd || gw.ca) && !gateway) {
+		sv_err("--etcd and --tls-ca go with --gateway");
+		return 2;
+	}
+	if (gateway) {
+		if (insecure_addr) {
+			sv_err("--gateway serves HTTPS only: --listen, not --listen-insecure");
+			return 2;
+		}
+		return run_gateway(dm, &gw, listen_addr, &tls, keys_path);
+	}
 	if (snapshots_init(d) < 0)
 		return 1;
 	default_paths(argv[0], d->images_dir, d->vmm_path, builder_given ? NULL : d->image_builder,

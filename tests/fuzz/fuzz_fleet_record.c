@@ -26,7 +26,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct fleet_worker_record r;
 	struct fleet_sandbox_record sr;
 	struct fleet_table t;
-	struct fleet_worker *w;
+	struct fleet_entry *w;
 	char err[256], host[FLEET_HOST_MAX + 1], key[FLEET_ID_MAX + 32];
 	uint16_t port;
 	struct placement_request rq = {.memory_mib = 1, .rand = zero};

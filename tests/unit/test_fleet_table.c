@@ -155,7 +155,7 @@ static void test_events(void **state)
 {
 	struct fleet_table t;
 	char err[256];
-	struct fleet_worker *w;
+	struct fleet_entry *w;
 	const char *k = "/sandvm/workers/w1";
 	char other[1024];
 
@@ -167,7 +167,7 @@ static void test_events(void **state)
 	assert_int_equal(fleet_table_live(&t), 2);
 	w = fleet_table_find(&t, "w1");
 	assert_non_null(w);
-	fleet_worker_inflight_add(w, 256);
+	fleet_entry_inflight_add(w, 256);
 	/* The key went away: lost, still known, its in-flight count kept. */
 	assert_int_equal(fleet_table_delete(&t, k, strlen(k)), 0);
 	assert_false(w->live);
@@ -180,10 +180,10 @@ static void test_events(void **state)
 	assert_true(w->live);
 	assert_int_equal(w->inflight, 1);
 	assert_int_equal(w->rec.sandboxes, 2);
-	fleet_worker_inflight_done(w, 256);
+	fleet_entry_inflight_done(w, 256);
 	assert_int_equal(w->inflight, 0);
 	assert_int_equal(w->inflight_mib, 0);
-	fleet_worker_inflight_done(w, 256); /* never below zero */
+	fleet_entry_inflight_done(w, 256); /* never below zero */
 	assert_int_equal(w->inflight, 0);
 	/* A record under another worker's key is refused; a bad record stops creates, not routing. */
 	assert_int_equal(fleet_table_put(&t, k, strlen(k), other, strlen(other), 2, err, sizeof(err)), -EINVAL);
@@ -237,7 +237,7 @@ static void test_capacity(void **state)
 	}
 	assert_int_equal(put(&t, "one-more", 0, 0, 1, 1, true), -ENOSPC);
 	/* A lost worker with nothing in flight makes room; one with a create in flight does not. */
-	fleet_worker_inflight_add(fleet_table_find(&t, "w0"), 1);
+	fleet_entry_inflight_add(fleet_table_find(&t, "w0"), 1);
 	assert_int_equal(fleet_table_delete(&t, "/sandvm/workers/w0", 18), 0);
 	assert_int_equal(put(&t, "one-more", 0, 0, 1, 1, true), -ENOSPC);
 	assert_int_equal(fleet_table_delete(&t, "/sandvm/workers/w1", 18), 0);
@@ -269,7 +269,7 @@ static uint32_t lcg_next(void *ctx)
 static void test_place_eligibility(void **state)
 {
 	struct fleet_table t;
-	struct fleet_worker *w;
+	struct fleet_entry *w;
 	uint64_t rng = 1;
 	struct placement_request rq = {.memory_mib = 512, .sample = 3, .rand = lcg_next, .rand_ctx = &rng};
 
@@ -289,18 +289,18 @@ static void test_place_eligibility(void **state)
 		assert_string_equal(w->rec.id, "exact");
 	}
 	/* Creates in flight count: one more 512 MiB create does not fit any more, nor does a slot. */
-	fleet_worker_inflight_add(w, 1);
+	fleet_entry_inflight_add(w, 1);
 	assert_int_equal(placement_choose(&t, &rq, &w), -ENOSPC);
-	fleet_worker_inflight_done(fleet_table_find(&t, "exact"), 1);
+	fleet_entry_inflight_done(fleet_table_find(&t, "exact"), 1);
 	assert_int_equal(put(&t, "slots", 3, 0, 4, 8192, true), 0);
-	fleet_worker_inflight_add(fleet_table_find(&t, "slots"), 0);
+	fleet_entry_inflight_add(fleet_table_find(&t, "slots"), 0);
 	{
 		const char *ex[] = {"exact"};
 
 		rq.exclude = ex;
 		rq.nexclude = 1;
 		assert_int_equal(placement_choose(&t, &rq, &w), -ENOSPC); /* "slots" is full with its in-flight one */
-		fleet_worker_inflight_done(fleet_table_find(&t, "slots"), 0);
+		fleet_entry_inflight_done(fleet_table_find(&t, "slots"), 0);
 		assert_int_equal(placement_choose(&t, &rq, &w), 0);
 		assert_string_equal(w->rec.id, "slots");
 	}
@@ -312,7 +312,7 @@ static void test_place_eligibility(void **state)
 static void test_place_sample(void **state)
 {
 	struct fleet_table t;
-	struct fleet_worker *w;
+	struct fleet_entry *w;
 	/* Draws of 0: the first two eligible in table order, a and b. */
 	const uint32_t draws[] = {0, 0};
 	struct seq s = {.v = draws, .n = 2};
@@ -339,7 +339,7 @@ static void test_place_sample(void **state)
 		assert_string_equal(w->rec.id, "d");
 	}
 	/* Free memory counts creates in flight: d with 3000 MiB in flight has less than c. */
-	fleet_worker_inflight_add(fleet_table_find(&t, "d"), 4000);
+	fleet_entry_inflight_add(fleet_table_find(&t, "d"), 4000);
 	{
 		const uint32_t d2[] = {2, 2};
 		struct seq s2 = {.v = d2, .n = 2};
@@ -348,7 +348,7 @@ static void test_place_sample(void **state)
 		assert_int_equal(placement_choose(&t, &rq, &w), 0);
 		assert_string_equal(w->rec.id, "c");
 	}
-	fleet_worker_inflight_done(fleet_table_find(&t, "d"), 4000);
+	fleet_entry_inflight_done(fleet_table_find(&t, "d"), 4000);
 	/* k >= eligible: the best of all, every time. */
 	rq.sample = 8;
 	rq.rand = lcg_next;

@@ -250,7 +250,7 @@ void fleet_table_destroy(struct fleet_table *t)
 	memset(t, 0, sizeof(*t));
 }
 
-struct fleet_worker *fleet_table_find(const struct fleet_table *t, const char *id)
+struct fleet_entry *fleet_table_find(const struct fleet_table *t, const char *id)
 {
 	for (size_t i = 0; i < t->n; i++)
 		if (!strcmp(t->w[i]->rec.id, id))
@@ -281,7 +281,7 @@ static int make_room(struct fleet_table *t)
 	}
 	if (t->n == t->cap) {
 		size_t cap = t->cap ? t->cap * 2 : 8;
-		struct fleet_worker **w = realloc(t->w, cap * sizeof(*w));
+		struct fleet_entry **w = realloc(t->w, cap * sizeof(*w));
 
 		if (!w)
 			return -ENOMEM;
@@ -296,7 +296,7 @@ int fleet_table_put(struct fleet_table *t, const char *key, size_t key_len, cons
 {
 	char id[FLEET_ID_MAX + 1], why[192];
 	struct fleet_worker_record rec;
-	struct fleet_worker *w;
+	struct fleet_entry *w;
 	int e;
 
 	if (fleet_key_id(key, key_len, FLEET_WORKERS_PREFIX, id, sizeof(id)) < 0)
@@ -331,7 +331,7 @@ int fleet_table_put(struct fleet_table *t, const char *key, size_t key_len, cons
 int fleet_table_delete(struct fleet_table *t, const char *key, size_t key_len)
 {
 	char id[FLEET_ID_MAX + 1];
-	struct fleet_worker *w;
+	struct fleet_entry *w;
 
 	if (fleet_key_id(key, key_len, FLEET_WORKERS_PREFIX, id, sizeof(id)) < 0)
 		return -EINVAL;
@@ -355,13 +355,13 @@ size_t fleet_table_reload(struct fleet_table *t, const struct etcd_kv *kvs, size
 	return refused;
 }
 
-void fleet_worker_inflight_add(struct fleet_worker *w, uint32_t memory_mib)
+void fleet_entry_inflight_add(struct fleet_entry *w, uint32_t memory_mib)
 {
 	w->inflight++;
 	w->inflight_mib += memory_mib;
 }
 
-void fleet_worker_inflight_done(struct fleet_worker *w, uint32_t memory_mib)
+void fleet_entry_inflight_done(struct fleet_entry *w, uint32_t memory_mib)
 {
 	if (w->inflight)
 		w->inflight--;

@@ -49,7 +49,7 @@ struct fleet_sandbox_record {
 	double created;
 };
 
-struct fleet_worker {
+struct fleet_entry {
 	struct fleet_worker_record rec;
 	bool live;            /* its key is in etcd now */
 	unsigned inflight;    /* creates placed here through this gateway, not answered yet */
@@ -63,7 +63,7 @@ struct fleet_worker {
  * nothing is in flight on it, which is when a gateway holds pointers.
  */
 struct fleet_table {
-	struct fleet_worker **w;
+	struct fleet_entry **w;
 	size_t n, cap;
 };
 
@@ -103,12 +103,12 @@ int fleet_table_delete(struct fleet_table *t, const char *key, size_t key_len);
  * many records were refused (each refusal's message in err, the last one).
  */
 size_t fleet_table_reload(struct fleet_table *t, const struct etcd_kv *kvs, size_t n, char *err, size_t errlen);
-struct fleet_worker *fleet_table_find(const struct fleet_table *t, const char *id);
+struct fleet_entry *fleet_table_find(const struct fleet_table *t, const char *id);
 /* Workers live now. */
 size_t fleet_table_live(const struct fleet_table *t);
 
 /* A create placed on w is under way / answered (whatever the answer). */
-void fleet_worker_inflight_add(struct fleet_worker *w, uint32_t memory_mib);
-void fleet_worker_inflight_done(struct fleet_worker *w, uint32_t memory_mib);
+void fleet_entry_inflight_add(struct fleet_entry *w, uint32_t memory_mib);
+void fleet_entry_inflight_done(struct fleet_entry *w, uint32_t memory_mib);
 
 #endif

@@ -7,7 +7,7 @@
 
 #include "fleet_table.h"
 
-uint64_t placement_free_mib(const struct fleet_worker *w)
+uint64_t placement_free_mib(const struct fleet_entry *w)
 {
 	uint64_t used = (uint64_t)w->rec.memory_mib + w->inflight_mib;
 
@@ -22,7 +22,7 @@ static bool excluded(const struct placement_request *rq, const char *id)
 	return false;
 }
 
-static bool eligible(const struct fleet_worker *w, const struct placement_request *rq)
+static bool eligible(const struct fleet_entry *w, const struct placement_request *rq)
 {
 	if (!w->live || !w->rec.accepting || excluded(rq, w->rec.id))
 		return false;
@@ -31,12 +31,12 @@ static bool eligible(const struct fleet_worker *w, const struct placement_reques
 	return (uint64_t)w->rec.memory_mib + w->inflight_mib + rq->memory_mib <= w->rec.max_memory_mib;
 }
 
-int placement_choose(const struct fleet_table *t, const struct placement_request *rq, struct fleet_worker **out)
+int placement_choose(const struct fleet_table *t, const struct placement_request *rq, struct fleet_entry **out)
 {
 	uint16_t cand[FLEET_WORKERS_MAX];
 	size_t n = 0;
 	unsigned k;
-	struct fleet_worker *best = NULL;
+	struct fleet_entry *best = NULL;
 
 	if (!t || !rq || !out || !rq->rand || t->n > FLEET_WORKERS_MAX)
 		return -EINVAL;
@@ -52,7 +52,7 @@ int placement_choose(const struct fleet_table *t, const struct placement_request
 	for (unsigned i = 0; i < k; i++) {
 		size_t j = i + rq->rand(rq->rand_ctx) % (n - i);
 		uint16_t tmp = cand[i];
-		struct fleet_worker *w;
+		struct fleet_entry *w;
 
 		cand[i] = cand[j];
 		cand[j] = tmp;

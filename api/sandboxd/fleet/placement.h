@@ -14,7 +14,7 @@
 #include <stdint.h>
 
 struct fleet_table;
-struct fleet_worker;
+struct fleet_entry;
 
 #define PLACEMENT_SAMPLE_DEFAULT 2
 
@@ -37,9 +37,9 @@ struct placement_request {
  * with the most free memory (max - used - in flight); a tie goes to the one
  * drawn first. 0 with *out, -ENOSPC when no worker is eligible, -EINVAL.
  */
-int placement_choose(const struct fleet_table *t, const struct placement_request *rq, struct fleet_worker **out);
+int placement_choose(const struct fleet_table *t, const struct placement_request *rq, struct fleet_entry **out);
 
 /* Memory a worker has free for creates, counting those in flight. */
-uint64_t placement_free_mib(const struct fleet_worker *w);
+uint64_t placement_free_mib(const struct fleet_entry *w);
 
 #endif
