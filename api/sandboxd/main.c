@@ -911,7 +911,7 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	sv_log_init("sandboxd", level);
-	if (!new_key && !rotate && fleet_config(&fleet, worker_id) < 0)
+	if (!new_key && !rotate && !gateway && fleet_config(&fleet, worker_id) < 0)
 		return 2;
 	snprintf(dir, sizeof(dir), "%s/sandboxes", d->state_dir);
 	r = make_dirs(dir, 0700);
