@@ -227,6 +227,10 @@ $(BUILD)/tests/fake-vmm $(BUILD)/tests-asan/fake-vmm $(BUILD)/tests-tsan/fake-vm
 $(BUILD)/tests/test_lifecycle: $(BUILD)/tests/fake-vmm $(BUILD)/tests/sandvm-agent $(BUILD)/bin/sandboxd
 $(BUILD)/tests-asan/test_lifecycle: $(BUILD)/tests-asan/fake-vmm $(BUILD)/tests-asan/sandvm-agent $(BUILD)/bin/sandboxd
 $(BUILD)/tests-tsan/test_lifecycle: $(BUILD)/tests-tsan/fake-vmm $(BUILD)/tests-tsan/sandvm-agent $(BUILD)/bin/sandboxd
+# And the fleet's test runs it with --etcd against a real etcd (docs/fleet.md).
+$(BUILD)/tests/test_fleet_etcd: $(BUILD)/tests/fake-vmm $(BUILD)/tests/sandvm-agent $(BUILD)/bin/sandboxd
+$(BUILD)/tests-asan/test_fleet_etcd: $(BUILD)/tests-asan/fake-vmm $(BUILD)/tests-asan/sandvm-agent $(BUILD)/bin/sandboxd
+$(BUILD)/tests-tsan/test_fleet_etcd: $(BUILD)/tests-tsan/fake-vmm $(BUILD)/tests-tsan/sandvm-agent $(BUILD)/bin/sandboxd
 $(BUILD)/tests/test_guest_relay: $(BUILD)/tests/fake-vmm $(BUILD)/tests/sandvm-agent
 $(BUILD)/tests-asan/test_guest_relay: $(BUILD)/tests-asan/fake-vmm $(BUILD)/tests-asan/sandvm-agent
 $(BUILD)/tests-tsan/test_guest_relay: $(BUILD)/tests-tsan/fake-vmm $(BUILD)/tests-tsan/sandvm-agent
