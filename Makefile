@@ -228,6 +228,10 @@ $(BUILD)/tests/fake-vmm $(BUILD)/tests-asan/fake-vmm $(BUILD)/tests-tsan/fake-vm
 $(BUILD)/tests/test_lifecycle: $(BUILD)/tests/fake-vmm $(BUILD)/tests/sandvm-agent $(BUILD)/bin/sandboxd
 $(BUILD)/tests-asan/test_lifecycle: $(BUILD)/tests-asan/fake-vmm $(BUILD)/tests-asan/sandvm-agent $(BUILD)/bin/sandboxd
 $(BUILD)/tests-tsan/test_lifecycle: $(BUILD)/tests-tsan/fake-vmm $(BUILD)/tests-tsan/sandvm-agent $(BUILD)/bin/sandboxd
+# And the fleet's test runs it with --etcd against a real etcd (docs/fleet.md).
+$(BUILD)/tests/test_fleet_etcd: $(BUILD)/tests/fake-vmm $(BUILD)/tests/sandvm-agent $(BUILD)/bin/sandboxd
+$(BUILD)/tests-asan/test_fleet_etcd: $(BUILD)/tests-asan/fake-vmm $(BUILD)/tests-asan/sandvm-agent $(BUILD)/bin/sandboxd
+$(BUILD)/tests-tsan/test_fleet_etcd: $(BUILD)/tests-tsan/fake-vmm $(BUILD)/tests-tsan/sandvm-agent $(BUILD)/bin/sandboxd
 # The fleet gateway end to end: real etcd, two workers and a gateway (all build/bin/sandboxd).
 $(BUILD)/tests/test_gateway: $(BUILD)/tests/fake-vmm $(BUILD)/tests/sandvm-agent $(BUILD)/bin/sandboxd
 $(BUILD)/tests-asan/test_gateway: $(BUILD)/tests-asan/fake-vmm $(BUILD)/tests-asan/sandvm-agent $(BUILD)/bin/sandboxd
