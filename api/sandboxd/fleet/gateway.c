@@ -140,8 +140,15 @@ static void on_watch(void *arg, int err, bool deleted, const struct etcd_kv *kv)
 	char why[256];
 
 	if (err || !kv) {
-		/* Events may have been missed: read the whole table again now. */
+		/*
+		 * Events may have been missed: this watch ends here, the whole table
+		 * is read again now and a new watch starts from that read's revision.
+		 */
 		etcd_down(g, err ? err : -EPROTO, "the watch of " FLEET_WORKERS_PREFIX);
+		if (g->watch) {
+			etcd_watch_cancel(g->watch);
+			g->watch = NULL;
+		}
 		sync_start(g);
 		return;
 	}
