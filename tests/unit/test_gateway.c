@@ -497,6 +497,11 @@ static void lost_worker(void **state)
 		assert_int_equal(gw(f, "GET", path, NULL, body, sizeof(body)), 200);
 	} while (!has(body, "\"state\":\"running\"") && now_s() < end);
 	assert_true(has(body, "\"state\":\"running\""));
+	assert_true(has(body, "\"worker\":\"small\""));
+	/* Its wait (relayed as bytes) reaches it too. */
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/wait?timeout=1", f->sb_small);
+	assert_int_equal(gw(f, "GET", path, NULL, body, sizeof(body)), 200);
+	assert_true(has(body, "\"state\":\"running\""));
 }
 
 static void etcd_down(void **state)
@@ -517,6 +522,7 @@ static void etcd_down(void **state)
 	snprintf(path, sizeof(path), "/v1/sandboxes/%s", f->sb_big);
 	assert_int_equal(gw(f, "GET", path, NULL, body, sizeof(body)), 200);
 	assert_true(has(body, "\"state\":\"running\""));
+	assert_true(has(body, "\"worker\":\"big\""));
 	snprintf(path, sizeof(path), "/v1/sandboxes/%s/execs", f->sb_big);
 	assert_int_equal(gw(f, "POST", path, "{\"argv\":[\"echo\",\"still-here\"]}", body, sizeof(body)), 201);
 	/* Creates are refused, saying why. */

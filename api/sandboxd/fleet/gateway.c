@@ -362,6 +362,13 @@ static void on_complete(struct http_request *req)
 		return http_respond_error(req, 413, NULL, "request body over %d bytes", JSON_BODY_MAX);
 	if (req->method == HTTP_GET && !strncmp(req->url, "/v1/health", 10))
 		return health(g, req);
+	req->route_status = 200;
+	if (req->method == HTTP_GET && !strncmp(req->url, "/v1/sandboxes/", 14)) {
+		char id[20];
+
+		snprintf(id, sizeof(id), "%.*s", (int)strcspn(req->url + 14, "/?"), req->url + 14);
+		return gateway_get(g, call, id);
+	}
 	if (req->method == HTTP_POST) {
 		req->route_status = 201;
 		gateway_create(g, call);
@@ -421,6 +428,14 @@ void gateway_on_headers(struct http_request *req, void *ctx)
 			return http_respond_error(req, 404, NULL,
 						  "no sandbox %.64s (through the gateway, sandboxes are named by id)",
 						  id);
+		/* The sandbox's own object: a whole call, so it gets "worker" (gateway_get.c). */
+		if (req->method == HTTP_GET && !below) {
+			req->handler = &complete_handler;
+			req->ctx = g;
+			req->body_mode = HTTP_BODY_BUFFER;
+			req->body_limit = JSON_BODY_MAX;
+			return;
+		}
 		return route_sandbox(g, req, id,
 				     req->method == HTTP_GET && (!below || !strncmp(req->url + 14 + strlen(id), "/wait", 5)));
 	}

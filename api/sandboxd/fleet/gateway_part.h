@@ -1,7 +1,7 @@
 #ifndef SANDVM_API_SANDBOXD_FLEET_GATEWAY_PART_H
 #define SANDVM_API_SANDBOXD_FLEET_GATEWAY_PART_H
 
-/* What the gateway's files share (gateway.c, gateway_create.c, gateway_list.c); not an interface. */
+/* What the gateway's files share (gateway*.c); not an interface. */
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -57,5 +57,7 @@ struct cJSON *gateway_lost_json(const char *sandbox, const char *worker, double 
 /* POST /v1/sandboxes and GET /v1/sandboxes (the request's body read). */
 void gateway_create(struct gateway *g, struct api_call *call);
 void gateway_list(struct gateway *g, struct api_call *call);
+/* GET /v1/sandboxes/ID: the worker's object with "worker", or the lost one. */
+void gateway_get(struct gateway *g, struct api_call *call, const char *sandbox);
 
 #endif
