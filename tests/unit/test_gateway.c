@@ -229,6 +229,8 @@ static void sh(const char *fmt, ...)
 		fail_msg("failed: %s", cmd);
 }
 
+static int teardown(void **state);
+
 static int setup(void **state)
 {
 	struct fleet *f = calloc(1, sizeof(*f));
@@ -293,7 +295,10 @@ static int setup(void **state)
 			return 0;
 		usleep(100 * 1000);
 	}
-	fprintf(stderr, "test_gateway: the fleet did not come up (logs in %s): %s\n", f->dir, body);
+	fprintf(stderr, "test_gateway: the fleet did not come up: %s\n", body);
+	sh("tail -n 5 '%s'/*.log >&2", f->dir);
+	teardown(state); /* cmocka runs no group teardown after a failed setup */
+	*state = NULL;
 	return -1;
 }
 
