@@ -15,7 +15,8 @@ LDLIBS_VMM := -lpthread $(shell pkg-config --libs libcjson 2>/dev/null || echo -
 	$(shell pkg-config --libs libcrypto libzstd 2>/dev/null || echo -lcrypto -lzstd) \
 	$(shell pkg-config --libs libseccomp 2>/dev/null || echo -lseccomp)
 # Unit tests and fuzzers also link the daemon's HTTP core.
-LDLIBS_TEST := $(LDLIBS_VMM) $(shell pkg-config --libs libuv libssl 2>/dev/null || echo -luv -lssl) -lhttp_parser
+LDLIBS_TEST := $(LDLIBS_VMM) $(shell pkg-config --libs libuv libssl libcurl 2>/dev/null || echo -luv -lssl -lcurl) \
+	-lhttp_parser
 SAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 # ThreadSanitizer: the unit tests that run device work beside vCPU-like threads.
 # (-Wno-tsan: the ring fences order guest memory, which no test shares between threads.)
@@ -34,7 +35,8 @@ API_PURE_SRCS := api/sandboxd/spec.c api/sandboxd/query.c api/sandboxd/net_polic
 	api/sandboxd/json_text.c api/sandboxd/guest_relay.c api/sandboxd/ingress_proxy.c \
 	api/sandboxd/tunnel_relay.c api/sandboxd/tunnel_serve.c api/sandboxd/jail_host.c \
 	api/sandboxd/metrics.c api/sandboxd/metrics_text.c api/sandboxd/isolation_report.c \
-	api/sandboxd/isolation_probes.c
+	api/sandboxd/isolation_probes.c api/sandboxd/fleet/etcd_reply.c api/sandboxd/fleet/etcd.c \
+	api/sandboxd/fleet/fleet_table.c api/sandboxd/fleet/placement.c
 # The isolation probe's parts (guest side, static in the image), which unit tests and fuzzers link too.
 PROBE_SRCS := $(filter-out guest-agent/probe/main.c,$(wildcard guest-agent/probe/*.c))
 VMM_SRCS  := $(filter-out vmm/main.c,$(wildcard vmm/*.c vmm/arch/x86/*.c vmm/devices/*.c vmm/virtio/*.c vmm/backends/*.c vmm/net/*.c \
@@ -81,10 +83,11 @@ $(BUILD)/bin/sandvm-run: $(BUILD)/obj/api/sandvm-run.o $(LIB_OBJS) | $(STAMP)
 	$(CC) $(CFLAGS) -o $@ $^
 
 # The client of sandboxd (docs/api.md).
-# The worker daemon (docs/api.md): libuv, the packaged http_parser, cJSON, OpenSSL.
-SANDBOXD_SRCS := $(wildcard api/sandboxd/*.c)
+# The worker daemon (docs/api.md): libuv, the packaged http_parser, cJSON, OpenSSL, and
+# libcurl for etcd (api/sandboxd/fleet/, docs/fleet.md).
+SANDBOXD_SRCS := $(wildcard api/sandboxd/*.c api/sandboxd/fleet/*.c)
 SANDBOXD_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,$(SANDBOXD_SRCS))
-LDLIBS_SANDBOXD := $(shell pkg-config --libs libuv libcjson libssl libcrypto libzstd) -lhttp_parser -lpthread
+LDLIBS_SANDBOXD := $(shell pkg-config --libs libuv libcjson libssl libcrypto libzstd libcurl) -lhttp_parser -lpthread
 # Messages to people are cut to their buffers on purpose; paths are checked for length where made.
 $(SANDBOXD_OBJS): CFLAGS += -Wno-format-truncation
 $(BUILD)/bin/sandboxd: $(SANDBOXD_OBJS) $(LIB_OBJS) $(SIMAGE_OBJS) | $(STAMP)
@@ -225,6 +228,14 @@ $(BUILD)/tests/fake-vmm $(BUILD)/tests-asan/fake-vmm $(BUILD)/tests-tsan/fake-vm
 $(BUILD)/tests/test_lifecycle: $(BUILD)/tests/fake-vmm $(BUILD)/tests/sandvm-agent $(BUILD)/bin/sandboxd
 $(BUILD)/tests-asan/test_lifecycle: $(BUILD)/tests-asan/fake-vmm $(BUILD)/tests-asan/sandvm-agent $(BUILD)/bin/sandboxd
 $(BUILD)/tests-tsan/test_lifecycle: $(BUILD)/tests-tsan/fake-vmm $(BUILD)/tests-tsan/sandvm-agent $(BUILD)/bin/sandboxd
+# And the fleet's test runs it with --etcd against a real etcd (docs/fleet.md).
+$(BUILD)/tests/test_fleet_etcd: $(BUILD)/tests/fake-vmm $(BUILD)/tests/sandvm-agent $(BUILD)/bin/sandboxd
+$(BUILD)/tests-asan/test_fleet_etcd: $(BUILD)/tests-asan/fake-vmm $(BUILD)/tests-asan/sandvm-agent $(BUILD)/bin/sandboxd
+$(BUILD)/tests-tsan/test_fleet_etcd: $(BUILD)/tests-tsan/fake-vmm $(BUILD)/tests-tsan/sandvm-agent $(BUILD)/bin/sandboxd
+# The fleet gateway end to end: real etcd, two workers and a gateway (all build/bin/sandboxd).
+$(BUILD)/tests/test_gateway: $(BUILD)/tests/fake-vmm $(BUILD)/tests/sandvm-agent $(BUILD)/bin/sandboxd
+$(BUILD)/tests-asan/test_gateway: $(BUILD)/tests-asan/fake-vmm $(BUILD)/tests-asan/sandvm-agent $(BUILD)/bin/sandboxd
+$(BUILD)/tests-tsan/test_gateway: $(BUILD)/tests-tsan/fake-vmm $(BUILD)/tests-tsan/sandvm-agent $(BUILD)/bin/sandboxd
 $(BUILD)/tests/test_guest_relay: $(BUILD)/tests/fake-vmm $(BUILD)/tests/sandvm-agent
 $(BUILD)/tests-asan/test_guest_relay: $(BUILD)/tests-asan/fake-vmm $(BUILD)/tests-asan/sandvm-agent
 $(BUILD)/tests-tsan/test_guest_relay: $(BUILD)/tests-tsan/fake-vmm $(BUILD)/tests-tsan/sandvm-agent

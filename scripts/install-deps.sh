@@ -8,7 +8,7 @@ libzstd-dev libcmocka-dev busybox-static qemu-system-x86 linux-source-6.1 bc bis
 flex libelf-dev cpio xz-utils kmod python3 curl ca-certificates clang libclang-rt-14-dev
 debootstrap e2fsprogs libcurl4-openssl-dev libhttp-parser-dev nftables iproute2 iperf3
 python3-httpx python3-websockets python3-h2 nghttp2-client libseccomp-dev
-python3-prometheus-client python3-pytest python3-jsonschema python3-yaml"
+python3-prometheus-client python3-pytest python3-jsonschema python3-yaml etcd-server etcd-client"
 
 missing=""
 for p in $PACKAGES; do

@@ -80,6 +80,9 @@ struct http_conn {
 	const struct http_relay_ops *relay;
 	void *relay_ctx;
 	bool relay_paused, relay_eof, relay_closing;
+	/* A hand-over asked for at headers time (http_conn_hand_over), done once the parser returned. */
+	const struct http_relay_ops *hand_ops;
+	void *hand_ctx;
 };
 
 struct conn_write {
@@ -301,6 +304,13 @@ static void conn_close(struct http_conn *c)
 		/* The relay's owner hears of it once, unless it closed the relay itself. */
 		if (!c->relay_closing && c->relay->closed)
 			c->relay->closed(c->relay_ctx, -ECONNRESET);
+	} else if (c->hand_ops) {
+		/* Handed over but never begun: its owner still hears once. */
+		const struct http_relay_ops *ops = c->hand_ops;
+
+		c->hand_ops = NULL;
+		if (ops->closed)
+			ops->closed(c->hand_ctx, -ECONNRESET);
 	} else if (req->url_len && (!req->responded || req->streaming || !c->handler_done) && req->handler &&
 		   req->handler->aborted) {
 		/* A reply still owed (or streaming) will never reach anyone. */
@@ -1416,6 +1426,8 @@ static bool tls_fill(struct http_conn *c)
 	return added;
 }
 
+static void hand_over_now(struct http_conn *c);
+
 static void pump(struct http_conn *c)
 {
 	if (c->in_pump || c->relay)
@@ -1453,6 +1465,12 @@ static void pump_input(struct http_conn *c)
 		if (!scan_head(c, avail, &feed))
 			break;
 		n = http_parser_execute(&c->parser, &parser_settings, c->in + c->in_off, feed);
+		if (c->hand_ops && !c->closing) {
+			/* The head ended the bytes fed (the scanner stops there): the rest is the relay's. */
+			c->in_off += feed;
+			hand_over_now(c);
+			break;
+		}
 		c->in_off += n;
 		err = HTTP_PARSER_ERRNO(&c->parser);
 		if (err == HPE_PAUSED)
@@ -1873,34 +1891,12 @@ static void relay_flow(struct http_conn *c)
 		relay_update_reading(c);
 }
 
-int http_conn_detach(struct http_request *req, int status, const char *headers, const struct http_relay_ops *ops,
-		     void *ctx)
+/* From here on the connection is a byte pipe: what was read past the request goes to ops first. */
+static int relay_begin(struct http_conn *c, const struct http_relay_ops *ops, void *ctx)
 {
-	struct http_conn *c = req->conn;
 	size_t left;
 	char *rest = NULL;
 
-	if (!ops || !ops->data || req->responded || !req->complete || c->closing)
-		return -EINVAL;
-	if (c->reply_fd >= 0 || c->sink_paused)
-		return -EBUSY;
-	req->responded = true;
-	req->status_code = status;
-	c->handler_done = true;
-	c->finished = true;
-	{
-		char line[96];
-		int n = snprintf(line, sizeof(line), "HTTP/1.1 %d %s\r\n", status, http_status_text(status));
-		uv_buf_t b[3];
-
-		b[0] = uv_buf_init(line, (unsigned)n);
-		b[1] = uv_buf_init((char *)(headers ? headers : ""), headers ? (unsigned)strlen(headers) : 0);
-		b[2] = uv_buf_init("\r\n", 2);
-		if (write_bufs(c, b, 3) < 0)
-			return -EPIPE;
-	}
-	log_request(c);
-	/* From here on the connection is a byte pipe. */
 	relay_attach(c, ops, ctx);
 	left = c->in ? c->in_len - c->in_off : 0;
 	if (left) {
@@ -1923,6 +1919,60 @@ int http_conn_detach(struct http_request *req, int status, const char *headers, 
 	}
 	relay_flow(c);
 	return 0;
+}
+
+int http_conn_detach(struct http_request *req, int status, const char *headers, const struct http_relay_ops *ops,
+		     void *ctx)
+{
+	struct http_conn *c = req->conn;
+
+	if (!ops || !ops->data || req->responded || !req->complete || c->closing)
+		return -EINVAL;
+	if (c->reply_fd >= 0 || c->sink_paused)
+		return -EBUSY;
+	req->responded = true;
+	req->status_code = status;
+	c->handler_done = true;
+	c->finished = true;
+	{
+		char line[96];
+		int n = snprintf(line, sizeof(line), "HTTP/1.1 %d %s\r\n", status, http_status_text(status));
+		uv_buf_t b[3];
+
+		b[0] = uv_buf_init(line, (unsigned)n);
+		b[1] = uv_buf_init((char *)(headers ? headers : ""), headers ? (unsigned)strlen(headers) : 0);
+		b[2] = uv_buf_init("\r\n", 2);
+		if (write_bufs(c, b, 3) < 0)
+			return -EPIPE;
+	}
+	log_request(c);
+	return relay_begin(c, ops, ctx);
+}
+
+int http_conn_hand_over(struct http_request *req, const struct http_relay_ops *ops, void *ctx)
+{
+	struct http_conn *c = req->conn;
+
+	if (!ops || !ops->data || req->responded || !req->headers_done || req->complete || c->closing || c->relay ||
+	    c->hand_ops)
+		return -EINVAL;
+	req->responded = true; /* the relay's peer answers */
+	req->status_code = 0;  /* unknown here: the log says 0 */
+	c->handler_done = true;
+	c->finished = true;
+	c->hand_ops = ops;
+	c->hand_ctx = ctx;
+	http_parser_pause(&c->parser, 1);
+	return 0;
+}
+
+static void hand_over_now(struct http_conn *c)
+{
+	const struct http_relay_ops *ops = c->hand_ops;
+
+	c->hand_ops = NULL;
+	log_request(c);
+	relay_begin(c, ops, c->hand_ctx);
 }
 
 int http_conn_take(struct http_conn *c, const struct http_relay_ops *ops, void *ctx)

@@ -229,6 +229,15 @@ struct http_relay_ops {
 int http_conn_detach(struct http_request *req, int status, const char *headers, const struct http_relay_ops *ops,
 		     void *ctx);
 /*
+ * From a route, at headers time (before any body byte was parsed): nothing
+ * is answered here; once the route returns, the connection becomes a byte
+ * relay to ops, whose first bytes are those that followed the request head
+ * (its body as the client framed it, and anything after). The relay's far
+ * end answers the client (the fleet gateway's relay to a worker). 0, or
+ * -EINVAL with nothing changed.
+ */
+int http_conn_hand_over(struct http_request *req, const struct http_relay_ops *ops, void *ctx);
+/*
  * From srv->tls_done: hands the connection, no request read, to ops as a
  * byte relay (as http_conn_detach, without a reply). 0, or -errno with the
  * connection left as it was.

@@ -18,6 +18,8 @@
 #include <unistd.h>
 
 #include "auth.h"
+#include "fleet/fleet_worker.h"
+#include "fleet/gateway.h"
 #include "http_conn.h"
 #include "images.h"
 #include "ingress.h"
@@ -29,7 +31,7 @@
 /* Long options without a short letter. */
 enum { OPT_TUNNEL_MAX_CONNECTIONS = 0x100, OPT_TUNNEL_IDLE_TIMEOUT, OPT_NO_JAIL, OPT_JAIL_IDS, OPT_CGROUP_ROOT,
        OPT_COLD_BOOT, OPT_METRICS_LISTEN, OPT_METRICS_AUTH, OPT_ISOLATION_PROBE, OPT_ISOLATION_PROBE_PEER,
-       OPT_ISOLATION_PROBE_DENY };
+       OPT_ISOLATION_PROBE_DENY, OPT_ETCD, OPT_ADVERTISE, OPT_WORKER_ID, OPT_GATEWAY, OPT_TLS_CA };
 #include "log.h"
 #include "metrics_scrape.h"
 #include "net.h"
@@ -56,6 +58,9 @@ static const char usage[] =
 	"                [--metrics-listen HOST:PORT [--metrics-auth key|none]]\n"
 	"                [--isolation-probe S] [--isolation-probe-peer ADDR:PORT]\n"
 	"                [--isolation-probe-deny ADDR:PORT]...\n"
+	"                [--etcd URL[,URL...] --advertise https://HOST:PORT [--worker-id ID]]\n"
+	"       sandboxd --gateway --etcd URL[,URL...] --listen HOST:PORT --tls-ca FILE\n"
+	"                [--tls-cert F --tls-key F] [--state-dir DIR] [--log-level LEVEL]\n"
 	"       sandboxd [--state-dir DIR] --new-key NAME\n"
 	"       sandboxd [--state-dir DIR] --rotate-managed-key\n"
 	"\n"
@@ -134,6 +139,17 @@ static const char usage[] =
 	"                       a host in a private or internal network the sandboxes must never\n"
 	"                       reach (a database, the VPC's router); the canary tries it over TCP;\n"
 	"                       repeatable (at most 16)\n"
+	"  --etcd URL[,URL...]  register this worker in etcd (http://HOST:PORT of its members) as\n"
+	"                       /sandvm/workers/ID under a lease kept alive while it runs; without\n"
+	"                       its lease it takes no creates (docs/fleet.md, \"Workers\")\n"
+	"  --advertise URL      https://HOST:PORT, where gateways reach this worker's API (with --etcd)\n"
+	"  --worker-id ID       its name in the fleet, [A-Za-z0-9._-]{1,63} (default: the hostname)\n"
+	"  --gateway            serve one address for a fleet of workers instead of running\n"
+	"                       sandboxes (docs/fleet.md): places creates, relays calls to the\n"
+	"                       worker holding each sandbox; STATE_DIR/api-keys must hold the\n"
+	"                       workers' keys (the gateway checks them and forwards them)\n"
+	"  --tls-ca FILE        with --gateway: the CA (PEM) the workers' certificates must\n"
+	"                       verify against (their addresses' IPs or names)\n"
 	"  --new-key NAME       make an API key, store its hash, print the key, exit\n"
 	"  --rotate-managed-key replace the managed key of snapshot images, re-wrapping each\n"
 	"                       image's key with the new one (run while sandboxd is stopped)\n";
@@ -149,6 +165,7 @@ struct daemon {
 	struct ingress_proxy ingress; /* --ingress */
 	struct tunnel_serve tunnels;  /* tunnel connections on --ingress and the plain host ports */
 	uv_signal_t sig_term, sig_int;
+	bool fleet_stopping; /* the lease is being revoked; a second signal stops at once */
 };
 
 /* Where the TCP listener's certificate comes from. */
@@ -487,6 +504,13 @@ static int start_isolation(struct daemon *dm, const struct isolation_monitor_con
 	return 0;
 }
 
+static void on_fleet_stopped(void *arg)
+{
+	struct daemon *dm = arg;
+
+	uv_stop(dm->d.loop);
+}
+
 static void on_stop_signal(uv_signal_t *s, int signum)
 {
 	(void)s;
@@ -494,7 +518,49 @@ static void on_stop_signal(uv_signal_t *s, int signum)
 	struct daemon *dm = s->data;
 
 	dm->d.stopping = true;
+	/* In a fleet, the record goes first (bounded: fleet_worker_stop answers within a request's deadline). */
+	if (dm->d.fleet && !dm->fleet_stopping) {
+		dm->fleet_stopping = true;
+		fleet_worker_stop(dm->d.fleet, on_fleet_stopped, dm);
+		return;
+	}
 	uv_stop(dm->d.loop);
+}
+
+/* --etcd: the worker id defaults to the hostname; --advertise is required. 0 or -EINVAL (told). */
+static int fleet_config(struct fleet_worker_config *cfg, const char *id)
+{
+	char host[256] = "";
+
+	if (!cfg->endpoints) {
+		if (cfg->advertise || id) {
+			sv_err("--advertise and --worker-id go with --etcd");
+			return -EINVAL;
+		}
+		return 0;
+	}
+	if (!cfg->advertise) {
+		sv_err("--etcd needs --advertise https://HOST:PORT, where gateways reach this worker");
+		return -EINVAL;
+	}
+	if (!fleet_worker_address_valid(cfg->advertise)) {
+		sv_err("--advertise wants https://HOST:PORT (no path), not %s", cfg->advertise);
+		return -EINVAL;
+	}
+	if (!id) {
+		if (gethostname(host, sizeof(host) - 1) < 0 || !fleet_worker_id_valid(host)) {
+			sv_err("the hostname \"%s\" is no worker id ([A-Za-z0-9._-]{1,63}); name one with --worker-id",
+			       host);
+			return -EINVAL;
+		}
+		id = host;
+	}
+	if (!fleet_worker_id_valid(id)) {
+		sv_err("--worker-id wants [A-Za-z0-9._-]{1,63}, not \"%s\"", id);
+		return -EINVAL;
+	}
+	snprintf(cfg->id, sizeof(cfg->id), "%s", id);
+	return 0;
 }
 
 static void on_image_sweep(uv_timer_t *t)
@@ -559,6 +625,70 @@ static int parse_port_range(const char *s, unsigned *lo, unsigned *hi)
 	return 0;
 }
 
+/* Where the gateway's settings come from: the command line. */
+struct gateway_options {
+	const char *etcd, *ca;
+};
+
+/*
+ * sandboxd --gateway: the TLS listener and its API keys as a worker has
+ * them, the routes of the gateway, no VMM and no sandboxes.
+ */
+static int run_gateway(struct daemon *dm, const struct gateway_options *o, const char *listen_addr,
+		       const struct tls_options *tls, const char *keys_path)
+{
+	struct sandboxd *d = &dm->d;
+	struct gateway_config cfg = {0};
+	struct gateway *g = NULL;
+	char err[512];
+	int r;
+
+	if (!o->etcd || !o->ca || !listen_addr) {
+		sv_err("--gateway needs --etcd URL, --tls-ca FILE (the workers' CA) and --listen HOST:PORT");
+		return 2;
+	}
+	if (tls->insecure) {
+		sv_err("--gateway serves HTTPS only: --listen, not --listen-insecure");
+		return 2;
+	}
+	signal(SIGPIPE, SIG_IGN);
+	d->loop = uv_default_loop();
+	if (auth_open(keys_path, &d->keys) < 0)
+		return 1;
+	cfg.loop = d->loop;
+	cfg.etcd_endpoints = o->etcd;
+	cfg.keys = d->keys;
+	cfg.worker_tls = tls_client_ctx_new(o->ca, err, sizeof(err));
+	if (!cfg.worker_tls) {
+		sv_err("--tls-ca: %s", err);
+		return 1;
+	}
+	r = gateway_new(&cfg, &g, err, sizeof(err));
+	if (r < 0) {
+		sv_err("--etcd: %s", err);
+		return r == -EINVAL ? 2 : 1;
+	}
+	http_server_init(&dm->tcp_server, d->loop, gateway_on_headers, g);
+	raise_nofile_limit();
+	if (listen_tcp(dm, listen_addr, tls) < 0)
+		return 1;
+	uv_signal_init(d->loop, &dm->sig_term);
+	dm->sig_term.data = dm;
+	uv_signal_start(&dm->sig_term, on_stop_signal, SIGTERM);
+	uv_signal_init(d->loop, &dm->sig_int);
+	dm->sig_int.data = dm;
+	uv_signal_start(&dm->sig_int, on_stop_signal, SIGINT);
+	sv_info("gateway: serving https://%s for the workers in etcd %s (state %s)", listen_addr, o->etcd,
+		d->state_dir);
+	uv_run(d->loop, UV_RUN_DEFAULT);
+	gateway_free(g);
+	tls_server_ctx_free(dm->tcp_server.tls);
+	tls_server_ctx_free(cfg.worker_tls);
+	http_server_destroy(&dm->tcp_server);
+	auth_close(d->keys);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -594,6 +724,11 @@ int main(int argc, char **argv)
 		{"isolation-probe", required_argument, NULL, OPT_ISOLATION_PROBE},
 		{"isolation-probe-peer", required_argument, NULL, OPT_ISOLATION_PROBE_PEER},
 		{"isolation-probe-deny", required_argument, NULL, OPT_ISOLATION_PROBE_DENY},
+		{"etcd", required_argument, NULL, OPT_ETCD},
+		{"advertise", required_argument, NULL, OPT_ADVERTISE},
+		{"worker-id", required_argument, NULL, OPT_WORKER_ID},
+		{"gateway", no_argument, NULL, OPT_GATEWAY},
+		{"tls-ca", required_argument, NULL, OPT_TLS_CA},
 		{NULL, 0, NULL, 0}};
 	struct daemon *dm = calloc(1, sizeof(*dm));
 	struct sandboxd *d = &dm->d;
@@ -603,7 +738,10 @@ int main(int argc, char **argv)
 	const char *metrics_addr = NULL, *metrics_auth = NULL;
 	unsigned ingress_timeout_s = INGRESS_DEFAULT_RESPONSE_TIMEOUT_MS / 1000;
 	struct isolation_monitor_config isolation = {0};
-	bool builder_given = false, rotate = false;
+	struct fleet_worker_config fleet = {0};
+	const char *worker_id = NULL;
+	bool builder_given = false, rotate = false, gateway = false;
+	struct gateway_options gw = {0};
 	enum sv_log_level level = SV_LOG_INFO;
 	char keys_path[sizeof(d->state_dir) + 16], dir[sizeof(d->state_dir) + 16], why[512];
 	struct sysinfo si;
@@ -683,6 +821,8 @@ int main(int argc, char **argv)
 			}
 			break;
 		case OPT_CGROUP_ROOT: cgroup_root = optarg; break;
+		case OPT_GATEWAY: gateway = true; break;
+		case OPT_TLS_CA: gw.ca = optarg; break;
 		case OPT_METRICS_LISTEN: metrics_addr = optarg; break;
 		case OPT_METRICS_AUTH: metrics_auth = optarg; break;
 		case OPT_ISOLATION_PROBE:
@@ -699,6 +839,9 @@ int main(int argc, char **argv)
 			}
 			isolation.has_peer = true;
 			break;
+		case OPT_ETCD: fleet.endpoints = gw.etcd = optarg; break;
+		case OPT_ADVERTISE: fleet.advertise = optarg; break;
+		case OPT_WORKER_ID: worker_id = optarg; break;
 		case OPT_ISOLATION_PROBE_DENY:
 			if (isolation.ndeny == ISOLATION_DENY_MAX) {
 				fprintf(stderr, "sandboxd: --isolation-probe-deny: at most %d\n", ISOLATION_DENY_MAX);
@@ -768,6 +911,8 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	sv_log_init("sandboxd", level);
+	if (!new_key && !rotate && !gateway && fleet_config(&fleet, worker_id) < 0)
+		return 2;
 	snprintf(dir, sizeof(dir), "%s/sandboxes", d->state_dir);
 	r = make_dirs(dir, 0700);
 	if (r < 0) {
@@ -791,6 +936,21 @@ int main(int argc, char **argv)
 	}
 	if (rotate)
 		return snapshots_rotate_managed_key(d->state_dir) < 0 ? 1 : 0;
+	if (gw.ca && !gateway) {
+		sv_err("--tls-ca goes with --gateway");
+		return 2;
+	}
+	if (gateway) {
+		if (insecure_addr) {
+			sv_err("--gateway serves HTTPS only: --listen, not --listen-insecure");
+			return 2;
+		}
+		if (fleet.advertise || worker_id) {
+			sv_err("--advertise and --worker-id are a worker's; a gateway runs no sandboxes");
+			return 2;
+		}
+		return run_gateway(dm, &gw, listen_addr, &tls, keys_path);
+	}
 	if (snapshots_init(d) < 0)
 		return 1;
 	default_paths(argv[0], d->images_dir, d->vmm_path, builder_given ? NULL : d->image_builder,
@@ -851,6 +1011,11 @@ int main(int argc, char **argv)
 		sv_err("--metrics-auth goes with --metrics-listen HOST:PORT");
 		return 2;
 	}
+	/* Registered before serving: a worker whose id another live worker holds does not start. */
+	if (fleet.endpoints && (r = fleet_worker_start(d, &fleet, &d->fleet, why, sizeof(why))) < 0) {
+		sv_err("--etcd: %s", why);
+		return 1;
+	}
 	if (listen_unix(dm, socket_path) < 0 || (listen_addr && listen_tcp(dm, listen_addr, &tls) < 0) ||
 	    (ingress_addr && listen_ingress(dm, ingress_addr, ingress_domain, &ingress_tls, ingress_timeout_s) < 0) ||
 	    (metrics_addr && listen_metrics(dm, metrics_addr, &tls, metrics_auth) < 0))
@@ -878,6 +1043,11 @@ int main(int argc, char **argv)
 		socket_path, !dm->tcp_on ? "" : tls.insecure ? " and plain http://" : " and https://",
 		dm->tcp_on ? listen_addr : "", d->state_dir, d->images_dir, d->max_sandboxes, d->max_memory_mib);
 	uv_run(d->loop, UV_RUN_DEFAULT);
+	if (d->fleet) {
+		fleet_worker_free(d->fleet);
+		d->fleet = NULL;
+		uv_run(d->loop, UV_RUN_NOWAIT); /* its handles' close callbacks */
+	}
 	isolation_monitor_close(d->isolation);
 	d->isolation = NULL;
 	templates_shutdown(d);

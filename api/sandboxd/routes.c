@@ -19,6 +19,7 @@
 #include "auth.h"
 #include "exec.h"
 #include "files.h"
+#include "fleet/fleet_worker.h"
 #include "http_conn.h"
 #include "images.h"
 #include "ingress.h"
@@ -122,6 +123,8 @@ static void health(struct call *c)
 		cJSON_AddNumberToObject(o, "isolation_last_run", c->d->metrics.isolation_last_run);
 	else
 		cJSON_AddNullToObject(o, "isolation_last_run");
+	if (c->d->fleet)
+		fleet_worker_health(c->d->fleet, o);
 	api_call_ok(c->api, o);
 }
 
@@ -192,6 +195,13 @@ static void sandbox_create_call(struct call *c)
 	size_t len;
 	const char *body = api_call_body(c->api, &len);
 
+	/* In a fleet, a worker without its record in etcd is invisible to gateways: it takes no creates. */
+	if (c->d->fleet && !fleet_worker_accepting(c->d->fleet)) {
+		metrics_create(&c->d->metrics, METRICS_CREATE_REJECTED);
+		return api_call_fail(c->api, -EAGAIN, NULL,
+				     "this worker is not registered in etcd (its lease was lost or etcd does not "
+				     "answer); it takes no creates until it is registered again");
+	}
 	if (spec_parse_sandbox(body, len, &spec, &err) < 0) {
 		metrics_create(&c->d->metrics, METRICS_CREATE_REJECTED);
 		return reply_spec_error(c, &err);

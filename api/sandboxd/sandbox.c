@@ -935,6 +935,10 @@ void sandbox_create(struct sandboxd *d, struct sandbox_spec *spec, struct api_ca
 		api_call_fail(call, -EINVAL, field, "%s", err);
 		goto out_spec;
 	}
+	if (spec->id[0] && sandbox_find(d, spec->id)) {
+		api_call_fail(call, -EEXIST, "id", "a sandbox %s is already here", spec->id);
+		goto out_spec;
+	}
 	if (name_taken(d, spec)) {
 		api_call_fail(call, -EEXIST, "name", "a sandbox named %s is already running in app %s", spec->name,
 				   spec->app);
@@ -980,7 +984,10 @@ void sandbox_create(struct sandboxd *d, struct sandbox_spec *spec, struct api_ca
 	st->sb = sb;
 	sb->spec = *spec;
 	memset(spec, 0, sizeof(*spec));
-	sandbox_make_id("sb", sb->id, sizeof(sb->id));
+	if (sb->spec.id[0])
+		snprintf(sb->id, sizeof(sb->id), "%s", sb->spec.id);
+	else
+		sandbox_make_id("sb", sb->id, sizeof(sb->id));
 	snprintf(st->run_dir, sizeof(st->run_dir), "%s/sandboxes/%s", d->state_dir, sb->id);
 	st->cfg.vmm = d->vmm_path;
 	st->cfg.cpus = sb->spec.cpu;

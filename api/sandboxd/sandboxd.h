@@ -19,6 +19,7 @@
 
 struct cJSON;
 struct auth_keys;
+struct fleet_worker;
 struct image_build;
 struct isolation_monitor;
 struct sandbox;
@@ -68,6 +69,7 @@ struct sandboxd {
 	struct metrics metrics;      /* GET /metrics (metrics.h, metrics_scrape.c) */
 	bool metrics_need_key;       /* the --metrics-listen listener asks for an API key (--metrics-auth) */
 	struct isolation_monitor *isolation; /* canary runs (isolation_monitor.h) */
+	struct fleet_worker *fleet;  /* --etcd: this worker's record in etcd (fleet/fleet_worker.h); else NULL */
 };
 
 /* Wall clock time in seconds (with milliseconds). */

@@ -290,7 +290,29 @@ static void set_default(cJSON *o, const char *field, cJSON *v)
 static const char *const sandbox_fields[] = {"image", "cpu", "memory_mib", "timeout", "idle_timeout",
 					     "workdir", "env", "name", "app", "tags", "command",
 					     "block_network", "restricted", "cidr_allowlist", "encrypted_ports",
-					     "unencrypted_ports", "h2_ports", "cold_boot", NULL};
+					     "unencrypted_ports", "h2_ports", "cold_boot", "id", NULL};
+
+/*
+ * "id": the id a fleet gateway reserved in etcd before it forwarded the
+ * create (docs/fleet.md), so the sandbox has the id the gateway routes by.
+ * Kept out of the stored spec: the sandbox's own "id" says it.
+ */
+static int take_id(cJSON *json, struct sandbox_spec *s, struct spec_error *err)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(json, "id");
+	size_t len;
+
+	if (!v || cJSON_IsNull(v)) {
+		cJSON_DeleteItemFromObjectCaseSensitive(json, "id");
+		return 0;
+	}
+	len = cJSON_IsString(v) && v->valuestring ? strlen(v->valuestring) : 0;
+	if (len != 19 || strncmp(v->valuestring, "sb-", 3) || strspn(v->valuestring + 3, "0123456789abcdef") != 16)
+		return fail(err, "id", "id must match sb-[0-9a-f]{16}");
+	memcpy(s->id, v->valuestring, len + 1);
+	cJSON_DeleteItemFromObjectCaseSensitive(json, "id");
+	return 0;
+}
 
 static const char *const tunnel_fields[] = {"encrypted_ports", "unencrypted_ports", "h2_ports"};
 
@@ -353,6 +375,8 @@ int spec_sandbox_from_json(cJSON *json, struct sandbox_spec *s, struct spec_erro
 	    (r = get_bool(json, "block_network", &s->block_network, err)) ||
 	    (r = get_bool(json, "restricted", &s->restricted, err)) ||
 	    (r = get_bool(json, "cold_boot", &s->cold_boot, err)))
+		goto bad;
+	if ((r = take_id(json, s, err)))
 		goto bad;
 	if (s->image && strcmp(s->image, "debian") && strcmp(s->image, "minimal") &&
 	    (r = check_path("image", s->image, err)))

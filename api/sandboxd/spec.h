@@ -42,6 +42,7 @@ struct sandbox_spec {
 	bool block_network, restricted;
 	bool cold_boot; /* boot the kernel rather than restore the shape's template */
 	bool isolation_canary; /* the isolation monitor's canary (never from a request body) */
+	char id[20]; /* "id": sb-[0-9a-f]{16} a fleet gateway reserved for it (docs/fleet.md); "": none */
 };
 
 struct exec_spec {

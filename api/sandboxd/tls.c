@@ -81,6 +81,31 @@ fail:
 	return NULL;
 }
 
+struct ssl_ctx_st *tls_client_ctx_new(const char *ca_file, char *err, size_t errlen)
+{
+	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+
+	if (!ctx) {
+		ssl_error(err, errlen, "TLS context");
+		return NULL;
+	}
+	if (!SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION)) {
+		ssl_error(err, errlen, "TLS 1.3");
+		goto fail;
+	}
+	SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
+	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+	if (SSL_CTX_load_verify_locations(ctx, ca_file, NULL) != 1) {
+		ssl_error(err, errlen, ca_file);
+		goto fail;
+	}
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+	return ctx;
+fail:
+	SSL_CTX_free(ctx);
+	return NULL;
+}
+
 void tls_server_ctx_free(struct ssl_ctx_st *ctx)
 {
 	SSL_CTX_free(ctx);

@@ -20,6 +20,13 @@ struct ssl_ctx_st;
  */
 struct ssl_ctx_st *tls_server_ctx_new(const char *cert_file, const char *key_file, char *err, size_t errlen);
 void tls_server_ctx_free(struct ssl_ctx_st *ctx);
+/*
+ * A TLS 1.3-only client context that trusts the CA certificates in ca_file
+ * alone (not the system's) and verifies every peer (the fleet gateway's
+ * connections to workers). NULL with a message in err. Freed with
+ * tls_server_ctx_free.
+ */
+struct ssl_ctx_st *tls_client_ctx_new(const char *ca_file, char *err, size_t errlen);
 
 /*
  * In dir (made 0700 when missing): ca.pem and ca.key (a private CA, made

@@ -88,12 +88,38 @@ static void restricted_implies_no_network(void **state)
 	spec_sandbox_free(&s);
 }
 
+/* A fleet gateway's id (docs/fleet.md): taken out of the stored spec, kept in spec.id. */
+static void gateway_id_is_taken(void **state)
+{
+	struct sandbox_spec s;
+	struct spec_error err;
+
+	(void)state;
+	assert_int_equal(parse("{\"id\":\"sb-0123456789abcdef\",\"cpu\":2}", &s, &err), 0);
+	assert_string_equal(s.id, "sb-0123456789abcdef");
+	assert_null(cJSON_GetObjectItem(s.json, "id"));
+	assert_int_equal(s.cpu, 2);
+	spec_sandbox_free(&s);
+	assert_int_equal(parse("{\"id\":null}", &s, &err), 0);
+	assert_string_equal(s.id, "");
+	assert_null(cJSON_GetObjectItem(s.json, "id"));
+	spec_sandbox_free(&s);
+	assert_int_equal(parse("{}", &s, &err), 0);
+	assert_string_equal(s.id, "");
+	spec_sandbox_free(&s);
+}
+
 static void each_bad_field_is_named(void **state)
 {
 	static const struct {
 		const char *body, *field;
 	} bad[] = {
 		{"{\"cpu\":0}", "cpu"},
+		{"{\"id\":\"sb-0123\"}", "id"},
+		{"{\"id\":\"sb-0123456789ABCDEF\"}", "id"},
+		{"{\"id\":\"xx-0123456789abcdef\"}", "id"},
+		{"{\"id\":\"sb-0123456789abcdef0\"}", "id"},
+		{"{\"id\":7}", "id"},
 		{"{\"cpu\":33}", "cpu"},
 		{"{\"cpu\":1.5}", "cpu"},
 		{"{\"cpu\":\"2\"}", "cpu"},
@@ -276,7 +302,7 @@ int main(void)
 		cmocka_unit_test(restricted_implies_no_network), cmocka_unit_test(each_bad_field_is_named),
 		cmocka_unit_test(cidr_errors_say_why),      cmocka_unit_test(tunnel_ports_are_checked),
 		cmocka_unit_test(bad_bodies_are_refused),   cmocka_unit_test(argv_is_capped_at_64k),
-		cmocka_unit_test(query_values_are_decoded),
+		cmocka_unit_test(query_values_are_decoded), cmocka_unit_test(gateway_id_is_taken),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

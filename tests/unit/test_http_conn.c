@@ -157,6 +157,15 @@ static const struct http_handler test_handler = { .complete = complete };
 
 static void route(struct http_request *req, void *ctx)
 {
+	struct fixture *fx = ctx;
+
+	if (!strcmp(req->url, "/hand-over")) {
+		/* At headers time, nothing answered: the body and what follows are the relay's bytes. */
+		fx->relay_conn = req->conn;
+		assert_int_equal(http_conn_hand_over(req, &echo_relay, fx), 0);
+		assert_int_equal(http_conn_hand_over(req, &echo_relay, fx), -EINVAL); /* once */
+		return;
+	}
 	req->ctx = ctx;
 	req->handler = &test_handler;
 	req->body_mode = HTTP_BODY_BUFFER;
@@ -540,6 +549,29 @@ static void relay_hand_over(void **state)
 	assert_string_equal(buf, "GET / HTTP/1.1\r\n\r\n");
 	assert_int_equal(f->relayed_len, 24);
 	/* The client ends its side: the relay hears it, closes, and the client sees EOF. */
+	shutdown(fd, SHUT_WR);
+	assert_true(closed_by_server(f, fd, 3000));
+	assert_int_equal(f->relay_closed, 1000);
+	close(fd);
+}
+
+/* http_conn_hand_over: the body as the client framed it (chunked here) reaches the relay unparsed. */
+static void hand_over_at_headers(void **state)
+{
+	struct fixture *f = *state;
+	int fd = client(f);
+	const char *body = "5\r\nhello\r\n0\r\n\r\n";
+	char buf[8192];
+	bool eof;
+
+	send_str(fd, "POST /hand-over HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n");
+	send_str(fd, body);
+	/* No 100 Continue or reply of the core's: only the relay's echo of the raw body. */
+	receive(f, fd, buf, sizeof(buf), strlen(body), 2000, &eof);
+	assert_string_equal(buf, body);
+	send_str(fd, "more");
+	receive(f, fd, buf, sizeof(buf), 4, 2000, &eof);
+	assert_string_equal(buf, "more");
 	shutdown(fd, SHUT_WR);
 	assert_true(closed_by_server(f, fd, 3000));
 	assert_int_equal(f->relay_closed, 1000);
@@ -1300,6 +1332,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(pipelined, setup, teardown),
 		cmocka_unit_test_setup_teardown(late_replies, setup, teardown),
 		cmocka_unit_test_setup_teardown(relay_hand_over, setup, teardown),
+		cmocka_unit_test_setup_teardown(hand_over_at_headers, setup, teardown),
 		cmocka_unit_test_setup_teardown(head_time_limit, setup, teardown),
 		cmocka_unit_test_setup_teardown(body_time_limit, setup, teardown),
 		cmocka_unit_test_setup_teardown(idle_time_limit, setup, teardown),

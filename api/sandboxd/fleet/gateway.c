@@ -1,0 +1,512 @@
+/*
+ * The gateway (gateway.h): its picture of the fleet kept from etcd, and the
+ * routing of every request. Creates and lists are answered by
+ * gateway_create.c and gateway_list.c; calls on one sandbox are relayed
+ * whole to its worker (gateway_relay.h).
+ *
+ * The worker table is read whole at start, kept by a watch, and read whole
+ * again every sync_ms: a watch that broke may have missed a DELETE, and the
+ * periodic read doubles as the check that etcd answers (creates are refused
+ * while it does not).
+ */
+#include "gateway.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <http_parser.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "../api_call.h"
+#include "../auth.h"
+#include "etcd.h"
+#include "gateway_part.h"
+#include "gateway_relay.h"
+#include "../http_conn.h"
+#include "log.h"
+#include "placement.h"
+
+#define JSON_BODY_MAX (1024 * 1024)
+#define LOST_RETURNCODE 125
+
+static double wall_time(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (double)ts.tv_sec + (double)(ts.tv_nsec / 1000000) / 1000.0;
+}
+
+uint32_t gateway_rand(void *ctx)
+{
+	struct gateway *g = ctx;
+
+	/* splitmix64: placement needs spread, not secrecy. */
+	uint64_t z = (g->rng += 0x9e3779b97f4a7c15ull);
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return (uint32_t)((z ^ (z >> 31)) >> 32);
+}
+
+/* ---- sandbox -> worker routes ---- */
+
+static unsigned bucket(const char *sandbox)
+{
+	unsigned h = 2166136261u;
+
+	for (const char *c = sandbox; *c; c++)
+		h = (h ^ (unsigned char)*c) * 16777619u;
+	return h % GATEWAY_ROUTE_BUCKETS;
+}
+
+const char *gateway_route_get(const struct gateway *g, const char *sandbox)
+{
+	for (const struct gateway_route *r = g->routes[bucket(sandbox)]; r; r = r->next)
+		if (!strcmp(r->sandbox, sandbox))
+			return r->worker;
+	return NULL;
+}
+
+void gateway_route_set(struct gateway *g, const char *sandbox, const char *worker)
+{
+	struct gateway_route *r;
+	unsigned b = bucket(sandbox);
+
+	for (r = g->routes[b]; r; r = r->next)
+		if (!strcmp(r->sandbox, sandbox)) {
+			snprintf(r->worker, sizeof(r->worker), "%s", worker);
+			return;
+		}
+	if (g->nroutes >= GATEWAY_ROUTES_MAX)
+		return; /* a cache: past its bound, lookups go to etcd */
+	r = calloc(1, sizeof(*r));
+	if (!r)
+		return;
+	snprintf(r->sandbox, sizeof(r->sandbox), "%s", sandbox);
+	snprintf(r->worker, sizeof(r->worker), "%s", worker);
+	r->next = g->routes[b];
+	g->routes[b] = r;
+	g->nroutes++;
+}
+
+void gateway_route_forget(struct gateway *g, const char *sandbox)
+{
+	for (struct gateway_route **p = &g->routes[bucket(sandbox)]; *p; p = &(*p)->next)
+		if (!strcmp((*p)->sandbox, sandbox)) {
+			struct gateway_route *r = *p;
+
+			*p = r->next;
+			free(r);
+			g->nroutes--;
+			return;
+		}
+}
+
+cJSON *gateway_lost_json(const char *sandbox, const char *worker, double created)
+{
+	cJSON *o = cJSON_CreateObject();
+
+	cJSON_AddStringToObject(o, "id", sandbox);
+	cJSON_AddStringToObject(o, "state", "finished");
+	if (created > 0)
+		cJSON_AddNumberToObject(o, "created_at", created);
+	else
+		cJSON_AddNullToObject(o, "created_at");
+	cJSON_AddNumberToObject(o, "returncode", LOST_RETURNCODE);
+	cJSON_AddStringToObject(o, "reason", "lost");
+	cJSON_AddStringToObject(o, "message", "the worker holding this sandbox lost its lease in etcd");
+	cJSON_AddStringToObject(o, "worker", worker);
+	return o;
+}
+
+/* ---- the worker table, from etcd ---- */
+
+static void sync_start(struct gateway *g);
+
+static void etcd_down(struct gateway *g, int err, const char *what)
+{
+	if (g->etcd_ok)
+		sv_warn("etcd is unreachable (%s: %s): sandboxes keep routing from the table, creates are refused",
+			what, strerror(-err));
+	g->etcd_ok = false;
+	snprintf(g->etcd_error, sizeof(g->etcd_error), "%s: %s", what, strerror(-err));
+}
+
+static void on_watch(void *arg, int err, bool deleted, const struct etcd_kv *kv)
+{
+	struct gateway *g = arg;
+	char why[256];
+
+	if (err || !kv) {
+		/*
+		 * Events may have been missed: this watch ends here, the whole table
+		 * is read again now and a new watch starts from that read's revision.
+		 */
+		etcd_down(g, err ? err : -EPROTO, "the watch of " FLEET_WORKERS_PREFIX);
+		if (g->watch) {
+			etcd_watch_cancel(g->watch);
+			g->watch = NULL;
+		}
+		sync_start(g);
+		return;
+	}
+	if (deleted) {
+		if (fleet_table_delete(&g->table, kv->key, kv->key_len) == 0)
+			sv_warn("worker %.*s is gone from etcd (its lease expired?): its sandboxes are lost",
+				(int)(kv->key_len > 16 ? kv->key_len - 16 : 0), kv->key + 16);
+		return;
+	}
+	if (fleet_table_put(&g->table, kv->key, kv->key_len, kv->value, kv->value_len, kv->mod_revision, why,
+			    sizeof(why)) < 0)
+		sv_warn("%s", why);
+}
+
+static void on_range(void *arg, int err, const struct etcd_kv *kvs, size_t n, int64_t revision)
+{
+	struct gateway *g = arg;
+	char why[256] = "";
+	size_t refused;
+
+	g->busy--;
+	g->syncing = false;
+	if (g->freeing)
+		return;
+	if (err) {
+		etcd_down(g, err, "reading " FLEET_WORKERS_PREFIX);
+		return;
+	}
+	if (!g->etcd_ok)
+		sv_info("etcd answers again: %zu worker records", n);
+	g->etcd_ok = true;
+	g->etcd_last_ok = wall_time();
+	g->etcd_error[0] = '\0';
+	refused = fleet_table_reload(&g->table, kvs, n, why, sizeof(why));
+	if (refused)
+		sv_warn("%zu worker records refused, the last: %s", refused, why);
+	if (!g->watch && etcd_watch_prefix(g->etcd, FLEET_WORKERS_PREFIX, revision + 1, on_watch, g, &g->watch) < 0)
+		g->watch = NULL;
+}
+
+static void sync_start(struct gateway *g)
+{
+	if (g->syncing || g->freeing)
+		return;
+	if (etcd_range_prefix(g->etcd, FLEET_WORKERS_PREFIX, on_range, g) == 0) {
+		g->syncing = true;
+		g->busy++;
+	}
+}
+
+static void on_sync_timer(uv_timer_t *t)
+{
+	sync_start(t->data);
+}
+
+/* ---- requests ---- */
+
+static void health(struct gateway *g, struct http_request *req)
+{
+	cJSON *o = cJSON_CreateObject(), *ws = cJSON_AddArrayToObject(o, "workers");
+	unsigned sandboxes = 0, memory = 0, max_sandboxes = 0, max_memory = 0;
+
+	for (size_t i = 0; i < g->table.n; i++) {
+		const struct fleet_entry *w = g->table.w[i];
+		cJSON *j = cJSON_CreateObject();
+
+		cJSON_AddStringToObject(j, "id", w->rec.id);
+		cJSON_AddStringToObject(j, "address", w->rec.address);
+		cJSON_AddBoolToObject(j, "live", w->live);
+		cJSON_AddBoolToObject(j, "accepting", w->rec.accepting);
+		cJSON_AddNumberToObject(j, "sandboxes", w->rec.sandboxes);
+		cJSON_AddNumberToObject(j, "memory_mib", w->rec.memory_mib);
+		cJSON_AddNumberToObject(j, "max_sandboxes", w->rec.max_sandboxes);
+		cJSON_AddNumberToObject(j, "max_memory_mib", w->rec.max_memory_mib);
+		cJSON_AddNumberToObject(j, "creates_in_flight", w->inflight);
+		cJSON_AddItemToArray(ws, j);
+		if (w->live) {
+			sandboxes += w->rec.sandboxes;
+			memory += w->rec.memory_mib;
+			max_sandboxes += w->rec.max_sandboxes;
+			max_memory += w->rec.max_memory_mib;
+		}
+	}
+	cJSON_AddBoolToObject(o, "ok", g->etcd_ok && fleet_table_live(&g->table) > 0);
+	cJSON_AddStringToObject(o, "mode", "gateway");
+	cJSON_AddStringToObject(o, "version", SANDVM_VERSION);
+	cJSON_AddStringToObject(o, "etcd", g->etcd_ok ? "ok" : "unreachable");
+	if (!g->etcd_ok && g->etcd_error[0])
+		cJSON_AddStringToObject(o, "etcd_error", g->etcd_error);
+	cJSON_AddNumberToObject(o, "workers_live", (double)fleet_table_live(&g->table));
+	cJSON_AddNumberToObject(o, "sandboxes", sandboxes);
+	cJSON_AddNumberToObject(o, "memory_mib", memory);
+	cJSON_AddNumberToObject(o, "max_sandboxes", max_sandboxes);
+	cJSON_AddNumberToObject(o, "max_memory_mib", max_memory);
+	http_respond_json(req, 200, o);
+}
+
+/* A reply of the gateway's own for a sandbox whose worker is lost: the call cannot reach it. */
+static void answer_lost(struct http_request *req, const char *sandbox, const char *worker, bool whole)
+{
+	if (whole) {
+		/* GET .../ID and .../wait: the sandbox as it is now. */
+		http_respond_json(req, 200, gateway_lost_json(sandbox, worker, 0));
+		return;
+	}
+	http_respond_error(req, 409, NULL, "sandbox %s has finished: its worker %s is lost", sandbox, worker);
+}
+
+/* What the lookup of one sandbox's reservation carries across the etcd call. */
+struct lookup {
+	struct gateway *g;
+	struct gateway_relay *relay;
+	char sandbox[20];
+	bool whole; /* GET of the sandbox itself or its wait: lost is an answer, not an error */
+};
+
+static void relay_or_answer(struct gateway *g, struct gateway_relay *r, const char *sandbox, const char *worker,
+			    bool whole)
+{
+	const struct fleet_entry *w = fleet_table_find(&g->table, worker);
+	char *text;
+	cJSON *o;
+
+	if (w && w->live) {
+		gateway_relay_connect(r, g->loop, g->tls, w->rec.host, w->rec.port);
+		return;
+	}
+	o = whole ? gateway_lost_json(sandbox, worker, 0) : cJSON_CreateObject();
+	if (!whole) {
+		char msg[200];
+
+		snprintf(msg, sizeof(msg), "sandbox %s has finished: its worker %s is lost", sandbox, worker);
+		cJSON_AddStringToObject(o, "error", msg);
+	}
+	text = cJSON_PrintUnformatted(o);
+	cJSON_Delete(o);
+	gateway_relay_answer(r, whole ? 200 : 409, text ? text : "{}");
+	free(text);
+}
+
+static void on_reservation(void *arg, int err, const struct etcd_kv *kvs, size_t n, int64_t revision)
+{
+	struct lookup *l = arg;
+	struct gateway *g = l->g;
+	struct fleet_sandbox_record rec;
+	char why[200], msg[320];
+
+	(void)revision;
+	g->busy--;
+	if (g->freeing || gateway_relay_gone(l->relay)) {
+		gateway_relay_release(l->relay);
+		free(l);
+		return;
+	}
+	if (err) {
+		snprintf(msg, sizeof(msg),
+			 "{\"error\":\"etcd is unreachable and this gateway has no route for %s yet: %s\"}",
+			 l->sandbox, strerror(-err));
+		gateway_relay_answer(l->relay, 503, msg);
+	} else if (n == 0) {
+		snprintf(msg, sizeof(msg), "{\"error\":\"no sandbox %s\"}", l->sandbox);
+		gateway_relay_answer(l->relay, 404, msg);
+	} else if (fleet_sandbox_record_parse(kvs[0].value, kvs[0].value_len, &rec, why, sizeof(why)) < 0) {
+		sv_warn("the reservation of %s: %s", l->sandbox, why);
+		gateway_relay_answer(l->relay, 502, "{\"error\":\"the sandbox's reservation in etcd does not parse\"}");
+	} else {
+		gateway_route_set(g, l->sandbox, rec.worker);
+		relay_or_answer(g, l->relay, l->sandbox, rec.worker, l->whole);
+	}
+	free(l);
+}
+
+/* /v1/sandboxes/ID and below: to the worker, as bytes. */
+static void route_sandbox(struct gateway *g, struct http_request *req, const char *sandbox, bool whole)
+{
+	const char *worker = gateway_route_get(g, sandbox);
+	const struct fleet_entry *w = worker ? fleet_table_find(&g->table, worker) : NULL;
+	struct gateway_relay *r;
+	struct lookup *l;
+	char key[64];
+	int e;
+
+	if (worker && !(w && w->live))
+		return answer_lost(req, sandbox, worker, whole);
+	e = gateway_relay_begin(req, &r);
+	if (e < 0)
+		return http_respond_error(req, e == -E2BIG ? 431 : 500, NULL, "cannot relay this request: %s",
+					  strerror(-e));
+	if (worker)
+		return gateway_relay_connect(r, g->loop, g->tls, w->rec.host, w->rec.port);
+	l = calloc(1, sizeof(*l));
+	snprintf(key, sizeof(key), "%s%s", FLEET_SANDBOXES_PREFIX, sandbox);
+	if (!l || etcd_get(g->etcd, key, on_reservation, l) < 0) {
+		free(l);
+		gateway_relay_answer(r, 503, "{\"error\":\"etcd cannot be asked where this sandbox is\"}");
+		return;
+	}
+	l->g = g;
+	l->relay = r;
+	l->whole = whole;
+	snprintf(l->sandbox, sizeof(l->sandbox), "%s", sandbox);
+	g->busy++;
+}
+
+static void on_complete(struct http_request *req)
+{
+	struct gateway *g = req->ctx;
+	struct api_call *call = api_call_of(req);
+
+	if (req->body_too_large)
+		return http_respond_error(req, 413, NULL, "request body over %d bytes", JSON_BODY_MAX);
+	if (req->method == HTTP_GET && !strncmp(req->url, "/v1/health", 10))
+		return health(g, req);
+	req->route_status = 200;
+	if (req->method == HTTP_GET && !strncmp(req->url, "/v1/sandboxes/", 14)) {
+		char id[20];
+
+		snprintf(id, sizeof(id), "%.*s", (int)strcspn(req->url + 14, "/?"), req->url + 14);
+		return gateway_get(g, call, id);
+	}
+	if (req->method == HTTP_POST) {
+		req->route_status = 201;
+		gateway_create(g, call);
+	} else {
+		req->route_status = 200;
+		gateway_list(g, call);
+	}
+}
+
+static const struct http_handler complete_handler = {.complete = on_complete};
+
+/* The path without its query, split: true for "/v1/sandboxes" (*id NULL) or "/v1/sandboxes/ID[/...]". */
+static bool sandboxes_path(const char *url, char *id, size_t cap, bool *below)
+{
+	const char *p = url + strlen("/v1/sandboxes");
+	size_t len;
+
+	if (strncmp(url, "/v1/sandboxes", 13))
+		return false;
+	*below = false;
+	id[0] = '\0';
+	if (*p == '\0' || *p == '?')
+		return true;
+	if (*p != '/')
+		return false;
+	p++;
+	len = strcspn(p, "/?");
+	if (len == 0 || len >= cap)
+		return false;
+	memcpy(id, p, len);
+	id[len] = '\0';
+	*below = p[len] == '/';
+	return true;
+}
+
+void gateway_on_headers(struct http_request *req, void *ctx)
+{
+	struct gateway *g = ctx;
+	char id[64];
+	bool below, health_call;
+
+	health_call = !strncmp(req->url, "/v1/health", 10) && (req->url[10] == '\0' || req->url[10] == '?');
+	if (!health_call) {
+		/* The gateway checks the key too: a request without one never reaches a worker. */
+		req->key_name = auth_check(g->keys, req->auth, req->auth_len);
+		if (!req->key_name)
+			return http_respond_error(req, 401, NULL,
+						  "missing or invalid API key (Authorization: Bearer KEY)");
+	}
+	if (health_call && req->method != HTTP_GET)
+		return http_respond_error(req, 404, NULL, "no such route");
+	if (!health_call && !sandboxes_path(req->url, id, sizeof(id), &below))
+		return http_respond_error(req, 404, NULL,
+					  "no such route on the gateway (it serves /v1/health and /v1/sandboxes...)");
+	if (!health_call && id[0]) {
+		if (!fleet_sandbox_id_valid(id, strlen(id)))
+			return http_respond_error(req, 404, NULL,
+						  "no sandbox %.64s (through the gateway, sandboxes are named by id)",
+						  id);
+		/* The sandbox's own object: a whole call, so it gets "worker" (gateway_get.c). */
+		if (req->method == HTTP_GET && !below) {
+			req->handler = &complete_handler;
+			req->ctx = g;
+			req->body_mode = HTTP_BODY_BUFFER;
+			req->body_limit = JSON_BODY_MAX;
+			return;
+		}
+		return route_sandbox(g, req, id,
+				     req->method == HTTP_GET && (!below || !strncmp(req->url + 14 + strlen(id), "/wait", 5)));
+	}
+	if (!health_call && req->method != HTTP_POST && req->method != HTTP_GET)
+		return http_respond_error(req, 404, NULL, "no such route");
+	req->handler = &complete_handler;
+	req->ctx = g;
+	req->body_mode = HTTP_BODY_BUFFER;
+	req->body_limit = JSON_BODY_MAX;
+}
+
+/* ---- life ---- */
+
+int gateway_new(const struct gateway_config *cfg, struct gateway **out, char *err, size_t errlen)
+{
+	struct gateway *g;
+	int e;
+
+	if (!cfg || !cfg->loop || !cfg->etcd_endpoints || !cfg->worker_tls || !cfg->keys) {
+		snprintf(err, errlen, "the gateway needs etcd, a CA for its workers and API keys");
+		return -EINVAL;
+	}
+	g = calloc(1, sizeof(*g));
+	if (!g) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	g->loop = cfg->loop;
+	g->tls = cfg->worker_tls;
+	g->keys = cfg->keys;
+	g->sample = cfg->sample;
+	g->sync_ms = cfg->sync_ms ? cfg->sync_ms : 2000;
+	fleet_table_init(&g->table);
+	snprintf(g->etcd_error, sizeof(g->etcd_error), "not read yet");
+	if (uv_random(NULL, NULL, &g->rng, sizeof(g->rng), 0, NULL) < 0)
+		g->rng = (uint64_t)uv_hrtime();
+	e = etcd_client_new(cfg->loop, cfg->etcd_endpoints, &g->etcd, err, errlen);
+	if (e < 0) {
+		free(g);
+		return e;
+	}
+	uv_timer_init(cfg->loop, &g->sync_timer);
+	g->sync_timer.data = g;
+	uv_timer_start(&g->sync_timer, on_sync_timer, 0, g->sync_ms);
+	*out = g;
+	return 0;
+}
+
+static void on_sync_timer_closed(uv_handle_t *h)
+{
+	struct gateway *g = h->data;
+
+	fleet_table_destroy(&g->table);
+	for (unsigned b = 0; b < GATEWAY_ROUTE_BUCKETS; b++)
+		while (g->routes[b]) {
+			struct gateway_route *r = g->routes[b];
+
+			g->routes[b] = r->next;
+			free(r);
+		}
+	free(g);
+}
+
+void gateway_free(struct gateway *g)
+{
+	if (!g)
+		return;
+	g->freeing = true;
+	if (g->watch)
+		etcd_watch_cancel(g->watch);
+	/* Cancels every etcd call without callbacks. */
+	etcd_client_free(g->etcd);
+	uv_close((uv_handle_t *)&g->sync_timer, on_sync_timer_closed);
+}

@@ -1,0 +1,63 @@
+#ifndef SANDVM_API_SANDBOXD_FLEET_GATEWAY_PART_H
+#define SANDVM_API_SANDBOXD_FLEET_GATEWAY_PART_H
+
+/* What the gateway's files share (gateway*.c); not an interface. */
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "fleet_table.h"
+#include "gateway.h"
+
+struct api_call;
+struct etcd_client;
+struct etcd_watch;
+
+/* Sandbox id -> worker id, learned from reservations; what keeps routing while etcd is away. */
+struct gateway_route {
+	struct gateway_route *next;
+	char sandbox[20];
+	char worker[FLEET_ID_MAX + 1];
+};
+
+#define GATEWAY_ROUTE_BUCKETS 4096
+#define GATEWAY_ROUTES_MAX 1000000u
+#define GATEWAY_CALL_TIMEOUT_MS 30000u /* a create or list call to one worker */
+#define GATEWAY_LIST_TIMEOUT_MS 5000u
+
+struct gateway {
+	uv_loop_t *loop;
+	struct etcd_client *etcd;
+	struct etcd_watch *watch;
+	struct ssl_ctx_st *tls;
+	struct auth_keys *keys;
+	unsigned sample;
+	unsigned sync_ms;
+	struct fleet_table table;
+	bool etcd_ok;         /* the last read of etcd answered */
+	bool syncing;         /* a range read is under way */
+	bool freeing;
+	double etcd_last_ok;  /* wall time of that read */
+	char etcd_error[160]; /* why not, when not */
+	uv_timer_t sync_timer;
+	uint64_t rng;
+	struct gateway_route *routes[GATEWAY_ROUTE_BUCKETS];
+	unsigned nroutes;
+	unsigned busy; /* etcd and worker calls under way (they hold the gateway) */
+};
+
+void gateway_route_set(struct gateway *g, const char *sandbox, const char *worker);
+const char *gateway_route_get(const struct gateway *g, const char *sandbox);
+void gateway_route_forget(struct gateway *g, const char *sandbox);
+uint32_t gateway_rand(void *g);
+/* The JSON of a lost sandbox (docs/fleet.md): finished, reason lost, returncode 125, its worker. */
+struct cJSON *gateway_lost_json(const char *sandbox, const char *worker, double created);
+
+/* POST /v1/sandboxes and GET /v1/sandboxes (the request's body read). */
+void gateway_create(struct gateway *g, struct api_call *call);
+void gateway_list(struct gateway *g, struct api_call *call);
+/* GET /v1/sandboxes/ID: the worker's object with "worker", or the lost one. */
+void gateway_get(struct gateway *g, struct api_call *call, const char *sandbox);
+
+#endif
