@@ -80,7 +80,8 @@ int etcd_get(struct etcd_client *c, const char *key, etcd_range_cb cb, void *arg
  * anew from that revision: events are never assumed continuous across a break.
  * A watch whose start revision etcd has compacted away ends the same way,
  * with -ESTALE. An ended watch stays allocated, inert, until
- * etcd_watch_cancel (or etcd_client_free) frees it: cancel every watch once.
+ * etcd_watch_cancel frees it; etcd_client_free frees the client's watches
+ * too (cancel none of them after it).
  */
 struct etcd_watch;
 typedef void (*etcd_watch_cb)(void *arg, int err, bool deleted, const struct etcd_kv *kv);
