@@ -164,9 +164,25 @@ static int teardown(void **state)
 		kill(e->etcd, SIGKILL);
 		waitpid(e->etcd, NULL, 0);
 	}
-	/* Fake VMMs of sandboxes left behind by a failed case (they run from this folder's state). */
-	snprintf(cmd, sizeof(cmd), "pkill -f '%s/' >/dev/null 2>&1; rm -rf '%s'", e->dir, e->dir);
-	if (system(cmd) < 0)
+	/*
+	 * Fake VMMs of sandboxes left behind by a failed case (they run from this
+	 * folder's state). pkill straight from here: under a shell it would match
+	 * (and kill) the shell, whose command line holds the pattern too.
+	 */
+	snprintf(cmd, sizeof(cmd), "%s/", e->dir);
+	pid_t pk = fork();
+	if (pk == 0) {
+		int null = open("/dev/null", O_WRONLY);
+
+		dup2(null, STDOUT_FILENO);
+		dup2(null, STDERR_FILENO);
+		execlp("pkill", "pkill", "-f", cmd, (char *)NULL);
+		_exit(127);
+	}
+	if (pk > 0)
+		waitpid(pk, NULL, 0);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", e->dir);
+	if (system(cmd) != 0)
 		return -1;
 	free(e);
 	return 0;

@@ -78,12 +78,16 @@ int etcd_get(struct etcd_client *c, const char *key, etcd_range_cb cb, void *arg
  * the stream breaks (a member died, a timeout), cb gets err (kv NULL) once;
  * the watcher then reads the prefix again (etcd_range_prefix) and watches
  * anew from that revision: events are never assumed continuous across a break.
+ * A watch whose start revision etcd has compacted away ends the same way,
+ * with -ESTALE. An ended watch stays allocated, inert, until
+ * etcd_watch_cancel frees it; etcd_client_free frees the client's watches
+ * too (cancel none of them after it).
  */
 struct etcd_watch;
 typedef void (*etcd_watch_cb)(void *arg, int err, bool deleted, const struct etcd_kv *kv);
 int etcd_watch_prefix(struct etcd_client *c, const char *prefix, int64_t start_revision, etcd_watch_cb cb,
 		      void *arg, struct etcd_watch **out);
-/* No callbacks after this. */
+/* No callbacks after this; frees w (also from inside its own callback). */
 void etcd_watch_cancel(struct etcd_watch *w);
 
 #endif

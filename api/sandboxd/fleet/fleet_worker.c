@@ -51,6 +51,7 @@ struct fleet_worker {
 	void *stop_arg;
 	int64_t keepalive_lease, put_lease; /* which lease the request in flight was for; 0: none in flight */
 	uint64_t last_keepalive_ok, last_keepalive_sent, last_put, next_try;
+	uint64_t grant_sent; /* the lease's TTL runs from about then */
 	unsigned rec_sandboxes, rec_memory; /* what the record in etcd says */
 	bool rec_stale;                     /* a write failed: write it again */
 };
@@ -167,7 +168,8 @@ static void registered(struct fleet_worker *w, unsigned count, unsigned memory)
 	w->old_lease = 0;
 	w->registered = true;
 	w->registering = false;
-	w->last_keepalive_ok = w->last_keepalive_sent = w->last_put = now;
+	w->last_keepalive_ok = w->grant_sent;
+	w->last_keepalive_sent = w->last_put = now;
 	w->rec_sandboxes = count;
 	w->rec_memory = memory;
 	w->rec_stale = false;
@@ -284,6 +286,8 @@ static void on_granted(void *arg, int err, int64_t lease, int64_t ttl_s)
 static void try_register(struct fleet_worker *w)
 {
 	w->registering = true;
+	uv_update_time(w->d->loop); /* at start, the loop's clock may be from before a long restore */
+	w->grant_sent = uv_now(w->d->loop);
 	if (etcd_lease_grant(w->etcd, ETCD_WORKER_LEASE_S, on_granted, w) < 0) {
 		retry_later(w, FLEET_RETRY_MS);
 		first_done(w, 0);
@@ -306,8 +310,9 @@ static void on_keepalive(void *arg, int err, int64_t lease, int64_t ttl_s)
 		return;
 	}
 	set_etcd_ok(w, err == 0, err);
+	/* etcd renewed the lease after we sent: counting from the send errs on the safe side. */
 	if (err == 0)
-		w->last_keepalive_ok = uv_now(w->d->loop);
+		w->last_keepalive_ok = w->last_keepalive_sent;
 }
 
 static void on_put(void *arg, int err)
@@ -340,7 +345,12 @@ static void on_tick(uv_timer_t *t)
 			try_register(w);
 		return;
 	}
-	if (now - w->last_keepalive_ok > ETCD_WORKER_LEASE_S * 1000u) {
+	/*
+	 * Lost once etcd may have let the lease expire: a TTL after the send of
+	 * the last keepalive it answered, less a tick so that this check is not
+	 * late.
+	 */
+	if (now - w->last_keepalive_ok > ETCD_WORKER_LEASE_S * 1000u - FLEET_UPDATE_MS) {
 		lose(w, "no keepalive was answered within its TTL");
 		try_register(w);
 		return;
