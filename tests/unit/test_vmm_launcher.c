@@ -226,9 +226,14 @@ static void child_starts_clean(void **state)
 	sigemptyset(&block);
 	sigaddset(&block, SIGUSR2);
 	sigprocmask(SIG_BLOCK, &block, &old);
+	/*
+	 * The masks are read by the spawned process itself, exec'ed into grep (exec keeps the blocked
+	 * and ignored sets): a grep run as the shell's child would read the shell while it waits for
+	 * that child, when dash blocks signals for the while.
+	 */
 	sh_cmd(&cmd, "echo in=$(readlink /proc/$$/fd/0); echo three=$(readlink /proc/$$/fd/3); "
 		     "echo four=$(readlink /proc/$$/fd/4); echo five=$(readlink /proc/$$/fd/5); "
-		     "echo session=$(cut -d' ' -f6 /proc/$$/stat) pid=$$; grep -E '^Sig(Blk|Ign)' /proc/$$/status");
+		     "echo session=$(cut -d' ' -f6 /proc/$$/stat) pid=$$; exec grep -E '^Sig(Blk|Ign)' /proc/self/status");
 	cmd.fds[0] = fb;
 	cmd.fds[1] = fa;
 	cmd.nfds = 2;
