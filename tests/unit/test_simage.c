@@ -530,20 +530,32 @@ struct slow_source {
 	const uint8_t *disk;
 	uint64_t fail_at; /* the offset whose fill fails; UINT64_MAX: none */
 	int fail_with;
+	bool hold_first; /* chunk 0's fill waits until 3 more have started (5 s at most) */
 	pthread_mutex_t lock;
+	pthread_cond_t started;
 	unsigned calls, concurrent, max_concurrent;
 };
 
-/* Early chunks take longest, so later ones are sealed first and must wait for their turn. */
+/*
+ * Early chunks take longest, so later ones are sealed first and must wait
+ * for their turn; with hold_first that is certain however the threads are
+ * scheduled, not only likely.
+ */
 static int slow_fill(void *ctx, void *buf, size_t len, uint64_t off)
 {
 	struct slow_source *s = ctx;
-	struct timespec ts = { 0, (long)(off < 4 * CHUNK ? 3000000 : 200000) };
+	struct timespec ts = { 0, (long)(off < 4 * CHUNK ? 3000000 : 200000) }, until;
 
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += 5;
 	pthread_mutex_lock(&s->lock);
 	s->calls++;
 	if (++s->concurrent > s->max_concurrent)
 		s->max_concurrent = s->concurrent;
+	pthread_cond_broadcast(&s->started);
+	while (s->hold_first && off == 0 && s->calls < 4)
+		if (pthread_cond_timedwait(&s->started, &s->lock, &until) != 0)
+			break;
 	pthread_mutex_unlock(&s->lock);
 	nanosleep(&ts, NULL);
 	memcpy(buf, s->disk + off, len);
@@ -578,7 +590,7 @@ static void parallel_write_keeps_order(void **state)
 	struct simage_header h1, h4;
 	struct simage_write_stats s1, s4;
 	struct progress_log log = { 0 };
-	struct slow_source src = { .fail_at = UINT64_MAX };
+	struct slow_source src = { .fail_at = UINT64_MAX, .hold_first = true };
 	struct simage_write_opts opts = { .chunk_shift = CHUNK_SHIFT };
 	struct simage_reader r1, r4;
 	size_t len, l4;
@@ -589,6 +601,7 @@ static void parallel_write_keeps_order(void **state)
 	(void)state;
 	src.disk = disk;
 	pthread_mutex_init(&src.lock, NULL);
+	pthread_cond_init(&src.started, NULL);
 	assert_int_equal(simage_write(raw, len, out1, key_a, sizeof(key_a), &opts, &h1, &s1), 0);
 	opts.threads = 4;
 	opts.progress = log_progress;
@@ -614,6 +627,7 @@ static void parallel_write_keeps_order(void **state)
 	simage_reader_close(&r4);
 	img = file_bytes(out4, &l4);
 	assert_int_equal(read_back(img, l4, key_a, disk), 0);
+	pthread_cond_destroy(&src.started);
 	pthread_mutex_destroy(&src.lock);
 	free(img);
 	free(disk);
@@ -637,6 +651,7 @@ static void parallel_write_error_ends_cleanly(void **state)
 	(void)state;
 	src.disk = disk;
 	pthread_mutex_init(&src.lock, NULL);
+	pthread_cond_init(&src.started, NULL);
 	assert_int_equal(simage_write_from(slow_fill, &src, len, out, key_a, sizeof(key_a), &opts, &h, &st), -EIO);
 	assert_threads_back_to(before);
 	/* Chunks past the failure are not all filled: the others stopped claiming. */
@@ -655,6 +670,7 @@ static void parallel_write_error_ends_cleanly(void **state)
 	opts.threads = 3;
 	assert_int_equal(simage_write(raw, len, sealed, key_a, sizeof(key_a), &opts, &h, &st), -EPERM);
 	assert_threads_back_to(before);
+	pthread_cond_destroy(&src.started);
 	pthread_mutex_destroy(&src.lock);
 	free(disk);
 	close(sealed);
