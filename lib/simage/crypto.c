@@ -134,7 +134,7 @@ void simage_codec_destroy(struct simage_codec *c)
 	EVP_CIPHER_CTX_free(c->cipher);
 	ZSTD_freeCCtx(c->cctx);
 	ZSTD_freeDCtx(c->dctx);
-	if (c->scratch)
+	if (c->scratch && c->scratch_used)
 		OPENSSL_cleanse(c->scratch, c->scratch_len);
 	free(c->scratch);
 	memset(c, 0, sizeof(*c));
@@ -270,7 +270,10 @@ int simage_seal_chunk(struct simage_codec *c, const struct simage_header *h,
 		return 0;
 	}
 	if (simage_worth_compressing(c, plain, len)) {
-		size_t z = ZSTD_compressCCtx(c->cctx, c->scratch, len - 1, plain, len, ZSTD_LEVEL);
+		size_t z;
+
+		c->scratch_used = true;
+		z = ZSTD_compressCCtx(c->cctx, c->scratch, len - 1, plain, len, ZSTD_LEVEL);
 
 		/* Stored compressed only when that saves something. */
 		if (!ZSTD_isError(z) && z < len) {
@@ -311,6 +314,7 @@ int simage_open_chunk(struct simage_codec *c, const struct simage_header *h,
 	if (!(entry->flags & SIMAGE_CHUNK_COMPRESSED))
 		return simage_gcm_open(c, keys->data, nonce, aad, sizeof(aad), sealed, entry->length,
 				       plain);
+	c->scratch_used = true;
 	r = simage_gcm_open(c, keys->data, nonce, aad, sizeof(aad), sealed, entry->length, c->scratch);
 	if (r < 0)
 		return r;

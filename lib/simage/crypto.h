@@ -47,6 +47,8 @@ struct simage_codec {
 	void *dctx;   /* ZSTD_DCtx */
 	uint8_t *scratch;
 	size_t scratch_len;
+	/* Whether scratch ever held a chunk: one that never did is not wiped (nor faulted in to be). */
+	bool scratch_used;
 };
 
 int simage_codec_init(struct simage_codec *c, uint64_t chunk_size);

@@ -436,8 +436,9 @@ struct read_job {
 
 struct open_worker {
 	struct read_job *job;
-	struct simage_codec codec;
+	struct simage_codec own, *codec; /* the calling thread's is the reader's own */
 	uint8_t *plain, *sealed;
+	bool borrowed;
 	pthread_t tid;
 };
 
@@ -457,7 +458,7 @@ static void *open_loop(void *arg)
 		}
 		i = j->next_claim++;
 		pthread_mutex_unlock(&j->lock);
-		e = read_chunk_with(j->r, &w->codec, w->sealed, i, w->plain);
+		e = read_chunk_with(j->r, w->codec, w->sealed, i, w->plain);
 		if (e == 0)
 			e = j->sink(j->sink_ctx, i, w->plain, simage_chunk_len(&j->r->h, i));
 		pthread_mutex_lock(&j->lock);
@@ -478,26 +479,36 @@ static void *open_loop(void *arg)
 	return NULL;
 }
 
-static int open_worker_init(struct open_worker *w, struct read_job *j)
+/* With r, the worker uses the reader's codec and sealed buffer (the calling thread's: r is not used otherwise meanwhile). */
+static int open_worker_init(struct open_worker *w, struct read_job *j, struct simage_reader *r)
 {
 	uint64_t chunk = simage_chunk_size(&j->r->h);
-	int e;
+	int e = 0;
 
 	memset(w, 0, sizeof(*w));
 	w->job = j;
-	e = simage_codec_init(&w->codec, chunk);
+	w->borrowed = r != NULL;
+	if (r) {
+		w->codec = &r->codec;
+		w->sealed = r->sealed;
+	} else {
+		w->codec = &w->own;
+		e = simage_codec_init(&w->own, chunk);
+		w->sealed = malloc(simage_sealed_max(chunk));
+	}
 	w->plain = malloc(chunk);
-	w->sealed = malloc(simage_sealed_max(chunk));
 	return e < 0 ? e : !w->plain || !w->sealed ? -ENOMEM : 0;
 }
 
 static void open_worker_destroy(struct open_worker *w, uint64_t chunk)
 {
-	simage_codec_destroy(&w->codec);
+	if (!w->borrowed) {
+		simage_codec_destroy(&w->own);
+		free(w->sealed);
+	}
 	if (w->plain)
 		OPENSSL_cleanse(w->plain, chunk);
 	free(w->plain);
-	free(w->sealed);
 }
 
 int simage_reader_read_all(struct simage_reader *r, unsigned threads,
@@ -516,14 +527,14 @@ int simage_reader_read_all(struct simage_reader *r, unsigned threads,
 		*bad_index = UINT64_MAX;
 	if (want > r->h.chunk_count)
 		want = (unsigned)r->h.chunk_count;
-	e = open_worker_init(&workers[0], &job);
+	e = open_worker_init(&workers[0], &job, r);
 	if (e < 0) {
 		open_worker_destroy(&workers[0], chunk);
 		return e;
 	}
 	pthread_mutex_init(&job.lock, NULL);
 	for (unsigned t = 1; t < want; t++) {
-		if (open_worker_init(&workers[t], &job) < 0) {
+		if (open_worker_init(&workers[t], &job, NULL) < 0) {
 			open_worker_destroy(&workers[t], chunk);
 			break;
 		}
