@@ -227,6 +227,7 @@ bool simage_worth_compressing(struct simage_codec *c, const uint8_t *plain, size
 	uint8_t sample[SIMAGE_SAMPLE_WINDOWS * SIMAGE_SAMPLE_WINDOW];
 	uint8_t out[SIMAGE_SAMPLE_WINDOWS * SIMAGE_SAMPLE_WINDOW + 128];
 	size_t stride, z;
+	bool worth;
 
 	/* A short chunk costs no more to try whole than to sample. */
 	if (len <= 4 * sizeof(sample))
@@ -249,7 +250,11 @@ bool simage_worth_compressing(struct simage_codec *c, const uint8_t *plain, size
 	 * bytes longer than the sample, and a chunk that would shrink by less
 	 * than 3 % is not worth decompressing on every read.
 	 */
-	return ZSTD_isError(z) || z <= sizeof(sample) - sizeof(sample) / 32;
+	worth = ZSTD_isError(z) || z <= sizeof(sample) - sizeof(sample) / 32;
+	/* The sample may be a guest's memory: none of it stays on the stack. */
+	OPENSSL_cleanse(sample, sizeof(sample));
+	OPENSSL_cleanse(out, sizeof(out));
+	return worth;
 }
 
 int simage_seal_chunk(struct simage_codec *c, const struct simage_header *h,
