@@ -102,7 +102,7 @@ $(BUILD)/bin/vmctl: $(patsubst %.c,$(BUILD)/obj/%.o,$(VMCTL_SRCS)) $(BUILD)/obj/
 # Packs, inspects, verifies and unpacks snapshot images on the host (docs/image-format.md).
 $(BUILD)/bin/sandvm-image: $(BUILD)/obj/image/sandvm-image.o $(SIMAGE_OBJS) $(BUILD)/obj/lib/log.o $(BUILD)/obj/lib/parse.o | $(STAMP)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -o $@ $^ $(shell pkg-config --libs libcrypto libzstd)
+	$(CC) $(CFLAGS) -o $@ $^ $(shell pkg-config --libs libcrypto libzstd) -lpthread
 
 $(BUILD)/bin/vmm: $(OBJS) $(BUILD)/obj/vmm/main.o | $(STAMP)
 	@mkdir -p $(dir $@)

@@ -309,6 +309,8 @@ static void snapshot_work(uv_work_t *w)
 	attached = false;
 	/* The image: sealed with the customer key, or a fresh managed key once the id is known. */
 	opts.flags = j->managed ? SIMAGE_FLAG_MANAGED : 0;
+	/* Sealed on a few threads beside this worker: the daemon runs no seccomp filter. */
+	opts.threads = simage_default_threads();
 	snprintf(tmp_img, sizeof(tmp_img), "%s/.writing-%s.img", j->store, j->sb->id);
 	ofd = open(tmp_img, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (ofd < 0) {

@@ -134,7 +134,7 @@ void simage_codec_destroy(struct simage_codec *c)
 	EVP_CIPHER_CTX_free(c->cipher);
 	ZSTD_freeCCtx(c->cctx);
 	ZSTD_freeDCtx(c->dctx);
-	if (c->scratch)
+	if (c->scratch && c->scratch_used)
 		OPENSSL_cleanse(c->scratch, c->scratch_len);
 	free(c->scratch);
 	memset(c, 0, sizeof(*c));
@@ -222,6 +222,41 @@ static bool all_zero(const uint8_t *p, size_t len)
 	return true;
 }
 
+bool simage_worth_compressing(struct simage_codec *c, const uint8_t *plain, size_t len)
+{
+	uint8_t sample[SIMAGE_SAMPLE_WINDOWS * SIMAGE_SAMPLE_WINDOW];
+	uint8_t out[SIMAGE_SAMPLE_WINDOWS * SIMAGE_SAMPLE_WINDOW + 128];
+	size_t stride, z;
+	bool worth;
+
+	/* A short chunk costs no more to try whole than to sample. */
+	if (len <= 4 * sizeof(sample))
+		return true;
+	/*
+	 * Windows spread evenly over the chunk, not one block at its start: a
+	 * chunk of a file system is often part one thing and part another (a
+	 * file's tail, then zeros or another file), and a window in each part
+	 * lets the sample see both. Compressed together, the windows also show
+	 * repetition at a period that divides the stride, which a byte
+	 * histogram would not.
+	 */
+	stride = len / SIMAGE_SAMPLE_WINDOWS;
+	for (size_t i = 0; i < SIMAGE_SAMPLE_WINDOWS; i++)
+		memcpy(sample + i * SIMAGE_SAMPLE_WINDOW, plain + i * stride, SIMAGE_SAMPLE_WINDOW);
+	z = ZSTD_compressCCtx(c->cctx, out, sizeof(out), sample, sizeof(sample), ZSTD_LEVEL);
+	/*
+	 * Worth the whole attempt when the sample shrinks by at least 1/32:
+	 * zstd stores random or already compressed bytes as raw blocks, a few
+	 * bytes longer than the sample, and a chunk that would shrink by less
+	 * than 3 % is not worth decompressing on every read.
+	 */
+	worth = ZSTD_isError(z) || z <= sizeof(sample) - sizeof(sample) / 32;
+	/* The sample may be a guest's memory: none of it stays on the stack. */
+	OPENSSL_cleanse(sample, sizeof(sample));
+	OPENSSL_cleanse(out, sizeof(out));
+	return worth;
+}
+
 int simage_seal_chunk(struct simage_codec *c, const struct simage_header *h,
 		      const struct simage_keys *keys, uint64_t index, const uint8_t *plain,
 		      uint8_t *out, struct simage_entry *entry)
@@ -239,8 +274,11 @@ int simage_seal_chunk(struct simage_codec *c, const struct simage_header *h,
 		entry->flags = SIMAGE_CHUNK_HOLE;
 		return 0;
 	}
-	{
-		size_t z = ZSTD_compressCCtx(c->cctx, c->scratch, len - 1, plain, len, ZSTD_LEVEL);
+	if (simage_worth_compressing(c, plain, len)) {
+		size_t z;
+
+		c->scratch_used = true;
+		z = ZSTD_compressCCtx(c->cctx, c->scratch, len - 1, plain, len, ZSTD_LEVEL);
 
 		/* Stored compressed only when that saves something. */
 		if (!ZSTD_isError(z) && z < len) {
@@ -281,6 +319,7 @@ int simage_open_chunk(struct simage_codec *c, const struct simage_header *h,
 	if (!(entry->flags & SIMAGE_CHUNK_COMPRESSED))
 		return simage_gcm_open(c, keys->data, nonce, aad, sizeof(aad), sealed, entry->length,
 				       plain);
+	c->scratch_used = true;
 	r = simage_gcm_open(c, keys->data, nonce, aad, sizeof(aad), sealed, entry->length, c->scratch);
 	if (r < 0)
 		return r;

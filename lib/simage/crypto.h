@@ -9,6 +9,7 @@
  * index bound into the associated data.
  */
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -46,6 +47,8 @@ struct simage_codec {
 	void *dctx;   /* ZSTD_DCtx */
 	uint8_t *scratch;
 	size_t scratch_len;
+	/* Whether scratch ever held a chunk: one that never did is not wiped (nor faulted in to be). */
+	bool scratch_used;
 };
 
 int simage_codec_init(struct simage_codec *c, uint64_t chunk_size);
@@ -61,8 +64,23 @@ int simage_gcm_open(struct simage_codec *c, const uint8_t key[SIMAGE_KEY_BYTES],
 		    const uint8_t *in, size_t len, uint8_t *out);
 
 /*
+ * Whether zstd is worth trying on a chunk of len plaintext bytes: a sample
+ * of SIMAGE_SAMPLE_WINDOWS windows of SIMAGE_SAMPLE_WINDOW bytes, evenly
+ * spread, is compressed at the writer's level and must shrink by 1/32.
+ * Random or already compressed data (zstd's costliest case: it scans the
+ * whole chunk to find nothing) is then sealed as it is. The price: a chunk
+ * whose windows all fall on incompressible bytes while the rest would
+ * compress is stored uncompressed; it still reads back the same, only
+ * larger. Chunks of at most 4 samples' size are always tried.
+ */
+#define SIMAGE_SAMPLE_WINDOWS 16u
+#define SIMAGE_SAMPLE_WINDOW 256u
+bool simage_worth_compressing(struct simage_codec *c, const uint8_t *plain, size_t len);
+
+/*
  * Seals chunk `index` of plaintext plain (simage_chunk_len bytes): an
- * all-zero chunk becomes a hole, a chunk zstd shrinks is stored compressed.
+ * all-zero chunk becomes a hole, a chunk zstd shrinks (tried when
+ * simage_worth_compressing says so) is stored compressed.
  * out has room for simage_sealed_max(len); fills entry's length and flags.
  */
 int simage_seal_chunk(struct simage_codec *c, const struct simage_header *h,

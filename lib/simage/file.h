@@ -16,10 +16,27 @@
 struct simage_write_opts {
 	uint32_t flags;       /* SIMAGE_FLAG_MANAGED for a managed key */
 	uint32_t chunk_shift; /* 0: SIMAGE_CHUNK_SHIFT_DEFAULT */
-	/* Called after each chunk with bytes done and total; may be NULL. */
+	/*
+	 * Called after each chunk with chunks done and total, in index order
+	 * and one call at a time (from whichever sealing thread placed the
+	 * chunk); may be NULL.
+	 */
 	void (*progress)(void *ctx, uint64_t done, uint64_t total);
 	void *progress_ctx;
+	/*
+	 * Sealing threads, the calling one among them: 0 or 1 seals on the
+	 * calling thread alone and makes no thread (the VMM, whose threads run
+	 * under seccomp filters that allow no clone, writes this way); at most
+	 * SIMAGE_THREADS_MAX. With more, fill is called from several threads at
+	 * once for distinct ranges.
+	 */
+	unsigned threads;
 };
+
+#define SIMAGE_THREADS_MAX 16u
+
+/* The thread count the host tools use: the CPUs this process may run on, at most 4. */
+unsigned simage_default_threads(void);
 
 struct simage_write_stats {
 	uint64_t chunks, holes, compressed, file_size;
@@ -67,6 +84,21 @@ int simage_reader_open_keys(struct simage_reader *r, int fd, const struct simage
 /* Chunk index in plaintext (simage_chunk_len bytes); SIMAGE_E_AUTH if tampered. */
 int simage_reader_read_chunk(struct simage_reader *r, uint64_t index, uint8_t *plain);
 void simage_reader_close(struct simage_reader *r);
+
+/*
+ * Reads every chunk with `threads` threads (the calling one among them; 0
+ * or 1: the caller alone), each with its own codec and buffers, and gives
+ * each chunk's plaintext to sink (0 or a negative error that ends the
+ * read). sink is called from several threads at once, in no set order;
+ * progress (may be NULL) one call at a time with the count done. On an
+ * error the chunks already claimed finish and the rest are not read;
+ * *bad_index (may be NULL) gets the lowest chunk that failed, or
+ * UINT64_MAX when no chunk did (an allocation).
+ */
+int simage_reader_read_all(struct simage_reader *r, unsigned threads,
+			   int (*sink)(void *ctx, uint64_t index, const uint8_t *plain, size_t len),
+			   void *sink_ctx, void (*progress)(void *ctx, uint64_t done, uint64_t total),
+			   void *progress_ctx, uint64_t *bad_index);
 
 /* Whole transfers at off, or -errno; a read that meets the end is SIMAGE_E_TRUNCATED. */
 int simage_pread_full(int fd, void *buf, size_t len, uint64_t off);
