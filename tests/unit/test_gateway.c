@@ -478,6 +478,15 @@ static void exec_streams_through(void **state)
 	assert_true(has(body, "hello-through-gateway"));
 	assert_true(has(body, "\n2000\n"));
 	assert_true(has(body, "\"returncode\":0"));
+	/* stdin through the relay, as a sized body (Content-Length). */
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/execs", f->sb_big);
+	assert_int_equal(gw(f, "POST", path, "{\"argv\":[\"cat\"],\"stdin\":true}", body, sizeof(body)), 201);
+	field(body, "id", ex, sizeof(ex));
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/execs/%s/stdin", f->sb_big, ex);
+	assert_int_equal(gw(f, "POST", path, "sized-stdin-through-gateway", NULL, 0), 204);
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/execs/%s/output", f->sb_big, ex);
+	assert_int_equal(gw(f, "GET", path, NULL, body, sizeof(body)), 200);
+	assert_true(has(body, "sized-stdin-through-gateway"));
 	/* A file up and down again, its bytes whole. */
 	snprintf(path, sizeof(path), "/v1/sandboxes/%s/files?path=/tmp/gw.txt", f->sb_big);
 	assert_int_equal(gw(f, "PUT", path, "bytes through the gateway", NULL, 0), 204);

@@ -143,8 +143,11 @@ static void on_watch(void *arg, int err, bool deleted, const struct etcd_kv *kv)
 		/*
 		 * Events may have been missed: this watch ends here, the whole table
 		 * is read again now and a new watch starts from that read's revision.
+		 * Its member may be the only one gone (the read goes to another), so
+		 * etcd counts as down only if that read fails too.
 		 */
-		etcd_down(g, err ? err : -EPROTO, "the watch of " FLEET_WORKERS_PREFIX);
+		sv_info("the watch of " FLEET_WORKERS_PREFIX " ended (%s): reading the workers again",
+			strerror(-(err ? err : -EPROTO)));
 		if (g->watch) {
 			etcd_watch_cancel(g->watch);
 			g->watch = NULL;
