@@ -233,9 +233,13 @@ $(BUILD)/tests/test_fleet_etcd: $(BUILD)/tests/fake-vmm $(BUILD)/tests/sandvm-ag
 $(BUILD)/tests-asan/test_fleet_etcd: $(BUILD)/tests-asan/fake-vmm $(BUILD)/tests-asan/sandvm-agent $(BUILD)/bin/sandboxd
 $(BUILD)/tests-tsan/test_fleet_etcd: $(BUILD)/tests-tsan/fake-vmm $(BUILD)/tests-tsan/sandvm-agent $(BUILD)/bin/sandboxd
 # The fleet gateway end to end: real etcd, two workers and a gateway (all build/bin/sandboxd).
-$(BUILD)/tests/test_gateway: $(BUILD)/tests/fake-vmm $(BUILD)/tests/sandvm-agent $(BUILD)/bin/sandboxd
-$(BUILD)/tests-asan/test_gateway: $(BUILD)/tests-asan/fake-vmm $(BUILD)/tests-asan/sandvm-agent $(BUILD)/bin/sandboxd
-$(BUILD)/tests-tsan/test_gateway: $(BUILD)/tests-tsan/fake-vmm $(BUILD)/tests-tsan/sandvm-agent $(BUILD)/bin/sandboxd
+# (and vmctl pointed at the gateway).
+$(BUILD)/tests/test_gateway: $(BUILD)/tests/fake-vmm $(BUILD)/tests/sandvm-agent $(BUILD)/bin/sandboxd \
+	$(BUILD)/bin/vmctl
+$(BUILD)/tests-asan/test_gateway: $(BUILD)/tests-asan/fake-vmm $(BUILD)/tests-asan/sandvm-agent $(BUILD)/bin/sandboxd \
+	$(BUILD)/bin/vmctl
+$(BUILD)/tests-tsan/test_gateway: $(BUILD)/tests-tsan/fake-vmm $(BUILD)/tests-tsan/sandvm-agent $(BUILD)/bin/sandboxd \
+	$(BUILD)/bin/vmctl
 $(BUILD)/tests/test_guest_relay: $(BUILD)/tests/fake-vmm $(BUILD)/tests/sandvm-agent
 $(BUILD)/tests-asan/test_guest_relay: $(BUILD)/tests-asan/fake-vmm $(BUILD)/tests-asan/sandvm-agent
 $(BUILD)/tests-tsan/test_guest_relay: $(BUILD)/tests-tsan/fake-vmm $(BUILD)/tests-tsan/sandvm-agent

@@ -8,6 +8,7 @@
  */
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <stdint.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -649,6 +650,8 @@ int exec_attach_stdin(struct exec_session *ex, struct http_request *req)
 	req->ctx = ex;
 	req->handler = &stdin_handler;
 	req->body_mode = HTTP_BODY_SINK;
+	/* Streamed with back-pressure, so no size bound: a sized body (Content-Length) is as good as a chunked one. */
+	req->body_limit = SIZE_MAX;
 	return 0;
 }
 

@@ -31,7 +31,8 @@
 /* Long options without a short letter. */
 enum { OPT_TUNNEL_MAX_CONNECTIONS = 0x100, OPT_TUNNEL_IDLE_TIMEOUT, OPT_NO_JAIL, OPT_JAIL_IDS, OPT_CGROUP_ROOT,
        OPT_COLD_BOOT, OPT_METRICS_LISTEN, OPT_METRICS_AUTH, OPT_ISOLATION_PROBE, OPT_ISOLATION_PROBE_PEER,
-       OPT_ISOLATION_PROBE_DENY, OPT_ETCD, OPT_ADVERTISE, OPT_WORKER_ID, OPT_GATEWAY, OPT_TLS_CA };
+       OPT_ISOLATION_PROBE_DENY, OPT_ETCD, OPT_ADVERTISE, OPT_WORKER_ID, OPT_GATEWAY, OPT_TLS_CA,
+       OPT_RELAY_IDLE_TIMEOUT };
 #include "log.h"
 #include "metrics_scrape.h"
 #include "net.h"
@@ -61,6 +62,7 @@ static const char usage[] =
 	"                [--etcd URL[,URL...] --advertise https://HOST:PORT [--worker-id ID]]\n"
 	"       sandboxd --gateway --etcd URL[,URL...] --listen HOST:PORT --tls-ca FILE\n"
 	"                [--tls-cert F --tls-key F] [--state-dir DIR] [--log-level LEVEL]\n"
+	"                [--relay-idle-timeout S]\n"
 	"       sandboxd [--state-dir DIR] --new-key NAME\n"
 	"       sandboxd [--state-dir DIR] --rotate-managed-key\n"
 	"\n"
@@ -150,6 +152,8 @@ static const char usage[] =
 	"                       workers' keys (the gateway checks them and forwards them)\n"
 	"  --tls-ca FILE        with --gateway: the CA (PEM) the workers' certificates must\n"
 	"                       verify against (their addresses' IPs or names)\n"
+	"  --relay-idle-timeout S  with --gateway: a call relayed to a worker that carries no\n"
+	"                       byte either way for S seconds is cut (default 3660, 1..86400)\n"
 	"  --new-key NAME       make an API key, store its hash, print the key, exit\n"
 	"  --rotate-managed-key replace the managed key of snapshot images, re-wrapping each\n"
 	"                       image's key with the new one (run while sandboxd is stopped)\n";
@@ -166,6 +170,7 @@ struct daemon {
 	struct tunnel_serve tunnels;  /* tunnel connections on --ingress and the plain host ports */
 	uv_signal_t sig_term, sig_int;
 	bool fleet_stopping; /* the lease is being revoked; a second signal stops at once */
+	bool gateway;        /* --gateway: no sandboxes of its own */
 };
 
 /* Where the TCP listener's certificate comes from. */
@@ -513,10 +518,15 @@ static void on_fleet_stopped(void *arg)
 
 static void on_stop_signal(uv_signal_t *s, int signum)
 {
-	(void)s;
-	sv_info("signal %d: stopping; running sandboxes keep running and are adopted at the next start", signum);
 	struct daemon *dm = s->data;
 
+	if (dm->gateway)
+		sv_info("signal %d: stopping the gateway; calls relayed now are cut, the workers and their "
+			"sandboxes go on (other gateways, or this one restarted, serve them)",
+			signum);
+	else
+		sv_info("signal %d: stopping; running sandboxes keep running and are adopted at the next start",
+			signum);
 	dm->d.stopping = true;
 	/* In a fleet, the record goes first (bounded: fleet_worker_stop answers within a request's deadline). */
 	if (dm->d.fleet && !dm->fleet_stopping) {
@@ -548,15 +558,16 @@ static int fleet_config(struct fleet_worker_config *cfg, const char *id)
 		return -EINVAL;
 	}
 	if (!id) {
-		if (gethostname(host, sizeof(host) - 1) < 0 || !fleet_worker_id_valid(host)) {
-			sv_err("the hostname \"%s\" is no worker id ([A-Za-z0-9._-]{1,63}); name one with --worker-id",
+		if (gethostname(host, sizeof(host) - 1) < 0 || !fleet_id_valid(host, strlen(host))) {
+			sv_err("the hostname \"%s\" is no worker id ([A-Za-z0-9._-]{1,63}, not . or ..); "
+			       "name one with --worker-id",
 			       host);
 			return -EINVAL;
 		}
 		id = host;
 	}
-	if (!fleet_worker_id_valid(id)) {
-		sv_err("--worker-id wants [A-Za-z0-9._-]{1,63}, not \"%s\"", id);
+	if (!fleet_id_valid(id, strlen(id))) {
+		sv_err("--worker-id wants [A-Za-z0-9._-]{1,63} (not . or ..), not \"%s\"", id);
 		return -EINVAL;
 	}
 	snprintf(cfg->id, sizeof(cfg->id), "%s", id);
@@ -628,6 +639,7 @@ static int parse_port_range(const char *s, unsigned *lo, unsigned *hi)
 /* Where the gateway's settings come from: the command line. */
 struct gateway_options {
 	const char *etcd, *ca;
+	unsigned relay_idle_s; /* --relay-idle-timeout; 0: the default */
 };
 
 /*
@@ -658,6 +670,8 @@ static int run_gateway(struct daemon *dm, const struct gateway_options *o, const
 	cfg.loop = d->loop;
 	cfg.etcd_endpoints = o->etcd;
 	cfg.keys = d->keys;
+	cfg.relay_idle_ms = o->relay_idle_s * 1000u;
+	dm->gateway = true;
 	cfg.worker_tls = tls_client_ctx_new(o->ca, err, sizeof(err));
 	if (!cfg.worker_tls) {
 		sv_err("--tls-ca: %s", err);
@@ -729,6 +743,7 @@ int main(int argc, char **argv)
 		{"worker-id", required_argument, NULL, OPT_WORKER_ID},
 		{"gateway", no_argument, NULL, OPT_GATEWAY},
 		{"tls-ca", required_argument, NULL, OPT_TLS_CA},
+		{"relay-idle-timeout", required_argument, NULL, OPT_RELAY_IDLE_TIMEOUT},
 		{NULL, 0, NULL, 0}};
 	struct daemon *dm = calloc(1, sizeof(*dm));
 	struct sandboxd *d = &dm->d;
@@ -823,6 +838,12 @@ int main(int argc, char **argv)
 		case OPT_CGROUP_ROOT: cgroup_root = optarg; break;
 		case OPT_GATEWAY: gateway = true; break;
 		case OPT_TLS_CA: gw.ca = optarg; break;
+		case OPT_RELAY_IDLE_TIMEOUT:
+			if (parse_uint(optarg, &gw.relay_idle_s) < 0 || gw.relay_idle_s > 86400) {
+				sv_err("--relay-idle-timeout wants seconds, 1..86400");
+				return 2;
+			}
+			break;
 		case OPT_METRICS_LISTEN: metrics_addr = optarg; break;
 		case OPT_METRICS_AUTH: metrics_auth = optarg; break;
 		case OPT_ISOLATION_PROBE:
@@ -936,8 +957,8 @@ int main(int argc, char **argv)
 	}
 	if (rotate)
 		return snapshots_rotate_managed_key(d->state_dir) < 0 ? 1 : 0;
-	if (gw.ca && !gateway) {
-		sv_err("--tls-ca goes with --gateway");
+	if ((gw.ca || gw.relay_idle_s) && !gateway) {
+		sv_err("--tls-ca and --relay-idle-timeout go with --gateway");
 		return 2;
 	}
 	if (gateway) {

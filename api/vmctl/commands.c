@@ -679,6 +679,20 @@ int vmctl_cmd_logs(struct vmctl_args *a, int argc, char **argv)
 	return r;
 }
 
+/*
+ * A reply that says more than its status: a fleet gateway's DELETE of a
+ * sandbox whose worker is lost answers 200 with a "message" (docs/fleet.md).
+ */
+static void say_message(const struct vmctl_req *q, const char *id)
+{
+	cJSON *o = q->body.len ? vmctl_req_json(q) : NULL;
+	const cJSON *m = cJSON_GetObjectItemCaseSensitive(o, "message");
+
+	if (cJSON_IsString(m) && cJSON_GetObjectItemCaseSensitive(o, "deleted"))
+		fprintf(stderr, "vmctl: %s: %s\n", id, m->valuestring);
+	cJSON_Delete(o);
+}
+
 /* One call per ID without a reply body; every ID is tried, the status says if one failed. */
 static int for_each_id(struct vmctl_args *a, const char *cmd, const char *usage, int argc, char **argv,
 		       const char *method, const char *suffix)
@@ -708,6 +722,8 @@ static int for_each_id(struct vmctl_args *a, const char *cmd, const char *usage,
 		r = vmctl_request(&q, &c, method, path, NULL);
 		if (r || !vmctl_req_ok(&q))
 			status = vmctl_req_report(&q, r);
+		else
+			say_message(&q, argv[i]);
 		vmctl_req_destroy(&q);
 		free(path);
 		/* Without a daemon the other IDs would fail the same way. */

@@ -9,10 +9,11 @@
 #include <string.h>
 #include <time.h>
 
-#define TABLE_COLUMNS 9
+/* WORKER (the fleet gateway's "worker", docs/fleet.md) only when a sandbox has one. */
+#define TABLE_COLUMNS_MAX 10
 
-static const char *const table_header[TABLE_COLUMNS] = {
-	"ID", "NAME", "STATE", "IMAGE", "CPU", "MEM", "AGE", "RETURNCODE/REASON", "TAGS",
+static const char *const table_header[TABLE_COLUMNS_MAX] = {
+	"ID", "NAME", "STATE", "IMAGE", "CPU", "MEM", "AGE", "RETURNCODE/REASON", "WORKER", "TAGS",
 };
 
 /* A growing string; on allocation failure it stays NULL and the caller reports it. */
@@ -288,7 +289,7 @@ int vmctl_print_network(const cJSON *net)
 	return r;
 }
 
-static void table_row(const cJSON *sb, struct out_str *cells, double now)
+static void table_row(const cJSON *sb, struct out_str *cells, double now, bool workers)
 {
 	const cJSON *rc = cJSON_GetObjectItemCaseSensitive(sb, "returncode");
 	const cJSON *reason = cJSON_GetObjectItemCaseSensitive(sb, "reason");
@@ -315,48 +316,55 @@ static void table_row(const cJSON *sb, struct out_str *cells, double now)
 		str_add(&cells[7], "/");
 		str_value(&cells[7], NULL, reason);
 	}
-	str_value(&cells[8], NULL, cJSON_GetObjectItemCaseSensitive(sb, "tags"));
+	if (workers)
+		str_value(&cells[8], NULL, cJSON_GetObjectItemCaseSensitive(sb, "worker"));
+	str_value(&cells[workers ? 9 : 8], NULL, cJSON_GetObjectItemCaseSensitive(sb, "tags"));
 }
 
 int vmctl_print_table(const cJSON *sandboxes)
 {
-	int rows = cJSON_GetArraySize(sandboxes) + 1, width[TABLE_COLUMNS] = { 0 };
-	struct out_str *cells = calloc((size_t)rows * TABLE_COLUMNS, sizeof(*cells));
+	int rows = cJSON_GetArraySize(sandboxes) + 1, width[TABLE_COLUMNS_MAX] = { 0 }, cols;
+	struct out_str *cells;
 	double now = out_now();
 	const cJSON *sb;
+	bool workers = false;
 	int i = 1, r = 0, n;
 
+	cJSON_ArrayForEach(sb, sandboxes)
+		workers = workers || cJSON_IsString(cJSON_GetObjectItemCaseSensitive(sb, "worker"));
+	cols = workers ? TABLE_COLUMNS_MAX : TABLE_COLUMNS_MAX - 1;
+	cells = calloc((size_t)rows * (size_t)cols, sizeof(*cells));
 	if (!cells)
 		return -ENOMEM;
-	for (int c = 0; c < TABLE_COLUMNS; c++)
-		str_add(&cells[c], "%s", table_header[c]);
+	for (int c = 0; c < cols; c++)
+		str_add(&cells[c], "%s", table_header[!workers && c == cols - 1 ? c + 1 : c]);
 	cJSON_ArrayForEach(sb, sandboxes) {
 		if (i >= rows)
 			break;
-		table_row(sb, cells + (size_t)i * TABLE_COLUMNS, now);
+		table_row(sb, cells + (size_t)i * (size_t)cols, now, workers);
 		i++;
 	}
-	for (i = 0; i < rows * TABLE_COLUMNS; i++) {
+	for (i = 0; i < rows * cols; i++) {
 		if (cells[i].err) {
 			r = cells[i].err;
 			goto out;
 		}
 		n = (int)strlen(cells[i].s);
-		if (n > width[i % TABLE_COLUMNS])
-			width[i % TABLE_COLUMNS] = n;
+		if (n > width[i % cols])
+			width[i % cols] = n;
 	}
 	for (i = 0; i < rows; i++) {
-		for (int c = 0; c < TABLE_COLUMNS; c++) {
-			const char *s = cells[i * TABLE_COLUMNS + c].s;
+		for (int c = 0; c < cols; c++) {
+			const char *s = cells[i * cols + c].s;
 
-			if (c == TABLE_COLUMNS - 1)
+			if (c == cols - 1)
 				printf("%s\n", s);
 			else
 				printf("%-*s  ", width[c], s);
 		}
 	}
 out:
-	for (i = 0; i < rows * TABLE_COLUMNS; i++)
+	for (i = 0; i < rows * cols; i++)
 		free(cells[i].s);
 	free(cells);
 	return r;

@@ -10,8 +10,13 @@
  * create lands there and the next ones go to "big" (placement compares both
  * of two workers); exec output streams through the gateway's relay; the
  * list merges both with "worker"; small's key deleted makes its sandbox
- * lost (finished, 125) and its key written back routes it again; etcd
- * stopped, big's sandboxes still answer and creates get 503.
+ * lost (finished, 125) and its key written back routes it again; a DELETE
+ * takes the reservation away (a lost sandbox's too); a relayed call names
+ * the worker (Sandvm-Worker), sends the worker's address as Host and is cut
+ * after --relay-idle-timeout (a stand-in worker of the test's own, a TLS
+ * server in a thread); vmctl lists with a WORKER column and execs through
+ * it; routes the gateway does not serve answer 501; etcd stopped, big's
+ * sandboxes still answer and creates get 503.
  */
 /* Paths here are short temporary folders; snprintf cuts rather than overflows. */
 #pragma GCC diagnostic ignored "-Wformat-truncation"
@@ -23,6 +28,8 @@
 #include <libgen.h>
 #include <limits.h>
 #include <netinet/in.h>
+#include <openssl/ssl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -46,7 +53,7 @@ struct proc {
 };
 
 struct fleet {
-	char dir[64], sandboxd[PATH_MAX], vmm[PATH_MAX], key[128], ca[128];
+	char dir[64], sandboxd[PATH_MAX], vmm[PATH_MAX], vmctl[PATH_MAX], key[128], ca[128];
 	char etcd_url[64];
 	struct proc etcd, big, small, gw;
 	unsigned etcd_peer_port;
@@ -96,16 +103,20 @@ static size_t on_body(char *data, size_t size, size_t n, void *arg)
 	return len;
 }
 
-/* One HTTPS request to port (the gateway or a worker); the status, the body in body ("" when none). */
-static int request(struct fleet *f, unsigned port, const char *method, const char *path, const char *json,
-		   char *body, size_t cap)
+/* One HTTPS request to port; the status, the body in body ("" when none), the reply's fields in head. */
+static int request_head(struct fleet *f, unsigned port, const char *method, const char *path, const char *json,
+			char *body, size_t cap, char *head, size_t head_cap)
 {
 	CURL *c = curl_easy_init();
 	struct curl_slist *h = NULL;
-	char url[512], auth[200], scratch[256];
+	char url[512], auth[200], scratch[256], hscratch[16];
 	struct buf b = {.p = body ? body : scratch, .cap = body ? cap : sizeof(scratch)};
+	struct buf hb = {.p = head ? head : hscratch, .cap = head ? head_cap : sizeof(hscratch)};
 	long status = 0;
 
+	hb.p[0] = '\0';
+	curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_body);
+	curl_easy_setopt(c, CURLOPT_HEADERDATA, &hb);
 	assert_non_null(c);
 	b.p[0] = '\0';
 	snprintf(url, sizeof(url), "https://127.0.0.1:%u%s", port, path);
@@ -126,6 +137,12 @@ static int request(struct fleet *f, unsigned port, const char *method, const cha
 	curl_slist_free_all(h);
 	curl_easy_cleanup(c);
 	return (int)status;
+}
+
+static int request(struct fleet *f, unsigned port, const char *method, const char *path, const char *json,
+		   char *body, size_t cap)
+{
+	return request_head(f, port, method, path, json, body, cap, NULL, 0);
 }
 
 static int gw(struct fleet *f, const char *method, const char *path, const char *json, char *body, size_t cap)
@@ -206,7 +223,8 @@ static void start_gateway(struct fleet *f)
 {
 	char state[128], listen[32], cert[128], key[128];
 	const char *argv[] = {f->sandboxd, "--gateway", "--state-dir", state, "--etcd", f->etcd_url, "--listen",
-			      listen, "--tls-cert", cert, "--tls-key", key, "--tls-ca", f->ca, NULL};
+			      listen, "--tls-cert", cert, "--tls-key", key, "--tls-ca", f->ca,
+			      "--relay-idle-timeout", "2", NULL};
 
 	snprintf(state, sizeof(state), "%s/gw", f->dir);
 	snprintf(listen, sizeof(listen), "127.0.0.1:%u", f->gw.port);
@@ -251,6 +269,7 @@ static int setup(void **state)
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	snprintf(f->vmm, sizeof(f->vmm), "%s/fake-vmm", dirname(self));
 	snprintf(f->sandboxd, sizeof(f->sandboxd), "%s/../bin/sandboxd", self);
+	snprintf(f->vmctl, sizeof(f->vmctl), "%s/../bin/vmctl", self);
 	snprintf(f->dir, sizeof(f->dir), "/tmp/sandvm-gw.XXXXXX");
 	if (!mkdtemp(f->dir))
 		return -1;
@@ -376,6 +395,22 @@ static void field(const char *json, const char *name, char *out, size_t cap)
 	snprintf(out, cap, "%.*s", (int)strcspn(p, "\""), p);
 }
 
+/* The value at key in etcd ("" when absent). */
+static void etcd_value(struct fleet *f, const char *key, char *out, size_t cap)
+{
+	char cmd[512];
+	FILE *p;
+
+	snprintf(cmd, sizeof(cmd), ETCDCTL " --endpoints %s get --print-value-only '%s'", f->etcd_url, key);
+	out[0] = '\0';
+	p = popen(cmd, "r");
+	assert_non_null(p);
+	if (!fgets(out, (int)cap, p))
+		out[0] = '\0';
+	pclose(p);
+	out[strcspn(out, "\n")] = '\0';
+}
+
 static void create_places_by_room(void **state)
 {
 	struct fleet *f = *state;
@@ -403,9 +438,15 @@ static void create_places_by_room(void **state)
 		else {
 			char path[64];
 
-			/* Not needed further: deleted through the gateway (a relayed DELETE). */
+			char key[96], value[256];
+
+			/* Not needed further: deleted through the gateway, its reservation with it. */
 			snprintf(path, sizeof(path), "/v1/sandboxes/%s", id);
 			assert_int_equal(gw(f, "DELETE", path, NULL, NULL, 0), 204);
+			snprintf(key, sizeof(key), "/sandvm/sandboxes/%s", id);
+			etcd_value(f, key, value, sizeof(value));
+			assert_string_equal(value, "");
+			assert_int_equal(gw(f, "GET", path, NULL, NULL, 0), 404);
 		}
 	}
 	assert_int_equal(on_big, 2);
@@ -437,6 +478,15 @@ static void exec_streams_through(void **state)
 	assert_true(has(body, "hello-through-gateway"));
 	assert_true(has(body, "\n2000\n"));
 	assert_true(has(body, "\"returncode\":0"));
+	/* stdin through the relay, as a sized body (Content-Length). */
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/execs", f->sb_big);
+	assert_int_equal(gw(f, "POST", path, "{\"argv\":[\"cat\"],\"stdin\":true}", body, sizeof(body)), 201);
+	field(body, "id", ex, sizeof(ex));
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/execs/%s/stdin", f->sb_big, ex);
+	assert_int_equal(gw(f, "POST", path, "sized-stdin-through-gateway", NULL, 0), 204);
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/execs/%s/output", f->sb_big, ex);
+	assert_int_equal(gw(f, "GET", path, NULL, body, sizeof(body)), 200);
+	assert_true(has(body, "sized-stdin-through-gateway"));
 	/* A file up and down again, its bytes whole. */
 	snprintf(path, sizeof(path), "/v1/sandboxes/%s/files?path=/tmp/gw.txt", f->sb_big);
 	assert_int_equal(gw(f, "PUT", path, "bytes through the gateway", NULL, 0), 204);
@@ -503,10 +553,187 @@ static void lost_worker(void **state)
 	} while (!has(body, "\"state\":\"running\"") && now_s() < end);
 	assert_true(has(body, "\"state\":\"running\""));
 	assert_true(has(body, "\"worker\":\"small\""));
-	/* Its wait (relayed as bytes) reaches it too. */
+	/* Its wait reaches it too, and names it. */
 	snprintf(path, sizeof(path), "/v1/sandboxes/%s/wait?timeout=1", f->sb_small);
 	assert_int_equal(gw(f, "GET", path, NULL, body, sizeof(body)), 200);
 	assert_true(has(body, "\"state\":\"running\""));
+	assert_true(has(body, "\"worker\":\"small\""));
+}
+
+static void delete_lost(void **state)
+{
+	struct fleet *f = *state;
+	char body[4096], value[256];
+	const char *key = "/sandvm/sandboxes/sb-00000000000000aa", *path = "/v1/sandboxes/sb-00000000000000aa";
+
+	/* A reservation on a worker that is gone (never seen here). */
+	sh(ETCDCTL " --endpoints %s put %s '{\"worker\":\"ghost\",\"created\":1}' >/dev/null", f->etcd_url, key);
+	assert_int_equal(gw(f, "GET", path, NULL, body, sizeof(body)), 200);
+	assert_true(has(body, "\"reason\":\"lost\""));
+	assert_int_equal(gw(f, "GET", "/v1/sandboxes/sb-00000000000000aa/wait", NULL, body, sizeof(body)), 200);
+	assert_true(has(body, "\"worker\":\"ghost\""));
+	/* Other calls on it are refused; its DELETE takes the reservation away and says so. */
+	assert_int_equal(gw(f, "GET", "/v1/sandboxes/sb-00000000000000aa/logs", NULL, body, sizeof(body)), 409);
+	assert_int_equal(gw(f, "DELETE", path, NULL, body, sizeof(body)), 200);
+	assert_true(has(body, "\"deleted\":\"reservation\""));
+	assert_true(has(body, "\"worker\":\"ghost\""));
+	etcd_value(f, key, value, sizeof(value));
+	assert_string_equal(value, "");
+	assert_int_equal(gw(f, "GET", path, NULL, body, sizeof(body)), 404);
+	assert_int_equal(gw(f, "DELETE", path, NULL, body, sizeof(body)), 404);
+}
+
+/* ---- a stand-in worker: a TLS server of the test's own, one connection per call ---- */
+
+struct fake_worker {
+	SSL_CTX *ctx;
+	int lfd;
+	unsigned port;
+	bool silent;    /* read the request, never answer (until the gateway closes) */
+	char head[4096]; /* the request head it got */
+	pthread_t thread;
+};
+
+static void *fake_worker_serve(void *arg)
+{
+	struct fake_worker *w = arg;
+	static const char reply[] = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n"
+				    "Connection: close\r\n\r\n{\"ok\":true}";
+	int fd = accept(w->lfd, NULL, NULL);
+	size_t len = 0;
+	char scratch[256];
+	SSL *ssl;
+
+	w->head[0] = '\0';
+	if (fd < 0)
+		return NULL;
+	ssl = SSL_new(w->ctx);
+	SSL_set_fd(ssl, fd);
+	if (SSL_accept(ssl) == 1) {
+		while (len + 1 < sizeof(w->head) && !strstr(w->head, "\r\n\r\n")) {
+			int n = SSL_read(ssl, w->head + len, (int)(sizeof(w->head) - 1 - len));
+
+			if (n <= 0)
+				break;
+			len += (size_t)n;
+			w->head[len] = '\0';
+		}
+		if (!w->silent)
+			SSL_write(ssl, reply, (int)strlen(reply));
+		else
+			while (SSL_read(ssl, scratch, sizeof(scratch)) > 0)
+				;
+		SSL_shutdown(ssl);
+	}
+	SSL_free(ssl);
+	close(fd);
+	return NULL;
+}
+
+static void relay_names_worker(void **state)
+{
+	struct fleet *f = *state;
+	struct fake_worker w = {0};
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t alen = sizeof(a);
+	char cert[128], key[128], body[4096], head[4096], want[96], value[256];
+	const char *path = "/v1/sandboxes/sb-00000000000000ee/logs";
+	double t0, took;
+	int status;
+
+	snprintf(cert, sizeof(cert), "%s/cert.pem", f->dir);
+	snprintf(key, sizeof(key), "%s/key.pem", f->dir);
+	w.ctx = SSL_CTX_new(TLS_server_method());
+	assert_non_null(w.ctx);
+	assert_int_equal(SSL_CTX_use_certificate_file(w.ctx, cert, SSL_FILETYPE_PEM), 1);
+	assert_int_equal(SSL_CTX_use_PrivateKey_file(w.ctx, key, SSL_FILETYPE_PEM), 1);
+	w.lfd = socket(AF_INET, SOCK_STREAM, 0);
+	assert_int_equal(bind(w.lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+	assert_int_equal(listen(w.lfd, 4), 0);
+	assert_int_equal(getsockname(w.lfd, (struct sockaddr *)&a, &alen), 0);
+	w.port = ntohs(a.sin_port);
+	/* Registered as a worker that takes no creates, holding one reserved sandbox. */
+	sh(ETCDCTL " --endpoints %s put /sandvm/workers/echo '{\"id\":\"echo\",\"address\":\"https://127.0.0.1:%u\","
+	   "\"version\":\"t\",\"sandboxes\":1,\"memory_mib\":64,\"max_sandboxes\":1,\"max_memory_mib\":1024,"
+	   "\"accepting\":false,\"started\":1}' >/dev/null",
+	   f->etcd_url, w.port);
+	sh(ETCDCTL " --endpoints %s put /sandvm/sandboxes/sb-00000000000000ee '{\"worker\":\"echo\",\"created\":1}' "
+	   ">/dev/null",
+	   f->etcd_url);
+	t0 = now_s();
+	do {
+		usleep(100 * 1000);
+		gw(f, "GET", "/v1/health", NULL, body, sizeof(body));
+	} while (!has(body, "\"workers_live\":3") && now_s() < t0 + 5);
+	assert_true(has(body, "\"workers_live\":3"));
+
+	/* A relayed call: the worker's address as Host, the reply naming the worker. */
+	assert_int_equal(pthread_create(&w.thread, NULL, fake_worker_serve, &w), 0);
+	status = request_head(f, f->gw.port, "GET", path, NULL, body, sizeof(body), head, sizeof(head));
+	pthread_join(w.thread, NULL);
+	assert_int_equal(status, 200);
+	assert_string_equal(body, "{\"ok\":true}");
+	assert_true(has(head, "Sandvm-Worker: echo\r\n"));
+	snprintf(want, sizeof(want), "\r\nHost: 127.0.0.1:%u\r\n", w.port);
+	assert_true(has(w.head, want));
+	assert_true(has(w.head, "GET /v1/sandboxes/sb-00000000000000ee/logs HTTP/1.1\r\n"));
+	assert_true(has(w.head, "\r\nConnection: close\r\n"));
+
+	/* A worker that never answers: cut after --relay-idle-timeout (2 s), a 504 as nothing came. */
+	w.silent = true;
+	assert_int_equal(pthread_create(&w.thread, NULL, fake_worker_serve, &w), 0);
+	t0 = now_s();
+	status = gw(f, "GET", path, NULL, body, sizeof(body));
+	took = now_s() - t0;
+	pthread_join(w.thread, NULL);
+	assert_int_equal(status, 504);
+	assert_true(has(body, "carried nothing for 2 s"));
+	assert_true(took >= 1.5 && took < 8);
+
+	/* Gone again, so the cases after this one see the fleet as before. */
+	sh(ETCDCTL " --endpoints %s del /sandvm/workers/echo >/dev/null", f->etcd_url);
+	sh(ETCDCTL " --endpoints %s del /sandvm/sandboxes/sb-00000000000000ee >/dev/null", f->etcd_url);
+	etcd_value(f, "/sandvm/workers/echo", value, sizeof(value));
+	assert_string_equal(value, "");
+	close(w.lfd);
+	SSL_CTX_free(w.ctx);
+}
+
+/* vmctl pointed at the gateway: ls with a WORKER column, exec through the relay. */
+static void vmctl_through_gateway(void **state)
+{
+	struct fleet *f = *state;
+	char cmd[1024], out[8192] = "";
+	size_t len = 0;
+	FILE *p;
+
+	snprintf(cmd, sizeof(cmd),
+		 "SANDVM_API_KEY='%s' '%s' --host https://127.0.0.1:%u --cacert '%s' ls 2>&1; "
+		 "SANDVM_API_KEY='%s' '%s' --host https://127.0.0.1:%u --cacert '%s' exec %s -- echo via-vmctl 2>&1",
+		 f->key, f->vmctl, f->gw.port, f->ca, f->key, f->vmctl, f->gw.port, f->ca, f->sb_big);
+	p = popen(cmd, "r");
+	assert_non_null(p);
+	while (len + 1 < sizeof(out) && fgets(out + len, (int)(sizeof(out) - len), p))
+		len = strlen(out);
+	assert_int_equal(pclose(p), 0);
+	assert_true(has(out, "WORKER"));
+	assert_true(has(out, f->sb_big));
+	assert_true(has(out, "  big  "));
+	assert_true(has(out, "via-vmctl\n"));
+}
+
+static void other_routes(void **state)
+{
+	struct fleet *f = *state;
+	char body[4096];
+
+	/* One worker's own routes: a clear 501, not a 404 that looks like a missing object. */
+	assert_int_equal(gw(f, "GET", "/v1/images", NULL, body, sizeof(body)), 501);
+	assert_true(has(body, "the gateway does not serve /v1/images"));
+	assert_int_equal(gw(f, "GET", "/v1/snapshots/abc", NULL, body, sizeof(body)), 501);
+	assert_true(has(body, "/v1/snapshots"));
+	assert_int_equal(gw(f, "GET", "/nothing", NULL, body, sizeof(body)), 404);
+	assert_int_equal(gw(f, "PUT", "/v1/sandboxes", "{}", body, sizeof(body)), 405);
 }
 
 static void etcd_down(void **state)
@@ -542,7 +769,11 @@ int main(void)
 		cmocka_unit_test(create_places_by_room),
 		cmocka_unit_test(exec_streams_through),
 		cmocka_unit_test(list_merges),
+		cmocka_unit_test(vmctl_through_gateway),
+		cmocka_unit_test(other_routes),
+		cmocka_unit_test(relay_names_worker),
 		cmocka_unit_test(lost_worker),
+		cmocka_unit_test(delete_lost),
 		cmocka_unit_test(etcd_down),
 	};
 

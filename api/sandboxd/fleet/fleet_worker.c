@@ -32,8 +32,8 @@ struct fleet_worker {
 	struct etcd_client *etcd;
 	uv_timer_t tick, stop_timer;
 	unsigned open_timers;
-	char id[FLEET_WORKER_ID_MAX + 1];
-	char key[sizeof(FLEET_WORKERS_PREFIX) + FLEET_WORKER_ID_MAX];
+	char id[FLEET_ID_MAX + 1];
+	char key[sizeof(FLEET_WORKERS_PREFIX) + FLEET_ID_MAX];
 	char address[256];
 	double started;
 	int64_t lease;        /* the lease we are registered under; 0 while not */
@@ -56,37 +56,13 @@ struct fleet_worker {
 	bool rec_stale;                     /* a write failed: write it again */
 };
 
-bool fleet_worker_id_valid(const char *id)
-{
-	size_t n = id ? strlen(id) : 0;
-
-	if (n == 0 || n > FLEET_WORKER_ID_MAX)
-		return false;
-	for (size_t i = 0; i < n; i++) {
-		char c = id[i];
-
-		if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' ||
-		      c == '_' || c == '-'))
-			return false;
-	}
-	return true;
-}
-
 bool fleet_worker_address_valid(const char *url)
 {
-	size_t n = url ? strlen(url) : 0;
+	char host[FLEET_HOST_MAX + 1], why[128];
+	uint16_t port;
 
-	if (n <= 8 || n >= 256 || strncmp(url, "https://", 8) || strchr(url + 8, '/'))
-		return false;
-	for (size_t i = 8; i < n; i++) {
-		unsigned char c = (unsigned char)url[i];
-
-		/* A host name, an IPv4 address or [IPv6], and a port. */
-		if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' ||
-		      c == '-' || c == ':' || c == '[' || c == ']'))
-			return false;
-	}
-	return true;
+	/* The gateways parse the record's address with the same function: what one refuses, both do. */
+	return url && fleet_address_parse(url, strlen(url), host, sizeof(host), &port, why, sizeof(why)) == 0;
 }
 
 static void usage_now(const struct fleet_worker *w, unsigned *count, unsigned *memory)
@@ -382,7 +358,7 @@ int fleet_worker_start(struct sandboxd *d, const struct fleet_worker_config *cfg
 	int r;
 
 	*out = NULL;
-	if (!fleet_worker_id_valid(cfg->id)) {
+	if (!fleet_id_valid(cfg->id, strlen(cfg->id))) {
 		snprintf(err, errlen, "the worker id \"%s\" is not [A-Za-z0-9._-]{1,63} (--worker-id)", cfg->id);
 		return -EINVAL;
 	}

@@ -12,13 +12,13 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "fleet_table.h" /* the keys, and ids as fleet_id_valid() takes them */
+
 #define ETCD_WORKER_LEASE_S 10
 /* How often the lease is renewed: three tries within one TTL. */
 #define FLEET_KEEPALIVE_MS 3000
 /* The record is rewritten at most this often when the usage changes. */
 #define FLEET_UPDATE_MS 500
-#define FLEET_WORKER_ID_MAX 63
-#define FLEET_WORKERS_PREFIX "/sandvm/workers/"
 
 struct cJSON;
 struct sandboxd;
@@ -27,12 +27,10 @@ struct fleet_worker;
 struct fleet_worker_config {
 	const char *endpoints; /* --etcd */
 	const char *advertise; /* --advertise https://HOST:PORT */
-	char id[FLEET_WORKER_ID_MAX + 1];
+	char id[FLEET_ID_MAX + 1];
 };
 
-/* [A-Za-z0-9._-]{1,63}. */
-bool fleet_worker_id_valid(const char *id);
-/* --advertise: https://HOST[:PORT], no path, nothing a JSON string or a URL would choke on. */
+/* --advertise: https://HOST:PORT as a gateway's table takes it (fleet_address_parse). */
 bool fleet_worker_address_valid(const char *url);
 
 /*

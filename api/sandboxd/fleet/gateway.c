@@ -143,8 +143,11 @@ static void on_watch(void *arg, int err, bool deleted, const struct etcd_kv *kv)
 		/*
 		 * Events may have been missed: this watch ends here, the whole table
 		 * is read again now and a new watch starts from that read's revision.
+		 * Its member may be the only one gone (the read goes to another), so
+		 * etcd counts as down only if that read fails too.
 		 */
-		etcd_down(g, err ? err : -EPROTO, "the watch of " FLEET_WORKERS_PREFIX);
+		sv_info("the watch of " FLEET_WORKERS_PREFIX " ended (%s): reading the workers again",
+			strerror(-(err ? err : -EPROTO)));
 		if (g->watch) {
 			etcd_watch_cancel(g->watch);
 			g->watch = NULL;
@@ -246,14 +249,9 @@ static void health(struct gateway *g, struct http_request *req)
 	http_respond_json(req, 200, o);
 }
 
-/* A reply of the gateway's own for a sandbox whose worker is lost: the call cannot reach it. */
-static void answer_lost(struct http_request *req, const char *sandbox, const char *worker, bool whole)
+/* A call relayed to a lost worker: it cannot reach it (its object, wait and DELETE are gateway_get.c's). */
+static void answer_lost(struct http_request *req, const char *sandbox, const char *worker)
 {
-	if (whole) {
-		/* GET .../ID and .../wait: the sandbox as it is now. */
-		http_respond_json(req, 200, gateway_lost_json(sandbox, worker, 0));
-		return;
-	}
 	http_respond_error(req, 409, NULL, "sandbox %s has finished: its worker %s is lost", sandbox, worker);
 }
 
@@ -262,30 +260,31 @@ struct lookup {
 	struct gateway *g;
 	struct gateway_relay *relay;
 	char sandbox[20];
-	bool whole; /* GET of the sandbox itself or its wait: lost is an answer, not an error */
 };
 
-static void relay_or_answer(struct gateway *g, struct gateway_relay *r, const char *sandbox, const char *worker,
-			    bool whole)
+/* The relay's way to worker w. */
+static void relay_to(struct gateway *g, struct gateway_relay *r, const struct fleet_entry *w)
+{
+	struct gateway_relay_target t = {
+		.worker = w->rec.id, .host = w->rec.host, .port = w->rec.port, .idle_ms = g->relay_idle_ms};
+
+	gateway_relay_connect(r, g->loop, g->tls, &t);
+}
+
+static void relay_or_answer(struct gateway *g, struct gateway_relay *r, const char *sandbox, const char *worker)
 {
 	const struct fleet_entry *w = fleet_table_find(&g->table, worker);
-	char *text;
 	cJSON *o;
+	char msg[200], *text;
 
-	if (w && w->live) {
-		gateway_relay_connect(r, g->loop, g->tls, w->rec.host, w->rec.port);
-		return;
-	}
-	o = whole ? gateway_lost_json(sandbox, worker, 0) : cJSON_CreateObject();
-	if (!whole) {
-		char msg[200];
-
-		snprintf(msg, sizeof(msg), "sandbox %s has finished: its worker %s is lost", sandbox, worker);
-		cJSON_AddStringToObject(o, "error", msg);
-	}
+	if (w && w->live)
+		return relay_to(g, r, w);
+	o = cJSON_CreateObject();
+	snprintf(msg, sizeof(msg), "sandbox %s has finished: its worker %s is lost", sandbox, worker);
+	cJSON_AddStringToObject(o, "error", msg);
 	text = cJSON_PrintUnformatted(o);
 	cJSON_Delete(o);
-	gateway_relay_answer(r, whole ? 200 : 409, text ? text : "{}");
+	gateway_relay_answer(r, 409, text ? text : "{}");
 	free(text);
 }
 
@@ -316,13 +315,13 @@ static void on_reservation(void *arg, int err, const struct etcd_kv *kvs, size_t
 		gateway_relay_answer(l->relay, 502, "{\"error\":\"the sandbox's reservation in etcd does not parse\"}");
 	} else {
 		gateway_route_set(g, l->sandbox, rec.worker);
-		relay_or_answer(g, l->relay, l->sandbox, rec.worker, l->whole);
+		relay_or_answer(g, l->relay, l->sandbox, rec.worker);
 	}
 	free(l);
 }
 
 /* /v1/sandboxes/ID and below: to the worker, as bytes. */
-static void route_sandbox(struct gateway *g, struct http_request *req, const char *sandbox, bool whole)
+static void route_sandbox(struct gateway *g, struct http_request *req, const char *sandbox)
 {
 	const char *worker = gateway_route_get(g, sandbox);
 	const struct fleet_entry *w = worker ? fleet_table_find(&g->table, worker) : NULL;
@@ -332,13 +331,13 @@ static void route_sandbox(struct gateway *g, struct http_request *req, const cha
 	int e;
 
 	if (worker && !(w && w->live))
-		return answer_lost(req, sandbox, worker, whole);
+		return answer_lost(req, sandbox, worker);
 	e = gateway_relay_begin(req, &r);
 	if (e < 0)
 		return http_respond_error(req, e == -E2BIG ? 431 : 500, NULL, "cannot relay this request: %s",
 					  strerror(-e));
 	if (worker)
-		return gateway_relay_connect(r, g->loop, g->tls, w->rec.host, w->rec.port);
+		return relay_to(g, r, w);
 	l = calloc(1, sizeof(*l));
 	snprintf(key, sizeof(key), "%s%s", FLEET_SANDBOXES_PREFIX, sandbox);
 	if (!l || etcd_get(g->etcd, key, on_reservation, l) < 0) {
@@ -348,7 +347,6 @@ static void route_sandbox(struct gateway *g, struct http_request *req, const cha
 	}
 	l->g = g;
 	l->relay = r;
-	l->whole = whole;
 	snprintf(l->sandbox, sizeof(l->sandbox), "%s", sandbox);
 	g->busy++;
 }
@@ -363,11 +361,15 @@ static void on_complete(struct http_request *req)
 	if (req->method == HTTP_GET && !strncmp(req->url, "/v1/health", 10))
 		return health(g, req);
 	req->route_status = 200;
-	if (req->method == HTTP_GET && !strncmp(req->url, "/v1/sandboxes/", 14)) {
+	if (!strncmp(req->url, "/v1/sandboxes/", 14)) {
+		const char *p = req->url + 14;
+		size_t idlen = strcspn(p, "/?");
 		char id[20];
 
-		snprintf(id, sizeof(id), "%.*s", (int)strcspn(req->url + 14, "/?"), req->url + 14);
-		return gateway_get(g, call, id);
+		snprintf(id, sizeof(id), "%.*s", (int)idlen, p);
+		if (req->method == HTTP_DELETE)
+			return gateway_sandbox_call(g, call, id, GATEWAY_SANDBOX_DELETE);
+		return gateway_sandbox_call(g, call, id, p[idlen] == '/' ? GATEWAY_SANDBOX_WAIT : GATEWAY_SANDBOX_GET);
 	}
 	if (req->method == HTTP_POST) {
 		req->route_status = 201;
@@ -404,11 +406,29 @@ static bool sandboxes_path(const char *url, char *id, size_t cap, bool *below)
 	return true;
 }
 
+/* The path's first segment after /v1/ ("images" of "/v1/images/x?y"), for a message. */
+static void first_segment(const char *url, char *out, size_t cap)
+{
+	const char *p = url + 4;
+
+	snprintf(out, cap, "%.*s", (int)strcspn(p, "/?"), p);
+}
+
+/* A whole call (its body buffered), answered by on_complete. */
+static void complete_call(struct gateway *g, struct http_request *req)
+{
+	req->handler = &complete_handler;
+	req->ctx = g;
+	req->body_mode = HTTP_BODY_BUFFER;
+	req->body_limit = JSON_BODY_MAX;
+}
+
 void gateway_on_headers(struct http_request *req, void *ctx)
 {
 	struct gateway *g = ctx;
-	char id[64];
+	char id[64], what[64];
 	bool below, health_call;
+	size_t idlen;
 
 	health_call = !strncmp(req->url, "/v1/health", 10) && (req->url[10] == '\0' || req->url[10] == '?');
 	if (!health_call) {
@@ -418,33 +438,41 @@ void gateway_on_headers(struct http_request *req, void *ctx)
 			return http_respond_error(req, 401, NULL,
 						  "missing or invalid API key (Authorization: Bearer KEY)");
 	}
-	if (health_call && req->method != HTTP_GET)
-		return http_respond_error(req, 404, NULL, "no such route");
-	if (!health_call && !sandboxes_path(req->url, id, sizeof(id), &below))
-		return http_respond_error(req, 404, NULL,
-					  "no such route on the gateway (it serves /v1/health and /v1/sandboxes...)");
-	if (!health_call && id[0]) {
-		if (!fleet_sandbox_id_valid(id, strlen(id)))
-			return http_respond_error(req, 404, NULL,
-						  "no sandbox %.64s (through the gateway, sandboxes are named by id)",
-						  id);
-		/* The sandbox's own object: a whole call, so it gets "worker" (gateway_get.c). */
-		if (req->method == HTTP_GET && !below) {
-			req->handler = &complete_handler;
-			req->ctx = g;
-			req->body_mode = HTTP_BODY_BUFFER;
-			req->body_limit = JSON_BODY_MAX;
-			return;
-		}
-		return route_sandbox(g, req, id,
-				     req->method == HTTP_GET && (!below || !strncmp(req->url + 14 + strlen(id), "/wait", 5)));
+	if (health_call) {
+		if (req->method != HTTP_GET)
+			return http_respond_error(req, 405, NULL, "/v1/health takes GET");
+		return complete_call(g, req);
 	}
-	if (!health_call && req->method != HTTP_POST && req->method != HTTP_GET)
-		return http_respond_error(req, 404, NULL, "no such route");
-	req->handler = &complete_handler;
-	req->ctx = g;
-	req->body_mode = HTTP_BODY_BUFFER;
-	req->body_limit = JSON_BODY_MAX;
+	if (!sandboxes_path(req->url, id, sizeof(id), &below)) {
+		if (strncmp(req->url, "/v1/", 4))
+			return http_respond_error(req, 404, NULL, "no such route");
+		/* Images, snapshot images, metrics, self-tests: one worker's own, not the fleet's. */
+		first_segment(req->url, what, sizeof(what));
+		return http_respond_error(req, 501, NULL,
+					  "the gateway does not serve /v1/%.40s: it serves /v1/health and "
+					  "/v1/sandboxes...; ask a worker directly (GET /v1/health lists their addresses)",
+					  what);
+	}
+	if (!id[0]) {
+		if (req->method != HTTP_POST && req->method != HTTP_GET)
+			return http_respond_error(req, 405, NULL, "/v1/sandboxes takes GET and POST");
+		return complete_call(g, req);
+	}
+	idlen = strlen(id);
+	if (!fleet_sandbox_id_valid(id, idlen))
+		return http_respond_error(req, 404, NULL,
+					  "no sandbox %.64s (through the gateway, sandboxes are named by id)", id);
+	/*
+	 * The sandbox's own object, its wait and its DELETE: whole calls, so the
+	 * object gets "worker" and a DELETE also takes the reservation away
+	 * (gateway_get.c). The rest goes to the worker as bytes.
+	 */
+	if ((req->method == HTTP_GET || req->method == HTTP_DELETE) && !below)
+		return complete_call(g, req);
+	if (req->method == HTTP_GET && !strncmp(req->url + 14 + idlen, "/wait", 5) &&
+	    (req->url[19 + idlen] == '\0' || req->url[19 + idlen] == '?'))
+		return complete_call(g, req);
+	route_sandbox(g, req, id);
 }
 
 /* ---- life ---- */
@@ -468,6 +496,7 @@ int gateway_new(const struct gateway_config *cfg, struct gateway **out, char *er
 	g->keys = cfg->keys;
 	g->sample = cfg->sample;
 	g->sync_ms = cfg->sync_ms ? cfg->sync_ms : 2000;
+	g->relay_idle_ms = cfg->relay_idle_ms;
 	fleet_table_init(&g->table);
 	snprintf(g->etcd_error, sizeof(g->etcd_error), "not read yet");
 	if (uv_random(NULL, NULL, &g->rng, sizeof(g->rng), 0, NULL) < 0)

@@ -24,6 +24,7 @@ struct gateway_config {
 	struct auth_keys *keys;       /* the same API keys as the workers' */
 	unsigned sample;              /* workers compared per create (0: placement's default) */
 	unsigned sync_ms;             /* how often the worker table is read again whole (0: 2000) */
+	unsigned relay_idle_ms;       /* a relayed call with no byte either way this long is cut (0: default) */
 };
 
 /* 0 with *out, or -errno with a message in err. Starts reading etcd. */

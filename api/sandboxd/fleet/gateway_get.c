@@ -1,7 +1,11 @@
 /*
- * GET /v1/sandboxes/ID through the gateway: a whole call to the worker that
- * holds it (not the byte relay), so the object gets "worker" like the
- * list's and the create's; a lost worker's sandbox is answered here.
+ * The whole calls on one sandbox through the gateway (gateway_part.h): GET
+ * /v1/sandboxes/ID and its /wait go to the worker that holds it as whole
+ * calls (not the byte relay), so the object gets "worker" like the list's
+ * and the create's; a DELETE goes the same way and, once the worker has
+ * forgotten the sandbox, the reservation in etcd goes too. A lost worker's
+ * sandbox is answered here: its object, or for a DELETE the reservation
+ * deleted (what was on that host is out of reach; docs/fleet.md).
  */
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -16,23 +20,87 @@
 #include "log.h"
 #include "worker_call.h"
 
+/* A wait's own timeout (docs/api.md: default 60, at most 3600) plus this much for the call. */
+#define WAIT_DEFAULT_S 60u
+#define WAIT_MAX_S 3600u
+#define WAIT_MARGIN_MS 15000u
+
 struct get {
 	struct gateway *g;
 	struct api_call *call;
+	enum gateway_sandbox_op op;
 	char sandbox[20];
 	char worker[FLEET_ID_MAX + 1];
+	char key[64];
+	char target[HTTP_MAX_URL + 64];
+	unsigned timeout_ms;
+	/* A DELETE the worker answered: its reply, given once the reservation is gone. */
+	int status;
+	char *body;
+	size_t len;
 };
 
 static void done(struct get *q)
 {
 	api_call_release(q->call);
+	free(q->body);
 	free(q);
 }
 
-static void on_object(void *ctx, int err, int status, const char *body, size_t len)
+/* The worker's answer as it came (a 404 of a sandbox deleted there, a 401, a DELETE's 204). */
+static void pass_on(struct get *q, int status, const char *body, size_t len)
+{
+	if (!api_call_gone(q->call))
+		http_respond(api_call_request(q->call), status, "application/json", body, len);
+}
+
+static void on_unreserved(void *arg, int err)
+{
+	struct get *q = arg;
+	cJSON *o;
+
+	q->g->busy--;
+	gateway_route_forget(q->g, q->sandbox);
+	if (q->status) {
+		/* The worker forgot it: its answer stands, whatever etcd said. */
+		if (err)
+			sv_warn("%s was deleted on worker %s, but its reservation stays in etcd: %s", q->sandbox,
+				q->worker, strerror(-err));
+		pass_on(q, q->status, q->body ? q->body : "", q->len);
+		return done(q);
+	}
+	if (err) {
+		api_call_fail(q->call, -EAGAIN, NULL,
+			      "etcd is unreachable (%s): the reservation of %s, whose worker %s is lost, stays",
+			      strerror(-err), q->sandbox, q->worker);
+		return done(q);
+	}
+	o = cJSON_CreateObject();
+	cJSON_AddStringToObject(o, "id", q->sandbox);
+	cJSON_AddStringToObject(o, "worker", q->worker);
+	cJSON_AddStringToObject(o, "deleted", "reservation");
+	cJSON_AddStringToObject(o, "message",
+				"its worker is lost: the gateway deleted the sandbox's reservation in etcd; whatever is "
+				"left of it on that worker's host was not reached (if the worker comes back, delete it "
+				"there directly)");
+	api_call_ok(q->call, o);
+	done(q);
+}
+
+static void unreserve(struct get *q)
+{
+	snprintf(q->key, sizeof(q->key), "%s%s", FLEET_SANDBOXES_PREFIX, q->sandbox);
+	if (etcd_delete(q->g->etcd, q->key, on_unreserved, q) < 0) {
+		q->g->busy++;
+		on_unreserved(q, -EAGAIN);
+		return;
+	}
+	q->g->busy++;
+}
+
+static void on_answer(void *ctx, int err, int status, const char *body, size_t len)
 {
 	struct get *q = ctx;
-	struct http_request *req = api_call_request(q->call);
 	cJSON *o;
 
 	q->g->busy--;
@@ -41,10 +109,20 @@ static void on_object(void *ctx, int err, int status, const char *body, size_t l
 			      "worker %s holding %s did not answer: %s", q->worker, q->sandbox, strerror(-err));
 		return done(q);
 	}
+	if (q->op == GATEWAY_SANDBOX_DELETE) {
+		/* 204: deleted there; 404: it never was (a create that did not happen): the reservation goes. */
+		if (status != 204 && status != 404) {
+			pass_on(q, status, body, len);
+			return done(q);
+		}
+		q->status = status;
+		if (len && (q->body = malloc(len)))
+			memcpy(q->body, body, len);
+		q->len = q->body ? len : 0;
+		return unreserve(q);
+	}
 	if (status != 200) {
-		/* Its answer as it is (a 404 of a sandbox deleted there, a 401). */
-		if (!api_call_gone(q->call))
-			http_respond(req, status, "application/json", body, len);
+		pass_on(q, status, body, len);
 		return done(q);
 	}
 	o = cJSON_ParseWithLength(body, len);
@@ -63,21 +141,21 @@ static void ask(struct get *q)
 {
 	const struct fleet_entry *w = fleet_table_find(&q->g->table, q->worker);
 	struct http_request *req = api_call_request(q->call);
-	char target[64];
 	struct worker_call *wc;
 	int e;
 
 	if (!w || !w->live) {
+		if (q->op == GATEWAY_SANDBOX_DELETE)
+			return unreserve(q);
 		api_call_ok(q->call, gateway_lost_json(q->sandbox, q->worker, 0));
 		return done(q);
 	}
-	snprintf(target, sizeof(target), "/v1/sandboxes/%s", q->sandbox);
 	e = worker_call_start(q->g->loop, q->g->tls,
-			      &(struct worker_call_request){.host = w->rec.host, .port = w->rec.port, .method = "GET",
-							    .target = target,
-							    .authorization = req->auth_len ? req->auth : NULL,
-							    .timeout_ms = GATEWAY_LIST_TIMEOUT_MS},
-			      on_object, q, &wc);
+			      &(struct worker_call_request){
+				      .host = w->rec.host, .port = w->rec.port,
+				      .method = q->op == GATEWAY_SANDBOX_DELETE ? "DELETE" : "GET", .target = q->target,
+				      .authorization = req->auth_len ? req->auth : NULL, .timeout_ms = q->timeout_ms},
+			      on_answer, q, &wc);
 	if (e < 0) {
 		api_call_fail(q->call, -EIO, NULL, "cannot call worker %s: %s", q->worker, strerror(-e));
 		return done(q);
@@ -112,24 +190,48 @@ static void on_reservation(void *arg, int err, const struct etcd_kv *kvs, size_t
 	ask(q);
 }
 
-void gateway_get(struct gateway *g, struct api_call *call, const char *sandbox)
+unsigned gateway_wait_timeout_ms(const char *query)
 {
+	const char *p = query;
+	unsigned long s = WAIT_DEFAULT_S;
+
+	/* The worker judges the value; this only bounds how long the gateway waits for its answer. */
+	while (p && *p) {
+		if (!strncmp(p, "timeout=", 8)) {
+			s = strtoul(p + 8, NULL, 10);
+			break;
+		}
+		p = strchr(p, '&');
+		p = p ? p + 1 : NULL;
+	}
+	if (s > WAIT_MAX_S)
+		s = WAIT_MAX_S;
+	return (unsigned)s * 1000u + WAIT_MARGIN_MS;
+}
+
+void gateway_sandbox_call(struct gateway *g, struct api_call *call, const char *sandbox, enum gateway_sandbox_op op)
+{
+	struct http_request *req = api_call_request(call);
 	const char *worker = gateway_route_get(g, sandbox);
 	struct get *q = calloc(1, sizeof(*q));
-	char key[64];
 
 	if (!q)
 		return api_call_fail(call, -ENOMEM, NULL, "out of memory");
 	q->g = g;
 	q->call = call;
+	q->op = op;
 	snprintf(q->sandbox, sizeof(q->sandbox), "%s", sandbox);
+	/* The worker's path is the gateway's (the query passed on). */
+	snprintf(q->target, sizeof(q->target), "/v1/sandboxes/%s%s%s%s", sandbox,
+		 op == GATEWAY_SANDBOX_WAIT ? "/wait" : "", req->query[0] ? "?" : "", req->query);
+	q->timeout_ms = op == GATEWAY_SANDBOX_WAIT ? gateway_wait_timeout_ms(req->query) : GATEWAY_CALL_TIMEOUT_MS;
 	api_call_hold(call);
 	if (worker) {
 		snprintf(q->worker, sizeof(q->worker), "%s", worker);
 		return ask(q);
 	}
-	snprintf(key, sizeof(key), "%s%s", FLEET_SANDBOXES_PREFIX, sandbox);
-	if (etcd_get(g->etcd, key, on_reservation, q) < 0) {
+	snprintf(q->key, sizeof(q->key), "%s%s", FLEET_SANDBOXES_PREFIX, sandbox);
+	if (etcd_get(g->etcd, q->key, on_reservation, q) < 0) {
 		api_call_fail(call, -EAGAIN, NULL, "etcd cannot be asked where %s is", sandbox);
 		return done(q);
 	}

@@ -34,6 +34,7 @@ struct gateway {
 	struct auth_keys *keys;
 	unsigned sample;
 	unsigned sync_ms;
+	unsigned relay_idle_ms;
 	struct fleet_table table;
 	bool etcd_ok;         /* the last read of etcd answered */
 	bool syncing;         /* a range read is under way */
@@ -57,7 +58,14 @@ struct cJSON *gateway_lost_json(const char *sandbox, const char *worker, double 
 /* POST /v1/sandboxes and GET /v1/sandboxes (the request's body read). */
 void gateway_create(struct gateway *g, struct api_call *call);
 void gateway_list(struct gateway *g, struct api_call *call);
-/* GET /v1/sandboxes/ID: the worker's object with "worker", or the lost one. */
-void gateway_get(struct gateway *g, struct api_call *call, const char *sandbox);
+/* The calls on one sandbox the gateway makes whole (gateway_get.c) rather than relays as bytes. */
+enum gateway_sandbox_op {
+	GATEWAY_SANDBOX_GET,    /* GET .../ID: the worker's object with "worker", or the lost one */
+	GATEWAY_SANDBOX_WAIT,   /* GET .../ID/wait: the same, once finished */
+	GATEWAY_SANDBOX_DELETE, /* DELETE .../ID: the worker's answer; then, or when lost, the reservation goes */
+};
+void gateway_sandbox_call(struct gateway *g, struct api_call *call, const char *sandbox, enum gateway_sandbox_op op);
+/* How long the gateway waits for a /wait with this query: its timeout (60 s by default, at most 3600) + 15 s. */
+unsigned gateway_wait_timeout_ms(const char *query);
 
 #endif

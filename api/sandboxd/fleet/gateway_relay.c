@@ -1,7 +1,9 @@
 /*
  * The gateway's byte relay (gateway_relay.h): an http_conn in relay mode on
  * one side, a tls_client on the other, each side's reading paused while the
- * other has too much queued.
+ * other has too much queued. The worker's status line is held until its
+ * end, so the Sandvm-Worker field goes right after it; an idle timer cuts a
+ * relay that carried no byte either way for its idle time.
  */
 #include "gateway_relay.h"
 
@@ -25,7 +27,16 @@ struct gateway_relay {
 	size_t pending_len;
 	bool worker_spoke;       /* a byte of a reply came: an error now can only cut the connection */
 	bool client_paused;
-	char host[280];
+	size_t line_len;         /* the request line's length in pending: Host goes after it */
+	char host[280];          /* HOST:PORT of the worker, for messages */
+	char worker[64];
+	char status[512];        /* the worker's status line until its end */
+	size_t status_len;
+	bool status_done;        /* passed on, with the Sandvm-Worker field */
+	uv_timer_t idle;
+	bool timer_on, closing;
+	unsigned idle_ms;
+	uint64_t last_active;
 };
 
 static const char *const dropped[] = {"connection", "keep-alive", "proxy-connection", "proxy-authorization",
@@ -45,10 +56,14 @@ int gateway_relay_head(const struct http_request *req, const char *worker_host, 
 	const char *name, *value;
 	size_t len = 0;
 	int n;
-	bool v6 = strchr(worker_host, ':') != NULL;
+	bool v6 = worker_host && strchr(worker_host, ':') != NULL;
 
-	n = snprintf(out, cap, "%s %s HTTP/1.1\r\nHost: %s%s%s:%u\r\nConnection: close\r\n",
-		     http_method_str(req->method), req->url, v6 ? "[" : "", worker_host, v6 ? "]" : "", port);
+	if (worker_host)
+		n = snprintf(out, cap, "%s %s HTTP/1.1\r\nHost: %s%s%s:%u\r\nConnection: close\r\n",
+			     http_method_str(req->method), req->url, v6 ? "[" : "", worker_host, v6 ? "]" : "", port);
+	else
+		n = snprintf(out, cap, "%s %s HTTP/1.1\r\nConnection: close\r\n", http_method_str(req->method),
+			     req->url);
 	if (n < 0 || (size_t)n >= cap)
 		return -E2BIG;
 	len = (size_t)n;
@@ -66,12 +81,33 @@ int gateway_relay_head(const struct http_request *req, const char *worker_host, 
 	return (int)(len + 2);
 }
 
-static void maybe_free(struct gateway_relay *r)
+static void on_idle_closed(uv_handle_t *h)
 {
-	if (r->conn || r->tls || r->held)
-		return;
+	struct gateway_relay *r = h->data;
+
 	free(r->pending);
 	free(r);
+}
+
+static void maybe_free(struct gateway_relay *r)
+{
+	if (r->conn || r->tls || r->held || r->closing)
+		return;
+	if (r->timer_on) {
+		r->closing = true;
+		uv_timer_stop(&r->idle);
+		uv_close((uv_handle_t *)&r->idle, on_idle_closed);
+		return;
+	}
+	free(r->pending);
+	free(r);
+}
+
+/* A byte went one way or the other. */
+static void touch(struct gateway_relay *r)
+{
+	if (r->timer_on)
+		r->last_active = uv_now(r->idle.loop);
 }
 
 /* The client gets an error reply of ours (nothing of the worker's went out yet), then the connection ends. */
@@ -108,13 +144,45 @@ static void on_worker_connected(void *ctx, int err)
 	maybe_free(r);
 }
 
+/* The status line held so far, then (once it ended) the Sandvm-Worker field. */
+static void pass_status(struct gateway_relay *r, bool ended)
+{
+	char field[128];
+	int n;
+
+	r->status_done = true;
+	http_relay_write(r->conn, r->status, r->status_len);
+	if (!ended)
+		return;
+	n = snprintf(field, sizeof(field), GATEWAY_RELAY_WORKER_FIELD ": %s\r\n", r->worker);
+	if (n > 0 && (size_t)n < sizeof(field))
+		http_relay_write(r->conn, field, (size_t)n);
+}
+
 static void on_worker_data(void *ctx, const char *data, size_t len)
 {
 	struct gateway_relay *r = ctx;
 
 	r->worker_spoke = true;
+	touch(r);
 	if (!r->conn)
 		return;
+	if (!r->status_done) {
+		const char *nl = memchr(data, '\n', len);
+		size_t upto = nl ? (size_t)(nl - data) + 1 : len;
+
+		if (r->status_len + upto > sizeof(r->status)) {
+			pass_status(r, false); /* no status line: passed on as it is */
+		} else {
+			memcpy(r->status + r->status_len, data, upto);
+			r->status_len += upto;
+			data += upto;
+			len -= upto;
+			if (!nl)
+				return;
+			pass_status(r, true);
+		}
+	}
 	if (http_relay_write(r->conn, data, len) > GATEWAY_RELAY_MAX_QUEUED && r->tls)
 		tls_client_pause(r->tls);
 }
@@ -124,6 +192,8 @@ static void on_worker_closed(void *ctx, int err)
 	struct gateway_relay *r = ctx;
 
 	r->tls = NULL;
+	if (r->conn && !r->status_done && r->status_len)
+		pass_status(r, false);
 	if (r->conn) {
 		if (err && !r->worker_spoke) {
 			client_error(r, 502, "the worker holding this sandbox closed the connection without a reply");
@@ -158,6 +228,7 @@ static int on_client_data(void *ctx, const char *data, size_t len)
 {
 	struct gateway_relay *r = ctx;
 
+	touch(r);
 	if (r->held) {
 		/* No worker yet: kept, within bounds. */
 		char *p = len <= GATEWAY_RELAY_MAX_QUEUED ? realloc(r->pending, r->pending_len + len) : NULL;
@@ -219,13 +290,14 @@ int gateway_relay_begin(struct http_request *req, struct gateway_relay **out)
 		free(r);
 		return -ENOMEM;
 	}
-	/* The worker's name goes in later: Host is the gateway's placeholder, the worker ignores it. */
-	n = gateway_relay_head(req, "sandvm-worker", 443, r->pending, cap);
+	/* Host goes in once the worker is known (gateway_relay_connect), after the request line. */
+	n = gateway_relay_head(req, NULL, 0, r->pending, cap);
 	if (n < 0) {
 		e = n;
 		goto fail;
 	}
 	r->pending_len = (size_t)n;
+	r->line_len = (size_t)(strstr(r->pending, "\r\n") - r->pending) + 2;
 	r->held = true;
 	r->conn = req->conn;
 	e = http_conn_hand_over(req, &client_ops, r);
@@ -239,8 +311,53 @@ fail:
 	return e;
 }
 
-void gateway_relay_connect(struct gateway_relay *r, uv_loop_t *loop, struct ssl_ctx_st *tls, const char *host,
-			   uint16_t port)
+static void on_idle(uv_timer_t *t)
+{
+	struct gateway_relay *r = t->data;
+	char msg[400];
+
+	if (uv_now(t->loop) - r->last_active < r->idle_ms)
+		return;
+	snprintf(msg, sizeof(msg), "the relay to the worker holding this sandbox (%s) carried nothing for %u s: cut",
+		 r->host, r->idle_ms / 1000);
+	sv_warn("%s", msg);
+	if (r->tls) {
+		tls_client_close(r->tls);
+		r->tls = NULL;
+	}
+	if (r->conn && !r->worker_spoke) {
+		client_error(r, 504, msg);
+	} else if (r->conn) {
+		http_conn_abort(r->conn); /* a cut reply must not look whole */
+		r->conn = NULL;
+	}
+	maybe_free(r);
+}
+
+/* pending with "Host: HOST:PORT" after its request line; -ENOMEM. */
+static int add_host(struct gateway_relay *r, const char *host, uint16_t port)
+{
+	char field[300];
+	bool v6 = strchr(host, ':') != NULL;
+	int n = snprintf(field, sizeof(field), "Host: %s%s%s:%u\r\n", v6 ? "[" : "", host, v6 ? "]" : "", port);
+	char *p;
+
+	if (n < 0 || (size_t)n >= sizeof(field))
+		return -E2BIG;
+	p = malloc(r->pending_len + (size_t)n);
+	if (!p)
+		return -ENOMEM;
+	memcpy(p, r->pending, r->line_len);
+	memcpy(p + r->line_len, field, (size_t)n);
+	memcpy(p + r->line_len + (size_t)n, r->pending + r->line_len, r->pending_len - r->line_len);
+	free(r->pending);
+	r->pending = p;
+	r->pending_len += (size_t)n;
+	return 0;
+}
+
+void gateway_relay_connect(struct gateway_relay *r, uv_loop_t *loop, struct ssl_ctx_st *tls,
+			   const struct gateway_relay_target *t)
 {
 	int e;
 
@@ -249,14 +366,26 @@ void gateway_relay_connect(struct gateway_relay *r, uv_loop_t *loop, struct ssl_
 		maybe_free(r);
 		return;
 	}
-	snprintf(r->host, sizeof(r->host), "%s:%u", host, port);
-	e = tls_client_open(loop, tls, host, port, GATEWAY_RELAY_CONNECT_TIMEOUT_MS, &worker_ops, r, &r->tls);
+	snprintf(r->host, sizeof(r->host), "%s:%u", t->host, t->port);
+	snprintf(r->worker, sizeof(r->worker), "%s", t->worker);
+	if (add_host(r, t->host, t->port) < 0) {
+		client_error(r, 500, "cannot rebuild the request for the worker");
+		maybe_free(r);
+		return;
+	}
+	e = tls_client_open(loop, tls, t->host, t->port, GATEWAY_RELAY_CONNECT_TIMEOUT_MS, &worker_ops, r, &r->tls);
 	if (e < 0) {
 		r->tls = NULL;
 		client_error(r, 502, "cannot open a connection to the worker holding this sandbox");
 		maybe_free(r);
 		return;
 	}
+	r->idle_ms = t->idle_ms ? t->idle_ms : GATEWAY_RELAY_IDLE_MS_DEFAULT;
+	uv_timer_init(loop, &r->idle);
+	r->idle.data = r;
+	r->timer_on = true;
+	r->last_active = uv_now(loop);
+	uv_timer_start(&r->idle, on_idle, r->idle_ms / 4 ? r->idle_ms / 4 : 1, r->idle_ms / 4 ? r->idle_ms / 4 : 1);
 	tls_client_write(r->tls, r->pending, r->pending_len);
 	free(r->pending);
 	r->pending = NULL;

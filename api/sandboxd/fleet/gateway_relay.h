@@ -12,8 +12,15 @@
  * at most GATEWAY_RELAY_MAX_QUEUED bytes wait towards either side before
  * the other stops being read.
  *
- * A worker that cannot be reached gets the client a 502 (503 while
+ * A worker that cannot be reached gets the client a 502 (504 when
  * connecting timed out) in the API's JSON error shape, written by the relay.
+ * The worker's reply gets one field after its status line,
+ * "Sandvm-Worker: ID", so every relayed answer says where it came from.
+ *
+ * A relay with no byte either way for idle_ms is cut (checked every quarter
+ * of it): before the worker said anything the client gets a 504, after that
+ * both connections are cut (a cut exec output stream is read again from
+ * where it stopped, docs/api.md "Exec").
  */
 
 #include <stdbool.h>
@@ -26,13 +33,17 @@ struct ssl_ctx_st;
 
 #define GATEWAY_RELAY_MAX_QUEUED (256u * 1024)
 #define GATEWAY_RELAY_CONNECT_TIMEOUT_MS 10000u
+/* Longer than the longest silence the API allows a reply (a /wait of 3600 s) and some. */
+#define GATEWAY_RELAY_IDLE_MS_DEFAULT (3660u * 1000)
+#define GATEWAY_RELAY_WORKER_FIELD "Sandvm-Worker"
 
 /*
  * The request head as the worker gets it: the client's request line and
  * fields, without hop-by-hop ones (Connection, Keep-Alive, Proxy-*, TE,
- * Trailer, Upgrade) and Host, plus Host: worker and Connection: close; the
- * body's framing fields (Content-Length, Transfer-Encoding) stay, since the
- * body goes as the client framed it. Length, or -E2BIG.
+ * Trailer, Upgrade) and Host, plus Host: worker_host:port (none when
+ * worker_host is NULL) and Connection: close; the body's framing fields
+ * (Content-Length, Transfer-Encoding) stay, since the body goes as the
+ * client framed it. Length, or -E2BIG.
  */
 int gateway_relay_head(const struct http_request *req, const char *worker_host, uint16_t port, char *out,
 		       size_t cap);
@@ -48,9 +59,17 @@ struct gateway_relay;
  * 0 with *out, or -errno with the request not answered (the caller answers).
  */
 int gateway_relay_begin(struct http_request *req, struct gateway_relay **out);
+/* Where a relay goes. */
+struct gateway_relay_target {
+	const char *worker; /* its id, for the reply's Sandvm-Worker field */
+	const char *host;   /* its advertised address: the request's Host and the certificate's name */
+	uint16_t port;
+	unsigned idle_ms;   /* 0: GATEWAY_RELAY_IDLE_MS_DEFAULT */
+};
+
 /* Opens the TLS connection to the worker; the rebuilt head and the waiting bytes go first. */
-void gateway_relay_connect(struct gateway_relay *r, uv_loop_t *loop, struct ssl_ctx_st *tls, const char *host,
-			   uint16_t port);
+void gateway_relay_connect(struct gateway_relay *r, uv_loop_t *loop, struct ssl_ctx_st *tls,
+			   const struct gateway_relay_target *t);
 /* Answers the client with a reply of the gateway's own (status, a JSON body), then closes. */
 void gateway_relay_answer(struct gateway_relay *r, int status, const char *json);
 /* Gives the relay up (the client is gone already, or is cut). */
