@@ -405,6 +405,56 @@ if [ -f "$DEBIAN_IMAGE" ]; then
 	else
 		report FAIL run-debian-overlay "$(why run-debian-overlay); image $before -> $after"
 	fi
+	# What the guest kernel offers real workloads (docs/guest.md, "What the kernel supports"): each
+	# feature is used, not looked up, and names itself once it worked.
+	kernel_features=$(cat <<'PY'
+import ctypes, fcntl, mmap, os, signal, socket, struct, subprocess
+done = []
+signal.signal(signal.SIGIO, signal.SIG_IGN)  # what a directory watch raises
+m = mmap.mmap(-1, 4096)
+m.madvise(mmap.MADV_DONTNEED)
+done.append("madvise")
+fd = os.open("/etc/hostname", os.O_RDONLY)
+os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+done.append("fadvise")
+d = os.open("/tmp", os.O_RDONLY)
+fcntl.fcntl(d, fcntl.F_NOTIFY, fcntl.DN_CREATE)
+done.append("dnotify")
+libc = ctypes.CDLL(None, use_errno=True)
+params = ctypes.create_string_buffer(120)
+ring = libc.syscall(425, 4, params)  # io_uring_setup
+assert ring >= 0, os.strerror(ctypes.get_errno())
+done.append("io_uring")
+subprocess.run(["unshare", "--user", "--map-root-user", "--pid", "--fork", "--net", "--uts",
+                "--ipc", "--mount", "sh", "-c", "hostname ns && [ $(id -u) = 0 ]"], check=True)
+done.append("namespaces")
+cg = subprocess.run(["unshare", "--mount", "sh", "-c",
+                     "mount -t cgroup2 none /sys/fs/cgroup && cat /sys/fs/cgroup/cgroup.controllers"],
+                    check=True, capture_output=True, text=True).stdout.split()
+assert {"cpu", "cpuset", "io", "memory", "pids"} <= set(cg), cg
+done.append("cgroup2")
+alg = socket.socket(socket.AF_ALG, socket.SOCK_SEQPACKET)
+alg.bind(("hash", "sha256"))
+op, _ = alg.accept()
+op.sendall(b"sandvm")
+done.append("af_alg:" + op.recv(32).hex()[:12])
+tun = os.open("/dev/net/tun", os.O_RDWR)
+fcntl.ioctl(tun, 0x400454ca, struct.pack("16sH", b"sandvm-tap", 0x0002 | 0x1000))  # TUNSETIFF, IFF_TAP|IFF_NO_PI
+done.append("tun")
+# An allow-everything seccomp filter, after no_new_privs as an unprivileged process would.
+assert libc.prctl(38, 1, 0, 0, 0) == 0  # PR_SET_NO_NEW_PRIVS
+allow = ctypes.create_string_buffer(struct.pack("HBBI", 0x06, 0, 0, 0x7fff0000))  # ret ALLOW
+prog = struct.pack("HxxxxxxQ", 1, ctypes.addressof(allow))
+assert libc.syscall(317, 1, 0, ctypes.c_char_p(prog)) == 0, os.strerror(ctypes.get_errno())  # seccomp
+assert "Seccomp:\t2" in open("/proc/self/status").read()
+done.append("seccomp")
+print(" ".join(done))
+PY
+)
+	ex_fresh run-debian-kernel-features --image "$DEBIAN_IMAGE" --memory 512 -- python3 -c "$kernel_features"
+	want="madvise fadvise dnotify io_uring namespaces cgroup2 af_alg:$(printf sandvm | sha256sum | cut -c1-12) tun seccomp"
+	if [ "$rc" -eq 0 ] && out_is run-debian-kernel-features "$want"; then report OK run-debian-kernel-features; else
+		report FAIL run-debian-kernel-features "$(why run-debian-kernel-features), expected '$want'"; fi
 else
 	report FAIL run-debian-python "$DEBIAN_IMAGE missing (make debian-image)"
 fi
