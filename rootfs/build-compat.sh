@@ -49,8 +49,9 @@ out=$1
 pyver=""
 if [ $# -eq 2 ]; then
 	command -v debugfs >/dev/null || die "debugfs missing (e2fsprogs)"
-	pyver=$(debugfs -R "cat /var/lib/dpkg/status" "$2" 2>/dev/null |
-		awk '/^Package: / { p = $2 } /^Version: / && p == "libpython3.11-stdlib" { print $2; exit }')
+	status=$(debugfs -R "cat /var/lib/dpkg/status" "$2" 2>/dev/null) || die "debugfs cannot read $2"
+	pyver=$(awk '/^Package: / { p = $2 } /^Version: / && p == "libpython3.11-stdlib" { print $2 }' \
+		<<<"$status")
 	[ -n "$pyver" ] || die "no libpython3.11-stdlib in $2's dpkg status"
 fi
 
