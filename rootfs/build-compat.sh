@@ -7,8 +7,8 @@
 #   /python/test/      CPython's regression tests: Debian's
 #                      libpython3.11-testsuite merged with the test/
 #                      package of libpython3.11-stdlib (support,
-#                      libregrtest), byte-compiled. On PYTHONPATH in the
-#                      guest it shadows the stdlib's test/ stub.
+#                      libregrtest), byte-compiled. The suite bind-mounts
+#                      it over the stdlib's test/ stub in the guest.
 #   /runc/runc         Debian's runc (it links libseccomp.so.2, which the
 #                      Debian image has: apt needs it)
 #   /container/        an OCI bundle: config.json (from `runc spec`, then
@@ -112,7 +112,7 @@ else
 	# Byte code now, once: the guest would compile each imported test module on every run
 	# (the drive is read-only). Some files are broken on purpose (badsyntax_*); their
 	# errors are expected and not fatal.
-	python3 -m compileall -q -j 2 "$tmp/root/python/test" >"$tmp/compile.log" 2>&1 || true
+	python3 -m compileall -q -j 2 -d /usr/lib/python3.11/test "$tmp/root/python/test" >"$tmp/compile.log" 2>&1 || true
 	[ -s "$tmp/root/python/test/__pycache__/regrtest.cpython-311.pyc" ] ||
 		die "byte-compiling the tests failed: $(tail -5 "$tmp/compile.log")"
 
