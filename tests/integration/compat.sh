@@ -83,7 +83,7 @@ compat_cases() {
 		[ "$want" = "$have" ] || { echo "tests for $want, guest python $have" >&2; exit 1; }
 		echo "$dev python3.11 $have"'
 	if [ "$rc" -eq 0 ] && grep -q '^/dev/vd. python3.11 ' "$RESULTS/compat-drive.stdout"; then
-		report OK compat-drive "($(cut -d' ' -f2- "$RESULTS/compat-drive.stdout"))"
+		report OK compat-drive "($(cat "$RESULTS/compat-drive.stdout"))"
 	else
 		report FAIL compat-drive "$(cwhy compat-drive)"
 	fi
@@ -102,7 +102,8 @@ compat_cases() {
 		# ENV CHANGED (a test left a thread, a process or a file behind) exits 0 in regrtest
 		# without --fail-env-changed; the note says so.
 		if [ "$rc" -eq 0 ] && { [ "$result" = SUCCESS ] || [ "$result" = "ENV CHANGED" ]; }; then
-			report OK "$name" "(ran ${ran:-?}, ${summary:-no summary}${result:+, $result}; $((SECONDS - t0)) s)"
+			[ "$result" = SUCCESS ] && result="" || result=", $result"
+			report OK "$name" "(ran ${ran:-?}, ${summary:-no summary}$result; $((SECONDS - t0)) s)"
 		else
 			failed=$(grep -E '^(FAIL|ERROR): ' "$RESULTS/$name.stdout" | sed 's/^\(FAIL\|ERROR\): //' |
 				sort -u | head -8 | tr '\n' ';')
