@@ -61,7 +61,7 @@ STAMP := $(BUILD)/.deps-installed
 
 .PHONY: all deps vmm guest kernel initramfs unit-tests test test-unit test-integration \
 	fuzz fuzz-run run bench bench-api bench-http bench-image bench-ingress bench-ingress-guest bench-net \
-	bench-tunnels bench-jail bench-restore clean debian-image
+	bench-tunnels bench-jail bench-restore clean debian-image compat-drive
 # Keep object files that only sanitizer and fuzz builds use.
 .SECONDARY:
 all: vmm guest $(BUILD)/bin/sandvm-agent $(BUILD)/bin/sandvm-isolation-probe
@@ -298,12 +298,12 @@ fuzz-campaign: fuzz
 test-unit: unit-tests
 	./tests/run-unit $(BUILD)
 
-test-integration: all $(TEST_INITRAMFS) debian-image $(BUILD)/tests/vmm-testops
+test-integration: all $(TEST_INITRAMFS) debian-image compat-drive $(BUILD)/tests/vmm-testops
 	./tests/nested/run ./tests/integration/run $(BUILD)
 
 # The README's test command: unit tests (plain and sanitized), then the
 # integration suite on real VMs, with one summary line at the end.
-test: all unit-tests fuzz $(TEST_INITRAMFS) debian-image $(BUILD)/tests/vmm-testops
+test: all unit-tests fuzz $(TEST_INITRAMFS) debian-image compat-drive $(BUILD)/tests/vmm-testops
 	./tests/run-all $(BUILD)
 
 # The README's main command: a fresh sandbox (Debian + python3) runs a Python
@@ -384,3 +384,9 @@ debian-image: $(GUEST)/debian.ext4
 $(GUEST)/debian.ext4: rootfs/build-debian.sh $(BUILD)/bin/sandvm-agent | $(STAMP)
 	@mkdir -p $(dir $@)
 	./rootfs/build-debian.sh $@ $(BUILD)/bin/sandvm-agent
+
+# The compatibility suite's drive (tests/integration/compat.sh): CPython's regression tests in
+# the Debian image's python version, runc and a busybox container (cached; about a minute the first time).
+compat-drive: $(GUEST)/compat.ext4
+$(GUEST)/compat.ext4: rootfs/build-compat.sh $(GUEST)/debian.ext4 | $(STAMP)
+	./rootfs/build-compat.sh $@ $(GUEST)/debian.ext4
