@@ -37,6 +37,30 @@ static void mount_one(const char *type, const char *dir, unsigned long flags, co
 		sv_warn("mount %s on %s: %s", type, dir, strerror(errno));
 }
 
+/*
+ * The links udev or systemd make in a usual /dev, which devtmpfs has not:
+ * shells and programs open /dev/stdin, /dev/stdout, /dev/stderr and
+ * /dev/fd/N (bash's process substitution, `cat /dev/stdin`, CPython's
+ * asyncio tests). /dev/ptmx is the devpts one for programs that open it
+ * directly (python's pty, script).
+ */
+static void dev_links(void)
+{
+	static const char *const links[][2] = {
+		{ "/proc/self/fd", "/dev/fd" },
+		{ "/proc/self/fd/0", "/dev/stdin" },
+		{ "/proc/self/fd/1", "/dev/stdout" },
+		{ "/proc/self/fd/2", "/dev/stderr" },
+		{ "pts/ptmx", "/dev/ptmx" },
+	};
+
+	for (size_t i = 0; i < sizeof(links) / sizeof(links[0]); i++) {
+		unlink(links[i][1]);
+		if (symlink(links[i][0], links[i][1]) < 0)
+			sv_warn("%s: %s", links[i][1], strerror(errno));
+	}
+}
+
 static void mount_all(bool remount_rw)
 {
 	mount_one("proc", "/proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
@@ -49,10 +73,7 @@ static void mount_all(bool remount_rw)
 	/* A root file system from a disk may be mounted read-only by the kernel. */
 	if (remount_rw && mount(NULL, "/", NULL, MS_REMOUNT, NULL) < 0 && errno != EINVAL)
 		sv_warn("remount / read-write: %s", strerror(errno));
-	/* Programs that use /dev/ptmx directly (python's pty, script) need the devpts one. */
-	unlink("/dev/ptmx");
-	if (symlink("pts/ptmx", "/dev/ptmx") < 0)
-		sv_warn("/dev/ptmx: %s", strerror(errno));
+	dev_links();
 }
 
 /* The kernel opens /dev/console for init only if the node existed before devtmpfs. */

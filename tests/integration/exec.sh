@@ -100,6 +100,12 @@ ex cpu-no-nested-virt -- sh -c 'grep -m1 "^flags" /proc/cpuinfo | tr " " "\n" | 
 if out_is cpu-no-nested-virt 1; then report OK cpu-no-nested-virt; else
 	report FAIL cpu-no-nested-virt "$(why cpu-no-nested-virt), expected 1 (fpu alone)"; fi
 
+# /dev has the links a usual system has: /dev/stdin, /dev/stdout, /dev/stderr and /dev/fd.
+ex dev-links -- sh -c 'echo through-stdin | cat /dev/stdin; echo to-stdout > /dev/stdout; echo to-stderr > /dev/stderr;
+	ls /dev/fd/ | grep -c -x 0'
+if [ "$rc" -eq 0 ] && out_is dev-links "$(printf 'through-stdin\nto-stdout\n1')" && err_has dev-links to-stderr; then
+	report OK dev-links; else report FAIL dev-links "$(why dev-links)"; fi
+
 # SIGINT to sandvm-run is forwarded to the guest process, which dies of it.
 signal_case() {
 	local name=exec-signal-forwarded pid
