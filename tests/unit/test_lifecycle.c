@@ -35,6 +35,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "test_dir.h"
 #include "unit.h"
 
 struct daemon {
@@ -212,7 +213,7 @@ static int setup_with(void **state, const char *cgroup_root)
 static int teardown(void **state)
 {
 	struct daemon *d = *state;
-	char body[64 * 1024], cmd[128];
+	char body[64 * 1024];
 
 	/* Whatever still runs goes: terminate every sandbox, then the daemon. */
 	if (d->pid > 0) {
@@ -227,25 +228,8 @@ static int teardown(void **state)
 		usleep(300 * 1000);
 		stop_daemon(d);
 	}
-	/*
-	 * Fake VMMs left behind (they run from this folder's state). pkill
-	 * straight from here: under a shell it would match (and kill) the shell,
-	 * whose command line holds the pattern too, and the rm would never run.
-	 */
-	snprintf(cmd, sizeof(cmd), "%s/", d->dir);
-	pid_t pk = fork();
-	if (pk == 0) {
-		int null = open("/dev/null", O_WRONLY);
-
-		dup2(null, STDOUT_FILENO);
-		dup2(null, STDERR_FILENO);
-		execlp("pkill", "pkill", "-f", cmd, (char *)NULL);
-		_exit(127);
-	}
-	if (pk > 0)
-		waitpid(pk, NULL, 0);
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", d->dir);
-	if (system(cmd) != 0)
+	/* Fake VMMs a failed case left behind go with the folder. */
+	if (test_dir_remove(d->dir) != 0)
 		return -1;
 	free(d);
 	return 0;
