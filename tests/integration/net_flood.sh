@@ -9,7 +9,7 @@
 
 flood_bin=$BUILD/guest-tests/tests/bin/udp-flood
 policy "$fw_dir/flood-allow.json" 10.77.0.4 "\"mode\": \"allowlist\", \"allow\": [\"198.51.100.0/24\"], $HOSTS"
-ctl "{\"op\":\"net-policy\",\"path\":\"$fw_dir/flood-allow.json\"}" >/dev/null
+ctl "{\"op\":\"net-policy\",\"path\":\"$fw_dir/flood-allow.json\"}" >"$RESULTS/net-flood-allow.reply"
 policy "$fw_dir/flood-block.json" 10.77.0.4 "\"mode\": \"block\", $HOSTS"
 if ! timeout 60 "$RUN" --attach "$fw_dir/vsock" --put "$flood_bin" /tmp/udp-flood \
 	>"$RESULTS/net-flood-put.out" 2>&1 ||
@@ -37,7 +37,9 @@ while time.monotonic() < deadline:
     if c["pass_allowlist"] - c0["pass_allowlist"] > 200:
         break
 else:
-    print("FAIL the flood never got going:", c0["pass_allowlist"], "->", c["pass_allowlist"]); sys.exit(1)
+    moved = {k: c[k] - c0[k] for k in c if isinstance(c[k], int) and c[k] != c0[k]}
+    print("FAIL the flood never got going: pass_allowlist", c0["pass_allowlist"], "->", c["pass_allowlist"],
+          "; counters that moved:", moved); sys.exit(1)
 reply, took = call({"op": "net-policy", "path": block})
 after = counters(); time.sleep(2); later = counters()
 passes = {k: later[k] - after[k] for k in later if k.startswith("pass_")}
@@ -53,6 +55,6 @@ PY
 	if [ "$switch_rc" -eq 0 ] && grep -q '^sent [0-9]' "$RESULTS/net-flood.stdout"; then
 		report OK net-flood-block-switch
 	else
-		report FAIL net-flood-block-switch "$(tr '\n' ';' <"$RESULTS/net-flood-switch.out"); flooder: $(tr '\n' ';' <"$RESULTS/net-flood.stdout" "$RESULTS/net-flood.stderr" | head -c 300)"
+		report FAIL net-flood-block-switch "$(tr '\n' ';' <"$RESULTS/net-flood-switch.out"); flooder: $(cat "$RESULTS/net-flood.stdout" "$RESULTS/net-flood.stderr" | tr '\n' ';' | head -c 300); allow reply: $(head -c 200 "$RESULTS/net-flood-allow.reply")"
 	fi
 fi
