@@ -31,7 +31,7 @@ SIMAGE_SRCS := $(wildcard lib/simage/*.c)
 API_PURE_SRCS := api/sandboxd/spec.c api/sandboxd/query.c api/sandboxd/net_policy.c api/vmctl/exec_frames.c \
 	api/sandboxd/http_head.c api/sandboxd/http_conn.c api/sandboxd/vmm_control.c \
 	api/sandboxd/image_path.c api/sandboxd/tls.c api/sandboxd/agent_conn.c api/sandboxd/auth.c \
-	api/sandboxd/api_error.c api/sandboxd/vmm_launcher.c api/sandboxd/ingress_head.c api/sandboxd/connect_token.c \
+	api/sandboxd/api_error.c api/sandboxd/vmm_launcher.c api/sandboxd/vmm_spares.c api/sandboxd/ingress_head.c api/sandboxd/connect_token.c \
 	api/sandboxd/json_text.c api/sandboxd/guest_relay.c api/sandboxd/ingress_proxy.c \
 	api/sandboxd/tunnel_relay.c api/sandboxd/tunnel_serve.c api/sandboxd/jail_host.c \
 	api/sandboxd/metrics.c api/sandboxd/metrics_text.c api/sandboxd/isolation_report.c \
@@ -222,9 +222,10 @@ $(BUILD)/tests-tsan/test_agent_host $(BUILD)/tests-tsan/test_agent_conn: $(BUILD
 
 # The lifecycle tests run the real sandboxd with a stand-in VMM that serves the real agent.
 FAKE_VMM_FLAGS := -std=gnu11 -D_GNU_SOURCE -O1 -g -Wall -Wextra -Werror -Wno-format-truncation -lpthread
-$(BUILD)/tests/fake-vmm $(BUILD)/tests-asan/fake-vmm $(BUILD)/tests-tsan/fake-vmm: tests/unit/fake-vmm.c | $(STAMP)
+$(BUILD)/tests/fake-vmm $(BUILD)/tests-asan/fake-vmm $(BUILD)/tests-tsan/fake-vmm: tests/unit/fake-vmm.c \
+		lib/spare_args.c lib/spare_args.h | $(STAMP)
 	@mkdir -p $(dir $@)
-	$(CC) -o $@ $< $(FAKE_VMM_FLAGS)
+	$(CC) -Ilib -o $@ $< lib/spare_args.c $(FAKE_VMM_FLAGS)
 $(BUILD)/tests/test_lifecycle: $(BUILD)/tests/fake-vmm $(BUILD)/tests/sandvm-agent $(BUILD)/bin/sandboxd
 $(BUILD)/tests-asan/test_lifecycle: $(BUILD)/tests-asan/fake-vmm $(BUILD)/tests-asan/sandvm-agent $(BUILD)/bin/sandboxd
 $(BUILD)/tests-tsan/test_lifecycle: $(BUILD)/tests-tsan/fake-vmm $(BUILD)/tests-tsan/sandvm-agent $(BUILD)/bin/sandboxd
@@ -240,6 +241,8 @@ $(BUILD)/tests-asan/test_gateway: $(BUILD)/tests-asan/fake-vmm $(BUILD)/tests-as
 	$(BUILD)/bin/vmctl
 $(BUILD)/tests-tsan/test_gateway: $(BUILD)/tests-tsan/fake-vmm $(BUILD)/tests-tsan/sandvm-agent $(BUILD)/bin/sandboxd \
 	$(BUILD)/bin/vmctl
+$(BUILD)/tests/test_vmm_launcher $(BUILD)/tests-asan/test_vmm_launcher $(BUILD)/tests-tsan/test_vmm_launcher: \
+	$(BUILD)/bin/vmm
 $(BUILD)/tests/test_guest_relay: $(BUILD)/tests/fake-vmm $(BUILD)/tests/sandvm-agent
 $(BUILD)/tests-asan/test_guest_relay: $(BUILD)/tests-asan/fake-vmm $(BUILD)/tests-asan/sandvm-agent
 $(BUILD)/tests-tsan/test_guest_relay: $(BUILD)/tests-tsan/fake-vmm $(BUILD)/tests-tsan/sandvm-agent

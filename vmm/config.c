@@ -78,6 +78,11 @@ const char vmm_config_usage[] =
 	"  --jail-cgroup DIR   join this cgroup v2 directory first\n"
 	"  --jail-fsize BYTES  RLIMIT_FSIZE in the jail (default 64 GiB)\n"
 	"  --jail-nofile N     RLIMIT_NOFILE in the jail, 64..1048576 (default 4096)\n"
+	"\n"
+	"       vmm --args-from FD TITLE\n"
+	"A spare (lib/spare_args.h): loads, then waits on the unix socket FD for the\n"
+	"command line above and the descriptors it names, and runs as if started with\n"
+	"them; /proc/PID/cmdline shows them over TITLE. It exits 0 if FD closes first.\n"
 	"Exit status: 0 guest ended (reboot, shutdown) or stop requested; 1 VMM error;\n"
 	"2 invalid configuration; 3 kernel image rejected; 4 guest kernel panic;\n"
 	"5 guest crashed (triple fault or unrecoverable CPU state); 6 boot timeout.\n";

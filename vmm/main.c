@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -16,6 +17,7 @@
 #include "jail.h"
 #include "log.h"
 #include "seccomp.h"
+#include "spare_args.h"
 #include "vcpu.h"
 #include "vm.h"
 
@@ -127,6 +129,37 @@ static int open_console(const struct vmm_config *cfg, struct console_out *consol
 	return 0;
 }
 
+/*
+ * `vmm --args-from FD TITLE`, a spare (spare_args.h): started before any
+ * sandbox needs it, it waits on FD for the command line it would have been
+ * started with, then goes on as that VMM, its descriptors where a fresh
+ * start has them and its command line shown over TITLE. 0 with argc and argv
+ * replaced; 1 when the sender went away first (nothing to do); -1 after an
+ * error (logged).
+ */
+static int wait_for_args(int *argc, char ***argv, struct spare_args *spare)
+{
+	char *end;
+	long fd = strtol((*argv)[2], &end, 10);
+	int r;
+
+	if (*end || end == (*argv)[2] || fd < 3 || fd > 1023) {
+		sv_err("--args-from: '%s' is not a descriptor", (*argv)[2]);
+		return -1;
+	}
+	r = spare_args_receive((int)fd, spare);
+	if (r == -EPIPE)
+		return 1;
+	if (r < 0) {
+		sv_err("--args-from: %s", r == -EPROTO ? "not a command line" : strerror(-r));
+		return -1;
+	}
+	spare_args_retitle(*argv, *argc, spare->argv);
+	*argc = spare->argc;
+	*argv = spare->argv;
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	uint64_t start_ns = vm_now_ns();
@@ -136,6 +169,7 @@ int main(int argc, char **argv)
 	struct vm vm;
 	char err[512] = "";
 	struct console_out console;
+	struct spare_args spare; /* a spare's argv points into it, for main's (the process's) life */
 	int code, r;
 
 	sv_log_init("vmm", SV_LOG_INFO);
@@ -145,6 +179,12 @@ int main(int argc, char **argv)
 	 * OpenSSL's start-up cost, which a restore pays.
 	 */
 	OPENSSL_init_crypto(OPENSSL_INIT_NO_LOAD_CONFIG, NULL);
+	if (argc == 4 && strcmp(argv[1], "--args-from") == 0) {
+		r = wait_for_args(&argc, &argv, &spare);
+		if (r != 0)
+			return r > 0 ? 0 : VMM_EXIT_CONFIG;
+		start_ns = vm_now_ns();
+	}
 	vmm_config_init(&cfg);
 	r = vmm_config_parse_args(&cfg, argc, argv, &action, err, sizeof(err));
 	if (r == 0 && action == VMM_CONFIG_HELP) {

@@ -32,7 +32,7 @@
 enum { OPT_TUNNEL_MAX_CONNECTIONS = 0x100, OPT_TUNNEL_IDLE_TIMEOUT, OPT_NO_JAIL, OPT_JAIL_IDS, OPT_CGROUP_ROOT,
        OPT_COLD_BOOT, OPT_METRICS_LISTEN, OPT_METRICS_AUTH, OPT_ISOLATION_PROBE, OPT_ISOLATION_PROBE_PEER,
        OPT_ISOLATION_PROBE_DENY, OPT_ETCD, OPT_ADVERTISE, OPT_WORKER_ID, OPT_GATEWAY, OPT_TLS_CA,
-       OPT_RELAY_IDLE_TIMEOUT };
+       OPT_RELAY_IDLE_TIMEOUT, OPT_SPARE_VMMS };
 #include "log.h"
 #include "metrics_scrape.h"
 #include "net.h"
@@ -43,6 +43,7 @@ enum { OPT_TUNNEL_MAX_CONNECTIONS = 0x100, OPT_TUNNEL_IDLE_TIMEOUT, OPT_NO_JAIL,
 #include "snapshots.h"
 #include "tls.h"
 #include "vmm_launcher.h"
+#include "vmm_spares.h"
 
 #define DEFAULT_STATE_DIR "/var/lib/sandvm"
 #define DEFAULT_SOCKET "/run/sandvm/sandboxd.sock"
@@ -51,7 +52,8 @@ enum { OPT_TUNNEL_MAX_CONNECTIONS = 0x100, OPT_TUNNEL_IDLE_TIMEOUT, OPT_NO_JAIL,
 static const char usage[] =
 	"usage: sandboxd [--state-dir DIR] [--socket PATH] [--listen HOST:PORT [--tls-cert F --tls-key F]]\n"
 	"                [--listen-insecure HOST:PORT] [--images DIR]\n"
-	"                [--vmm PATH] [--max-sandboxes N] [--max-memory MIB] [--log-level LEVEL]\n"
+	"                [--vmm PATH] [--spare-vmms N] [--max-sandboxes N] [--max-memory MIB]\n"
+	"                [--log-level LEVEL]\n"
 	"                [--no-net] [--allow-private-egress CIDR[,CIDR...]]... [--image-dir DIR]...\n"
 	"                [--ingress HOST:PORT --ingress-domain DOMAIN [--ingress-tls-cert F --ingress-tls-key F]]\n"
 	"                [--tunnel-ports LO-HI] [--tunnel-host HOST] [--tunnel-max-connections N]\n"
@@ -80,6 +82,8 @@ static const char usage[] =
 	"  --image-dir DIR      a folder whose files a sandbox's \"image\" may name by absolute path,\n"
 	"                       besides the --images folder; repeatable (at most 7)\n"
 	"  --vmm PATH           the VMM binary (default: vmm next to this binary)\n"
+	"  --spare-vmms N       VMM processes kept started and waiting, 0..16 (default 2): a\n"
+	"                       sandbox's VMM is one of them, not a new process (docs/architecture.md)\n"
 	"  --image-builder PATH builds a missing built-in image on first use, called as\n"
 	"                       PATH debian|minimal OUT (default: rootfs/build-image of the\n"
 	"                       source tree this binary was built in, if there is one; \"\" for none)\n"
@@ -744,6 +748,7 @@ int main(int argc, char **argv)
 		{"gateway", no_argument, NULL, OPT_GATEWAY},
 		{"tls-ca", required_argument, NULL, OPT_TLS_CA},
 		{"relay-idle-timeout", required_argument, NULL, OPT_RELAY_IDLE_TIMEOUT},
+		{"spare-vmms", required_argument, NULL, OPT_SPARE_VMMS},
 		{NULL, 0, NULL, 0}};
 	struct daemon *dm = calloc(1, sizeof(*dm));
 	struct sandboxd *d = &dm->d;
@@ -756,6 +761,7 @@ int main(int argc, char **argv)
 	struct fleet_worker_config fleet = {0};
 	const char *worker_id = NULL;
 	bool builder_given = false, rotate = false, gateway = false;
+	unsigned spare_vmms = SANDBOXD_SPARE_VMMS_DEFAULT;
 	struct gateway_options gw = {0};
 	enum sv_log_level level = SV_LOG_INFO;
 	char keys_path[sizeof(d->state_dir) + 16], dir[sizeof(d->state_dir) + 16], why[512];
@@ -901,6 +907,12 @@ int main(int argc, char **argv)
 		case 'k': new_key = optarg; break;
 		case 'N': d->net_enabled = false; break;
 		case OPT_COLD_BOOT: d->no_templates = true; break;
+		case OPT_SPARE_VMMS:
+			if (parse_uint(optarg, &spare_vmms) < 0 || spare_vmms > VMM_SPARES_MAX) {
+				fprintf(stderr, "sandboxd: --spare-vmms wants 0..%u\n", VMM_SPARES_MAX);
+				return 2;
+			}
+			break;
 		case 'P':
 			if (net_private_add(d->allow_private, optarg, why, sizeof(why)) < 0) {
 				fprintf(stderr, "sandboxd: --allow-private-egress: %s\n", why);
@@ -1013,6 +1025,8 @@ int main(int argc, char **argv)
 	d->metrics.servers[METRICS_LISTENER_UNIX] = &dm->unix_server;
 	raise_nofile_limit();
 	net_init(d);
+	if (spare_vmms && (r = vmm_spares_new(d->loop, d->vmm_path, spare_vmms, &d->spares)) < 0)
+		sv_warn("spare VMMs: %s; each sandbox's VMM starts as a new process", strerror(-r));
 	r = sandbox_restore_all(d);
 	if (r < 0)
 		sv_warn("reading the registry in %s: %s", dir, strerror(-r));
@@ -1072,6 +1086,9 @@ int main(int argc, char **argv)
 	isolation_monitor_close(d->isolation);
 	d->isolation = NULL;
 	templates_shutdown(d);
+	vmm_spares_free(d->spares);
+	d->spares = NULL;
+	uv_run(d->loop, UV_RUN_NOWAIT); /* the spares' handles */
 	unlink(socket_path);
 	tls_server_ctx_free(dm->tcp_server.tls);
 	tls_server_ctx_free(dm->metrics_server.tls);

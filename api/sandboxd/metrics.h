@@ -58,6 +58,7 @@ struct metrics {
 	uint64_t ready_bucket[METRICS_READY_BUCKETS + 1]; /* each bucket's own (not cumulative); the last: +Inf */
 	uint64_t ready_count;
 	double ready_sum;
+	uint64_t vmm_starts[2]; /* VMMs of sandboxes and templates: a new process, a spare (vmm_spares.h) */
 	uint64_t execs_started;
 	uint64_t execs_ended[METRICS_EXEC_ENDS];
 	uint64_t exec_output_bytes[2]; /* stdout, stderr */
@@ -84,6 +85,7 @@ struct metrics_view {
 	const struct metrics *m;
 	unsigned sandboxes[METRICS_SANDBOX_STATES];
 	unsigned execs_running;
+	unsigned vmm_spares_ready;    /* spare VMMs waiting now */
 	struct metrics_fw fw; /* gone and live sandboxes together */
 	struct metrics_listener_view listeners[METRICS_LISTENERS];
 	bool images_known;            /* the snapshot store was read */

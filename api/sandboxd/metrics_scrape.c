@@ -20,6 +20,7 @@
 #include "exec.h"
 #include "http_conn.h"
 #include "log.h"
+#include "vmm_spares.h"
 #include "sandbox.h"
 #include "sandboxd.h"
 #include "snapshot_store.h"
@@ -128,6 +129,7 @@ static void fill_view(const struct scrape *s, struct metrics_view *v)
 	memcpy(v->image_bytes, s->image_bytes, sizeof(v->image_bytes));
 	v->rss_bytes = s->rss;
 	v->open_fds = s->fds;
+	v->vmm_spares_ready = vmm_spares_ready(d->spares);
 }
 
 static void respond(struct scrape *s)

@@ -62,6 +62,7 @@ static void sandboxes(struct out *o, const struct metrics_view *v)
 	static const char *const outcomes[METRICS_CREATE_OUTCOMES] = {"ready", "failed", "rejected"};
 	static const char *const reasons[METRICS_END_REASONS] = {"exited",	 "failed",     "timeout",
 								  "idle_timeout", "terminated", "other"};
+	static const char *const hows[2] = {"process", "spare"};
 	const struct metrics *m = v->m;
 	uint64_t n[METRICS_SANDBOX_STATES], cum = 0;
 
@@ -87,6 +88,11 @@ static void sandboxes(struct out *o, const struct metrics_view *v)
 	}
 	put(o, "sandvm_sandbox_create_ready_seconds_sum %.6f\n", m->ready_sum);
 	sample(o, "sandvm_sandbox_create_ready_seconds_count", NULL, NULL, m->ready_count);
+	labelled(o, "sandvm_vmm_starts_total", "counter",
+		 "VMMs started for sandboxes and templates: as a new process, or a spare waiting for it.", "how",
+		 hows, m->vmm_starts, 2);
+	family(o, "sandvm_vmm_spares_ready", "gauge", "Spare VMM processes started and waiting for a sandbox.");
+	sample(o, "sandvm_vmm_spares_ready", NULL, NULL, v->vmm_spares_ready);
 }
 
 static void execs(struct out *o, const struct metrics_view *v)

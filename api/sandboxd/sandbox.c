@@ -843,13 +843,14 @@ static int launch(struct sandbox *sb)
 	st->cfg.restore = st->warm ? st->template_dir : NULL;
 	r = d->launcher->prepare(&st->cfg, &sb->vm, &cmd);
 	if (r == 0) {
-		r = d->launcher->spawn(d->loop, &cmd, sb->vm.log, vmm_exited, sb, &sb->vmm);
+		r = d->launcher->spawn(d->loop, d->spares, &cmd, sb->vm.log, vmm_exited, sb, &sb->vmm);
 		sandbox_vm_cmd_close(&cmd); /* the VMM has its own now */
 	}
 	if (r < 0)
 		return r;
 	sandbox_ref(sb); /* the VMM's, dropped when it exited */
 	sb->pid = d->launcher->pid(sb->vmm, &sb->pid_start);
+	d->metrics.vmm_starts[d->launcher->from_spare(sb->vmm)]++;
 	if (store_save(sb) < 0)
 		sv_warn("sandbox=%s event=save_failed", sb->id);
 	sv_info("sandbox=%s event=starting image=%s cpu=%u memory_mib=%u pid=%d start=%s", sb->id, sb->spec.image,

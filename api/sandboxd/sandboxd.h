@@ -25,6 +25,10 @@ struct isolation_monitor;
 struct sandbox;
 struct tunnel_serve;
 struct vmm_launcher_ops;
+struct vmm_spares;
+
+/* Spare VMM processes kept waiting (--spare-vmms; vmm_spares.h). */
+#define SANDBOXD_SPARE_VMMS_DEFAULT 2u
 
 /* Template VMs built at once (templates.c); a shape beyond that boots cold meanwhile. */
 #define SANDBOXD_TEMPLATE_BUILDS_MAX 8
@@ -38,6 +42,7 @@ struct sandboxd {
 	struct image_dirs image_dirs; /* where a client's image path may point: images_dir, --image-dir */
 	char vmm_path[4096];
 	const struct vmm_launcher_ops *launcher; /* how VMMs start and stop (vmm_launcher.h) */
+	struct vmm_spares *spares;               /* VMMs started ahead of need, or NULL (vmm_spares.h) */
 	struct jail_host jail;                   /* --no-jail, --jail-ids, --cgroup-root (jail_host.h) */
 	char image_builder[4096]; /* "" when images cannot be built here */
 	unsigned max_sandboxes;

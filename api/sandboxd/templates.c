@@ -463,13 +463,14 @@ static int build_start(struct template *t)
 	}
 	r = d->launcher->prepare(&cfg, &t->vm, &cmd);
 	if (r == 0) {
-		r = d->launcher->spawn(d->loop, &cmd, t->vm.log, build_vmm_exited, t, &t->vmm);
+		r = d->launcher->spawn(d->loop, d->spares, &cmd, t->vm.log, build_vmm_exited, t, &t->vmm);
 		sandbox_vm_cmd_close(&cmd);
 	}
 	if (r < 0) {
 		fail(t, "cannot start the VMM %s for the template: %s", d->vmm_path, strerror(-r));
 		goto out;
 	}
+	d->metrics.vmm_starts[d->launcher->from_spare(t->vmm)]++;
 	acfg.vsock_path = t->vm.vsock;
 	r = agent_conn_hello(d->loop, &acfg, &build_ops, t, &t->conn);
 	if (r < 0) {

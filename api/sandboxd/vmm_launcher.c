@@ -25,6 +25,8 @@
 
 #include "log.h"
 #include "sandbox_vm.h"
+#include "spare_args.h"
+#include "vmm_spares.h"
 
 #ifndef P_PIDFD
 #define P_PIDFD 3
@@ -35,6 +37,7 @@ struct vmm_process {
 	uv_timer_t kill_timer;
 	bool adopted; /* not our child: its end is seen, its exit status is not */
 	bool exited, released, polling;
+	bool from_spare;
 	int pidfd;
 	int pid;
 	unsigned long long start_time;
@@ -47,7 +50,7 @@ struct vmm_process {
  * The VMM's whole environment: it reads none, and must not inherit the
  * daemon's (an exported API key, proxy settings, anything an operator set).
  */
-static char *const vmm_env[] = {"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C", NULL};
+char *const vmm_launcher_env[] = {"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C", NULL};
 
 unsigned long long vmm_launcher_start_time(int pid)
 {
@@ -198,7 +201,7 @@ static int child_files(posix_spawn_file_actions_t *fa, int logfd, const struct s
 }
 
 /* Its own session (the VM outlives a daemon restart and ignores its terminal), default signals, none blocked. */
-static int child_attrs(posix_spawnattr_t *at)
+int vmm_launcher_child_attrs(posix_spawnattr_t *at)
 {
 	sigset_t none, all;
 	int r;
@@ -213,17 +216,64 @@ static int child_attrs(posix_spawnattr_t *at)
 	return -r;
 }
 
-static int process_spawn(uv_loop_t *loop, const struct sandbox_vm_cmd *cmd, const char *log_path,
-			 vmm_exited_fn exited, void *ctx, struct vmm_process **out)
+/*
+ * A spare (vmm_spares.h) runs cmd: it gets the command line, the log and
+ * cmd's descriptors in one message and places them as a fresh start would.
+ * 0 with *out; -errno, the spare gone, when it could not be given them.
+ */
+static int claim_spare(uv_loop_t *loop, struct vmm_spare *sp, const struct sandbox_vm_cmd *cmd,
+		       const char *log_path, vmm_exited_fn exited, void *ctx, struct vmm_process **out)
+{
+	unsigned n = cmd->nfds < SANDBOX_VM_MAX_FDS ? cmd->nfds : SANDBOX_VM_MAX_FDS;
+	struct vmm_process *p = NULL;
+	int logfd, r;
+
+	logfd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	r = logfd < 0 ? -errno : spare_args_send(sp->sock, cmd->argv, logfd, cmd->fds, n);
+	if (logfd >= 0)
+		close(logfd);
+	close(sp->sock);
+	if (r == 0) {
+		p = process_new(loop, exited, ctx);
+		r = p ? watch_pidfd(loop, p, sp->pidfd) : -ENOMEM;
+	}
+	if (r < 0) {
+		syscall(SYS_pidfd_send_signal, sp->pidfd, SIGKILL, NULL, 0);
+		waitid((idtype_t)P_PIDFD, (id_t)sp->pidfd, &(siginfo_t){0}, WEXITED);
+		if (!p || !p->polling)
+			close(sp->pidfd);
+		if (p) {
+			p->exited = p->released = true;
+			close_all(p);
+		}
+		return r;
+	}
+	p->pid = sp->pid;
+	p->start_time = vmm_launcher_start_time(sp->pid);
+	p->from_spare = true;
+	*out = p;
+	return 0;
+}
+
+static int process_spawn(uv_loop_t *loop, struct vmm_spares *spares, const struct sandbox_vm_cmd *cmd,
+			 const char *log_path, vmm_exited_fn exited, void *ctx, struct vmm_process **out)
 {
 	unsigned n = cmd->nfds < SANDBOX_VM_MAX_FDS ? cmd->nfds : SANDBOX_VM_MAX_FDS;
 	int high[1 + SANDBOX_VM_MAX_FDS];
 	posix_spawn_file_actions_t fa;
 	posix_spawnattr_t at;
+	struct vmm_spare spare;
 	struct vmm_process *p;
 	int logfd, fd, r;
 	pid_t pid = -1;
 
+	if (vmm_spares_take(spares, cmd->argv[0], &spare) == 0) {
+		r = claim_spare(loop, &spare, cmd, log_path, exited, ctx, out);
+		if (r == 0)
+			return 0;
+		sv_warn("event=vmm_spare_failed pid=%d why=\"%s\" detail=\"a new process instead\"", spare.pid,
+			strerror(-r));
+	}
 	for (unsigned i = 0; i <= n; i++)
 		high[i] = -1;
 	logfd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -238,9 +288,9 @@ static int process_spawn(uv_loop_t *loop, const struct sandbox_vm_cmd *cmd, cons
 	if (r == 0) {
 		r = child_files(&fa, logfd, cmd, high, n);
 		if (r == 0)
-			r = child_attrs(&at);
+			r = vmm_launcher_child_attrs(&at);
 		if (r == 0)
-			r = -posix_spawn(&pid, cmd->argv[0], &fa, &at, (char *const *)cmd->argv, vmm_env);
+			r = -posix_spawn(&pid, cmd->argv[0], &fa, &at, (char *const *)cmd->argv, vmm_launcher_env);
 		posix_spawnattr_destroy(&at);
 	}
 	posix_spawn_file_actions_destroy(&fa);
@@ -347,6 +397,11 @@ static int process_pid(const struct vmm_process *p, unsigned long long *start_ti
 	return p->pid;
 }
 
+static bool process_from_spare(const struct vmm_process *p)
+{
+	return p->from_spare;
+}
+
 const struct vmm_launcher_ops vmm_launcher_process = {
 	.prepare = sandbox_vm_prepare,
 	.spawn = process_spawn,
@@ -354,4 +409,5 @@ const struct vmm_launcher_ops vmm_launcher_process = {
 	.stop = process_stop,
 	.release = process_release,
 	.pid = process_pid,
+	.from_spare = process_from_spare,
 };

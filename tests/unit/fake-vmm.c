@@ -44,6 +44,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "spare_args.h"
+
 static pid_t agent_pid = -1;
 
 #define SNAPSHOT_MAGIC "fake-vmm snapshot 1\n"
@@ -426,6 +428,7 @@ static void restore_from(const char *state_arg, const char *dir)
 
 int main(int argc, char **argv)
 {
+	struct spare_args spare;
 	const char *vsock = NULL, *control = NULL, *console = NULL, *image = NULL, *restore = NULL,
 		   *restore_state = NULL, *restore_memory = NULL, *restore_memory_key = NULL;
 	char self[PATH_MAX], agent[PATH_MAX + 32], dir[PATH_MAX], agent_sock[PATH_MAX + 16],
@@ -434,6 +437,20 @@ int main(int argc, char **argv)
 	int vfd, cfd, mute = 0;
 	FILE *f;
 
+	/* A spare, as the VMM's (spare_args.h): waits for its command line, then runs it. */
+	if (argc == 4 && !strcmp(argv[1], "--args-from")) {
+		int r = spare_args_receive(atoi(argv[2]), &spare);
+
+		if (r == -EPIPE)
+			return 0;
+		if (r < 0) {
+			fprintf(stderr, "fake-vmm: --args-from: %s\n", strerror(-r));
+			return 2;
+		}
+		spare_args_retitle(argv, argc, spare.argv);
+		argc = spare.argc;
+		argv = spare.argv;
+	}
 	for (int i = 1; i + 1 < argc; i++) {
 		if (!strcmp(argv[i], "--vsock"))
 			vsock = argv[++i];

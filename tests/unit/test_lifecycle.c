@@ -315,6 +315,50 @@ static size_t exec_in(struct daemon *d, const char *id, const char *argv_json, c
 	return n;
 }
 
+/* The whole of a small file (NUL-terminated); its length. */
+static size_t slurp(const char *path, char *out, size_t cap)
+{
+	FILE *f = fopen(path, "rb");
+	size_t n;
+
+	assert_non_null(f);
+	n = fread(out, 1, cap - 1, f);
+	fclose(f);
+	out[n] = '\0';
+	return n;
+}
+
+static pid_t record_pid(struct daemon *d, const char *id)
+{
+	char path[256], text[16384], *p;
+
+	snprintf(path, sizeof(path), "%s/sandboxes/%s/sandbox.json", d->state, id);
+	slurp(path, text, sizeof(text));
+	p = strstr(text, "\"pid\":");
+	return p ? (pid_t)strtol(p + 6, NULL, 10) : 0;
+}
+
+/* Whether the /proc command line of sandbox id's VMM holds what. */
+static bool vmm_cmdline_has(struct daemon *d, const char *id, const char *what)
+{
+	char path[64], text[8192];
+	pid_t pid = record_pid(d, id);
+	size_t n;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)pid);
+	f = pid > 0 ? fopen(path, "r") : NULL;
+	if (!f)
+		return false;
+	n = fread(text, 1, sizeof(text) - 1, f);
+	fclose(f);
+	for (size_t i = 0; i < n; i++)
+		if (!text[i])
+			text[i] = ' ';
+	text[n] = '\0';
+	return strstr(text, what) != NULL;
+}
+
 static void create_exec_terminate(void **state)
 {
 	struct daemon *d = *state;
@@ -339,6 +383,66 @@ static void create_exec_terminate(void **state)
 	wait_finished(d, id, body, sizeof(body));
 	assert_true(has(body, "\"reason\":\"terminated\""));
 	assert_true(has(body, "\"returncode\":137"));
+}
+
+/* Polls /metrics until it holds what (10 s at most); whether it did. */
+static bool metrics_reach(struct daemon *d, const char *what, char *out, size_t cap)
+{
+	for (int i = 0; i < 200; i++) {
+		assert_int_equal(request(d, "GET", "/metrics", NULL, out, cap), 200);
+		if (has(out, what))
+			return true;
+		usleep(50000);
+	}
+	return false;
+}
+
+/*
+ * Spare VMMs (--spare-vmms, default 2): waiting before any create; a
+ * sandbox's VMM is one of them, its /proc command line the one it was given;
+ * the pool fills again; a VMM program changed on disk retires the spares (a
+ * new process runs the next sandbox, new spares follow).
+ */
+static void spare_vmms(void **state)
+{
+	struct daemon *d = *state;
+	char body[65536], id[64], path[128], out[65536];
+
+	assert_true(metrics_reach(d, "\nsandvm_vmm_spares_ready 2\n", out, sizeof(out)));
+	assert_true(has(out, "sandvm_vmm_starts_total{how=\"spare\"} 0\n"));
+	assert_int_equal(request(d, "POST", "/v1/sandboxes", "{\"image\":\"minimal\",\"cold_boot\":true}", body,
+				 sizeof(body)),
+			 201);
+	id_of(body, id, sizeof(id));
+	assert_int_equal(request(d, "GET", "/metrics", NULL, out, sizeof(out)), 200);
+	assert_true(has(out, "sandvm_vmm_starts_total{how=\"spare\"} 1\n"));
+	assert_true(has(out, "sandvm_vmm_starts_total{how=\"process\"} 0\n"));
+	assert_true(vmm_cmdline_has(d, id, "--vsock"));
+	assert_false(vmm_cmdline_has(d, id, "--args-from"));
+	exec_in(d, id, "[\"sh\",\"-c\",\"echo from a spare\"]", out, sizeof(out));
+	assert_true(has(out, "from a spare"));
+	assert_true(metrics_reach(d, "\nsandvm_vmm_spares_ready 2\n", out, sizeof(out)));
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/terminate", id);
+	assert_int_equal(request(d, "POST", path, NULL, body, sizeof(body)), 200);
+	wait_finished(d, id, body, sizeof(body));
+
+	/* An upgraded VMM runs at once: the waiting spares are of the old one. */
+	assert_int_equal(utimes(d->vmm, NULL), 0);
+	assert_int_equal(request(d, "POST", "/v1/sandboxes", "{\"image\":\"minimal\",\"cold_boot\":true}", body,
+				 sizeof(body)),
+			 201);
+	id_of(body, id, sizeof(id));
+	assert_int_equal(request(d, "GET", "/metrics", NULL, out, sizeof(out)), 200);
+	assert_true(has(out, "sandvm_vmm_starts_total{how=\"spare\"} 1\n"));
+	assert_true(has(out, "sandvm_vmm_starts_total{how=\"process\"} 1\n"));
+	assert_true(metrics_reach(d, "\nsandvm_vmm_spares_ready 2\n", out, sizeof(out)));
+	snprintf(path, sizeof(path), "%s/sandboxd.log", d->dir);
+	slurp(path, out, sizeof(out));
+	assert_true(has(out, "event=vmm_spare_retired"));
+	assert_false(has(out, "event=vmm_spare_failed"));
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/terminate", id);
+	assert_int_equal(request(d, "POST", path, NULL, body, sizeof(body)), 200);
+	wait_finished(d, id, body, sizeof(body));
 }
 
 static void entrypoint_and_timeouts(void **state)
@@ -669,30 +773,7 @@ static bool private_file(const char *path)
 	return stat(path, &st) == 0 && S_ISREG(st.st_mode) && (st.st_mode & 0777) == 0600;
 }
 
-/* The whole of a small file (NUL-terminated); its length. */
-static size_t slurp(const char *path, char *out, size_t cap)
-{
-	FILE *f = fopen(path, "rb");
-	size_t n;
-
-	assert_non_null(f);
-	n = fread(out, 1, cap - 1, f);
-	fclose(f);
-	out[n] = '\0';
-	return n;
-}
-
 /* The VMM pid in sandbox id's record, or 0. */
-static pid_t record_pid(struct daemon *d, const char *id)
-{
-	char path[256], text[16384], *p;
-
-	snprintf(path, sizeof(path), "%s/sandboxes/%s/sandbox.json", d->state, id);
-	slurp(path, text, sizeof(text));
-	p = strstr(text, "\"pid\":");
-	return p ? (pid_t)strtol(p + 6, NULL, 10) : 0;
-}
-
 /*
  * A wait that comes after terminate, while the VMM is still going away (held
  * here by SIGSTOP until sandboxd kills it, 3 s on): it answers once the VMM is
@@ -1641,6 +1722,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(create_exec_terminate, setup, teardown),
 		cmocka_unit_test_setup_teardown(wait_while_stopping, setup, teardown),
+		cmocka_unit_test_setup_teardown(spare_vmms, setup, teardown),
 		cmocka_unit_test_setup_teardown(snapshot_missing_dir, setup, teardown),
 		cmocka_unit_test_setup_teardown(entrypoint_and_timeouts, setup, teardown),
 		cmocka_unit_test_setup_teardown(failures_at_start, setup, teardown),

@@ -3,7 +3,11 @@
  * place of a VMM: a spawned one's exit status and its clean environment, a
  * stop that has to kill, adoption by pid and start time (a reused pid is
  * refused), a released process that reports nothing, and what the child
- * starts with (its descriptors, its own session, default signals).
+ * starts with (its descriptors, its own session, default signals). Spare
+ * VMMs (vmm_spares.c) with the real VMM program (build/bin/vmm, no KVM
+ * needed for what it is asked here): a launch taken by a waiting spare, which
+ * parses the command line it is sent; a program that dies at once stops the
+ * pool after three tries.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -17,6 +21,7 @@
 #include "sandbox_vm.h"
 #include "unit.h"
 #include "vmm_launcher.h"
+#include "vmm_spares.h"
 
 struct outcome {
 	int calls;
@@ -74,7 +79,7 @@ static void spawn_reports_exit_with_clean_env(void **state)
 	uv_loop_init(&loop);
 	setenv("SANDVM_API_KEY", "must-not-leak", 1);
 	sh_cmd(&cmd, "env; exit 3");
-	assert_int_equal(l->spawn(&loop, &cmd, log, exited, &o, &p), 0);
+	assert_int_equal(l->spawn(&loop, NULL, &cmd, log, exited, &o, &p), 0);
 	assert_true(l->pid(p, &start) > 0);
 	assert_true(start > 0);
 	run_until(&loop, &o, 5000);
@@ -101,8 +106,8 @@ static void spawn_failure_reports_nothing(void **state)
 
 	(void)state;
 	uv_loop_init(&loop);
-	assert_true(vmm_launcher_process.spawn(&loop, &cmd, "/dev/null", exited, &o, &p) < 0);
-	assert_int_equal(vmm_launcher_process.spawn(&loop, &cmd, "/nonexistent/dir/log", exited, &o, &p), -ENOENT);
+	assert_true(vmm_launcher_process.spawn(&loop, NULL, &cmd, "/dev/null", exited, &o, &p) < 0);
+	assert_int_equal(vmm_launcher_process.spawn(&loop, NULL, &cmd, "/nonexistent/dir/log", exited, &o, &p), -ENOENT);
 	drain(&loop);
 	assert_int_equal(o.calls, 0);
 }
@@ -119,8 +124,8 @@ static void stop_terminates_then_kills(void **state)
 	uv_loop_init(&loop);
 	sh_cmd(&polite, "exec sleep 30");
 	sh_cmd(&stubborn, "trap '' TERM; sleep 30 & wait; wait");
-	assert_int_equal(l->spawn(&loop, &polite, "/dev/null", exited, &a, &pa), 0);
-	assert_int_equal(l->spawn(&loop, &stubborn, "/dev/null", exited, &b, &pb), 0);
+	assert_int_equal(l->spawn(&loop, NULL, &polite, "/dev/null", exited, &a, &pa), 0);
+	assert_int_equal(l->spawn(&loop, NULL, &stubborn, "/dev/null", exited, &b, &pb), 0);
 	usleep(200000); /* the trap is set */
 	uv_update_time(&loop); /* the grace period counts from now, not from the loop's last turn */
 	l->stop(pa, 200);
@@ -182,7 +187,7 @@ static void released_process_runs_on_silently(void **state)
 	(void)state;
 	uv_loop_init(&loop);
 	sh_cmd(&cmd, "exec sleep 30");
-	assert_int_equal(l->spawn(&loop, &cmd, "/dev/null", exited, &o, &p), 0);
+	assert_int_equal(l->spawn(&loop, NULL, &cmd, "/dev/null", exited, &o, &p), 0);
 	pid = l->pid(p, &start);
 	l->release(p);
 	uv_run(&loop, UV_RUN_NOWAIT);
@@ -237,7 +242,7 @@ static void child_starts_clean(void **state)
 	cmd.fds[0] = fb;
 	cmd.fds[1] = fa;
 	cmd.nfds = 2;
-	assert_int_equal(l->spawn(&loop, &cmd, log, exited, &o, &p), 0);
+	assert_int_equal(l->spawn(&loop, NULL, &cmd, log, exited, &o, &p), 0);
 	sigprocmask(SIG_SETMASK, &old, NULL);
 	signal(SIGUSR1, SIG_DFL);
 	run_until(&loop, &o, 5000);
@@ -288,7 +293,7 @@ static void released_process_is_reaped(void **state)
 	(void)state;
 	uv_loop_init(&loop);
 	sh_cmd(&cmd, "exec sleep 30");
-	assert_int_equal(l->spawn(&loop, &cmd, "/dev/null", exited, &o, &p), 0);
+	assert_int_equal(l->spawn(&loop, NULL, &cmd, "/dev/null", exited, &o, &p), 0);
 	pid = l->pid(p, &start);
 	l->release(p);
 	kill(pid, SIGKILL);
@@ -296,6 +301,118 @@ static void released_process_is_reaped(void **state)
 	assert_int_equal(o.calls, 0);
 	assert_int_equal(waitpid(pid, NULL, WNOHANG), -1);
 	assert_int_equal(errno, ECHILD);
+}
+
+/* BUILD/bin/vmm, beside BUILD/tests (or tests-asan, tests-tsan) where this binary is. */
+static void vmm_path(char *out, size_t cap)
+{
+	char self[4096];
+	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+
+	assert_true(n > 0);
+	self[n] = '\0';
+	*strrchr(self, '/') = '\0';
+	snprintf(out, cap, "%s/../bin/vmm", self);
+}
+
+static void run_for(uv_loop_t *loop, int ms)
+{
+	for (int i = 0; i < ms / 10; i++) {
+		uv_run(loop, UV_RUN_NOWAIT);
+		usleep(10000);
+	}
+}
+
+static unsigned wait_ready(uv_loop_t *loop, struct vmm_spares *s, unsigned n)
+{
+	for (int i = 0; i < 500 && vmm_spares_ready(s) < n; i++) {
+		uv_run(loop, UV_RUN_NOWAIT);
+		usleep(10000);
+	}
+	return vmm_spares_ready(s);
+}
+
+/* The log's text, NUL-ended. */
+static void read_log(const char *path, char *text, size_t cap)
+{
+	FILE *f = fopen(path, "r");
+
+	assert_non_null(f);
+	text[fread(text, 1, cap - 1, f)] = '\0';
+	fclose(f);
+}
+
+static void spare_runs_the_launch(void **state)
+{
+	const struct vmm_launcher_ops *l = &vmm_launcher_process;
+	char vmm[4200], log[] = "/tmp/sandvm-launcher-XXXXXX", text[4096];
+	struct sandbox_vm_cmd version, bad;
+	struct outcome a = {0}, b = {0};
+	struct vmm_process *pa, *pb;
+	struct vmm_spares *spares;
+	unsigned long long start;
+	uv_loop_t loop;
+	int fd = mkstemp(log);
+
+	(void)state;
+	assert_true(fd >= 0);
+	close(fd);
+	vmm_path(vmm, sizeof(vmm));
+	uv_loop_init(&loop);
+	assert_int_equal(vmm_spares_new(&loop, vmm, 2, &spares), 0);
+	assert_int_equal(wait_ready(&loop, spares, 2), 2);
+	memset(&version, 0, sizeof(version));
+	version.argv[0] = vmm;
+	version.argv[1] = "--version";
+	assert_int_equal(l->spawn(&loop, spares, &version, log, exited, &a, &pa), 0);
+	assert_true(l->from_spare(pa));
+	assert_true(l->pid(pa, &start) > 0 && start > 0);
+	assert_int_equal(vmm_spares_ready(spares), 1);
+	run_until(&loop, &a, 5000);
+	assert_string_equal(a.how, "exit status 0");
+	read_log(log, text, sizeof(text));
+	assert_int_equal(strncmp(text, "vmm ", 4), 0);
+	/* The second spare parses what it is sent as the VMM's own command line: a bad one is its error. */
+	memset(&bad, 0, sizeof(bad));
+	bad.argv[0] = vmm;
+	bad.argv[1] = "--cpus";
+	bad.argv[2] = "999";
+	assert_int_equal(l->spawn(&loop, spares, &bad, log, exited, &b, &pb), 0);
+	assert_true(l->from_spare(pb));
+	run_until(&loop, &b, 5000);
+	assert_string_equal(b.how, "exit status 2");
+	read_log(log, text, sizeof(text));
+	assert_non_null(strstr(text, "cpus"));
+	/* Another program than the pool's: a new process. */
+	version.argv[0] = "/bin/true";
+	a.calls = 0;
+	assert_int_equal(l->spawn(&loop, spares, &version, "/dev/null", exited, &a, &pa), 0);
+	assert_false(l->from_spare(pa));
+	run_until(&loop, &a, 5000);
+	/* The pool fills again, then ends: its spares exit when their sockets close. */
+	assert_int_equal(wait_ready(&loop, spares, 2), 2);
+	vmm_spares_free(spares);
+	unlink(log);
+	drain(&loop);
+}
+
+static void dying_spares_stop_the_pool(void **state)
+{
+	struct vmm_spares *spares;
+	struct vmm_spare sp;
+	uv_loop_t loop;
+
+	(void)state;
+	uv_loop_init(&loop);
+	/* /bin/true ignores --args-from and exits at once: each spare dies unused. */
+	assert_int_equal(vmm_spares_new(&loop, "/bin/true", 1, &spares), 0);
+	run_for(&loop, 3500); /* three tries, a second apart */
+	assert_int_equal(vmm_spares_ready(spares), 0);
+	assert_int_equal(vmm_spares_take(spares, "/bin/true", &sp), -ENOENT);
+	run_for(&loop, 1500);
+	assert_int_equal(vmm_spares_ready(spares), 0); /* stopped: no fourth */
+	vmm_spares_free(spares);
+	drain(&loop);
 }
 
 int main(void)
@@ -308,6 +425,8 @@ int main(void)
 		cmocka_unit_test(released_process_runs_on_silently),
 		cmocka_unit_test(child_starts_clean),
 		cmocka_unit_test(released_process_is_reaped),
+		cmocka_unit_test(spare_runs_the_launch),
+		cmocka_unit_test(dying_spares_stop_the_pool),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
