@@ -27,6 +27,7 @@
 #include "../http_conn.h"
 #include "log.h"
 #include "placement.h"
+#include "worker_pool.h"
 
 #define JSON_BODY_MAX (1024 * 1024)
 #define LOST_RETURNCODE 125
@@ -268,7 +269,7 @@ static void relay_to(struct gateway *g, struct gateway_relay *r, const struct fl
 	struct gateway_relay_target t = {
 		.worker = w->rec.id, .host = w->rec.host, .port = w->rec.port, .idle_ms = g->relay_idle_ms};
 
-	gateway_relay_connect(r, g->loop, g->tls, &t);
+	gateway_relay_connect(r, g->loop, g->pool, &t);
 }
 
 static void relay_or_answer(struct gateway *g, struct gateway_relay *r, const char *sandbox, const char *worker)
@@ -501,8 +502,15 @@ int gateway_new(const struct gateway_config *cfg, struct gateway **out, char *er
 	snprintf(g->etcd_error, sizeof(g->etcd_error), "not read yet");
 	if (uv_random(NULL, NULL, &g->rng, sizeof(g->rng), 0, NULL) < 0)
 		g->rng = (uint64_t)uv_hrtime();
+	e = worker_pool_new(cfg->loop, cfg->worker_tls, NULL, &g->pool);
+	if (e < 0) {
+		snprintf(err, errlen, "out of memory");
+		free(g);
+		return e;
+	}
 	e = etcd_client_new(cfg->loop, cfg->etcd_endpoints, &g->etcd, err, errlen);
 	if (e < 0) {
+		worker_pool_free(g->pool);
 		free(g);
 		return e;
 	}
@@ -537,5 +545,6 @@ void gateway_free(struct gateway *g)
 		etcd_watch_cancel(g->watch);
 	/* Cancels every etcd call without callbacks. */
 	etcd_client_free(g->etcd);
+	worker_pool_free(g->pool);
 	uv_close((uv_handle_t *)&g->sync_timer, on_sync_timer_closed);
 }

@@ -150,7 +150,7 @@ static void ask(struct get *q)
 		api_call_ok(q->call, gateway_lost_json(q->sandbox, q->worker, 0));
 		return done(q);
 	}
-	e = worker_call_start(q->g->loop, q->g->tls,
+	e = worker_call_start(q->g->loop, q->g->pool,
 			      &(struct worker_call_request){
 				      .host = w->rec.host, .port = w->rec.port,
 				      .method = q->op == GATEWAY_SANDBOX_DELETE ? "DELETE" : "GET", .target = q->target,

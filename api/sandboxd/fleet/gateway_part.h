@@ -13,6 +13,7 @@
 struct api_call;
 struct etcd_client;
 struct etcd_watch;
+struct worker_pool;
 
 /* Sandbox id -> worker id, learned from reservations; what keeps routing while etcd is away. */
 struct gateway_route {
@@ -31,6 +32,7 @@ struct gateway {
 	struct etcd_client *etcd;
 	struct etcd_watch *watch;
 	struct ssl_ctx_st *tls;
+	struct worker_pool *pool; /* kept connections to the workers, for relays and whole calls */
 	struct auth_keys *keys;
 	unsigned sample;
 	unsigned sync_ms;
