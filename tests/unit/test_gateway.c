@@ -592,7 +592,49 @@ struct fake_worker {
 	bool silent;    /* read the request, never answer (until the gateway closes) */
 	char head[4096]; /* the request head it got */
 	pthread_t thread;
+	/* Keep-alive mode (fake_worker_keep): conns connections, per_conn[i] requests on the i-th, then it closes. */
+	unsigned conns, per_conn[4], accepts, requests; /* the counters atomic: read while it serves */
 };
+
+/* Serves keep-alive: requests without a body, each answered with a sized reply and no Connection field. */
+static void *fake_worker_keep(void *arg)
+{
+	struct fake_worker *w = arg;
+	static const char reply[] = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n"
+				    "{\"ok\":true}";
+
+	for (unsigned i = 0; i < w->conns; i++) {
+		int fd = accept(w->lfd, NULL, NULL);
+		SSL *ssl;
+
+		if (fd < 0)
+			return NULL;
+		__atomic_fetch_add(&w->accepts, 1, __ATOMIC_SEQ_CST);
+		ssl = SSL_new(w->ctx);
+		SSL_set_fd(ssl, fd);
+		for (unsigned k = 0; SSL_accept(ssl) == 1 && k < w->per_conn[i]; k++) {
+			size_t len = 0;
+
+			w->head[0] = '\0';
+			while (len + 1 < sizeof(w->head) && !strstr(w->head, "\r\n\r\n")) {
+				int n = SSL_read(ssl, w->head + len, (int)(sizeof(w->head) - 1 - len));
+
+				if (n <= 0)
+					break;
+				len += (size_t)n;
+				w->head[len] = '\0';
+			}
+			if (!strstr(w->head, "\r\n\r\n"))
+				break;
+			SSL_write(ssl, reply, (int)strlen(reply));
+			__atomic_fetch_add(&w->requests, 1, __ATOMIC_SEQ_CST);
+		}
+		SSL_shutdown(ssl);
+		SSL_free(ssl);
+		close(fd);
+	}
+	return NULL;
+}
 
 static void *fake_worker_serve(void *arg)
 {
@@ -680,6 +722,33 @@ static void relay_names_worker(void **state)
 	/* Kept alive towards the worker; the client's connection ends with the reply. */
 	assert_false(has(w.head, "\r\nConnection:"));
 	assert_true(has(head, "\r\nConnection: close\r\n"));
+
+	/*
+	 * Kept alive: relayed and whole calls one after the other go on one
+	 * connection; when the worker closes it (here after three requests), the
+	 * next call takes a new one and never sees the old one's end.
+	 */
+	w.conns = 2;
+	w.per_conn[0] = 3;
+	w.per_conn[1] = 1;
+	assert_int_equal(pthread_create(&w.thread, NULL, fake_worker_keep, &w), 0);
+	assert_int_equal(gw(f, "GET", path, NULL, body, sizeof(body)), 200);
+	assert_int_equal(gw(f, "GET", "/v1/sandboxes/sb-00000000000000ee", NULL, body, sizeof(body)), 200);
+	assert_true(has(body, "\"worker\":\"echo\""));
+	status = request_head(f, f->gw.port, "GET", path, NULL, body, sizeof(body), head, sizeof(head));
+	assert_int_equal(status, 200);
+	assert_string_equal(body, "{\"ok\":true}");
+	assert_true(has(head, "Sandvm-Worker: echo\r\n"));
+	assert_true(has(head, "\r\nConnection: close\r\n"));
+	assert_int_equal(__atomic_load_n(&w.accepts, __ATOMIC_SEQ_CST), 1);
+	assert_int_equal(__atomic_load_n(&w.requests, __ATOMIC_SEQ_CST), 3);
+	usleep(200 * 1000); /* its close reaches the gateway */
+	assert_int_equal(gw(f, "GET", path, NULL, body, sizeof(body)), 200);
+	assert_string_equal(body, "{\"ok\":true}");
+	pthread_join(w.thread, NULL);
+	assert_int_equal(w.accepts, 2);
+	assert_int_equal(w.requests, 4);
+	assert_false(has(w.head, "\r\nConnection:"));
 
 	/* A worker that never answers: cut after --relay-idle-timeout (2 s), a 504 as nothing came. */
 	w.silent = true;
