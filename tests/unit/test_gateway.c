@@ -801,10 +801,61 @@ static void other_routes(void **state)
 	/* One worker's own routes: a clear 501, not a 404 that looks like a missing object. */
 	assert_int_equal(gw(f, "GET", "/v1/images", NULL, body, sizeof(body)), 501);
 	assert_true(has(body, "the gateway does not serve /v1/images"));
-	assert_int_equal(gw(f, "GET", "/v1/snapshots/abc", NULL, body, sizeof(body)), 501);
-	assert_true(has(body, "/v1/snapshots"));
+	assert_int_equal(gw(f, "GET", "/v1/metrics", NULL, body, sizeof(body)), 501);
+	/* Snapshot images are the fleet's (snapshot_images): an id that cannot be one is simply not there. */
+	assert_int_equal(gw(f, "GET", "/v1/snapshots/abc", NULL, body, sizeof(body)), 404);
+	assert_true(has(body, "no image abc"));
+	assert_int_equal(gw(f, "PUT", "/v1/snapshots", "{}", body, sizeof(body)), 405);
 	assert_int_equal(gw(f, "GET", "/nothing", NULL, body, sizeof(body)), 404);
 	assert_int_equal(gw(f, "PUT", "/v1/sandboxes", "{}", body, sizeof(body)), 405);
+}
+
+/*
+ * Snapshot images through the gateway: one stored on big (its record put in
+ * big's store as a snapshot would leave it) is listed and read with
+ * "worker", a mount of it in small's sandbox is refused naming both
+ * workers, one in big's own sandbox goes to big, and its DELETE reaches big.
+ */
+static void snapshot_images(void **state)
+{
+	struct fleet *f = *state;
+	const char *img = "0123456789abcdef0123456789abcdef";
+	char body[65536], path[160], json[256], rec[256];
+
+	snprintf(rec, sizeof(rec), "%s/big/snapshots/%s.json", f->dir, img);
+	sh("printf '%%s' '{\"id\":\"%s\",\"created\":1,\"last_used\":1,\"ttl\":null,\"key\":\"managed\","
+	   "\"disk_size\":4096,\"file_size\":1024,\"sandbox\":\"%s\",\"path\":\"/project\"}' > '%s'",
+	   img, f->sb_big, rec);
+	assert_int_equal(gw(f, "GET", "/v1/snapshots", NULL, body, sizeof(body)), 200);
+	assert_true(has(body, img));
+	assert_true(has(body, "\"worker\":\"big\""));
+	assert_false(has(body, "\"unreachable\""));
+	snprintf(path, sizeof(path), "/v1/snapshots/%s", img);
+	assert_int_equal(gw(f, "GET", path, NULL, body, sizeof(body)), 200);
+	assert_true(has(body, "\"worker\":\"big\""));
+	assert_true(has(body, "\"path\":\"/project\""));
+	assert_int_equal(gw(f, "GET", "/v1/snapshots/ffffffffffffffffffffffffffffffff", NULL, body, sizeof(body)), 404);
+	assert_true(has(body, "on any live worker"));
+	/* Mounted where it is not: refused by the gateway, naming both workers; nothing reaches small. */
+	snprintf(json, sizeof(json), "{\"path\":\"/data\",\"image\":\"%s\"}", img);
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/mounts", f->sb_small);
+	assert_int_equal(gw(f, "POST", path, json, body, sizeof(body)), 409);
+	assert_true(has(body, "is stored on worker big"));
+	assert_true(has(body, "runs on worker small"));
+	assert_true(has(body, "\"field\":\"image\""));
+	/* Where it is: big's own answer (the stand-in VMM cannot mount; the image file is not there either). */
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/mounts", f->sb_big);
+	assert_int_not_equal(gw(f, "POST", path, json, body, sizeof(body)), 409);
+	assert_false(has(body, "is stored on worker"));
+	/* An image no worker has: the sandbox's worker says so itself. */
+	snprintf(json, sizeof(json), "{\"path\":\"/data\",\"image\":\"ffffffffffffffffffffffffffffffff\"}");
+	assert_int_equal(gw(f, "POST", path, json, body, sizeof(body)), 404);
+	/* Deleted at big. */
+	snprintf(path, sizeof(path), "/v1/snapshots/%s", img);
+	assert_int_equal(gw(f, "DELETE", path, NULL, body, sizeof(body)), 204);
+	assert_int_equal(access(rec, F_OK), -1);
+	assert_int_equal(gw(f, "GET", path, NULL, body, sizeof(body)), 404);
+	assert_int_equal(gw(f, "DELETE", path, NULL, body, sizeof(body)), 404);
 }
 
 static void etcd_down(void **state)
@@ -842,6 +893,7 @@ int main(void)
 		cmocka_unit_test(list_merges),
 		cmocka_unit_test(vmctl_through_gateway),
 		cmocka_unit_test(other_routes),
+		cmocka_unit_test(snapshot_images),
 		cmocka_unit_test(relay_names_worker),
 		cmocka_unit_test(lost_worker),
 		cmocka_unit_test(delete_lost),

@@ -362,6 +362,18 @@ static void on_complete(struct http_request *req)
 	if (req->method == HTTP_GET && !strncmp(req->url, "/v1/health", 10))
 		return health(g, req);
 	req->route_status = 200;
+	if (!strncmp(req->url, "/v1/snapshots", 13)) {
+		const char *p = req->url + 13;
+		char id[GATEWAY_IMAGE_ID_LEN + 8];
+
+		if (*p != '/') {
+			req->route_status = 200;
+			return gateway_images_list(g, call);
+		}
+		snprintf(id, sizeof(id), "%.*s", (int)strcspn(p + 1, "/?"), p + 1);
+		req->route_status = req->method == HTTP_DELETE ? 204 : 200;
+		return gateway_image_call(g, call, id, req->method == HTTP_DELETE);
+	}
 	if (!strncmp(req->url, "/v1/sandboxes/", 14)) {
 		const char *p = req->url + 14;
 		size_t idlen = strcspn(p, "/?");
@@ -370,6 +382,8 @@ static void on_complete(struct http_request *req)
 		snprintf(id, sizeof(id), "%.*s", (int)idlen, p);
 		if (req->method == HTTP_DELETE)
 			return gateway_sandbox_call(g, call, id, GATEWAY_SANDBOX_DELETE);
+		if (req->method == HTTP_POST)
+			return gateway_sandbox_call(g, call, id, GATEWAY_SANDBOX_MOUNT);
 		return gateway_sandbox_call(g, call, id, p[idlen] == '/' ? GATEWAY_SANDBOX_WAIT : GATEWAY_SANDBOX_GET);
 	}
 	if (req->method == HTTP_POST) {
@@ -404,6 +418,28 @@ static bool sandboxes_path(const char *url, char *id, size_t cap, bool *below)
 	memcpy(id, p, len);
 	id[len] = '\0';
 	*below = p[len] == '/';
+	return true;
+}
+
+/* true for "/v1/snapshots" (id "") or "/v1/snapshots/ID" (a query allowed), with ID bounded by cap. */
+static bool snapshots_path(const char *url, char *id, size_t cap)
+{
+	const char *p = url + 13;
+	size_t len;
+
+	if (strncmp(url, "/v1/snapshots", 13))
+		return false;
+	id[0] = '\0';
+	if (*p == '\0' || *p == '?')
+		return true;
+	if (*p != '/')
+		return false;
+	p++;
+	len = strcspn(p, "/?");
+	if (len == 0 || len >= cap || p[len] == '/')
+		return false;
+	memcpy(id, p, len);
+	id[len] = '\0';
 	return true;
 }
 
@@ -444,10 +480,17 @@ void gateway_on_headers(struct http_request *req, void *ctx)
 			return http_respond_error(req, 405, NULL, "/v1/health takes GET");
 		return complete_call(g, req);
 	}
+	if (snapshots_path(req->url, id, sizeof(id))) {
+		if (!id[0] && req->method != HTTP_GET)
+			return http_respond_error(req, 405, NULL, "/v1/snapshots takes GET");
+		if (id[0] && req->method != HTTP_GET && req->method != HTTP_DELETE)
+			return http_respond_error(req, 405, NULL, "/v1/snapshots/ID takes GET and DELETE");
+		return complete_call(g, req);
+	}
 	if (!sandboxes_path(req->url, id, sizeof(id), &below)) {
 		if (strncmp(req->url, "/v1/", 4))
 			return http_respond_error(req, 404, NULL, "no such route");
-		/* Images, snapshot images, metrics, self-tests: one worker's own, not the fleet's. */
+		/* Base images, metrics, self-tests: one worker's own, not the fleet's. */
 		first_segment(req->url, what, sizeof(what));
 		return http_respond_error(req, 501, NULL,
 					  "the gateway does not serve /v1/%.40s: it serves /v1/health and "
@@ -472,6 +515,10 @@ void gateway_on_headers(struct http_request *req, void *ctx)
 		return complete_call(g, req);
 	if (req->method == HTTP_GET && !strncmp(req->url + 14 + idlen, "/wait", 5) &&
 	    (req->url[19 + idlen] == '\0' || req->url[19 + idlen] == '?'))
+		return complete_call(g, req);
+	/* A mount: its image must be on the sandbox's worker (gateway_get.c). */
+	if (req->method == HTTP_POST && !strncmp(req->url + 14 + idlen, "/mounts", 7) &&
+	    (req->url[21 + idlen] == '\0' || req->url[21 + idlen] == '?'))
 		return complete_call(g, req);
 	route_sandbox(g, req, id);
 }

@@ -26,7 +26,8 @@ struct worker_call {
 	char *body;
 	size_t body_len;
 	bool done, timer_open;
-	int err;
+	bool starting, deferred; /* an end met inside worker_call_start is told from the loop */
+	int err, derr, dstatus;
 };
 
 static void on_timer_closed(uv_handle_t *h)
@@ -39,6 +40,14 @@ static void finish(struct worker_call *w, int err, int status)
 {
 	if (w->done)
 		return;
+	if (w->starting) {
+		if (!w->deferred) {
+			w->deferred = true;
+			w->derr = err;
+			w->dstatus = status;
+		}
+		return;
+	}
 	w->done = true;
 	if (w->tls && w->keep && !err)
 		worker_pool_put(w->pool, w->host, w->port, w->tls);
@@ -133,6 +142,13 @@ static void on_timeout(uv_timer_t *t)
 	finish(t->data, -ETIMEDOUT, 0);
 }
 
+static void on_deferred(uv_timer_t *t)
+{
+	struct worker_call *w = t->data;
+
+	finish(w, w->derr, w->dstatus);
+}
+
 int worker_call_start(uv_loop_t *loop, struct worker_pool *pool, const struct worker_call_request *rq,
 		      worker_call_cb cb, void *ctx, struct worker_call **out)
 {
@@ -174,9 +190,14 @@ int worker_call_start(uv_loop_t *loop, struct worker_pool *pool, const struct wo
 	uv_timer_init(loop, &w->timer);
 	w->timer.data = w;
 	uv_timer_start(&w->timer, on_timeout, rq->timeout_ms ? rq->timeout_ms : 10000, 0);
+	/* A kept connection is written at once, and a write that fails there ends the call: not before we return. */
+	w->starting = true;
 	tls_client_write(w->tls, head, (size_t)n);
-	if (rq->body_len)
+	if (rq->body_len && w->tls)
 		tls_client_write(w->tls, rq->body, rq->body_len);
+	w->starting = false;
+	if (w->deferred)
+		uv_timer_start(&w->timer, on_deferred, 0, 0);
 	*out = w;
 	return 0;
 }
