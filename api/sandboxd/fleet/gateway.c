@@ -125,6 +125,7 @@ cJSON *gateway_lost_json(const char *sandbox, const char *worker, double created
 /* ---- the worker table, from etcd ---- */
 
 static void sync_start(struct gateway *g);
+static void on_sync_timer(uv_timer_t *t);
 
 static void etcd_down(struct gateway *g, int err, const char *what)
 {
@@ -178,8 +179,27 @@ static void on_range(void *arg, int err, const struct etcd_kv *kvs, size_t n, in
 	if (g->freeing)
 		return;
 	if (err) {
+		/*
+		 * A cluster choosing a new leader (the old one died) answers
+		 * "unavailable" on every member for a few seconds: not a reason to
+		 * refuse creates. Within GATEWAY_ETCD_GRACE_MS of the last read that
+		 * answered, the read is tried again soon instead; past it, etcd is down.
+		 */
+		if (g->etcd_ok && uv_now(g->loop) - g->etcd_ok_at < GATEWAY_ETCD_GRACE_MS) {
+			if (!g->retry_soon)
+				sv_info("etcd did not answer a read of " FLEET_WORKERS_PREFIX " (%s): trying again",
+					strerror(-err));
+			g->retry_soon = true;
+			uv_timer_start(&g->sync_timer, on_sync_timer, GATEWAY_ETCD_RETRY_MS, g->sync_ms);
+			return;
+		}
 		etcd_down(g, err, "reading " FLEET_WORKERS_PREFIX);
 		return;
+	}
+	g->etcd_ok_at = uv_now(g->loop);
+	if (g->retry_soon) {
+		g->retry_soon = false;
+		uv_timer_start(&g->sync_timer, on_sync_timer, g->sync_ms, g->sync_ms);
 	}
 	if (!g->etcd_ok)
 		sv_info("etcd answers again: %zu worker records", n);

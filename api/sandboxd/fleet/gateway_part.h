@@ -26,6 +26,9 @@ struct gateway_route {
 #define GATEWAY_ROUTES_MAX 1000000u
 #define GATEWAY_CALL_TIMEOUT_MS 30000u /* a create or list call to one worker */
 #define GATEWAY_LIST_TIMEOUT_MS 5000u
+/* A failed read of etcd within this long of the last good one is tried again (a leader election), not etcd down. */
+#define GATEWAY_ETCD_GRACE_MS 8000u
+#define GATEWAY_ETCD_RETRY_MS 500u
 
 struct gateway {
 	uv_loop_t *loop;
@@ -42,6 +45,8 @@ struct gateway {
 	bool syncing;         /* a range read is under way */
 	bool freeing;
 	double etcd_last_ok;  /* wall time of that read */
+	uint64_t etcd_ok_at;  /* its loop time */
+	bool retry_soon;      /* a read failed within the grace: the next comes sooner */
 	char etcd_error[160]; /* why not, when not */
 	uv_timer_t sync_timer;
 	uint64_t rng;
