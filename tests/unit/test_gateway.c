@@ -748,6 +748,10 @@ static void relay_names_worker(void **state)
 	pthread_join(w.thread, NULL);
 	assert_int_equal(w.accepts, 2);
 	assert_int_equal(w.requests, 4);
+	/* The gateway's health counts the calls that found a kept connection (two here, at least). */
+	assert_int_equal(gw(f, "GET", "/v1/health", NULL, body, sizeof(body)), 200);
+	assert_true(has(body, "\"worker_connections\":{\"idle\":"));
+	assert_false(has(body, "\"reused\":0}"));
 	assert_false(has(w.head, "\r\nConnection:"));
 
 	/* A worker that never answers: cut after --relay-idle-timeout (2 s), a 504 as nothing came. */

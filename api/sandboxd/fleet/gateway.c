@@ -232,7 +232,7 @@ static void on_sync_timer(uv_timer_t *t)
 
 static void health(struct gateway *g, struct http_request *req)
 {
-	cJSON *o = cJSON_CreateObject(), *ws = cJSON_AddArrayToObject(o, "workers");
+	cJSON *o = cJSON_CreateObject(), *ws = cJSON_AddArrayToObject(o, "workers"), *pool;
 	unsigned sandboxes = 0, memory = 0, max_sandboxes = 0, max_memory = 0;
 
 	for (size_t i = 0; i < g->table.n; i++) {
@@ -267,6 +267,9 @@ static void health(struct gateway *g, struct http_request *req)
 	cJSON_AddNumberToObject(o, "memory_mib", memory);
 	cJSON_AddNumberToObject(o, "max_sandboxes", max_sandboxes);
 	cJSON_AddNumberToObject(o, "max_memory_mib", max_memory);
+	pool = cJSON_AddObjectToObject(o, "worker_connections");
+	cJSON_AddNumberToObject(pool, "idle", worker_pool_idle(g->pool));
+	cJSON_AddNumberToObject(pool, "reused", (double)worker_pool_reused(g->pool));
 	http_respond_json(req, 200, o);
 }
 
