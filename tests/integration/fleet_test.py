@@ -352,6 +352,53 @@ def exec_stdin_files():
     expect((r.returncode, r.stdout), (0, "via-vmctl\n"), f"vmctl exec ({r.stderr.strip()})")
 
 
+@case("fleet-snapshots", limit=900)
+def snapshots():
+    # Snapshot images through the gateway: made on the worker of their sandbox, found there, mounted
+    # only there. Room for a Debian sandbox (mke2fs) is made on w2 and given back at the end.
+    gone = next(s for s, w in made.items() if w == "w2")
+    st, _ = gw("DELETE", f"/v1/sandboxes/{gone}")
+    expect(st, 204, "delete through the gateway")
+    del made[gone]
+    record_shows("w2", 1)
+    try:
+        if FAKE:
+            print("# fake VMM: no snapshot images (no mke2fs in the guest, no drives)")
+            return
+        st, o = gw("POST", "/v1/sandboxes", dict(SPEC, image="debian", memory_mib=512), timeout=300)
+        expect((st, o.get("worker")), (201, "w2"), "a Debian sandbox where there is room")
+        sid = o["id"]
+        out, err, end = run(sid, ["sh", "-c", "mkdir -p /project && echo through-the-gateway > /project/f"])
+        expect(end.get("returncode"), 0, f"the project written ({err!r})")
+        st, o = gw("POST", f"/v1/sandboxes/{sid}/snapshots", {"path": "/project"}, timeout=700)
+        expect(st, 201, f"snapshot-dir through the gateway ({o})")
+        img = o["image"]
+        st, o = gw("GET", f"/v1/snapshots/{img}")
+        expect((st, o.get("worker"), o.get("sandbox")), (200, "w2", sid), "the image, at its worker")
+        st, o = gw("GET", "/v1/snapshots")
+        expect({i["id"]: i["worker"] for i in o["images"]}.get(img), "w2", "the image in the merged list")
+        # Mounted on its own worker: works; in a sandbox on another worker: refused, naming both.
+        st, o = gw("POST", f"/v1/sandboxes/{sid}/mounts", {"path": "/again", "image": img}, timeout=300)
+        expect(st, 200, f"mount on the image's worker ({o})")
+        out, _, _ = run(sid, ["cat", "/again/f"])
+        expect(out, b"through-the-gateway\n", "the mounted image's file")
+        other = next(s for s, w in made.items() if w != "w2")
+        st, o = gw("POST", f"/v1/sandboxes/{other}/mounts", {"path": "/data", "image": img})
+        expect(st, 409, "a mount on another worker")
+        if "is stored on worker w2" not in o.get("error", ""):
+            raise AssertionError(f"409 without saying where: {o}")
+        st, _ = gw("DELETE", f"/v1/sandboxes/{sid}")
+        expect(st, 204, "the Debian sandbox deleted")
+        record_shows("w2", 1)
+        st, _ = gw("DELETE", f"/v1/snapshots/{img}")
+        expect(st, 204, "the image deleted through the gateway")
+        st, _ = gw("GET", f"/v1/snapshots/{img}")
+        expect(st, 404, "the image gone")
+    finally:
+        st, o = create()
+        expect((st, o.get("worker")), (201, "w2"), "the room given back")
+
+
 @case("fleet-pause-resume", limit=180)
 def pause_resume():
     # The VM's snapshot to disk and back, through the gateway.

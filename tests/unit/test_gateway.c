@@ -592,7 +592,49 @@ struct fake_worker {
 	bool silent;    /* read the request, never answer (until the gateway closes) */
 	char head[4096]; /* the request head it got */
 	pthread_t thread;
+	/* Keep-alive mode (fake_worker_keep): conns connections, per_conn[i] requests on the i-th, then it closes. */
+	unsigned conns, per_conn[4], accepts, requests; /* the counters atomic: read while it serves */
 };
+
+/* Serves keep-alive: requests without a body, each answered with a sized reply and no Connection field. */
+static void *fake_worker_keep(void *arg)
+{
+	struct fake_worker *w = arg;
+	static const char reply[] = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n"
+				    "{\"ok\":true}";
+
+	for (unsigned i = 0; i < w->conns; i++) {
+		int fd = accept(w->lfd, NULL, NULL);
+		SSL *ssl;
+
+		if (fd < 0)
+			return NULL;
+		__atomic_fetch_add(&w->accepts, 1, __ATOMIC_SEQ_CST);
+		ssl = SSL_new(w->ctx);
+		SSL_set_fd(ssl, fd);
+		for (unsigned k = 0; SSL_accept(ssl) == 1 && k < w->per_conn[i]; k++) {
+			size_t len = 0;
+
+			w->head[0] = '\0';
+			while (len + 1 < sizeof(w->head) && !strstr(w->head, "\r\n\r\n")) {
+				int n = SSL_read(ssl, w->head + len, (int)(sizeof(w->head) - 1 - len));
+
+				if (n <= 0)
+					break;
+				len += (size_t)n;
+				w->head[len] = '\0';
+			}
+			if (!strstr(w->head, "\r\n\r\n"))
+				break;
+			SSL_write(ssl, reply, (int)strlen(reply));
+			__atomic_fetch_add(&w->requests, 1, __ATOMIC_SEQ_CST);
+		}
+		SSL_shutdown(ssl);
+		SSL_free(ssl);
+		close(fd);
+	}
+	return NULL;
+}
 
 static void *fake_worker_serve(void *arg)
 {
@@ -677,7 +719,40 @@ static void relay_names_worker(void **state)
 	snprintf(want, sizeof(want), "\r\nHost: 127.0.0.1:%u\r\n", w.port);
 	assert_true(has(w.head, want));
 	assert_true(has(w.head, "GET /v1/sandboxes/sb-00000000000000ee/logs HTTP/1.1\r\n"));
-	assert_true(has(w.head, "\r\nConnection: close\r\n"));
+	/* Kept alive towards the worker; the client's connection ends with the reply. */
+	assert_false(has(w.head, "\r\nConnection:"));
+	assert_true(has(head, "\r\nConnection: close\r\n"));
+
+	/*
+	 * Kept alive: relayed and whole calls one after the other go on one
+	 * connection; when the worker closes it (here after three requests), the
+	 * next call takes a new one and never sees the old one's end.
+	 */
+	w.conns = 2;
+	w.per_conn[0] = 3;
+	w.per_conn[1] = 1;
+	assert_int_equal(pthread_create(&w.thread, NULL, fake_worker_keep, &w), 0);
+	assert_int_equal(gw(f, "GET", path, NULL, body, sizeof(body)), 200);
+	assert_int_equal(gw(f, "GET", "/v1/sandboxes/sb-00000000000000ee", NULL, body, sizeof(body)), 200);
+	assert_true(has(body, "\"worker\":\"echo\""));
+	status = request_head(f, f->gw.port, "GET", path, NULL, body, sizeof(body), head, sizeof(head));
+	assert_int_equal(status, 200);
+	assert_string_equal(body, "{\"ok\":true}");
+	assert_true(has(head, "Sandvm-Worker: echo\r\n"));
+	assert_true(has(head, "\r\nConnection: close\r\n"));
+	assert_int_equal(__atomic_load_n(&w.accepts, __ATOMIC_SEQ_CST), 1);
+	assert_int_equal(__atomic_load_n(&w.requests, __ATOMIC_SEQ_CST), 3);
+	usleep(200 * 1000); /* its close reaches the gateway */
+	assert_int_equal(gw(f, "GET", path, NULL, body, sizeof(body)), 200);
+	assert_string_equal(body, "{\"ok\":true}");
+	pthread_join(w.thread, NULL);
+	assert_int_equal(w.accepts, 2);
+	assert_int_equal(w.requests, 4);
+	/* The gateway's health counts the calls that found a kept connection (two here, at least). */
+	assert_int_equal(gw(f, "GET", "/v1/health", NULL, body, sizeof(body)), 200);
+	assert_true(has(body, "\"worker_connections\":{\"idle\":"));
+	assert_false(has(body, "\"reused\":0}"));
+	assert_false(has(w.head, "\r\nConnection:"));
 
 	/* A worker that never answers: cut after --relay-idle-timeout (2 s), a 504 as nothing came. */
 	w.silent = true;
@@ -730,10 +805,90 @@ static void other_routes(void **state)
 	/* One worker's own routes: a clear 501, not a 404 that looks like a missing object. */
 	assert_int_equal(gw(f, "GET", "/v1/images", NULL, body, sizeof(body)), 501);
 	assert_true(has(body, "the gateway does not serve /v1/images"));
-	assert_int_equal(gw(f, "GET", "/v1/snapshots/abc", NULL, body, sizeof(body)), 501);
-	assert_true(has(body, "/v1/snapshots"));
+	assert_int_equal(gw(f, "GET", "/v1/metrics", NULL, body, sizeof(body)), 501);
+	/* Snapshot images are the fleet's (snapshot_images): an id that cannot be one is simply not there. */
+	assert_int_equal(gw(f, "GET", "/v1/snapshots/abc", NULL, body, sizeof(body)), 404);
+	assert_true(has(body, "no image abc"));
+	assert_int_equal(gw(f, "PUT", "/v1/snapshots", "{}", body, sizeof(body)), 405);
 	assert_int_equal(gw(f, "GET", "/nothing", NULL, body, sizeof(body)), 404);
 	assert_int_equal(gw(f, "PUT", "/v1/sandboxes", "{}", body, sizeof(body)), 405);
+}
+
+/*
+ * Snapshot images through the gateway: one stored on big (its record put in
+ * big's store as a snapshot would leave it) is listed and read with
+ * "worker", a mount of it in small's sandbox is refused naming both
+ * workers, one in big's own sandbox goes to big, and its DELETE reaches big.
+ */
+static void snapshot_images(void **state)
+{
+	struct fleet *f = *state;
+	const char *img = "0123456789abcdef0123456789abcdef";
+	char body[65536], path[160], json[256], rec[256];
+
+	snprintf(rec, sizeof(rec), "%s/big/snapshots/%s.json", f->dir, img);
+	sh("printf '%%s' '{\"id\":\"%s\",\"created\":1,\"last_used\":1,\"ttl\":null,\"key\":\"managed\","
+	   "\"disk_size\":4096,\"file_size\":1024,\"sandbox\":\"%s\",\"path\":\"/project\"}' > '%s'",
+	   img, f->sb_big, rec);
+	assert_int_equal(gw(f, "GET", "/v1/snapshots", NULL, body, sizeof(body)), 200);
+	assert_true(has(body, img));
+	assert_true(has(body, "\"worker\":\"big\""));
+	assert_false(has(body, "\"unreachable\""));
+	snprintf(path, sizeof(path), "/v1/snapshots/%s", img);
+	assert_int_equal(gw(f, "GET", path, NULL, body, sizeof(body)), 200);
+	assert_true(has(body, "\"worker\":\"big\""));
+	assert_true(has(body, "\"path\":\"/project\""));
+	assert_int_equal(gw(f, "GET", "/v1/snapshots/ffffffffffffffffffffffffffffffff", NULL, body, sizeof(body)), 404);
+	assert_true(has(body, "on any live worker"));
+	/* Mounted where it is not: refused by the gateway, naming both workers; nothing reaches small. */
+	snprintf(json, sizeof(json), "{\"path\":\"/data\",\"image\":\"%s\"}", img);
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/mounts", f->sb_small);
+	assert_int_equal(gw(f, "POST", path, json, body, sizeof(body)), 409);
+	assert_true(has(body, "is stored on worker big"));
+	assert_true(has(body, "runs on worker small"));
+	assert_true(has(body, "\"field\":\"image\""));
+	/* Where it is: big's own answer (the stand-in VMM cannot mount; the image file is not there either). */
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/mounts", f->sb_big);
+	assert_int_not_equal(gw(f, "POST", path, json, body, sizeof(body)), 409);
+	assert_false(has(body, "is stored on worker"));
+	/* An image no worker has: the sandbox's worker says so itself. */
+	snprintf(json, sizeof(json), "{\"path\":\"/data\",\"image\":\"ffffffffffffffffffffffffffffffff\"}");
+	assert_int_equal(gw(f, "POST", path, json, body, sizeof(body)), 404);
+	/* Deleted at big. */
+	snprintf(path, sizeof(path), "/v1/snapshots/%s", img);
+	assert_int_equal(gw(f, "DELETE", path, NULL, body, sizeof(body)), 204);
+	assert_int_equal(access(rec, F_OK), -1);
+	assert_int_equal(gw(f, "GET", path, NULL, body, sizeof(body)), 404);
+	assert_int_equal(gw(f, "DELETE", path, NULL, body, sizeof(body)), 404);
+}
+
+/*
+ * etcd away for a moment (as while a cluster elects a new leader, when every
+ * member answers "unavailable"): nothing changes at the gateway, which reads
+ * again sooner instead of calling etcd down.
+ */
+static void etcd_blip(void **state)
+{
+	struct fleet *f = *state;
+	char body[65536], path[160];
+	double end;
+
+	stop(&f->etcd);
+	end = now_s() + 3;
+	while (now_s() < end) {
+		assert_int_equal(gw(f, "GET", "/v1/health", NULL, body, sizeof(body)), 200);
+		assert_true(has(body, "\"etcd\":\"ok\""));
+		usleep(200 * 1000);
+	}
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/logs", f->sb_big);
+	assert_int_equal(gw(f, "GET", path, NULL, body, sizeof(body)), 200);
+	start_etcd(f);
+	end = now_s() + 3;
+	while (now_s() < end) {
+		assert_int_equal(gw(f, "GET", "/v1/health", NULL, body, sizeof(body)), 200);
+		assert_true(has(body, "\"etcd\":\"ok\""));
+		usleep(200 * 1000);
+	}
 }
 
 static void etcd_down(void **state)
@@ -743,8 +898,8 @@ static void etcd_down(void **state)
 	double end;
 
 	stop(&f->etcd);
-	/* The gateway notices within its resync period (2 s). */
-	end = now_s() + 10;
+	/* The gateway says so once reads have failed for its grace (8 s) after the last good one. */
+	end = now_s() + 15;
 	do {
 		usleep(200 * 1000);
 		assert_int_equal(gw(f, "GET", "/v1/health", NULL, body, sizeof(body)), 200);
@@ -771,9 +926,11 @@ int main(void)
 		cmocka_unit_test(list_merges),
 		cmocka_unit_test(vmctl_through_gateway),
 		cmocka_unit_test(other_routes),
+		cmocka_unit_test(snapshot_images),
 		cmocka_unit_test(relay_names_worker),
 		cmocka_unit_test(lost_worker),
 		cmocka_unit_test(delete_lost),
+		cmocka_unit_test(etcd_blip),
 		cmocka_unit_test(etcd_down),
 	};
 

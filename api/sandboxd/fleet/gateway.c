@@ -27,6 +27,7 @@
 #include "../http_conn.h"
 #include "log.h"
 #include "placement.h"
+#include "worker_pool.h"
 
 #define JSON_BODY_MAX (1024 * 1024)
 #define LOST_RETURNCODE 125
@@ -124,6 +125,7 @@ cJSON *gateway_lost_json(const char *sandbox, const char *worker, double created
 /* ---- the worker table, from etcd ---- */
 
 static void sync_start(struct gateway *g);
+static void on_sync_timer(uv_timer_t *t);
 
 static void etcd_down(struct gateway *g, int err, const char *what)
 {
@@ -177,8 +179,27 @@ static void on_range(void *arg, int err, const struct etcd_kv *kvs, size_t n, in
 	if (g->freeing)
 		return;
 	if (err) {
+		/*
+		 * A cluster choosing a new leader (the old one died) answers
+		 * "unavailable" on every member for a few seconds: not a reason to
+		 * refuse creates. Within GATEWAY_ETCD_GRACE_MS of the last read that
+		 * answered, the read is tried again soon instead; past it, etcd is down.
+		 */
+		if (g->etcd_ok && uv_now(g->loop) - g->etcd_ok_at < GATEWAY_ETCD_GRACE_MS) {
+			if (!g->retry_soon)
+				sv_info("etcd did not answer a read of " FLEET_WORKERS_PREFIX " (%s): trying again",
+					strerror(-err));
+			g->retry_soon = true;
+			uv_timer_start(&g->sync_timer, on_sync_timer, GATEWAY_ETCD_RETRY_MS, g->sync_ms);
+			return;
+		}
 		etcd_down(g, err, "reading " FLEET_WORKERS_PREFIX);
 		return;
+	}
+	g->etcd_ok_at = uv_now(g->loop);
+	if (g->retry_soon) {
+		g->retry_soon = false;
+		uv_timer_start(&g->sync_timer, on_sync_timer, g->sync_ms, g->sync_ms);
 	}
 	if (!g->etcd_ok)
 		sv_info("etcd answers again: %zu worker records", n);
@@ -211,7 +232,7 @@ static void on_sync_timer(uv_timer_t *t)
 
 static void health(struct gateway *g, struct http_request *req)
 {
-	cJSON *o = cJSON_CreateObject(), *ws = cJSON_AddArrayToObject(o, "workers");
+	cJSON *o = cJSON_CreateObject(), *ws = cJSON_AddArrayToObject(o, "workers"), *pool;
 	unsigned sandboxes = 0, memory = 0, max_sandboxes = 0, max_memory = 0;
 
 	for (size_t i = 0; i < g->table.n; i++) {
@@ -246,6 +267,9 @@ static void health(struct gateway *g, struct http_request *req)
 	cJSON_AddNumberToObject(o, "memory_mib", memory);
 	cJSON_AddNumberToObject(o, "max_sandboxes", max_sandboxes);
 	cJSON_AddNumberToObject(o, "max_memory_mib", max_memory);
+	pool = cJSON_AddObjectToObject(o, "worker_connections");
+	cJSON_AddNumberToObject(pool, "idle", worker_pool_idle(g->pool));
+	cJSON_AddNumberToObject(pool, "reused", (double)worker_pool_reused(g->pool));
 	http_respond_json(req, 200, o);
 }
 
@@ -268,7 +292,7 @@ static void relay_to(struct gateway *g, struct gateway_relay *r, const struct fl
 	struct gateway_relay_target t = {
 		.worker = w->rec.id, .host = w->rec.host, .port = w->rec.port, .idle_ms = g->relay_idle_ms};
 
-	gateway_relay_connect(r, g->loop, g->tls, &t);
+	gateway_relay_connect(r, g->loop, g->pool, &t);
 }
 
 static void relay_or_answer(struct gateway *g, struct gateway_relay *r, const char *sandbox, const char *worker)
@@ -361,6 +385,18 @@ static void on_complete(struct http_request *req)
 	if (req->method == HTTP_GET && !strncmp(req->url, "/v1/health", 10))
 		return health(g, req);
 	req->route_status = 200;
+	if (!strncmp(req->url, "/v1/snapshots", 13)) {
+		const char *p = req->url + 13;
+		char id[GATEWAY_IMAGE_ID_LEN + 8];
+
+		if (*p != '/') {
+			req->route_status = 200;
+			return gateway_images_list(g, call);
+		}
+		snprintf(id, sizeof(id), "%.*s", (int)strcspn(p + 1, "/?"), p + 1);
+		req->route_status = req->method == HTTP_DELETE ? 204 : 200;
+		return gateway_image_call(g, call, id, req->method == HTTP_DELETE);
+	}
 	if (!strncmp(req->url, "/v1/sandboxes/", 14)) {
 		const char *p = req->url + 14;
 		size_t idlen = strcspn(p, "/?");
@@ -369,6 +405,8 @@ static void on_complete(struct http_request *req)
 		snprintf(id, sizeof(id), "%.*s", (int)idlen, p);
 		if (req->method == HTTP_DELETE)
 			return gateway_sandbox_call(g, call, id, GATEWAY_SANDBOX_DELETE);
+		if (req->method == HTTP_POST)
+			return gateway_sandbox_call(g, call, id, GATEWAY_SANDBOX_MOUNT);
 		return gateway_sandbox_call(g, call, id, p[idlen] == '/' ? GATEWAY_SANDBOX_WAIT : GATEWAY_SANDBOX_GET);
 	}
 	if (req->method == HTTP_POST) {
@@ -403,6 +441,28 @@ static bool sandboxes_path(const char *url, char *id, size_t cap, bool *below)
 	memcpy(id, p, len);
 	id[len] = '\0';
 	*below = p[len] == '/';
+	return true;
+}
+
+/* true for "/v1/snapshots" (id "") or "/v1/snapshots/ID" (a query allowed), with ID bounded by cap. */
+static bool snapshots_path(const char *url, char *id, size_t cap)
+{
+	const char *p = url + 13;
+	size_t len;
+
+	if (strncmp(url, "/v1/snapshots", 13))
+		return false;
+	id[0] = '\0';
+	if (*p == '\0' || *p == '?')
+		return true;
+	if (*p != '/')
+		return false;
+	p++;
+	len = strcspn(p, "/?");
+	if (len == 0 || len >= cap || p[len] == '/')
+		return false;
+	memcpy(id, p, len);
+	id[len] = '\0';
 	return true;
 }
 
@@ -443,10 +503,17 @@ void gateway_on_headers(struct http_request *req, void *ctx)
 			return http_respond_error(req, 405, NULL, "/v1/health takes GET");
 		return complete_call(g, req);
 	}
+	if (snapshots_path(req->url, id, sizeof(id))) {
+		if (!id[0] && req->method != HTTP_GET)
+			return http_respond_error(req, 405, NULL, "/v1/snapshots takes GET");
+		if (id[0] && req->method != HTTP_GET && req->method != HTTP_DELETE)
+			return http_respond_error(req, 405, NULL, "/v1/snapshots/ID takes GET and DELETE");
+		return complete_call(g, req);
+	}
 	if (!sandboxes_path(req->url, id, sizeof(id), &below)) {
 		if (strncmp(req->url, "/v1/", 4))
 			return http_respond_error(req, 404, NULL, "no such route");
-		/* Images, snapshot images, metrics, self-tests: one worker's own, not the fleet's. */
+		/* Base images, metrics, self-tests: one worker's own, not the fleet's. */
 		first_segment(req->url, what, sizeof(what));
 		return http_respond_error(req, 501, NULL,
 					  "the gateway does not serve /v1/%.40s: it serves /v1/health and "
@@ -471,6 +538,10 @@ void gateway_on_headers(struct http_request *req, void *ctx)
 		return complete_call(g, req);
 	if (req->method == HTTP_GET && !strncmp(req->url + 14 + idlen, "/wait", 5) &&
 	    (req->url[19 + idlen] == '\0' || req->url[19 + idlen] == '?'))
+		return complete_call(g, req);
+	/* A mount: its image must be on the sandbox's worker (gateway_get.c). */
+	if (req->method == HTTP_POST && !strncmp(req->url + 14 + idlen, "/mounts", 7) &&
+	    (req->url[21 + idlen] == '\0' || req->url[21 + idlen] == '?'))
 		return complete_call(g, req);
 	route_sandbox(g, req, id);
 }
@@ -501,8 +572,15 @@ int gateway_new(const struct gateway_config *cfg, struct gateway **out, char *er
 	snprintf(g->etcd_error, sizeof(g->etcd_error), "not read yet");
 	if (uv_random(NULL, NULL, &g->rng, sizeof(g->rng), 0, NULL) < 0)
 		g->rng = (uint64_t)uv_hrtime();
+	e = worker_pool_new(cfg->loop, cfg->worker_tls, NULL, &g->pool);
+	if (e < 0) {
+		snprintf(err, errlen, "out of memory");
+		free(g);
+		return e;
+	}
 	e = etcd_client_new(cfg->loop, cfg->etcd_endpoints, &g->etcd, err, errlen);
 	if (e < 0) {
+		worker_pool_free(g->pool);
 		free(g);
 		return e;
 	}
@@ -537,5 +615,6 @@ void gateway_free(struct gateway *g)
 		etcd_watch_cancel(g->watch);
 	/* Cancels every etcd call without callbacks. */
 	etcd_client_free(g->etcd);
+	worker_pool_free(g->pool);
 	uv_close((uv_handle_t *)&g->sync_timer, on_sync_timer_closed);
 }

@@ -154,7 +154,7 @@ static void forward(struct create *c)
 	rq.body = text;
 	rq.body_len = strlen(text);
 	rq.timeout_ms = GATEWAY_CALL_TIMEOUT_MS;
-	e = worker_call_start(c->g->loop, c->g->tls, &rq, on_reply, c, &wc);
+	e = worker_call_start(c->g->loop, c->g->pool, &rq, on_reply, c, &wc);
 	free(text);
 	if (e < 0) {
 		unreserve(c);

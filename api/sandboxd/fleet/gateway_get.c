@@ -6,6 +6,11 @@
  * forgotten the sandbox, the reservation in etcd goes too. A lost worker's
  * sandbox is answered here: its object, or for a DELETE the reservation
  * deleted (what was on that host is out of reach; docs/fleet.md).
+ *
+ * POST /v1/sandboxes/ID/mounts is a whole call too: an image mounts only
+ * where it is stored, so the gateway first finds the image's worker
+ * (gateway_images.c) and refuses, with 409 naming both workers, a mount of
+ * an image that another worker holds; otherwise the worker answers.
  */
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -34,6 +39,7 @@ struct get {
 	char key[64];
 	char target[HTTP_MAX_URL + 64];
 	unsigned timeout_ms;
+	bool image_checked; /* a mount: its image is not on another worker */
 	/* A DELETE the worker answered: its reply, given once the reservation is gone. */
 	int status;
 	char *body;
@@ -137,24 +143,79 @@ static void on_answer(void *ctx, int err, int status, const char *body, size_t l
 	done(q);
 }
 
+static void ask(struct get *q);
+
+static void on_mount_image(void *ctx, const char *worker, cJSON *image, unsigned unreachable)
+{
+	struct get *q = ctx;
+	char id[GATEWAY_IMAGE_ID_LEN + 1] = "";
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(image, "id");
+
+	(void)unreachable; /* not found anywhere: the sandbox's worker answers its own 404 */
+	if (cJSON_IsString(v))
+		snprintf(id, sizeof(id), "%s", v->valuestring);
+	cJSON_Delete(image);
+	if (worker && strcmp(worker, q->worker)) {
+		api_call_fail(q->call, -EBUSY, "image",
+			      "image %s is stored on worker %s and sandbox %s runs on worker %s: an image mounts only "
+			      "in a sandbox on the worker that made it (create the sandbox there, or make the image "
+			      "again from a sandbox on %s)",
+			      id, worker, q->sandbox, q->worker, q->worker);
+		return done(q);
+	}
+	q->image_checked = true;
+	ask(q);
+}
+
+/* A mount's image, when its body names one that could be stored somewhere: looked for first (0), or -errno. */
+static int find_mount_image(struct get *q, const struct http_request *req)
+{
+	size_t len;
+	const char *body = api_call_body(q->call, &len);
+	cJSON *o = cJSON_ParseWithLength(body, len);
+	const cJSON *image = cJSON_GetObjectItemCaseSensitive(o, "image");
+	int e = -EINVAL;
+
+	if (cJSON_IsString(image) && gateway_image_id_valid(image->valuestring))
+		e = gateway_image_find(q->g, image->valuestring, req->auth_len ? req->auth : NULL, on_mount_image,
+				       q);
+	cJSON_Delete(o);
+	return e;
+}
+
 static void ask(struct get *q)
 {
 	const struct fleet_entry *w = fleet_table_find(&q->g->table, q->worker);
 	struct http_request *req = api_call_request(q->call);
+	static const char *const methods[] = {[GATEWAY_SANDBOX_GET] = "GET", [GATEWAY_SANDBOX_WAIT] = "GET",
+					      [GATEWAY_SANDBOX_DELETE] = "DELETE", [GATEWAY_SANDBOX_MOUNT] = "POST"};
 	struct worker_call *wc;
+	const char *body = NULL;
+	size_t body_len = 0;
 	int e;
 
 	if (!w || !w->live) {
 		if (q->op == GATEWAY_SANDBOX_DELETE)
 			return unreserve(q);
+		if (q->op == GATEWAY_SANDBOX_MOUNT) {
+			api_call_fail(q->call, -EBUSY, NULL, "sandbox %s has finished: its worker %s is lost", q->sandbox,
+				      q->worker);
+			return done(q);
+		}
 		api_call_ok(q->call, gateway_lost_json(q->sandbox, q->worker, 0));
 		return done(q);
 	}
-	e = worker_call_start(q->g->loop, q->g->tls,
+	if (q->op == GATEWAY_SANDBOX_MOUNT) {
+		/* Not found (no image named, none live): the worker answers as it would anyway. */
+		if (!q->image_checked && find_mount_image(q, req) == 0)
+			return;
+		body = api_call_body(q->call, &body_len);
+	}
+	e = worker_call_start(q->g->loop, q->g->pool,
 			      &(struct worker_call_request){
-				      .host = w->rec.host, .port = w->rec.port,
-				      .method = q->op == GATEWAY_SANDBOX_DELETE ? "DELETE" : "GET", .target = q->target,
-				      .authorization = req->auth_len ? req->auth : NULL, .timeout_ms = q->timeout_ms},
+				      .host = w->rec.host, .port = w->rec.port, .method = methods[q->op],
+				      .target = q->target, .authorization = req->auth_len ? req->auth : NULL,
+				      .body = body, .body_len = body_len, .timeout_ms = q->timeout_ms},
 			      on_answer, q, &wc);
 	if (e < 0) {
 		api_call_fail(q->call, -EIO, NULL, "cannot call worker %s: %s", q->worker, strerror(-e));
@@ -223,7 +284,8 @@ void gateway_sandbox_call(struct gateway *g, struct api_call *call, const char *
 	snprintf(q->sandbox, sizeof(q->sandbox), "%s", sandbox);
 	/* The worker's path is the gateway's (the query passed on). */
 	snprintf(q->target, sizeof(q->target), "/v1/sandboxes/%s%s%s%s", sandbox,
-		 op == GATEWAY_SANDBOX_WAIT ? "/wait" : "", req->query[0] ? "?" : "", req->query);
+		 op == GATEWAY_SANDBOX_WAIT ? "/wait" : op == GATEWAY_SANDBOX_MOUNT ? "/mounts" : "",
+		 req->query[0] ? "?" : "", req->query);
 	q->timeout_ms = op == GATEWAY_SANDBOX_WAIT ? gateway_wait_timeout_ms(req->query) : GATEWAY_CALL_TIMEOUT_MS;
 	api_call_hold(call);
 	if (worker) {

@@ -156,7 +156,7 @@ void gateway_list(struct gateway *g, struct api_call *call)
 		}
 		a->l = l;
 		snprintf(a->worker, sizeof(a->worker), "%s", w->rec.id);
-		e = worker_call_start(g->loop, g->tls, &rq, on_worker_list, a, &wc);
+		e = worker_call_start(g->loop, g->pool, &rq, on_worker_list, a, &wc);
 		if (e < 0) {
 			unreachable(l, w->rec.id, strerror(-e));
 			free(a);

@@ -13,6 +13,7 @@
 struct api_call;
 struct etcd_client;
 struct etcd_watch;
+struct worker_pool;
 
 /* Sandbox id -> worker id, learned from reservations; what keeps routing while etcd is away. */
 struct gateway_route {
@@ -25,12 +26,16 @@ struct gateway_route {
 #define GATEWAY_ROUTES_MAX 1000000u
 #define GATEWAY_CALL_TIMEOUT_MS 30000u /* a create or list call to one worker */
 #define GATEWAY_LIST_TIMEOUT_MS 5000u
+/* A failed read of etcd within this long of the last good one is tried again (a leader election), not etcd down. */
+#define GATEWAY_ETCD_GRACE_MS 8000u
+#define GATEWAY_ETCD_RETRY_MS 500u
 
 struct gateway {
 	uv_loop_t *loop;
 	struct etcd_client *etcd;
 	struct etcd_watch *watch;
 	struct ssl_ctx_st *tls;
+	struct worker_pool *pool; /* kept connections to the workers, for relays and whole calls */
 	struct auth_keys *keys;
 	unsigned sample;
 	unsigned sync_ms;
@@ -40,6 +45,8 @@ struct gateway {
 	bool syncing;         /* a range read is under way */
 	bool freeing;
 	double etcd_last_ok;  /* wall time of that read */
+	uint64_t etcd_ok_at;  /* its loop time */
+	bool retry_soon;      /* a read failed within the grace: the next comes sooner */
 	char etcd_error[160]; /* why not, when not */
 	uv_timer_t sync_timer;
 	uint64_t rng;
@@ -63,8 +70,25 @@ enum gateway_sandbox_op {
 	GATEWAY_SANDBOX_GET,    /* GET .../ID: the worker's object with "worker", or the lost one */
 	GATEWAY_SANDBOX_WAIT,   /* GET .../ID/wait: the same, once finished */
 	GATEWAY_SANDBOX_DELETE, /* DELETE .../ID: the worker's answer; then, or when lost, the reservation goes */
+	GATEWAY_SANDBOX_MOUNT,  /* POST .../ID/mounts: refused when the image is on another worker, else the worker's */
 };
 void gateway_sandbox_call(struct gateway *g, struct api_call *call, const char *sandbox, enum gateway_sandbox_op op);
+/* Snapshot images (gateway_images.c): where one is, asked of every live worker. */
+#define GATEWAY_IMAGE_ID_LEN 32
+bool gateway_image_id_valid(const char *id);
+/*
+ * worker: the one that has image, with its object (taken by the callback);
+ * NULL: none that answered has it, and unreachable did not answer. Called
+ * once, possibly before gateway_image_find returns when no call could go
+ * out. 0, or -EINVAL (not an image id), -ENOENT (no worker is live), -ENOMEM,
+ * with no callback.
+ */
+typedef void (*gateway_image_found_fn)(void *ctx, const char *worker, struct cJSON *image, unsigned unreachable);
+int gateway_image_find(struct gateway *g, const char *image, const char *authorization, gateway_image_found_fn cb,
+		       void *ctx);
+/* GET /v1/snapshots (merged), GET and DELETE /v1/snapshots/ID (at the image's worker). */
+void gateway_images_list(struct gateway *g, struct api_call *call);
+void gateway_image_call(struct gateway *g, struct api_call *call, const char *image, bool del);
 /* How long the gateway waits for a /wait with this query: its timeout (60 s by default, at most 3600) + 15 s. */
 unsigned gateway_wait_timeout_ms(const char *query);
 

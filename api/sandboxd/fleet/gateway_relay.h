@@ -4,18 +4,21 @@
 /*
  * A client's call on one sandbox, relayed to the worker that holds it
  * (docs/fleet.md, "Routing"): decided at headers time, the client
- * connection is handed over (http_conn_hand_over) and its bytes go to a TLS
- * connection to the worker unparsed, after the request head rebuilt with
- * Connection: close; the worker's reply comes back the same way until the
- * worker closes, then the client's connection closes too. So exec output,
- * stdin and file bodies stream both ways at the pace of the slower side:
- * at most GATEWAY_RELAY_MAX_QUEUED bytes wait towards either side before
- * the other stops being read.
+ * connection is handed over (http_conn_hand_over) and its bytes go,
+ * unchanged after the rebuilt request head, to a TLS connection to the
+ * worker taken from the pool (worker_pool.h); the worker's reply comes back
+ * the same way, and when it ends the client's connection closes and the
+ * worker connection goes back to the pool (when the request and the reply
+ * were both whole and both sides keep-alive). So exec output, stdin and file
+ * bodies stream both ways at the pace of the slower side: at most
+ * GATEWAY_RELAY_MAX_QUEUED bytes wait towards either side before the other
+ * stops being read. Bytes a client sends past its request are dropped.
  *
  * A worker that cannot be reached gets the client a 502 (504 when
  * connecting timed out) in the API's JSON error shape, written by the relay.
- * The worker's reply gets one field after its status line,
- * "Sandvm-Worker: ID", so every relayed answer says where it came from.
+ * The worker's reply gets fields after each status line: "Sandvm-Worker:
+ * ID", so every relayed answer says where it came from, and on the final
+ * one "Connection: close" (the client's connection ends with it).
  *
  * A relay with no byte either way for idle_ms is cut (checked every quarter
  * of it): before the worker said anything the client gets a 504, after that
@@ -29,7 +32,7 @@
 #include <uv.h>
 
 struct http_request;
-struct ssl_ctx_st;
+struct worker_pool;
 
 #define GATEWAY_RELAY_MAX_QUEUED (256u * 1024)
 #define GATEWAY_RELAY_CONNECT_TIMEOUT_MS 10000u
@@ -41,7 +44,7 @@ struct ssl_ctx_st;
  * The request head as the worker gets it: the client's request line and
  * fields, without hop-by-hop ones (Connection, Keep-Alive, Proxy-*, TE,
  * Trailer, Upgrade) and Host, plus Host: worker_host:port (none when
- * worker_host is NULL) and Connection: close; the body's framing fields
+ * worker_host is NULL), keep-alive (HTTP/1.1's default); the body's framing fields
  * (Content-Length, Transfer-Encoding) stay, since the body goes as the
  * client framed it. Length, or -E2BIG.
  */
@@ -67,8 +70,8 @@ struct gateway_relay_target {
 	unsigned idle_ms;   /* 0: GATEWAY_RELAY_IDLE_MS_DEFAULT */
 };
 
-/* Opens the TLS connection to the worker; the rebuilt head and the waiting bytes go first. */
-void gateway_relay_connect(struct gateway_relay *r, uv_loop_t *loop, struct ssl_ctx_st *tls,
+/* Takes a connection to the worker from pool (a kept one or a new one); the rebuilt head and the waiting bytes go first. */
+void gateway_relay_connect(struct gateway_relay *r, uv_loop_t *loop, struct worker_pool *pool,
 			   const struct gateway_relay_target *t);
 /* Answers the client with a reply of the gateway's own (status, a JSON body), then closes. */
 void gateway_relay_answer(struct gateway_relay *r, int status, const char *json);

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #define READ_CHUNK (64 * 1024)
 #define HOST_MAX 254
@@ -443,6 +444,25 @@ void tls_client_resume(struct tls_client *c)
 		deliver(c);
 	if (!c->closing)
 		update_reading(c);
+}
+
+void tls_client_set_ops(struct tls_client *c, const struct tls_client_ops *ops, void *arg)
+{
+	c->ops = ops;
+	c->arg = arg;
+}
+
+bool tls_client_idle_ok(struct tls_client *c)
+{
+	uv_os_fd_t fd;
+	char b;
+	ssize_t n;
+
+	if (!c->ready || c->closing || c->failed || !c->tcp_open || c->write_queued || c->pending_len ||
+	    BIO_ctrl_pending(c->rbio) || SSL_pending(c->ssl) || uv_fileno((uv_handle_t *)&c->tcp, &fd) < 0)
+		return false;
+	n = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+	return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
 }
 
 void tls_client_close(struct tls_client *c)

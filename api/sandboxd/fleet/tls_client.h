@@ -14,6 +14,7 @@
  * wait and go right after it.
  */
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
@@ -43,6 +44,14 @@ size_t tls_client_write(struct tls_client *c, const void *data, size_t len);
 /* Stops and starts handing data to ops (and reading from the socket). */
 void tls_client_pause(struct tls_client *c);
 void tls_client_resume(struct tls_client *c);
+/* Another owner's callbacks from now on (a kept connection changing hands: worker_pool.h). */
+void tls_client_set_ops(struct tls_client *c, const struct tls_client_ops *ops, void *arg);
+/*
+ * Whether a handshaken connection is quiet and still open as far as can be
+ * seen without blocking: nothing queued either way, no byte waiting in the
+ * socket (a peer's close or anything unasked-for makes it false).
+ */
+bool tls_client_idle_ok(struct tls_client *c);
 /* Closes now, no callbacks after; freed once its handles closed. */
 void tls_client_close(struct tls_client *c);
 

@@ -3,19 +3,21 @@
 
 /*
  * One whole API call from the gateway to a worker: a request with a small
- * body, a reply read in full (bounded) within a deadline, over a fresh TLS
- * connection (Connection: close, so the reply ends where the worker closes
- * or where its framing says). For the calls the gateway looks into: creates
- * (a 429 tries the next worker) and lists (merged). Calls whose bodies
- * stream go through gateway_relay.h instead.
+ * body, a reply read in full (bounded) within a deadline, over a connection
+ * of the worker pool (worker_pool.h: a kept one, or a new one), given back
+ * when the reply ended where its framing says with keep-alive, closed
+ * otherwise (an error, a timeout, a cancel). For the calls the gateway looks
+ * into: creates (a 429 tries the next worker), lists (merged), a sandbox's
+ * object, snapshot images. Calls whose bodies stream go through
+ * gateway_relay.h instead.
  */
 
 #include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
 
-struct ssl_ctx_st;
 struct worker_call;
+struct worker_pool;
 
 #define WORKER_CALL_REPLY_MAX (8u << 20)
 
@@ -38,7 +40,7 @@ struct worker_call_request {
 };
 
 /* 0 with *out, or -errno (no callback). */
-int worker_call_start(uv_loop_t *loop, struct ssl_ctx_st *tls, const struct worker_call_request *rq,
+int worker_call_start(uv_loop_t *loop, struct worker_pool *pool, const struct worker_call_request *rq,
 		      worker_call_cb cb, void *ctx, struct worker_call **out);
 /* No callback after this. */
 void worker_call_cancel(struct worker_call *w);
