@@ -133,7 +133,7 @@ def health():
 
 def frames(data):
     """Exec output frames -> (stdout, stderr, exit object or None)."""
-    out, err, end, i = b"", b"", None, 0
+    out, err, end, i = bytearray(), bytearray(), None, 0  # bytes += would be quadratic
     while i + 8 <= len(data):
         t, n = data[i], struct.unpack(">I", data[i + 4:i + 8])[0]
         p = data[i + 8:i + 8 + n]
@@ -144,7 +144,7 @@ def frames(data):
             err += p
         elif t in (3, 4):
             end = json.loads(p)
-    return out, err, end
+    return bytes(out), bytes(err), end
 
 
 def run(sid, argv, stdin=None, timeout=60):

@@ -110,7 +110,7 @@ def exec_out(sid, argv, timeout=120):
     assert st == 201, f"exec {argv}: HTTP {st} {o}"
     st, data = api("GET", f"/v1/sandboxes/{sid}/execs/{o['id']}/output", raw=True, timeout=timeout)
     assert st == 200, f"exec output: HTTP {st} {data[:200]}"
-    out, i, end = b"", 0, None
+    out, i, end = bytearray(), 0, None  # bytes += would be quadratic
     while i < len(data):
         t, n = data[i], int.from_bytes(data[i + 4:i + 8], "big")
         p = data[i + 8:i + 8 + n]
@@ -119,7 +119,7 @@ def exec_out(sid, argv, timeout=120):
             out += p
         elif t == 3:
             end = json.loads(p)
-    return out, end
+    return bytes(out), end
 
 
 def cgroup_mount():
