@@ -9,6 +9,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -41,9 +42,14 @@ static int alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outle
 	return SSL_TLSEXT_ERR_OK;
 }
 
-struct ssl_ctx_st *tls_server_ctx_new(const char *cert_file, const char *key_file, char *err, size_t errlen)
+/*
+ * A context that speaks TLS 1.3 only, as both ends of every connection here
+ * do: no compression, no renegotiation, no session cache; options are added
+ * to those. NULL, with err set, when OpenSSL refuses.
+ */
+static SSL_CTX *tls13_ctx_new(const SSL_METHOD *method, uint64_t options, char *err, size_t errlen)
 {
-	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+	SSL_CTX *ctx = SSL_CTX_new(method);
 
 	if (!ctx) {
 		ssl_error(err, errlen, "TLS context");
@@ -51,9 +57,20 @@ struct ssl_ctx_st *tls_server_ctx_new(const char *cert_file, const char *key_fil
 	}
 	if (!SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION)) {
 		ssl_error(err, errlen, "TLS 1.3");
-		goto fail;
+		SSL_CTX_free(ctx);
+		return NULL;
 	}
-	SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+	SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION | options);
+	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+	return ctx;
+}
+
+struct ssl_ctx_st *tls_server_ctx_new(const char *cert_file, const char *key_file, char *err, size_t errlen)
+{
+	SSL_CTX *ctx = tls13_ctx_new(TLS_server_method(), SSL_OP_CIPHER_SERVER_PREFERENCE, err, errlen);
+
+	if (!ctx)
+		return NULL;
 	/*
 	 * Record buffers are kept while a connection is busy: http_conn.c gives
 	 * them back (SSL_free_buffers) once it is quiet, rather than after every
@@ -61,7 +78,6 @@ struct ssl_ctx_st *tls_server_ctx_new(const char *cert_file, const char *key_fil
 	 * write or store.
 	 */
 	SSL_CTX_set_num_tickets(ctx, 0);
-	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
 	SSL_CTX_set_alpn_select_cb(ctx, alpn_select, NULL);
 	if (SSL_CTX_use_certificate_chain_file(ctx, cert_file) != 1) {
 		ssl_error(err, errlen, cert_file);
@@ -83,27 +99,17 @@ fail:
 
 struct ssl_ctx_st *tls_client_ctx_new(const char *ca_file, char *err, size_t errlen)
 {
-	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+	SSL_CTX *ctx = tls13_ctx_new(TLS_client_method(), 0, err, errlen);
 
-	if (!ctx) {
-		ssl_error(err, errlen, "TLS context");
+	if (!ctx)
 		return NULL;
-	}
-	if (!SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION)) {
-		ssl_error(err, errlen, "TLS 1.3");
-		goto fail;
-	}
-	SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
-	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
 	if (SSL_CTX_load_verify_locations(ctx, ca_file, NULL) != 1) {
 		ssl_error(err, errlen, ca_file);
-		goto fail;
+		SSL_CTX_free(ctx);
+		return NULL;
 	}
 	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
 	return ctx;
-fail:
-	SSL_CTX_free(ctx);
-	return NULL;
 }
 
 void tls_server_ctx_free(struct ssl_ctx_st *ctx)

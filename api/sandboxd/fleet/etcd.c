@@ -731,19 +731,38 @@ static bool key_ok(const char *key)
 	return key && *key && strlen(key) < 1024;
 }
 
+/* A put's arguments: a sane key, a value within what a reply may carry back, no negative lease. */
+static bool put_ok(const char *key, const void *value, size_t value_len, int64_t lease)
+{
+	return key_ok(key) && (value || !value_len) && value_len <= ETCD_REPLY_MAX / 2 && lease >= 0;
+}
+
+/*
+ * A put request's fields, "key":"K","value":"V","lease":"N" with the key and
+ * value in base64 (the body of /v3/kv/put, and a txn's request_put, within
+ * braces); malloc'd, NULL when out of memory.
+ */
+static char *put_fields(const char *key, const void *value, size_t value_len, int64_t lease)
+{
+	char *k = b64(key, strlen(key)), *v = b64(value ? value : "", value_len);
+	char *fields = k && v ? printf_alloc("\"key\":\"%s\",\"value\":\"%s\",\"lease\":\"%" PRId64 "\"", k, v, lease)
+			      : NULL;
+
+	free(k);
+	free(v);
+	return fields;
+}
+
 int etcd_put(struct etcd_client *c, const char *key, const void *value, size_t value_len, int64_t lease,
 	     etcd_done_cb cb, void *arg)
 {
-	char *k, *v, *body;
+	char *fields, *body;
 
-	if (!key_ok(key) || (!value && value_len) || value_len > ETCD_REPLY_MAX / 2 || lease < 0 || !cb)
+	if (!put_ok(key, value, value_len, lease) || !cb)
 		return -EINVAL;
-	k = b64(key, strlen(key));
-	v = b64(value ? value : "", value_len);
-	body = k && v ? printf_alloc("{\"key\":\"%s\",\"value\":\"%s\",\"lease\":\"%" PRId64 "\"}", k, v, lease)
-		      : NULL;
-	free(k);
-	free(v);
+	fields = put_fields(key, value, value_len, lease);
+	body = fields ? printf_alloc("{%s}", fields) : NULL;
+	free(fields);
 	return submit(c, OP_PUT, "/v3/kv/put", body, (void *)cb, arg, NULL);
 }
 
@@ -762,19 +781,19 @@ int etcd_delete(struct etcd_client *c, const char *key, etcd_done_cb cb, void *a
 int etcd_create_if_absent(struct etcd_client *c, const char *key, const void *value, size_t value_len,
 			  int64_t lease, etcd_txn_cb cb, void *arg)
 {
-	char *k, *v, *body;
+	char *k, *fields, *body;
 
-	if (!key_ok(key) || (!value && value_len) || value_len > ETCD_REPLY_MAX / 2 || lease < 0 || !cb)
+	if (!put_ok(key, value, value_len, lease) || !cb)
 		return -EINVAL;
 	k = b64(key, strlen(key));
-	v = b64(value ? value : "", value_len);
-	body = k && v ? printf_alloc("{\"compare\":[{\"target\":\"CREATE\",\"key\":\"%s\",\"create_revision\":\"0\"}],"
-				     "\"success\":[{\"request_put\":{\"key\":\"%s\",\"value\":\"%s\",\"lease\":\"%" PRId64
-				     "\"}}],\"failure\":[{\"request_range\":{\"key\":\"%s\"}}]}",
-				     k, k, v, lease, k)
-		      : NULL;
+	fields = put_fields(key, value, value_len, lease);
+	body = k && fields ? printf_alloc("{\"compare\":[{\"target\":\"CREATE\",\"key\":\"%s\","
+					  "\"create_revision\":\"0\"}],\"success\":[{\"request_put\":{%s}}],"
+					  "\"failure\":[{\"request_range\":{\"key\":\"%s\"}}]}",
+					  k, fields, k)
+			   : NULL;
 	free(k);
-	free(v);
+	free(fields);
 	return submit(c, OP_TXN, "/v3/kv/txn", body, (void *)cb, arg, NULL);
 }
 

@@ -420,13 +420,16 @@ static void on_complete(struct http_request *req)
 
 static const struct http_handler complete_handler = {.complete = on_complete};
 
-/* The path without its query, split: true for "/v1/sandboxes" (*id NULL) or "/v1/sandboxes/ID[/...]". */
-static bool sandboxes_path(const char *url, char *id, size_t cap, bool *below)
+/*
+ * The path without its query, split: true for base (*id "") or "base/ID[/...]",
+ * with ID bounded by cap and *below saying whether more follows it.
+ */
+static bool collection_path(const char *url, const char *base, char *id, size_t cap, bool *below)
 {
-	const char *p = url + strlen("/v1/sandboxes");
+	const char *p = url + strlen(base);
 	size_t len;
 
-	if (strncmp(url, "/v1/sandboxes", 13))
+	if (strncmp(url, base, strlen(base)))
 		return false;
 	*below = false;
 	id[0] = '\0';
@@ -444,26 +447,18 @@ static bool sandboxes_path(const char *url, char *id, size_t cap, bool *below)
 	return true;
 }
 
+/* true for "/v1/sandboxes" (*id "") or "/v1/sandboxes/ID[/...]". */
+static bool sandboxes_path(const char *url, char *id, size_t cap, bool *below)
+{
+	return collection_path(url, "/v1/sandboxes", id, cap, below);
+}
+
 /* true for "/v1/snapshots" (id "") or "/v1/snapshots/ID" (a query allowed), with ID bounded by cap. */
 static bool snapshots_path(const char *url, char *id, size_t cap)
 {
-	const char *p = url + 13;
-	size_t len;
+	bool below;
 
-	if (strncmp(url, "/v1/snapshots", 13))
-		return false;
-	id[0] = '\0';
-	if (*p == '\0' || *p == '?')
-		return true;
-	if (*p != '/')
-		return false;
-	p++;
-	len = strcspn(p, "/?");
-	if (len == 0 || len >= cap || p[len] == '/')
-		return false;
-	memcpy(id, p, len);
-	id[len] = '\0';
-	return true;
+	return collection_path(url, "/v1/snapshots", id, cap, &below) && !below;
 }
 
 /* The path's first segment after /v1/ ("images" of "/v1/images/x?y"), for a message. */

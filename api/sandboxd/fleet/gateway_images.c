@@ -249,55 +249,18 @@ static void images_answer(struct images *l)
 {
 	if (l->waiting)
 		return;
-	if (!cJSON_GetArraySize(l->unreachable))
-		cJSON_DeleteItemFromObjectCaseSensitive(l->reply, "unreachable");
-	api_call_ok(l->call, l->reply);
-	api_call_release(l->call);
+	gateway_list_answer(l->call, l->reply, l->unreachable);
 	free(l);
-}
-
-static void images_unreachable(struct images *l, const char *worker, const char *why)
-{
-	cJSON *o = cJSON_CreateObject();
-
-	cJSON_AddStringToObject(o, "worker", worker);
-	cJSON_AddStringToObject(o, "error", why);
-	cJSON_AddItemToArray(l->unreachable, o);
 }
 
 static void on_worker_images(void *ctx, int err, int status, const char *body, size_t len)
 {
 	struct images_ask *a = ctx;
 	struct images *l = a->l;
-	cJSON *o, *arr, *img;
-	char why[160];
 
 	l->g->busy--;
 	l->waiting--;
-	if (err) {
-		snprintf(why, sizeof(why), "%s", strerror(-err));
-		images_unreachable(l, a->worker, why);
-	} else if (status != 200) {
-		snprintf(why, sizeof(why), "it answered %d", status);
-		images_unreachable(l, a->worker, why);
-	} else {
-		o = cJSON_ParseWithLength(body, len);
-		arr = cJSON_GetObjectItemCaseSensitive(o, "images");
-		if (!cJSON_IsArray(arr)) {
-			images_unreachable(l, a->worker, "its list does not parse");
-		} else {
-			while ((img = cJSON_DetachItemFromArray(arr, 0))) {
-				if (!cJSON_IsObject(img)) {
-					cJSON_Delete(img);
-					continue;
-				}
-				cJSON_DeleteItemFromObjectCaseSensitive(img, "worker");
-				cJSON_AddStringToObject(img, "worker", a->worker);
-				cJSON_AddItemToArray(l->images, img);
-			}
-		}
-		cJSON_Delete(o);
-	}
+	gateway_list_merge(l->images, l->unreachable, "images", a->worker, err, status, body, len);
 	free(a);
 	images_answer(l);
 }
@@ -330,7 +293,7 @@ void gateway_images_list(struct gateway *g, struct api_call *call)
 		a = calloc(1, sizeof(*a));
 		if (!a || worker_call_start(g->loop, g->pool, &rq, on_worker_images, a, &wc) < 0) {
 			free(a);
-			images_unreachable(l, w->rec.id, "cannot call it");
+			gateway_list_unreachable(l->unreachable, w->rec.id, "cannot call it");
 			continue;
 		}
 		a->l = l;

@@ -4,7 +4,8 @@
  * GATEWAY_LIST_TIMEOUT_MS; their sandboxes are merged with "worker" added.
  * The reservations in etcd whose worker is gone add the lost sandboxes. A
  * worker that did not answer is named in "unreachable" rather than failing
- * the whole list.
+ * the whole list. GET /v1/snapshots (gateway_images.c) merges its lists with
+ * the same gateway_list_merge.
  */
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -32,59 +33,71 @@ struct ask {
 	char worker[FLEET_ID_MAX + 1];
 };
 
-static void maybe_answer(struct list *l)
-{
-	if (l->waiting)
-		return;
-	if (!cJSON_GetArraySize(l->unreachable))
-		cJSON_DeleteItemFromObjectCaseSensitive(l->reply, "unreachable");
-	api_call_ok(l->call, l->reply);
-	api_call_release(l->call);
-	free(l);
-}
-
-static void unreachable(struct list *l, const char *worker, const char *why)
+void gateway_list_unreachable(cJSON *unreachable, const char *worker, const char *why)
 {
 	cJSON *o = cJSON_CreateObject();
 
 	cJSON_AddStringToObject(o, "worker", worker);
 	cJSON_AddStringToObject(o, "error", why);
-	cJSON_AddItemToArray(l->unreachable, o);
+	cJSON_AddItemToArray(unreachable, o);
+}
+
+void gateway_list_merge(cJSON *into, cJSON *unreachable, const char *key, const char *worker, int err, int status,
+			const char *body, size_t len)
+{
+	cJSON *o, *arr, *item;
+	char why[160];
+
+	if (err) {
+		snprintf(why, sizeof(why), "%s", strerror(-err));
+		gateway_list_unreachable(unreachable, worker, why);
+	} else if (status != 200) {
+		snprintf(why, sizeof(why), "it answered %d", status);
+		gateway_list_unreachable(unreachable, worker, why);
+	} else {
+		o = cJSON_ParseWithLength(body, len);
+		arr = cJSON_GetObjectItemCaseSensitive(o, key);
+		if (!cJSON_IsArray(arr)) {
+			gateway_list_unreachable(unreachable, worker, "its list does not parse");
+		} else {
+			while ((item = cJSON_DetachItemFromArray(arr, 0))) {
+				if (!cJSON_IsObject(item)) {
+					cJSON_Delete(item);
+					continue;
+				}
+				cJSON_DeleteItemFromObjectCaseSensitive(item, "worker");
+				cJSON_AddStringToObject(item, "worker", worker);
+				cJSON_AddItemToArray(into, item);
+			}
+		}
+		cJSON_Delete(o);
+	}
+}
+
+void gateway_list_answer(struct api_call *call, cJSON *reply, cJSON *unreachable)
+{
+	if (!cJSON_GetArraySize(unreachable))
+		cJSON_DeleteItemFromObjectCaseSensitive(reply, "unreachable");
+	api_call_ok(call, reply);
+	api_call_release(call);
+}
+
+static void maybe_answer(struct list *l)
+{
+	if (l->waiting)
+		return;
+	gateway_list_answer(l->call, l->reply, l->unreachable);
+	free(l);
 }
 
 static void on_worker_list(void *ctx, int err, int status, const char *body, size_t len)
 {
 	struct ask *a = ctx;
 	struct list *l = a->l;
-	cJSON *o, *arr, *sb;
-	char why[160];
 
 	l->g->busy--;
 	l->waiting--;
-	if (err) {
-		snprintf(why, sizeof(why), "%s", strerror(-err));
-		unreachable(l, a->worker, why);
-	} else if (status != 200) {
-		snprintf(why, sizeof(why), "it answered %d", status);
-		unreachable(l, a->worker, why);
-	} else {
-		o = cJSON_ParseWithLength(body, len);
-		arr = cJSON_GetObjectItemCaseSensitive(o, "sandboxes");
-		if (!cJSON_IsArray(arr)) {
-			unreachable(l, a->worker, "its list does not parse");
-		} else {
-			while ((sb = cJSON_DetachItemFromArray(arr, 0))) {
-				if (!cJSON_IsObject(sb)) {
-					cJSON_Delete(sb);
-					continue;
-				}
-				cJSON_DeleteItemFromObjectCaseSensitive(sb, "worker");
-				cJSON_AddStringToObject(sb, "worker", a->worker);
-				cJSON_AddItemToArray(l->sandboxes, sb);
-			}
-		}
-		cJSON_Delete(o);
-	}
+	gateway_list_merge(l->sandboxes, l->unreachable, "sandboxes", a->worker, err, status, body, len);
 	free(a);
 	maybe_answer(l);
 }
@@ -151,14 +164,14 @@ void gateway_list(struct gateway *g, struct api_call *call)
 			continue;
 		a = calloc(1, sizeof(*a));
 		if (!a) {
-			unreachable(l, w->rec.id, "out of memory");
+			gateway_list_unreachable(l->unreachable, w->rec.id, "out of memory");
 			continue;
 		}
 		a->l = l;
 		snprintf(a->worker, sizeof(a->worker), "%s", w->rec.id);
 		e = worker_call_start(g->loop, g->pool, &rq, on_worker_list, a, &wc);
 		if (e < 0) {
-			unreachable(l, w->rec.id, strerror(-e));
+			gateway_list_unreachable(l->unreachable, w->rec.id, strerror(-e));
 			free(a);
 			continue;
 		}

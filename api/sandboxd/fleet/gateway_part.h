@@ -65,6 +65,20 @@ struct cJSON *gateway_lost_json(const char *sandbox, const char *worker, double 
 /* POST /v1/sandboxes and GET /v1/sandboxes (the request's body read). */
 void gateway_create(struct gateway *g, struct api_call *call);
 void gateway_list(struct gateway *g, struct api_call *call);
+/*
+ * The lists merged from every live worker's (GET /v1/sandboxes, GET
+ * /v1/snapshots; gateway_list.c). gateway_list_merge: one worker's answer to
+ * its list call (worker_call's callback arguments) into the merged array
+ * into: each object of its array named key, with "worker" set to worker; a
+ * worker that failed, answered other than 200 or whose list does not parse
+ * is named in unreachable instead, as gateway_list_unreachable names one:
+ * {"worker": worker, "error": why}. gateway_list_answer: the merged reply to
+ * call ("unreachable" left out when empty), and call released.
+ */
+void gateway_list_merge(struct cJSON *into, struct cJSON *unreachable, const char *key, const char *worker, int err,
+			int status, const char *body, size_t len);
+void gateway_list_unreachable(struct cJSON *unreachable, const char *worker, const char *why);
+void gateway_list_answer(struct api_call *call, struct cJSON *reply, struct cJSON *unreachable);
 /* The calls on one sandbox the gateway makes whole (gateway_get.c) rather than relays as bytes. */
 enum gateway_sandbox_op {
 	GATEWAY_SANDBOX_GET,    /* GET .../ID: the worker's object with "worker", or the lost one */
