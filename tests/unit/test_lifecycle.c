@@ -1109,6 +1109,37 @@ static unsigned free_port(int *keep_fd, bool keep)
 	return ntohs(a.sin_port);
 }
 
+/* Whether port can be bound on loopback now. */
+static bool port_free(unsigned port)
+{
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
+				.sin_port = htons((uint16_t)port)};
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	bool ok = fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
+
+	if (fd >= 0)
+		close(fd);
+	return ok;
+}
+
+/*
+ * The first of two free ports in a row, below the kernel's ephemeral range
+ * (32768 and up), where no connection of another program takes one meanwhile.
+ */
+static unsigned free_port_pair(void)
+{
+	uint64_t seed = (uint64_t)getpid() * 2654435761u + (uint64_t)time(NULL);
+
+	for (int i = 0; i < 1000; i++) {
+		unsigned lo = 20000 + unit_rand(&seed) % 10000;
+
+		if (port_free(lo) && port_free(lo + 1))
+			return lo;
+	}
+	fail_msg("no two free ports in a row in 20000..30000");
+	return 0;
+}
+
 /* The "guest's" server: answers each request with its head as received, keeping the connection. */
 static void *echo_head_server(void *arg)
 {
@@ -1459,8 +1490,7 @@ static void tunnels_ports(void **state)
 
 	stop_daemon(d);
 	d->ingress_port = free_port(NULL, false);
-	lo = free_port(NULL, false);
-	lo = lo > 65000 ? 60000 : lo;
+	lo = free_port_pair();
 	snprintf(d->tunnel_ports, sizeof(d->tunnel_ports), "%u-%u", lo, lo + 1);
 	start_daemon(d);
 
