@@ -908,7 +908,9 @@ int main(int argc, char **argv)
 		case 'N': d->net_enabled = false; break;
 		case OPT_COLD_BOOT: d->no_templates = true; break;
 		case OPT_SPARE_VMMS:
-			if (parse_uint(optarg, &spare_vmms) < 0 || spare_vmms > VMM_SPARES_MAX) {
+			spare_vmms = 0; /* "0": none (parse_uint takes positive numbers only) */
+			if ((strcmp(optarg, "0") != 0 && parse_uint(optarg, &spare_vmms) < 0) ||
+			    spare_vmms > VMM_SPARES_MAX) {
 				fprintf(stderr, "sandboxd: --spare-vmms wants 0..%u\n", VMM_SPARES_MAX);
 				return 2;
 			}

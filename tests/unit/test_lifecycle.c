@@ -45,6 +45,7 @@ struct daemon {
 	unsigned ingress_port; /* the daemon serves --ingress there when set */
 	char tunnel_ports[32]; /* --tunnel-ports, when set (with ingress_port) */
 	char cgroup_root[128]; /* jailed (--cgroup-root) when set; --no-jail otherwise */
+	const char *spare_vmms; /* --spare-vmms, when set */
 };
 
 static double now_s(void)
@@ -145,6 +146,10 @@ static void start_daemon(struct daemon *d)
 		if (d->tunnel_ports[0]) {
 			argv[n++] = "--tunnel-ports";
 			argv[n++] = d->tunnel_ports;
+		}
+		if (d->spare_vmms) {
+			argv[n++] = "--spare-vmms";
+			argv[n++] = d->spare_vmms;
 		}
 		argv[n] = NULL;
 		execv(d->sandboxd, (char *const *)argv);
@@ -440,6 +445,23 @@ static void spare_vmms(void **state)
 	slurp(path, out, sizeof(out));
 	assert_true(has(out, "event=vmm_spare_retired"));
 	assert_false(has(out, "event=vmm_spare_failed"));
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/terminate", id);
+	assert_int_equal(request(d, "POST", path, NULL, body, sizeof(body)), 200);
+	wait_finished(d, id, body, sizeof(body));
+
+	/* --spare-vmms 0: none wait, and every VMM is a new process. */
+	stop_daemon(d);
+	d->spare_vmms = "0";
+	start_daemon(d);
+	assert_int_equal(request(d, "POST", "/v1/sandboxes", "{\"image\":\"minimal\",\"cold_boot\":true}", body,
+				 sizeof(body)),
+			 201);
+	id_of(body, id, sizeof(id));
+	usleep(500000);
+	assert_int_equal(request(d, "GET", "/metrics", NULL, out, sizeof(out)), 200);
+	assert_true(has(out, "\nsandvm_vmm_spares_ready 0\n"));
+	assert_true(has(out, "sandvm_vmm_starts_total{how=\"spare\"} 0\n"));
+	assert_true(has(out, "sandvm_vmm_starts_total{how=\"process\"} 1\n"));
 	snprintf(path, sizeof(path), "/v1/sandboxes/%s/terminate", id);
 	assert_int_equal(request(d, "POST", path, NULL, body, sizeof(body)), 200);
 	wait_finished(d, id, body, sizeof(body));
@@ -1712,7 +1734,8 @@ static void isolation_flags_refused(void **state)
 		{"--isolation-probe", "99999999999"},	 {"--isolation-probe", "soon"},
 		{"--isolation-probe-peer", "10.0.0.1"},	 {"--isolation-probe-peer", "::1:80"},
 		{"--isolation-probe-peer", "[::1]:0"},	 {"--isolation-probe-deny", "db.internal:5432"},
-		{"--isolation-probe-deny", "10.0.0.1:99999"},
+		{"--isolation-probe-deny", "10.0.0.1:99999"}, {"--spare-vmms", "17"},
+		{"--spare-vmms", "-1"},			 {"--spare-vmms", "two"},
 	};
 	char cmd[2 * PATH_MAX + 512], out[4096];
 
