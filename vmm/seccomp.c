@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/fs.h>
+#include <linux/if_tun.h>
 #include <linux/kvm.h>
 #include <seccomp.h>
 #include <signal.h>
@@ -117,6 +118,8 @@ static const struct seccomp_rule main_rules[] = {
 	ALLOW(shutdown),
 	IOCTL(KVM_IOEVENTFD),
 	IOCTL(BLKGETSIZE64),
+	/* The tap's offloads follow the net driver's features (and go off on its reset). */
+	IOCTL(TUNSETOFFLOAD),
 	/* The snapshot op reads every vCPU's and the VM's state; resume tells kvmclock. */
 	IOCTL(KVM_GET_MP_STATE),
 	IOCTL(KVM_GET_REGS),
