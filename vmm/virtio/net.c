@@ -263,6 +263,12 @@ static int rx_collect(struct net_dev *n)
 		r = virtq_pop(&n->dev->queues[RXQ], ch);
 		if (r < 0 && r != -EIO)
 			virtio_dev_set_broken(n->dev, "net RX queue broke the ring rules");
+		/*
+		 * Every entry of the ring held and still short: the guest has no
+		 * room left to post more, so waiting would stop its RX for good.
+		 */
+		if (r == 0 && h->n && h->n >= n->dev->queues[RXQ].size)
+			return -E2BIG;
 		if (r <= 0)
 			return r;
 		if (ch->nread != 0 || ch->write_len < NET_HDR_BYTES) {
