@@ -3,13 +3,23 @@
  * guest's driver would, with a SOCK_SEQPACKET socket pair standing in for the
  * tap (one read or write per frame, like a tap). Covers TX through the egress
  * filter, RX into mergeable buffers, RX waiting for buffers, oversized frames
- * and rings that break the rules.
+ * and rings that break the rules, offloads both ways; and, last, the device
+ * on a real tap in a network namespace of its own, where the process may make
+ * one (skipped otherwise).
  */
+#include <arpa/inet.h>
 #include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/if_packet.h>
+#include <net/ethernet.h>
+#include <net/if.h>
+#include <net/if_arp.h>
+#include <netinet/in.h>
+#include <sched.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -17,6 +27,8 @@
 #include "event_loop.h"
 #include "memory.h"
 #include "mmio_driver.h"
+#include "backends/tap.h"
+#include "net/egress.h"
 #include "net/frame.h"
 #include "virtio/net.h"
 
@@ -685,6 +697,179 @@ static void rx_frame_larger_than_the_whole_ring(void **state)
 	rig_down(&r);
 }
 
+/*
+ * The real thing: a tap made by tap_open in a network namespace of this
+ * process's own (it stays in it; this test runs last), the egress filter with
+ * an open policy, a TSO frame the host stack accepts and a header that
+ * would have the host write over the IP source dropped before the tap.
+ */
+static void real_tap_in_a_private_namespace(void **state)
+{
+	static const char policy[] = "{\"ip\": \"10.0.0.2\", \"gateway\": \"10.0.0.1\", "
+				     "\"gateway_mac\": \"02:00:00:00:00:01\", \"mode\": \"open\"}";
+	static uint8_t frame[14 + 20 + 32 + 8000], got[70000];
+	const uint8_t gw_mac[6] = { 2, 0, 0, 0, 0, 1 };
+	struct guest_mem_region layout = { .gpa = 0, .size = MEM_SIZE };
+	struct net_egress eg;
+	struct ifreq ifr;
+	struct sockaddr_ll sll;
+	uint32_t lens[2] = { NET_HDR, sizeof(frame) }, id, len;
+	uint64_t addrs[2];
+	uint8_t hdr[NET_HDR];
+	char err[256];
+	struct rig r;
+	bool vnet = false;
+	int fd, s, cap;
+	ssize_t n;
+
+	(void)state;
+	if (unshare(CLONE_NEWNET) < 0 || tap_open("svtest0", &fd) < 0)
+		skip();
+	assert_int_equal(tap_check_fd(fd, &vnet), 0);
+	assert_true(vnet);
+	assert_int_equal(tap_set_offload(fd, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN), 0);
+	assert_int_equal(tap_set_offload(fd, 0), 0);
+	s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	assert_true(s >= 0);
+	memset(&ifr, 0, sizeof(ifr));
+	strcpy(ifr.ifr_name, "svtest0");
+	assert_int_equal(ioctl(s, SIOCGIFFLAGS, &ifr), 0);
+	ifr.ifr_flags |= IFF_UP;
+	assert_int_equal(ioctl(s, SIOCSIFFLAGS, &ifr), 0);
+	close(s);
+	/* What the host stack receives from the tap. */
+	cap = socket(AF_PACKET, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, htons(ETH_P_ALL));
+	assert_true(cap >= 0);
+	memset(&sll, 0, sizeof(sll));
+	sll.sll_family = AF_PACKET;
+	sll.sll_protocol = htons(ETH_P_ALL);
+	sll.sll_ifindex = (int)if_nametoindex("svtest0");
+	assert_int_equal(bind(cap, (struct sockaddr *)&sll, sizeof(sll)), 0);
+	while (recv(cap, got, sizeof(got), 0) > 0) {
+		/* whatever the interface sent when it came up */
+	}
+
+	memset(&r, 0, sizeof(r));
+	r.peer = -1;
+	assert_int_equal(guest_mem_init(&r.mem, &layout, 1, false), 0);
+	assert_int_equal(event_loop_init(&r.loop), 0);
+	assert_int_equal(net_dev_init(&r.net, fd, (const uint8_t[6]){ 2, 0x53, 0x56, 0, 0, 2 }, NET_DEV_VNET_HDR), 0);
+	memset(&eg, 0, sizeof(eg));
+	eg.mac = r.net.mac;
+	assert_int_equal(net_egress_load(&eg, policy, sizeof(policy) - 1, err, sizeof(err)), 0);
+	net_dev_set_egress(&r.net, net_egress_check_tx, &eg);
+	assert_int_equal(virtio_mmio_init(&r.m, &virtio_net_ops, &r.net, &r.mem, -1, 0xd0000000, 5), 0);
+	assert_int_equal(net_dev_start(&r.net, &r.m.dev, &r.loop), 0);
+	bring_up(&r, F_MRG_RXBUF | F_CSUM | F_HOST_TSO4 | F_GUEST_CSUM | F_GUEST_TSO4);
+	kick(&r, RXQ);
+	assert_int_equal(r.net.tap_offloads, TUN_F_CSUM | TUN_F_TSO4);
+	assert_false(r.net.offload_warned); /* the tap took them */
+
+	/* A TSO frame from the guest: judged once, accepted by the host stack whole. */
+	memcpy(frame, gw_mac, 6);
+	memcpy(frame + 6, r.net.mac, 6);
+	frame[12] = 0x08;
+	frame[14] = 0x45;
+	frame[16] = (uint8_t)((sizeof(frame) - 14) >> 8);
+	frame[17] = (uint8_t)(sizeof(frame) - 14);
+	frame[20] = 0x40; /* DF */
+	frame[22] = 64;
+	frame[23] = 6;
+	memcpy(frame + 26, (const uint8_t[4]){ 10, 0, 0, 2 }, 4);
+	memcpy(frame + 30, (const uint8_t[4]){ 198, 51, 100, 7 }, 4);
+	frame[34 + 12] = 8 << 4;
+	frame[34 + 13] = 0x18;
+	memset(frame + 34 + 20, 1, 12);
+	net_vnet_hdr_put(&(struct net_vnet_hdr){ .flags = 1, .gso_type = 1, .hdr_len = 66, .gso_size = 1448,
+						  .csum_start = 34, .csum_offset = 16 },
+			 hdr);
+	post(&r, TXQ, lens, 2, false, addrs);
+	memcpy(gpa(&r, addrs[0], NET_HDR), hdr, NET_HDR);
+	memcpy(gpa(&r, addrs[1], sizeof(frame)), frame, sizeof(frame));
+	kick(&r, TXQ);
+	assert_true(take_used(&r, TXQ, &id, &len));
+	assert_int_equal(r.net.stats.tx_frames, 1);
+	assert_int_equal(r.net.stats.tx_gso, 1);
+	assert_int_equal(eg.counters.count[FW_PASS_OPEN], 1);
+	n = recv(cap, got, sizeof(got), 0);
+	assert_int_equal(n, (ssize_t)sizeof(frame));
+	assert_memory_equal(got + 26, frame + 26, 8);
+
+	/* The checksum asked over the IP source: refused by the filter, nothing reaches the host. */
+	hdr[6] = 26;
+	hdr[8] = 0;
+	post(&r, TXQ, lens, 2, false, addrs);
+	memcpy(gpa(&r, addrs[0], NET_HDR), hdr, NET_HDR);
+	memcpy(gpa(&r, addrs[1], sizeof(frame)), frame, sizeof(frame));
+	kick(&r, TXQ);
+	assert_true(take_used(&r, TXQ, &id, &len));
+	assert_int_equal(eg.counters.count[FW_DROP_OFFLOAD], 1);
+	assert_int_equal(r.net.stats.tx_dropped, 1);
+	assert_int_equal(recv(cap, got, sizeof(got), 0), -1);
+
+	/*
+	 * From the host: a UDP datagram to the guest, whose checksum the host
+	 * leaves to the guest now that GUEST_CSUM is taken, arrives with the
+	 * tap's header as the driver expects it.
+	 */
+	{
+		struct sockaddr_in *sin = (struct sockaddr_in *)&ifr.ifr_addr;
+		struct arpreq arp;
+		struct sockaddr_in to = { .sin_family = AF_INET, .sin_port = htons(9) };
+		uint32_t one = 4096;
+		uint64_t addr;
+		struct net_vnet_hdr h;
+		int u = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+
+		assert_true(u >= 0);
+		memset(&ifr, 0, sizeof(ifr));
+		strcpy(ifr.ifr_name, "svtest0");
+		sin->sin_family = AF_INET;
+		sin->sin_addr.s_addr = htonl(0x0a000001);
+		assert_int_equal(ioctl(u, SIOCSIFADDR, &ifr), 0);
+		sin->sin_addr.s_addr = htonl(0xffffff00);
+		assert_int_equal(ioctl(u, SIOCSIFNETMASK, &ifr), 0);
+		memset(&arp, 0, sizeof(arp));
+		((struct sockaddr_in *)&arp.arp_pa)->sin_family = AF_INET;
+		((struct sockaddr_in *)&arp.arp_pa)->sin_addr.s_addr = htonl(0x0a000002);
+		arp.arp_ha.sa_family = 1; /* ARPHRD_ETHER */
+		memcpy(arp.arp_ha.sa_data, r.net.mac, 6);
+		arp.arp_flags = ATF_COM | ATF_PERM;
+		strcpy(arp.arp_dev, "svtest0");
+		assert_int_equal(ioctl(u, SIOCSARP, &arp), 0);
+		to.sin_addr.s_addr = htonl(0x0a000002);
+		assert_int_equal(sendto(u, frame, 200, 0, (struct sockaddr *)&to, sizeof(to)), 200);
+		close(u);
+		/* Whatever the host sent when the interface came up (IPv6 router solicitations...) comes first. */
+		for (int tries = 0; tries < 8; tries++) {
+			post(&r, RXQ, &one, 1, true, &addr);
+			kick(&r, RXQ);
+			assert_true(take_used(&r, RXQ, &id, &len));
+			if (len == NET_HDR + 14 + 20 + 8 + 200)
+				break;
+		}
+		assert_int_equal(len, NET_HDR + 14 + 20 + 8 + 200);
+		net_vnet_hdr_get(gpa(&r, addr, NET_HDR), &h);
+		assert_int_equal(h.num_buffers, 1);
+		assert_int_equal(h.gso_type, 0);
+		/* The host's own datagram on a tap with TUN_F_CSUM: its checksum left to the guest. */
+		assert_int_equal(h.flags, NET_VNET_F_NEEDS_CSUM);
+		assert_int_equal(h.csum_start, 34);
+		assert_int_equal(h.csum_offset, 6);
+		assert_int_equal(r.net.stats.rx_csum, 1);
+	}
+
+	/* A reset turns the tap's offloads off. */
+	wr(&r, 0x070, 0);
+	assert_int_equal(r.net.tap_offloads, 0);
+	close(cap);
+	virtio_mmio_destroy(&r.m);
+	net_dev_destroy(&r.net);
+	net_egress_destroy(&eg);
+	event_loop_destroy(&r.loop);
+	guest_mem_destroy(&r.mem);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -698,6 +883,7 @@ int main(void)
 		cmocka_unit_test(rx_64k_segments_over_mergeable_buffers),
 		cmocka_unit_test(rx_headers_the_driver_did_not_take),
 		cmocka_unit_test(rx_frame_larger_than_the_whole_ring),
+		cmocka_unit_test(real_tap_in_a_private_namespace), /* last: it leaves this process in its namespace */
 	};
 
 	return cmocka_run_group_tests_name("virtio_net", tests, NULL, NULL);
