@@ -51,6 +51,9 @@
 
 #define NET_UNKNOWN_OFFLOADS (~0u)
 
+#define NET_RX_TURN_FRAMES 256u
+#define NET_RX_TURN_BYTES (4u << 20)
+
 struct net_rx_held {
 	struct virtq_chain chains[NET_RX_MAX_CHAINS];
 	unsigned n;
@@ -307,14 +310,17 @@ static void rx_deliver(struct net_dev *n)
 
 /*
  * Moves tap frames into the guest while it has buffers; stops polling the
- * tap when it has none. At most 256 frames a turn, so a busy tap cannot hold
- * the main loop.
+ * tap when it has none. At most NET_RX_TURN_FRAMES frames or
+ * NET_RX_TURN_BYTES a turn (as much as TX's budget of 64 chains of 64 KiB
+ * frames), so a busy tap cannot hold the main loop; the tap stays polled and
+ * the next turn goes on.
  */
 static void rx_pump(struct net_dev *n)
 {
+	uint64_t bytes = 0;
 	bool pushed = false;
 
-	for (unsigned budget = 256; budget; budget--) {
+	for (unsigned budget = NET_RX_TURN_FRAMES; budget && bytes < NET_RX_TURN_BYTES; budget--) {
 		int r;
 
 		if (!n->rx_pending) {
@@ -351,6 +357,7 @@ static void rx_pump(struct net_dev *n)
 			}
 			continue;
 		}
+		bytes += n->rx_len;
 		rx_deliver(n);
 		pushed = true;
 	}
