@@ -81,6 +81,12 @@ static const struct seccomp_rule main_rules[] = {
 	ALLOW(brk),
 	ALLOW(mremap),
 	ALLOW(getrandom),
+	/*
+	 * glibc's qsort asks for the size of RAM (sysconf(_SC_PHYS_PAGES)) the
+	 * first time it sorts a large array: a net-policy op's allowlist of
+	 * thousands of CIDRs, when the policy at start was small.
+	 */
+	ALLOW(sysinfo),
 	ALLOW(epoll_wait),
 	ALLOW(epoll_pwait),
 	ALLOW(epoll_ctl),

@@ -22,6 +22,7 @@
 #include "backends/image_disk.h"
 #include "backends/raw_file.h"
 #include "devices/console.h"
+#include "net/egress.h"
 #include "seccomp.h"
 #include "simage/file.h"
 
@@ -293,6 +294,43 @@ static __attribute__((unused)) void main_filter_allows_drive_attach_and_images(v
 	assert_exited_ok(&o);
 }
 
+/*
+ * A net-policy op at run time replacing a small policy with 10,000 CIDRs:
+ * the first large sort in the process, which glibc's qsort starts by
+ * reading the size of RAM (sysinfo).
+ */
+static int main_large_policy(void *arg)
+{
+	static const uint8_t mac[6] = { 2, 0x53, 0x56, 0, 0, 2 };
+	struct net_egress e = { .mac = mac };
+	size_t cap = 256 + 10000 * 24, len;
+	char *json = malloc(cap), err[256];
+
+	(void)arg;
+	if (!json)
+		return STEP_ALLOWED;
+	len = (size_t)snprintf(json, cap, "{\"ip\": \"10.0.0.2\", \"gateway\": \"10.0.0.1\", "
+				       "\"gateway_mac\": \"02:00:00:00:00:01\", \"mode\": \"allowlist\", \"allow\": [");
+	for (unsigned i = 0; i < 10000; i++)
+		len += (size_t)snprintf(json + len, cap - len, "%s\"%u.%u.%u.0/24\"", i ? ", " : "",
+					 11 + i / 65536 % 100, i / 256 % 256, i % 256);
+	snprintf(json + len, cap - len, "]}");
+	if (net_egress_load(&e, json, strlen(json), err, sizeof(err)) != 0 || e.nallow != 10000)
+		return STEP_ALLOWED + 1;
+	net_egress_destroy(&e);
+	free(json);
+	return STEP_OK;
+}
+
+static __attribute__((unused)) void main_filter_takes_a_large_net_policy(void **state)
+{
+	struct outcome o;
+
+	(void)state;
+	run_child(VMM_SECCOMP_MAIN, VMM_SECCOMP_KILL, main_large_policy, NULL, &o);
+	assert_exited_ok(&o);
+}
+
 static void main_filter_kills_on_inet_socket(void **state)
 {
 	struct outcome o;
@@ -395,6 +433,9 @@ int main(void)
 #if !defined(__SANITIZE_ADDRESS__)
 		/* ASan's runtime makes syscalls of its own on these paths (sigaltstack): the plain build checks them. */
 		cmocka_unit_test(main_filter_allows_drive_attach_and_images),
+#endif
+#if !defined(__SANITIZE_ADDRESS__)
+		cmocka_unit_test(main_filter_takes_a_large_net_policy),
 #endif
 		cmocka_unit_test(main_filter_kills_on_inet_socket),
 		cmocka_unit_test(main_filter_kills_on_execve),
