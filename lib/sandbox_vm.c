@@ -84,7 +84,8 @@ static int listen_at(const char *path, int backlog)
 
 /*
  * The persistent tap, attached here as the VMM's tap_open would attach it
- * (vmm/backends/tap.c: a tap, no packet information, no vnet header), owned
+ * (vmm/backends/tap.c: a tap, no packet information, a virtio-net header in
+ * front of each frame, which the VMM sizes and needs for offloads), owned
  * by the jail's ids so that its uid may use it.
  */
 static int open_tap(const char *name, const struct sandbox_vm_jail *jail)
@@ -98,7 +99,7 @@ static int open_tap(const char *name, const struct sandbox_vm_jail *jail)
 	if (fd < 0)
 		return -errno;
 	memset(&ifr, 0, sizeof(ifr));
-	ifr.ifr_flags = IFF_TAP | IFF_NO_PI;
+	ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
 	memcpy(ifr.ifr_name, name, strlen(name));
 	if (ioctl(fd, TUNSETIFF, &ifr) < 0 ||
 	    (jail && (ioctl(fd, TUNSETOWNER, (unsigned long)jail->uid) < 0 ||

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/fs.h>
+#include <linux/if_tun.h>
 #include <linux/kvm.h>
 #include <seccomp.h>
 #include <signal.h>
@@ -72,9 +73,7 @@ static const struct seccomp_rule vcpu_rules[] = {
  * vsock's unix sockets, the entropy device), the control socket (requests
  * may carry descriptors: recvmsg/sendmsg), the console, and the path forms
  * of drive-swap, drive-attach (O_TMPFILE overlays) and net-policy, which open
- * host files at run time outside a jail. sysinfo: glibc's qsort asks it once
- * for the machine's memory when it sorts more than it keeps on the stack, as
- * a net-policy op with a long allowlist does (lib/cidr.c).
+ * host files at run time outside a jail.
  */
 static const struct seccomp_rule main_rules[] = {
 	COMMON_RULES,
@@ -82,6 +81,11 @@ static const struct seccomp_rule main_rules[] = {
 	ALLOW(brk),
 	ALLOW(mremap),
 	ALLOW(getrandom),
+	/*
+	 * glibc's qsort asks for the size of RAM (sysconf(_SC_PHYS_PAGES)) the
+	 * first time it sorts a large array: a net-policy op's allowlist of
+	 * thousands of CIDRs, when the policy at start was small.
+	 */
 	ALLOW(sysinfo),
 	ALLOW(epoll_wait),
 	ALLOW(epoll_pwait),
@@ -120,6 +124,8 @@ static const struct seccomp_rule main_rules[] = {
 	ALLOW(shutdown),
 	IOCTL(KVM_IOEVENTFD),
 	IOCTL(BLKGETSIZE64),
+	/* The tap's offloads follow the net driver's features (and go off on its reset). */
+	IOCTL(TUNSETOFFLOAD),
 	/* The snapshot op reads every vCPU's and the VM's state; resume tells kvmclock. */
 	IOCTL(KVM_GET_MP_STATE),
 	IOCTL(KVM_GET_REGS),

@@ -216,16 +216,17 @@ static int setup_devices(struct vm *vm, char *err, size_t errlen)
 		r = add_virtio(vm, &vm->vsock_mmio, &virtio_vsock_ops, &vm->vsock, err, errlen);
 	}
 	if (r == 0 && vmm_config_has_net(vm->cfg)) {
+		bool vnet_hdr = true;
 		int tap_fd;
 
 		if (vm->cfg->net_tap_fd >= 0) {
 			tap_fd = fd_spec_open(NULL, vm->cfg->net_tap_fd, 0, 0);
-			r = tap_fd < 0 ? tap_fd : tap_check_fd(tap_fd);
+			r = tap_fd < 0 ? tap_fd : tap_check_fd(tap_fd, &vnet_hdr);
 			if (r < 0) {
 				if (tap_fd >= 0)
 					close(tap_fd);
 				return sv_errf(r, err, errlen, "net: tapfd=%d: %s", vm->cfg->net_tap_fd,
-					       r == -EINVAL ? "not an attached tap without packet information or vnet headers"
+					       r == -EINVAL ? "not an attached tap without packet information"
 							    : strerror(-r));
 			}
 		} else {
@@ -234,7 +235,9 @@ static int setup_devices(struct vm *vm, char *err, size_t errlen)
 				return sv_errf(r, err, errlen, "net: tap '%s': %s%s", vm->cfg->net_tap, strerror(-r),
 					    r == -EPERM ? " (needs CAP_NET_ADMIN, or a tap made for this user)" : "");
 		}
-		r = net_dev_init(&vm->net, tap_fd, vm->cfg->net_mac);
+		if (!vnet_hdr)
+			sv_debug("net: tapfd=%d has no vnet header: no offloads offered", vm->cfg->net_tap_fd);
+		r = net_dev_init(&vm->net, tap_fd, vm->cfg->net_mac, vnet_hdr ? NET_DEV_VNET_HDR : 0);
 		if (r < 0) {
 			close(tap_fd);
 			return sv_errf(r, err, errlen, "net: %s", strerror(-r));
@@ -246,7 +249,7 @@ static int setup_devices(struct vm *vm, char *err, size_t errlen)
 			    : net_egress_load_file(&vm->egress, vm->cfg->net_policy, err, errlen);
 		if (r < 0)
 			return r;
-		net_dev_set_egress(&vm->net, net_egress_check, &vm->egress);
+		net_dev_set_egress(&vm->net, net_egress_check_tx, &vm->egress);
 		r = add_virtio(vm, &vm->net_mmio, &virtio_net_ops, &vm->net, err, errlen);
 	}
 	for (unsigned i = 0; r == 0 && i < vm->cfg->ndrives; i++) {
@@ -650,6 +653,12 @@ static int control_net_status(void *ctx, cJSON *reply, char *err, size_t errlen)
 	cJSON_AddNumberToObject(n, "rx_frames", (double)vm->net.stats.rx_frames);
 	cJSON_AddNumberToObject(n, "rx_bytes", (double)vm->net.stats.rx_bytes);
 	cJSON_AddNumberToObject(n, "rx_dropped", (double)vm->net.stats.rx_dropped);
+	cJSON_AddNumberToObject(n, "tx_gso", (double)vm->net.stats.tx_gso);
+	cJSON_AddNumberToObject(n, "tx_csum", (double)vm->net.stats.tx_csum);
+	cJSON_AddNumberToObject(n, "rx_gso", (double)vm->net.stats.rx_gso);
+	cJSON_AddNumberToObject(n, "rx_csum", (double)vm->net.stats.rx_csum);
+	cJSON_AddBoolToObject(n, "vnet_hdr", vm->net.vnet_hdr);
+	cJSON_AddNumberToObject(n, "tap_offloads", (double)vm->net.tap_offloads);
 	virtio_dev_queue_status(&vm->net_mmio.dev, 0, cJSON_AddObjectToObject(n, "rxq"));
 	virtio_dev_queue_status(&vm->net_mmio.dev, 1, cJSON_AddObjectToObject(n, "txq"));
 	cJSON_AddBoolToObject(n, "tap_polled", vm->net.tap_polled);

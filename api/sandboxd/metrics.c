@@ -21,7 +21,7 @@ const char *const metrics_fw_reason_names[METRICS_FW_REASONS] = {
 	"drop_not_allowed", "drop_spoof_mac",	 "drop_spoof_ip",   "drop_host",	 "drop_link_local",
 	"drop_metadata",   "drop_other_sandbox", "drop_multicast",  "drop_broadcast",	 "drop_vlan",
 	"drop_ethertype",  "drop_malformed",	 "drop_arp",	    "drop_nd",		 "drop_dst_mac",
-	"drop_source_route", "drop_reserved",	 "drop_private",
+	"drop_source_route", "drop_reserved",	 "drop_private",    "drop_offload",
 };
 
 /* A counter a VMM reports: whole, and small enough that sums over sandboxes stay exact. */

@@ -41,7 +41,7 @@ enum metrics_isolation { METRICS_ISOLATION_UNKNOWN, METRICS_ISOLATION_OK, METRIC
 /* The sandbox lifecycle's states, in enum sandbox_state's order (sandbox.h). */
 #define METRICS_SANDBOX_STATES 7
 /* The VMM egress firewall's verdict reasons, in its order (vmm/net/firewall.h). */
-#define METRICS_FW_REASONS 23
+#define METRICS_FW_REASONS 24
 /* Upper bounds of the create-to-ready histogram, seconds. */
 #define METRICS_READY_BUCKETS 11
 

@@ -3,6 +3,14 @@
  * net_frame_parse() and fw_check() against fixed policies in all three
  * modes, cross-checked against each other and against the CIDR lists with
  * cidr_contains() rather than the sets the policy uses.
+ *
+ * The same input is also read as a virtio-net header (its first 12 bytes;
+ * bits 0..3 of byte 10, num_buffers, which no check reads, are the offloads
+ * negotiated) in front of a frame (the rest), through fw_check_tx(): a header
+ * that passes changes no verdict; one that fails drops the frame; what passes
+ * keeps the host's checksum write past the headers the firewall judged, and
+ * every segment the host would cut a passing GSO frame into gets the GSO
+ * frame's verdict.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -215,6 +223,91 @@ static void check_pass(const struct net_frame *f, enum fw_verdict_reason r)
 		abort();
 }
 
+/* Segment k of a TCP GSO frame as the host cuts it (Linux's tcp_gso_segment, inet/ipv6_gso_segment). */
+static size_t segment(const uint8_t *frame, size_t len, const struct net_frame *f, size_t hdr, uint16_t gso_size,
+		      size_t k, uint8_t *seg)
+{
+	size_t off = k * gso_size, part = len - hdr - off < gso_size ? len - hdr - off : gso_size;
+	size_t l3 = NET_ETH_HLEN, l4 = f->ip.l4_off;
+	uint32_t seq;
+
+	memcpy(seg, frame, hdr);
+	memcpy(seg + hdr, frame + hdr + off, part);
+	if (f->flags & NET_FRAME_IPV4) {
+		seg[l3 + 2] = (uint8_t)((hdr - l3 + part) >> 8);
+		seg[l3 + 3] = (uint8_t)(hdr - l3 + part);
+		seg[l3 + 5] = (uint8_t)(seg[l3 + 5] + k);
+	} else {
+		seg[l3 + 4] = (uint8_t)((hdr - l3 - NET_IPV6_HLEN + part) >> 8);
+		seg[l3 + 5] = (uint8_t)(hdr - l3 - NET_IPV6_HLEN + part);
+	}
+	seq = (uint32_t)seg[l4 + 4] << 24 | (uint32_t)seg[l4 + 5] << 16 | (uint32_t)seg[l4 + 6] << 8 | seg[l4 + 7];
+	seq += (uint32_t)off;
+	seg[l4 + 4] = (uint8_t)(seq >> 24);
+	seg[l4 + 5] = (uint8_t)(seq >> 16);
+	seg[l4 + 6] = (uint8_t)(seq >> 8);
+	seg[l4 + 7] = (uint8_t)seq;
+	if (off + part < len - hdr)
+		seg[l4 + 13] &= (uint8_t)~0x09; /* FIN and PSH on the last segment only */
+	if (k)
+		seg[l4 + 13] &= (uint8_t)~0x80; /* CWR on the first only */
+	return hdr + part;
+}
+
+static void check_vnet(const uint8_t *data, size_t size)
+{
+	static uint8_t seg[NET_ETH_HLEN + 65535 + 64];
+	const struct fw_policy *policies[3] = { open_p, block_p, allow_p };
+	const uint8_t *frame = data + NET_VNET_HDR_LEN;
+	size_t len = size - NET_VNET_HDR_LEN;
+	struct net_vnet_hdr in, out;
+	enum net_vnet_status st;
+	struct net_frame f;
+	unsigned offloads;
+
+	net_vnet_hdr_get(data, &in);
+	offloads = data[10] & 15;
+	net_frame_parse(frame, len, &f);
+	for (int i = 0; i < 3; i++) {
+		enum fw_verdict_reason plain = fw_check(policies[i], frame, len);
+		enum fw_verdict_reason r = fw_check_tx(policies[i], frame, len, &in, offloads, &out, &st);
+
+		if (st == NET_VNET_OK ? r != plain
+				      : r != (f.status == NET_FRAME_TRUNCATED || f.status == NET_FRAME_MALFORMED
+						      ? FW_DROP_MALFORMED
+						      : FW_DROP_OFFLOAD))
+			abort();
+		if (st != NET_VNET_OK || !fw_reason_is_pass(r) || !out.flags)
+			continue;
+		/* The checksum field: inside the IP packet, past the IP headers and the ports. */
+		if (!(f.flags & (NET_FRAME_IPV4 | NET_FRAME_IPV6)) || (f.flags & NET_FRAME_FRAGMENT) ||
+		    out.csum_start < f.ip.l4_off || (size_t)out.csum_start + out.csum_offset < f.ip.l4_off + 4 ||
+		    (size_t)out.csum_start + out.csum_offset + 2 > f.ip.l4_off + f.ip.l4_len ||
+		    (f.ip.proto != NET_PROTO_TCP && f.ip.proto != NET_PROTO_UDP) || !(offloads & NET_TX_CSUM))
+			abort();
+		if (out.gso_type == NET_VNET_GSO_NONE)
+			continue;
+		if (f.ip.proto != NET_PROTO_TCP || out.gso_size < NET_GSO_MIN_SIZE || out.hdr_len > len ||
+		    f.ip.l4_off + f.ip.l4_len != len || out.hdr_len <= f.ip.l4_off ||
+		    ((out.gso_type & 0x7f) == NET_VNET_GSO_TCPV4) != !!(f.flags & NET_FRAME_IPV4))
+			abort();
+		if (out.hdr_len < len) {
+			size_t nseg = (len - out.hdr_len + out.gso_size - 1) / out.gso_size;
+			size_t ks[3] = { 0, 1, nseg - 1 };
+
+			for (int j = 0; j < 3; j++) {
+				size_t n;
+
+				if (ks[j] >= nseg)
+					continue;
+				n = segment(frame, len, &f, out.hdr_len, out.gso_size, ks[j], seg);
+				if (fw_check(policies[i], seg, n) != r)
+					abort();
+			}
+		}
+	}
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	enum fw_verdict_reason ro, rb, ra;
@@ -248,5 +341,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	} else if (rb == FW_DROP_BLOCKED ? ra != ro : ro != rb || ra != rb) {
 		abort();
 	}
+	if (size >= NET_VNET_HDR_LEN)
+		check_vnet(data, size);
 	return 0;
 }

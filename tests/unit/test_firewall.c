@@ -1232,6 +1232,221 @@ static void cut_and_corrupted_frames_never_pass(void **state)
 	}
 }
 
+/* ---- GSO frames (fw_check_tx) ---- */
+
+#define ALL_TX (NET_TX_CSUM | NET_TX_TSO4 | NET_TX_TSO6 | NET_TX_ECN)
+
+static uint8_t gso_fb[14 + 40 + 8 + 32 + 60000];
+
+/*
+ * A TCP GSO frame as the guest sends it (IPv4 or IPv6 with a destination
+ * options header, TCP with 12 option bytes, FIN|PSH|ACK and CWR), in gso_fb;
+ * *l4 is where TCP starts.
+ */
+static size_t gso_frame(bool v6, const uint8_t *smac, const char *src, const char *dst, size_t payload,
+			size_t *l4)
+{
+	uint8_t s[16], d[16];
+	size_t n;
+
+	memcpy(s, ip(src), 16);
+	memcpy(d, ip(dst), 16);
+	n = eth(gso_fb, GW_MAC, smac, v6 ? 0x86dd : 0x0800);
+	if (v6) {
+		n += ipv6_hdr(gso_fb + n, s, d, 60, 8 + 32 + payload);
+		memset(gso_fb + n, 0, 8);
+		gso_fb[n] = TCP;
+		n += 8;
+	} else {
+		n += ipv4_hdr(gso_fb + n, s, d, TCP, 0x4000, NULL, 0, 32 + payload);
+	}
+	*l4 = n;
+	memset(gso_fb + n, 0, 32);
+	put16(gso_fb + n, 40000);
+	put16(gso_fb + n + 2, 443);
+	gso_fb[n + 12] = 8 << 4;
+	gso_fb[n + 13] = 0x80 | 0x19; /* CWR, FIN, PSH, ACK */
+	memset(gso_fb + n + 20, 1, 12);
+	n += 32;
+	for (size_t i = 0; i < payload; i++)
+		gso_fb[n + i] = (uint8_t)i;
+	return n + payload;
+}
+
+static struct net_vnet_hdr tso(bool v6, size_t l4)
+{
+	return (struct net_vnet_hdr){ .flags = NET_VNET_F_NEEDS_CSUM,
+				      .gso_type = v6 ? NET_VNET_GSO_TCPV6 : NET_VNET_GSO_TCPV4, .hdr_len = 66,
+				      .gso_size = 1000, .csum_start = (uint16_t)l4, .csum_offset = 16 };
+}
+
+static enum fw_verdict_reason check_tx(size_t n, const struct net_vnet_hdr *h, unsigned offloads,
+				       struct net_vnet_hdr *out, enum net_vnet_status *vnet)
+{
+	uint8_t *copy = malloc(n ? n : 1);
+	enum fw_verdict_reason r;
+
+	assert_non_null(copy);
+	memcpy(copy, gso_fb, n);
+	r = fw_check_tx(pol, copy, n, h, offloads, out, vnet);
+	free(copy);
+	return r;
+}
+
+/*
+ * What the host does with a GSO frame, as Linux's tcp_gso_segment and
+ * inet/ipv6_gso_segment do it: each segment a copy of the headers with its
+ * IP length, IP id and sequence number, FIN and PSH on the last only, CWR on
+ * the first only. Each segment goes through fw_check and must get the GSO
+ * frame's verdict.
+ */
+static void segments_agree(size_t n, size_t l4, bool v6, uint16_t gso_size, enum fw_verdict_reason want)
+{
+	size_t hdr = l4 + 32, done = 0;
+	static uint8_t seg[14 + 40 + 8 + 32 + 65535];
+	unsigned k = 0;
+
+	while (done < n - hdr) {
+		size_t part = n - hdr - done < gso_size ? n - hdr - done : gso_size;
+		bool last = done + part == n - hdr;
+		enum fw_verdict_reason got;
+
+		memcpy(seg, gso_fb, hdr);
+		memcpy(seg + hdr, gso_fb + hdr + done, part);
+		if (v6) {
+			put16(seg + 14 + 4, (uint16_t)(hdr - 14 - 40 + part));
+		} else {
+			put16(seg + 14 + 2, (uint16_t)(hdr - 14 + part));
+			put16(seg + 14 + 4, (uint16_t)k);
+		}
+		seg[l4 + 7] = (uint8_t)(seg[l4 + 7] + done);
+		if (!last)
+			seg[l4 + 13] &= (uint8_t)~0x09;
+		if (k)
+			seg[l4 + 13] &= (uint8_t)~0x80;
+		got = fw_check(pol, seg, hdr + part);
+		if (got != want)
+			fail_msg("segment %u: %s, the GSO frame %s", k, fw_reason_name(got), fw_reason_name(want));
+		done += part;
+		k++;
+	}
+	assert_true(k > 1);
+}
+
+static void gso_frames_judged_once(void **state)
+{
+	static const struct {
+		bool v6;
+		const char *dst;
+		enum fw_mode mode;
+		enum fw_verdict_reason want;
+	} cases[] = {
+		{ false, "198.51.100.7", FW_OPEN, FW_PASS_OPEN },
+		{ false, "198.51.100.7", FW_ALLOWLIST, FW_PASS_ALLOWLIST },
+		{ false, "8.8.8.8", FW_ALLOWLIST, FW_DROP_NOT_ALLOWED },
+		{ false, "10.9.9.9", FW_OPEN, FW_DROP_PRIVATE },
+		{ false, "169.254.169.254", FW_OPEN, FW_DROP_METADATA },
+		{ false, "10.1.2.3", FW_OPEN, FW_DROP_OTHER_SANDBOX },
+		{ false, "198.51.100.7", FW_BLOCK, FW_DROP_BLOCKED },
+		{ true, "2001:db8:1::7", FW_OPEN, FW_PASS_OPEN },
+		{ true, "2001:db8:1::7", FW_ALLOWLIST, FW_PASS_ALLOWLIST },
+		{ true, "2001:db8:2::7", FW_ALLOWLIST, FW_DROP_NOT_ALLOWED },
+		{ true, "::ffff:10.0.0.9", FW_OPEN, FW_DROP_PRIVATE },
+		{ true, "fd00:ec2::254", FW_OPEN, FW_DROP_METADATA },
+	};
+	const char *allow[] = { "198.51.100.0/24", "2001:db8:1::/48", NULL };
+	struct net_vnet_hdr h, out;
+	enum net_vnet_status vnet;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		size_t l4, n = gso_frame(cases[i].v6, GUEST_MAC, cases[i].v6 ? GUEST6 : GUEST4, cases[i].dst, 30000, &l4);
+		enum fw_verdict_reason got;
+
+		use(cases[i].mode, cases[i].mode == FW_ALLOWLIST ? allow : NULL);
+		h = tso(cases[i].v6, l4);
+		got = check_tx(n, &h, ALL_TX, &out, &vnet);
+		if (got != cases[i].want)
+			fail_msg("case %zu: %s, expected %s", i, fw_reason_name(got), fw_reason_name(cases[i].want));
+		assert_int_equal(vnet, NET_VNET_OK);
+		assert_int_equal(out.gso_type, h.gso_type);
+		assert_int_equal(out.gso_size, 1000);
+		assert_int_equal(out.hdr_len, l4 + 32);
+		segments_agree(n, l4, cases[i].v6, h.gso_size, cases[i].want);
+		/* The plain check of the whole frame agrees too: one parse, the same rules. */
+		assert_int_equal(fw_check(pol, gso_fb, n), cases[i].want);
+	}
+}
+
+static void gso_offload_rule(void **state)
+{
+	struct net_vnet_hdr h, out;
+	enum net_vnet_status vnet;
+	size_t l4, n;
+
+	(void)state;
+	use(FW_OPEN, NULL);
+	n = gso_frame(false, GUEST_MAC, GUEST4, "198.51.100.7", 5000, &l4);
+	/* A header the frame cannot have: drop_offload, with the reason, and no header out. */
+	h = tso(true, l4);
+	assert_int_equal(check_tx(n, &h, ALL_TX, &out, &vnet), FW_DROP_OFFLOAD);
+	assert_int_equal(vnet, NET_VNET_GSO_MISMATCH);
+	assert_int_equal(out.flags | out.gso_type | out.gso_size, 0);
+	h = tso(false, l4);
+	assert_int_equal(check_tx(n, &h, NET_TX_CSUM, &out, &vnet), FW_DROP_OFFLOAD);
+	assert_int_equal(vnet, NET_VNET_NOT_NEGOTIATED);
+	h.gso_type = NET_VNET_GSO_UDP;
+	assert_int_equal(check_tx(n, &h, ~0u, &out, NULL), FW_DROP_OFFLOAD);
+	h = tso(false, l4);
+	h.csum_start = 14 + 12; /* the IP source address */
+	h.csum_offset = 0;
+	assert_int_equal(check_tx(n, &h, ALL_TX, &out, &vnet), FW_DROP_OFFLOAD);
+	assert_int_equal(vnet, NET_VNET_BAD_CSUM);
+	/* Unparsable first: a cut frame is malformed whatever its header says. */
+	h = tso(false, l4);
+	assert_int_equal(check_tx(n - 1, &h, ALL_TX, &out, &vnet), FW_DROP_MALFORMED);
+	assert_int_equal(check_tx(n - 1, &(struct net_vnet_hdr){ 0 }, 0, &out, &vnet), FW_DROP_MALFORMED);
+	/* A sound header does not save a spoofed frame: anti-spoofing as before. */
+	n = gso_frame(false, OTHER_MAC, GUEST4, "198.51.100.7", 5000, &l4);
+	assert_int_equal(check_tx(n, &h, ALL_TX, &out, &vnet), FW_DROP_SPOOF_MAC);
+	n = gso_frame(false, GUEST_MAC, "10.0.0.3", "198.51.100.7", 5000, &l4);
+	assert_int_equal(check_tx(n, &h, ALL_TX, &out, &vnet), FW_DROP_SPOOF_IP);
+	n = gso_frame(true, GUEST_MAC, "2001:db8::3", "2001:db8:1::7", 5000, &l4);
+	h = tso(true, l4);
+	assert_int_equal(check_tx(n, &h, ALL_TX, &out, &vnet), FW_DROP_SPOOF_IP);
+	/* Without a header the check is fw_check's. */
+	n = gso_frame(false, GUEST_MAC, GUEST4, "198.51.100.7", 5000, &l4);
+	assert_int_equal(check_tx(n, &(struct net_vnet_hdr){ 0 }, 0, &out, &vnet), FW_PASS_OPEN);
+	assert_int_equal(vnet, NET_VNET_OK);
+	assert_string_equal(fw_reason_name(FW_DROP_OFFLOAD), "drop_offload");
+}
+
+/* No byte of a passing GSO frame's headers can change and leave a passing frame whose segments differ in verdict. */
+static void gso_header_mutations(void **state)
+{
+	const char *allow[] = { "198.51.100.0/24", NULL };
+	static uint8_t saved[14 + 20 + 32 + 4000];
+	uint64_t rng = 99;
+	struct net_vnet_hdr h, out;
+	size_t l4, n;
+
+	(void)state;
+	use(FW_ALLOWLIST, allow);
+	n = gso_frame(false, GUEST_MAC, GUEST4, "198.51.100.7", 4000, &l4);
+	memcpy(saved, gso_fb, n);
+	for (int round = 0; round < 3000; round++) {
+		size_t pos = unit_rand(&rng) % (l4 + 32);
+		enum fw_verdict_reason r;
+
+		memcpy(gso_fb, saved, n);
+		gso_fb[pos] ^= (uint8_t)(1 + unit_rand(&rng) % 255);
+		h = tso(false, l4);
+		r = check_tx(n, &h, ALL_TX, &out, NULL);
+		if (fw_reason_is_pass(r))
+			segments_agree(n, l4, false, h.gso_size, r);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1253,6 +1468,9 @@ int main(void)
 		cmocka_unit_test_teardown(source_routes, teardown),
 		cmocka_unit_test(reason_names_and_counters),
 		cmocka_unit_test_teardown(cut_and_corrupted_frames_never_pass, teardown),
+		cmocka_unit_test_teardown(gso_frames_judged_once, teardown),
+		cmocka_unit_test_teardown(gso_offload_rule, teardown),
+		cmocka_unit_test_teardown(gso_header_mutations, teardown),
 	};
 
 	return cmocka_run_group_tests_name("firewall", tests, NULL, NULL);

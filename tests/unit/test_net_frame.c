@@ -23,7 +23,8 @@ static const uint8_t GW6[16] = { 0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0,
 static const uint8_t GW6_SNM[16] = { 0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, 0, 0, 1 };
 static const uint8_t GW6_SNM_MAC[6] = { 0x33, 0x33, 0xff, 0x00, 0x00, 0x01 };
 
-static uint8_t fb[4096];
+/* Room for a 64 KiB GSO frame. */
+static uint8_t fb[NET_ETH_HLEN + NET_IPV6_HLEN + 65536];
 
 /* ---- frame builders: each writes one header and returns its length ---- */
 
@@ -800,6 +801,358 @@ static void hostile_mutations(void **state)
 		}
 }
 
+/* ---- the virtio-net header ---- */
+
+#define ALL_TX (NET_TX_CSUM | NET_TX_TSO4 | NET_TX_TSO6 | NET_TX_ECN)
+
+/* A TCP header with 12 option bytes (data offset 8). */
+static size_t tcp_opts(uint8_t *b)
+{
+	tcp(b, 40000, 443, 0x18);
+	b[12] = 8 << 4;
+	memset(b + 20, 1, 12); /* no-ops */
+	return 32;
+}
+
+/* A TSO frame as Linux sends it: IPv4 (DF), TCP with options, payload bytes. */
+static size_t tso4(size_t payload)
+{
+	size_t n = eth(fb, GW_MAC, GUEST_MAC, NET_ETHERTYPE_IPV4);
+
+	n += ipv4(fb + n, GUEST4, REMOTE4, NET_PROTO_TCP, 0x4000, NULL, 0, 32 + payload);
+	n += tcp_opts(fb + n);
+	memset(fb + n, 0xab, payload);
+	return n + payload;
+}
+
+/* The same over IPv6, with a destination options header before TCP. */
+static size_t tso6(size_t payload)
+{
+	size_t n = eth(fb, GW_MAC, GUEST_MAC, NET_ETHERTYPE_IPV6);
+
+	n += ipv6(fb + n, GUEST6, REMOTE6, NET_PROTO_IPV6_DSTOPTS, 8 + 32 + payload);
+	n += ext(fb + n, NET_PROTO_TCP, 0, 0);
+	n += tcp_opts(fb + n);
+	memset(fb + n, 0xcd, payload);
+	return n + payload;
+}
+
+static size_t udp4(size_t data)
+{
+	size_t n = eth(fb, GW_MAC, GUEST_MAC, NET_ETHERTYPE_IPV4);
+
+	n += ipv4(fb + n, GUEST4, REMOTE4, NET_PROTO_UDP, 0, NULL, 0, 8 + data);
+	return n + udp(fb + n, 4789, 4789, data);
+}
+
+static struct net_vnet_hdr gso_hdr(uint8_t type, uint16_t l4)
+{
+	return (struct net_vnet_hdr){ .flags = NET_VNET_F_NEEDS_CSUM, .gso_type = type, .hdr_len = (uint16_t)(l4 + 32),
+				      .gso_size = 1448, .csum_start = l4, .csum_offset = 16 };
+}
+
+static struct net_vnet_hdr csum_hdr(uint16_t start, uint16_t offset)
+{
+	return (struct net_vnet_hdr){ .flags = NET_VNET_F_NEEDS_CSUM, .csum_start = start, .csum_offset = offset };
+}
+
+/* net_vnet_check on a heap copy of exactly n bytes of fb, parsed first. */
+static enum net_vnet_status vcheck(size_t n, const struct net_vnet_hdr *h, unsigned offloads,
+				   struct net_vnet_hdr *out)
+{
+	uint8_t *copy = malloc(n ? n : 1);
+	enum net_vnet_status st;
+	struct net_frame f;
+
+	assert_non_null(copy);
+	memcpy(copy, fb, n);
+	net_frame_parse(copy, n, &f);
+	st = net_vnet_check(h, offloads, copy, n, &f, out);
+	if (st != NET_VNET_OK) {
+		static const struct net_vnet_hdr zero;
+
+		assert_memory_equal(out, &zero, sizeof(zero));
+	} else if (out->flags) {
+		/* Whatever passes: the host's checksum write stays inside the frame, past the IP headers. */
+		assert_int_equal(f.status, NET_FRAME_OK);
+		assert_true((size_t)out->csum_start + out->csum_offset + 2 <= n);
+		assert_true(out->csum_start >= f.ip.l4_off);
+		assert_true(out->hdr_len <= n);
+		assert_int_equal(out->num_buffers, 0);
+	}
+	free(copy);
+	return st;
+}
+
+static void expect_vnet_at(size_t n, struct net_vnet_hdr h, unsigned offloads, enum net_vnet_status want, int line)
+{
+	struct net_vnet_hdr out;
+	enum net_vnet_status got = vcheck(n, &h, offloads, &out);
+
+	if (got != want)
+		fail_msg("line %d: %s, expected %s", line, net_vnet_status_name(got), net_vnet_status_name(want));
+}
+#define EXPECT_VNET(n, h, offloads, want) expect_vnet_at((n), (h), (offloads), (want), __LINE__)
+
+static void vnet_header_bytes(void **state)
+{
+	const uint8_t wire[NET_VNET_HDR_LEN] = { 1, 0x81, 0x42, 0, 0xa8, 0x05, 0x22, 0, 0x10, 0, 3, 1 };
+	uint8_t back[NET_VNET_HDR_LEN];
+	struct net_vnet_hdr h;
+
+	(void)state;
+	net_vnet_hdr_get(wire, &h);
+	assert_int_equal(h.flags, 1);
+	assert_int_equal(h.gso_type, 0x81);
+	assert_int_equal(h.hdr_len, 0x42);
+	assert_int_equal(h.gso_size, 1448);
+	assert_int_equal(h.csum_start, 34);
+	assert_int_equal(h.csum_offset, 16);
+	assert_int_equal(h.num_buffers, 259);
+	net_vnet_hdr_put(&h, back);
+	assert_memory_equal(back, wire, sizeof(wire));
+	assert_string_equal(net_vnet_status_name(NET_VNET_GSO_MISMATCH), "gso_mismatch");
+	assert_string_equal(net_vnet_status_name((enum net_vnet_status)99), "invalid");
+}
+
+static void vnet_plain_and_checksums(void **state)
+{
+	struct net_vnet_hdr junk = { .hdr_len = 9999, .gso_size = 1, .csum_start = 60000, .csum_offset = 7,
+				     .num_buffers = 5 }, out;
+	size_t n;
+
+	(void)state;
+	/* Asking for nothing passes on any frame, with no offloads, its unused fields zeroed. */
+	n = arp_request();
+	assert_int_equal(vcheck(n, &junk, 0, &out), NET_VNET_OK);
+	assert_int_equal(out.hdr_len | out.gso_size | out.csum_start | out.csum_offset | out.num_buffers, 0);
+	assert_int_equal(vcheck(5, &junk, 0, &out), NET_VNET_OK);
+
+	/* A partial TCP checksum over IPv4 and over IPv6 behind extension headers. */
+	n = tcp4_syn();
+	assert_int_equal(vcheck(n, &(struct net_vnet_hdr){ .flags = 1, .csum_start = 34, .csum_offset = 16,
+							    .hdr_len = 54, .gso_size = 77 },
+				NET_TX_CSUM, &out),
+			 NET_VNET_OK);
+	assert_int_equal(out.flags, NET_VNET_F_NEEDS_CSUM);
+	assert_int_equal(out.csum_start, 34);
+	assert_int_equal(out.csum_offset, 16);
+	assert_int_equal(out.gso_type | out.gso_size | out.hdr_len, 0);
+	n = tcp6_ext();
+	EXPECT_VNET(n, csum_hdr(14 + 40 + 48, 16), NET_TX_CSUM, NET_VNET_OK);
+	EXPECT_VNET(n, csum_hdr(14 + 40, 16), NET_TX_CSUM, NET_VNET_BAD_CSUM); /* the first extension header */
+
+	/* UDP: its own checksum field, or one inside its payload (a tunnel's inner header). */
+	n = udp4(64);
+	EXPECT_VNET(n, csum_hdr(34, 6), NET_TX_CSUM, NET_VNET_OK);
+	EXPECT_VNET(n, csum_hdr(34 + 8 + 20, 16), NET_TX_CSUM, NET_VNET_OK);
+	EXPECT_VNET(n, csum_hdr(34 + 8, (uint16_t)(64 - 2)), NET_TX_CSUM, NET_VNET_OK);
+	EXPECT_VNET(n, csum_hdr(34 + 8, (uint16_t)(64 - 1)), NET_TX_CSUM, NET_VNET_BAD_CSUM);
+	EXPECT_VNET(n, csum_hdr(34, 16), NET_TX_CSUM, NET_VNET_BAD_CSUM);
+	EXPECT_VNET(n, csum_hdr(34 + 4, 0), NET_TX_CSUM, NET_VNET_BAD_CSUM); /* the length field */
+	EXPECT_VNET(n, csum_hdr(34, 0), NET_TX_CSUM, NET_VNET_BAD_CSUM);     /* the ports */
+	/* Ethernet padding past the IP packet is not the datagram's. */
+	memset(fb + n, 0, 16);
+	EXPECT_VNET(n + 16, csum_hdr(34 + 8, (uint16_t)(64 + 4)), NET_TX_CSUM, NET_VNET_BAD_CSUM);
+}
+
+static void vnet_bad_flags_and_types(void **state)
+{
+	static const uint8_t bad_flags[] = { 2, 3, 4, 8, 0x80, 0xff };
+	static const uint8_t bad_types[] = { NET_VNET_GSO_UDP, NET_VNET_GSO_UDP_L4, 2, 6, 0x7f,
+					     NET_VNET_GSO_ECN, NET_VNET_GSO_UDP | NET_VNET_GSO_ECN,
+					     NET_VNET_GSO_UDP_L4 | NET_VNET_GSO_ECN };
+	size_t n = tso4(4000);
+	struct net_vnet_hdr h;
+
+	(void)state;
+	assert_int_equal(n, 14 + 20 + 32 + 4000);
+	EXPECT_VNET(n, gso_hdr(NET_VNET_GSO_TCPV4, 34), ALL_TX, NET_VNET_OK);
+	for (size_t i = 0; i < sizeof(bad_flags); i++) {
+		h = gso_hdr(NET_VNET_GSO_TCPV4, 34);
+		h.flags = bad_flags[i];
+		EXPECT_VNET(n, h, ALL_TX, NET_VNET_BAD_FLAGS);
+	}
+	/* UDP fragmentation offload and UDP segmentation: never, whatever was negotiated. */
+	for (size_t i = 0; i < sizeof(bad_types); i++) {
+		h = gso_hdr(bad_types[i], 34);
+		EXPECT_VNET(n, h, ~0u, NET_VNET_BAD_GSO_TYPE);
+	}
+	n = udp4(4000);
+	h = gso_hdr(NET_VNET_GSO_UDP, 34);
+	h.csum_offset = 6;
+	EXPECT_VNET(n, h, ~0u, NET_VNET_BAD_GSO_TYPE);
+}
+
+static void vnet_not_negotiated(void **state)
+{
+	size_t n4 = tso4(3000);
+	struct net_vnet_hdr h;
+
+	(void)state;
+	EXPECT_VNET(n4, csum_hdr(34, 16), 0, NET_VNET_NOT_NEGOTIATED);
+	EXPECT_VNET(n4, csum_hdr(34, 16), ALL_TX & ~NET_TX_CSUM, NET_VNET_NOT_NEGOTIATED);
+	EXPECT_VNET(n4, gso_hdr(NET_VNET_GSO_TCPV4, 34), NET_TX_CSUM | NET_TX_TSO6, NET_VNET_NOT_NEGOTIATED);
+	EXPECT_VNET(n4, gso_hdr(NET_VNET_GSO_TCPV4, 34), NET_TX_TSO4, NET_VNET_NOT_NEGOTIATED);
+	EXPECT_VNET(n4, gso_hdr(NET_VNET_GSO_TCPV4 | NET_VNET_GSO_ECN, 34), NET_TX_CSUM | NET_TX_TSO4,
+		    NET_VNET_NOT_NEGOTIATED);
+	EXPECT_VNET(n4, gso_hdr(NET_VNET_GSO_TCPV4 | NET_VNET_GSO_ECN, 34), ALL_TX, NET_VNET_OK);
+	h = gso_hdr(NET_VNET_GSO_TCPV4, 34);
+	h.flags = 0; /* segmentation without the partial checksum it needs: asked of no one */
+	EXPECT_VNET(n4, h, NET_TX_TSO4, NET_VNET_GSO_MISMATCH);
+	EXPECT_VNET(tso6(3000), gso_hdr(NET_VNET_GSO_TCPV6, 14 + 40 + 8), NET_TX_CSUM | NET_TX_TSO4,
+		    NET_VNET_NOT_NEGOTIATED);
+}
+
+static void vnet_gso_must_match_the_frame(void **state)
+{
+	const uint16_t l4_6 = 14 + 40 + 8;
+	struct net_vnet_hdr out;
+	size_t n;
+
+	(void)state;
+	n = tso6(60000);
+	assert_int_equal(vcheck(n, &(struct net_vnet_hdr){ .flags = 1, .gso_type = NET_VNET_GSO_TCPV6,
+							    .hdr_len = 1, .gso_size = 1440, .csum_start = l4_6,
+							    .csum_offset = 16 },
+				ALL_TX, &out),
+			 NET_VNET_OK);
+	assert_int_equal(out.gso_type, NET_VNET_GSO_TCPV6);
+	assert_int_equal(out.gso_size, 1440);
+	assert_int_equal(out.hdr_len, l4_6 + 32); /* the exact headers, not the guest's hint */
+	/* The other family's type, both ways. */
+	EXPECT_VNET(n, gso_hdr(NET_VNET_GSO_TCPV4, l4_6), ALL_TX, NET_VNET_GSO_MISMATCH);
+	n = tso4(3000);
+	EXPECT_VNET(n, gso_hdr(NET_VNET_GSO_TCPV6, 34), ALL_TX, NET_VNET_GSO_MISMATCH);
+	/* Not TCP: UDP, ICMP, ARP, a VLAN tag. */
+	n = udp4(3000);
+	EXPECT_VNET(n, gso_hdr(NET_VNET_GSO_TCPV4, 34), ALL_TX, NET_VNET_GSO_MISMATCH);
+	n = eth(fb, GW_MAC, GUEST_MAC, NET_ETHERTYPE_IPV4);
+	n += ipv4(fb + n, GUEST4, REMOTE4, NET_PROTO_ICMP, 0, NULL, 0, 3008);
+	n += icmp(fb + n, 8, 0);
+	memset(fb + n, 0, 3000);
+	EXPECT_VNET(n + 3000, gso_hdr(NET_VNET_GSO_TCPV4, 34), ALL_TX, NET_VNET_GSO_MISMATCH);
+	EXPECT_VNET(n + 3000, csum_hdr(34, 2), ALL_TX, NET_VNET_BAD_CSUM);
+	n = arp_request();
+	EXPECT_VNET(n, gso_hdr(NET_VNET_GSO_TCPV4, 14), ALL_TX, NET_VNET_GSO_MISMATCH);
+	EXPECT_VNET(n, csum_hdr(14, 16), ALL_TX, NET_VNET_BAD_CSUM);
+	n = tso4(3000);
+	memmove(fb + 18, fb + 14, n - 14);
+	put16(fb + 12, NET_ETHERTYPE_VLAN);
+	put16(fb + 14, 5);
+	put16(fb + 16, NET_ETHERTYPE_IPV4);
+	EXPECT_VNET(n + 4, gso_hdr(NET_VNET_GSO_TCPV4, 38), ALL_TX, NET_VNET_GSO_MISMATCH);
+	EXPECT_VNET(n + 4, csum_hdr(38, 16), ALL_TX, NET_VNET_BAD_CSUM);
+	/* A fragment: IPv4 with MF, with an offset; an IPv6 first fragment. */
+	n = tso4(3000);
+	put16(fb + 14 + 6, 0x2000);
+	EXPECT_VNET(n, gso_hdr(NET_VNET_GSO_TCPV4, 34), ALL_TX, NET_VNET_GSO_MISMATCH);
+	EXPECT_VNET(n, csum_hdr(34, 16), ALL_TX, NET_VNET_BAD_CSUM);
+	put16(fb + 14 + 6, 0x0001);
+	EXPECT_VNET(n, gso_hdr(NET_VNET_GSO_TCPV4, 34), ALL_TX, NET_VNET_GSO_MISMATCH);
+	n = eth(fb, GW_MAC, GUEST_MAC, NET_ETHERTYPE_IPV6);
+	n += ipv6(fb + n, GUEST6, REMOTE6, NET_PROTO_IPV6_FRAGMENT, 8 + 32 + 3000);
+	n += frag6(fb + n, NET_PROTO_TCP, 0, 1, 7);
+	n += tcp_opts(fb + n);
+	memset(fb + n, 0, 3000);
+	EXPECT_VNET(n + 3000, gso_hdr(NET_VNET_GSO_TCPV6, 62), ALL_TX, NET_VNET_GSO_MISMATCH);
+	EXPECT_VNET(n + 3000, csum_hdr(62, 16), ALL_TX, NET_VNET_BAD_CSUM);
+	/* Bytes after the IP packet would become payload of the last segment. */
+	n = tso4(3000);
+	put16(fb + 14 + 2, (uint16_t)(20 + 32 + 2000));
+	EXPECT_VNET(n, gso_hdr(NET_VNET_GSO_TCPV4, 34), ALL_TX, NET_VNET_GSO_MISMATCH);
+	EXPECT_VNET(n, csum_hdr(34, 16), ALL_TX, NET_VNET_OK); /* padding is harmless without GSO */
+	/* A TCP data offset under 5 words, or past the segment. */
+	n = tso4(20);
+	fb[34 + 12] = 4 << 4;
+	EXPECT_VNET(n, gso_hdr(NET_VNET_GSO_TCPV4, 34), ALL_TX, NET_VNET_GSO_MISMATCH);
+	fb[34 + 12] = 14 << 4; /* 56 bytes, the segment has 52 */
+	EXPECT_VNET(n, gso_hdr(NET_VNET_GSO_TCPV4, 34), ALL_TX, NET_VNET_GSO_MISMATCH);
+	fb[34 + 12] = 13 << 4; /* 52: headers alone, still one segment's worth */
+	EXPECT_VNET(n, gso_hdr(NET_VNET_GSO_TCPV4, 34), ALL_TX, NET_VNET_OK);
+}
+
+static void vnet_sizes_and_checksum_places(void **state)
+{
+	size_t n = tso4(6000);
+	struct net_vnet_hdr h, out;
+
+	(void)state;
+	for (unsigned size = 0; size < NET_GSO_MIN_SIZE; size += 7) {
+		h = gso_hdr(NET_VNET_GSO_TCPV4, 34);
+		h.gso_size = (uint16_t)size;
+		EXPECT_VNET(n, h, ALL_TX, NET_VNET_BAD_GSO_SIZE);
+	}
+	h.gso_size = NET_GSO_MIN_SIZE;
+	EXPECT_VNET(n, h, ALL_TX, NET_VNET_OK);
+	h.gso_size = 65535;
+	EXPECT_VNET(n, h, ALL_TX, NET_VNET_OK);
+	h = gso_hdr(NET_VNET_GSO_TCPV4, 34);
+	h.hdr_len = (uint16_t)n;
+	EXPECT_VNET(n, h, ALL_TX, NET_VNET_OK);
+	h.hdr_len = (uint16_t)(n + 1);
+	EXPECT_VNET(n, h, ALL_TX, NET_VNET_BAD_HDR_LEN);
+	h.hdr_len = 65535;
+	EXPECT_VNET(n, h, ALL_TX, NET_VNET_BAD_HDR_LEN);
+	h.hdr_len = 0;
+	assert_int_equal(vcheck(n, &h, ALL_TX, &out), NET_VNET_OK);
+	assert_int_equal(out.hdr_len, 34 + 32);
+	/*
+	 * Every checksum place but the TCP header's own: over the MACs, the IP
+	 * source or destination, the ports, the payload, past the frame.
+	 */
+	for (unsigned start = 0; start < 80; start++) {
+		for (unsigned off = 0; off < 40; off++) {
+			if (start == 34 && off == 16)
+				continue;
+			h = gso_hdr(NET_VNET_GSO_TCPV4, 34);
+			h.csum_start = (uint16_t)start;
+			h.csum_offset = (uint16_t)off;
+			EXPECT_VNET(n, h, ALL_TX, NET_VNET_BAD_CSUM);
+			EXPECT_VNET(n, csum_hdr((uint16_t)start, (uint16_t)off), ALL_TX, NET_VNET_BAD_CSUM);
+		}
+	}
+	EXPECT_VNET(n, csum_hdr(65535, 65535), ALL_TX, NET_VNET_BAD_CSUM);
+	EXPECT_VNET(n, csum_hdr((uint16_t)(n - 1), 0), ALL_TX, NET_VNET_BAD_CSUM);
+}
+
+/* No proper prefix of a GSO frame is a GSO frame, and random headers never break the rules. */
+static void vnet_cut_and_random_headers(void **state)
+{
+	size_t n = tso4(3000);
+	uint8_t wire[NET_VNET_HDR_LEN];
+	struct net_vnet_hdr h, out;
+	uint64_t rng = 7;
+	unsigned ok = 0;
+
+	(void)state;
+	for (size_t cut = 0; cut < n; cut++) {
+		enum net_vnet_status st = vcheck(cut, &(struct net_vnet_hdr){ .flags = 1, .gso_type = 1,
+									  .gso_size = 1448, .csum_start = 34,
+									  .csum_offset = 16 },
+						 ALL_TX, &out);
+
+		if (st == NET_VNET_OK)
+			fail_msg("GSO frame cut at %zu of %zu passes", cut, n);
+	}
+	for (int round = 0; round < 20000; round++) {
+		for (size_t i = 0; i < sizeof(wire); i++)
+			wire[i] = (uint8_t)unit_rand(&rng);
+		/* Mostly near the real thing, so the deeper checks are reached. */
+		if (round % 2) {
+			wire[0] &= 1;
+			wire[1] &= 0x85;
+			wire[6] = 34;
+			wire[7] = 0;
+			wire[8] = (uint8_t)(unit_rand(&rng) % 2 ? 16 : unit_rand(&rng) % 24);
+			wire[9] = 0;
+		}
+		net_vnet_hdr_get(wire, &h);
+		ok += vcheck(n, &h, unit_rand(&rng) & 15, &out) == NET_VNET_OK;
+	}
+	assert_true(ok > 100);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -815,6 +1168,13 @@ int main(void)
 		cmocka_unit_test(ipv6_fragments),
 		cmocka_unit_test(icmpv6_nd),
 		cmocka_unit_test(hostile_mutations),
+		cmocka_unit_test(vnet_header_bytes),
+		cmocka_unit_test(vnet_plain_and_checksums),
+		cmocka_unit_test(vnet_bad_flags_and_types),
+		cmocka_unit_test(vnet_not_negotiated),
+		cmocka_unit_test(vnet_gso_must_match_the_frame),
+		cmocka_unit_test(vnet_sizes_and_checksum_places),
+		cmocka_unit_test(vnet_cut_and_random_headers),
 	};
 
 	return cmocka_run_group_tests_name("net_frame", tests, NULL, NULL);

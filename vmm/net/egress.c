@@ -234,7 +234,8 @@ int net_egress_load_fd(struct net_egress *e, int fd, const char *label, char *er
 	return r;
 }
 
-static void log_drop(struct net_egress *e, enum fw_verdict_reason why, const uint8_t *frame, size_t len)
+static void log_drop(struct net_egress *e, enum fw_verdict_reason why, enum net_vnet_status vnet,
+		     const uint8_t *frame, size_t len)
 {
 	struct timespec ts;
 	struct net_frame f;
@@ -255,29 +256,51 @@ static void log_drop(struct net_egress *e, enum fw_verdict_reason why, const uin
 
 		inet_ntop(af, f.ip.src, src, sizeof(src));
 		inet_ntop(af, f.ip.dst, dst, sizeof(dst));
-		sv_warn("net: dropped egress reason=%s src=%s dst=%s proto=%u dport=%u", fw_reason_name(why), src, dst,
-			f.ip.proto, f.dst_port);
+		if (why == FW_DROP_OFFLOAD)
+			sv_warn("net: dropped egress reason=%s header=%s src=%s dst=%s proto=%u dport=%u",
+				fw_reason_name(why), net_vnet_status_name(vnet), src, dst, f.ip.proto, f.dst_port);
+		else
+			sv_warn("net: dropped egress reason=%s src=%s dst=%s proto=%u dport=%u", fw_reason_name(why),
+				src, dst, f.ip.proto, f.dst_port);
 	} else {
 		sv_warn("net: dropped egress reason=%s ethertype=0x%04x len=%zu", fw_reason_name(why), f.ethertype,
 			len);
 	}
 }
 
-bool net_egress_check(void *ctx, const uint8_t *frame, size_t len)
+static bool judged(struct net_egress *e, enum fw_verdict_reason why, enum net_vnet_status vnet,
+		   const uint8_t *frame, size_t len)
 {
-	struct net_egress *e = ctx;
-	enum fw_verdict_reason why;
-
-	if (!e->policy)
-		return false; /* no policy, no traffic */
-	why = fw_check(e->policy, frame, len);
 	fw_counters_add(&e->counters, why);
 	if (fw_reason_is_pass(why))
 		return true;
 	/* ARP/ND noise and malformed frames are counted, not logged; addresses are what an operator wants. */
 	if (why != FW_DROP_ARP && why != FW_DROP_ND && why != FW_DROP_MALFORMED)
-		log_drop(e, why, frame, len);
+		log_drop(e, why, vnet, frame, len);
 	return false;
+}
+
+bool net_egress_check(void *ctx, const uint8_t *frame, size_t len)
+{
+	struct net_egress *e = ctx;
+
+	if (!e->policy)
+		return false; /* no policy, no traffic */
+	return judged(e, fw_check(e->policy, frame, len), NET_VNET_OK, frame, len);
+}
+
+bool net_egress_check_tx(void *ctx, const uint8_t *frame, size_t len, const struct net_vnet_hdr *in,
+			 unsigned offloads, struct net_vnet_hdr *out)
+{
+	struct net_egress *e = ctx;
+	enum net_vnet_status vnet;
+	enum fw_verdict_reason why;
+
+	memset(out, 0, sizeof(*out));
+	if (!e->policy)
+		return false;
+	why = fw_check_tx(e->policy, frame, len, in, offloads, out, &vnet);
+	return judged(e, why, vnet, frame, len);
 }
 
 void net_egress_status(const struct net_egress *e, cJSON *out)

@@ -52,8 +52,15 @@ int net_egress_load(struct net_egress *e, const char *json, size_t len, char *er
 int net_egress_load_file(struct net_egress *e, const char *path, char *err, size_t errlen);
 /* The same from a descriptor (read from offset 0; it stays the caller's); label names it in messages. */
 int net_egress_load_fd(struct net_egress *e, int fd, const char *label, char *err, size_t errlen);
-/* net_egress_fn for virtio/net.h: counts the verdict, logs some drops, says pass or not. */
+/* Judges one frame without a virtio-net header: counts the verdict, logs some drops, says pass or not. */
 bool net_egress_check(void *ctx, const uint8_t *frame, size_t len);
+/*
+ * net_egress_fn for virtio/net.h: the same for a frame and the virtio-net
+ * header in front of it (fw_check_tx), one count per frame however many
+ * segments a GSO frame becomes; *out is the header to write to the tap.
+ */
+bool net_egress_check_tx(void *ctx, const uint8_t *frame, size_t len, const struct net_vnet_hdr *in,
+			 unsigned offloads, struct net_vnet_hdr *out);
 /* {"mode", "allow": N, "deny": N, "allow_private": N, "counters": {"pass_open": N, ...}} */
 void net_egress_status(const struct net_egress *e, struct cJSON *out);
 void net_egress_destroy(struct net_egress *e);

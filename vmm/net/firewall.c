@@ -78,6 +78,7 @@ static const char *const fw_names[FW_REASON_COUNT] = {
 	[FW_DROP_SOURCE_ROUTE] = "drop_source_route",
 	[FW_DROP_RESERVED] = "drop_reserved",
 	[FW_DROP_PRIVATE] = "drop_private",
+	[FW_DROP_OFFLOAD] = "drop_offload",
 };
 
 static bool is_zero(const uint8_t *a, size_t n)
@@ -319,7 +320,8 @@ static enum fw_verdict_reason check_ipv6_source(const struct fw_policy *p,
 	return FW_NONE;
 }
 
-static enum fw_verdict_reason check_frame(const struct fw_policy *p, const struct net_frame *f)
+static enum fw_verdict_reason check_frame(const struct fw_policy *p, const struct net_frame *f,
+					  enum net_vnet_status vnet)
 {
 	bool v6 = f->flags & NET_FRAME_IPV6;
 	int family = v6 ? 6 : 4;
@@ -330,6 +332,8 @@ static enum fw_verdict_reason check_frame(const struct fw_policy *p, const struc
 
 	if (f->status == NET_FRAME_TRUNCATED || f->status == NET_FRAME_MALFORMED)
 		return FW_DROP_MALFORMED;
+	if (vnet != NET_VNET_OK)
+		return FW_DROP_OFFLOAD;
 	if (f->flags & NET_FRAME_VLAN)
 		return FW_DROP_VLAN;
 	if (!mac_eq(f->src_mac, p->mac))
@@ -394,7 +398,24 @@ enum fw_verdict_reason fw_check(const struct fw_policy *p, const uint8_t *frame,
 	struct net_frame f;
 
 	net_frame_parse(frame, len, &f);
-	return check_frame(p, &f);
+	return check_frame(p, &f, NET_VNET_OK);
+}
+
+enum fw_verdict_reason fw_check_tx(const struct fw_policy *p, const uint8_t *frame, size_t len,
+				   const struct net_vnet_hdr *in, unsigned offloads, struct net_vnet_hdr *out,
+				   enum net_vnet_status *vnet)
+{
+	enum net_vnet_status st = NET_VNET_OK;
+	struct net_frame f;
+
+	net_frame_parse(frame, len, &f);
+	if (f.status == NET_FRAME_OK)
+		st = net_vnet_check(in, offloads, frame, len, &f, out);
+	else
+		memset(out, 0, sizeof(*out));
+	if (vnet)
+		*vnet = st;
+	return check_frame(p, &f, st);
 }
 
 static int build_builtin(struct cidr_set **out)

@@ -5,6 +5,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "net/frame.h"
+
 /*
  * The egress firewall: one verdict per frame the guest sends, from a policy
  * built once per sandbox. fw_check() is pure (no I/O, no allocation, no
@@ -12,6 +14,9 @@
  *
  * Rules, first match wins:
  *  1. unparsable (truncated or malformed, net/frame.h)        DROP_MALFORMED
+ *     (fw_check_tx) a virtio-net header that asks for an offload not
+ *     negotiated or that the frame cannot have (net_vnet_check)
+ *                                                            DROP_OFFLOAD
  *  2. 802.1Q/802.1ad tagged: the guest has no VLANs           DROP_VLAN
  *  3. Ethernet source other than the sandbox's MAC           DROP_SPOOF_MAC
  *  4. neither ARP, IPv4 nor IPv6                             DROP_ETHERTYPE
@@ -112,6 +117,7 @@ enum fw_verdict_reason {
 	FW_DROP_SOURCE_ROUTE,  /* IPv4 LSRR/SSRR, IPv6 routing header with segments left */
 	FW_DROP_RESERVED,      /* 240.0.0.0/4 (not 255.255.255.255); 64:ff9b:1::/48 outside its /96 */
 	FW_DROP_PRIVATE,       /* 10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7 not opened */
+	FW_DROP_OFFLOAD,       /* a virtio-net header the frame cannot have (net_vnet_check) */
 	FW_REASON_COUNT
 };
 
@@ -172,6 +178,21 @@ int fw_private_open_build(const struct cidr *optin, size_t noptin, const struct 
 
 /* The verdict on one frame the guest sent (no FCS, no virtio-net header). */
 enum fw_verdict_reason fw_check(const struct fw_policy *p, const uint8_t *frame, size_t len);
+
+/*
+ * The same for a frame with the virtio-net header the guest put in front of
+ * it (in) and the offloads it may use (NET_TX_*): one parse, the header
+ * judged against the frame (net_vnet_check; its status in *vnet unless
+ * NULL), then the rules above. A GSO frame is judged once, by its headers:
+ * net_vnet_check passes only TCP GSO frames whose segments all carry the
+ * same Ethernet and IP headers and TCP ports, and no rule reads what
+ * differs between segments (IP id and length, sequence numbers, TCP flags,
+ * checksums), so every segment would get this verdict. *out is the header
+ * to hand the host, all zero unless the header passed.
+ */
+enum fw_verdict_reason fw_check_tx(const struct fw_policy *p, const uint8_t *frame, size_t len,
+				   const struct net_vnet_hdr *in, unsigned offloads, struct net_vnet_hdr *out,
+				   enum net_vnet_status *vnet);
 
 bool fw_reason_is_pass(enum fw_verdict_reason r);
 

@@ -340,3 +340,161 @@ const char *net_frame_status_name(enum net_frame_status s)
 	}
 	return "invalid";
 }
+
+/* ---- the virtio-net header ---- */
+
+static uint16_t le16(const uint8_t *p)
+{
+	return (uint16_t)(p[0] | p[1] << 8);
+}
+
+static void put_le16(uint8_t *p, uint16_t v)
+{
+	p[0] = (uint8_t)v;
+	p[1] = (uint8_t)(v >> 8);
+}
+
+void net_vnet_hdr_get(const uint8_t p[NET_VNET_HDR_LEN], struct net_vnet_hdr *h)
+{
+	h->flags = p[0];
+	h->gso_type = p[1];
+	h->hdr_len = le16(p + 2);
+	h->gso_size = le16(p + 4);
+	h->csum_start = le16(p + 6);
+	h->csum_offset = le16(p + 8);
+	h->num_buffers = le16(p + 10);
+}
+
+void net_vnet_hdr_put(const struct net_vnet_hdr *h, uint8_t p[NET_VNET_HDR_LEN])
+{
+	p[0] = h->flags;
+	p[1] = h->gso_type;
+	put_le16(p + 2, h->hdr_len);
+	put_le16(p + 4, h->gso_size);
+	put_le16(p + 6, h->csum_start);
+	put_le16(p + 8, h->csum_offset);
+	put_le16(p + 10, h->num_buffers);
+}
+
+/* Where the checksum field sits in the TCP and UDP headers. */
+#define TCP_CSUM_OFFSET 16u
+#define UDP_CSUM_OFFSET 6u
+#define UDP_HLEN 8u
+
+/*
+ * A frame with NEEDS_CSUM and no GSO. The host writes a 16-bit value of the
+ * guest's choosing at csum_start + csum_offset after the firewall has
+ * judged the frame, so that place must be a checksum field no rule reads:
+ * the TCP or UDP header's own, or one inside a UDP payload (the inner
+ * header of a tunnel the guest runs). Never in the Ethernet or IP headers,
+ * never in the ports, never in ICMP (neighbour discovery is judged by its
+ * body), never in padding past the IP packet.
+ */
+static enum net_vnet_status check_csum_only(const struct net_vnet_hdr *in, const struct net_frame *f)
+{
+	size_t l4 = f->ip.l4_off, end = l4 + f->ip.l4_len;
+	size_t start = in->csum_start, field_end = start + in->csum_offset + 2u;
+
+	if (!(f->flags & NET_FRAME_PORTS))
+		return NET_VNET_BAD_CSUM;
+	if (f->ip.proto == NET_PROTO_TCP)
+		return start == l4 && in->csum_offset == TCP_CSUM_OFFSET ? NET_VNET_OK : NET_VNET_BAD_CSUM;
+	if (f->ip.proto != NET_PROTO_UDP)
+		return NET_VNET_BAD_CSUM;
+	if (start == l4 && in->csum_offset == UDP_CSUM_OFFSET)
+		return NET_VNET_OK;
+	return start >= l4 + UDP_HLEN && field_end <= end ? NET_VNET_OK : NET_VNET_BAD_CSUM;
+}
+
+/*
+ * A TCP GSO frame: the host cuts it into segments that each carry a copy of
+ * its Ethernet, IP and TCP headers, with only the IP length, id and
+ * checksum, the sequence number, the FIN/PSH/CWR flags and the TCP
+ * checksum changed, none of which the firewall reads. That holds only for
+ * the frame the header describes: unfragmented IPv4 (TCPV4) or IPv6
+ * (TCPV6) carrying TCP, with the whole TCP header present, the IP length
+ * the frame's own (no trailing bytes that segmentation would turn into
+ * payload), and the checksum to fill at the TCP header's checksum field.
+ */
+static enum net_vnet_status check_gso(const struct net_vnet_hdr *in, const uint8_t *frame, size_t len,
+				      const struct net_frame *f, uint8_t gso, size_t *hdr_end)
+{
+	size_t l4 = f->ip.l4_off, thlen;
+	uint32_t family = gso == NET_VNET_GSO_TCPV4 ? NET_FRAME_IPV4 : NET_FRAME_IPV6;
+
+	if (!(in->flags & NET_VNET_F_NEEDS_CSUM) || !(f->flags & family) || f->ip.proto != NET_PROTO_TCP ||
+	    !(f->flags & NET_FRAME_PORTS) || l4 + f->ip.l4_len != len || len - l4 < 20)
+		return NET_VNET_GSO_MISMATCH;
+	thlen = (size_t)(frame[l4 + 12] >> 4) * 4;
+	if (thlen < 20 || thlen > f->ip.l4_len)
+		return NET_VNET_GSO_MISMATCH;
+	if (in->gso_size < NET_GSO_MIN_SIZE)
+		return NET_VNET_BAD_GSO_SIZE;
+	if (in->hdr_len > len)
+		return NET_VNET_BAD_HDR_LEN;
+	if (in->csum_start != l4 || in->csum_offset != TCP_CSUM_OFFSET)
+		return NET_VNET_BAD_CSUM;
+	*hdr_end = l4 + thlen;
+	return NET_VNET_OK;
+}
+
+enum net_vnet_status net_vnet_check(const struct net_vnet_hdr *in, unsigned offloads, const uint8_t *frame,
+				    size_t len, const struct net_frame *f, struct net_vnet_hdr *out)
+{
+	uint8_t gso = in->gso_type & (uint8_t)~NET_VNET_GSO_ECN;
+	bool ecn = in->gso_type & NET_VNET_GSO_ECN, csum = in->flags & NET_VNET_F_NEEDS_CSUM;
+	enum net_vnet_status st;
+	size_t hdr_end = 0;
+
+	memset(out, 0, sizeof(*out));
+	if (in->flags & ~NET_VNET_F_NEEDS_CSUM)
+		return NET_VNET_BAD_FLAGS;
+	if ((gso != NET_VNET_GSO_NONE && gso != NET_VNET_GSO_TCPV4 && gso != NET_VNET_GSO_TCPV6) ||
+	    (ecn && gso == NET_VNET_GSO_NONE))
+		return NET_VNET_BAD_GSO_TYPE;
+	if (!csum && gso == NET_VNET_GSO_NONE)
+		return NET_VNET_OK;
+	if ((csum && !(offloads & NET_TX_CSUM)) || (gso == NET_VNET_GSO_TCPV4 && !(offloads & NET_TX_TSO4)) ||
+	    (gso == NET_VNET_GSO_TCPV6 && !(offloads & NET_TX_TSO6)) || (ecn && !(offloads & NET_TX_ECN)))
+		return NET_VNET_NOT_NEGOTIATED;
+	/* Everything below reads an unfragmented IP packet's upper-layer header. */
+	if (f->status != NET_FRAME_OK || !(f->flags & (NET_FRAME_IPV4 | NET_FRAME_IPV6)) ||
+	    (f->flags & (NET_FRAME_VLAN | NET_FRAME_FRAGMENT)) || f->ip.l4_off > len ||
+	    f->ip.l4_len > len - f->ip.l4_off)
+		return gso != NET_VNET_GSO_NONE ? NET_VNET_GSO_MISMATCH : NET_VNET_BAD_CSUM;
+	st = gso != NET_VNET_GSO_NONE ? check_gso(in, frame, len, f, gso, &hdr_end) : check_csum_only(in, f);
+	if (st != NET_VNET_OK)
+		return st;
+	out->flags = NET_VNET_F_NEEDS_CSUM;
+	out->csum_start = in->csum_start;
+	out->csum_offset = in->csum_offset;
+	if (gso != NET_VNET_GSO_NONE) {
+		out->gso_type = in->gso_type;
+		out->gso_size = in->gso_size;
+		out->hdr_len = (uint16_t)hdr_end;
+	}
+	return NET_VNET_OK;
+}
+
+const char *net_vnet_status_name(enum net_vnet_status s)
+{
+	switch (s) {
+	case NET_VNET_OK:
+		return "ok";
+	case NET_VNET_BAD_FLAGS:
+		return "bad_flags";
+	case NET_VNET_BAD_GSO_TYPE:
+		return "bad_gso_type";
+	case NET_VNET_NOT_NEGOTIATED:
+		return "not_negotiated";
+	case NET_VNET_GSO_MISMATCH:
+		return "gso_mismatch";
+	case NET_VNET_BAD_GSO_SIZE:
+		return "bad_gso_size";
+	case NET_VNET_BAD_HDR_LEN:
+		return "bad_hdr_len";
+	case NET_VNET_BAD_CSUM:
+		return "bad_csum";
+	}
+	return "invalid";
+}

@@ -138,4 +138,87 @@ enum net_frame_status net_frame_parse(const uint8_t *buf, size_t len, struct net
 /* "ok", "truncated", ... for logs. */
 const char *net_frame_status_name(enum net_frame_status s);
 
+/*
+ * The virtio-net header (struct virtio_net_hdr_v1, little-endian) in front
+ * of every frame on the virtqueues and, with IFF_VNET_HDR, on the tap.
+ */
+#define NET_VNET_HDR_LEN 12u
+
+enum {
+	NET_VNET_F_NEEDS_CSUM = 1,  /* the checksum at csum_start + csum_offset is left to the host */
+	NET_VNET_F_DATA_VALID = 2,  /* device to driver only: the checksum was checked */
+	NET_VNET_GSO_NONE = 0,
+	NET_VNET_GSO_TCPV4 = 1,
+	NET_VNET_GSO_UDP = 3,       /* UFO: never accepted */
+	NET_VNET_GSO_TCPV6 = 4,
+	NET_VNET_GSO_UDP_L4 = 5,    /* USO: never accepted */
+	NET_VNET_GSO_ECN = 0x80,
+};
+
+/* The offloads a TX frame may ask for: the ones the driver acknowledged. */
+enum {
+	NET_TX_CSUM = 1u << 0, /* VIRTIO_NET_F_CSUM */
+	NET_TX_TSO4 = 1u << 1, /* VIRTIO_NET_F_HOST_TSO4 */
+	NET_TX_TSO6 = 1u << 2, /* VIRTIO_NET_F_HOST_TSO6 */
+	NET_TX_ECN = 1u << 3,  /* VIRTIO_NET_F_HOST_ECN */
+};
+
+/*
+ * The smallest gso_size accepted: Linux's floor for a TCP MSS
+ * (TCP_MIN_SND_MSS). Smaller would let one 64 KiB frame become thousands of
+ * packets on the host.
+ */
+#define NET_GSO_MIN_SIZE 48u
+
+struct net_vnet_hdr {
+	uint8_t flags;
+	uint8_t gso_type;
+	uint16_t hdr_len;
+	uint16_t gso_size;
+	uint16_t csum_start;
+	uint16_t csum_offset;
+	uint16_t num_buffers;
+};
+
+enum net_vnet_status {
+	NET_VNET_OK = 0,
+	NET_VNET_BAD_FLAGS,       /* a flag other than NEEDS_CSUM */
+	NET_VNET_BAD_GSO_TYPE,    /* UFO, USO, an unknown type, ECN without TCP */
+	NET_VNET_NOT_NEGOTIATED,  /* an offload the driver did not acknowledge */
+	/*
+	 * A GSO frame that is not what its gso_type says, or whose segments
+	 * could differ in more than sequence numbers and lengths: TCPV4 on
+	 * anything but unfragmented IPv4/TCP (TCPV6 likewise), a TCP header
+	 * cut short, an IP length other than the frame's, no NEEDS_CSUM.
+	 */
+	NET_VNET_GSO_MISMATCH,
+	NET_VNET_BAD_GSO_SIZE,    /* under NET_GSO_MIN_SIZE */
+	NET_VNET_BAD_HDR_LEN,     /* past the frame */
+	/*
+	 * csum_start/csum_offset: past the frame, on a frame that is not
+	 * unfragmented TCP or UDP, or a checksum field anywhere but the TCP or
+	 * UDP header's own (or, for UDP, inside its payload: a tunnel's inner
+	 * checksum), so the host's write lands on no byte the firewall judged.
+	 */
+	NET_VNET_BAD_CSUM,
+};
+
+void net_vnet_hdr_get(const uint8_t p[NET_VNET_HDR_LEN], struct net_vnet_hdr *h);
+void net_vnet_hdr_put(const struct net_vnet_hdr *h, uint8_t p[NET_VNET_HDR_LEN]);
+
+/*
+ * Judges the header the guest put in front of frame[0..len) (parsed into
+ * *f by net_frame_parse, status NET_FRAME_OK) against the offloads it may
+ * use (NET_TX_*), and on NET_VNET_OK fills *out with the header to hand the
+ * host: built from the checked fields alone (fields the frame's kind does
+ * not use are zero, hdr_len is the exact length of a GSO frame's headers,
+ * num_buffers 0). Pure. A frame asking for nothing (flags 0, GSO_NONE) is
+ * always OK, whatever its unused fields say.
+ */
+enum net_vnet_status net_vnet_check(const struct net_vnet_hdr *in, unsigned offloads, const uint8_t *frame,
+				    size_t len, const struct net_frame *f, struct net_vnet_hdr *out);
+
+/* "ok", "bad_flags", ... for logs. */
+const char *net_vnet_status_name(enum net_vnet_status s);
+
 #endif

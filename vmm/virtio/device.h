@@ -54,6 +54,12 @@ struct virtio_dev_ops {
 	unsigned num_queues;
 	unsigned queue_max;
 	uint64_t features;   /* device-specific; the transport adds VERSION_1 etc. */
+	/*
+	 * The device-specific features this instance offers, where they depend
+	 * on its host side (a net device's tap without vnet headers offers no
+	 * offloads); a subset of `features`. NULL: all of `features`.
+	 */
+	uint64_t (*offered)(const struct virtio_dev *dev);
 	uint32_t config_size;
 	/* Config space access; offset + len <= config_size is checked by the transport. */
 	void (*config_read)(struct virtio_dev *dev, uint32_t offset, uint8_t *data, uint32_t len);

@@ -45,9 +45,11 @@ enum {
 	MMIO_VENDOR = 0x4d565353, /* "SSVM" */
 };
 
-uint64_t virtio_mmio_offered_features(const struct virtio_dev_ops *ops)
+uint64_t virtio_mmio_offered_features(const struct virtio_dev *dev)
 {
-	return ops->features | VIRTIO_F_VERSION_1 | VIRTQ_F_RING_EVENT_IDX |
+	uint64_t own = dev->ops->offered ? dev->ops->offered(dev) & dev->ops->features : dev->ops->features;
+
+	return own | VIRTIO_F_VERSION_1 | VIRTQ_F_RING_EVENT_IDX |
 	       VIRTQ_F_INDIRECT_DESC;
 }
 
@@ -157,7 +159,7 @@ static uint32_t read_reg(struct virtio_mmio *m, uint64_t off)
 	case REG_DEVICE_FEATURES:
 		if (m->device_features_sel > 1)
 			return 0;
-		return (uint32_t)(virtio_mmio_offered_features(dev->ops) >>
+		return (uint32_t)(virtio_mmio_offered_features(dev) >>
 				  (32 * m->device_features_sel));
 	case REG_QUEUE_NUM_MAX:
 		return sel < dev->ops->num_queues ? dev->ops->queue_max : 0;
@@ -194,7 +196,7 @@ static void set_queue_ready(struct virtio_mmio *m, unsigned sel, uint32_t value)
 static void set_status(struct virtio_mmio *m, uint32_t value)
 {
 	struct virtio_dev *dev = &m->dev;
-	uint64_t offered = virtio_mmio_offered_features(dev->ops);
+	uint64_t offered = virtio_mmio_offered_features(dev);
 
 	if (value == 0) {
 		reset_from_guest(m);
@@ -574,7 +576,7 @@ int virtio_mmio_restore(struct virtio_mmio *m, const struct snap_virtio *in, cha
 		return sv_errf(-EINVAL, err, errlen, "snapshot: virtio slot at 0x%llx holds device %u with %u queues, "
 			       "this VM has virtio-%s (%u, %u queues)", (unsigned long long)m->base, in->device_id,
 			       in->nqueues, dev->ops->name, dev->ops->device_id, dev->ops->num_queues);
-	if (in->driver_features & ~virtio_mmio_offered_features(dev->ops))
+	if (in->driver_features & ~virtio_mmio_offered_features(dev))
 		return sv_errf(-EINVAL, err, errlen, "snapshot: virtio-%s: features 0x%llx were never offered",
 			       dev->ops->name, (unsigned long long)in->driver_features);
 	pthread_mutex_lock(&dev->lock);

@@ -98,7 +98,7 @@ int virtio_mmio_notify_fd(const struct virtio_mmio *m, unsigned q);
 int virtio_mmio_cmdline(const struct virtio_mmio *m, char *buf, size_t len);
 
 /* All features offered for a model: its own plus the transport's. */
-uint64_t virtio_mmio_offered_features(const struct virtio_dev_ops *ops);
+uint64_t virtio_mmio_offered_features(const struct virtio_dev *dev);
 
 struct bus_ops;
 extern const struct bus_ops virtio_mmio_bus_ops;
