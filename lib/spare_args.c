@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -174,6 +175,24 @@ int spare_args_receive(int sock, struct spare_args *out)
 	out->argc = r;
 	close(sock);
 	return place(fds, nfds);
+}
+
+int spare_args_become(int *argc, char ***argv, struct spare_args *sa)
+{
+	const char *s = (*argv)[2];
+	char *end;
+	long fd = strtol(s, &end, 10);
+	int r;
+
+	if (*end || end == s || fd < 3 || fd > 1023)
+		return -EBADF;
+	r = spare_args_receive((int)fd, sa);
+	if (r < 0)
+		return r;
+	spare_args_retitle(*argv, *argc, sa->argv);
+	*argc = sa->argc;
+	*argv = sa->argv;
+	return 0;
 }
 
 void spare_args_retitle(char **orig_argv, int orig_argc, char *const *argv)

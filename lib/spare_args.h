@@ -52,6 +52,15 @@ struct spare_args {
 int spare_args_receive(int sock, struct spare_args *out);
 
 /*
+ * For a program started as `PROG --args-from FD TITLE` (argc 4): waits on FD
+ * (spare_args_receive), shows the command line over its own arguments
+ * (spare_args_retitle), and replaces *argc and *argv with what came (they
+ * point into sa, which must live as long as they are used). 0; -EBADF for
+ * an FD that is not a number from 3 to 1023; or spare_args_receive's errors.
+ */
+int spare_args_become(int *argc, char ***argv, struct spare_args *sa);
+
+/*
  * Shows argv (NULL-ended) as this process's command line: written over the
  * bytes of its own arguments orig_argv[0..orig_argc-1], which must be
  * contiguous (as the kernel lays them out), cut short where they end.

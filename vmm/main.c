@@ -139,25 +139,16 @@ static int open_console(const struct vmm_config *cfg, struct console_out *consol
  */
 static int wait_for_args(int *argc, char ***argv, struct spare_args *spare)
 {
-	char *end;
-	long fd = strtol((*argv)[2], &end, 10);
-	int r;
+	const char *fd = (*argv)[2];
+	int r = spare_args_become(argc, argv, spare);
 
-	if (*end || end == (*argv)[2] || fd < 3 || fd > 1023) {
-		sv_err("--args-from: '%s' is not a descriptor", (*argv)[2]);
-		return -1;
-	}
-	r = spare_args_receive((int)fd, spare);
 	if (r == -EPIPE)
 		return 1;
-	if (r < 0) {
+	if (r == -EBADF)
+		sv_err("--args-from: '%s' is not a descriptor", fd);
+	else if (r < 0)
 		sv_err("--args-from: %s", r == -EPROTO ? "not a command line" : strerror(-r));
-		return -1;
-	}
-	spare_args_retitle(*argv, *argc, spare->argv);
-	*argc = spare->argc;
-	*argv = spare->argv;
-	return 0;
+	return r < 0 ? -1 : 0;
 }
 
 int main(int argc, char **argv)

@@ -439,7 +439,7 @@ int main(int argc, char **argv)
 
 	/* A spare, as the VMM's (spare_args.h): waits for its command line, then runs it. */
 	if (argc == 4 && !strcmp(argv[1], "--args-from")) {
-		int r = spare_args_receive(atoi(argv[2]), &spare);
+		int r = spare_args_become(&argc, &argv, &spare);
 
 		if (r == -EPIPE)
 			return 0;
@@ -447,9 +447,6 @@ int main(int argc, char **argv)
 			fprintf(stderr, "fake-vmm: --args-from: %s\n", strerror(-r));
 			return 2;
 		}
-		spare_args_retitle(argv, argc, spare.argv);
-		argc = spare.argc;
-		argv = spare.argv;
 	}
 	for (int i = 1; i + 1 < argc; i++) {
 		if (!strcmp(argv[i], "--vsock"))
