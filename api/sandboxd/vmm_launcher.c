@@ -217,6 +217,27 @@ int vmm_launcher_child_attrs(posix_spawnattr_t *at)
 }
 
 /*
+ * A child of ours that could not be set up for watching: killed (ours and
+ * not yet reaped, so pid is still that child), reaped, its pidfd (-1: none)
+ * closed unless p's watcher took it, and p (NULL: none) closed with no
+ * callback.
+ */
+static void abandon_child(int pid, int pidfd, struct vmm_process *p)
+{
+	kill(pid, SIGKILL);
+	if (pidfd >= 0)
+		waitid((idtype_t)P_PIDFD, (id_t)pidfd, &(siginfo_t){0}, WEXITED);
+	else
+		waitpid(pid, NULL, 0);
+	if (pidfd >= 0 && (!p || !p->polling))
+		close(pidfd); /* not the watcher's yet */
+	if (p) {
+		p->exited = p->released = true;
+		close_all(p);
+	}
+}
+
+/*
  * A spare (vmm_spares.h) runs cmd: it gets the command line, the log and
  * cmd's descriptors in one message and places them as a fresh start would.
  * 0 with *out; -errno, the spare gone, when it could not be given them.
@@ -238,14 +259,7 @@ static int claim_spare(uv_loop_t *loop, struct vmm_spare *sp, const struct sandb
 		r = p ? watch_pidfd(loop, p, sp->pidfd) : -ENOMEM;
 	}
 	if (r < 0) {
-		syscall(SYS_pidfd_send_signal, sp->pidfd, SIGKILL, NULL, 0);
-		waitid((idtype_t)P_PIDFD, (id_t)sp->pidfd, &(siginfo_t){0}, WEXITED);
-		if (!p || !p->polling)
-			close(sp->pidfd);
-		if (p) {
-			p->exited = p->released = true;
-			close_all(p);
-		}
+		abandon_child(sp->pid, sp->pidfd, p);
 		return r;
 	}
 	p->pid = sp->pid;
@@ -305,17 +319,7 @@ static int process_spawn(uv_loop_t *loop, struct vmm_spares *spares, const struc
 	p = fd < 0 ? NULL : process_new(loop, exited, ctx);
 	r = fd < 0 ? -errno : !p ? -ENOMEM : watch_pidfd(loop, p, fd);
 	if (r < 0) {
-		kill(pid, SIGKILL);
-		if (fd >= 0)
-			waitid((idtype_t)P_PIDFD, (id_t)fd, &(siginfo_t){0}, WEXITED);
-		else
-			waitpid(pid, NULL, 0);
-		if (fd >= 0 && (!p || !p->polling))
-			close(fd); /* not the watcher's yet */
-		if (p) {
-			p->exited = p->released = true;
-			close_all(p);
-		}
+		abandon_child(pid, fd, p);
 		return r;
 	}
 	p->pid = pid;
